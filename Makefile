@@ -1,0 +1,52 @@
+# vidkit — the two commands a new user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# One profile only (dev with optimised dependencies, see Cargo.toml) so candle builds once.
+CARGO_FLAGS ?=
+PYTHON ?= python3
+PEERS := target/peers
+BIN := $(or $(CARGO_TARGET_DIR),target)/debug
+
+.PHONY: deps build test demo peers bench man man-check testdata clean fmt
+
+# Installs the system packages the tools and tests need, only when something is missing.
+deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
+	pkg-config --exists hdf5 2>/dev/null || missing="$$missing libhdf5-dev"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+
+test: deps
+	$(CARGO) test $(CARGO_FLAGS) --workspace
+	$(MAKE) --no-print-directory man-check
+
+demo: build
+	@bash recipes/demo.sh $(BIN)
+
+# The pinned Python peers (decord, PyAV, OpenCV, torch, ...) for parity tests and benchmarks.
+peers: deps
+	@bash scripts/peers.sh $(PEERS)
+
+bench: build peers
+	@bash scripts/bench.sh $(BIN) $(PEERS)
+
+man:
+	$(CARGO) run $(CARGO_FLAGS) -q -p vidkit-cli --bin vman -- man
+
+man-check:
+	$(CARGO) run $(CARGO_FLAGS) -q -p vidkit-cli --bin vman -- man --check
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,10 @@
+//! `veval` (in progress).
+use crate::Outcome;
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "veval", version, about = "(in progress)")]
+pub struct Args {}
+
+pub fn main(_args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("not implemented yet")
+}

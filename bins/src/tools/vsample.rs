@@ -1,0 +1,10 @@
+//! `vsample` (in progress).
+use crate::Outcome;
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "vsample", version, about = "(in progress)")]
+pub struct Args {}
+
+pub fn main(_args: Args) -> anyhow::Result<Outcome> {
+    anyhow::bail!("not implemented yet")
+}

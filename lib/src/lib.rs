@@ -1,0 +1,14 @@
+//! vidkit: video understanding as small composable tools. This crate does the work; the
+//! binaries in `bins/` parse arguments and call it.
+//!
+//! Data flows one way: video → sample → transform → model → metric; `stream` is spoken by all.
+
+pub mod data;
+pub mod io;
+pub mod metric;
+pub mod rng;
+pub mod sample;
+pub mod stream;
+pub mod synth;
+pub mod transform;
+pub mod video;
