@@ -3,9 +3,11 @@
 //!
 //! Data flows one way: video → sample → transform → model → metric; `stream` is spoken by all.
 
+pub mod clips;
 pub mod data;
 pub mod io;
 pub mod metric;
+pub mod parallel;
 pub mod rng;
 pub mod sample;
 pub mod stream;

@@ -1,10 +1,236 @@
-//! `vsample` (in progress).
+//! `vsample`: decode, sample and transform video frames into a clip stream.
+
 use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use vidkit::clips::{sample_video, ClipSpec, VideoItem};
+use vidkit::data::parse_line;
+use vidkit::io::Output;
+use vidkit::sample::{SamplerConfig, SamplerKind};
+use vidkit::stream::{Label, Norm, StreamWriter};
+use vidkit::transform::{CropMode, IMAGENET_MEAN, IMAGENET_STD};
 
-#[derive(clap::Parser, Debug)]
-#[command(name = "vsample", version, about = "(in progress)")]
-pub struct Args {}
+const EXAMPLES: &str = "\
+Examples:
+  # TSN test protocol: 8 segments, short side 256, centre crop 224, uint8 frames to a file
+  vsample clip.mp4 --frames 8 -o clip.vks
 
-pub fn main(_args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!("not implemented yet")
+  # a whole list (`path label` lines) with paths relative to a root, 2 decoders
+  vsample --list val.list --root data/ --frames 8 -j 2 -o val.vks
+
+  # SlowFast/X3D test protocol: 10 dense clips of 32 frames every 2, three crops
+  vsample video.mp4 --sampler dense --frames 32 --interval 2 --clips 10 --crop three --size 256 --crop-size 256
+
+  # training augmentation, reproducible by seed
+  vsample --list train.list --root data/ --train --crop multiscale --size 128 --crop-size 112 --seed 7
+
+  # native-size frames at fixed indices, read back in Python
+  vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import sys, json, numpy as np
+  f = sys.stdin.buffer; h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
+
+Each record is one JSON header line and one NPY array (see vidkit-stream(5)): one record per
+clip x view, THWC uint8 RGB unless --normalize. A video that fails (missing, corrupt, too
+short for --indices) is reported on stderr and skipped; the exit status is then 1.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vsample", version, about = "Decode, sample and transform video frames into a clip stream", after_help = EXAMPLES)]
+pub struct Args {
+    /// Video files; `-` reads one path per line (optionally `path label`) from stdin.
+    pub inputs: Vec<PathBuf>,
+    /// A list file of `path label` lines (PaddleVideo / MMAction2 format).
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Directory that relative paths in --list and on stdin are relative to.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Frame sampler: segment (PaddleVideo), segment-mmaction, dense, uniform.
+    #[arg(long, default_value = "segment", value_parser = ["segment", "segment-mmaction", "dense", "uniform"])]
+    pub sampler: String,
+    /// Segments per clip (segment, uniform) or clip length (dense).
+    #[arg(long, default_value_t = 8)]
+    pub frames: usize,
+    /// Frame interval inside a dense clip.
+    #[arg(long, default_value_t = 1)]
+    pub interval: usize,
+    /// Temporal clips per video.
+    #[arg(long, default_value_t = 1)]
+    pub clips: usize,
+    /// Spatial views: center, three, ten (test); random-resized, multiscale (train); none.
+    #[arg(long, default_value = "center", value_parser = ["center", "three", "ten", "random-resized", "multiscale", "none"])]
+    pub crop: String,
+    /// Short side in pixels after resizing [default: 256, or native size with --crop none].
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Side of the square crops.
+    #[arg(long, default_value_t = 224)]
+    pub crop_size: u32,
+    /// Random sampling (training); the default is the deterministic test protocol.
+    #[arg(long)]
+    pub train: bool,
+    /// Random horizontal flip with p = 0.5 per clip (off by default: it swaps left and right).
+    #[arg(long)]
+    pub flip: bool,
+    /// Seed for every random choice; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Take these source frame numbers (comma-separated, one clip) instead of a sampler.
+    #[arg(long, value_delimiter = ',')]
+    pub indices: Option<Vec<usize>>,
+    /// Emit float32 (x - mean) / std instead of uint8 pixels.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Per-channel mean on the 0-255 scale, for --normalize [default: ImageNet's].
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel std on the 0-255 scale, for --normalize [default: ImageNet's].
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    pub std: Option<Vec<f32>>,
+    /// Parallel decoders; output stays in input order.
+    #[arg(short = 'j', long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Output file (written atomically); default stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Say nothing on stderr but errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// An input that could not even become a video item (a bad list line).
+type InputItem = Result<VideoItem, String>;
+
+fn label_of(labels: Vec<i64>) -> Option<Label> {
+    match labels.len() {
+        0 => None,
+        1 => Some(Label::Single(labels[0])),
+        _ => Some(Label::Multi(labels)),
+    }
+}
+
+fn items_from_lines(text: &str, source: &str, root: Option<&Path>) -> Vec<InputItem> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match parse_line(line, i + 1) {
+            Ok(Some(e)) => out.push(Ok(VideoItem {
+                id: e.path.clone(),
+                path: e.resolve(root),
+                label: label_of(e.labels),
+            })),
+            Ok(None) => {}
+            Err(err) => out.push(Err(format!("{source}: {err:#}"))),
+        }
+    }
+    out
+}
+
+fn gather_inputs(args: &Args) -> Result<Vec<InputItem>> {
+    let root = args.root.as_deref();
+    let mut items = Vec::new();
+    if let Some(list) = &args.list {
+        let text = std::fs::read_to_string(list).with_context(|| format!("{}: cannot read list file", list.display()))?;
+        items.extend(items_from_lines(&text, &list.display().to_string(), root));
+    }
+    for p in &args.inputs {
+        if p.as_os_str() == "-" {
+            let mut text = String::new();
+            for line in std::io::stdin().lock().lines() {
+                text.push_str(&line.context("<stdin>: cannot read paths")?);
+                text.push('\n');
+            }
+            items.extend(items_from_lines(&text, "<stdin>", root));
+        } else {
+            items.push(Ok(VideoItem { id: p.display().to_string(), path: p.clone(), label: None }));
+        }
+    }
+    if items.is_empty() {
+        bail!("no input videos (give paths, --list FILE, or - for paths on stdin)");
+    }
+    Ok(items)
+}
+
+fn spec_from(args: &Args) -> Result<ClipSpec> {
+    let sampler = SamplerConfig {
+        kind: args.sampler.parse::<SamplerKind>()?,
+        frames: args.frames,
+        interval: args.interval,
+        clips: args.clips,
+        train: args.train,
+    };
+    sampler.validate()?;
+    let crop: CropMode = args.crop.parse()?;
+    let short_side_px = match (args.size, crop) {
+        (Some(0), _) => bail!("--size must be positive"),
+        (Some(s), _) => Some(s),
+        (None, CropMode::None) => None,
+        (None, _) => Some(256),
+    };
+    if args.crop_size == 0 {
+        bail!("--crop-size must be positive");
+    }
+    if args.indices.as_ref().is_some_and(|v| v.is_empty()) {
+        bail!("--indices needs at least one frame number");
+    }
+    let normalize = args.normalize.then(|| Norm {
+        mean: args.mean.clone().unwrap_or(IMAGENET_MEAN.to_vec()),
+        std: args.std.clone().unwrap_or(IMAGENET_STD.to_vec()),
+    });
+    if let Some(n) = &normalize {
+        if n.std.iter().any(|&s| s <= 0.0) {
+            bail!("--std values must be positive");
+        }
+    }
+    Ok(ClipSpec {
+        sampler,
+        short_side_px,
+        crop,
+        crop_px: args.crop_size,
+        flip: args.flip,
+        normalize,
+        seed: args.seed,
+        indices: args.indices.clone(),
+    })
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    let spec = spec_from(&args)?;
+    let items = gather_inputs(&args)?;
+    let mut out = Output::open(args.output.as_deref())?;
+    let mut failed = 0usize;
+    let mut records = 0usize;
+    {
+        let mut writer = StreamWriter::new(&mut out);
+        vidkit::parallel::map_ordered(
+            &items,
+            args.jobs,
+            |i, item| match item {
+                Ok(v) => sample_video(&spec, v, i).map_err(|e| format!("{e:#}")),
+                Err(msg) => Err(msg.clone()),
+            },
+            |_, result| {
+                match result {
+                    Ok(recs) => {
+                        for r in &recs {
+                            writer.write_record(&r.header, &r.array).context("writing the stream")?;
+                        }
+                        records += recs.len();
+                    }
+                    Err(msg) => {
+                        failed += 1;
+                        eprintln!("vsample: {msg}");
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    }
+    if failed == items.len() {
+        bail!("all {} inputs failed; no output written", items.len());
+    }
+    out.finish()?;
+    if !args.quiet {
+        eprintln!("vsample: {} videos, {records} records, {failed} failed", items.len() - failed);
+    }
+    Ok(if failed > 0 { Outcome::PartialFailure { failed, total: items.len() } } else { Outcome::Success })
 }

@@ -2,4 +2,4 @@
 
 mod list;
 
-pub use list::{read_label_names, read_list, ListEntry};
+pub use list::{parse_line, read_label_names, read_list, ListEntry};

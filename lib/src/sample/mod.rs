@@ -1,1 +1,189 @@
-//! (in progress)
+//! Frame-index samplers (DESIGN.md §3). Each returns, for a video of `num_frames` frames, the
+//! source frame numbers of every clip. Videos shorter than a clip needs repeat frames as their
+//! reference does (modulo for segment sampling, clamping to the last frame for dense/uniform);
+//! `SampledClips::repeated` says when that happened.
+
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// PaddleVideo `Sampler` (TSN/TSM/PP-TSM): integer segment length.
+    Segment,
+    /// MMAction2 `SampleFrames` with clip_len 1 (TSN): float segment length.
+    SegmentMmaction,
+    /// Dense clips of `frames` × `interval` (PySlowFast / pytorchvideo).
+    Dense,
+    /// `frames` points from the first to the last frame, endpoints included (PP-TimeSformer).
+    Uniform,
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "segment" => Self::Segment,
+            "segment-mmaction" => Self::SegmentMmaction,
+            "dense" => Self::Dense,
+            "uniform" => Self::Uniform,
+            _ => bail!("unknown sampler {s:?} (segment, segment-mmaction, dense, uniform)"),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    pub kind: SamplerKind,
+    /// Segments (segment samplers, uniform) or clip length (dense).
+    pub frames: usize,
+    /// Frame interval inside a dense clip.
+    pub interval: usize,
+    /// Temporal clips per video.
+    pub clips: usize,
+    /// Random (training) rather than deterministic (test) sampling.
+    pub train: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampledClips {
+    pub clips: Vec<Vec<usize>>,
+    /// True when the video was too short and frames had to repeat.
+    pub repeated: bool,
+}
+
+impl SamplerConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.frames == 0 {
+            bail!("--frames must be at least 1");
+        }
+        if self.clips == 0 {
+            bail!("--clips must be at least 1");
+        }
+        if self.interval == 0 {
+            bail!("--interval must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Frames a clip spans in the source; a shorter video repeats frames.
+    pub fn span(&self) -> usize {
+        match self.kind {
+            SamplerKind::Dense => self.frames * self.interval,
+            _ => self.frames,
+        }
+    }
+
+    pub fn sample(&self, num_frames: usize, rng: &mut Rng) -> SampledClips {
+        assert!(num_frames > 0, "sample() on an empty video");
+        let clips: Vec<Vec<usize>> = (0..self.clips)
+            .map(|k| match self.kind {
+                SamplerKind::Segment => segment_paddle(num_frames, self.frames, self.train, rng),
+                SamplerKind::SegmentMmaction => {
+                    segment_mmaction(num_frames, self.frames, self.train, k, self.clips, rng)
+                }
+                SamplerKind::Dense => {
+                    dense(num_frames, self.frames, self.interval, self.train, k, self.clips, rng)
+                }
+                SamplerKind::Uniform => uniform(num_frames, self.frames),
+            })
+            .collect();
+        let repeated = num_frames < self.span();
+        SampledClips { clips, repeated }
+    }
+}
+
+/// PaddleVideo `paddlevideo/loader/pipelines/sample.py`, `Sampler.__call__` with seg_len 1:
+/// `average_dur = int(frames_len / num_seg)`; train `idx = randint(0, average_dur - 1) + i *
+/// average_dur`, test `idx = (average_dur - 1) // 2 + i * average_dur`; when `average_dur < 1`,
+/// `idx = i`; finally `idx % frames_len`.
+fn segment_paddle(len: usize, num_seg: usize, train: bool, rng: &mut Rng) -> Vec<usize> {
+    let average_dur = len / num_seg;
+    (0..num_seg)
+        .map(|i| {
+            let idx = if average_dur >= 1 {
+                let within = if train { rng.below(average_dur) } else { (average_dur - 1) / 2 };
+                within + i * average_dur
+            } else {
+                i
+            };
+            idx % len
+        })
+        .collect()
+}
+
+/// MMAction2 `mmaction/datasets/transforms/loading.py`, `SampleFrames` with clip_len 1,
+/// frame_interval 1, num_clips = segments, out_of_bound_opt 'loop'.
+/// Test (`_get_test_clips`): `avg_interval = (L - 1 + 1) / N` (float); offsets =
+/// `int(arange(N) * avg_interval + avg_interval / 2)`. For K > 1 test clips (vidkit's
+/// extension) clip k takes the point `(k + 0.5) / K` of each segment instead of its middle.
+/// Train (`_get_train_clips`): `avg_interval = L // N`; if > 0, `arange(N) * avg + randint(avg)`;
+/// elif `L > N`, sorted `randint(L, size=N)`; else `around(arange(N) * L / N)`.
+fn segment_mmaction(
+    len: usize,
+    num_seg: usize,
+    train: bool,
+    k: usize,
+    clips: usize,
+    rng: &mut Rng,
+) -> Vec<usize> {
+    let offsets: Vec<usize> = if train {
+        let avg = len / num_seg;
+        if avg > 0 {
+            (0..num_seg).map(|i| i * avg + rng.below(avg)).collect()
+        } else if len > num_seg {
+            // Unreachable for clip_len 1 (avg == 0 implies len < num_seg) but kept for fidelity.
+            let mut v: Vec<usize> = (0..num_seg).map(|_| rng.below(len)).collect();
+            v.sort_unstable();
+            v
+        } else {
+            let ratio = len as f64 / num_seg as f64;
+            (0..num_seg).map(|i| round_half_even(i as f64 * ratio) as usize).collect()
+        }
+    } else {
+        let avg = len as f64 / num_seg as f64;
+        let frac = (k as f64 + 0.5) / clips as f64;
+        (0..num_seg).map(|i| (i as f64 * avg + avg * frac) as usize).collect()
+    };
+    offsets.into_iter().map(|o| o % len).collect()
+}
+
+/// numpy's `around`: halves go to the even neighbour.
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// PySlowFast `slowfast/datasets/decoder.py`: `get_start_end_idx` with clip_size = T × τ:
+/// `delta = max(L - clip_size, 0)`; train `start = uniform(0, delta)`, test clip k of K
+/// `start = delta * k / K`; `end = start + clip_size - 1`; then `temporal_sampling`:
+/// `linspace(start, end, T).clamp(0, L - 1).long()`.
+fn dense(len: usize, t: usize, tau: usize, train: bool, k: usize, clips: usize, rng: &mut Rng) -> Vec<usize> {
+    let clip_size = (t * tau) as f64;
+    let delta = (len as f64 - clip_size).max(0.0);
+    let start = if train { rng.uniform_range(0.0, delta) } else { delta * k as f64 / clips as f64 };
+    let end = start + clip_size - 1.0;
+    linspace_trunc(start, end, t, len)
+}
+
+/// PaddleVideo `Sampler` with `linspace_sample`: `linspace(0, L - 1, N)`, clipped, `astype(int64)`.
+/// The reference uses it for train and test alike.
+fn uniform(len: usize, n: usize) -> Vec<usize> {
+    linspace_trunc(0.0, (len - 1) as f64, n, len)
+}
+
+/// numpy/torch linspace (endpoints included), clamped to [0, len - 1], truncated to integers.
+fn linspace_trunc(start: f64, end: f64, n: usize, len: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let v = if n == 1 { start } else { start + (end - start) * i as f64 / (n - 1) as f64 };
+            v.clamp(0.0, (len - 1) as f64) as usize
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! From a video file to clip-stream records: probe, sample indices, decode only those frames
+//! (scaled inside ffmpeg), crop into views, optionally normalise. `vsample` is this plus I/O.
+
+use crate::rng::Rng;
+use crate::sample::SamplerConfig;
+use crate::stream::{Array, Label, Norm, Record, RecordHeader};
+use crate::transform::{self, CropMode};
+use crate::video::{self, short_side_size};
+use anyhow::{bail, Context, Result};
+use ndarray::{Array4, Axis};
+use std::path::PathBuf;
+
+/// How to turn a video into clips and views.
+#[derive(Clone, Debug)]
+pub struct ClipSpec {
+    pub sampler: SamplerConfig,
+    /// Short side in pixels after resizing (inside ffmpeg); `None` keeps the native size.
+    pub short_side_px: Option<u32>,
+    pub crop: CropMode,
+    pub crop_px: u32,
+    /// Random horizontal flip (p = 0.5 per clip); train only.
+    pub flip: bool,
+    /// Emit float32 `(x - mean) / std` instead of uint8 pixels.
+    pub normalize: Option<Norm>,
+    pub seed: u64,
+    /// Fixed source frame numbers (one clip) instead of a sampler.
+    pub indices: Option<Vec<usize>>,
+}
+
+/// One input video: its id as the user wrote it (list path or argument), where it is, its label.
+#[derive(Clone, Debug)]
+pub struct VideoItem {
+    pub id: String,
+    pub path: PathBuf,
+    pub label: Option<Label>,
+}
+
+/// Samples one video into records (clips × views, clip-major). `position` is the video's place
+/// in the input, which seeds its randomness so results do not depend on `-j`.
+pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Result<Vec<Record>> {
+    let info = video::probe(&item.path)?;
+    let mut rng = Rng::derive(spec.seed, position as u64);
+    let (clips, repeated) = match &spec.indices {
+        Some(ix) => {
+            if let Some(&bad) = ix.iter().find(|&&i| i >= info.num_frames) {
+                bail!(
+                    "{}: frame {bad} asked for, but the video has {} frames",
+                    item.path.display(),
+                    info.num_frames
+                );
+            }
+            (vec![ix.clone()], false)
+        }
+        None => {
+            let s = spec.sampler.sample(info.num_frames, &mut rng);
+            (s.clips, s.repeated)
+        }
+    };
+    let size = spec.short_side_px.map(|s| short_side_size(info.width, info.height, s));
+    let all: Vec<usize> = clips.iter().flatten().copied().collect();
+    let decoded = video::decode_frames(&info, &all, size)?;
+    let num_views = spec.crop.num_views();
+    let mut out = Vec::with_capacity(clips.len() * num_views);
+    for (k, clip_idx) in clips.iter().enumerate() {
+        let positions: Vec<usize> =
+            clip_idx.iter().map(|&i| decoded.position(i).expect("decoded index")).collect();
+        let clip: Array4<u8> = decoded.frames.select(Axis(0), &positions);
+        let views = transform::views(clip.view(), spec.crop, spec.crop_px, spec.flip, &mut rng)
+            .with_context(|| item.path.display().to_string())?;
+        for (v, view) in views.into_iter().enumerate() {
+            let mut h = RecordHeader::frames(item.id.clone());
+            h.label = item.label.clone();
+            h.clip = Some(k);
+            h.view = Some(v);
+            h.num_clips = Some(clips.len());
+            h.num_views = Some(num_views);
+            h.indices = Some(clip_idx.iter().map(|&i| i as i64).collect());
+            if info.fps > 0.0 {
+                h.fps = Some(info.fps);
+                h.t0 = Some(clip_idx[0] as f64 / info.fps);
+                h.t1 = Some((clip_idx[clip_idx.len() - 1] + 1) as f64 / info.fps);
+            }
+            h.extra.insert("num_frames".into(), info.num_frames.into());
+            if repeated {
+                // The video is shorter than a clip: frames repeat, as in the reference samplers.
+                h.extra.insert("frames_repeated".into(), true.into());
+            }
+            let array = match &spec.normalize {
+                Some(n) => {
+                    h.norm = Some(n.clone());
+                    let mean = [n.mean[0], n.mean[1], n.mean[2]];
+                    let std = [n.std[0], n.std[1], n.std[2]];
+                    Array::F32(transform::normalize(view.view(), &mean, &std).into_dyn())
+                }
+                None => Array::U8(view.into_dyn()),
+            };
+            out.push(Record { header: h, array });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::SamplerKind;
+
+    fn testsrc(dir: &std::path::Path, frames: usize) -> PathBuf {
+        let p = dir.join("t.mp4");
+        let st = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-f", "lavfi", "-i"])
+            .arg(format!("testsrc2=size=64x48:rate=25:duration={}", frames as f64 / 25.0))
+            .args(["-pix_fmt", "yuv420p", "-c:v", "libx264", "-y"])
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        p
+    }
+
+    fn spec(frames: usize, crop: CropMode) -> ClipSpec {
+        ClipSpec {
+            sampler: SamplerConfig {
+                kind: SamplerKind::Segment,
+                frames,
+                interval: 1,
+                clips: 1,
+                train: false,
+            },
+            short_side_px: Some(32),
+            crop,
+            crop_px: 32,
+            flip: false,
+            normalize: None,
+            seed: 0,
+            indices: None,
+        }
+    }
+
+    #[test]
+    fn clips_and_views_carry_their_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = testsrc(dir.path(), 40);
+        let item = VideoItem { id: "t.mp4".into(), path, label: Some(Label::Single(2)) };
+        let recs = sample_video(&spec(4, CropMode::Three), &item, 0).unwrap();
+        assert_eq!(recs.len(), 3);
+        // 64x48 → short side 32 → 43x32 (42.67 rounds up), three 32x32 views
+        assert_eq!(recs[0].array.shape(), &[4, 32, 32, 3]);
+        let h = &recs[2].header;
+        assert_eq!((h.clip, h.view, h.num_views), (Some(0), Some(2), Some(3)));
+        assert_eq!(h.indices.as_deref(), Some(&[4i64, 14, 24, 34][..])); // paddle: avg 10 → 4 + 10i
+        assert_eq!(h.label, Some(Label::Single(2)));
+        assert!(!h.extra.contains_key("frames_repeated"));
+        // a video shorter than the clip says so
+        let recs = sample_video(&spec(60, CropMode::Center), &item, 0).unwrap();
+        assert_eq!(recs[0].header.extra.get("frames_repeated"), Some(&serde_json::Value::Bool(true)));
+        assert_eq!(recs[0].array.shape()[0], 60);
+    }
+}
