@@ -39,6 +39,9 @@ fn parse_num<T: std::str::FromStr>(v: Option<&Value>) -> Option<T> {
     }
 }
 
+/// Demuxer messages that mean the file was cut short.
+const TRUNCATION_SIGNS: [&str; 3] = ["partial file", "ended prematurely", "moov atom not found"];
+
 /// Checks the cheap things first so a missing or empty file gets a precise message.
 fn check_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -108,11 +111,23 @@ pub fn probe(path: &Path) -> Result<VideoInfo> {
     let fps = parse_rate(stream.get("avg_frame_rate"))
         .or_else(|| parse_rate(stream.get("r_frame_rate")))
         .unwrap_or(0.0);
-    let num_frames = parse_num::<usize>(stream.get("nb_read_packets"))
-        .or_else(|| parse_num::<usize>(stream.get("nb_frames")))
-        .unwrap_or(0);
+    let demux_log = String::from_utf8_lossy(&out.stderr);
+    if let Some(msg) = TRUNCATION_SIGNS.iter().find(|m| demux_log.contains(*m)) {
+        bail!("{}: truncated video: the demuxer reports {msg:?}", path.display());
+    }
+    let packets = parse_num::<usize>(stream.get("nb_read_packets"));
+    let header_frames = parse_num::<usize>(stream.get("nb_frames"));
+    let num_frames = packets.or(header_frames).unwrap_or(0);
     if num_frames == 0 {
         bail!("{}: video stream has no frames (truncated or corrupt?)", path.display());
+    }
+    if let (Some(p), Some(h)) = (packets, header_frames) {
+        // MP4's sample table is exact, so any shortfall is a cut file. AVI headers can be a few
+        // frames off on intact files (a VP9 AVI here claims 300 for 295), so allow 5% there.
+        let is_mp4 = container.contains("mp4") || container.contains("mov");
+        if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
+            bail!("{}: truncated video: the container lists {h} frames but only {p} are present", path.display());
+        }
     }
     let duration_s = parse_num::<f64>(stream.get("duration"))
         .or_else(|| parse_num::<f64>(json.pointer("/format/duration")))

@@ -1,0 +1,201 @@
+//! Whole-tool behaviour of `vsample`: output shape and headers, determinism, parallel order,
+//! bad inputs (each a one-line error naming the file), no partial outputs, broken pipes.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use vidkit::stream::{Record, StreamReader};
+
+const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
+
+fn read_stream(path: &Path) -> Vec<Record> {
+    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
+}
+
+#[test]
+fn list_input_gives_one_record_per_clip_and_view_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, n) in [("a.mp4", 30), ("b.mp4", 50), ("c.mp4", 20)] {
+        testsrc(&d.path().join(name), "96x64", 25, n, &[]);
+    }
+    std::fs::write(d.path().join("val.list"), "a.mp4 0\nb.mp4 2\nc.mp4 1\n").unwrap();
+    let o = run(
+        VSAMPLE,
+        &["--list", "val.list", "--root", ".", "--frames", "4", "--size", "64", "--crop", "three", "--crop-size", "64", "-j", "2", "-o", "out.vks"],
+        d.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&d.path().join("out.vks"));
+    assert_eq!(recs.len(), 9);
+    let order: Vec<(String, usize)> =
+        recs.iter().map(|r| (r.header.video.clone().unwrap(), r.header.view.unwrap())).collect();
+    assert_eq!(order[0], ("a.mp4".into(), 0));
+    assert_eq!(order[3], ("b.mp4".into(), 0));
+    assert_eq!(order[8], ("c.mp4".into(), 2));
+    assert_eq!(recs[3].header.label, Some(vidkit::stream::Label::Single(2)));
+    // 96x64 → short side 64 → 96x64; three 64x64 crops
+    assert_eq!(recs[0].array.shape(), &[4, 64, 64, 3]);
+    // PaddleVideo test indices for 50 frames, 4 segments: avg 12 → 5, 17, 29, 41
+    assert_eq!(recs[3].header.indices.as_deref(), Some(&[5i64, 17, 29, 41][..]));
+}
+
+#[test]
+fn same_seed_same_bytes_and_j_does_not_change_output() {
+    let d = tempfile::tempdir().unwrap();
+    let mut list = String::new();
+    for i in 0..4 {
+        testsrc(&d.path().join(format!("v{i}.mp4")), "80x60", 25, 24 + 8 * i, &[]);
+        list.push_str(&format!("v{i}.mp4 {i}\n"));
+    }
+    std::fs::write(d.path().join("train.list"), list).unwrap();
+    let args = |out: &'static str, seed: &'static str, j: &'static str| {
+        vec!["--list", "train.list", "--train", "--crop", "random-resized", "--size", "60", "--crop-size", "48", "--flip", "--seed", seed, "-j", j, "-o", out]
+    };
+    for (out, seed, j) in [("a.vks", "7", "1"), ("b.vks", "7", "2"), ("c.vks", "8", "1")] {
+        let o = run(VSAMPLE, &args(out, seed, j), d.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let a = std::fs::read(d.path().join("a.vks")).unwrap();
+    assert_eq!(a, std::fs::read(d.path().join("b.vks")).unwrap(), "-j 2 changed the output");
+    assert_ne!(a, std::fs::read(d.path().join("c.vks")).unwrap(), "another seed gave the same output");
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors_and_the_batch_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("good.mp4"), "64x48", 25, 40, &[]);
+    testsrc(&p.join("fs.mp4"), "64x48", 25, 100, &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]);
+    std::fs::write(p.join("empty.mp4"), b"").unwrap();
+    std::fs::write(p.join("notes.txt"), b"this is not a video at all\n").unwrap();
+    let full = std::fs::read(p.join("fs.mp4")).unwrap();
+    std::fs::write(p.join("cut.mp4"), &full[..full.len() / 2]).unwrap();
+    // Corrupt: overwrite bytes throughout the coded data, keeping the container readable.
+    let mut bad = full.clone();
+    for i in (2000..bad.len()).step_by(97) {
+        bad[i] = bad[i].wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(p.join("corrupt.mp4"), bad).unwrap();
+    std::fs::write(
+        p.join("in.list"),
+        "good.mp4 0\nmissing.mp4 1\nempty.mp4 1\nnotes.txt 1\ncut.mp4 1\ncorrupt.mp4 1\ngood.mp4 not-a-label\n",
+    )
+    .unwrap();
+    let o = run(VSAMPLE, &["--list", "in.list", "--size", "48", "--crop-size", "48", "--frames", "4", "-o", "out.vks"], p);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "partial failure exits 1: {err}");
+    for (name, what) in [
+        ("missing.mp4", "no such file"),
+        ("empty.mp4", "empty file (0 bytes)"),
+        ("notes.txt", "not a readable video"),
+        ("cut.mp4", "truncated video"),
+        ("corrupt.mp4", "corrupt"),
+        ("in.list", "line 7: label \"not-a-label\""),
+    ] {
+        let line = err.lines().find(|l| l.contains(name) && l.contains(what));
+        assert!(line.is_some(), "no one-line error naming {name} with {what:?} in:\n{err}");
+    }
+    assert!(err.contains("6 of 7 inputs failed"), "{err}");
+    // The good video still made it, whole.
+    let recs = read_stream(&p.join("out.vks"));
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].header.video.as_deref(), Some("good.mp4"));
+}
+
+#[test]
+fn total_failure_leaves_no_output_file() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(VSAMPLE, &["missing.mp4", "-o", "out.vks"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!d.path().join("out.vks").exists());
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.is_empty(), "left behind: {names:?}");
+    let err = stderr(&o);
+    assert!(err.lines().next().unwrap().contains("missing.mp4: no such file"), "{err}");
+}
+
+#[test]
+fn short_video_repeats_frames_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    testsrc(&d.path().join("short.mp4"), "64x48", 25, 5, &[]);
+    let o = run(VSAMPLE, &["short.mp4", "--frames", "8", "--crop", "none", "-o", "s.vks"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&d.path().join("s.vks"));
+    // PaddleVideo: average_dur 0 → idx = i % 5
+    assert_eq!(recs[0].header.indices.as_deref(), Some(&[0i64, 1, 2, 3, 4, 0, 1, 2][..]));
+    assert_eq!(recs[0].header.extra.get("frames_repeated"), Some(&serde_json::Value::Bool(true)));
+    assert_eq!(recs[0].array.shape(), &[8, 48, 64, 3]);
+    // Explicit indices past the end are an error naming the file.
+    let o = run(VSAMPLE, &["short.mp4", "--indices", "0,9", "--crop", "none"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("short.mp4: frame 9 asked for, but the video has 5 frames"), "{}", stderr(&o));
+}
+
+#[test]
+fn paths_on_stdin_and_a_closed_downstream_pipe() {
+    let d = tempfile::tempdir().unwrap();
+    testsrc(&d.path().join("v.mp4"), "320x240", 25, 50, &[]);
+    // `printf 'v.mp4\nv.mp4\n' | vsample - --crop none | head -c 100`: vsample ends quietly.
+    let mut child = Command::new(VSAMPLE)
+        .args(["-", "--crop", "none", "--frames", "16"])
+        .current_dir(d.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::{Read, Write};
+        child.stdin.take().unwrap().write_all(b"v.mp4\nv.mp4 3\nv.mp4\n").unwrap();
+        let mut head = [0u8; 100];
+        child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+        assert!(head.starts_with(b"{\"kind\":\"frames\""));
+        drop(child.stdout.take()); // the consumer goes away
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("error"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn decodes_every_real_video() {
+    let Some(dir) = realvideo_dir() else { return };
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e != "md"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10);
+    let args: Vec<String> = names.iter().map(|p| p.display().to_string()).collect();
+    let mut argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    argv.extend(["--frames", "8", "--size", "128", "--crop-size", "112", "-j", "2", "-o"]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("real.vks");
+    let out_s = out.display().to_string();
+    argv.push(&out_s);
+    let o = run(VSAMPLE, &argv, out_dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&out);
+    assert_eq!(recs.len(), names.len());
+    for r in &recs {
+        assert_eq!(r.array.shape(), &[8, 112, 112, 3], "{:?}", r.header.video);
+        let n = r.header.extra["num_frames"].as_u64().unwrap() as i64;
+        assert!(r.header.indices.as_ref().unwrap().iter().all(|&i| i < n));
+    }
+    // The rotated phone video comes out portrait-shaped before cropping.
+    let rot = dir.join("derived_android_phone_rotate90.mp4");
+    let o = Command::new(VSAMPLE)
+        .arg(&rot)
+        .args(["--frames", "1", "--size", "108", "--crop", "none", "-o"])
+        .arg(out_dir.path().join("rot.vks"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = read_stream(&out_dir.path().join("rot.vks"));
+    assert_eq!(r[0].array.shape(), &[1, 192, 108, 3]);
+}
