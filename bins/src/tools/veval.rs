@@ -1,10 +1,457 @@
-//! `veval` (in progress).
+//! `veval`: classification metrics over prediction records (DESIGN.md §2.3), as mmaction2's
+//! `AccMetric` reports them: top-1 and top-5 accuracy, mean class accuracy, and on request the
+//! confusion matrix. The formulas live in `vidkit::metric::accuracy`.
 use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use vidkit::data::{read_label_names, read_list, ListEntry};
+use vidkit::metric::{argmax_classes, confusion_matrix, mean_class_accuracy, top_k_accuracy};
+use vidkit::stream::prediction::{read_predictions, Prediction};
+use vidkit::stream::Label;
+
+const ABOUT: &str =
+    "Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix";
+
+const LONG_ABOUT: &str = "\
+Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix.
+
+Reads prediction records (JSON Lines, one object per video: {\"video\", \"label\"?, \"scores\", \
+\"top\"}, as vclassify writes them) and the ground truth: a list file (--gt, `path label` per line) \
+or, without --gt, each record's own \"label\". Prints a table on stderr and one JSON object on \
+stdout: {\"top1\", \"top5\", \"mean_class_acc\", \"count\"} (accuracies as fractions in [0, 1]), plus \
+\"confusion\": {\"classes\", \"matrix\"} with --confusion (rows are true classes, columns predicted \
+ones, both in the order of \"classes\"; \"names\" too when --labels is given).
+
+The metrics are mmaction2's (mmaction/evaluation/functional/accuracy.py). A prediction is a hit \
+at top-k when its true class is among its k highest scores; with fewer than k classes every \
+prediction is a hit. Mean class accuracy averages per-class top-1 accuracy over the classes that \
+occur as a true label or as a prediction: a class that is only ever predicted counts as 0. \
+Classes with equal scores rank by lower class index first (so top-1 is always numpy's argmax, \
+the first maximum).
+
+Predictions are matched to list entries by \"video\", which vsample sets to the path as written \
+in the list: first the exact string, then the list path joined to --root, then the file name \
+alone (when it names exactly one entry). A prediction without ground truth, or a list entry \
+without a prediction, is an error unless --allow-missing. Every record is one sample, so \
+per-clip predictions are scored per clip.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Score predictions against the validation list; JSON on stdout, table on stderr
+  veval --pred preds.jsonl --gt ucf101_val_split1.txt
+
+  # Predictions that carry their own \"label\", from stdin; keep the metrics in a file
+  veval --pred - -o metrics.json < preds.jsonl
+
+  # Per-class accuracy table and confusion matrix with class names
+  veval --pred preds.jsonl --gt val.list --confusion --labels labels.txt
+
+  # Only part of the list was classified: score what is there
+  veval --pred shard0.jsonl --gt val.list --allow-missing";
 
 #[derive(clap::Parser, Debug)]
-#[command(name = "veval", version, about = "(in progress)")]
-pub struct Args {}
+#[command(name = "veval", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+pub struct Args {
+    /// Predictions: JSON Lines, one record per video (`-` is stdin).
+    #[arg(long, value_name = "PRED.jsonl")]
+    pub pred: PathBuf,
 
-pub fn main(_args: Args) -> anyhow::Result<Outcome> {
-    anyhow::bail!("not implemented yet")
+    /// Ground truth list file, `path label` per line; without it each record's "label" is used.
+    #[arg(long, value_name = "LIST")]
+    pub gt: Option<PathBuf>,
+
+    /// Directory the relative paths in --gt are under (used when matching predictions).
+    #[arg(long, value_name = "DIR", requires = "gt")]
+    pub root: Option<PathBuf>,
+
+    /// Also report the confusion matrix (JSON) and per-class accuracy (table).
+    #[arg(long)]
+    pub confusion: bool,
+
+    /// Class names, one per line; must name as many classes as there are scores.
+    #[arg(long, value_name = "labels.txt")]
+    pub labels: Option<PathBuf>,
+
+    /// Skip predictions without ground truth and list entries without a prediction (counted on
+    /// stderr) instead of failing.
+    #[arg(long)]
+    pub allow_missing: bool,
+
+    /// Write the JSON object to this file (atomically) instead of stdout; `-` is stdout.
+    #[arg(short, long, value_name = "OUT.json")]
+    pub output: Option<PathBuf>,
+
+    /// No table on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn display_name(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "<stdin>".into()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The list entries, indexed the three ways a prediction's "video" may name one.
+struct GroundTruth {
+    entries: Vec<ListEntry>,
+    source: String,
+    exact: HashMap<String, usize>,
+    /// Path-component equality, so `./a//b.mp4` finds `a/b.mp4` under the root.
+    resolved: HashMap<PathBuf, usize>,
+    by_name: HashMap<std::ffi::OsString, Vec<usize>>,
+    /// Entries that are the first of their path (duplicates of a path share its label).
+    unique: Vec<usize>,
+}
+
+impl GroundTruth {
+    fn read(path: &Path, root: Option<&Path>) -> Result<Self> {
+        let entries = read_list(path)?;
+        let source = path.display().to_string();
+        let mut exact: HashMap<String, usize> = HashMap::new();
+        let mut resolved = HashMap::new();
+        let mut by_name: HashMap<_, Vec<usize>> = HashMap::new();
+        let mut unique = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(&first) = exact.get(&e.path) {
+                let f = &entries[first];
+                if f.labels != e.labels {
+                    bail!(
+                        "{source}: line {}: {:?} is listed again with a different label (first at line {})",
+                        e.line,
+                        e.path,
+                        f.line
+                    );
+                }
+                continue;
+            }
+            exact.insert(e.path.clone(), i);
+            unique.push(i);
+            if root.is_some() {
+                resolved.entry(e.resolve(root)).or_insert(i);
+            }
+            if let Some(name) = Path::new(&e.path).file_name() {
+                by_name.entry(name.to_os_string()).or_default().push(i);
+            }
+        }
+        Ok(Self { entries, source, exact, resolved, by_name, unique })
+    }
+
+    /// The entry a prediction's video names: exact path, path under --root, then file name.
+    fn find(&self, video: &str) -> Result<Option<usize>> {
+        if let Some(&i) = self.exact.get(video) {
+            return Ok(Some(i));
+        }
+        if let Some(&i) = self.resolved.get(Path::new(video)) {
+            return Ok(Some(i));
+        }
+        let Some(name) = Path::new(video).file_name() else { return Ok(None) };
+        match self.by_name.get(name).map(Vec::as_slice) {
+            None | Some([]) => Ok(None),
+            Some([i]) => Ok(Some(*i)),
+            Some(several) => {
+                let lines: Vec<String> = several.iter().map(|&i| self.entries[i].line.to_string()).collect();
+                bail!(
+                    "{}: {video:?} matches lines {} only by file name {:?}, which is ambiguous; write the same paths in both",
+                    self.source,
+                    lines.join(", "),
+                    name.to_string_lossy()
+                )
+            }
+        }
+    }
+}
+
+/// Scores of every record checked against one class count (and the label map, if any).
+fn class_count(
+    preds: &[(usize, Prediction)],
+    source: &str,
+    names: Option<(&[String], &str)>,
+) -> Result<usize> {
+    let Some((first_line, first)) = preds.first() else { bail!("{source}: no predictions to evaluate") };
+    let classes = first.scores.len();
+    if classes == 0 {
+        bail!("{source}: line {first_line}: \"scores\" is empty");
+    }
+    if let Some((names, names_src)) = names {
+        if names.len() != classes {
+            bail!(
+                "{names_src}: {} class names, but the predictions in {source} have {classes} scores (line {first_line})",
+                names.len()
+            );
+        }
+    }
+    for (line, p) in preds {
+        if p.scores.len() != classes {
+            bail!(
+                "{source}: line {line}: {} scores, but line {first_line} has {classes} (one score per class)",
+                p.scores.len()
+            );
+        }
+    }
+    Ok(classes)
+}
+
+/// One true class from a label, or an error for multi-label and out-of-range values.
+fn single_class(labels: &[i64], classes: usize, at: &str) -> Result<usize> {
+    match labels {
+        [l] if *l >= 0 && (*l as u64) < classes as u64 => Ok(*l as usize),
+        [l] => bail!("{at}: label {l} is out of range for {classes} classes (0..={})", classes - 1),
+        [] => bail!("{at}: no label"),
+        _ => bail!("{at}: multi-label ground truth {labels:?}; top-k accuracy needs one label per video"),
+    }
+}
+
+/// What could not be matched, for the error (or, with --allow-missing, the note).
+#[derive(Default)]
+struct Missing {
+    /// (line, video) of predictions without ground truth.
+    preds: Vec<(usize, String)>,
+    /// (line, path) of list entries without a prediction.
+    entries: Vec<(usize, String)>,
+}
+
+/// The true class of each record (`None`: no ground truth for it).
+fn labels_from_list(
+    preds: &[(usize, Prediction)],
+    gt: &GroundTruth,
+    classes: usize,
+    missing: &mut Missing,
+) -> Result<Vec<Option<usize>>> {
+    let mut seen = vec![false; gt.entries.len()];
+    let mut out = Vec::with_capacity(preds.len());
+    for (line, p) in preds {
+        let Some(i) = gt.find(&p.video)? else {
+            missing.preds.push((*line, p.video.clone()));
+            out.push(None);
+            continue;
+        };
+        seen[i] = true;
+        let e = &gt.entries[i];
+        out.push(Some(single_class(
+            &e.labels,
+            classes,
+            &format!("{}: line {}: {:?}", gt.source, e.line, e.path),
+        )?));
+    }
+    for &i in &gt.unique {
+        if !seen[i] {
+            missing.entries.push((gt.entries[i].line, gt.entries[i].path.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn labels_from_records(
+    preds: &[(usize, Prediction)],
+    source: &str,
+    classes: usize,
+    missing: &mut Missing,
+) -> Result<Vec<Option<usize>>> {
+    preds
+        .iter()
+        .map(|(line, p)| {
+            let at = format!("{source}: line {line}");
+            match &p.label {
+                None => {
+                    missing.preds.push((*line, p.video.clone()));
+                    Ok(None)
+                }
+                Some(Label::Single(l)) => single_class(&[*l], classes, &at).map(Some),
+                Some(Label::Multi(ls)) => single_class(ls, classes, &at).map(Some),
+            }
+        })
+        .collect()
+}
+
+fn check_missing(missing: &Missing, args: &Args, source: &str) -> Result<()> {
+    let more = |n: usize| {
+        if n > 1 {
+            format!(" (and {} more; --allow-missing skips them)", n - 1)
+        } else {
+            String::new()
+        }
+    };
+    if args.allow_missing {
+        if !missing.preds.is_empty() || !missing.entries.is_empty() {
+            eprintln!(
+                "veval: skipped {} predictions without ground truth and {} list entries without a prediction",
+                missing.preds.len(),
+                missing.entries.len()
+            );
+        }
+        return Ok(());
+    }
+    if let Some((line, video)) = missing.preds.first() {
+        match &args.gt {
+            Some(gt) => bail!(
+                "{source}: line {line}: no ground truth for {video:?} in {} (matched by path, by path under --root, by file name){}",
+                gt.display(),
+                more(missing.preds.len())
+            ),
+            None => bail!(
+                "{source}: line {line}: prediction for {video:?} has no \"label\" and no --gt list was given{}",
+                more(missing.preds.len())
+            ),
+        }
+    }
+    if let (Some((line, path)), Some(gt)) = (missing.entries.first(), &args.gt) {
+        bail!(
+            "{}: line {line}: no prediction for {path:?} in {source}{}",
+            gt.display(),
+            more(missing.entries.len())
+        );
+    }
+    Ok(())
+}
+
+struct Report {
+    count: usize,
+    top1: f64,
+    top5: f64,
+    mean_class_acc: f64,
+    /// Class ids and the matrix (rows true, columns predicted), with --confusion.
+    confusion: Option<(Vec<usize>, Vec<Vec<usize>>)>,
+}
+
+fn to_json(r: &Report, names: Option<&[String]>) -> String {
+    use serde_json::{json, to_string, Value};
+    // Written by hand to keep the keys in this order (serde_json's map sorts them).
+    let mut s = format!(
+        "{{\"top1\":{},\"top5\":{},\"mean_class_acc\":{},\"count\":{}",
+        Value::from(r.top1),
+        Value::from(r.top5),
+        Value::from(r.mean_class_acc),
+        r.count
+    );
+    if let Some((classes, matrix)) = &r.confusion {
+        s += &format!(",\"confusion\":{{\"classes\":{},", json!(classes));
+        if let Some(names) = names {
+            let named: Vec<&str> = classes.iter().map(|&c| names[c].as_str()).collect();
+            s += &format!("\"names\":{},", to_string(&named).expect("strings serialise"));
+        }
+        s += &format!("\"matrix\":{}}}", json!(matrix));
+    }
+    s + "}\n"
+}
+
+fn print_table(r: &Report, classes: usize, source: &str, names: Option<&[String]>) {
+    let hits = |acc: f64| (acc * r.count as f64).round() as usize;
+    let mut t = format!("veval: {} predictions from {source}, {classes} classes\n", r.count);
+    t += &format!("  {:<16}{:>8.4}  ({} of {})\n", "top1", r.top1, hits(r.top1), r.count);
+    t += &format!("  {:<16}{:>8.4}  ({} of {})\n", "top5", r.top5, hits(r.top5), r.count);
+    t += &format!("  {:<16}{:>8.4}\n", "mean_class_acc", r.mean_class_acc);
+    if let Some((ids, matrix)) = &r.confusion {
+        let width = names.map_or(4, |n| ids.iter().map(|&c| n[c].chars().count()).max().unwrap_or(0).max(4));
+        t += &format!("  {:>6}  {:<width$}  {:>6}  {:>6}  {:>8}\n", "class", "name", "true", "hits", "acc");
+        for (i, (&c, row)) in ids.iter().zip(matrix).enumerate() {
+            let n: usize = row.iter().sum();
+            let acc = if n == 0 { "-".to_string() } else { format!("{:.4}", row[i] as f64 / n as f64) };
+            let name = names.map_or("", |n| n[c].as_str());
+            t += &format!("  {c:>6}  {name:<width$}  {n:>6}  {:>6}  {acc:>8}\n", row[i]);
+        }
+    }
+    eprint!("{t}");
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    let source = display_name(&args.pred);
+    let preds = read_predictions(&args.pred)?;
+    let names = args.labels.as_deref().map(read_label_names).transpose()?;
+    let names_src = args.labels.as_ref().map(|p| p.display().to_string());
+    let classes = class_count(&preds, &source, names.as_deref().zip(names_src.as_deref()))?;
+
+    let mut missing = Missing::default();
+    let labels = match &args.gt {
+        Some(gt) => {
+            let gt = GroundTruth::read(gt, args.root.as_deref())?;
+            labels_from_list(&preds, &gt, classes, &mut missing)?
+        }
+        None => labels_from_records(&preds, &source, classes, &mut missing)?,
+    };
+    check_missing(&missing, &args, &source)?;
+
+    let (scores, truth): (Vec<Vec<f32>>, Vec<usize>) =
+        preds.into_iter().zip(labels).filter_map(|((_, p), l)| l.map(|l| (p.scores, l))).unzip();
+    if truth.is_empty() {
+        bail!("{source}: no prediction has ground truth; nothing to evaluate");
+    }
+    let report = Report {
+        count: truth.len(),
+        top1: top_k_accuracy(&scores, &truth, 1),
+        top5: top_k_accuracy(&scores, &truth, 5),
+        mean_class_acc: mean_class_accuracy(&scores, &truth),
+        confusion: args.confusion.then(|| confusion_matrix(&argmax_classes(&scores), &truth)),
+    };
+
+    if !args.quiet {
+        print_table(&report, classes, &source, names.as_deref());
+    }
+    let mut out = vidkit::io::Output::open(args.output.as_deref())?;
+    let json = to_json(&report, names.as_deref());
+    let dest = args.output.as_ref().map_or_else(|| "<stdout>".to_string(), |p| p.display().to_string());
+    out.write_all(json.as_bytes()).with_context(|| format!("{dest}: cannot write"))?;
+    out.finish().with_context(|| format!("{dest}: cannot write"))?;
+    Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_exact_then_under_root_then_by_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("val.list");
+        std::fs::write(&list, "a/x.mp4 0\nb/y.mp4 1\nc/y.mp4 1\nd/z.mp4 2\na/x.mp4 0\n").unwrap();
+        let gt = GroundTruth::read(&list, Some(Path::new("/data/"))).unwrap();
+        assert_eq!(gt.unique, vec![0, 1, 2, 3]);
+        assert_eq!(gt.find("a/x.mp4").unwrap(), Some(0));
+        assert_eq!(gt.find("/data/d/z.mp4").unwrap(), Some(3));
+        assert_eq!(gt.find("/data/./d//z.mp4").unwrap(), Some(3));
+        assert_eq!(gt.find("/elsewhere/z.mp4").unwrap(), Some(3));
+        assert_eq!(gt.find("nothing.mp4").unwrap(), None);
+        let err = gt.find("/elsewhere/y.mp4").unwrap_err().to_string();
+        assert!(err.contains("lines 2, 3") && err.contains("ambiguous"), "{err}");
+    }
+
+    #[test]
+    fn a_path_listed_twice_with_different_labels_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("val.list");
+        std::fs::write(&list, "a.mp4 0\nb.mp4 1\na.mp4 2\n").unwrap();
+        let err = GroundTruth::read(&list, None).err().unwrap().to_string();
+        assert!(err.contains("line 3") && err.contains("first at line 1"), "{err}");
+    }
+
+    #[test]
+    fn labels_must_be_single_and_in_range() {
+        assert_eq!(single_class(&[2], 3, "f").unwrap(), 2);
+        assert!(single_class(&[3], 3, "f: line 4")
+            .unwrap_err()
+            .to_string()
+            .starts_with("f: line 4: label 3 is out of range"));
+        assert!(single_class(&[-1], 3, "f").is_err());
+        assert!(single_class(&[0, 1], 3, "f").unwrap_err().to_string().contains("multi-label"));
+    }
+
+    #[test]
+    fn json_keeps_key_order_and_adds_names() {
+        let r = Report {
+            count: 2,
+            top1: 0.5,
+            top5: 1.0,
+            mean_class_acc: 0.25,
+            confusion: Some((vec![0, 2], vec![vec![1, 0], vec![1, 0]])),
+        };
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            to_json(&r, Some(&names)),
+            "{\"top1\":0.5,\"top5\":1.0,\"mean_class_acc\":0.25,\"count\":2,\"confusion\":{\"classes\":[0,2],\"names\":[\"a\",\"c\"],\"matrix\":[[1,0],[1,0]]}}\n"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 mod header;
 mod npy;
+pub mod prediction;
 
 pub use header::{Label, Norm, RecordHeader};
 pub use npy::{Array, DType};
