@@ -5,10 +5,11 @@
 //! inside ffmpeg so only the sampled, resized frames cross the pipe (DESIGN.md §4, §6).
 
 mod decode;
+mod mp4;
 mod probe;
 
 pub use decode::{decode_frames, DecodedFrames};
-pub use probe::{probe, VideoInfo};
+pub use probe::{probe, probe_with_ffprobe, VideoInfo};
 
 /// The system binaries. ffmpeg-sidecar would prefer a binary next to our executable; we name the
 /// system ones explicitly so a stray or downloaded copy is never picked up.
@@ -34,5 +35,56 @@ mod tests {
         assert_eq!(short_side_size(1280, 720, 256), (455, 256)); // 455.11
         assert_eq!(short_side_size(320, 240, 128), (171, 128)); // 170.67
         assert_eq!(short_side_size(240, 320, 112), (112, 149)); // 149.33
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn realvideo() -> Option<PathBuf> {
+        let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/realvideo");
+        d.is_dir().then_some(d).or_else(|| {
+            eprintln!("SKIP: ../shared/realvideo is absent");
+            None
+        })
+    }
+
+    /// The native MP4 reader agrees with ffprobe wherever it answers.
+    #[test]
+    fn native_mp4_probe_matches_ffprobe() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for (name, extra) in [("plain.mp4", ""), ("fast.mp4", "+faststart")] {
+            let p = dir.path().join(name);
+            let mut cmd = std::process::Command::new("ffmpeg");
+            cmd.args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=2", "-pix_fmt", "yuv420p"]);
+            if !extra.is_empty() {
+                cmd.args(["-movflags", extra]);
+            }
+            assert!(cmd.arg(&p).status().unwrap().success());
+            files.push(p);
+        }
+        if let Some(d) = realvideo() {
+            for n in ["android_phone_vfr_1080p_h264.mp4", "derived_android_phone_rotate90.mp4", "imageio_cockatoo_720p_h264.mp4", "imageio_realshort_h264.mp4"] {
+                files.push(d.join(n));
+            }
+        }
+        let mut answered = 0;
+        for f in &files {
+            let slow = probe_with_ffprobe(f).unwrap();
+            if let Some(fast) = mp4::probe_mp4(f) {
+                answered += 1;
+                assert_eq!(
+                    (fast.num_frames, fast.width, fast.height, fast.rotation, &fast.codec),
+                    (slow.num_frames, slow.width, slow.height, slow.rotation, &slow.codec),
+                    "{}",
+                    f.display()
+                );
+                assert!((fast.fps - slow.fps).abs() / slow.fps < 0.02, "{}: {} vs {}", f.display(), fast.fps, slow.fps);
+            }
+        }
+        assert!(answered >= 2, "the native reader answered for only {answered} files");
     }
 }

@@ -14,7 +14,7 @@ pub struct VideoInfo {
     /// Displayed size, after the rotation ffmpeg applies when decoding.
     pub width: u32,
     pub height: u32,
-    /// Clockwise degrees of the display matrix (0, 90, 180, 270).
+    /// Degrees of the display matrix as ffprobe reports them (0, 90, 180, 270).
     pub rotation: i32,
     /// Average frame rate (r_frame_rate where the average is unknown).
     pub fps: f64,
@@ -70,7 +70,17 @@ pub(crate) fn stderr_reason(stderr: &[u8]) -> String {
     pick.rsplit_once(": ").map(|(_, r)| r).unwrap_or(pick).to_string()
 }
 
+/// Probes a video: natively for plain MP4/MOV files, through `ffprobe` for everything else.
 pub fn probe(path: &Path) -> Result<VideoInfo> {
+    check_file(path)?;
+    if let Some(info) = super::mp4::probe_mp4(path) {
+        return Ok(info);
+    }
+    probe_with_ffprobe(path)
+}
+
+/// Probes through `ffprobe`, counting packets (which only demuxes).
+pub fn probe_with_ffprobe(path: &Path) -> Result<VideoInfo> {
     check_file(path)?;
     let out = Command::new(FFPROBE)
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets", "-show_entries"])
