@@ -14,6 +14,8 @@ deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || missing="$$missing ffmpeg"; \
 	pkg-config --exists hdf5 2>/dev/null || missing="$$missing libhdf5-dev"; \
+	pkg-config --exists libavformat libavcodec libswscale libavutil 2>/dev/null \
+	  || missing="$$missing libavformat-dev libavcodec-dev libswscale-dev libavutil-dev"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
