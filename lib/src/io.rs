@@ -23,6 +23,8 @@ impl AtomicFile {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            // tempfile's default 0600 would make every output private; use a normal file mode.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&dir)
             .with_context(|| format!("{}: cannot create a temporary file in {}", dest.display(), dir.display()))?;
         Ok(Self { temp: Some(temp), dest })
