@@ -58,9 +58,8 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
             bail!("{}: frame {last} requested but the video has {} frames", path.display(), info.num_frames);
         }
     }
-    let (w, h) = size.unwrap_or((info.width, info.height));
     let mut filters = format!("select={}", select_expr(&wanted));
-    if size.is_some() {
+    if let Some((w, h)) = size {
         filters.push_str(&format!(",scale={w}:{h}:flags=bilinear"));
     }
     let mut cmd = FfmpegCommand::new_with_path(FFMPEG);
@@ -70,7 +69,7 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
         .args(["-vf", &filters])
         .args(["-fps_mode", "passthrough"])
         .args(["-frames:v", &wanted.len().to_string()])
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]);
+        .args(["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"]);
     let mut child = cmd.spawn().with_context(|| {
         format!("{}: cannot run {FFMPEG} (is ffmpeg installed? `make deps`)", path.display())
     })?;
@@ -81,24 +80,47 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let mut stdout = child.take_stdout().context("ffmpeg stdout")?;
-    let frame_bytes = w as usize * h as usize * 3;
-    let mut data = vec![0u8; frame_bytes * wanted.len()];
-    let mut filled = 0;
-    while filled < data.len() {
-        match stdout.read(&mut data[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).with_context(|| format!("{}: reading decoded frames", path.display())),
+    let mut stdout = std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
+    // Frames arrive as PPM images: each carries its own size, which is not always the size the
+    // stream header announces (a Theora file here says 214x160 and decodes to 218x160).
+    let mut data: Vec<u8> = Vec::new();
+    let mut dims: Option<(usize, usize)> = None;
+    let mut got = 0usize;
+    let mut read_error = None;
+    while got < wanted.len() {
+        match read_ppm_header(&mut stdout) {
+            Ok(None) => break,
+            Ok(Some((fw, fh))) => {
+                if *dims.get_or_insert((fw, fh)) != (fw, fh) {
+                    read_error = Some(format!("frame size changes mid-stream ({fw}x{fh})"));
+                    break;
+                }
+                let start = data.len();
+                data.resize(start + fw * fh * 3, 0);
+                if let Err(e) = stdout.read_exact(&mut data[start..]) {
+                    data.truncate(start);
+                    read_error = Some(e.to_string());
+                    break;
+                }
+                got += 1;
+            }
+            Err(e) => {
+                read_error = Some(e.to_string());
+                break;
+            }
         }
     }
+    // Drain whatever follows so ffmpeg never dies of a closed pipe while finishing.
+    let _ = std::io::copy(&mut stdout, &mut std::io::sink());
     drop(stdout);
     let status = child.wait().with_context(|| format!("{}: waiting for ffmpeg", path.display()))?;
     let stderr = err_thread.join().unwrap_or_default();
-    let got = filled / frame_bytes;
     if got < wanted.len() {
-        let why = if stderr.is_empty() { "stream ends early".to_string() } else { stderr_reason(&stderr) };
+        let why = match (read_error, stderr.is_empty()) {
+            (_, false) => stderr_reason(&stderr),
+            (Some(e), true) => e,
+            (None, true) => "stream ends early".to_string(),
+        };
         bail!(
             "{}: truncated or corrupt video: decoded {got} of {} wanted frames (container has {}, last wanted {}): {why}",
             path.display(),
@@ -110,12 +132,54 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
     if !status.success() {
         bail!("{}: ffmpeg failed while decoding: {}", path.display(), stderr_reason(&stderr));
     }
-    let frames = Array4::from_shape_vec((wanted.len(), h as usize, w as usize, 3), data)?;
+    let (fw, fh) = dims.expect("at least one frame");
+    let frames = Array4::from_shape_vec((wanted.len(), fh, fw, 3), data)?;
     Ok(DecodedFrames { indices: wanted, frames })
+}
+
+/// Reads a binary PPM header (`P6 <w> <h> 255` + one whitespace byte); `None` at a clean EOF.
+fn read_ppm_header(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(usize, usize)>> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame header from ffmpeg: {what}"));
+    let mut fields: Vec<String> = Vec::with_capacity(4);
+    let mut cur = String::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if r.read(&mut byte)? == 0 {
+            return if fields.is_empty() && cur.is_empty() { Ok(None) } else { Err(bad("ends early")) };
+        }
+        let c = byte[0];
+        if c.is_ascii_whitespace() {
+            if !cur.is_empty() {
+                fields.push(std::mem::take(&mut cur));
+                if fields.len() == 4 {
+                    break;
+                }
+            }
+        } else if cur.len() > 10 {
+            return Err(bad("field too long"));
+        } else {
+            cur.push(c as char);
+        }
+    }
+    if fields[0] != "P6" || fields[3] != "255" {
+        return Err(bad(&fields.join(" ")));
+    }
+    let w: usize = fields[1].parse().map_err(|_| bad("width"))?;
+    let h: usize = fields[2].parse().map_err(|_| bad("height"))?;
+    Ok(Some((w, h)))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ppm_headers_parse_and_eof_is_clean() {
+        let mut r = &b"P6\n218 160\n255\nXYZ"[..];
+        assert_eq!(super::read_ppm_header(&mut r).unwrap(), Some((218, 160)));
+        assert_eq!(r, b"XYZ");
+        assert_eq!(super::read_ppm_header(&mut &b""[..]).unwrap(), None);
+        assert!(super::read_ppm_header(&mut &b"P5\n2 2\n255\n"[..]).is_err());
+    }
+
     use super::*;
 
     #[test]
