@@ -10,7 +10,10 @@ use std::process::ExitCode;
 pub enum Outcome {
     Success,
     /// Some inputs failed (already reported on stderr); the count goes into the summary.
-    PartialFailure { failed: usize, total: usize },
+    PartialFailure {
+        failed: usize,
+        total: usize,
+    },
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -39,12 +39,19 @@ fn numpy_reads_vsample_output_and_vidkit_reads_numpy_output() {
     let Some(py) = decode_peers_python() else { return };
     let d = tempfile::tempdir().unwrap();
     testsrc(&d.path().join("v.mp4"), "64x48", 25, 30, &[]);
-    let o = run(VSAMPLE, &["v.mp4", "--frames", "3", "--size", "48", "--crop", "three", "--crop-size", "48", "-o", "v.vks"], d.path());
+    let o = run(
+        VSAMPLE,
+        &["v.mp4", "--frames", "3", "--size", "48", "--crop", "three", "--crop-size", "48", "-o", "v.vks"],
+        d.path(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // What vidkit itself reads back, to compare with numpy's view.
-    let ours: Vec<_> = StreamReader::new(std::io::BufReader::new(std::fs::File::open(d.path().join("v.vks")).unwrap()), "v.vks")
-        .collect::<anyhow::Result<_>>()
-        .unwrap();
+    let ours: Vec<_> = StreamReader::new(
+        std::io::BufReader::new(std::fs::File::open(d.path().join("v.vks")).unwrap()),
+        "v.vks",
+    )
+    .collect::<anyhow::Result<_>>()
+    .unwrap();
     let out = Command::new(&py).args(["-c", NUMPY_READS]).arg(d.path().join("v.vks")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seen: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -53,7 +60,13 @@ fn numpy_reads_vsample_output_and_vidkit_reads_numpy_output() {
         let Array::U8(a) = &rec.array else { panic!("uint8 expected") };
         let sum: i64 = a.iter().map(|&v| v as i64).sum();
         let want = serde_json::json!([
-            "v.mp4", rec.header.clip, rec.header.view, rec.header.indices, [3, 48, 48, 3], "uint8", sum
+            "v.mp4",
+            rec.header.clip,
+            rec.header.view,
+            rec.header.indices,
+            [3, 48, 48, 3],
+            "uint8",
+            sum
         ]);
         assert_eq!(np, &want);
     }
@@ -61,9 +74,10 @@ fn numpy_reads_vsample_output_and_vidkit_reads_numpy_output() {
     let written = d.path().join("np.vks");
     let out = Command::new(&py).args(["-c", NUMPY_WRITES]).arg(&written).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let recs: Vec<_> = StreamReader::new(std::io::BufReader::new(std::fs::File::open(&written).unwrap()), "np.vks")
-        .collect::<anyhow::Result<_>>()
-        .unwrap();
+    let recs: Vec<_> =
+        StreamReader::new(std::io::BufReader::new(std::fs::File::open(&written).unwrap()), "np.vks")
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
     assert_eq!(recs.len(), 3);
     let Array::U8(a) = &recs[0].array else { panic!() };
     assert_eq!(a.shape(), &[2, 3, 4, 3]);

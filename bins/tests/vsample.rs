@@ -23,7 +23,24 @@ fn list_input_gives_one_record_per_clip_and_view_in_order() {
     std::fs::write(d.path().join("val.list"), "a.mp4 0\nb.mp4 2\nc.mp4 1\n").unwrap();
     let o = run(
         VSAMPLE,
-        &["--list", "val.list", "--root", ".", "--frames", "4", "--size", "64", "--crop", "three", "--crop-size", "64", "-j", "2", "-o", "out.vks"],
+        &[
+            "--list",
+            "val.list",
+            "--root",
+            ".",
+            "--frames",
+            "4",
+            "--size",
+            "64",
+            "--crop",
+            "three",
+            "--crop-size",
+            "64",
+            "-j",
+            "2",
+            "-o",
+            "out.vks",
+        ],
         d.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -51,7 +68,24 @@ fn same_seed_same_bytes_and_j_does_not_change_output() {
     }
     std::fs::write(d.path().join("train.list"), list).unwrap();
     let args = |out: &'static str, seed: &'static str, j: &'static str| {
-        vec!["--list", "train.list", "--train", "--crop", "random-resized", "--size", "60", "--crop-size", "48", "--flip", "--seed", seed, "-j", j, "-o", out]
+        vec![
+            "--list",
+            "train.list",
+            "--train",
+            "--crop",
+            "random-resized",
+            "--size",
+            "60",
+            "--crop-size",
+            "48",
+            "--flip",
+            "--seed",
+            seed,
+            "-j",
+            j,
+            "-o",
+            out,
+        ]
     };
     for (out, seed, j) in [("a.vks", "7", "1"), ("b.vks", "7", "2"), ("c.vks", "8", "1")] {
         let o = run(VSAMPLE, &args(out, seed, j), d.path());
@@ -67,7 +101,13 @@ fn bad_inputs_get_one_line_errors_and_the_batch_goes_on() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     testsrc(&p.join("good.mp4"), "64x48", 25, 40, &[]);
-    testsrc(&p.join("fs.mp4"), "64x48", 25, 100, &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart"]);
+    testsrc(
+        &p.join("fs.mp4"),
+        "64x48",
+        25,
+        100,
+        &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-movflags", "+faststart"],
+    );
     std::fs::write(p.join("empty.mp4"), b"").unwrap();
     std::fs::write(p.join("notes.txt"), b"this is not a video at all\n").unwrap();
     let full = std::fs::read(p.join("fs.mp4")).unwrap();
@@ -83,7 +123,11 @@ fn bad_inputs_get_one_line_errors_and_the_batch_goes_on() {
         "good.mp4 0\nmissing.mp4 1\nempty.mp4 1\nnotes.txt 1\ncut.mp4 1\ncorrupt.mp4 1\ngood.mp4 not-a-label\n",
     )
     .unwrap();
-    let o = run(VSAMPLE, &["--list", "in.list", "--size", "48", "--crop-size", "48", "--frames", "4", "-o", "out.vks"], p);
+    let o = run(
+        VSAMPLE,
+        &["--list", "in.list", "--size", "48", "--crop-size", "48", "--frames", "4", "-o", "out.vks"],
+        p,
+    );
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "partial failure exits 1: {err}");
     for (name, what) in [
@@ -130,7 +174,11 @@ fn short_video_repeats_frames_and_says_so() {
     // Explicit indices past the end are an error naming the file.
     let o = run(VSAMPLE, &["short.mp4", "--indices", "0,9", "--crop", "none"], d.path());
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("short.mp4: frame 9 asked for, but the video has 5 frames"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("short.mp4: frame 9 asked for, but the video has 5 frames"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

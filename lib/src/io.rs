@@ -26,7 +26,9 @@ impl AtomicFile {
             // tempfile's default 0600 would make every output private; use a normal file mode.
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&dir)
-            .with_context(|| format!("{}: cannot create a temporary file in {}", dest.display(), dir.display()))?;
+            .with_context(|| {
+                format!("{}: cannot create a temporary file in {}", dest.display(), dir.display())
+            })?;
         Ok(Self { temp: Some(temp), dest })
     }
 
@@ -38,7 +40,9 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("AtomicFile committed twice");
         temp.as_file().sync_all().with_context(|| format!("{}: cannot sync", self.dest.display()))?;
-        temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("{}: cannot rename into place", self.dest.display()))?;
+        temp.persist(&self.dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("{}: cannot rename into place", self.dest.display()))?;
         Ok(())
     }
 }
@@ -63,7 +67,9 @@ impl Output {
     pub fn open(path: Option<&Path>) -> Result<Self> {
         match path {
             None => Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
-            Some(p) if p.as_os_str() == "-" => Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout()))),
+            Some(p) if p.as_os_str() == "-" => {
+                Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout())))
+            }
             Some(p) => Ok(Output::File(BufWriter::with_capacity(1 << 20, AtomicFile::create(p)?))),
         }
     }

@@ -129,7 +129,8 @@ fn gather_inputs(args: &Args) -> Result<Vec<InputItem>> {
     let root = args.root.as_deref();
     let mut items = Vec::new();
     if let Some(list) = &args.list {
-        let text = std::fs::read_to_string(list).with_context(|| format!("{}: cannot read list file", list.display()))?;
+        let text = std::fs::read_to_string(list)
+            .with_context(|| format!("{}: cannot read list file", list.display()))?;
         items.extend(items_from_lines(&text, &list.display().to_string(), root));
     }
     for p in &args.inputs {

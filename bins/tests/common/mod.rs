@@ -47,13 +47,17 @@ pub fn stderr(o: &Output) -> String {
 /// first use by `scripts/peers.sh`; `None` when it cannot be built (no network), with a message.
 pub fn decode_peers_python() -> Option<PathBuf> {
     let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let peers = if target.is_absolute() { target.join("peers") } else { root.join(target).join("peers") };
     let st = Command::new("bash").arg(root.join("scripts/peers.sh")).arg(&peers).arg("decode").status();
     match st {
         Ok(s) if s.success() => Some(peers.join("decode/bin/python")),
         _ => {
-            eprintln!("SKIP: the peers venv ({}) could not be built; Python interop checks skipped", peers.display());
+            eprintln!(
+                "SKIP: the peers venv ({}) could not be built; Python interop checks skipped",
+                peers.display()
+            );
             None
         }
     }

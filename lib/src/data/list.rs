@@ -39,14 +39,17 @@ pub fn parse_line(text: &str, line: usize) -> Result<Option<ListEntry>> {
         None => Ok(Some(ListEntry { path: t.to_string(), labels: vec![], line })),
         Some((path, last)) => match parse_labels(last) {
             Some(labels) => Ok(Some(ListEntry { path: path.trim_end().to_string(), labels, line })),
-            None => bail!("line {line}: label {last:?} is not a non-negative integer (expected `path label`)"),
+            None => {
+                bail!("line {line}: label {last:?} is not a non-negative integer (expected `path label`)")
+            }
         },
     }
 }
 
 /// Reads a whole list file; every unreadable line is an error naming the file and line.
 pub fn read_list(path: &Path) -> Result<Vec<ListEntry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read list file", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read list file", path.display()))?;
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if let Some(e) = parse_line(l, i + 1).with_context(|| format!("{}", path.display()))? {
@@ -58,7 +61,8 @@ pub fn read_list(path: &Path) -> Result<Vec<ListEntry>> {
 
 /// One class name per line (`labels.txt`).
 pub fn read_label_names(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read label names", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read label names", path.display()))?;
     Ok(text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
 }
 

@@ -65,7 +65,12 @@ pub struct RecordHeader {
 
 impl RecordHeader {
     pub fn frames(video: impl Into<String>) -> Self {
-        Self { kind: "frames".into(), video: Some(video.into()), layout: Some("THWC".into()), ..Default::default() }
+        Self {
+            kind: "frames".into(),
+            video: Some(video.into()),
+            layout: Some("THWC".into()),
+            ..Default::default()
+        }
     }
 
     pub fn features(video: impl Into<String>) -> Self {

@@ -50,11 +50,17 @@ impl<R: BufRead> StreamReader<R> {
             return Ok(None);
         }
         if self.line.last() != Some(&b'\n') {
-            bail!("{}: record {n}: malformed stream: header line ends without a newline (truncated stream?)", self.source);
+            bail!(
+                "{}: record {n}: malformed stream: header line ends without a newline (truncated stream?)",
+                self.source
+            );
         }
         let header: RecordHeader = serde_json::from_slice(&self.line).map_err(|e| {
             let shown = String::from_utf8_lossy(&self.line[..self.line.len().min(60)]).into_owned();
-            anyhow::anyhow!("{}: record {n}: malformed stream: header is not a JSON object ({e}); it starts {shown:?}", self.source)
+            anyhow::anyhow!(
+                "{}: record {n}: malformed stream: header is not a JSON object ({e}); it starts {shown:?}",
+                self.source
+            )
         })?;
         let array = npy::read_array(&mut self.inner)
             .with_context(|| format!("{}: record {n}: malformed stream", self.source))?;
@@ -117,7 +123,8 @@ mod tests {
 
     #[test]
     fn round_trip_u8_f32_f16_records() {
-        let u8s = ArrayD::from_shape_fn(IxDyn(&[3, 4, 5, 3]), |i| (i[0] * 60 + i[1] * 15 + i[2] * 3 + i[3]) as u8);
+        let u8s =
+            ArrayD::from_shape_fn(IxDyn(&[3, 4, 5, 3]), |i| (i[0] * 60 + i[1] * 15 + i[2] * 3 + i[3]) as u8);
         let f32s = ArrayD::from_shape_fn(IxDyn(&[2, 7]), |i| i[0] as f32 - 0.5 * i[1] as f32);
         let f16s = f32s.mapv(half::f16::from_f32);
         let mut extra = frames_header("a.mp4");
@@ -160,7 +167,8 @@ mod tests {
         let err = StreamReader::new(&b"hello\n"[..], "x").next_record().unwrap_err();
         assert!(format!("{err:#}").contains("x: record 0: malformed stream: header is not a JSON object"));
         // JSON header but no NPY magic.
-        let err = StreamReader::new(&b"{\"kind\":\"frames\"}\nnot npy at all"[..], "y").next_record().unwrap_err();
+        let err =
+            StreamReader::new(&b"{\"kind\":\"frames\"}\nnot npy at all"[..], "y").next_record().unwrap_err();
         assert!(format!("{err:#}").contains("NPY"), "{err:#}");
         // Second record broken after a good one: the first is still delivered.
         let mut two = buf.clone();

@@ -71,7 +71,8 @@ impl Array {
 /// as numpy itself does.
 fn write_header(w: &mut impl Write, descr: &str, shape: &[usize]) -> std::io::Result<()> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt =
+        if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -121,12 +122,17 @@ pub fn read_array(r: &mut impl Read) -> Result<Array> {
     let count: usize = header.shape.iter().product();
     let mut bytes = vec![0u8; count * dtype.size()];
     r.read_exact(&mut bytes).with_context(|| {
-        format!("NPY payload of {} bytes (shape {:?}) ends early (truncated stream?)", count * dtype.size(), header.shape)
+        format!(
+            "NPY payload of {} bytes (shape {:?}) ends early (truncated stream?)",
+            count * dtype.size(),
+            header.shape
+        )
     })?;
     let shape = IxDyn(&header.shape);
     let fortran = header.layout.is_fortran();
     fn build<T: Clone>(shape: IxDyn, fortran: bool, v: Vec<T>) -> Result<ArrayD<T>> {
-        let a = if fortran { ArrayD::from_shape_vec(shape.f(), v)? } else { ArrayD::from_shape_vec(shape, v)? };
+        let a =
+            if fortran { ArrayD::from_shape_vec(shape.f(), v)? } else { ArrayD::from_shape_vec(shape, v)? };
         Ok(if fortran { a.as_standard_layout().into_owned() } else { a })
     }
     Ok(match dtype {

@@ -80,7 +80,8 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
         let _ = stderr.read_to_end(&mut buf);
         buf
     });
-    let mut stdout = std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
+    let mut stdout =
+        std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
     // Frames arrive as PPM images: each carries its own size, which is not always the size the
     // stream header announces (a Theora file here says 214x160 and decodes to 218x160).
     let mut data: Vec<u8> = Vec::new();
@@ -139,7 +140,9 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
 
 /// Reads a binary PPM header (`P6 <w> <h> 255` + one whitespace byte); `None` at a clean EOF.
 fn read_ppm_header(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(usize, usize)>> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame header from ffmpeg: {what}"));
+    let bad = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame header from ffmpeg: {what}"))
+    };
     let mut fields: Vec<String> = Vec::with_capacity(4);
     let mut cur = String::new();
     let mut byte = [0u8; 1];

@@ -125,8 +125,11 @@ pub fn probe_mp4(path: &Path) -> Option<VideoInfo> {
         let matrix_at = if tkhd[0] == 1 { 52 } else { 40 };
         let rot = rotation(tkhd.get(matrix_at..matrix_at + 36)?)?;
         let mdhd = child(mdia, b"mdhd")?;
-        let (timescale, duration) =
-            if mdhd[0] == 1 { (be_u32(mdhd, 20)?, be_u64(mdhd, 24)?) } else { (be_u32(mdhd, 12)?, be_u32(mdhd, 16)? as u64) };
+        let (timescale, duration) = if mdhd[0] == 1 {
+            (be_u32(mdhd, 20)?, be_u64(mdhd, 24)?)
+        } else {
+            (be_u32(mdhd, 12)?, be_u32(mdhd, 16)? as u64)
+        };
         let stbl = child(child(mdia, b"minf")?, b"stbl")?;
         let num_frames = match child(stbl, b"stsz") {
             Some(stsz) => be_u32(stsz, 8)? as usize,
@@ -136,13 +139,17 @@ pub fn probe_mp4(path: &Path) -> Option<VideoInfo> {
         // stsd: version/flags, entry count, then the first sample entry (size, fourcc, body).
         let entry = stsd.get(8..)?;
         let fourcc = entry.get(4..8)?;
-        let (cw, ch) = (u16::from_be_bytes(entry.get(32..34)?.try_into().ok()?), u16::from_be_bytes(entry.get(34..36)?.try_into().ok()?));
+        let (cw, ch) = (
+            u16::from_be_bytes(entry.get(32..34)?.try_into().ok()?),
+            u16::from_be_bytes(entry.get(34..36)?.try_into().ok()?),
+        );
         if num_frames == 0 || timescale == 0 || cw == 0 || ch == 0 || rot % 90 != 0 {
             return None;
         }
         let duration_s = duration as f64 / timescale as f64;
         let fps = if duration_s > 0.0 { num_frames as f64 / duration_s } else { 0.0 };
-        let (width, height) = if rot == 90 || rot == 270 { (ch as u32, cw as u32) } else { (cw as u32, ch as u32) };
+        let (width, height) =
+            if rot == 90 || rot == 270 { (ch as u32, cw as u32) } else { (cw as u32, ch as u32) };
         return Some(VideoInfo {
             path: path.to_path_buf(),
             codec: codec_name(fourcc),

@@ -136,7 +136,10 @@ pub fn probe_with_ffprobe(path: &Path) -> Result<VideoInfo> {
         // frames off on intact files (a VP9 AVI here claims 300 for 295), so allow 5% there.
         let is_mp4 = container.contains("mp4") || container.contains("mov");
         if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
-            bail!("{}: truncated video: the container lists {h} frames but only {p} are present", path.display());
+            bail!(
+                "{}: truncated video: the container lists {h} frames but only {p} are present",
+                path.display()
+            );
         }
     }
     let duration_s = parse_num::<f64>(stream.get("duration"))
