@@ -27,8 +27,8 @@ Examples:
   vsample --list train.list --root data/ --train --crop multiscale --size 128 --crop-size 112 --seed 7
 
   # native-size frames at fixed indices, read back in Python
-  vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import sys, json, numpy as np
-  f = sys.stdin.buffer; h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
+  vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import io, sys, json, numpy as np
+  f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
 
 Each record is one JSON header line and one NPY array (see vidkit-stream(5)): one record per
 clip x view, THWC uint8 RGB unless --normalize. A video that fails (missing, corrupt, too
