@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make bench`: vidkit against the Python peers, same inputs, same run, alternating.
+#
+#   bash scripts/bench.sh BIN_DIR PEERS_DIR
+#
+# BIN_DIR holds the built tools (vsample); PEERS_DIR is where scripts/peers.sh keeps the pinned
+# venvs (the full tier is built here if it is not yet). Inputs are generated once into
+# target/bench/ (regenerated when the recipe below changes); results go to target/bench/*.json.
+set -euo pipefail
+
+[ $# -eq 2 ] || { echo "usage: $0 BIN_DIR PEERS_DIR" >&2; exit 2; }
+bin=$(cd "$1" && pwd)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+bash "$here/peers.sh" "$2" full
+peers=$(cd "$2" && pwd)
+out="$root/target/bench"
+mkdir -p "$out"
+
+# Ten seconds of testsrc2 with temporal + uniform noise, so the encoders spend realistic bitrates
+# (a clean testsrc2 compresses to almost nothing and decodes unrealistically fast).
+src() { echo "testsrc2=size=$1:rate=$2:duration=10,noise=alls=12:allf=t+u"; }
+recipe="v1
+720p.mp4 $(src 1280x720 30) -c:v libx264 -pix_fmt yuv420p
+240p.mp4 $(src 320x240 25) -c:v libx264 -pix_fmt yuv420p
+256p_mpeg4.avi $(src 340x256 25) -c:v mpeg4 -q:v 4 -pix_fmt yuv420p
+batch: 50 copies of 240p.mp4"
+if [ "$(cat "$out/.inputs" 2>/dev/null)" != "$recipe" ]; then
+  echo "bench: generating inputs in $out" >&2
+  rm -rf "$out/batch"
+  # x264's default GOP (keyint 250, scenecut) and mpeg4's default (12: 21 keyframes in 10 s).
+  while read -r name filter args; do
+    case $name in v1|batch:) continue ;; esac
+    # shellcheck disable=SC2086
+    ffmpeg -v error -nostdin -y -f lavfi -i "$filter" $args "$out/$name"
+  done <<< "$recipe"
+  mkdir -p "$out/batch"
+  for i in $(seq -w 1 50); do cp "$out/240p.mp4" "$out/batch/v$i.mp4"; done
+  echo "$recipe" > "$out/.inputs"
+fi
+
+"$peers/full/bin/python" "$here/bench_decode.py" --vsample "$bin/vsample" --dir "$out" \
+  --json "$out/decode.json"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
+# benchmarks compare vidkit against.
+#
+#   bash scripts/peers.sh TARGET_DIR [decode|full|all]      (default: all)
+#
+# Tiers, one venv each, so that `make test` never pays for torch:
+#   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
+#   TARGET_DIR/full    scripts/peers-full.txt    decode + torch, torchvision, torchcodec (bench)
+#
+# Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
+# that runs it) differs from the stamp written after its last successful build, so a second run
+# returns in well under a second. Concurrent callers (a test and `make peers`) serialise on a lock.
+# Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
+set -euo pipefail
+
+usage() { echo "usage: $0 TARGET_DIR [decode|full|all]" >&2; exit 2; }
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+target=$1
+case "${2:-all}" in
+  decode) tiers=(decode) ;;
+  full) tiers=(full) ;;
+  all) tiers=(decode full) ;;
+  *) usage ;;
+esac
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${PYTHON:-python3}
+mkdir -p "$target"
+target=$(cd "$target" && pwd)
+
+# The files whose contents define a tier (full includes decode through `-r`).
+tier_files() {
+  case $1 in
+    decode) echo "$here/peers-decode.txt" ;;
+    full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
+  esac
+}
+
+build_tier() {
+  local tier=$1 venv="$target/$1" stamp="$target/$1/.vidkit-peers-stamp" want
+  # shellcheck disable=SC2046
+  want=$( { cat $(tier_files "$tier"); "$python" -c 'import sys; print(sys.version)'; } \
+    | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  (
+    # One builder at a time per tier; whoever waited re-checks the stamp.
+    flock 9
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+      exit 0
+    fi
+    echo "peers: building $venv (pinned in $(tier_files "$tier" | xargs -n1 basename | tr '\n' ' '))" >&2
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+      -r "$here/peers-$tier.txt"
+    # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
+    case $tier in
+      decode) imports="numpy, av, decord, cv2" ;;
+      full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
+    esac
+    "$venv/bin/python" -c "import $imports"
+    echo "$want" > "$stamp"
+    echo "peers: $venv ready" >&2
+  ) 9> "$target/.$tier.lock"
+}
+
+for tier in "${tiers[@]}"; do
+  build_tier "$tier"
+done
