@@ -60,6 +60,7 @@ impl Write for AtomicFile {
 pub enum Output {
     Stdout(BufWriter<std::io::Stdout>),
     File(BufWriter<AtomicFile>),
+    Device(BufWriter<File>),
 }
 
 impl Output {
@@ -70,6 +71,15 @@ impl Output {
             Some(p) if p.as_os_str() == "-" => {
                 Ok(Output::Stdout(BufWriter::with_capacity(1 << 20, std::io::stdout())))
             }
+            // A device or pipe (`-o /dev/null`, a FIFO) is written in place: renaming a
+            // temporary over it would replace the device with a plain file.
+            Some(p) if std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+                let f = File::options()
+                    .write(true)
+                    .open(p)
+                    .with_context(|| format!("{}: cannot open for writing", p.display()))?;
+                Ok(Output::Device(BufWriter::with_capacity(1 << 20, f)))
+            }
             Some(p) => Ok(Output::File(BufWriter::with_capacity(1 << 20, AtomicFile::create(p)?))),
         }
     }
@@ -78,6 +88,7 @@ impl Output {
     pub fn finish(self) -> Result<()> {
         match self {
             Output::Stdout(mut w) => Ok(w.flush()?),
+            Output::Device(mut w) => Ok(w.flush()?),
             Output::File(w) => {
                 let file = w.into_inner().map_err(|e| e.into_error())?;
                 file.commit()
@@ -91,12 +102,14 @@ impl Write for Output {
         match self {
             Output::Stdout(w) => w.write(buf),
             Output::File(w) => w.write(buf),
+            Output::Device(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Output::Stdout(w) => w.flush(),
             Output::File(w) => w.flush(),
+            Output::Device(w) => w.flush(),
         }
     }
 }
@@ -129,5 +142,16 @@ mod tests {
         f.write_all(b"whole").unwrap();
         f.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"whole");
+    }
+
+    /// Regression: `-o /dev/null` once renamed a temporary over the device, as root.
+    #[test]
+    fn devices_are_written_in_place() {
+        let mut out = Output::open(Some(Path::new("/dev/null"))).unwrap();
+        assert!(matches!(out, Output::Device(_)));
+        out.write_all(b"gone").unwrap();
+        out.finish().unwrap();
+        let meta = std::fs::metadata("/dev/null").unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()));
     }
 }
