@@ -5,10 +5,12 @@
 //! inside ffmpeg so only the sampled, resized frames cross the pipe (DESIGN.md §4, §6).
 
 mod decode;
+mod libav;
 mod mp4;
 mod probe;
 
 pub use decode::{decode_frames, DecodedFrames};
+pub use libav::{decode_frames_libav, probe_libav};
 pub use probe::{probe, probe_with_ffprobe, VideoInfo};
 
 /// The system binaries. ffmpeg-sidecar would prefer a binary next to our executable; we name the

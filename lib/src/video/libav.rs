@@ -1,0 +1,576 @@
+//! In-process probing and decoding through the system FFmpeg 5.1 libraries (lib/csrc/vk_decode.c,
+//! compiled by lib/build.rs): the same answers and the same frames, byte for byte, as `probe` and
+//! the CLI path of `decode_frames`, without starting a process (~0.1 s each here, DESIGN.md §6).
+//! Where keyframes lie between the wanted frames it seeks, and it lets the decoder skip unwanted
+//! non-reference frames; frame numbers stay the decoder-output index that the CLI's `select`
+//! counts (vk_decode.c checks every frame against a packet index and falls back to counting).
+//! A binary that calls into this module loads libavformat/libavcodec and their ~140 shared
+//! libraries at start (~40 ms here, once per process); binaries that do not, do not link them.
+
+use super::probe::stderr_reason;
+use super::{decode_frames, DecodedFrames, VideoInfo};
+use anyhow::{anyhow, bail, Result};
+use ndarray::Array4;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+// Return codes of vk_decode.h.
+const VK_ERR_OPEN: c_int = -1;
+const VK_ERR_NO_VIDEO: c_int = -2;
+const VK_ERR_UNSUPPORTED: c_int = -3;
+const VK_ERR_DECODE: c_int = -4;
+
+/// `vk_info` of vk_decode.h.
+#[repr(C)]
+struct VkInfo {
+    width: i32,
+    height: i32,
+    rotation: i32,
+    fps: f64,
+    header_frames: i64,
+    packets: i64,
+    duration_s: f64,
+    codec: [c_char; 32],
+    container: [c_char; 64],
+    demux_problem: [c_char; 64],
+}
+
+/// `vk_stats` of vk_decode.h: how a decode went (for tests and measurements).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DecodeStats {
+    pub seeks: i32,
+    pub restarts: i32,
+    pub pts_mode: i32,
+    pub frames_decoded: i64,
+}
+
+extern "C" {
+    fn vk_probe(path: *const c_char, out: *mut VkInfo, err: *mut c_char, errlen: usize) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn vk_decode(
+        path: *const c_char,
+        indices: *const i64,
+        n: c_int,
+        out_w: c_int,
+        out_h: c_int,
+        resize: c_int,
+        out_rgb: *mut u8,
+        stats: *mut DecodeStats,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+}
+
+/// The path as libav's URL: `file:` keeps a name with a colon from reading as a protocol.
+fn c_path(path: &Path) -> Result<CString> {
+    let mut url = b"file:".to_vec();
+    url.extend_from_slice(path.as_os_str().as_bytes());
+    CString::new(url).map_err(|_| anyhow!("{}: path contains a NUL byte", path.display()))
+}
+
+fn c_text(buf: &[c_char]) -> String {
+    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The cheap checks `probe` makes first, with the same messages.
+fn check_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("{}: no such file", path.display()),
+        _ => anyhow!("{}: cannot read: {e}", path.display()),
+    })?;
+    if meta.is_dir() {
+        bail!("{}: is a directory, not a video", path.display());
+    }
+    if meta.len() == 0 {
+        bail!("{}: empty file (0 bytes), not a video", path.display());
+    }
+    Ok(())
+}
+
+/// `probe` without a process: the same fields, counts and truncation checks as
+/// `probe_with_ffprobe` (an MP4/MOV sample table is trusted as `probe`'s native reader trusts
+/// it, when every sample lies inside the file; other containers have their packets counted).
+pub fn probe_libav(path: &Path) -> Result<VideoInfo> {
+    check_file(path)?;
+    let url = c_path(path)?;
+    // SAFETY: VkInfo is plain data; all-zero is a valid value.
+    let mut raw: VkInfo = unsafe { std::mem::zeroed() };
+    let mut err = [0 as c_char; 512];
+    // SAFETY: valid NUL-terminated path, out-pointer and buffer of the stated length.
+    let rc = unsafe { vk_probe(url.as_ptr(), &mut raw, err.as_mut_ptr(), err.len()) };
+    match rc {
+        0 => {}
+        VK_ERR_NO_VIDEO => bail!("{}: no video stream (not a video file?)", path.display()),
+        VK_ERR_OPEN => {
+            bail!("{}: not a readable video: {}", path.display(), stderr_reason(c_text(&err).as_bytes()))
+        }
+        _ => bail!("{}: cannot probe: {}", path.display(), stderr_reason(c_text(&err).as_bytes())),
+    }
+    if raw.width <= 0 || raw.height <= 0 {
+        bail!("{}: video stream has no frame size (corrupt header?)", path.display());
+    }
+    let container = c_text(&raw.container);
+    let problem = c_text(&raw.demux_problem);
+    if !problem.is_empty() {
+        bail!("{}: truncated video: the demuxer reports {problem:?}", path.display());
+    }
+    let packets = (raw.packets >= 0).then_some(raw.packets as usize);
+    let header_frames = (raw.header_frames > 0).then_some(raw.header_frames as usize);
+    let num_frames = packets.or(header_frames).unwrap_or(0);
+    if num_frames == 0 {
+        bail!("{}: video stream has no frames (truncated or corrupt?)", path.display());
+    }
+    if let (Some(p), Some(h)) = (packets, header_frames) {
+        // As probe_with_ffprobe: MP4 sample tables are exact, AVI headers may be 5% off.
+        let is_mp4 = container.contains("mp4") || container.contains("mov");
+        if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
+            bail!(
+                "{}: truncated video: the container lists {h} frames but only {p} are present",
+                path.display()
+            );
+        }
+    }
+    let fps = raw.fps;
+    let duration_s = if raw.duration_s >= 0.0 {
+        raw.duration_s
+    } else if fps > 0.0 {
+        num_frames as f64 / fps
+    } else {
+        0.0
+    };
+    let fps = if fps > 0.0 {
+        fps
+    } else if duration_s > 0.0 {
+        num_frames as f64 / duration_s
+    } else {
+        0.0
+    };
+    Ok(VideoInfo {
+        path: path.to_path_buf(),
+        codec: c_text(&raw.codec),
+        container,
+        width: raw.width as u32,
+        height: raw.height as u32,
+        rotation: raw.rotation,
+        fps,
+        num_frames,
+        duration_s,
+    })
+}
+
+/// `decode_frames` without a process: the frames at `indices` (any order, duplicates allowed),
+/// scaled to `size` (W, H) as `scale=W:H:flags=bilinear` does, or at the displayed size. Where
+/// the CLI would do something the shim does not reproduce (a rotation by other than a right
+/// angle, rotated frames in a format the CLI converts first, a frame size that changes
+/// mid-stream) this decodes through the CLI instead, so the answer is always the CLI's.
+pub fn decode_frames_libav(
+    info: &VideoInfo,
+    indices: &[usize],
+    size: Option<(u32, u32)>,
+) -> Result<DecodedFrames> {
+    decode_with_stats(info, indices, size).map(|(frames, _)| frames)
+}
+
+/// How an in-process decode went (read by the tests and the timing).
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) struct Run {
+    pub stats: DecodeStats,
+    /// Why the CLI path decoded instead, if it did.
+    pub cli_fallback: Option<String>,
+}
+
+pub(crate) fn decode_with_stats(
+    info: &VideoInfo,
+    indices: &[usize],
+    size: Option<(u32, u32)>,
+) -> Result<(DecodedFrames, Run)> {
+    let path = &info.path;
+    let mut wanted: Vec<usize> = indices.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.is_empty() {
+        bail!("{}: no frames requested", path.display());
+    }
+    let last = wanted[wanted.len() - 1];
+    if last >= info.num_frames {
+        bail!("{}: frame {last} requested but the video has {} frames", path.display(), info.num_frames);
+    }
+    let (w, h) = size.unwrap_or((info.width, info.height));
+    let (cw, ch) = (c_int::try_from(w)?, c_int::try_from(h)?);
+    let n = c_int::try_from(wanted.len())?;
+    let url = c_path(path)?;
+    let frame_bytes = w as usize * h as usize * 3;
+    let mut data = vec![0u8; frame_bytes * wanted.len()];
+    let idx: Vec<i64> = wanted.iter().map(|&i| i as i64).collect();
+    let mut stats = DecodeStats::default();
+    let mut err = [0 as c_char; 1024];
+    // SAFETY: `idx` holds n values, `data` n frames of h rows of w * 3 bytes, `err` err.len().
+    let rc = unsafe {
+        vk_decode(
+            url.as_ptr(),
+            idx.as_ptr(),
+            n,
+            cw,
+            ch,
+            c_int::from(size.is_some()),
+            data.as_mut_ptr(),
+            &mut stats,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    let msg = c_text(&err);
+    if rc == VK_ERR_UNSUPPORTED {
+        return Ok((decode_frames(info, indices, size)?, Run { stats, cli_fallback: Some(msg) }));
+    }
+    // Where the file cannot be opened or decoded at all, the CLI path reports 0 frames decoded.
+    let got = match rc {
+        VK_ERR_OPEN | VK_ERR_NO_VIDEO | VK_ERR_DECODE => 0,
+        rc if rc < 0 => {
+            bail!("{}: in-process decoding failed: {}", path.display(), stderr_reason(msg.as_bytes()))
+        }
+        rc => rc as usize,
+    };
+    if got < wanted.len() {
+        let why =
+            if msg.is_empty() { "stream ends early".to_string() } else { stderr_reason(msg.as_bytes()) };
+        bail!(
+            "{}: truncated or corrupt video: decoded {got} of {} wanted frames (container has {}, last wanted {last}): {why}",
+            path.display(),
+            wanted.len(),
+            info.num_frames,
+        );
+    }
+    let frames = Array4::from_shape_vec((wanted.len(), h as usize, w as usize, 3), data)?;
+    Ok((DecodedFrames { indices: wanted, frames }, Run { stats, cli_fallback: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::probe;
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    fn ffmpeg(args: &[&str]) {
+        let status = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y"])
+            .args(args)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "ffmpeg {args:?}");
+    }
+
+    /// mmaction2 SampleFrames, test mode, one clip of one frame per segment:
+    /// int(L / n * i + L / (2n)).
+    fn tsn(len: usize, segments: usize) -> Vec<usize> {
+        let step = len as f64 / segments as f64;
+        (0..segments).map(|i| (step * i as f64 + step / 2.0) as usize).collect()
+    }
+
+    fn sets(len: usize) -> Vec<Vec<usize>> {
+        let mut a = tsn(len, 8);
+        a.push(len - 1);
+        let b = vec![0, 1, len / 2, len - 2, len - 1];
+        [a, b]
+            .into_iter()
+            .map(|mut s| {
+                s.retain(|&i| i < len);
+                s.sort_unstable();
+                s.dedup();
+                s
+            })
+            .collect()
+    }
+
+    fn probe_both(path: &Path) -> VideoInfo {
+        let cli = probe(path).unwrap();
+        let lib = probe_libav(path).unwrap();
+        assert_eq!(
+            (cli.num_frames, cli.width, cli.height, cli.rotation),
+            (lib.num_frames, lib.width, lib.height, lib.rotation),
+            "{}: probe (frames, w, h, rotation)",
+            path.display()
+        );
+        assert_eq!(cli.container, lib.container, "{}", path.display());
+        if cli.fps > 0.0 {
+            assert!(
+                (cli.fps - lib.fps).abs() / cli.fps < 0.02,
+                "{}: fps {} vs {}",
+                path.display(),
+                cli.fps,
+                lib.fps
+            );
+        }
+        cli
+    }
+
+    /// The CLI path and the in-process one give the same bytes.
+    fn same_frames(info: &VideoInfo, idx: &[usize], size: Option<(u32, u32)>) -> Run {
+        let cli = decode_frames(info, idx, size).unwrap();
+        let (lib, run) = decode_with_stats(info, idx, size).unwrap();
+        assert_eq!(cli.indices, lib.indices);
+        assert_eq!(cli.frames.shape(), lib.frames.shape());
+        if cli.frames != lib.frames {
+            let mut max = 0u8;
+            let mut differ = 0usize;
+            for (a, b) in cli.frames.iter().zip(lib.frames.iter()) {
+                if a != b {
+                    differ += 1;
+                    max = max.max(a.abs_diff(*b));
+                }
+            }
+            let bad: Vec<usize> = (0..lib.indices.len())
+                .filter(|&i| {
+                    cli.frames.index_axis(ndarray::Axis(0), i) != lib.frames.index_axis(ndarray::Axis(0), i)
+                })
+                .map(|i| lib.indices[i])
+                .collect();
+            panic!(
+                "{}: frames {bad:?} of {idx:?} at {size:?} differ: {differ} bytes, max diff {max} ({run:?})",
+                info.path.display()
+            );
+        }
+        run
+    }
+
+    /// Checks one video at its native size and scaled; returns how the TSN decode went.
+    fn check_video(path: &Path, allow_size_fallback: bool) -> Run {
+        let info = probe_both(path);
+        let all = sets(info.num_frames);
+        let tsn = same_frames(&info, &all[0], None);
+        let ends = same_frames(&info, &all[1], None);
+        // An odd size takes swscale's general path rather than its unscaled converters.
+        let scaled = ((info.width * 2 / 3) | 1, (info.height * 2 / 3) | 1);
+        let scaled_run = same_frames(&info, &all[0], Some(scaled));
+        eprintln!(
+            "{}: {} frames {}x{} rot {}:\n  tsn {tsn:?}\n  ends {ends:?}\n  scaled {scaled:?} {scaled_run:?}",
+            path.file_name().unwrap().to_string_lossy(),
+            info.num_frames,
+            info.width,
+            info.height,
+            info.rotation
+        );
+        for run in [&tsn, &ends, &scaled_run] {
+            if let Some(why) = &run.cli_fallback {
+                // libavcodec crops to aligned plane pointers unless told otherwise, so a Theora
+                // picture 214 wide at an odd offset decodes 218 wide: the CLI path's frames are
+                // not the probed size either, and the shim hands such files to it.
+                assert!(
+                    allow_size_fallback && why.contains("not the probed"),
+                    "{}: decoded through the CLI: {run:?}",
+                    path.display()
+                );
+                eprintln!("NOTE {}: {why}: decoded through the CLI", path.display());
+            }
+        }
+        tsn
+    }
+
+    fn lavfi(size: &str, rate: u32, secs: u32) -> String {
+        format!("testsrc2=size={size}:rate={rate}:duration={secs}")
+    }
+
+    #[test]
+    fn libav_matches_cli_on_generated_videos() {
+        let dir = tempfile::tempdir().unwrap();
+        // ffmpeg arguments after `-i INPUT`, space-separated, then the output file.
+        let make = |name: &str, input: &str, args: &str| {
+            let out = dir.path().join(name);
+            let mut all: Vec<&str> = Vec::new();
+            if !input.ends_with(".mp4") {
+                all.extend(["-f", "lavfi"]);
+            }
+            all.extend(["-i", input]);
+            all.extend(args.split_whitespace());
+            all.push(out.to_str().unwrap());
+            ffmpeg(&all);
+            out
+        };
+        let src = lavfi("162x118", 25, 4);
+        let small = lavfi("176x144", 25, 3);
+        // h264 with B-frames and a keyframe every 25 frames
+        let h264 = make("h264.mp4", &src, "-c:v libx264 -g 25 -bf 3 -pix_fmt yuv420p");
+        let others = [
+            // tagged BT.709, full range: the conversion must follow the frame's colour properties
+            make(
+                "h264_709_full.mkv",
+                &src,
+                "-c:v libx264 -g 30 -pix_fmt yuv420p -colorspace bt709 -color_primaries bt709 \
+                 -color_trc bt709 -color_range pc",
+            ),
+            make("h264_444_10bit.mp4", &lavfi("160x120", 25, 2), "-c:v libx264 -pix_fmt yuv444p10le"),
+            make("hevc.mp4", &small, "-c:v libx265 -x265-params log-level=none:keyint=20 -pix_fmt yuv420p"),
+            make("mpeg2_bframes.mkv", &small, "-c:v mpeg2video -q:v 5 -g 12 -bf 2"),
+            make("mpeg4_bframes.mkv", &small, "-c:v mpeg4 -q:v 5 -g 12 -bf 2"),
+            // packed B-frames in AVI: no pts, frames are counted
+            make("mpeg4_bframes.avi", &small, "-c:v mpeg4 -q:v 5 -g 12 -bf 2"),
+            make("mjpeg.avi", &lavfi("160x120", 25, 2), "-c:v mjpeg -q:v 3 -pix_fmt yuvj420p"),
+            make("theora.ogv", &small, "-c:v libtheora -q:v 6 -g 15"),
+        ];
+        let rotated: Vec<PathBuf> = ["90", "180", "270"]
+            .iter()
+            .map(|deg| {
+                let args = format!("-map 0 -c copy -metadata:s:v:0 rotate={deg}");
+                make(&format!("h264_rot{deg}.mp4"), h264.to_str().unwrap(), &args)
+            })
+            .collect();
+        for f in others.iter().chain(&rotated) {
+            check_video(f, false);
+        }
+        // Keyframes between the wanted frames: these must seek, and need no restart.
+        let mpeg4 = make("mpeg4_g12.avi", &lavfi("340x256", 25, 3), "-c:v mpeg4 -q:v 5 -g 12");
+        let vp9 = make("vp9.webm", &small, "-c:v libvpx-vp9 -g 10 -deadline realtime -cpu-used 8");
+        for f in [&mpeg4, &vp9, &h264] {
+            let st = check_video(f, false).stats;
+            assert!(st.seeks > 0 && st.restarts == 0 && st.pts_mode == 1, "{}: {st:?}", f.display());
+        }
+        // Concurrent calls share nothing.
+        let info = probe(&h264).unwrap();
+        let want = tsn(info.num_frames, 8);
+        let alone = decode_frames_libav(&info, &want, None).unwrap();
+        std::thread::scope(|s| {
+            let runs: Vec<_> =
+                (0..3).map(|_| s.spawn(|| decode_frames_libav(&info, &want, None).unwrap())).collect();
+            for r in runs {
+                assert_eq!(r.join().unwrap().frames, alone.frames);
+            }
+        });
+    }
+
+    #[test]
+    fn libav_matches_cli_on_real_videos() {
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/realvideo"));
+        if !dir.is_dir() {
+            eprintln!("SKIP libav_matches_cli_on_real_videos: {} is absent", dir.display());
+            return;
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e != "md"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for f in &files {
+            check_video(f, true);
+        }
+    }
+
+    #[test]
+    fn libav_reports_cut_files_like_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.mp4");
+        let src = lavfi("128x96", 25, 4);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-g",
+            "20",
+            "-movflags",
+            "+faststart",
+            full.to_str().unwrap(),
+        ]);
+        let bytes = std::fs::read(&full).unwrap();
+        let cut = dir.path().join("cut.mp4");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let a = probe(&cut).unwrap_err().to_string();
+        let b = probe_libav(&cut).unwrap_err().to_string();
+        assert!(a.contains("truncated") && b.contains("truncated"), "{a} / {b}");
+        // Decoding the cut file with the intact file's header: both stop at the same frame.
+        let mut info = probe(&full).unwrap();
+        info.path = cut.clone();
+        let want = [10, 40, 70, 99];
+        let a = decode_frames(&info, &want, None).unwrap_err().to_string();
+        let b = decode_frames_libav(&info, &want, None).unwrap_err().to_string();
+        let decoded =
+            |m: &str| m.split("decoded ").nth(1).and_then(|r| r.split(" wanted").next()).map(str::to_string);
+        assert!(decoded(&a).is_some(), "{a}");
+        assert_eq!(decoded(&a), decoded(&b), "{a} / {b}");
+        // No moov at all (moov at the end, cut off).
+        let plain = dir.path().join("plain.mp4");
+        ffmpeg(&["-f", "lavfi", "-i", &src, "-c:v", "libx264", plain.to_str().unwrap()]);
+        let bytes = std::fs::read(&plain).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let a = probe(&cut).unwrap_err().to_string();
+        let b = probe_libav(&cut).unwrap_err().to_string();
+        assert_eq!(a.replace(&cut.display().to_string(), ""), b.replace(&cut.display().to_string(), ""));
+        let text = dir.path().join("notes.mp4");
+        std::fs::write(&text, "not a video\n").unwrap();
+        assert!(probe_libav(&text).unwrap_err().to_string().contains("not a readable video"));
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Rough timing, CLI path against in-process, 8 TSN frames at native size, median of 5,
+    /// alternating. `cargo test -p vidkit --release bench_libav -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_libav_against_cli() {
+        let dir = Path::new("/tmp/bench");
+        std::fs::create_dir_all(dir).unwrap();
+        let noise = "noise=alls=12:allf=t+u";
+        let videos = [
+            ("h264_720p.mp4", "1280x720", 30, vec!["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
+            ("h264_240p.mp4", "320x240", 25, vec!["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
+            ("mpeg4_256p.avi", "340x256", 25, vec!["-c:v", "mpeg4", "-q:v", "5"]),
+        ];
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("load average before: {}", load.trim());
+        for (name, size, rate, codec) in &videos {
+            let path = dir.join(name);
+            if !path.exists() {
+                let mut args = vec!["-f".to_string(), "lavfi".into(), "-i".into(), lavfi(size, *rate, 10)];
+                args.extend(["-vf".to_string(), noise.to_string()]);
+                args.extend(codec.iter().map(|s| s.to_string()));
+                args.push(path.to_str().unwrap().to_string());
+                ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+            let info = probe(&path).unwrap();
+            let idx = tsn(info.num_frames, 8);
+            let (mut cli, mut lib, mut cli_p, mut lib_p) = (vec![], vec![], vec![], vec![]);
+            let mut stats = Run::default();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let a = decode_frames(&info, &idx, None).unwrap();
+                cli.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let (b, st) = decode_with_stats(&info, &idx, None).unwrap();
+                lib.push(t.elapsed().as_secs_f64());
+                stats = st;
+                assert_eq!(a.frames, b.frames);
+                let t = Instant::now();
+                let i = probe(&path).unwrap();
+                decode_frames(&i, &idx, None).unwrap();
+                cli_p.push(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let i = probe_libav(&path).unwrap();
+                decode_frames_libav(&i, &idx, None).unwrap();
+                lib_p.push(t.elapsed().as_secs_f64());
+            }
+            let (c, l) = (median(cli), median(lib));
+            eprintln!(
+                "{name}: decode CLI {c:.3} s, in-process {l:.3} s ({:.1}x); probe+decode CLI {:.3} s, in-process {:.3} s; {stats:?}",
+                c / l,
+                median(cli_p),
+                median(lib_p)
+            );
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        eprintln!("load average after: {}", load.trim());
+    }
+}
