@@ -517,7 +517,7 @@ mod tests {
     }
 
     /// Rough timing, CLI path against in-process, 8 TSN frames at native size, median of 5,
-    /// alternating. `cargo test -p vidkit --release bench_libav -- --ignored --nocapture`
+    /// alternating. `cargo test -p vidkit bench_libav -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn bench_libav_against_cli() {
