@@ -12,7 +12,18 @@ const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
 fn record_headers_match_the_golden_file() {
     let root = workspace_root();
     let o = Command::new(VSAMPLE)
-        .args(["testdata/clip.mp4", "--frames", "4", "--size", "64", "--crop", "three", "--crop-size", "64", "-q"])
+        .args([
+            "testdata/clip.mp4",
+            "--frames",
+            "4",
+            "--size",
+            "64",
+            "--crop",
+            "three",
+            "--crop-size",
+            "64",
+            "-q",
+        ])
         .current_dir(&root)
         .output()
         .unwrap();

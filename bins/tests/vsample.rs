@@ -123,29 +123,44 @@ fn bad_inputs_get_one_line_errors_and_the_batch_goes_on() {
         "good.mp4 0\nmissing.mp4 1\nempty.mp4 1\nnotes.txt 1\ncut.mp4 1\ncorrupt.mp4 1\ngood.mp4 not-a-label\n",
     )
     .unwrap();
-    let o = run(
-        VSAMPLE,
-        &["--list", "in.list", "--size", "48", "--crop-size", "48", "--frames", "4", "-o", "out.vks"],
-        p,
-    );
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(1), "partial failure exits 1: {err}");
-    for (name, what) in [
-        ("missing.mp4", "no such file"),
-        ("empty.mp4", "empty file (0 bytes)"),
-        ("notes.txt", "not a readable video"),
-        ("cut.mp4", "truncated video"),
-        ("corrupt.mp4", "corrupt"),
-        ("in.list", "line 7: label \"not-a-label\""),
-    ] {
-        let line = err.lines().find(|l| l.contains(name) && l.contains(what));
-        assert!(line.is_some(), "no one-line error naming {name} with {what:?} in:\n{err}");
+    for decoder in ["libav", "cli"] {
+        let o = run(
+            VSAMPLE,
+            &[
+                "--list",
+                "in.list",
+                "--size",
+                "48",
+                "--crop-size",
+                "48",
+                "--frames",
+                "4",
+                "--decoder",
+                decoder,
+                "-o",
+                "out.vks",
+            ],
+            p,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "partial failure exits 1: {err}");
+        for (name, what) in [
+            ("missing.mp4", "no such file"),
+            ("empty.mp4", "empty file (0 bytes)"),
+            ("notes.txt", "not a readable video"),
+            ("cut.mp4", "truncated video"),
+            ("corrupt.mp4", "corrupt"),
+            ("in.list", "line 7: label \"not-a-label\""),
+        ] {
+            let line = err.lines().find(|l| l.contains(name) && l.contains(what));
+            assert!(line.is_some(), "no one-line error naming {name} with {what:?} in:\n{err}");
+        }
+        assert!(err.contains("6 of 7 inputs failed"), "{err}");
+        // The good video still made it, whole.
+        let recs = read_stream(&p.join("out.vks"));
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].header.video.as_deref(), Some("good.mp4"));
     }
-    assert!(err.contains("6 of 7 inputs failed"), "{err}");
-    // The good video still made it, whole.
-    let recs = read_stream(&p.join("out.vks"));
-    assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0].header.video.as_deref(), Some("good.mp4"));
 }
 
 #[test]

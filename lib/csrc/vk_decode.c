@@ -58,6 +58,8 @@
 typedef struct LogCapture {
     char last_error[512];
     char truncation[64];
+    int decoder_errors;     /* error-level messages from the decoder itself */
+    char decoder_error[256];
 } LogCapture;
 
 static _Thread_local LogCapture *tl_capture;
@@ -84,6 +86,10 @@ static void log_callback(void *avcl, int level, const char *fmt, va_list vl)
     if (!len)
         return;
     snprintf(cap->last_error, sizeof cap->last_error, "%s", line);
+    if (avcl && *(const AVClass **)avcl == avcodec_get_class()) {
+        if (!cap->decoder_errors++)
+            snprintf(cap->decoder_error, sizeof cap->decoder_error, "%s", line);
+    }
     for (size_t i = 0; i < sizeof TRUNCATION_SIGNS / sizeof *TRUNCATION_SIGNS; i++)
         if (strstr(line, TRUNCATION_SIGNS[i]))
             snprintf(cap->truncation, sizeof cap->truncation, "%s", TRUNCATION_SIGNS[i]);
@@ -558,6 +564,9 @@ static int open_decoder(Dec *d, const char *path, char *err, size_t errlen)
     d->dec->pkt_timebase = d->in.st->time_base;
     d->dec->framerate = d->in.st->avg_frame_rate;
     d->dec->thread_count = 0; /* auto, as the CLI's threads=auto */
+    /* The CLI path passes `-flags unaligned`: crop to the exact picture, never widened for
+     * alignment (a Theora file otherwise decodes 218 wide, 4 black columns, for 214). */
+    d->dec->flags |= AV_CODEC_FLAG_UNALIGNED;
     d->dec->thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE;
     av_dict_set(&opts, "threads", "auto", 0);
     ret = avcodec_open2(d->dec, codec, &opts);
@@ -878,6 +887,7 @@ static int convert(Dec *d, AVFrame *f, uint8_t *dst, char *err, size_t errlen)
     AVFrame *src = f;
     int ret;
 
+
     if (f->width != d->src_w || f->height != d->src_h || f->format != d->src_fmt) {
         /* The CLI rebuilds its filter graph here, and `select` starts counting again. */
         set_err(err, errlen, "frame size or format changes mid-stream (%dx%d to %dx%d)",
@@ -1160,6 +1170,13 @@ int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int ou
         ret = decode_pass(path, indices, n, out_w, out_h, resize, out_rgb, 0, stats, &cap, err,
                           errlen);
         stats->frames_decoded += decoded;
+    }
+    /* Concealed damage: the frames arrived, but the decoder said the data was bad. The CLI
+     * path treats its error output the same way. */
+    if (ret == n && cap.decoder_errors) {
+        set_err(err, errlen, "corrupt video: the decoder reported %d error(s), first: %s",
+                cap.decoder_errors, cap.decoder_error);
+        ret = VK_ERR_DECODE;
     }
     tl_capture = prev;
     return ret;

@@ -10,9 +10,32 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array4, Axis};
 use std::path::PathBuf;
 
+/// Which decoder reads the video. Both give byte-identical frames (tested in `video::libav`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decoder {
+    /// The system FFmpeg libraries in-process: no process start, keyframe seeking. Default,
+    /// chosen by measurement (README, `make bench`).
+    #[default]
+    Libav,
+    /// One `ffmpeg` process per video (and `ffprobe` for non-MP4 containers).
+    Cli,
+}
+
+impl std::str::FromStr for Decoder {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "libav" => Ok(Self::Libav),
+            "cli" => Ok(Self::Cli),
+            _ => bail!("unknown decoder {s:?} (libav, cli)"),
+        }
+    }
+}
+
 /// How to turn a video into clips and views.
 #[derive(Clone, Debug)]
 pub struct ClipSpec {
+    pub decoder: Decoder,
     pub sampler: SamplerConfig,
     /// Short side in pixels after resizing (inside ffmpeg); `None` keeps the native size.
     pub short_side_px: Option<u32>,
@@ -38,7 +61,10 @@ pub struct VideoItem {
 /// Samples one video into records (clips × views, clip-major). `position` is the video's place
 /// in the input, which seeds its randomness so results do not depend on `-j`.
 pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Result<Vec<Record>> {
-    let info = video::probe(&item.path)?;
+    let info = match spec.decoder {
+        Decoder::Libav => video::probe_libav(&item.path)?,
+        Decoder::Cli => video::probe(&item.path)?,
+    };
     let mut rng = Rng::derive(spec.seed, position as u64);
     let (clips, repeated) = match &spec.indices {
         Some(ix) => {
@@ -58,7 +84,10 @@ pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Resul
     };
     let size = spec.short_side_px.map(|s| short_side_size(info.width, info.height, s));
     let all: Vec<usize> = clips.iter().flatten().copied().collect();
-    let decoded = video::decode_frames(&info, &all, size)?;
+    let decoded = match spec.decoder {
+        Decoder::Libav => video::decode_frames_libav(&info, &all, size)?,
+        Decoder::Cli => video::decode_frames(&info, &all, size)?,
+    };
     let num_views = spec.crop.num_views();
     let mut out = Vec::with_capacity(clips.len() * num_views);
     for (k, clip_idx) in clips.iter().enumerate() {
@@ -120,6 +149,7 @@ mod tests {
 
     fn spec(frames: usize, crop: CropMode) -> ClipSpec {
         ClipSpec {
+            decoder: Decoder::Libav,
             sampler: SamplerConfig {
                 kind: SamplerKind::Segment,
                 frames,

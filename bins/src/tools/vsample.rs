@@ -87,6 +87,10 @@ pub struct Args {
     /// Per-channel std on the 0-255 scale, for --normalize [default: ImageNet's].
     #[arg(long, value_delimiter = ',', num_args = 3)]
     pub std: Option<Vec<f32>>,
+    /// Decoder: libav (the system FFmpeg libraries in-process) or cli (an ffmpeg process per
+    /// video); both give the same frames.
+    #[arg(long, default_value = "libav", value_parser = ["libav", "cli"])]
+    pub decoder: String,
     /// Parallel decoders; output stays in input order.
     #[arg(short = 'j', long, default_value_t = 1)]
     pub jobs: usize,
@@ -183,6 +187,7 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         }
     }
     Ok(ClipSpec {
+        decoder: args.decoder.parse()?,
         sampler,
         short_side_px,
         crop,

@@ -228,6 +228,10 @@ pub(crate) fn decode_with_stats(
     if rc == VK_ERR_UNSUPPORTED {
         return Ok((decode_frames(info, indices, size)?, Run { stats, cli_fallback: Some(msg) }));
     }
+    if let Some(detail) = msg.strip_prefix("corrupt video: ") {
+        let detail = detail.replace('\n', " ");
+        bail!("{}: corrupt video: {detail}", path.display());
+    }
     // Where the file cannot be opened or decoded at all, the CLI path reports 0 frames decoded.
     let got = match rc {
         VK_ERR_OPEN | VK_ERR_NO_VIDEO | VK_ERR_DECODE => 0,

@@ -61,7 +61,16 @@ mod probe_tests {
         for (name, extra) in [("plain.mp4", ""), ("fast.mp4", "+faststart")] {
             let p = dir.path().join(name);
             let mut cmd = std::process::Command::new("ffmpeg");
-            cmd.args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=2", "-pix_fmt", "yuv420p"]);
+            cmd.args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=96x64:rate=24:duration=2",
+                "-pix_fmt",
+                "yuv420p",
+            ]);
             if !extra.is_empty() {
                 cmd.args(["-movflags", extra]);
             }
@@ -69,7 +78,12 @@ mod probe_tests {
             files.push(p);
         }
         if let Some(d) = realvideo() {
-            for n in ["android_phone_vfr_1080p_h264.mp4", "derived_android_phone_rotate90.mp4", "imageio_cockatoo_720p_h264.mp4", "imageio_realshort_h264.mp4"] {
+            for n in [
+                "android_phone_vfr_1080p_h264.mp4",
+                "derived_android_phone_rotate90.mp4",
+                "imageio_cockatoo_720p_h264.mp4",
+                "imageio_realshort_h264.mp4",
+            ] {
                 files.push(d.join(n));
             }
         }
@@ -84,7 +98,13 @@ mod probe_tests {
                     "{}",
                     f.display()
                 );
-                assert!((fast.fps - slow.fps).abs() / slow.fps < 0.02, "{}: {} vs {}", f.display(), fast.fps, slow.fps);
+                assert!(
+                    (fast.fps - slow.fps).abs() / slow.fps < 0.02,
+                    "{}: {} vs {}",
+                    f.display(),
+                    fast.fps,
+                    slow.fps
+                );
             }
         }
         assert!(answered >= 2, "the native reader answered for only {answered} files");
