@@ -59,7 +59,7 @@ typedef struct LogCapture {
     char last_error[512];
     char truncation[64];
     int decoder_errors;     /* error-level messages from the decoder itself */
-    char decoder_error[256];
+    char decoder_error[512];
 } LogCapture;
 
 static _Thread_local LogCapture *tl_capture;
