@@ -43,21 +43,29 @@ fn select_expr(sorted: &[usize]) -> String {
     parts.join("+")
 }
 
+/// The distinct frame numbers to decode, sorted, each checked against the frame count.
+pub(crate) fn wanted_frames(info: &VideoInfo, indices: &[usize]) -> Result<Vec<usize>> {
+    let mut wanted: Vec<usize> = indices.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    match wanted.last() {
+        None => bail!("{}: no frames requested", info.path.display()),
+        Some(&last) if last >= info.num_frames => {
+            bail!(
+                "{}: frame {last} requested but the video has {} frames",
+                info.path.display(),
+                info.num_frames
+            )
+        }
+        Some(_) => Ok(wanted),
+    }
+}
+
 /// Decodes the frames at `indices` (any order, duplicates allowed) scaled to `size` (W, H)
 /// with bilinear swscale, or at the displayed size when `size` is `None`.
 pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32)>) -> Result<DecodedFrames> {
     let path = &info.path;
-    let mut wanted: Vec<usize> = indices.to_vec();
-    wanted.sort_unstable();
-    wanted.dedup();
-    if wanted.is_empty() {
-        bail!("{}: no frames requested", path.display());
-    }
-    if let Some(&last) = wanted.last() {
-        if last >= info.num_frames {
-            bail!("{}: frame {last} requested but the video has {} frames", path.display(), info.num_frames);
-        }
-    }
+    let wanted = wanted_frames(info, indices)?;
     let mut filters = format!("select={}", select_expr(&wanted));
     if let Some((w, h)) = size {
         filters.push_str(&format!(",scale={w}:{h}:flags=bilinear"));

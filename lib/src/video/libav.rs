@@ -120,20 +120,7 @@ pub fn probe_libav(path: &Path) -> Result<VideoInfo> {
     }
     let packets = (raw.packets >= 0).then_some(raw.packets as usize);
     let header_frames = (raw.header_frames > 0).then_some(raw.header_frames as usize);
-    let num_frames = packets.or(header_frames).unwrap_or(0);
-    if num_frames == 0 {
-        bail!("{}: video stream has no frames (truncated or corrupt?)", path.display());
-    }
-    if let (Some(p), Some(h)) = (packets, header_frames) {
-        // As probe_with_ffprobe: MP4 sample tables are exact, AVI headers may be 5% off.
-        let is_mp4 = container.contains("mp4") || container.contains("mov");
-        if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
-            bail!(
-                "{}: truncated video: the container lists {h} frames but only {p} are present",
-                path.display()
-            );
-        }
-    }
+    let num_frames = super::probe::checked_frame_count(path, &container, packets, header_frames)?;
     let fps = raw.fps;
     let duration_s = if raw.duration_s >= 0.0 {
         raw.duration_s
@@ -190,16 +177,8 @@ pub(crate) fn decode_with_stats(
     size: Option<(u32, u32)>,
 ) -> Result<(DecodedFrames, Run)> {
     let path = &info.path;
-    let mut wanted: Vec<usize> = indices.to_vec();
-    wanted.sort_unstable();
-    wanted.dedup();
-    if wanted.is_empty() {
-        bail!("{}: no frames requested", path.display());
-    }
+    let wanted = super::decode::wanted_frames(info, indices)?;
     let last = wanted[wanted.len() - 1];
-    if last >= info.num_frames {
-        bail!("{}: frame {last} requested but the video has {} frames", path.display(), info.num_frames);
-    }
     let (w, h) = size.unwrap_or((info.width, info.height));
     let (cw, ch) = (c_int::try_from(w)?, c_int::try_from(h)?);
     let n = c_int::try_from(wanted.len())?;

@@ -42,6 +42,31 @@ fn parse_num<T: std::str::FromStr>(v: Option<&Value>) -> Option<T> {
 /// Demuxer messages that mean the file was cut short.
 const TRUNCATION_SIGNS: [&str; 3] = ["partial file", "ended prematurely", "moov atom not found"];
 
+/// The frame count from the packets counted (or the container header), refusing cut files.
+pub(crate) fn checked_frame_count(
+    path: &Path,
+    container: &str,
+    packets: Option<usize>,
+    header_frames: Option<usize>,
+) -> Result<usize> {
+    let num_frames = packets.or(header_frames).unwrap_or(0);
+    if num_frames == 0 {
+        bail!("{}: video stream has no frames (truncated or corrupt?)", path.display());
+    }
+    if let (Some(p), Some(h)) = (packets, header_frames) {
+        // MP4's sample table is exact, so any shortfall is a cut file. AVI headers can be a few
+        // frames off on intact files (a VP9 AVI here claims 300 for 295), so allow 5% there.
+        let is_mp4 = container.contains("mp4") || container.contains("mov");
+        if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
+            bail!(
+                "{}: truncated video: the container lists {h} frames but only {p} are present",
+                path.display()
+            );
+        }
+    }
+    Ok(num_frames)
+}
+
 /// Checks the cheap things first so a missing or empty file gets a precise message.
 fn check_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -127,21 +152,7 @@ pub fn probe_with_ffprobe(path: &Path) -> Result<VideoInfo> {
     }
     let packets = parse_num::<usize>(stream.get("nb_read_packets"));
     let header_frames = parse_num::<usize>(stream.get("nb_frames"));
-    let num_frames = packets.or(header_frames).unwrap_or(0);
-    if num_frames == 0 {
-        bail!("{}: video stream has no frames (truncated or corrupt?)", path.display());
-    }
-    if let (Some(p), Some(h)) = (packets, header_frames) {
-        // MP4's sample table is exact, so any shortfall is a cut file. AVI headers can be a few
-        // frames off on intact files (a VP9 AVI here claims 300 for 295), so allow 5% there.
-        let is_mp4 = container.contains("mp4") || container.contains("mov");
-        if (is_mp4 && p < h) || (p as f64) < 0.95 * h as f64 {
-            bail!(
-                "{}: truncated video: the container lists {h} frames but only {p} are present",
-                path.display()
-            );
-        }
-    }
+    let num_frames = checked_frame_count(path, &container, packets, header_frames)?;
     let duration_s = parse_num::<f64>(stream.get("duration"))
         .or_else(|| parse_num::<f64>(json.pointer("/format/duration")))
         .unwrap_or(if fps > 0.0 { num_frames as f64 / fps } else { 0.0 });
