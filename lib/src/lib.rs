@@ -12,5 +12,6 @@ pub mod rng;
 pub mod sample;
 pub mod stream;
 pub mod synth;
+pub mod train;
 pub mod transform;
 pub mod video;

@@ -20,6 +20,18 @@ impl Rng {
         Self { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
     }
 
+    /// The generator's whole state, for checkpoints: `Rng::from_state(r.state())` continues
+    /// exactly where `r` is.
+    pub fn state(&self) -> [u64; 4] {
+        self.s
+    }
+
+    /// Restores a state saved by [`Rng::state`]. All-zero is not a state xoshiro can be in.
+    pub fn from_state(s: [u64; 4]) -> Self {
+        assert!(s != [0; 4], "Rng::from_state: the all-zero state is invalid");
+        Self { s }
+    }
+
     /// An independent generator for item `n` of a run (a video, a clip), so results do not
     /// depend on the order in which parallel workers reach the items.
     pub fn derive(seed: u64, n: u64) -> Self {
@@ -53,7 +65,7 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         assert!(n > 0, "Rng::below(0)");
         // Lemire's multiply-shift; the bias is < 2^-32 for the sizes we use.
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Uniform integer in [lo, hi] inclusive.
@@ -88,5 +100,15 @@ mod tests {
         }
         assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
         assert_ne!(Rng::derive(1, 0).next_u64(), Rng::derive(1, 1).next_u64());
+    }
+
+    #[test]
+    fn state_round_trip_continues_the_sequence() {
+        let mut a = Rng::new(3);
+        a.next_u64();
+        let mut b = Rng::from_state(a.state());
+        for _ in 0..10 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
     }
 }

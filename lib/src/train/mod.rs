@@ -1,0 +1,18 @@
+//! Training components: optimisers, LR schedules, losses, batch mixes and checkpoints. The loop
+//! itself lives with `vtrain`; these pieces are called from it:
+//! `loss.backward()` → (accumulate, clip) → `optimizer.step(&grads)` → `set_lr(schedule.lr(..))`.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod mix;
+pub mod optim;
+pub mod schedule;
+
+pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState, TRAIN_KEY};
+pub use loss::{bce_with_logits, cross_entropy, kl_div, log_softmax, one_hot, softmax, Targets};
+pub use mix::{one_hot_targets, sample_beta, sample_gamma, BatchMix, MixBox, Mixed, Pairing};
+pub use optim::{
+    clip_grad_norm, trainable_vars, AdamW, AdamWConfig, GradAccumulator, NoDecay, OptimState, Optimizer,
+    OptimizerConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+};
+pub use schedule::{Decay, LrSchedule, WarmupMode};
