@@ -2,10 +2,12 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|full|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|all]      (default: all)
 #
-# Tiers, one venv each, so that `make test` never pays for torch:
+# Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
+#   TARGET_DIR/models  scripts/peers-models.txt  numpy, torch, torchvision, safetensors
+#                                                (model parity test; torch is PyPI's CUDA build)
 #   TARGET_DIR/full    scripts/peers-full.txt    decode + torch, torchvision, torchcodec (bench)
 #
 # Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
@@ -14,13 +16,14 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|full|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
   decode) tiers=(decode) ;;
+  models) tiers=(models) ;;
   full) tiers=(full) ;;
-  all) tiers=(decode full) ;;
+  all) tiers=(decode models full) ;;
   *) usage ;;
 esac
 
@@ -33,6 +36,7 @@ target=$(cd "$target" && pwd)
 tier_files() {
   case $1 in
     decode) echo "$here/peers-decode.txt" ;;
+    models) echo "$here/peers-models.txt" ;;
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
   esac
 }
@@ -59,6 +63,7 @@ build_tier() {
     # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
     case $tier in
       decode) imports="numpy, av, decord, cv2" ;;
+      models) imports="numpy, torch, torchvision, safetensors.torch" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
     esac
     "$venv/bin/python" -c "import $imports"

@@ -62,3 +62,37 @@ pub fn decode_peers_python() -> Option<PathBuf> {
         }
     }
 }
+
+/// The Python of the pinned models-tier peers venv (numpy, torch, torchvision, safetensors),
+/// built on first use by `scripts/peers.sh` (about 3 GB of wheels: PyPI's torch needs its CUDA
+/// libraries even on CPU); `None` when it cannot be built (no network), with a message.
+pub fn models_peers_python() -> Option<PathBuf> {
+    let peers = target_dir().join("peers");
+    let st = Command::new("bash")
+        .arg(workspace_root().join("scripts/peers.sh"))
+        .arg(&peers)
+        .arg("models")
+        .status();
+    match st {
+        Ok(s) if s.success() => Some(peers.join("models/bin/python")),
+        _ => {
+            eprintln!(
+                "SKIP: the models peers venv ({}) could not be built; model parity checks skipped",
+                peers.display()
+            );
+            None
+        }
+    }
+}
+
+/// Cargo's target directory (absolute), where cached fixtures and the peers venvs live.
+pub fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    }
+}
