@@ -44,13 +44,16 @@ pub fn one_line(err: &anyhow::Error) -> String {
 }
 
 pub mod tools {
+    pub mod vclassify;
+    pub mod vconvert;
     pub mod veval;
     pub mod vsample;
     pub mod vsynth;
+    pub mod vtrain;
 }
 
 /// Every tool's clap definition, for man pages and completions (`vman`).
 pub fn commands() -> Vec<clap::Command> {
     use clap::CommandFactory;
-    vec![tools::vsample::Args::command(), tools::vsynth::Args::command(), tools::veval::Args::command()]
+    vec![tools::vclassify::Args::command(), tools::vconvert::Args::command(), tools::vsample::Args::command(), tools::vsynth::Args::command(), tools::veval::Args::command(), tools::vtrain::Args::command()]
 }

@@ -5,8 +5,11 @@
 
 pub mod clips;
 pub mod data;
+pub mod infer;
 pub mod io;
 pub mod metric;
+pub mod model;
+pub mod nn;
 pub mod parallel;
 pub mod rng;
 pub mod sample;

@@ -9,6 +9,7 @@ pub mod prediction;
 
 pub use header::{Label, Norm, RecordHeader};
 pub use npy::{Array, DType};
+pub use prediction::{write_prediction, Prediction, TopEntry};
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, Write};

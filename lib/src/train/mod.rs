@@ -3,10 +3,12 @@
 //! `loss.backward()` → (accumulate, clip) → `optimizer.step(&grads)` → `set_lr(schedule.lr(..))`.
 
 pub mod checkpoint;
+pub mod loader;
 pub mod loss;
 pub mod mix;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState, TRAIN_KEY};
 pub use loss::{bce_with_logits, cross_entropy, kl_div, log_softmax, one_hot, softmax, Targets};

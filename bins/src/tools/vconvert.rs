@@ -1,0 +1,124 @@
+//! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM, the TSM
+//! authors' repository) as a vidkit model file. The work is `vidkit::model::import_torch`.
+use crate::Outcome;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use vidkit::model::{import_torch, save_model, ARCHS};
+
+const ABOUT: &str = "Import a PyTorch checkpoint (torchvision, mmaction2) as a vidkit model file";
+
+const LONG_ABOUT: &str = "\
+Import a PyTorch checkpoint (torchvision, mmaction2) as a vidkit model file.
+
+Reads IN, a .pth/.pt/.pyth written by torch.save, and writes OUT, one .safetensors file holding \
+the weights and, in its metadata (key \"vidkit_config\"), the model's config: architecture, \
+classes, input spec (frames, short side, crop size, sampler) and mean/std, so that vclassify \
+needs nothing else.
+
+Reading runs no code from the file: the pickle inside is interpreted, never executed, and only \
+dicts and tensors are rebuilt. The state dict is taken from the top level or from under \
+\"state_dict\" (mmaction2), \"model_state\" (pytorchvideo) or \"model\"; \"module.\" prefixes are \
+stripped and BatchNorm's num_batches_tracked dropped.
+
+Names understood: torchvision's ResNet (conv1.weight, bn1.*, layer1.0.conv1.weight, \
+layer1.0.downsample.0.weight, ..., fc.weight), which imports as TSN or TSM of that depth; \
+mmaction2's ResNet/ResNetTSM (backbone.conv1.conv.weight, backbone.conv1.bn.*, \
+backbone.layer1.0.conv1.conv.weight, the shifted backbone.layer1.0.conv1.conv.net.weight, \
+backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*); the TSM authors' repository \
+(base_model.*, new_fc.*); and vidkit's own. A checkpoint with temporal shifts imports only as the \
+TSM that shifts the same blocks (mmaction2 shift_place='blockres'; ResNet-101 shifts every other \
+block).
+
+Config: num_classes is read from the classifier's weight and base_width from the stem; the rest \
+starts from the defaults (8 frames, segment sampler, short side 256, crop 224, ImageNet mean/std \
+on the 0-255 scale as mmaction2 writes them, shift_div 8, dropout 0.5, softmax averaging) and is \
+changed with -o key=value, the value parsed as JSON (a bare word is a string). Keys: frames, \
+dropout, mean, std, sampler, short_side, crop_size, shift_div, labels (a list of class names), \
+aggregate (softmax or logits); num_classes, when given, must agree with the weights.
+
+When the names or shapes do not fit the architecture, nothing is written and the one-line error \
+names the file and the first tensor that differs. Exit status: 0 success, 2 any error.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # An mmaction2 TSM-R50 trained on Kinetics-400 with 8 segments
+  vconvert --arch tsm_r50 tsm_r50_1x1x8_50e_kinetics400_rgb.pth tsm_r50_k400.safetensors
+
+  # A 16-segment model whose inputs were normalised to [-1, 1]
+  vconvert --arch tsn_r101 -o frames=16 -o 'mean=[127.5,127.5,127.5]' \\
+      -o 'std=[127.5,127.5,127.5]' tsn_r101_sthv2.pth tsn_r101_sthv2.safetensors
+
+  # torchvision's ImageNet ResNet-18 as a TSM (its 1000 ImageNet classes)
+  vconvert --arch tsm_r18 resnet18-f37072fd.pth tsm_r18_imagenet.safetensors
+
+  # Which architectures can be imported
+  vconvert --list-archs";
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "vconvert", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
+pub struct Args {
+    /// Architecture to import as (see --list-archs).
+    #[arg(long, value_name = "NAME", required_unless_present = "list_archs",
+          value_parser = clap::builder::PossibleValuesParser::new(ARCHS))]
+    pub arch: Option<String>,
+
+    /// Config override, KEY=VALUE with VALUE as JSON (e.g. frames=16, 'mean=[127.5,127.5,127.5]');
+    /// repeatable.
+    #[arg(short = 'o', long = "override", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+
+    /// List the registered architectures, one per line, and exit.
+    #[arg(long)]
+    pub list_archs: bool,
+
+    /// PyTorch checkpoint (.pth, .pt, .pyth).
+    #[arg(value_name = "IN", required_unless_present = "list_archs")]
+    pub input: Option<PathBuf>,
+
+    /// Model file to write (.safetensors), atomically.
+    #[arg(value_name = "OUT.safetensors", required_unless_present = "list_archs")]
+    pub output: Option<PathBuf>,
+
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    if args.list_archs {
+        let mut out = String::new();
+        for a in ARCHS {
+            out.push_str(a);
+            out.push('\n');
+        }
+        std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
+        return Ok(Outcome::Success);
+    }
+    let (Some(arch), Some(input), Some(output)) = (&args.arch, &args.input, &args.output) else {
+        bail!("--arch, IN and OUT are required (see --help)");
+    };
+    if input == output {
+        bail!("{}: the output would overwrite the input", output.display());
+    }
+    let imported = import_torch(input, arch, &args.options)?;
+    let config = imported.model.model.config();
+    save_model(&imported.model.varmap, config, output)?;
+    if !args.quiet {
+        let under = match &imported.state_dict_key {
+            Some(k) => format!("under {k:?}"),
+            None => "at the top level".to_string(),
+        };
+        eprintln!(
+            "vconvert: {} -> {}: {}, {} classes, {} frames; {} tensors ({} layout, {under}; {} num_batches_tracked dropped)",
+            input.display(),
+            output.display(),
+            config.arch,
+            config.num_classes,
+            config.frames,
+            imported.tensors_read - imported.dropped,
+            imported.layout,
+            imported.dropped,
+        );
+    }
+    Ok(Outcome::Success)
+}

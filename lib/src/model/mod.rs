@@ -1,0 +1,103 @@
+//! Models: backbones, heads and recognizers, a registry by name, and the model file format
+//! (one `.safetensors` with the config in its metadata, DESIGN.md §2.4).
+
+mod config;
+mod file;
+mod init;
+mod import;
+mod recognizer2d;
+mod resnet;
+
+pub use config::ModelConfig;
+pub use init::init_weights;
+pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
+pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
+pub use recognizer2d::Recognizer2d;
+pub use resnet::{resnet_layout, ResNet, ShiftSpec};
+
+use crate::rng::Rng;
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+/// Every registered architecture.
+pub const ARCHS: [&str; 8] = ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101"];
+
+/// A built model of any registered architecture.
+#[derive(Clone, Debug)]
+pub enum Model {
+    Recognizer2d(Recognizer2d),
+}
+
+impl Model {
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            Model::Recognizer2d(m) => &m.config,
+        }
+    }
+
+    /// Logits [B, classes] for normalised clips [B, T, 3, H, W] (inference, or training
+    /// without dropout).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.forward_train(x, train, None)
+    }
+
+    /// As `forward_t`, with dropout drawn from `dropout_rng` when given.
+    pub fn forward_train(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
+        }
+    }
+
+    /// Pooled per-frame features [B, T, C] (before consensus and classifier).
+    pub fn features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Recognizer2d(m) => m.features_t(x, train),
+        }
+    }
+}
+
+/// Builds `config.arch` with parameters from `vb` (fresh ones when it wraps an empty VarMap).
+pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
+    config.validate()?;
+    let arch = config.arch.as_str();
+    let (family, depth) = match arch.split_once("_r") {
+        Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),
+        _ => ("", None),
+    };
+    match (family, depth) {
+        (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {
+            Ok(Model::Recognizer2d(Recognizer2d::new(config.clone(), d, f == "tsm", vb)?))
+        }
+        _ => bail!("unknown architecture {arch:?} (known: {})", ARCHS.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// `cargo test -p vidkit --lib timing -- --ignored --nocapture`: where a training step goes.
+    #[test]
+    #[ignore]
+    fn time_small_tsm_step() {
+        let mut cfg = ModelConfig::defaults("tsm_r18");
+        cfg.num_classes = 4;
+        cfg.base_width = 16;
+        let varmap = VarMap::new();
+        let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (8, 8, 3, 64, 64), &Device::Cpu).unwrap();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let y = model.forward_t(&x, true).unwrap();
+            let f = t.elapsed();
+            let _g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            eprintln!("forward {:?}, backward {:?}", f, t.elapsed() - f);
+            let t = std::time::Instant::now();
+            let _ = model.forward_t(&x, false).unwrap();
+            eprintln!("eval forward {:?}", t.elapsed());
+        }
+    }
+}

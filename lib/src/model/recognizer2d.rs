@@ -1,0 +1,56 @@
+//! 2D recognizers: a per-frame ResNet, average pooling, average consensus over the segments,
+//! dropout and a linear classifier. TSN (Wang et al.) as mmaction2's `TSNHead`; TSM adds the
+//! temporal shift inside the backbone (mmaction2 `ResNetTSM` + `TSMHead`; the two heads give the
+//! same logits in eval mode, as the fc is linear and dropout is the identity).
+
+use super::resnet::{ResNet, ShiftSpec};
+use super::ModelConfig;
+use crate::rng::Rng;
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Linear, Module, VarBuilder};
+
+#[derive(Clone, Debug)]
+pub struct Recognizer2d {
+    pub config: ModelConfig,
+    backbone: ResNet,
+    fc: Linear,
+}
+
+impl Recognizer2d {
+    pub fn new(config: ModelConfig, depth: usize, tsm: bool, vb: VarBuilder) -> Result<Self> {
+        let shift = tsm.then_some(ShiftSpec { segments: config.frames, shift_div: config.shift_div });
+        let backbone = ResNet::new(depth, config.base_width, shift, vb.pp("backbone"))?;
+        let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
+        Ok(Self { config, backbone, fc })
+    }
+
+    /// Pooled per-frame features [B, T, C] of clips [B, T, 3, H, W].
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, t, c, h, w) = x.dims5()?;
+        if t != self.config.frames {
+            candle_core::bail!("the model takes {} frames per clip, got {t}", self.config.frames);
+        }
+        let y = self.backbone.forward_t(&x.reshape((b * t, c, h, w))?, train)?;
+        let pooled = y.mean(D::Minus1)?.mean(D::Minus1)?; // global average pool → [B*T, C]
+        pooled.reshape((b, t, ()))
+    }
+
+    /// Logits [B, classes] of clips [B, T, 3, H, W] normalised with the config's mean/std.
+    /// Dropout is applied only when `dropout_rng` is given (training), from that seeded
+    /// generator, so a training run is reproducible (candle's own RNG cannot be seeded).
+    pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let consensus = self.features_t(x, train)?.mean(1)?;
+        let p = self.config.dropout as f64;
+        let dropped = match dropout_rng {
+            Some(rng) if p > 0.0 => {
+                let keep: Vec<f32> = (0..consensus.elem_count())
+                    .map(|_| if rng.uniform() < p { 0.0 } else { (1.0 / (1.0 - p)) as f32 })
+                    .collect();
+                let mask = Tensor::from_vec(keep, consensus.shape(), consensus.device())?;
+                (consensus * mask)?
+            }
+            _ => consensus,
+        };
+        self.fc.forward(&dropped)
+    }
+}

@@ -1,0 +1,151 @@
+//! ResNet-18/34/50/101 with torchvision's layout and parameter names (`conv1`, `bn1`,
+//! `layer{1-4}.{i}.conv{1-3}`, `bn{1-3}`, `downsample.0/1`), stride on the 3×3 conv of the
+//! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
+//! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
+
+use crate::nn::{batch_norm2d, conv2d, max_pool2d, temporal_shift, ConvBn};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+/// Blocks per stage and block kind for a depth.
+pub fn resnet_layout(depth: usize) -> Option<(BlockKind, [usize; 4])> {
+    Some(match depth {
+        18 => (BlockKind::Basic, [2, 2, 2, 2]),
+        34 => (BlockKind::Basic, [3, 4, 6, 3]),
+        50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
+        101 => (BlockKind::Bottleneck, [3, 4, 23, 3]),
+        152 => (BlockKind::Bottleneck, [3, 8, 36, 3]),
+        _ => return None,
+    })
+}
+
+/// Where TSM shifts: `segments` frames per clip, `1 / shift_div` of the channels each way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShiftSpec {
+    pub segments: usize,
+    pub shift_div: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    convs: Vec<ConvBn>,
+    downsample: Option<ConvBn>,
+    shift: Option<ShiftSpec>,
+}
+
+impl Block {
+    fn new(
+        kind: BlockKind,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+        shift: Option<ShiftSpec>,
+        vb: VarBuilder,
+    ) -> Result<(Self, usize)> {
+        let expansion = if kind == BlockKind::Basic { 1 } else { 4 };
+        let cout = planes * expansion;
+        let cb = |i: usize, ci: usize, co: usize, k: usize, s: usize, p: usize| -> Result<ConvBn> {
+            Ok(ConvBn {
+                conv: conv2d(ci, co, k, s, p, vb.pp(format!("conv{i}")))?,
+                bn: batch_norm2d(co, vb.pp(format!("bn{i}")))?,
+            })
+        };
+        let convs = match kind {
+            BlockKind::Basic => vec![cb(1, cin, planes, 3, stride, 1)?, cb(2, planes, planes, 3, 1, 1)?],
+            BlockKind::Bottleneck => {
+                vec![
+                    cb(1, cin, planes, 1, 1, 0)?,
+                    cb(2, planes, planes, 3, stride, 1)?,
+                    cb(3, planes, cout, 1, 1, 0)?,
+                ]
+            }
+        };
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some(ConvBn {
+                conv: conv2d(cin, cout, 1, stride, 0, d.pp("0"))?,
+                bn: batch_norm2d(cout, d.pp("1"))?,
+            })
+        } else {
+            None
+        };
+        Ok((Self { convs, downsample, shift }, cout))
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = match self.shift {
+            Some(s) => temporal_shift(x, s.segments, s.shift_div)?,
+            None => x.clone(),
+        };
+        let last = self.convs.len() - 1;
+        for (i, cb) in self.convs.iter().enumerate() {
+            y = cb.forward_t(&y, train)?;
+            if i != last {
+                y = y.relu()?;
+            }
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + identity)?.relu()
+    }
+}
+
+/// The backbone up to the last stage (no pooling, no fc).
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    stem: ConvBn,
+    stages: Vec<Vec<Block>>,
+    pub out_channels: usize,
+}
+
+impl ResNet {
+    /// `base_width` 64 is torchvision's; smaller values give narrow variants for tests.
+    pub fn new(depth: usize, base_width: usize, shift: Option<ShiftSpec>, vb: VarBuilder) -> Result<Self> {
+        let Some((kind, counts)) = resnet_layout(depth) else {
+            candle_core::bail!("no ResNet of depth {depth} (18, 34, 50, 101, 152)")
+        };
+        let stem = ConvBn {
+            conv: conv2d(3, base_width, 7, 2, 3, vb.pp("conv1"))?,
+            bn: batch_norm2d(base_width, vb.pp("bn1"))?,
+        };
+        // mmaction2 ResNetTSM: with 23 or more blocks in layer3, every stage shifts only its
+        // even-numbered blocks (n_round = 2).
+        let every = if counts[2] >= 23 { 2 } else { 1 };
+        let mut cin = base_width;
+        let mut stages = Vec::new();
+        for (s, &n) in counts.iter().enumerate() {
+            let planes = base_width << s;
+            let mut blocks = Vec::new();
+            for b in 0..n {
+                let stride = if b == 0 && s > 0 { 2 } else { 1 };
+                let shift_here = if b % every == 0 { shift } else { None };
+                let (block, cout) =
+                    Block::new(kind, cin, planes, stride, shift_here, vb.pp(format!("layer{}.{b}", s + 1)))?;
+                cin = cout;
+                blocks.push(block);
+            }
+            stages.push(blocks);
+        }
+        Ok(Self { stem, stages, out_channels: cin })
+    }
+
+    /// [N, 3, H, W] → [N, C, H/32, W/32]
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = self.stem.forward_t(x, train)?.relu()?;
+        y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
+        for stage in &self.stages {
+            for block in stage {
+                y = block.forward_t(&y, train)?;
+            }
+        }
+        Ok(y)
+    }
+}

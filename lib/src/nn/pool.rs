@@ -1,0 +1,90 @@
+//! Max pooling with overlapping windows (kernel > stride), which candle's `max_pool2d` cannot
+//! differentiate: the max of the strided shifted views, whose `maximum` has a backward.
+
+use candle_core::{Result, Tensor};
+
+/// Every `stride`-th row and column of `x` [N, C, H, W], starting at (`dy`, `dx`), `oh` × `ow` of them.
+fn strided(x: &Tensor, dy: usize, dx: usize, oh: usize, ow: usize, stride: usize) -> Result<Tensor> {
+    let (n, c, _, w) = x.dims4()?;
+    let rows = x.narrow(2, dy, stride * oh)?.reshape((n, c, oh, stride, w))?.narrow(3, 0, 1)?.squeeze(3)?;
+    rows.narrow(3, dx, stride * ow)?.reshape((n, c, oh, ow, stride))?.narrow(4, 0, 1)?.squeeze(4)
+}
+
+/// PyTorch `max_pool2d(kernel, stride, padding)` (floor mode), padding with -inf.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let oh = (h + 2 * padding - kernel) / stride + 1;
+    let ow = (w + 2 * padding - kernel) / stride + 1;
+    // Enough padding after the input for every strided view to be whole.
+    let need_h = (kernel - 1) + stride * oh;
+    let need_w = (kernel - 1) + stride * ow;
+    let pad_b = need_h.saturating_sub(padding + h);
+    let pad_r = need_w.saturating_sub(padding + w);
+    let neg = |rows: usize, cols: usize| -> Result<Tensor> {
+        Tensor::full(f32::NEG_INFINITY, (n, c, rows, cols), x.device())?.to_dtype(x.dtype())
+    };
+    let mut parts = Vec::new();
+    if padding > 0 {
+        parts.push(neg(h, padding)?);
+    }
+    parts.push(x.clone());
+    if pad_r > 0 {
+        parts.push(neg(h, pad_r)?);
+    }
+    let xp = Tensor::cat(&parts, 3)?;
+    let wp = xp.dim(3)?;
+    let mut parts = Vec::new();
+    if padding > 0 {
+        parts.push(neg(padding, wp)?);
+    }
+    parts.push(xp);
+    if pad_b > 0 {
+        parts.push(neg(pad_b, wp)?);
+    }
+    let xp = Tensor::cat(&parts, 2)?.contiguous()?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..kernel {
+        for dx in 0..kernel {
+            let v = strided(&xp, dy, dx, oh, ow, stride)?;
+            out = Some(match out {
+                None => v,
+                Some(m) => m.maximum(&v)?,
+            });
+        }
+    }
+    out.expect("kernel >= 1").contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn matches_a_direct_window_max_and_has_a_gradient() {
+        let (h, w) = (7, 6);
+        let v: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(v.clone(), (1, 1, h, w), &Device::Cpu).unwrap()).unwrap();
+        let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+        let (oh, ow) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+        assert_eq!(y.dims(), &[1, 1, oh, ow]);
+        let got = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for di in 0..3 {
+                    for dj in 0..3 {
+                        let (r, c) = ((2 * i + di) as i64 - 1, (2 * j + dj) as i64 - 1);
+                        if r >= 0 && c >= 0 && (r as usize) < h && (c as usize) < w {
+                            m = m.max(v[r as usize * w + c as usize]);
+                        }
+                    }
+                }
+                assert_eq!(got[i * ow + j], m, "({i}, {j})");
+            }
+        }
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gx = g.get(x.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(gx >= (oh * ow) as f32, "every output sends gradient to at least one input: {gx}");
+    }
+}

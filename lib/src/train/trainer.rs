@@ -1,0 +1,385 @@
+//! The training loop behind `vtrain`: a JSON config whose every key can be overridden with
+//! `-o key=value` (PaddleVideo style), seeded data order, augmentation, dropout and weight
+//! initialisation (so runs repeat and `--resume` continues exactly), validation every N epochs,
+//! best and last model files and a resumable checkpoint written atomically, logs as JSON Lines.
+
+use super::loader::{epoch_batches, Sample, Source};
+use super::{
+    cross_entropy, load_checkpoint, one_hot, save_checkpoint, trainable_vars, BatchMix, GradAccumulator,
+    LrSchedule, OptimizerConfig, Targets, TrainState,
+};
+use crate::clips::ClipSpec;
+use crate::model::{build, init_weights, save_model, Model, ModelConfig};
+use crate::rng::Rng;
+use crate::sample::{SamplerConfig, SamplerKind};
+use crate::transform::CropMode;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub model: ModelConfig,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    /// LR schedule; absent means the optimiser's `lr` throughout.
+    pub schedule: Option<LrSchedule>,
+    pub label_smoothing: f64,
+    /// Batch mixing (Mixup, CutMix, VideoMix); absent means none.
+    pub mix: Option<BatchMix>,
+    /// Micro-batches per optimiser step.
+    pub accumulate: usize,
+    /// Clip the global gradient norm to this.
+    pub clip_grad: Option<f64>,
+    /// Validate every N epochs (and after the last).
+    pub val_every: usize,
+    pub seed: u64,
+    /// Parallel decoders.
+    pub jobs: usize,
+    /// Batches decoded ahead of the model.
+    pub prefetch: usize,
+    /// Train-time crop: random-resized, multiscale, center, none.
+    pub train_crop: String,
+    /// Random horizontal flip (off by default: it swaps left and right).
+    pub flip: bool,
+    /// Log a training line every N iterations.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelConfig::defaults("tsm_r50"),
+            epochs: 30,
+            batch_size: 8,
+            optimizer: OptimizerConfig::default(),
+            schedule: None,
+            label_smoothing: 0.0,
+            mix: None,
+            accumulate: 1,
+            clip_grad: None,
+            val_every: 1,
+            seed: 0,
+            jobs: 1,
+            prefetch: 4,
+            train_crop: "multiscale".into(),
+            flip: false,
+            log_every: 10,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Applies `key=value` overrides. Keys are dotted paths (`optimizer.lr=0.01`); a key naming
+    /// a model field may omit `model.` (`num_classes=4`). Values are JSON, or a bare string.
+    pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<()> {
+        let mut root = serde_json::to_value(&*self)?;
+        let model_keys: Vec<String> =
+            root["model"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        for o in overrides {
+            let (key, val) = o.split_once('=').with_context(|| format!("override {o:?} is not key=value"))?;
+            let value = serde_json::from_str::<Value>(val).unwrap_or_else(|_| Value::String(val.to_string()));
+            let mut path: Vec<&str> = key.trim().split('.').collect();
+            if root.get(path[0]).is_none() && (model_keys.iter().any(|k| k == path[0]) || path.len() == 1) {
+                path.insert(0, "model");
+            }
+            let mut node = &mut root;
+            for (i, p) in path.iter().enumerate() {
+                if i + 1 == path.len() {
+                    node.as_object_mut()
+                        .with_context(|| format!("override {key:?}: not an object"))?
+                        .insert(p.to_string(), value.clone());
+                    break;
+                }
+                let obj = node.as_object_mut().with_context(|| format!("override {key:?}: not an object"))?;
+                node = obj.entry(p.to_string()).or_insert_with(|| Value::Object(Default::default()));
+                if node.is_null() {
+                    *node = Value::Object(Default::default());
+                }
+            }
+        }
+        *self = serde_json::from_value(root).context("config after overrides")?;
+        self.validate()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 || self.val_every == 0 {
+            bail!("epochs, batch_size, accumulate and val_every must be positive");
+        }
+        self.train_crop.parse::<CropMode>()?;
+        if let Some(m) = &self.mix {
+            m.validate()?;
+        }
+        Ok(())
+    }
+
+    fn schedule(&self) -> LrSchedule {
+        self.schedule.clone().unwrap_or_else(|| LrSchedule::constant(self.optimizer.lr()))
+    }
+
+    /// Clip sampling for training: the model's sampler in train mode, random crops.
+    pub fn train_spec(&self, epoch: usize) -> Result<ClipSpec> {
+        let m = &self.model;
+        Ok(ClipSpec {
+            decoder: Default::default(),
+            sampler: SamplerConfig {
+                kind: m.sampler.parse::<SamplerKind>()?,
+                frames: m.frames,
+                interval: 1,
+                clips: 1,
+                train: true,
+            },
+            short_side_px: Some(m.short_side),
+            crop: self.train_crop.parse()?,
+            crop_px: m.crop_size,
+            flip: self.flip,
+            normalize: None,
+            seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
+            indices: None,
+        })
+    }
+
+    /// The test protocol for validation: deterministic sampling, centre crop.
+    pub fn val_spec(&self) -> Result<ClipSpec> {
+        let mut s = self.train_spec(0)?;
+        s.sampler.train = false;
+        s.crop = CropMode::Center;
+        s.flip = false;
+        Ok(s)
+    }
+}
+
+/// Where a run reads and writes.
+pub struct TrainRun {
+    pub config: TrainConfig,
+    pub train: Source,
+    pub val: Option<Vec<Sample>>,
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    /// Stop after this many epochs of this invocation (for tests of --resume).
+    pub stop_after: Option<usize>,
+    pub quiet: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TrainSummary {
+    pub epochs_run: usize,
+    pub last_val_top1: Option<f64>,
+    pub best_val_top1: Option<f64>,
+    pub best_epoch: Option<usize>,
+}
+
+/// Paths inside the output directory.
+pub fn last_checkpoint(dir: &Path) -> PathBuf {
+    dir.join("last.ckpt.safetensors")
+}
+
+/// top-1 and top-5 of `model` on held-out samples, in batches.
+pub fn evaluate(model: &Model, samples: &[Sample], batch: usize) -> Result<(f64, f64)> {
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    for chunk in samples.chunks(batch.max(1)) {
+        let clips: Vec<Tensor> = chunk.iter().map(|s| s.clip.clone()).collect();
+        let logits = model.forward_t(&Tensor::stack(&clips, 0)?, false)?;
+        scores.extend(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+        labels.extend(chunk.iter().map(|s| s.label));
+    }
+    Ok((
+        crate::metric::top_k_accuracy(&scores, &labels, 1),
+        crate::metric::top_k_accuracy(&scores, &labels, 5),
+    ))
+}
+
+struct Log {
+    file: std::fs::File,
+}
+
+impl Log {
+    fn open(dir: &Path, append: bool) -> Result<Self> {
+        let path = dir.join("log.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open log", path.display()))?;
+        Ok(Self { file })
+    }
+
+    fn line(&mut self, v: Value) -> Result<()> {
+        writeln!(self.file, "{v}")?;
+        Ok(())
+    }
+}
+
+fn fmt_eta(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub fn train(run: TrainRun) -> Result<TrainSummary> {
+    let cfg = &run.config;
+    cfg.validate()?;
+    if run.train.is_empty() {
+        bail!("no training samples");
+    }
+    std::fs::create_dir_all(&run.out_dir)
+        .with_context(|| format!("{}: cannot create", run.out_dir.display()))?;
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    init_weights(&varmap, cfg.seed)?;
+    let vars = trainable_vars(&varmap);
+    let mut optim = cfg.optimizer.build(vars.clone())?;
+    let schedule = cfg.schedule();
+    schedule.validate()?;
+    let mut state = TrainState::default();
+    let ckpt_path = last_checkpoint(&run.out_dir);
+    if run.resume {
+        let ckpt = load_checkpoint(&ckpt_path, &device).context("--resume")?;
+        if ckpt.config.arch != cfg.model.arch {
+            bail!(
+                "{}: checkpoint is {}, the config says {}",
+                ckpt_path.display(),
+                ckpt.config.arch,
+                cfg.model.arch
+            );
+        }
+        state = ckpt.restore(&varmap, optim.as_mut())?;
+    }
+    let mut log = Log::open(&run.out_dir, run.resume)?;
+    if !run.resume {
+        log.line(serde_json::json!({"event": "config", "config": cfg}))?;
+    }
+    let n = run.train.len();
+    let ipe = n.div_ceil(cfg.batch_size);
+    let mut summary =
+        TrainSummary { best_val_top1: state.best_metric, best_epoch: state.best_epoch, ..Default::default() };
+    let tty = std::io::stderr().is_terminal() && !run.quiet;
+    let started = Instant::now();
+    let first_epoch = state.epoch;
+    let last_epoch = match run.stop_after {
+        Some(k) => (first_epoch + k).min(cfg.epochs),
+        None => cfg.epochs,
+    };
+    for epoch in first_epoch..last_epoch {
+        let order = super::mix::permutation(&mut Rng::derive(cfg.seed, epoch as u64), n);
+        let rx = epoch_batches(
+            run.train.clone(),
+            cfg.train_spec(epoch)?,
+            order,
+            cfg.batch_size,
+            cfg.jobs,
+            cfg.prefetch,
+            cfg.model.mean,
+            cfg.model.std,
+        );
+        let mut acc = GradAccumulator::new(&vars, cfg.accumulate);
+        let (mut loss_sum, mut loss_n, mut clips_done) = (0f64, 0usize, 0usize);
+        let epoch_start = Instant::now();
+        for (iter, batch) in rx.iter().enumerate() {
+            let batch = batch?;
+            let lr = schedule.lr(epoch, iter, ipe);
+            optim.set_lr(lr);
+            let step_key = (epoch as u64) << 32 | iter as u64;
+            let b = batch.labels.len();
+            let labels =
+                Tensor::from_vec(batch.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), b, &device)?;
+            let mut drop_rng = Rng::derive(cfg.seed ^ 0xD20F, step_key);
+            let loss = match &cfg.mix {
+                Some(mix) => {
+                    let targets = one_hot(&labels, cfg.model.num_classes, DType::F32)?;
+                    let mixed =
+                        mix.apply(&batch.clips, &targets, &mut Rng::derive(cfg.seed ^ 0x313C, step_key))?;
+                    let logits = model.forward_train(&mixed.clips, true, Some(&mut drop_rng))?;
+                    cross_entropy(&logits, Targets::Soft(&mixed.targets), cfg.label_smoothing)?
+                }
+                None => {
+                    let logits = model.forward_train(&batch.clips, true, Some(&mut drop_rng))?;
+                    cross_entropy(&logits, Targets::Labels(&labels), cfg.label_smoothing)?
+                }
+            };
+            let loss_v = loss.to_scalar::<f32>()? as f64;
+            if !loss_v.is_finite() {
+                bail!("epoch {epoch} iteration {iter}: the loss is {loss_v} (lower the learning rate?)");
+            }
+            let grads = loss.backward()?;
+            acc.add(&grads)?;
+            if acc.is_ready() || iter + 1 == ipe {
+                if let Some(mut g) = acc.take()? {
+                    if let Some(max) = cfg.clip_grad {
+                        super::clip_grad_norm(&mut g, &vars, max)?;
+                    }
+                    optim.step(&g)?;
+                    state.global_step += 1;
+                }
+            }
+            loss_sum += loss_v;
+            loss_n += 1;
+            clips_done += b;
+            let rate = clips_done as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            if (iter + 1) % cfg.log_every.max(1) == 0 || iter + 1 == ipe {
+                log.line(serde_json::json!({"event": "train", "epoch": epoch, "iter": iter, "loss": loss_v, "lr": lr, "clips_per_s": rate}))?;
+            }
+            if tty {
+                let remaining = ((last_epoch - epoch) * n - clips_done) as f64 / rate.max(1e-9);
+                eprint!(
+                    "\r\x1b[Kepoch {}/{} [{}/{}] loss {:.4} lr {:.3e} {:.1} clips/s ETA {}",
+                    epoch + 1,
+                    cfg.epochs,
+                    iter + 1,
+                    ipe,
+                    loss_sum / loss_n as f64,
+                    lr,
+                    rate,
+                    fmt_eta(remaining)
+                );
+            }
+        }
+        if tty {
+            eprintln!();
+        }
+        let mut line = serde_json::json!({"event": "epoch", "epoch": epoch, "loss": loss_sum / loss_n.max(1) as f64, "seconds": epoch_start.elapsed().as_secs_f64()});
+        state.epoch = epoch + 1;
+        state.iteration = 0;
+        let validate = (epoch + 1) % cfg.val_every == 0 || epoch + 1 == cfg.epochs;
+        if let (Some(val), true) = (&run.val, validate) {
+            let (top1, top5) = evaluate(&model, val, cfg.batch_size)?;
+            line["val_top1"] = top1.into();
+            line["val_top5"] = top5.into();
+            summary.last_val_top1 = Some(top1);
+            if state.best_metric.is_none_or(|b| top1 > b) {
+                state.best_metric = Some(top1);
+                state.best_epoch = Some(epoch);
+                save_model(&varmap, &cfg.model, &run.out_dir.join("best.safetensors"))?;
+            }
+        }
+        log.line(line.clone())?;
+        if !run.quiet {
+            eprintln!("vtrain: {line}");
+        }
+        save_model(&varmap, &cfg.model, &run.out_dir.join("last.safetensors"))?;
+        state.extra = serde_json::json!({"config": cfg});
+        save_checkpoint(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state)?;
+        summary.epochs_run += 1;
+    }
+    summary.best_val_top1 = state.best_metric;
+    summary.best_epoch = state.best_epoch;
+    if !run.quiet {
+        eprintln!("vtrain: done in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(summary)
+}
