@@ -45,7 +45,7 @@ pub struct Imported {
     pub dropped: usize,
 }
 
-/// Named tensors in the order read.
+/// Named tensors, sorted by name.
 pub type NamedTensors = Vec<(String, Tensor)>;
 
 /// Reads the tensors of a PyTorch checkpoint's state dict, with the key it was found under.

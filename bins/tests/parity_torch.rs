@@ -1,0 +1,269 @@
+//! Numerical parity of vidkit's TSN/TSM against PyTorch, through the real import path:
+//! `scripts/export_torch_parity.py` (pinned models tier of `scripts/peers.sh`) builds torchvision's
+//! ResNet with random weights and randomised BatchNorm, wraps it as mmaction2's TSN or TSM, and
+//! writes the checkpoint, an input and the logits; the `vconvert` binary imports the checkpoint;
+//! `vidkit::model::load_model` loads the result and its eval-mode logits must match:
+//! max |diff| ≤ 1e-4 × max |logit| (issue 3).
+//!
+//! Checkpoint layouts: TSN models come as mmaction2 writes a TSN with a torchvision backbone
+//! (`backbone.conv1.weight`, `cls_head.fc_cls.*`, a plain state dict); TSM models as mmaction2's
+//! ResNetTSM writes them (ConvModule names, shifted convs as `conv1.conv.net.weight`, nested under
+//! `state_dict` beside `meta`); a plain torchvision ResNet-18 state dict imports as both TSN and
+//! TSM. Input: 2 clips × T frames × 3 × 64 × 80 (non-square, to catch a transposed layout).
+//!
+//! Fixtures are cached under `target/parity_torch/<hash of the script and the pins>/`, so only the
+//! first run pays for Python. Run with `-- --nocapture` to see the measured errors.
+
+mod common;
+
+use common::{models_peers_python, target_dir, workspace_root};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const VCONVERT: &str = env!("CARGO_BIN_EXE_vconvert");
+const SEED: u64 = 0;
+const SIZE: &str = "64x80";
+const CLASSES: usize = 17;
+const REL_TOL: f32 = 1e-4;
+
+/// FNV-1a, 64 bit: a cache key stable across Rust versions.
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The exported fixture for (arch, layout, frames): model.pth, input.npy, logits.npy; `None`
+/// (after a SKIP message) when the models venv cannot be built.
+fn fixture(arch: &str, layout: &str, frames: usize) -> Option<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("scripts/export_torch_parity.py");
+    let mut key = 0xcbf29ce484222325;
+    for f in [&script, &root.join("scripts/peers-models.txt")] {
+        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
+    }
+    let dir = target_dir().join("parity_torch").join(format!("{key:016x}"));
+    let name = format!("{arch}-{layout}-t{frames}-{SIZE}-c{CLASSES}-s{SEED}");
+    let out = dir.join(&name);
+    if out.join("logits.npy").is_file() {
+        return Some(out);
+    }
+    let python = models_peers_python()?;
+    // Fixtures of earlier script versions are dead weight (hundreds of MB): drop them.
+    if let Ok(entries) = std::fs::read_dir(dir.parent().unwrap()) {
+        for e in entries.flatten() {
+            if e.path() != dir {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir_in(&dir).unwrap();
+    let st = Command::new(&python)
+        .arg(&script)
+        .args(["--arch", arch, "--layout", layout, "--size", SIZE, "--out"])
+        .arg(tmp.path())
+        .args([
+            "--frames",
+            &frames.to_string(),
+            "--classes",
+            &CLASSES.to_string(),
+            "--seed",
+            &SEED.to_string(),
+        ])
+        .env("OMP_NUM_THREADS", "2")
+        .status()
+        .expect("python runs");
+    assert!(st.success(), "export_torch_parity.py failed for {name}");
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, &out).is_err() {
+        // Another test process made it meanwhile.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Some(out)
+}
+
+/// A little-endian float32 C-order .npy (what the script writes): shape and data.
+fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not .npy", path.display());
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).unwrap();
+    let shape: Vec<usize> =
+        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let data: Vec<f32> =
+        bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: payload size", path.display());
+    (shape, data)
+}
+
+fn vconvert(args: &[&str]) -> std::process::Output {
+    Command::new(VCONVERT).args(args).output().expect("vconvert runs")
+}
+
+/// Imports `pth` as `arch` with `vconvert`, runs the model on the fixture's input and compares
+/// with `logits.npy` of `expected`; returns the relative error.
+fn check_parity(pth: &Path, arch: &str, frames: usize, expected: &Path, extra: &[&str]) -> f32 {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let frames_opt = format!("frames={frames}");
+    let mut args = vec!["--arch", arch, "-o", &frames_opt];
+    args.extend_from_slice(extra);
+    args.push(pth.to_str().unwrap());
+    args.push(out.to_str().unwrap());
+    let t0 = std::time::Instant::now();
+    let o = vconvert(&args);
+    let convert_s = t0.elapsed().as_secs_f64();
+    assert!(o.status.success(), "vconvert {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+
+    let device = candle_core::Device::Cpu;
+    let loaded = vidkit::model::load_model(&out, &device).unwrap();
+    let cfg = loaded.model.config();
+    assert_eq!((cfg.arch.as_str(), cfg.num_classes, cfg.frames), (arch, CLASSES, frames));
+    let (xs, x) = read_npy_f32(&expected.join("input.npy"));
+    let (ls, want) = read_npy_f32(&expected.join("logits.npy"));
+    assert_eq!(xs[1], frames);
+    let x = candle_core::Tensor::from_vec(x, xs.as_slice(), &device).unwrap();
+    let t0 = std::time::Instant::now();
+    let got = loaded.model.forward_t(&x, false).unwrap();
+    let forward_s = t0.elapsed().as_secs_f64();
+    assert_eq!(got.dims(), ls.as_slice());
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    let rel = max_diff / max_logit;
+    let layout = expected.file_name().unwrap().to_string_lossy().split('-').nth(1).unwrap_or("?").to_string();
+    eprintln!(
+        "parity {arch:<8} ({layout} checkpoint, input {xs:?}): max|diff| {max_diff:.3e}, max|logit| {max_logit:.3}, \
+         relative {rel:.2e} (limit {REL_TOL:.0e}); vconvert {convert_s:.2} s, forward {forward_s:.2} s"
+    );
+    assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e} (max diff {max_diff:e})");
+    rel
+}
+
+fn parity(arch: &str, frames: usize) {
+    let layout = if arch.starts_with("tsm") { "mmaction2" } else { "wrapped" };
+    let Some(fx) = fixture(arch, layout, frames) else { return };
+    check_parity(&fx.join("model.pth"), arch, frames, &fx, &[]);
+}
+
+#[test]
+fn tsn_r18_matches_torch() {
+    parity("tsn_r18", 8);
+}
+
+#[test]
+fn tsn_r34_matches_torch() {
+    parity("tsn_r34", 8);
+}
+
+#[test]
+fn tsn_r50_matches_torch() {
+    parity("tsn_r50", 8);
+}
+
+#[test]
+fn tsn_r101_matches_torch() {
+    parity("tsn_r101", 4);
+}
+
+#[test]
+fn tsm_r18_matches_torch() {
+    parity("tsm_r18", 8);
+}
+
+#[test]
+fn tsm_r34_matches_torch() {
+    parity("tsm_r34", 8);
+}
+
+#[test]
+fn tsm_r50_matches_torch() {
+    parity("tsm_r50", 8);
+}
+
+#[test]
+fn tsm_r101_matches_torch() {
+    parity("tsm_r101", 4);
+}
+
+/// torchvision's own ResNet-18 state dict (`conv1.weight`, ..., `fc.weight`) imports as TSN and
+/// as TSM, each matching the reference built from the same weights; overrides reach the config.
+#[test]
+fn plain_torchvision_resnet18_imports_as_tsn_and_tsm() {
+    let (Some(tsn), Some(tsm)) = (fixture("tsn_r18", "plain", 8), fixture("tsm_r18", "plain", 8)) else {
+        return;
+    };
+    let pth = tsn.join("model.pth");
+    check_parity(&pth, "tsn_r18", 8, &tsn, &[]);
+    // The same file (same seed, same weights) as TSM against the TSM reference.
+    check_parity(&pth, "tsm_r18", 8, &tsm, &["-o", "mean=[1,2,3]", "-o", "aggregate=logits"]);
+
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let o = vconvert(&["--arch", "tsm_r18", "-q", "-o", "mean=[1,2,3]", "-o", "labels=[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]", pth.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = vidkit::model::read_config(&out).unwrap();
+    assert_eq!(cfg.mean, [1.0, 2.0, 3.0]);
+    assert_eq!(cfg.labels.as_ref().map(|l| l.len()), Some(CLASSES));
+    assert_eq!(cfg.std, [58.395, 57.12, 57.375], "ImageNet std by default");
+}
+
+/// Runs vconvert expecting exit code 2 with a one-line error containing each of `want`, and no
+/// output written.
+fn refused(args: &[&str], want: &[&str], out: &Path) {
+    let o = vconvert(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for w in want {
+        assert!(err.contains(w), "{args:?}: {err:?} lacks {w:?}");
+    }
+    assert!(!out.exists(), "nothing written");
+    eprintln!("refused as expected: {}", err.trim_end());
+}
+
+/// Checkpoints that do not fit are refused with exit code 2 and one line naming the file; no
+/// output is written.
+#[test]
+fn mismatches_are_refused_with_one_line() {
+    let Some(r18) = fixture("tsn_r18", "plain", 8) else { return };
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let pth = r18.join("model.pth");
+    let p = pth.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    refused(&["--arch", "tsn_r50", p, o], &[p, "tsn_r50", "ResNet-18"], &out);
+    refused(&["--arch", "tsm_r34", p, o], &[p, "missing", "ResNet-18"], &out);
+    // A TSM checkpoint (shifted convs) is not a TSN.
+    if let Some(tsm) = fixture("tsm_r18", "mmaction2", 8) {
+        let t = tsm.join("model.pth");
+        refused(&["--arch", "tsn_r18", t.to_str().unwrap(), o], &[t.to_str().unwrap(), "tsm_r18"], &out);
+    }
+    // Not a checkpoint at all; an override that breaks the config; an unknown arch (clap).
+    let txt = work.path().join("notes.pth");
+    std::fs::write(&txt, "hello\n").unwrap();
+    refused(
+        &["--arch", "tsn_r18", txt.to_str().unwrap(), o],
+        &["notes.pth", "not a PyTorch checkpoint"],
+        &out,
+    );
+    refused(&["--arch", "tsn_r18", "-o", "num_classes=5", p, o], &[p, "head.fc"], &out);
+    let o2 = vconvert(&["--arch", "tsn_r7", p, o]);
+    assert_eq!(o2.status.code(), Some(2));
+}
+
+#[test]
+fn list_archs_names_every_registered_architecture() {
+    let o = vconvert(&["--list-archs"]);
+    assert!(o.status.success());
+    let listed: Vec<String> = String::from_utf8(o.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(listed, vidkit::model::ARCHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+}
