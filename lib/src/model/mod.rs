@@ -88,7 +88,8 @@ mod timing {
         cfg.base_width = 16;
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1., (8, 8, 3, 64, 64), &Device::Cpu).unwrap();
+        let side: usize = std::env::var("VK_SIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
+        let x = Tensor::randn(0f32, 1., (8, 8, 3, side, side), &Device::Cpu).unwrap();
         for _ in 0..3 {
             let t = std::time::Instant::now();
             let y = model.forward_t(&x, true).unwrap();
@@ -99,5 +100,42 @@ mod timing {
             let _ = model.forward_t(&x, false).unwrap();
             eprintln!("eval forward {:?}", t.elapsed());
         }
+    }
+}
+
+#[cfg(test)]
+mod learning_sanity {
+    use super::*;
+    use crate::train::{cross_entropy, trainable_vars, OptimizerConfig, SgdConfig, Targets};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// A model must be able to memorise a handful of random clips: if the loss does not fall,
+    /// some op drops or corrupts gradients.
+    #[test]
+    fn tsm_memorises_a_fixed_batch() {
+        let mut cfg = ModelConfig::defaults("tsm_r18");
+        cfg.num_classes = 4;
+        cfg.base_width = 8;
+        cfg.frames = 4;
+        cfg.dropout = 0.0;
+        let varmap = VarMap::new();
+        let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        init_weights(&varmap, 1).unwrap();
+        let x = Tensor::randn(0f32, 1., (8, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
+        let sgd = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() });
+        let mut opt = sgd.build(trainable_vars(&varmap)).unwrap();
+        let mut first = None;
+        let mut last = 0.0;
+        for _ in 0..40 {
+            let logits = model.forward_t(&x, true).unwrap();
+            let loss = cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
+            last = loss.to_scalar::<f32>().unwrap();
+            first.get_or_insert(last);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        eprintln!("loss {} → {last}", first.unwrap());
+        assert!(last < 0.1 * first.unwrap(), "loss {} → {last}", first.unwrap());
     }
 }

@@ -32,18 +32,19 @@ fn src(o: usize, kk: usize, stride: usize, pad: usize, len: usize) -> Option<usi
     (i >= 0 && (i as usize) < len).then_some(i as usize)
 }
 
-/// x [N, C, H, W] → cols [N, C·k·k, Ho·Wo], rows ordered (c, ky, kx) like a PyTorch weight.
+/// x [N, C, H, W] → cols [C·k·k, N·Ho·Wo]: rows ordered (c, ky, kx) like a PyTorch weight,
+/// columns (n, oy, ox), so the whole batch is one matrix product with the weight.
 fn im2col(x: &[f32], g: Geometry) -> Vec<f32> {
     let (oh, ow) = g.out_hw();
-    let rows = g.c * g.k * g.k;
-    let mut cols = vec![0f32; g.n * rows * oh * ow];
+    let plane_out = oh * ow;
+    let mut cols = vec![0f32; g.c * g.k * g.k * g.n * plane_out];
     for n in 0..g.n {
         for c in 0..g.c {
             let plane = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
             for ky in 0..g.k {
                 for kx in 0..g.k {
                     let row = (c * g.k + ky) * g.k + kx;
-                    let dst = &mut cols[(n * rows + row) * oh * ow..][..oh * ow];
+                    let dst = &mut cols[(row * g.n + n) * plane_out..][..plane_out];
                     // The range of output columns whose input column is inside the image.
                     let ox_lo = (0..ow).find(|&o| src(o, kx, g.stride, g.pad, g.w).is_some());
                     let Some(ox_lo) = ox_lo else { continue };
@@ -72,7 +73,7 @@ fn im2col(x: &[f32], g: Geometry) -> Vec<f32> {
 /// The adjoint of `im2col`: sums every column entry back onto the pixel it came from.
 fn col2im(cols: &[f32], g: Geometry) -> Vec<f32> {
     let (oh, ow) = g.out_hw();
-    let rows = g.c * g.k * g.k;
+    let plane_out = oh * ow;
     let mut x = vec![0f32; g.n * g.c * g.h * g.w];
     for n in 0..g.n {
         for c in 0..g.c {
@@ -80,7 +81,7 @@ fn col2im(cols: &[f32], g: Geometry) -> Vec<f32> {
             for ky in 0..g.k {
                 for kx in 0..g.k {
                     let row = (c * g.k + ky) * g.k + kx;
-                    let srcrow = &cols[(n * rows + row) * oh * ow..][..oh * ow];
+                    let srcrow = &cols[(row * g.n + n) * plane_out..][..plane_out];
                     for oy in 0..oh {
                         let Some(iy) = src(oy, ky, g.stride, g.pad, g.h) else { continue };
                         let prow = &mut plane[iy * g.w..][..g.w];
@@ -118,7 +119,7 @@ impl CustomOp1 for Im2col {
         let g = self.0;
         let (oh, ow) = g.out_hw();
         let cols = im2col(f32_slice(storage, layout)?, g);
-        Ok((CpuStorage::F32(cols), Shape::from((g.n, g.c * g.k * g.k, oh * ow))))
+        Ok((CpuStorage::F32(cols), Shape::from((g.c * g.k * g.k, g.n * oh * ow))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -142,7 +143,7 @@ impl CustomOp1 for Col2im {
     }
 }
 
-/// Unfolds `x` [N, C, H, W] (f32) for a k×k convolution: [N, C·k·k, Ho·Wo], differentiable.
+/// Unfolds `x` [N, C, H, W] (f32) for a k×k convolution: [C·k·k, N·Ho·Wo], differentiable.
 pub fn unfold(x: &Tensor, k: usize, stride: usize, pad: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let g = Geometry { n, c, h, w, k, stride, pad };

@@ -52,3 +52,75 @@ impl ConvBn {
         self.bn.forward_t(&y, train)
     }
 }
+
+#[cfg(test)]
+mod op_timing {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    #[ignore]
+    fn time_op_backwards() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
+        let vm = VarMap::new();
+        let bn = batch_norm2d(16, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let conv = conv2d(16, 16, 3, 1, 1, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("c")).unwrap();
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let y = bn.forward_t(x.as_tensor(), true).unwrap();
+            let f = t.elapsed();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("bn fwd {f:?} total {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let y = max_pool2d(x.as_tensor(), 3, 2, 1).unwrap();
+            let f = t.elapsed();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("pool fwd {f:?} total {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let y = conv.forward(x.as_tensor()).unwrap();
+            let f = t.elapsed();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("conv fwd {f:?} total {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let y = temporal_shift(x.as_tensor(), 8, 8).unwrap();
+            let f = t.elapsed();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("shift fwd {f:?} total {:?}", t.elapsed());
+            let t = std::time::Instant::now();
+            let y = x.as_tensor().relu().unwrap();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("relu total {:?}", t.elapsed());
+        }
+    }
+}
+
+#[cfg(test)]
+mod op_timing2 {
+    use candle_core::{Device, Tensor, Var};
+    #[test]
+    #[ignore]
+    fn time_conv_backward_parts() {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (16, 144), &dev).unwrap()).unwrap();
+        let c = Var::from_tensor(&Tensor::randn(0f32, 1., (144, 16384), &dev).unwrap()).unwrap();
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let y = w.as_tensor().matmul(c.as_tensor()).unwrap();
+            let f = t.elapsed();
+            y.sum_all().unwrap().backward().unwrap();
+            eprintln!("matmul fwd {f:?} total {:?}", t.elapsed());
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
+            let t = std::time::Instant::now();
+            let u = super::im2col::unfold(x.as_tensor(), 3, 1, 1).unwrap();
+            let f = t.elapsed();
+            u.sum_all().unwrap().backward().unwrap();
+            eprintln!("unfold fwd {f:?} total {:?}", t.elapsed());
+            let y = Tensor::randn(0f32, 1., (16, 64, 256), &dev).unwrap();
+            let t = std::time::Instant::now();
+            let _ = y.transpose(0, 1).unwrap().contiguous().unwrap();
+            eprintln!("transpose {:?}", t.elapsed());
+        }
+    }
+}
