@@ -1,16 +1,18 @@
 //! Building blocks candle lacks or that we need with exact reference semantics.
 
+mod batchnorm;
 mod conv;
 mod im2col;
 mod pool;
 mod shift;
 
+pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use pool::max_pool2d;
 pub use shift::temporal_shift;
 
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, ModuleT, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Parameter names that are state, not parameters: optimisers and weight decay skip them.
 pub fn is_buffer(name: &str) -> bool {
@@ -31,19 +33,15 @@ pub fn conv2d(
 
 /// BatchNorm2d with PyTorch's defaults (eps 1e-5, momentum 0.1, affine, unbiased running
 /// variance); weight 1, bias 0, running stats 0/1 when created fresh.
-pub fn batch_norm2d(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    candle_nn::batch_norm(
-        c,
-        BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 },
-        vb,
-    )
+pub fn batch_norm2d(c: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(c, vb)
 }
 
 /// conv → BN, the pair every ResNet layer is made of.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
     pub conv: Conv2d,
-    pub bn: BatchNorm,
+    pub bn: BatchNorm2d,
 }
 
 impl ConvBn {
