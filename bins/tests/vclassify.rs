@@ -1,0 +1,93 @@
+//! Whole-tool behaviour of `vclassify`: per-video aggregation over clips × views, per-clip
+//! output, class names, and clear errors for streams that do not fit the model.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use vidkit::model::{build, save_model, ModelConfig};
+
+const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
+const VCLASSIFY: &str = env!("CARGO_BIN_EXE_vclassify");
+
+/// A small random TSM saved as a model file.
+fn small_model(path: &Path, frames: usize) {
+    let mut cfg = ModelConfig::defaults("tsm_r18");
+    cfg.num_classes = 3;
+    cfg.frames = frames;
+    cfg.base_width = 8;
+    cfg.labels = Some(vec!["a".into(), "b".into(), "c".into()]);
+    let varmap = candle_nn::VarMap::new();
+    build(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+    vidkit::model::init_weights(&varmap, 7).unwrap();
+    save_model(&varmap, &cfg, path).unwrap();
+}
+
+fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn averages_clips_and_views_per_video_and_names_classes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    small_model(&p.join("m.safetensors"), 4);
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    testsrc(&p.join("b.mp4"), "64x48", 25, 30, &[]);
+    std::fs::write(p.join("v.list"), "a.mp4 1\nb.mp4 2\n").unwrap();
+    let o = run(VSAMPLE, &["--list", "v.list", "--frames", "4", "--clips", "2", "--crop", "three", "--size", "32", "--crop-size", "32", "-q", "-o", "v.vks"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let per_video = run(VCLASSIFY, &["--model", "m.safetensors", "--topk", "2", "v.vks"], p);
+    assert!(per_video.status.success(), "{}", stderr(&per_video));
+    let preds = lines(&per_video.stdout);
+    assert_eq!(preds.len(), 2);
+    assert_eq!(preds[0]["video"], "a.mp4");
+    assert_eq!(preds[0]["label"], 1);
+    assert_eq!(preds[0]["records"], 6, "2 clips × 3 views");
+    let scores: Vec<f64> = preds[0]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-4, "averaged probabilities sum to 1");
+    assert_eq!(preds[0]["top"].as_array().unwrap().len(), 2);
+    assert!(["a", "b", "c"].contains(&preds[0]["top"][0]["name"].as_str().unwrap()));
+    // Per clip: 6 + 6 lines whose mean is the per-video score.
+    let per_clip = run(VCLASSIFY, &["--model", "m.safetensors", "--per-clip", "v.vks"], p);
+    let clips = lines(&per_clip.stdout);
+    assert_eq!(clips.len(), 12);
+    for c in 0..3 {
+        let mean: f64 = clips[..6].iter().map(|l| l["scores"][c].as_f64().unwrap()).sum::<f64>() / 6.0;
+        assert!((mean - scores[c]).abs() < 1e-5);
+    }
+    // From stdin, through the pipe.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{VSAMPLE} a.mp4 --frames 4 --size 32 --crop-size 32 -q | {VCLASSIFY} --model m.safetensors --avg logits"))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert_eq!(lines(&piped.stdout).len(), 1);
+}
+
+#[test]
+fn streams_that_do_not_fit_the_model_are_one_line_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    small_model(&p.join("m.safetensors"), 4);
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    let o = run(VSAMPLE, &["a.mp4", "--frames", "8", "--size", "32", "--crop-size", "32", "-q", "-o", "eight.vks"], p);
+    assert!(o.status.success());
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "eight.vks", "-o", "out.jsonl"], p);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("eight.vks: record 0") && err.contains("8 frames, the model takes 4"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!p.join("out.jsonl").exists(), "no partial output");
+    // Not a model file.
+    std::fs::write(p.join("junk.safetensors"), b"nonsense").unwrap();
+    let o = run(VCLASSIFY, &["--model", "junk.safetensors", "eight.vks"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("junk.safetensors"), "{}", stderr(&o));
+    // Wrong number of class names.
+    std::fs::write(p.join("names.txt"), "x\ny\n").unwrap();
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "--labels", "names.txt", "eight.vks"], p);
+    assert!(stderr(&o).contains("names.txt: 2 class names for a model of 3 classes"), "{}", stderr(&o));
+}
