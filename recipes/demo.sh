@@ -10,12 +10,12 @@ say() { printf '\n== %s\n' "$*" >&2; }
 # candle's thread pool spins between small ops; one thread is faster for models this small.
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-1}
 
-say "1. vsynth: 4 classes that differ only in temporal order (left/right/up/down), 100 videos each"
-"$bin/vsynth" --out "$out/synth" --classes left,right,up,down --per-class 100 --size 32x32 --seed 1 -j 2
+say "1. vsynth: 4 classes that differ only in temporal order (left/right/up/down), 150 videos each"
+"$bin/vsynth" --out "$out/synth" --classes left,right,up,down --per-class 150 --size 32x32 --seed 1 -j 2
 head -3 "$out/synth/train.list" >&2
 
-say "2. vtrain: a quarter-width TSM-R18 (8 frames, 32 px), about two minutes on 2 cores"
-epochs=${DEMO_EPOCHS:-14}
+say "2. vtrain: a quarter-width TSM-R18 (8 frames, 32 px), about three minutes on 2 cores"
+epochs=${DEMO_EPOCHS:-12}
 "$bin/vtrain" --arch tsm_r18 --train-list "$out/synth/train.list" --val-list "$out/synth/val.list" --out "$out/tsm" \
   -o frames=8 -o base_width=16 -o short_side=32 -o crop_size=32 -o train_crop=center -o batch_size=16 -o dropout=0 \
   -o epochs="$epochs" -o 'optimizer={"name":"adamw","lr":0.002,"weight_decay":0.0001}' \
