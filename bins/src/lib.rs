@@ -55,5 +55,12 @@ pub mod tools {
 /// Every tool's clap definition, for man pages and completions (`vman`).
 pub fn commands() -> Vec<clap::Command> {
     use clap::CommandFactory;
-    vec![tools::vclassify::Args::command(), tools::vconvert::Args::command(), tools::vsample::Args::command(), tools::vsynth::Args::command(), tools::veval::Args::command(), tools::vtrain::Args::command()]
+    vec![
+        tools::vclassify::Args::command(),
+        tools::vconvert::Args::command(),
+        tools::vsample::Args::command(),
+        tools::vsynth::Args::command(),
+        tools::veval::Args::command(),
+        tools::vtrain::Args::command(),
+    ]
 }

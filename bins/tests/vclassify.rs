@@ -18,7 +18,11 @@ fn small_model(path: &Path, frames: usize) {
     cfg.base_width = 8;
     cfg.labels = Some(vec!["a".into(), "b".into(), "c".into()]);
     let varmap = candle_nn::VarMap::new();
-    build(&cfg, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu)).unwrap();
+    build(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
     vidkit::model::init_weights(&varmap, 7).unwrap();
     save_model(&varmap, &cfg, path).unwrap();
 }
@@ -35,7 +39,27 @@ fn averages_clips_and_views_per_video_and_names_classes() {
     testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
     testsrc(&p.join("b.mp4"), "64x48", 25, 30, &[]);
     std::fs::write(p.join("v.list"), "a.mp4 1\nb.mp4 2\n").unwrap();
-    let o = run(VSAMPLE, &["--list", "v.list", "--frames", "4", "--clips", "2", "--crop", "three", "--size", "32", "--crop-size", "32", "-q", "-o", "v.vks"], p);
+    let o = run(
+        VSAMPLE,
+        &[
+            "--list",
+            "v.list",
+            "--frames",
+            "4",
+            "--clips",
+            "2",
+            "--crop",
+            "three",
+            "--size",
+            "32",
+            "--crop-size",
+            "32",
+            "-q",
+            "-o",
+            "v.vks",
+        ],
+        p,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let per_video = run(VCLASSIFY, &["--model", "m.safetensors", "--topk", "2", "v.vks"], p);
     assert!(per_video.status.success(), "{}", stderr(&per_video));
@@ -44,7 +68,8 @@ fn averages_clips_and_views_per_video_and_names_classes() {
     assert_eq!(preds[0]["video"], "a.mp4");
     assert_eq!(preds[0]["label"], 1);
     assert_eq!(preds[0]["records"], 6, "2 clips × 3 views");
-    let scores: Vec<f64> = preds[0]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let scores: Vec<f64> =
+        preds[0]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-4, "averaged probabilities sum to 1");
     assert_eq!(preds[0]["top"].as_array().unwrap().len(), 2);
     assert!(["a", "b", "c"].contains(&preds[0]["top"][0]["name"].as_str().unwrap()));
@@ -73,7 +98,11 @@ fn streams_that_do_not_fit_the_model_are_one_line_errors() {
     let p = d.path();
     small_model(&p.join("m.safetensors"), 4);
     testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
-    let o = run(VSAMPLE, &["a.mp4", "--frames", "8", "--size", "32", "--crop-size", "32", "-q", "-o", "eight.vks"], p);
+    let o = run(
+        VSAMPLE,
+        &["a.mp4", "--frames", "8", "--size", "32", "--crop-size", "32", "-q", "-o", "eight.vks"],
+        p,
+    );
     assert!(o.status.success());
     let o = run(VCLASSIFY, &["--model", "m.safetensors", "eight.vks", "-o", "out.jsonl"], p);
     assert_eq!(o.status.code(), Some(2));

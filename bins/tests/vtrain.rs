@@ -14,10 +14,19 @@ fn bad_arguments_and_lists_are_one_line_errors() {
     std::fs::write(p.join("bad.list"), "a.mp4 0\na.mp4 one\n").unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&["--arch", "tsm_r7", "--train-list", "ok.list", "--out", "o"], "unknown architecture \"tsm_r7\""),
-        (&["--arch", "tsm_r18", "--train-list", "missing.list", "--out", "o"], "missing.list: cannot read list file"),
+        (
+            &["--arch", "tsm_r18", "--train-list", "missing.list", "--out", "o"],
+            "missing.list: cannot read list file",
+        ),
         (&["--arch", "tsm_r18", "--train-list", "bad.list", "--out", "o"], "bad.list: line 2"),
-        (&["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "num_classes=1"], "has label Some(1), outside 0..1"),
-        (&["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "epochs"], "override \"epochs\" is not key=value"),
+        (
+            &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "num_classes=1"],
+            "has label Some(1), outside 0..1",
+        ),
+        (
+            &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "epochs"],
+            "override \"epochs\" is not key=value",
+        ),
     ];
     for (args, want) in cases {
         let o = run(VTRAIN, args, p);

@@ -3,15 +3,15 @@
 
 mod config;
 mod file;
-mod init;
 mod import;
+mod init;
 mod recognizer2d;
 mod resnet;
 
 pub use config::ModelConfig;
-pub use init::init_weights;
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
 pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
+pub use init::init_weights;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 
@@ -21,7 +21,8 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 8] = ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101"];
+pub const ARCHS: [&str; 8] =
+    ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101"];
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
@@ -43,7 +44,12 @@ impl Model {
     }
 
     /// As `forward_t`, with dropout drawn from `dropout_rng` when given.
-    pub fn forward_train(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> candle_core::Result<Tensor> {
+    pub fn forward_train(
+        &self,
+        x: &Tensor,
+        train: bool,
+        dropout_rng: Option<&mut Rng>,
+    ) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
         }

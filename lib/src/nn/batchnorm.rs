@@ -32,14 +32,18 @@ impl BatchNorm2d {
         if !train {
             let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
             let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
-            return x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?);
+            return x
+                .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, c, 1, 1))?);
         }
         let xt = x.transpose(0, 1)?.reshape((c, n * h * w))?.contiguous()?;
         let mean = xt.mean_keepdim(D::Minus1)?;
         let xc = xt.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let inv = (&var + self.eps)?.sqrt()?.recip()?;
-        let y = xc.broadcast_mul(&inv.broadcast_mul(&self.weight.reshape((c, 1))?)?)?.broadcast_add(&self.bias.reshape((c, 1))?)?;
+        let y = xc
+            .broadcast_mul(&inv.broadcast_mul(&self.weight.reshape((c, 1))?)?)?
+            .broadcast_add(&self.bias.reshape((c, 1))?)?;
         // Running statistics: unbiased variance, as torch.
         let count = (n * h * w) as f64;
         let m = self.momentum;

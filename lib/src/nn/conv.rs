@@ -65,14 +65,24 @@ impl Conv2d {
                 let xp = zero_pad(x, 0, (s * oh).saturating_sub(h), (s * ow).saturating_sub(w))?;
                 take_strided(&take_strided(&xp, 2, 0, oh, s)?.contiguous()?, 3, 0, ow, s)?
             };
-            let cols = xs.reshape((n, c, oh * ow))?.transpose(0, 1)?.contiguous()?.reshape((c, n * oh * ow))?;
+            let cols =
+                xs.reshape((n, c, oh * ow))?.transpose(0, 1)?.contiguous()?.reshape((c, n * oh * ow))?;
             let wm = self.weight.reshape((cout, c))?;
-            return wm.matmul(&cols)?.reshape((cout, n, oh * ow))?.transpose(0, 1)?.contiguous()?.reshape((n, cout, oh, ow));
+            return wm
+                .matmul(&cols)?
+                .reshape((cout, n, oh * ow))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((n, cout, oh, ow));
         }
         // One GEMM for the whole batch: [C_out, C·k·k] × [C·k·k, N·H'·W'].
         let cols = super::im2col::unfold(x, k, s, p)?;
         let wm = self.weight.reshape((cout, c * k * k))?;
-        wm.matmul(&cols)?.reshape((cout, n, oh * ow))?.transpose(0, 1)?.contiguous()?.reshape((n, cout, oh, ow))
+        wm.matmul(&cols)?
+            .reshape((cout, n, oh * ow))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((n, cout, oh, ow))
     }
 }
 
