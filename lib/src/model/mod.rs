@@ -89,13 +89,15 @@ mod timing {
     #[test]
     #[ignore]
     fn time_small_tsm_step() {
-        let mut cfg = ModelConfig::defaults("tsm_r18");
+        let arch = std::env::var("VK_ARCH").unwrap_or_else(|_| "tsm_r18".into());
+        let mut cfg = ModelConfig::defaults(&arch);
         cfg.num_classes = 4;
-        cfg.base_width = 16;
+        cfg.base_width = std::env::var("VK_WIDTH").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+        let batch: usize = std::env::var("VK_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         let side: usize = std::env::var("VK_SIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
-        let x = Tensor::randn(0f32, 1., (8, 8, 3, side, side), &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1., (batch, 8, 3, side, side), &Device::Cpu).unwrap();
         for _ in 0..3 {
             let t = std::time::Instant::now();
             let y = model.forward_t(&x, true).unwrap();
