@@ -37,3 +37,75 @@ fn bad_arguments_and_lists_are_one_line_errors() {
     }
     assert!(!p.join("o/last.safetensors").exists());
 }
+
+/// DML: a peer (here a wider TSM) trains alongside; both models are written and both learn
+/// (their training loss falls), and resuming a DML run is refused rather than half-restored.
+#[test]
+fn dml_trains_a_peer_alongside() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let o = run(
+        env!("CARGO_BIN_EXE_vsynth"),
+        &[
+            "--out",
+            "syn",
+            "--classes",
+            "left,right,up,down",
+            "--per-class",
+            "4",
+            "--size",
+            "32x32",
+            "--seed",
+            "4",
+            "-q",
+        ],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = [
+        "--arch",
+        "tsm_r18",
+        "--train-list",
+        "syn/train.list",
+        "--val-list",
+        "syn/val.list",
+        "--out",
+        "dml",
+        "-q",
+        "-o",
+        "frames=4",
+        "-o",
+        "base_width=8",
+        "-o",
+        "short_side=32",
+        "-o",
+        "crop_size=32",
+        "-o",
+        "batch_size=4",
+        "-o",
+        "epochs=3",
+        "-o",
+        r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
+        "-o",
+        "optimizer.lr=0.01",
+    ];
+    let o = run(VTRAIN, &args, p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let main = vidkit::model::read_config(&p.join("dml/last.safetensors")).unwrap();
+    let peer = vidkit::model::read_config(&p.join("dml/peer_last.safetensors")).unwrap();
+    assert_eq!((main.base_width, peer.base_width), (8, 16));
+    let log = std::fs::read_to_string(p.join("dml/log.jsonl")).unwrap();
+    let losses: Vec<f64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "epoch")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses[2] < losses[0], "the joint loss should fall: {losses:?}");
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let o = run(VTRAIN, &resume, p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--resume with DML is not supported yet"), "{}", stderr(&o));
+}

@@ -51,6 +51,25 @@ pub struct TrainConfig {
     pub flip: bool,
     /// Log a training line every N iterations.
     pub log_every: usize,
+    /// Deep mutual learning (PP-TSMv2's DML): a peer model trained alongside, each model's loss
+    /// adding `weight` × KL(the other's softmax ‖ its own). Absent means no peer.
+    pub dml: Option<DmlConfig>,
+}
+
+/// The DML peer: another registered architecture (or the same, differently initialised) with
+/// the main model's data, input spec and optimiser; written as `peer_last.safetensors`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DmlConfig {
+    pub arch: String,
+    #[serde(default = "default_dml_weight")]
+    pub weight: f64,
+    /// Config keys of the peer that differ from the main model's (`{"base_width": 32}`).
+    #[serde(default)]
+    pub model: serde_json::Map<String, Value>,
+}
+
+fn default_dml_weight() -> f64 {
+    1.0
 }
 
 impl Default for TrainConfig {
@@ -72,6 +91,7 @@ impl Default for TrainConfig {
             train_crop: "multiscale".into(),
             flip: false,
             log_every: 10,
+            dml: None,
         }
     }
 }
@@ -117,6 +137,9 @@ impl TrainConfig {
         self.train_crop.parse::<CropMode>()?;
         if let Some(m) = &self.mix {
             m.validate()?;
+        }
+        if self.dml.is_some() && self.accumulate > 1 {
+            bail!("dml steps the peer every iteration: use accumulate = 1");
         }
         Ok(())
     }
@@ -246,6 +269,27 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let mut optim = cfg.optimizer.build(vars.clone())?;
     let schedule = cfg.schedule();
     schedule.validate()?;
+    // The DML peer, built from the main config with the peer's own keys on top.
+    let peer = match &cfg.dml {
+        None => None,
+        Some(d) => {
+            if run.resume {
+                bail!("--resume with DML is not supported yet: the checkpoint holds the main model only");
+            }
+            let mut v = serde_json::to_value(&cfg.model)?;
+            v["arch"] = Value::String(d.arch.clone());
+            for (k, val) in &d.model {
+                v[k] = val.clone();
+            }
+            let pcfg: ModelConfig = serde_json::from_value(v).context("dml.model")?;
+            let pvars = VarMap::new();
+            let pmodel = build(&pcfg, VarBuilder::from_varmap(&pvars, DType::F32, &device))?;
+            init_weights(&pvars, cfg.seed ^ 0xD31)?;
+            let popt = cfg.optimizer.build(trainable_vars(&pvars))?;
+            Some((pcfg, pvars, pmodel, popt))
+        }
+    };
+    let mut peer = peer;
     let mut state = TrainState::default();
     let ckpt_path = last_checkpoint(&run.out_dir);
     if run.resume {
@@ -299,19 +343,35 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             let labels =
                 Tensor::from_vec(batch.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), b, &device)?;
             let mut drop_rng = Rng::derive(cfg.seed ^ 0xD20F, step_key);
-            let loss = match &cfg.mix {
+            let (inputs, soft) = match &cfg.mix {
                 Some(mix) => {
                     let targets = one_hot(&labels, cfg.model.num_classes, DType::F32)?;
                     let mixed =
                         mix.apply(&batch.clips, &targets, &mut Rng::derive(cfg.seed ^ 0x313C, step_key))?;
-                    let logits = model.forward_train(&mixed.clips, true, Some(&mut drop_rng))?;
-                    cross_entropy(&logits, Targets::Soft(&mixed.targets), cfg.label_smoothing)?
+                    (mixed.clips, Some(mixed.targets))
                 }
-                None => {
-                    let logits = model.forward_train(&batch.clips, true, Some(&mut drop_rng))?;
-                    cross_entropy(&logits, Targets::Labels(&labels), cfg.label_smoothing)?
-                }
+                None => (batch.clips.clone(), None),
             };
+            let targets = match &soft {
+                Some(t) => Targets::Soft(t),
+                None => Targets::Labels(&labels),
+            };
+            let logits = model.forward_train(&inputs, true, Some(&mut drop_rng))?;
+            let mut loss = cross_entropy(&logits, targets, cfg.label_smoothing)?;
+            if let (Some(d), Some((_, _, pmodel, popt))) = (&cfg.dml, peer.as_mut()) {
+                popt.set_lr(lr);
+                let plogits = pmodel.forward_train(
+                    &inputs,
+                    true,
+                    Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)),
+                )?;
+                let (lp, lq) = (super::log_softmax(&logits, 1)?, super::log_softmax(&plogits, 1)?);
+                // Each model learns from the other's (fixed) prediction.
+                let mutual =
+                    ((super::kl_div(&lp, &lq.detach())? + super::kl_div(&lq, &lp.detach())?)? * d.weight)?;
+                let peer_ce = cross_entropy(&plogits, targets, cfg.label_smoothing)?;
+                loss = ((loss + peer_ce)? + mutual)?;
+            }
             let loss_v = loss.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {
                 bail!("epoch {epoch} iteration {iter}: the loss is {loss_v} (lower the learning rate?)");
@@ -325,6 +385,12 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
                     }
                     optim.step(&g)?;
                     state.global_step += 1;
+                }
+            }
+            if let Some((_, _, _, popt)) = peer.as_mut() {
+                // The peer steps every iteration on the same backward pass (no accumulation).
+                if acc.count() == 0 {
+                    popt.step(&grads)?;
                 }
             }
             loss_sum += loss_v;
@@ -372,6 +438,9 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             eprintln!("vtrain: {line}");
         }
         save_model(&varmap, &cfg.model, &run.out_dir.join("last.safetensors"))?;
+        if let Some((pcfg, pvars, _, _)) = &peer {
+            save_model(pvars, pcfg, &run.out_dir.join("peer_last.safetensors"))?;
+        }
         state.extra = serde_json::json!({"config": cfg});
         save_checkpoint(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state)?;
         summary.epochs_run += 1;
