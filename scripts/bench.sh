@@ -41,3 +41,10 @@ fi
 
 "$peers/full/bin/python" "$here/bench_decode.py" --vsample "$bin/vsample" --dir "$out" \
   --json "$out/decode.json"
+
+# Models: vidkit's bench_models example against PyTorch, same shapes and threads.
+cargo build -q --example bench_models
+examples="$(dirname "$bin")/examples"
+[ -x "$examples/bench_models" ] || examples="$root/target/debug/examples"
+"$peers/full/bin/python" "$here/bench_models.py" --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/models.json"

@@ -1,0 +1,53 @@
+//! Model timings for `make bench`: forward (eval, batch 1) and one training step (forward,
+//! backward, SGD momentum) of a registered architecture on random input, median of N runs.
+//! Prints one JSON object; scripts/bench_models.py runs PyTorch on the same shapes beside it.
+//!
+//!   cargo run --example bench_models -- ARCH FRAMES SIZE REPS
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use std::time::Instant;
+use vidkit::model::{build, init_weights, ModelConfig};
+use vidkit::train::{cross_entropy, trainable_vars, OptimizerConfig, SgdConfig, Targets};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arch = args.first().map(String::as_str).unwrap_or("tsm_r50");
+    let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
+    let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(224);
+    let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let mut cfg = ModelConfig::defaults(arch);
+    cfg.frames = frames;
+    cfg.dropout = 0.0;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    init_weights(&varmap, 0)?;
+    let x1 = Tensor::randn(0f32, 1., (1, frames, 3, size, size), &dev)?;
+    let x2 = Tensor::randn(0f32, 1., (2, frames, 3, size, size), &dev)?;
+    let labels = Tensor::new(&[1u32, 2], &dev)?;
+    let mut opt = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, ..Default::default() })
+        .build(trainable_vars(&varmap))?;
+    model.forward_t(&x1, false)?; // warm-up
+    let mut fwd = Vec::new();
+    let mut step = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        model.forward_t(&x1, false)?;
+        fwd.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let loss = cross_entropy(&model.forward_t(&x2, true)?, Targets::Labels(&labels), 0.0)?;
+        opt.step(&loss.backward()?)?;
+        step.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        serde_json::json!({"arch": arch, "frames": frames, "size": size, "forward_s": median(fwd), "train_step_s": median(step), "reps": reps})
+    );
+    Ok(())
+}
