@@ -31,8 +31,9 @@ fn main() -> anyhow::Result<()> {
     let x1 = Tensor::randn(0f32, 1., (1, frames, 3, size, size), &dev)?;
     let x2 = Tensor::randn(0f32, 1., (2, frames, 3, size, size), &dev)?;
     let labels = Tensor::new(&[1u32, 2], &dev)?;
-    let mut opt = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, ..Default::default() })
-        .build(trainable_vars(&varmap))?;
+    let mut opt =
+        OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, ..Default::default() })
+            .build(trainable_vars(&varmap))?;
     model.forward_t(&x1, false)?; // warm-up
     let mut fwd = Vec::new();
     let mut step = Vec::new();
