@@ -122,20 +122,8 @@ pub fn probe_libav(path: &Path) -> Result<VideoInfo> {
     let header_frames = (raw.header_frames > 0).then_some(raw.header_frames as usize);
     let num_frames = super::probe::checked_frame_count(path, &container, packets, header_frames)?;
     let fps = raw.fps;
-    let duration_s = if raw.duration_s >= 0.0 {
-        raw.duration_s
-    } else if fps > 0.0 {
-        num_frames as f64 / fps
-    } else {
-        0.0
-    };
-    let fps = if fps > 0.0 {
-        fps
-    } else if duration_s > 0.0 {
-        num_frames as f64 / duration_s
-    } else {
-        0.0
-    };
+    let (fps, duration_s) =
+        super::probe::rate_and_duration(fps, (raw.duration_s >= 0.0).then_some(raw.duration_s), num_frames);
     Ok(VideoInfo {
         path: path.to_path_buf(),
         codec: c_text(&raw.codec),

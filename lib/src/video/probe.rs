@@ -39,6 +39,19 @@ fn parse_num<T: std::str::FromStr>(v: Option<&Value>) -> Option<T> {
     }
 }
 
+/// Fills whichever of frame rate and duration is unknown (≤ 0 / None) from the other.
+pub(crate) fn rate_and_duration(fps: f64, duration_s: Option<f64>, num_frames: usize) -> (f64, f64) {
+    let duration_s = duration_s.unwrap_or(if fps > 0.0 { num_frames as f64 / fps } else { 0.0 });
+    let fps = if fps > 0.0 {
+        fps
+    } else if duration_s > 0.0 {
+        num_frames as f64 / duration_s
+    } else {
+        0.0
+    };
+    (fps, duration_s)
+}
+
 /// Demuxer messages that mean the file was cut short.
 const TRUNCATION_SIGNS: [&str; 3] = ["partial file", "ended prematurely", "moov atom not found"];
 
@@ -153,16 +166,9 @@ pub fn probe_with_ffprobe(path: &Path) -> Result<VideoInfo> {
     let packets = parse_num::<usize>(stream.get("nb_read_packets"));
     let header_frames = parse_num::<usize>(stream.get("nb_frames"));
     let num_frames = checked_frame_count(path, &container, packets, header_frames)?;
-    let duration_s = parse_num::<f64>(stream.get("duration"))
-        .or_else(|| parse_num::<f64>(json.pointer("/format/duration")))
-        .unwrap_or(if fps > 0.0 { num_frames as f64 / fps } else { 0.0 });
-    let fps = if fps > 0.0 {
-        fps
-    } else if duration_s > 0.0 {
-        num_frames as f64 / duration_s
-    } else {
-        0.0
-    };
+    let duration = parse_num::<f64>(stream.get("duration"))
+        .or_else(|| parse_num::<f64>(json.pointer("/format/duration")));
+    let (fps, duration_s) = rate_and_duration(fps, duration, num_frames);
     Ok(VideoInfo {
         path: path.to_path_buf(),
         codec,
