@@ -36,6 +36,12 @@ impl AtomicFile {
         &self.dest
     }
 
+    /// The temporary file's own path, for libraries that write by path (HDF5). What they
+    /// write there is what `commit` renames into place.
+    pub fn temp_path(&self) -> &Path {
+        self.temp.as_ref().expect("AtomicFile already committed").path()
+    }
+
     /// Flushes, syncs and renames the file into place.
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("AtomicFile committed twice");

@@ -1,0 +1,306 @@
+//! The HDF5 feature store (DESIGN.md §2.2, man vidkit-features(5)):
+//!
+//! ```text
+//! /videos/<escaped id>            group; attributes video (the id), label (int) or labels
+//!                                 (int array), fps, duration (s), source
+//! /videos/<escaped id>/<modality> dataset [T, C], float32 or float16, chunked, shuffle + deflate
+//! ```
+//! Files are read and written by h5py as they are (`f["videos"][g]["rgb"][()]`).
+
+use super::{escape_id, unescape_id, VideoFeatures};
+use crate::io::AtomicFile;
+use crate::stream::Label;
+use anyhow::{bail, Context, Result};
+use half::f16;
+use hdf5::types::{VarLenAscii, VarLenUnicode};
+use hdf5_metno as hdf5;
+use ndarray::{Array1, Array2, Ix1};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const VIDEOS: &str = "videos";
+/// Deflate level: h5py's default for `compression="gzip"`.
+const DEFLATE_LEVEL: u8 = 4;
+/// Target chunk size: a whole video per chunk up to this, so reading one video is one chunk.
+const CHUNK_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Store float16 instead of float32 (half the size; ~3 significant digits).
+    pub f16: bool,
+    /// String attributes on the root group (provenance: model, layer, ...).
+    pub root_attrs: Vec<(String, String)>,
+}
+
+/// Writes a feature store under a temporary name beside `path`; `finish` renames it into place,
+/// and dropping the writer unfinished leaves nothing behind.
+pub struct StoreWriter {
+    file: Option<hdf5::File>,
+    temp: Option<AtomicFile>,
+    dest: PathBuf,
+    options: StoreOptions,
+    /// Written ids and where each came from (for merge's duplicate message).
+    written: HashMap<String, String>,
+}
+
+fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("{}: HDF5: {e}", path.display())
+}
+
+fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let v: VarLenUnicode = value.parse().map_err(|e| hdf5::Error::from(format!("{e}")))?;
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+}
+
+fn write_f64_attr(loc: &hdf5::Location, name: &str, value: f64) -> hdf5::Result<()> {
+    loc.new_attr::<f64>().create(name)?.write_scalar(&value)
+}
+
+impl StoreWriter {
+    pub fn create(path: &Path, options: StoreOptions) -> Result<Self> {
+        let temp = AtomicFile::create(path)?;
+        let err = h5err(path);
+        let file = hdf5::File::create(temp.temp_path()).map_err(&err)?;
+        file.create_group(VIDEOS).map_err(&err)?;
+        for (k, v) in &options.root_attrs {
+            write_str_attr(&file, k, v).map_err(&err)?;
+        }
+        Ok(Self {
+            file: Some(file),
+            temp: Some(temp),
+            dest: path.to_path_buf(),
+            options,
+            written: HashMap::new(),
+        })
+    }
+
+    /// Adds one video; `origin` names where it came from in a duplicate-id error.
+    pub fn write_from(&mut self, video: &VideoFeatures, origin: &str) -> Result<()> {
+        if let Some(prev) = self.written.get(&video.id) {
+            bail!("video {:?} is in both {prev} and {origin}", video.id);
+        }
+        let dest = self.dest.clone();
+        self.write_group(video).with_context(|| format!("{}: video {:?}", dest.display(), video.id))?;
+        self.written.insert(video.id.clone(), origin.to_string());
+        Ok(())
+    }
+
+    /// Adds one video; a second video with the same id is an error.
+    pub fn write(&mut self, video: &VideoFeatures) -> Result<()> {
+        self.write_from(video, "the input")
+    }
+
+    fn write_group(&self, video: &VideoFeatures) -> Result<()> {
+        let file = self.file.as_ref().expect("writer finished");
+        let err = h5err(&self.dest);
+        let g = file.group(VIDEOS).map_err(&err)?.create_group(&escape_id(&video.id)?).map_err(&err)?;
+        write_str_attr(&g, "video", &video.id).map_err(&err)?;
+        match &video.label {
+            Some(Label::Single(l)) => g.new_attr::<i64>().create("label").and_then(|a| a.write_scalar(l)),
+            Some(Label::Multi(ls)) => g
+                .new_attr::<i64>()
+                .shape(ls.len())
+                .create("labels")
+                .and_then(|a| a.write(&Array1::from_vec(ls.clone()))),
+            None => Ok(()),
+        }
+        .map_err(&err)?;
+        if let Some(fps) = video.fps {
+            write_f64_attr(&g, "fps", fps).map_err(&err)?;
+        }
+        if let Some(d) = video.duration {
+            write_f64_attr(&g, "duration", d).map_err(&err)?;
+        }
+        if let Some(s) = &video.source {
+            write_str_attr(&g, "source", s).map_err(&err)?;
+        }
+        for (modality, rows) in &video.modalities {
+            if modality.is_empty() || modality.contains('/') || modality == "." {
+                bail!("modality name {modality:?} cannot be a dataset name");
+            }
+            let (t, c) = rows.dim();
+            let elem = if self.options.f16 { 2 } else { 4 };
+            let builder = g.new_dataset_builder();
+            // Chunks must be non-empty: an empty [0, C] is stored contiguous.
+            let builder = if t > 0 && c > 0 {
+                let chunk_rows = (CHUNK_BYTES / (c * elem)).clamp(1, t);
+                builder.chunk((chunk_rows, c)).shuffle().deflate(DEFLATE_LEVEL)
+            } else {
+                builder
+            };
+            if self.options.f16 {
+                let half = rows.mapv(f16::from_f32);
+                builder.with_data(&half).create(modality.as_str())
+            } else {
+                builder.with_data(rows).create(modality.as_str())
+            }
+            .map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Videos written so far.
+    pub fn len(&self) -> usize {
+        self.written.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty()
+    }
+
+    /// Closes the file and renames it into place.
+    pub fn finish(mut self) -> Result<()> {
+        let file = self.file.take().expect("writer finished twice");
+        file.close().map_err(h5err(&self.dest))?;
+        self.temp.take().expect("writer finished twice").commit()
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        // Close the HDF5 handle before the temporary file is removed.
+        if let Some(f) = self.file.take() {
+            let _ = f.close();
+        }
+    }
+}
+
+/// A feature store opened for reading.
+pub struct FeatureStore {
+    file: hdf5::File,
+    path: PathBuf,
+}
+
+fn read_str_attr(loc: &hdf5::Location, name: &str) -> Option<String> {
+    let a = loc.attr(name).ok()?;
+    a.read_scalar::<VarLenUnicode>()
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| a.read_scalar::<VarLenAscii>().map(|s| s.as_str().to_string()))
+        .ok()
+}
+
+fn read_label(g: &hdf5::Group) -> hdf5::Result<Option<Label>> {
+    for name in ["label", "labels"] {
+        let Ok(a) = g.attr(name) else { continue };
+        return Ok(Some(if a.is_scalar() {
+            Label::Single(a.read_scalar::<i64>()?)
+        } else {
+            Label::Multi(a.read::<i64, Ix1>()?.to_vec())
+        }));
+    }
+    Ok(None)
+}
+
+impl FeatureStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = hdf5::File::open(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot open as HDF5: {e}", path.display()))?;
+        if !file.link_exists(VIDEOS) {
+            bail!("{}: not a feature store (no /{VIDEOS} group)", path.display());
+        }
+        Ok(Self { file, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn group_names(&self) -> Result<Vec<String>> {
+        let err = h5err(&self.path);
+        self.file.group(VIDEOS).map_err(&err)?.member_names().map_err(&err)
+    }
+
+    /// The video ids, in the order of their group names.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let videos = self.file.group(VIDEOS).map_err(h5err(&self.path))?;
+        self.group_names()?
+            .into_iter()
+            .map(|name| {
+                let g = videos.group(&name).map_err(h5err(&self.path))?;
+                Ok(read_str_attr(&g, "video").unwrap_or_else(|| unescape_id(&name)))
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.group_names()?.len())
+    }
+
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// One video by id.
+    pub fn read(&self, id: &str) -> Result<VideoFeatures> {
+        let name = escape_id(id)?;
+        let videos = self.file.group(VIDEOS).map_err(h5err(&self.path))?;
+        if !videos.link_exists(&name) {
+            bail!("{}: no video {id:?}", self.path.display());
+        }
+        self.read_group(&name)
+    }
+
+    fn read_group(&self, name: &str) -> Result<VideoFeatures> {
+        let ctx = || format!("{}: /{VIDEOS}/{name}", self.path.display());
+        let err = |e: hdf5::Error| anyhow::anyhow!("{}: {e}", ctx());
+        let g = self.file.group(VIDEOS).and_then(|v| v.group(name)).map_err(err)?;
+        let f64_attr = |n: &str| g.attr(n).ok().and_then(|a| a.read_scalar::<f64>().ok());
+        let mut modalities = Vec::new();
+        for ds in g.datasets().map_err(err)? {
+            let modality = ds.name().rsplit('/').next().unwrap_or_default().to_string();
+            let rows: Array2<f32> = match ds.ndim() {
+                2 => ds.read_2d::<f32>().map_err(err)?,
+                // A 1-D dataset (one feature vector per video, as some writers store it): one row.
+                1 => {
+                    let v = ds.read_1d::<f32>().map_err(err)?;
+                    let c = v.len();
+                    v.into_shape_with_order((1, c))?
+                }
+                n => bail!("{}: dataset {modality:?} has {n} dimensions; features are [T, C]", ctx()),
+            };
+            modalities.push((modality, rows));
+        }
+        Ok(VideoFeatures {
+            id: read_str_attr(&g, "video").unwrap_or_else(|| unescape_id(name)),
+            label: read_label(&g).map_err(err)?,
+            fps: f64_attr("fps"),
+            duration: f64_attr("duration"),
+            source: read_str_attr(&g, "source"),
+            modalities,
+        })
+    }
+
+    /// Whether the store's (first) features are float16.
+    pub fn stores_f16(&self) -> bool {
+        let first = self.file.group(VIDEOS).ok().and_then(|v| {
+            let name = v.member_names().ok()?.into_iter().next()?;
+            v.group(&name).ok()?.datasets().ok()?.into_iter().next()
+        });
+        first.and_then(|ds| ds.dtype().ok()).is_some_and(|t| t.size() == 2)
+    }
+
+    /// Every video, in the order of `ids`.
+    pub fn iter(&self) -> Result<impl Iterator<Item = Result<VideoFeatures>> + '_> {
+        Ok(self.group_names()?.into_iter().map(move |name| self.read_group(&name)))
+    }
+}
+
+/// Merges feature stores (one per shard) into one; an id in two inputs is an error naming both.
+/// Values are copied exactly: the output is float16 when `options.f16` or when every input
+/// stores float16, else float32.
+pub fn merge(inputs: &[PathBuf], output: &Path, mut options: StoreOptions) -> Result<usize> {
+    let stores: Vec<FeatureStore> = inputs.iter().map(|p| FeatureStore::open(p)).collect::<Result<_>>()?;
+    if !stores.is_empty() && stores.iter().all(|s| s.stores_f16()) {
+        options.f16 = true;
+    }
+    let mut writer = StoreWriter::create(output, options)?;
+    for store in &stores {
+        let origin = store.path.display().to_string();
+        for video in store.iter()? {
+            writer.write_from(&video?, &origin)?;
+        }
+    }
+    let n = writer.len();
+    writer.finish()?;
+    Ok(n)
+}

@@ -1,0 +1,138 @@
+//! Features from a clip stream: records of kind `features`, layout `TC` (or `C`, one row), the
+//! modality in the optional header key `modality`. The records of one video follow each other
+//! and are concatenated along T in stream order.
+
+use super::VideoFeatures;
+use crate::stream::{Record, StreamReader};
+use anyhow::{bail, Context, Result};
+use ndarray::{concatenate, Array2, Axis, Ix2};
+use std::collections::HashSet;
+use std::io::BufRead;
+
+/// The modality of a features record without a `modality` key.
+pub const DEFAULT_MODALITY: &str = "rgb";
+
+/// A features record's modality and its rows as [T, C] f32.
+pub fn record_rows(rec: &Record) -> Result<(String, Array2<f32>)> {
+    if rec.header.kind != "features" {
+        bail!("record of kind {:?}; features expected (extract them with vfeat)", rec.header.kind);
+    }
+    let a = rec.array.to_f32();
+    let shape = a.shape().to_vec();
+    let rows = match (rec.header.layout.as_deref(), shape.len()) {
+        (Some("TC") | None, 2) => a.into_dimensionality::<Ix2>()?,
+        (Some("C") | None, 1) => a.into_shape_with_order((1, shape[0]))?,
+        (layout, _) => {
+            bail!("features of shape {shape:?} with layout {layout:?}; expected TC [T, C] or C [C]")
+        }
+    };
+    let modality = match rec.header.extra.get("modality") {
+        None => DEFAULT_MODALITY.to_string(),
+        Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(other) => bail!("header key `modality` is {other}; expected a non-empty string"),
+    };
+    Ok((modality, rows))
+}
+
+/// Yields one `VideoFeatures` per video of a features stream, as soon as the video's last record
+/// has been read (when another video starts, or at the end).
+pub struct FeatureStreamReader<R: BufRead> {
+    records: StreamReader<R>,
+    /// The first record of the next video, read while finishing the previous one.
+    lookahead: Option<Record>,
+    finished: HashSet<String>,
+    records_read: usize,
+}
+
+impl<R: BufRead> FeatureStreamReader<R> {
+    /// `source` names the stream in error messages (a path, or `<stdin>`).
+    pub fn new(inner: R, source: impl Into<String>) -> Self {
+        Self {
+            records: StreamReader::new(inner, source),
+            lookahead: None,
+            finished: HashSet::new(),
+            records_read: 0,
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        if let Some(r) = self.lookahead.take() {
+            return Ok(Some(r));
+        }
+        let r = self.records.next_record()?;
+        if r.is_some() {
+            self.records_read += 1;
+        }
+        Ok(r)
+    }
+
+    /// The next video, `None` at the end of the stream.
+    pub fn next_video(&mut self) -> Result<Option<VideoFeatures>> {
+        let Some(first) = self.next_record()? else { return Ok(None) };
+        let source = self.records.source().to_string();
+        let n = self.records_read - 1;
+        let id =
+            first.header.video.clone().with_context(|| format!("{source}: record {n}: no `video` key"))?;
+        if !self.finished.insert(id.clone()) {
+            bail!("{source}: record {n}: video {id:?} appears again after other videos (its records must follow each other)");
+        }
+        let h = &first.header;
+        let num_frames = h.extra.get("num_frames").and_then(|v| v.as_f64());
+        let duration = h.extra.get("duration").and_then(|v| v.as_f64()).or(match (num_frames, h.fps) {
+            (Some(n), Some(fps)) if fps > 0.0 => Some(n / fps),
+            _ => None,
+        });
+        let mut video = VideoFeatures {
+            id: id.clone(),
+            label: h.label.clone(),
+            fps: h.fps,
+            duration,
+            source: h.extra.get("source").and_then(|v| v.as_str()).map(str::to_string).or(Some(id.clone())),
+            modalities: Vec::new(),
+        };
+        let mut parts: Vec<(String, Vec<Array2<f32>>)> = Vec::new();
+        let mut rec = first;
+        let mut n = n;
+        loop {
+            let (modality, rows) =
+                record_rows(&rec).with_context(|| format!("{source}: record {n} ({id})"))?;
+            match parts.iter_mut().find(|(m, _)| *m == modality) {
+                Some((_, v)) => {
+                    if v[0].ncols() != rows.ncols() {
+                        bail!(
+                            "{source}: record {n} ({id}): {} {modality} channels after {}",
+                            rows.ncols(),
+                            v[0].ncols()
+                        );
+                    }
+                    v.push(rows)
+                }
+                None => parts.push((modality, vec![rows])),
+            }
+            match self.next_record()? {
+                Some(r) if r.header.video.as_deref() == Some(id.as_str()) => {
+                    rec = r;
+                    n = self.records_read - 1;
+                }
+                other => {
+                    self.lookahead = other;
+                    break;
+                }
+            }
+        }
+        // In name order, as a store lists its datasets.
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (modality, v) in parts {
+            let views: Vec<_> = v.iter().map(|a| a.view()).collect();
+            video.modalities.push((modality, concatenate(Axis(0), &views)?));
+        }
+        Ok(Some(video))
+    }
+}
+
+impl<R: BufRead> Iterator for FeatureStreamReader<R> {
+    type Item = Result<VideoFeatures>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_video().transpose()
+    }
+}
