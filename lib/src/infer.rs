@@ -14,6 +14,8 @@ pub enum Aggregate {
     Softmax,
     /// Average of raw logits (`average_clips='score'`).
     Logits,
+    /// Per-class sigmoid probabilities (multi-label models).
+    Sigmoid,
 }
 
 impl std::str::FromStr for Aggregate {
@@ -22,7 +24,8 @@ impl std::str::FromStr for Aggregate {
         match s {
             "softmax" | "prob" => Ok(Self::Softmax),
             "logits" | "score" => Ok(Self::Logits),
-            _ => bail!("unknown aggregation {s:?} (softmax, logits)"),
+            "sigmoid" => Ok(Self::Sigmoid),
+            _ => bail!("unknown aggregation {s:?} (softmax, logits, sigmoid)"),
         }
     }
 }
@@ -59,10 +62,22 @@ pub fn clip_tensor(rec: &Record, mean: &[f32; 3], std: &[f32; 3], device: &Devic
 /// Scores [B, classes] for a batch of clips [B, T, 3, H, W].
 pub fn score_batch(model: &Model, clips: &[Tensor], aggregate: Aggregate) -> Result<Vec<Vec<f32>>> {
     let x = Tensor::stack(clips, 0)?;
-    let logits = model.forward_t(&x, false)?;
+    scores_of(&model.forward_t(&x, false)?, aggregate)
+}
+
+/// Scores [B, classes] for a batch of videos' feature sequences (each: one [T, C] tensor per
+/// modality, in the model's order).
+pub fn score_sequences(model: &Model, videos: &[Vec<Tensor>], aggregate: Aggregate) -> Result<Vec<Vec<f32>>> {
+    let modalities = videos.first().map(Vec::len).unwrap_or(0);
+    let batch = crate::model::batch_sequences(videos, modalities)?;
+    scores_of(&model.forward_seq(&batch, false, None)?, aggregate)
+}
+
+fn scores_of(logits: &Tensor, aggregate: Aggregate) -> Result<Vec<Vec<f32>>> {
     let scores = match aggregate {
-        Aggregate::Softmax => candle_nn::ops::softmax(&logits, D::Minus1)?,
-        Aggregate::Logits => logits,
+        Aggregate::Softmax => candle_nn::ops::softmax(logits, D::Minus1)?,
+        Aggregate::Logits => logits.clone(),
+        Aggregate::Sigmoid => candle_nn::ops::sigmoid(logits)?,
     };
     Ok(scores.to_dtype(DType::F32)?.to_vec2::<f32>()?)
 }

@@ -5,10 +5,13 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use std::path::PathBuf;
-use vidkit::infer::{check_record, clip_tensor, record_context, score_batch, Aggregate, VideoAverager};
+use vidkit::featstore::{is_hdf5, FeatureStore, FeatureStreamReader, VideoFeatures};
+use vidkit::infer::{
+    check_record, clip_tensor, record_context, score_batch, score_sequences, Aggregate, VideoAverager,
+};
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
-use vidkit::stream::{write_prediction, Prediction, Record, StreamReader};
+use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -21,9 +24,16 @@ Examples:
   # one line per clip and view instead of per video
   vclassify --model m.safetensors --per-clip clips.vks
 
+  # a feature-sequence model (VideoTag: TSN features, then AttentionLSTM)
+  vsample clip.mp4 --sampler uniform --frames 300 | vfeat --model tsn.safetensors | vclassify --model lstm.safetensors
+  vclassify --model lstm.safetensors feats.h5
+
 Reads uint8 THWC frame records (see vidkit-stream(5)), normalises them with the model's mean
 and std, and writes one JSON object per video: video, label (when the stream has one), scores
-(all classes: averaged softmax probabilities, or logits with --avg logits) and top.";
+(all classes: averaged softmax probabilities, or logits with --avg logits) and top.
+Feature-sequence models (attention_lstm, attention_cluster, nextvlad) read features instead:
+a features stream (vfeat) or an HDF5 feature store, one prediction per video; multi-label
+models give per-class sigmoid probabilities and carry a video's label list as `labels`.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vclassify", version, about = "Classify clips from a clip stream with a vidkit model", after_help = EXAMPLES)]
@@ -41,7 +51,7 @@ pub struct Args {
     pub topk: usize,
     /// Aggregation over a video's clips and views: softmax (average probabilities) or logits
     /// [default: the model config's].
-    #[arg(long, value_parser = ["softmax", "logits"])]
+    #[arg(long, value_parser = ["softmax", "logits", "sigmoid"])]
     pub avg: Option<String>,
     /// One prediction per record (clip x view) instead of per video.
     #[arg(long)]
@@ -87,6 +97,9 @@ pub fn main(args: Args) -> Result<Outcome> {
     };
     let names = names.as_deref();
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
+    if loaded.model.takes_features() {
+        return classify_features(&args, &loaded.model, &inputs, aggregate, names, &dev);
+    }
     let mut out = Output::open(args.output.as_deref())?;
     let mut averager = VideoAverager::default();
     let mut pending: Vec<(Record, Tensor)> = Vec::new();
@@ -151,4 +164,101 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     out.finish()?;
     Ok(Outcome::Success)
+}
+
+/// A video's modalities in the model's order, or why it cannot be classified.
+fn model_inputs(
+    v: &VideoFeatures,
+    modalities: &[String],
+    dims: &[usize],
+    dev: &Device,
+) -> Result<Vec<Tensor>> {
+    modalities
+        .iter()
+        .zip(dims)
+        .map(|(m, &d)| {
+            let a = v.modality(m).with_context(|| {
+                let have: Vec<&str> = v.modalities.iter().map(|(n, _)| n.as_str()).collect();
+                format!("video {}: no {m:?} features (it has: {})", v.id, have.join(", "))
+            })?;
+            if a.ncols() != d || a.nrows() == 0 {
+                bail!("video {}: {m:?} features are {:?}, the model takes [T ≥ 1, {d}]", v.id, a.dim());
+            }
+            Ok(Tensor::from_vec(a.iter().copied().collect::<Vec<f32>>(), a.dim(), dev)?)
+        })
+        .collect()
+}
+
+/// Sequence models: one prediction per video of features streams or HDF5 stores; a video that
+/// cannot be classified is reported and skipped (exit 1 at the end).
+fn classify_features(
+    args: &Args,
+    model: &vidkit::model::Model,
+    inputs: &[PathBuf],
+    aggregate: Aggregate,
+    names: Option<&[String]>,
+    dev: &Device,
+) -> Result<Outcome> {
+    let cfg = model.config();
+    let spec = cfg.sequence.clone().context("sequence model without a sequence section")?;
+    let mut out = Output::open(args.output.as_deref())?;
+    let (mut done, mut failed) = (0usize, 0usize);
+    let mut pending: Vec<(VideoFeatures, Vec<Tensor>)> = Vec::new();
+    let flush = |pending: &mut Vec<(VideoFeatures, Vec<Tensor>)>, out: &mut Output| -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<Vec<Tensor>> = pending.iter().map(|(_, t)| t.clone()).collect();
+        let scores = score_sequences(model, &batch, aggregate)?;
+        for ((v, _), s) in pending.drain(..).zip(scores) {
+            let (label, labels) = match v.label {
+                Some(Label::Multi(ls)) => (None, Some(ls)),
+                other => (other, None),
+            };
+            let mut p = Prediction::from_scores(v.id, label, s, args.topk, names);
+            if let Some(ls) = labels {
+                p.extra.insert("labels".into(), serde_json::json!(ls));
+            }
+            write_prediction(&mut *out, &p).context("writing predictions")?;
+        }
+        Ok(())
+    };
+    let mut take =
+        |video: Result<VideoFeatures>, source: &str, out: &mut Output, pending: &mut Vec<_>| -> Result<()> {
+            let v = video?; // a malformed stream or store is fatal: what follows cannot be trusted
+            match model_inputs(&v, &spec.modalities, &spec.feature_dims, dev) {
+                Ok(t) => {
+                    pending.push((v, t));
+                    done += 1;
+                    if pending.len() >= args.batch.max(1) {
+                        flush(pending, out)?;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("vclassify: {source}: {e:#}");
+                    failed += 1;
+                }
+            }
+            Ok(())
+        };
+    for input in inputs {
+        let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
+        if input.as_os_str() != "-" && is_hdf5(input)? {
+            let store = FeatureStore::open(input)?;
+            for v in store.iter()? {
+                take(v, &name, &mut out, &mut pending)?;
+            }
+        } else {
+            let mut reader = FeatureStreamReader::new(open_input(input)?, name.clone());
+            while let Some(v) = reader.next_video().transpose() {
+                take(v, &name, &mut out, &mut pending)?;
+            }
+        }
+    }
+    flush(&mut pending, &mut out)?;
+    if done == 0 {
+        bail!("no video could be classified ({failed} failed)");
+    }
+    out.finish()?;
+    Ok(if failed > 0 { Outcome::PartialFailure { failed, total: done + failed } } else { Outcome::Success })
 }

@@ -6,8 +6,10 @@ use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vidkit::clips::VideoItem;
+use vidkit::featstore::{read_features, VideoFeatures};
+use vidkit::model::{ModelConfig, SequenceSpec};
 use vidkit::stream::Label;
-use vidkit::train::loader::{decode_sample, read_clip_stream, Sample, Source};
+use vidkit::train::loader::{decode_sample, feature_samples, read_clip_stream, Sample, Source};
 use vidkit::train::trainer::{train, TrainConfig, TrainRun};
 
 const EXAMPLES: &str = "\
@@ -23,9 +25,16 @@ Examples:
   # continue exactly where the last run stopped
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 --resume
 
+  # a feature-sequence model (VideoTag's second stage) on vfeat's HDF5 features
+  vtrain --arch attention_lstm --train-list feats/train.h5 --val-list feats/val.h5 --out runs/lstm \
+      -o sequence.lstm_size=256 -o optimizer='{\"name\":\"adamw\",\"lr\":0.001}'
+
 Writes OUT/last.safetensors and OUT/best.safetensors (model files for vclassify),
 OUT/last.ckpt.safetensors (the training state for --resume) and OUT/log.jsonl. Inputs ending
-in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.";
+in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.
+Feature-sequence models (attention_lstm, attention_cluster, nextvlad) train from per-video
+features: an HDF5 feature store or a features stream (vfeat); class count, feature widths and
+multi-label mode (any video with a label list) come from the data unless set with -o.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -33,10 +42,11 @@ pub struct Args {
     /// Registered architecture (see `vconvert --list-archs`).
     #[arg(long)]
     pub arch: String,
-    /// Training list (`path label` lines) or clip stream (.vks).
+    /// Training list (`path label` lines), clip stream (.vks), or for sequence models features
+    /// (.h5 store or features stream).
     #[arg(long)]
     pub train_list: PathBuf,
-    /// Validation list or clip stream.
+    /// Validation list, clip stream or features.
     #[arg(long)]
     pub val_list: Option<PathBuf>,
     /// Directory the lists' relative paths start from [default: each list's own directory].
@@ -99,7 +109,15 @@ pub fn main(args: Args) -> Result<Outcome> {
         }
         None => TrainConfig::default(),
     };
+    if cfg.model.arch != args.arch {
+        // A config written for another architecture keeps its shared keys; the
+        // architecture's own section comes from its defaults.
+        cfg.model.sequence = SequenceSpec::defaults(&args.arch);
+    }
     cfg.model.arch = args.arch.clone();
+    if ModelConfig::is_sequence_arch(&args.arch) {
+        return train_on_features(args, cfg);
+    }
     // Class count and names from the data unless the config says otherwise.
     let mut overrides = args.overrides.clone();
     let train_items = if is_stream(&args.train_list) {
@@ -139,18 +157,9 @@ pub fn main(args: Args) -> Result<Outcome> {
     let (mean, std) = (cfg.model.mean, cfg.model.std);
     let train_source = match train_items {
         Some(items) => Source::Videos(Arc::new(items)),
-        None => Source::Clips(Arc::new(read_clip_stream(&args.train_list, &mean, &std)?)),
+        None => Source::Samples(Arc::new(read_clip_stream(&args.train_list, &mean, &std)?)),
     };
-    for (i, l) in train_source.labels().iter().enumerate() {
-        match l {
-            Some(l) if *l < cfg.model.num_classes => {}
-            _ => bail!(
-                "{}: sample {i} has label {l:?}, outside 0..{}",
-                args.train_list.display(),
-                cfg.model.num_classes
-            ),
-        }
-    }
+    check_labels(&train_source, cfg.model.num_classes, &args.train_list)?;
     let val: Option<Vec<Sample>> = match &args.val_list {
         None => None,
         Some(p) if is_stream(p) => Some(read_clip_stream(p, &mean, &std)?),
@@ -181,6 +190,19 @@ pub fn main(args: Args) -> Result<Outcome> {
             Some(out)
         }
     };
+    run(args, cfg, train_source, val)
+}
+
+fn check_labels(source: &Source, classes: usize, path: &Path) -> Result<()> {
+    for (i, l) in source.labels().iter().enumerate() {
+        if l.iter().any(|c| *c >= classes) || (l.is_empty() && matches!(source, Source::Videos(_))) {
+            bail!("{}: sample {i} has label {l:?}, outside 0..{classes}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run(args: Args, cfg: TrainConfig, train_source: Source, val: Option<Vec<Sample>>) -> Result<Outcome> {
     let summary = train(TrainRun {
         config: cfg,
         train: train_source,
@@ -192,4 +214,89 @@ pub fn main(args: Args) -> Result<Outcome> {
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)
+}
+
+/// Sequence models: samples from per-video features; the class count, feature widths and
+/// multi-label mode are read off the training data unless the config or `-o` sets them.
+fn train_on_features(args: Args, mut cfg: TrainConfig) -> Result<Outcome> {
+    let read = |p: &Path| -> Result<Vec<VideoFeatures>> {
+        let v = read_features(p)?;
+        if v.is_empty() {
+            bail!("{}: no videos", p.display());
+        }
+        Ok(v)
+    };
+    let train_videos = read(&args.train_list)?;
+    let given = args.overrides.clone();
+    let user_set = |k: &str| {
+        given.iter().any(|o| o.starts_with(&format!("{k}=")) || o.starts_with(&format!("model.{k}=")))
+    };
+    let mut overrides = Vec::new();
+    if args.config.is_none() {
+        let multi = train_videos.iter().any(|v| matches!(v.label, Some(Label::Multi(_))));
+        if multi && !user_set("multilabel") {
+            overrides.push("multilabel=true".to_string());
+            if !user_set("aggregate") {
+                overrides.push("aggregate=\"sigmoid\"".to_string());
+            }
+        }
+        if !user_set("num_classes") {
+            let max = train_videos
+                .iter()
+                .flat_map(|v| match &v.label {
+                    Some(Label::Single(l)) => vec![*l],
+                    Some(Label::Multi(ls)) => ls.clone(),
+                    None => vec![],
+                })
+                .max()
+                .unwrap_or(0);
+            let names = args.train_list.parent().map(|d| d.join("labels.txt")).filter(|p| p.is_file());
+            let mut n = max.max(0) as usize + 1;
+            if let Some(p) = &names {
+                let labels = vidkit::data::read_label_names(p)?;
+                n = n.max(labels.len());
+                if labels.len() == n && !user_set("labels") {
+                    overrides.push(format!("labels={}", serde_json::to_string(&labels)?));
+                }
+            }
+            overrides.insert(0, format!("num_classes={n}"));
+        }
+        // Feature widths of the named modalities, from the first video.
+        let spec = cfg.model.sequence.clone().unwrap_or_default();
+        let first = &train_videos[0];
+        if !given.iter().any(|o| o.contains("feature_dims")) {
+            let mods: Vec<String> = given
+                .iter()
+                .find_map(|o| o.strip_prefix("sequence.modalities="))
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or(spec.modalities.clone());
+            let dims: Option<Vec<usize>> =
+                mods.iter().map(|m| first.modality(m).map(|a| a.ncols())).collect();
+            if let Some(d) = dims {
+                overrides.push(format!("sequence.feature_dims={}", serde_json::to_string(&d)?));
+            }
+        }
+    }
+    overrides.extend(args.overrides.iter().cloned());
+    if let Some(j) = args.jobs {
+        overrides.push(format!("jobs={j}"));
+    }
+    if let Some(s) = args.seed {
+        overrides.push(format!("seed={s}"));
+    }
+    cfg.apply_overrides(&overrides)?;
+    let modalities = cfg.model.sequence.as_ref().map(|s| s.modalities.clone()).unwrap_or_default();
+    let name = |p: &Path| p.display().to_string();
+    let train_source =
+        Source::Samples(Arc::new(feature_samples(train_videos, &modalities, &name(&args.train_list))?));
+    check_labels(&train_source, cfg.model.num_classes, &args.train_list)?;
+    let val = match &args.val_list {
+        None => None,
+        Some(p) => {
+            let v = feature_samples(read(p)?, &modalities, &name(p))?;
+            check_labels(&Source::Samples(Arc::new(v.clone())), cfg.model.num_classes, p)?;
+            Some(v)
+        }
+    };
+    run(args, cfg, train_source, val)
 }

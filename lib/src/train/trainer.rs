@@ -3,7 +3,7 @@
 //! initialisation (so runs repeat and `--resume` continues exactly), validation every N epochs,
 //! best and last model files and a resumable checkpoint written atomically, logs as JSON Lines.
 
-use super::loader::{epoch_batches, Sample, Source};
+use super::loader::{collate, epoch_batches, BatchInput, Sample, Source};
 use super::{
     cross_entropy, load_checkpoint, one_hot, save_checkpoint, trainable_vars, BatchMix, GradAccumulator,
     LrSchedule, OptimizerConfig, Targets, TrainState,
@@ -138,6 +138,15 @@ impl TrainConfig {
         if let Some(m) = &self.mix {
             m.validate()?;
         }
+        if ModelConfig::is_sequence_arch(&self.model.arch) && self.mix.is_some() {
+            bail!(
+                "mix (Mixup/CutMix/VideoMix) applies to clips; {} takes feature sequences",
+                self.model.arch
+            );
+        }
+        if self.model.multilabel && (self.dml.is_some() || self.mix.is_some() || self.label_smoothing > 0.0) {
+            bail!("multilabel training supports neither dml, mix nor label_smoothing");
+        }
         if self.dml.is_some() && self.accumulate > 1 {
             bail!("dml steps the peer every iteration: use accumulate = 1");
         }
@@ -196,6 +205,9 @@ pub struct TrainRun {
 pub struct TrainSummary {
     pub epochs_run: usize,
     pub last_val_top1: Option<f64>,
+    /// Multi-label models: GAP@20 of the last validation (best checkpoints are chosen by it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_val_gap: Option<f64>,
     pub best_val_top1: Option<f64>,
     pub best_epoch: Option<usize>,
 }
@@ -205,20 +217,72 @@ pub fn last_checkpoint(dir: &Path) -> PathBuf {
     dir.join("last.ckpt.safetensors")
 }
 
-/// top-1 and top-5 of `model` on held-out samples, in batches.
-pub fn evaluate(model: &Model, samples: &[Sample], batch: usize) -> Result<(f64, f64)> {
-    let mut scores = Vec::new();
-    let mut labels = Vec::new();
-    for chunk in samples.chunks(batch.max(1)) {
-        let clips: Vec<Tensor> = chunk.iter().map(|s| s.clip.clone()).collect();
-        let logits = model.forward_t(&Tensor::stack(&clips, 0)?, false)?;
-        scores.extend(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?);
-        labels.extend(chunk.iter().map(|s| s.label));
+/// Validation metrics: top-1/top-5 for single-label models; GAP@20 and hit@1 (youtube-8m) for
+/// multi-label ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct ValMetrics {
+    pub top1: f64,
+    pub top5: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit1: Option<f64>,
+}
+
+impl ValMetrics {
+    /// The number best checkpoints are chosen by: GAP for multi-label models, else top-1.
+    pub fn key(&self) -> f64 {
+        self.gap.unwrap_or(self.top1)
     }
-    Ok((
-        crate::metric::top_k_accuracy(&scores, &labels, 1),
-        crate::metric::top_k_accuracy(&scores, &labels, 5),
-    ))
+}
+
+/// Logits of one batch in eval or train mode.
+fn forward_batch(
+    model: &Model,
+    input: &BatchInput,
+    train: bool,
+    rng: Option<&mut Rng>,
+) -> candle_core::Result<Tensor> {
+    match input {
+        BatchInput::Clips(x) => model.forward_train(x, train, rng),
+        BatchInput::Sequences(s) => model.forward_seq(s, train, rng),
+    }
+}
+
+/// Validation metrics of `model` on held-out samples, in batches.
+pub fn evaluate(model: &Model, samples: &[Sample], batch: usize) -> Result<ValMetrics> {
+    let mut scores = Vec::new();
+    let mut labels: Vec<Vec<usize>> = Vec::new();
+    for chunk in samples.chunks(batch.max(1)) {
+        let b = collate(chunk.to_vec())?;
+        let logits = forward_batch(model, &b.input, false, None)?;
+        scores.extend(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?);
+        labels.extend(b.labels);
+    }
+    if model.config().multilabel {
+        // Ranking metrics: logits rank as the sigmoid probabilities do.
+        let gap = crate::metric::gap(&scores, &labels, 20);
+        let hit1 = crate::metric::hit_at_one(&scores, &labels);
+        return Ok(ValMetrics { top1: hit1, top5: 0.0, gap: Some(gap), hit1: Some(hit1) });
+    }
+    let single: Vec<usize> = labels.iter().map(|l| l.first().copied().unwrap_or(0)).collect();
+    Ok(ValMetrics {
+        top1: crate::metric::top_k_accuracy(&scores, &single, 1),
+        top5: crate::metric::top_k_accuracy(&scores, &single, 5),
+        gap: None,
+        hit1: None,
+    })
+}
+
+/// Multi-hot targets [B, C] of per-sample label lists.
+fn multi_hot(labels: &[Vec<usize>], classes: usize, device: &Device) -> Result<Tensor> {
+    let mut v = vec![0f32; labels.len() * classes];
+    for (i, ls) in labels.iter().enumerate() {
+        for &l in ls {
+            v[i * classes + l] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(v, (labels.len(), classes), device)?)
 }
 
 struct Log {
@@ -340,31 +404,36 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             optim.set_lr(lr);
             let step_key = (epoch as u64) << 32 | iter as u64;
             let b = batch.labels.len();
-            let labels =
-                Tensor::from_vec(batch.labels.iter().map(|&l| l as u32).collect::<Vec<_>>(), b, &device)?;
+            let single: Vec<u32> =
+                batch.labels.iter().map(|l| l.first().copied().unwrap_or(0) as u32).collect();
+            let labels = Tensor::from_vec(single, b, &device)?;
             let mut drop_rng = Rng::derive(cfg.seed ^ 0xD20F, step_key);
-            let (inputs, soft) = match &cfg.mix {
-                Some(mix) => {
+            let (inputs, soft) = match (&cfg.mix, &batch.input) {
+                (Some(mix), BatchInput::Clips(clips)) => {
                     let targets = one_hot(&labels, cfg.model.num_classes, DType::F32)?;
-                    let mixed =
-                        mix.apply(&batch.clips, &targets, &mut Rng::derive(cfg.seed ^ 0x313C, step_key))?;
-                    (mixed.clips, Some(mixed.targets))
+                    let mixed = mix.apply(clips, &targets, &mut Rng::derive(cfg.seed ^ 0x313C, step_key))?;
+                    (BatchInput::Clips(mixed.clips), Some(mixed.targets))
                 }
-                None => (batch.clips.clone(), None),
+                (Some(_), BatchInput::Sequences(_)) => bail!("mix applies to clips, not feature sequences"),
+                (None, _) => (batch.input, None),
             };
             let targets = match &soft {
                 Some(t) => Targets::Soft(t),
                 None => Targets::Labels(&labels),
             };
-            let logits = model.forward_train(&inputs, true, Some(&mut drop_rng))?;
-            let mut loss = cross_entropy(&logits, targets, cfg.label_smoothing)?;
+            let logits = forward_batch(&model, &inputs, true, Some(&mut drop_rng))?;
+            let mut loss = if cfg.model.multilabel {
+                // Paddle's multi-label heads: sigmoid cross-entropy summed over classes, averaged
+                // over the batch (AttentionCluster/NeXtVLAD `reduce_sum(dim=-1)` then `mean`).
+                let y = multi_hot(&batch.labels, cfg.model.num_classes, &device)?;
+                (super::bce_with_logits(&logits, &y)? * cfg.model.num_classes as f64)?
+            } else {
+                cross_entropy(&logits, targets, cfg.label_smoothing)?
+            };
             if let (Some(d), Some((_, _, pmodel, popt))) = (&cfg.dml, peer.as_mut()) {
                 popt.set_lr(lr);
-                let plogits = pmodel.forward_train(
-                    &inputs,
-                    true,
-                    Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)),
-                )?;
+                let plogits =
+                    forward_batch(pmodel, &inputs, true, Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)))?;
                 let (lp, lq) = (super::log_softmax(&logits, 1)?, super::log_softmax(&plogits, 1)?);
                 // Each model learns from the other's (fixed) prediction.
                 let mutual =
@@ -423,12 +492,18 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
         state.iteration = 0;
         let validate = (epoch + 1) % cfg.val_every == 0 || epoch + 1 == cfg.epochs;
         if let (Some(val), true) = (&run.val, validate) {
-            let (top1, top5) = evaluate(&model, val, cfg.batch_size)?;
-            line["val_top1"] = top1.into();
-            line["val_top5"] = top5.into();
-            summary.last_val_top1 = Some(top1);
-            if state.best_metric.is_none_or(|b| top1 > b) {
-                state.best_metric = Some(top1);
+            let m = evaluate(&model, val, cfg.batch_size)?;
+            line["val_top1"] = m.top1.into();
+            line["val_top5"] = m.top5.into();
+            if let Some(g) = m.gap {
+                line["val_gap"] = g.into();
+                line["val_hit1"] = m.hit1.unwrap_or(0.0).into();
+                line.as_object_mut().map(|o| o.remove("val_top5"));
+            }
+            summary.last_val_top1 = Some(m.top1);
+            summary.last_val_gap = m.gap;
+            if state.best_metric.is_none_or(|b| m.key() > b) {
+                state.best_metric = Some(m.key());
                 state.best_epoch = Some(epoch);
                 save_model(&varmap, &cfg.model, &run.out_dir.join("best.safetensors"))?;
             }
