@@ -7,6 +7,7 @@ mod import;
 mod init;
 mod recognizer2d;
 mod resnet;
+mod resnet3d;
 mod sequence;
 
 pub use config::{ModelConfig, SequenceSpec};
@@ -15,6 +16,7 @@ pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, ST
 pub use init::init_weights;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
+pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
 
 use crate::rng::Rng;
@@ -23,7 +25,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 11] = [
+pub const ARCHS: [&str; 14] = [
     "tsn_r18",
     "tsn_r34",
     "tsn_r50",
@@ -35,12 +37,36 @@ pub const ARCHS: [&str; 11] = [
     "attention_lstm",
     "attention_cluster",
     "nextvlad",
+    "c2d_r50",
+    "i3d_r50",
+    "slow_r50",
 ];
+
+/// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
+/// and center crop for testing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZooInput {
+    pub frames: usize,
+    pub interval: usize,
+    pub short_side: u32,
+    pub crop_size: u32,
+}
+
+/// pytorchvideo's model zoo settings (MODEL_ZOO.md, Kinetics-400) for the 3D CNNs.
+pub fn zoo_input(arch: &str) -> Option<ZooInput> {
+    let z = |frames, interval, short_side, crop_size| ZooInput { frames, interval, short_side, crop_size };
+    Some(match arch {
+        "c2d_r50" | "i3d_r50" | "slow_r50" => z(8, 8, 256, 224),
+        _ => return None,
+    })
+}
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
 pub enum Model {
     Recognizer2d(Recognizer2d),
+    /// ResNet-3D (C2D, I3D, Slow) as pytorchvideo.
+    ResNet3d(ResNet3d),
     /// Takes feature sequences (see [`Model::forward_seq`]), not frames.
     Sequence(SequenceModel),
 }
@@ -49,6 +75,7 @@ impl Model {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Model::Recognizer2d(m) => &m.config,
+            Model::ResNet3d(m) => &m.config,
             Model::Sequence(m) => &m.config,
         }
     }
@@ -68,6 +95,7 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
+            Model::ResNet3d(m) => m.forward_t(x, train, dropout_rng),
             Model::Sequence(m) => {
                 let _ = (x, train, dropout_rng);
                 candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
@@ -89,16 +117,16 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         match self {
             Model::Sequence(m) => m.forward_t(batch, train, dropout_rng),
-            Model::Recognizer2d(m) => {
-                candle_core::bail!("{} takes frames, not feature sequences", m.config.arch)
-            }
+            m => candle_core::bail!("{} takes frames, not feature sequences", m.config().arch),
         }
     }
 
-    /// Pooled per-frame features [B, T, C] (before consensus and classifier).
+    /// Pooled per-frame features [B, T, C] (before consensus and classifier); 3D models give one
+    /// feature per clip, [B, 1, C].
     pub fn features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.features_t(x, train),
+            Model::ResNet3d(m) => m.features_t(x, train),
             Model::Sequence(m) => {
                 let _ = (x, train);
                 candle_core::bail!("{} has no frame features", m.config.arch)
@@ -117,6 +145,9 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     };
     if ModelConfig::is_sequence_arch(arch) {
         return Ok(Model::Sequence(SequenceModel::new(config.clone(), vb)?));
+    }
+    if let Some(spec) = ResNet3dSpec::for_arch(arch) {
+        return Ok(Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?));
     }
     match (family, depth) {
         (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {
