@@ -79,7 +79,10 @@ def export_model(a):
     gen = torch.Generator().manual_seed(a.seed + 1)
     model = getattr(hub, a.arch)(pretrained=False, model_num_class=a.classes)
     head = model.blocks[-1]
-    head.pool = torch.nn.AdaptiveAvgPool3d(1)
+    if hasattr(head.pool, "pool"):  # X3D's ProjectedPool: pre_conv, pool, post_conv
+        head.pool.pool = torch.nn.AdaptiveAvgPool3d(1)
+    else:
+        head.pool = torch.nn.AdaptiveAvgPool3d(1)
     if getattr(head, "activation", None) is not None:
         head.activation = None  # X3D: softmax in eval mode; compare logits
     calib = [torch.randn(4, 3, a.frames, h, w, generator=gen) for _ in range(2)]

@@ -190,3 +190,23 @@ fn i3d_r50_matches_pytorchvideo() {
 fn slow_r50_matches_pytorchvideo() {
     parity("slow_r50", 8);
 }
+
+#[test]
+fn x3d_xs_matches_pytorchvideo() {
+    parity("x3d_xs", 4);
+}
+
+#[test]
+fn x3d_s_matches_pytorchvideo() {
+    parity("x3d_s", 6);
+}
+
+#[test]
+fn x3d_m_matches_pytorchvideo() {
+    parity("x3d_m", 6);
+}
+
+#[test]
+fn x3d_l_matches_pytorchvideo() {
+    parity("x3d_l", 4);
+}

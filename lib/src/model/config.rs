@@ -165,6 +165,8 @@ impl ModelConfig {
                 interval: Some(z.interval),
                 short_side: z.short_side,
                 crop_size: z.crop_size,
+                // X3D's stem is 24 wide (round_width(12, 2)); the ResNets' 64.
+                base_width: if arch.starts_with("x3d") { 24 } else { 64 },
                 ..Self::defaults("")
             }
             .with_arch(arch);

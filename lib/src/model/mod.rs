@@ -9,6 +9,7 @@ mod recognizer2d;
 mod resnet;
 mod resnet3d;
 mod sequence;
+mod x3d;
 
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
@@ -18,6 +19,7 @@ pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
+pub use x3d::X3d;
 
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -25,7 +27,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 14] = [
+pub const ARCHS: [&str; 18] = [
     "tsn_r18",
     "tsn_r34",
     "tsn_r50",
@@ -40,6 +42,10 @@ pub const ARCHS: [&str; 14] = [
     "c2d_r50",
     "i3d_r50",
     "slow_r50",
+    "x3d_xs",
+    "x3d_s",
+    "x3d_m",
+    "x3d_l",
 ];
 
 /// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
@@ -57,6 +63,11 @@ pub fn zoo_input(arch: &str) -> Option<ZooInput> {
     let z = |frames, interval, short_side, crop_size| ZooInput { frames, interval, short_side, crop_size };
     Some(match arch {
         "c2d_r50" | "i3d_r50" | "slow_r50" => z(8, 8, 256, 224),
+        // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial
+        "x3d_xs" => z(4, 12, 182, 182),
+        "x3d_s" => z(13, 6, 182, 182),
+        "x3d_m" => z(16, 5, 256, 256),
+        "x3d_l" => z(16, 5, 356, 356),
         _ => return None,
     })
 }
@@ -67,6 +78,8 @@ pub enum Model {
     Recognizer2d(Recognizer2d),
     /// ResNet-3D (C2D, I3D, Slow) as pytorchvideo.
     ResNet3d(ResNet3d),
+    /// X3D-XS/S/M/L as pytorchvideo.
+    X3d(X3d),
     /// Takes feature sequences (see [`Model::forward_seq`]), not frames.
     Sequence(SequenceModel),
 }
@@ -76,6 +89,7 @@ impl Model {
         match self {
             Model::Recognizer2d(m) => &m.config,
             Model::ResNet3d(m) => &m.config,
+            Model::X3d(m) => &m.config,
             Model::Sequence(m) => &m.config,
         }
     }
@@ -96,6 +110,7 @@ impl Model {
         match self {
             Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
             Model::ResNet3d(m) => m.forward_t(x, train, dropout_rng),
+            Model::X3d(m) => m.forward_t(x, train, dropout_rng),
             Model::Sequence(m) => {
                 let _ = (x, train, dropout_rng);
                 candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
@@ -127,6 +142,7 @@ impl Model {
         match self {
             Model::Recognizer2d(m) => m.features_t(x, train),
             Model::ResNet3d(m) => m.features_t(x, train),
+            Model::X3d(m) => m.features_t(x, train),
             Model::Sequence(m) => {
                 let _ = (x, train);
                 candle_core::bail!("{} has no frame features", m.config.arch)
@@ -148,6 +164,9 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     }
     if let Some(spec) = ResNet3dSpec::for_arch(arch) {
         return Ok(Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?));
+    }
+    if let Some(depth_factor) = x3d::x3d_depth_factor(arch) {
+        return Ok(Model::X3d(X3d::new(config.clone(), depth_factor, vb)?));
     }
     match (family, depth) {
         (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {

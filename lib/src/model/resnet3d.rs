@@ -21,6 +21,20 @@ use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
+/// A 3D conv padded by k/2 per axis (pytorchvideo's convention for odd kernels).
+pub fn conv3d(
+    cin: usize,
+    cout: usize,
+    k: [usize; 3],
+    stride: [usize; 3],
+    groups: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<Conv3d> {
+    let cfg = Conv3dConfig { stride, padding: k.map(|k| k / 2), groups, bias, ..Default::default() };
+    Conv3d::new(cin, cout, k, cfg, vb)
+}
+
 /// conv → BN over [N, C, T, H, W], the pair every pytorchvideo layer here is made of.
 #[derive(Clone, Debug)]
 pub struct ConvBn3d {
@@ -40,8 +54,10 @@ impl ConvBn3d {
         conv_vb: VarBuilder,
         norm_vb: VarBuilder,
     ) -> Result<Self> {
-        let cfg = Conv3dConfig { stride, padding: kernel.map(|k| k / 2), groups, ..Default::default() };
-        Ok(Self { conv: Conv3d::new(cin, cout, kernel, cfg, conv_vb)?, bn: batch_norm2d(cout, norm_vb)? })
+        Ok(Self {
+            conv: conv3d(cin, cout, kernel, stride, groups, false, conv_vb)?,
+            bn: batch_norm2d(cout, norm_vb)?,
+        })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
