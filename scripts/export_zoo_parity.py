@@ -71,6 +71,16 @@ def randomise_bn(model, gen, calib):
     model.eval()
 
 
+def pathways(arch, clip):
+    """SlowFast takes [slow, fast]: pytorchvideo's PackPathway (alpha 4) of one clip [B, 3, T, H, W];
+    a fresh list per call, as the model overwrites it."""
+    if not arch.startswith("slowfast"):
+        return clip
+    t = clip.shape[2]
+    idx = torch.linspace(0, t - 1, t // 4).long()
+    return [torch.index_select(clip, 2, idx), clip]
+
+
 def export_model(a):
     from pytorchvideo.models import hub
 
@@ -79,17 +89,19 @@ def export_model(a):
     gen = torch.Generator().manual_seed(a.seed + 1)
     model = getattr(hub, a.arch)(pretrained=False, model_num_class=a.classes)
     head = model.blocks[-1]
-    if hasattr(head.pool, "pool"):  # X3D's ProjectedPool: pre_conv, pool, post_conv
+    if a.arch.startswith("slowfast"):  # PoolConcatPathway before the head: one pool per pathway
+        model.blocks[-2].pool = torch.nn.ModuleList([torch.nn.AdaptiveAvgPool3d(1)] * 2)
+    elif hasattr(head.pool, "pool"):  # X3D's ProjectedPool: pre_conv, pool, post_conv
         head.pool.pool = torch.nn.AdaptiveAvgPool3d(1)
     else:
         head.pool = torch.nn.AdaptiveAvgPool3d(1)
     if getattr(head, "activation", None) is not None:
         head.activation = None  # X3D: softmax in eval mode; compare logits
-    calib = [torch.randn(4, 3, a.frames, h, w, generator=gen) for _ in range(2)]
+    calib = [pathways(a.arch, torch.randn(4, 3, a.frames, h, w, generator=gen)) for _ in range(2)]
     randomise_bn(model, gen, calib)
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
     with torch.no_grad():
-        logits = model(x.permute(0, 2, 1, 3, 4).contiguous())
+        logits = model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous()))
     os.makedirs(a.out, exist_ok=True)
     ckpt = {"model_state": model.state_dict(), "epoch": 196, "cfg": f"{a.arch} parity fixture"}
     torch.save(ckpt, os.path.join(a.out, "model.pyth"))

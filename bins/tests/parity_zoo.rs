@@ -210,3 +210,14 @@ fn x3d_m_matches_pytorchvideo() {
 fn x3d_l_matches_pytorchvideo() {
     parity("x3d_l", 4);
 }
+
+/// 8 fast frames, so 2 slow ones.
+#[test]
+fn slowfast_r50_matches_pytorchvideo() {
+    parity("slowfast_r50", 8);
+}
+
+#[test]
+fn slowfast_r101_matches_pytorchvideo() {
+    parity("slowfast_r101", 8);
+}

@@ -359,7 +359,7 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
 /// pytorchvideo's names are ours for the zoo architectures: only `module.` prefixes
 /// (DataParallel) and BatchNorm's `num_batches_tracked` go. The class count is read from the
 /// classifier (`blocks.N.proj.weight`) and the stem width from `blocks.0.conv.weight` (X3D:
-/// `blocks.0.conv.conv_t.weight`) unless
+/// `blocks.0.conv.conv_t.weight`, SlowFast: the slow stem) unless
 /// overridden.
 fn import_pytorchvideo(
     path: &Path,
@@ -385,7 +385,10 @@ fn import_pytorchvideo(
     if let Some((_, w)) = proj {
         config.num_classes = w.dims().first().copied().unwrap_or(0);
     }
-    let stem = out.get("blocks.0.conv.weight").or_else(|| out.get("blocks.0.conv.conv_t.weight"));
+    let stem =
+        ["blocks.0.conv.weight", "blocks.0.conv.conv_t.weight", "blocks.0.multipathway_blocks.0.conv.weight"]
+            .iter()
+            .find_map(|k| out.get(*k));
     if let Some(stem) = stem {
         config.base_width = stem.dims().first().copied().unwrap_or(config.base_width);
     }

@@ -171,6 +171,28 @@ impl Bottleneck3d {
     }
 }
 
+/// pytorchvideo `create_res_stage` of bottlenecks: `depth` blocks under `vb.res_blocks`, conv_a
+/// kernels cycling through `conv_a`, conv_b (1, 3, 3) with the spatial stride on the first block.
+pub fn res_stage(
+    cin: usize,
+    inner: usize,
+    cout: usize,
+    depth: usize,
+    conv_a: &[[usize; 3]],
+    spatial_stride: usize,
+    vb: VarBuilder,
+) -> Result<Vec<Bottleneck3d>> {
+    let vb = vb.pp("res_blocks");
+    (0..depth)
+        .map(|j| {
+            let stride = if j == 0 { [1, spatial_stride, spatial_stride] } else { [1, 1, 1] };
+            let c_in = if j == 0 { cin } else { cout };
+            let ka = conv_a[j % conv_a.len()];
+            Bottleneck3d::new(c_in, inner, cout, ka, [1, 3, 3], stride, 1, vb.pp(j.to_string()))
+        })
+        .collect()
+}
+
 /// Clips [B, T, 3, H, W] (vidkit's layout) → [B, 3, T, H, W] (pytorchvideo's).
 pub fn to_channels_first(x: &Tensor, frames: usize) -> Result<Tensor> {
     let (_, t, c, _, _) = x.dims5()?;
@@ -216,24 +238,8 @@ impl ResNet3d {
         let mut stages = Vec::new();
         for (s, &n) in depths.iter().enumerate() {
             let inner = cout / 4;
-            let sv = blocks.pp(idx.to_string()).pp("res_blocks");
-            let mut stage = Vec::new();
-            for j in 0..n {
-                let ka = spec.conv_a[s][j % spec.conv_a[s].len()];
-                let stride = if j == 0 && s > 0 { [1, 2, 2] } else { [1, 1, 1] };
-                let c_in = if j == 0 { cin } else { cout };
-                stage.push(Bottleneck3d::new(
-                    c_in,
-                    inner,
-                    cout,
-                    ka,
-                    [1, 3, 3],
-                    stride,
-                    1,
-                    sv.pp(j.to_string()),
-                )?);
-            }
-            stages.push(stage);
+            let stride = if s > 0 { 2 } else { 1 };
+            stages.push(res_stage(cin, inner, cout, n, &spec.conv_a[s], stride, blocks.pp(idx.to_string()))?);
             idx += if s == 0 && spec.stage1_pool { 2 } else { 1 };
             cin = cout;
             cout *= 2;
