@@ -2,13 +2,15 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|models|full|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|zoo|all]      (default: all)
 #
 # Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
 #   TARGET_DIR/models  scripts/peers-models.txt  numpy, torch, torchvision, safetensors
 #                                                (model parity test; torch is PyPI's CUDA build)
 #   TARGET_DIR/full    scripts/peers-full.txt    decode + torch, torchvision, torchcodec (bench)
+#   TARGET_DIR/zoo     scripts/peers-zoo.txt     torch, torchvision, pytorchvideo (3D CNN parity
+#                                                and bench; not part of `all`)
 #
 # Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
 # that runs it) differs from the stamp written after its last successful build, so a second run
@@ -16,13 +18,14 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|models|full|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|zoo|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
   decode) tiers=(decode) ;;
   models) tiers=(models) ;;
   full) tiers=(full) ;;
+  zoo) tiers=(zoo) ;;
   all) tiers=(decode models full) ;;
   *) usage ;;
 esac
@@ -38,6 +41,7 @@ tier_files() {
     decode) echo "$here/peers-decode.txt" ;;
     models) echo "$here/peers-models.txt" ;;
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
+    zoo) echo "$here/peers-zoo.txt" ;;
   esac
 }
 
@@ -65,6 +69,7 @@ build_tier() {
       decode) imports="numpy, av, decord, cv2" ;;
       models) imports="numpy, torch, torchvision, safetensors.torch" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
+      zoo) imports="numpy, torch, torchvision, pytorchvideo.models.hub" ;;
     esac
     "$venv/bin/python" -c "import $imports"
     echo "$want" > "$stamp"

@@ -11,19 +11,11 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{models_peers_python, target_dir, workspace_root};
+use common::{fnv1a, models_peers_python, target_dir, workspace_root};
 use std::path::PathBuf;
 use std::process::Command;
 
 const REL_TOL: f32 = 1e-4;
-
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
 
 /// The exported fixture of `arch` (model.pth, fixture.safetensors), cached by script and pins.
 fn fixture(arch: &str) -> Option<PathBuf> {

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{models_peers_python, target_dir, workspace_root};
+use common::{fnv1a, models_peers_python, read_npy_f32, target_dir, workspace_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,15 +25,6 @@ const SEED: u64 = 0;
 const SIZE: &str = "64x80";
 const CLASSES: usize = 17;
 const REL_TOL: f32 = 1e-4;
-
-/// FNV-1a, 64 bit: a cache key stable across Rust versions.
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
 
 /// The exported fixture for (arch, layout, frames): model.pth, input.npy, logits.npy; `None`
 /// (after a SKIP message) when the models venv cannot be built.
@@ -83,25 +74,6 @@ fn fixture(arch: &str, layout: &str, frames: usize) -> Option<PathBuf> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     Some(out)
-}
-
-/// A little-endian float32 C-order .npy (what the script writes): shape and data.
-fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not .npy", path.display());
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).unwrap();
-    let shape: Vec<usize> =
-        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data: Vec<f32> =
-        bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: payload size", path.display());
-    (shape, data)
 }
 
 fn vconvert(args: &[&str]) -> std::process::Output {

@@ -143,3 +143,49 @@ pub fn target_dir() -> PathBuf {
         root.join(target)
     }
 }
+
+/// The Python of the pinned zoo-tier peers venv (torch, torchvision, pytorchvideo 0.1.5), built on
+/// first use by `scripts/peers.sh`; `None` when it cannot be built (no network), with a message.
+pub fn zoo_peers_python() -> Option<PathBuf> {
+    let peers = target_dir().join("peers");
+    let st =
+        Command::new("bash").arg(workspace_root().join("scripts/peers.sh")).arg(&peers).arg("zoo").status();
+    match st {
+        Ok(s) if s.success() => Some(peers.join("zoo/bin/python")),
+        _ => {
+            eprintln!(
+                "SKIP: the zoo peers venv ({}) could not be built; pytorchvideo parity checks skipped",
+                peers.display()
+            );
+            None
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: a cache key for fixtures, stable across Rust versions.
+pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A little-endian float32 C-order .npy (what the fixture scripts write): shape and data.
+pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not .npy", path.display());
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).unwrap();
+    let shape: Vec<usize> =
+        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let data: Vec<f32> =
+        bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: payload size", path.display());
+    (shape, data)
+}

@@ -19,6 +19,9 @@ pub struct ModelConfig {
     pub std: [f32; 3],
     /// Input spec for `vsample --spec-from`: sampler, short side, crop size.
     pub sampler: String,
+    /// Frame interval of the `dense` sampler (pytorchvideo's T × τ clips); absent for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<usize>,
     pub short_side: u32,
     pub crop_size: u32,
     /// TSM: 1/shift_div of the channels shift each way.
@@ -144,8 +147,30 @@ impl ModelConfig {
         SequenceSpec::defaults(arch).is_some()
     }
 
+    /// The 3D CNNs of pytorchvideo's model zoo (see `model::zoo_input`).
+    pub fn is_zoo_arch(arch: &str) -> bool {
+        super::zoo_input(arch).is_some()
+    }
+
     pub fn defaults(arch: &str) -> Self {
         let sequence = SequenceSpec::defaults(arch);
+        if let Some(z) = super::zoo_input(arch) {
+            // pytorchvideo normalises 0–1 pixels with mean 0.45, std 0.225 (hub docs and
+            // PySlowFast's Kinetics configs); our config is on the 0–255 scale.
+            return Self {
+                frames: z.frames,
+                mean: [0.45 * 255.0; 3],
+                std: [0.225 * 255.0; 3],
+                sampler: "dense".into(),
+                interval: Some(z.interval),
+                short_side: z.short_side,
+                crop_size: z.crop_size,
+                // X3D's stem is 24 wide (round_width(12, 2)); the ResNets' 64.
+                base_width: if arch.starts_with("x3d") { 24 } else { 64 },
+                ..Self::defaults("")
+            }
+            .with_arch(arch);
+        }
         Self {
             arch: arch.to_string(),
             num_classes: 400,
@@ -154,6 +179,7 @@ impl ModelConfig {
             mean: [123.675, 116.28, 103.53],
             std: [58.395, 57.12, 57.375],
             sampler: "segment".into(),
+            interval: None,
             short_side: 256,
             crop_size: 224,
             shift_div: 8,
@@ -164,6 +190,11 @@ impl ModelConfig {
             sequence,
             extra: Map::new(),
         }
+    }
+
+    fn with_arch(mut self, arch: &str) -> Self {
+        self.arch = arch.to_string();
+        self
     }
 
     /// Applies `key=value` overrides; the value is JSON (`-o mean=[1,2,3]`), or a bare string.

@@ -7,7 +7,10 @@ mod import;
 mod init;
 mod recognizer2d;
 mod resnet;
+mod resnet3d;
 mod sequence;
+mod slowfast;
+mod x3d;
 
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
@@ -15,7 +18,10 @@ pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, ST
 pub use init::init_weights;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
+pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
+pub use slowfast::SlowFast;
+pub use x3d::X3d;
 
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -23,7 +29,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 11] = [
+pub const ARCHS: [&str; 20] = [
     "tsn_r18",
     "tsn_r34",
     "tsn_r50",
@@ -35,12 +41,53 @@ pub const ARCHS: [&str; 11] = [
     "attention_lstm",
     "attention_cluster",
     "nextvlad",
+    "c2d_r50",
+    "i3d_r50",
+    "slow_r50",
+    "slowfast_r50",
+    "slowfast_r101",
+    "x3d_xs",
+    "x3d_s",
+    "x3d_m",
+    "x3d_l",
 ];
+
+/// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
+/// and center crop for testing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZooInput {
+    pub frames: usize,
+    pub interval: usize,
+    pub short_side: u32,
+    pub crop_size: u32,
+}
+
+/// pytorchvideo's model zoo settings (MODEL_ZOO.md, Kinetics-400) for the 3D CNNs.
+pub fn zoo_input(arch: &str) -> Option<ZooInput> {
+    let z = |frames, interval, short_side, crop_size| ZooInput { frames, interval, short_side, crop_size };
+    Some(match arch {
+        "c2d_r50" | "i3d_r50" | "slow_r50" => z(8, 8, 256, 224),
+        // SLOWFAST_8x8: the fast pathway's 32 frames every 2 (slow: 8 of them, inside the model)
+        "slowfast_r50" | "slowfast_r101" => z(32, 2, 256, 224),
+        // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial
+        "x3d_xs" => z(4, 12, 182, 182),
+        "x3d_s" => z(13, 6, 182, 182),
+        "x3d_m" => z(16, 5, 256, 256),
+        "x3d_l" => z(16, 5, 356, 356),
+        _ => return None,
+    })
+}
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
 pub enum Model {
     Recognizer2d(Recognizer2d),
+    /// ResNet-3D (C2D, I3D, Slow) as pytorchvideo.
+    ResNet3d(ResNet3d),
+    /// X3D-XS/S/M/L as pytorchvideo.
+    X3d(X3d),
+    /// SlowFast-R50/R101 as pytorchvideo; both pathways from one clip.
+    SlowFast(SlowFast),
     /// Takes feature sequences (see [`Model::forward_seq`]), not frames.
     Sequence(SequenceModel),
 }
@@ -49,6 +96,9 @@ impl Model {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Model::Recognizer2d(m) => &m.config,
+            Model::ResNet3d(m) => &m.config,
+            Model::X3d(m) => &m.config,
+            Model::SlowFast(m) => &m.config,
             Model::Sequence(m) => &m.config,
         }
     }
@@ -68,6 +118,9 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
+            Model::ResNet3d(m) => m.forward_t(x, train, dropout_rng),
+            Model::X3d(m) => m.forward_t(x, train, dropout_rng),
+            Model::SlowFast(m) => m.forward_t(x, train, dropout_rng),
             Model::Sequence(m) => {
                 let _ = (x, train, dropout_rng);
                 candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
@@ -89,16 +142,18 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         match self {
             Model::Sequence(m) => m.forward_t(batch, train, dropout_rng),
-            Model::Recognizer2d(m) => {
-                candle_core::bail!("{} takes frames, not feature sequences", m.config.arch)
-            }
+            m => candle_core::bail!("{} takes frames, not feature sequences", m.config().arch),
         }
     }
 
-    /// Pooled per-frame features [B, T, C] (before consensus and classifier).
+    /// Pooled per-frame features [B, T, C] (before consensus and classifier); 3D models give one
+    /// feature per clip, [B, 1, C].
     pub fn features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.features_t(x, train),
+            Model::ResNet3d(m) => m.features_t(x, train),
+            Model::X3d(m) => m.features_t(x, train),
+            Model::SlowFast(m) => m.features_t(x, train),
             Model::Sequence(m) => {
                 let _ = (x, train);
                 candle_core::bail!("{} has no frame features", m.config.arch)
@@ -117,6 +172,15 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     };
     if ModelConfig::is_sequence_arch(arch) {
         return Ok(Model::Sequence(SequenceModel::new(config.clone(), vb)?));
+    }
+    if let Some(spec) = ResNet3dSpec::for_arch(arch) {
+        return Ok(Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?));
+    }
+    if let Some((depth, fusion_kernel)) = slowfast::slowfast_variant(arch) {
+        return Ok(Model::SlowFast(SlowFast::new(config.clone(), depth, fusion_kernel, vb)?));
+    }
+    if let Some(depth_factor) = x3d::x3d_depth_factor(arch) {
+        return Ok(Model::X3d(X3d::new(config.clone(), depth_factor, vb)?));
     }
     match (family, depth) {
         (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {
@@ -155,6 +219,35 @@ mod timing {
             let _ = model.forward_t(&x, false).unwrap();
             eprintln!("eval forward {:?}", t.elapsed());
         }
+    }
+}
+
+/// `VK_ARCH=x3d_xs cargo test -p vidkit --lib time_zoo_forward -- --ignored --nocapture`: eval
+/// forward of a zoo model at its input size (frames × crop²), batch 1, median of 3.
+#[cfg(test)]
+mod zoo_timing {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    #[ignore]
+    fn time_zoo_forward() {
+        let arch = std::env::var("VK_ARCH").unwrap_or_else(|_| "x3d_xs".into());
+        let cfg = ModelConfig::defaults(&arch);
+        let varmap = VarMap::new();
+        let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        let s = cfg.crop_size as usize;
+        let x = Tensor::randn(0f32, 1., (1, cfg.frames, 3, s, s), &Device::Cpu).unwrap();
+        let mut times: Vec<f64> = (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                model.forward_t(&x, false).unwrap();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        eprintln!("{arch} {}x{s}: forward {:.3} s (median of 3)", cfg.frames, times[1]);
     }
 }
 

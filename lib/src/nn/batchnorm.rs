@@ -27,7 +27,11 @@ impl BatchNorm2d {
         Ok(Self { weight, bias, running_mean, running_var, eps: 1e-5, momentum: 0.1 })
     }
 
+    /// [N, C, H, W], or [N, C, T, H, W] as BatchNorm3d (the same statistics per channel).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Ok((n, c, t, h, w)) = x.dims5() {
+            return self.forward_t(&x.reshape((n, c, t * h, w))?, train)?.reshape((n, c, t, h, w));
+        }
         let (n, c, h, w) = x.dims4()?;
         if !train {
             let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;

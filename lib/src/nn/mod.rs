@@ -2,15 +2,20 @@
 
 mod batchnorm;
 mod conv;
+mod conv3d;
 mod im2col;
 mod lstm;
 mod pool;
+mod pool3d;
 mod shift;
+mod vol2col;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use conv3d::{Conv3d, Conv3dConfig};
 pub use lstm::Lstm;
 pub use pool::max_pool2d;
+pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
 pub use shift::temporal_shift;
 
 use crate::rng::Rng;

@@ -1,0 +1,273 @@
+//! ResNet-3D recognizers with pytorchvideo's structure and parameter names (so a pytorchvideo
+//! state dict imports as it is): C2D-R50, I3D-R50 and Slow-R50 as `pytorchvideo.models.hub.resnet`
+//! builds them through `create_resnet` (pytorchvideo/models/resnet.py):
+//!
+//! * `blocks.0`: stem `conv` (k = stem kernel, stride (1, 2, 2), padding k/2), `norm`, ReLU,
+//!   max pool (1, 3, 3) stride (1, 2, 2) padding (0, 1, 1);
+//! * `blocks.{i}.res_blocks.{j}`: bottlenecks `branch2.conv_a` (temporal kernel per block) /
+//!   `norm_a` / `conv_b` (1, 3, 3), spatial stride on the first block / `norm_c` after `conv_c`;
+//!   `branch1_conv`/`branch1_norm` on the first block of a stage; ReLU after the sum;
+//! * C2D and I3D: a (2, 1, 1) max pool after the first stage, which takes a `blocks` index;
+//! * head `blocks.{last}.proj` after average pooling and dropout.
+//!
+//! The hub's head pools with a fixed kernel ((8, 7, 7) for Slow, (4, 7, 7) for C2D/I3D) made to
+//! cover the whole feature map at the zoo input (8 × 224²), followed by a global average of the
+//! projected map; here the head pools globally, which is the same at the zoo input and defined at
+//! every other size (3-crop testing at 256² and the reduced sizes of the tests).
+
+use super::ModelConfig;
+use crate::nn::{batch_norm2d, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig};
+use crate::rng::Rng;
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+/// A 3D conv padded by k/2 per axis (pytorchvideo's convention for odd kernels).
+pub fn conv3d(
+    cin: usize,
+    cout: usize,
+    k: [usize; 3],
+    stride: [usize; 3],
+    groups: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<Conv3d> {
+    let cfg = Conv3dConfig { stride, padding: k.map(|k| k / 2), groups, bias, ..Default::default() };
+    Conv3d::new(cin, cout, k, cfg, vb)
+}
+
+/// conv → BN over [N, C, T, H, W], the pair every pytorchvideo layer here is made of.
+#[derive(Clone, Debug)]
+pub struct ConvBn3d {
+    pub conv: Conv3d,
+    pub bn: BatchNorm2d,
+}
+
+impl ConvBn3d {
+    /// A bias-free conv named `conv` and its BN named `norm` under the two builders, padding k/2
+    /// per axis (pytorchvideo's convention for odd kernels).
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: [usize; 3],
+        stride: [usize; 3],
+        groups: usize,
+        conv_vb: VarBuilder,
+        norm_vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: conv3d(cin, cout, kernel, stride, groups, false, conv_vb)?,
+            bn: batch_norm2d(cout, norm_vb)?,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// The per-architecture settings of `create_resnet` that the hub functions change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResNet3dSpec {
+    pub depth: usize,
+    pub stem_kernel: [usize; 3],
+    /// Max pool (2, 1, 1) after the first stage (C2D, I3D).
+    pub stage1_pool: bool,
+    /// conv_a kernels per stage, repeated over the stage's blocks.
+    pub conv_a: [Vec<[usize; 3]>; 4],
+}
+
+impl ResNet3dSpec {
+    pub fn for_arch(arch: &str) -> Option<Self> {
+        let (t1, t3) = ([1, 1, 1], [3, 1, 1]);
+        Some(match arch {
+            // hub/resnet.py c2d_r50
+            "c2d_r50" => Self {
+                depth: 50,
+                stem_kernel: [1, 7, 7],
+                stage1_pool: true,
+                conv_a: [vec![t1], vec![t1], vec![t1], vec![t1]],
+            },
+            // hub/resnet.py i3d_r50
+            "i3d_r50" => Self {
+                depth: 50,
+                stem_kernel: [5, 7, 7],
+                stage1_pool: true,
+                conv_a: [vec![t3], vec![t3, t1], vec![t3, t1], vec![t1, t3]],
+            },
+            // hub/resnet.py slow_r50 (create_resnet's default conv_a kernels)
+            "slow_r50" => Self {
+                depth: 50,
+                stem_kernel: [1, 7, 7],
+                stage1_pool: false,
+                conv_a: [vec![t1], vec![t1], vec![t3], vec![t3]],
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Blocks per stage of a bottleneck ResNet (pytorchvideo `_MODEL_STAGE_DEPTH`).
+pub fn stage_depths(depth: usize) -> Option<[usize; 4]> {
+    match depth {
+        50 => Some([3, 4, 6, 3]),
+        101 => Some([3, 4, 23, 3]),
+        152 => Some([3, 8, 36, 3]),
+        _ => None,
+    }
+}
+
+/// pytorchvideo `ResBlock` with a `BottleneckBlock` branch.
+#[derive(Clone, Debug)]
+pub struct Bottleneck3d {
+    branch1: Option<ConvBn3d>,
+    a: ConvBn3d,
+    b: ConvBn3d,
+    c: ConvBn3d,
+}
+
+impl Bottleneck3d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cin: usize,
+        inner: usize,
+        cout: usize,
+        kernel_a: [usize; 3],
+        kernel_b: [usize; 3],
+        stride: [usize; 3],
+        groups_b: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let br = vb.pp("branch2");
+        let branch1 = if cin != cout || stride != [1; 3] {
+            Some(ConvBn3d::new(
+                cin,
+                cout,
+                [1, 1, 1],
+                stride,
+                1,
+                vb.pp("branch1_conv"),
+                vb.pp("branch1_norm"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            branch1,
+            a: ConvBn3d::new(cin, inner, kernel_a, [1, 1, 1], 1, br.pp("conv_a"), br.pp("norm_a"))?,
+            b: ConvBn3d::new(inner, inner, kernel_b, stride, groups_b, br.pp("conv_b"), br.pp("norm_b"))?,
+            c: ConvBn3d::new(inner, cout, [1, 1, 1], [1, 1, 1], 1, br.pp("conv_c"), br.pp("norm_c"))?,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.a.forward_t(x, train)?.relu()?;
+        let y = self.b.forward_t(&y, train)?.relu()?;
+        let y = self.c.forward_t(&y, train)?;
+        let shortcut = match &self.branch1 {
+            Some(b) => b.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (shortcut + y)?.relu()
+    }
+}
+
+/// pytorchvideo `create_res_stage` of bottlenecks: `depth` blocks under `vb.res_blocks`, conv_a
+/// kernels cycling through `conv_a`, conv_b (1, 3, 3) with the spatial stride on the first block.
+pub fn res_stage(
+    cin: usize,
+    inner: usize,
+    cout: usize,
+    depth: usize,
+    conv_a: &[[usize; 3]],
+    spatial_stride: usize,
+    vb: VarBuilder,
+) -> Result<Vec<Bottleneck3d>> {
+    let vb = vb.pp("res_blocks");
+    (0..depth)
+        .map(|j| {
+            let stride = if j == 0 { [1, spatial_stride, spatial_stride] } else { [1, 1, 1] };
+            let c_in = if j == 0 { cin } else { cout };
+            let ka = conv_a[j % conv_a.len()];
+            Bottleneck3d::new(c_in, inner, cout, ka, [1, 3, 3], stride, 1, vb.pp(j.to_string()))
+        })
+        .collect()
+}
+
+/// Clips [B, T, 3, H, W] (vidkit's layout) → [B, 3, T, H, W] (pytorchvideo's).
+pub fn to_channels_first(x: &Tensor, frames: usize) -> Result<Tensor> {
+    let (_, t, c, _, _) = x.dims5()?;
+    if t != frames || c != 3 {
+        candle_core::bail!("the model takes clips of {frames} RGB frames, got {t} frames of {c} channels");
+    }
+    x.permute((0, 2, 1, 3, 4))?.contiguous()
+}
+
+/// Global average pool [B, C, T, H, W] → [B, C].
+pub fn global_pool(x: &Tensor) -> Result<Tensor> {
+    let (b, c, t, h, w) = x.dims5()?;
+    x.reshape((b, c, t * h * w))?.mean(2)
+}
+
+#[derive(Clone, Debug)]
+pub struct ResNet3d {
+    pub config: ModelConfig,
+    stem: ConvBn3d,
+    stages: Vec<Vec<Bottleneck3d>>,
+    stage1_pool: bool,
+    proj: Linear,
+}
+
+impl ResNet3d {
+    pub fn new(config: ModelConfig, spec: &ResNet3dSpec, vb: VarBuilder) -> Result<Self> {
+        let Some(depths) = stage_depths(spec.depth) else {
+            candle_core::bail!("no ResNet-3D of depth {}", spec.depth)
+        };
+        let width = config.base_width;
+        let blocks = vb.pp("blocks");
+        let stem = ConvBn3d::new(
+            3,
+            width,
+            spec.stem_kernel,
+            [1, 2, 2],
+            1,
+            blocks.pp("0.conv"),
+            blocks.pp("0.norm"),
+        )?;
+        let mut idx = 1;
+        let (mut cin, mut cout) = (width, width * 4);
+        let mut stages = Vec::new();
+        for (s, &n) in depths.iter().enumerate() {
+            let inner = cout / 4;
+            let stride = if s > 0 { 2 } else { 1 };
+            stages.push(res_stage(cin, inner, cout, n, &spec.conv_a[s], stride, blocks.pp(idx.to_string()))?);
+            idx += if s == 0 && spec.stage1_pool { 2 } else { 1 };
+            cin = cout;
+            cout *= 2;
+        }
+        let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(idx.to_string()).pp("proj"))?;
+        Ok(Self { config, stem, stages, stage1_pool: spec.stage1_pool, proj })
+    }
+
+    /// Pooled clip features [B, 1, C] of clips [B, T, 3, H, W].
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = to_channels_first(x, self.config.frames)?;
+        let mut y = self.stem.forward_t(&x, train)?.relu()?;
+        y = max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])?;
+        for (s, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                y = block.forward_t(&y, train)?;
+            }
+            if s == 0 && self.stage1_pool {
+                y = max_pool3d(&y, [2, 1, 1], [2, 1, 1], [0, 0, 0])?;
+            }
+        }
+        global_pool(&y)?.unsqueeze(1)
+    }
+
+    /// Logits [B, classes] (pytorchvideo `ResNetBasicHead`: pool, dropout, proj).
+    pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let f = self.features_t(x, train)?.squeeze(1)?;
+        let f = crate::nn::dropout(&f, self.config.dropout as f64, dropout_rng)?;
+        self.proj.forward(&f)
+    }
+}

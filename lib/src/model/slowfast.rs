@@ -1,0 +1,149 @@
+//! SlowFast (Feichtenhofer 2019) with pytorchvideo's structure and parameter names, as
+//! `pytorchvideo.models.slowfast.create_slowfast` builds the hub's slowfast_r50/r101:
+//!
+//! * the two pathways come from one clip of T frames inside the model: fast = the clip, slow =
+//!   frames ⌊linspace(0, T−1, T/α)⌋ (pytorchvideo's `PackPathway`, α = 4);
+//! * `blocks.0.multipathway_blocks.{0,1}`: stems (slow conv (1, 7, 7) → 64, fast (5, 7, 7) →
+//!   8 = 64β, β = 1/8), BN, ReLU, max pool (1, 3, 3) stride (1, 2, 2);
+//! * `blocks.{i}.multipathway_fusion` after the stem and stages 1–3 (`FuseFastToSlow`): conv
+//!   (k, 1, 1) stride (α, 1, 1) from fast C to 2C channels, BN, ReLU, concatenated to the slow
+//!   pathway (k = 7 for R50, 5 for R101);
+//! * `blocks.1-4.multipathway_blocks.{0,1}.res_blocks.{j}`: bottlenecks; slow conv_a (1,1,1) in
+//!   stages 1–2 and (3,1,1) in 3–4, fast (3,1,1) everywhere;
+//! * `blocks.5` pools each pathway and concatenates (2048 + 256), `blocks.6.proj` classifies.
+//!
+//! The hub's pathway pools have kernels fixed for the zoo input ((8, 7, 7), (32, 7, 7)), covering
+//! the whole maps there; here they pool globally.
+
+use super::resnet3d::{global_pool, res_stage, stage_depths, to_channels_first, Bottleneck3d, ConvBn3d};
+use super::ModelConfig;
+use crate::nn::max_pool3d;
+use crate::rng::Rng;
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+/// Slow-to-fast frame rate ratio α and channel ratio 1/β of the hub models.
+const ALPHA: usize = 4;
+const BETA_INV: usize = 8;
+
+/// Depth and fusion kernel of each hub variant (hub/slowfast.py).
+pub fn slowfast_variant(arch: &str) -> Option<(usize, usize)> {
+    match arch {
+        "slowfast_r50" => Some((50, 7)),
+        "slowfast_r101" => Some((101, 5)),
+        _ => None,
+    }
+}
+
+/// pytorchvideo `PackPathway`: the slow pathway's frames, ⌊linspace(0, T−1, T/α)⌋.
+pub fn slow_frame_indices(t: usize) -> Vec<usize> {
+    let n = t / ALPHA;
+    (0..n).map(|i| if n <= 1 { 0 } else { (i as f64 * (t - 1) as f64 / (n - 1) as f64) as usize }).collect()
+}
+
+#[derive(Clone, Debug)]
+pub struct SlowFast {
+    pub config: ModelConfig,
+    stems: [ConvBn3d; 2],
+    /// One per fusion point (after the stem and stages 1–3).
+    fusions: Vec<ConvBn3d>,
+    stages: Vec<[Vec<Bottleneck3d>; 2]>,
+    proj: Linear,
+}
+
+impl SlowFast {
+    pub fn new(config: ModelConfig, depth: usize, fusion_kernel: usize, vb: VarBuilder) -> Result<Self> {
+        let Some(depths) = stage_depths(depth) else { candle_core::bail!("no SlowFast of depth {depth}") };
+        let blocks = vb.pp("blocks");
+        let slow_w = config.base_width;
+        let fast_w = slow_w / BETA_INV;
+        let b0 = blocks.pp("0.multipathway_blocks");
+        let stems = [
+            ConvBn3d::new(3, slow_w, [1, 7, 7], [1, 2, 2], 1, b0.pp("0.conv"), b0.pp("0.norm"))?,
+            ConvBn3d::new(3, fast_w, [5, 7, 7], [1, 2, 2], 1, b0.pp("1.conv"), b0.pp("1.norm"))?,
+        ];
+        let fusion = |i: usize, c: usize| -> Result<ConvBn3d> {
+            let f = blocks.pp(i.to_string()).pp("multipathway_fusion");
+            let mut cb = ConvBn3d::new(
+                c,
+                2 * c,
+                [fusion_kernel, 1, 1],
+                [ALPHA, 1, 1],
+                1,
+                f.pp("conv_fast_to_slow"),
+                f.pp("norm"),
+            )?;
+            cb.conv.cfg.padding = [fusion_kernel / 2, 0, 0];
+            Ok(cb)
+        };
+        let mut fusions = vec![fusion(0, fast_w)?];
+        let (mut slow_in, mut fast_in) = (slow_w + 2 * fast_w, fast_w);
+        let (mut slow_out, mut fast_out) = (slow_w * 4, fast_w * 4);
+        let mut stages = Vec::new();
+        for (s, &n) in depths.iter().enumerate() {
+            let bv = blocks.pp((s + 1).to_string()).pp("multipathway_blocks");
+            let stride = if s > 0 { 2 } else { 1 };
+            let slow_a = if s < 2 { [1, 1, 1] } else { [3, 1, 1] };
+            stages.push([
+                res_stage(slow_in, slow_out / 4, slow_out, n, &[slow_a], stride, bv.pp("0"))?,
+                res_stage(fast_in, fast_out / 4, fast_out, n, &[[3, 1, 1]], stride, bv.pp("1"))?,
+            ]);
+            if s < 3 {
+                fusions.push(fusion(s + 1, fast_out)?);
+            }
+            slow_in = slow_out + if s < 3 { 2 * fast_out } else { 0 };
+            fast_in = fast_out;
+            slow_out *= 2;
+            fast_out *= 2;
+        }
+        let proj = candle_nn::linear(slow_in + fast_in, config.num_classes, blocks.pp("6.proj"))?;
+        Ok(Self { config, stems, fusions, stages, proj })
+    }
+
+    fn fuse(&self, i: usize, slow: &Tensor, fast: &Tensor, train: bool) -> Result<Tensor> {
+        let f = self.fusions[i].forward_t(fast, train)?.relu()?;
+        Tensor::cat(&[slow, &f], 1)
+    }
+
+    /// Pooled clip features [B, 1, C_slow + C_fast].
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fast = to_channels_first(x, self.config.frames)?;
+        let idx: Vec<u32> = slow_frame_indices(self.config.frames).into_iter().map(|i| i as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        let slow = fast.index_select(&idx, 2)?.contiguous()?;
+        let stem = |k: usize, x: &Tensor| -> Result<Tensor> {
+            let y = self.stems[k].forward_t(x, train)?.relu()?;
+            max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])
+        };
+        let mut f = stem(1, &fast)?;
+        let mut s = self.fuse(0, &stem(0, &slow)?, &f, train)?;
+        for (i, [slow_blocks, fast_blocks]) in self.stages.iter().enumerate() {
+            for b in slow_blocks {
+                s = b.forward_t(&s, train)?;
+            }
+            for b in fast_blocks {
+                f = b.forward_t(&f, train)?;
+            }
+            if i < 3 {
+                s = self.fuse(i + 1, &s, &f, train)?;
+            }
+        }
+        Tensor::cat(&[global_pool(&s)?, global_pool(&f)?], 1)?.unsqueeze(1)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let f = self.features_t(x, train)?.squeeze(1)?;
+        let f = crate::nn::dropout(&f, self.config.dropout as f64, dropout_rng)?;
+        self.proj.forward(&f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slow_frames_follow_pack_pathway() {
+        // torch.linspace(0, 31, 8).long() and torch.linspace(0, 7, 2).long()
+        assert_eq!(super::slow_frame_indices(32), [0, 4, 8, 13, 17, 22, 26, 31]);
+        assert_eq!(super::slow_frame_indices(8), [0, 7]);
+    }
+}

@@ -1,0 +1,223 @@
+//! X3D (Feichtenhofer 2020) with pytorchvideo's structure and parameter names, as
+//! `pytorchvideo.models.x3d.create_x3d` builds it for the hub's x3d_xs/s/m/l:
+//!
+//! * `blocks.0`: stem `conv.conv_t` (1, 3, 3) stride (1, 2, 2) then `conv.conv_xy`, a depthwise
+//!   (5, 1, 1) temporal conv (the names are pytorchvideo's, swapped as they are there), `norm`, ReLU;
+//! * `blocks.1-4`: stages of widths 24/48/96/192 (width factor 2), ⌈depth_factor · [1, 2, 5, 3]⌉
+//!   blocks; each block `branch2.conv_a` 1×1×1 → `norm_a` → ReLU → `conv_b` depthwise 3×3×3
+//!   (spatial stride 2 on a stage's first block) → `norm_b.0` → squeeze-excitation `norm_b.1`
+//!   (even-numbered blocks, reduction `round_width(inner, 1/16)`) → swish → `conv_c` → `norm_c`;
+//!   shortcut `branch1_conv` on the first block, `branch1_norm` only where the width changes;
+//!   ReLU after the sum;
+//! * head `blocks.5`: `pool.pre_conv` 1×1×1 → `pool.pre_norm` → ReLU → average pool →
+//!   `pool.post_conv` (→ 2048) → ReLU → dropout → `proj`.
+//!
+//! The hub head ends in a softmax in eval mode; here the model outputs logits (test-time
+//! aggregation applies the softmax). Its average pool has a kernel fixed for the zoo input,
+//! covering the whole map there; here it pools globally (the same at the zoo input).
+
+use super::resnet3d::{conv3d as conv, global_pool, to_channels_first, ConvBn3d};
+use super::ModelConfig;
+use crate::nn::{batch_norm2d, BatchNorm2d, Conv3d};
+use crate::rng::Rng;
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+
+/// pytorchvideo `round_width` (layers/utils.py): width × multiplier to a multiple of `divisor`.
+fn round_width(width: usize, multiplier: f64, divisor: usize) -> usize {
+    let w = width as f64 * multiplier;
+    let mut out = divisor.max(((w + divisor as f64 / 2.0) as usize) / divisor * divisor);
+    if (out as f64) < 0.9 * w {
+        out += divisor;
+    }
+    out
+}
+
+/// Depth factor of each hub variant (hub/x3d.py; XS, S and M differ only in input size).
+pub fn x3d_depth_factor(arch: &str) -> Option<f64> {
+    match arch {
+        "x3d_xs" | "x3d_s" | "x3d_m" => Some(2.2),
+        "x3d_l" => Some(5.0),
+        _ => None,
+    }
+}
+
+fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// pytorchvideo `SqueezeExcitation`: x · σ(W₂ ReLU(W₁ avgpool(x) + b₁) + b₂).
+#[derive(Clone, Debug)]
+struct SqueezeExcitation {
+    reduce: Conv3d,
+    expand: Conv3d,
+}
+
+impl SqueezeExcitation {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, ..) = x.dims5()?;
+        let s = global_pool(x)?.reshape((b, c, 1, 1, 1))?;
+        let s = self.expand.forward(&self.reduce.forward(&s)?.relu()?)?;
+        x.broadcast_mul(&sigmoid(&s)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct X3dBlock {
+    branch1: Option<Conv3d>,
+    branch1_norm: Option<BatchNorm2d>,
+    a: ConvBn3d,
+    b: ConvBn3d,
+    se: Option<SqueezeExcitation>,
+    c: ConvBn3d,
+}
+
+impl X3dBlock {
+    fn new(
+        cin: usize,
+        inner: usize,
+        cout: usize,
+        stride: [usize; 3],
+        se: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let br = vb.pp("branch2");
+        let one = [1, 1, 1];
+        let cb = |conv: Conv3d, norm: VarBuilder, c: usize| -> Result<ConvBn3d> {
+            Ok(ConvBn3d { conv, bn: batch_norm2d(c, norm)? })
+        };
+        let se = if se {
+            let mid = round_width(inner, 0.0625, 8);
+            let s = br.pp("norm_b.1.block");
+            Some(SqueezeExcitation {
+                reduce: conv(inner, mid, one, one, 1, true, s.pp("0"))?,
+                expand: conv(mid, inner, one, one, 1, true, s.pp("2"))?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            branch1: if cin != cout || stride != one {
+                Some(conv(cin, cout, one, stride, 1, false, vb.pp("branch1_conv"))?)
+            } else {
+                None
+            },
+            branch1_norm: if cin != cout { Some(batch_norm2d(cout, vb.pp("branch1_norm"))?) } else { None },
+            a: cb(conv(cin, inner, one, one, 1, false, br.pp("conv_a"))?, br.pp("norm_a"), inner)?,
+            b: cb(
+                conv(inner, inner, [3, 3, 3], stride, inner, false, br.pp("conv_b"))?,
+                br.pp("norm_b.0"),
+                inner,
+            )?,
+            se,
+            c: cb(conv(inner, cout, one, one, 1, false, br.pp("conv_c"))?, br.pp("norm_c"), cout)?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.a.forward_t(x, train)?.relu()?;
+        let mut y = self.b.forward_t(&y, train)?;
+        if let Some(se) = &self.se {
+            y = se.forward(&y)?;
+        }
+        let y = self.c.forward_t(&y.silu()?, train)?;
+        let mut shortcut = match &self.branch1 {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        if let Some(bn) = &self.branch1_norm {
+            shortcut = bn.forward_t(&shortcut, train)?;
+        }
+        (shortcut + y)?.relu()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct X3d {
+    pub config: ModelConfig,
+    stem_xy: Conv3d,
+    stem_t: Conv3d,
+    stem_norm: BatchNorm2d,
+    stages: Vec<Vec<X3dBlock>>,
+    pre: ConvBn3d,
+    post: Conv3d,
+    proj: Linear,
+}
+
+impl X3d {
+    /// `config.base_width` is the stem's output width (24 in the hub models, `round_width(12, 2)`).
+    pub fn new(config: ModelConfig, depth_factor: f64, vb: VarBuilder) -> Result<Self> {
+        let blocks = vb.pp("blocks");
+        let stem_out = config.base_width;
+        let s = blocks.pp("0");
+        let stem_xy = conv(3, stem_out, [1, 3, 3], [1, 2, 2], 1, false, s.pp("conv.conv_t"))?;
+        let stem_t = conv(stem_out, stem_out, [5, 1, 1], [1, 1, 1], stem_out, false, s.pp("conv.conv_xy"))?;
+        let stem_norm = batch_norm2d(stem_out, s.pp("norm"))?;
+        // create_x3d: stage widths from stem_dim_in = stem width / 2, ×2 per stage, then × width
+        // factor 2; inner width int(2.25 × out).
+        let mut dim = stem_out / 2;
+        let mut cin = stem_out;
+        let mut stages = Vec::new();
+        let mut inner = 0;
+        for (i, base_depth) in [1usize, 2, 5, 3].into_iter().enumerate() {
+            if i > 0 {
+                dim = round_width(dim, 2.0, 8);
+            }
+            let cout = round_width(dim, 2.0, 8);
+            inner = (2.25 * cout as f64) as usize;
+            let depth = (depth_factor * base_depth as f64).ceil() as usize;
+            let sv = blocks.pp((i + 1).to_string()).pp("res_blocks");
+            let mut stage = Vec::new();
+            for j in 0..depth {
+                let stride = if j == 0 { [1, 2, 2] } else { [1, 1, 1] };
+                let c_in = if j == 0 { cin } else { cout };
+                stage.push(X3dBlock::new(c_in, inner, cout, stride, j % 2 == 0, sv.pp(j.to_string()))?);
+            }
+            stages.push(stage);
+            cin = cout;
+        }
+        let h = blocks.pp("5");
+        let one = [1, 1, 1];
+        let pre = ConvBn3d {
+            conv: conv(cin, inner, one, one, 1, false, h.pp("pool.pre_conv"))?,
+            bn: batch_norm2d(inner, h.pp("pool.pre_norm"))?,
+        };
+        let post = conv(inner, 2048, one, one, 1, false, h.pp("pool.post_conv"))?;
+        let proj = candle_nn::linear(2048, config.num_classes, h.pp("proj"))?;
+        Ok(Self { config, stem_xy, stem_t, stem_norm, stages, pre, post, proj })
+    }
+
+    /// Clip features [B, 1, 2048] after the head's projected pool.
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = to_channels_first(x, self.config.frames)?;
+        let y = self.stem_t.forward(&self.stem_xy.forward(&x)?)?;
+        let mut y = self.stem_norm.forward_t(&y, train)?.relu()?;
+        for stage in &self.stages {
+            for block in stage {
+                y = block.forward_t(&y, train)?;
+            }
+        }
+        let y = self.pre.forward_t(&y, train)?.relu()?;
+        let (b, c) = (y.dim(0)?, y.dim(1)?);
+        let pooled = global_pool(&y)?.reshape((b, c, 1, 1, 1))?;
+        self.post.forward(&pooled)?.relu()?.reshape((b, 1, ()))
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let f = self.features_t(x, train)?.squeeze(1)?;
+        let f = crate::nn::dropout(&f, self.config.dropout as f64, dropout_rng)?;
+        self.proj.forward(&f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_width_matches_pytorchvideo() {
+        // Values computed by pytorchvideo.layers.utils.round_width.
+        assert_eq!(super::round_width(12, 2.0, 8), 24);
+        assert_eq!(super::round_width(54, 0.0625, 8), 8);
+        assert_eq!(super::round_width(432, 0.0625, 8), 32);
+        assert_eq!(super::round_width(96, 2.0, 8), 192);
+    }
+}

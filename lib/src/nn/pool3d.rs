@@ -1,0 +1,318 @@
+//! 3D pooling with PyTorch's semantics: `max_pool3d`, `avg_pool3d` (count_include_pad as torch)
+//! and `adaptive_avg_pool3d`, floor mode, each a direct kernel with a hand-written backward.
+//! Windows follow ATen's `AvgPoolKernel`/`AdaptiveAveragePooling3d`: a padded window
+//! [o·s − p, o·s − p + k) clipped to the input, its divisor the unclipped size (clipped at
+//! input + padding) when padding counts, the clipped size otherwise; adaptive windows are
+//! [⌊o·In/Out⌋, ⌈(o+1)·In/Out⌉).
+
+use super::vol2col::{f32_slice, par_planes};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// The pooling windows along one axis: input range [lo, hi) and the padded size for the divisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Axis {
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    padded: Vec<usize>,
+}
+
+impl Axis {
+    fn fixed(len: usize, k: usize, s: usize, p: usize) -> Result<Self> {
+        if k == 0 || s == 0 || len + 2 * p < k || p > k / 2 {
+            candle_core::bail!("pool3d: kernel {k}, stride {s}, padding {p} do not fit {len} (torch needs padding ≤ kernel/2)");
+        }
+        let out = (len + 2 * p - k) / s + 1;
+        let mut a = Axis { lo: vec![], hi: vec![], padded: vec![] };
+        for o in 0..out {
+            let start = (o * s) as isize - p as isize;
+            let end = (start + k as isize).min((len + p) as isize);
+            a.padded.push((end - start) as usize);
+            a.lo.push(start.max(0) as usize);
+            a.hi.push((end.min(len as isize)) as usize);
+        }
+        Ok(a)
+    }
+
+    fn adaptive(len: usize, out: usize) -> Result<Self> {
+        if out == 0 || len == 0 {
+            candle_core::bail!("adaptive pool3d: cannot pool {len} to {out}");
+        }
+        let lo: Vec<usize> = (0..out).map(|o| o * len / out).collect();
+        let hi: Vec<usize> = (0..out).map(|o| ((o + 1) * len).div_ceil(out)).collect();
+        let padded = lo.iter().zip(&hi).map(|(l, h)| h - l).collect();
+        Ok(Axis { lo, hi, padded })
+    }
+
+    fn len(&self) -> usize {
+        self.lo.len()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Max,
+    Avg { count_include_pad: bool },
+}
+
+#[derive(Clone, Debug)]
+struct Pool {
+    kind: Kind,
+    input: [usize; 5],
+    axes: [Axis; 3],
+}
+
+impl Pool {
+    fn out_shape(&self) -> Vec<usize> {
+        let [n, c, ..] = self.input;
+        vec![n, c, self.axes[0].len(), self.axes[1].len(), self.axes[2].len()]
+    }
+
+    fn planes(&self) -> (usize, usize) {
+        let [_, _, t, h, w] = self.input;
+        (t * h * w, self.axes.iter().map(Axis::len).product())
+    }
+
+    /// Calls `f(output offset, input offsets of the window, divisor)` for each output voxel.
+    fn windows(&self, mut f: impl FnMut(usize, &mut dyn Iterator<Item = usize>, f32)) {
+        let [_, _, _, h, w] = self.input;
+        let [at, ah, aw] = &self.axes;
+        let mut o = 0;
+        for zt in 0..at.len() {
+            for zh in 0..ah.len() {
+                for zw in 0..aw.len() {
+                    let (t0, t1, h0, h1, w0, w1) =
+                        (at.lo[zt], at.hi[zt], ah.lo[zh], ah.hi[zh], aw.lo[zw], aw.hi[zw]);
+                    let div = match self.kind {
+                        Kind::Avg { count_include_pad: true } => {
+                            at.padded[zt] * ah.padded[zh] * aw.padded[zw]
+                        }
+                        _ => (t1 - t0) * (h1 - h0) * (w1 - w0),
+                    };
+                    let mut it = (t0..t1).flat_map(move |t| {
+                        (h0..h1).flat_map(move |y| (w0..w1).map(move |x| (t * h + y) * w + x))
+                    });
+                    f(o, &mut it, div.max(1) as f32);
+                    o += 1;
+                }
+            }
+        }
+    }
+}
+
+struct PoolFwd(Pool);
+/// Average pooling's backward: grad_out → grad_in (linear, so it needs the grad only).
+struct AvgBwd(Pool);
+/// Max pooling's backward: (x, grad_out) → grad_in, to the first maximum of each window as torch.
+struct MaxBwd(Pool);
+
+impl CustomOp1 for PoolFwd {
+    fn name(&self) -> &'static str {
+        "vidkit-pool3d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let x = f32_slice(s, l)?;
+        let (vin, vout) = p.planes();
+        let n_out = p.out_shape().iter().product();
+        let mut y = vec![0f32; n_out];
+        par_planes(&mut y, vout, |idx, yp| {
+            let xp = &x[idx * vin..][..vin];
+            p.windows(|o, win, div| {
+                yp[o] = match p.kind {
+                    Kind::Max => {
+                        win.map(|i| xp[i])
+                            .fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m })
+                    }
+                    Kind::Avg { .. } => win.map(|i| xp[i]).sum::<f32>() / div,
+                };
+            });
+        });
+        Ok((CpuStorage::F32(y), Shape::from(p.out_shape())))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(match self.0.kind {
+            Kind::Max => x.apply_op2(&grad, MaxBwd(self.0.clone()))?,
+            Kind::Avg { .. } => grad.apply_op1(AvgBwd(self.0.clone()))?,
+        }))
+    }
+}
+
+impl CustomOp1 for AvgBwd {
+    fn name(&self) -> &'static str {
+        "vidkit-avgpool3d-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let gy = f32_slice(s, l)?;
+        let (vin, vout) = p.planes();
+        let mut gx = vec![0f32; p.input.iter().product()];
+        par_planes(&mut gx, vin, |idx, gxp| {
+            let gyp = &gy[idx * vout..][..vout];
+            p.windows(|o, win, div| {
+                let g = gyp[o] / div;
+                for i in win {
+                    gxp[i] += g;
+                }
+            });
+        });
+        Ok((CpuStorage::F32(gx), Shape::from(p.input.to_vec())))
+    }
+}
+
+impl CustomOp2 for MaxBwd {
+    fn name(&self) -> &'static str {
+        "vidkit-maxpool3d-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let p = &self.0;
+        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (vin, vout) = p.planes();
+        let mut gx = vec![0f32; p.input.iter().product()];
+        par_planes(&mut gx, vin, |idx, gxp| {
+            let (xp, gyp) = (&x[idx * vin..][..vin], &gy[idx * vout..][..vout]);
+            p.windows(|o, win, _| {
+                let mut best: Option<(usize, f32)> = None;
+                for i in win {
+                    let v = xp[i];
+                    if best.is_none_or(|(_, m)| v > m || v.is_nan()) {
+                        best = Some((i, v));
+                    }
+                }
+                if let Some((i, _)) = best {
+                    gxp[i] += gyp[o];
+                }
+            });
+        });
+        Ok((CpuStorage::F32(gx), Shape::from(p.input.to_vec())))
+    }
+}
+
+fn pool(x: &Tensor, kind: Kind, axes: impl Fn(usize, usize) -> Result<Axis>) -> Result<Tensor> {
+    let (n, c, t, h, w) = x.dims5()?;
+    let input = [n, c, t, h, w];
+    let axes = [axes(0, t)?, axes(1, h)?, axes(2, w)?];
+    let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    x.apply_op1(PoolFwd(Pool { kind, input, axes }))
+}
+
+/// torch `max_pool3d(x, kernel, stride, padding)` on [N, C, T, H, W] (floor mode, dilation 1).
+pub fn max_pool3d(x: &Tensor, kernel: [usize; 3], stride: [usize; 3], padding: [usize; 3]) -> Result<Tensor> {
+    pool(x, Kind::Max, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))
+}
+
+/// torch `avg_pool3d(x, kernel, stride, padding, count_include_pad=...)` (floor mode).
+pub fn avg_pool3d(
+    x: &Tensor,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    count_include_pad: bool,
+) -> Result<Tensor> {
+    pool(x, Kind::Avg { count_include_pad }, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))
+}
+
+/// torch `adaptive_avg_pool3d(x, out)`.
+pub fn adaptive_avg_pool3d(x: &Tensor, out: [usize; 3]) -> Result<Tensor> {
+    pool(x, Kind::Avg { count_include_pad: false }, |a, len| Axis::adaptive(len, out[a]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Values all distinct, so max pooling is differentiable at the test point.
+    fn distinct(shape: [usize; 5]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32 / n as f32 - 0.5).collect();
+        Tensor::from_vec(v, shape.to_vec(), &Device::Cpu).unwrap()
+    }
+
+    type PoolFn = Box<dyn Fn(&Tensor) -> Tensor>;
+
+    #[test]
+    fn pools_have_torch_windows_and_finite_difference_gradients() {
+        let cases: Vec<(&str, [usize; 5], PoolFn, Vec<usize>)> = vec![
+            (
+                "max k133 s122 p011",
+                [2, 3, 4, 7, 6],
+                Box::new(|x| max_pool3d(x, [1, 3, 3], [1, 2, 2], [0, 1, 1]).unwrap()),
+                vec![2, 3, 4, 4, 3],
+            ),
+            (
+                "max k211 s211",
+                [1, 2, 5, 3, 3],
+                Box::new(|x| max_pool3d(x, [2, 1, 1], [2, 1, 1], [0, 0, 0]).unwrap()),
+                vec![1, 2, 2, 3, 3],
+            ),
+            (
+                "avg incl pad",
+                [1, 2, 3, 5, 5],
+                Box::new(|x| avg_pool3d(x, [3, 3, 3], [2, 2, 2], [1, 1, 1], true).unwrap()),
+                vec![1, 2, 2, 3, 3],
+            ),
+            (
+                "avg excl pad",
+                [1, 2, 3, 5, 5],
+                Box::new(|x| avg_pool3d(x, [3, 3, 3], [2, 2, 2], [1, 1, 1], false).unwrap()),
+                vec![1, 2, 2, 3, 3],
+            ),
+            (
+                "adaptive 1",
+                [2, 3, 3, 4, 5],
+                Box::new(|x| adaptive_avg_pool3d(x, [1, 1, 1]).unwrap()),
+                vec![2, 3, 1, 1, 1],
+            ),
+            (
+                "adaptive 2x3x2",
+                [1, 2, 5, 7, 3],
+                Box::new(|x| adaptive_avg_pool3d(x, [2, 3, 2]).unwrap()),
+                vec![1, 2, 2, 3, 2],
+            ),
+        ];
+        for (label, shape, f, want_shape) in cases {
+            let x = Var::from_tensor(&distinct(shape)).unwrap();
+            let y = f(x.as_tensor());
+            assert_eq!(y.dims(), want_shape.as_slice(), "{label}");
+            let r = Tensor::randn(0f32, 1., y.shape(), &Device::Cpu).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let vals = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            // Steps far below the gap between distinct values keep every max where it is.
+            let eps = 0.4 / vals.len() as f32;
+            for idx in 0..vals.len() {
+                let at = |d: f32| {
+                    let mut m = vals.clone();
+                    m[idx] += d;
+                    let t = Tensor::from_vec(m, shape.to_vec(), &Device::Cpu).unwrap();
+                    (f(&t) * &r).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                assert!(
+                    (g[idx] as f64 - fd).abs() < 2e-2 * fd.abs().max(1.0),
+                    "{label} [{idx}]: {} vs {fd}",
+                    g[idx]
+                );
+            }
+        }
+        // Hand-checked windows: the corner output of a 3×3×3, padding-1 average over a 3×5×5
+        // block of ones sees 2·2·2 real voxels out of 27 (counting padding) or 8 (not).
+        let ones = Tensor::ones((1, 1, 3, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let incl = avg_pool3d(&ones, [3, 3, 3], [2, 2, 2], [1, 1, 1], true).unwrap();
+        let excl = avg_pool3d(&ones, [3, 3, 3], [2, 2, 2], [1, 1, 1], false).unwrap();
+        let first = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
+        assert!((first(&incl) - 8.0 / 27.0).abs() < 1e-6, "{}", first(&incl));
+        assert_eq!(first(&excl), 1.0);
+    }
+}

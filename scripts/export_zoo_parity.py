@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Reference values for vidkit's 3D CNN parity test (bins/tests/parity_zoo.rs), from pytorchvideo
+0.1.5 and torch (zoo tier of scripts/peers.sh).
+
+Model mode (--arch NAME): builds pytorchvideo.models.hub.NAME (pretrained=False) with --classes
+classes, seeded random weights and randomised BatchNorm (affine parameters drawn, running
+statistics calibrated on random clips, then perturbed, so BN is not the identity), runs it in eval
+mode on a fixed random clip and writes into OUT:
+
+  model.pyth   the checkpoint as pytorchvideo/PySlowFast save it: {"model_state": state_dict,
+               "epoch": ..., "cfg": ...}
+  input.npy    float32 [B, T, 3, H, W] (vidkit's layout; the model sees it permuted to
+               [B, 3, T, H, W])
+  logits.npy   float32 [B, classes]
+  meta.json    arch, sizes, seed, versions
+
+At the test's reduced size the hub head's fixed pooling kernel (made for the zoo input) does not
+fit, so the head's pool is replaced by a global average pool (AdaptiveAvgPool3d(1)), which is what
+vidkit's heads do. X3D hub heads end in a softmax in eval mode: it is removed here, so both sides
+compare logits.
+
+Ops mode (--ops): forward and backward values of torch's conv3d, max_pool3d, avg_pool3d and
+adaptive_avg_pool3d for several configurations (groups, depthwise, dilation, padding): for each
+case a directory with x.npy, w.npy, b.npy (convs), r.npy (the cotangent), y.npy, gx.npy, gw.npy,
+gb.npy, and cases.json describing them.
+
+Usage: export_zoo_parity.py --arch slow_r50 --out DIR [--frames 8] [--size 64x80] [--batch 2]
+       [--classes 11] [--seed 0]
+       export_zoo_parity.py --ops --out DIR
+"""
+import argparse
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+
+
+def save(path, t):
+    np.save(path, t.detach().numpy().astype("<f4"))
+
+
+def randomise_bn(model, gen, calib):
+    """Draws BN affine parameters and calibrates running statistics on `calib` clips. The BN that
+    closes a residual branch gets small gains: a deep random ResNet with unit gains is chaotic and
+    amplifies float32 rounding towards the parity limit."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    last = set()
+    for name, m in model.named_modules():
+        if name.endswith("norm_c") or name.endswith("branch2.norm_c"):
+            last.add(m)
+    with torch.no_grad():
+        for m in bns:
+            c = m.num_features
+            lo, hi = (0.2, 0.6) if m in last else (0.5, 1.5)
+            m.weight.copy_(torch.empty(c).uniform_(lo, hi, generator=gen))
+            m.bias.copy_(torch.empty(c).normal_(0.0, 0.2, generator=gen))
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        for x in calib:
+            model(x)
+        for m in bns:
+            c = m.num_features
+            m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4, generator=gen))
+            m.running_mean.add_(torch.empty(c).normal_(0.0, 0.1, generator=gen) * m.running_var.sqrt())
+            m.momentum = 0.1
+    model.eval()
+
+
+def pathways(arch, clip):
+    """SlowFast takes [slow, fast]: pytorchvideo's PackPathway (alpha 4) of one clip [B, 3, T, H, W];
+    a fresh list per call, as the model overwrites it."""
+    if not arch.startswith("slowfast"):
+        return clip
+    t = clip.shape[2]
+    idx = torch.linspace(0, t - 1, t // 4).long()
+    return [torch.index_select(clip, 2, idx), clip]
+
+
+def export_model(a):
+    from pytorchvideo.models import hub
+
+    h, w = (int(v) for v in a.size.split("x"))
+    torch.manual_seed(a.seed)
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    model = getattr(hub, a.arch)(pretrained=False, model_num_class=a.classes)
+    head = model.blocks[-1]
+    if a.arch.startswith("slowfast"):  # PoolConcatPathway before the head: one pool per pathway
+        model.blocks[-2].pool = torch.nn.ModuleList([torch.nn.AdaptiveAvgPool3d(1)] * 2)
+    elif hasattr(head.pool, "pool"):  # X3D's ProjectedPool: pre_conv, pool, post_conv
+        head.pool.pool = torch.nn.AdaptiveAvgPool3d(1)
+    else:
+        head.pool = torch.nn.AdaptiveAvgPool3d(1)
+    if getattr(head, "activation", None) is not None:
+        head.activation = None  # X3D: softmax in eval mode; compare logits
+    calib = [pathways(a.arch, torch.randn(4, 3, a.frames, h, w, generator=gen)) for _ in range(2)]
+    randomise_bn(model, gen, calib)
+    x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
+    with torch.no_grad():
+        logits = model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous()))
+    os.makedirs(a.out, exist_ok=True)
+    ckpt = {"model_state": model.state_dict(), "epoch": 196, "cfg": f"{a.arch} parity fixture"}
+    torch.save(ckpt, os.path.join(a.out, "model.pyth"))
+    save(os.path.join(a.out, "input.npy"), x)
+    save(os.path.join(a.out, "logits.npy"), logits)
+    import pytorchvideo
+
+    meta = {
+        "arch": a.arch,
+        "frames": a.frames,
+        "size": [h, w],
+        "classes": a.classes,
+        "seed": a.seed,
+        "torch": torch.__version__,
+        "pytorchvideo": pytorchvideo.__version__,
+        "max_abs_logit": float(logits.abs().max()),
+    }
+    with open(os.path.join(a.out, "meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+# (name, cin, cout, kernel, stride, padding, dilation, groups, input T×H×W)
+CONVS = [
+    ("dense", 3, 5, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1, (5, 7, 6)),
+    ("stem_i3d", 3, 4, (5, 7, 7), (1, 2, 2), (2, 3, 3), (1, 1, 1), 1, (6, 13, 11)),
+    ("grouped", 6, 4, (3, 3, 1), (2, 1, 1), (1, 1, 0), (1, 1, 1), 2, (7, 6, 5)),
+    ("depthwise", 6, 6, (3, 3, 3), (1, 2, 2), (1, 1, 1), (1, 1, 1), 6, (5, 9, 8)),
+    ("dilated", 4, 6, (3, 3, 3), (1, 2, 1), (2, 2, 1), (2, 2, 1), 2, (7, 9, 8)),
+    ("depthwise_dilated", 4, 4, (3, 3, 3), (2, 1, 2), (2, 2, 2), (2, 2, 2), 4, (7, 8, 9)),
+    ("pointwise_strided", 4, 6, (1, 1, 1), (1, 2, 2), (0, 0, 0), (1, 1, 1), 1, (3, 7, 6)),
+]
+
+# (name, kind, kernel, stride, padding, count_include_pad / output size, input T×H×W)
+POOLS = [
+    ("max_stem", "max", (1, 3, 3), (1, 2, 2), (0, 1, 1), None, (4, 9, 8)),
+    ("max_stage1", "max", (2, 1, 1), (2, 1, 1), (0, 0, 0), None, (5, 4, 3)),
+    ("avg_incl", "avg", (3, 3, 3), (2, 2, 2), (1, 1, 1), True, (5, 7, 6)),
+    ("avg_excl", "avg", (3, 3, 3), (2, 2, 2), (1, 1, 1), False, (5, 7, 6)),
+    ("adaptive", "adaptive", None, None, None, (2, 3, 2), (5, 7, 3)),
+]
+
+
+def export_ops(a):
+    gen = torch.Generator().manual_seed(a.seed)
+    cases = []
+    for name, cin, cout, k, s, p, d, g, (t, h, w) in CONVS:
+        x = torch.randn(2, cin, t, h, w, generator=gen, requires_grad=True)
+        wt = torch.randn(cout, cin // g, *k, generator=gen, requires_grad=True)
+        b = torch.randn(cout, generator=gen, requires_grad=True)
+        y = torch.nn.functional.conv3d(x, wt, b, stride=s, padding=p, dilation=d, groups=g)
+        r = torch.randn(y.shape, generator=gen)
+        (y * r).sum().backward()
+        out = os.path.join(a.out, name)
+        os.makedirs(out, exist_ok=True)
+        for n, v in [("x", x), ("w", wt), ("b", b), ("r", r), ("y", y), ("gx", x.grad), ("gw", wt.grad), ("gb", b.grad)]:
+            save(os.path.join(out, f"{n}.npy"), v)
+        cases.append({"name": name, "op": "conv3d", "stride": s, "padding": p, "dilation": d, "groups": g})
+    for name, kind, k, s, p, extra, (t, h, w) in POOLS:
+        # Distinct values, so every window has one maximum and the gradient is defined.
+        n = 2 * 3 * t * h * w
+        x = (torch.randperm(n, generator=gen).float() / n).reshape(2, 3, t, h, w).requires_grad_(True)
+        F = torch.nn.functional
+        if kind == "max":
+            y = F.max_pool3d(x, k, s, p)
+        elif kind == "avg":
+            y = F.avg_pool3d(x, k, s, p, count_include_pad=extra)
+        else:
+            y = F.adaptive_avg_pool3d(x, extra)
+        r = torch.randn(y.shape, generator=gen)
+        (y * r).sum().backward()
+        out = os.path.join(a.out, name)
+        os.makedirs(out, exist_ok=True)
+        for nm, v in [("x", x), ("r", r), ("y", y), ("gx", x.grad)]:
+            save(os.path.join(out, f"{nm}.npy"), v)
+        case = {"name": name, "op": kind, "kernel": k, "stride": s, "padding": p}
+        if kind == "avg":
+            case["count_include_pad"] = extra
+        if kind == "adaptive":
+            case["output"] = extra
+        cases.append(case)
+    with open(os.path.join(a.out, "cases.json"), "w") as f:
+        json.dump(cases, f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", help="a pytorchvideo.models.hub name: slow_r50, x3d_xs, ...")
+    ap.add_argument("--ops", action="store_true", help="export op-level forward/backward cases")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--size", default="64x80", help="HxW of the input")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--classes", type=int, default=11)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    if a.ops:
+        export_ops(a)
+    elif a.arch:
+        export_model(a)
+    else:
+        ap.error("give --arch NAME or --ops")
+
+
+if __name__ == "__main__":
+    main()
