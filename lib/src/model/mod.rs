@@ -61,6 +61,30 @@ impl Model {
             Model::Recognizer2d(m) => m.features_t(x, train),
         }
     }
+
+    /// Backbone stages that `stage_features_t` can pool (`layer1` .. `layerN`).
+    pub fn num_stages(&self) -> usize {
+        match self {
+            Model::Recognizer2d(_) => 4,
+        }
+    }
+
+    /// Globally average-pooled output of backbone stage `stage` (1-based) per frame, [B, T, C];
+    /// stage `num_stages()` gives `features_t`'s values. T need not be the config's `frames`
+    /// except for models that couple frames (`temporal_group`).
+    pub fn stage_features_t(&self, x: &Tensor, stage: usize, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Recognizer2d(m) => m.stage_features_t(x, stage, train),
+        }
+    }
+
+    /// Frames that must go through the model together (TSM's shift couples a clip's frames);
+    /// `None` when frames are independent (TSN).
+    pub fn temporal_group(&self) -> Option<usize> {
+        match self {
+            Model::Recognizer2d(m) => m.temporal_group(),
+        }
+    }
 }
 
 /// Builds `config.arch` with parameters from `vb` (fresh ones when it wraps an empty VarMap).
