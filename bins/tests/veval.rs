@@ -18,9 +18,11 @@
 //! 0: [1,0,0,0,0]  1: [1,1,0,0,0]  2: [0,0,0,0,1]  4: [1,0,0,0,0]  5: [1,0,0,0,0].
 //! (Checked once against the reference functions under numpy 2.4.)
 
+mod common;
+
+use common::ToolRun;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 const CASE: [(&str, i64, [f32; 6]); 6] = [
     ("v0", 0, [0.50, 0.10, 0.10, 0.10, 0.10, 0.10]),
@@ -31,47 +33,8 @@ const CASE: [(&str, i64, [f32; 6]); 6] = [
     ("v5", 1, [0.00, 0.90, 0.10, 0.00, 0.00, 0.00]),
 ];
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        assert_eq!(self.code, 0, "veval failed: {}", self.stderr);
-        assert_eq!(self.stdout.lines().count(), 1, "one JSON object on stdout: {}", self.stdout);
-        serde_json::from_str(&self.stdout).expect("stdout is JSON")
-    }
-
-    /// A fatal error: exit code 2, nothing on stdout, exactly one line on stderr, which is returned.
-    fn fatal(&self) -> &str {
-        assert_eq!(self.code, 2, "expected exit code 2; stderr: {}", self.stderr);
-        assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
-        assert_eq!(self.stderr.lines().count(), 1, "one line on stderr: {:?}", self.stderr);
-        self.stderr.trim_end()
-    }
-}
-
-fn veval(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veval"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("veval runs");
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+fn veval(dir: &Path, args: &[&str], stdin: Option<&str>) -> ToolRun {
+    common::run_tool(env!("CARGO_BIN_EXE_veval"), args, dir, stdin)
 }
 
 /// The case as prediction lines; `video` names each record, `with_label` adds the label field.

@@ -52,6 +52,12 @@ pub struct Extractor<'a> {
 
 impl<'a> Extractor<'a> {
     pub fn new(model: &'a Model, layer: Layer, batch_frames: usize, device: Device) -> Result<Self> {
+        if model.takes_features() {
+            bail!(
+                "{} takes feature sequences; vfeat runs a frame backbone (tsn_*, tsm_*)",
+                model.config().arch
+            );
+        }
         let stages = model.num_stages();
         let stage = match layer {
             Layer::Pool => stages,

@@ -1,21 +1,26 @@
 //! `veval`: classification metrics over prediction records (DESIGN.md §2.3), as mmaction2's
 //! `AccMetric` reports them: top-1 and top-5 accuracy, mean class accuracy, and on request the
-//! confusion matrix. The formulas live in `vidkit::metric::accuracy`.
+//! confusion matrix; with `--multilabel`, youtube-8m's GAP@k, hit@1 and PERR and mmaction2's mAP.
+//! The formulas live in `vidkit::metric::accuracy` and `vidkit::metric::multilabel`.
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use vidkit::data::{read_label_names, read_list, ListEntry};
-use vidkit::metric::{argmax_classes, confusion_matrix, mean_class_accuracy, top_k_accuracy};
+use vidkit::metric::{
+    argmax_classes, confusion_matrix, gap, hit_at_one, mean_average_precision, mean_class_accuracy,
+    precision_at_equal_recall_rate, top_k_accuracy,
+};
 use vidkit::stream::prediction::{read_predictions, Prediction};
 use vidkit::stream::Label;
 
-const ABOUT: &str =
-    "Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix";
+const ABOUT: &str = "Score classification predictions: top-1/top-5 accuracy, mean class accuracy, \
+confusion matrix; GAP, hit@1, PERR and mAP for multi-label sets";
 
 const LONG_ABOUT: &str = "\
-Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix.
+Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix; \
+with --multilabel, GAP@k, hit@1, PERR and mAP.
 
 Reads prediction records (JSON Lines, one object per video: {\"video\", \"label\"?, \"scores\", \
 \"top\"}, as vclassify writes them) and the ground truth: a list file (--gt, `path label` per line) \
@@ -35,7 +40,21 @@ Predictions are matched to list entries by \"video\", which vsample sets to the 
 in the list: first the exact string, then the list path joined to --root, then the file name \
 alone (when it names exactly one entry). A prediction without ground truth, or a list entry \
 without a prediction, is an error unless --allow-missing. Every record is one sample, so \
-per-clip predictions are scored per clip.";
+per-clip predictions are scored per clip.
+
+Multi-label (--multilabel): each video has a set of positive classes, from --gt (`path l1,l2,...`; \
+a line with a path only is a video without positives) or from each record's \"labels\" (a list \
+of class ids), else its \"label\" (a list or an int). The JSON object is {\"gap\", \"hit1\", \"perr\", \
+\"map\", \"top_k\", \"videos\", \"classes\"}. gap, hit1 and perr are youtube-8m's \
+(eval_util.py: calculate_gap, calculate_hit_at_one, calculate_precision_at_equal_recall_rate): \
+GAP@k pools the --top-k best classes of every video into one ranking and divides by all \
+positives, retrieved or not; hit1 is the fraction of videos whose best class is positive; perr \
+takes as many best classes as a video has positives and counts those positive and scored above \
+0. Videos without positives count in hit1 and perr as 0. map is mmaction2's \
+mean_average_precision: per-class AP over all videos, averaged over the classes that have \
+positives (null when none has). Equal scores rank as the references rank them: GAP replays \
+youtube-8m's seeded shuffle; where the reference leaves the choice unspecified (a tie at the \
+k-th place), the lower class index goes first. NaN scores are an error.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -49,7 +68,10 @@ Examples:
   veval --pred preds.jsonl --gt val.list --confusion --labels labels.txt
 
   # Only part of the list was classified: score what is there
-  veval --pred shard0.jsonl --gt val.list --allow-missing";
+  veval --pred shard0.jsonl --gt val.list --allow-missing
+
+  # Multi-label (YouTube-8M style): GAP@20, hit@1, PERR and mAP against `path l1,l2,...` lines
+  veval --multilabel --pred preds.jsonl --gt val_multilabel.list";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "veval", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -69,6 +91,15 @@ pub struct Args {
     /// Also report the confusion matrix (JSON) and per-class accuracy (table).
     #[arg(long)]
     pub confusion: bool,
+
+    /// Multi-label evaluation (several positive classes per video): GAP@k, hit@1, PERR, mAP.
+    #[arg(long, conflicts_with = "confusion")]
+    pub multilabel: bool,
+
+    /// With --multilabel: how many best classes of each video enter GAP (GAP@K).
+    #[arg(long, value_name = "K", default_value_t = 20, requires = "multilabel",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub top_k: u32,
 
     /// Class names, one per line; must name as many classes as there are scores.
     #[arg(long, value_name = "labels.txt")]
@@ -196,14 +227,43 @@ fn class_count(
     Ok(classes)
 }
 
+/// A label as a class index, or an error naming where it came from.
+fn class_index(label: i64, classes: usize, at: &str) -> Result<usize> {
+    match usize::try_from(label) {
+        Ok(c) if c < classes => Ok(c),
+        _ => bail!("{at}: label {label} is out of range for {classes} classes (0..={})", classes - 1),
+    }
+}
+
 /// One true class from a label, or an error for multi-label and out-of-range values.
 fn single_class(labels: &[i64], classes: usize, at: &str) -> Result<usize> {
     match labels {
-        [l] if *l >= 0 && (*l as u64) < classes as u64 => Ok(*l as usize),
-        [l] => bail!("{at}: label {l} is out of range for {classes} classes (0..={})", classes - 1),
+        [l] => class_index(*l, classes, at),
         [] => bail!("{at}: no label"),
-        _ => bail!("{at}: multi-label ground truth {labels:?}; top-k accuracy needs one label per video"),
+        _ => bail!("{at}: multi-label ground truth {labels:?}; top-k accuracy needs one label per video (or --multilabel)"),
     }
+}
+
+/// The positive classes of a multi-label video (possibly none), sorted, a repeat counted once.
+fn class_set(labels: &[i64], classes: usize, at: &str) -> Result<Vec<usize>> {
+    let mut set = labels.iter().map(|&l| class_index(l, classes, at)).collect::<Result<Vec<_>>>()?;
+    set.sort_unstable();
+    set.dedup();
+    Ok(set)
+}
+
+/// A record's own ground truth as label values: its "label"; for multi-label evaluation its
+/// "labels" list first (single-label mode ignores that key, as it always has).
+fn record_label_values(p: &Prediction, at: &str, multilabel: bool) -> Result<Option<Vec<i64>>> {
+    if let Some(v) = p.extra.get("labels").filter(|_| multilabel) {
+        let ls: Vec<i64> = serde_json::from_value(v.clone())
+            .map_err(|_| anyhow::anyhow!("{at}: \"labels\" must be a list of class ids, not {v}"))?;
+        return Ok(Some(ls));
+    }
+    Ok(p.label.as_ref().map(|l| match l {
+        Label::Single(l) => vec![*l],
+        Label::Multi(ls) => ls.clone(),
+    }))
 }
 
 /// What could not be matched, for the error (or, with --allow-missing, the note).
@@ -215,13 +275,14 @@ struct Missing {
     entries: Vec<(usize, String)>,
 }
 
-/// The true class of each record (`None`: no ground truth for it).
-fn labels_from_list(
+/// The ground truth of each record from the list (`None`: no entry for it), each entry's labels
+/// converted by `truth`.
+fn labels_from_list<T>(
     preds: &[(usize, Prediction)],
     gt: &GroundTruth,
-    classes: usize,
     missing: &mut Missing,
-) -> Result<Vec<Option<usize>>> {
+    truth: impl Fn(&[i64], &str) -> Result<T>,
+) -> Result<Vec<Option<T>>> {
     let mut seen = vec![false; gt.entries.len()];
     let mut out = Vec::with_capacity(preds.len());
     for (line, p) in preds {
@@ -232,11 +293,7 @@ fn labels_from_list(
         };
         seen[i] = true;
         let e = &gt.entries[i];
-        out.push(Some(single_class(
-            &e.labels,
-            classes,
-            &format!("{}: line {}: {:?}", gt.source, e.line, e.path),
-        )?));
+        out.push(Some(truth(&e.labels, &format!("{}: line {}: {:?}", gt.source, e.line, e.path))?));
     }
     for &i in &gt.unique {
         if !seen[i] {
@@ -246,23 +303,24 @@ fn labels_from_list(
     Ok(out)
 }
 
-fn labels_from_records(
+/// The ground truth each record carries (`None`: it has none), converted by `truth`.
+fn labels_from_records<T>(
     preds: &[(usize, Prediction)],
     source: &str,
-    classes: usize,
+    multilabel: bool,
     missing: &mut Missing,
-) -> Result<Vec<Option<usize>>> {
+    truth: impl Fn(&[i64], &str) -> Result<T>,
+) -> Result<Vec<Option<T>>> {
     preds
         .iter()
         .map(|(line, p)| {
             let at = format!("{source}: line {line}");
-            match &p.label {
+            match record_label_values(p, &at, multilabel)? {
                 None => {
                     missing.preds.push((*line, p.video.clone()));
                     Ok(None)
                 }
-                Some(Label::Single(l)) => single_class(&[*l], classes, &at).map(Some),
-                Some(Label::Multi(ls)) => single_class(ls, classes, &at).map(Some),
+                Some(ls) => truth(&ls, &at).map(Some),
             }
         })
         .collect()
@@ -358,28 +416,40 @@ fn print_table(r: &Report, classes: usize, source: &str, names: Option<&[String]
     eprint!("{t}");
 }
 
-pub fn main(args: Args) -> Result<Outcome> {
-    let source = display_name(&args.pred);
-    let preds = read_predictions(&args.pred)?;
-    let names = args.labels.as_deref().map(read_label_names).transpose()?;
-    let names_src = args.labels.as_ref().map(|p| p.display().to_string());
-    let classes = class_count(&preds, &source, names.as_deref().zip(names_src.as_deref()))?;
-
+/// Each record's ground truth, from --gt or from the records, converted by `truth`; records
+/// without any are dropped (after `check_missing` allowed it). Errors when none is left.
+fn scores_with_truth<T>(
+    preds: Vec<(usize, Prediction)>,
+    args: &Args,
+    source: &str,
+    truth: impl Fn(&[i64], &str) -> Result<T>,
+) -> Result<(Vec<Vec<f32>>, Vec<T>)> {
     let mut missing = Missing::default();
     let labels = match &args.gt {
         Some(gt) => {
             let gt = GroundTruth::read(gt, args.root.as_deref())?;
-            labels_from_list(&preds, &gt, classes, &mut missing)?
+            labels_from_list(&preds, &gt, &mut missing, truth)?
         }
-        None => labels_from_records(&preds, &source, classes, &mut missing)?,
+        None => labels_from_records(&preds, source, args.multilabel, &mut missing, truth)?,
     };
-    check_missing(&missing, &args, &source)?;
-
-    let (scores, truth): (Vec<Vec<f32>>, Vec<usize>) =
+    check_missing(&missing, args, source)?;
+    let (scores, truth): (Vec<Vec<f32>>, Vec<T>) =
         preds.into_iter().zip(labels).filter_map(|((_, p), l)| l.map(|l| (p.scores, l))).unzip();
     if truth.is_empty() {
         bail!("{source}: no prediction has ground truth; nothing to evaluate");
     }
+    Ok((scores, truth))
+}
+
+/// Top-k accuracy, mean class accuracy and the confusion matrix: the JSON line.
+fn single_label(
+    preds: Vec<(usize, Prediction)>,
+    args: &Args,
+    source: &str,
+    classes: usize,
+    names: Option<&[String]>,
+) -> Result<String> {
+    let (scores, truth) = scores_with_truth(preds, args, source, |ls, at| single_class(ls, classes, at))?;
     let report = Report {
         count: truth.len(),
         top1: top_k_accuracy(&scores, &truth, 1),
@@ -387,12 +457,92 @@ pub fn main(args: Args) -> Result<Outcome> {
         mean_class_acc: mean_class_accuracy(&scores, &truth),
         confusion: args.confusion.then(|| confusion_matrix(&argmax_classes(&scores), &truth)),
     };
-
     if !args.quiet {
-        print_table(&report, classes, &source, names.as_deref());
+        print_table(&report, classes, source, names);
     }
+    Ok(to_json(&report, names))
+}
+
+struct MultiLabelReport {
+    videos: usize,
+    classes: usize,
+    top_k: u32,
+    positives: usize,
+    gap: f64,
+    hit1: f64,
+    perr: f64,
+    map: f64,
+    /// Classes with positives, which mAP averages over.
+    map_classes: usize,
+}
+
+fn multilabel_json(r: &MultiLabelReport) -> String {
+    use serde_json::Value;
+    // By hand to keep the keys in this order; NaN (no class with positives) becomes null.
+    format!(
+        "{{\"gap\":{},\"hit1\":{},\"perr\":{},\"map\":{},\"top_k\":{},\"videos\":{},\"classes\":{}}}\n",
+        Value::from(r.gap),
+        Value::from(r.hit1),
+        Value::from(r.perr),
+        Value::from(r.map),
+        r.top_k,
+        r.videos,
+        r.classes
+    )
+}
+
+fn print_multilabel_table(r: &MultiLabelReport, source: &str) {
+    let mut t = format!(
+        "veval: {} videos from {source}, {} classes, {} positive labels (multi-label)\n",
+        r.videos, r.classes, r.positives
+    );
+    t += &format!("  {:<16}{:>8.4}\n", format!("gap@{}", r.top_k), r.gap);
+    t += &format!("  {:<16}{:>8.4}\n", "hit1", r.hit1);
+    t += &format!("  {:<16}{:>8.4}\n", "perr", r.perr);
+    t += &format!("  {:<16}{:>8.4}  (over {} classes with positives)\n", "map", r.map, r.map_classes);
+    eprint!("{t}");
+}
+
+/// GAP@k, hit@1, PERR and mAP: the JSON line.
+fn multilabel(preds: Vec<(usize, Prediction)>, args: &Args, source: &str, classes: usize) -> Result<String> {
+    // The references' orders of NaN are arbitrary (Python's sorted, numpy's argpartition).
+    for (line, p) in &preds {
+        if let Some(c) = p.scores.iter().position(|s| s.is_nan()) {
+            bail!("{source}: line {line}: the score of class {c} is NaN; multi-label metrics need ordered scores");
+        }
+    }
+    let (scores, truth) = scores_with_truth(preds, args, source, |ls, at| class_set(ls, classes, at))?;
+    let (map, map_classes) = mean_average_precision(&scores, &truth);
+    let report = MultiLabelReport {
+        videos: truth.len(),
+        classes,
+        top_k: args.top_k,
+        positives: truth.iter().map(Vec::len).sum(),
+        gap: gap(&scores, &truth, args.top_k as usize),
+        hit1: hit_at_one(&scores, &truth),
+        perr: precision_at_equal_recall_rate(&scores, &truth),
+        map,
+        map_classes,
+    };
+    if !args.quiet {
+        print_multilabel_table(&report, source);
+    }
+    Ok(multilabel_json(&report))
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    let source = display_name(&args.pred);
+    let preds = read_predictions(&args.pred)?;
+    let names = args.labels.as_deref().map(read_label_names).transpose()?;
+    let names_src = args.labels.as_ref().map(|p| p.display().to_string());
+    let classes = class_count(&preds, &source, names.as_deref().zip(names_src.as_deref()))?;
+    let json = if args.multilabel {
+        multilabel(preds, &args, &source, classes)?
+    } else {
+        single_label(preds, &args, &source, classes, names.as_deref())?
+    };
+
     let mut out = vidkit::io::Output::open(args.output.as_deref())?;
-    let json = to_json(&report, names.as_deref());
     let dest = args.output.as_ref().map_or_else(|| "<stdout>".to_string(), |p| p.display().to_string());
     out.write_all(json.as_bytes()).with_context(|| format!("{dest}: cannot write"))?;
     out.finish().with_context(|| format!("{dest}: cannot write"))?;
@@ -437,6 +587,34 @@ mod tests {
             .starts_with("f: line 4: label 3 is out of range"));
         assert!(single_class(&[-1], 3, "f").is_err());
         assert!(single_class(&[0, 1], 3, "f").unwrap_err().to_string().contains("multi-label"));
+    }
+
+    #[test]
+    fn multi_label_sets_are_sorted_once_each_and_in_range() {
+        assert_eq!(class_set(&[3, 0, 3], 4, "f").unwrap(), vec![0, 3]);
+        assert!(class_set(&[], 4, "f").unwrap().is_empty());
+        let err = class_set(&[1, 4], 4, "f: line 2").unwrap_err().to_string();
+        assert_eq!(err, "f: line 2: label 4 is out of range for 4 classes (0..=3)");
+        assert!(class_set(&[-1], 4, "f").is_err());
+    }
+
+    #[test]
+    fn multilabel_json_keeps_key_order_and_writes_nan_map_as_null() {
+        let r = MultiLabelReport {
+            videos: 3,
+            classes: 4,
+            top_k: 20,
+            positives: 0,
+            gap: 0.0,
+            hit1: 0.0,
+            perr: 0.0,
+            map: f64::NAN,
+            map_classes: 0,
+        };
+        assert_eq!(
+            multilabel_json(&r),
+            "{\"gap\":0.0,\"hit1\":0.0,\"perr\":0.0,\"map\":null,\"top_k\":20,\"videos\":3,\"classes\":4}\n"
+        );
     }
 
     #[test]

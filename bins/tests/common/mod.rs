@@ -39,6 +39,53 @@ pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
     Command::new(bin).args(args).current_dir(dir).output().expect("binary runs")
 }
 
+/// A finished run of a tool, its output as text.
+pub struct ToolRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolRun {
+    /// Success with exactly one JSON object on stdout, which is returned.
+    pub fn json(&self) -> serde_json::Value {
+        assert_eq!(self.code, 0, "the tool failed: {}", self.stderr);
+        assert_eq!(self.stdout.lines().count(), 1, "one JSON object on stdout: {}", self.stdout);
+        serde_json::from_str(&self.stdout).expect("stdout is JSON")
+    }
+
+    /// A fatal error: exit code 2, nothing on stdout, exactly one line on stderr, which is returned.
+    pub fn fatal(&self) -> &str {
+        assert_eq!(self.code, 2, "expected exit code 2; stderr: {}", self.stderr);
+        assert!(self.stdout.is_empty(), "stdout: {}", self.stdout);
+        assert_eq!(self.stderr.lines().count(), 1, "one line on stderr: {:?}", self.stderr);
+        self.stderr.trim_end()
+    }
+}
+
+/// Runs `bin` in `dir`, feeding `stdin` (or nothing) to it.
+pub fn run_tool(bin: &str, args: &[&str], dir: &Path, stdin: Option<&str>) -> ToolRun {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tool runs");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("piped stdin").write_all(text.as_bytes()).expect("stdin written");
+    }
+    let out = child.wait_with_output().expect("the tool ends");
+    ToolRun {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -2,7 +2,11 @@
 //! reference is cited in the submodule.
 //!
 //! - [`accuracy`]: top-k accuracy, mean class accuracy, confusion matrix (mmaction2).
+//! - [`multilabel`]: GAP@k, hit@1, PERR (youtube-8m) and mAP (mmaction2).
 
 pub mod accuracy;
+pub mod multilabel;
+mod python_random;
 
 pub use accuracy::{argmax_classes, confusion_matrix, mean_class_accuracy, top_k_accuracy};
+pub use multilabel::{gap, hit_at_one, mean_average_precision, precision_at_equal_recall_rate};

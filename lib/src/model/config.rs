@@ -28,14 +28,124 @@ pub struct ModelConfig {
     /// Class names, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
-    /// Test-time aggregation over clips and views: `softmax` (average probabilities) or `logits`.
+    /// Test-time aggregation over clips and views: `softmax` (average probabilities), `logits`,
+    /// or `sigmoid` (per-class probabilities, for multi-label models).
     pub aggregate: String,
+    /// Multi-label classification: sigmoid outputs and binary cross-entropy in training.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multilabel: bool,
+    /// Feature-sequence models (AttentionLSTM, AttentionCluster, NeXtVLAD): their inputs and
+    /// layer sizes. Absent for models that take frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceSpec>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+/// Inputs and sizes of a feature-sequence model, with PaddleVideo's names and defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SequenceSpec {
+    /// Modality names (feature datasets / the `modality` header key), in input order.
+    pub modalities: Vec<String>,
+    /// Feature width of each modality.
+    pub feature_dims: Vec<usize>,
+    /// AttentionLSTM: width of the per-frame embedding before the LSTM.
+    pub embedding_size: usize,
+    /// AttentionLSTM: hidden size of each LSTM direction.
+    pub lstm_size: usize,
+    /// Widths of the fully connected layers between pooling and the classifier.
+    pub hidden_sizes: Vec<usize>,
+    /// AttentionCluster: attention units per modality; NeXtVLAD: clusters (first entry).
+    pub clusters: Vec<usize>,
+    /// NeXtVLAD: groups, expansion and the gating reduction of the context gate.
+    pub groups: usize,
+    pub expansion: usize,
+    pub gating_reduction: usize,
+}
+
+impl Default for SequenceSpec {
+    fn default() -> Self {
+        Self {
+            modalities: vec!["rgb".into()],
+            feature_dims: vec![2048],
+            embedding_size: 512,
+            lstm_size: 1024,
+            hidden_sizes: vec![8192, 4096],
+            clusters: vec![32],
+            groups: 8,
+            expansion: 2,
+            gating_reduction: 8,
+        }
+    }
+}
+
+impl SequenceSpec {
+    /// PaddleVideo's settings per architecture, for one `rgb` modality of 2048-d features (the
+    /// VideoTag layout: TSN-R50 features in, AttentionLSTM out).
+    pub fn defaults(arch: &str) -> Option<Self> {
+        let base = Self::default();
+        match arch {
+            // configs/recognition/attention_lstm/attention_lstm_youtube8m.yaml; fc sizes fixed in
+            // paddlevideo/modeling/heads/attention_lstm_head.py.
+            "attention_lstm" => Some(base),
+            // PaddleCV/PaddleVideo configs/attention_cluster.yaml: 32 units, fc 1024 and 4096.
+            "attention_cluster" => Some(Self { hidden_sizes: vec![1024, 4096], ..base }),
+            // PaddleCV/PaddleVideo configs/nextvlad.yaml: 128 clusters, hidden 2048, 8 groups.
+            "nextvlad" => Some(Self { hidden_sizes: vec![2048], clusters: vec![128], ..base }),
+            _ => None,
+        }
+    }
+
+    pub fn validate(&self, arch: &str) -> Result<()> {
+        let n = self.modalities.len();
+        if n == 0 || self.feature_dims.len() != n {
+            bail!("sequence: {n} modalities need as many feature_dims (got {})", self.feature_dims.len());
+        }
+        if self.feature_dims.iter().chain(&self.clusters).any(|d| *d == 0) {
+            bail!("sequence: feature_dims and clusters must be positive");
+        }
+        match arch {
+            "attention_lstm"
+                if self.hidden_sizes.len() != 2 || self.embedding_size == 0 || self.lstm_size == 0 =>
+            {
+                bail!(
+                    "attention_lstm needs hidden_sizes [fc_out1, fc_out2] and positive embedding/lstm sizes"
+                )
+            }
+            "attention_cluster" if self.hidden_sizes.len() != 2 || self.clusters.len() != n => {
+                bail!("attention_cluster needs hidden_sizes [fc1, fc2] and one cluster count per modality")
+            }
+            "nextvlad" => {
+                if self.hidden_sizes.len() != 1 || self.clusters.is_empty() || self.groups == 0 {
+                    bail!("nextvlad needs hidden_sizes [hidden], clusters [K] and groups > 0");
+                }
+                for d in &self.feature_dims {
+                    if (d * self.expansion) % self.groups != 0 {
+                        bail!(
+                            "nextvlad: expansion × feature dim {d} is not divisible by {} groups",
+                            self.groups
+                        );
+                    }
+                }
+                if self.hidden_sizes[0] < self.gating_reduction.max(1) {
+                    bail!("nextvlad: hidden size below the gating reduction");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 impl ModelConfig {
+    /// Whether `arch` takes feature sequences rather than frames.
+    pub fn is_sequence_arch(arch: &str) -> bool {
+        SequenceSpec::defaults(arch).is_some()
+    }
+
     pub fn defaults(arch: &str) -> Self {
+        let sequence = SequenceSpec::defaults(arch);
         Self {
             arch: arch.to_string(),
             num_classes: 400,
@@ -50,6 +160,8 @@ impl ModelConfig {
             base_width: 64,
             labels: None,
             aggregate: "softmax".into(),
+            multilabel: false,
+            sequence,
             extra: Map::new(),
         }
     }
@@ -75,8 +187,14 @@ impl ModelConfig {
         if self.std.iter().any(|s| *s <= 0.0) {
             bail!("std must be positive");
         }
-        if !["softmax", "logits"].contains(&self.aggregate.as_str()) {
-            bail!("aggregate must be softmax or logits, not {:?}", self.aggregate);
+        if !["softmax", "logits", "sigmoid"].contains(&self.aggregate.as_str()) {
+            bail!("aggregate must be softmax, logits or sigmoid, not {:?}", self.aggregate);
+        }
+        match (&self.sequence, Self::is_sequence_arch(&self.arch)) {
+            (Some(s), true) => s.validate(&self.arch)?,
+            (None, true) => bail!("{} needs a `sequence` section (modalities, feature_dims, ...)", self.arch),
+            (Some(_), false) => bail!("{} takes frames: a `sequence` section does not apply", self.arch),
+            (None, false) => {}
         }
         if let Some(l) = &self.labels {
             if l.len() != self.num_classes {

@@ -320,6 +320,14 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
     }
     let (tensors, state_dict_key) = read_torch_state_dict(path)?;
     let tensors_read = tensors.len();
+    if ModelConfig::is_sequence_arch(arch) {
+        let (tensors, mut config, dropped) =
+            super::sequence::adopt_checkpoint(arch, tensors).with_context(|| path.display().to_string())?;
+        config.apply_overrides(overrides).with_context(|| format!("{}: config", path.display()))?;
+        let model =
+            from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+        return Ok(Imported { model, state_dict_key, layout: "vidkit", tensors_read, dropped });
+    }
     let (tensors, layout, dropped) =
         map_tensors(arch, tensors).with_context(|| path.display().to_string())?;
 

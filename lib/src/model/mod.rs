@@ -7,13 +7,15 @@ mod import;
 mod init;
 mod recognizer2d;
 mod resnet;
+mod sequence;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
 pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
 pub use init::init_weights;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
+pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
 
 use crate::rng::Rng;
 use anyhow::{bail, Result};
@@ -21,19 +23,33 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 8] =
-    ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101"];
+pub const ARCHS: [&str; 11] = [
+    "tsn_r18",
+    "tsn_r34",
+    "tsn_r50",
+    "tsn_r101",
+    "tsm_r18",
+    "tsm_r34",
+    "tsm_r50",
+    "tsm_r101",
+    "attention_lstm",
+    "attention_cluster",
+    "nextvlad",
+];
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
 pub enum Model {
     Recognizer2d(Recognizer2d),
+    /// Takes feature sequences (see [`Model::forward_seq`]), not frames.
+    Sequence(SequenceModel),
 }
 
 impl Model {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Model::Recognizer2d(m) => &m.config,
+            Model::Sequence(m) => &m.config,
         }
     }
 
@@ -52,6 +68,30 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
+            Model::Sequence(m) => {
+                let _ = (x, train, dropout_rng);
+                candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
+            }
+        }
+    }
+
+    /// Whether the model takes feature sequences rather than frames.
+    pub fn takes_features(&self) -> bool {
+        matches!(self, Model::Sequence(_))
+    }
+
+    /// Logits [B, classes] of a batch of feature sequences (one padded tensor per modality).
+    pub fn forward_seq(
+        &self,
+        batch: &[Padded],
+        train: bool,
+        dropout_rng: Option<&mut Rng>,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Sequence(m) => m.forward_t(batch, train, dropout_rng),
+            Model::Recognizer2d(m) => {
+                candle_core::bail!("{} takes frames, not feature sequences", m.config.arch)
+            }
         }
     }
 
@@ -59,6 +99,10 @@ impl Model {
     pub fn features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.features_t(x, train),
+            Model::Sequence(m) => {
+                let _ = (x, train);
+                candle_core::bail!("{} has no frame features", m.config.arch)
+            }
         }
     }
 
@@ -66,6 +110,7 @@ impl Model {
     pub fn num_stages(&self) -> usize {
         match self {
             Model::Recognizer2d(_) => 4,
+            Model::Sequence(_) => 0,
         }
     }
 
@@ -75,6 +120,10 @@ impl Model {
     pub fn stage_features_t(&self, x: &Tensor, stage: usize, train: bool) -> candle_core::Result<Tensor> {
         match self {
             Model::Recognizer2d(m) => m.stage_features_t(x, stage, train),
+            Model::Sequence(m) => {
+                let _ = (x, stage, train);
+                candle_core::bail!("{} has no frame features", m.config.arch)
+            }
         }
     }
 
@@ -83,6 +132,7 @@ impl Model {
     pub fn temporal_group(&self) -> Option<usize> {
         match self {
             Model::Recognizer2d(m) => m.temporal_group(),
+            Model::Sequence(_) => None,
         }
     }
 }
@@ -95,6 +145,9 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
         Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),
         _ => ("", None),
     };
+    if ModelConfig::is_sequence_arch(arch) {
+        return Ok(Model::Sequence(SequenceModel::new(config.clone(), vb)?));
+    }
     match (family, depth) {
         (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {
             Ok(Model::Recognizer2d(Recognizer2d::new(config.clone(), d, f == "tsm", vb)?))

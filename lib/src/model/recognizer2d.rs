@@ -60,17 +60,7 @@ impl Recognizer2d {
     /// generator, so a training run is reproducible (candle's own RNG cannot be seeded).
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
         let consensus = self.features_t(x, train)?.mean(1)?;
-        let p = self.config.dropout as f64;
-        let dropped = match dropout_rng {
-            Some(rng) if p > 0.0 => {
-                let keep: Vec<f32> = (0..consensus.elem_count())
-                    .map(|_| if rng.uniform() < p { 0.0 } else { (1.0 / (1.0 - p)) as f32 })
-                    .collect();
-                let mask = Tensor::from_vec(keep, consensus.shape(), consensus.device())?;
-                (consensus * mask)?
-            }
-            _ => consensus,
-        };
+        let dropped = crate::nn::dropout(&consensus, self.config.dropout as f64, dropout_rng)?;
         self.fc.forward(&dropped)
     }
 }

@@ -3,16 +3,34 @@
 mod batchnorm;
 mod conv;
 mod im2col;
+mod lstm;
 mod pool;
 mod shift;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use lstm::Lstm;
 pub use pool::max_pool2d;
 pub use shift::temporal_shift;
 
+use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+
+/// Inverted dropout (PyTorch's and Paddle's `upscale_in_train`): zero with probability `p`,
+/// scale the rest by 1/(1-p). Only when `rng` is given (training), drawn from that seeded
+/// generator so runs repeat (candle's own RNG cannot be seeded); the identity otherwise.
+pub fn dropout(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Tensor> {
+    match rng {
+        Some(rng) if p > 0.0 => {
+            let scale = (1.0 / (1.0 - p)) as f32;
+            let keep: Vec<f32> =
+                (0..x.elem_count()).map(|_| if rng.uniform() < p { 0.0 } else { scale }).collect();
+            x * Tensor::from_vec(keep, x.shape(), x.device())?.to_dtype(x.dtype())?
+        }
+        _ => Ok(x.clone()),
+    }
+}
 
 /// Parameter names that are state, not parameters: optimisers and weight decay skip them.
 pub fn is_buffer(name: &str) -> bool {
