@@ -48,3 +48,9 @@ examples="$(dirname "$bin")/examples"
 [ -x "$examples/bench_models" ] || examples="$root/target/debug/examples"
 "$peers/full/bin/python" "$here/bench_models.py" --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/models.json"
+
+# Features: vfeat (tsn_r50 at 224) against torchvision's ResNet-50 as an extractor, and the HDF5
+# feature store against h5py.
+cargo build -q --example bench_featstore
+"$peers/full/bin/python" "$here/bench_features.py" --bin "$bin" --featstore "$examples/bench_featstore" \
+  --dir "$out" --threads 2 --json "$out/features.json"

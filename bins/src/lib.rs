@@ -47,6 +47,7 @@ pub mod tools {
     pub mod vclassify;
     pub mod vconvert;
     pub mod veval;
+    pub mod vfeat;
     pub mod vsample;
     pub mod vsynth;
     pub mod vtrain;
@@ -62,5 +63,6 @@ pub fn commands() -> Vec<clap::Command> {
         tools::vsynth::Args::command(),
         tools::veval::Args::command(),
         tools::vtrain::Args::command(),
+        tools::vfeat::Args::command(),
     ]
 }

@@ -262,3 +262,107 @@ fn decodes_every_real_video() {
     let r = read_stream(&out_dir.path().join("rot.vks"));
     assert_eq!(r[0].array.shape(), &[1, 192, 108, 3]);
 }
+
+/// torchvision's `VideoClips` resampling (`compute_clips_for_video` with `frame_rate`), the
+/// reference for `--fps`: the indices of every frame kept, for a video of `L` frames at `fps`.
+const TORCHVISION_RESAMPLES: &str = r#"
+import json, sys, torch
+from torchvision.datasets.video_utils import VideoClips
+L, fps = int(sys.argv[1]), float(sys.argv[2])
+out = []
+for rate in map(float, sys.argv[3:]):
+    pts = torch.arange(L)
+    _, idxs = VideoClips.compute_clips_for_video(pts, 1, 1, fps, rate)
+    kept = pts[idxs[0]] if isinstance(idxs[0], slice) else idxs.flatten()
+    out.append(kept.tolist())
+print(json.dumps(out))
+"#;
+
+#[test]
+fn fps_sampling_matches_torchvision_videoclips() {
+    let Some(py) = models_peers_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    // NTSC 30000/1001 fps: fps / rate is never whole, the float32 branch of the reference.
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=48x32:rate=30000/1001"])
+        .args(["-frames:v", "97", "-c:v", "libx264", "-pix_fmt", "yuv420p", "ntsc.mp4"])
+        .current_dir(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    testsrc(&d.path().join("pal.mp4"), "48x32", 25, 101, &[]);
+    let rates = ["1", "2.5", "7", "25", "40"];
+    for video in ["ntsc.mp4", "pal.mp4"] {
+        let mut ours = Vec::new();
+        let mut probed = None;
+        for rate in rates {
+            let o = run(
+                VSAMPLE,
+                &[video, "--fps", rate, "--size", "32", "--crop-size", "32", "-o", "o.vks"],
+                d.path(),
+            );
+            assert!(o.status.success(), "{video} --fps {rate}: {}", stderr(&o));
+            let recs = read_stream(&d.path().join("o.vks"));
+            assert_eq!(recs.len(), 1);
+            let h = &recs[0].header;
+            probed = Some((h.extra["num_frames"].as_u64().unwrap(), h.fps.unwrap()));
+            ours.push(h.indices.clone().unwrap());
+        }
+        let (num_frames, fps) = probed.unwrap();
+        let out = Command::new(&py)
+            .args(["-c", TORCHVISION_RESAMPLES, &num_frames.to_string(), &format!("{fps:.17}")])
+            .args(rates)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let want: Vec<Vec<i64>> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours, want, "{video}: {num_frames} frames at {fps} fps");
+    }
+}
+
+#[test]
+fn shards_split_the_list_and_keep_the_unsharded_seeds() {
+    let d = tempfile::tempdir().unwrap();
+    let mut list = String::new();
+    for i in 0..5 {
+        testsrc(&d.path().join(format!("v{i}.mp4")), "64x48", 25, 20 + 4 * i, &[]);
+        list.push_str(&format!("v{i}.mp4 {i}\n"));
+    }
+    std::fs::write(d.path().join("all.list"), list).unwrap();
+    let sample = |out: &str, shard: Option<&str>| {
+        let mut args = vec![
+            "--list",
+            "all.list",
+            "--train",
+            "--crop",
+            "random-resized",
+            "--size",
+            "48",
+            "--crop-size",
+            "32",
+        ];
+        args.extend(["--frames", "3", "--seed", "5", "-q", "-o", out]);
+        if let Some(s) = shard {
+            args.extend(["--shard", s]);
+        }
+        let o = run(VSAMPLE, &args, d.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_stream(&d.path().join(out))
+    };
+    let whole = sample("all.vks", None);
+    let mut seen = 0;
+    for k in 0..3 {
+        let part = sample(&format!("s{k}.vks"), Some(&format!("{k}/3")));
+        for rec in &part {
+            let i: usize = rec.header.video.as_deref().unwrap()[1..2].parse().unwrap();
+            assert_eq!(i % 3, k, "v{i} in shard {k}/3");
+            assert_eq!(rec, &whole[i], "v{i}: the same random crop as unsharded");
+        }
+        seen += part.len();
+    }
+    assert_eq!(seen, whole.len());
+    // More shards than videos: an empty, successful shard.
+    let o = run(VSAMPLE, &["--list", "all.list", "--shard", "6/7", "-o", "empty.vks"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(d.path().join("empty.vks")).unwrap().len(), 0);
+}

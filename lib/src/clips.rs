@@ -2,7 +2,7 @@
 //! (scaled inside ffmpeg), crop into views, optionally normalise. `vsample` is this plus I/O.
 
 use crate::rng::Rng;
-use crate::sample::SamplerConfig;
+use crate::sample::{fixed_rate, SamplerConfig};
 use crate::stream::{Array, Label, Norm, Record, RecordHeader};
 use crate::transform::{self, CropMode};
 use crate::video::{self, short_side_size};
@@ -48,6 +48,9 @@ pub struct ClipSpec {
     pub seed: u64,
     /// Fixed source frame numbers (one clip) instead of a sampler.
     pub indices: Option<Vec<usize>>,
+    /// Frames per second over the whole video (one clip, `sample::fixed_rate`) instead of a
+    /// sampler.
+    pub rate_fps: Option<f64>,
 }
 
 /// One input video: its id as the user wrote it (list path or argument), where it is, its label.
@@ -78,7 +81,11 @@ pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Resul
             (vec![ix.clone()], false)
         }
         None => {
-            let s = spec.sampler.sample(info.num_frames, &mut rng);
+            let s = match spec.rate_fps {
+                Some(rate) => fixed_rate(info.num_frames, info.fps, rate)
+                    .with_context(|| item.path.display().to_string())?,
+                None => spec.sampler.sample(info.num_frames, &mut rng),
+            };
             (s.clips, s.repeated)
         }
     };
@@ -164,6 +171,7 @@ mod tests {
             normalize: None,
             seed: 0,
             indices: None,
+            rate_fps: None,
         }
     }
 

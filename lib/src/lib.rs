@@ -5,6 +5,7 @@
 
 pub mod clips;
 pub mod data;
+pub mod extract;
 pub mod featstore;
 pub mod infer;
 pub mod io;

@@ -67,7 +67,8 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-fn device(name: &str) -> Result<Device> {
+/// The compute device named by `--device` (shared with vfeat).
+pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
         s if s.starts_with("cuda") => {

@@ -6,7 +6,7 @@ use clap::Parser;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use vidkit::clips::{sample_video, ClipSpec, VideoItem};
-use vidkit::data::parse_line;
+use vidkit::data::{parse_line, Shard};
 use vidkit::io::Output;
 use vidkit::sample::{SamplerConfig, SamplerKind};
 use vidkit::stream::{Label, Norm, StreamWriter};
@@ -25,6 +25,9 @@ Examples:
 
   # training augmentation, reproducible by seed
   vsample --list train.list --root data/ --train --crop multiscale --size 128 --crop-size 112 --seed 7
+
+  # one frame per second over the whole video, the 2nd of 4 shards of a list, for vfeat
+  vsample --list all.list --root data/ --fps 1 --shard 1/4 | vfeat --model m.safetensors -o part1.h5
 
   # native-size frames at fixed indices, read back in Python
   vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import io, sys, json, numpy as np
@@ -78,6 +81,16 @@ pub struct Args {
     /// Take these source frame numbers (comma-separated, one clip) instead of a sampler.
     #[arg(long, value_delimiter = ',')]
     pub indices: Option<Vec<usize>>,
+    /// Take R frames per second over the whole video instead of a sampler (one clip; --frames
+    /// and --sampler are ignored). Indices as torchvision's VideoClips(frame_rate=R): every
+    /// (fps/R)-th frame from frame 0 when fps/R is a whole number, else floor(L*R/fps) frames at
+    /// floor(i*fps/R).
+    #[arg(long, value_name = "R", conflicts_with_all = ["train", "indices"])]
+    pub fps: Option<f64>,
+    /// Keep only shard K of N (K = 0..N-1): the inputs whose 0-based position in the input list
+    /// is K modulo N. Shards keep the seeds of the unsharded run.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
     /// Emit float32 (x - mean) / std instead of uint8 pixels.
     #[arg(long)]
     pub normalize: bool,
@@ -174,6 +187,9 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
     if args.crop_size == 0 {
         bail!("--crop-size must be positive");
     }
+    if args.fps.is_some() && args.clips != 1 {
+        bail!("--fps takes one clip over the whole video; leave --clips at 1");
+    }
     if args.indices.as_ref().is_some_and(|v| v.is_empty()) {
         bail!("--indices needs at least one frame number");
     }
@@ -196,12 +212,19 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         normalize,
         seed: args.seed,
         indices: args.indices.clone(),
+        rate_fps: args.fps,
     })
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
     let spec = spec_from(&args)?;
-    let items = gather_inputs(&args)?;
+    // Each input keeps its position in the whole list: it seeds the input's randomness, so a
+    // shard samples exactly what the unsharded run does.
+    let items: Vec<(usize, InputItem)> = gather_inputs(&args)?
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| args.shard.is_none_or(|s| s.keeps(*i)))
+        .collect();
     let mut out = Output::open(args.output.as_deref())?;
     let mut failed = 0usize;
     let mut records = 0usize;
@@ -210,8 +233,8 @@ pub fn main(args: Args) -> Result<Outcome> {
         vidkit::parallel::map_ordered(
             &items,
             args.jobs,
-            |i, item| match item {
-                Ok(v) => sample_video(&spec, v, i).map_err(|e| format!("{e:#}")),
+            |_, (position, item)| match item {
+                Ok(v) => sample_video(&spec, v, *position).map_err(|e| format!("{e:#}")),
                 Err(msg) => Err(msg.clone()),
             },
             |_, result| {
@@ -230,6 +253,14 @@ pub fn main(args: Args) -> Result<Outcome> {
                 Ok(())
             },
         )?;
+    }
+    if items.is_empty() {
+        // More shards than inputs: this shard is legitimately empty.
+        out.finish()?;
+        if !args.quiet {
+            eprintln!("vsample: no inputs in this shard");
+        }
+        return Ok(Outcome::Success);
     }
     if failed == items.len() {
         bail!("all {} inputs failed; no output written", items.len());

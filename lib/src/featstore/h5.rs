@@ -270,6 +270,12 @@ impl FeatureStore {
         })
     }
 
+    /// The string attributes of the root group (vfeat's `model`, `arch`, `layer`).
+    pub fn root_attrs(&self) -> Vec<(String, String)> {
+        let names = self.file.attr_names().unwrap_or_default();
+        names.into_iter().filter_map(|n| read_str_attr(&self.file, &n).map(|v| (n, v))).collect()
+    }
+
     /// Whether the store's (first) features are float16.
     pub fn stores_f16(&self) -> bool {
         let first = self.file.group(VIDEOS).ok().and_then(|v| {
@@ -292,6 +298,10 @@ pub fn merge(inputs: &[PathBuf], output: &Path, mut options: StoreOptions) -> Re
     let stores: Vec<FeatureStore> = inputs.iter().map(|p| FeatureStore::open(p)).collect::<Result<_>>()?;
     if !stores.is_empty() && stores.iter().all(|s| s.stores_f16()) {
         options.f16 = true;
+    }
+    if options.root_attrs.is_empty() {
+        // Provenance (model, layer) as the first shard recorded it.
+        options.root_attrs = stores.first().map(FeatureStore::root_attrs).unwrap_or_default();
     }
     let mut writer = StoreWriter::create(output, options)?;
     for store in &stores {

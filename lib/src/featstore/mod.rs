@@ -6,7 +6,7 @@ mod h5;
 mod stream;
 
 pub use h5::{merge, FeatureStore, StoreOptions, StoreWriter};
-pub use stream::{record_rows, FeatureStreamReader, DEFAULT_MODALITY};
+pub use stream::{record_rows, FeatureStreamReader, VideoBuilder, DEFAULT_MODALITY};
 
 use crate::stream::Label;
 use anyhow::{bail, Context, Result};

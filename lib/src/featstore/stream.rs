@@ -3,7 +3,7 @@
 //! and are concatenated along T in stream order.
 
 use super::VideoFeatures;
-use crate::stream::{Record, StreamReader};
+use crate::stream::{Record, RecordHeader, StreamReader};
 use anyhow::{bail, Context, Result};
 use ndarray::{concatenate, Array2, Axis, Ix2};
 use std::collections::HashSet;
@@ -76,39 +76,11 @@ impl<R: BufRead> FeatureStreamReader<R> {
         if !self.finished.insert(id.clone()) {
             bail!("{source}: record {n}: video {id:?} appears again after other videos (its records must follow each other)");
         }
-        let h = &first.header;
-        let num_frames = h.extra.get("num_frames").and_then(|v| v.as_f64());
-        let duration = h.extra.get("duration").and_then(|v| v.as_f64()).or(match (num_frames, h.fps) {
-            (Some(n), Some(fps)) if fps > 0.0 => Some(n / fps),
-            _ => None,
-        });
-        let mut video = VideoFeatures {
-            id: id.clone(),
-            label: h.label.clone(),
-            fps: h.fps,
-            duration,
-            source: h.extra.get("source").and_then(|v| v.as_str()).map(str::to_string).or(Some(id.clone())),
-            modalities: Vec::new(),
-        };
-        let mut parts: Vec<(String, Vec<Array2<f32>>)> = Vec::new();
+        let mut video = VideoBuilder::new(&first.header, &id);
         let mut rec = first;
         let mut n = n;
         loop {
-            let (modality, rows) =
-                record_rows(&rec).with_context(|| format!("{source}: record {n} ({id})"))?;
-            match parts.iter_mut().find(|(m, _)| *m == modality) {
-                Some((_, v)) => {
-                    if v[0].ncols() != rows.ncols() {
-                        bail!(
-                            "{source}: record {n} ({id}): {} {modality} channels after {}",
-                            rows.ncols(),
-                            v[0].ncols()
-                        );
-                    }
-                    v.push(rows)
-                }
-                None => parts.push((modality, vec![rows])),
-            }
+            video.push(&rec).with_context(|| format!("{source}: record {n} ({id})"))?;
             match self.next_record()? {
                 Some(r) if r.header.video.as_deref() == Some(id.as_str()) => {
                     rec = r;
@@ -120,13 +92,57 @@ impl<R: BufRead> FeatureStreamReader<R> {
                 }
             }
         }
-        // In name order, as a store lists its datasets.
-        parts.sort_by(|a, b| a.0.cmp(&b.0));
-        for (modality, v) in parts {
-            let views: Vec<_> = v.iter().map(|a| a.view()).collect();
-            video.modalities.push((modality, concatenate(Axis(0), &views)?));
+        Ok(Some(video.finish()?))
+    }
+}
+
+/// Builds one video's features from its `features` records: the first record's header gives
+/// the attributes, each record's rows are appended to its modality.
+pub struct VideoBuilder {
+    video: VideoFeatures,
+    parts: Vec<(String, Vec<Array2<f32>>)>,
+}
+
+impl VideoBuilder {
+    pub fn new(first: &RecordHeader, id: &str) -> Self {
+        let num_frames = first.extra.get("num_frames").and_then(|v| v.as_f64());
+        let duration =
+            first.extra.get("duration").and_then(|v| v.as_f64()).or(match (num_frames, first.fps) {
+                (Some(n), Some(fps)) if fps > 0.0 => Some(n / fps),
+                _ => None,
+            });
+        let source = first.extra.get("source").and_then(|v| v.as_str()).unwrap_or(id);
+        let video = VideoFeatures {
+            id: id.to_string(),
+            label: first.label.clone(),
+            fps: first.fps,
+            duration,
+            source: Some(source.to_string()),
+            modalities: Vec::new(),
+        };
+        Self { video, parts: Vec::new() }
+    }
+
+    pub fn push(&mut self, rec: &Record) -> Result<()> {
+        let (modality, rows) = record_rows(rec)?;
+        match self.parts.iter_mut().find(|(m, _)| *m == modality) {
+            Some((_, v)) if v[0].ncols() != rows.ncols() => {
+                bail!("{} {modality} channels after {}", rows.ncols(), v[0].ncols())
+            }
+            Some((_, v)) => v.push(rows),
+            None => self.parts.push((modality, vec![rows])),
         }
-        Ok(Some(video))
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<VideoFeatures> {
+        // In name order, as a store lists its datasets.
+        self.parts.sort_by(|a, b| a.0.cmp(&b.0));
+        for (modality, v) in self.parts {
+            let views: Vec<_> = v.iter().map(|a| a.view()).collect();
+            self.video.modalities.push((modality, concatenate(Axis(0), &views)?));
+        }
+        Ok(self.video)
     }
 }
 

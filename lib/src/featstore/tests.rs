@@ -19,7 +19,8 @@ fn video(id: &str, label: Option<Label>, t: usize) -> VideoFeatures {
 }
 
 fn write_store(path: &std::path::Path, videos: &[VideoFeatures], f16: bool) {
-    let mut w = StoreWriter::create(path, StoreOptions { f16, ..Default::default() }).unwrap();
+    let root_attrs = vec![("layer".to_string(), "pool".to_string())];
+    let mut w = StoreWriter::create(path, StoreOptions { f16, root_attrs }).unwrap();
     for v in videos {
         w.write(v).unwrap();
     }
@@ -107,7 +108,9 @@ fn merge_of_shards_equals_the_whole_and_names_duplicates() {
         .collect();
     let merged = dir.path().join("merged.h5");
     assert_eq!(merge(&shards, &merged, StoreOptions::default()).unwrap(), 5);
-    assert!(FeatureStore::open(&merged).unwrap().stores_f16(), "float16 shards merge to float16");
+    let store = FeatureStore::open(&merged).unwrap();
+    assert!(store.stores_f16(), "float16 shards merge to float16");
+    assert_eq!(store.root_attrs(), vec![("layer".to_string(), "pool".to_string())]);
     assert_eq!(read_features(&merged).unwrap(), read_features(&whole).unwrap());
     let dup = dir.path().join("dup.h5");
     let err = merge(&[shards[0].clone(), whole.clone()], &dup, StoreOptions::default()).unwrap_err();

@@ -160,6 +160,45 @@ impl Model {
             }
         }
     }
+
+    /// Backbone stages that `stage_features_t` can pool (`layer1` .. `layerN`).
+    /// 3D models offer only their pooled clip features (`pool`): one stage.
+    pub fn num_stages(&self) -> usize {
+        match self {
+            Model::Recognizer2d(_) => 4,
+            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => 1,
+            Model::Sequence(_) => 0,
+        }
+    }
+
+    /// Globally average-pooled output of backbone stage `stage` (1-based) per frame, [B, T, C];
+    /// stage `num_stages()` gives `features_t`'s values. T need not be the config's `frames`
+    /// except for models that couple frames (`temporal_group`).
+    pub fn stage_features_t(&self, x: &Tensor, stage: usize, train: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Model::Recognizer2d(m) => m.stage_features_t(x, stage, train),
+            // One row per clip, [B, 1, C].
+            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) if stage == 1 => self.features_t(x, train),
+            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => {
+                candle_core::bail!("{}: only the pooled clip features (layer pool)", self.config().arch)
+            }
+            Model::Sequence(m) => {
+                let _ = (x, stage, train);
+                candle_core::bail!("{} has no frame features", m.config.arch)
+            }
+        }
+    }
+
+    /// Frames that must go through the model together (TSM's shift couples a clip's frames);
+    /// `None` when frames are independent (TSN).
+    pub fn temporal_group(&self) -> Option<usize> {
+        match self {
+            Model::Recognizer2d(m) => m.temporal_group(),
+            // A 3D model takes whole clips of `frames`.
+            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => Some(self.config().frames),
+            Model::Sequence(_) => None,
+        }
+    }
 }
 
 /// Builds `config.arch` with parameters from `vb` (fresh ones when it wraps an empty VarMap).

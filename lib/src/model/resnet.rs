@@ -139,9 +139,14 @@ impl ResNet {
 
     /// [N, 3, H, W] → [N, C, H/32, W/32]
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_stages_t(x, self.stages.len(), train)
+    }
+
+    /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).
+    pub fn forward_stages_t(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
         let mut y = self.stem.forward_t(x, train)?.relu()?;
         y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
-        for stage in &self.stages {
+        for stage in &self.stages[..stages.min(self.stages.len())] {
             for block in stage {
                 y = block.forward_t(&y, train)?;
             }

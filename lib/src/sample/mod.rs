@@ -175,6 +175,33 @@ fn uniform(len: usize, n: usize) -> Vec<usize> {
     linspace_trunc(0.0, (len - 1) as f64, n, len)
 }
 
+/// Frames at `rate` per second over the whole video (one clip; test mode), as torchvision's
+/// `VideoClips` resamples a video to `frame_rate` (`torchvision/datasets/video_utils.py`,
+/// `compute_clips_for_video` and `_resample_video_idx`): `step = fps / rate`; an integer step
+/// takes every step-th frame from frame 0 (`video_pts[::step]`, so ceil(L / step) frames);
+/// otherwise `n = floor(L * rate / fps)` frames at `floor(i * step)`, computed in float32 as
+/// torch does. A rate above the video's repeats frames.
+pub fn fixed_rate(num_frames: usize, video_fps: f64, rate: f64) -> Result<SampledClips> {
+    if !(rate > 0.0 && rate.is_finite()) {
+        bail!("--fps must be a positive number of frames per second");
+    }
+    if !(video_fps > 0.0 && video_fps.is_finite()) {
+        bail!("the video's frame rate is unknown, so it cannot be sampled at a fixed rate");
+    }
+    let step = video_fps / rate;
+    let indices: Vec<usize> = if step.fract() == 0.0 {
+        (0..num_frames).step_by(step as usize).collect()
+    } else {
+        let n = (num_frames as f64 * rate / video_fps).floor() as usize;
+        (0..n).map(|i| ((i as f32) * (step as f32)).floor() as usize).collect()
+    };
+    if indices.is_empty() {
+        bail!("a video of {num_frames} frames at {video_fps} fps has no frame at {rate} per second");
+    }
+    let repeated = step < 1.0;
+    Ok(SampledClips { clips: vec![indices], repeated })
+}
+
 /// numpy/torch linspace (endpoints included), clamped to [0, len - 1], truncated to integers.
 fn linspace_trunc(start: f64, end: f64, n: usize, len: usize) -> Vec<usize> {
     (0..n)

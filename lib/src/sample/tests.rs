@@ -112,3 +112,24 @@ fn round_half_even_matches_numpy() {
     assert_eq!(round_half_even(1.25), 1.0);
     assert_eq!(round_half_even(0.5), 0.0);
 }
+
+/// Values by hand from the formula on `fixed_rate`; the same as torchvision 0.29.2's
+/// `VideoClips.compute_clips_for_video(arange(L), 1, 1, fps, R)` gives (checked once by hand).
+#[test]
+fn fixed_rate_follows_torchvision_videoclips() {
+    let idx = |l, fps, r| fixed_rate(l, fps, r).unwrap().clips.remove(0);
+    // Integer step 25 → video_pts[::25]: 0, 25, 50, 75, 100 (ceil(101 / 25) frames).
+    assert_eq!(idx(101, 25.0, 1.0), vec![0, 25, 50, 75, 100]);
+    // 30000/1001 fps at 1 per second: step 29.97 (f32 29.969999), n = floor(100 / 29.97) = 3
+    // → floor(0), floor(29.97), floor(59.94) = 0, 29, 59.
+    assert_eq!(idx(100, 30000.0 / 1001.0, 1.0), vec![0, 29, 59]);
+    // 25 fps at 2 per second: step 12.5, n = floor(50 * 2 / 25) = 4 → 0, 12, 25, 37.
+    assert_eq!(idx(50, 25.0, 2.0), vec![0, 12, 25, 37]);
+    // Upsampling 10 fps to 15: step 0.667, n = floor(4 * 1.5) = 6 → 0, 0, 1, 2, 2, 3; repeats.
+    let s = fixed_rate(4, 10.0, 15.0).unwrap();
+    assert_eq!(s.clips, vec![vec![0, 0, 1, 2, 2, 3]]);
+    assert!(s.repeated);
+    assert!(fixed_rate(10, 0.0, 1.0).is_err() && fixed_rate(10, 25.0, 0.0).is_err());
+    // Too short for one frame at this rate.
+    assert!(fixed_rate(10, 25.0, 2.0).is_err());
+}

@@ -176,6 +176,7 @@ impl TrainConfig {
             normalize: None,
             seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
             indices: None,
+            rate_fps: None,
         })
     }
 

@@ -1,0 +1,248 @@
+//! `vfeat`: run a model's backbone as a feature extractor over a clip stream; per-video
+//! features as a `features` stream or an HDF5 feature store.
+
+use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use half::f16;
+use ndarray::Array2;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use vidkit::data::{Shard, VideoOrdinals};
+use vidkit::extract::{Extractor, Layer, VideoGrouper};
+use vidkit::featstore::{merge, StoreOptions, StoreWriter, VideoBuilder};
+use vidkit::io::{open_input, Output};
+use vidkit::model::load_model;
+use vidkit::stream::{Array, Record, RecordHeader, StreamReader, StreamWriter};
+
+const EXAMPLES: &str = "\
+Examples:
+  # ResNet-50 features at 1 frame per second for a list, into an HDF5 store
+  vsample --list train.list --root data/ --fps 1 -j 2 | vfeat --model tsn_r50.safetensors -o train.h5
+
+  # a fixed 300 frames per video (VideoTag), float16, stage-3 features
+  vsample --list val.list --root data/ --frames 300 | vfeat --model m.safetensors --layer layer3 --f16 -o val.h5
+
+  # 4 shards (Slurm array task K = 0..3), then one store
+  vsample --list all.list --root data/ --frames 300 --shard $K/4 | vfeat --model m.safetensors -o part$K.h5
+  vfeat --merge -o all.h5 part0.h5 part1.h5 part2.h5 part3.h5
+
+  # a features stream on stdout, read back in Python
+  vsample clip.mp4 --frames 8 | vfeat --model m.safetensors | python3 -c 'import io, sys, json, numpy as np
+  f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); print(h[\"video\"], np.lib.format.read_array(f).shape)'
+
+Reads uint8 THWC frame records (see vidkit-stream(5)), normalises them with the model's mean and
+std, and writes one [T, C] float matrix per video: per-frame features, the pooled output of the
+last stage (--layer pool) or of stage N (--layer layerN), globally average-pooled. The records of
+one video (clips x views) are combined: the views of a clip are averaged, the clips are
+concatenated in clip order, so K clips of F frames give K*F rows. TSN frames are independent and
+run --batch frames per forward pass; TSM shifts features across the F frames of a clip, so its
+records must hold a multiple of the model's frames and run in whole groups.
+
+Output: with -o FILE.h5 (or .hdf5) the HDF5 feature store of vidkit-features(5) (group
+/videos/<id> with `/` in ids escaped as %2F, dataset rgb [T, C], attributes video, label or
+labels, fps, duration, source); otherwise a features stream: one record per video, header kind
+features, layout TC, video, label, fps, indices, t0, t1, layer, and the input's other keys.
+
+--shard K/N keeps the videos whose 0-based ordinal in the input (distinct videos, in order of
+first appearance) is K modulo N; --merge joins shard stores (an id in two of them is an error).
+Features streams merge with cat. A video that fails (wrong kind of record, frames the model
+cannot take) is reported on stderr and skipped; the exit status is then 1.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vfeat", version, about = "Extract per-video features from a clip stream with a vidkit model", after_help = EXAMPLES)]
+pub struct Args {
+    /// Clip-stream files (`-` or none reads stdin); with --merge, the feature stores to join.
+    pub inputs: Vec<PathBuf>,
+    /// The model (.safetensors with its vidkit config; see vconvert).
+    #[arg(long, required_unless_present = "merge")]
+    pub model: Option<PathBuf>,
+    /// Features to take: pool (the pooled last stage, what the classifier sees) or layer1..layer4
+    /// (the globally average-pooled output of that ResNet stage).
+    #[arg(long, default_value = "pool")]
+    pub layer: String,
+    /// Output: FILE.h5 / FILE.hdf5 for a feature store, another name for a features stream
+    /// (written atomically); default a stream on stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Store float16 instead of float32.
+    #[arg(long)]
+    pub f16: bool,
+    /// Frames per forward pass (TSM: rounded down to whole clips, at least one).
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Keep only shard K of N (K = 0..N-1) of the input's videos.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Join the feature stores given as inputs into -o FILE.h5 instead of extracting.
+    #[arg(long, conflicts_with_all = ["model", "shard"])]
+    pub merge: bool,
+    /// cpu, or cuda / cuda:N when built with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Say nothing on stderr but errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+fn is_store_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5") || e.eq_ignore_ascii_case("hdf5"))
+}
+
+/// Where the features go: a stream, or a feature store.
+enum Sink {
+    Stream(StreamWriter<Output>),
+    Store(StoreWriter),
+}
+
+impl Sink {
+    fn write(&mut self, header: RecordHeader, rows: Array2<f32>, f16: bool) -> Result<()> {
+        let array =
+            if f16 { Array::F16(rows.mapv(f16::from_f32).into_dyn()) } else { Array::F32(rows.into_dyn()) };
+        match self {
+            Sink::Stream(w) => w.write_record(&header, &array).context("writing the features stream"),
+            Sink::Store(w) => {
+                let id = header.video.clone().unwrap_or_default();
+                let mut video = VideoBuilder::new(&header, &id);
+                video.push(&Record { header, array })?;
+                w.write(&video.finish()?)
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Stream(w) => w.into_inner().finish(),
+            Sink::Store(w) => w.finish(),
+        }
+    }
+}
+
+fn run_merge(args: &Args) -> Result<Outcome> {
+    let out = match &args.output {
+        Some(o) if is_store_path(o) => o,
+        _ => bail!("--merge writes a feature store: give -o FILE.h5 (features streams merge with cat)"),
+    };
+    if args.inputs.is_empty() {
+        bail!("--merge needs the feature stores to join");
+    }
+    let n = merge(&args.inputs, out, StoreOptions { f16: args.f16, ..Default::default() })?;
+    if !args.quiet {
+        eprintln!("vfeat: merged {} stores, {n} videos, into {}", args.inputs.len(), out.display());
+    }
+    Ok(Outcome::Success)
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    if args.merge {
+        return run_merge(&args);
+    }
+    let layer: Layer = args.layer.parse()?;
+    let dev = super::vclassify::device(&args.device)?;
+    let model_path = args.model.as_deref().context("--model is required")?;
+    let loaded = load_model(model_path, &dev)?;
+    let extractor = Extractor::new(&loaded.model, layer, args.batch, dev)
+        .with_context(|| format!("{}: --layer {layer}", model_path.display()))?;
+    let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
+    let mut sink = match &args.output {
+        Some(o) if is_store_path(o) => {
+            let model_name =
+                model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let root_attrs = vec![
+                ("model".to_string(), model_name),
+                ("arch".to_string(), loaded.model.config().arch.clone()),
+                ("layer".to_string(), layer.to_string()),
+            ];
+            Sink::Store(StoreWriter::create(o, StoreOptions { f16: args.f16, root_attrs })?)
+        }
+        other => Sink::Stream(StreamWriter::new(Output::open(other.as_deref())?)),
+    };
+    let started = Instant::now();
+    let (mut videos, mut failed, mut frames, mut records) = (0usize, 0usize, 0usize, 0usize);
+    let mut ordinals = VideoOrdinals::default();
+    let mut written: HashSet<String> = HashSet::new();
+    let mut process = |group: Vec<Record>, source: &str, sink: &mut Sink| -> Result<()> {
+        let id = group[0].header.video.clone().unwrap_or_default();
+        if args.shard.is_some_and(|s| !s.keeps(ordinals.ordinal(&id))) {
+            return Ok(());
+        }
+        videos += 1;
+        let result = if id.is_empty() {
+            Err(anyhow::anyhow!("records without a `video` key"))
+        } else if written.contains(&id) {
+            Err(anyhow::anyhow!("already written: the records of a video must follow each other"))
+        } else {
+            extractor.video_features(&group)
+        };
+        match result {
+            Ok((header, rows)) => {
+                frames += group.iter().map(|r| r.array.shape().first().copied().unwrap_or(0)).sum::<usize>();
+                sink.write(header, rows, args.f16)?;
+                written.insert(id);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("vfeat: {source}: video {id:?}: {e:#}");
+            }
+        }
+        Ok(())
+    };
+    let mut broken_inputs = 0usize;
+    for input in &inputs {
+        let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
+        let mut reader = match open_input(input) {
+            Ok(r) => StreamReader::new(r, name.clone()),
+            Err(e) => {
+                broken_inputs += 1;
+                eprintln!("vfeat: {e:#}");
+                continue;
+            }
+        };
+        let mut grouper = VideoGrouper::default();
+        loop {
+            match reader.next_record() {
+                Ok(Some(rec)) => {
+                    records += 1;
+                    for group in grouper.push(rec) {
+                        process(group, &name, &mut sink)?;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The stream cannot go on; what it held up to here was complete.
+                    broken_inputs += 1;
+                    eprintln!("vfeat: {e:#}");
+                    grouper = VideoGrouper::default();
+                    break;
+                }
+            }
+        }
+        if let Some(group) = grouper.finish() {
+            process(group, &name, &mut sink)?;
+        }
+    }
+    let failures = failed + broken_inputs;
+    if records == 0 && broken_inputs == 0 {
+        bail!("no records in the input");
+    }
+    if written.is_empty() && failures > 0 {
+        bail!("all inputs failed ({failures} videos or streams); no output written");
+    }
+    sink.finish()?;
+    if !args.quiet {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "vfeat: {} videos, {failed} failed, {frames} frames in {secs:.1} s ({:.1} frames/s)",
+            written.len(),
+            frames as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(if failures > 0 {
+        Outcome::PartialFailure { failed: failures, total: videos + broken_inputs }
+    } else {
+        Outcome::Success
+    })
+}

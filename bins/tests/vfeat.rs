@@ -1,0 +1,322 @@
+//! Whole-tool behaviour of `vfeat` (and `vsample --fps/--shard` feeding it): features equal the
+//! model's own `features_t` on the same clips, stream and HDF5 outputs agree, shards merge to the
+//! unsharded store, h5py reads and writes the store, bad inputs are one-line errors.
+
+mod common;
+use common::*;
+use ndarray::{concatenate, Array2, Axis};
+use std::path::Path;
+use std::process::Command;
+use vidkit::featstore::{read_features, VideoFeatures};
+use vidkit::model::{build, load_model, save_model, ModelConfig};
+use vidkit::stream::{Label, Record, StreamReader};
+
+const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
+const VFEAT: &str = env!("CARGO_BIN_EXE_vfeat");
+
+/// A small random model file (ResNet-18 layout, base width 8).
+fn small_model(path: &Path, arch: &str, frames: usize) {
+    let mut cfg = ModelConfig::defaults(arch);
+    cfg.num_classes = 3;
+    cfg.frames = frames;
+    cfg.base_width = 8;
+    let varmap = candle_nn::VarMap::new();
+    build(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
+    vidkit::model::init_weights(&varmap, 11).unwrap();
+    save_model(&varmap, &cfg, path).unwrap();
+}
+
+fn read_stream(path: &Path) -> Vec<Record> {
+    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
+}
+
+fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// What vfeat must produce for one video, from the model's own API: `Model::features_t` on each
+/// record (a clip x view), views averaged, clips concatenated in clip order.
+fn expected_features(model_path: &Path, records: &[Record]) -> Array2<f32> {
+    let loaded = load_model(model_path, &candle_core::Device::Cpu).unwrap();
+    let cfg = loaded.model.config().clone();
+    let mut clips: std::collections::BTreeMap<usize, Vec<Array2<f32>>> = Default::default();
+    for rec in records {
+        let x = vidkit::infer::clip_tensor(rec, &cfg.mean, &cfg.std, &candle_core::Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let y = loaded.model.features_t(&x, false).unwrap().squeeze(0).unwrap();
+        let (t, c) = y.dims2().unwrap();
+        let a = Array2::from_shape_vec((t, c), y.flatten_all().unwrap().to_vec1().unwrap()).unwrap();
+        clips.entry(rec.header.clip.unwrap()).or_default().push(a);
+    }
+    let means: Vec<Array2<f32>> = clips
+        .values()
+        .map(|views| views.iter().fold(Array2::zeros(views[0].dim()), |s, v| s + v) / views.len() as f32)
+        .collect();
+    concatenate(Axis(0), &means.iter().map(|m| m.view()).collect::<Vec<_>>()).unwrap()
+}
+
+fn sample(p: &Path, args: &[&str], out: &str) {
+    let mut all = args.to_vec();
+    all.extend(["--size", "32", "--crop-size", "32", "-q", "-o", out]);
+    ok(&run(VSAMPLE, &all, p));
+}
+
+#[test]
+fn features_equal_the_models_own_and_stream_and_store_agree() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    testsrc(&p.join("b.mp4"), "64x48", 25, 30, &[]);
+    std::fs::create_dir(p.join("sub")).unwrap();
+    std::fs::rename(p.join("b.mp4"), p.join("sub/b.mp4")).unwrap();
+    std::fs::write(p.join("v.list"), "a.mp4 1\nsub/b.mp4 2\n").unwrap();
+    sample(p, &["--list", "v.list", "--frames", "4", "--clips", "2", "--crop", "three"], "v.vks");
+    let records = read_stream(&p.join("v.vks"));
+    for arch in ["tsn_r18", "tsm_r18"] {
+        small_model(&p.join("m.safetensors"), arch, 4);
+        // --batch 3 splits TSN clips across passes; TSM rounds it up to one whole clip.
+        ok(&run(VFEAT, &["--model", "m.safetensors", "--batch", "3", "-q", "v.vks", "-o", "f.vks"], p));
+        ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "v.vks", "-o", "f.h5"], p));
+        let stream = read_features(&p.join("f.vks")).unwrap();
+        let store = read_features(&p.join("f.h5")).unwrap();
+        assert_eq!(stream.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), ["a.mp4", "sub/b.mp4"]);
+        for (video, label) in [("a.mp4", 1), ("sub/b.mp4", 2)] {
+            let recs: Vec<Record> =
+                records.iter().filter(|r| r.header.video.as_deref() == Some(video)).cloned().collect();
+            assert_eq!(recs.len(), 6, "2 clips x 3 views");
+            let want = expected_features(&p.join("m.safetensors"), &recs);
+            assert_eq!(want.dim(), (8, 64), "2 clips x 4 frames, ResNet-18 width 8 x 8");
+            let s = stream.iter().find(|v| v.id == video).unwrap();
+            let h = store.iter().find(|v| v.id == video).unwrap();
+            let got = s.modality("rgb").unwrap();
+            assert!(max_diff(got, &want) < 1e-4, "{arch} {video}: {}", max_diff(got, &want));
+            // Same bytes in both outputs, same attributes.
+            assert_eq!(s, h, "{arch} {video}");
+            assert_eq!(h.label, Some(Label::Single(label)));
+            assert_eq!(h.fps, Some(25.0));
+        }
+        let header = &read_stream(&p.join("f.vks"))[0].header;
+        assert_eq!((header.kind.as_str(), header.layout.as_deref()), ("features", Some("TC")));
+        assert_eq!(header.indices.as_ref().map(Vec::len), Some(8));
+    }
+    // float16: the float32 features rounded to half precision.
+    ok(&run(VFEAT, &["--model", "m.safetensors", "--f16", "-q", "v.vks", "-o", "h.h5"], p));
+    let f32s = read_features(&p.join("f.h5")).unwrap();
+    for (a, b) in read_features(&p.join("h.h5")).unwrap().iter().zip(&f32s) {
+        let want = b.modality("rgb").unwrap().mapv(|x| half::f16::from_f32(x).to_f32());
+        assert_eq!(a.modality("rgb").unwrap(), &want);
+    }
+    // An earlier stage: ResNet-18 layer2 has 2 x 8 channels.
+    let o = run(VFEAT, &["--model", "m.safetensors", "--layer", "layer2", "-q", "v.vks", "-o", "l2.vks"], p);
+    ok(&o);
+    assert_eq!(read_features(&p.join("l2.vks")).unwrap()[0].modality("rgb").unwrap().dim(), (8, 16));
+    // From stdin, through a pipe, at a fixed rate (40 frames at 25 fps, 2/s: 3 frames; TSN
+    // takes any number of frames).
+    small_model(&p.join("tsn.safetensors"), "tsn_r18", 4);
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{VSAMPLE} a.mp4 --fps 2 --size 32 --crop-size 32 -q | {VFEAT} --model tsn.safetensors -q > fps.vks"
+        ))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    ok(&piped);
+    assert_eq!(read_features(&p.join("fps.vks")).unwrap()[0].modality("rgb").unwrap().nrows(), 3);
+}
+
+#[test]
+fn shards_merge_to_the_unsharded_store() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut list = String::new();
+    for i in 0..5 {
+        testsrc(&p.join(format!("{i}.mp4")), "48x32", 25, 12 + 4 * i, &[]);
+        list.push_str(&format!("{i}.mp4 {i}\n"));
+    }
+    std::fs::write(p.join("all.list"), list).unwrap();
+    small_model(&p.join("m.safetensors"), "tsn_r18", 4);
+    sample(p, &["--list", "all.list", "--frames", "4"], "all.vks");
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "all.vks", "-o", "whole.h5"], p));
+    let whole = read_features(&p.join("whole.h5")).unwrap();
+    assert_eq!(whole.len(), 5);
+    for k in 0..2 {
+        let shard = format!("{k}/2");
+        // Sharding the list in vsample, or the stream in vfeat, keeps the same videos.
+        sample(p, &["--list", "all.list", "--frames", "4", "--shard", &shard], &format!("s{k}.vks"));
+        let s = format!("s{k}.vks");
+        let part = format!("part{k}.h5");
+        ok(&run(VFEAT, &["--model", "m.safetensors", "-q", &s, "-o", &part], p));
+        let byvfeat = format!("vpart{k}.h5");
+        ok(&run(VFEAT, &["--model", "m.safetensors", "--shard", &shard, "-q", "all.vks", "-o", &byvfeat], p));
+        let a = read_features(&p.join(&part)).unwrap();
+        assert_eq!(a, read_features(&p.join(&byvfeat)).unwrap());
+        let want: Vec<&str> = if k == 0 { vec!["0.mp4", "2.mp4", "4.mp4"] } else { vec!["1.mp4", "3.mp4"] };
+        assert_eq!(a.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), want);
+    }
+    ok(&run(VFEAT, &["--merge", "-q", "-o", "merged.h5", "part0.h5", "part1.h5"], p));
+    assert_eq!(read_features(&p.join("merged.h5")).unwrap(), whole);
+    // A video in two inputs: an error naming both, and no output.
+    let o = run(VFEAT, &["--merge", "-o", "dup.h5", "part0.h5", "whole.h5"], p);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("part0.h5") && err.contains("whole.h5") && err.contains("0.mp4"), "{err}");
+    assert!(!p.join("dup.h5").exists());
+    let o = run(VFEAT, &["--merge", "-o", "x.vks", "part0.h5"], p);
+    assert!(stderr(&o).contains("-o FILE.h5"), "{}", stderr(&o));
+}
+
+/// Reads a store with h5py: per video its group name, attributes, dataset dtype, shape and sum.
+const H5PY_READS: &str = r#"
+import json, sys, h5py, numpy as np
+out = {}
+with h5py.File(sys.argv[1], "r") as f:
+    for name, g in f["videos"].items():
+        ds = g["rgb"]
+        out[g.attrs["video"]] = {
+            "group": name, "label": int(g.attrs["label"]), "fps": float(g.attrs["fps"]),
+            "source": g.attrs["source"], "dtype": str(ds.dtype), "shape": list(ds.shape),
+            "chunks": list(ds.chunks), "compression": ds.compression, "shuffle": ds.shuffle,
+            "sum": float(np.asarray(ds[()], dtype=np.float64).sum()),
+        }
+    out["layer"] = f.attrs["layer"]
+print(json.dumps(out))
+"#;
+
+/// Writes a store as another program would with h5py (ids escaped the same way, no `video`
+/// attribute, a multi-label, float16 data).
+const H5PY_WRITES: &str = r#"
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "w") as f:
+    v = f.create_group("videos")
+    g = v.create_group("dir%2Fclip.mp4")
+    g.attrs["labels"] = np.array([2, 5], dtype=np.int32)
+    g.attrs["fps"] = 30.0
+    g.attrs["duration"] = 1.5
+    g.attrs["source"] = "raw/dir/clip.mp4"
+    g.create_dataset("rgb", data=np.arange(12, dtype=np.float16).reshape(3, 4) / 4, chunks=(2, 4), compression="gzip", shuffle=True)
+    g.create_dataset("audio", data=np.ones((2, 3), dtype=np.float32))
+    h = v.create_group("plain")
+    h.attrs["label"] = 7
+    h.create_dataset("rgb", data=np.zeros((1, 4), dtype=np.float32))
+"#;
+
+#[test]
+fn h5py_reads_our_store_and_we_read_h5py_stores() {
+    let Some(py) = decode_peers_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 20, &[]);
+    std::fs::create_dir(p.join("x")).unwrap();
+    std::fs::copy(p.join("a.mp4"), p.join("x/b.mp4")).unwrap();
+    std::fs::write(p.join("v.list"), "a.mp4 1\nx/b.mp4 0\n").unwrap();
+    small_model(&p.join("m.safetensors"), "tsn_r18", 4);
+    sample(p, &["--list", "v.list", "--frames", "4"], "v.vks");
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "v.vks", "-o", "f.h5"], p));
+    let ours = read_features(&p.join("f.h5")).unwrap();
+    let out = Command::new(&py).args(["-c", H5PY_READS]).arg(p.join("f.h5")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["layer"], "pool");
+    for v in &ours {
+        let s = &seen[&v.id];
+        let rows = v.modality("rgb").unwrap();
+        let sum: f64 = rows.iter().map(|&x| x as f64).sum();
+        assert_eq!(s["group"], v.id.replace('/', "%2F"));
+        assert_eq!(s["label"], serde_json::json!(v.label.as_ref().unwrap().single().unwrap()));
+        assert_eq!((s["fps"].as_f64(), s["source"].as_str()), (Some(25.0), Some(v.id.as_str())));
+        assert_eq!((s["dtype"].as_str(), &s["shape"]), (Some("float32"), &serde_json::json!([4, 64])));
+        assert_eq!((s["compression"].as_str(), s["shuffle"].as_bool()), (Some("gzip"), Some(true)));
+        assert!(s["chunks"][0].as_u64().unwrap() >= 1);
+        assert!((s["sum"].as_f64().unwrap() - sum).abs() < 1e-6 * (1.0 + sum.abs()), "{s} vs {sum}");
+    }
+
+    let theirs = p.join("theirs.h5");
+    let out = Command::new(&py).args(["-c", H5PY_WRITES]).arg(&theirs).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = read_features(&theirs).unwrap();
+    let want_rgb = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f32 / 4.0);
+    let want = vec![
+        VideoFeatures {
+            id: "dir/clip.mp4".into(),
+            label: Some(Label::Multi(vec![2, 5])),
+            fps: Some(30.0),
+            duration: Some(1.5),
+            source: Some("raw/dir/clip.mp4".into()),
+            modalities: vec![("audio".into(), Array2::ones((2, 3))), ("rgb".into(), want_rgb)],
+        },
+        VideoFeatures {
+            id: "plain".into(),
+            label: Some(Label::Single(7)),
+            fps: None,
+            duration: None,
+            source: None,
+            modalities: vec![("rgb".into(), Array2::zeros((1, 4)))],
+        },
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors_and_the_batch_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 30, &[]);
+    small_model(&p.join("m.safetensors"), "tsm_r18", 4);
+    sample(p, &["a.mp4", "--frames", "4"], "good.vks");
+    sample(p, &["a.mp4", "--frames", "6"], "six.vks");
+    std::fs::write(p.join("junk.vks"), "this is not a clip stream\n").unwrap();
+    // Alone, each bad input is fatal: exit 2, no output file.
+    for (input, says) in [
+        ("junk.vks", "junk.vks: record 0: malformed stream"),
+        ("six.vks", "6 frames; tsm_r18 shifts across clips of 4 frames"),
+    ] {
+        let o = run(VFEAT, &["--model", "m.safetensors", input, "-o", "out.h5"], p);
+        assert_eq!(o.status.code(), Some(2), "{input}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(says), "{input}: {err}");
+        assert!(!p.join("out.h5").exists(), "no partial output");
+        assert_eq!(
+            std::fs::read_dir(p)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+                .count(),
+            0
+        );
+    }
+    // With a good input beside them: the good video is written, the bad ones reported, exit 1.
+    let o = run(VFEAT, &["--model", "m.safetensors", "junk.vks", "six.vks", "good.vks", "-o", "out.h5"], p);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("junk.vks") && err.contains("six.vks: video \"a.mp4\""), "{err}");
+    assert!(err.contains("2 of 3 inputs failed"), "{err}");
+    assert_eq!(read_features(&p.join("out.h5")).unwrap().len(), 1);
+    // Features are not frames.
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "good.vks", "-o", "f.vks"], p));
+    let o = run(VFEAT, &["--model", "m.safetensors", "f.vks"], p);
+    assert!(stderr(&o).contains("kind \"features\"; vfeat takes frames"), "{}", stderr(&o));
+    // Not a model file; an unknown layer.
+    std::fs::write(p.join("junk.safetensors"), b"nonsense").unwrap();
+    let o = run(VFEAT, &["--model", "junk.safetensors", "good.vks", "-o", "x.h5"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("junk.safetensors"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(!p.join("x.h5").exists());
+    let o = run(VFEAT, &["--model", "m.safetensors", "--layer", "layer7", "good.vks"], p);
+    assert!(stderr(&o).contains("layer1 to layer4, not layer7"), "{}", stderr(&o));
+    let o = run(VFEAT, &["--model", "m.safetensors", "--shard", "2/2", "good.vks"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("K counts from 0"), "{}", stderr(&o));
+}

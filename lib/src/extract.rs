@@ -1,0 +1,331 @@
+//! Feature extraction (`vfeat`): a video's frame records through a backbone to one [T, C] matrix
+//! of per-frame features. Views of a clip (spatial crops) are averaged, clips are concatenated in
+//! clip order, so a video sampled as K clips of F frames gives K·F rows.
+
+use crate::infer::clip_tensor;
+use crate::model::Model;
+use crate::stream::{Record, RecordHeader};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use ndarray::{concatenate, Array2, Axis};
+use std::collections::BTreeMap;
+
+/// Which activations become features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// The pooled output of the last stage: what the classifier sees.
+    Pool,
+    /// The globally average-pooled output of backbone stage N (`layerN`, torchvision's names).
+    Stage(usize),
+}
+
+impl std::str::FromStr for Layer {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "pool" {
+            return Ok(Self::Pool);
+        }
+        match s.strip_prefix("layer").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n >= 1 => Ok(Self::Stage(n)),
+            _ => bail!("unknown layer {s:?} (pool, layer1, layer2, ...)"),
+        }
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::Pool => write!(f, "pool"),
+            Layer::Stage(n) => write!(f, "layer{n}"),
+        }
+    }
+}
+
+/// Runs a model as a feature extractor, `batch_frames` frames per forward pass.
+pub struct Extractor<'a> {
+    model: &'a Model,
+    layer: Layer,
+    stage: usize,
+    batch_frames: usize,
+    device: Device,
+}
+
+impl<'a> Extractor<'a> {
+    pub fn new(model: &'a Model, layer: Layer, batch_frames: usize, device: Device) -> Result<Self> {
+        if model.takes_features() {
+            bail!(
+                "{} takes feature sequences; vfeat runs a frame backbone (tsn_*, tsm_*)",
+                model.config().arch
+            );
+        }
+        let stages = model.num_stages();
+        let stage = match layer {
+            Layer::Pool => stages,
+            Layer::Stage(n) if n <= stages => n,
+            Layer::Stage(n) => {
+                bail!("{} has stages layer1 to layer{stages}, not layer{n}", model.config().arch)
+            }
+        };
+        Ok(Self { model, layer, stage, batch_frames: batch_frames.max(1), device })
+    }
+
+    /// Frames per forward pass: `batch_frames`, rounded down to whole groups for models that
+    /// couple frames (TSM: groups of `frames`), at least one group.
+    fn chunk_frames(&self) -> usize {
+        match self.model.temporal_group() {
+            Some(g) => (self.batch_frames / g).max(1) * g,
+            None => self.batch_frames,
+        }
+    }
+
+    /// Per-frame features [T_i, C] of normalised clips [T_i, 3, H, W] of one frame size.
+    pub fn clip_features(&self, clips: &[Tensor]) -> Result<Vec<Array2<f32>>> {
+        let group = self.model.temporal_group().unwrap_or(1);
+        let lens: Vec<usize> = clips.iter().map(|c| c.dim(0)).collect::<candle_core::Result<_>>()?;
+        let frames = Tensor::cat(clips, 0)?;
+        let total = frames.dim(0)?;
+        let (_, c, h, w) = frames.dims4()?;
+        let chunk = self.chunk_frames();
+        let mut rows: Vec<Array2<f32>> = Vec::new();
+        // Rows per group of frames: `group` for 2D models (one per frame), 1 for 3D models (one
+        // per clip).
+        let mut rows_per_group = group;
+        let mut start = 0;
+        while start < total {
+            let len = chunk.min(total - start);
+            let x = frames.narrow(0, start, len)?.reshape((len / group, group, c, h, w))?;
+            let y = self.model.stage_features_t(&x, self.stage, false)?;
+            rows_per_group = y.dim(1)?;
+            let n = y.dim(0)? * rows_per_group;
+            let y = y.reshape((n, ()))?.to_dtype(candle_core::DType::F32)?;
+            let ch = y.dim(1)?;
+            rows.push(Array2::from_shape_vec((n, ch), y.flatten_all()?.to_vec1::<f32>()?)?);
+            start += len;
+        }
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        let all = concatenate(Axis(0), &views)?;
+        let mut out = Vec::with_capacity(lens.len());
+        let mut at = 0;
+        for n in lens {
+            let n = n / group * rows_per_group;
+            out.push(all.slice(ndarray::s![at..at + n, ..]).to_owned());
+            at += n;
+        }
+        Ok(out)
+    }
+
+    /// One video's frame records (clips × views, as `vsample` writes them) to a `features`
+    /// header and [T, C] rows: views averaged, clips concatenated in clip order.
+    pub fn video_features(&self, records: &[Record]) -> Result<(RecordHeader, Array2<f32>)> {
+        let cfg = self.model.config();
+        let group = self.model.temporal_group();
+        let mut tensors = Vec::with_capacity(records.len());
+        for (i, rec) in records.iter().enumerate() {
+            let ctx = || {
+                format!("record {i} of the video (clip {:?}, view {:?})", rec.header.clip, rec.header.view)
+            };
+            if rec.header.kind != "frames" {
+                bail!("{}: kind {:?}; vfeat takes frames", ctx(), rec.header.kind);
+            }
+            let t = clip_tensor(rec, &cfg.mean, &cfg.std, &self.device).with_context(ctx)?;
+            let (n, _, h, w) = t.dims4()?;
+            if n == 0 || h == 0 || w == 0 {
+                bail!("{}: empty frames {:?}", ctx(), rec.array.shape());
+            }
+            if let Some(g) = group {
+                if n % g != 0 {
+                    bail!(
+                        "{}: {n} frames; {} shifts across clips of {g} frames, so T must be a multiple of {g}",
+                        ctx(),
+                        cfg.arch
+                    );
+                }
+            }
+            tensors.push(t);
+        }
+        // Run clips of one frame size together.
+        let mut feats: Vec<Option<Array2<f32>>> = vec![None; records.len()];
+        let mut by_size: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+        for (i, t) in tensors.iter().enumerate() {
+            by_size.entry(t.dims()[1..].to_vec()).or_default().push(i);
+        }
+        for members in by_size.values() {
+            let clips: Vec<Tensor> = members.iter().map(|&i| tensors[i].clone()).collect();
+            for (&i, f) in members.iter().zip(self.clip_features(&clips)?) {
+                feats[i] = Some(f);
+            }
+        }
+        let feats: Vec<Array2<f32>> = feats.into_iter().map(|f| f.expect("every record ran")).collect();
+        combine_views_and_clips(records, &feats, self.layer)
+    }
+}
+
+/// Averages the views of each clip and concatenates the clips in clip order; the header is the
+/// first record's, turned into a `features` header (indices of all clips, t0 of the first, t1
+/// of the last; unknown keys carried).
+fn combine_views_and_clips(
+    records: &[Record],
+    feats: &[Array2<f32>],
+    layer: Layer,
+) -> Result<(RecordHeader, Array2<f32>)> {
+    let Some(first) = records.first() else { bail!("a video without records") };
+    // Records without a clip number are clips of their own, in stream order.
+    let mut clips: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, rec) in records.iter().enumerate() {
+        clips.entry(rec.header.clip.unwrap_or(i)).or_default().push(i);
+    }
+    let mut rows = Vec::with_capacity(clips.len());
+    let mut indices: Option<Vec<i64>> = Some(Vec::new());
+    for (k, views) in &clips {
+        let mut sum = feats[views[0]].clone();
+        for &v in &views[1..] {
+            if feats[v].dim() != sum.dim() {
+                bail!("clip {k}: views of {} and {} frames", feats[v].nrows(), sum.nrows());
+            }
+            sum += &feats[v];
+        }
+        sum /= views.len() as f32;
+        rows.push(sum);
+        match (&mut indices, &records[views[0]].header.indices) {
+            (Some(all), Some(ix)) => all.extend_from_slice(ix),
+            _ => indices = None,
+        }
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let features = concatenate(Axis(0), &views)?;
+    let last = &records[clips.values().last().expect("one clip")[0]];
+    let mut h = first.header.clone();
+    h.kind = "features".into();
+    h.layout = Some("TC".into());
+    h.indices = indices.filter(|ix| ix.len() == features.nrows());
+    h.t1 = last.header.t1;
+    (h.clip, h.view, h.num_clips, h.num_views, h.norm) = (None, None, None, None, None);
+    h.extra.insert("layer".into(), layer.to_string().into());
+    Ok((h, features))
+}
+
+/// Gathers the consecutive records of one video. A video ends when another begins, when its
+/// `num_clips × num_views` records have arrived, or at the end of the input.
+#[derive(Default)]
+pub struct VideoGrouper {
+    current: Vec<Record>,
+}
+
+impl VideoGrouper {
+    /// Adds a record; returns the previous video's records when this one completes or ends it.
+    pub fn push(&mut self, rec: Record) -> Vec<Vec<Record>> {
+        let mut done = Vec::new();
+        if let Some(first) = self.current.first() {
+            if first.header.video != rec.header.video {
+                done.extend(self.finish());
+            }
+        }
+        self.current.push(rec);
+        let h = &self.current[0].header;
+        let expected = h.num_clips.unwrap_or(1) * h.num_views.unwrap_or(1);
+        if h.num_clips.is_some() && self.current.len() >= expected {
+            done.extend(self.finish());
+        }
+        done
+    }
+
+    /// The pending video's records, if any.
+    pub fn finish(&mut self) -> Option<Vec<Record>> {
+        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{build, init_weights, ModelConfig};
+    use crate::stream::Array;
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn model(arch: &str, frames: usize) -> Model {
+        let mut cfg = ModelConfig::defaults(arch);
+        cfg.num_classes = 3;
+        cfg.base_width = 4;
+        cfg.frames = frames;
+        let varmap = VarMap::new();
+        let m = build(&cfg, VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu)).unwrap();
+        init_weights(&varmap, 5).unwrap();
+        m
+    }
+
+    fn frames(t: usize, seed: u8, clip: usize, view: usize) -> Record {
+        let a = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[t, 16, 16, 3]), |i| {
+            (i[0] * 31 + i[1] * 7 + i[2] * 3 + i[3] + seed as usize) as u8
+        });
+        let mut h = RecordHeader::frames("v");
+        (h.clip, h.view, h.num_clips, h.num_views) = (Some(clip), Some(view), Some(2), Some(2));
+        h.indices = Some((0..t as i64).map(|i| i + 100 * clip as i64).collect());
+        Record { header: h, array: Array::U8(a) }
+    }
+
+    fn features_of(m: &Model, rec: &Record, stage: usize) -> Array2<f32> {
+        let cfg = m.config();
+        let x = clip_tensor(rec, &cfg.mean, &cfg.std, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let y = m.stage_features_t(&x, stage, false).unwrap().squeeze(0).unwrap();
+        let (t, c) = y.dims2().unwrap();
+        Array2::from_shape_vec((t, c), y.flatten_all().unwrap().to_vec1().unwrap()).unwrap()
+    }
+
+    fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+        assert_eq!(a.dim(), b.dim());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn views_average_and_clips_concatenate_whatever_the_batch() {
+        for arch in ["tsn_r18", "tsm_r18"] {
+            let m = model(arch, 2);
+            let recs = vec![frames(4, 0, 0, 0), frames(4, 9, 0, 1), frames(4, 50, 1, 0), frames(4, 77, 1, 1)];
+            let want0 = (features_of(&m, &recs[0], 4) + features_of(&m, &recs[1], 4)) / 2.0;
+            let want1 = (features_of(&m, &recs[2], 4) + features_of(&m, &recs[3], 4)) / 2.0;
+            let want = concatenate(Axis(0), &[want0.view(), want1.view()]).unwrap();
+            for batch in [1, 3, 64] {
+                let ex = Extractor::new(&m, Layer::Pool, batch, Device::Cpu).unwrap();
+                let (h, got) = ex.video_features(&recs).unwrap();
+                assert!(max_diff(&got, &want) < 1e-4, "{arch} batch {batch}: {}", max_diff(&got, &want));
+                assert_eq!(h.kind, "features");
+                assert_eq!(h.indices, Some(vec![0, 1, 2, 3, 100, 101, 102, 103]));
+                assert_eq!((h.clip, h.num_views), (None, None));
+            }
+            let ex = Extractor::new(&m, "layer2".parse().unwrap(), 8, Device::Cpu).unwrap();
+            let (_, l2) = ex.video_features(&recs[..1]).unwrap();
+            assert!(max_diff(&l2, &features_of(&m, &recs[0], 2)) < 1e-5);
+            assert_eq!(l2.ncols(), 8); // ResNet-18 stage 2: 2 × base width 4
+        }
+    }
+
+    #[test]
+    fn tsm_needs_whole_groups_and_unknown_layers_are_refused() {
+        let m = model("tsm_r18", 4);
+        let ex = Extractor::new(&m, Layer::Pool, 8, Device::Cpu).unwrap();
+        let err = ex.video_features(&[frames(6, 0, 0, 0)]).unwrap_err();
+        assert!(format!("{err:#}").contains("multiple of 4"), "{err:#}");
+        assert!(Extractor::new(&m, Layer::Stage(5), 8, Device::Cpu).is_err());
+        assert!("layer0".parse::<Layer>().is_err() && "fc".parse::<Layer>().is_err());
+    }
+
+    #[test]
+    fn grouper_splits_on_video_change_and_on_count() {
+        let mut g = VideoGrouper::default();
+        let mut done = Vec::new();
+        for (video, clips) in
+            [("a", Some(2)), ("a", Some(2)), ("a", Some(2)), ("b", None), ("b", None), ("c", None)]
+        {
+            let mut h = RecordHeader::frames(video);
+            (h.num_clips, h.num_views) = (clips, clips.map(|_| 1));
+            done.extend(
+                g.push(Record { header: h, array: Array::U8(ndarray::ArrayD::zeros(ndarray::IxDyn(&[1]))) }),
+            );
+        }
+        done.extend(g.finish());
+        let sizes: Vec<(String, usize)> =
+            done.iter().map(|v| (v[0].header.video.clone().unwrap(), v.len())).collect();
+        let want = [("a", 2), ("a", 1), ("b", 2), ("c", 1)].map(|(v, n)| (v.to_string(), n));
+        assert_eq!(sizes, want);
+    }
+}
