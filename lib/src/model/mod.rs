@@ -5,6 +5,7 @@ mod config;
 mod file;
 mod import;
 mod init;
+mod pdparams;
 mod recognizer2d;
 mod resnet;
 
@@ -12,6 +13,7 @@ pub use config::ModelConfig;
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
 pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
 pub use init::init_weights;
+pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 
