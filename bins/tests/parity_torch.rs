@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{models_peers_python, target_dir, workspace_root};
+use common::{cached_fixture, logits_error, models_peers_python, workspace_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,82 +26,31 @@ const SIZE: &str = "64x80";
 const CLASSES: usize = 17;
 const REL_TOL: f32 = 1e-4;
 
-/// FNV-1a, 64 bit: a cache key stable across Rust versions.
-fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 /// The exported fixture for (arch, layout, frames): model.pth, input.npy, logits.npy; `None`
 /// (after a SKIP message) when the models venv cannot be built.
 fn fixture(arch: &str, layout: &str, frames: usize) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_torch_parity.py");
-    let mut key = 0xcbf29ce484222325;
-    for f in [&script, &root.join("scripts/peers-models.txt")] {
-        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
-    }
-    let dir = target_dir().join("parity_torch").join(format!("{key:016x}"));
     let name = format!("{arch}-{layout}-t{frames}-{SIZE}-c{CLASSES}-s{SEED}");
-    let out = dir.join(&name);
-    if out.join("logits.npy").is_file() {
-        return Some(out);
-    }
-    let python = models_peers_python()?;
-    // Fixtures of earlier script versions are dead weight (hundreds of MB): drop them.
-    if let Ok(entries) = std::fs::read_dir(dir.parent().unwrap()) {
-        for e in entries.flatten() {
-            if e.path() != dir {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = tempfile::tempdir_in(&dir).unwrap();
-    let st = Command::new(&python)
-        .arg(&script)
-        .args(["--arch", arch, "--layout", layout, "--size", SIZE, "--out"])
-        .arg(tmp.path())
-        .args([
-            "--frames",
-            &frames.to_string(),
-            "--classes",
-            &CLASSES.to_string(),
-            "--seed",
-            &SEED.to_string(),
-        ])
-        .env("OMP_NUM_THREADS", "2")
-        .status()
-        .expect("python runs");
-    assert!(st.success(), "export_torch_parity.py failed for {name}");
-    let tmp = tmp.keep();
-    if std::fs::rename(&tmp, &out).is_err() {
-        // Another test process made it meanwhile.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Some(out)
-}
-
-/// A little-endian float32 C-order .npy (what the script writes): shape and data.
-fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}: not .npy", path.display());
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).unwrap();
-    let shape: Vec<usize> =
-        shape_str.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
-    let data: Vec<f32> =
-        bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: payload size", path.display());
-    (shape, data)
+    let args: Vec<String> = [
+        "--arch",
+        arch,
+        "--layout",
+        layout,
+        "--size",
+        SIZE,
+        "--frames",
+        &frames.to_string(),
+        "--classes",
+        &CLASSES.to_string(),
+        "--seed",
+        &SEED.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let keys = [script.clone(), root.join("scripts/peers-models.txt")];
+    cached_fixture("parity_torch", &keys, &name, models_peers_python, &script, &args)
 }
 
 fn vconvert(args: &[&str]) -> std::process::Output {
@@ -123,22 +72,12 @@ fn check_parity(pth: &Path, arch: &str, frames: usize, expected: &Path, extra: &
     let convert_s = t0.elapsed().as_secs_f64();
     assert!(o.status.success(), "vconvert {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 
-    let device = candle_core::Device::Cpu;
-    let loaded = vidkit::model::load_model(&out, &device).unwrap();
-    let cfg = loaded.model.config();
+    let e = logits_error(&out, expected);
+    let cfg = &e.config;
     assert_eq!((cfg.arch.as_str(), cfg.num_classes, cfg.frames), (arch, CLASSES, frames));
-    let (xs, x) = read_npy_f32(&expected.join("input.npy"));
-    let (ls, want) = read_npy_f32(&expected.join("logits.npy"));
-    assert_eq!(xs[1], frames);
-    let x = candle_core::Tensor::from_vec(x, xs.as_slice(), &device).unwrap();
-    let t0 = std::time::Instant::now();
-    let got = loaded.model.forward_t(&x, false).unwrap();
-    let forward_s = t0.elapsed().as_secs_f64();
-    assert_eq!(got.dims(), ls.as_slice());
-    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    let rel = max_diff / max_logit;
+    assert_eq!(e.input_shape[1], frames);
+    let (xs, max_diff, max_logit, forward_s, rel) =
+        (&e.input_shape, e.max_diff, e.max_logit, e.forward_s, e.relative());
     let layout = expected.file_name().unwrap().to_string_lossy().split('-').nth(1).unwrap_or("?").to_string();
     eprintln!(
         "parity {arch:<8} ({layout} checkpoint, input {xs:?}): max|diff| {max_diff:.3e}, max|logit| {max_logit:.3}, \

@@ -4,14 +4,19 @@
 mod config;
 mod file;
 mod import;
+mod import_paddle;
 mod init;
 mod pdparams;
 mod recognizer2d;
 mod resnet;
+mod resnet_vd;
 
 pub use config::ModelConfig;
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
-pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
+pub use import::{
+    import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
+};
+pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::init_weights;
 pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
@@ -23,8 +28,8 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 8] =
-    ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101"];
+pub const ARCHS: [&str; 9] =
+    ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101", "pptsm_r50vd"];
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
@@ -69,6 +74,9 @@ impl Model {
 pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     config.validate()?;
     let arch = config.arch.as_str();
+    if arch == "pptsm_r50vd" {
+        return Ok(Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?));
+    }
     let (family, depth) = match arch.split_once("_r") {
         Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),
         _ => ("", None),

@@ -10,9 +10,12 @@
 //! MEMOIZE, STACK_GLOBAL); protocols 2 and 3 are also written on request, and there arrays over
 //! 2^30 bytes are split into flat parts `NAME@@.0`, `NAME@@.1`, ... that the entry
 //! `UnpackBigParamInfor@@` lists with their original shape (`io_utils._unpack_saved_dict`);
-//! protocol 2 pickles bytes as `_codecs.encode(text, 'latin1')`.
+//! protocol 2 pickles bytes as `_codecs.encode(text, 'latin1')`. A dict that is not a pure
+//! state dict (some values numpy arrays, say) goes through Paddle's general pickler instead,
+//! which writes each `paddle.Tensor` as `builtins.tuple(((name, array),))` — the pair (Paddle's
+//! tensor name, array) — and adds no name table; such pairs are read as their array.
 //!
-//! This reader interprets exactly those opcodes and only those four globals, building values
+//! This reader interprets exactly those opcodes and only those five globals, building values
 //! itself (a global is a name it recognises, never something it imports or calls). Any other
 //! opcode or global, or an array of another shape of reduction (object arrays), is refused with
 //! an error naming it and the byte offset.
@@ -34,6 +37,7 @@ enum Global {
     NdarrayClass,
     DtypeClass,
     CodecsEncode,
+    Tuple,
 }
 
 impl Global {
@@ -43,6 +47,7 @@ impl Global {
             ("numpy", "ndarray") => Self::NdarrayClass,
             ("numpy", "dtype") => Self::DtypeClass,
             ("_codecs", "encode") => Self::CodecsEncode,
+            ("builtins" | "__builtin__", "tuple") => Self::Tuple,
             _ => return None,
         })
     }
@@ -399,6 +404,10 @@ impl<'a> Machine<'a> {
                     .collect::<Result<Vec<u8>>>()?;
                 Value::Bytes(bytes)
             }
+            (Global::Tuple, [seq]) => match &self.arena[*seq] {
+                Value::Tuple(items) | Value::List(items) => Value::Tuple(items.clone()),
+                v => bail!("tuple() of a {}", v.kind()),
+            },
             _ => bail!("unexpected call {g:?} with {} arguments", args.len()),
         };
         self.push(value);
@@ -539,6 +548,11 @@ fn parse_pdparams(bytes: &[u8]) -> Result<NamedTensors> {
     let mut big_params = None;
     for (k, v) in items {
         let name = m.str_at(k).context("a parameter name that is not a string")?.to_string();
+        // A paddle.Tensor outside a state dict: (tensor name, array).
+        let v = match &m.arena[v] {
+            Value::Tuple(pair) if pair.len() == 2 && matches!(m.arena[pair[1]], Value::Array(_)) => pair[1],
+            _ => v,
+        };
         match std::mem::replace(&mut m.arena[v], Value::None) {
             Value::Array(a) => arrays.push((name, a)),
             Value::Dict(_) if name == NAME_TABLE_KEY => {}

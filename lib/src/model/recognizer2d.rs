@@ -1,19 +1,30 @@
 //! 2D recognizers: a per-frame ResNet, average pooling, average consensus over the segments,
 //! dropout and a linear classifier. TSN (Wang et al.) as mmaction2's `TSNHead`; TSM adds the
 //! temporal shift inside the backbone (mmaction2 `ResNetTSM` + `TSMHead`; the two heads give the
-//! same logits in eval mode, as the fc is linear and dropout is the identity).
+//! same logits in eval mode, as the fc is linear and dropout is the identity). PP-TSM is the same
+//! recognizer (PaddleVideo `Recognizer2D` + `ppTSMHead`) over a ResNet-vd with Paddle's temporal
+//! shift; its head drops out per-frame features, before the consensus.
 
 use super::resnet::{ResNet, ShiftSpec};
+use super::resnet_vd::ResNetVdTsm;
 use super::ModelConfig;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
 #[derive(Clone, Debug)]
+enum Backbone {
+    ResNet(ResNet),
+    ResNetVdTsm(ResNetVdTsm),
+}
+
+#[derive(Clone, Debug)]
 pub struct Recognizer2d {
     pub config: ModelConfig,
-    backbone: ResNet,
+    backbone: Backbone,
     fc: Linear,
+    /// ppTSMHead: dropout on the per-frame features rather than on their average.
+    dropout_per_frame: bool,
 }
 
 impl Recognizer2d {
@@ -21,7 +32,14 @@ impl Recognizer2d {
         let shift = tsm.then_some(ShiftSpec { segments: config.frames, shift_div: config.shift_div });
         let backbone = ResNet::new(depth, config.base_width, shift, vb.pp("backbone"))?;
         let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
-        Ok(Self { config, backbone, fc })
+        Ok(Self { config, backbone: Backbone::ResNet(backbone), fc, dropout_per_frame: false })
+    }
+
+    /// PP-TSM: ResNet-vd of `depth` with Paddle's shift (ratio 1 / frames), ppTSMHead.
+    pub fn pptsm(config: ModelConfig, depth: usize, vb: VarBuilder) -> Result<Self> {
+        let backbone = ResNetVdTsm::new(depth, config.base_width, config.frames, vb.pp("backbone"))?;
+        let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
+        Ok(Self { config, backbone: Backbone::ResNetVdTsm(backbone), fc, dropout_per_frame: true })
     }
 
     /// Pooled per-frame features [B, T, C] of clips [B, T, 3, H, W].
@@ -30,7 +48,11 @@ impl Recognizer2d {
         if t != self.config.frames {
             candle_core::bail!("the model takes {} frames per clip, got {t}", self.config.frames);
         }
-        let y = self.backbone.forward_t(&x.reshape((b * t, c, h, w))?, train)?;
+        let x = x.reshape((b * t, c, h, w))?;
+        let y = match &self.backbone {
+            Backbone::ResNet(r) => r.forward_t(&x, train)?,
+            Backbone::ResNetVdTsm(r) => r.forward_t(&x, train)?,
+        };
         let pooled = y.mean(D::Minus1)?.mean(D::Minus1)?; // global average pool → [B*T, C]
         pooled.reshape((b, t, ()))
     }
@@ -39,18 +61,26 @@ impl Recognizer2d {
     /// Dropout is applied only when `dropout_rng` is given (training), from that seeded
     /// generator, so a training run is reproducible (candle's own RNG cannot be seeded).
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
-        let consensus = self.features_t(x, train)?.mean(1)?;
+        let features = self.features_t(x, train)?;
         let p = self.config.dropout as f64;
-        let dropped = match dropout_rng {
-            Some(rng) if p > 0.0 => {
-                let keep: Vec<f32> = (0..consensus.elem_count())
-                    .map(|_| if rng.uniform() < p { 0.0 } else { (1.0 / (1.0 - p)) as f32 })
-                    .collect();
-                let mask = Tensor::from_vec(keep, consensus.shape(), consensus.device())?;
-                (consensus * mask)?
-            }
-            _ => consensus,
+        let consensus = if self.dropout_per_frame {
+            dropout(&features, p, dropout_rng)?.mean(1)?
+        } else {
+            dropout(&features.mean(1)?, p, dropout_rng)?
         };
-        self.fc.forward(&dropped)
+        self.fc.forward(&consensus)
+    }
+}
+
+/// Inverted dropout with probability `p`, drawn from `rng` when given (else the identity).
+fn dropout(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Tensor> {
+    match rng {
+        Some(rng) if p > 0.0 => {
+            let keep: Vec<f32> = (0..x.elem_count())
+                .map(|_| if rng.uniform() < p { 0.0 } else { (1.0 / (1.0 - p)) as f32 })
+                .collect();
+            x * Tensor::from_vec(keep, x.shape(), x.device())?
+        }
+        _ => Ok(x.clone()),
     }
 }

@@ -8,8 +8,8 @@ mod shift;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
-pub use pool::max_pool2d;
-pub use shift::temporal_shift;
+pub use pool::{avg_pool2d_ceil, max_pool2d};
+pub use shift::{temporal_shift, temporal_shift_paddle};
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
