@@ -2,12 +2,16 @@
 """Paddle fixtures for vidkit's Paddle parity test (bins/tests/parity_paddle.rs); runs in the
 paddle tier of scripts/peers.sh (PaddlePaddle's CPU wheel, ppvideo 2.3.1).
 
---what model: builds PaddleVideo's PP-TSM with ppvideo's own classes (Recognizer2D,
-ResNetTweaksTSM depth 50, ppTSMHead, settings of PaddleVideo's
-configs/recognition/pptsm/pptsm_k400_frames_uniform.yaml except num_classes and num_seg) from
-paddle.seed(SEED), randomises BatchNorm (affine parameters and running statistics, so that no BN
-is the identity) and the classifier's bias, runs it in eval mode on a fixed random input
-[B, T, 3, H, W] and writes into OUT_DIR:
+--what model: builds a PaddleVideo recognizer with ppvideo's own classes from paddle.seed(SEED),
+with the settings of PaddleVideo's configs except num_classes and num_seg:
+  pptsm_r50vd       Recognizer2D, ResNetTweaksTSM depth 50, ppTSMHead
+                    (configs/recognition/pptsm/pptsm_k400_frames_uniform.yaml)
+  pptsmv2_lcnetv2   Recognizer2D, PPTSM_v2 (PP-LCNetV2, classifier inside), MoViNetHead
+                    (configs/recognition/pptsm/v2/pptsm_lcnet_k400_8frames_uniform.yaml);
+                    --temporal-attention sets use_temporal_att (the LTA module, off there)
+randomises BatchNorm (affine parameters and running statistics, so that no BN is the identity)
+and the classifier's bias, runs it in eval mode on a fixed random input [B, T, 3, H, W] and
+writes into OUT_DIR:
 
   model.pdparams  paddle.save(model.state_dict()) with Paddle's default pickle protocol (4)
   input.npy       float32 [B, T, 3, H, W], already normalised
@@ -34,7 +38,7 @@ without a second file format; for pickle protocols N = 2, 3, 4:
 PaddleVideo's Recognizer2D reshapes its input in place (paddle.reshape_): it gets a copy.
 
 Usage: export_paddle_parity.py --what model --arch pptsm_r50vd --seed 0 --out DIR
-       [--frames 8] [--size 64x80] [--batch 2] [--classes 17]
+       [--frames 8] [--size 64x80] [--batch 2] [--classes 17] [--temporal-attention]
        export_paddle_parity.py --what formats --out DIR
 """
 import argparse
@@ -80,26 +84,25 @@ def export_model(a):
     from paddlevideo.modeling.builder import build_model
     from paddlevideo.utils.config import AttrDict
 
-    if a.arch != "pptsm_r50vd":
-        raise SystemExit(f"unknown arch {a.arch}")
     h, w = (int(v) for v in a.size.split("x"))
     paddle.seed(a.seed)
-    cfg = AttrDict(
-        framework="Recognizer2D",
-        backbone=AttrDict(name="ResNetTweaksTSM", depth=50, num_seg=a.frames),
-        head=AttrDict(
-            name="ppTSMHead",
-            num_classes=a.classes,
-            in_channels=2048,
-            drop_ratio=0.5,
-            std=0.01,
-            num_seg=a.frames,
-        ),
-    )
-    model = build_model(cfg)
+    if a.arch == "pptsm_r50vd":
+        backbone = AttrDict(name="ResNetTweaksTSM", depth=50, num_seg=a.frames)
+        head = AttrDict(
+            name="ppTSMHead", num_classes=a.classes, in_channels=2048, drop_ratio=0.5, std=0.01, num_seg=a.frames
+        )
+    elif a.arch == "pptsmv2_lcnetv2":
+        backbone = AttrDict(
+            name="PPTSM_v2", num_seg=a.frames, class_num=a.classes, use_temporal_att=a.temporal_attention
+        )
+        head = AttrDict(name="MoViNetHead")
+    else:
+        raise SystemExit(f"unknown arch {a.arch}")
+    model = build_model(AttrDict(framework="Recognizer2D", backbone=backbone, head=head))
     randomise_bn(model, a.seed, h, w, a.frames)
     rng = np.random.default_rng(a.seed + 2)
-    model.head.fc.bias.set_value(rng.normal(0.0, 0.1, a.classes).astype("float32"))
+    fc = model.head.fc if a.arch == "pptsm_r50vd" else model.backbone.fc
+    fc.bias.set_value(rng.normal(0.0, 0.1, a.classes).astype("float32"))
 
     x = rng.standard_normal((a.batch, a.frames, 3, h, w)).astype("float32")
     with paddle.no_grad():
@@ -166,6 +169,7 @@ def main():
     ap.add_argument("--size", default="64x80", help="HxW of the input")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--classes", type=int, default=17)
+    ap.add_argument("--temporal-attention", action="store_true", help="PP-TSMv2's LTA module")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     paddle.set_device("cpu")

@@ -1,10 +1,12 @@
 //! Numerical parity of vidkit's PaddleVideo models against Paddle, through the real import path:
 //! `scripts/export_paddle_parity.py` (paddle tier of `scripts/peers.sh`: PaddlePaddle's CPU wheel
-//! with ppvideo's own model classes) builds PP-TSM from `paddle.seed` with randomised BatchNorm,
+//! with ppvideo's own model classes) builds PP-TSM or PP-TSMv2 (with and without its temporal
+//! attention) from `paddle.seed` with randomised BatchNorm,
 //! saves its state dict with `paddle.save`, an input and the eval-mode logits; the `vconvert`
 //! binary imports the `.pdparams`; `vidkit::model::load_model` loads the result and its logits
 //! must match: max |diff| ≤ 1e-4 × max |logit| (issue 3). Input: 2 clips × 8 frames × 3 × 64 × 80
-//! (non-square, to catch a transposed layout; ppTSMHead pools globally, so any size works).
+//! (non-square, to catch a transposed layout; both pool globally, so any size works; 80 px
+//! reaches odd sizes in the last stages).
 //!
 //! The `.pdparams` reader is also checked on files Paddle writes with pickle protocols 2, 3 and 4
 //! (every dtype a state dict may hold, Fortran-order and big-endian arrays, the split layout of
@@ -41,10 +43,14 @@ fn fixture(name: &str, what: &str, args: &[&str]) -> Option<PathBuf> {
     cached_fixture("parity_paddle", &keys, name, paddle_peers_python, &script, &args)
 }
 
-fn model_fixture(arch: &str) -> Option<PathBuf> {
+/// `arch`'s fixture; `extra`: more script arguments (`--temporal-attention`), named in the cache.
+fn model_fixture(arch: &str, extra: &[&str]) -> Option<PathBuf> {
     let (frames, classes, seed) = (FRAMES.to_string(), CLASSES.to_string(), SEED.to_string());
-    let args = ["--arch", arch, "--frames", &frames, "--size", SIZE, "--classes", &classes, "--seed", &seed];
-    fixture(&format!("{arch}-t{FRAMES}-{SIZE}-c{CLASSES}-s{SEED}"), "model", &args)
+    let mut args =
+        vec!["--arch", arch, "--frames", &frames, "--size", SIZE, "--classes", &classes, "--seed", &seed];
+    args.extend_from_slice(extra);
+    let suffix: String = extra.iter().map(|e| format!("-{}", e.trim_start_matches('-'))).collect();
+    fixture(&format!("{arch}-t{FRAMES}-{SIZE}-c{CLASSES}-s{SEED}{suffix}"), "model", &args)
 }
 
 fn vconvert(args: &[&str]) -> std::process::Output {
@@ -59,8 +65,8 @@ fn import(fx: &Path, arch: &str, out: &Path) {
     eprintln!("{}", String::from_utf8_lossy(&o.stderr).trim_end());
 }
 
-fn parity(arch: &str) {
-    let Some(fx) = model_fixture(arch) else { return };
+fn parity(arch: &str, extra: &[&str]) {
+    let Some(fx) = model_fixture(arch, extra) else { return };
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
     import(&fx, arch, &out);
@@ -70,7 +76,7 @@ fn parity(arch: &str) {
     let (xs, max_diff, max_logit, forward_s, rel) =
         (&e.input_shape, e.max_diff, e.max_logit, e.forward_s, e.relative());
     eprintln!(
-        "parity {arch} (input {xs:?}): max|diff| {max_diff:.3e}, max|logit| {max_logit:.3}, relative \
+        "parity {arch} {extra:?} (input {xs:?}): max|diff| {max_diff:.3e}, max|logit| {max_logit:.3}, relative \
          {rel:.2e} (limit {REL_TOL:.0e}); forward {forward_s:.2} s"
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e} (max diff {max_diff:e})");
@@ -78,7 +84,18 @@ fn parity(arch: &str) {
 
 #[test]
 fn pptsm_r50vd_matches_paddle() {
-    parity("pptsm_r50vd");
+    parity("pptsm_r50vd", &[]);
+}
+
+#[test]
+fn pptsmv2_lcnetv2_matches_paddle() {
+    parity("pptsmv2_lcnetv2", &[]);
+}
+
+/// PP-TSMv2 with its temporal attention (LTA), which vconvert switches on from the weights.
+#[test]
+fn pptsmv2_lcnetv2_with_temporal_attention_matches_paddle() {
+    parity("pptsmv2_lcnetv2", &["--temporal-attention"]);
 }
 
 /// Every array of the format fixtures holds arange(n) in C order: check names, shapes, dtypes
@@ -143,7 +160,7 @@ fn malicious_pdparams_is_refused_without_running_it() {
 /// that do not fit are refused with the first difference named.
 #[test]
 fn mismatched_paddle_imports_are_refused() {
-    let Some(fx) = model_fixture("pptsm_r50vd") else { return };
+    let Some(fx) = model_fixture("pptsm_r50vd", &[]) else { return };
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
     let (pd, o) = (fx.join("model.pdparams"), out.to_str().unwrap());
@@ -170,7 +187,7 @@ fn mismatched_paddle_imports_are_refused() {
 /// probabilities.
 #[test]
 fn vclassify_runs_an_imported_pptsm() {
-    let Some(fx) = model_fixture("pptsm_r50vd") else { return };
+    let Some(fx) = model_fixture("pptsm_r50vd", &[]) else { return };
     let work = tempfile::tempdir().unwrap();
     let p = work.path();
     import(&fx, "pptsm_r50vd", &p.join("m.safetensors"));

@@ -33,11 +33,14 @@ block).
 
 Paddle: a .pdparams (a PaddleVideo Recognizer2D state dict, as PaddleVideo saves and releases \
 its models) imports only as a PaddleVideo architecture, and those only from .pdparams: pptsm_r50vd \
-is PP-TSM (ResNet-50-vd, ResNetTweaksTSM + ppTSMHead; shift ratio 1/frames as PaddleVideo ties \
-it to num_seg, so shift_div is not used). Names map by one rule: _conv -> conv, _batch_norm -> \
+is PP-TSM (ResNet-50-vd, ResNetTweaksTSM + ppTSMHead), pptsmv2_lcnetv2 PP-TSMv2 (PP-LCNetV2, \
+PPTSM_v2 + MoViNetHead; dropout 0.2 in Paddle's downscale_in_infer mode; its temporal attention \
+is on when the checkpoint has backbone.global_attention.fc weights); both shift with ratio \
+1/frames as PaddleVideo ties it to num_seg, so shift_div is not used. Names map by one rule: _conv -> conv, _batch_norm -> \
 bn, _mean -> running_mean, _variance -> running_var, the rest unchanged \
 (backbone.bb_1_0.short._batch_norm._variance -> backbone.bb_1_0.short.bn.running_var); Linear \
-weights, [in, out] in Paddle, are transposed.
+weights, [in, out] in Paddle, are transposed; PP-TSMv2's backbone.fc becomes head.fc and the \
+deployment-only fused kernels of its re-parameterisable blocks (*.dw_conv.weight/bias) are dropped.
 
 Config: num_classes is read from the classifier's weight and base_width from the stem; the rest \
 starts from the defaults (8 frames, segment sampler, short side 256, crop 224, ImageNet mean/std \
@@ -122,7 +125,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             None => "at the top level".to_string(),
         };
         eprintln!(
-            "vconvert: {} -> {}: {}, {} classes, {} frames; {} tensors ({} layout, {under}; {} num_batches_tracked dropped)",
+            "vconvert: {} -> {}: {}, {} classes, {} frames; {} tensors ({} layout, {under}; {} unused dropped)",
             input.display(),
             output.display(),
             config.arch,

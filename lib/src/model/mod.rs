@@ -7,6 +7,7 @@ mod import;
 mod import_paddle;
 mod init;
 mod pdparams;
+mod pplcnet_v2;
 mod recognizer2d;
 mod resnet;
 mod resnet_vd;
@@ -28,8 +29,18 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 9] =
-    ["tsn_r18", "tsn_r34", "tsn_r50", "tsn_r101", "tsm_r18", "tsm_r34", "tsm_r50", "tsm_r101", "pptsm_r50vd"];
+pub const ARCHS: [&str; 10] = [
+    "tsn_r18",
+    "tsn_r34",
+    "tsn_r50",
+    "tsn_r101",
+    "tsm_r18",
+    "tsm_r34",
+    "tsm_r50",
+    "tsm_r101",
+    "pptsm_r50vd",
+    "pptsmv2_lcnetv2",
+];
 
 /// A built model of any registered architecture.
 #[derive(Clone, Debug)]
@@ -76,6 +87,9 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     let arch = config.arch.as_str();
     if arch == "pptsm_r50vd" {
         return Ok(Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?));
+    }
+    if arch == "pptsmv2_lcnetv2" {
+        return Ok(Model::Recognizer2d(Recognizer2d::pptsmv2(config.clone(), vb)?));
     }
     let (family, depth) = match arch.split_once("_r") {
         Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),

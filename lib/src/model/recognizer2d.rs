@@ -3,8 +3,11 @@
 //! temporal shift inside the backbone (mmaction2 `ResNetTSM` + `TSMHead`; the two heads give the
 //! same logits in eval mode, as the fc is linear and dropout is the identity). PP-TSM is the same
 //! recognizer (PaddleVideo `Recognizer2D` + `ppTSMHead`) over a ResNet-vd with Paddle's temporal
-//! shift; its head drops out per-frame features, before the consensus.
+//! shift; its head drops out per-frame features, before the consensus. PP-TSMv2 (PaddleVideo
+//! `PPTSM_v2` + `MoViNetHead`) has the same structure over PP-LCNetV2, its dropout in Paddle's
+//! `downscale_in_infer` mode: no scaling in training, features × (1 − p) in eval.
 
+use super::pplcnet_v2::PpLcNetV2Tsm;
 use super::resnet::{ResNet, ShiftSpec};
 use super::resnet_vd::ResNetVdTsm;
 use super::ModelConfig;
@@ -16,6 +19,7 @@ use candle_nn::{Linear, Module, VarBuilder};
 enum Backbone {
     ResNet(ResNet),
     ResNetVdTsm(ResNetVdTsm),
+    PpLcNetV2Tsm(PpLcNetV2Tsm),
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +29,8 @@ pub struct Recognizer2d {
     fc: Linear,
     /// ppTSMHead: dropout on the per-frame features rather than on their average.
     dropout_per_frame: bool,
+    /// Paddle's `downscale_in_infer` dropout (PP-TSMv2) rather than inverted dropout.
+    dropout_downscale_in_infer: bool,
 }
 
 impl Recognizer2d {
@@ -32,14 +38,27 @@ impl Recognizer2d {
         let shift = tsm.then_some(ShiftSpec { segments: config.frames, shift_div: config.shift_div });
         let backbone = ResNet::new(depth, config.base_width, shift, vb.pp("backbone"))?;
         let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
-        Ok(Self { config, backbone: Backbone::ResNet(backbone), fc, dropout_per_frame: false })
+        let backbone = Backbone::ResNet(backbone);
+        Ok(Self { config, backbone, fc, dropout_per_frame: false, dropout_downscale_in_infer: false })
     }
 
     /// PP-TSM: ResNet-vd of `depth` with Paddle's shift (ratio 1 / frames), ppTSMHead.
     pub fn pptsm(config: ModelConfig, depth: usize, vb: VarBuilder) -> Result<Self> {
         let backbone = ResNetVdTsm::new(depth, config.base_width, config.frames, vb.pp("backbone"))?;
         let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
-        Ok(Self { config, backbone: Backbone::ResNetVdTsm(backbone), fc, dropout_per_frame: true })
+        let backbone = Backbone::ResNetVdTsm(backbone);
+        Ok(Self { config, backbone, fc, dropout_per_frame: true, dropout_downscale_in_infer: false })
+    }
+
+    /// PP-TSMv2: PP-LCNetV2 at scale `base_width / 64` with the shift before stage 3, and the
+    /// temporal attention when the config's `temporal_attention` is true.
+    pub fn pptsmv2(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let attention = config.extra.get("temporal_attention").and_then(|v| v.as_bool()).unwrap_or(false);
+        let scale = config.base_width as f64 / 64.0;
+        let backbone = PpLcNetV2Tsm::new(scale, config.frames, attention, vb.pp("backbone"))?;
+        let fc = candle_nn::linear(super::pplcnet_v2::LAST_CHANNELS, config.num_classes, vb.pp("head.fc"))?;
+        let backbone = Backbone::PpLcNetV2Tsm(backbone);
+        Ok(Self { config, backbone, fc, dropout_per_frame: true, dropout_downscale_in_infer: true })
     }
 
     /// Pooled per-frame features [B, T, C] of clips [B, T, 3, H, W].
@@ -52,6 +71,7 @@ impl Recognizer2d {
         let y = match &self.backbone {
             Backbone::ResNet(r) => r.forward_t(&x, train)?,
             Backbone::ResNetVdTsm(r) => r.forward_t(&x, train)?,
+            Backbone::PpLcNetV2Tsm(r) => return r.forward_t(&x, train)?.reshape((b, t, ())),
         };
         let pooled = y.mean(D::Minus1)?.mean(D::Minus1)?; // global average pool → [B*T, C]
         pooled.reshape((b, t, ()))
@@ -63,7 +83,13 @@ impl Recognizer2d {
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
         let features = self.features_t(x, train)?;
         let p = self.config.dropout as f64;
-        let consensus = if self.dropout_per_frame {
+        let consensus = if self.dropout_downscale_in_infer {
+            match dropout_rng {
+                _ if !train => (features * (1.0 - p))?.mean(1)?,
+                Some(rng) => (dropout(&features, p, Some(rng))? * (1.0 - p))?.mean(1)?,
+                None => features.mean(1)?,
+            }
+        } else if self.dropout_per_frame {
             dropout(&features, p, dropout_rng)?.mean(1)?
         } else {
             dropout(&features.mean(1)?, p, dropout_rng)?

@@ -122,7 +122,7 @@ impl ResNetVdTsm {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::model::{build, init_weights, ModelConfig};
     use crate::rng::Rng;
     use crate::train::trainable_vars;
@@ -143,13 +143,20 @@ mod tests {
         assert_eq!(model.features_t(&x, false).unwrap().dims(), &[2, 4, 32 * 8]);
         let y = model.forward_train(&x, true, Some(&mut Rng::new(1))).unwrap();
         assert_eq!(y.dims(), &[2, 5]);
+        let names = assert_every_parameter_learns(&varmap, &y);
+        assert_eq!(names.len(), 3 * 3 + 16 * 3 * 3 + 4 * 3 + 2, "convs, BN weight and bias, fc");
+    }
+
+    /// Backpropagates sum(y²) and asserts that every trainable variable gets a non-zero
+    /// gradient; returns their names.
+    pub(in crate::model) fn assert_every_parameter_learns(varmap: &VarMap, y: &Tensor) -> Vec<String> {
         let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        let vars = trainable_vars(&varmap);
-        assert_eq!(vars.len(), 3 * 3 + 16 * 3 * 3 + 4 * 3 + 2, "convs, BN weight and bias, fc");
-        for (name, var) in vars {
+        let vars = trainable_vars(varmap);
+        for (name, var) in &vars {
             let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
             let norm = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(norm > 0.0, "{name}: zero gradient");
         }
+        vars.into_iter().map(|(n, _)| n).collect()
     }
 }

@@ -2,12 +2,14 @@
 
 mod batchnorm;
 mod conv;
+mod depthwise;
 mod im2col;
 mod pool;
 mod shift;
 
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use depthwise::DepthwiseConv2d;
 pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use shift::{temporal_shift, temporal_shift_paddle};
 
