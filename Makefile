@@ -34,7 +34,7 @@ test: deps
 demo: build
 	@bash recipes/demo.sh $(BIN)
 
-# The pinned Python peers (decord, PyAV, OpenCV, torch, ...) for parity tests and benchmarks.
+# The pinned Python peers (decord, PyAV, OpenCV, torch, Paddle, ...) for parity tests and benchmarks.
 peers: deps
 	@bash scripts/peers.sh $(PEERS)
 

@@ -2,7 +2,7 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|models|full|zoo|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|zoo|paddle|all]      (default: all)
 #
 # Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
@@ -10,7 +10,11 @@
 #                                                (model parity test; torch is PyPI's CUDA build)
 #   TARGET_DIR/full    scripts/peers-full.txt    decode + torch, torchvision, torchcodec (bench)
 #   TARGET_DIR/zoo     scripts/peers-zoo.txt     torch, torchvision, pytorchvideo (3D CNN parity
-#                                                and bench; not part of `all`)
+#                                                and bench)
+#   TARGET_DIR/paddle  scripts/peers-paddle.txt  numpy, paddlepaddle (CPU), ppvideo's deps, then
+#                      ppvideo --no-deps (peers-paddle-nodeps.txt), the paddle.fluid stub
+#                      (peers-paddle-fluid-stub.py) and a .pth that makes `import paddlevideo`
+#                      work as in a PaddleVideo checkout (Paddle parity test)
 #
 # Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
 # that runs it) differs from the stamp written after its last successful build, so a second run
@@ -18,7 +22,7 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|models|full|zoo|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|zoo|paddle|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
@@ -26,7 +30,8 @@ case "${2:-all}" in
   models) tiers=(models) ;;
   full) tiers=(full) ;;
   zoo) tiers=(zoo) ;;
-  all) tiers=(decode models full) ;;
+  paddle) tiers=(paddle) ;;
+  all) tiers=(decode models full zoo paddle) ;;
   *) usage ;;
 esac
 
@@ -42,7 +47,22 @@ tier_files() {
     models) echo "$here/peers-models.txt" ;;
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
     zoo) echo "$here/peers-zoo.txt" ;;
+    paddle) echo "$here/peers-paddle.txt $here/peers-paddle-nodeps.txt $here/peers-paddle-fluid-stub.py" ;;
   esac
+}
+
+# ppvideo without its impossible pins, and what it needs under Paddle 3 (shared/PEERS.md).
+install_paddle_extras() {
+  local venv=$1 site sub
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input --no-deps \
+    -r "$here/peers-paddle-nodeps.txt"
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  for sub in __init__ framework core layer_helper data_feeder dygraph/__init__; do
+    mkdir -p "$(dirname "$site/paddle/fluid/$sub.py")"
+    cp "$here/peers-paddle-fluid-stub.py" "$site/paddle/fluid/$sub.py"
+  done
+  # ppvideo's modules import each other as `paddlevideo.*` (as in a PaddleVideo checkout).
+  echo "$site/ppvideo" > "$site/vidkit-paddlevideo.pth"
 }
 
 build_tier() {
@@ -64,14 +84,18 @@ build_tier() {
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
       -r "$here/peers-$tier.txt"
+    if [ "$tier" = paddle ]; then
+      install_paddle_extras "$venv"
+    fi
     # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
     case $tier in
       decode) imports="numpy, av, decord, cv2" ;;
       models) imports="numpy, torch, torchvision, safetensors.torch" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
       zoo) imports="numpy, torch, torchvision, pytorchvideo.models.hub" ;;
+      paddle) imports="numpy, paddle, paddlevideo.modeling.backbones, paddlevideo.modeling.heads" ;;
     esac
-    "$venv/bin/python" -c "import $imports"
+    "$venv/bin/python" -W ignore -c "import $imports"
     echo "$want" > "$stamp"
     echo "peers: $venv ready" >&2
   ) 9> "$target/.$tier.lock"

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{fnv1a, models_peers_python, read_npy_f32, target_dir, workspace_root};
+use common::{cached_fixture, logits_error, models_peers_python, workspace_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -31,49 +31,26 @@ const REL_TOL: f32 = 1e-4;
 fn fixture(arch: &str, layout: &str, frames: usize) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_torch_parity.py");
-    let mut key = 0xcbf29ce484222325;
-    for f in [&script, &root.join("scripts/peers-models.txt")] {
-        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
-    }
-    let dir = target_dir().join("parity_torch").join(format!("{key:016x}"));
     let name = format!("{arch}-{layout}-t{frames}-{SIZE}-c{CLASSES}-s{SEED}");
-    let out = dir.join(&name);
-    if out.join("logits.npy").is_file() {
-        return Some(out);
-    }
-    let python = models_peers_python()?;
-    // Fixtures of earlier script versions are dead weight (hundreds of MB): drop them.
-    if let Ok(entries) = std::fs::read_dir(dir.parent().unwrap()) {
-        for e in entries.flatten() {
-            if e.path() != dir {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = tempfile::tempdir_in(&dir).unwrap();
-    let st = Command::new(&python)
-        .arg(&script)
-        .args(["--arch", arch, "--layout", layout, "--size", SIZE, "--out"])
-        .arg(tmp.path())
-        .args([
-            "--frames",
-            &frames.to_string(),
-            "--classes",
-            &CLASSES.to_string(),
-            "--seed",
-            &SEED.to_string(),
-        ])
-        .env("OMP_NUM_THREADS", "2")
-        .status()
-        .expect("python runs");
-    assert!(st.success(), "export_torch_parity.py failed for {name}");
-    let tmp = tmp.keep();
-    if std::fs::rename(&tmp, &out).is_err() {
-        // Another test process made it meanwhile.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Some(out)
+    let args: Vec<String> = [
+        "--arch",
+        arch,
+        "--layout",
+        layout,
+        "--size",
+        SIZE,
+        "--frames",
+        &frames.to_string(),
+        "--classes",
+        &CLASSES.to_string(),
+        "--seed",
+        &SEED.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let keys = [script.clone(), root.join("scripts/peers-models.txt")];
+    cached_fixture("parity_torch", &keys, &name, models_peers_python, &script, &args)
 }
 
 fn vconvert(args: &[&str]) -> std::process::Output {
@@ -95,22 +72,12 @@ fn check_parity(pth: &Path, arch: &str, frames: usize, expected: &Path, extra: &
     let convert_s = t0.elapsed().as_secs_f64();
     assert!(o.status.success(), "vconvert {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 
-    let device = candle_core::Device::Cpu;
-    let loaded = vidkit::model::load_model(&out, &device).unwrap();
-    let cfg = loaded.model.config();
+    let e = logits_error(&out, expected);
+    let cfg = &e.config;
     assert_eq!((cfg.arch.as_str(), cfg.num_classes, cfg.frames), (arch, CLASSES, frames));
-    let (xs, x) = read_npy_f32(&expected.join("input.npy"));
-    let (ls, want) = read_npy_f32(&expected.join("logits.npy"));
-    assert_eq!(xs[1], frames);
-    let x = candle_core::Tensor::from_vec(x, xs.as_slice(), &device).unwrap();
-    let t0 = std::time::Instant::now();
-    let got = loaded.model.forward_t(&x, false).unwrap();
-    let forward_s = t0.elapsed().as_secs_f64();
-    assert_eq!(got.dims(), ls.as_slice());
-    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    let rel = max_diff / max_logit;
+    assert_eq!(e.input_shape[1], frames);
+    let (xs, max_diff, max_logit, forward_s, rel) =
+        (&e.input_shape, e.max_diff, e.max_logit, e.forward_s, e.relative());
     let layout = expected.file_name().unwrap().to_string_lossy().split('-').nth(1).unwrap_or("?").to_string();
     eprintln!(
         "parity {arch:<8} ({layout} checkpoint, input {xs:?}): max|diff| {max_diff:.3e}, max|logit| {max_logit:.3}, \

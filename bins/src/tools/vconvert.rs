@@ -1,22 +1,24 @@
 //! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM, the TSM
-//! authors' repository) as a vidkit model file. The work is `vidkit::model::import_torch`.
+//! authors' repository) or a PaddleVideo `.pdparams` (PP-TSM) as a vidkit model file. The work is
+//! `vidkit::model::import_checkpoint`.
 use crate::Outcome;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use vidkit::model::{import_torch, save_model, ARCHS};
+use vidkit::model::{import_checkpoint, save_model, ARCHS};
 
-const ABOUT: &str = "Import a PyTorch checkpoint (torchvision, mmaction2) as a vidkit model file";
+const ABOUT: &str =
+    "Import a PyTorch (torchvision, mmaction2) or Paddle (PaddleVideo) checkpoint as a vidkit model file";
 
 const LONG_ABOUT: &str = "\
-Import a PyTorch checkpoint (torchvision, mmaction2) as a vidkit model file.
+Import a PyTorch (torchvision, mmaction2) or Paddle (PaddleVideo) checkpoint as a vidkit model file.
 
-Reads IN, a .pth/.pt/.pyth written by torch.save, and writes OUT, one .safetensors file holding \
+Reads IN, a .pth/.pt/.pyth written by torch.save or a .pdparams written by paddle.save, and writes OUT, one .safetensors file holding \
 the weights and, in its metadata (key \"vidkit_config\"), the model's config: architecture, \
 classes, input spec (frames, short side, crop size, sampler) and mean/std, so that vclassify \
 needs nothing else.
 
 Reading runs no code from the file: the pickle inside is interpreted, never executed, and only \
-dicts and tensors are rebuilt. The state dict is taken from the top level or from under \
+dicts and tensors (numpy arrays for .pdparams) are rebuilt; a file naming anything else is refused. The state dict is taken from the top level or from under \
 \"state_dict\" (mmaction2), \"model_state\" (pytorchvideo) or \"model\"; \"module.\" prefixes are \
 stripped and BatchNorm's num_batches_tracked dropped.
 
@@ -28,6 +30,17 @@ backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*); the TSM authors' rep
 (base_model.*, new_fc.*); and vidkit's own. A checkpoint with temporal shifts imports only as the \
 TSM that shifts the same blocks (mmaction2 shift_place='blockres'; ResNet-101 shifts every other \
 block).
+
+Paddle: a .pdparams (a PaddleVideo Recognizer2D state dict, as PaddleVideo saves and releases \
+its models) imports only as a PaddleVideo architecture, and those only from .pdparams: pptsm_r50vd \
+is PP-TSM (ResNet-50-vd, ResNetTweaksTSM + ppTSMHead), pptsmv2_lcnetv2 PP-TSMv2 (PP-LCNetV2, \
+PPTSM_v2 + MoViNetHead; dropout 0.2 in Paddle's downscale_in_infer mode; its temporal attention \
+is on when the checkpoint has backbone.global_attention.fc weights); both shift with ratio \
+1/frames as PaddleVideo ties it to num_seg, so shift_div is not used. Names map by one rule: _conv -> conv, _batch_norm -> \
+bn, _mean -> running_mean, _variance -> running_var, the rest unchanged \
+(backbone.bb_1_0.short._batch_norm._variance -> backbone.bb_1_0.short.bn.running_var); Linear \
+weights, [in, out] in Paddle, are transposed; PP-TSMv2's backbone.fc becomes head.fc and the \
+deployment-only fused kernels of its re-parameterisable blocks (*.dw_conv.weight/bias) are dropped.
 
 Config: num_classes is read from the classifier's weight and base_width from the stem; the rest \
 starts from the defaults (8 frames, segment sampler, short side 256, crop 224, ImageNet mean/std \
@@ -51,6 +64,9 @@ Examples:
   # torchvision's ImageNet ResNet-18 as a TSM (its 1000 ImageNet classes)
   vconvert --arch tsm_r18 resnet18-f37072fd.pth tsm_r18_imagenet.safetensors
 
+  # PaddleVideo's PP-TSM trained on Kinetics-400 (8 segments, its defaults)
+  vconvert --arch pptsm_r50vd ppTSM_k400_uniform.pdparams pptsm_k400.safetensors
+
   # Which architectures can be imported
   vconvert --list-archs";
 
@@ -71,7 +87,7 @@ pub struct Args {
     #[arg(long)]
     pub list_archs: bool,
 
-    /// PyTorch checkpoint (.pth, .pt, .pyth).
+    /// PyTorch checkpoint (.pth, .pt, .pyth) or Paddle checkpoint (.pdparams).
     #[arg(value_name = "IN", required_unless_present = "list_archs")]
     pub input: Option<PathBuf>,
 
@@ -100,7 +116,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     if input == output {
         bail!("{}: the output would overwrite the input", output.display());
     }
-    let imported = import_torch(input, arch, &args.options)?;
+    let imported = import_checkpoint(input, arch, &args.options)?;
     let config = imported.model.model.config();
     save_model(&imported.model.varmap, config, output)?;
     if !args.quiet {
@@ -109,7 +125,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             None => "at the top level".to_string(),
         };
         eprintln!(
-            "vconvert: {} -> {}: {}, {} classes, {} frames; {} tensors ({} layout, {under}; {} num_batches_tracked dropped)",
+            "vconvert: {} -> {}: {}, {} classes, {} frames; {} tensors ({} layout, {under}; {} unused dropped)",
             input.display(),
             output.display(),
             config.arch,

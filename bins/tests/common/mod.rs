@@ -110,65 +110,89 @@ pub fn decode_peers_python() -> Option<PathBuf> {
     }
 }
 
+/// The Python of the pinned peers venv of `tier` (`scripts/peers.sh`), built on first use;
+/// `None` when it cannot be built (no network), after a SKIP message naming `what` is skipped.
+pub fn peers_python(tier: &str, what: &str) -> Option<PathBuf> {
+    let peers = target_dir().join("peers");
+    let st =
+        Command::new("bash").arg(workspace_root().join("scripts/peers.sh")).arg(&peers).arg(tier).status();
+    match st {
+        Ok(s) if s.success() => Some(peers.join(tier).join("bin/python")),
+        _ => {
+            eprintln!("SKIP: the {tier} peers venv ({}) could not be built; {what} skipped", peers.display());
+            None
+        }
+    }
+}
+
 /// The Python of the pinned models-tier peers venv (numpy, torch, torchvision, safetensors),
 /// built on first use by `scripts/peers.sh` (about 3 GB of wheels: PyPI's torch needs its CUDA
 /// libraries even on CPU); `None` when it cannot be built (no network), with a message.
 pub fn models_peers_python() -> Option<PathBuf> {
-    let peers = target_dir().join("peers");
-    let st = Command::new("bash")
-        .arg(workspace_root().join("scripts/peers.sh"))
-        .arg(&peers)
-        .arg("models")
-        .status();
-    match st {
-        Ok(s) if s.success() => Some(peers.join("models/bin/python")),
-        _ => {
-            eprintln!(
-                "SKIP: the models peers venv ({}) could not be built; model parity checks skipped",
-                peers.display()
-            );
-            None
-        }
-    }
+    peers_python("models", "model parity checks")
 }
 
-/// Cargo's target directory (absolute), where cached fixtures and the peers venvs live.
-pub fn target_dir() -> PathBuf {
-    let root = workspace_root();
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    if target.is_absolute() {
-        target
-    } else {
-        root.join(target)
-    }
+/// The Python of the pinned paddle-tier peers venv (PaddlePaddle CPU, ppvideo); `None` when it
+/// cannot be built, with a message.
+pub fn paddle_peers_python() -> Option<PathBuf> {
+    peers_python("paddle", "Paddle parity checks")
 }
 
-/// The Python of the pinned zoo-tier peers venv (torch, torchvision, pytorchvideo 0.1.5), built on
-/// first use by `scripts/peers.sh`; `None` when it cannot be built (no network), with a message.
-pub fn zoo_peers_python() -> Option<PathBuf> {
-    let peers = target_dir().join("peers");
-    let st =
-        Command::new("bash").arg(workspace_root().join("scripts/peers.sh")).arg(&peers).arg("zoo").status();
-    match st {
-        Ok(s) if s.success() => Some(peers.join("zoo/bin/python")),
-        _ => {
-            eprintln!(
-                "SKIP: the zoo peers venv ({}) could not be built; pytorchvideo parity checks skipped",
-                peers.display()
-            );
-            None
-        }
-    }
-}
-
-/// FNV-1a, 64 bit: a cache key for fixtures, stable across Rust versions.
+/// FNV-1a, 64 bit: a cache key stable across Rust versions.
 pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
     for b in bytes {
         h ^= *b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
     h
+}
+
+/// The fixture `name` made by `python script ARGS --out DIR`, cached as
+/// `target/<kind>/<hash of key_files>/<name>/` so only the first run pays for Python; `None`
+/// (after a SKIP message) when `python` cannot be had.
+pub fn cached_fixture(
+    kind: &str,
+    key_files: &[PathBuf],
+    name: &str,
+    python: impl FnOnce() -> Option<PathBuf>,
+    script: &Path,
+    args: &[String],
+) -> Option<PathBuf> {
+    let mut key = 0xcbf29ce484222325;
+    for f in key_files {
+        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
+    }
+    let dir = target_dir().join(kind).join(format!("{key:016x}"));
+    let out = dir.join(name);
+    if out.is_dir() {
+        return Some(out);
+    }
+    let python = python()?;
+    // Fixtures of earlier script versions are dead weight (hundreds of MB): drop them.
+    if let Ok(entries) = std::fs::read_dir(dir.parent().unwrap()) {
+        for e in entries.flatten() {
+            if e.path() != dir {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir_in(&dir).unwrap();
+    let st = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .arg("--out")
+        .arg(tmp.path())
+        .env("OMP_NUM_THREADS", "2")
+        .status()
+        .expect("python runs");
+    assert!(st.success(), "{} failed for {name}", script.display());
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, &out).is_err() {
+        // Another test process made it meanwhile.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Some(out)
 }
 
 /// A little-endian float32 C-order .npy (what the fixture scripts write): shape and data.
@@ -188,4 +212,53 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         bytes[start + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), shape.iter().product::<usize>(), "{}: payload size", path.display());
     (shape, data)
+}
+
+/// Cargo's target directory (absolute), where cached fixtures and the peers venvs live.
+pub fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    }
+}
+
+/// The Python of the pinned zoo-tier peers venv (torch, torchvision, pytorchvideo 0.1.5).
+pub fn zoo_peers_python() -> Option<PathBuf> {
+    peers_python("zoo", "pytorchvideo parity checks")
+}
+
+/// A model file's eval-mode logits against a fixture's (`input.npy` → `logits.npy`).
+pub struct LogitsError {
+    pub config: vidkit::model::ModelConfig,
+    pub input_shape: Vec<usize>,
+    pub max_diff: f32,
+    pub max_logit: f32,
+    pub forward_s: f64,
+}
+
+impl LogitsError {
+    /// max |diff| / max |logit|
+    pub fn relative(&self) -> f32 {
+        self.max_diff / self.max_logit
+    }
+}
+
+pub fn logits_error(model: &Path, fixture: &Path) -> LogitsError {
+    let device = candle_core::Device::Cpu;
+    let loaded = vidkit::model::load_model(model, &device).unwrap();
+    let (input_shape, x) = read_npy_f32(&fixture.join("input.npy"));
+    let (logits_shape, want) = read_npy_f32(&fixture.join("logits.npy"));
+    let x = candle_core::Tensor::from_vec(x, input_shape.as_slice(), &device).unwrap();
+    let t0 = std::time::Instant::now();
+    let got = loaded.model.forward_t(&x, false).unwrap();
+    let forward_s = t0.elapsed().as_secs_f64();
+    assert_eq!(got.dims(), logits_shape.as_slice());
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
+    LogitsError { config: loaded.model.config().clone(), input_shape, max_diff, max_logit, forward_s }
 }

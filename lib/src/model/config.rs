@@ -175,7 +175,8 @@ impl ModelConfig {
             arch: arch.to_string(),
             num_classes: 400,
             frames: 8,
-            dropout: 0.5,
+            // PP-TSMv2's PPTSM_v2 sets dropout_prob 0.2; the others' heads 0.5.
+            dropout: if arch == "pptsmv2_lcnetv2" { 0.2 } else { 0.5 },
             mean: [123.675, 116.28, 103.53],
             std: [58.395, 57.12, 57.375],
             sampler: "segment".into(),

@@ -56,7 +56,7 @@ pub fn read_torch_state_dict(path: &Path) -> Result<(NamedTensors, Option<String
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "pdparams" {
-        bail!("{}: Paddle checkpoints (.pdparams) are not supported yet", path.display());
+        bail!("{}: a Paddle checkpoint (.pdparams), not a PyTorch one", path.display());
     }
     if n < 4 || &magic != b"PK\x03\x04" {
         if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
@@ -308,15 +308,46 @@ fn map_tensors(arch: &str, tensors: NamedTensors) -> Result<(HashMap<String, Ten
     Ok((out, layout, dropped))
 }
 
+/// The config of an imported `arch`: its defaults, `num_classes` from the classifier and
+/// `base_width` from the output channels of the `stem` conv, then the `-o key=value` overrides.
+pub(super) fn config_from_weights(
+    path: &Path,
+    arch: &str,
+    tensors: &HashMap<String, Tensor>,
+    stem: &str,
+    overrides: &[String],
+) -> Result<ModelConfig> {
+    if overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == "arch")) {
+        bail!("set the architecture with --arch, not -o arch=...");
+    }
+    let mut config = ModelConfig::defaults(arch);
+    if let Some(fc) = tensors.get("head.fc.weight") {
+        config.num_classes = fc.dims().first().copied().unwrap_or(0);
+    }
+    if let Some(stem) = tensors.get(stem) {
+        config.base_width = stem.dims().first().copied().unwrap_or(config.base_width);
+    }
+    config.apply_overrides(overrides).with_context(|| format!("{}: config", path.display()))?;
+    Ok(config)
+}
+
+/// Imports a checkpoint as `arch`: Paddle's `.pdparams` (and any file for a PaddleVideo
+/// architecture) through `import_paddle`, everything else as PyTorch's.
+pub fn import_checkpoint(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "pdparams" || super::PADDLE_ARCHS.contains(&arch) {
+        super::import_paddle(path, arch, overrides)
+    } else {
+        import_torch(path, arch, overrides)
+    }
+}
+
 /// Imports a PyTorch checkpoint as `arch`: reads its state dict, maps the names, builds the config
 /// (`num_classes` and `base_width` from the weights unless overridden, then `-o key=value`
 /// overrides) and fills the model, refusing weights that do not fit. Errors name `path`.
 pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
     if !super::ARCHS.contains(&arch) {
         bail!("unknown architecture {arch:?} (known: {})", super::ARCHS.join(", "));
-    }
-    if overrides.iter().any(|o| o.split_once('=').is_some_and(|(k, _)| k.trim() == "arch")) {
-        bail!("set the architecture with --arch, not -o arch=...");
     }
     let (tensors, state_dict_key) = read_torch_state_dict(path)?;
     let tensors_read = tensors.len();
@@ -333,15 +364,7 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
     }
     let (tensors, layout, dropped) =
         map_tensors(arch, tensors).with_context(|| path.display().to_string())?;
-
-    let mut config = ModelConfig::defaults(arch);
-    if let Some(fc) = tensors.get("head.fc.weight") {
-        config.num_classes = fc.dims().first().copied().unwrap_or(0);
-    }
-    if let Some(stem) = tensors.get("backbone.conv1.weight") {
-        config.base_width = stem.dims().first().copied().unwrap_or(config.base_width);
-    }
-    config.apply_overrides(overrides).with_context(|| format!("{}: config", path.display()))?;
+    let config = config_from_weights(path, arch, &tensors, "backbone.conv1.weight", overrides)?;
 
     let guessed = guess_depth(&tensors);
     let model = from_tensors(config, tensors, &Device::Cpu).map_err(|e| {

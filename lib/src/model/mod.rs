@@ -4,18 +4,26 @@
 mod config;
 mod file;
 mod import;
+mod import_paddle;
 mod init;
+mod pdparams;
+mod pplcnet_v2;
 mod recognizer2d;
 mod resnet;
 mod resnet3d;
 mod sequence;
 mod slowfast;
 mod x3d;
+mod resnet_vd;
 
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
-pub use import::{import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS};
+pub use import::{
+    import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
+};
+pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::init_weights;
+pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 pub use resnet3d::{ResNet3d, ResNet3dSpec};
@@ -29,7 +37,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 20] = [
+pub const ARCHS: [&str; 22] = [
     "tsn_r18",
     "tsn_r34",
     "tsn_r50",
@@ -50,6 +58,8 @@ pub const ARCHS: [&str; 20] = [
     "x3d_s",
     "x3d_m",
     "x3d_l",
+    "pptsm_r50vd",
+    "pptsmv2_lcnetv2",
 ];
 
 /// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
@@ -205,6 +215,12 @@ impl Model {
 pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     config.validate()?;
     let arch = config.arch.as_str();
+    if arch == "pptsm_r50vd" {
+        return Ok(Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?));
+    }
+    if arch == "pptsmv2_lcnetv2" {
+        return Ok(Model::Recognizer2d(Recognizer2d::pptsmv2(config.clone(), vb)?));
+    }
     let (family, depth) = match arch.split_once("_r") {
         Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),
         _ => ("", None),

@@ -1,20 +1,39 @@
 //! 2D recognizers: a per-frame ResNet, average pooling, average consensus over the segments,
 //! dropout and a linear classifier. TSN (Wang et al.) as mmaction2's `TSNHead`; TSM adds the
 //! temporal shift inside the backbone (mmaction2 `ResNetTSM` + `TSMHead`; the two heads give the
-//! same logits in eval mode, as the fc is linear and dropout is the identity).
+//! same logits in eval mode, as the fc is linear and dropout is the identity). PP-TSM is the same
+//! recognizer (PaddleVideo `Recognizer2D` + `ppTSMHead`) over a ResNet-vd with Paddle's temporal
+//! shift; its head drops out per-frame features, before the consensus. PP-TSMv2 (PaddleVideo
+//! `PPTSM_v2` + `MoViNetHead`) has the same structure over PP-LCNetV2, its dropout in Paddle's
+//! `downscale_in_infer` mode: no scaling in training, features × (1 − p) in eval.
 
+use super::pplcnet_v2::PpLcNetV2Tsm;
 use super::resnet::{ResNet, ShiftSpec};
+use super::resnet_vd::ResNetVdTsm;
 use super::ModelConfig;
+use crate::nn::dropout;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
 #[derive(Clone, Debug)]
+enum Backbone {
+    ResNet(ResNet),
+    ResNetVdTsm(ResNetVdTsm),
+    PpLcNetV2Tsm(PpLcNetV2Tsm),
+}
+
+#[derive(Clone, Debug)]
 pub struct Recognizer2d {
     pub config: ModelConfig,
-    backbone: ResNet,
+    backbone: Backbone,
     fc: Linear,
+    /// The backbone shifts features across a clip's frames (TSM, PP-TSM, PP-TSMv2).
     tsm: bool,
+    /// ppTSMHead: dropout on the per-frame features rather than on their average.
+    dropout_per_frame: bool,
+    /// Paddle's `downscale_in_infer` dropout (PP-TSMv2) rather than inverted dropout.
+    dropout_downscale_in_infer: bool,
 }
 
 impl Recognizer2d {
@@ -22,7 +41,27 @@ impl Recognizer2d {
         let shift = tsm.then_some(ShiftSpec { segments: config.frames, shift_div: config.shift_div });
         let backbone = ResNet::new(depth, config.base_width, shift, vb.pp("backbone"))?;
         let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
-        Ok(Self { config, backbone, fc, tsm })
+        let backbone = Backbone::ResNet(backbone);
+        Ok(Self { config, backbone, fc, tsm, dropout_per_frame: false, dropout_downscale_in_infer: false })
+    }
+
+    /// PP-TSM: ResNet-vd of `depth` with Paddle's shift (ratio 1 / frames), ppTSMHead.
+    pub fn pptsm(config: ModelConfig, depth: usize, vb: VarBuilder) -> Result<Self> {
+        let backbone = ResNetVdTsm::new(depth, config.base_width, config.frames, vb.pp("backbone"))?;
+        let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
+        let backbone = Backbone::ResNetVdTsm(backbone);
+        Ok(Self { config, backbone, fc, tsm: true, dropout_per_frame: true, dropout_downscale_in_infer: false })
+    }
+
+    /// PP-TSMv2: PP-LCNetV2 at scale `base_width / 64` with the shift before stage 3, and the
+    /// temporal attention when the config's `temporal_attention` is true.
+    pub fn pptsmv2(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let attention = config.extra.get("temporal_attention").and_then(|v| v.as_bool()).unwrap_or(false);
+        let scale = config.base_width as f64 / 64.0;
+        let backbone = PpLcNetV2Tsm::new(scale, config.frames, attention, vb.pp("backbone"))?;
+        let fc = candle_nn::linear(super::pplcnet_v2::LAST_CHANNELS, config.num_classes, vb.pp("head.fc"))?;
+        let backbone = Backbone::PpLcNetV2Tsm(backbone);
+        Ok(Self { config, backbone, fc, tsm: true, dropout_per_frame: true, dropout_downscale_in_infer: true })
     }
 
     /// Pooled per-frame features [B, T, C] of clips [B, T, 3, H, W].
@@ -44,7 +83,14 @@ impl Recognizer2d {
                 candle_core::bail!("TSM couples {group} frames per clip; got {t}, not a multiple");
             }
         }
-        let y = self.backbone.forward_stages_t(&x.reshape((b * t, c, h, w))?, stage, train)?;
+        let x = x.reshape((b * t, c, h, w))?;
+        let y = match &self.backbone {
+            Backbone::ResNet(r) => r.forward_stages_t(&x, stage, train)?,
+            // The Paddle backbones offer their last stage only (`pool`).
+            _ if stage != 4 => candle_core::bail!("{}: only the pooled last stage", self.config.arch),
+            Backbone::ResNetVdTsm(r) => r.forward_t(&x, train)?,
+            Backbone::PpLcNetV2Tsm(r) => return r.forward_t(&x, train)?.reshape((b, t, ())),
+        };
         let pooled = y.mean(D::Minus1)?.mean(D::Minus1)?; // global average pool → [B*T, C]
         pooled.reshape((b, t, ()))
     }
@@ -59,8 +105,19 @@ impl Recognizer2d {
     /// Dropout is applied only when `dropout_rng` is given (training), from that seeded
     /// generator, so a training run is reproducible (candle's own RNG cannot be seeded).
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
-        let consensus = self.features_t(x, train)?.mean(1)?;
-        let dropped = crate::nn::dropout(&consensus, self.config.dropout as f64, dropout_rng)?;
-        self.fc.forward(&dropped)
+        let features = self.features_t(x, train)?;
+        let p = self.config.dropout as f64;
+        let consensus = if self.dropout_downscale_in_infer {
+            match dropout_rng {
+                _ if !train => (features * (1.0 - p))?.mean(1)?,
+                Some(rng) => (dropout(&features, p, Some(rng))? * (1.0 - p))?.mean(1)?,
+                None => features.mean(1)?,
+            }
+        } else if self.dropout_per_frame {
+            dropout(&features, p, dropout_rng)?.mean(1)?
+        } else {
+            dropout(&features.mean(1)?, p, dropout_rng)?
+        };
+        self.fc.forward(&consensus)
     }
 }

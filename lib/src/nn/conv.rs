@@ -43,12 +43,24 @@ impl Conv2d {
         padding: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let weight = vb.get_with_hints(
-            (cout, cin, kernel, kernel),
-            "weight",
-            candle_nn::init::DEFAULT_KAIMING_NORMAL,
-        )?;
-        Ok(Self { weight, kernel, stride, padding })
+        Self::with_weight_shape((cout, cin, kernel, kernel), stride, padding, vb)
+    }
+
+    /// A conv whose `weight` var has `shape` ([C_out, C_in / groups, k, k]).
+    pub(super) fn with_weight_shape(
+        shape: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight = vb.get_with_hints(shape, "weight", candle_nn::init::DEFAULT_KAIMING_NORMAL)?;
+        Ok(Self { weight, kernel: shape.3, stride, padding })
+    }
+
+    /// Output height and width for an h × w input.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
     }
 
     /// [N, C_in, H, W] → [N, C_out, H', W'], as PyTorch's `conv2d` (no bias, dilation 1).
@@ -56,8 +68,7 @@ impl Conv2d {
         let (n, c, h, w) = x.dims4()?;
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let cout = self.weight.dim(0)?;
-        let oh = (h + 2 * p - k) / s + 1;
-        let ow = (w + 2 * p - k) / s + 1;
+        let (oh, ow) = self.output_size(h, w);
         if k == 1 && p == 0 {
             let xs = if s == 1 {
                 x.clone()

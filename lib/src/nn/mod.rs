@@ -3,6 +3,7 @@
 mod batchnorm;
 mod conv;
 mod conv3d;
+mod depthwise;
 mod im2col;
 mod lstm;
 mod pool;
@@ -13,10 +14,11 @@ mod vol2col;
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
+pub use depthwise::DepthwiseConv2d;
 pub use lstm::Lstm;
-pub use pool::max_pool2d;
+pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
-pub use shift::temporal_shift;
+pub use shift::{temporal_shift, temporal_shift_paddle};
 
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};

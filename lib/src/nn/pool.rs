@@ -1,5 +1,6 @@
-//! Max pooling with overlapping windows (kernel > stride), which candle's `max_pool2d` cannot
-//! differentiate: the max of the strided shifted views, whose `maximum` has a backward.
+//! Pooling with reference semantics candle lacks. Max pooling with overlapping windows
+//! (kernel > stride), which candle's `max_pool2d` cannot differentiate: the max of the strided
+//! shifted views, whose `maximum` has a backward. Paddle's ceil-mode average pooling.
 
 use candle_core::{Result, Tensor};
 
@@ -55,6 +56,23 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     out.expect("kernel >= 1").contiguous()
 }
 
+/// Paddle `AvgPool2D(kernel_size=k, stride=k, padding=0, ceil_mode=True)` with its default
+/// `exclusive=True` (the ResNet-D shortcut of PaddleVideo's ResNetTweaksTSM): windows cut by the
+/// bottom or right border average only the pixels they cover.
+pub fn avg_pool2d_ceil(x: &Tensor, k: usize) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h.div_ceil(k), w.div_ceil(k));
+    let padded = x.pad_with_zeros(2, 0, oh * k - h)?.pad_with_zeros(3, 0, ow * k - w)?;
+    let sums = padded.reshape((n, c, oh, k, ow, k))?.sum(5)?.sum(3)?;
+    if h % k == 0 && w % k == 0 {
+        return sums / (k * k) as f64;
+    }
+    let counts: Vec<f32> =
+        (0..oh).flat_map(|i| (0..ow).map(move |j| (k.min(h - i * k) * k.min(w - j * k)) as f32)).collect();
+    let counts = Tensor::from_vec(counts, (1, 1, oh, ow), x.device())?.to_dtype(x.dtype())?;
+    sums.broadcast_div(&counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +104,16 @@ mod tests {
         let g = y.sum_all().unwrap().backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(gx >= (oh * ow) as f32, "every output sends gradient to at least one input: {gx}");
+    }
+
+    #[test]
+    fn ceil_mode_average_counts_only_covered_pixels() {
+        // What Paddle's AvgPool2D(2, 2, ceil_mode=True) gives for arange(25) as 5×5 (measured).
+        let x = Tensor::arange(0f32, 25., &Device::Cpu).unwrap().reshape((1, 1, 5, 5)).unwrap();
+        let y = avg_pool2d_ceil(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(y, vec![3., 5., 6.5, 13., 15., 16.5, 20.5, 22.5, 24.]);
+        let x = Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+        let y = avg_pool2d_ceil(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(y, vec![2.5, 4.5, 10.5, 12.5]);
     }
 }

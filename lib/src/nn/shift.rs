@@ -1,29 +1,64 @@
-//! TSM's temporal shift (Lin et al. 2019), as mmaction2's `TemporalShift.shift`:
-//! the first `C / shift_div` channels take the next frame's values (shift left in time), the
-//! next `C / shift_div` the previous frame's (shift right), the rest stay; the frames shifted
-//! in from outside the clip are zeros. Built from narrow/cat so autograd gives its backward.
+//! TSM's temporal shift (Lin et al. 2019) in its two reference forms. Both move one band of
+//! channels one frame forward in time and another band one frame back, filling the frames
+//! shifted in from outside the clip with zeros; they differ in which band goes which way:
+//! * mmaction2's `TemporalShift.shift`: the first `C / shift_div` channels take the next frame's
+//!   values, the next `C / shift_div` the previous frame's;
+//! * Paddle's `temporal_shift` op (paddle/phi/kernels/cpu/temporal_shift_kernel.cc, used by
+//!   PaddleVideo's PP-TSM): channels below `c1 = int(C * shift_ratio)` take the previous frame's
+//!   values, those from `c1` to `c2 = int(2 C * shift_ratio)` the next frame's.
+//!
+//! Built from narrow/cat so autograd gives their backward.
 
 use candle_core::{Result, Tensor};
 
-/// `x`: [N × T, C, H, W] with T = `segments` consecutive frames per clip.
-pub fn temporal_shift(x: &Tensor, segments: usize, shift_div: usize) -> Result<Tensor> {
+/// Where a band of channels takes its values from.
+#[derive(Clone, Copy)]
+enum From {
+    Next,
+    Previous,
+    Same,
+}
+
+/// `x` [N × T, C, H, W] with each band (first channel, channel count, source) shifted; the
+/// bands cover the channels in order.
+fn shift_bands(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> Result<Tensor> {
     let (nt, c, h, w) = x.dims4()?;
     if segments <= 1 || nt % segments != 0 {
         candle_core::bail!("temporal_shift: batch {nt} is not a multiple of {segments} segments");
     }
-    let fold = c / shift_div;
-    if fold == 0 {
-        return Ok(x.clone());
-    }
     let n = nt / segments;
     let x = x.reshape((n, segments, c, h * w))?;
-    let zeros = Tensor::zeros((n, 1, fold, h * w), x.dtype(), x.device())?;
-    // out[:, t, :fold] = x[:, t + 1, :fold]
-    let left = Tensor::cat(&[&x.narrow(1, 1, segments - 1)?.narrow(2, 0, fold)?, &zeros], 1)?;
-    // out[:, t, fold:2fold] = x[:, t - 1, fold:2fold]
-    let right = Tensor::cat(&[&zeros, &x.narrow(1, 0, segments - 1)?.narrow(2, fold, fold)?], 1)?;
-    let rest = x.narrow(2, 2 * fold, c - 2 * fold)?;
-    Tensor::cat(&[&left, &right, &rest], 2)?.reshape((nt, c, h, w))
+    let mut parts = Vec::new();
+    for &(start, len, from) in bands.iter().filter(|b| b.1 > 0) {
+        let band = x.narrow(2, start, len)?;
+        let zeros = || Tensor::zeros((n, 1, len, h * w), x.dtype(), x.device());
+        parts.push(match from {
+            From::Next => Tensor::cat(&[&band.narrow(1, 1, segments - 1)?, &zeros()?], 1)?,
+            From::Previous => Tensor::cat(&[&zeros()?, &band.narrow(1, 0, segments - 1)?], 1)?,
+            From::Same => band,
+        });
+    }
+    Tensor::cat(&parts, 2)?.reshape((nt, c, h, w))
+}
+
+/// mmaction2's shift. `x`: [N × T, C, H, W] with T = `segments` consecutive frames per clip.
+pub fn temporal_shift(x: &Tensor, segments: usize, shift_div: usize) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let fold = c / shift_div;
+    shift_bands(
+        x,
+        segments,
+        &[(0, fold, From::Next), (fold, fold, From::Previous), (2 * fold, c - 2 * fold, From::Same)],
+    )
+}
+
+/// Paddle's `temporal_shift(x, seg_num, shift_ratio)` (NCHW). The band edges are computed in
+/// float32 and truncated, as the kernel does.
+pub fn temporal_shift_paddle(x: &Tensor, segments: usize, shift_ratio: f32) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let c1 = ((c as f32 * shift_ratio) as usize).min(c);
+    let c2 = (((2 * c) as f32 * shift_ratio) as usize).clamp(c1, c);
+    shift_bands(x, segments, &[(0, c1, From::Previous), (c1, c2 - c1, From::Next), (c2, c - c2, From::Same)])
 }
 
 #[cfg(test)]
@@ -44,6 +79,26 @@ mod tests {
             0., 11., 22., 23., // t2: c0 from t3 (zero), c1 from t1
         ];
         assert_eq!(y, want);
+    }
+
+    #[test]
+    fn paddle_shift_moves_the_bands_the_other_way() {
+        // N=1, T=3, C=4, shift_ratio 1/4 → c1 = 1, c2 = 2; value = 10 t + c + 1
+        let v: Vec<f32> = (0..3).flat_map(|t| (0..4).map(move |c| (10 * t + c + 1) as f32)).collect();
+        let x = Tensor::from_vec(v, (3, 4, 1, 1), &Device::Cpu).unwrap();
+        let y = temporal_shift_paddle(&x, 3, 0.25).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        #[rustfmt::skip]
+        let want = vec![
+            0., 12., 3., 4.,    // t0: c0 from t-1 (zero), c1 from t1
+            1., 22., 13., 14.,  // t1: c0 from t0, c1 from t2
+            11., 0., 23., 24.,  // t2: c0 from t1, c1 from t3 (zero)
+        ];
+        assert_eq!(y, want);
+        // 1/3 of 6 channels in float32: c1 = 2, c2 = 4.
+        let x = Tensor::ones((3, 6, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let y = temporal_shift_paddle(&x, 3, 1.0 / 3.0).unwrap();
+        let first = y.narrow(0, 0, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(first, vec![0., 0., 1., 1., 1., 1.]);
     }
 
     #[test]
