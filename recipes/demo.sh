@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on generated data.
 #   vsynth (a labelled synthetic set) → vtrain (a small TSM) →
-#   vsample | vclassify (the validation videos through the pipe) → veval (metrics)
+#   vsample | vclassify (the validation videos through the pipe) → veval (metrics);
+#   then VideoTag's two stages: vsample | vfeat → HDF5 → vtrain AttentionLSTM → vsample | vfeat | vclassify
 set -euo pipefail
 bin=${1:-target/debug}
 out=${DEMO_DIR:-target/demo}
@@ -28,3 +29,15 @@ head -2 "$out/predictions.jsonl" | cut -c1-200 >&2
 
 say "4. veval: the model's metrics on the validation set (chance is 0.25)"
 "$bin/veval" --pred "$out/predictions.jsonl" --gt "$out/synth/val.list" --labels "$out/synth/labels.txt"
+
+say "5. VideoTag's two stages (recipes/videotag.mk) on grow/shrink/appear/disappear: a frame model's"
+say "   per-frame features into HDF5, AttentionLSTM trained on them, then vsample | vfeat | vclassify"
+"$bin/vsynth" --out "$out/synth2" --classes grow,shrink,appear,disappear --per-class 100 --size 32x32 --seed 2 -j 2 -q
+# The extractor: a TSN of the same size, briefly trained. Alone it sees each frame's object size
+# and presence but not their order (about 0.3 here); the LSTM reads the order from its features.
+"$bin/vtrain" --arch tsn_r18 --train-list "$out/synth2/train.list" --val-list "$out/synth2/val.list" --out "$out/tsn" \
+  -o frames=8 -o base_width=16 -o short_side=32 -o crop_size=32 -o train_crop=center -o batch_size=16 -o dropout=0 \
+  -o epochs="${DEMO_TSN_EPOCHS:-3}" -o 'optimizer={"name":"adamw","lr":0.002,"weight_decay":0.0001}' --seed 3 -q
+make -s -f recipes/videotag.mk BIN="$bin" DATA="$out/synth2" EXTRACTOR="$out/tsn/best.safetensors" \
+  OUT="$out/videotag" FRAMES=8 SIZE=32 EPOCHS="${DEMO_LSTM_EPOCHS:-40}" LR=0.003 \
+  LSTM_OPTS='-o sequence.embedding_size=64 -o sequence.lstm_size=64 -o sequence.hidden_sizes=[128,64]'

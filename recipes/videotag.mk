@@ -20,9 +20,10 @@ FRAMES    ?= 300
 SIZE      ?= 224
 JOBS      ?= 2
 EPOCHS    ?= 30
+LR        ?= 0.001
 # AttentionLSTM sizes (PaddleVideo: embedding 512, LSTM 1024, fc 8192 and 4096).
 LSTM_OPTS ?= -o sequence.embedding_size=512 -o sequence.lstm_size=1024 -o sequence.hidden_sizes=[8192,4096]
-TRAIN_OPTS ?= -o batch_size=16 -o epochs=$(EPOCHS) -o 'optimizer={"name":"adamw","lr":0.001,"weight_decay":0.0001}'
+TRAIN_OPTS ?= -o batch_size=16 -o epochs=$(EPOCHS) -o 'optimizer={"name":"adamw","lr":$(LR),"weight_decay":0.0001}'
 
 SAMPLE = $(BIN)/vsample --sampler uniform --frames $(FRAMES) --size $(SIZE) --crop-size $(SIZE) -j $(JOBS) -q
 

@@ -366,3 +366,37 @@ fn shards_split_the_list_and_keep_the_unsharded_seeds() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::metadata(d.path().join("empty.vks")).unwrap().len(), 0);
 }
+
+/// `--spec-from` takes the sampler and sizes from a model file: a dense 4 × 3 clip, short side
+/// 48, crop 32. Dense test windows as lib/src/sample (PySlowFast `get_start_end_idx`): clip i of
+/// K starts at (L − T·τ)·i/K and takes T points of linspace(start, start + T·τ − 1), truncated:
+/// L = 60, T·τ = 12, K = 10, i = 3 → start 14.4 → 14.4, 18.07, 21.73, 25.4 → 14, 18, 21, 25.
+#[test]
+fn spec_from_reads_the_model_input_spec() {
+    let d = tempfile::tempdir().unwrap();
+    testsrc(&d.path().join("v.mp4"), "96x64", 25, 60, &[]);
+    let mut cfg = vidkit::model::ModelConfig::defaults("tsn_r18");
+    cfg.base_width = 8;
+    cfg.num_classes = 3;
+    cfg.frames = 4;
+    cfg.interval = Some(3);
+    cfg.sampler = "dense".into();
+    cfg.short_side = 48;
+    cfg.crop_size = 32;
+    let vm = candle_nn::VarMap::new();
+    vidkit::model::build(
+        &cfg,
+        candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
+    vidkit::model::save_model(&vm, &cfg, &d.path().join("m.safetensors")).unwrap();
+    let o =
+        run(VSAMPLE, &["v.mp4", "--spec-from", "m.safetensors", "--clips", "10", "-o", "out.vks"], d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&d.path().join("out.vks"));
+    assert_eq!(recs.len(), 10);
+    assert_eq!(recs[0].array.shape(), &[4, 32, 32, 3]);
+    assert_eq!(recs[3].header.indices.as_deref(), Some(&[14i64, 18, 21, 25][..]));
+    let o = run(VSAMPLE, &["v.mp4", "--spec-from", "m.safetensors", "--frames", "8"], d.path());
+    assert!(!o.status.success() && stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}

@@ -21,7 +21,7 @@ fn bad_arguments_and_lists_are_one_line_errors() {
         (&["--arch", "tsm_r18", "--train-list", "bad.list", "--out", "o"], "bad.list: line 2"),
         (
             &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "num_classes=1"],
-            "has label Some(1), outside 0..1",
+            "has label [1], outside 0..1",
         ),
         (
             &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "epochs"],

@@ -23,6 +23,9 @@ Examples:
   # SlowFast/X3D test protocol: 10 dense clips of 32 frames every 2, three crops
   vsample video.mp4 --sampler dense --frames 32 --interval 2 --clips 10 --crop three --size 256 --crop-size 256
 
+  # the 30-view test protocol of a zoo model, its input spec read from the model file
+  vsample video.mp4 --spec-from x3d_m.safetensors --clips 10 --crop three | vclassify --model x3d_m.safetensors
+
   # training augmentation, reproducible by seed
   vsample --list train.list --root data/ --train --crop multiscale --size 128 --crop-size 112 --seed 7
 
@@ -113,6 +116,10 @@ pub struct Args {
     /// Say nothing on stderr but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Take the sampler, frames, interval, short side and crop size from a model file's config
+    /// (its test protocol), instead of --sampler/--frames/--interval/--size/--crop-size.
+    #[arg(long, value_name = "MODEL.safetensors", conflicts_with_all = ["sampler", "frames", "interval", "size", "crop_size"])]
+    pub spec_from: Option<PathBuf>,
 }
 
 /// An input that could not even become a video item (a bad list line).
@@ -216,7 +223,15 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
     })
 }
 
-pub fn main(args: Args) -> Result<Outcome> {
+pub fn main(mut args: Args) -> Result<Outcome> {
+    if let Some(model) = &args.spec_from {
+        let cfg = vidkit::model::read_config(model)?;
+        args.sampler = cfg.sampler.clone();
+        args.frames = cfg.frames;
+        args.interval = cfg.interval.unwrap_or(1);
+        args.size = Some(cfg.short_side);
+        args.crop_size = cfg.crop_size;
+    }
     let spec = spec_from(&args)?;
     // Each input keeps its position in the whole list: it seeds the input's randomness, so a
     // shard samples exactly what the unsharded run does.
