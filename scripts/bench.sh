@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh BIN_DIR PEERS_DIR
 #
 # BIN_DIR holds the built tools (vsample); PEERS_DIR is where scripts/peers.sh keeps the pinned
-# venvs (the full tier is built here if it is not yet). Inputs are generated once into
+# venvs (the full and zoo tiers are built here if they are not yet). Inputs are generated once into
 # target/bench/ (regenerated when the recipe below changes); results go to target/bench/*.json.
 set -euo pipefail
 
@@ -54,3 +54,7 @@ examples="$(dirname "$bin")/examples"
 cargo build -q --example bench_featstore
 "$peers/full/bin/python" "$here/bench_features.py" --bin "$bin" --featstore "$examples/bench_featstore" \
   --dir "$out" --threads 2 --json "$out/features.json"
+# Zoo models: forward at each model's zoo input against pytorchvideo (zoo tier).
+bash "$here/peers.sh" "$peers" zoo
+"$peers/zoo/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/zoo.json"

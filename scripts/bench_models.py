@@ -2,6 +2,10 @@
 thread count, alternating, ratios printed (vidkit time / PyTorch time; below 1.0 is faster).
 
     python bench_models.py --vidkit CMD --threads 2 --json OUT [--arch tsm_r50 ...]
+    python bench_models.py --zoo --vidkit CMD --threads 2 --json OUT [--arch x3d_xs ...]
+
+--zoo (run with the zoo peers venv): the 3D CNNs against pytorchvideo's hub models (random
+weights), forward only, batch 1, each at its zoo input (T × crop², as vidkit's config says).
 """
 import argparse
 import json
@@ -44,6 +48,49 @@ def torch_times(arch, frames, size, reps):
     return statistics.median(fwd), statistics.median(step)
 
 
+ZOO = ["c2d_r50", "i3d_r50", "slow_r50", "r2plus1d_r50", "csn_r101", "slowfast_r50", "slowfast_r101",
+       "x3d_xs", "x3d_s", "x3d_m", "x3d_l"]
+
+
+def pytorchvideo_forward(arch, frames, size, reps):
+    import warnings
+
+    warnings.filterwarnings("ignore")  # torch.jit deprecation notices on importing pytorchvideo
+    from pytorchvideo.models import hub
+
+    net = getattr(hub, arch)(pretrained=False).eval()
+    clip = torch.randn(1, 3, frames, size, size)
+
+    def inputs():  # SlowFast: PackPathway (alpha 4); a fresh list per call, the model consumes it
+        if not arch.startswith("slowfast"):
+            return clip
+        return [torch.index_select(clip, 2, torch.linspace(0, frames - 1, frames // 4).long()), clip]
+
+    fwd = []
+    with torch.no_grad():
+        net(inputs())
+        for _ in range(reps):
+            t = time.perf_counter()
+            net(inputs())
+            fwd.append(time.perf_counter() - t)
+    return statistics.median(fwd)
+
+
+def zoo_rows(a, env):
+    rows = []
+    for arch in a.arch or ZOO:
+        out = subprocess.run([a.vidkit, arch, "0", "0", str(a.reps), "forward"], capture_output=True, text=True,
+                             env=env, check=True)
+        ours = json.loads(out.stdout)
+        frames, size = ours["frames"], ours["size"]
+        tf = pytorchvideo_forward(arch, frames, size, a.reps)
+        rows.append({"arch": arch, "input": f"{frames}x{size}", "vidkit_forward_s": ours["forward_s"],
+                     "pytorchvideo_forward_s": tf, "forward_ratio": ours["forward_s"] / tf})
+        print(f"{arch:14} {rows[-1]['input']:7} {ours['forward_s']:11.3f} {tf:13.3f} {ours['forward_s'] / tf:6.2f}",
+              flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vidkit", required=True, help="path of the bench_models example binary")
@@ -51,8 +98,18 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", required=True)
     ap.add_argument("--arch", action="append", default=None)
+    ap.add_argument("--zoo", action="store_true", help="3D CNNs against pytorchvideo, forward only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.zoo:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        print(f"\nZoo models, CPU, {a.threads} threads, batch 1, forward, median of {a.reps}:")
+        print(f"{'model':14} {'input':7} {'vidkit fwd':>11} {'pytorchvideo':>13} {'ratio':>6}", flush=True)
+        rows = zoo_rows(a, env)
+        print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, "reps": a.reps, "rows": rows}, f, indent=1)
+        return
     rows = []
     for arch in a.arch or ["tsn_r50", "tsm_r50"]:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))

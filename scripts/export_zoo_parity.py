@@ -16,8 +16,8 @@ mode on a fixed random clip and writes into OUT:
 
 At the test's reduced size the hub head's fixed pooling kernel (made for the zoo input) does not
 fit, so the head's pool is replaced by a global average pool (AdaptiveAvgPool3d(1)), which is what
-vidkit's heads do. X3D hub heads end in a softmax in eval mode: it is removed here, so both sides
-compare logits.
+vidkit's heads do. X3D and R(2+1)D hub heads end in a softmax in eval mode: it is removed here, so
+both sides compare logits.
 
 Ops mode (--ops): forward and backward values of torch's conv3d, max_pool3d, avg_pool3d and
 adaptive_avg_pool3d for several configurations (groups, depthwise, dilation, padding): for each
@@ -96,7 +96,7 @@ def export_model(a):
     else:
         head.pool = torch.nn.AdaptiveAvgPool3d(1)
     if getattr(head, "activation", None) is not None:
-        head.activation = None  # X3D: softmax in eval mode; compare logits
+        head.activation = None  # X3D, R(2+1)D: softmax in eval mode; compare logits
     calib = [pathways(a.arch, torch.randn(4, 3, a.frames, h, w, generator=gen)) for _ in range(2)]
     randomise_bn(model, gen, calib)
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)

@@ -1,8 +1,12 @@
 //! Model timings for `make bench`: forward (eval, batch 1) and one training step (forward,
 //! backward, SGD momentum) of a registered architecture on random input, median of N runs.
-//! Prints one JSON object; scripts/bench_models.py runs PyTorch on the same shapes beside it.
+//! Prints one JSON object; scripts/bench_models.py runs PyTorch (or pytorchvideo, `--zoo`) on the
+//! same shapes beside it.
 //!
-//!   cargo run --example bench_models -- ARCH FRAMES SIZE REPS
+//!   cargo run --example bench_models -- ARCH FRAMES SIZE REPS [forward]
+//!
+//! FRAMES or SIZE 0: the architecture's own (a zoo model's T and crop). `forward`: no training
+//! step (`train_step_s` is null).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -21,7 +25,10 @@ fn main() -> anyhow::Result<()> {
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(224);
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let forward_only = args.get(4).is_some_and(|s| s == "forward");
     let mut cfg = ModelConfig::defaults(arch);
+    let frames = if frames == 0 { cfg.frames } else { frames };
+    let size = if size == 0 { cfg.crop_size as usize } else { size };
     cfg.frames = frames;
     cfg.dropout = 0.0;
     let dev = Device::Cpu;
@@ -41,6 +48,9 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         model.forward_t(&x1, false)?;
         fwd.push(t.elapsed().as_secs_f64());
+        if forward_only {
+            continue;
+        }
         let t = Instant::now();
         let loss = cross_entropy(&model.forward_t(&x2, true)?, Targets::Labels(&labels), 0.0)?;
         opt.step(&loss.backward()?)?;
@@ -48,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"arch": arch, "frames": frames, "size": size, "forward_s": median(fwd), "train_step_s": median(step), "reps": reps})
+        serde_json::json!({"arch": arch, "frames": frames, "size": size, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)), "reps": reps})
     );
     Ok(())
 }

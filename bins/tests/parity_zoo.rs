@@ -192,6 +192,16 @@ fn slow_r50_matches_pytorchvideo() {
 }
 
 #[test]
+fn r2plus1d_r50_matches_pytorchvideo() {
+    parity("r2plus1d_r50", 8);
+}
+
+#[test]
+fn csn_r101_matches_pytorchvideo() {
+    parity("csn_r101", 8);
+}
+
+#[test]
 fn x3d_xs_matches_pytorchvideo() {
     parity("x3d_xs", 4);
 }

@@ -167,6 +167,8 @@ impl ModelConfig {
                 crop_size: z.crop_size,
                 // X3D's stem is 24 wide (round_width(12, 2)); the ResNets' 64.
                 base_width: if arch.starts_with("x3d") { 24 } else { 64 },
+                // hub/csn.py builds csn_r101 without dropout; the others drop 0.5.
+                dropout: if arch == "csn_r101" { 0.0 } else { 0.5 },
                 ..Self::defaults("")
             }
             .with_arch(arch);

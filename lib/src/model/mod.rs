@@ -37,7 +37,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 /// Every registered architecture.
-pub const ARCHS: [&str; 22] = [
+pub const ARCHS: [&str; 24] = [
     "tsn_r18",
     "tsn_r34",
     "tsn_r50",
@@ -52,6 +52,8 @@ pub const ARCHS: [&str; 22] = [
     "c2d_r50",
     "i3d_r50",
     "slow_r50",
+    "r2plus1d_r50",
+    "csn_r101",
     "slowfast_r50",
     "slowfast_r101",
     "x3d_xs",
@@ -77,6 +79,8 @@ pub fn zoo_input(arch: &str) -> Option<ZooInput> {
     let z = |frames, interval, short_side, crop_size| ZooInput { frames, interval, short_side, crop_size };
     Some(match arch {
         "c2d_r50" | "i3d_r50" | "slow_r50" => z(8, 8, 256, 224),
+        "r2plus1d_r50" => z(16, 4, 256, 224),
+        "csn_r101" => z(32, 2, 256, 224),
         // SLOWFAST_8x8: the fast pathway's 32 frames every 2 (slow: 8 of them, inside the model)
         "slowfast_r50" | "slowfast_r101" => z(32, 2, 256, 224),
         // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial
@@ -92,7 +96,7 @@ pub fn zoo_input(arch: &str) -> Option<ZooInput> {
 #[derive(Clone, Debug)]
 pub enum Model {
     Recognizer2d(Recognizer2d),
-    /// ResNet-3D (C2D, I3D, Slow) as pytorchvideo.
+    /// ResNet-3D (C2D, I3D, Slow, R(2+1)D, ir-CSN) as pytorchvideo.
     ResNet3d(ResNet3d),
     /// X3D-XS/S/M/L as pytorchvideo.
     X3d(X3d),

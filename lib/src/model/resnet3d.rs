@@ -1,19 +1,27 @@
 //! ResNet-3D recognizers with pytorchvideo's structure and parameter names (so a pytorchvideo
 //! state dict imports as it is): C2D-R50, I3D-R50 and Slow-R50 as `pytorchvideo.models.hub.resnet`
-//! builds them through `create_resnet` (pytorchvideo/models/resnet.py):
+//! builds them through `create_resnet` (pytorchvideo/models/resnet.py), R(2+1)D-R50 as
+//! `create_r2plus1d` (models/r2plus1d.py) and ir-CSN-R101 as `create_csn` (models/csn.py):
 //!
 //! * `blocks.0`: stem `conv` (k = stem kernel, stride (1, 2, 2), padding k/2), `norm`, ReLU,
-//!   max pool (1, 3, 3) stride (1, 2, 2) padding (0, 1, 1);
+//!   max pool (1, 3, 3) stride (1, 2, 2) padding (0, 1, 1) (none in R(2+1)D, whose first stage
+//!   strides spatially instead);
 //! * `blocks.{i}.res_blocks.{j}`: bottlenecks `branch2.conv_a` (temporal kernel per block) /
-//!   `norm_a` / `conv_b` (1, 3, 3), spatial stride on the first block / `norm_c` after `conv_c`;
-//!   `branch1_conv`/`branch1_norm` on the first block of a stage; ReLU after the sum;
+//!   `norm_a` / `conv_b` / `norm_b` / `conv_c` / `norm_c`, the stage's stride on the first
+//!   block's `conv_b`; `branch1_conv`/`branch1_norm` on the first block of a stage; ReLU after
+//!   the sum. `conv_b` is (1, 3, 3) in the ResNets, a depthwise (3, 3, 3) in CSN, and in
+//!   R(2+1)D a (2+1)D conv: `conv_b.conv_t` (3, 1, 1) with the temporal stride, `conv_b.norm`,
+//!   ReLU, `conv_b.conv_xy` (1, 3, 3) with the spatial stride (`Conv2plus1d`, temporal first);
+//! * temporal strides per stage: none in the ResNets, (1, 1, 2, 2) in R(2+1)D, (1, 2, 2, 2) in
+//!   CSN;
 //! * C2D and I3D: a (2, 1, 1) max pool after the first stage, which takes a `blocks` index;
 //! * head `blocks.{last}.proj` after average pooling and dropout.
 //!
-//! The hub's head pools with a fixed kernel ((8, 7, 7) for Slow, (4, 7, 7) for C2D/I3D) made to
-//! cover the whole feature map at the zoo input (8 × 224²), followed by a global average of the
+//! The hub's head pools with a fixed kernel ((8, 7, 7) for Slow, (4, 7, 7) for the others) made
+//! to cover the whole feature map at the zoo input, followed by a global average of the
 //! projected map; here the head pools globally, which is the same at the zoo input and defined at
-//! every other size (3-crop testing at 256² and the reduced sizes of the tests).
+//! every other size (3-crop testing at 256² and the reduced sizes of the tests). R(2+1)D's hub
+//! head ends in a softmax in eval mode; here the model outputs logits, as X3D.
 
 use super::ModelConfig;
 use crate::nn::{batch_norm2d, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig};
@@ -65,41 +73,66 @@ impl ConvBn3d {
     }
 }
 
-/// The per-architecture settings of `create_resnet` that the hub functions change.
+/// A bottleneck's middle conv (`branch2.conv_b`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvB {
+    /// (1, 3, 3), dense (the ResNets, SlowFast).
+    Spatial,
+    /// (3, 3, 3), one group per channel (ir-CSN).
+    Depthwise,
+    /// (3, 1, 1) then (1, 3, 3) with BN and ReLU between (R(2+1)D).
+    TwoPlusOne,
+}
+
+/// The per-architecture settings of `create_resnet` / `create_r2plus1d` / `create_csn` that the
+/// hub functions change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResNet3dSpec {
     pub depth: usize,
     pub stem_kernel: [usize; 3],
+    /// Max pool (1, 3, 3) stride (1, 2, 2) after the stem (all but R(2+1)D).
+    pub stem_pool: bool,
     /// Max pool (2, 1, 1) after the first stage (C2D, I3D).
     pub stage1_pool: bool,
     /// conv_a kernels per stage, repeated over the stage's blocks.
     pub conv_a: [Vec<[usize; 3]>; 4],
+    pub conv_b: ConvB,
+    /// (temporal, spatial) stride of each stage's first block.
+    pub strides: [(usize, usize); 4],
 }
 
 impl ResNet3dSpec {
     pub fn for_arch(arch: &str) -> Option<Self> {
         let (t1, t3) = ([1, 1, 1], [3, 1, 1]);
+        let resnet = |stem_t: usize, stage1_pool: bool, conv_a| Self {
+            depth: 50,
+            stem_kernel: [stem_t, 7, 7],
+            stem_pool: true,
+            stage1_pool,
+            conv_a,
+            conv_b: ConvB::Spatial,
+            strides: [(1, 1), (1, 2), (1, 2), (1, 2)],
+        };
         Some(match arch {
             // hub/resnet.py c2d_r50
-            "c2d_r50" => Self {
-                depth: 50,
-                stem_kernel: [1, 7, 7],
-                stage1_pool: true,
-                conv_a: [vec![t1], vec![t1], vec![t1], vec![t1]],
-            },
+            "c2d_r50" => resnet(1, true, [vec![t1], vec![t1], vec![t1], vec![t1]]),
             // hub/resnet.py i3d_r50
-            "i3d_r50" => Self {
-                depth: 50,
-                stem_kernel: [5, 7, 7],
-                stage1_pool: true,
-                conv_a: [vec![t3], vec![t3, t1], vec![t3, t1], vec![t1, t3]],
-            },
+            "i3d_r50" => resnet(5, true, [vec![t3], vec![t3, t1], vec![t3, t1], vec![t1, t3]]),
             // hub/resnet.py slow_r50 (create_resnet's default conv_a kernels)
-            "slow_r50" => Self {
-                depth: 50,
-                stem_kernel: [1, 7, 7],
-                stage1_pool: false,
-                conv_a: [vec![t1], vec![t1], vec![t3], vec![t3]],
+            "slow_r50" => resnet(1, false, [vec![t1], vec![t1], vec![t3], vec![t3]]),
+            // hub/r2plus1d.py r2plus1d_r50: create_r2plus1d's defaults
+            "r2plus1d_r50" => Self {
+                stem_pool: false,
+                conv_b: ConvB::TwoPlusOne,
+                strides: [(1, 2), (1, 2), (2, 2), (2, 2)],
+                ..resnet(1, false, [vec![t1], vec![t1], vec![t1], vec![t1]])
+            },
+            // hub/csn.py csn_r101: create_csn's defaults with depth 101 and a stem pool
+            "csn_r101" => Self {
+                depth: 101,
+                conv_b: ConvB::Depthwise,
+                strides: [(1, 1), (2, 2), (2, 2), (2, 2)],
+                ..resnet(3, false, [vec![t1], vec![t1], vec![t1], vec![t1]])
             },
             _ => return None,
         })
@@ -121,20 +154,20 @@ pub fn stage_depths(depth: usize) -> Option<[usize; 4]> {
 pub struct Bottleneck3d {
     branch1: Option<ConvBn3d>,
     a: ConvBn3d,
+    /// R(2+1)D: `conv_b.conv_t` with `conv_b.norm`, ReLU'd before `b`.
+    b_t: Option<ConvBn3d>,
     b: ConvBn3d,
     c: ConvBn3d,
 }
 
 impl Bottleneck3d {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cin: usize,
         inner: usize,
         cout: usize,
         kernel_a: [usize; 3],
-        kernel_b: [usize; 3],
+        conv_b: ConvB,
         stride: [usize; 3],
-        groups_b: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
         let br = vb.pp("branch2");
@@ -151,16 +184,42 @@ impl Bottleneck3d {
         } else {
             None
         };
+        let (b_t, b) = match conv_b {
+            ConvB::Spatial | ConvB::Depthwise => {
+                let (k, groups) = if conv_b == ConvB::Spatial { ([1, 3, 3], 1) } else { ([3; 3], inner) };
+                (None, ConvBn3d::new(inner, inner, k, stride, groups, br.pp("conv_b"), br.pp("norm_b"))?)
+            }
+            ConvB::TwoPlusOne => {
+                let [st, sh, sw] = stride;
+                let cb = br.pp("conv_b");
+                let t =
+                    ConvBn3d::new(inner, inner, [3, 1, 1], [st, 1, 1], 1, cb.pp("conv_t"), cb.pp("norm"))?;
+                let xy = ConvBn3d::new(
+                    inner,
+                    inner,
+                    [1, 3, 3],
+                    [1, sh, sw],
+                    1,
+                    cb.pp("conv_xy"),
+                    br.pp("norm_b"),
+                )?;
+                (Some(t), xy)
+            }
+        };
         Ok(Self {
             branch1,
             a: ConvBn3d::new(cin, inner, kernel_a, [1, 1, 1], 1, br.pp("conv_a"), br.pp("norm_a"))?,
-            b: ConvBn3d::new(inner, inner, kernel_b, stride, groups_b, br.pp("conv_b"), br.pp("norm_b"))?,
+            b_t,
+            b,
             c: ConvBn3d::new(inner, cout, [1, 1, 1], [1, 1, 1], 1, br.pp("conv_c"), br.pp("norm_c"))?,
         })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.a.forward_t(x, train)?.relu()?;
+        let mut y = self.a.forward_t(x, train)?.relu()?;
+        if let Some(t) = &self.b_t {
+            y = t.forward_t(&y, train)?.relu()?;
+        }
         let y = self.b.forward_t(&y, train)?.relu()?;
         let y = self.c.forward_t(&y, train)?;
         let shortcut = match &self.branch1 {
@@ -172,23 +231,25 @@ impl Bottleneck3d {
 }
 
 /// pytorchvideo `create_res_stage` of bottlenecks: `depth` blocks under `vb.res_blocks`, conv_a
-/// kernels cycling through `conv_a`, conv_b (1, 3, 3) with the spatial stride on the first block.
+/// kernels cycling through `conv_a`, the (temporal, spatial) `stride` on the first block's conv_b.
+#[allow(clippy::too_many_arguments)]
 pub fn res_stage(
     cin: usize,
     inner: usize,
     cout: usize,
     depth: usize,
     conv_a: &[[usize; 3]],
-    spatial_stride: usize,
+    conv_b: ConvB,
+    (st, ss): (usize, usize),
     vb: VarBuilder,
 ) -> Result<Vec<Bottleneck3d>> {
     let vb = vb.pp("res_blocks");
     (0..depth)
         .map(|j| {
-            let stride = if j == 0 { [1, spatial_stride, spatial_stride] } else { [1, 1, 1] };
+            let stride = if j == 0 { [st, ss, ss] } else { [1, 1, 1] };
             let c_in = if j == 0 { cin } else { cout };
             let ka = conv_a[j % conv_a.len()];
-            Bottleneck3d::new(c_in, inner, cout, ka, [1, 3, 3], stride, 1, vb.pp(j.to_string()))
+            Bottleneck3d::new(c_in, inner, cout, ka, conv_b, stride, vb.pp(j.to_string()))
         })
         .collect()
 }
@@ -213,6 +274,7 @@ pub struct ResNet3d {
     pub config: ModelConfig,
     stem: ConvBn3d,
     stages: Vec<Vec<Bottleneck3d>>,
+    stem_pool: bool,
     stage1_pool: bool,
     proj: Linear,
 }
@@ -237,22 +299,32 @@ impl ResNet3d {
         let (mut cin, mut cout) = (width, width * 4);
         let mut stages = Vec::new();
         for (s, &n) in depths.iter().enumerate() {
-            let inner = cout / 4;
-            let stride = if s > 0 { 2 } else { 1 };
-            stages.push(res_stage(cin, inner, cout, n, &spec.conv_a[s], stride, blocks.pp(idx.to_string()))?);
+            let vb = blocks.pp(idx.to_string());
+            stages.push(res_stage(
+                cin,
+                cout / 4,
+                cout,
+                n,
+                &spec.conv_a[s],
+                spec.conv_b,
+                spec.strides[s],
+                vb,
+            )?);
             idx += if s == 0 && spec.stage1_pool { 2 } else { 1 };
             cin = cout;
             cout *= 2;
         }
         let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(idx.to_string()).pp("proj"))?;
-        Ok(Self { config, stem, stages, stage1_pool: spec.stage1_pool, proj })
+        Ok(Self { config, stem, stages, stem_pool: spec.stem_pool, stage1_pool: spec.stage1_pool, proj })
     }
 
     /// Pooled clip features [B, 1, C] of clips [B, T, 3, H, W].
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
         let mut y = self.stem.forward_t(&x, train)?.relu()?;
-        y = max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])?;
+        if self.stem_pool {
+            y = max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])?;
+        }
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 y = block.forward_t(&y, train)?;

@@ -15,7 +15,9 @@
 //! The hub's pathway pools have kernels fixed for the zoo input ((8, 7, 7), (32, 7, 7)), covering
 //! the whole maps there; here they pool globally.
 
-use super::resnet3d::{global_pool, res_stage, stage_depths, to_channels_first, Bottleneck3d, ConvBn3d};
+use super::resnet3d::{
+    global_pool, res_stage, stage_depths, to_channels_first, Bottleneck3d, ConvB, ConvBn3d,
+};
 use super::ModelConfig;
 use crate::nn::max_pool3d;
 use crate::rng::Rng;
@@ -82,11 +84,20 @@ impl SlowFast {
         let mut stages = Vec::new();
         for (s, &n) in depths.iter().enumerate() {
             let bv = blocks.pp((s + 1).to_string()).pp("multipathway_blocks");
-            let stride = if s > 0 { 2 } else { 1 };
+            let stride = (1, if s > 0 { 2 } else { 1 });
             let slow_a = if s < 2 { [1, 1, 1] } else { [3, 1, 1] };
             stages.push([
-                res_stage(slow_in, slow_out / 4, slow_out, n, &[slow_a], stride, bv.pp("0"))?,
-                res_stage(fast_in, fast_out / 4, fast_out, n, &[[3, 1, 1]], stride, bv.pp("1"))?,
+                res_stage(slow_in, slow_out / 4, slow_out, n, &[slow_a], ConvB::Spatial, stride, bv.pp("0"))?,
+                res_stage(
+                    fast_in,
+                    fast_out / 4,
+                    fast_out,
+                    n,
+                    &[[3, 1, 1]],
+                    ConvB::Spatial,
+                    stride,
+                    bv.pp("1"),
+                )?,
             ]);
             if s < 3 {
                 fusions.push(fusion(s + 1, fast_out)?);
