@@ -320,3 +320,43 @@ fn bad_inputs_are_one_line_errors_and_the_batch_goes_on() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("K counts from 0"), "{}", stderr(&o));
 }
+
+/// 3D backbones give one row per clip (issue 5: "per clip for 3D ones"): X3D-XS on 2 dense
+/// clips × 3 crops of 4 frames → [2, C], each row the views' mean of `Model::features_t`.
+#[test]
+fn a_3d_backbone_gives_one_row_per_clip() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    let mut cfg = ModelConfig::defaults("x3d_xs");
+    cfg.num_classes = 3;
+    cfg.frames = 4;
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+    build(&cfg, vb).unwrap();
+    vidkit::model::init_weights(&varmap, 5).unwrap();
+    save_model(&varmap, &cfg, &p.join("x3d.safetensors")).unwrap();
+    let args = [
+        "a.mp4",
+        "--sampler",
+        "dense",
+        "--frames",
+        "4",
+        "--interval",
+        "2",
+        "--clips",
+        "2",
+        "--crop",
+        "three",
+    ];
+    sample(p, &args, "v.vks");
+    ok(&run(VFEAT, &["--model", "x3d.safetensors", "-q", "v.vks", "-o", "f.vks"], p));
+    let got = read_features(&p.join("f.vks")).unwrap();
+    let want = expected_features(&p.join("x3d.safetensors"), &read_stream(&p.join("v.vks")));
+    let rows = got[0].modality("rgb").unwrap();
+    assert_eq!(rows.nrows(), 2, "one row per clip");
+    // Relative to the largest feature: untrained X3D features grow large (BN running stats 0/1).
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = max_diff(rows, &want) / scale;
+    assert!(rel < 1e-5, "relative difference {rel} (largest feature {scale})");
+}
