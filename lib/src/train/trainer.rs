@@ -165,7 +165,7 @@ impl TrainConfig {
             sampler: SamplerConfig {
                 kind: m.sampler.parse::<SamplerKind>()?,
                 frames: m.frames,
-                interval: 1,
+                interval: m.interval.unwrap_or(1),
                 clips: 1,
                 train: true,
             },
@@ -527,4 +527,21 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
         eprintln!("vtrain: done in {:.1} s", started.elapsed().as_secs_f64());
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zoo model trains and validates on its own T × τ dense clips (pytorchvideo's spec).
+    #[test]
+    fn clip_specs_follow_the_models_dense_interval() {
+        let mut cfg = TrainConfig::default();
+        cfg.model = ModelConfig::defaults("slow_r50");
+        let (train, val) = (cfg.train_spec(0).unwrap(), cfg.val_spec().unwrap());
+        assert_eq!((train.sampler.frames, train.sampler.interval), (8, 8));
+        assert_eq!((val.sampler.interval, val.sampler.train, train.sampler.train), (8, false, true));
+        cfg.model = ModelConfig::defaults("tsm_r50");
+        assert_eq!(cfg.train_spec(0).unwrap().sampler.interval, 1);
+    }
 }
