@@ -45,7 +45,13 @@ use std::cmp::Ordering;
 
 /// Each video's positive classes, sorted and without repeats (a many-hot row, sparsely).
 fn positive_sets(scores: &[Vec<f32>], labels: &[Vec<usize>], what: &str) -> Vec<Vec<usize>> {
-    assert_eq!(scores.len(), labels.len(), "{what}: {} score rows, {} label lists", scores.len(), labels.len());
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "{what}: {} score rows, {} label lists",
+        scores.len(),
+        labels.len()
+    );
     scores
         .iter()
         .zip(labels)
@@ -239,11 +245,8 @@ mod tests {
     /// | v1    | .20 .80 .40 .70        | 1         | 1 (+)  |
     /// | v2    | .50 .05 .35 .45        | -         | 0 (-)  |
     fn case() -> (Vec<Vec<f32>>, Vec<Vec<usize>>) {
-        let scores = vec![
-            vec![0.90, 0.10, 0.60, 0.30],
-            vec![0.20, 0.80, 0.40, 0.70],
-            vec![0.50, 0.05, 0.35, 0.45],
-        ];
+        let scores =
+            vec![vec![0.90, 0.10, 0.60, 0.30], vec![0.20, 0.80, 0.40, 0.70], vec![0.50, 0.05, 0.35, 0.45]];
         (scores, vec![vec![0, 3], vec![1], vec![]])
     }
 

@@ -11,10 +11,10 @@ mod pplcnet_v2;
 mod recognizer2d;
 mod resnet;
 mod resnet3d;
+mod resnet_vd;
 mod sequence;
 mod slowfast;
 mod x3d;
-mod resnet_vd;
 
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
@@ -192,7 +192,9 @@ impl Model {
         match self {
             Model::Recognizer2d(m) => m.stage_features_t(x, stage, train),
             // One row per clip, [B, 1, C].
-            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) if stage == 1 => self.features_t(x, train),
+            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) if stage == 1 => {
+                self.features_t(x, train)
+            }
             Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => {
                 candle_core::bail!("{}: only the pooled clip features (layer pool)", self.config().arch)
             }

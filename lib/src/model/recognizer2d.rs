@@ -50,7 +50,14 @@ impl Recognizer2d {
         let backbone = ResNetVdTsm::new(depth, config.base_width, config.frames, vb.pp("backbone"))?;
         let fc = candle_nn::linear(backbone.out_channels, config.num_classes, vb.pp("head.fc"))?;
         let backbone = Backbone::ResNetVdTsm(backbone);
-        Ok(Self { config, backbone, fc, tsm: true, dropout_per_frame: true, dropout_downscale_in_infer: false })
+        Ok(Self {
+            config,
+            backbone,
+            fc,
+            tsm: true,
+            dropout_per_frame: true,
+            dropout_downscale_in_infer: false,
+        })
     }
 
     /// PP-TSMv2: PP-LCNetV2 at scale `base_width / 64` with the shift before stage 3, and the
@@ -61,7 +68,14 @@ impl Recognizer2d {
         let backbone = PpLcNetV2Tsm::new(scale, config.frames, attention, vb.pp("backbone"))?;
         let fc = candle_nn::linear(super::pplcnet_v2::LAST_CHANNELS, config.num_classes, vb.pp("head.fc"))?;
         let backbone = Backbone::PpLcNetV2Tsm(backbone);
-        Ok(Self { config, backbone, fc, tsm: true, dropout_per_frame: true, dropout_downscale_in_infer: true })
+        Ok(Self {
+            config,
+            backbone,
+            fc,
+            tsm: true,
+            dropout_per_frame: true,
+            dropout_downscale_in_infer: true,
+        })
     }
 
     /// Pooled per-frame features [B, T, C] of clips [B, T, 3, H, W].
