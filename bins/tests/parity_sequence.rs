@@ -11,7 +11,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{fnv1a, models_peers_python, target_dir, workspace_root};
+use common::{cached_fixture, models_peers_python, workspace_root};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -21,31 +21,9 @@ const REL_TOL: f32 = 1e-4;
 fn fixture(arch: &str) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_sequence_parity.py");
-    let mut key = 0xcbf29ce484222325;
-    for f in [&script, &root.join("scripts/peers-models.txt")] {
-        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
-    }
-    let dir = target_dir().join("parity_sequence").join(format!("{key:016x}"));
-    let out = dir.join(arch);
-    if out.join("fixture.safetensors").is_file() {
-        return Some(out);
-    }
-    let python = models_peers_python()?;
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = tempfile::tempdir_in(&dir).unwrap();
-    let st = Command::new(&python)
-        .arg(&script)
-        .args(["--arch", arch, "--out"])
-        .arg(tmp.path())
-        .env("OMP_NUM_THREADS", "1")
-        .status()
-        .expect("python runs");
-    assert!(st.success(), "export_sequence_parity.py failed for {arch}");
-    let tmp = tmp.keep();
-    if std::fs::rename(&tmp, &out).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Some(out)
+    let keys = [script.clone(), root.join("scripts/peers-models.txt")];
+    let args = vec!["--arch".to_string(), arch.to_string()];
+    cached_fixture("parity_sequence", &keys, arch, models_peers_python, &script, &args)
 }
 
 fn rel_err(got: &Tensor, want: &Tensor) -> f32 {

@@ -16,7 +16,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::{fnv1a, read_npy_f32, target_dir, workspace_root, zoo_peers_python};
+use common::{cached_fixture, read_npy_f32, workspace_root, zoo_peers_python};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vidkit::nn::{adaptive_avg_pool3d, avg_pool3d, max_pool3d, Conv3d, Conv3dConfig};
@@ -31,40 +31,9 @@ const CLASSES: usize = 11;
 fn fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_zoo_parity.py");
-    let mut key = 0xcbf29ce484222325;
-    for f in [&script, &root.join("scripts/peers-zoo.txt")] {
-        key = fnv1a(&std::fs::read(f).expect("fixture inputs readable"), key);
-    }
-    let dir = target_dir().join("parity_zoo").join(format!("{key:016x}"));
-    let out = dir.join(name);
-    if out.join("done").is_file() {
-        return Some(out);
-    }
-    let python = zoo_peers_python()?;
-    if let Ok(entries) = std::fs::read_dir(dir.parent().unwrap()) {
-        for e in entries.flatten() {
-            if e.path() != dir {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let tmp = tempfile::tempdir_in(&dir).unwrap();
-    let st = Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .arg("--out")
-        .arg(tmp.path())
-        .env("OMP_NUM_THREADS", "2")
-        .status()
-        .expect("python runs");
-    assert!(st.success(), "export_zoo_parity.py {args:?} failed");
-    std::fs::write(tmp.path().join("done"), "").unwrap();
-    let tmp = tmp.keep();
-    if std::fs::rename(&tmp, &out).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    Some(out)
+    let keys = [script.clone(), root.join("scripts/peers-zoo.txt")];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    cached_fixture("parity_zoo", &keys, name, zoo_peers_python, &script, &args)
 }
 
 fn load(dir: &Path, name: &str) -> Tensor {
