@@ -83,18 +83,16 @@ impl Block {
             Some(s) => temporal_shift(x, s.segments, s.shift_div)?,
             None => x.clone(),
         };
-        let last = self.convs.len() - 1;
-        for (i, cb) in self.convs.iter().enumerate() {
-            y = cb.forward_t(&y, train)?;
-            if i != last {
-                y = y.relu()?;
-            }
-        }
         let identity = match &self.downsample {
-            Some(d) => d.forward_t(x, train)?,
+            Some(d) => d.forward_act(x, train, None, false)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        let last = self.convs.len() - 1;
+        for cb in &self.convs[..last] {
+            y = cb.forward_act(&y, train, None, true)?;
+        }
+        // The last conv adds the shortcut and applies the block's ReLU in one pass.
+        self.convs[last].forward_act(&y, train, Some(&identity), true)
     }
 }
 
@@ -144,7 +142,7 @@ impl ResNet {
 
     /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).
     pub fn forward_stages_t(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
-        let mut y = self.stem.forward_t(x, train)?.relu()?;
+        let mut y = self.stem.forward_act(x, train, None, true)?;
         y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
         for stage in &self.stages[..stages.min(self.stages.len())] {
             for block in stage {

@@ -79,8 +79,7 @@ impl Conv2d {
             let cols =
                 xs.reshape((n, c, oh * ow))?.transpose(0, 1)?.contiguous()?.reshape((c, n * oh * ow))?;
             let wm = self.weight.reshape((cout, c))?;
-            return wm
-                .matmul(&cols)?
+            return super::gemm::matmul(&wm, &cols)?
                 .reshape((cout, n, oh * ow))?
                 .transpose(0, 1)?
                 .contiguous()?
@@ -89,7 +88,7 @@ impl Conv2d {
         // One GEMM for the whole batch: [C_out, C·k·k] × [C·k·k, N·H'·W'].
         let cols = super::im2col::unfold(x, k, s, p)?;
         let wm = self.weight.reshape((cout, c * k * k))?;
-        wm.matmul(&cols)?
+        super::gemm::matmul(&wm, &cols)?
             .reshape((cout, n, oh * ow))?
             .transpose(0, 1)?
             .contiguous()?

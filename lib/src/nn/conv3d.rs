@@ -57,7 +57,8 @@ impl Conv3d {
         Ok(Self { weight, bias, cfg })
     }
 
-    fn geometry(&self, x: &Tensor) -> Result<Geometry3d> {
+    /// The window geometry of this convolution over `x` [N, C, T, H, W].
+    pub fn geometry_of(&self, x: &Tensor) -> Result<Geometry3d> {
         let (n, c, t, h, w) = x.dims5()?;
         let (_, cg, kt, kh, kw) = self.weight.dims5()?;
         if cg * self.cfg.groups != c {
@@ -80,7 +81,7 @@ impl Conv3d {
 
     /// [N, C_in, T, H, W] → [N, C_out, T', H', W'].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.geometry(x)?;
+        let g = self.geometry_of(x)?;
         let [ot, oh, ow] = g.out()?;
         let cout = self.weight.dim(0)?;
         let groups = self.cfg.groups;
@@ -95,7 +96,7 @@ impl Conv3d {
             };
             let k = g.c / groups * g.taps();
             let out = if groups == 1 {
-                self.weight.reshape((cout, k))?.matmul(&cols)?
+                super::gemm::matmul(&self.weight.reshape((cout, k))?, &cols)?
             } else {
                 let wg = self.weight.reshape((groups, cout / groups, k))?;
                 wg.matmul(&cols.reshape((groups, k, g.n * p))?)?.reshape((cout, g.n * p))?

@@ -4,6 +4,8 @@ mod batchnorm;
 mod conv;
 mod conv3d;
 mod depthwise;
+mod fused;
+pub mod gemm;
 mod im2col;
 mod lstm;
 mod pool;
@@ -15,6 +17,8 @@ pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
+pub use fused::{conv_bn_act_3d, fusable};
+pub use vol2col::Geometry3d;
 pub use lstm::Lstm;
 pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
@@ -73,6 +77,37 @@ impl ConvBn {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv.forward(x)?;
         self.bn.forward_t(&y, train)
+    }
+
+    /// BN(conv(x)) (+ `residual`) (then ReLU): one fused pass in eval mode on the CPU (see
+    /// `fused.rs`), the separate differentiable ops otherwise.
+    pub fn forward_act(&self, x: &Tensor, train: bool, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+        if !train && fusable(x) {
+            let (n, c, h, w) = x.dims4()?;
+            let (k, s, p) = (self.conv.kernel, self.conv.stride, self.conv.padding);
+            let g = Geometry3d {
+                n,
+                c,
+                input: [1, h, w],
+                kernel: [1, k, k],
+                stride: [1, s, s],
+                pad: [0, p, p],
+                dilation: [1; 3],
+            };
+            let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
+            let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &self.conv.weight, None, &self.bn, res.as_ref(), relu)?;
+            return y.squeeze(2);
+        }
+        let y = self.forward_t(x, train)?;
+        let y = match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        };
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
     }
 }
 

@@ -91,7 +91,7 @@ where
 
 /// x [N, C, T, H, W] → cols [C·kt·kh·kw, N·To·Ho·Wo]: rows ordered (c, kt, kh, kw) like a PyTorch
 /// weight (so groups are contiguous row blocks), columns (n, ot, oh, ow).
-fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
+pub(super) fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
     let [ot, oh, ow] = g.out()?;
     let [_, h, w] = g.input;
     let [kt, kh, kw] = g.kernel;

@@ -1,0 +1,180 @@
+//! Inference-time convolution with its BatchNorm folded in, the residual added and the ReLU
+//! applied inside the GEMM's epilogue: one pass over the output instead of four, and no
+//! [C_out, N·P] → [N, C_out, P] transpose (the GEMM writes each image's block in place).
+//!
+//! Eval mode only (no gradient); `ConvBn::forward_act` and `ConvBn3d::forward_act` call it for
+//! f32 CPU tensors and use the separate differentiable ops otherwise.
+
+use super::gemm::{sgemm_columns, sgemm_conv, Columns, ConvRhs, Epilogue, MatRef};
+use super::vol2col::Geometry3d;
+use super::BatchNorm2d;
+use candle_core::{DType, Result, Storage, Tensor};
+
+/// Whether the fused path applies: f32 on the CPU.
+pub fn fusable(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// The conv weight [C_out, ...] scaled per output channel by BN's `γ/√(σ²+ε)`, as [C_out, K], and
+/// the bias `β − μ·γ/√(σ²+ε)` (+ the conv's own bias, scaled).
+fn fold(weight: &Tensor, conv_bias: Option<&Tensor>, bn: &BatchNorm2d) -> Result<(Vec<f32>, Vec<f32>)> {
+    let cout = weight.dim(0)?;
+    let w = weight.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let k = w.len() / cout.max(1);
+    let gamma = bn.weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let beta = bn.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let mean = bn.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let var = bn.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let cb = match conv_bias {
+        Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+        None => vec![0.0; cout],
+    };
+    if gamma.len() != cout {
+        candle_core::bail!("batch norm over {} channels after a conv with {cout}", gamma.len())
+    }
+    let mut folded = Vec::with_capacity(w.len());
+    let mut bias = Vec::with_capacity(cout);
+    for o in 0..cout {
+        // The same expression as BatchNorm2d's eval path, so fused and unfused agree closely.
+        let scale = (1.0 / ((var[o] as f64 + bn.eps) as f32).sqrt()) * gamma[o];
+        folded.extend(w[o * k..(o + 1) * k].iter().map(|v| v * scale));
+        bias.push(beta[o] - mean[o] * scale + cb[o] * scale);
+    }
+    Ok((folded, bias))
+}
+
+/// The f32 data of a contiguous CPU tensor's storage.
+fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    let Storage::Cpu(cpu) = storage else { candle_core::bail!("fused conv: expected a CPU tensor") };
+    let data = cpu.as_slice::<f32>()?;
+    let Some((lo, hi)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused conv: not contiguous")
+    };
+    Ok(&data[lo..hi])
+}
+
+/// relu(BN(conv(x)) + residual) for `x` [N, C, T, H, W] and a dense (groups 1) 3D geometry whose
+/// weight is `weight` [C_out, C, kt, kh, kw]; `residual` is [N, C_out, T', H', W'].
+pub fn conv_bn_act_3d(
+    x: &Tensor,
+    g: Geometry3d,
+    weight: &Tensor,
+    conv_bias: Option<&Tensor>,
+    bn: &BatchNorm2d,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    let [ot, oh, ow] = g.out()?;
+    let p = ot * oh * ow;
+    let cout = weight.dim(0)?;
+    let k = g.c * g.taps();
+    let (w, bias) = fold(weight, conv_bias, bn)?;
+    if w.len() != cout * k {
+        candle_core::bail!("fused conv: weight {:?} does not fit {} input channels", weight.dims(), g.c)
+    }
+    let direct = g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3];
+    // Output blocks of P columns that are not whole 32-wide tiles would make most tiles straddle
+    // two images (P = 49 at ResNet's last stage): then the GEMM writes [C_out, N·P] and one pass
+    // here moves it into place with the epilogue.
+    let staged = g.n > 1 && p % 32 != 0 && p < 512;
+    let a = MatRef::row_major(&w, cout, k);
+    let (c_stride, ldc) = if staged { (p, g.n * p) } else { (cout * p, p) };
+    let mut out = vec![0f32; g.n * cout * p];
+    let x = x.contiguous()?;
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let xs = cpu_f32(&x_storage, x_layout)?;
+    let residual = residual.map(|r| r.contiguous()).transpose()?;
+    if let Some(r) = &residual {
+        if r.dims() != [g.n, cout, ot, oh, ow] {
+            candle_core::bail!(
+                "fused conv: residual {:?}, output [{}, {cout}, {ot}, {oh}, {ow}]",
+                r.dims(),
+                g.n
+            )
+        }
+    }
+    let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
+    let res_data = match &res_guard {
+        Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
+        None => None,
+    };
+    let epi = if staged {
+        Epilogue::default()
+    } else {
+        Epilogue { row_bias: Some(&bias), residual: res_data, relu }
+    };
+    let mut staging = if staged { vec![0f32; g.n * cout * p] } else { Vec::new() };
+    let dst = if staged { &mut staging } else { &mut out };
+    if direct {
+        // 1×1×1, stride 1: each image's [C, P] block is B itself.
+        let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
+        sgemm_columns(a, b, Columns { per: p, b_stride: g.c * p, c_stride }, dst, ldc, false, epi);
+    } else {
+        let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
+        sgemm_conv(a, conv, Columns { per: p, b_stride: 0, c_stride }, dst, ldc, epi);
+    }
+    if staged {
+        for (i, block) in out.chunks_exact_mut(p).enumerate() {
+            let (n, o) = (i / cout, i % cout);
+            let src = &staging[o * g.n * p + n * p..][..p];
+            let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
+            for q in 0..p {
+                let v = src[q] + bias[o] + res.map_or(0.0, |r| r[q]);
+                block[q] = if relu { v.max(0.0) } else { v };
+            }
+        }
+    }
+    Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Conv3d, Conv3dConfig};
+    use candle_core::{Device, Var};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// Fused = conv → BN (eval) → + residual → ReLU with the separate ops, for the geometries the
+    /// models use (1×1×1 direct, strided 1×1×1, (1,3,3) and (3,3,3) with padding, a bias).
+    #[test]
+    fn fused_equals_separate_ops() {
+        let dev = Device::Cpu;
+        for &(kernel, stride, pad, bias) in &[
+            ([1, 1, 1], [1, 1, 1], [0, 0, 0], false),
+            ([1, 1, 1], [1, 2, 2], [0, 0, 0], false),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], false),
+            ([3, 3, 3], [1, 1, 1], [1, 1, 1], true),
+            ([3, 1, 1], [2, 1, 1], [1, 0, 0], false),
+        ] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let cfg = Conv3dConfig { stride, padding: pad, bias, ..Default::default() };
+            let conv = Conv3d::new(6, 10, kernel, cfg, vb.pp("c")).unwrap();
+            let bn = BatchNorm2d::new(10, vb.pp("bn")).unwrap();
+            // Non-trivial BN statistics and affine parameters.
+            for (name, var) in vm.data().lock().unwrap().iter() {
+                let t = var.as_tensor();
+                let r = Tensor::rand(0.5f32, 1.5, t.shape(), &dev).unwrap();
+                let v = if name.ends_with("running_mean") || name.ends_with("bias") {
+                    (r - 1.0).unwrap()
+                } else {
+                    r
+                };
+                var.set(&v).unwrap();
+            }
+            // 5 × 9 × 11 positions: the staged path; 4 × 16 × 16: tiles written in place; one image.
+            for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5)] {
+                let x = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+                let y_ref = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
+                let res = Var::from_tensor(&Tensor::randn(0f32, 1., y_ref.shape(), &dev).unwrap()).unwrap();
+                let want = (y_ref + res.as_tensor()).unwrap().relu().unwrap();
+                let g = conv.geometry_of(&x).unwrap();
+                let got =
+                    conv_bn_act_3d(&x, g, &conv.weight, conv.bias.as_ref(), &bn, Some(res.as_tensor()), true)
+                        .unwrap();
+                let d = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-4, "{kernel:?} {stride:?} {shape:?}: {d}");
+            }
+        }
+    }
+}
