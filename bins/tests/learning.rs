@@ -93,17 +93,8 @@ fn tsm_learns_temporal_order_and_tsn_cannot() {
 fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
     synth(d.path(), "4", "32x32", "2");
-    let common = [
-        "-o",
-        "frames=4",
-        "-o",
-        "base_width=8",
-        "-o",
-        "short_side=32",
-        "-o",
-        "crop_size=32",
-        "-o",
-        "batch_size=4",
+    let mut common: Vec<&str> = TINY_2D.to_vec();
+    common.extend([
         "-o",
         "epochs=4",
         "-o",
@@ -114,7 +105,7 @@ fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
         "1",
         "--seed",
         "5",
-    ];
+    ]);
     vtrain(d.path(), "tsm_r18", "straight", &common);
     let mut first: Vec<&str> = common.to_vec();
     first.extend(["--stop-after", "2"]);
@@ -122,27 +113,10 @@ fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
     let mut second: Vec<&str> = common.to_vec();
     second.push("--resume");
     vtrain(d.path(), "tsm_r18", "split", &second);
-    let a =
-        candle_core::safetensors::load(d.path().join("straight/last.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    let b =
-        candle_core::safetensors::load(d.path().join("split/last.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        let u = &b[name];
-        let diff = (t - u)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name} differs after resuming");
-    }
+    assert_same_tensors(
+        &d.path().join("straight/last.safetensors"),
+        &d.path().join("split/last.safetensors"),
+    );
     // The log continued rather than restarted.
     let log = std::fs::read_to_string(d.path().join("split/log.jsonl")).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 4);

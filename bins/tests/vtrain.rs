@@ -39,9 +39,11 @@ fn bad_arguments_and_lists_are_one_line_errors() {
 }
 
 /// DML: a peer (here a wider TSM) trains alongside; both models are written and both learn
-/// (their training loss falls), and resuming a DML run is refused rather than half-restored.
+/// (their training loss falls), and a run stopped after 2 epochs and resumed for 2 more ends
+/// with the same main and peer weights, bit for bit, as 4 straight epochs (the checkpoint holds
+/// the peer and its optimiser), with the heads in fc_lr5's parameter groups.
 #[test]
-fn dml_trains_a_peer_alongside() {
+fn dml_trains_a_peer_alongside_and_resumes_exactly() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let o = run(
@@ -62,34 +64,34 @@ fn dml_trains_a_peer_alongside() {
         p,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let args = [
-        "--arch",
-        "tsm_r18",
-        "--train-list",
-        "syn/train.list",
-        "--val-list",
-        "syn/val.list",
-        "--out",
-        "dml",
-        "-q",
-        "-o",
-        "frames=4",
-        "-o",
-        "base_width=8",
-        "-o",
-        "short_side=32",
-        "-o",
-        "crop_size=32",
-        "-o",
-        "batch_size=4",
-        "-o",
-        "epochs=3",
-        "-o",
-        r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
-        "-o",
-        "optimizer.lr=0.01",
-    ];
-    let o = run(VTRAIN, &args, p);
+    let args = |out: &'static str, epochs: &'static str, lr: &'static str, fc_lr5: &'static str| {
+        let mut a = vec![
+            "--arch",
+            "tsm_r18",
+            "--train-list",
+            "syn/train.list",
+            "--val-list",
+            "syn/val.list",
+            "--out",
+            out,
+            "-q",
+            "-j",
+            "1",
+        ];
+        a.extend(TINY_2D);
+        a.extend([
+            "-o",
+            epochs,
+            "-o",
+            r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
+            "-o",
+            lr,
+            "-o",
+            fc_lr5,
+        ]);
+        a
+    };
+    let o = run(VTRAIN, &args("dml", "epochs=3", "optimizer.lr=0.01", "optimizer.fc_lr5=false"), p);
     assert!(o.status.success(), "{}", stderr(&o));
     let main = vidkit::model::read_config(&p.join("dml/last.safetensors")).unwrap();
     let peer = vidkit::model::read_config(&p.join("dml/peer_last.safetensors")).unwrap();
@@ -103,9 +105,28 @@ fn dml_trains_a_peer_alongside() {
         .collect();
     assert_eq!(losses.len(), 3);
     assert!(losses[2] < losses[0], "the joint loss should fall: {losses:?}");
-    let mut resume = args.to_vec();
-    resume.push("--resume");
-    let o = run(VTRAIN, &resume, p);
+
+    // Resuming, with the head at fc_lr5's rates (a gentler base LR keeps 5× and 10× stable).
+    let args = |out| args(out, "epochs=4", "optimizer.lr=0.001", "optimizer.fc_lr5=true");
+    let o = run(VTRAIN, &args("straight"), p);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut first = args("split");
+    first.extend(["--stop-after", "2"]);
+    let o = run(VTRAIN, &first, p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Resuming without the peer would half-restore the run: refused.
+    let mut no_peer = args("split");
+    let at = no_peer.iter().position(|a| a.starts_with("dml=")).unwrap();
+    no_peer.drain(at - 1..=at);
+    no_peer.push("--resume");
+    let o = run(VTRAIN, &no_peer, p);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--resume with DML is not supported yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the checkpoint holds a DML peer"), "{}", stderr(&o));
+    let mut second = args("split");
+    second.push("--resume");
+    let o = run(VTRAIN, &second, p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tensors(&p.join("straight/last.safetensors"), &p.join("split/last.safetensors"));
+    assert_same_tensors(&p.join("straight/peer_last.safetensors"), &p.join("split/peer_last.safetensors"));
 }
