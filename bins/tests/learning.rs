@@ -8,29 +8,7 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const VSYNTH: &str = env!("CARGO_BIN_EXE_vsynth");
 const VTRAIN: &str = env!("CARGO_BIN_EXE_vtrain");
-
-fn synth(dir: &Path, per_class: &str, size: &str, seed: &str) {
-    let o = Command::new(VSYNTH)
-        .args([
-            "--out",
-            "syn",
-            "--classes",
-            "left,right,up,down",
-            "--per-class",
-            per_class,
-            "--size",
-            size,
-            "--seed",
-            seed,
-            "-q",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-}
 
 fn vtrain(dir: &Path, arch: &str, out: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
@@ -80,7 +58,7 @@ const BUDGET: [&str; 22] = [
 #[test]
 fn tsm_learns_temporal_order_and_tsn_cannot() {
     let d = tempfile::tempdir().unwrap();
-    synth(d.path(), "150", "32x32", "1");
+    synth(d.path(), "left,right,up,down", "150", "32x32", "1");
     let tsm = vtrain(d.path(), "tsm_r18", "tsm", &BUDGET);
     let tsn = vtrain(d.path(), "tsn_r18", "tsn", &BUDGET);
     let (a, b) = (tsm["best_val_top1"].as_f64().unwrap(), tsn["best_val_top1"].as_f64().unwrap());
@@ -92,7 +70,7 @@ fn tsm_learns_temporal_order_and_tsn_cannot() {
 #[test]
 fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
-    synth(d.path(), "4", "32x32", "2");
+    synth(d.path(), "left,right,up,down", "4", "32x32", "2");
     let mut common: Vec<&str> = TINY_2D.to_vec();
     common.extend([
         "-o",

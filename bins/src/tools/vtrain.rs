@@ -112,7 +112,9 @@ pub fn main(args: Args) -> Result<Outcome> {
             serde_json::from_str::<TrainConfig>(&text)
                 .with_context(|| format!("{}: bad training config", p.display()))?
         }
-        None => TrainConfig::default(),
+        // Without a config the architecture's own defaults (PP-TSMv2's dropout 0.2, a zoo
+        // model's dense sampling and normalisation), not those of the default tsm_r50.
+        None => TrainConfig { model: ModelConfig::defaults(&args.arch), ..TrainConfig::default() },
     };
     if cfg.model.arch != args.arch {
         // A config written for another architecture keeps its shared keys; the

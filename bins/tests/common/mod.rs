@@ -39,6 +39,26 @@ pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
     Command::new(bin).args(args).current_dir(dir).output().expect("binary runs")
 }
 
+/// A vsynth set in `dir/syn` (train.list, val.list, labels.txt): `classes` comma-separated,
+/// `per_class` videos of each at `size` ("WxH").
+pub fn synth(dir: &Path, classes: &str, per_class: &str, size: &str, seed: &str) {
+    let args = [
+        "--out",
+        "syn",
+        "--classes",
+        classes,
+        "--per-class",
+        per_class,
+        "--size",
+        size,
+        "--seed",
+        seed,
+        "-q",
+    ];
+    let o = run(env!("CARGO_BIN_EXE_vsynth"), &args, dir);
+    assert!(o.status.success(), "vsynth: {}", stderr(&o));
+}
+
 /// `vtrain` overrides for a tiny, fast 2D model on 32 px vsynth videos: 4 frames, an 8-wide
 /// backbone, batches of 4.
 pub const TINY_2D: [&str; 10] = [

@@ -22,7 +22,7 @@ pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
-pub use init::init_weights;
+pub use init::{init_weights, init_weights_for};
 pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};

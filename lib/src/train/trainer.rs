@@ -9,7 +9,7 @@ use super::{
     GradAccumulator, LrSchedule, OptimizerConfig, PeerRef, Targets, TrainState,
 };
 use crate::clips::ClipSpec;
-use crate::model::{build, init_weights, save_model, Model, ModelConfig};
+use crate::model::{build, init_weights_for, save_model, Model, ModelConfig};
 use crate::rng::Rng;
 use crate::sample::{SamplerConfig, SamplerKind};
 use crate::transform::CropMode;
@@ -329,7 +329,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    init_weights(&varmap, cfg.seed)?;
+    init_weights_for(&varmap, &cfg.model.arch, cfg.seed)?;
     let vars = trainable_vars(&varmap);
     let mut optim = cfg.optimizer.build_for_model(vars.clone(), &model.classifier())?;
     let schedule = cfg.schedule();
@@ -346,7 +346,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             let pcfg: ModelConfig = serde_json::from_value(v).context("dml.model")?;
             let pvars = VarMap::new();
             let pmodel = build(&pcfg, VarBuilder::from_varmap(&pvars, DType::F32, &device))?;
-            init_weights(&pvars, cfg.seed ^ 0xD31)?;
+            init_weights_for(&pvars, &pcfg.arch, cfg.seed ^ 0xD31)?;
             let popt = cfg.optimizer.build_for_model(trainable_vars(&pvars), &pmodel.classifier())?;
             Some((pcfg, pvars, pmodel, popt))
         }
