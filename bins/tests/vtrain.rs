@@ -12,7 +12,7 @@ fn bad_arguments_and_lists_are_one_line_errors() {
     testsrc(&p.join("a.mp4"), "32x32", 25, 20, &[]);
     std::fs::write(p.join("ok.list"), "a.mp4 0\na.mp4 1\n").unwrap();
     std::fs::write(p.join("bad.list"), "a.mp4 0\na.mp4 one\n").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--arch", "tsm_r7", "--train-list", "ok.list", "--out", "o"], "unknown architecture \"tsm_r7\""),
         (
             &["--arch", "tsm_r18", "--train-list", "missing.list", "--out", "o"],
@@ -26,6 +26,19 @@ fn bad_arguments_and_lists_are_one_line_errors() {
         (
             &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "epochs"],
             "override \"epochs\" is not key=value",
+        ),
+        (
+            &[
+                "--arch",
+                "tsm_r18",
+                "--train-list",
+                "ok.list",
+                "--out",
+                "o",
+                "-o",
+                r#"optimizer.param_groups=[{"match":"neck","lr_mult":2}]"#,
+            ],
+            "param_groups \"neck\" matches no trainable parameter",
         ),
     ];
     for (args, want) in cases {

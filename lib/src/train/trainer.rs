@@ -347,7 +347,10 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             let pvars = VarMap::new();
             let pmodel = build(&pcfg, VarBuilder::from_varmap(&pvars, DType::F32, &device))?;
             init_weights_for(&pvars, &pcfg.arch, cfg.seed ^ 0xD31)?;
-            let popt = cfg.optimizer.build_for_model(trainable_vars(&pvars), &pmodel.classifier())?;
+            let popt = cfg
+                .optimizer
+                .build_for_model(trainable_vars(&pvars), &pmodel.classifier())
+                .context("the dml peer")?;
             Some((pcfg, pvars, pmodel, popt))
         }
     };
