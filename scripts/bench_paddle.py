@@ -88,10 +88,15 @@ def main():
     out = subprocess.run([a.vidkit, "pptsmv2_lcnetv2", str(FRAMES), str(SIZE), str(a.reps), "forward"],
                          capture_output=True, text=True, env=env, check=True)
     ours = json.loads(out.stdout)["forward_s"]
+    cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as d:
-        prefix = os.path.join(d, "pptsmv2")
-        export(prefix)
-        theirs = paddle_forward(prefix, a.threads, a.reps)
+        os.chdir(d)  # ppvideo's logger writes .log.txt into the working directory
+        try:
+            prefix = os.path.join(d, "pptsmv2")
+            export(prefix)
+            theirs = paddle_forward(prefix, a.threads, a.reps)
+        finally:
+            os.chdir(cwd)
     row = {"arch": "pptsmv2_lcnetv2", "input": f"{FRAMES}x{SIZE}", "vidkit_forward_s": ours,
            "paddle_onednn_forward_s": theirs, "forward_ratio": ours / theirs}
     print(f"\nPP-TSMv2, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} "
