@@ -58,3 +58,8 @@ cargo build -q --example bench_featstore
 bash "$here/peers.sh" "$peers" zoo
 "$peers/zoo/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/zoo.json"
+# PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
+# tier); prints the ratio vidkit / Paddle.
+bash "$here/peers.sh" "$peers" paddle
+"$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/paddle.json"

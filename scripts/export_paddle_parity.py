@@ -80,25 +80,30 @@ def randomise_bn(model, seed, h, w, frames):
     model.eval()
 
 
-def export_model(a):
+def build_recognizer(arch, frames, classes, seed, temporal_attention=False):
+    """ppvideo's Recognizer2D for `arch` with its PaddleVideo config's settings (see above),
+    initialised from paddle.seed(seed)."""
     from paddlevideo.modeling.builder import build_model
     from paddlevideo.utils.config import AttrDict
 
-    h, w = (int(v) for v in a.size.split("x"))
-    paddle.seed(a.seed)
-    if a.arch == "pptsm_r50vd":
-        backbone = AttrDict(name="ResNetTweaksTSM", depth=50, num_seg=a.frames)
+    paddle.seed(seed)  # after the import, which draws from Paddle's generator
+
+    if arch == "pptsm_r50vd":
+        backbone = AttrDict(name="ResNetTweaksTSM", depth=50, num_seg=frames)
         head = AttrDict(
-            name="ppTSMHead", num_classes=a.classes, in_channels=2048, drop_ratio=0.5, std=0.01, num_seg=a.frames
+            name="ppTSMHead", num_classes=classes, in_channels=2048, drop_ratio=0.5, std=0.01, num_seg=frames
         )
-    elif a.arch == "pptsmv2_lcnetv2":
-        backbone = AttrDict(
-            name="PPTSM_v2", num_seg=a.frames, class_num=a.classes, use_temporal_att=a.temporal_attention
-        )
+    elif arch == "pptsmv2_lcnetv2":
+        backbone = AttrDict(name="PPTSM_v2", num_seg=frames, class_num=classes, use_temporal_att=temporal_attention)
         head = AttrDict(name="MoViNetHead")
     else:
-        raise SystemExit(f"unknown arch {a.arch}")
-    model = build_model(AttrDict(framework="Recognizer2D", backbone=backbone, head=head))
+        raise SystemExit(f"unknown arch {arch}")
+    return build_model(AttrDict(framework="Recognizer2D", backbone=backbone, head=head))
+
+
+def export_model(a):
+    h, w = (int(v) for v in a.size.split("x"))
+    model = build_recognizer(a.arch, a.frames, a.classes, a.seed, a.temporal_attention)
     randomise_bn(model, a.seed, h, w, a.frames)
     rng = np.random.default_rng(a.seed + 2)
     fc = model.head.fc if a.arch == "pptsm_r50vd" else model.backbone.fc

@@ -8,29 +8,7 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-const VSYNTH: &str = env!("CARGO_BIN_EXE_vsynth");
 const VTRAIN: &str = env!("CARGO_BIN_EXE_vtrain");
-
-fn synth(dir: &Path, per_class: &str, size: &str, seed: &str) {
-    let o = Command::new(VSYNTH)
-        .args([
-            "--out",
-            "syn",
-            "--classes",
-            "left,right,up,down",
-            "--per-class",
-            per_class,
-            "--size",
-            size,
-            "--seed",
-            seed,
-            "-q",
-        ])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-}
 
 fn vtrain(dir: &Path, arch: &str, out: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
@@ -80,7 +58,7 @@ const BUDGET: [&str; 22] = [
 #[test]
 fn tsm_learns_temporal_order_and_tsn_cannot() {
     let d = tempfile::tempdir().unwrap();
-    synth(d.path(), "150", "32x32", "1");
+    synth(d.path(), "left,right,up,down", "150", "32x32", "1");
     let tsm = vtrain(d.path(), "tsm_r18", "tsm", &BUDGET);
     let tsn = vtrain(d.path(), "tsn_r18", "tsn", &BUDGET);
     let (a, b) = (tsm["best_val_top1"].as_f64().unwrap(), tsn["best_val_top1"].as_f64().unwrap());
@@ -92,18 +70,9 @@ fn tsm_learns_temporal_order_and_tsn_cannot() {
 #[test]
 fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
-    synth(d.path(), "4", "32x32", "2");
-    let common = [
-        "-o",
-        "frames=4",
-        "-o",
-        "base_width=8",
-        "-o",
-        "short_side=32",
-        "-o",
-        "crop_size=32",
-        "-o",
-        "batch_size=4",
+    synth(d.path(), "left,right,up,down", "4", "32x32", "2");
+    let mut common: Vec<&str> = TINY_2D.to_vec();
+    common.extend([
         "-o",
         "epochs=4",
         "-o",
@@ -114,7 +83,7 @@ fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
         "1",
         "--seed",
         "5",
-    ];
+    ]);
     vtrain(d.path(), "tsm_r18", "straight", &common);
     let mut first: Vec<&str> = common.to_vec();
     first.extend(["--stop-after", "2"]);
@@ -122,27 +91,10 @@ fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
     let mut second: Vec<&str> = common.to_vec();
     second.push("--resume");
     vtrain(d.path(), "tsm_r18", "split", &second);
-    let a =
-        candle_core::safetensors::load(d.path().join("straight/last.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    let b =
-        candle_core::safetensors::load(d.path().join("split/last.safetensors"), &candle_core::Device::Cpu)
-            .unwrap();
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        let u = &b[name];
-        let diff = (t - u)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{name} differs after resuming");
-    }
+    assert_same_tensors(
+        &d.path().join("straight/last.safetensors"),
+        &d.path().join("split/last.safetensors"),
+    );
     // The log continued rather than restarted.
     let log = std::fs::read_to_string(d.path().join("split/log.jsonl")).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 4);

@@ -12,7 +12,7 @@ fn bad_arguments_and_lists_are_one_line_errors() {
     testsrc(&p.join("a.mp4"), "32x32", 25, 20, &[]);
     std::fs::write(p.join("ok.list"), "a.mp4 0\na.mp4 1\n").unwrap();
     std::fs::write(p.join("bad.list"), "a.mp4 0\na.mp4 one\n").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--arch", "tsm_r7", "--train-list", "ok.list", "--out", "o"], "unknown architecture \"tsm_r7\""),
         (
             &["--arch", "tsm_r18", "--train-list", "missing.list", "--out", "o"],
@@ -27,6 +27,19 @@ fn bad_arguments_and_lists_are_one_line_errors() {
             &["--arch", "tsm_r18", "--train-list", "ok.list", "--out", "o", "-o", "epochs"],
             "override \"epochs\" is not key=value",
         ),
+        (
+            &[
+                "--arch",
+                "tsm_r18",
+                "--train-list",
+                "ok.list",
+                "--out",
+                "o",
+                "-o",
+                r#"optimizer.param_groups=[{"match":"neck","lr_mult":2}]"#,
+            ],
+            "param_groups \"neck\" matches no trainable parameter",
+        ),
     ];
     for (args, want) in cases {
         let o = run(VTRAIN, args, p);
@@ -39,57 +52,42 @@ fn bad_arguments_and_lists_are_one_line_errors() {
 }
 
 /// DML: a peer (here a wider TSM) trains alongside; both models are written and both learn
-/// (their training loss falls), and resuming a DML run is refused rather than half-restored.
+/// (their training loss falls), and a run stopped after 2 epochs and resumed for 2 more ends
+/// with the same main and peer weights, bit for bit, as 4 straight epochs (the checkpoint holds
+/// the peer and its optimiser), with the heads in fc_lr5's parameter groups.
 #[test]
-fn dml_trains_a_peer_alongside() {
+fn dml_trains_a_peer_alongside_and_resumes_exactly() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let o = run(
-        env!("CARGO_BIN_EXE_vsynth"),
-        &[
+    synth(p, "left,right,up,down", "4", "32x32", "4");
+    let args = |out: &'static str, epochs: &'static str, lr: &'static str, fc_lr5: &'static str| {
+        let mut a = vec![
+            "--arch",
+            "tsm_r18",
+            "--train-list",
+            "syn/train.list",
+            "--val-list",
+            "syn/val.list",
             "--out",
-            "syn",
-            "--classes",
-            "left,right,up,down",
-            "--per-class",
-            "4",
-            "--size",
-            "32x32",
-            "--seed",
-            "4",
+            out,
             "-q",
-        ],
-        p,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let args = [
-        "--arch",
-        "tsm_r18",
-        "--train-list",
-        "syn/train.list",
-        "--val-list",
-        "syn/val.list",
-        "--out",
-        "dml",
-        "-q",
-        "-o",
-        "frames=4",
-        "-o",
-        "base_width=8",
-        "-o",
-        "short_side=32",
-        "-o",
-        "crop_size=32",
-        "-o",
-        "batch_size=4",
-        "-o",
-        "epochs=3",
-        "-o",
-        r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
-        "-o",
-        "optimizer.lr=0.01",
-    ];
-    let o = run(VTRAIN, &args, p);
+            "-j",
+            "1",
+        ];
+        a.extend(TINY_2D);
+        a.extend([
+            "-o",
+            epochs,
+            "-o",
+            r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
+            "-o",
+            lr,
+            "-o",
+            fc_lr5,
+        ]);
+        a
+    };
+    let o = run(VTRAIN, &args("dml", "epochs=3", "optimizer.lr=0.01", "optimizer.fc_lr5=false"), p);
     assert!(o.status.success(), "{}", stderr(&o));
     let main = vidkit::model::read_config(&p.join("dml/last.safetensors")).unwrap();
     let peer = vidkit::model::read_config(&p.join("dml/peer_last.safetensors")).unwrap();
@@ -103,9 +101,82 @@ fn dml_trains_a_peer_alongside() {
         .collect();
     assert_eq!(losses.len(), 3);
     assert!(losses[2] < losses[0], "the joint loss should fall: {losses:?}");
-    let mut resume = args.to_vec();
-    resume.push("--resume");
-    let o = run(VTRAIN, &resume, p);
+
+    // Resuming, with the head at fc_lr5's rates (a gentler base LR keeps 5× and 10× stable).
+    let args = |out| args(out, "epochs=4", "optimizer.lr=0.001", "optimizer.fc_lr5=true");
+    let o = run(VTRAIN, &args("straight"), p);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let mut first = args("split");
+    first.extend(["--stop-after", "2"]);
+    let o = run(VTRAIN, &first, p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Resuming without the peer would half-restore the run: refused.
+    let mut no_peer = args("split");
+    let at = no_peer.iter().position(|a| a.starts_with("dml=")).unwrap();
+    no_peer.drain(at - 1..=at);
+    no_peer.push("--resume");
+    let o = run(VTRAIN, &no_peer, p);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--resume with DML is not supported yet"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the checkpoint holds a DML peer"), "{}", stderr(&o));
+    let mut second = args("split");
+    second.push("--resume");
+    let o = run(VTRAIN, &second, p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_tensors(&p.join("straight/last.safetensors"), &p.join("split/last.safetensors"));
+    assert_same_tensors(&p.join("straight/peer_last.safetensors"), &p.join("split/peer_last.safetensors"));
+}
+
+/// PaddleVideo's recognizers train through vtrain (narrow, 1 epoch, on 2 tiny videos, the
+/// heads at fc_lr5's rates, PP-TSMv2 with its temporal attention), write their model files and
+/// checkpoint, and the model classifies through vsample | vclassify. Regressions: without a
+/// config vtrain took tsm_r50's defaults (PP-TSMv2 dropped 0.5, not PPTSM_v2's 0.2), and an
+/// untrained PP-TSMv2 in eval mode gave every clip the same logits (torch's fan-out init
+/// starved its depthwise convs; Paddle initialises in fan-in mode).
+#[test]
+fn paddle_architectures_train_and_classify() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    synth(p, "left,right", "2", "32x32", "6");
+    let pptsmv2: [&str; 4] = ["-o", "base_width=16", "-o", "temporal_attention=true"];
+    for (arch, own, dropout) in
+        [("pptsm_r50vd", &["-o", "base_width=8"][..], 0.5), ("pptsmv2_lcnetv2", &pptsmv2, 0.2)]
+    {
+        let mut args = vec!["--arch", arch, "--train-list", "syn/train.list", "--val-list", "syn/val.list"];
+        args.extend(["--out", arch, "-q", "-j", "1", "-o", "epochs=1", "-o", "optimizer.fc_lr5=true"]);
+        args.extend(TINY_2D);
+        args.extend(own);
+        let o = run(VTRAIN, &args, p);
+        assert!(o.status.success(), "{arch}: {}", stderr(&o));
+        for f in ["last.safetensors", "best.safetensors", "last.ckpt.safetensors", "log.jsonl"] {
+            assert!(p.join(arch).join(f).is_file(), "{arch}: no {f}");
+        }
+        let model = p.join(arch).join("last.safetensors");
+        let config = vidkit::model::read_config(&model).unwrap();
+        assert_eq!(config.dropout, dropout, "{arch}");
+        if arch == "pptsmv2_lcnetv2" {
+            let tensors = candle_core::safetensors::load(&model, &candle_core::Device::Cpu).unwrap();
+            assert!(tensors.contains_key("backbone.global_attention.fc.weight"), "no LTA was trained");
+        }
+        let vks = format!("{arch}.vks");
+        let spec = model.to_str().unwrap();
+        let o = run(
+            env!("CARGO_BIN_EXE_vsample"),
+            &["--list", "syn/val.list", "--root", "syn", "--spec-from", spec, "-q", "-o", &vks],
+            p,
+        );
+        assert!(o.status.success(), "{arch}: {}", stderr(&o));
+        let o = run(env!("CARGO_BIN_EXE_vclassify"), &["--model", spec, "--avg", "logits", &vks], p);
+        assert!(o.status.success(), "{arch}: {}", stderr(&o));
+        let preds: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(preds.len(), 2, "{arch}");
+        let scores: Vec<Vec<f64>> = preds
+            .iter()
+            .map(|v| v["scores"].as_array().unwrap().iter().map(|s| s.as_f64().unwrap()).collect())
+            .collect();
+        assert!(scores.iter().flatten().all(|s| s.is_finite()), "{arch}: {scores:?}");
+        assert_ne!(scores[0], scores[1], "{arch}: every clip gets the same logits");
+        assert!(["left", "right"].contains(&preds[0]["top"][0]["name"].as_str().unwrap()), "{arch}");
+    }
 }

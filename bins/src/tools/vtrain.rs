@@ -22,8 +22,13 @@ Examples:
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 \\
       -o schedule='{\"name\":\"cosine\",\"epochs\":50}' -o label_smoothing=0.1 -j 2
 
-  # continue exactly where the last run stopped
+  # continue exactly where the last run stopped (a DML run's peer and its optimiser too)
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 --resume
+
+  # mmaction2's fc_lr5: the classifier at 5× the LR (its bias 10×, undecayed), and any
+  # parameters by name pattern at their own LR and decay multipliers (longest pattern wins)
+  vtrain --arch tsm_r50 --train-list train.list --out runs/tsm -o optimizer.fc_lr5=true \\
+      -o optimizer.param_groups='[{\"match\":\"backbone.conv1\",\"lr_mult\":0.1,\"decay_mult\":1}]'
 
   # a feature-sequence model (VideoTag's second stage) on vfeat's HDF5 features
   vtrain --arch attention_lstm --train-list feats/train.h5 --val-list feats/val.h5 --out runs/lstm \
@@ -107,7 +112,9 @@ pub fn main(args: Args) -> Result<Outcome> {
             serde_json::from_str::<TrainConfig>(&text)
                 .with_context(|| format!("{}: bad training config", p.display()))?
         }
-        None => TrainConfig::default(),
+        // Without a config the architecture's own defaults (PP-TSMv2's dropout 0.2, a zoo
+        // model's dense sampling and normalisation), not those of the default tsm_r50.
+        None => TrainConfig { model: ModelConfig::defaults(&args.arch), ..TrainConfig::default() },
     };
     if cfg.model.arch != args.arch {
         // A config written for another architecture keeps its shared keys; the

@@ -39,6 +39,56 @@ pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
     Command::new(bin).args(args).current_dir(dir).output().expect("binary runs")
 }
 
+/// A vsynth set in `dir/syn` (train.list, val.list, labels.txt): `classes` comma-separated,
+/// `per_class` videos of each at `size` ("WxH").
+pub fn synth(dir: &Path, classes: &str, per_class: &str, size: &str, seed: &str) {
+    let args = [
+        "--out",
+        "syn",
+        "--classes",
+        classes,
+        "--per-class",
+        per_class,
+        "--size",
+        size,
+        "--seed",
+        seed,
+        "-q",
+    ];
+    let o = run(env!("CARGO_BIN_EXE_vsynth"), &args, dir);
+    assert!(o.status.success(), "vsynth: {}", stderr(&o));
+}
+
+/// `vtrain` overrides for a tiny, fast 2D model on 32 px vsynth videos: 4 frames, an 8-wide
+/// backbone, batches of 4.
+pub const TINY_2D: [&str; 10] = [
+    "-o",
+    "frames=4",
+    "-o",
+    "base_width=8",
+    "-o",
+    "short_side=32",
+    "-o",
+    "crop_size=32",
+    "-o",
+    "batch_size=4",
+];
+
+/// Asserts that two safetensors files hold the same tensors, bit for bit (`--resume` checks).
+pub fn assert_same_tensors(a: &Path, b: &Path) {
+    let dev = candle_core::Device::Cpu;
+    let (a, b) =
+        (candle_core::safetensors::load(a, &dev).unwrap(), candle_core::safetensors::load(b, &dev).unwrap());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let bits = |t: &candle_core::Tensor| -> Vec<u32> {
+            let t = t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            t.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(bits(t), bits(&b[name]), "{name} differs after resuming");
+    }
+}
+
 /// A finished run of a tool, its output as text.
 pub struct ToolRun {
     pub code: i32,

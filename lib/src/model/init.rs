@@ -6,6 +6,11 @@
 //! Feature-sequence models: LSTM weights and biases `U(-1/√H, 1/√H)` (PyTorch's `nn.LSTM`);
 //! AttentionCluster's shift scale and bias `N(0, √(1/√units))` and NeXtVLAD's cluster weights
 //! MSRA normal `N(0, √(2/fan_in))`, as PaddleVideo initialises them.
+//!
+//! PaddleVideo's own recognizers (PP-TSM, PP-TSMv2) start as Paddle does it instead
+//! ([`init_weights_for`]): convolutions `KaimingNormal` in fan-in mode (a depthwise conv's
+//! fan-in is its k², where torch's fan-out would be C·k² and starve the signal), biases 0,
+//! ppTSMHead's classifier `Normal(0, 0.01)`, other linear layers Paddle's default Xavier-uniform.
 
 use crate::rng::Rng;
 use anyhow::Result;
@@ -68,4 +73,78 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The initialisation `arch` trains from: PaddleVideo's for its own architectures
+/// (`pptsm_*`), torchvision's ([`init_weights`]) for the others.
+pub fn init_weights_for(varmap: &VarMap, arch: &str, seed: u64) -> Result<()> {
+    if !arch.starts_with("pptsm") {
+        return init_weights(varmap, seed);
+    }
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = Rng::new(seed ^ 0x1A17_5EED);
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Option<Vec<f32>> = if crate::nn::is_buffer(name) {
+            None
+        } else if dims.len() == 4 {
+            // Paddle's conv weight is [out, in / groups, kh, kw]; fan_in = in / groups · kh · kw.
+            let std = (2.0 / (dims[1] * dims[2] * dims[3]) as f64).sqrt();
+            Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
+        } else if dims.len() == 2 && name == "head.fc.weight" && arch == "pptsm_r50vd" {
+            Some((0..n).map(|_| (normal(&mut rng) * 0.01) as f32).collect())
+        } else if dims.len() == 2 {
+            let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
+            Some((0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect())
+        } else if name.ends_with(".bias") {
+            Some(vec![0.0; n])
+        } else {
+            None // BatchNorm scale: 1 as created
+        };
+        if let Some(v) = values {
+            var.set(&Tensor::from_vec(v, dims, var.device())?.to_dtype(var.dtype())?)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{build, ModelConfig};
+    use candle_core::{DType, Device};
+    use candle_nn::VarBuilder;
+
+    /// An untrained PP-TSMv2 in eval mode (BatchNorm on its initial running statistics) still
+    /// passes the input through: with torch's fan-out init its depthwise convs shrank the
+    /// features to ~1e-14 and every clip got the same logits.
+    #[test]
+    fn paddle_init_keeps_an_untrained_pptsmv2_alive_in_eval() {
+        let mut cfg = ModelConfig::defaults("pptsmv2_lcnetv2");
+        (cfg.num_classes, cfg.base_width, cfg.frames) = (2, 16, 4);
+        let varmap = VarMap::new();
+        let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        init_weights_for(&varmap, &cfg.arch, 3).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let f = model.features_t(&x, false).unwrap();
+        let mean_abs = f.abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(mean_abs > 1e-2, "features vanish: mean |f| = {mean_abs}");
+        let data = varmap.data().lock().unwrap();
+        let bias = data["head.fc.bias"].as_tensor().to_vec1::<f32>().unwrap();
+        assert_eq!(bias, vec![0.0, 0.0]);
+        // A depthwise 3×3 kernel [C, 1, 3, 3]: std √(2/9).
+        let (name, w) = data
+            .iter()
+            .find(|(n, v)| {
+                n.ends_with(".weight") && v.rank() == 4 && v.dim(1).unwrap() == 1 && v.dim(2).unwrap() == 3
+            })
+            .unwrap();
+        let w = w.as_tensor().flatten_all().unwrap();
+        let std = w.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        assert!((std / (2f32 / 9.0).sqrt() - 1.0).abs() < 0.35, "{name}: std {std}");
+    }
 }

@@ -22,7 +22,7 @@ pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
-pub use init::init_weights;
+pub use init::{init_weights, init_weights_for};
 pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
@@ -139,6 +139,18 @@ impl Model {
                 let _ = (x, train, dropout_rng);
                 candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
             }
+        }
+    }
+
+    /// The parameter prefix of the final classifier (`{prefix}.weight`, `{prefix}.bias`): the
+    /// layer mmaction2's `fc_lr5` and PaddleVideo's head `ParamAttr`s train faster.
+    pub fn classifier(&self) -> String {
+        match self {
+            Model::Recognizer2d(_) => "head.fc".into(),
+            Model::ResNet3d(m) => m.classifier().into(),
+            Model::X3d(_) => "blocks.5.proj".into(),
+            Model::SlowFast(_) => "blocks.6.proj".into(),
+            Model::Sequence(_) => "fc_logit".into(),
         }
     }
 
@@ -309,6 +321,33 @@ mod zoo_timing {
             .collect();
         times.sort_by(f64::total_cmp);
         eprintln!("{arch} {}x{s}: forward {:.3} s (median of 3)", cfg.frames, times[1]);
+    }
+}
+
+#[cfg(test)]
+mod classifier_names {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// `fc_lr5` finds the head through `Model::classifier`: it must name a [classes, C] weight
+    /// and a [classes] bias in every architecture.
+    #[test]
+    fn every_architecture_names_its_classifier() {
+        for arch in ARCHS {
+            let mut cfg = ModelConfig::defaults(arch);
+            cfg.num_classes = 3;
+            if !arch.starts_with("pptsmv2") {
+                cfg.base_width = cfg.base_width.min(8);
+            }
+            let varmap = VarMap::new();
+            let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+            let head = model.classifier();
+            let data = varmap.data().lock().unwrap();
+            let w = data.get(&format!("{head}.weight")).unwrap_or_else(|| panic!("{arch}: no {head}.weight"));
+            let b = data.get(&format!("{head}.bias")).unwrap_or_else(|| panic!("{arch}: no {head}.bias"));
+            assert_eq!((w.dim(0).unwrap(), b.dims()), (3, &[3][..]), "{arch}");
+        }
     }
 }
 

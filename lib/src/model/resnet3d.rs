@@ -277,6 +277,8 @@ pub struct ResNet3d {
     stem_pool: bool,
     stage1_pool: bool,
     proj: Linear,
+    /// `blocks.{i}.proj`, the classifier's parameter prefix.
+    proj_name: String,
 }
 
 impl ResNet3d {
@@ -315,7 +317,15 @@ impl ResNet3d {
             cout *= 2;
         }
         let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(idx.to_string()).pp("proj"))?;
-        Ok(Self { config, stem, stages, stem_pool: spec.stem_pool, stage1_pool: spec.stage1_pool, proj })
+        Ok(Self {
+            config,
+            stem,
+            stages,
+            stem_pool: spec.stem_pool,
+            stage1_pool: spec.stage1_pool,
+            proj,
+            proj_name: format!("blocks.{idx}.proj"),
+        })
     }
 
     /// Pooled clip features [B, 1, C] of clips [B, T, 3, H, W].
@@ -334,6 +344,11 @@ impl ResNet3d {
             }
         }
         global_pool(&y)?.unsqueeze(1)
+    }
+
+    /// The classifier's parameter prefix.
+    pub fn classifier(&self) -> &str {
+        &self.proj_name
     }
 
     /// Logits [B, classes] (pytorchvideo `ResNetBasicHead`: pool, dropout, proj).

@@ -2,7 +2,10 @@
 //! names (as `model::save_model` writes them, buffers included), the optimiser's state tensors
 //! under `optim/{slot}.{param}`, and JSON metadata: the model config under `vidkit_config` (so
 //! `model::read_config` reads a checkpoint too) and the loop's position under `vidkit_train`
-//! (epoch, iteration, step, RNG states, best metric, optimiser scalars). Written atomically.
+//! (epoch, iteration, step, RNG states, best metric, optimiser scalars). A run with a second
+//! model trained alongside (DML's peer) adds the peer's variables under `peer/{name}`, its
+//! optimiser's under `peer_optim/{slot}.{param}`, and its config and optimiser scalars to
+//! `vidkit_train`. Written atomically.
 //!
 //! f64 scalars travel as decimal strings (Rust's shortest round-trip form) because serde_json's
 //! default float parser may miss the last bit; `--resume` must be exact.
@@ -19,6 +22,8 @@ use std::path::Path;
 
 pub const TRAIN_KEY: &str = "vidkit_train";
 const OPTIM_PREFIX: &str = "optim/";
+const PEER_PREFIX: &str = "peer/";
+const PEER_OPTIM_PREFIX: &str = "peer_optim/";
 const FORMAT_VERSION: u32 = 1;
 
 /// Where the loop stands. The LR schedule is a pure function of (epoch, iteration), so this is
@@ -65,6 +70,29 @@ struct TrainMeta {
     optim_kind: String,
     /// Optimiser scalars as exact decimal strings.
     optim_scalars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    peer: Option<PeerMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PeerMeta {
+    config: ModelConfig,
+    optim_kind: String,
+    optim_scalars: BTreeMap<String, String>,
+}
+
+/// A second model trained in the same loop (DML's peer): its variables, config and optimiser.
+pub struct PeerRef<'a> {
+    pub varmap: &'a VarMap,
+    pub config: &'a ModelConfig,
+    pub optim: &'a dyn Optimizer,
+}
+
+/// A loaded peer: as [`Checkpoint`]'s model parts.
+pub struct PeerCheckpoint {
+    pub config: ModelConfig,
+    pub model: HashMap<String, Tensor>,
+    pub optim: OptimState,
 }
 
 /// A loaded checkpoint, in parts: build the model from `config` and `model` (e.g.
@@ -76,6 +104,8 @@ pub struct Checkpoint {
     pub model: HashMap<String, Tensor>,
     pub optim: OptimState,
     pub state: TrainState,
+    /// The peer model, when the run trained one.
+    pub peer: Option<PeerCheckpoint>,
 }
 
 /// Writes `varmap`, `optim`'s state and `state` to `path` atomically.
@@ -86,21 +116,57 @@ pub fn save_checkpoint(
     optim: &dyn Optimizer,
     state: &TrainState,
 ) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = {
-        let data = varmap.data().lock().expect("varmap lock");
-        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
-    };
-    if let Some((k, _)) = tensors.iter().find(|(k, _)| k.starts_with(OPTIM_PREFIX)) {
-        bail!("model variable {k:?} clashes with the checkpoint's optimiser prefix");
+    save_checkpoint_with_peer(path, varmap, config, optim, state, None)
+}
+
+/// The variables of `varmap` under `prefix` + their names; none may already start with one of
+/// the checkpoint's prefixes.
+fn prefixed_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Tensor)>> {
+    let data = varmap.data().lock().expect("varmap lock");
+    if let Some(k) =
+        data.keys().find(|k| [OPTIM_PREFIX, PEER_PREFIX, PEER_OPTIM_PREFIX].iter().any(|p| k.starts_with(p)))
+    {
+        bail!("model variable {k:?} clashes with the checkpoint's prefixes");
     }
+    Ok(data.iter().map(|(k, v)| (format!("{prefix}{k}"), v.as_tensor().detach())).collect())
+}
+
+fn exact_scalars(os: &OptimState) -> BTreeMap<String, String> {
+    os.scalars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()
+}
+
+/// As [`save_checkpoint`], with a peer model and its optimiser when `peer` is given.
+pub fn save_checkpoint_with_peer(
+    path: &Path,
+    varmap: &VarMap,
+    config: &ModelConfig,
+    optim: &dyn Optimizer,
+    state: &TrainState,
+    peer: Option<PeerRef>,
+) -> Result<()> {
+    let mut tensors = prefixed_vars(varmap, "")?;
     let os = optim.state();
     tensors.extend(os.tensors.iter().map(|(k, t)| (format!("{OPTIM_PREFIX}{k}"), t.detach())));
+    let peer_meta = match peer {
+        None => None,
+        Some(p) => {
+            tensors.extend(prefixed_vars(p.varmap, PEER_PREFIX)?);
+            let ps = p.optim.state();
+            tensors.extend(ps.tensors.iter().map(|(k, t)| (format!("{PEER_OPTIM_PREFIX}{k}"), t.detach())));
+            Some(PeerMeta {
+                config: p.config.clone(),
+                optim_kind: ps.kind.clone(),
+                optim_scalars: exact_scalars(&ps),
+            })
+        }
+    };
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let meta = TrainMeta {
         version: FORMAT_VERSION,
         state: state.clone(),
         optim_kind: os.kind.clone(),
-        optim_scalars: os.scalars.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+        optim_scalars: exact_scalars(&os),
+        peer: peer_meta,
     };
     let metadata = HashMap::from([
         (CONFIG_KEY.to_string(), serde_json::to_string(config)?),
@@ -136,47 +202,60 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
         .with_context(|| format!("{}: unreadable tensors", path.display()))?;
     let mut model = HashMap::new();
     let mut optim = OptimState { kind: train.optim_kind, ..Default::default() };
+    let mut peer = match train.peer {
+        None => None,
+        Some(p) => Some(PeerCheckpoint {
+            config: p.config,
+            model: HashMap::new(),
+            optim: OptimState {
+                kind: p.optim_kind,
+                tensors: BTreeMap::new(),
+                scalars: parse_scalars(p.optim_scalars, path)?,
+            },
+        }),
+    };
     for (k, t) in all {
-        match k.strip_prefix(OPTIM_PREFIX) {
-            Some(rest) => {
-                optim.tensors.insert(rest.to_string(), t);
-            }
-            None => {
+        if let Some(rest) = k.strip_prefix(OPTIM_PREFIX) {
+            optim.tensors.insert(rest.to_string(), t);
+            continue;
+        }
+        let (p, rest) = match (k.strip_prefix(PEER_OPTIM_PREFIX), k.strip_prefix(PEER_PREFIX)) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => {
                 model.insert(k, t);
+                continue;
             }
+        };
+        let Some(peer) = peer.as_mut() else {
+            bail!("{}: tensor {k:?} belongs to a peer the metadata does not describe", path.display())
+        };
+        if p {
+            peer.optim.tensors.insert(rest.to_string(), t);
+        } else {
+            peer.model.insert(rest.to_string(), t);
         }
     }
-    for (k, v) in train.optim_scalars {
-        let x: f64 =
-            v.parse().with_context(|| format!("{}: bad optimiser scalar {k} = {v:?}", path.display()))?;
-        optim.scalars.insert(k, x);
-    }
-    Ok(Checkpoint { config, model, optim, state: train.state })
+    optim.scalars = parse_scalars(train.optim_scalars, path)?;
+    Ok(Checkpoint { config, model, optim, state: train.state, peer })
+}
+
+fn parse_scalars(scalars: BTreeMap<String, String>, path: &Path) -> Result<BTreeMap<String, f64>> {
+    scalars
+        .into_iter()
+        .map(|(k, v)| {
+            let x: f64 =
+                v.parse().with_context(|| format!("{}: bad optimiser scalar {k} = {v:?}", path.display()))?;
+            Ok((k, x))
+        })
+        .collect()
 }
 
 impl Checkpoint {
     /// Copies the saved variables into `varmap`, which must hold exactly the same names and
     /// shapes (the first difference is named).
     pub fn restore_vars(&self, varmap: &VarMap) -> Result<()> {
-        let data = varmap.data().lock().expect("varmap lock");
-        let mut missing: Vec<&String> = data.keys().filter(|k| !self.model.contains_key(*k)).collect();
-        missing.sort();
-        if let Some(m) = missing.first() {
-            bail!("checkpoint lacks {} of the model's variables, first {m:?}", missing.len());
-        }
-        let mut extra: Vec<&String> = self.model.keys().filter(|k| !data.contains_key(*k)).collect();
-        extra.sort();
-        if let Some(e) = extra.first() {
-            bail!("checkpoint has {} variables the model lacks, first {e:?}", extra.len());
-        }
-        for (name, var) in data.iter() {
-            let t = &self.model[name];
-            if t.shape() != var.shape() {
-                bail!("checkpoint variable {name} has shape {:?}, the model's {:?}", t.dims(), var.dims());
-            }
-            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
-        }
-        Ok(())
+        copy_vars(&self.model, varmap)
     }
 
     /// Restores the model's variables and the optimiser's state; returns the loop's position.
@@ -185,6 +264,40 @@ impl Checkpoint {
         optim.load_state(&self.optim)?;
         Ok(self.state.clone())
     }
+}
+
+impl PeerCheckpoint {
+    /// Restores the peer's variables and its optimiser's state.
+    pub fn restore(&self, varmap: &VarMap, optim: &mut dyn Optimizer) -> Result<()> {
+        copy_vars(&self.model, varmap).context("peer")?;
+        optim.load_state(&self.optim).context("peer optimiser")
+    }
+}
+
+/// Copies `saved` into `varmap`, which must hold exactly the same names and shapes (the first
+/// difference is named).
+fn copy_vars(saved: &HashMap<String, Tensor>, varmap: &VarMap) -> Result<()> {
+    {
+        let data = varmap.data().lock().expect("varmap lock");
+        let mut missing: Vec<&String> = data.keys().filter(|k| !saved.contains_key(*k)).collect();
+        missing.sort();
+        if let Some(m) = missing.first() {
+            bail!("checkpoint lacks {} of the model's variables, first {m:?}", missing.len());
+        }
+        let mut extra: Vec<&String> = saved.keys().filter(|k| !data.contains_key(*k)).collect();
+        extra.sort();
+        if let Some(e) = extra.first() {
+            bail!("checkpoint has {} variables the model lacks, first {e:?}", extra.len());
+        }
+        for (name, var) in data.iter() {
+            let t = &saved[name];
+            if t.shape() != var.shape() {
+                bail!("checkpoint variable {name} has shape {:?}, the model's {:?}", t.dims(), var.dims());
+            }
+            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+        }
+    }
+    Ok(())
 }
 
 /// `Option<f64>` as an exact decimal string (numbers are accepted on input too).
@@ -312,6 +425,52 @@ mod tests {
         let mut opt3 = cfg.build(trainable_vars(&vm3)).unwrap();
         train_step(&vm3, opt3.as_mut(), &mut st.rng("sampler").unwrap());
         assert_ne!(values(&vm), values(&vm3));
+    }
+
+    /// A DML peer travels in the same file: its variables and optimiser state come back, and a
+    /// checkpoint without one loads with `peer: None`.
+    #[test]
+    fn peer_model_and_optimiser_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.safetensors");
+        let cfg = OptimizerConfig::Sgd(SgdConfig { lr: 0.1, momentum: 0.9, ..Default::default() });
+        let config = ModelConfig::defaults("tsn_r18");
+        let mut peer_config = config.clone();
+        peer_config.base_width = 16;
+        let (vm, pvm) = (model(Init::Const(0.5)), model(Init::Randn { mean: 0.0, stdev: 1.0 }));
+        let mut opt = cfg.build(trainable_vars(&vm)).unwrap();
+        let mut popt = cfg.build(trainable_vars(&pvm)).unwrap();
+        let mut rng = Rng::new(7);
+        train_step(&pvm, popt.as_mut(), &mut rng);
+        train_step(&vm, opt.as_mut(), &mut rng);
+        let peer = PeerRef { varmap: &pvm, config: &peer_config, optim: popt.as_ref() };
+        save_checkpoint_with_peer(&path, &vm, &config, opt.as_ref(), &TrainState::default(), Some(peer))
+            .unwrap();
+
+        let ckpt = load_checkpoint(&path, &Device::Cpu).unwrap();
+        let saved = ckpt.peer.as_ref().expect("a peer");
+        assert_eq!(saved.config, peer_config);
+        let (vm2, pvm2) = (model(Init::Const(0.0)), model(Init::Const(0.0)));
+        let mut opt2 = cfg.build(trainable_vars(&vm2)).unwrap();
+        let mut popt2 = cfg.build(trainable_vars(&pvm2)).unwrap();
+        ckpt.restore(&vm2, opt2.as_mut()).unwrap();
+        saved.restore(&pvm2, popt2.as_mut()).unwrap();
+        assert_eq!((values(&vm2), values(&pvm2)), (values(&vm), values(&pvm)));
+        for (a, b) in [(&popt, &popt2), (&opt, &opt2)] {
+            let (sa, sb) = (a.state(), b.state());
+            assert_eq!(sa.scalars, sb.scalars);
+            assert_eq!(sa.tensors.keys().collect::<Vec<_>>(), sb.tensors.keys().collect::<Vec<_>>());
+            for (k, t) in &sa.tensors {
+                let u = &sb.tensors[k];
+                assert_eq!(
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    u.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    "{k}"
+                );
+            }
+        }
+        save_checkpoint(&path, &vm, &config, opt.as_ref(), &TrainState::default()).unwrap();
+        assert!(load_checkpoint(&path, &Device::Cpu).unwrap().peer.is_none());
     }
 
     #[test]

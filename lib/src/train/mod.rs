@@ -10,11 +10,14 @@ pub mod optim;
 pub mod schedule;
 pub mod trainer;
 
-pub use checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState, TRAIN_KEY};
+pub use checkpoint::{
+    load_checkpoint, save_checkpoint, save_checkpoint_with_peer, Checkpoint, PeerCheckpoint, PeerRef,
+    TrainState, TRAIN_KEY,
+};
 pub use loss::{bce_with_logits, cross_entropy, kl_div, log_softmax, one_hot, softmax, Targets};
 pub use mix::{one_hot_targets, sample_beta, sample_gamma, BatchMix, MixBox, Mixed, Pairing};
 pub use optim::{
     clip_grad_norm, trainable_vars, AdamW, AdamWConfig, GradAccumulator, NoDecay, OptimState, Optimizer,
-    OptimizerConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig,
+    OptimizerConfig, ParamGroup, RmsProp, RmsPropConfig, Sgd, SgdConfig,
 };
 pub use schedule::{Decay, LrSchedule, WarmupMode};

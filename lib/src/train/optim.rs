@@ -6,7 +6,7 @@
 //! the same VarMap but are state, not parameters ([`crate::nn::is_buffer`]): they are never
 //! stepped and never decayed.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
@@ -52,6 +52,43 @@ impl NoDecay {
     }
 }
 
+/// A learning-rate and weight-decay multiplier for the parameters whose name contains
+/// `match` (mmengine's `paramwise_cfg.custom_keys`, where the longest matching key wins;
+/// PaddlePaddle's per-parameter `ParamAttr(learning_rate=...)`). A parameter's LR is the
+/// scheduled LR × `lr_mult`, so a schedule keeps the groups' ratios; its weight decay is the
+/// optimiser's × `decay_mult` (zero anyway when `no_decay` names it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default = "one")]
+    pub lr_mult: f64,
+    #[serde(default = "one")]
+    pub decay_mult: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl ParamGroup {
+    pub fn new(pattern: &str, lr_mult: f64, decay_mult: f64) -> Self {
+        Self { pattern: pattern.to_string(), lr_mult, decay_mult }
+    }
+
+    /// mmaction2's `paramwise_cfg=dict(fc_lr5=True)` (TSMOptimWrapperConstructor) and
+    /// PaddleVideo's TSM/PP-TSM heads (`ParamAttr(learning_rate=5.0)` on the weight,
+    /// `learning_rate=10.0, L2Decay(0.0)` on the bias): the classifier `head` (a parameter
+    /// prefix such as `head.fc`) learns 5× faster, its bias 10× and without decay.
+    pub fn fc_lr5(head: &str) -> [ParamGroup; 2] {
+        [
+            ParamGroup::new(&format!("{head}.weight"), 5.0, 1.0),
+            ParamGroup::new(&format!("{head}.bias"), 10.0, 0.0),
+        ]
+    }
+}
+
 /// An optimiser's state for a checkpoint: per-parameter tensors under `"{slot}.{param}"`
 /// (torch's state names: `momentum_buffer`, `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`,
 /// `square_avg`, `grad_avg`) and scalars (`lr`, `step.{param}`).
@@ -79,18 +116,42 @@ pub trait Optimizer: Send {
     fn load_state(&mut self, state: &OptimState) -> Result<()>;
 }
 
-/// Parameters with their decay flags, shared by the optimisers.
+/// Parameters with their decay flags and group multipliers, shared by the optimisers.
 struct Params {
     named: Vec<(String, Var)>,
     decay: Vec<bool>,
+    lr_mult: Vec<f64>,
+    decay_mult: Vec<f64>,
 }
 
 impl Params {
-    fn new(vars: Vec<(String, Var)>, no_decay: &NoDecay) -> Self {
+    fn new(vars: Vec<(String, Var)>, no_decay: &NoDecay, groups: &[ParamGroup]) -> Result<Self> {
         let named: Vec<(String, Var)> =
             vars.into_iter().filter(|(n, v)| !crate::nn::is_buffer(n) && v.dtype().is_float()).collect();
         let decay = named.iter().map(|(n, v)| !no_decay.matches(n, v)).collect();
-        Self { named, decay }
+        let (mut lr_mult, mut decay_mult) = (vec![1.0; named.len()], vec![1.0; named.len()]);
+        for g in groups {
+            if !(g.lr_mult.is_finite() && g.lr_mult >= 0.0 && g.decay_mult.is_finite() && g.decay_mult >= 0.0)
+            {
+                bail!("param_groups {:?}: lr_mult and decay_mult must be finite and ≥ 0", g.pattern);
+            }
+            if !named.iter().any(|(n, _)| n.contains(g.pattern.as_str())) {
+                bail!("param_groups {:?} matches no trainable parameter", g.pattern);
+            }
+        }
+        for (i, (name, _)) in named.iter().enumerate() {
+            // The longest matching pattern wins (mmengine's custom_keys); on a tie, the later.
+            let mut best: Option<&ParamGroup> = None;
+            for g in groups.iter().filter(|g| name.contains(g.pattern.as_str())) {
+                if best.is_none_or(|b| g.pattern.len() >= b.pattern.len()) {
+                    best = Some(g);
+                }
+            }
+            if let Some(g) = best {
+                (lr_mult[i], decay_mult[i]) = (g.lr_mult, g.decay_mult);
+            }
+        }
+        Ok(Self { named, decay, lr_mult, decay_mult })
     }
 
     fn set_no_decay(&mut self, pred: &dyn Fn(&str, &Var) -> bool) {
@@ -101,10 +162,15 @@ impl Params {
 
     fn weight_decay(&self, i: usize, wd: f64) -> f64 {
         if self.decay[i] {
-            wd
+            wd * self.decay_mult[i]
         } else {
             0.0
         }
+    }
+
+    /// Parameter `i`'s learning rate when the scheduled one is `lr`.
+    fn lr(&self, i: usize, lr: f64) -> f64 {
+        lr * self.lr_mult[i]
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -149,6 +215,15 @@ impl Params {
     }
 }
 
+/// The groups an optimiser is built with: `fc_lr5` must have been resolved to the model's head
+/// by [`OptimizerConfig::build_for_model`] first.
+fn groups(fc_lr5: bool, groups: &[ParamGroup]) -> Result<Vec<ParamGroup>> {
+    if fc_lr5 {
+        bail!("fc_lr5 needs the model's classifier: build the optimiser with build_for_model");
+    }
+    Ok(groups.to_vec())
+}
+
 /// Reads the gradient of `var` as a plain tensor (no graph behind it).
 fn grad_of(grads: &GradStore, var: &Var) -> Option<Tensor> {
     grads.get(var.as_tensor()).map(|g| g.detach())
@@ -172,6 +247,10 @@ pub struct SgdConfig {
     pub weight_decay: f64,
     pub nesterov: bool,
     pub no_decay: NoDecay,
+    /// Per-parameter LR and decay multipliers by name pattern.
+    pub param_groups: Vec<ParamGroup>,
+    /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
+    pub fc_lr5: bool,
 }
 
 impl Default for SgdConfig {
@@ -183,6 +262,8 @@ impl Default for SgdConfig {
             weight_decay: 0.0,
             nesterov: false,
             no_decay: NoDecay::None,
+            param_groups: Vec::new(),
+            fc_lr5: false,
         }
     }
 }
@@ -201,7 +282,7 @@ impl Sgd {
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
             bail!("Nesterov momentum requires a momentum and zero dampening");
         }
-        let params = Params::new(vars, &cfg.no_decay);
+        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
         let bufs = vec![None; params.named.len()];
         Ok(Self { cfg, params, bufs })
     }
@@ -232,7 +313,7 @@ impl Optimizer for Sgd {
                 d = if c.nesterov { d.add(&(&buf * c.momentum)?)? } else { buf.clone() };
                 self.bufs[i] = Some(buf);
             }
-            apply(var, &p, &(d * c.lr)?)?;
+            apply(var, &p, &(d * self.params.lr(i, c.lr))?)?;
         }
         Ok(())
     }
@@ -289,6 +370,10 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
     pub amsgrad: bool,
     pub no_decay: NoDecay,
+    /// Per-parameter LR and decay multipliers by name pattern.
+    pub param_groups: Vec<ParamGroup>,
+    /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
+    pub fc_lr5: bool,
 }
 
 impl Default for AdamWConfig {
@@ -301,6 +386,8 @@ impl Default for AdamWConfig {
             weight_decay: 1e-2,
             amsgrad: false,
             no_decay: NoDecay::None,
+            param_groups: Vec::new(),
+            fc_lr5: false,
         }
     }
 }
@@ -322,7 +409,7 @@ impl AdamW {
         if !(0.0..1.0).contains(&cfg.beta1) || !(0.0..1.0).contains(&cfg.beta2) {
             bail!("AdamW betas must be in [0, 1)");
         }
-        let params = Params::new(vars, &cfg.no_decay);
+        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
         let n = params.named.len();
         Ok(Self {
             cfg,
@@ -349,9 +436,10 @@ impl Optimizer for AdamW {
             self.steps[i] += 1;
             let t = self.steps[i] as i32;
             let mut p = var.as_tensor().detach();
+            let lr = self.params.lr(i, c.lr);
             let wd = self.params.weight_decay(i, c.weight_decay);
             if wd != 0.0 {
-                p = (p * (1.0 - c.lr * wd))?;
+                p = (p * (1.0 - lr * wd))?;
             }
             let m = match self.exp_avg[i].take() {
                 Some(m) => m,
@@ -377,7 +465,7 @@ impl Optimizer for AdamW {
                 v.clone()
             };
             let denom = ((v_used.sqrt()? / bc2_sqrt)? + c.eps)?;
-            let update = (m.div(&denom)? * (c.lr / bc1))?;
+            let update = (m.div(&denom)? * (lr / bc1))?;
             apply(var, &p, &update)?;
             self.exp_avg[i] = Some(m);
             self.exp_avg_sq[i] = Some(v);
@@ -450,6 +538,10 @@ pub struct RmsPropConfig {
     pub momentum: f64,
     pub centered: bool,
     pub no_decay: NoDecay,
+    /// Per-parameter LR and decay multipliers by name pattern.
+    pub param_groups: Vec<ParamGroup>,
+    /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
+    pub fc_lr5: bool,
 }
 
 impl Default for RmsPropConfig {
@@ -462,6 +554,8 @@ impl Default for RmsPropConfig {
             momentum: 0.0,
             centered: false,
             no_decay: NoDecay::None,
+            param_groups: Vec::new(),
+            fc_lr5: false,
         }
     }
 }
@@ -481,7 +575,7 @@ pub struct RmsProp {
 
 impl RmsProp {
     pub fn new(vars: Vec<(String, Var)>, cfg: RmsPropConfig) -> Result<Self> {
-        let params = Params::new(vars, &cfg.no_decay);
+        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
         let n = params.named.len();
         Ok(Self {
             cfg,
@@ -529,6 +623,7 @@ impl Optimizer for RmsProp {
                 s.sqrt()?
             };
             let avg = (avg + c.eps)?;
+            let lr = self.params.lr(i, c.lr);
             let update = if c.momentum > 0.0 {
                 let buf = match self.momentum_buffer[i].take() {
                     Some(b) => b,
@@ -536,9 +631,9 @@ impl Optimizer for RmsProp {
                 };
                 let buf = (buf * c.momentum)?.add(&g.div(&avg)?)?;
                 self.momentum_buffer[i] = Some(buf.clone());
-                (buf * c.lr)?
+                (buf * lr)?
             } else {
-                (g.div(&avg)? * c.lr)?
+                (g.div(&avg)? * lr)?
             };
             apply(var, &p, &update)?;
             self.square_avg[i] = Some(s);
@@ -602,7 +697,8 @@ impl Optimizer for RmsProp {
 // Configuration
 
 /// An optimiser chosen by name in a JSON config: `{"name": "sgd", "lr": 0.01, "momentum": 0.9,
-/// "weight_decay": 1e-4, "no_decay": "norm_and_bias"}`. The LR schedule, when there is one,
+/// "weight_decay": 1e-4, "no_decay": "norm_and_bias", "fc_lr5": true, "param_groups":
+/// [{"match": "backbone", "lr_mult": 0.1}]}`. The LR schedule, when there is one,
 /// overrides `lr` every iteration through [`Optimizer::set_lr`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name")]
@@ -631,12 +727,29 @@ impl OptimizerConfig {
     }
 
     /// Builds the optimiser over `vars` (buffers are dropped here if the caller left them in).
+    /// `fc_lr5` is refused here: it needs [`OptimizerConfig::build_for_model`].
     pub fn build(&self, vars: Vec<(String, Var)>) -> Result<Box<dyn Optimizer>> {
         Ok(match self {
             OptimizerConfig::Sgd(c) => Box::new(Sgd::new(vars, c.clone())?),
             OptimizerConfig::AdamW(c) => Box::new(AdamW::new(vars, c.clone())?),
             OptimizerConfig::RmsProp(c) => Box::new(RmsProp::new(vars, c.clone())?),
         })
+    }
+
+    /// As [`OptimizerConfig::build`] for a model whose classifier's parameters are
+    /// `{head}.weight` and `{head}.bias` ([`crate::model::Model::classifier`]): `fc_lr5` becomes
+    /// two parameter groups after the configured ones.
+    pub fn build_for_model(&self, vars: Vec<(String, Var)>, head: &str) -> Result<Box<dyn Optimizer>> {
+        let mut c = self.clone();
+        let (fc_lr5, groups) = match &mut c {
+            OptimizerConfig::Sgd(c) => (&mut c.fc_lr5, &mut c.param_groups),
+            OptimizerConfig::AdamW(c) => (&mut c.fc_lr5, &mut c.param_groups),
+            OptimizerConfig::RmsProp(c) => (&mut c.fc_lr5, &mut c.param_groups),
+        };
+        if std::mem::take(fc_lr5) {
+            groups.extend(ParamGroup::fc_lr5(head));
+        }
+        c.build(vars).context("optimizer")
     }
 }
 
@@ -805,6 +918,63 @@ mod tests {
         assert_eq!(values(&buffer), vec![3.0, 4.0]);
     }
 
+    /// mmaction2's fc_lr5 on plain SGD: with the same gradient everywhere, the head's weight
+    /// moves 5× as far as a backbone weight and its bias 10×; decay_mult scales weight decay.
+    #[test]
+    fn fc_lr5_and_param_groups_scale_the_update() {
+        let names = ["backbone.conv.weight", "backbone.bn.bias", "head.fc.weight", "head.fc.bias"];
+        let vars: Vec<(String, Var)> = names.iter().map(|n| (n.to_string(), var(&[1.0, -2.0]))).collect();
+        let cfg = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, fc_lr5: true, ..Default::default() });
+        assert!(cfg.build(vars.clone()).is_err(), "fc_lr5 needs the model's head");
+        let mut opt = cfg.build_for_model(vars.clone(), "head.fc").unwrap();
+        // g = p + c = [1.5, −3.5]: a base step of lr·g = [0.015, −0.035].
+        run_plain(opt.as_mut(), &vars, 1);
+        let step = |i: usize| -> Vec<f64> {
+            values(&vars[i].1).iter().zip([1.0, -2.0]).map(|(p, p0)| p0 - *p as f64).collect()
+        };
+        assert_close(&values(&vars[0].1), &[0.985, -1.965], "backbone weight");
+        for (i, mult) in [(1, 1.0), (2, 5.0), (3, 10.0)] {
+            let want: Vec<f64> = step(0).iter().map(|s| s * mult).collect();
+            let got: Vec<f32> = step(i).iter().map(|s| *s as f32).collect();
+            assert_close(&got, &want, names[i]);
+        }
+
+        // Explicit groups: the longest matching pattern wins; decay_mult scales weight decay
+        // (and fc_lr5's bias group has none).
+        let vars: Vec<(String, Var)> = names.iter().map(|n| (n.to_string(), var(&[1.0, -2.0]))).collect();
+        let cfg = OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.1,
+            weight_decay: 0.5,
+            param_groups: vec![
+                ParamGroup::new("backbone", 0.0, 1.0),
+                ParamGroup::new("backbone.bn", 2.0, 0.0),
+            ],
+            fc_lr5: true,
+            ..Default::default()
+        });
+        let mut opt = cfg.build_for_model(vars.clone(), "head.fc").unwrap();
+        run_plain(opt.as_mut(), &vars, 1);
+        // conv frozen by lr_mult 0; bn: p − 0.2·g; fc.weight: p − 0.5·(g + 0.5·p);
+        // fc.bias: p − 1.0·g (no decay).
+        assert_close(&values(&vars[0].1), &[1.0, -2.0], "frozen");
+        assert_close(&values(&vars[1].1), &[0.7, -1.3], "bn");
+        assert_close(&values(&vars[2].1), &[0.0, 0.25], "fc.weight");
+        assert_close(&values(&vars[3].1), &[-0.5, 1.5], "fc.bias");
+
+        // A pattern that matches nothing, or a negative multiplier, is refused.
+        let bad = |g: ParamGroup| {
+            let c = SgdConfig { param_groups: vec![g], ..Default::default() };
+            Sgd::new(vars.clone(), c).err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(bad(ParamGroup::new("neck", 2.0, 1.0)).contains("\"neck\" matches no trainable parameter"));
+        assert!(bad(ParamGroup::new("head", -1.0, 1.0)).contains("must be finite and ≥ 0"));
+        let e = OptimizerConfig::Sgd(SgdConfig { fc_lr5: true, ..Default::default() })
+            .build_for_model(vars.clone(), "cls")
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("\"cls.weight\" matches no trainable parameter"), "{e:#}");
+    }
+
     #[test]
     fn sgd_nesterov_matches_torch() {
         let vars = vec![("w".to_string(), var(&[1.0, -2.0]))];
@@ -925,6 +1095,22 @@ mod tests {
             })
         );
         assert!(serde_json::from_str::<OptimizerConfig>(r#"{"name": "sgd", "momentun": 0.9}"#).is_err());
+        let grouped: OptimizerConfig = serde_json::from_str(
+            r#"{"name": "sgd", "fc_lr5": true, "param_groups": [{"match": "backbone", "lr_mult": 0.1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            grouped,
+            OptimizerConfig::Sgd(SgdConfig {
+                fc_lr5: true,
+                param_groups: vec![ParamGroup::new("backbone", 0.1, 1.0)],
+                ..Default::default()
+            })
+        );
+        assert!(serde_json::from_str::<OptimizerConfig>(
+            r#"{"name": "sgd", "param_groups": [{"match": "a", "lr": 1}]}"#
+        )
+        .is_err());
         let back: OptimizerConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         let opt =
@@ -945,18 +1131,27 @@ mod tests {
 
     #[test]
     fn state_round_trip_continues_identically() {
+        // Per-group multipliers come from the config, so a resumed run continues exactly too.
+        let groups = vec![ParamGroup::new("w", 3.0, 0.5)];
         for cfg in [
             OptimizerConfig::Sgd(SgdConfig {
                 lr: 0.1,
                 momentum: 0.9,
                 weight_decay: 0.01,
+                param_groups: groups.clone(),
                 ..Default::default()
             }),
-            OptimizerConfig::AdamW(AdamWConfig { lr: 0.1, amsgrad: true, ..Default::default() }),
+            OptimizerConfig::AdamW(AdamWConfig {
+                lr: 0.1,
+                amsgrad: true,
+                param_groups: groups.clone(),
+                ..Default::default()
+            }),
             OptimizerConfig::RmsProp(RmsPropConfig {
                 lr: 0.01,
                 momentum: 0.5,
                 centered: true,
+                param_groups: groups.clone(),
                 ..Default::default()
             }),
         ] {

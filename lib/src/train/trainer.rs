@@ -5,11 +5,11 @@
 
 use super::loader::{collate, epoch_batches, BatchInput, Sample, Source};
 use super::{
-    cross_entropy, load_checkpoint, one_hot, save_checkpoint, trainable_vars, BatchMix, GradAccumulator,
-    LrSchedule, OptimizerConfig, Targets, TrainState,
+    cross_entropy, load_checkpoint, one_hot, save_checkpoint_with_peer, trainable_vars, BatchMix,
+    GradAccumulator, LrSchedule, OptimizerConfig, PeerRef, Targets, TrainState,
 };
 use crate::clips::ClipSpec;
-use crate::model::{build, init_weights, save_model, Model, ModelConfig};
+use crate::model::{build, init_weights_for, save_model, Model, ModelConfig};
 use crate::rng::Rng;
 use crate::sample::{SamplerConfig, SamplerKind};
 use crate::transform::CropMode;
@@ -329,18 +329,15 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-    init_weights(&varmap, cfg.seed)?;
+    init_weights_for(&varmap, &cfg.model.arch, cfg.seed)?;
     let vars = trainable_vars(&varmap);
-    let mut optim = cfg.optimizer.build(vars.clone())?;
+    let mut optim = cfg.optimizer.build_for_model(vars.clone(), &model.classifier())?;
     let schedule = cfg.schedule();
     schedule.validate()?;
     // The DML peer, built from the main config with the peer's own keys on top.
     let peer = match &cfg.dml {
         None => None,
         Some(d) => {
-            if run.resume {
-                bail!("--resume with DML is not supported yet: the checkpoint holds the main model only");
-            }
             let mut v = serde_json::to_value(&cfg.model)?;
             v["arch"] = Value::String(d.arch.clone());
             for (k, val) in &d.model {
@@ -349,8 +346,11 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             let pcfg: ModelConfig = serde_json::from_value(v).context("dml.model")?;
             let pvars = VarMap::new();
             let pmodel = build(&pcfg, VarBuilder::from_varmap(&pvars, DType::F32, &device))?;
-            init_weights(&pvars, cfg.seed ^ 0xD31)?;
-            let popt = cfg.optimizer.build(trainable_vars(&pvars))?;
+            init_weights_for(&pvars, &pcfg.arch, cfg.seed ^ 0xD31)?;
+            let popt = cfg
+                .optimizer
+                .build_for_model(trainable_vars(&pvars), &pmodel.classifier())
+                .context("the dml peer")?;
             Some((pcfg, pvars, pmodel, popt))
         }
     };
@@ -368,6 +368,27 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             );
         }
         state = ckpt.restore(&varmap, optim.as_mut())?;
+        match (&ckpt.peer, peer.as_mut()) {
+            (None, None) => {}
+            (Some(saved), Some((pcfg, pvars, _, popt))) => {
+                if saved.config.arch != pcfg.arch {
+                    bail!(
+                        "{}: the checkpoint's DML peer is {}, the config says {}",
+                        ckpt_path.display(),
+                        saved.config.arch,
+                        pcfg.arch
+                    );
+                }
+                saved.restore(pvars, popt.as_mut()).with_context(|| format!("{}", ckpt_path.display()))?;
+            }
+            (None, Some(_)) => {
+                bail!("{}: the checkpoint has no DML peer; resume without dml", ckpt_path.display())
+            }
+            (Some(_), None) => bail!(
+                "{}: the checkpoint holds a DML peer; resume with the same dml config",
+                ckpt_path.display()
+            ),
+        }
     }
     let mut log = Log::open(&run.out_dir, run.resume)?;
     if !run.resume {
@@ -518,7 +539,9 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             save_model(pvars, pcfg, &run.out_dir.join("peer_last.safetensors"))?;
         }
         state.extra = serde_json::json!({"config": cfg});
-        save_checkpoint(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state)?;
+        let peer_ref =
+            peer.as_ref().map(|(config, varmap, _, optim)| PeerRef { varmap, config, optim: optim.as_ref() });
+        save_checkpoint_with_peer(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state, peer_ref)?;
         summary.epochs_run += 1;
     }
     summary.best_val_top1 = state.best_metric;
