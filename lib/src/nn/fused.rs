@@ -15,32 +15,24 @@ pub fn fusable(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
-/// The conv weight [C_out, ...] scaled per output channel by BN's `γ/√(σ²+ε)`, as [C_out, K], and
-/// the bias `β − μ·γ/√(σ²+ε)` (+ the conv's own bias, scaled).
-fn fold(weight: &Tensor, conv_bias: Option<&Tensor>, bn: &BatchNorm2d) -> Result<(Vec<f32>, Vec<f32>)> {
-    let cout = weight.dim(0)?;
-    let w = weight.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let k = w.len() / cout.max(1);
-    let gamma = bn.weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let beta = bn.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let mean = bn.running_mean.as_tensor().to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let var = bn.running_var.as_tensor().to_dtype(DType::F32)?.to_vec1::<f32>()?;
+/// BN's per-channel scale `γ/√(σ²+ε)` (the GEMM applies it to the weight rows as it packs them)
+/// and bias `β − μ·γ/√(σ²+ε)` (+ the conv's own bias, scaled).
+fn fold(cout: usize, conv_bias: Option<&Tensor>, bn: &BatchNorm2d) -> Result<(Vec<f32>, Vec<f32>)> {
+    let vec = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
+    let (gamma, beta) = (vec(&bn.weight)?, vec(&bn.bias)?);
+    let (mean, var) = (vec(bn.running_mean.as_tensor())?, vec(bn.running_var.as_tensor())?);
     let cb = match conv_bias {
-        Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+        Some(b) => vec(b)?,
         None => vec![0.0; cout],
     };
-    if gamma.len() != cout {
+    if gamma.len() != cout || cb.len() != cout {
         candle_core::bail!("batch norm over {} channels after a conv with {cout}", gamma.len())
     }
-    let mut folded = Vec::with_capacity(w.len());
-    let mut bias = Vec::with_capacity(cout);
-    for o in 0..cout {
-        // The same expression as BatchNorm2d's eval path, so fused and unfused agree closely.
-        let scale = (1.0 / ((var[o] as f64 + bn.eps) as f32).sqrt()) * gamma[o];
-        folded.extend(w[o * k..(o + 1) * k].iter().map(|v| v * scale));
-        bias.push(beta[o] - mean[o] * scale + cb[o] * scale);
-    }
-    Ok((folded, bias))
+    // The same expression as BatchNorm2d's eval path, so fused and unfused agree closely.
+    let scale: Vec<f32> =
+        (0..cout).map(|o| (1.0 / ((var[o] as f64 + bn.eps) as f32).sqrt()) * gamma[o]).collect();
+    let bias = (0..cout).map(|o| beta[o] - mean[o] * scale[o] + cb[o] * scale[o]).collect();
+    Ok((scale, bias))
 }
 
 /// The f32 data of a contiguous CPU tensor's storage.
@@ -68,16 +60,19 @@ pub fn conv_bn_act_3d(
     let p = ot * oh * ow;
     let cout = weight.dim(0)?;
     let k = g.c * g.taps();
-    let (w, bias) = fold(weight, conv_bias, bn)?;
-    if w.len() != cout * k {
+    let (scale, bias) = fold(cout, conv_bias, bn)?;
+    if weight.elem_count() != cout * k || weight.dtype() != DType::F32 {
         candle_core::bail!("fused conv: weight {:?} does not fit {} input channels", weight.dims(), g.c)
     }
+    let weight = weight.contiguous()?;
+    let (w_storage, w_layout) = weight.storage_and_layout();
+    let w = cpu_f32(&w_storage, w_layout)?;
     let direct = g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3];
     // Output blocks of P columns that are not whole 32-wide tiles would make most tiles straddle
     // two images (P = 49 at ResNet's last stage): then the GEMM writes [C_out, N·P] and one pass
     // here moves it into place with the epilogue.
     let staged = g.n > 1 && p % 32 != 0 && p < 512;
-    let a = MatRef::row_major(&w, cout, k);
+    let a = MatRef::row_major(w, cout, k);
     let (c_stride, ldc) = if staged { (p, g.n * p) } else { (cout * p, p) };
     let mut out = vec![0f32; g.n * cout * p];
     let x = x.contiguous()?;
@@ -99,9 +94,9 @@ pub fn conv_bn_act_3d(
         None => None,
     };
     let epi = if staged {
-        Epilogue::default()
+        Epilogue { row_scale: Some(&scale), ..Default::default() }
     } else {
-        Epilogue { row_bias: Some(&bias), residual: res_data, relu }
+        Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu }
     };
     let mut staging = if staged { vec![0f32; g.n * cout * p] } else { Vec::new() };
     let dst = if staged { &mut staging } else { &mut out };

@@ -46,10 +46,12 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// What happens to each output element after the product: `+ row_bias[i]`, `+ residual` (laid
-/// out as C), then `max(0, ·)`.
+/// What happens to each element of the product: `· row_scale[i]` (applied to A's rows while
+/// packing them, so it costs nothing), `+ row_bias[i]`, `+ residual` (laid out as C), then
+/// `max(0, ·)`. With `accumulate` the previous C is added unscaled.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
+    pub row_scale: Option<&'a [f32]>,
     pub row_bias: Option<&'a [f32]>,
     pub residual: Option<&'a [f32]>,
     pub relu: bool,
@@ -224,8 +226,8 @@ fn sgemm_impl(
         let last_b = (k - 1) * b.rs + cols.b_off(n - 1, b.cs);
         assert!(last_b < b.data.len(), "B view exceeds its buffer");
     }
-    if let Some(bias) = epi.row_bias {
-        assert!(bias.len() >= m);
+    for v in [epi.row_bias, epi.row_scale].into_iter().flatten() {
+        assert!(v.len() >= m, "per-row vector shorter than the rows");
     }
     if let Some(res) = epi.residual {
         assert!(res.len() > (m - 1) * ldc + last_col, "residual too small");
@@ -319,8 +321,8 @@ thread_local! {
 }
 
 /// Packs rows `i0..i0+mc`, columns `p0..p0+kc` of A into `MR`-row panels, k-major inside a panel
-/// (`MR` values per k), zero rows past the end.
-fn pack_a(a: &MatRef, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) {
+/// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given.
+fn pack_a(a: &MatRef, i0: usize, mc: usize, p0: usize, kc: usize, scale: Option<&[f32]>, out: &mut [f32]) {
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let rows = MR.min(mc - r0);
@@ -329,13 +331,14 @@ fn pack_a(a: &MatRef, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32
         }
         for r in 0..rows {
             let base = (i0 + r0 + r) * a.rs + p0 * a.cs;
+            let s = scale.map_or(1.0, |s| s[i0 + r0 + r]);
             if a.cs == 1 {
                 for (kk, &v) in a.data[base..base + kc].iter().enumerate() {
-                    dst[kk * MR + r] = v;
+                    dst[kk * MR + r] = v * s;
                 }
             } else {
                 for kk in 0..kc {
-                    dst[kk * MR + r] = a.data[base + kk * a.cs];
+                    dst[kk * MR + r] = a.data[base + kk * a.cs] * s;
                 }
             }
         }
@@ -473,7 +476,7 @@ unsafe fn blocked(
                     pack_b(&b, pc, kc, jc, nc, bbuf);
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let mc = MC.min(rows.1 - ic);
-                        pack_a(&a, ic, mc, pc, kc, abuf);
+                        pack_a(&a, ic, mc, pc, kc, epi.row_scale, abuf);
                         for jr in 0..nc.div_ceil(NR) {
                             let nr = NR.min(nc - jr * NR);
                             let bp = bbuf.as_ptr().add(jr * NR * kc);
@@ -591,6 +594,14 @@ unsafe fn kernel_12x32(
 /// Without AVX-512: the `gemm` crate (AVX2/FMA where available), then the epilogue.
 fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, epi: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    let scaled: Vec<f32>;
+    let a = match epi.row_scale {
+        Some(s) => {
+            scaled = (0..m * k).map(|i| a.data[(i / k) * a.rs + (i % k) * a.cs] * s[i / k]).collect();
+            MatRef::row_major(&scaled, m, k)
+        }
+        None => a,
+    };
     let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads().max(1) };
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the views and the output were bounds-checked by `sgemm`.
@@ -726,6 +737,7 @@ mod tests {
                 let b = if tb { MatRef::row_major(&bd, n, k).t() } else { MatRef::row_major(&bd, k, n) };
                 let want = naive(&a, &b);
                 let bias = random(m, &mut rng);
+                let scale = random(m, &mut rng);
                 let init = random(m * n, &mut rng);
                 for &(accumulate, with_bias, relu) in
                     &[(false, false, false), (true, true, true), (false, true, false)]
@@ -733,11 +745,12 @@ mod tests {
                     let mut c = init.clone();
                     let epi =
                         Epilogue { row_bias: with_bias.then_some(&bias[..]), relu, ..Default::default() };
+                    let epi = Epilogue { row_scale: with_bias.then_some(&scale[..]), ..epi };
                     sgemm(a, b, &mut c, n, accumulate, epi);
                     for i in 0..m {
                         for j in 0..n {
-                            let mut v =
-                                want[i * n + j] + if accumulate { init[i * n + j] as f64 } else { 0.0 };
+                            let ab = want[i * n + j] * if with_bias { scale[i] as f64 } else { 1.0 };
+                            let mut v = ab + if accumulate { init[i * n + j] as f64 } else { 0.0 };
                             if with_bias {
                                 v += bias[i] as f64;
                             }
@@ -775,7 +788,7 @@ mod tests {
             let cols = Columns { per, b_stride: per, c_stride: m * per };
             let bias = random(m, &mut rng);
             let res = random(items * m * per, &mut rng);
-            let epi = Epilogue { row_bias: Some(&bias), residual: Some(&res), relu: true };
+            let epi = Epilogue { row_scale: Some(&bias), row_bias: Some(&bias), residual: Some(&res), relu: true };
             let mut c = vec![0f32; items * m * per];
             sgemm_columns(a, b, cols, &mut c, per, false, epi);
             let mut c_portable = vec![0f32; items * m * per];
@@ -789,7 +802,7 @@ mod tests {
                 for i in 0..m {
                     for j in 0..per {
                         let at = item * m * per + i * per + j;
-                        let v = (want[i * per + j] + bias[i] as f64 + res[at] as f64).max(0.0);
+                        let v = (want[i * per + j] * bias[i] as f64 + bias[i] as f64 + res[at] as f64).max(0.0);
                         assert!(
                             (c[at] as f64 - v).abs() <= 1e-4 * (1.0 + v.abs()),
                             "{m}x{k} item {item} ({i},{j})"

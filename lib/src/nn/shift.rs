@@ -7,12 +7,13 @@
 //!   PaddleVideo's PP-TSM): channels below `c1 = int(C * shift_ratio)` take the previous frame's
 //!   values, those from `c1` to `c2 = int(2 C * shift_ratio)` the next frame's.
 //!
-//! Built from narrow/cat so autograd gives their backward.
+//! On the CPU one pass copies each band from its source frame (a custom op whose backward is the
+//! opposite shift); elsewhere narrow/cat, whose backward autograd gives.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 /// Where a band of channels takes its values from.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum From {
     Next,
     Previous,
@@ -22,10 +23,19 @@ enum From {
 /// `x` [N × T, C, H, W] with each band (first channel, channel count, source) shifted; the
 /// bands cover the channels in order.
 fn shift_bands(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> Result<Tensor> {
-    let (nt, c, h, w) = x.dims4()?;
+    let nt = x.dims4()?.0;
     if segments <= 1 || nt % segments != 0 {
         candle_core::bail!("temporal_shift: batch {nt} is not a multiple of {segments} segments");
     }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op1(ShiftOp { segments, bands: bands.to_vec() });
+    }
+    shift_bands_cat(x, segments, bands)
+}
+
+/// `shift_bands` from candle's narrow and cat (any device and dtype).
+fn shift_bands_cat(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> Result<Tensor> {
+    let (nt, c, h, w) = x.dims4()?;
     let n = nt / segments;
     let x = x.reshape((n, segments, c, h * w))?;
     let mut parts = Vec::new();
@@ -39,6 +49,62 @@ fn shift_bands(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> R
         });
     }
     Tensor::cat(&parts, 2)?.reshape((nt, c, h, w))
+}
+
+/// The one-pass shift of [N × T, C, H, W] f32 (contiguous).
+struct ShiftOp {
+    segments: usize,
+    bands: Vec<(usize, usize, From)>,
+}
+
+impl CustomOp1 for ShiftOp {
+    fn name(&self) -> &'static str {
+        "vidkit-temporal-shift"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nt, c, h, w) = layout.shape().dims4()?;
+        let Some((lo, hi)) = layout.contiguous_offsets() else {
+            candle_core::bail!("temporal_shift: not contiguous")
+        };
+        let x = &storage.as_slice::<f32>()?[lo..hi];
+        let plane = h * w;
+        let frame = c * plane;
+        let mut out = vec![0f32; x.len()];
+        for (f, dst) in out.chunks_exact_mut(frame).enumerate() {
+            let t = f % self.segments;
+            for &(start, len, from) in &self.bands {
+                let src_frame = match from {
+                    From::Same => Some(f),
+                    From::Next => (t + 1 < self.segments).then_some(f + 1),
+                    From::Previous => (t > 0).then(|| f - 1),
+                };
+                // Frames shifted in from outside the clip stay zero.
+                if let Some(sf) = src_frame {
+                    let range = start * plane..(start + len) * plane;
+                    dst[range.clone()].copy_from_slice(&x[sf * frame..][range]);
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((nt, c, h, w))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // The adjoint moves each band back the way it came.
+        let bands = self
+            .bands
+            .iter()
+            .map(|&(s, l, from)| {
+                let back = match from {
+                    From::Next => From::Previous,
+                    From::Previous => From::Next,
+                    From::Same => From::Same,
+                };
+                (s, l, back)
+            })
+            .collect();
+        Ok(Some(grad.contiguous()?.apply_op1(ShiftOp { segments: self.segments, bands })?))
+    }
 }
 
 /// mmaction2's shift. `x`: [N × T, C, H, W] with T = `segments` consecutive frames per clip.
@@ -99,6 +165,28 @@ mod tests {
         let y = temporal_shift_paddle(&x, 3, 1.0 / 3.0).unwrap();
         let first = y.narrow(0, 0, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(first, vec![0., 0., 1., 1., 1., 1.]);
+    }
+
+    /// The one-pass CPU op equals the narrow/cat construction, values and gradients.
+    #[test]
+    fn cpu_op_matches_narrow_cat() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (6, 10, 3, 2), &dev).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1., (6, 10, 3, 2), &dev).unwrap();
+        let bands = [(0, 2, From::Next), (2, 3, From::Previous), (5, 5, From::Same)];
+        let a = shift_bands(x.as_tensor(), 3, &bands).unwrap();
+        let b = shift_bands_cat(x.as_tensor(), 3, &bands).unwrap();
+        assert_eq!(
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let ga = (a * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let (ga, gb) = (ga.get(x.as_tensor()).unwrap(), gb.get(x.as_tensor()).unwrap());
+        assert_eq!(
+            ga.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            gb.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]
