@@ -87,7 +87,17 @@ impl SlowFast {
             let stride = (1, if s > 0 { 2 } else { 1 });
             let slow_a = if s < 2 { [1, 1, 1] } else { [3, 1, 1] };
             stages.push([
-                res_stage(slow_in, slow_out / 4, slow_out, n, &[slow_a], ConvB::Spatial, stride, bv.pp("0"))?,
+                res_stage(
+                    slow_in,
+                    slow_out / 4,
+                    slow_out,
+                    n,
+                    &[slow_a],
+                    ConvB::Spatial,
+                    stride,
+                    None,
+                    bv.pp("0"),
+                )?,
                 res_stage(
                     fast_in,
                     fast_out / 4,
@@ -96,6 +106,7 @@ impl SlowFast {
                     &[[3, 1, 1]],
                     ConvB::Spatial,
                     stride,
+                    None,
                     bv.pp("1"),
                 )?,
             ]);
