@@ -153,6 +153,15 @@ impl ResNet3dSpec {
     }
 }
 
+impl ResNet3dSpec {
+    /// The `blocks` index of each stage and of the head: the stem is 0, and C2D/I3D's pool after
+    /// the first stage takes an index of its own.
+    pub fn block_indices(&self) -> ([usize; 4], usize) {
+        let p = usize::from(self.stage1_pool);
+        ([1, 2 + p, 3 + p, 4 + p], 5 + p)
+    }
+}
+
 /// Blocks per stage of a bottleneck ResNet (pytorchvideo `_MODEL_STAGE_DEPTH`).
 pub fn stage_depths(depth: usize) -> Option<[usize; 4]> {
     match depth {
@@ -382,11 +391,11 @@ impl ResNet3d {
             blocks.pp("0.conv"),
             blocks.pp("0.norm"),
         )?;
-        let mut idx = 1;
+        let (stage_idx, head_idx) = spec.block_indices();
         let (mut cin, mut cout) = (width, width * 4);
         let mut stages = Vec::new();
         for (s, &n) in depths.iter().enumerate() {
-            let vb = blocks.pp(idx.to_string());
+            let vb = blocks.pp(stage_idx[s].to_string());
             stages.push(res_stage(
                 cin,
                 cout / 4,
@@ -398,11 +407,10 @@ impl ResNet3d {
                 non_local.as_ref().map(|f| (f[s].as_slice(), &nl_cfg)),
                 vb,
             )?);
-            idx += if s == 0 && spec.stage1_pool { 2 } else { 1 };
             cin = cout;
             cout *= 2;
         }
-        let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(idx.to_string()).pp("proj"))?;
+        let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(head_idx.to_string()).pp("proj"))?;
         Ok(Self {
             config,
             stem,
