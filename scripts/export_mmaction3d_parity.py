@@ -25,8 +25,8 @@ main, 4d6c934; open-mmlab/mmcv main, a8073c7):
   i3d_imagenet-pretrained-r50-nl-{dot-product,embedded-gaussian}_*.py (non_local flags and
   non_local_cfg = sub_sample True, use_scale False, norm BN3d)
 
-Weights are seeded random, BatchNorm randomised (affine drawn, running statistics calibrated on
-random clips and perturbed). Writes into OUT:
+Weights are seeded random, BatchNorm randomised by export_zoo_parity.randomise_bn (affine drawn,
+running statistics calibrated on random clips and perturbed). Writes into OUT:
 
   model.pth    {"state_dict": ..., "meta": {}} as mmaction2 saves checkpoints
   input.npy    float32 [B, T, 3, H, W] (vidkit's layout; the model sees [B, 3, T, H, W])
@@ -39,13 +39,22 @@ Usage: export_mmaction3d_parity.py --arch i3d_r50|slow_r50 --out DIR [--frames 1
 import argparse
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_zoo_parity import randomise_bn  # noqa: E402
+
 warnings.filterwarnings("ignore")
+
+
+def closes_mmaction2_branch(name):
+    """The BNs that close a residual branch: a bottleneck's conv3, a non-local block's conv_out."""
+    return name.endswith("conv3.bn") or name.endswith("conv_out.bn")
 
 
 class ConvModule(nn.Module):
@@ -189,30 +198,6 @@ def build(a):
     return Recognizer3D(backbone, I3DHead(a.classes))
 
 
-def randomise_bn(model, gen, calib):
-    """As export_zoo_parity.py: drawn affine parameters, calibrated then perturbed running
-    statistics; BNs closing a residual branch (conv3, a non-local conv_out) get small gains."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm3d)]
-    last = {m for name, m in model.named_modules() if name.endswith("conv3.bn") or name.endswith("conv_out.bn")}
-    with torch.no_grad():
-        for m in bns:
-            c = m.num_features
-            lo, hi = (0.2, 0.6) if m in last else (0.5, 1.5)
-            m.weight.copy_(torch.empty(c).uniform_(lo, hi, generator=gen))
-            m.bias.copy_(torch.empty(c).normal_(0.0, 0.2, generator=gen))
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        for x in calib:
-            model(x)
-        for m in bns:
-            c = m.num_features
-            m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4, generator=gen))
-            m.running_mean.add_(torch.empty(c).normal_(0.0, 0.1, generator=gen) * m.running_var.sqrt())
-            m.momentum = 0.1
-    model.eval()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", required=True, choices=["i3d_r50", "slow_r50"])
@@ -230,7 +215,8 @@ def main():
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed + 1)
     model = build(a)
-    randomise_bn(model, gen, [torch.randn(4, 3, a.frames, h, w, generator=gen) for _ in range(2)])
+    calib = [torch.randn(4, 3, a.frames, h, w, generator=gen) for _ in range(2)]
+    randomise_bn(model, gen, calib, closes_mmaction2_branch)
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
     with torch.no_grad():
         logits = model(x.permute(0, 2, 1, 3, 4).contiguous())

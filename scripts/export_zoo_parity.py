@@ -51,16 +51,18 @@ def save(path, t):
     np.save(path, t.detach().numpy().astype("<f4"))
 
 
-def randomise_bn(model, gen, calib):
-    """Draws BN affine parameters and calibrates running statistics on `calib` clips. The BN that
-    closes a residual branch gets small gains: a deep random ResNet with unit gains is chaotic and
-    amplifies float32 rounding towards the parity limit."""
+def closes_pytorchvideo_branch(name):
+    """norm_c closes a bottleneck's branch, a non-local block's norm its residual branch."""
+    return name.endswith("norm_c") or (name.endswith(".norm") and ".res_blocks." in name)
+
+
+def randomise_bn(model, gen, calib, closes_branch=closes_pytorchvideo_branch):
+    """Draws BN affine parameters and calibrates running statistics on `calib` clips. The BNs that
+    close a residual branch (`closes_branch(module name)`) get small gains: a deep random ResNet
+    with unit gains is chaotic and amplifies float32 rounding towards the parity limit. Also used
+    by export_mmaction3d_parity.py."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
-    last = set()
-    for name, m in model.named_modules():
-        # norm_c closes a bottleneck's branch, a non-local block's norm its residual branch
-        if name.endswith("norm_c") or (name.endswith(".norm") and ".res_blocks." in name):
-            last.add(m)
+    last = {m for name, m in model.named_modules() if closes_branch(name)}
     with torch.no_grad():
         for m in bns:
             c = m.num_features

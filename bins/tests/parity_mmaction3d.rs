@@ -5,7 +5,7 @@
 //! installed beside the zoo venv). Within 1e-4 × max |logit|. Inputs are reduced (2 clips ×
 //! 16 frames × 64 × 80 for I3D, whose stem and pools stride 8 in time; 8 frames for Slow-only).
 //!
-//! Fixtures are cached under `target/parity_mmaction3d/<hash of the script and pins>/`. Run with
+//! Fixtures are cached under `target/parity_mmaction3d/<hash of the scripts and pins>/`. Run with
 //! `-- --nocapture` to see the measured errors.
 
 mod common;
@@ -20,7 +20,9 @@ const FLAGS: &str = "0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0";
 fn fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_mmaction3d_parity.py");
-    let keys = [script.clone(), root.join("scripts/peers-zoo.txt")];
+    // The script takes randomise_bn from export_zoo_parity.py.
+    let keys =
+        [script.clone(), root.join("scripts/export_zoo_parity.py"), root.join("scripts/peers-zoo.txt")];
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     cached_fixture("parity_mmaction3d", &keys, name, zoo_peers_python, &script, &args)
 }
