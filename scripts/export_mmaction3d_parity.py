@@ -3,7 +3,7 @@
 
 mmaction2 cannot be installed beside pytorchvideo here (it needs mmcv, which has no wheels for
 this torch), so this script restates, in plain PyTorch, the modules an mmaction2 Recognizer3D
-with a ResNet3d backbone and an I3DHead is made of, with mmaction2's attribute names, so that
+with a ResNet3d backbone and an I3DHead (or a ResNet3dSlowFast and a SlowFastHead) is made of, with mmaction2's attribute names, so that
 `state_dict()` has exactly the keys an mmaction2 checkpoint has. Followed (open-mmlab/mmaction2
 main, 4d6c934; open-mmlab/mmcv main, a8073c7):
 
@@ -21,6 +21,8 @@ main, 4d6c934; open-mmlab/mmcv main, a8073c7):
                                    _make_stem_layer L781-802, forward L873-885 (pool2 after layer1)
   mmaction/models/backbones/resnet3d_slowonly.py   ResNet3dSlowOnly defaults
   mmaction/models/heads/i3d_head.py L39-75          avg pool, dropout, fc_cls
+  mmaction/models/backbones/resnet3d_slowfast.py    ResNet3dPathway laterals, ResNet3dSlowFast
+  mmaction/models/heads/slowfast_head.py            concatenation (fast, slow)
   configs/_base_/models/i3d_r50.py, slowonly_r50.py; configs/recognition/i3d/
   i3d_imagenet-pretrained-r50-nl-{dot-product,embedded-gaussian}_*.py (non_local flags and
   non_local_cfg = sub_sample True, use_scale False, norm BN3d)
@@ -33,8 +35,9 @@ running statistics calibrated on random clips and perturbed). Writes into OUT:
   logits.npy   float32 [B, classes]
   meta.json
 
-Usage: export_mmaction3d_parity.py --arch i3d_r50|slow_r50 --out DIR [--frames 16] [--size 64x80]
-       [--classes 11] [--batch 2] [--seed 0] [--non-local FLAGS --nl-mode dot_product]
+Usage: export_mmaction3d_parity.py --arch i3d_r50|slow_r50|slowfast_r50 --out DIR [--frames 16]
+       [--size 64x80] [--classes 11] [--batch 2] [--seed 0] [--non-local FLAGS --nl-mode dot_product]
+       [--alpha 8 --fusion-kernel 5]
 """
 import argparse
 import json
@@ -132,19 +135,25 @@ class Bottleneck3d(nn.Module):
 
 
 class ResNet3d(nn.Module):
-    def __init__(self, conv1_kernel, conv1_stride_t, pool1_stride_t, with_pool2, inflate, non_local, non_local_cfg):
+    """ResNet3d; with `lateral_inplanes` the input widths of a SlowFast slow pathway
+    (ResNet3dPathway._calculate_lateral_inplanes, resnet3d_slowfast.py L179-201)."""
+
+    def __init__(self, conv1_kernel, conv1_stride_t, pool1_stride_t, with_pool2, inflate, non_local, non_local_cfg,
+                 base_channels=64, lateral_inplanes=(0, 0, 0, 0)):
         super().__init__()
-        self.conv1 = ConvModule(3, 64, conv1_kernel, stride=(conv1_stride_t, 2, 2),
+        base = base_channels
+        self.conv1 = ConvModule(3, base, conv1_kernel, stride=(conv1_stride_t, 2, 2),
                                 padding=tuple((k - 1) // 2 for k in conv1_kernel))
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(pool1_stride_t, 2, 2), padding=(0, 1, 1))
         self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1))
         self.with_pool2 = with_pool2
-        inplanes = 64
+        inplanes = base
         for i, blocks in enumerate((3, 4, 6, 3)):
-            planes = 64 * 2**i
+            planes = base * 2**i
             stride = 1 if i == 0 else 2
             infl = inflate[i] if isinstance(inflate[i], (tuple, list)) else (inflate[i],) * blocks
             nl = non_local[i]
+            inplanes += lateral_inplanes[i]
             downsample = None
             if stride != 1 or inplanes != planes * 4:
                 downsample = ConvModule(inplanes, planes * 4, 1, stride=(1, stride, stride), act=False)
@@ -176,6 +185,49 @@ class I3DHead(nn.Module):
         return self.fc_cls(x.view(x.shape[0], -1))
 
 
+class ResNet3dSlowFast(nn.Module):
+    """ResNet3dSlowFast with resample_rate = speed_ratio = alpha, channel_ratio 8, lateral_norm
+    False (resnet3d_slowfast.py L102-177 laterals, L476-510 forward)."""
+
+    def __init__(self, alpha, fusion_kernel):
+        super().__init__()
+        self.alpha = alpha
+        no_nl = ((0,) * 3, (0,) * 4, (0,) * 6, (0,) * 3)
+        lateral = [64 * 2 // 8, 256 * 2 // 8, 512 * 2 // 8, 1024 * 2 // 8]
+        self.slow_path = ResNet3d((1, 7, 7), 1, 1, False, (0, 0, 1, 1), no_nl, None, 64, lateral)
+        self.fast_path = ResNet3d((5, 7, 7), 1, 1, False, (1, 1, 1, 1), no_nl, None, 8)
+
+        def lateral_conv(c):
+            return ConvModule(c, c * 2, (fusion_kernel, 1, 1), stride=(alpha, 1, 1),
+                              padding=((fusion_kernel - 1) // 2, 0, 0), norm=False, act=False, bias=False)
+
+        self.slow_path.conv1_lateral = lateral_conv(8)
+        for i, c in enumerate((32, 64, 128)):
+            setattr(self.slow_path, f"layer{i + 1}_lateral", lateral_conv(c))
+
+    def forward(self, x):
+        interp = nn.functional.interpolate
+        sp, fp = self.slow_path, self.fast_path
+        xs = sp.maxpool(sp.conv1(interp(x, mode="nearest", scale_factor=(1.0 / self.alpha, 1.0, 1.0))))
+        xf = fp.maxpool(fp.conv1(interp(x, mode="nearest", scale_factor=(1.0, 1.0, 1.0))))
+        xs = torch.cat((xs, sp.conv1_lateral(xf)), dim=1)
+        for i in range(4):
+            xs = getattr(sp, f"layer{i + 1}")(xs)
+            xf = getattr(fp, f"layer{i + 1}")(xf)
+            if i != 3:
+                xs = torch.cat((xs, getattr(sp, f"layer{i + 1}_lateral")(xf)), dim=1)
+        return xs, xf
+
+
+class SlowFastHead(I3DHead):
+    """slowfast_head.py forward: pool each pathway, concatenate (fast, slow), dropout, fc_cls."""
+
+    def forward(self, x):
+        xs, xf = x
+        y = self.dropout(torch.cat((self.avg_pool(xf), self.avg_pool(xs)), dim=1))
+        return self.fc_cls(y.view(y.shape[0], -1))
+
+
 class Recognizer3D(nn.Module):
     def __init__(self, backbone, cls_head):
         super().__init__()
@@ -193,6 +245,9 @@ def build(a):
         backbone = ResNet3d((5, 7, 7), 2, 2, True, ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)), nl, nl_cfg)
     elif a.arch == "slow_r50":
         backbone = ResNet3d((1, 7, 7), 1, 1, False, (0, 0, 1, 1), nl, nl_cfg)
+    elif a.arch == "slowfast_r50":
+        # configs/_base_/models/slowfast_r50.py (alpha 8, fusion 5) or the 8x8x1 configs (4, 7)
+        return Recognizer3D(ResNet3dSlowFast(a.alpha, a.fusion_kernel), SlowFastHead(a.classes, 2048 + 256))
     else:
         raise SystemExit(f"unsupported arch {a.arch}")
     return Recognizer3D(backbone, I3DHead(a.classes))
@@ -200,7 +255,9 @@ def build(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", required=True, choices=["i3d_r50", "slow_r50"])
+    ap.add_argument("--arch", required=True, choices=["i3d_r50", "slow_r50", "slowfast_r50"])
+    ap.add_argument("--alpha", type=int, default=8, help="SlowFast speed ratio (= resample rate)")
+    ap.add_argument("--fusion-kernel", type=int, default=5, help="SlowFast lateral kernel")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--size", default="64x80")
     ap.add_argument("--batch", type=int, default=2)
@@ -224,7 +281,8 @@ def main():
     torch.save({"state_dict": model.state_dict(), "meta": {}}, os.path.join(a.out, "model.pth"))
     for name, t in (("input", x), ("logits", logits)):
         np.save(os.path.join(a.out, f"{name}.npy"), t.detach().numpy().astype("<f4"))
-    meta = {k: getattr(a, k) for k in ("arch", "frames", "size", "classes", "seed", "non_local", "nl_mode")}
+    keys = ("arch", "frames", "size", "classes", "seed", "non_local", "nl_mode", "alpha", "fusion_kernel")
+    meta = {k: getattr(a, k) for k in keys}
     meta.update(torch=torch.__version__, max_abs_logit=float(logits.abs().max()))
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(meta, f)

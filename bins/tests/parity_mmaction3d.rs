@@ -1,9 +1,10 @@
 //! Import of mmaction2 3D recognizers (ResNet3d + I3DHead: I3D-R50 with and without non-local
-//! blocks, Slow-only R50) through the real `vconvert`, against the eval-mode logits of a plain
+//! blocks, Slow-only R50; ResNet3dSlowFast + SlowFastHead: SlowFast-R50 4x16 and 8x8) through the real `vconvert`, against the eval-mode logits of a plain
 //! PyTorch restatement of mmaction2's modules with mmaction2's state-dict names
 //! (`scripts/export_mmaction3d_parity.py`; mmaction2 itself needs mmcv, which cannot be
 //! installed beside the zoo venv). Within 1e-4 × max |logit|. Inputs are reduced (2 clips ×
-//! 16 frames × 64 × 80 for I3D, whose stem and pools stride 8 in time; 8 frames for Slow-only).
+//! 16 frames × 64 × 80 for I3D, whose stem and pools stride 8 in time, and SlowFast; 8 frames for
+//! Slow-only).
 //!
 //! Fixtures are cached under `target/parity_mmaction3d/<hash of the scripts and pins>/`. Run with
 //! `-- --nocapture` to see the measured errors.
@@ -103,4 +104,16 @@ fn mmaction2_checkpoints_that_do_not_fit_are_refused() {
     let msg = r.fatal();
     assert!(msg.contains(pth) && msg.contains("weights do not fit slow_r50"), "{msg}");
     assert!(!work.path().join("m.safetensors").exists());
+}
+
+/// mmaction2's slowfast_r50 4x16x1 configuration (alpha 8, lateral kernel 5): 16 frames, 2 slow.
+#[test]
+fn slowfast_r50_4x16_matches_mmaction2() {
+    parity("slowfast_r50-a8", "slowfast_r50", 16, &["--alpha", "8", "--fusion-kernel", "5"], &[]);
+}
+
+/// mmaction2's slowfast_r50 8x8x1 configuration (alpha 4, lateral kernel 7): 16 frames, 4 slow.
+#[test]
+fn slowfast_r50_8x8_matches_mmaction2() {
+    parity("slowfast_r50-a4", "slowfast_r50", 16, &["--alpha", "4", "--fusion-kernel", "7"], &[]);
 }

@@ -37,8 +37,12 @@ with the input spec of pytorchvideo's model zoo (dense sampler, mean 0.45 and st
 mmaction2's ResNet3d recognizers (backbone.conv1.conv.weight, backbone.layer1.0.conv1.conv/bn.*, \
 backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*) import as i3d_r50 (mmaction2's I3D: \
 stem conv and pool strided 2 in time, stem_stride_t=2 and stem_pool_stride_t=2; 32 frames every \
-2) and slow_r50 (Slow-only: 8 frames every 8), with mmaction2's ImageNet mean/std; other \
-mmaction2 3D backbones are refused.
+2) and slow_r50 (Slow-only: 8 frames every 8), and ResNet3dSlowFast (backbone.slow_path.*, \
+backbone.fast_path.*, the laterals backbone.slow_path.conv1_lateral/layerN_lateral.conv.weight) \
+as slowfast_r50/r101 (32 frames every 2, slow frames 0, alpha, 2 alpha, ...: slow_frames=stride; \
+laterals without BN: fusion_norm=false; alpha 8 with lateral kernel 5, 4 with kernel 7, as \
+mmaction2's configs pair them, else -o alpha=N; the head's (fast, slow) columns reordered), all \
+with mmaction2's ImageNet mean/std; other mmaction2 3D backbones are refused.
 
 Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
 stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
@@ -70,8 +74,9 @@ on the 0-255 scale as mmaction2 writes them, shift_div 8, dropout 0.5, softmax a
 changed with -o key=value, the value parsed as JSON (a bare word is a string); a dotted key \
 sets one field of an object and keeps the others (-o non_local_cfg.mode=dot_product). Keys: \
 frames, dropout, mean, std, sampler, interval, short_side, crop_size, shift_div, labels (a list of \
-class names), aggregate (softmax or logits), and for the ResNet-3Ds non_local, non_local_cfg, \
-stem_stride_t, stem_pool_stride_t; num_classes, when given, must agree with the weights.
+class names), aggregate (softmax or logits), for the ResNet-3Ds non_local, non_local_cfg, \
+stem_stride_t, stem_pool_stride_t, for SlowFast alpha, fusion_kernel, fusion_norm, slow_frames \
+(linspace or stride); num_classes, when given, must agree with the weights.
 
 When the names or shapes do not fit the architecture, nothing is written and the one-line error \
 names the file and the first tensor that differs. Exit status: 0 success, 2 any error.";

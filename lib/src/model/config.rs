@@ -195,6 +195,15 @@ impl ModelConfig {
         }
     }
 
+    /// The architecture options stored under `keys` of the extra map, as a `T` (absent keys take
+    /// `T`'s serde defaults); the error names the architecture.
+    pub fn extra_options<T: serde::de::DeserializeOwned>(&self, keys: &[&str]) -> candle_core::Result<T> {
+        let picked: Map<String, Value> =
+            keys.iter().filter_map(|k| self.extra.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+        serde_json::from_value(Value::Object(picked))
+            .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", self.arch)))
+    }
+
     fn with_arch(mut self, arch: &str) -> Self {
         self.arch = arch.to_string();
         self

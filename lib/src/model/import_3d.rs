@@ -1,5 +1,5 @@
 //! Importers of 3D CNN checkpoints (the zoo architectures): pytorchvideo's state dicts, whose
-//! names are ours, and mmaction2's ResNet3d recognizers (I3D, Slow-only), whose names map onto
+//! names are ours, and mmaction2's ResNet3d recognizers (I3D, Slow-only, SlowFast), whose names map onto
 //! ours and whose structure differs from pytorchvideo's in settings the config then carries.
 //!
 //! mmaction2 (mmaction/models/backbones/resnet3d.py, heads/i3d_head.py; mmcv
@@ -26,6 +26,12 @@
 //!   mmaction2's configs: ImageNet mean/std on the 0-255 scale, I3D 32 × 2 frames, Slow-only
 //!   8 × 8.
 //!
+//! SlowFast (resnet3d_slowfast.py, heads/slowfast_head.py; see `map_mmaction2_slowfast`): two
+//! ResNet3d pathways under `backbone.slow_path` / `backbone.fast_path`, laterals without norm
+//! (`fusion_norm=false`), slow frames 0, α, 2α, ... of the clip (`slow_frames=stride`), alpha 8
+//! with fusion kernel 5 or alpha 4 with kernel 7 as mmaction2's configs pair them (override with
+//! `-o alpha=`), 32 × 2 frames.
+//!
 //! A tensor with no place in the architecture is refused, naming the file and the tensor.
 
 use super::import::{Imported, NamedTensors};
@@ -38,7 +44,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// The architectures an mmaction2 3D checkpoint imports as.
-pub const MMACTION2_3D_ARCHS: [&str; 2] = ["i3d_r50", "slow_r50"];
+pub const MMACTION2_3D_ARCHS: [&str; 4] = ["i3d_r50", "slow_r50", "slowfast_r50", "slowfast_r101"];
 
 /// Imports a pytorchvideo or mmaction2 checkpoint of a zoo architecture.
 pub(super) fn import_zoo(
@@ -62,7 +68,13 @@ pub(super) fn import_zoo(
     let dropped = tensors_read - kept.len();
     let mmaction2 = kept.iter().any(|(n, _)| n.starts_with("backbone.") || n.starts_with("cls_head."));
     let mut config = ModelConfig::defaults(arch);
-    let (out, sub_sample) = if mmaction2 {
+    let (out, sub_sample) = if mmaction2 && arch.starts_with("slowfast") {
+        mmaction2_defaults(arch, &mut config).with_context(|| path.display().to_string())?;
+        let (out, settings) =
+            map_mmaction2_slowfast(arch, kept).with_context(|| path.display().to_string())?;
+        config.extra.extend(settings);
+        (out, None)
+    } else if mmaction2 {
         mmaction2_defaults(arch, &mut config).with_context(|| path.display().to_string())?;
         map_mmaction2_resnet3d(arch, kept).with_context(|| path.display().to_string())?
     } else {
@@ -129,6 +141,14 @@ fn mmaction2_defaults(arch: &str, config: &mut ModelConfig) -> Result<()> {
             config.frames = 8;
             config.interval = Some(8);
         }
+        // configs/_base_/models/slowfast_r50.py (resample_rate = speed_ratio: the fast pathway is
+        // the clip), lateral_norm False; the configs sample clip_len=32, frame_interval=2. alpha
+        // and the fusion kernel come from the weights (map_mmaction2_slowfast).
+        "slowfast_r50" | "slowfast_r101" => {
+            config.extra.insert("slow_frames".into(), "stride".into());
+            config.frames = 32;
+            config.interval = Some(2);
+        }
         _ => bail!(
             "an mmaction2 checkpoint (backbone./cls_head. names) imports only as {}, not as {arch}",
             MMACTION2_3D_ARCHS.join(" or ")
@@ -176,16 +196,7 @@ fn map_mmaction2_resnet3d(
             let block =
                 format!("blocks.{}.res_blocks.{j}{}", stage_idx[s - 1], if flagged { ".0" } else { "" });
             let parts: Vec<&str> = rest.split('.').collect();
-            let bn = |n: &str| format!("{}.{}", block, n);
             match parts.as_slice() {
-                ["conv1", "conv", p] => Some(bn(&format!("branch2.conv_a.{p}"))),
-                ["conv1", "bn", p] => Some(bn(&format!("branch2.norm_a.{p}"))),
-                ["conv2", "conv", p] => Some(bn(&format!("branch2.conv_b.{p}"))),
-                ["conv2", "bn", p] => Some(bn(&format!("branch2.norm_b.{p}"))),
-                ["conv3", "conv", p] => Some(bn(&format!("branch2.conv_c.{p}"))),
-                ["conv3", "bn", p] => Some(bn(&format!("branch2.norm_c.{p}"))),
-                ["downsample", "conv", p] => Some(bn(&format!("branch1_conv.{p}"))),
-                ["downsample", "bn", p] => Some(bn(&format!("branch1_norm.{p}"))),
                 ["non_local_block", rest @ ..] => {
                     let nl = format!("blocks.{}.res_blocks.{j}.1", stage_idx[s - 1]);
                     let (target, pooled) = match rest {
@@ -208,7 +219,7 @@ fn map_mmaction2_resnet3d(
                     }
                     target.map(|t| format!("{nl}.{t}"))
                 }
-                _ => None,
+                _ => bottleneck_name(rest).map(|p| format!("{block}.{p}")),
             }
         } else {
             None
@@ -232,6 +243,122 @@ fn map_mmaction2_resnet3d(
         }
     }
     Ok((out, sub_sample))
+}
+
+/// A bottleneck's tensor (`conv1.conv.weight`, `downsample.bn.bias`, ...) → ours inside the block
+/// (`branch2.conv_a.weight`, `branch1_norm.bias`).
+fn bottleneck_name(rest: &str) -> Option<String> {
+    let (module, p) = rest.split_once('.')?;
+    let (kind, p) = p.split_once('.')?;
+    if p.contains('.') {
+        return None;
+    }
+    let ours = match (module, kind) {
+        ("conv1", "conv") => "branch2.conv_a",
+        ("conv1", "bn") => "branch2.norm_a",
+        ("conv2", "conv") => "branch2.conv_b",
+        ("conv2", "bn") => "branch2.norm_b",
+        ("conv3", "conv") => "branch2.conv_c",
+        ("conv3", "bn") => "branch2.norm_c",
+        ("downsample", "conv") => "branch1_conv",
+        ("downsample", "bn") => "branch1_norm",
+        _ => return None,
+    };
+    Some(format!("{ours}.{p}"))
+}
+
+/// mmaction2 `ResNet3dSlowFast` + `SlowFastHead` names → ours, with the settings its weights
+/// imply. Pathways `backbone.{slow,fast}_path.*` are ResNet3d pathways (`multipathway_blocks.0`
+/// and `.1`); the laterals `slow_path.conv1_lateral` and `slow_path.layer{1,2,3}_lateral`
+/// (ConvModules: conv, and bn only with `lateral_norm`) are our fusions after the stem and stages
+/// 1-3; the head concatenates (fast, slow) (slowfast_head.py, `torch.cat((x_fast, x_slow))`)
+/// where ours concatenates (slow, fast), so the classifier's columns are swapped.
+fn map_mmaction2_slowfast(
+    arch: &str,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<(HashMap<String, Tensor>, Map<String, Value>)> {
+    let depth = super::slowfast::slowfast_variant(arch).map(|(d, _)| d).context("not a SlowFast")?;
+    let depths = stage_depths(depth).with_context(|| format!("no SlowFast of depth {depth}"))?;
+    let fast_width = tensors
+        .iter()
+        .find(|(n, _)| n == &format!("backbone.fast_path.layer4.{}.conv3.conv.weight", depths[3] - 1))
+        .map(|(_, t)| t.dims()[0]);
+    let mut out = HashMap::new();
+    let mut settings = Map::new();
+    for (name, t) in tensors {
+        let pathway = |rest: &str| -> Option<String> {
+            let (path, rest) = rest.split_once('.')?;
+            let k = match path {
+                "slow_path" => 0,
+                "fast_path" => 1,
+                _ => return None,
+            };
+            let stem = |m: &str, p: &str| format!("blocks.0.multipathway_blocks.{k}.{m}.{p}");
+            if let Some(p) = rest.strip_prefix("conv1.conv.") {
+                return Some(stem("conv", p));
+            }
+            if let Some(p) = rest.strip_prefix("conv1.bn.") {
+                return Some(stem("norm", p));
+            }
+            let fusion = |i: &str, m: &str, p: &str| format!("blocks.{i}.multipathway_fusion.{m}.{p}");
+            if k == 0 {
+                let lateral = rest.strip_prefix("conv1_lateral.").map(|r| ("0", r)).or_else(|| {
+                    let (l, r) = rest.split_once("_lateral.")?;
+                    let i = l.strip_prefix("layer").filter(|i| ["1", "2", "3"].contains(i))?;
+                    Some((i, r))
+                });
+                if let Some((i, r)) = lateral {
+                    return match r.split_once('.') {
+                        Some(("conv", p)) if !p.contains('.') => Some(fusion(i, "conv_fast_to_slow", p)),
+                        Some(("bn", p)) if !p.contains('.') => Some(fusion(i, "norm", p)),
+                        _ => None,
+                    };
+                }
+            }
+            let rest = rest.strip_prefix("layer")?;
+            let (s, rest) = rest.split_once('.')?;
+            let (j, rest) = rest.split_once('.')?;
+            let (s, j) = (s.parse::<usize>().ok()?, j.parse::<usize>().ok()?);
+            if !(1..=4).contains(&s) || j >= depths[s - 1] {
+                return None;
+            }
+            bottleneck_name(rest).map(|p| format!("blocks.{s}.multipathway_blocks.{k}.res_blocks.{j}.{p}"))
+        };
+        let (mapped, t) = if let Some(p) = name.strip_prefix("cls_head.fc_cls.") {
+            let t = match (p, fast_width) {
+                ("weight", Some(cf)) => {
+                    let c = t.dims().get(1).copied().unwrap_or(0);
+                    if c < cf {
+                        bail!("tensor {name:?}: {c} inputs, fewer than the fast pathway's {cf}");
+                    }
+                    Tensor::cat(&[t.narrow(1, cf, c - cf)?, t.narrow(1, 0, cf)?], 1)?
+                }
+                ("weight", None) => bail!("no backbone.fast_path.layer4 weights: not a SlowFast-R{depth}"),
+                _ => t,
+            };
+            (Some(format!("blocks.6.proj.{p}")), t)
+        } else {
+            (name.strip_prefix("backbone.").and_then(pathway), t)
+        };
+        let Some(mapped) = mapped else {
+            bail!("tensor {name:?} has no place in mmaction2's {arch} (ResNet3dSlowFast + SlowFastHead names expected)");
+        };
+        if mapped == "blocks.0.multipathway_fusion.conv_fast_to_slow.weight" {
+            // mmaction2's configs pair the fusion kernel with the speed ratio: 5 with alpha 8
+            // (configs/_base_/models/slowfast_r50.py), 7 with alpha 4 (the 8x8x1 configs).
+            let k = t.dims().get(2).copied().unwrap_or(0);
+            settings.insert("fusion_kernel".into(), k.into());
+            match k {
+                5 => settings.insert("alpha".into(), 8.into()),
+                7 => settings.insert("alpha".into(), 4.into()),
+                _ => None,
+            };
+        }
+        out.insert(mapped, t);
+    }
+    let norm = out.contains_key("blocks.0.multipathway_fusion.norm.weight");
+    settings.insert("fusion_norm".into(), norm.into());
+    Ok((out, settings))
 }
 
 /// Non-local blocks in our names (`blocks.{b}.res_blocks.{j}.1.conv_theta.weight`): the
@@ -340,7 +467,10 @@ mod tests {
         assert!(err("backbone.layer1.0.non_local_block.concat_project.conv.weight").contains("concatenation"));
         assert!(err("backbone.layer1.0.non_local_block.g.conv.weight").contains("'gaussian'"));
         let mut c = ModelConfig::defaults("x3d_m");
-        assert!(mmaction2_defaults("x3d_m", &mut c).unwrap_err().to_string().contains("i3d_r50 or slow_r50"));
+        assert!(mmaction2_defaults("x3d_m", &mut c)
+            .unwrap_err()
+            .to_string()
+            .contains("i3d_r50 or slow_r50 or slowfast_r50"));
     }
 
     #[test]

@@ -191,12 +191,7 @@ impl ResNet3dOptions {
     pub const KEYS: [&'static str; 4] = ["non_local", "non_local_cfg", "stem_stride_t", "stem_pool_stride_t"];
 
     pub fn from_config(config: &ModelConfig) -> Result<Self> {
-        let picked: serde_json::Map<String, serde_json::Value> = Self::KEYS
-            .iter()
-            .filter_map(|k| config.extra.get(*k).map(|v| (k.to_string(), v.clone())))
-            .collect();
-        let opts: Self = serde_json::from_value(serde_json::Value::Object(picked))
-            .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", config.arch)))?;
+        let opts: Self = config.extra_options(&Self::KEYS)?;
         if opts.stem_stride_t == Some(0) || opts.stem_pool_stride_t == Some(0) {
             candle_core::bail!("{}: stem_stride_t and stem_pool_stride_t must be positive", config.arch);
         }
