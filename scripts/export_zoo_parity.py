@@ -14,6 +14,14 @@ mode on a fixed random clip and writes into OUT:
   logits.npy   float32 [B, classes]
   meta.json    arch, sizes, seed, versions
 
+Non-local variants (--non-local FLAGS, ResNet-3D only): pytorchvideo's ResNets have no place for
+a non-local block, so the script inserts pytorchvideo.layers.nonlocal_net.create_nonlocal(dim_in=C,
+dim_inner=C/2, pool_size=--nl-pool, instantiation=--nl-mode) after each flagged residual block,
+wrapping the two in nn.Sequential: the block's names become res_blocks.{j}.0.branch2... and the
+non-local block's res_blocks.{j}.1.conv_theta..., which is the layout vidkit's `non_local` option
+builds. FLAGS are mmaction2's per-stage 0/1 lists, stages separated by ';'
+("0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0").
+
 At the test's reduced size the hub head's fixed pooling kernel (made for the zoo input) does not
 fit, so the head's pool is replaced by a global average pool (AdaptiveAvgPool3d(1)), which is what
 vidkit's heads do. X3D and R(2+1)D hub heads end in a softmax in eval mode: it is removed here, so
@@ -25,7 +33,7 @@ case a directory with x.npy, w.npy, b.npy (convs), r.npy (the cotangent), y.npy,
 gb.npy, and cases.json describing them.
 
 Usage: export_zoo_parity.py --arch slow_r50 --out DIR [--frames 8] [--size 64x80] [--batch 2]
-       [--classes 11] [--seed 0]
+       [--classes 11] [--seed 0] [--non-local FLAGS [--nl-mode softmax] [--nl-pool 1,1,1]]
        export_zoo_parity.py --ops --out DIR
 """
 import argparse
@@ -43,15 +51,18 @@ def save(path, t):
     np.save(path, t.detach().numpy().astype("<f4"))
 
 
-def randomise_bn(model, gen, calib):
-    """Draws BN affine parameters and calibrates running statistics on `calib` clips. The BN that
-    closes a residual branch gets small gains: a deep random ResNet with unit gains is chaotic and
-    amplifies float32 rounding towards the parity limit."""
+def closes_pytorchvideo_branch(name):
+    """norm_c closes a bottleneck's branch, a non-local block's norm its residual branch."""
+    return name.endswith("norm_c") or (name.endswith(".norm") and ".res_blocks." in name)
+
+
+def randomise_bn(model, gen, calib, closes_branch=closes_pytorchvideo_branch):
+    """Draws BN affine parameters and calibrates running statistics on `calib` clips. The BNs that
+    close a residual branch (`closes_branch(module name)`) get small gains: a deep random ResNet
+    with unit gains is chaotic and amplifies float32 rounding towards the parity limit. Also used
+    by export_mmaction3d_parity.py."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
-    last = set()
-    for name, m in model.named_modules():
-        if name.endswith("norm_c") or name.endswith("branch2.norm_c"):
-            last.add(m)
+    last = {m for name, m in model.named_modules() if closes_branch(name)}
     with torch.no_grad():
         for m in bns:
             c = m.num_features
@@ -81,6 +92,25 @@ def pathways(arch, clip):
     return [torch.index_select(clip, 2, idx), clip]
 
 
+def insert_non_local(model, a):
+    """Wraps each flagged res block with a pytorchvideo NonLocal after it (see the module doc)."""
+    from pytorchvideo.layers.nonlocal_net import create_nonlocal
+    from pytorchvideo.models.resnet import ResStage
+
+    flags = [[int(f) for f in stage.split(",")] for stage in a.non_local.split(";")]
+    stages = [m for m in model.blocks if isinstance(m, ResStage)]
+    assert len(stages) == len(flags) == 4, "four stages of flags for a ResNet-3D"
+    pool = tuple(int(v) for v in a.nl_pool.split(","))
+    for stage, fl in zip(stages, flags):
+        assert len(stage.res_blocks) == len(fl), f"{len(stage.res_blocks)} blocks, {len(fl)} flags"
+        for j, f in enumerate(fl):
+            if f:
+                block = stage.res_blocks[j]
+                c = block.branch2.norm_c.num_features
+                nl = create_nonlocal(dim_in=c, dim_inner=c // 2, pool_size=pool, instantiation=a.nl_mode)
+                stage.res_blocks[j] = torch.nn.Sequential(block, nl)
+
+
 def export_model(a):
     from pytorchvideo.models import hub
 
@@ -97,6 +127,8 @@ def export_model(a):
         head.pool = torch.nn.AdaptiveAvgPool3d(1)
     if getattr(head, "activation", None) is not None:
         head.activation = None  # X3D, R(2+1)D: softmax in eval mode; compare logits
+    if a.non_local:
+        insert_non_local(model, a)
     calib = [pathways(a.arch, torch.randn(4, 3, a.frames, h, w, generator=gen)) for _ in range(2)]
     randomise_bn(model, gen, calib)
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
@@ -118,6 +150,9 @@ def export_model(a):
         "torch": torch.__version__,
         "pytorchvideo": pytorchvideo.__version__,
         "max_abs_logit": float(logits.abs().max()),
+        "non_local": a.non_local,
+        "nl_mode": a.nl_mode,
+        "nl_pool": a.nl_pool,
     }
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(meta, f)
@@ -195,6 +230,9 @@ def main():
     ap.add_argument("--size", default="64x80", help="HxW of the input")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--classes", type=int, default=11)
+    ap.add_argument("--non-local", help="per-stage 0/1 flags, e.g. '0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0'")
+    ap.add_argument("--nl-mode", default="softmax", choices=["softmax", "dot_product"])
+    ap.add_argument("--nl-pool", default="1,1,1", help="pytorchvideo pool_size of the non-local blocks")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

@@ -8,7 +8,8 @@
 //!   pytorchvideo does (`{"model_state": ...}` in a `.pyth`), imported with the real `vconvert`,
 //!   eval-mode logits within 1e-4 × max |logit| (issue 3). Inputs are reduced (2 clips × 8 frames
 //!   × 64 × 80, non-square to catch a transposed layout) and the hub head's fixed pooling kernel
-//!   is made global on the Python side, as vidkit's head pools.
+//!   is made global on the Python side, as vidkit's head pools. Non-local variants insert
+//!   pytorchvideo `NonLocal` blocks after flagged residual blocks (`--non-local` of the script).
 //!
 //! Fixtures are cached under `target/parity_zoo/<hash of the script and pins>/`. Run with
 //! `-- --nocapture` to see the measured errors.
@@ -116,20 +117,28 @@ fn conv3d_and_pool3d_match_torch_forward_and_backward() {
 
 /// Imports the fixture's checkpoint with `vconvert --arch ARCH` and compares eval-mode logits.
 fn parity(arch: &str, frames: usize) {
-    let fname = format!("{arch}-t{frames}-{SIZE}-c{CLASSES}");
-    let args =
-        ["--arch", arch, "--frames", &frames.to_string(), "--size", SIZE, "--classes", &CLASSES.to_string()];
+    parity_variant(arch, frames, "", &[], &[]);
+}
+
+/// As `parity`, for the fixture the script makes with `script_args` added (named with
+/// `variant`), imported with `-o` `overrides` added.
+fn parity_variant(arch: &str, frames: usize, variant: &str, script_args: &[&str], overrides: &[&str]) {
+    let fname = format!("{arch}{variant}-t{frames}-{SIZE}-c{CLASSES}");
+    let frames_arg = frames.to_string();
+    let classes_arg = CLASSES.to_string();
+    let mut args = vec!["--arch", arch, "--frames", &frames_arg, "--size", SIZE, "--classes", &classes_arg];
+    args.extend_from_slice(script_args);
     let Some(fx) = fixture(&fname, &args) else { return };
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
     let frames_opt = format!("frames={frames}");
     let pyth = fx.join("model.pyth");
-    let o = Command::new(VCONVERT)
-        .args(["--arch", arch, "-o", &frames_opt])
-        .arg(&pyth)
-        .arg(&out)
-        .output()
-        .expect("vconvert runs");
+    let mut cmd = Command::new(VCONVERT);
+    cmd.args(["--arch", arch, "-o", &frames_opt]);
+    for o in overrides {
+        cmd.args(["-o", o]);
+    }
+    let o = cmd.arg(&pyth).arg(&out).output().expect("vconvert runs");
     assert!(o.status.success(), "vconvert {arch}: {}", String::from_utf8_lossy(&o.stderr));
     let loaded = vidkit::model::load_model(&out, &Device::Cpu).unwrap();
     let cfg = loaded.model.config();
@@ -141,6 +150,7 @@ fn parity(arch: &str, frames: usize) {
     let got = loaded.model.forward_t(&x, false).unwrap();
     let forward_s = t0.elapsed().as_secs_f64();
     let rel = rel_err(&got, &want, arch);
+    let arch = format!("{arch}{variant}");
     eprintln!("parity {arch:<14} input {:?}: relative error {rel:.2e} (limit {REL_TOL:.0e}); forward {forward_s:.2} s", x.dims());
     assert!(rel <= REL_TOL, "{arch}: logits differ from pytorchvideo by {rel:e} of the largest");
 }
@@ -199,4 +209,27 @@ fn slowfast_r50_matches_pytorchvideo() {
 #[test]
 fn slowfast_r101_matches_pytorchvideo() {
     parity("slowfast_r101", 8);
+}
+
+/// I3D-R50 with non-local blocks where mmaction2's I3D-NL configs put them (after blocks 1 and 3
+/// of stage 2, 1, 3 and 5 of stage 3), pytorchvideo's `create_nonlocal` defaults (softmax with
+/// scale, no pooling); the flags and widths come from the checkpoint's names.
+#[test]
+fn i3d_r50_non_local_softmax_matches_pytorchvideo() {
+    let flags = "0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0";
+    parity_variant("i3d_r50", 8, "-nl-softmax", &["--non-local", flags, "--nl-mode", "softmax"], &[]);
+}
+
+/// Slow-R50 with dot-product non-local blocks that pool φ and g's input by (1, 2, 2), set with
+/// `-o non_local_cfg.*` as the weights do not tell.
+#[test]
+fn slow_r50_non_local_dot_product_pooled_matches_pytorchvideo() {
+    let flags = "0,0,0;1,0,1,0;0,0,1,0,0,1;0,0,1";
+    parity_variant(
+        "slow_r50",
+        8,
+        "-nl-dot-pool",
+        &["--non-local", flags, "--nl-mode", "dot_product", "--nl-pool", "1,2,2"],
+        &["non_local_cfg.mode=dot_product", "non_local_cfg.pool=[1,2,2]"],
+    );
 }

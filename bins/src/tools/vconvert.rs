@@ -1,5 +1,5 @@
-//! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM, the TSM
-//! authors' repository) or a PaddleVideo `.pdparams` (PP-TSM) as a vidkit model file. The work is
+//! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM/I3D/Slow-only,
+//! pytorchvideo's 3D CNNs, the TSM authors' repository) or a PaddleVideo `.pdparams` (PP-TSM) as a vidkit model file. The work is
 //! `vidkit::model::import_checkpoint`.
 use crate::Outcome;
 use anyhow::{bail, Result};
@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use vidkit::model::{import_checkpoint, save_model, ARCHS};
 
 const ABOUT: &str =
-    "Import a PyTorch (torchvision, mmaction2) or Paddle (PaddleVideo) checkpoint as a vidkit model file";
+    "Import a PyTorch (torchvision, mmaction2, pytorchvideo) or Paddle (PaddleVideo) checkpoint as a vidkit model file";
 
 const LONG_ABOUT: &str = "\
-Import a PyTorch (torchvision, mmaction2) or Paddle (PaddleVideo) checkpoint as a vidkit model file.
+Import a PyTorch (torchvision, mmaction2, pytorchvideo) or Paddle (PaddleVideo) checkpoint as a vidkit model file.
 
 Reads IN, a .pth/.pt/.pyth written by torch.save or a .pdparams written by paddle.save, and writes OUT, one .safetensors file holding \
 the weights and, in its metadata (key \"vidkit_config\"), the model's config: architecture, \
@@ -31,6 +31,32 @@ backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*); the TSM authors' rep
 TSM that shifts the same blocks (mmaction2 shift_place='blockres'; ResNet-101 shifts every other \
 block).
 
+3D CNNs (c2d_r50, i3d_r50, slow_r50, r2plus1d_r50, csn_r101, slowfast_r50/r101, x3d_*): \
+pytorchvideo's names are vidkit's and import as they are (a .pyth with \"model_state\"), \
+with the input spec of pytorchvideo's model zoo (dense sampler, mean 0.45 and std 0.225 of 255). \
+mmaction2's ResNet3d recognizers (backbone.conv1.conv.weight, backbone.layer1.0.conv1.conv/bn.*, \
+backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*) import as i3d_r50 (mmaction2's I3D: \
+stem conv and pool strided 2 in time, stem_stride_t=2 and stem_pool_stride_t=2; 32 frames every \
+2) and slow_r50 (Slow-only: 8 frames every 8), and ResNet3dSlowFast (backbone.slow_path.*, \
+backbone.fast_path.*, the laterals backbone.slow_path.conv1_lateral/layerN_lateral.conv.weight) \
+as slowfast_r50/r101 (32 frames every 2, slow frames 0, alpha, 2 alpha, ...: slow_frames=stride; \
+laterals without BN: fusion_norm=false; alpha 8 with lateral kernel 5, 4 with kernel 7, as \
+mmaction2's configs pair them, else -o alpha=N; the head's (fast, slow) columns reordered), all \
+with mmaction2's ImageNet mean/std; other mmaction2 3D backbones are refused.
+
+Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
+stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
+up: mode (softmax, alias embedded_gaussian, or dot_product), use_scale, reduction (inner width = \
+channels / reduction), pool ([t,h,w] max-pool kernel over phi and g), pool_after_conv (mmcv's \
+sub_sample), norm, out_bias; the defaults are pytorchvideo create_nonlocal's (softmax, scaled, \
+no pooling, BN) with half the channels inside. Both are read from the checkpoint where the names \
+tell: pytorchvideo-style blocks are res_blocks.J.0 (the residual block) and res_blocks.J.1 \
+(conv_theta, conv_phi, conv_g, conv_out, norm); mmaction2's are \
+backbone.layerS.J.non_local_block.{theta,phi,g,conv_out}.*, whose phi.0/g.0 mean sub_sample \
+(pool [1,2,2] after the convs). The mode is not in the weights: for an mmaction2 checkpoint it \
+must be given (-o non_local_cfg.mode=dot_product; use_scale is false unless set, as mmaction2's \
+configs have it), for a pytorchvideo one it defaults to softmax.
+
 Paddle: a .pdparams (a PaddleVideo Recognizer2D state dict, as PaddleVideo saves and releases \
 its models) imports only as a PaddleVideo architecture, and those only from .pdparams: pptsm_r50vd \
 is PP-TSM (ResNet-50-vd, ResNetTweaksTSM + ppTSMHead), pptsmv2_lcnetv2 PP-TSMv2 (PP-LCNetV2, \
@@ -45,9 +71,12 @@ deployment-only fused kernels of its re-parameterisable blocks (*.dw_conv.weight
 Config: num_classes is read from the classifier's weight and base_width from the stem; the rest \
 starts from the defaults (8 frames, segment sampler, short side 256, crop 224, ImageNet mean/std \
 on the 0-255 scale as mmaction2 writes them, shift_div 8, dropout 0.5, softmax averaging) and is \
-changed with -o key=value, the value parsed as JSON (a bare word is a string). Keys: frames, \
-dropout, mean, std, sampler, short_side, crop_size, shift_div, labels (a list of class names), \
-aggregate (softmax or logits); num_classes, when given, must agree with the weights.
+changed with -o key=value, the value parsed as JSON (a bare word is a string); a dotted key \
+sets one field of an object and keeps the others (-o non_local_cfg.mode=dot_product). Keys: \
+frames, dropout, mean, std, sampler, interval, short_side, crop_size, shift_div, labels (a list of \
+class names), aggregate (softmax or logits), for the ResNet-3Ds non_local, non_local_cfg, \
+stem_stride_t, stem_pool_stride_t, for SlowFast alpha, fusion_kernel, fusion_norm, slow_frames \
+(linspace or stride); num_classes, when given, must agree with the weights.
 
 When the names or shapes do not fit the architecture, nothing is written and the one-line error \
 names the file and the first tensor that differs. Exit status: 0 success, 2 any error.";
@@ -66,6 +95,10 @@ Examples:
 
   # PaddleVideo's PP-TSM trained on Kinetics-400 (8 segments, its defaults)
   vconvert --arch pptsm_r50vd ppTSM_k400_uniform.pdparams pptsm_k400.safetensors
+
+  # mmaction2's I3D-R50 with dot-product non-local blocks (Kinetics-400, 32 x 2 frames)
+  vconvert --arch i3d_r50 -o non_local_cfg.mode=dot_product \\
+      i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb.pth i3d_nl.safetensors
 
   # Which architectures can be imported
   vconvert --list-archs";

@@ -195,20 +195,44 @@ impl ModelConfig {
         }
     }
 
+    /// The architecture options stored under `keys` of the extra map, as a `T` (absent keys take
+    /// `T`'s serde defaults); the error names the architecture.
+    pub fn extra_options<T: serde::de::DeserializeOwned>(&self, keys: &[&str]) -> candle_core::Result<T> {
+        let picked: Map<String, Value> =
+            keys.iter().filter_map(|k| self.extra.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
+        serde_json::from_value(Value::Object(picked))
+            .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", self.arch)))
+    }
+
     fn with_arch(mut self, arch: &str) -> Self {
         self.arch = arch.to_string();
         self
     }
 
-    /// Applies `key=value` overrides; the value is JSON (`-o mean=[1,2,3]`), or a bare string.
+    /// Applies `key=value` overrides; the value is JSON (`-o mean=[1,2,3]`), or a bare string. A
+    /// dotted key sets one field of an object-valued key and keeps the others
+    /// (`-o non_local_cfg.mode=dot_product`).
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<()> {
         let mut v = serde_json::to_value(&*self)?;
-        let obj = v.as_object_mut().expect("config is an object");
         for o in overrides {
             let (k, val) = o.split_once('=').with_context(|| format!("override {o:?} is not key=value"))?;
             let parsed =
                 serde_json::from_str::<Value>(val).unwrap_or_else(|_| Value::String(val.to_string()));
-            obj.insert(k.trim().to_string(), parsed);
+            let path: Vec<&str> = k.trim().split('.').collect();
+            if path.iter().any(|p| p.is_empty()) {
+                bail!("override {o:?}: empty key");
+            }
+            let mut obj = v.as_object_mut().expect("config is an object");
+            for (i, part) in path[..path.len() - 1].iter().enumerate() {
+                let slot = obj.entry(part.to_string()).or_insert_with(|| Value::Object(Map::new()));
+                if slot.is_null() {
+                    *slot = Value::Object(Map::new());
+                }
+                obj = slot
+                    .as_object_mut()
+                    .with_context(|| format!("override {o:?}: {} is not an object", path[..=i].join(".")))?;
+            }
+            obj.insert(path[path.len() - 1].to_string(), parsed);
         }
         *self = serde_json::from_value(v).context("config override")?;
         self.validate()

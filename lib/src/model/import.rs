@@ -17,7 +17,8 @@
 //!   `conv1.conv.net.weight`;
 //! * the TSM authors' repository (mit-han-lab/temporal-shift-module): `base_model.` for the
 //!   backbone, `layer1.0.conv1.net.weight` for shifted convs, `new_fc.*` for the classifier;
-//! * our own names, unchanged.
+//! * our own names, unchanged;
+//! * for the 3D CNNs, pytorchvideo's names (ours) and mmaction2's ResNet3d: see `import_3d`.
 //!
 //! `module.` prefixes (DataParallel) are stripped and BatchNorm's `num_batches_tracked` dropped.
 //! Whether the weights fit is decided by `from_tensors`, which names the first difference.
@@ -360,7 +361,7 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
         return Ok(Imported { model, state_dict_key, layout: "vidkit", tensors_read, dropped });
     }
     if ModelConfig::is_zoo_arch(arch) {
-        return import_pytorchvideo(path, arch, overrides, tensors, state_dict_key);
+        return super::import_3d::import_zoo(path, arch, overrides, tensors, state_dict_key);
     }
     let (tensors, layout, dropped) =
         map_tensors(arch, tensors).with_context(|| path.display().to_string())?;
@@ -377,47 +378,6 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
         anyhow!("{}: {e:#}{hint}", path.display())
     })?;
     Ok(Imported { model, state_dict_key, layout, tensors_read, dropped })
-}
-
-/// pytorchvideo's names are ours for the zoo architectures: only `module.` prefixes
-/// (DataParallel) and BatchNorm's `num_batches_tracked` go. The class count is read from the
-/// classifier (`blocks.N.proj.weight`) and the stem width from `blocks.0.conv.weight` (X3D:
-/// `blocks.0.conv.conv_t.weight`, SlowFast: the slow stem) unless
-/// overridden.
-fn import_pytorchvideo(
-    path: &Path,
-    arch: &str,
-    overrides: &[String],
-    tensors: NamedTensors,
-    state_dict_key: Option<String>,
-) -> Result<Imported> {
-    let tensors_read = tensors.len();
-    let mut out = HashMap::new();
-    for (name, t) in tensors {
-        let mut n = name.as_str();
-        while let Some(rest) = n.strip_prefix("module.") {
-            n = rest;
-        }
-        if !n.ends_with("num_batches_tracked") {
-            out.insert(n.to_string(), t);
-        }
-    }
-    let dropped = tensors_read - out.len();
-    let mut config = ModelConfig::defaults(arch);
-    let proj = out.iter().filter(|(k, _)| k.ends_with(".proj.weight")).max_by_key(|(k, _)| k.len());
-    if let Some((_, w)) = proj {
-        config.num_classes = w.dims().first().copied().unwrap_or(0);
-    }
-    let stem =
-        ["blocks.0.conv.weight", "blocks.0.conv.conv_t.weight", "blocks.0.multipathway_blocks.0.conv.weight"]
-            .iter()
-            .find_map(|k| out.get(*k));
-    if let Some(stem) = stem {
-        config.base_width = stem.dims().first().copied().unwrap_or(config.base_width);
-    }
-    config.apply_overrides(overrides).with_context(|| format!("{}: config", path.display()))?;
-    let model = from_tensors(config, out, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
-    Ok(Imported { model, state_dict_key, layout: "pytorchvideo", tensors_read, dropped })
 }
 
 #[cfg(test)]

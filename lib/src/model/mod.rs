@@ -4,6 +4,7 @@
 mod config;
 mod file;
 mod import;
+mod import_3d;
 mod import_paddle;
 mod init;
 mod pdparams;
@@ -21,6 +22,7 @@ pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, C
 pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
+pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::{init_weights, init_weights_for};
 pub use pdparams::read_pdparams;

@@ -22,12 +22,26 @@
 //! projected map; here the head pools globally, which is the same at the zoo input and defined at
 //! every other size (3-crop testing at 256² and the reduced sizes of the tests). R(2+1)D's hub
 //! head ends in a softmax in eval mode; here the model outputs logits, as X3D.
+//!
+//! Options beyond pytorchvideo's hub models, all off by default (config keys, see
+//! [`ResNet3dOptions`]):
+//!
+//! * `non_local`: per stage, one 0/1 flag per residual block (mmaction2's
+//!   `non_local=((0, 0, 0), (0, 1, 0, 1), ...)`); a flagged block is followed by a non-local
+//!   block ([`crate::nn::NonLocal`], set up by `non_local_cfg`). pytorchvideo's ResNets have no
+//!   place for one, so the names are ours, chosen so that a pytorchvideo model extended the
+//!   obvious way imports as it is: the flagged block and its non-local block form an
+//!   `nn.Sequential`, `res_blocks.{j}.0.branch2...` and `res_blocks.{j}.1.conv_theta...`
+//!   (`scripts/export_zoo_parity.py --non-local` builds it so);
+//! * `stem_stride_t`, `stem_pool_stride_t`: temporal strides of the stem conv and of its max
+//!   pool (mmaction2 `conv1_stride_t`, `pool1_stride_t`; 2 and 2 in its I3D).
 
 use super::ModelConfig;
-use crate::nn::{batch_norm2d, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig};
+use crate::nn::{batch_norm2d, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
+use serde::Deserialize;
 
 /// A 3D conv padded by k/2 per axis (pytorchvideo's convention for odd kernels).
 pub fn conv3d(
@@ -139,6 +153,15 @@ impl ResNet3dSpec {
     }
 }
 
+impl ResNet3dSpec {
+    /// The `blocks` index of each stage and of the head: the stem is 0, and C2D/I3D's pool after
+    /// the first stage takes an index of its own.
+    pub fn block_indices(&self) -> ([usize; 4], usize) {
+        let p = usize::from(self.stage1_pool);
+        ([1, 2 + p, 3 + p, 4 + p], 5 + p)
+    }
+}
+
 /// Blocks per stage of a bottleneck ResNet (pytorchvideo `_MODEL_STAGE_DEPTH`).
 pub fn stage_depths(depth: usize) -> Option<[usize; 4]> {
     match depth {
@@ -146,6 +169,51 @@ pub fn stage_depths(depth: usize) -> Option<[usize; 4]> {
         101 => Some([3, 4, 23, 3]),
         152 => Some([3, 8, 36, 3]),
         _ => None,
+    }
+}
+
+/// The ResNet-3D options a config may carry besides the architecture (keys of its `extra`
+/// map); absent keys keep pytorchvideo's structure.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ResNet3dOptions {
+    /// Per stage, a 0/1 flag per residual block: a non-local block after each flagged one.
+    pub non_local: Option<Vec<Vec<u8>>>,
+    /// The non-local blocks' settings (defaults: pytorchvideo `create_nonlocal`'s).
+    pub non_local_cfg: Option<NonLocalConfig>,
+    /// Temporal stride of the stem conv (mmaction2 `conv1_stride_t`); 1 when absent.
+    pub stem_stride_t: Option<usize>,
+    /// Temporal stride of the stem's max pool (mmaction2 `pool1_stride_t`); 1 when absent.
+    pub stem_pool_stride_t: Option<usize>,
+}
+
+impl ResNet3dOptions {
+    pub const KEYS: [&'static str; 4] = ["non_local", "non_local_cfg", "stem_stride_t", "stem_pool_stride_t"];
+
+    pub fn from_config(config: &ModelConfig) -> Result<Self> {
+        let opts: Self = config.extra_options(&Self::KEYS)?;
+        if opts.stem_stride_t == Some(0) || opts.stem_pool_stride_t == Some(0) {
+            candle_core::bail!("{}: stem_stride_t and stem_pool_stride_t must be positive", config.arch);
+        }
+        if opts.non_local_cfg.is_some() && opts.non_local.is_none() {
+            candle_core::bail!("{}: non_local_cfg is set but no block has non_local", config.arch);
+        }
+        Ok(opts)
+    }
+
+    /// The flags of each stage as booleans, checked against the stages' block counts.
+    pub fn non_local_flags(&self, arch: &str, depths: &[usize]) -> Result<Option<Vec<Vec<bool>>>> {
+        let Some(flags) = &self.non_local else { return Ok(None) };
+        let counts: Vec<usize> = flags.iter().map(Vec::len).collect();
+        if counts != depths {
+            candle_core::bail!(
+                "{arch}: non_local has stages of {counts:?} flags, the model stages of {depths:?} blocks"
+            );
+        }
+        if flags.iter().flatten().any(|f| *f > 1) {
+            candle_core::bail!("{arch}: non_local flags are 0 or 1");
+        }
+        Ok(Some(flags.iter().map(|s| s.iter().map(|f| *f == 1).collect()).collect()))
     }
 }
 
@@ -158,6 +226,9 @@ pub struct Bottleneck3d {
     b_t: Option<ConvBn3d>,
     b: ConvBn3d,
     c: ConvBn3d,
+    /// Applied after the block's final ReLU (mmaction2 `Bottleneck3d.forward`, resnet3d.py
+    /// L328-331).
+    non_local: Option<NonLocal>,
 }
 
 impl Bottleneck3d {
@@ -212,6 +283,7 @@ impl Bottleneck3d {
             b_t,
             b,
             c: ConvBn3d::new(inner, cout, [1, 1, 1], [1, 1, 1], 1, br.pp("conv_c"), br.pp("norm_c"))?,
+            non_local: None,
         })
     }
 
@@ -226,12 +298,18 @@ impl Bottleneck3d {
             Some(b) => b.forward_t(x, train)?,
             None => x.clone(),
         };
-        (shortcut + y)?.relu()
+        let y = (shortcut + y)?.relu()?;
+        match &self.non_local {
+            Some(nl) => nl.forward_t(&y, train),
+            None => Ok(y),
+        }
     }
 }
 
 /// pytorchvideo `create_res_stage` of bottlenecks: `depth` blocks under `vb.res_blocks`, conv_a
 /// kernels cycling through `conv_a`, the (temporal, spatial) `stride` on the first block's conv_b.
+/// With `non_local`, block j flagged there is `res_blocks.{j}.0` followed by a non-local block
+/// `res_blocks.{j}.1`.
 #[allow(clippy::too_many_arguments)]
 pub fn res_stage(
     cin: usize,
@@ -241,6 +319,7 @@ pub fn res_stage(
     conv_a: &[[usize; 3]],
     conv_b: ConvB,
     (st, ss): (usize, usize),
+    non_local: Option<(&[bool], &NonLocalConfig)>,
     vb: VarBuilder,
 ) -> Result<Vec<Bottleneck3d>> {
     let vb = vb.pp("res_blocks");
@@ -249,7 +328,15 @@ pub fn res_stage(
             let stride = if j == 0 { [st, ss, ss] } else { [1, 1, 1] };
             let c_in = if j == 0 { cin } else { cout };
             let ka = conv_a[j % conv_a.len()];
-            Bottleneck3d::new(c_in, inner, cout, ka, conv_b, stride, vb.pp(j.to_string()))
+            let vb = vb.pp(j.to_string());
+            match non_local {
+                Some((flags, cfg)) if flags.get(j) == Some(&true) => {
+                    let mut block = Bottleneck3d::new(c_in, inner, cout, ka, conv_b, stride, vb.pp("0"))?;
+                    block.non_local = Some(NonLocal::new(cout, cfg, vb.pp("1"))?);
+                    Ok(block)
+                }
+                _ => Bottleneck3d::new(c_in, inner, cout, ka, conv_b, stride, vb),
+            }
         })
         .collect()
 }
@@ -276,6 +363,7 @@ pub struct ResNet3d {
     stages: Vec<Vec<Bottleneck3d>>,
     stem_pool: bool,
     stage1_pool: bool,
+    stem_pool_stride_t: usize,
     proj: Linear,
     /// `blocks.{i}.proj`, the classifier's parameter prefix.
     proj_name: String,
@@ -286,22 +374,25 @@ impl ResNet3d {
         let Some(depths) = stage_depths(spec.depth) else {
             candle_core::bail!("no ResNet-3D of depth {}", spec.depth)
         };
+        let opts = ResNet3dOptions::from_config(&config)?;
+        let non_local = opts.non_local_flags(&config.arch, &depths)?;
+        let nl_cfg = opts.non_local_cfg.clone().unwrap_or_default();
         let width = config.base_width;
         let blocks = vb.pp("blocks");
         let stem = ConvBn3d::new(
             3,
             width,
             spec.stem_kernel,
-            [1, 2, 2],
+            [opts.stem_stride_t.unwrap_or(1), 2, 2],
             1,
             blocks.pp("0.conv"),
             blocks.pp("0.norm"),
         )?;
-        let mut idx = 1;
+        let (stage_idx, head_idx) = spec.block_indices();
         let (mut cin, mut cout) = (width, width * 4);
         let mut stages = Vec::new();
         for (s, &n) in depths.iter().enumerate() {
-            let vb = blocks.pp(idx.to_string());
+            let vb = blocks.pp(stage_idx[s].to_string());
             stages.push(res_stage(
                 cin,
                 cout / 4,
@@ -310,21 +401,22 @@ impl ResNet3d {
                 &spec.conv_a[s],
                 spec.conv_b,
                 spec.strides[s],
+                non_local.as_ref().map(|f| (f[s].as_slice(), &nl_cfg)),
                 vb,
             )?);
-            idx += if s == 0 && spec.stage1_pool { 2 } else { 1 };
             cin = cout;
             cout *= 2;
         }
-        let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(idx.to_string()).pp("proj"))?;
+        let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(head_idx.to_string()).pp("proj"))?;
         Ok(Self {
             config,
             stem,
             stages,
             stem_pool: spec.stem_pool,
             stage1_pool: spec.stage1_pool,
+            stem_pool_stride_t: opts.stem_pool_stride_t.unwrap_or(1),
             proj,
-            proj_name: format!("blocks.{idx}.proj"),
+            proj_name: format!("blocks.{head_idx}.proj"),
         })
     }
 
@@ -333,7 +425,7 @@ impl ResNet3d {
         let x = to_channels_first(x, self.config.frames)?;
         let mut y = self.stem.forward_t(&x, train)?.relu()?;
         if self.stem_pool {
-            y = max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])?;
+            y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
@@ -356,5 +448,93 @@ impl ResNet3d {
         let f = self.features_t(x, train)?.squeeze(1)?;
         let f = crate::nn::dropout(&f, self.config.dropout as f64, dropout_rng)?;
         self.proj.forward(&f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{build, ModelConfig};
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn narrow(arch: &str, overrides: &[&str]) -> (super::super::Model, VarMap) {
+        let mut cfg = ModelConfig::defaults(arch);
+        cfg.num_classes = 3;
+        cfg.base_width = 8;
+        cfg.frames = 4;
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        cfg.apply_overrides(&o).unwrap();
+        let vm = VarMap::new();
+        let m = build(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        (m, vm)
+    }
+
+    fn names(vm: &VarMap) -> Vec<String> {
+        let mut n: Vec<String> = vm.data().lock().unwrap().keys().cloned().collect();
+        n.sort();
+        n
+    }
+
+    /// Without the options the names are pytorchvideo's; a flagged block moves under `.0` and its
+    /// non-local block sits at `.1`; every parameter of a non-local model trains.
+    #[test]
+    fn non_local_blocks_follow_flagged_blocks_and_train() {
+        let (_, plain) = narrow("i3d_r50", &[]);
+        let plain = names(&plain);
+        assert!(plain.contains(&"blocks.3.res_blocks.1.branch2.conv_a.weight".to_string()));
+        assert!(!plain.iter().any(|n| n.contains("conv_theta")));
+        let flags = "non_local=[[0,0,0],[0,1,0,1],[0,1,0,1,0,1],[0,0,0]]";
+        let (model, vm) = narrow("i3d_r50", &[flags, "non_local_cfg.mode=dot_product", "stem_stride_t=2"]);
+        let nl = names(&vm);
+        for n in [
+            "blocks.3.res_blocks.1.0.branch2.conv_a.weight",
+            "blocks.3.res_blocks.1.1.conv_theta.weight",
+            "blocks.3.res_blocks.1.1.conv_out.bias",
+            "blocks.3.res_blocks.1.1.norm.running_var",
+            "blocks.4.res_blocks.5.1.conv_g.bias",
+            "blocks.3.res_blocks.0.branch2.conv_a.weight",
+        ] {
+            assert!(nl.contains(&n.to_string()), "{n} missing");
+        }
+        assert_eq!(nl.iter().filter(|n| n.ends_with("conv_theta.weight")).count(), 5);
+        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let y = model.forward_t(&x, true).unwrap();
+        assert_eq!(y.dims(), [2, 3]);
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if crate::nn::is_buffer(name)
+                || name.ends_with("conv_out.bias")
+                || name.ends_with("conv_phi.bias")
+            {
+                continue;
+            }
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let m = g.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(m > 0.0, "zero gradient for {name}");
+        }
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let mut cfg = ModelConfig::defaults("slow_r50");
+        cfg.base_width = 8;
+        let build_err = |overrides: &[&str]| {
+            let mut c = cfg.clone();
+            let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            c.apply_overrides(&o).unwrap();
+            let vm = VarMap::new();
+            format!("{:#}", build(&c, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).err().unwrap())
+        };
+        let e = build_err(&["non_local=[[0,0,0],[0,1,0,1]]"]);
+        assert!(e.contains("stages of [3, 4] flags"), "{e}");
+        let e = build_err(&["non_local_cfg.mode=dot_product"]);
+        assert!(e.contains("no block has non_local"), "{e}");
+        let e = build_err(&["non_local=[[0,0,0],[0,2,0,1],[0,0,0,0,0,0],[0,0,0]]"]);
+        assert!(e.contains("0 or 1"), "{e}");
+        let e = build_err(&[
+            "non_local=[[0,0,0],[0,1,0,1],[0,0,0,0,0,0],[0,0,0]]",
+            "non_local_cfg.mode=gaussian",
+        ]);
+        assert!(e.contains("unknown variant `gaussian`"), "{e}");
     }
 }

@@ -12,6 +12,14 @@
 //!   stages 1–2 and (3,1,1) in 3–4, fast (3,1,1) everywhere;
 //! * `blocks.5` pools each pathway and concatenates (2048 + 256), `blocks.6.proj` classifies.
 //!
+//! Options (config keys, absent = the hub's structure), for mmaction2's `ResNet3dSlowFast`
+//! (mmaction/models/backbones/resnet3d_slowfast.py): `alpha` (speed ratio, mmaction2
+//! `speed_ratio`), `fusion_kernel`, `fusion_norm` (false: the lateral conv alone, no BN or ReLU,
+//! as mmaction2's `lateral_norm=False` ConvModule, L166-175), `slow_frames` (`linspace`, as
+//! `PackPathway`, or `stride`: frames 0, α, 2α, ..., mmaction2's nearest
+//! `interpolate(scale_factor=1/resample_rate)` L476-479 with resample_rate = α, so that the fast
+//! pathway is the clip itself).
+//!
 //! The hub's pathway pools have kernels fixed for the zoo input ((8, 7, 7), (32, 7, 7)), covering
 //! the whole maps there; here they pool globally.
 
@@ -23,6 +31,7 @@ use crate::nn::max_pool3d;
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
+use serde::Deserialize;
 
 /// Slow-to-fast frame rate ratio α and channel ratio 1/β of the hub models.
 const ALPHA: usize = 4;
@@ -38,9 +47,34 @@ pub fn slowfast_variant(arch: &str) -> Option<(usize, usize)> {
 }
 
 /// pytorchvideo `PackPathway`: the slow pathway's frames, ⌊linspace(0, T−1, T/α)⌋.
-pub fn slow_frame_indices(t: usize) -> Vec<usize> {
-    let n = t / ALPHA;
+fn linspace_frames(t: usize, alpha: usize) -> Vec<usize> {
+    let n = t / alpha;
     (0..n).map(|i| if n <= 1 { 0 } else { (i as f64 * (t - 1) as f64 / (n - 1) as f64) as usize }).collect()
+}
+
+/// The SlowFast options a config may carry (keys of its `extra` map; see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct SlowFastOptions {
+    pub alpha: Option<usize>,
+    pub fusion_kernel: Option<usize>,
+    pub fusion_norm: Option<bool>,
+    pub slow_frames: Option<String>,
+}
+
+impl SlowFastOptions {
+    pub const KEYS: [&'static str; 4] = ["alpha", "fusion_kernel", "fusion_norm", "slow_frames"];
+
+    pub fn from_config(config: &ModelConfig) -> Result<Self> {
+        let opts: Self = config.extra_options(&Self::KEYS)?;
+        if opts.alpha == Some(0) || opts.fusion_kernel.is_some_and(|k| k % 2 == 0) {
+            candle_core::bail!("{}: alpha must be positive and fusion_kernel odd", config.arch);
+        }
+        if let Some(m) = opts.slow_frames.as_deref().filter(|m| !["linspace", "stride"].contains(m)) {
+            candle_core::bail!("{}: slow_frames is linspace or stride, not {m:?}", config.arch);
+        }
+        Ok(opts)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -51,11 +85,29 @@ pub struct SlowFast {
     fusions: Vec<ConvBn3d>,
     stages: Vec<[Vec<Bottleneck3d>; 2]>,
     proj: Linear,
+    fusion_norm: bool,
+    /// Frames of the clip the slow pathway takes.
+    slow_frames: Vec<usize>,
 }
 
 impl SlowFast {
     pub fn new(config: ModelConfig, depth: usize, fusion_kernel: usize, vb: VarBuilder) -> Result<Self> {
         let Some(depths) = stage_depths(depth) else { candle_core::bail!("no SlowFast of depth {depth}") };
+        let opts = SlowFastOptions::from_config(&config)?;
+        let alpha = opts.alpha.unwrap_or(ALPHA);
+        let fusion_kernel = opts.fusion_kernel.unwrap_or(fusion_kernel);
+        let fusion_norm = opts.fusion_norm.unwrap_or(true);
+        let slow_frames = match opts.slow_frames.as_deref() {
+            Some("stride") => (0..config.frames / alpha).map(|i| i * alpha).collect(),
+            _ => linspace_frames(config.frames, alpha),
+        };
+        if slow_frames.is_empty() {
+            candle_core::bail!(
+                "{}: {} frames leave the slow pathway none (alpha {alpha})",
+                config.arch,
+                config.frames
+            );
+        }
         let blocks = vb.pp("blocks");
         let slow_w = config.base_width;
         let fast_w = slow_w / BETA_INV;
@@ -70,10 +122,15 @@ impl SlowFast {
                 c,
                 2 * c,
                 [fusion_kernel, 1, 1],
-                [ALPHA, 1, 1],
+                [alpha, 1, 1],
                 1,
                 f.pp("conv_fast_to_slow"),
-                f.pp("norm"),
+                // Without a norm its parameters are made aside and never used or saved.
+                if fusion_norm {
+                    f.pp("norm")
+                } else {
+                    VarBuilder::zeros(candle_core::DType::F32, f.device())
+                },
             )?;
             cb.conv.cfg.padding = [fusion_kernel / 2, 0, 0];
             Ok(cb)
@@ -87,7 +144,17 @@ impl SlowFast {
             let stride = (1, if s > 0 { 2 } else { 1 });
             let slow_a = if s < 2 { [1, 1, 1] } else { [3, 1, 1] };
             stages.push([
-                res_stage(slow_in, slow_out / 4, slow_out, n, &[slow_a], ConvB::Spatial, stride, bv.pp("0"))?,
+                res_stage(
+                    slow_in,
+                    slow_out / 4,
+                    slow_out,
+                    n,
+                    &[slow_a],
+                    ConvB::Spatial,
+                    stride,
+                    None,
+                    bv.pp("0"),
+                )?,
                 res_stage(
                     fast_in,
                     fast_out / 4,
@@ -96,6 +163,7 @@ impl SlowFast {
                     &[[3, 1, 1]],
                     ConvB::Spatial,
                     stride,
+                    None,
                     bv.pp("1"),
                 )?,
             ]);
@@ -108,18 +176,22 @@ impl SlowFast {
             fast_out *= 2;
         }
         let proj = candle_nn::linear(slow_in + fast_in, config.num_classes, blocks.pp("6.proj"))?;
-        Ok(Self { config, stems, fusions, stages, proj })
+        Ok(Self { config, stems, fusions, stages, proj, fusion_norm, slow_frames })
     }
 
     fn fuse(&self, i: usize, slow: &Tensor, fast: &Tensor, train: bool) -> Result<Tensor> {
-        let f = self.fusions[i].forward_t(fast, train)?.relu()?;
+        let f = if self.fusion_norm {
+            self.fusions[i].forward_t(fast, train)?.relu()?
+        } else {
+            self.fusions[i].conv.forward(fast)?
+        };
         Tensor::cat(&[slow, &f], 1)
     }
 
     /// Pooled clip features [B, 1, C_slow + C_fast].
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let fast = to_channels_first(x, self.config.frames)?;
-        let idx: Vec<u32> = slow_frame_indices(self.config.frames).into_iter().map(|i| i as u32).collect();
+        let idx: Vec<u32> = self.slow_frames.iter().map(|&i| i as u32).collect();
         let idx = Tensor::new(idx.as_slice(), x.device())?;
         let slow = fast.index_select(&idx, 2)?.contiguous()?;
         let stem = |k: usize, x: &Tensor| -> Result<Tensor> {
@@ -154,7 +226,7 @@ mod tests {
     #[test]
     fn slow_frames_follow_pack_pathway() {
         // torch.linspace(0, 31, 8).long() and torch.linspace(0, 7, 2).long()
-        assert_eq!(super::slow_frame_indices(32), [0, 4, 8, 13, 17, 22, 26, 31]);
-        assert_eq!(super::slow_frame_indices(8), [0, 7]);
+        assert_eq!(super::linspace_frames(32, 4), [0, 4, 8, 13, 17, 22, 26, 31]);
+        assert_eq!(super::linspace_frames(8, 4), [0, 7]);
     }
 }

@@ -1,0 +1,119 @@
+//! Import of mmaction2 3D recognizers (ResNet3d + I3DHead: I3D-R50 with and without non-local
+//! blocks, Slow-only R50; ResNet3dSlowFast + SlowFastHead: SlowFast-R50 4x16 and 8x8) through the real `vconvert`, against the eval-mode logits of a plain
+//! PyTorch restatement of mmaction2's modules with mmaction2's state-dict names
+//! (`scripts/export_mmaction3d_parity.py`; mmaction2 itself needs mmcv, which cannot be
+//! installed beside the zoo venv). Within 1e-4 × max |logit|. Inputs are reduced (2 clips ×
+//! 16 frames × 64 × 80 for I3D, whose stem and pools stride 8 in time, and SlowFast; 8 frames for
+//! Slow-only).
+//!
+//! Fixtures are cached under `target/parity_mmaction3d/<hash of the scripts and pins>/`. Run with
+//! `-- --nocapture` to see the measured errors.
+
+mod common;
+
+use common::{cached_fixture, logits_error, run_tool, workspace_root, zoo_peers_python};
+use std::path::PathBuf;
+
+const VCONVERT: &str = env!("CARGO_BIN_EXE_vconvert");
+const REL_TOL: f32 = 1e-4;
+const FLAGS: &str = "0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0";
+
+fn fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("scripts/export_mmaction3d_parity.py");
+    // The script takes randomise_bn from export_zoo_parity.py.
+    let keys =
+        [script.clone(), root.join("scripts/export_zoo_parity.py"), root.join("scripts/peers-zoo.txt")];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    cached_fixture("parity_mmaction3d", &keys, name, zoo_peers_python, &script, &args)
+}
+
+/// Converts the fixture `name` (script `args`) as `arch` with `overrides`, compares logits.
+fn parity(name: &str, arch: &str, frames: usize, args: &[&str], overrides: &[&str]) {
+    let frames_arg = frames.to_string();
+    let mut all = vec!["--arch", arch, "--frames", &frames_arg];
+    all.extend_from_slice(args);
+    let Some(fx) = fixture(name, &all) else { return };
+    let work = tempfile::tempdir().unwrap();
+    let frames_opt = format!("frames={frames}");
+    let mut cli = vec!["--arch", arch, "-o", &frames_opt];
+    for o in overrides {
+        cli.extend_from_slice(&["-o", o]);
+    }
+    let pth = fx.join("model.pth");
+    cli.extend_from_slice(&[pth.to_str().unwrap(), "m.safetensors"]);
+    let r = run_tool(VCONVERT, &cli, work.path(), None);
+    assert_eq!(r.code, 0, "vconvert {name}: {}", r.stderr);
+    assert!(r.stderr.contains("mmaction2 layout"), "{}", r.stderr);
+    let e = logits_error(&work.path().join("m.safetensors"), &fx);
+    assert_eq!((e.config.arch.as_str(), e.config.frames), (arch, frames));
+    assert_eq!(e.config.mean, [123.675, 116.28, 103.53], "mmaction2's normalisation");
+    let rel = e.relative();
+    eprintln!(
+        "parity mmaction2 {name:<22} input {:?}: relative error {rel:.2e} (limit {REL_TOL:.0e}); forward {:.2} s",
+        e.input_shape, e.forward_s
+    );
+    assert!(rel <= REL_TOL, "{name}: logits differ from the mmaction2 restatement by {rel:e} of the largest");
+}
+
+#[test]
+fn i3d_r50_matches_mmaction2() {
+    parity("i3d_r50", "i3d_r50", 16, &[], &[]);
+}
+
+/// mmaction2's i3d_imagenet-pretrained-r50-nl-dot-product config.
+#[test]
+fn i3d_r50_nl_dot_product_matches_mmaction2() {
+    let args = ["--non-local", FLAGS, "--nl-mode", "dot_product"];
+    parity("i3d_r50-nl-dot", "i3d_r50", 16, &args, &["non_local_cfg.mode=dot_product"]);
+}
+
+/// mmaction2's i3d_imagenet-pretrained-r50-nl-embedded-gaussian config.
+#[test]
+fn i3d_r50_nl_embedded_gaussian_matches_mmaction2() {
+    let args = ["--non-local", FLAGS, "--nl-mode", "embedded_gaussian"];
+    parity("i3d_r50-nl-gauss", "i3d_r50", 16, &args, &["non_local_cfg.mode=embedded_gaussian"]);
+}
+
+#[test]
+fn slowonly_r50_matches_mmaction2() {
+    parity("slow_r50", "slow_r50", 8, &[], &[]);
+}
+
+/// What the weights cannot say must be given; what does not fit is refused, naming the file.
+#[test]
+fn mmaction2_checkpoints_that_do_not_fit_are_refused() {
+    let args = ["--arch", "i3d_r50", "--frames", "16", "--non-local", FLAGS, "--nl-mode", "dot_product"];
+    let Some(fx) = fixture("i3d_r50-nl-dot", &args) else { return };
+    let work = tempfile::tempdir().unwrap();
+    let pth = fx.join("model.pth");
+    let pth = pth.to_str().unwrap();
+    let r = run_tool(VCONVERT, &["--arch", "i3d_r50", pth, "m.safetensors"], work.path(), None);
+    let msg = r.fatal();
+    assert!(msg.contains(pth) && msg.contains("-o non_local_cfg.mode="), "{msg}");
+    let r = run_tool(VCONVERT, &["--arch", "x3d_m", pth, "m.safetensors"], work.path(), None);
+    let msg = r.fatal();
+    assert!(msg.contains(pth) && msg.contains("imports only as i3d_r50 or slow_r50"), "{msg}");
+    // I3D's weights as Slow-only: the inflated conv1 kernels do not fit.
+    let r = run_tool(
+        VCONVERT,
+        &["--arch", "slow_r50", "-o", "non_local_cfg.mode=dot_product", pth, "m.safetensors"],
+        work.path(),
+        None,
+    );
+    let msg = r.fatal();
+    assert!(msg.contains(pth) && msg.contains("weights do not fit slow_r50"), "{msg}");
+    assert!(!work.path().join("m.safetensors").exists());
+}
+
+/// mmaction2's slowfast_r50 4x16x1 configuration (alpha 8, lateral kernel 5): 16 frames, 2 slow.
+#[test]
+fn slowfast_r50_4x16_matches_mmaction2() {
+    parity("slowfast_r50-a8", "slowfast_r50", 16, &["--alpha", "8", "--fusion-kernel", "5"], &[]);
+}
+
+/// mmaction2's slowfast_r50 8x8x1 configuration (alpha 4, lateral kernel 7): 16 frames, 4 slow.
+#[test]
+fn slowfast_r50_8x8_matches_mmaction2() {
+    parity("slowfast_r50-a4", "slowfast_r50", 16, &["--alpha", "4", "--fusion-kernel", "7"], &[]);
+}
