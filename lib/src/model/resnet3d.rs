@@ -37,7 +37,10 @@
 //!   pool (mmaction2 `conv1_stride_t`, `pool1_stride_t`; 2 and 2 in its I3D).
 
 use super::ModelConfig;
-use crate::nn::{batch_norm2d, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig};
+use crate::nn::{
+    add_act, batch_norm2d, conv_bn_act_3d, fusable, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig, NonLocal,
+    NonLocalConfig,
+};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -84,6 +87,30 @@ impl ConvBn3d {
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    /// BN(conv(x)) (+ `residual`) (then ReLU): one fused pass in eval mode on the CPU for dense
+    /// convolutions (`nn::conv_bn_act_3d`), the differentiable ops otherwise.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
+        if !train && fusable(x) && self.conv.cfg.groups == 1 {
+            let g = self.conv.geometry_of(x)?;
+            return conv_bn_act_3d(
+                x,
+                g,
+                &self.conv.weight,
+                self.conv.bias.as_ref(),
+                &self.bn,
+                residual,
+                relu,
+            );
+        }
+        add_act(self.forward_t(x, train)?, residual, relu)
     }
 }
 
@@ -288,17 +315,16 @@ impl Bottleneck3d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.a.forward_t(x, train)?.relu()?;
+        let mut y = self.a.forward_act(x, train, None, true)?;
         if let Some(t) = &self.b_t {
-            y = t.forward_t(&y, train)?.relu()?;
+            y = t.forward_act(&y, train, None, true)?;
         }
-        let y = self.b.forward_t(&y, train)?.relu()?;
-        let y = self.c.forward_t(&y, train)?;
+        let y = self.b.forward_act(&y, train, None, true)?;
         let shortcut = match &self.branch1 {
-            Some(b) => b.forward_t(x, train)?,
+            Some(b) => b.forward_act(x, train, None, false)?,
             None => x.clone(),
         };
-        let y = (shortcut + y)?.relu()?;
+        let y = self.c.forward_act(&y, train, Some(&shortcut), true)?;
         match &self.non_local {
             Some(nl) => nl.forward_t(&y, train),
             None => Ok(y),
@@ -423,7 +449,7 @@ impl ResNet3d {
     /// Pooled clip features [B, 1, C] of clips [B, T, 3, H, W].
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
-        let mut y = self.stem.forward_t(&x, train)?.relu()?;
+        let mut y = self.stem.forward_act(&x, train, None, true)?;
         if self.stem_pool {
             y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }

@@ -181,7 +181,7 @@ impl SlowFast {
 
     fn fuse(&self, i: usize, slow: &Tensor, fast: &Tensor, train: bool) -> Result<Tensor> {
         let f = if self.fusion_norm {
-            self.fusions[i].forward_t(fast, train)?.relu()?
+            self.fusions[i].forward_act(fast, train, None, true)?
         } else {
             self.fusions[i].conv.forward(fast)?
         };
@@ -195,7 +195,7 @@ impl SlowFast {
         let idx = Tensor::new(idx.as_slice(), x.device())?;
         let slow = fast.index_select(&idx, 2)?.contiguous()?;
         let stem = |k: usize, x: &Tensor| -> Result<Tensor> {
-            let y = self.stems[k].forward_t(x, train)?.relu()?;
+            let y = self.stems[k].forward_act(x, train, None, true)?;
             max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])
         };
         let mut f = stem(1, &fast)?;

@@ -115,12 +115,11 @@ impl X3dBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.a.forward_t(x, train)?.relu()?;
+        let y = self.a.forward_act(x, train, None, true)?;
         let mut y = self.b.forward_t(&y, train)?;
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }
-        let y = self.c.forward_t(&y.silu()?, train)?;
         let mut shortcut = match &self.branch1 {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
@@ -128,7 +127,7 @@ impl X3dBlock {
         if let Some(bn) = &self.branch1_norm {
             shortcut = bn.forward_t(&shortcut, train)?;
         }
-        (shortcut + y)?.relu()
+        self.c.forward_act(&y.silu()?, train, Some(&shortcut), true)
     }
 }
 
@@ -197,7 +196,7 @@ impl X3d {
                 y = block.forward_t(&y, train)?;
             }
         }
-        let y = self.pre.forward_t(&y, train)?.relu()?;
+        let y = self.pre.forward_act(&y, train, None, true)?;
         let (b, c) = (y.dim(0)?, y.dim(1)?);
         let pooled = global_pool(&y)?.reshape((b, c, 1, 1, 1))?;
         self.post.forward(&pooled)?.relu()?.reshape((b, 1, ()))

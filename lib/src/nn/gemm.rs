@@ -788,7 +788,8 @@ mod tests {
             let cols = Columns { per, b_stride: per, c_stride: m * per };
             let bias = random(m, &mut rng);
             let res = random(items * m * per, &mut rng);
-            let epi = Epilogue { row_scale: Some(&bias), row_bias: Some(&bias), residual: Some(&res), relu: true };
+            let epi =
+                Epilogue { row_scale: Some(&bias), row_bias: Some(&bias), residual: Some(&res), relu: true };
             let mut c = vec![0f32; items * m * per];
             sgemm_columns(a, b, cols, &mut c, per, false, epi);
             let mut c_portable = vec![0f32; items * m * per];
@@ -802,7 +803,8 @@ mod tests {
                 for i in 0..m {
                     for j in 0..per {
                         let at = item * m * per + i * per + j;
-                        let v = (want[i * per + j] * bias[i] as f64 + bias[i] as f64 + res[at] as f64).max(0.0);
+                        let v =
+                            (want[i * per + j] * bias[i] as f64 + bias[i] as f64 + res[at] as f64).max(0.0);
                         assert!(
                             (c[at] as f64 - v).abs() <= 1e-4 * (1.0 + v.abs()),
                             "{m}x{k} item {item} ({i},{j})"

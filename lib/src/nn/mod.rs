@@ -19,12 +19,12 @@ pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
 pub use fused::{conv_bn_act_3d, fusable};
-pub use vol2col::Geometry3d;
 pub use lstm::Lstm;
 pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};
 pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
 pub use shift::{temporal_shift, temporal_shift_paddle};
+pub use vol2col::Geometry3d;
 
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
@@ -83,7 +83,13 @@ impl ConvBn {
 
     /// BN(conv(x)) (+ `residual`) (then ReLU): one fused pass in eval mode on the CPU (see
     /// `fused.rs`), the separate differentiable ops otherwise.
-    pub fn forward_act(&self, x: &Tensor, train: bool, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> Result<Tensor> {
         if !train && fusable(x) {
             let (n, c, h, w) = x.dims4()?;
             let (k, s, p) = (self.conv.kernel, self.conv.stride, self.conv.padding);
@@ -97,19 +103,24 @@ impl ConvBn {
                 dilation: [1; 3],
             };
             let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
-            let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &self.conv.weight, None, &self.bn, res.as_ref(), relu)?;
+            let y =
+                conv_bn_act_3d(&x.unsqueeze(2)?, g, &self.conv.weight, None, &self.bn, res.as_ref(), relu)?;
             return y.squeeze(2);
         }
-        let y = self.forward_t(x, train)?;
-        let y = match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        };
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
-        }
+        add_act(self.forward_t(x, train)?, residual, relu)
+    }
+}
+
+/// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
+pub fn add_act(y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
+    let y = match residual {
+        Some(r) => (y + r)?,
+        None => y,
+    };
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
     }
 }
 
