@@ -18,7 +18,9 @@
 //! Paddle, `head.fc` here). Paddle's `dw_conv` of a re-parameterisable block is the fused
 //! kernel its `rep()` fills for deployment; it is unused in training and eval and not kept.
 
-use crate::nn::{batch_norm2d, conv2d, temporal_shift_paddle, BatchNorm2d, Conv2d, DepthwiseConv2d};
+use crate::nn::{
+    add_act, batch_norm2d, conv2d, conv2d_bn_act, temporal_shift_paddle, BatchNorm2d, Conv2d, DepthwiseConv2d,
+};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
@@ -75,15 +77,9 @@ impl ConvBnAct {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = match &self.conv {
-            Conv::Dense(c) => c.forward(x)?,
-            Conv::Depthwise(c) => c.forward(x)?,
-        };
-        let y = self.bn.forward_t(&y, train)?;
-        if self.relu {
-            y.relu()
-        } else {
-            Ok(y)
+        match &self.conv {
+            Conv::Dense(c) => conv2d_bn_act(c, &self.bn, x, train, None, self.relu),
+            Conv::Depthwise(c) => add_act(self.bn.forward_t(&c.forward(x)?, train)?, None, self.relu),
         }
     }
 }

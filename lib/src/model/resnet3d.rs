@@ -85,8 +85,9 @@ impl ConvBn3d {
         })
     }
 
+    /// BN(conv(x)); fused in eval mode on the CPU (see `forward_act`).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+        self.forward_act(x, train, None, false)
     }
 
     /// BN(conv(x)) (+ `residual`) (then ReLU): one fused pass in eval mode on the CPU for dense
@@ -110,7 +111,7 @@ impl ConvBn3d {
                 relu,
             );
         }
-        add_act(self.forward_t(x, train)?, residual, relu)
+        add_act(self.bn.forward_t(&self.conv.forward(x)?, train)?, residual, relu)
     }
 }
 

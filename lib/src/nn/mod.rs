@@ -76,9 +76,9 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
+    /// BN(conv(x)); fused in eval mode on the CPU (see `forward_act`).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        self.bn.forward_t(&y, train)
+        conv2d_bn_act(&self.conv, &self.bn, x, train, None, false)
     }
 
     /// BN(conv(x)) (+ `residual`) (then ReLU): one fused pass in eval mode on the CPU (see
@@ -90,25 +90,37 @@ impl ConvBn {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Tensor> {
-        if !train && fusable(x) {
-            let (n, c, h, w) = x.dims4()?;
-            let (k, s, p) = (self.conv.kernel, self.conv.stride, self.conv.padding);
-            let g = Geometry3d {
-                n,
-                c,
-                input: [1, h, w],
-                kernel: [1, k, k],
-                stride: [1, s, s],
-                pad: [0, p, p],
-                dilation: [1; 3],
-            };
-            let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
-            let y =
-                conv_bn_act_3d(&x.unsqueeze(2)?, g, &self.conv.weight, None, &self.bn, res.as_ref(), relu)?;
-            return y.squeeze(2);
-        }
-        add_act(self.forward_t(x, train)?, residual, relu)
+        conv2d_bn_act(&self.conv, &self.bn, x, train, residual, relu)
     }
+}
+
+/// BN(conv(x)) (+ `residual`) (then ReLU) for a 2D conv and its BN, fused when `!train` on the
+/// CPU (as a 3D convolution over one frame), the differentiable ops otherwise.
+pub fn conv2d_bn_act(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    train: bool,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    if !train && fusable(x) {
+        let (n, c, h, w) = x.dims4()?;
+        let (k, s, p) = (conv.kernel, conv.stride, conv.padding);
+        let g = Geometry3d {
+            n,
+            c,
+            input: [1, h, w],
+            kernel: [1, k, k],
+            stride: [1, s, s],
+            pad: [0, p, p],
+            dilation: [1; 3],
+        };
+        let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
+        let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &conv.weight, None, bn, res.as_ref(), relu)?;
+        return y.squeeze(2);
+    }
+    add_act(bn.forward_t(&conv.forward(x)?, train)?, residual, relu)
 }
 
 /// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
