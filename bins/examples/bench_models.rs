@@ -20,6 +20,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    vidkit::nn::retain_freed_buffers();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arch = args.first().map(String::as_str).unwrap_or("tsm_r50");
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);

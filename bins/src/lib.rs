@@ -24,6 +24,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Runs a tool's main body and maps its result to an exit code, printing the error as one line.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<Outcome>) -> ExitCode {
+    vidkit::nn::retain_freed_buffers();
     match body() {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::PartialFailure { failed, total }) => {

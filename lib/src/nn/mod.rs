@@ -30,6 +30,26 @@ use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+/// Keeps freed tensor buffers in the process (glibc: no `mmap` for large blocks, no trimming).
+/// Every op allocates its output afresh; with glibc's defaults each large buffer is a new mapping
+/// whose pages fault in zeroed — a fifth of a training step's time. Call once at start-up, before
+/// threads exist; a no-op elsewhere.
+pub fn retain_freed_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_MAX: i32 = -4;
+        // SAFETY: mallopt only changes allocator tunables; called before other threads allocate.
+        unsafe {
+            mallopt(M_MMAP_MAX, 0);
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}
+
 /// Inverted dropout (PyTorch's and Paddle's `upscale_in_train`): zero with probability `p`,
 /// scale the rest by 1/(1-p). Only when `rng` is given (training), drawn from that seeded
 /// generator so runs repeat (candle's own RNG cannot be seeded); the identity otherwise.
