@@ -16,7 +16,7 @@
 //! the whole maps there; here they pool globally.
 
 use super::resnet3d::{
-    global_pool, res_stage, stage_depths, to_channels_first, Bottleneck3d, ConvB, ConvBn3d,
+    config_stage_depths, global_pool, res_stage, to_channels_first, Bottleneck3d, ConvB, ConvBn3d,
 };
 use super::ModelConfig;
 use crate::nn::max_pool3d;
@@ -55,7 +55,7 @@ pub struct SlowFast {
 
 impl SlowFast {
     pub fn new(config: ModelConfig, depth: usize, fusion_kernel: usize, vb: VarBuilder) -> Result<Self> {
-        let Some(depths) = stage_depths(depth) else { candle_core::bail!("no SlowFast of depth {depth}") };
+        let depths = config_stage_depths(&config, depth)?;
         let blocks = vb.pp("blocks");
         let slow_w = config.base_width;
         let fast_w = slow_w / BETA_INV;
