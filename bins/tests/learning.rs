@@ -5,62 +5,19 @@
 
 mod common;
 use common::*;
-use std::path::Path;
-use std::process::Command;
-
-const VTRAIN: &str = env!("CARGO_BIN_EXE_vtrain");
-
-fn vtrain(dir: &Path, arch: &str, out: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "--arch",
-        arch,
-        "--train-list",
-        "syn/train.list",
-        "--val-list",
-        "syn/val.list",
-        "--out",
-        out,
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let o = Command::new(VTRAIN).args(&args).current_dir(dir).env("RAYON_NUM_THREADS", "1").output().unwrap();
-    assert!(o.status.success(), "vtrain {arch}: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).expect("vtrain prints its summary")
-}
 
 /// 4 × 150 videos of 32×32, 8 frames, a quarter-width ResNet-18, AdamW with a cosine decay:
 /// ~13 s an epoch on 2 cores (TSM reached 0.93–0.95 from epoch 8 in a 16-epoch run).
-const BUDGET: [&str; 22] = [
-    "-o",
-    "frames=8",
-    "-o",
-    "base_width=16",
-    "-o",
-    "short_side=32",
-    "-o",
-    "crop_size=32",
-    "-o",
-    "train_crop=center",
-    "-o",
-    "batch_size=16",
-    "-o",
-    "dropout=0",
-    "-o",
-    "epochs=12",
-    "-o",
-    r#"optimizer={"name":"adamw","lr":0.002,"weight_decay":0.0001}"#,
-    "-o",
-    r#"schedule={"name":"cosine","base_lr":0.002,"epochs":12}"#,
-    "--seed",
-    "3",
-];
+fn budget() -> Vec<String> {
+    learning_args(&["frames=8", "base_width=16"], 12, 0.002, 3)
+}
 
 #[test]
 fn tsm_learns_temporal_order_and_tsn_cannot() {
     let d = tempfile::tempdir().unwrap();
     synth(d.path(), "left,right,up,down", "150", "32x32", "1");
-    let tsm = vtrain(d.path(), "tsm_r18", "tsm", &BUDGET);
-    let tsn = vtrain(d.path(), "tsn_r18", "tsn", &BUDGET);
+    let tsm = vtrain_synth(d.path(), "tsm_r18", "tsm", &budget());
+    let tsn = vtrain_synth(d.path(), "tsn_r18", "tsn", &budget());
     let (a, b) = (tsm["best_val_top1"].as_f64().unwrap(), tsn["best_val_top1"].as_f64().unwrap());
     eprintln!("validation top-1 after the same budget: TSM {a:.3}, TSN {b:.3} (chance 0.25)");
     assert!(a >= 0.9, "TSM reached only {a}");
@@ -84,13 +41,13 @@ fn resuming_gives_the_same_weights_as_an_uninterrupted_run() {
         "--seed",
         "5",
     ]);
-    vtrain(d.path(), "tsm_r18", "straight", &common);
+    vtrain_synth(d.path(), "tsm_r18", "straight", &common);
     let mut first: Vec<&str> = common.to_vec();
     first.extend(["--stop-after", "2"]);
-    vtrain(d.path(), "tsm_r18", "split", &first);
+    vtrain_synth(d.path(), "tsm_r18", "split", &first);
     let mut second: Vec<&str> = common.to_vec();
     second.push("--resume");
-    vtrain(d.path(), "tsm_r18", "split", &second);
+    vtrain_synth(d.path(), "tsm_r18", "split", &second);
     assert_same_tensors(
         &d.path().join("straight/last.safetensors"),
         &d.path().join("split/last.safetensors"),

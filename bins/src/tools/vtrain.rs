@@ -18,6 +18,11 @@ Examples:
   vtrain --arch tsm_r18 --train-list synth/train.list --val-list synth/val.list --out runs/tsm \\
       -o frames=8 -o base_width=16 -o short_side=64 -o crop_size=64 -o epochs=12 -o optimizer.lr=0.05
 
+  # a 3D CNN with pytorchvideo's structure, shallower and narrower: Slow with ResNet-18's
+  # blocks per stage at a quarter width, sampled densely as the zoo's slow_r50 (8 frames every 8)
+  vtrain --arch slow_r50 --train-list synth/train.list --val-list synth/val.list --out runs/slow \
+      -o stage_depths=[2,2,2,2] -o base_width=16 -o short_side=32 -o crop_size=32 -o epochs=8
+
   # a JSON config, any key overridden on the command line (PaddleVideo style)
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 \\
       -o schedule='{\"name\":\"cosine\",\"epochs\":50}' -o label_smoothing=0.1 -j 2

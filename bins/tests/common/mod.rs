@@ -59,6 +59,44 @@ pub fn synth(dir: &Path, classes: &str, per_class: &str, size: &str, seed: &str)
     assert!(o.status.success(), "vsynth: {}", stderr(&o));
 }
 
+/// Runs the real `vtrain` on the vsynth set in `dir/syn` as `arch`, writing to `dir/out`, on one
+/// thread (the learning tests' times assume it), and returns its summary (`best_val_top1`, ...).
+pub fn vtrain_synth(
+    dir: &Path,
+    arch: &str,
+    out: &str,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_vtrain"))
+        .args(["--arch", arch, "--train-list", "syn/train.list", "--val-list", "syn/val.list"])
+        .args(["--out", out, "-q"])
+        .args(extra)
+        .current_dir(dir)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("vtrain runs");
+    assert!(o.status.success(), "vtrain {arch}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("vtrain prints its summary")
+}
+
+/// `vtrain` arguments of a learning test on 32 px vsynth videos: centre crops (no flip, which
+/// would swap left and right), batches of 16, no dropout, AdamW at `lr` (weight decay 1e-4)
+/// with a cosine decay over `epochs`, `--seed seed`; `model` adds the model's own keys
+/// (`frames=8`, `base_width=16`, ...).
+pub fn learning_args(model: &[&str], epochs: usize, lr: f64, seed: u64) -> Vec<String> {
+    let mut keys: Vec<String> = model.iter().map(|k| k.to_string()).collect();
+    keys.extend(
+        ["short_side=32", "crop_size=32", "train_crop=center", "batch_size=16", "dropout=0"]
+            .map(String::from),
+    );
+    keys.push(format!("epochs={epochs}"));
+    keys.push(format!(r#"optimizer={{"name":"adamw","lr":{lr},"weight_decay":0.0001}}"#));
+    keys.push(format!(r#"schedule={{"name":"cosine","base_lr":{lr},"epochs":{epochs}}}"#));
+    let mut args: Vec<String> = keys.into_iter().flat_map(|k| ["-o".to_string(), k]).collect();
+    args.extend(["--seed".to_string(), seed.to_string()]);
+    args
+}
+
 /// `vtrain` overrides for a tiny, fast 2D model on 32 px vsynth videos: 4 frames, an 8-wide
 /// backbone, batches of 4.
 pub const TINY_2D: [&str; 10] = [

@@ -28,6 +28,12 @@ pub struct ModelConfig {
     pub shift_div: usize,
     /// Channels of the first stage (64 in torchvision; smaller for narrow test models).
     pub base_width: usize,
+    /// Blocks per backbone stage of a 3D CNN, replacing the architecture's own (pytorchvideo's
+    /// `_MODEL_STAGE_DEPTH`, [3, 4, 6, 3] for R50; X3D's ⌈depth factor · [1, 2, 5, 3]⌉) with the
+    /// same structure and parameter names: `[2, 2, 2, 2]` and a narrow `base_width` make a Slow
+    /// with ResNet-18's block counts. Absent: the architecture's depths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_depths: Option<[usize; 4]>,
     /// Class names, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
@@ -187,6 +193,7 @@ impl ModelConfig {
             crop_size: 224,
             shift_div: 8,
             base_width: 64,
+            stage_depths: None,
             labels: None,
             aggregate: "softmax".into(),
             multilabel: false,
@@ -253,6 +260,14 @@ impl ModelConfig {
             (None, true) => bail!("{} needs a `sequence` section (modalities, feature_dims, ...)", self.arch),
             (Some(_), false) => bail!("{} takes frames: a `sequence` section does not apply", self.arch),
             (None, false) => {}
+        }
+        if let Some(d) = self.stage_depths {
+            if !Self::is_zoo_arch(&self.arch) {
+                bail!("stage_depths applies to the 3D CNNs (slow_r50, x3d_xs, ...), not {}", self.arch);
+            }
+            if d.contains(&0) {
+                bail!("stage_depths {d:?}: every stage needs at least one block");
+            }
         }
         if let Some(l) = &self.labels {
             if l.len() != self.num_classes {

@@ -1,5 +1,5 @@
-//! Seeded weight initialisation, as torchvision's ResNet does it: convolutions
-//! `kaiming_normal_(mode='fan_out', nonlinearity='relu')`, BatchNorm weight 1 and bias 0, the
+//! Seeded weight initialisation, as torchvision's ResNet does it: convolutions (2D and 3D, as
+//! pytorchvideo's `c2_msra_fill`) `kaiming_normal_(mode='fan_out', nonlinearity='relu')`, BatchNorm weight 1 and bias 0, the
 //! linear classifier PyTorch's default `U(-1/√fan_in, 1/√fan_in)` for weight and bias. Drawn from
 //! our Rng in name order, so the same seed gives the same model on every machine.
 //!
@@ -52,8 +52,9 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
         } else if leaf == "cluster_weights" || leaf == "cluster_weights2" {
             let std = (2.0 / dims[0] as f64).sqrt();
             Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
-        } else if dims.len() == 4 {
-            let fan_out = dims[0] * dims[2] * dims[3];
+        } else if dims.len() == 4 || dims.len() == 5 {
+            // [out, in / groups, (kt,) kh, kw]; 3D convs as pytorchvideo's `c2_msra_fill`.
+            let fan_out = dims[0] * dims[2..].iter().product::<usize>();
             let std = (2.0 / fan_out as f64).sqrt();
             Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
         } else if dims.len() == 2 {
@@ -118,6 +119,37 @@ mod tests {
     use crate::model::{build, ModelConfig};
     use candle_core::{DType, Device};
     use candle_nn::VarBuilder;
+
+    /// The same seed gives the same 3D model, bit for bit. Regression: 3D conv weights kept
+    /// candle's unseeded initialisation, so two training runs with one seed differed.
+    #[test]
+    fn a_seed_fixes_every_weight_of_a_3d_model() {
+        let init = |arch: &str| {
+            let mut cfg = ModelConfig::defaults(arch);
+            (cfg.num_classes, cfg.base_width, cfg.stage_depths) = (2, 8, Some([1, 1, 1, 1]));
+            let varmap = VarMap::new();
+            build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+            init_weights(&varmap, 7).unwrap();
+            let data = varmap.data().lock().unwrap();
+            let mut named: Vec<(String, Vec<f32>)> = data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named
+        };
+        for arch in ["slow_r50", "x3d_xs"] {
+            let (a, b) = (init(arch), init(arch));
+            for ((name, x), (_, y)) in a.iter().zip(&b) {
+                assert_eq!(x, y, "{arch}: {name} differs between two inits with one seed");
+            }
+        }
+        // Slow's first conv_c, 1×1×1 from 8 to 32 channels: kaiming fan-out std √(2/32).
+        let slow = init("slow_r50");
+        let (_, w) = slow.iter().find(|(n, _)| n == "blocks.1.res_blocks.0.branch2.conv_c.weight").unwrap();
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std / (2f32 / 32.0).sqrt() - 1.0).abs() < 0.35, "std {std}");
+    }
 
     /// An untrained PP-TSMv2 in eval mode (BatchNorm on its initial running statistics) still
     /// passes the input through: with torch's fan-out init its depthwise convs shrank the

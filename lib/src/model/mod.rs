@@ -271,19 +271,22 @@ mod timing {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    /// `cargo test -p vidkit --lib timing -- --ignored --nocapture`: where a training step goes.
+    /// `cargo test -p vidkit --lib timing -- --ignored --nocapture`: where a training step goes
+    /// (`VK_ARCH`, `VK_WIDTH`, `VK_FRAMES`, `VK_SIDE`, `VK_BATCH` set the model and input).
     #[test]
     #[ignore]
     fn time_small_tsm_step() {
         let arch = std::env::var("VK_ARCH").unwrap_or_else(|_| "tsm_r18".into());
         let mut cfg = ModelConfig::defaults(&arch);
         cfg.num_classes = 4;
-        cfg.base_width = std::env::var("VK_WIDTH").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
-        let batch: usize = std::env::var("VK_BATCH").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+        let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<usize>().ok());
+        cfg.base_width = env("VK_WIDTH").unwrap_or(16);
+        cfg.frames = env("VK_FRAMES").unwrap_or(8);
+        let batch = env("VK_BATCH").unwrap_or(8);
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-        let side: usize = std::env::var("VK_SIDE").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
-        let x = Tensor::randn(0f32, 1., (batch, 8, 3, side, side), &Device::Cpu).unwrap();
+        let side = env("VK_SIDE").unwrap_or(64);
+        let x = Tensor::randn(0f32, 1., (batch, cfg.frames, 3, side, side), &Device::Cpu).unwrap();
         for _ in 0..3 {
             let t = std::time::Instant::now();
             let y = model.forward_t(&x, true).unwrap();

@@ -17,6 +17,9 @@
 //! * C2D and I3D: a (2, 1, 1) max pool after the first stage, which takes a `blocks` index;
 //! * head `blocks.{last}.proj` after average pooling and dropout.
 //!
+//! The config's `stage_depths` replaces the depth's blocks per stage (`create_resnet` knows
+//! only 50, 101 and 152): `[2, 2, 2, 2]` gives a shallow variant with the same names.
+//!
 //! The hub's head pools with a fixed kernel ((8, 7, 7) for Slow, (4, 7, 7) for the others) made
 //! to cover the whole feature map at the zoo input, followed by a global average of the
 //! projected map; here the head pools globally, which is the same at the zoo input and defined at
@@ -245,6 +248,15 @@ impl ResNet3dOptions {
     }
 }
 
+/// Blocks per stage of a model of `depth`: the config's `stage_depths` where set, else
+/// pytorchvideo's for the depth.
+pub fn config_stage_depths(config: &ModelConfig, depth: usize) -> Result<[usize; 4]> {
+    match config.stage_depths.or_else(|| stage_depths(depth)) {
+        Some(d) => Ok(d),
+        None => candle_core::bail!("{}: no ResNet of depth {depth}", config.arch),
+    }
+}
+
 /// pytorchvideo `ResBlock` with a `BottleneckBlock` branch.
 #[derive(Clone, Debug)]
 pub struct Bottleneck3d {
@@ -398,9 +410,7 @@ pub struct ResNet3d {
 
 impl ResNet3d {
     pub fn new(config: ModelConfig, spec: &ResNet3dSpec, vb: VarBuilder) -> Result<Self> {
-        let Some(depths) = stage_depths(spec.depth) else {
-            candle_core::bail!("no ResNet-3D of depth {}", spec.depth)
-        };
+        let depths = config_stage_depths(&config, spec.depth)?;
         let opts = ResNet3dOptions::from_config(&config)?;
         let non_local = opts.non_local_flags(&config.arch, &depths)?;
         let nl_cfg = opts.non_local_cfg.clone().unwrap_or_default();
@@ -479,10 +489,78 @@ impl ResNet3d {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::{build, ModelConfig};
+pub(crate) mod tests {
+    use crate::model::{build, ModelConfig};
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
+    use std::collections::BTreeMap;
+
+    /// Shapes of a freshly built model's parameters by name.
+    pub fn param_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<usize>> {
+        let varmap = VarMap::new();
+        build(cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        let data = varmap.data().lock().unwrap();
+        data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect()
+    }
+
+    /// Blocks in each stage `blocks.{s}.{within}res_blocks.{j}`, for s in `stages`.
+    pub fn blocks_per_stage(
+        shapes: &BTreeMap<String, Vec<usize>>,
+        within: &str,
+        stages: [usize; 4],
+    ) -> [usize; 4] {
+        stages.map(|s| {
+            let prefix = format!("blocks.{s}.{within}res_blocks.");
+            let mut ids: Vec<&str> =
+                shapes.keys().filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()).collect();
+            ids.dedup();
+            ids.len()
+        })
+    }
+
+    #[test]
+    fn stage_depths_make_a_shallow_slow_with_pytorchvideo_names() {
+        let mut cfg = ModelConfig::defaults("slow_r50");
+        cfg.num_classes = 4;
+        cfg.base_width = 16;
+        let full = param_shapes(&cfg);
+        assert_eq!(blocks_per_stage(&full, "", [1, 2, 3, 4]), [3, 4, 6, 3]);
+        cfg.stage_depths = Some([2, 2, 2, 2]);
+        let s = param_shapes(&cfg);
+        assert_eq!(blocks_per_stage(&s, "", [1, 2, 3, 4]), [2, 2, 2, 2]);
+        // Widths follow base_width: stem 16, stage outputs 64/128/256/512 (inner a quarter).
+        assert_eq!(s["blocks.0.conv.weight"], [16, 3, 1, 7, 7]);
+        assert_eq!(s["blocks.1.res_blocks.0.branch2.conv_a.weight"], [16, 16, 1, 1, 1]);
+        assert_eq!(s["blocks.1.res_blocks.1.branch2.conv_c.weight"], [64, 16, 1, 1, 1]);
+        assert_eq!(s["blocks.3.res_blocks.0.branch2.conv_a.weight"], [64, 128, 3, 1, 1]);
+        assert_eq!(s["blocks.4.res_blocks.1.branch2.conv_c.weight"], [512, 128, 1, 1, 1]);
+        assert_eq!(s["blocks.5.proj.weight"], [4, 512]);
+        // Every name of the shallow model is one of the full model's.
+        assert!(s.keys().all(|k| full.contains_key(k)));
+
+        let mut sf = ModelConfig::defaults("slowfast_r50");
+        (sf.num_classes, sf.base_width, sf.stage_depths) = (4, 16, Some([1, 2, 1, 1]));
+        let s = param_shapes(&sf);
+        for pathway in ["multipathway_blocks.0.", "multipathway_blocks.1."] {
+            assert_eq!(blocks_per_stage(&s, pathway, [1, 2, 3, 4]), [1, 2, 1, 1], "{pathway}");
+        }
+    }
+
+    #[test]
+    fn stage_depths_are_checked() {
+        let mut cfg = ModelConfig::defaults("slow_r50");
+        let err = cfg.apply_overrides(&["stage_depths=[2,0,2,2]".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("every stage needs at least one block"), "{err:#}");
+        let mut cfg = ModelConfig::defaults("slow_r50");
+        let err = cfg.apply_overrides(&["stage_depths=[2,2,2]".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("expected an array of length 4"), "{err:#}");
+        let mut cfg = ModelConfig::defaults("tsm_r18");
+        let err = cfg.apply_overrides(&["stage_depths=[2,2,2,2]".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("stage_depths applies to the 3D CNNs"), "{err:#}");
+        // Absent, the key stays out of the model file's config.
+        let json = serde_json::to_value(ModelConfig::defaults("slow_r50")).unwrap();
+        assert!(json.get("stage_depths").is_none());
+    }
 
     fn narrow(arch: &str, overrides: &[&str]) -> (super::super::Model, VarMap) {
         let mut cfg = ModelConfig::defaults(arch);

@@ -24,7 +24,7 @@
 //! the whole maps there; here they pool globally.
 
 use super::resnet3d::{
-    global_pool, res_stage, stage_depths, to_channels_first, Bottleneck3d, ConvB, ConvBn3d,
+    config_stage_depths, global_pool, res_stage, to_channels_first, Bottleneck3d, ConvB, ConvBn3d,
 };
 use super::ModelConfig;
 use crate::nn::max_pool3d;
@@ -92,7 +92,7 @@ pub struct SlowFast {
 
 impl SlowFast {
     pub fn new(config: ModelConfig, depth: usize, fusion_kernel: usize, vb: VarBuilder) -> Result<Self> {
-        let Some(depths) = stage_depths(depth) else { candle_core::bail!("no SlowFast of depth {depth}") };
+        let depths = config_stage_depths(&config, depth)?;
         let opts = SlowFastOptions::from_config(&config)?;
         let alpha = opts.alpha.unwrap_or(ALPHA);
         let fusion_kernel = opts.fusion_kernel.unwrap_or(fusion_kernel);

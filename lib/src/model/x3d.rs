@@ -4,9 +4,10 @@
 //! * `blocks.0`: stem `conv.conv_t` (1, 3, 3) stride (1, 2, 2) then `conv.conv_xy`, a depthwise
 //!   (5, 1, 1) temporal conv (the names are pytorchvideo's, swapped as they are there), `norm`, ReLU;
 //! * `blocks.1-4`: stages of widths 24/48/96/192 (width factor 2), ⌈depth_factor · [1, 2, 5, 3]⌉
-//!   blocks; each block `branch2.conv_a` 1×1×1 → `norm_a` → ReLU → `conv_b` depthwise 3×3×3
-//!   (spatial stride 2 on a stage's first block) → `norm_b.0` → squeeze-excitation `norm_b.1`
-//!   (even-numbered blocks, reduction `round_width(inner, 1/16)`) → swish → `conv_c` → `norm_c`;
+//!   blocks (or the config's `stage_depths`); each block `branch2.conv_a` 1×1×1 → `norm_a` →
+//!   ReLU → `conv_b` depthwise 3×3×3 (spatial stride 2 on a stage's first block) → `norm_b.0` →
+//!   squeeze-excitation `norm_b.1` (even-numbered blocks, reduction `round_width(inner, 1/16)`)
+//!   → swish → `conv_c` → `norm_c`;
 //!   shortcut `branch1_conv` on the first block, `branch1_norm` only where the width changes;
 //!   ReLU after the sum;
 //! * head `blocks.5`: `pool.pre_conv` 1×1×1 → `pool.pre_norm` → ReLU → average pool →
@@ -144,7 +145,8 @@ pub struct X3d {
 }
 
 impl X3d {
-    /// `config.base_width` is the stem's output width (24 in the hub models, `round_width(12, 2)`).
+    /// `config.base_width` is the stem's output width (24 in the hub models, `round_width(12, 2)`);
+    /// the stages' widths scale with it (8 gives 8/16/32/64 for the hub's 24/48/96/192).
     pub fn new(config: ModelConfig, depth_factor: f64, vb: VarBuilder) -> Result<Self> {
         let blocks = vb.pp("blocks");
         let stem_out = config.base_width;
@@ -158,13 +160,15 @@ impl X3d {
         let mut cin = stem_out;
         let mut stages = Vec::new();
         let mut inner = 0;
-        for (i, base_depth) in [1usize, 2, 5, 3].into_iter().enumerate() {
+        let depths = config
+            .stage_depths
+            .unwrap_or([1usize, 2, 5, 3].map(|d| (depth_factor * d as f64).ceil() as usize));
+        for (i, depth) in depths.into_iter().enumerate() {
             if i > 0 {
                 dim = round_width(dim, 2.0, 8);
             }
             let cout = round_width(dim, 2.0, 8);
             inner = (2.25 * cout as f64) as usize;
-            let depth = (depth_factor * base_depth as f64).ceil() as usize;
             let sv = blocks.pp((i + 1).to_string()).pp("res_blocks");
             let mut stage = Vec::new();
             for j in 0..depth {
@@ -211,6 +215,28 @@ impl X3d {
 
 #[cfg(test)]
 mod tests {
+    use crate::model::resnet3d::tests::{blocks_per_stage, param_shapes};
+    use crate::model::ModelConfig;
+
+    #[test]
+    fn base_width_and_stage_depths_scale_x3d() {
+        let mut cfg = ModelConfig::defaults("x3d_xs");
+        cfg.num_classes = 4;
+        let hub = param_shapes(&cfg);
+        assert_eq!(blocks_per_stage(&hub, "", [1, 2, 3, 4]), [3, 5, 11, 7]);
+        assert_eq!(hub["blocks.4.res_blocks.0.branch2.conv_c.weight"], [192, 432, 1, 1, 1]);
+        (cfg.base_width, cfg.stage_depths) = (8, Some([1, 2, 2, 1]));
+        let s = param_shapes(&cfg);
+        assert_eq!(blocks_per_stage(&s, "", [1, 2, 3, 4]), [1, 2, 2, 1]);
+        // Stage widths 8/16/32/64, inner 2.25×, the head's 2048 as in the hub model.
+        for (stage, (cout, inner)) in [(8, 18), (16, 36), (32, 72), (64, 144)].into_iter().enumerate() {
+            let name = format!("blocks.{}.res_blocks.0.branch2.conv_c.weight", stage + 1);
+            assert_eq!(s[&name], [cout, inner, 1, 1, 1], "{name}");
+        }
+        assert_eq!(s["blocks.5.pool.post_conv.weight"], [2048, 144, 1, 1, 1]);
+        assert!(s.keys().all(|k| hub.contains_key(k)));
+    }
+
     #[test]
     fn round_width_matches_pytorchvideo() {
         // Values computed by pytorchvideo.layers.utils.round_width.
