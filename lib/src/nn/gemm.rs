@@ -89,7 +89,7 @@ const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = 144;
-const NC: usize = 2048;
+const NC: usize = 1024;
 
 /// Below this many multiply-adds one thread does the whole product (thread hand-off costs more).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
@@ -293,7 +293,17 @@ fn partition(m: usize, n: usize, threads: usize) -> Vec<((usize, usize), (usize,
     if threads <= 1 {
         return vec![((0, m), (0, n))];
     }
-    if n.div_ceil(NR) >= 4 * threads || n.div_ceil(NR) >= m.div_ceil(MR) {
+    // Every part packs all of the operand it does not split: split columns (each part packs all
+    // of A, m × k) when that is the smaller duplicate, rows (each packs all of B, k × n) otherwise.
+    let (col_units, row_units) = (n.div_ceil(NR), m.div_ceil(MR));
+    let by_cols = if row_units < 2 * threads {
+        true
+    } else if col_units < 2 * threads {
+        false
+    } else {
+        n >= m
+    };
+    if by_cols {
         split(n, NR).into_iter().map(|cols| ((0, m), cols)).collect()
     } else {
         split(m, MR).into_iter().map(|rows| (rows, (0, n))).collect()
@@ -347,27 +357,37 @@ fn pack_a(a: &MatRef, i0: usize, mc: usize, p0: usize, kc: usize, scale: Option<
 
 /// Packs columns `j0..j0+nc` of a K block (`kc` rows) of B into `NR`-column panels, k-major
 /// inside a panel (`NR` values per k), zero columns past the end. Columns go in runs: `run_at(col,
-/// left)` says how many columns from `col` on (at most `left`) `copy(panel, j, col, run)` can
-/// fill at once, writing `panel[kk * NR + j..][..run]` for every kk.
+/// left)` says how many columns from `col` on (at most `left`) one `copy(kk, col, dst)` fills
+/// (`dst.len()` of them) for row `kk`. Rows are the outer loop so the reads stream along B's rows
+/// (a run of columns is contiguous in memory, the next row is far away).
 fn pack_panels(
     kc: usize,
     j0: usize,
     nc: usize,
     out: &mut [f32],
     run_at: impl Fn(usize, usize) -> usize,
-    mut copy: impl FnMut(&mut [f32], usize, usize, usize),
+    copy: impl Fn(usize, usize, &mut [f32]),
 ) {
-    for (panel, dst) in out.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
+    let panels = nc.div_ceil(NR);
+    // (offset of the run in its panel's first row, first column, length)
+    let mut runs = Vec::with_capacity(panels * 2);
+    for panel in 0..panels {
         let c0 = j0 + panel * NR;
         let cols = NR.min(j0 + nc - c0);
         if cols < NR {
-            dst.fill(0.0);
+            out[panel * NR * kc..(panel + 1) * NR * kc].fill(0.0);
         }
         let mut j = 0;
         while j < cols {
             let run = run_at(c0 + j, cols - j);
-            copy(dst, j, c0 + j, run);
+            runs.push((panel * NR * kc + j, c0 + j, run));
             j += run;
+        }
+    }
+    for kk in 0..kc {
+        for &(at, col, run) in &runs {
+            let start = at + kk * NR;
+            copy(kk, col, &mut out[start..start + run]);
         }
     }
 }
@@ -376,19 +396,13 @@ fn pack_panels(
 /// cs = 1.
 fn pack_b_mat(b: &MatRef, cols_map: &Columns, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     let run_at = |col: usize, left: usize| left.min(cols_map.per - col % cols_map.per);
-    pack_panels(kc, j0, nc, out, run_at, |dst, j, col, run| {
-        let base = p0 * b.rs + cols_map.b_off(col, b.cs);
+    pack_panels(kc, j0, nc, out, run_at, |kk, col, dst| {
+        let base = (p0 + kk) * b.rs + cols_map.b_off(col, b.cs);
         if b.cs == 1 {
-            for kk in 0..kc {
-                let src = base + kk * b.rs;
-                dst[kk * NR + j..kk * NR + j + run].copy_from_slice(&b.data[src..src + run]);
-            }
+            dst.copy_from_slice(&b.data[base..base + dst.len()]);
         } else {
-            for jj in 0..run {
-                let col_base = base + jj * b.cs;
-                for kk in 0..kc {
-                    dst[kk * NR + j + jj] = b.data[col_base + kk * b.rs];
-                }
+            for (q, v) in dst.iter_mut().enumerate() {
+                *v = b.data[base + q * b.cs];
             }
         }
     });
@@ -401,7 +415,7 @@ fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) 
     }
 }
 
-/// `pack_panels` for a convolution's implicit column matrix: each run of output columns along one
+/// `pack_panels` for a convolution's implicit column matrix: a run of output columns along one
 /// output row (same image, t, h) reads, per tap row, a strided run of one input row.
 fn pack_b_conv(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     let g = &x.g;
@@ -412,8 +426,7 @@ fn pack_b_conv(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mu
     let taps = kt * kh * kw;
     let vol = it * ih * iw;
     let (sw, dlw, pw) = (g.stride[2] as isize, g.dilation[2] as isize, g.pad[2] as isize);
-    // Per row of the block: the input plane offset and the tap's (t, h, w) offsets, decoded once
-    // per call rather than once per run of columns.
+    // Per row of the block: the input plane offset and the tap's (t, h, w) offsets, decoded once.
     let mut rows = [(0usize, 0isize, 0isize, 0isize); KC];
     for (kk, r) in rows.iter_mut().enumerate().take(kc) {
         let (c, tap) = ((p0 + kk) / taps, (p0 + kk) % taps);
@@ -426,29 +439,27 @@ fn pack_b_conv(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mu
         );
     }
     let run_at = |col: usize, left: usize| left.min(ow - col % ow);
-    pack_panels(kc, j0, nc, out, run_at, |dst, j, col, run| {
+    pack_panels(kc, j0, nc, out, run_at, |kk, col, d| {
+        let (plane, dt, dh, dw) = rows[kk];
         let (n, pos) = (col / p, col % p);
         let (t, rest) = (pos / (oh * ow), pos % (oh * ow));
         let (h, w0) = (rest / ow, rest % ow);
-        let image = &x.x[n * g.c * vol..(n + 1) * g.c * vol];
-        let (t0, h0, w0) = ((t * g.stride[0]) as isize, (h * g.stride[1]) as isize, w0 as isize * sw);
-        for (kk, &(plane, ot_, oh_, ow_)) in rows[..kc].iter().enumerate() {
-            let d = &mut dst[kk * NR + j..kk * NR + j + run];
-            let (ti, hi) = (t0 + ot_, h0 + oh_);
-            if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
-                d.fill(0.0);
-                continue;
-            }
-            let src_row = &image[plane + (ti as usize * ih + hi as usize) * iw..][..iw];
-            // Input column of output column w: w·sw + dw·dil − pad.
-            let first = w0 + ow_;
-            if sw == 1 && first >= 0 && first + run as isize <= iw as isize {
-                d.copy_from_slice(&src_row[first as usize..first as usize + run]);
-            } else {
-                for (q, v) in d.iter_mut().enumerate() {
-                    let xi = first + q as isize * sw;
-                    *v = if xi >= 0 && xi < iw as isize { src_row[xi as usize] } else { 0.0 };
-                }
+        let ti = (t * g.stride[0]) as isize + dt;
+        let hi = (h * g.stride[1]) as isize + dh;
+        if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
+            d.fill(0.0);
+            return;
+        }
+        let src_row = &x.x[(n * g.c) * vol + plane + (ti as usize * ih + hi as usize) * iw..][..iw];
+        // Input column of output column w: w·sw + dw·dil − pad.
+        let first = w0 as isize * sw + dw;
+        let run = d.len();
+        if sw == 1 && first >= 0 && first + run as isize <= iw as isize {
+            d.copy_from_slice(&src_row[first as usize..first as usize + run]);
+        } else {
+            for (q, v) in d.iter_mut().enumerate() {
+                let xi = first + q as isize * sw;
+                *v = if xi >= 0 && xi < iw as isize { src_row[xi as usize] } else { 0.0 };
             }
         }
     });
