@@ -399,13 +399,23 @@ fn pack_b_mat(b: &MatRef, cols_map: &Columns, p0: usize, kc: usize, j0: usize, n
     pack_panels(kc, j0, nc, out, run_at, |kk, col, dst| {
         let base = (p0 + kk) * b.rs + cols_map.b_off(col, b.cs);
         if b.cs == 1 {
-            dst.copy_from_slice(&b.data[base..base + dst.len()]);
+            copy_run(dst, &b.data[base..base + dst.len()]);
         } else {
             for (q, v) in dst.iter_mut().enumerate() {
                 *v = b.data[base + q * b.cs];
             }
         }
     });
+}
+
+/// `dst.copy_from_slice(src)`, inlined as vector moves for a whole panel row (a `memmove` call
+/// per 128 bytes cost more than the copy).
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
+    }
 }
 
 fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
@@ -455,7 +465,7 @@ fn pack_b_conv(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mu
         let first = w0 as isize * sw + dw;
         let run = d.len();
         if sw == 1 && first >= 0 && first + run as isize <= iw as isize {
-            d.copy_from_slice(&src_row[first as usize..first as usize + run]);
+            copy_run(d, &src_row[first as usize..first as usize + run]);
         } else {
             for (q, v) in d.iter_mut().enumerate() {
                 let xi = first + q as isize * sw;
