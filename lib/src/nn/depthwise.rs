@@ -1,9 +1,8 @@
 //! Depthwise 2D convolution (`groups` = channels, one k×k filter per channel), as PP-LCNetV2
-//! uses: a sum over the k² taps of strided views of the zero-padded input, each scaled by its
-//! per-channel weight. Built from candle ops that all have a backward; for the small kernels
-//! (3, 5) and channel counts of mobile nets this beats a per-group GEMM.
+//! uses: the direct depthwise kernel of `conv3d.rs` over a single frame (forward and backward
+//! are one pass each; as a GEMM it would be C products of one row).
 
-use super::Conv2d;
+use super::{Conv2d, Conv3d, Conv3dConfig};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -24,29 +23,14 @@ impl DepthwiseConv2d {
     }
 
     /// [N, C, H, W] → [N, C, H', W'] (no bias, dilation 1).
+    /// Through the direct depthwise 3D kernel (one frame, (1, k, k) window), whose forward and
+    /// backward are single passes; shifted views multiplied tap by tap cost a full tensor each.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let Conv2d { weight, kernel: k, stride: s, padding: p } = &self.0;
-        let (k, s, p) = (*k, *s, *p);
-        let (oh, ow) = self.0.output_size(h, w);
-        // Pad so that every tap's strided view has exactly s·oh rows and s·ow columns.
-        let (ph, pw) = ((k - 1 + s * oh).saturating_sub(h + p), (k - 1 + s * ow).saturating_sub(w + p));
-        let xp = x.pad_with_zeros(2, p, ph)?.pad_with_zeros(3, p, pw)?.contiguous()?;
-        let weight = weight.reshape((c, k * k))?;
-        let mut out: Option<Tensor> = None;
-        for dy in 0..k {
-            for dx in 0..k {
-                let rows = xp.narrow(2, dy, s * oh)?.reshape((n, c, oh, s, xp.dim(3)?))?.narrow(3, 0, 1)?;
-                let view = rows.narrow(4, dx, s * ow)?.reshape((n, c, oh, ow, s))?.narrow(4, 0, 1)?;
-                let tap = weight.narrow(1, dy * k + dx, 1)?.reshape((1, c, 1, 1))?;
-                let term = view.reshape((n, c, oh, ow))?.broadcast_mul(&tap)?;
-                out = Some(match out {
-                    None => term,
-                    Some(acc) => (acc + term)?,
-                });
-            }
-        }
-        Ok(out.expect("kernel >= 1"))
+        let c = x.dim(1)?;
+        let Conv2d { weight, kernel: _, stride: s, padding: p } = &self.0;
+        let cfg = Conv3dConfig { stride: [1, *s, *s], padding: [0, *p, *p], groups: c, ..Default::default() };
+        let conv = Conv3d { weight: weight.unsqueeze(2)?, bias: None, cfg };
+        conv.forward(&x.unsqueeze(2)?)?.squeeze(2)
     }
 }
 
