@@ -37,7 +37,11 @@
 //!   `nn.Sequential`, `res_blocks.{j}.0.branch2...` and `res_blocks.{j}.1.conv_theta...`
 //!   (`scripts/export_zoo_parity.py --non-local` builds it so);
 //! * `stem_stride_t`, `stem_pool_stride_t`: temporal strides of the stem conv and of its max
-//!   pool (mmaction2 `conv1_stride_t`, `pool1_stride_t`; 2 and 2 in its I3D).
+//!   pool (mmaction2 `conv1_stride_t`, `pool1_stride_t`; 2 and 2 in its I3D);
+//! * `bn_eps`: the epsilon of every BN of the stem, the residual blocks and the shortcuts
+//!   (PyTorch's 1e-5 when absent; mmaction2's ResNet3dCSN builds its norms with 1e-3,
+//!   resnet3d_csn.py L120). The non-local blocks' norm keeps 1e-5, as mmcv builds it from
+//!   `non_local_cfg`, not from the backbone's `norm_cfg`.
 
 use super::ModelConfig;
 use crate::nn::{
@@ -216,15 +220,21 @@ pub struct ResNet3dOptions {
     pub stem_stride_t: Option<usize>,
     /// Temporal stride of the stem's max pool (mmaction2 `pool1_stride_t`); 1 when absent.
     pub stem_pool_stride_t: Option<usize>,
+    /// Epsilon of the backbone's BNs (not the non-local blocks'); PyTorch's 1e-5 when absent.
+    pub bn_eps: Option<f64>,
 }
 
 impl ResNet3dOptions {
-    pub const KEYS: [&'static str; 4] = ["non_local", "non_local_cfg", "stem_stride_t", "stem_pool_stride_t"];
+    pub const KEYS: [&'static str; 5] =
+        ["non_local", "non_local_cfg", "stem_stride_t", "stem_pool_stride_t", "bn_eps"];
 
     pub fn from_config(config: &ModelConfig) -> Result<Self> {
         let opts: Self = config.extra_options(&Self::KEYS)?;
         if opts.stem_stride_t == Some(0) || opts.stem_pool_stride_t == Some(0) {
             candle_core::bail!("{}: stem_stride_t and stem_pool_stride_t must be positive", config.arch);
+        }
+        if opts.bn_eps.is_some_and(|e| !(e > 0.0 && e.is_finite())) {
+            candle_core::bail!("{}: bn_eps must be positive", config.arch);
         }
         if opts.non_local_cfg.is_some() && opts.non_local.is_none() {
             candle_core::bail!("{}: non_local_cfg is set but no block has non_local", config.arch);
@@ -327,6 +337,14 @@ impl Bottleneck3d {
         })
     }
 
+    /// Sets the epsilon of the block's BNs (its non-local block's excepted).
+    fn set_bn_eps(&mut self, eps: f64) {
+        let convs = [Some(&mut self.a), self.b_t.as_mut(), Some(&mut self.b), Some(&mut self.c)];
+        for cb in convs.into_iter().chain([self.branch1.as_mut()]).flatten() {
+            cb.bn.eps = eps;
+        }
+    }
+
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = self.a.forward_act(x, train, None, true)?;
         if let Some(t) = &self.b_t {
@@ -416,7 +434,7 @@ impl ResNet3d {
         let nl_cfg = opts.non_local_cfg.clone().unwrap_or_default();
         let width = config.base_width;
         let blocks = vb.pp("blocks");
-        let stem = ConvBn3d::new(
+        let mut stem = ConvBn3d::new(
             3,
             width,
             spec.stem_kernel,
@@ -443,6 +461,10 @@ impl ResNet3d {
             )?);
             cin = cout;
             cout *= 2;
+        }
+        if let Some(eps) = opts.bn_eps {
+            stem.bn.eps = eps;
+            stages.iter_mut().flatten().for_each(|b| b.set_bn_eps(eps));
         }
         let proj = candle_nn::linear(cin, config.num_classes, blocks.pp(head_idx.to_string()).pp("proj"))?;
         Ok(Self {
@@ -619,6 +641,36 @@ pub(crate) mod tests {
         }
     }
 
+    /// `bn_eps` reaches every BN of the stem, the blocks (R(2+1)D's inner one too) and the
+    /// shortcuts; without it they keep PyTorch's 1e-5.
+    #[test]
+    fn bn_eps_sets_every_backbone_norm() {
+        let eps_of = |m: &super::ResNet3d| -> Vec<f64> {
+            let mut e = vec![m.stem.bn.eps];
+            for b in m.stages.iter().flatten() {
+                let convs = [Some(&b.a), b.b_t.as_ref(), Some(&b.b), Some(&b.c), b.branch1.as_ref()];
+                e.extend(convs.into_iter().flatten().map(|cb| cb.bn.eps));
+            }
+            e
+        };
+        for arch in ["csn_r101", "r2plus1d_r50"] {
+            let (super::super::Model::ResNet3d(plain), _) = narrow(arch, &["stage_depths=[1,2,1,1]"]) else {
+                panic!("{arch} is a ResNet3d")
+            };
+            assert!(eps_of(&plain).iter().all(|e| *e == 1e-5), "{arch}");
+            let (super::super::Model::ResNet3d(m), _) =
+                narrow(arch, &["stage_depths=[1,2,1,1]", "bn_eps=0.001"])
+            else {
+                panic!("{arch} is a ResNet3d")
+            };
+            let eps = eps_of(&m);
+            // stem, 5 blocks of conv_a/b/c (+ conv_b's temporal norm in R(2+1)D), 4 shortcuts
+            let per_block = if arch == "csn_r101" { 3 } else { 4 };
+            assert_eq!(eps.len(), 1 + 5 * per_block + 4, "{arch}");
+            assert!(eps.iter().all(|e| *e == 1e-3), "{arch}: {eps:?}");
+        }
+    }
+
     #[test]
     fn bad_options_are_refused() {
         let mut cfg = ModelConfig::defaults("slow_r50");
@@ -641,5 +693,7 @@ pub(crate) mod tests {
             "non_local_cfg.mode=gaussian",
         ]);
         assert!(e.contains("unknown variant `gaussian`"), "{e}");
+        let e = build_err(&["bn_eps=0"]);
+        assert!(e.contains("bn_eps must be positive"), "{e}");
     }
 }

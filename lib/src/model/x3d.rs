@@ -16,6 +16,12 @@
 //! The hub head ends in a softmax in eval mode; here the model outputs logits (test-time
 //! aggregation applies the softmax). Its average pool has a kernel fixed for the zoo input,
 //! covering the whole map there; here it pools globally (the same at the zoo input).
+//!
+//! Option (config key, absent = the hub's structure), for mmaction2's X3D
+//! (mmaction/models/backbones/x3d.py): `shortcut_norm_always` puts a `branch1_norm` after every
+//! `branch1_conv`, as mmaction2's `downsample` ConvModule always has its BN (L389-400), where
+//! pytorchvideo's `create_x3d_res_block` has one only where the width changes; the two differ in
+//! the first block of stage 1, which strides without widening.
 
 use super::resnet3d::{conv3d as conv, global_pool, to_channels_first, ConvBn3d};
 use super::ModelConfig;
@@ -23,6 +29,7 @@ use crate::nn::{batch_norm2d, BatchNorm2d, Conv3d};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
+use serde::Deserialize;
 
 /// pytorchvideo `round_width` (layers/utils.py): width × multiplier to a multiple of `divisor`.
 fn round_width(width: usize, multiplier: f64, divisor: usize) -> usize {
@@ -40,6 +47,21 @@ pub fn x3d_depth_factor(arch: &str) -> Option<f64> {
         "x3d_xs" | "x3d_s" | "x3d_m" => Some(2.2),
         "x3d_l" => Some(5.0),
         _ => None,
+    }
+}
+
+/// The X3D options a config may carry (keys of its `extra` map; see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct X3dOptions {
+    pub shortcut_norm_always: Option<bool>,
+}
+
+impl X3dOptions {
+    pub const KEYS: [&'static str; 1] = ["shortcut_norm_always"];
+
+    pub fn from_config(config: &ModelConfig) -> Result<Self> {
+        config.extra_options(&Self::KEYS)
     }
 }
 
@@ -74,12 +96,15 @@ struct X3dBlock {
 }
 
 impl X3dBlock {
+    /// `shortcut_norm_always`: a BN after the shortcut conv wherever there is one (mmaction2),
+    /// else only where the width changes (pytorchvideo).
     fn new(
         cin: usize,
         inner: usize,
         cout: usize,
         stride: [usize; 3],
         se: bool,
+        shortcut_norm_always: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
         let br = vb.pp("branch2");
@@ -97,13 +122,15 @@ impl X3dBlock {
         } else {
             None
         };
+        let projects = cin != cout || stride != one;
+        let normed = cin != cout || (projects && shortcut_norm_always);
         Ok(Self {
-            branch1: if cin != cout || stride != one {
+            branch1: if projects {
                 Some(conv(cin, cout, one, stride, 1, false, vb.pp("branch1_conv"))?)
             } else {
                 None
             },
-            branch1_norm: if cin != cout { Some(batch_norm2d(cout, vb.pp("branch1_norm"))?) } else { None },
+            branch1_norm: if normed { Some(batch_norm2d(cout, vb.pp("branch1_norm"))?) } else { None },
             a: cb(conv(cin, inner, one, one, 1, false, br.pp("conv_a"))?, br.pp("norm_a"), inner)?,
             b: cb(
                 conv(inner, inner, [3, 3, 3], stride, inner, false, br.pp("conv_b"))?,
@@ -148,6 +175,8 @@ impl X3d {
     /// `config.base_width` is the stem's output width (24 in the hub models, `round_width(12, 2)`);
     /// the stages' widths scale with it (8 gives 8/16/32/64 for the hub's 24/48/96/192).
     pub fn new(config: ModelConfig, depth_factor: f64, vb: VarBuilder) -> Result<Self> {
+        let opts = X3dOptions::from_config(&config)?;
+        let shortcut_norm_always = opts.shortcut_norm_always.unwrap_or(false);
         let blocks = vb.pp("blocks");
         let stem_out = config.base_width;
         let s = blocks.pp("0");
@@ -174,7 +203,8 @@ impl X3d {
             for j in 0..depth {
                 let stride = if j == 0 { [1, 2, 2] } else { [1, 1, 1] };
                 let c_in = if j == 0 { cin } else { cout };
-                stage.push(X3dBlock::new(c_in, inner, cout, stride, j % 2 == 0, sv.pp(j.to_string()))?);
+                let (se, vb) = (j % 2 == 0, sv.pp(j.to_string()));
+                stage.push(X3dBlock::new(c_in, inner, cout, stride, se, shortcut_norm_always, vb)?);
             }
             stages.push(stage);
             cin = cout;
@@ -235,6 +265,23 @@ mod tests {
         }
         assert_eq!(s["blocks.5.pool.post_conv.weight"], [2048, 144, 1, 1, 1]);
         assert!(s.keys().all(|k| hub.contains_key(k)));
+    }
+
+    /// pytorchvideo: no BN on stage 1's strided shortcut (24 → 24); mmaction2: a BN on every
+    /// shortcut conv, and nothing else changes.
+    #[test]
+    fn shortcut_norm_always_adds_stage_one_shortcut_norm() {
+        let mut cfg = ModelConfig::defaults("x3d_s");
+        (cfg.num_classes, cfg.base_width) = (4, 8);
+        let hub = param_shapes(&cfg);
+        cfg.apply_overrides(&["shortcut_norm_always=true".into()]).unwrap();
+        let mm = param_shapes(&cfg);
+        let added: Vec<&String> = mm.keys().filter(|k| !hub.contains_key(*k)).collect();
+        let prefix = "blocks.1.res_blocks.0.branch1_norm.";
+        assert_eq!(added.len(), 4, "{added:?}");
+        assert!(added.iter().all(|k| k.starts_with(prefix)), "{added:?}");
+        assert_eq!(mm[&format!("{prefix}weight")], [8]);
+        assert!(hub.keys().all(|k| mm.contains_key(k)));
     }
 
     #[test]
