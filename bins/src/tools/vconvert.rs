@@ -1,5 +1,5 @@
-//! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM/I3D/Slow-only,
-//! pytorchvideo's 3D CNNs, the TSM authors' repository) or a PaddleVideo `.pdparams` (PP-TSM) as a vidkit model file. The work is
+//! `vconvert`: imports a PyTorch checkpoint (torchvision ResNet, mmaction2 TSN/TSM/I3D/Slow-only/
+//! SlowFast/X3D/ir-CSN, pytorchvideo's 3D CNNs, the TSM authors' repository) or a PaddleVideo `.pdparams` (PP-TSM) as a vidkit model file. The work is
 //! `vidkit::model::import_checkpoint`.
 use crate::Outcome;
 use anyhow::{bail, Result};
@@ -42,7 +42,18 @@ backbone.fast_path.*, the laterals backbone.slow_path.conv1_lateral/layerN_later
 as slowfast_r50/r101 (32 frames every 2, slow frames 0, alpha, 2 alpha, ...: slow_frames=stride; \
 laterals without BN: fusion_norm=false; alpha 8 with lateral kernel 5, 4 with kernel 7, as \
 mmaction2's configs pair them, else -o alpha=N; the head's (fast, slow) columns reordered), all \
-with mmaction2's ImageNet mean/std; other mmaction2 3D backbones are refused.
+with mmaction2's ImageNet mean/std. mmaction2's X3D (backbone.conv1_s/conv1_t.*, \
+backbone.layerS.J.conv1-3/se_module/downsample.*, backbone.conv5.*, cls_head.fc1/fc2.*) imports \
+as x3d_xs/s/m/l (BN on every projection shortcut: shortcut_norm_always=true; mean 114.75, std \
+57.38; X3DHead's fc1 must have no bias, as in its configs). mmaction2's ResNet3dCSN with \
+bottleneck_mode='ir' (backbone.layerS.J.conv2.0.conv/bn.*) imports as csn_r101 whatever its \
+depth, 50, 101 or 152 (stage_depths from the names), with BN eps 1e-3 (bn_eps=0.001), 32 frames \
+every 2 and ImageNet mean/std (the Sports-1M and from-scratch configs use mean \
+[110.2008,100.63983,95.99475] and std [58.14765,56.46975,55.332195]: give them with -o). \
+Refused, by name: ip-CSN (conv2.1), which has no vidkit architecture, and ResNet2Plus1d \
+(*.conv.conv_s.*: R18/R34 on basic blocks with every conv a spatial-then-temporal (2+1)D conv, \
+not pytorchvideo's R(2+1)D-50 that r2plus1d_r50 is); a backbone imported as another's \
+architecture is refused naming the ones it imports as.
 
 Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
 stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
@@ -75,8 +86,9 @@ changed with -o key=value, the value parsed as JSON (a bare word is a string); a
 sets one field of an object and keeps the others (-o non_local_cfg.mode=dot_product). Keys: \
 frames, dropout, mean, std, sampler, interval, short_side, crop_size, shift_div, labels (a list of \
 class names), aggregate (softmax or logits), for the ResNet-3Ds non_local, non_local_cfg, \
-stem_stride_t, stem_pool_stride_t, for SlowFast alpha, fusion_kernel, fusion_norm, slow_frames \
-(linspace or stride); num_classes, when given, must agree with the weights.
+stem_stride_t, stem_pool_stride_t, bn_eps, for SlowFast alpha, fusion_kernel, fusion_norm, \
+slow_frames (linspace or stride), for X3D shortcut_norm_always, for the 3D CNNs stage_depths; \
+num_classes, when given, must agree with the weights.
 
 When the names or shapes do not fit the architecture, nothing is written and the one-line error \
 names the file and the first tensor that differs. Exit status: 0 success, 2 any error.";
@@ -99,6 +111,9 @@ Examples:
   # mmaction2's I3D-R50 with dot-product non-local blocks (Kinetics-400, 32 x 2 frames)
   vconvert --arch i3d_r50 -o non_local_cfg.mode=dot_product \\
       i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb.pth i3d_nl.safetensors
+
+  # mmaction2's ir-CSN-R152 (IG65M-pretrained, Kinetics-400): csn_r101 with R152's blocks per stage
+  vconvert --arch csn_r101 ircsn_ig65m-pretrained-r152_8xb12-32x2x1-58e_kinetics400-rgb.pth ircsn.safetensors
 
   # Which architectures can be imported
   vconvert --list-archs";
