@@ -14,6 +14,11 @@ mode on a fixed random clip and writes into OUT:
   logits.npy   float32 [B, classes]
   meta.json    arch, sizes, seed, versions
 
+With --grad it then runs the model in train mode (BatchNorm on batch statistics, dropout off) on
+the same clip and adds train_logits.npy, r.npy (a random cotangent) and grads/<parameter>.npy, the
+gradients of sum(train_logits · r) in float64, with grad_f32_errors.json, torch's own float32
+error per parameter (vidkit's training must be as close).
+
 Non-local variants (--non-local FLAGS, ResNet-3D only): pytorchvideo's ResNets have no place for
 a non-local block, so the script inserts pytorchvideo.layers.nonlocal_net.create_nonlocal(dim_in=C,
 dim_inner=C/2, pool_size=--nl-pool, instantiation=--nl-mode) after each flagged residual block,
@@ -33,10 +38,11 @@ case a directory with x.npy, w.npy, b.npy (convs), r.npy (the cotangent), y.npy,
 gb.npy, and cases.json describing them.
 
 Usage: export_zoo_parity.py --arch slow_r50 --out DIR [--frames 8] [--size 64x80] [--batch 2]
-       [--classes 11] [--seed 0] [--non-local FLAGS [--nl-mode softmax] [--nl-pool 1,1,1]]
+       [--classes 11] [--seed 0] [--non-local FLAGS [--nl-mode softmax] [--nl-pool 1,1,1]] [--grad]
        export_zoo_parity.py --ops --out DIR
 """
 import argparse
+import copy
 import json
 import os
 import warnings
@@ -137,6 +143,8 @@ def export_model(a):
     os.makedirs(a.out, exist_ok=True)
     ckpt = {"model_state": model.state_dict(), "epoch": 196, "cfg": f"{a.arch} parity fixture"}
     torch.save(ckpt, os.path.join(a.out, "model.pyth"))
+    if a.grad:
+        export_train_gradients(a, model, x)
     save(os.path.join(a.out, "input.npy"), x)
     save(os.path.join(a.out, "logits.npy"), logits)
     import pytorchvideo
@@ -221,6 +229,37 @@ def export_ops(a):
         json.dump(cases, f)
 
 
+def export_train_gradients(a, model, x):
+    """Train mode (BatchNorm on batch statistics, dropout off): the logits and the gradient of
+    sum(logits · r) with respect to every parameter, computed in float64 (grads/<name>.npy), and
+    how far torch's own float32 gradients are from them (grad_f32_errors.json: max |Δ| / max |g|
+    per parameter). A deep random network in train mode is ill-conditioned: float32 gradients
+    differ from float64 ones by ~1% here, so the test holds vidkit to torch's own float32 error."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    r = torch.randn(model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous())).shape,
+                    generator=torch.Generator().manual_seed(a.seed + 2))
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        m = copy.deepcopy(model).to(dtype)
+        m.train()
+        logits = m(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous().to(dtype)))
+        (logits * r.to(dtype)).sum().backward()
+        runs[dtype] = (logits, {n: p.grad.double() for n, p in m.named_parameters()})
+    logits, grads = runs[torch.float64]
+    save(os.path.join(a.out, "train_logits.npy"), logits.float())
+    save(os.path.join(a.out, "r.npy"), r)
+    os.makedirs(os.path.join(a.out, "grads"), exist_ok=True)
+    errors = {}
+    for name, g in grads.items():
+        save(os.path.join(a.out, "grads", f"{name}.npy"), g.float())
+        g32 = runs[torch.float32][1][name]
+        errors[name] = float((g32 - g).abs().max() / g.abs().max().clamp_min(1e-30))
+    with open(os.path.join(a.out, "grad_f32_errors.json"), "w") as f:
+        json.dump(errors, f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", help="a pytorchvideo.models.hub name: slow_r50, x3d_xs, ...")
@@ -233,6 +272,7 @@ def main():
     ap.add_argument("--non-local", help="per-stage 0/1 flags, e.g. '0,0,0;0,1,0,1;0,1,0,1,0,1;0,0,0'")
     ap.add_argument("--nl-mode", default="softmax", choices=["softmax", "dot_product"])
     ap.add_argument("--nl-pool", default="1,1,1", help="pytorchvideo pool_size of the non-local blocks")
+    ap.add_argument("--grad", action="store_true", help="also export train-mode gradients")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
