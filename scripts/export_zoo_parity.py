@@ -144,7 +144,7 @@ def export_model(a):
     ckpt = {"model_state": model.state_dict(), "epoch": 196, "cfg": f"{a.arch} parity fixture"}
     torch.save(ckpt, os.path.join(a.out, "model.pyth"))
     if a.grad:
-        export_train_gradients(a, model, x)
+        export_train_gradients(a, model, x, logits.shape)
     save(os.path.join(a.out, "input.npy"), x)
     save(os.path.join(a.out, "logits.npy"), logits)
     import pytorchvideo
@@ -229,7 +229,7 @@ def export_ops(a):
         json.dump(cases, f)
 
 
-def export_train_gradients(a, model, x):
+def export_train_gradients(a, model, x, logits_shape):
     """Train mode (BatchNorm on batch statistics, dropout off): the logits and the gradient of
     sum(logits · r) with respect to every parameter, computed in float64 (grads/<name>.npy), and
     how far torch's own float32 gradients are from them (grad_f32_errors.json: max |Δ| / max |g|
@@ -238,8 +238,7 @@ def export_train_gradients(a, model, x):
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    r = torch.randn(model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous())).shape,
-                    generator=torch.Generator().manual_seed(a.seed + 2))
+    r = torch.randn(logits_shape, generator=torch.Generator().manual_seed(a.seed + 2))
     runs = {}
     for dtype in (torch.float32, torch.float64):
         m = copy.deepcopy(model).to(dtype)

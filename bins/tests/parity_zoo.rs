@@ -118,6 +118,21 @@ fn conv3d_and_pool3d_match_torch_forward_and_backward() {
     }
 }
 
+/// The fixture's `model.pyth` imported with the real `vconvert --arch ARCH -o frames=F` and
+/// `-o` `overrides`, loaded.
+fn import_fixture(fx: &Path, arch: &str, frames: usize, overrides: &[&str]) -> vidkit::model::LoadedModel {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let mut cmd = Command::new(VCONVERT);
+    cmd.args(["--arch", arch, "-o", &format!("frames={frames}")]);
+    for o in overrides {
+        cmd.args(["-o", o]);
+    }
+    let o = cmd.arg(fx.join("model.pyth")).arg(&out).output().expect("vconvert runs");
+    assert!(o.status.success(), "vconvert {arch}: {}", String::from_utf8_lossy(&o.stderr));
+    vidkit::model::load_model(&out, &Device::Cpu).unwrap()
+}
+
 /// Imports the fixture's checkpoint with `vconvert --arch ARCH` and compares eval-mode logits.
 fn parity(arch: &str, frames: usize) {
     parity_variant(arch, frames, "", &[], &[]);
@@ -132,18 +147,7 @@ fn parity_variant(arch: &str, frames: usize, variant: &str, script_args: &[&str]
     let mut args = vec!["--arch", arch, "--frames", &frames_arg, "--size", SIZE, "--classes", &classes_arg];
     args.extend_from_slice(script_args);
     let Some(fx) = fixture(&fname, &args) else { return };
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("m.safetensors");
-    let frames_opt = format!("frames={frames}");
-    let pyth = fx.join("model.pyth");
-    let mut cmd = Command::new(VCONVERT);
-    cmd.args(["--arch", arch, "-o", &frames_opt]);
-    for o in overrides {
-        cmd.args(["-o", o]);
-    }
-    let o = cmd.arg(&pyth).arg(&out).output().expect("vconvert runs");
-    assert!(o.status.success(), "vconvert {arch}: {}", String::from_utf8_lossy(&o.stderr));
-    let loaded = vidkit::model::load_model(&out, &Device::Cpu).unwrap();
+    let loaded = import_fixture(&fx, arch, frames, overrides);
     let cfg = loaded.model.config();
     assert_eq!((cfg.arch.as_str(), cfg.num_classes, cfg.frames), (arch, CLASSES, frames));
     assert_eq!(cfg.sampler, "dense");
@@ -250,16 +254,7 @@ fn gradient_parity(arch: &str, frames: usize) {
     let Some(fx) = fixture(&fname, &args) else { return };
     let torch_f32: std::collections::HashMap<String, f32> =
         serde_json::from_str(&std::fs::read_to_string(fx.join("grad_f32_errors.json")).unwrap()).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("m.safetensors");
-    let o = Command::new(VCONVERT)
-        .args(["--arch", arch, "-o", &format!("frames={frames}"), "-o", "dropout=0"])
-        .arg(fx.join("model.pyth"))
-        .arg(&out)
-        .output()
-        .expect("vconvert runs");
-    assert!(o.status.success(), "vconvert {arch}: {}", String::from_utf8_lossy(&o.stderr));
-    let loaded = vidkit::model::load_model(&out, &Device::Cpu).unwrap();
+    let loaded = import_fixture(&fx, arch, frames, &["dropout=0"]);
     let logits = loaded.model.forward_t(&load(&fx, "input"), true).unwrap();
     let logit_err = rel_err(&logits, &load(&fx, "train_logits"), arch);
     assert!(logit_err <= REL_TOL, "{arch}: train-mode logits differ by {logit_err:e}");
