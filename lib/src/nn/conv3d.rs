@@ -5,8 +5,9 @@
 //! C_out, as X3D and ir-CSN use) run a direct kernel with hand-written backward ops, since as a
 //! GEMM they would be C matrix products of one row each.
 
-use super::vol2col::{f32_slice, par_planes, src, unfold3d, valid_cols, Geometry3d};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use super::depthwise3d::Depthwise3d;
+use super::vol2col::{unfold3d, Geometry3d};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,171 +114,10 @@ impl Conv3d {
     }
 }
 
-/// Runs `f(out_plane, in_plane, taps_of_channel, weight)` style loops of a depthwise 3D window:
-/// for every output row (t, y) and tap, the range of output columns whose input is inside.
-#[inline]
-fn for_each_row<F: FnMut(usize, usize, usize, usize, usize, usize)>(
-    g: &Geometry3d,
-    out: [usize; 3],
-    mut f: F,
-) {
-    let [kt, kh, kw] = g.kernel;
-    let [ot, oh, ow] = out;
-    let [_, h, w] = g.input;
-    for dw in 0..kw {
-        let Some((lo, hi)) = valid_cols(ow, dw, g) else { continue };
-        let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
-        for dt in 0..kt {
-            for t in 0..ot {
-                let Some(it) = src(t, dt, 0, g) else { continue };
-                for dh in 0..kh {
-                    for y in 0..oh {
-                        let Some(iy) = src(y, dh, 1, g) else { continue };
-                        // (tap, output row start + lo, input row start + ix0, count)
-                        let tap = (dt * kh + dh) * kw + dw;
-                        f(tap, (t * oh + y) * ow + lo, (it * h + iy) * w + ix0, hi - lo + 1, 0, 0);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Depthwise 3D convolution (groups = C_in = C_out, weight [C, 1, kt, kh, kw]), direct.
-struct Depthwise3d(Geometry3d);
-/// Its gradient with respect to the input: (grad_out, weight) → grad_in.
-struct Depthwise3dBwdData(Geometry3d);
-/// Its gradient with respect to the weight: (x, grad_out) → grad_weight.
-struct Depthwise3dBwdFilter(Geometry3d);
-
-impl CustomOp2 for Depthwise3d {
-    fn name(&self) -> &'static str {
-        "vidkit-depthwise3d"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let (x, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let out = g.out()?;
-        let (p, vol, taps, s) = (out.iter().product::<usize>(), g.in_volume(), g.taps(), g.stride[2]);
-        let mut y = vec![0f32; g.n * g.c * p];
-        par_planes(&mut y, p, |idx, yp| {
-            let c = idx % g.c;
-            let xp = &x[idx * vol..][..vol];
-            let wc = &wt[c * taps..][..taps];
-            for_each_row(g, out, |tap, o0, i0, len, _, _| {
-                let wv = wc[tap];
-                let yr = &mut yp[o0..o0 + len];
-                if s == 1 {
-                    for (yo, xi) in yr.iter_mut().zip(&xp[i0..i0 + len]) {
-                        *yo += wv * xi;
-                    }
-                } else {
-                    for (j, yo) in yr.iter_mut().enumerate() {
-                        *yo += wv * xp[i0 + j * s];
-                    }
-                }
-            });
-        });
-        Ok((CpuStorage::F32(y), Shape::from(vec![g.n, g.c, out[0], out[1], out[2]])))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let gx = grad.apply_op2(w, Depthwise3dBwdData(self.0))?;
-        let gw = x.apply_op2(&grad, Depthwise3dBwdFilter(self.0))?;
-        Ok((Some(gx), Some(gw)))
-    }
-}
-
-impl CustomOp2 for Depthwise3dBwdData {
-    fn name(&self) -> &'static str {
-        "vidkit-depthwise3d-bwd-data"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let (gy, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let out = g.out()?;
-        let (p, vol, taps, s) = (out.iter().product::<usize>(), g.in_volume(), g.taps(), g.stride[2]);
-        let mut gx = vec![0f32; g.n * g.c * vol];
-        par_planes(&mut gx, vol, |idx, gxp| {
-            let c = idx % g.c;
-            let gyp = &gy[idx * p..][..p];
-            let wc = &wt[c * taps..][..taps];
-            for_each_row(g, out, |tap, o0, i0, len, _, _| {
-                let wv = wc[tap];
-                for (j, go) in gyp[o0..o0 + len].iter().enumerate() {
-                    gxp[i0 + j * s] += wv * go;
-                }
-            });
-        });
-        let [t, h, w] = g.input;
-        Ok((CpuStorage::F32(gx), Shape::from(vec![g.n, g.c, t, h, w])))
-    }
-}
-
-impl CustomOp2 for Depthwise3dBwdFilter {
-    fn name(&self) -> &'static str {
-        "vidkit-depthwise3d-bwd-filter"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.0;
-        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let out = g.out()?;
-        let (p, vol, taps, s) = (out.iter().product::<usize>(), g.in_volume(), g.taps(), g.stride[2]);
-        let mut gw = vec![0f32; g.c * taps];
-        // Parallel over channels; each sums over the batch in f64 to keep long sums accurate.
-        par_planes(&mut gw, taps, |c, gwc| {
-            let mut acc = vec![0f64; taps];
-            for n in 0..g.n {
-                let idx = n * g.c + c;
-                let (xp, gyp) = (&x[idx * vol..][..vol], &gy[idx * p..][..p]);
-                for_each_row(g, out, |tap, o0, i0, len, _, _| {
-                    let mut sum = 0f32;
-                    for (j, go) in gyp[o0..o0 + len].iter().enumerate() {
-                        sum += go * xp[i0 + j * s];
-                    }
-                    acc[tap] += sum as f64;
-                });
-            }
-            for (d, a) in gwc.iter_mut().zip(acc) {
-                *d = a as f32;
-            }
-        });
-        let [kt, kh, kw] = g.kernel;
-        Ok((CpuStorage::F32(gw), Shape::from(vec![g.c, 1, kt, kh, kw])))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::vol2col::src;
     use candle_core::{Device, Var};
 
     /// A direct 7-deep loop over the definition, as the reference for forward values.
@@ -343,6 +183,11 @@ mod tests {
             (6, 6, [3, 3, 3], c([1, 2, 2], [1, 1, 1], [1, 1, 1], 6), [4, 9, 8]),
             (4, 4, [3, 3, 3], c([2, 1, 2], [2, 2, 1], [2, 2, 1], 4), [7, 8, 9]),
             (4, 8, [2, 3, 3], c([1, 1, 1], [1, 2, 0], [2, 2, 3], 2), [5, 8, 9]),
+            // Depthwise at X3D's late-stage sizes (1 and 2 pixels wide) and odd strides.
+            (5, 5, [3, 3, 3], c([1, 1, 1], [1, 1, 1], [1, 1, 1], 5), [4, 1, 1]),
+            (3, 3, [3, 3, 3], c([1, 2, 2], [1, 1, 1], [1, 1, 1], 3), [3, 2, 2]),
+            (3, 3, [5, 1, 1], c([1, 1, 1], [2, 0, 0], [1, 1, 1], 3), [6, 3, 2]),
+            (2, 2, [3, 5, 3], c([3, 2, 3], [0, 2, 1], [1, 1, 2], 2), [7, 9, 10]),
         ]
     }
 

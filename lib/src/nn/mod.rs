@@ -4,6 +4,7 @@ mod batchnorm;
 mod conv;
 mod conv3d;
 mod depthwise;
+mod depthwise3d;
 mod fused;
 pub mod gemm;
 mod im2col;

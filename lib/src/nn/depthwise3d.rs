@@ -1,0 +1,361 @@
+//! Depthwise 3D convolution (groups = C_in = C_out, weight [C, 1, kt, kh, kw]), as X3D, ir-CSN
+//! and, one frame at a time, PP-LCNetV2 use: forward and both backward passes, direct.
+//!
+//! Each channel's volume is zero-padded and split into its stride phases (polyphase: the voxels
+//! whose padded coordinates agree modulo the stride). In that layout every tap of a strided,
+//! dilated window reads one phase at a fixed offset, so a whole channel's output is, per tap,
+//! one contiguous `out[i] += w · phase[off + i]` over an output "frame" laid out with the phase's
+//! row pitch (a few columns of it are discarded). No per-row bounds logic and long vectorisable
+//! loops, which matters where X3D's late stages are a few pixels wide.
+
+use super::vol2col::{f32_slice, Geometry3d};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+
+/// Where a channel's padded volume goes in the phase buffer, and where each tap reads from it.
+struct Polyphase {
+    g: Geometry3d,
+    out: [usize; 3],
+    /// Extent of one phase per axis (t, h, w).
+    dims: [usize; 3],
+    /// Floats in the phase buffer (all phases).
+    buf_len: usize,
+    /// Length of the output frame: the last output's position in the phase pitch, plus one.
+    frame_len: usize,
+    /// Per tap (PyTorch weight order), its read offset into the phase buffer.
+    tap_offsets: Vec<usize>,
+    /// Per input column, its position relative to its row's start (phase and index).
+    col_offsets: Vec<usize>,
+}
+
+impl Polyphase {
+    fn new(g: &Geometry3d) -> Result<Self> {
+        let out = g.out()?;
+        let mut dims = [0; 3];
+        for a in 0..3 {
+            dims[a] = (g.input[a] + 2 * g.pad[a]).div_ceil(g.stride[a]);
+        }
+        let phase_len = dims.iter().product::<usize>();
+        let phases = g.stride.iter().product::<usize>();
+        let [kt, kh, kw] = g.kernel;
+        let mut tap_offsets = Vec::with_capacity(g.taps());
+        for dt in 0..kt {
+            for dh in 0..kh {
+                for dw in 0..kw {
+                    let reach = [dt * g.dilation[0], dh * g.dilation[1], dw * g.dilation[2]];
+                    let phase = (reach[0] % g.stride[0] * g.stride[1] + reach[1] % g.stride[1]) * g.stride[2]
+                        + reach[2] % g.stride[2];
+                    let shift = ((reach[0] / g.stride[0]) * dims[1] + reach[1] / g.stride[1]) * dims[2]
+                        + reach[2] / g.stride[2];
+                    tap_offsets.push(phase * phase_len + shift);
+                }
+            }
+        }
+        let frame_len = ((out[0] - 1) * dims[1] + out[1] - 1) * dims[2] + out[2];
+        let sw = g.stride[2];
+        let col_offsets = (0..g.input[2])
+            .map(|w| {
+                let wp = w + g.pad[2];
+                (wp % sw) * phase_len + wp / sw
+            })
+            .collect();
+        Ok(Self { g: *g, out, dims, buf_len: phases * phase_len, frame_len, tap_offsets, col_offsets })
+    }
+
+    /// Calls `f(input_row_start, row)` per input row (t, h), `row` being where the row's phase-0
+    /// part starts in the buffer (column `w` goes to `row + col_offsets[w]`).
+    fn for_each_input_row(&self, mut f: impl FnMut(usize, usize)) {
+        let g = &self.g;
+        let [t_in, h_in, _] = g.input;
+        let [st, sh, sw] = g.stride;
+        let phase_len = self.buf_len / (st * sh * sw);
+        for t in 0..t_in {
+            let tp = t + g.pad[0];
+            for h in 0..h_in {
+                let hp = h + g.pad[1];
+                let phase = (tp % st * sh + hp % sh) * sw;
+                let row = phase * phase_len + ((tp / st) * self.dims[1] + hp / sh) * self.dims[2];
+                f((t * h_in + h) * g.input[2], row);
+            }
+        }
+    }
+
+    /// Copies one channel's input volume into `buf` (whose padding positions stay zero).
+    fn scatter(&self, vol: &[f32], buf: &mut [f32]) {
+        let w_in = self.g.input[2];
+        self.for_each_input_row(|src, row| {
+            if self.g.stride[2] == 1 {
+                let at = row + self.g.pad[2];
+                buf[at..at + w_in].copy_from_slice(&vol[src..src + w_in]);
+            } else {
+                for (v, off) in vol[src..src + w_in].iter().zip(&self.col_offsets) {
+                    buf[row + off] = *v;
+                }
+            }
+        });
+    }
+
+    /// The adjoint of `scatter`: reads one channel's volume back out of `buf`.
+    fn gather(&self, buf: &[f32], vol: &mut [f32]) {
+        let w_in = self.g.input[2];
+        self.for_each_input_row(|dst, row| {
+            if self.g.stride[2] == 1 {
+                let at = row + self.g.pad[2];
+                vol[dst..dst + w_in].copy_from_slice(&buf[at..at + w_in]);
+            } else {
+                for (v, off) in vol[dst..dst + w_in].iter_mut().zip(&self.col_offsets) {
+                    *v = buf[row + off];
+                }
+            }
+        });
+    }
+
+    /// Output rows: (dense start, frame start) of each of the To·Ho rows of Wo values.
+    fn for_each_output_row(&self, mut f: impl FnMut(usize, usize)) {
+        let [ot, oh, ow] = self.out;
+        for t in 0..ot {
+            for y in 0..oh {
+                f((t * oh + y) * ow, (t * self.dims[1] + y) * self.dims[2]);
+            }
+        }
+    }
+
+    /// Dense [To, Ho, Wo] values into the frame layout, the discarded columns set to zero.
+    fn to_frame(&self, dense: &[f32], frame: &mut [f32]) {
+        let ow = self.out[2];
+        frame.fill(0.0);
+        self.for_each_output_row(|d, f| frame[f..f + ow].copy_from_slice(&dense[d..d + ow]));
+    }
+
+    fn from_frame(&self, frame: &[f32], dense: &mut [f32]) {
+        let ow = self.out[2];
+        self.for_each_output_row(|d, f| dense[d..d + ow].copy_from_slice(&frame[f..f + ow]));
+    }
+}
+
+/// `y[i] += a · x[i]`, written so the compiler vectorises it for whatever the caller enables.
+#[inline(always)]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Σ x[i]·y[i] in 16 independent lanes (a reordering the compiler may not do on its own).
+#[inline(always)]
+fn dot(x: &[f32], y: &[f32]) -> f64 {
+    let mut lanes = [0f32; 16];
+    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
+    let tail: f32 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in xc.zip(yc) {
+        for k in 0..16 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// One channel's forward: `buf` holds its phases, `frame` receives the output frame.
+#[inline(always)]
+fn forward_channel(p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]) {
+    frame.fill(0.0);
+    for (&off, &w) in p.tap_offsets.iter().zip(weights) {
+        axpy(w, &buf[off..off + frame.len()], frame);
+    }
+}
+
+/// One channel's input gradient: `frame` holds the output gradient, `buf` receives the phases'.
+#[inline(always)]
+fn backward_data_channel(p: &Polyphase, weights: &[f32], frame: &[f32], buf: &mut [f32]) {
+    buf.fill(0.0);
+    for (&off, &w) in p.tap_offsets.iter().zip(weights) {
+        axpy(w, frame, &mut buf[off..off + frame.len()]);
+    }
+}
+
+/// Adds one (sample, channel)'s weight gradient to `acc`.
+#[inline(always)]
+fn backward_filter_channel(p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut [f64]) {
+    for (&off, a) in p.tap_offsets.iter().zip(acc.iter_mut()) {
+        *a += dot(frame, &buf[off..off + frame.len()]);
+    }
+}
+
+macro_rules! dispatch_simd {
+    ($name:ident, $fallback:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) { $fallback($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) { $fallback($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $fallback($($arg),*)
+        }
+    };
+}
+
+dispatch_simd!(forward_simd, forward_channel, (p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]));
+dispatch_simd!(backward_data_simd, backward_data_channel, (p: &Polyphase, weights: &[f32], frame: &[f32], buf: &mut [f32]));
+dispatch_simd!(backward_filter_simd, backward_filter_channel, (p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut [f64]));
+
+/// Runs `f(state, plane_index, plane)` over every `plane_len` chunk of `out`, in parallel over
+/// candle's thread count, with one `init()` state (scratch buffers) per thread.
+fn par_planes_with<S, I, F>(out: &mut [f32], plane_len: usize, init: I, f: F)
+where
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, usize, &mut [f32]) + Sync,
+{
+    let planes = if plane_len == 0 { 0 } else { out.len() / plane_len };
+    let threads = candle_core::utils::get_num_threads().clamp(1, planes.max(1));
+    let per = planes.div_ceil(threads).max(1);
+    let run = |first: usize, chunk: &mut [f32]| {
+        let mut state = init();
+        for (i, p) in chunk.chunks_mut(plane_len.max(1)).enumerate() {
+            f(&mut state, first + i, p);
+        }
+    };
+    if threads == 1 {
+        return run(0, out);
+    }
+    std::thread::scope(|s| {
+        for (j, chunk) in out.chunks_mut(per * plane_len).enumerate() {
+            let run = &run;
+            s.spawn(move || run(j * per, chunk));
+        }
+    });
+}
+
+/// The forward op: (x [N, C, T, H, W], weight [C, 1, kt, kh, kw]) → y.
+pub(super) struct Depthwise3d(pub Geometry3d);
+/// Its gradient with respect to the input: (grad_out, weight) → grad_in.
+struct Depthwise3dBwdData(Geometry3d);
+/// Its gradient with respect to the weight: (x, grad_out) → grad_weight.
+struct Depthwise3dBwdFilter(Geometry3d);
+
+impl CustomOp2 for Depthwise3d {
+    fn name(&self) -> &'static str {
+        "vidkit-depthwise3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (x, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let p = Polyphase::new(g)?;
+        let (plane, vol, taps) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
+        let mut y = vec![0f32; g.n * g.c * plane];
+        par_planes_with(
+            &mut y,
+            plane,
+            || (vec![0f32; p.buf_len], vec![0f32; p.frame_len]),
+            |(buf, frame), idx, yp| {
+                let c = idx % g.c;
+                p.scatter(&x[idx * vol..][..vol], buf);
+                forward_simd(&p, &wt[c * taps..][..taps], buf, frame);
+                p.from_frame(frame, yp);
+            },
+        );
+        let [ot, oh, ow] = p.out;
+        Ok((CpuStorage::F32(y), Shape::from(vec![g.n, g.c, ot, oh, ow])))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = grad.apply_op2(w, Depthwise3dBwdData(self.0))?;
+        let gw = x.apply_op2(&grad, Depthwise3dBwdFilter(self.0))?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+impl CustomOp2 for Depthwise3dBwdData {
+    fn name(&self) -> &'static str {
+        "vidkit-depthwise3d-bwd-data"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (gy, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let p = Polyphase::new(g)?;
+        let (plane, vol, taps) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
+        let mut gx = vec![0f32; g.n * g.c * vol];
+        par_planes_with(
+            &mut gx,
+            vol,
+            || (vec![0f32; p.buf_len], vec![0f32; p.frame_len]),
+            |(buf, frame), idx, gxp| {
+                let c = idx % g.c;
+                p.to_frame(&gy[idx * plane..][..plane], frame);
+                backward_data_simd(&p, &wt[c * taps..][..taps], frame, buf);
+                p.gather(buf, gxp);
+            },
+        );
+        let [t, h, w] = g.input;
+        Ok((CpuStorage::F32(gx), Shape::from(vec![g.n, g.c, t, h, w])))
+    }
+}
+
+impl CustomOp2 for Depthwise3dBwdFilter {
+    fn name(&self) -> &'static str {
+        "vidkit-depthwise3d-bwd-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let p = Polyphase::new(g)?;
+        let (plane, vol, taps) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
+        let mut gw = vec![0f32; g.c * taps];
+        // Parallel over channels; each sums its samples' products in f64.
+        par_planes_with(
+            &mut gw,
+            taps,
+            || (vec![0f32; p.buf_len], vec![0f32; p.frame_len], vec![0f64; taps]),
+            |(buf, frame, acc), c, gwc| {
+                acc.fill(0.0);
+                for n in 0..g.n {
+                    let idx = n * g.c + c;
+                    p.scatter(&x[idx * vol..][..vol], buf);
+                    p.to_frame(&gy[idx * plane..][..plane], frame);
+                    backward_filter_simd(&p, frame, buf, acc);
+                }
+                for (d, a) in gwc.iter_mut().zip(acc.iter()) {
+                    *d = *a as f32;
+                }
+            },
+        );
+        let [kt, kh, kw] = g.kernel;
+        Ok((CpuStorage::F32(gw), Shape::from(vec![g.c, 1, kt, kh, kw])))
+    }
+}
