@@ -19,7 +19,7 @@
 //! kernel its `rep()` fills for deployment; it is unused in training and eval and not kept.
 
 use crate::nn::{
-    add_act, batch_norm2d, conv2d, conv2d_bn_act, temporal_shift_paddle, BatchNorm2d, Conv2d, DepthwiseConv2d,
+    batch_norm2d, conv2d, conv2d_bn_act, temporal_shift_paddle, BatchNorm2d, Conv2d, DepthwiseConv2d,
 };
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -79,7 +79,7 @@ impl ConvBnAct {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match &self.conv {
             Conv::Dense(c) => conv2d_bn_act(c, &self.bn, x, train, None, self.relu),
-            Conv::Depthwise(c) => add_act(self.bn.forward_t(&c.forward(x)?, train)?, None, self.relu),
+            Conv::Depthwise(c) => c.forward_bn_act(&self.bn, x, train, self.relu),
         }
     }
 }

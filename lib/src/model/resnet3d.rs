@@ -45,8 +45,8 @@
 
 use super::ModelConfig;
 use crate::nn::{
-    add_act, batch_norm2d, conv_bn_act_3d, fusable, max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig, NonLocal,
-    NonLocalConfig,
+    add_act, batch_norm2d, conv_bn_act_3d, depthwise_bn_act_3d, fusable, max_pool3d, BatchNorm2d, Conv3d,
+    Conv3dConfig, NonLocal, NonLocalConfig,
 };
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
@@ -117,6 +117,13 @@ impl ConvBn3d {
                 residual,
                 relu,
             );
+        }
+        let depthwise = self.conv.cfg.groups > 1 && self.conv.weight.dim(1)? == 1;
+        if !train && fusable(x) && depthwise && residual.is_none() && self.conv.bias.is_none() {
+            let g = self.conv.geometry_of(x)?;
+            if self.conv.weight.dim(0)? == g.c {
+                return depthwise_bn_act_3d(x, g, &self.conv.weight, &self.bn, relu);
+            }
         }
         add_act(self.bn.forward_t(&self.conv.forward(x)?, train)?, residual, relu)
     }

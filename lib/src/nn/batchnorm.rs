@@ -4,8 +4,11 @@
 //! applies the affine step in NCHW, whose gradient is a strided reduction over three axes that
 //! took most of a training step.
 
-use candle_core::{Result, Tensor, Var, D};
+use super::simd::{self, par_for, DisjointMut};
+use super::vol2col::f32_slice;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
 pub struct BatchNorm2d {
@@ -32,7 +35,7 @@ impl BatchNorm2d {
         if let Ok((n, c, t, h, w)) = x.dims5() {
             return self.forward_t(&x.reshape((n, c, t * h, w))?, train)?.reshape((n, c, t, h, w));
         }
-        let (n, c, h, w) = x.dims4()?;
+        let c = x.dim(1)?;
         if !train {
             let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
             let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
@@ -40,6 +43,15 @@ impl BatchNorm2d {
                 .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
                 .broadcast_add(&shift.reshape((1, c, 1, 1))?);
         }
+        if super::fusable(x) {
+            return self.forward_train_fused(x);
+        }
+        self.forward_train_ops(x)
+    }
+
+    /// Training mode with candle's differentiable ops (any device).
+    fn forward_train_ops(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
         let xt = x.transpose(0, 1)?.reshape((c, n * h * w))?.contiguous()?;
         let mean = xt.mean_keepdim(D::Minus1)?;
         let xc = xt.broadcast_sub(&mean)?;
@@ -57,5 +69,276 @@ impl BatchNorm2d {
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
         y.reshape((c, n, h, w))?.transpose(0, 1)?.contiguous()
+    }
+
+    /// Training mode on the CPU: one custom op (forward and backward by hand) over the NCHW
+    /// layout as it is, then the running statistics from the batch's.
+    fn forward_train_fused(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let stats = Arc::new(Mutex::new(BatchStats::default()));
+        let op = BatchNormTrain { dims: [n, c, h * w], eps: self.eps, stats: stats.clone() };
+        let y = x.contiguous()?.reshape((n, c, h * w))?.apply_op3(
+            &self.weight.to_dtype(x.dtype())?.contiguous()?,
+            &self.bias.to_dtype(x.dtype())?.contiguous()?,
+            op,
+        )?;
+        let (mean, var) = {
+            let s =
+                stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+            (s.mean.clone(), s.var_unbiased.clone())
+        };
+        let dev = x.device();
+        let m = self.momentum;
+        let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
+            + (Tensor::from_vec(mean, c, dev)?.to_dtype(self.running_mean.dtype())? * m)?)?;
+        let new_var = ((self.running_var.as_tensor() * (1.0 - m))?
+            + (Tensor::from_vec(var, c, dev)?.to_dtype(self.running_var.dtype())? * m)?)?;
+        self.running_mean.set(&new_mean)?;
+        self.running_var.set(&new_var)?;
+        y.reshape((n, c, h, w))
+    }
+}
+
+/// Batch statistics the training forward computes and its backward reuses, per channel.
+#[derive(Default)]
+struct BatchStats {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    /// Unbiased variance, for the running estimate (as torch).
+    var_unbiased: Vec<f32>,
+}
+
+/// Training-mode batch norm over contiguous [N, C, S] as one op: (x, γ, β) → y, two passes over
+/// each channel forward and two backward, in place of a dozen element-wise candle ops and the
+/// transposes they need. The statistics go back to the caller (and to the backward) through
+/// `stats`.
+struct BatchNormTrain {
+    dims: [usize; 3],
+    eps: f64,
+    stats: Arc<Mutex<BatchStats>>,
+}
+
+/// Its backward: (x, grad_y, γ) → [grad_x (N·C·S) | grad_γ (C) | grad_β (C)], flat.
+struct BatchNormTrainBwd {
+    dims: [usize; 3],
+    stats: Arc<Mutex<BatchStats>>,
+}
+
+/// One channel's statistics over its N rows of S values: (mean, biased var, unbiased var).
+#[inline(always)]
+fn channel_stats(x: &[f32], [n, c, s]: [usize; 3], ch: usize) -> (f32, f64, f64) {
+    let count = (n * s) as f64;
+    let mean = ((0..n).map(|i| simd::sum(&x[(i * c + ch) * s..][..s])).sum::<f64>() / count) as f32;
+    let sq: f64 = (0..n).map(|i| simd::centered_sq_sum(&x[(i * c + ch) * s..][..s], mean)).sum();
+    (mean, sq / count, sq / (count - 1.0).max(1.0))
+}
+
+/// y = x·a + b over one channel's rows.
+#[inline(always)]
+fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a: f32, b: f32) {
+    for i in 0..n {
+        let at = (i * c + ch) * s;
+        // SAFETY: channel `ch`'s rows are written by this call only (callers split by channel).
+        let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at), s) };
+        for (o, v) in yr.iter_mut().zip(&x[at..at + s]) {
+            *o = v * a + b;
+        }
+    }
+}
+
+/// One channel's backward: returns (Σ g·x̂, Σ g) and writes grad_x.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn channel_backward(
+    x: &[f32],
+    gy: &[f32],
+    gx: DisjointMut,
+    [n, c, s]: [usize; 3],
+    ch: usize,
+    mean: f32,
+    inv_std: f32,
+    gamma: f32,
+) -> (f64, f64) {
+    let rows = |i: usize| (i * c + ch) * s;
+    let sum_g: f64 = (0..n).map(|i| simd::sum(&gy[rows(i)..][..s])).sum();
+    let sum_gxc: f64 =
+        (0..n).map(|i| simd::dot_centered(&gy[rows(i)..][..s], &x[rows(i)..][..s], mean)).sum();
+    let count = (n * s) as f64;
+    let sum_gxhat = sum_gxc * inv_std as f64;
+    // grad_x = γ/σ · (g − mean(g) − x̂ · mean(g·x̂)), x̂ = (x − μ)/σ
+    let a = gamma * inv_std;
+    let k0 = -(a as f64 * sum_g / count) as f32;
+    let k1 = -(a as f64 * inv_std as f64 * sum_gxhat / count) as f32;
+    for i in 0..n {
+        let at = rows(i);
+        // SAFETY: as in `channel_affine`.
+        let gr = unsafe { std::slice::from_raw_parts_mut(gx.at(at), s) };
+        for ((o, g), v) in gr.iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
+            *o = a * g + k1 * (v - mean) + k0;
+        }
+    }
+    (sum_gxhat, sum_g)
+}
+
+simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize; 3], ch: usize) -> (f32, f64, f64));
+simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32));
+simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32) -> (f64, f64));
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "vidkit-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [n, c, s] = self.dims;
+        let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        if x.len() != n * c * s || gamma.len() != c || beta.len() != c {
+            candle_core::bail!(
+                "batch norm: input {} values, {} / {} affine for {:?}",
+                x.len(),
+                gamma.len(),
+                beta.len(),
+                self.dims
+            )
+        }
+        let mut y = vec![0f32; x.len()];
+        let mut stats = vec![(0f32, 0f64, 0f64); c];
+        let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
+        par_for(c, |ch| {
+            let (mean, var, unbiased) = channel_stats_simd(x, self.dims, ch);
+            let inv = 1.0 / ((var + self.eps) as f32).sqrt();
+            let a = gamma[ch] * inv;
+            channel_affine_simd(x, yp, self.dims, ch, a, beta[ch] - mean * a);
+            // SAFETY: entry `ch` is written by this iteration only.
+            unsafe { *(sp as *mut (f32, f64, f64)).add(ch) = (mean, inv as f64, unbiased) };
+        });
+        let mut out = self
+            .stats
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+        out.mean = stats.iter().map(|t| t.0).collect();
+        out.inv_std = stats.iter().map(|t| t.1 as f32).collect();
+        out.var_unbiased = stats.iter().map(|t| t.2 as f32).collect();
+        Ok((CpuStorage::F32(y), Shape::from(vec![n, c, s])))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [n, c, s] = self.dims;
+        let op = BatchNormTrainBwd { dims: self.dims, stats: self.stats.clone() };
+        let all = x.apply_op3_no_bwd(&grad.contiguous()?, &gamma.contiguous()?, &op)?;
+        let gx = all.narrow(0, 0, n * c * s)?.reshape((n, c, s))?;
+        let gg = all.narrow(0, n * c * s, c)?;
+        let gb = all.narrow(0, n * c * s + c, c)?;
+        Ok((Some(gx), Some(gg), Some(gb)))
+    }
+}
+
+impl CustomOp3 for BatchNormTrainBwd {
+    fn name(&self) -> &'static str {
+        "vidkit-batch-norm-train-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let [n, c, s] = self.dims;
+        let (x, gy, gamma) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let stats = self
+            .stats
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+        if x.len() != n * c * s || gy.len() != x.len() || gamma.len() != c || stats.mean.len() != c {
+            candle_core::bail!("batch norm backward: sizes do not fit {:?}", self.dims)
+        }
+        let mut out = vec![0f32; n * c * s + 2 * c];
+        let p = DisjointMut(out.as_mut_ptr());
+        par_for(c, |ch| {
+            let (sum_gxhat, sum_g) =
+                channel_backward_simd(x, gy, p, self.dims, ch, stats.mean[ch], stats.inv_std[ch], gamma[ch]);
+            // SAFETY: the two affine-gradient entries of `ch` are written by this iteration only.
+            unsafe {
+                *p.at(n * c * s + ch) = sum_gxhat as f32;
+                *p.at(n * c * s + c + ch) = sum_g as f32;
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from(n * c * s + 2 * c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// The fused training op against the same computation in candle ops: output, running
+    /// statistics and the gradients of sum(y · r) with respect to x, γ and β.
+    #[test]
+    fn fused_training_equals_candle_ops() {
+        let dev = Device::Cpu;
+        for (shape, offset) in [((4, 3, 5, 7), 0f64), ((2, 5, 1, 33), 50.0), ((3, 2, 4, 4), -3.0)] {
+            let run = || {
+                let vm = VarMap::new();
+                let bn = BatchNorm2d::new(shape.1, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+                for (name, var) in vm.data().lock().unwrap().iter() {
+                    let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), &dev).unwrap();
+                    var.set(&if name.ends_with("mean") || name.ends_with("bias") {
+                        (r - 1.0).unwrap()
+                    } else {
+                        r
+                    })
+                    .unwrap();
+                }
+                let x = Var::from_tensor(
+                    &(Tensor::randn(0f32, 2., shape, &Device::Cpu).unwrap() + offset).unwrap(),
+                )
+                .unwrap();
+                (vm, bn, x)
+            };
+            let (vm_a, bn_a, x) = run();
+            let (vm_b, bn_b, _) = run();
+            // Same parameters on both sides.
+            for (name, var) in vm_a.data().lock().unwrap().iter() {
+                vm_b.data().lock().unwrap()[name].set(var.as_tensor()).unwrap();
+            }
+            let x_b = Var::from_tensor(x.as_tensor()).unwrap();
+            let y_a = bn_a.forward_train_ops(x.as_tensor()).unwrap();
+            let y_b = bn_b.forward_train_fused(x_b.as_tensor()).unwrap();
+            let r = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            let ga = (&y_a * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&y_b * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-4 * scale, "{shape:?} {what}: differs by {d} (scale {scale})");
+            };
+            close(&y_a, &y_b, "output");
+            close(bn_a.running_mean.as_tensor(), bn_b.running_mean.as_tensor(), "running mean");
+            close(bn_a.running_var.as_tensor(), bn_b.running_var.as_tensor(), "running var");
+            close(ga.get(x.as_tensor()).unwrap(), gb.get(x_b.as_tensor()).unwrap(), "grad x");
+            close(ga.get(&bn_a.weight).unwrap(), gb.get(&bn_b.weight).unwrap(), "grad weight");
+            close(ga.get(&bn_a.bias).unwrap(), gb.get(&bn_b.bias).unwrap(), "grad bias");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! uses: the direct depthwise kernel of `conv3d.rs` over a single frame (forward and backward
 //! are one pass each; as a GEMM it would be C products of one row).
 
-use super::{Conv2d, Conv3d, Conv3dConfig};
+use super::vol2col::Geometry3d;
+use super::{add_act, depthwise_bn_act_3d, fusable, BatchNorm2d, Conv2d, Conv3d, Conv3dConfig};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -32,12 +33,54 @@ impl DepthwiseConv2d {
         let conv = Conv3d { weight: weight.unsqueeze(2)?, bias: None, cfg };
         conv.forward(&x.unsqueeze(2)?)?.squeeze(2)
     }
+
+    /// BN(conv(x)) (then ReLU): one fused pass in eval mode on the CPU, the differentiable ops
+    /// otherwise.
+    pub fn forward_bn_act(&self, bn: &BatchNorm2d, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if train || !fusable(x) {
+            return add_act(bn.forward_t(&self.forward(x)?, train)?, None, relu);
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let Conv2d { weight, kernel: k, stride: s, padding: p } = &self.0;
+        let g = Geometry3d {
+            n,
+            c,
+            input: [1, h, w],
+            kernel: [1, *k, *k],
+            stride: [1, *s, *s],
+            pad: [0, *p, *p],
+            dilation: [1; 3],
+        };
+        depthwise_bn_act_3d(&x.unsqueeze(2)?, g, weight, bn, relu)?.squeeze(2)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn fused_eval_equals_conv_then_batch_norm() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let conv = DepthwiseConv2d::new(5, 3, 2, 1, vb.pp("c")).unwrap();
+        let bn = BatchNorm2d::new(5, vb.pp("bn")).unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), &dev).unwrap();
+            var.set(&if name.ends_with("mean") || name.ends_with("bias") { (r - 1.0).unwrap() } else { r })
+                .unwrap();
+        }
+        let x = Tensor::randn(0f32, 1., (2, 5, 9, 7), &dev).unwrap();
+        for relu in [false, true] {
+            let want = add_act(bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap(), None, relu).unwrap();
+            let got = conv.forward_bn_act(&bn, &x, false, relu).unwrap();
+            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-5, "relu {relu}: {d}");
+        }
+    }
 
     #[test]
     fn matches_candle_grouped_conv2d_and_has_gradients() {

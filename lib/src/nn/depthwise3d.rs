@@ -8,6 +8,7 @@
 //! row pitch (a few columns of it are discarded). No per-row bounds logic and long vectorisable
 //! loops, which matters where X3D's late stages are a few pixels wide.
 
+use super::simd::{axpy, dispatch_simd, dot};
 use super::vol2col::{f32_slice, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -130,28 +131,17 @@ impl Polyphase {
         let ow = self.out[2];
         self.for_each_output_row(|d, f| dense[d..d + ow].copy_from_slice(&frame[f..f + ow]));
     }
-}
 
-/// `y[i] += a · x[i]`, written so the compiler vectorises it for whatever the caller enables.
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
+    /// `from_frame` with `+ bias` and an optional ReLU on the way (the folded BN's epilogue).
+    fn from_frame_biased(&self, frame: &[f32], bias: f32, relu: bool, dense: &mut [f32]) {
+        let ow = self.out[2];
+        self.for_each_output_row(|d, f| {
+            for (o, v) in dense[d..d + ow].iter_mut().zip(&frame[f..f + ow]) {
+                let v = v + bias;
+                *o = if relu { v.max(0.0) } else { v };
+            }
+        });
     }
-}
-
-/// Σ x[i]·y[i] in 16 independent lanes (a reordering the compiler may not do on its own).
-#[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f64 {
-    let mut lanes = [0f32; 16];
-    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
-    let tail: f32 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
-    for (a, b) in xc.zip(yc) {
-        for k in 0..16 {
-            lanes[k] += a[k] * b[k];
-        }
-    }
-    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
 /// One channel's forward: `buf` holds its phases, `frame` receives the output frame.
@@ -178,29 +168,6 @@ fn backward_filter_channel(p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut 
     for (&off, a) in p.tap_offsets.iter().zip(acc.iter_mut()) {
         *a += dot(frame, &buf[off..off + frame.len()]);
     }
-}
-
-macro_rules! dispatch_simd {
-    ($name:ident, $fallback:ident, ($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) { $fallback($($arg),*) }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) { $fallback($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features the function was compiled for.
-                    return unsafe { wide($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            $fallback($($arg),*)
-        }
-    };
 }
 
 dispatch_simd!(forward_simd, forward_channel, (p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]));
@@ -241,6 +208,37 @@ struct Depthwise3dBwdData(Geometry3d);
 /// Its gradient with respect to the weight: (x, grad_out) → grad_weight.
 struct Depthwise3dBwdFilter(Geometry3d);
 
+/// The forward pass over contiguous x [N, C, T, H, W] and taps [C, kt·kh·kw]; with `epilogue`
+/// (per-channel bias, ReLU) added to each output as it leaves its frame.
+pub(super) fn depthwise_forward(
+    x: &[f32],
+    g: &Geometry3d,
+    taps: &[f32],
+    epilogue: Option<(&[f32], bool)>,
+) -> Result<(Vec<f32>, [usize; 3])> {
+    let p = Polyphase::new(g)?;
+    let (plane, vol, k) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
+    if x.len() != g.n * g.c * vol || taps.len() != g.c * k {
+        candle_core::bail!("depthwise conv3d: {} inputs, {} taps for geometry {g:?}", x.len(), taps.len())
+    }
+    let mut y = vec![0f32; g.n * g.c * plane];
+    par_planes_with(
+        &mut y,
+        plane,
+        || (vec![0f32; p.buf_len], vec![0f32; p.frame_len]),
+        |(buf, frame), idx, yp| {
+            let c = idx % g.c;
+            p.scatter(&x[idx * vol..][..vol], buf);
+            forward_simd(&p, &taps[c * k..][..k], buf, frame);
+            match epilogue {
+                Some((bias, relu)) => p.from_frame_biased(frame, bias[c], relu, yp),
+                None => p.from_frame(frame, yp),
+            }
+        },
+    );
+    Ok((y, p.out))
+}
+
 impl CustomOp2 for Depthwise3d {
     fn name(&self) -> &'static str {
         "vidkit-depthwise3d"
@@ -255,21 +253,7 @@ impl CustomOp2 for Depthwise3d {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
         let (x, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let p = Polyphase::new(g)?;
-        let (plane, vol, taps) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
-        let mut y = vec![0f32; g.n * g.c * plane];
-        par_planes_with(
-            &mut y,
-            plane,
-            || (vec![0f32; p.buf_len], vec![0f32; p.frame_len]),
-            |(buf, frame), idx, yp| {
-                let c = idx % g.c;
-                p.scatter(&x[idx * vol..][..vol], buf);
-                forward_simd(&p, &wt[c * taps..][..taps], buf, frame);
-                p.from_frame(frame, yp);
-            },
-        );
-        let [ot, oh, ow] = p.out;
+        let (y, [ot, oh, ow]) = depthwise_forward(x, g, wt, None)?;
         Ok((CpuStorage::F32(y), Shape::from(vec![g.n, g.c, ot, oh, ow])))
     }
 

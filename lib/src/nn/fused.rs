@@ -5,6 +5,7 @@
 //! Eval mode only (no gradient); `ConvBn::forward_act` and `ConvBn3d::forward_act` call it for
 //! f32 CPU tensors and use the separate differentiable ops otherwise.
 
+use super::depthwise3d::depthwise_forward;
 use super::gemm::{sgemm_columns, sgemm_conv, Columns, ConvRhs, Epilogue, MatRef};
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
@@ -120,6 +121,32 @@ pub fn conv_bn_act_3d(
         }
     }
     Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
+}
+
+/// act(BN(depthwise(x))) for `x` [N, C, T, H, W] and a depthwise geometry (weight [C, 1, kt,
+/// kh, kw]): BN's scale folded into the taps, its bias and the ReLU applied as each channel's
+/// output is written; one pass instead of three.
+pub fn depthwise_bn_act_3d(
+    x: &Tensor,
+    g: Geometry3d,
+    weight: &Tensor,
+    bn: &BatchNorm2d,
+    relu: bool,
+) -> Result<Tensor> {
+    let (scale, bias) = fold(g.c, None, bn)?;
+    let taps: Vec<f32> = weight
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .chunks(g.taps())
+        .zip(&scale)
+        .flat_map(|(w, s)| w.iter().map(move |v| v * s))
+        .collect();
+    let x = x.contiguous()?;
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let (y, [ot, oh, ow]) =
+        depthwise_forward(cpu_f32(&x_storage, x_layout)?, &g, &taps, Some((&bias, relu)))?;
+    Tensor::from_vec(y, (g.n, g.c, ot, oh, ow), x.device())
 }
 
 #[cfg(test)]

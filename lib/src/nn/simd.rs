@@ -1,0 +1,124 @@
+//! Small vector loops written so the compiler vectorises them, and a dispatcher that compiles a
+//! function for AVX-512 and AVX2 beside the baseline and picks one at run time (the release
+//! build targets plain x86-64, whose SSE2 would use a quarter of the vector width).
+
+/// `y[i] += a · x[i]`.
+#[inline(always)]
+pub(super) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// Σ x[i]·y[i] in 16 independent lanes (a reordering the compiler may not do on its own),
+/// returned in f64 for the caller's longer sums.
+#[inline(always)]
+pub(super) fn dot(x: &[f32], y: &[f32]) -> f64 {
+    let mut lanes = [0f32; 16];
+    let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
+    let tail: f32 = xc.remainder().iter().zip(yc.remainder()).map(|(a, b)| a * b).sum();
+    for (a, b) in xc.zip(yc) {
+        for k in 0..16 {
+            lanes[k] += a[k] * b[k];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// Σ x[i] in 16 lanes, as `dot`.
+#[inline(always)]
+pub(super) fn sum(x: &[f32]) -> f64 {
+    let mut lanes = [0f32; 16];
+    let xc = x.chunks_exact(16);
+    let tail: f32 = xc.remainder().iter().sum();
+    for a in xc {
+        for k in 0..16 {
+            lanes[k] += a[k];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// Σ (x[i] − m)² in 16 lanes, as `dot`.
+#[inline(always)]
+pub(super) fn centered_sq_sum(x: &[f32], m: f32) -> f64 {
+    let mut lanes = [0f32; 16];
+    let xc = x.chunks_exact(16);
+    let tail: f32 = xc.remainder().iter().map(|v| (v - m) * (v - m)).sum();
+    for a in xc {
+        for k in 0..16 {
+            let d = a[k] - m;
+            lanes[k] += d * d;
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// `fn $name(args)` calling `$body(args)` compiled for AVX-512, else AVX2+FMA, else the baseline.
+macro_rules! dispatch_simd {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features the function was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(super) use dispatch_simd;
+
+/// Σ g[i]·(x[i] − m) in 16 lanes, as `dot`.
+#[inline(always)]
+pub(super) fn dot_centered(g: &[f32], x: &[f32], m: f32) -> f64 {
+    let mut lanes = [0f32; 16];
+    let (gc, xc) = (g.chunks_exact(16), x.chunks_exact(16));
+    let tail: f32 = gc.remainder().iter().zip(xc.remainder()).map(|(a, b)| a * (b - m)).sum();
+    for (a, b) in gc.zip(xc) {
+        for k in 0..16 {
+            lanes[k] += a[k] * (b[k] - m);
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
+/// A pointer that threads may share because each writes a disjoint part of what it points to.
+#[derive(Clone, Copy)]
+pub(super) struct DisjointMut(pub *mut f32);
+// SAFETY: users write disjoint index sets from each thread (documented at each use).
+unsafe impl Send for DisjointMut {}
+unsafe impl Sync for DisjointMut {}
+
+impl DisjointMut {
+    /// The pointer `i` elements in (a method, so closures capture the whole Sync wrapper).
+    #[inline(always)]
+    pub(super) fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Calls `f(i)` for i in 0..count, split into contiguous ranges over candle's thread count.
+pub(super) fn par_for(count: usize, f: impl Fn(usize) + Sync) {
+    let threads = candle_core::utils::get_num_threads().clamp(1, count.max(1));
+    if threads == 1 {
+        return (0..count).for_each(f);
+    }
+    let per = count.div_ceil(threads);
+    std::thread::scope(|s| {
+        for j in 0..threads {
+            let f = &f;
+            s.spawn(move || (j * per..((j + 1) * per).min(count)).for_each(f));
+        }
+    });
+}
