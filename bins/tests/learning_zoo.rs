@@ -7,12 +7,15 @@ mod common;
 use common::*;
 
 /// 4 × 150 vsynth videos of 32×32 (448 train, 152 val); `arch` trained with `model`'s keys on
-/// `learning_args`'s budget; returns the best validation top-1 and the wall time.
-fn learns_temporal_order(arch: &str, model: &[&str], epochs: usize, lr: f64) -> (f64, f64) {
+/// `learning_args`'s budget (its keys then overridden by `extra`); returns the best validation
+/// top-1 and the wall time.
+fn learns_temporal_order(arch: &str, model: &[&str], extra: &[&str], epochs: usize, lr: f64) -> (f64, f64) {
     let d = tempfile::tempdir().unwrap();
     synth(d.path(), "left,right,up,down", "150", "32x32", "1");
     let t0 = std::time::Instant::now();
-    let summary = vtrain_synth(d.path(), arch, "run", &learning_args(model, epochs, lr, 3));
+    let mut args = learning_args(model, epochs, lr, 3);
+    args.extend(extra.iter().flat_map(|k| ["-o".to_string(), k.to_string()]));
+    let summary = vtrain_synth(d.path(), arch, "run", &args);
     let seconds = t0.elapsed().as_secs_f64();
     let log = std::fs::read_to_string(d.path().join("run/log.jsonl")).unwrap();
     let per_epoch: Vec<String> = log
@@ -35,6 +38,28 @@ fn learns_temporal_order(arch: &str, model: &[&str], epochs: usize, lr: f64) -> 
 #[test]
 fn slow_r18_sized_learns_temporal_order() {
     let (top1, _) =
-        learns_temporal_order("slow_r50", &["stage_depths=[2,2,2,2]", "base_width=16"], 16, 0.002);
+        learns_temporal_order("slow_r50", &["stage_depths=[2,2,2,2]", "base_width=16"], &[], 16, 0.002);
     assert!(top1 >= 0.9, "Slow-R18-sized reached only {top1}");
+}
+
+/// X3D-XS at its own depth (3, 5, 11, 7 blocks with SE, swish and depthwise 3×3×3 convs) and half
+/// its width, 8 × 4 dense clips. Unlike Slow it overfits these 448 clips (train loss 0.09,
+/// validation 0.72 after 24 epochs with the plain recipe), so it trains as X3D is trained:
+/// multi-scale crops (no flip: it would swap left and right), dropout 0.5 before the head,
+/// AdamW weight decay 0.05, 32 epochs. Measured: chance for ~10 epochs, then 0.93 from epoch 23
+/// and 0.96 best.
+#[test]
+fn x3d_xs_learns_temporal_order() {
+    let (top1, _) = learns_temporal_order(
+        "x3d_xs",
+        &["base_width=12", "frames=8", "interval=4"],
+        &[
+            "train_crop=multiscale",
+            "dropout=0.5",
+            r#"optimizer={"name":"adamw","lr":0.002,"weight_decay":0.05}"#,
+        ],
+        32,
+        0.002,
+    );
+    assert!(top1 >= 0.9, "X3D-XS reached only {top1}");
 }

@@ -25,7 +25,7 @@
 
 use super::resnet3d::{conv3d as conv, global_pool, to_channels_first, ConvBn3d};
 use super::ModelConfig;
-use crate::nn::{batch_norm2d, BatchNorm2d, Conv3d};
+use crate::nn::{batch_norm2d, gated_swish, BatchNorm2d, Conv3d};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -77,11 +77,11 @@ struct SqueezeExcitation {
 }
 
 impl SqueezeExcitation {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The per-(sample, channel) gate σ(…) [N, C, 1, 1, 1] the block multiplies x by.
+    fn gate(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, ..) = x.dims5()?;
         let s = global_pool(x)?.reshape((b, c, 1, 1, 1))?;
-        let s = self.expand.forward(&self.reduce.forward(&s)?.relu()?)?;
-        x.broadcast_mul(&sigmoid(&s)?)
+        sigmoid(&self.expand.forward(&self.reduce.forward(&s)?.relu()?)?)
     }
 }
 
@@ -144,10 +144,16 @@ impl X3dBlock {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.a.forward_act(x, train, None, true)?;
-        let mut y = self.b.forward_t(&y, train)?;
-        if let Some(se) = &self.se {
-            y = se.forward(&y)?;
-        }
+        let y = self.b.forward_t(&y, train)?;
+        // The squeeze-excitation product and the swish after it: one op in eval mode. Training
+        // keeps candle's ops: with the fused op's backward (equal to them on random inputs to
+        // 1e-6) the train-mode gradients of x3d_xs moved 3e-3 off torch's float64 ones, cause
+        // not found yet.
+        let y = match &self.se {
+            Some(se) if !train => gated_swish(&y, &se.gate(&y)?)?,
+            Some(se) => y.broadcast_mul(&se.gate(&y)?)?.silu()?,
+            None => y.silu()?,
+        };
         let mut shortcut = match &self.branch1 {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
@@ -155,7 +161,7 @@ impl X3dBlock {
         if let Some(bn) = &self.branch1_norm {
             shortcut = bn.forward_t(&shortcut, train)?;
         }
-        self.c.forward_act(&y.silu()?, train, Some(&shortcut), true)
+        self.c.forward_act(&y, train, Some(&shortcut), true)
     }
 }
 

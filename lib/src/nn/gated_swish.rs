@@ -1,0 +1,154 @@
+//! swish(x · s) for x [N, C, ...] and a per-(sample, channel) gate s [N, C]: X3D's
+//! squeeze-excitation product followed by its swish, as one op with a hand-written backward
+//! (candle's broadcast multiply, sigmoid and their gradients are five passes over x each way).
+
+use super::simd::{dispatch_simd, par_for, DisjointMut};
+use super::vol2col::f32_slice;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+/// x [N, C, ...] (any trailing dims), s [N, C] (or [N, C, 1, ...]) → swish(x · s), on the CPU in
+/// f32; other devices and dtypes through candle's ops.
+pub fn gated_swish(x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    if !super::fusable(x) || s.dtype() != DType::F32 {
+        let mut gate_shape = vec![n, c];
+        gate_shape.resize(x.rank(), 1);
+        return x.broadcast_mul(&s.reshape(gate_shape)?)?.silu();
+    }
+    if s.elem_count() != n * c {
+        candle_core::bail!("gated swish: gate {:?} for input {:?}", s.dims(), x.dims())
+    }
+    let per = x.elem_count() / (n * c).max(1);
+    let y = x.contiguous()?.reshape((n * c, per))?.apply_op2(&s.contiguous()?.reshape(n * c)?, GatedSwish)?;
+    y.reshape(x.shape())
+}
+
+#[inline(always)]
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// One row: y = u·σ(u), u = x·s.
+#[inline(always)]
+fn row_forward(x: &[f32], s: f32, y: &mut [f32]) {
+    for (o, v) in y.iter_mut().zip(x) {
+        let u = v * s;
+        *o = u * sigmoid(u);
+    }
+}
+
+/// One row's backward: writes grad_x, returns grad_s = Σ g · swish'(u) · x.
+#[inline(always)]
+fn row_backward(x: &[f32], s: f32, g: &[f32], gx: &mut [f32]) -> f64 {
+    let mut gs = 0f64;
+    for ((o, v), gi) in gx.iter_mut().zip(x).zip(g) {
+        let u = v * s;
+        let sg = sigmoid(u);
+        let d = gi * sg * (1.0 + u * (1.0 - sg));
+        *o = d * s;
+        gs += (d * v) as f64;
+    }
+    gs
+}
+
+dispatch_simd!(row_forward_simd, row_forward, (x: &[f32], s: f32, y: &mut [f32]));
+dispatch_simd!(row_backward_simd, row_backward, (x: &[f32], s: f32, g: &[f32], gx: &mut [f32]) -> f64);
+
+/// (x [R, P], s [R]) → swish(x · s) row by row.
+struct GatedSwish;
+/// (x [R, P], [grad_y [R·P] | s [R]]) → [grad_x [R·P] | grad_s [R]].
+struct GatedSwishBwd;
+
+impl CustomOp2 for GatedSwish {
+    fn name(&self) -> &'static str {
+        "vidkit-gated-swish"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, s) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (rows, per) = l1.shape().dims2()?;
+        let mut y = vec![0f32; rows * per];
+        let out = DisjointMut(y.as_mut_ptr());
+        par_for(rows, |r| {
+            // SAFETY: row `r` of y is written by this iteration only.
+            let yr = unsafe { std::slice::from_raw_parts_mut(out.at(r * per), per) };
+            row_forward_simd(&x[r * per..][..per], s[r], yr);
+        });
+        Ok((CpuStorage::F32(y), Shape::from((rows, per))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        s: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, per) = x.dims2()?;
+        let packed = Tensor::cat(&[&grad.contiguous()?.flatten_all()?, s], 0)?;
+        let all = x.apply_op2_no_bwd(&packed, &GatedSwishBwd)?;
+        Ok((
+            Some(all.narrow(0, 0, rows * per)?.reshape((rows, per))?),
+            Some(all.narrow(0, rows * per, rows)?),
+        ))
+    }
+}
+
+impl CustomOp2 for GatedSwishBwd {
+    fn name(&self) -> &'static str {
+        "vidkit-gated-swish-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, packed) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (rows, per) = l1.shape().dims2()?;
+        let (g, s) = packed.split_at(rows * per);
+        let mut out = vec![0f32; rows * per + rows];
+        let p = DisjointMut(out.as_mut_ptr());
+        par_for(rows, |r| {
+            // SAFETY: row `r` of grad_x and entry `r` of grad_s are written by this iteration only.
+            let gx = unsafe { std::slice::from_raw_parts_mut(p.at(r * per), per) };
+            let gs = row_backward_simd(&x[r * per..][..per], s[r], &g[r * per..][..per], gx);
+            unsafe { *p.at(rows * per + r) = gs as f32 };
+        });
+        Ok((CpuStorage::F32(out), Shape::from(rows * per + rows)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn equals_candle_ops_with_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2., (2, 3, 4, 5, 6), &dev).unwrap()).unwrap();
+        let s = Var::from_tensor(&Tensor::rand(0f32, 1., (2, 3, 1, 1, 1), &dev).unwrap()).unwrap();
+        let want = x.as_tensor().broadcast_mul(s.as_tensor()).unwrap().silu().unwrap();
+        let got = gated_swish(x.as_tensor(), s.as_tensor()).unwrap();
+        let r = Tensor::randn(0f32, 1., want.shape(), &dev).unwrap();
+        let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        };
+        assert!(diff(&want, &got) < 1e-5);
+        assert!(diff(gw.get(x.as_tensor()).unwrap(), gg.get(x.as_tensor()).unwrap()) < 1e-5);
+        let gs = gg.get(s.as_tensor()).unwrap();
+        assert_eq!(gs.dims(), s.as_tensor().dims());
+        assert!(diff(gw.get(s.as_tensor()).unwrap(), gs) < 1e-4);
+    }
+}
