@@ -25,7 +25,7 @@
 
 use super::resnet3d::{conv3d as conv, global_pool, to_channels_first, ConvBn3d};
 use super::ModelConfig;
-use crate::nn::{batch_norm2d, gated_swish, BatchNorm2d, Conv3d};
+use crate::nn::{batch_norm2d, gated_swish, swish_inference, BatchNorm2d, Conv3d};
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -152,6 +152,7 @@ impl X3dBlock {
         let y = match &self.se {
             Some(se) if !train => gated_swish(&y, &se.gate(&y)?)?,
             Some(se) => y.broadcast_mul(&se.gate(&y)?)?.silu()?,
+            None if !train => swish_inference(&y)?,
             None => y.silu()?,
         };
         let mut shortcut = match &self.branch1 {

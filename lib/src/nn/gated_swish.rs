@@ -2,7 +2,7 @@
 //! squeeze-excitation product followed by its swish, as one op with a hand-written backward
 //! (candle's broadcast multiply, sigmoid and their gradients are five passes over x each way).
 
-use super::simd::{dispatch_simd, par_for, DisjointMut};
+use super::simd::{self, dispatch_simd, par_for, DisjointMut};
 use super::vol2col::f32_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
@@ -23,9 +23,29 @@ pub fn gated_swish(x: &Tensor, s: &Tensor) -> Result<Tensor> {
     y.reshape(x.shape())
 }
 
+/// swish(x) for inference: the same vectorised loop as `gated_swish`, without a gradient (use
+/// `Tensor::silu` where one is needed).
+pub fn swish_inference(x: &Tensor) -> Result<Tensor> {
+    if !super::fusable(x) {
+        return x.silu();
+    }
+    let x = x.contiguous()?;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let chunk = 1 << 14;
+    let mut y = vec![0f32; data.len()];
+    let out = DisjointMut(y.as_mut_ptr());
+    par_for(data.len().div_ceil(chunk), |i| {
+        let src = &data[i * chunk..((i + 1) * chunk).min(data.len())];
+        // SAFETY: chunk `i` of y is written by this iteration only.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.at(i * chunk), src.len()) };
+        row_forward_simd(src, 1.0, dst);
+    });
+    Tensor::from_vec(y, x.shape(), x.device())
+}
+
 #[inline(always)]
 fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+    1.0 / (1.0 + simd::exp(-v))
 }
 
 /// One row: y = u·σ(u), u = x·s.
@@ -146,6 +166,7 @@ mod tests {
             (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
         };
         assert!(diff(&want, &got) < 1e-5);
+        assert!(diff(&x.as_tensor().silu().unwrap(), &swish_inference(x.as_tensor()).unwrap()) < 1e-5);
         assert!(diff(gw.get(x.as_tensor()).unwrap(), gg.get(x.as_tensor()).unwrap()) < 1e-5);
         let gs = gg.get(s.as_tensor()).unwrap();
         assert_eq!(gs.dims(), s.as_tensor().dims());

@@ -22,7 +22,7 @@ pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
 pub use fused::{conv_bn_act_3d, depthwise_bn_act_3d, fusable};
-pub use gated_swish::gated_swish;
+pub use gated_swish::{gated_swish, swish_inference};
 pub use lstm::Lstm;
 pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};
 pub use pool::{avg_pool2d_ceil, max_pool2d};
