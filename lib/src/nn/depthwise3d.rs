@@ -9,7 +9,7 @@
 //! loops, which matters where X3D's late stages are a few pixels wide.
 
 use super::simd::{axpy, dispatch_simd, dot};
-use super::vol2col::{f32_slice, Geometry3d};
+use super::vol2col::{f32_slice, par_planes_with, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Where a channel's padded volume goes in the phase buffer, and where each tap reads from it.
@@ -173,33 +173,6 @@ fn backward_filter_channel(p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut 
 dispatch_simd!(forward_simd, forward_channel, (p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]));
 dispatch_simd!(backward_data_simd, backward_data_channel, (p: &Polyphase, weights: &[f32], frame: &[f32], buf: &mut [f32]));
 dispatch_simd!(backward_filter_simd, backward_filter_channel, (p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut [f64]));
-
-/// Runs `f(state, plane_index, plane)` over every `plane_len` chunk of `out`, in parallel over
-/// candle's thread count, with one `init()` state (scratch buffers) per thread.
-fn par_planes_with<S, I, F>(out: &mut [f32], plane_len: usize, init: I, f: F)
-where
-    I: Fn() -> S + Sync,
-    F: Fn(&mut S, usize, &mut [f32]) + Sync,
-{
-    let planes = if plane_len == 0 { 0 } else { out.len() / plane_len };
-    let threads = candle_core::utils::get_num_threads().clamp(1, planes.max(1));
-    let per = planes.div_ceil(threads).max(1);
-    let run = |first: usize, chunk: &mut [f32]| {
-        let mut state = init();
-        for (i, p) in chunk.chunks_mut(plane_len.max(1)).enumerate() {
-            f(&mut state, first + i, p);
-        }
-    };
-    if threads == 1 {
-        return run(0, out);
-    }
-    std::thread::scope(|s| {
-        for (j, chunk) in out.chunks_mut(per * plane_len).enumerate() {
-            let run = &run;
-            s.spawn(move || run(j * per, chunk));
-        }
-    });
-}
 
 /// The forward op: (x [N, C, T, H, W], weight [C, 1, kt, kh, kw]) → y.
 pub(super) struct Depthwise3d(pub Geometry3d);

@@ -30,7 +30,11 @@ pub fn swish_inference(x: &Tensor) -> Result<Tensor> {
         return x.silu();
     }
     let x = x.contiguous()?;
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("swish: expected a CPU tensor")
+    };
+    let data = f32_slice(cpu, layout)?;
     let chunk = 1 << 14;
     let mut y = vec![0f32; data.len()];
     let out = DisjointMut(y.as_mut_ptr());
@@ -40,6 +44,7 @@ pub fn swish_inference(x: &Tensor) -> Result<Tensor> {
         let dst = unsafe { std::slice::from_raw_parts_mut(out.at(i * chunk), src.len()) };
         row_forward_simd(src, 1.0, dst);
     });
+    drop(storage);
     Tensor::from_vec(y, x.shape(), x.device())
 }
 

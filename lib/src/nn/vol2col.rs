@@ -68,23 +68,32 @@ pub(crate) fn par_planes<F>(out: &mut [f32], plane_len: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
+    par_planes_with(out, plane_len, || (), |_, i, p| f(i, p));
+}
+
+/// Runs `f(state, plane_index, plane)` over every `plane_len` chunk of `out`, in parallel over
+/// candle's thread count, with one `init()` state (scratch buffers) per thread.
+pub(crate) fn par_planes_with<S, I, F>(out: &mut [f32], plane_len: usize, init: I, f: F)
+where
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, usize, &mut [f32]) + Sync,
+{
     let planes = if plane_len == 0 { 0 } else { out.len() / plane_len };
     let threads = candle_core::utils::get_num_threads().clamp(1, planes.max(1));
-    if threads == 1 {
-        for (i, p) in out.chunks_mut(plane_len.max(1)).enumerate() {
-            f(i, p);
+    let per = planes.div_ceil(threads).max(1);
+    let run = |first: usize, chunk: &mut [f32]| {
+        let mut state = init();
+        for (i, p) in chunk.chunks_mut(plane_len.max(1)).enumerate() {
+            f(&mut state, first + i, p);
         }
-        return;
+    };
+    if threads == 1 {
+        return run(0, out);
     }
-    let per = planes.div_ceil(threads);
     std::thread::scope(|s| {
         for (j, chunk) in out.chunks_mut(per * plane_len).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (i, p) in chunk.chunks_mut(plane_len).enumerate() {
-                    f(j * per + i, p);
-                }
-            });
+            let run = &run;
+            s.spawn(move || run(j * per, chunk));
         }
     });
 }
