@@ -145,13 +145,9 @@ impl X3dBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.a.forward_act(x, train, None, true)?;
         let y = self.b.forward_t(&y, train)?;
-        // The squeeze-excitation product and the swish after it: one op in eval mode. Training
-        // keeps candle's ops: with the fused op's backward (equal to them on random inputs to
-        // 1e-6) the train-mode gradients of x3d_xs moved 3e-3 off torch's float64 ones, cause
-        // not found yet.
+        // The squeeze-excitation product and the swish after it as one op.
         let y = match &self.se {
-            Some(se) if !train => gated_swish(&y, &se.gate(&y)?)?,
-            Some(se) => y.broadcast_mul(&se.gate(&y)?)?.silu()?,
+            Some(se) => gated_swish(&y, &se.gate(&y)?)?,
             None if !train => swish_inference(&y)?,
             None => y.silu()?,
         };
