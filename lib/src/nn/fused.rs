@@ -157,7 +157,8 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
 
     /// Fused = conv → BN (eval) → + residual → ReLU with the separate ops, for the geometries the
-    /// models use (1×1×1 direct, strided 1×1×1, (1,3,3) and (3,3,3) with padding, a bias).
+    /// models use (1×1×1 direct, strided 1×1×1, (1,3,3) and (3,3,3) with padding, a bias, 7×7
+    /// stems, stride 3).
     #[test]
     fn fused_equals_separate_ops() {
         let dev = Device::Cpu;
@@ -167,6 +168,9 @@ mod tests {
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], false),
             ([3, 3, 3], [1, 1, 1], [1, 1, 1], true),
             ([3, 1, 1], [2, 1, 1], [1, 0, 0], false),
+            // w-strided: packed from the phase-split input (`gemm::split_w_phases`).
+            ([1, 7, 7], [1, 2, 2], [0, 3, 3], false),
+            ([3, 3, 3], [2, 1, 3], [1, 1, 2], true),
         ] {
             let vm = VarMap::new();
             let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
