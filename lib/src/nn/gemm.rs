@@ -480,6 +480,16 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
     };
     let vol = it * ih * pitch;
     let (dlw, pw) = (g.dilation[2] as isize, g.pad[2] as isize);
+    // Taps that only move in t (1×1 in space, stride 1, no spatial padding: the temporal convs of
+    // Slow and SlowFast) read whole (h, w) planes: runs then span a plane, not one short row.
+    let plane_runs = !phased
+        && kh == 1
+        && kw == 1
+        && g.stride[1] == 1
+        && g.stride[2] == 1
+        && g.pad[1] == 0
+        && g.pad[2] == 0;
+    let (ih, iw, pitch) = if plane_runs { (1, ih * iw, ih * iw) } else { (ih, iw, pitch) };
     // Per row of the block: the input plane offset and the tap's (t, h, w) offsets, decoded once.
     let mut rows = [(0usize, 0isize, 0isize, 0isize); KC];
     for (kk, r) in rows.iter_mut().enumerate().take(kc) {
@@ -505,6 +515,12 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
     let run_at = |col: usize, left: usize| {
         let (n, pos) = (col / p, col % p);
         let (t, rest) = (pos / (oh * ow), pos % (oh * ow));
+        if plane_runs {
+            return (
+                left.min(oh * ow - rest),
+                (n * g.c * vol, ((t * g.stride[0]) as isize, 0, rest as isize)),
+            );
+        }
         let (h, w0) = (rest / ow, rest % ow);
         let origin = ((t * g.stride[0]) as isize, (h * g.stride[1]) as isize, w0 as isize * sw);
         (left.min(ow - w0), (n * g.c * vol, origin))
