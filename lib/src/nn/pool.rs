@@ -1,6 +1,6 @@
 //! Pooling with reference semantics candle lacks. Max pooling with overlapping windows
-//! (kernel > stride), which candle's `max_pool2d` cannot differentiate: the max of the strided
-//! shifted views, whose `maximum` has a backward. Paddle's ceil-mode average pooling.
+//! (kernel > stride), which candle's `max_pool2d` cannot differentiate: `max_pool3d`'s kernel on
+//! the CPU, else the max of the strided shifted views, whose `maximum` has a backward. Paddle's ceil-mode average pooling.
 
 use candle_core::{Result, Tensor};
 
@@ -11,8 +11,14 @@ fn strided(x: &Tensor, dy: usize, dx: usize, oh: usize, ow: usize, stride: usize
     rows.narrow(3, dx, stride * ow)?.reshape((n, c, oh, ow, stride))?.narrow(4, 0, 1)?.squeeze(4)
 }
 
-/// PyTorch `max_pool2d(kernel, stride, padding)` (floor mode), padding with -inf.
+/// PyTorch `max_pool2d(kernel, stride, padding)` (floor mode), padding with -inf. On the CPU
+/// the direct kernel of `max_pool3d` (parallel, no copies, the gradient to each window's first
+/// maximum as torch's); elsewhere the strided views below.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if super::fusable(x) && padding <= kernel / 2 {
+        let (k, s, p) = ([1, kernel, kernel], [1, stride, stride], [0, padding, padding]);
+        return super::max_pool3d(&x.unsqueeze(2)?, k, s, p)?.squeeze(2);
+    }
     let (n, c, h, w) = x.dims4()?;
     let oh = (h + 2 * padding - kernel) / stride + 1;
     let ow = (w + 2 * padding - kernel) / stride + 1;
@@ -103,7 +109,11 @@ mod tests {
         }
         let g = y.sum_all().unwrap().backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(gx >= (oh * ow) as f32, "every output sends gradient to at least one input: {gx}");
+        assert_eq!(gx, (oh * ow) as f32, "every output sends its gradient to one input (the first maximum)");
+        // The strided-views path (taken off the CPU or for f64) gives the same maxima.
+        let x64 = x.as_tensor().to_dtype(candle_core::DType::F64).unwrap();
+        let y64 = max_pool2d(&x64, 3, 2, 1).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(y64, got.iter().map(|&v| v as f64).collect::<Vec<_>>());
     }
 
     #[test]

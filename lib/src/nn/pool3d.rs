@@ -99,6 +99,35 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Max pooling of one plane: as `windows` with `Kind::Max`, the window's rows as slices (the
+    /// boxed iterator costs more than the comparisons; 2D ResNets' stem pool runs here).
+    fn max_windows(&self, xp: &[f32], yp: &mut [f32]) {
+        let [_, _, _, h, w] = self.input;
+        let [at, ah, aw] = &self.axes;
+        let mut o = 0;
+        for zt in 0..at.len() {
+            for zh in 0..ah.len() {
+                for zw in 0..aw.len() {
+                    let mut m = f32::NEG_INFINITY;
+                    for t in at.lo[zt]..at.hi[zt] {
+                        for row in ah.lo[zh]..ah.hi[zh] {
+                            let base = (t * h + row) * w;
+                            for &v in &xp[base + aw.lo[zw]..base + aw.hi[zw]] {
+                                if v > m || v.is_nan() {
+                                    m = v;
+                                }
+                            }
+                        }
+                    }
+                    yp[o] = m;
+                    o += 1;
+                }
+            }
+        }
+    }
+}
+
 struct PoolFwd(Pool);
 /// Average pooling's backward: grad_out → grad_in (linear, so it needs the grad only).
 struct AvgBwd(Pool);
@@ -118,6 +147,9 @@ impl CustomOp1 for PoolFwd {
         let mut y = vec![0f32; n_out];
         par_planes(&mut y, vout, |idx, yp| {
             let xp = &x[idx * vin..][..vin];
+            if p.kind == Kind::Max {
+                return p.max_windows(xp, yp);
+            }
             p.windows(|o, win, div| {
                 yp[o] = match p.kind {
                     Kind::Max => {
