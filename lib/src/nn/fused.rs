@@ -75,7 +75,7 @@ pub fn conv_bn_act_3d(
     let staged = g.n > 1 && p % 32 != 0 && p < 512;
     let a = MatRef::row_major(w, cout, k);
     let (c_stride, ldc) = if staged { (p, g.n * p) } else { (cout * p, p) };
-    let mut out = vec![0f32; g.n * cout * p];
+    let mut out = super::vol2col::zeros_par(g.n * cout * p);
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let xs = cpu_f32(&x_storage, x_layout)?;
@@ -110,7 +110,7 @@ pub fn conv_bn_act_3d(
         sgemm_conv(a, conv, Columns { per: p, b_stride: 0, c_stride }, dst, ldc, epi);
     }
     if staged {
-        for (i, block) in out.chunks_exact_mut(p).enumerate() {
+        super::vol2col::par_planes(&mut out, p, |i, block| {
             let (n, o) = (i / cout, i % cout);
             let src = &staging[o * g.n * p + n * p..][..p];
             let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
@@ -118,7 +118,7 @@ pub fn conv_bn_act_3d(
                 let v = src[q] + bias[o] + res.map_or(0.0, |r| r[q]);
                 block[q] = if relu { v.max(0.0) } else { v };
             }
-        }
+        });
     }
     Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
 }
