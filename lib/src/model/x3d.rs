@@ -227,7 +227,7 @@ impl X3d {
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
         let y = self.stem_t.forward(&self.stem_xy.forward(&x)?)?;
-        let mut y = self.stem_norm.forward_t(&y, train)?.relu()?;
+        let mut y = crate::nn::relu(&self.stem_norm.forward_t(&y, train)?)?;
         for stage in &self.stages {
             for block in stage {
                 y = block.forward_t(&y, train)?;

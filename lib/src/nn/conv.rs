@@ -1,5 +1,6 @@
-//! 2D convolution lowered to one matrix product (im2col + GEMM) built from candle ops that
-//! all have a fast backward. candle's own `conv2d` differentiates through a naive
+//! 2D convolution: on the CPU the one-frame case of `conv_gemm` (one op, its own backward);
+//! elsewhere lowered to one matrix product (im2col + GEMM) built from candle ops that all have a
+//! fast backward. candle's own `conv2d` differentiates through a naive
 //! `conv_transpose2d` (dot-product loops) that made training ~30× slower than the forward.
 //! 1×1 convolutions with stride 1 are a plain matmul with no copy of the input.
 
@@ -69,6 +70,18 @@ impl Conv2d {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
         let cout = self.weight.dim(0)?;
         let (oh, ow) = self.output_size(h, w);
+        if super::fusable(x) {
+            let g = super::Geometry3d {
+                n,
+                c,
+                input: [1, h, w],
+                kernel: [1, k, k],
+                stride: [1, s, s],
+                pad: [0, p, p],
+                dilation: [1; 3],
+            };
+            return super::conv_gemm::conv_gemm(&x.unsqueeze(2)?, &self.weight, g)?.squeeze(2);
+        }
         if k == 1 && p == 0 {
             let xs = if s == 1 {
                 x.clone()

@@ -1,5 +1,6 @@
 //! 3D convolution with PyTorch's `nn.Conv3d` semantics (any kernel, stride, padding, dilation,
-//! groups, optional bias). Dense and grouped convolutions are lowered to one (batched) matrix
+//! groups, optional bias). Dense convolutions on the CPU are one op with its own backward
+//! (`conv_gemm`); grouped ones, and dense ones elsewhere, are lowered to one (batched) matrix
 //! product over `vol2col` columns, whose backward is `col2vol` and candle's matmul backward;
 //! 1×1×1 convolutions with stride 1 are a plain matmul; depthwise convolutions (groups = C_in =
 //! C_out, as X3D and ir-CSN use) run a direct kernel with hand-written backward ops, since as a
@@ -88,6 +89,8 @@ impl Conv3d {
         let groups = self.cfg.groups;
         let y = if groups == g.c && cout == g.c && groups > 1 {
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, Depthwise3d(g))?
+        } else if groups == 1 && super::fusable(x) {
+            super::conv_gemm::conv_gemm(x, &self.weight, g)?
         } else {
             let p = ot * oh * ow;
             let cols = if g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3] {

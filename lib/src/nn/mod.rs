@@ -1,8 +1,10 @@
 //! Building blocks candle lacks or that we need with exact reference semantics.
 
+mod activation;
 mod batchnorm;
 mod conv;
 mod conv3d;
+mod conv_gemm;
 mod depthwise;
 mod depthwise3d;
 mod fused;
@@ -17,6 +19,7 @@ mod shift;
 mod simd;
 mod vol2col;
 
+pub use activation::{add_relu, relu};
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
@@ -149,14 +152,11 @@ pub fn conv2d_bn_act(
 
 /// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
 pub fn add_act(y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tensor> {
-    let y = match residual {
-        Some(r) => (y + r)?,
-        None => y,
-    };
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
+    match (residual, relu) {
+        (Some(r), true) => add_relu(&y, r),
+        (Some(r), false) => y + r,
+        (None, true) => self::relu(&y),
+        (None, false) => Ok(y),
     }
 }
 

@@ -156,7 +156,7 @@ pub(super) fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
 }
 
 /// The adjoint of `vol2col`: sums every column entry back onto the voxel it came from.
-fn col2vol(cols: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
+pub(super) fn col2vol(cols: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
     let [ot, oh, ow] = g.out()?;
     let [_, h, w] = g.input;
     let [_, kh, kw] = g.kernel;
