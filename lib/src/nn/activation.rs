@@ -38,6 +38,15 @@ fn par_map(len: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     out
 }
 
+/// `f(a[i], b[i])` for two slices of one length, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    par_map(a.len(), |at, out| {
+        for ((o, x), y) in out.iter_mut().zip(&a[at..]).zip(&b[at..]) {
+            *o = f(*x, *y);
+        }
+    })
+}
+
 /// grad · [y > 0], y being the op's output (positive exactly where the input was).
 fn masked(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
     grad.contiguous()?.apply_op2_no_bwd(y, &Mask)
@@ -80,12 +89,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, r) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let y = par_map(x.len(), |at, out| {
-            for ((o, a), b) in out.iter_mut().zip(&x[at..]).zip(&r[at..]) {
-                *o = (a + b).max(0.0);
-            }
-        });
+        let y = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |a, b| (a + b).max(0.0));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -113,12 +117,7 @@ impl CustomOp2 for Mask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, y) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let out = par_map(g.len(), |at, out| {
-            for ((o, gi), yi) in out.iter_mut().zip(&g[at..]).zip(&y[at..]) {
-                *o = if *yi > 0.0 { *gi } else { 0.0 };
-            }
-        });
+        let out = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |g, y| if y > 0.0 { g } else { 0.0 });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
