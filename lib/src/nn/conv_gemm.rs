@@ -174,11 +174,18 @@ impl CustomOp2 for ConvGemmGradWeight {
 /// cache lines.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const B: usize = 16;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
     for r0 in (0..rows).step_by(B) {
+        let r1 = (r0 + B).min(rows);
         for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+            for c in c0..(c0 + B).min(cols) {
+                for r in r0..r1 {
+                    // SAFETY: r < rows and c < cols, both buffers hold rows · cols (asserted);
+                    // unchecked and wrapping so the block loop compiles to plain moves.
+                    unsafe {
+                        *dst.get_unchecked_mut(c.wrapping_mul(rows).wrapping_add(r)) =
+                            *src.get_unchecked(r.wrapping_mul(cols).wrapping_add(c));
+                    }
                 }
             }
         }

@@ -100,27 +100,31 @@ impl Pool {
 }
 
 impl Pool {
-    /// Max pooling of one plane: as `windows` with `Kind::Max`, the window's rows as slices (the
-    /// boxed iterator costs more than the comparisons; 2D ResNets' stem pool runs here).
-    fn max_windows(&self, xp: &[f32], yp: &mut [f32]) {
+    /// Max pooling of one plane: `f(output offset, input offset of the window's maximum, value)`,
+    /// the first maximum (a NaN wins, as ATen's); as `windows`, with the window's rows as slices
+    /// (the boxed iterator costs more than the comparisons; 2D ResNets' stem pool runs here).
+    fn max_windows(&self, xp: &[f32], mut f: impl FnMut(usize, usize, f32)) {
         let [_, _, _, h, w] = self.input;
         let [at, ah, aw] = &self.axes;
         let mut o = 0;
         for zt in 0..at.len() {
             for zh in 0..ah.len() {
                 for zw in 0..aw.len() {
-                    let mut m = f32::NEG_INFINITY;
+                    let (mut best, mut m) = (usize::MAX, f32::NEG_INFINITY);
                     for t in at.lo[zt]..at.hi[zt] {
                         for row in ah.lo[zh]..ah.hi[zh] {
                             let base = (t * h + row) * w;
-                            for &v in &xp[base + aw.lo[zw]..base + aw.hi[zw]] {
-                                if v > m || v.is_nan() {
-                                    m = v;
+                            for i in base + aw.lo[zw]..base + aw.hi[zw] {
+                                let v = xp[i];
+                                if best == usize::MAX || v > m || v.is_nan() {
+                                    (best, m) = (i, v);
                                 }
                             }
                         }
                     }
-                    yp[o] = m;
+                    if best != usize::MAX {
+                        f(o, best, m);
+                    }
                     o += 1;
                 }
             }
@@ -148,7 +152,8 @@ impl CustomOp1 for PoolFwd {
         par_planes(&mut y, vout, |idx, yp| {
             let xp = &x[idx * vin..][..vin];
             if p.kind == Kind::Max {
-                return p.max_windows(xp, yp);
+                yp.fill(f32::NEG_INFINITY);
+                return p.max_windows(xp, |o, _, v| yp[o] = v);
             }
             p.windows(|o, win, div| {
                 yp[o] = match p.kind {
@@ -213,18 +218,7 @@ impl CustomOp2 for MaxBwd {
         let mut gx = vec![0f32; p.input.iter().product()];
         par_planes(&mut gx, vin, |idx, gxp| {
             let (xp, gyp) = (&x[idx * vin..][..vin], &gy[idx * vout..][..vout]);
-            p.windows(|o, win, _| {
-                let mut best: Option<(usize, f32)> = None;
-                for i in win {
-                    let v = xp[i];
-                    if best.is_none_or(|(_, m)| v > m || v.is_nan()) {
-                        best = Some((i, v));
-                    }
-                }
-                if let Some((i, _)) = best {
-                    gxp[i] += gyp[o];
-                }
-            });
+            p.max_windows(xp, |o, i, _| gxp[i] += gyp[o]);
         });
         Ok((CpuStorage::F32(gx), Shape::from(p.input.to_vec())))
     }
