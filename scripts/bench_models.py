@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 import torchvision  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from export_torch_parity import Recognizer  # noqa: E402  (our TSN/TSM wrapper)
 
 
@@ -68,12 +69,14 @@ def pytorchvideo_forward(arch, frames, size, reps):
 
     fwd = []
     with torch.no_grad():
-        net(inputs())
+        # Multiply-adds count 2 FLOPs here (pytorchvideo's model zoo table counts them once).
+        with FlopCounterMode(display=False) as counter:
+            net(inputs())
         for _ in range(reps):
             t = time.perf_counter()
             net(inputs())
             fwd.append(time.perf_counter() - t)
-    return statistics.median(fwd)
+    return statistics.median(fwd), counter.get_total_flops() / 1e9
 
 
 def zoo_rows(a, env):
@@ -83,11 +86,12 @@ def zoo_rows(a, env):
                              env=env, check=True)
         ours = json.loads(out.stdout)
         frames, size = ours["frames"], ours["size"]
-        tf = pytorchvideo_forward(arch, frames, size, a.reps)
-        rows.append({"arch": arch, "input": f"{frames}x{size}", "vidkit_forward_s": ours["forward_s"],
-                     "pytorchvideo_forward_s": tf, "forward_ratio": ours["forward_s"] / tf})
-        print(f"{arch:14} {rows[-1]['input']:7} {ours['forward_s']:11.3f} {tf:13.3f} {ours['forward_s'] / tf:6.2f}",
-              flush=True)
+        tf, gflops = pytorchvideo_forward(arch, frames, size, a.reps)
+        rows.append({"arch": arch, "input": f"{frames}x{size}", "params_m": ours["params"] / 1e6, "gflops": gflops,
+                     "vidkit_forward_s": ours["forward_s"], "pytorchvideo_forward_s": tf,
+                     "forward_ratio": ours["forward_s"] / tf})
+        print(f"{arch:14} {rows[-1]['input']:7} {ours['params'] / 1e6:8.2f} {gflops:7.1f} {ours['forward_s']:11.3f}"
+              f" {tf:13.3f} {ours['forward_s'] / tf:6.2f}", flush=True)
     return rows
 
 
@@ -104,7 +108,8 @@ def main():
     if a.zoo:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
         print(f"\nZoo models, CPU, {a.threads} threads, batch 1, forward, median of {a.reps}:")
-        print(f"{'model':14} {'input':7} {'vidkit fwd':>11} {'pytorchvideo':>13} {'ratio':>6}", flush=True)
+        print(f"{'model':14} {'input':7} {'params M':>8} {'GFLOPs':>7} {'vidkit fwd':>11} {'pytorchvideo':>13} {'ratio':>6}",
+              flush=True)
         rows = zoo_rows(a, env)
         print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
         with open(a.json, "w") as f:

@@ -57,9 +57,11 @@ fn main() -> anyhow::Result<()> {
         opt.step(&loss.backward()?)?;
         step.push(t.elapsed().as_secs_f64());
     }
+    // Learned parameters (running statistics excluded), as torch's `sum(p.numel())` counts them.
+    let params: usize = trainable_vars(&varmap).iter().map(|(_, v)| v.elem_count()).sum();
     println!(
         "{}",
-        serde_json::json!({"arch": arch, "frames": frames, "size": size, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)), "reps": reps})
+        serde_json::json!({"arch": arch, "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)), "reps": reps})
     );
     Ok(())
 }
