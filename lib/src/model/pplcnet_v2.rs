@@ -21,7 +21,7 @@
 use crate::nn::{
     batch_norm2d, conv2d, conv2d_bn_act, temporal_shift_paddle, BatchNorm2d, Conv2d, DepthwiseConv2d,
 };
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
 /// Channels of the blocks of each stage at scale 1, kernel, split pointwise, re-parameterisable
@@ -115,7 +115,7 @@ struct SqueezeExcite {
 impl SqueezeExcite {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
-        let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?;
+        let pooled = crate::nn::plane_mean(x)?;
         let gate = candle_nn::ops::sigmoid(&self.conv2.forward(&self.conv1.forward(&pooled)?.relu()?)?)?;
         x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)
     }
@@ -267,7 +267,7 @@ impl PpLcNetV2Tsm {
                 y = block.forward_t(&y, train)?;
             }
         }
-        let pooled = y.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+        let pooled = crate::nn::plane_mean(&y)?.unsqueeze(2)?.unsqueeze(3)?;
         let (n, _, _, _) = pooled.dims4()?;
         self.last_conv.forward(&pooled)?.relu()?.reshape((n, LAST_CHANNELS))
     }

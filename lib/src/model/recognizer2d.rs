@@ -13,7 +13,7 @@ use super::resnet_vd::ResNetVdTsm;
 use super::ModelConfig;
 use crate::nn::dropout;
 use crate::rng::Rng;
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
 #[derive(Clone, Debug)]
@@ -105,7 +105,7 @@ impl Recognizer2d {
             Backbone::ResNetVdTsm(r) => r.forward_t(&x, train)?,
             Backbone::PpLcNetV2Tsm(r) => return r.forward_t(&x, train)?.reshape((b, t, ())),
         };
-        let pooled = y.mean(D::Minus1)?.mean(D::Minus1)?; // global average pool → [B*T, C]
+        let pooled = crate::nn::plane_mean(&y)?; // global average pool → [B*T, C]
         pooled.reshape((b, t, ()))
     }
 

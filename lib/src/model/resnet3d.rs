@@ -416,8 +416,7 @@ pub fn to_channels_first(x: &Tensor, frames: usize) -> Result<Tensor> {
 
 /// Global average pool [B, C, T, H, W] → [B, C].
 pub fn global_pool(x: &Tensor) -> Result<Tensor> {
-    let (b, c, t, h, w) = x.dims5()?;
-    x.reshape((b, c, t * h * w))?.mean(2)
+    crate::nn::plane_mean(x)
 }
 
 #[derive(Clone, Debug)]
