@@ -114,10 +114,10 @@ impl Pool {
                     for t in at.lo[zt]..at.hi[zt] {
                         for row in ah.lo[zh]..ah.hi[zh] {
                             let base = (t * h + row) * w;
-                            for i in base + aw.lo[zw]..base + aw.hi[zw] {
-                                let v = xp[i];
+                            let lo = base + aw.lo[zw];
+                            for (i, &v) in xp[lo..base + aw.hi[zw]].iter().enumerate() {
                                 if best == usize::MAX || v > m || v.is_nan() {
-                                    (best, m) = (i, v);
+                                    (best, m) = (lo + i, v);
                                 }
                             }
                         }
