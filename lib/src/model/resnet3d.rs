@@ -125,7 +125,10 @@ impl ConvBn3d {
                 return depthwise_bn_act_3d(x, g, &self.conv.weight, &self.bn, relu);
             }
         }
-        add_act(self.bn.forward_t(&self.conv.forward(x)?, train)?, residual, relu)
+        match residual {
+            None => self.bn.forward_act_t(&self.conv.forward(x)?, train, relu),
+            Some(_) => add_act(self.bn.forward_t(&self.conv.forward(x)?, train)?, residual, relu),
+        }
     }
 }
 

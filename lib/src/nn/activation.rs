@@ -48,7 +48,7 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
 }
 
 /// grad · [y > 0], y being the op's output (positive exactly where the input was).
-fn masked(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(super) fn masked(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
     grad.contiguous()?.apply_op2_no_bwd(y, &Mask)
 }
 

@@ -32,9 +32,27 @@ impl BatchNorm2d {
 
     /// [N, C, H, W], or [N, C, T, H, W] as BatchNorm3d (the same statistics per channel).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_act_t(x, train, false)
+    }
+
+    /// BN then ReLU when `relu`: in training on the CPU one op (the ReLU applied as the output is
+    /// written, its mask in the backward), else BN and `nn::relu`.
+    pub fn forward_act_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if let Ok((n, c, t, h, w)) = x.dims5() {
-            return self.forward_t(&x.reshape((n, c, t * h, w))?, train)?.reshape((n, c, t, h, w));
+            return self.forward_act_t(&x.reshape((n, c, t * h, w))?, train, relu)?.reshape((n, c, t, h, w));
         }
+        if train && super::fusable(x) {
+            return self.forward_train_fused(x, relu);
+        }
+        let y = self.forward_2d(x, train)?;
+        if relu {
+            super::relu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn forward_2d(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
         if !train {
             let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
@@ -42,9 +60,6 @@ impl BatchNorm2d {
             return x
                 .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
                 .broadcast_add(&shift.reshape((1, c, 1, 1))?);
-        }
-        if super::fusable(x) {
-            return self.forward_train_fused(x);
         }
         self.forward_train_ops(x)
     }
@@ -73,10 +88,10 @@ impl BatchNorm2d {
 
     /// Training mode on the CPU: one custom op (forward and backward by hand) over the NCHW
     /// layout as it is, then the running statistics from the batch's.
-    fn forward_train_fused(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let stats = Arc::new(Mutex::new(BatchStats::default()));
-        let op = BatchNormTrain { dims: [n, c, h * w], eps: self.eps, stats: stats.clone() };
+        let op = BatchNormTrain { dims: [n, c, h * w], eps: self.eps, relu, stats: stats.clone() };
         let y = x.contiguous()?.reshape((n, c, h * w))?.apply_op3(
             &self.weight.to_dtype(x.dtype())?.contiguous()?,
             &self.bias.to_dtype(x.dtype())?.contiguous()?,
@@ -115,6 +130,8 @@ struct BatchStats {
 struct BatchNormTrain {
     dims: [usize; 3],
     eps: f64,
+    /// max(0, ·) on the output (and the gradient masked where it is 0).
+    relu: bool,
     stats: Arc<Mutex<BatchStats>>,
 }
 
@@ -133,15 +150,18 @@ fn channel_stats(x: &[f32], [n, c, s]: [usize; 3], ch: usize) -> (f32, f64, f64)
     (mean, sq / count, sq / (count - 1.0).max(1.0))
 }
 
-/// y = x·a + b over one channel's rows.
+/// y = x·a + b (then max(0, ·) with `relu`) over one channel's rows.
 #[inline(always)]
-fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a: f32, b: f32) {
+fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a: f32, b: f32, relu: bool) {
     for i in 0..n {
         let at = (i * c + ch) * s;
         // SAFETY: channel `ch`'s rows are written by this call only (callers split by channel).
         let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at), s) };
-        for (o, v) in yr.iter_mut().zip(&x[at..at + s]) {
-            *o = v * a + b;
+        let rows = yr.iter_mut().zip(&x[at..at + s]);
+        if relu {
+            rows.for_each(|(o, v)| *o = (v * a + b).max(0.0));
+        } else {
+            rows.for_each(|(o, v)| *o = v * a + b);
         }
     }
 }
@@ -181,7 +201,7 @@ fn channel_backward(
 }
 
 simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize; 3], ch: usize) -> (f32, f64, f64));
-simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32));
+simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32, relu: bool));
 simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32) -> (f64, f64));
 
 impl CustomOp3 for BatchNormTrain {
@@ -216,7 +236,7 @@ impl CustomOp3 for BatchNormTrain {
             let (mean, var, unbiased) = channel_stats_simd(x, self.dims, ch);
             let inv = 1.0 / ((var + self.eps) as f32).sqrt();
             let a = gamma[ch] * inv;
-            channel_affine_simd(x, yp, self.dims, ch, a, beta[ch] - mean * a);
+            channel_affine_simd(x, yp, self.dims, ch, a, beta[ch] - mean * a, self.relu);
             // SAFETY: entry `ch` is written by this iteration only.
             unsafe { *(sp as *mut (f32, f64, f64)).add(ch) = (mean, inv as f64, unbiased) };
         });
@@ -235,10 +255,11 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let [n, c, s] = self.dims;
+        let grad = if self.relu { super::activation::masked(grad, res)? } else { grad.clone() };
         let op = BatchNormTrainBwd { dims: self.dims, stats: self.stats.clone() };
         let all = x.apply_op3_no_bwd(&grad.contiguous()?, &gamma.contiguous()?, &op)?;
         let gx = all.narrow(0, 0, n * c * s)?.reshape((n, c, s))?;
@@ -297,7 +318,10 @@ mod tests {
     #[test]
     fn fused_training_equals_candle_ops() {
         let dev = Device::Cpu;
-        for (shape, offset) in [((4, 3, 5, 7), 0f64), ((2, 5, 1, 33), 50.0), ((3, 2, 4, 4), -3.0)] {
+        let cases = [((4, 3, 5, 7), 0f64, false), ((2, 5, 1, 33), 50.0, false), ((3, 2, 4, 4), -3.0, false)];
+        // And with the ReLU fused in (against candle's BN ops followed by candle's ReLU).
+        let relu_cases = [((4, 3, 5, 7), 0f64, true), ((2, 5, 1, 33), 50.0, true)];
+        for (shape, offset, relu) in cases.into_iter().chain(relu_cases) {
             let run = || {
                 let vm = VarMap::new();
                 let bn = BatchNorm2d::new(shape.1, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
@@ -324,14 +348,15 @@ mod tests {
             }
             let x_b = Var::from_tensor(x.as_tensor()).unwrap();
             let y_a = bn_a.forward_train_ops(x.as_tensor()).unwrap();
-            let y_b = bn_b.forward_train_fused(x_b.as_tensor()).unwrap();
+            let y_a = if relu { y_a.relu().unwrap() } else { y_a };
+            let y_b = bn_b.forward_train_fused(x_b.as_tensor(), relu).unwrap();
             let r = Tensor::randn(0f32, 1., shape, &dev).unwrap();
             let ga = (&y_a * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (&y_b * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {
                 let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
                 let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(d < 1e-4 * scale, "{shape:?} {what}: differs by {d} (scale {scale})");
+                assert!(d < 1e-4 * scale, "{shape:?} relu {relu} {what}: differs by {d} (scale {scale})");
             };
             close(&y_a, &y_b, "output");
             close(bn_a.running_mean.as_tensor(), bn_b.running_mean.as_tensor(), "running mean");

@@ -149,7 +149,10 @@ pub fn conv2d_bn_act(
         let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &conv.weight, None, bn, res.as_ref(), relu)?;
         return y.squeeze(2);
     }
-    add_act(bn.forward_t(&conv.forward(x)?, train)?, residual, relu)
+    match residual {
+        None => bn.forward_act_t(&conv.forward(x)?, train, relu),
+        Some(_) => add_act(bn.forward_t(&conv.forward(x)?, train)?, residual, relu),
+    }
 }
 
 /// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
