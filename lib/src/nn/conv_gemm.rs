@@ -84,9 +84,11 @@ impl CustomOp2 for ConvGemm {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
-        let gx = w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.0))?;
-        let gw = x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.0))?;
-        Ok((Some(gx), Some(gw)))
+        // Only the gradients something upstream needs: the stem's input is the clip itself, and
+        // its grad_x (a product and a col2vol over 3 × 224² × frames) would be thrown away.
+        let gx = x.track_op().then(|| w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.0))).transpose()?;
+        let gw = w.track_op().then(|| x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.0))).transpose()?;
+        Ok((gx, gw))
     }
 }
 
