@@ -94,6 +94,12 @@ pub fn conv_bn_act_3d(
         Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
         None => None,
     };
+    // Few output channels: the direct kernel, without packing the column matrix.
+    #[cfg(target_arch = "x86_64")]
+    if !direct && super::conv_direct::applies(cout, &g) {
+        super::conv_direct::conv_direct(w, &scale, &bias, res_data, relu, xs, &g, &mut out)?;
+        return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
+    }
     let epi = if staged {
         Epilogue { row_scale: Some(&scale), ..Default::default() }
     } else {
@@ -158,48 +164,79 @@ mod tests {
 
     /// Fused = conv → BN (eval) → + residual → ReLU with the separate ops, for the geometries the
     /// models use (1×1×1 direct, strided 1×1×1, (1,3,3) and (3,3,3) with padding, a bias, 7×7
-    /// stems, stride 3).
+    /// stems, stride 3, dilation), through the GEMM (40 output channels) and the direct kernel
+    /// (≤ 16: one and two row panels).
     #[test]
     fn fused_equals_separate_ops() {
         let dev = Device::Cpu;
-        for &(kernel, stride, pad, bias) in &[
-            ([1, 1, 1], [1, 1, 1], [0, 0, 0], false),
-            ([1, 1, 1], [1, 2, 2], [0, 0, 0], false),
-            ([1, 3, 3], [1, 2, 2], [0, 1, 1], false),
-            ([3, 3, 3], [1, 1, 1], [1, 1, 1], true),
-            ([3, 1, 1], [2, 1, 1], [1, 0, 0], false),
+        for &(kernel, stride, pad, dilation, bias) in &[
+            ([1, 1, 1], [1, 1, 1], [0, 0, 0], 1, false),
+            ([1, 1, 1], [1, 2, 2], [0, 0, 0], 1, false),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], 1, false),
+            ([3, 3, 3], [1, 1, 1], [1, 1, 1], 1, true),
+            ([3, 1, 1], [2, 1, 1], [1, 0, 0], 1, false),
             // w-strided: packed from the phase-split input (`gemm::split_w_phases`).
-            ([1, 7, 7], [1, 2, 2], [0, 3, 3], false),
-            ([3, 3, 3], [2, 1, 3], [1, 1, 2], true),
+            ([1, 7, 7], [1, 2, 2], [0, 3, 3], 1, false),
+            ([3, 3, 3], [2, 1, 3], [1, 1, 2], 1, true),
+            // SlowFast's fast stem; a dilated kernel.
+            ([5, 7, 7], [1, 2, 2], [2, 3, 3], 1, false),
+            ([3, 3, 3], [1, 2, 2], [2, 2, 2], 2, false),
         ] {
-            let vm = VarMap::new();
-            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-            let cfg = Conv3dConfig { stride, padding: pad, bias, ..Default::default() };
-            let conv = Conv3d::new(6, 10, kernel, cfg, vb.pp("c")).unwrap();
-            let bn = BatchNorm2d::new(10, vb.pp("bn")).unwrap();
-            // Non-trivial BN statistics and affine parameters.
-            for (name, var) in vm.data().lock().unwrap().iter() {
-                let t = var.as_tensor();
-                let r = Tensor::rand(0.5f32, 1.5, t.shape(), &dev).unwrap();
-                let v = if name.ends_with("running_mean") || name.ends_with("bias") {
-                    (r - 1.0).unwrap()
-                } else {
-                    r
+            for cout in [8, 14, 40] {
+                let vm = VarMap::new();
+                let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+                let cfg = Conv3dConfig {
+                    stride,
+                    padding: pad,
+                    dilation: [dilation; 3],
+                    bias,
+                    ..Default::default()
                 };
-                var.set(&v).unwrap();
-            }
-            // 5 × 9 × 11 positions: the staged path; 4 × 16 × 16: tiles written in place; one image.
-            for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5)] {
-                let x = Tensor::randn(0f32, 1., shape, &dev).unwrap();
-                let y_ref = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
-                let res = Var::from_tensor(&Tensor::randn(0f32, 1., y_ref.shape(), &dev).unwrap()).unwrap();
-                let want = (y_ref + res.as_tensor()).unwrap().relu().unwrap();
-                let g = conv.geometry_of(&x).unwrap();
-                let got =
-                    conv_bn_act_3d(&x, g, &conv.weight, conv.bias.as_ref(), &bn, Some(res.as_tensor()), true)
-                        .unwrap();
-                let d = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                assert!(d < 1e-4, "{kernel:?} {stride:?} {shape:?}: {d}");
+                let conv = Conv3d::new(6, cout, kernel, cfg, vb.pp("c")).unwrap();
+                let bn = BatchNorm2d::new(cout, vb.pp("bn")).unwrap();
+                // Non-trivial BN statistics and affine parameters.
+                for (name, var) in vm.data().lock().unwrap().iter() {
+                    let t = var.as_tensor();
+                    let r = Tensor::rand(0.5f32, 1.5, t.shape(), &dev).unwrap();
+                    let v = if name.ends_with("running_mean") || name.ends_with("bias") {
+                        (r - 1.0).unwrap()
+                    } else {
+                        r
+                    };
+                    var.set(&v).unwrap();
+                }
+                // 5 × 9 × 11 positions: the staged path; 4 × 16 × 16: tiles written in place; one
+                // image; rows of several tiles with a partial last one.
+                for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5), (1, 6, 2, 3, 150)] {
+                    let x = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+                    let y_ref = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
+                    let res =
+                        Var::from_tensor(&Tensor::randn(0f32, 1., y_ref.shape(), &dev).unwrap()).unwrap();
+                    let g = conv.geometry_of(&x).unwrap();
+                    for with_res in [true, false] {
+                        let (res, want) = if with_res {
+                            (Some(res.as_tensor()), (&y_ref + res.as_tensor()).unwrap().relu().unwrap())
+                        } else {
+                            (None, y_ref.clone())
+                        };
+                        let got = conv_bn_act_3d(&x, g, &conv.weight, conv.bias.as_ref(), &bn, res, with_res)
+                            .unwrap();
+                        let d = (got - &want)
+                            .unwrap()
+                            .abs()
+                            .unwrap()
+                            .max_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap();
+                        // Relative to the output's scale: the fast stem sums 1470 products.
+                        let top = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                        assert!(
+                            d < 1e-5 * (1.0 + top),
+                            "{kernel:?} {stride:?} {shape:?} {cout}: {d} (max {top})"
+                        );
+                    }
+                }
             }
         }
     }

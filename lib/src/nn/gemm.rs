@@ -85,7 +85,7 @@ impl Columns {
     }
 }
 
-const MR: usize = 12;
+pub(super) const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = 144;
@@ -150,7 +150,7 @@ pub fn sgemm_conv(a: MatRef, x: ConvRhs, out_cols: Columns, c: &mut [f32], ldc: 
     }
 }
 
-fn has_avx512() -> bool {
+pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -338,7 +338,15 @@ thread_local! {
 
 /// Packs rows `i0..i0+mc`, columns `p0..p0+kc` of A into `MR`-row panels, k-major inside a panel
 /// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given.
-fn pack_a(a: &MatRef, i0: usize, mc: usize, p0: usize, kc: usize, scale: Option<&[f32]>, out: &mut [f32]) {
+pub(super) fn pack_a(
+    a: &MatRef,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    scale: Option<&[f32]>,
+    out: &mut [f32],
+) {
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let rows = MR.min(mc - r0);
@@ -641,12 +649,12 @@ unsafe fn blocked(
                                 let relu = last && epi.relu;
                                 let one_item = cols_map.c_stride == cols_map.per
                                     || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
-                                if mr == MR && nr == NR && one_item {
-                                    kernel_12x32(kc, ap, bp, cp, ldc, load, bias, res, relu);
+                                if nr == NR && one_item {
+                                    by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu));
                                 } else {
                                     // Edge tile: full tile into scratch, then the valid part.
                                     let null = std::ptr::null();
-                                    kernel_12x32(kc, ap, bp, tile.as_mut_ptr(), NR, false, null, null, false);
+                                    kernel::<MR>(kc, ap, bp, tile.as_mut_ptr(), NR, false, null, null, false);
                                     for j in 0..nr {
                                         let off = (row0 * ldc + cols_map.c_off(col0 + j)) as isize
                                             - (row0 * ldc + cols_map.c_off(col0)) as isize;
@@ -674,16 +682,32 @@ unsafe fn blocked(
     })
 }
 
-/// The 12 × 32 micro-kernel: C tile (+)= A panel · B panel over `kc` steps, then per-row bias,
-/// residual tile (laid out as C) and ReLU when given (null pointers for none).
+/// Calls `$kernel::<R>($args)` with R = `$rows` (1..=12): the micro-kernel instance compiled
+/// for that many rows, so a short last row panel (M = 8 or 16 in SlowFast's fast pathway) costs
+/// its own rows' work, not twelve rows' and a scalar copy.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident $args:tt) => {
+        by_rows!(@ $rows, $kernel $args, 1 2 3 4 5 6 7 8 9 10 11 12)
+    };
+    (@ $rows:expr, $kernel:ident $args:tt, $($r:literal)*) => {
+        match $rows {
+            $($r => $kernel::<$r> $args,)*
+            rows => unreachable!("micro-kernel rows {rows} out of 1..=12"),
+        }
+    };
+}
+pub(super) use by_rows;
+
+/// The micro-kernel: C tile (R rows × 32) (+)= A panel · B panel over `kc` steps, then the
+/// epilogue (`store_rows`). The A panel is always `MR` rows wide; only its first R are read.
 ///
 /// # Safety
-/// AVX-512F available; `a` holds `kc·12`, `b` `kc·32` floats; `c` addresses a 12 × 32 tile
-/// with leading dimension `ldc`; `bias`, when not null, 12 floats.
+/// AVX-512F available; `a` holds `kc·12`, `b` `kc·32` floats; `c` addresses an R × 32 tile
+/// with leading dimension `ldc`; `bias`, when not null, R floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_12x32(
+unsafe fn kernel<const R: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -695,26 +719,72 @@ unsafe fn kernel_12x32(
     relu: bool,
 ) {
     use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    let mut acc = ([_mm512_setzero_ps(); R], [_mm512_setzero_ps(); R]);
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(b);
-        let b1 = _mm512_loadu_ps(b.add(16));
-        for r in 0..MR {
-            let av = _mm512_set1_ps(*a.add(r));
-            acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
-            acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
-        }
+        fma_rows(a, b, &mut acc);
         a = a.add(MR);
         b = b.add(NR);
     }
+    store_rows(&acc, c, ldc, NR, load, bias, res, relu);
+}
+
+/// One k step of a micro-kernel: R accumulator rows (left and right 16 columns) += the first R
+/// values of `a` (broadcast) times the 32 values at `b`.
+///
+/// # Safety
+/// AVX-512F available; `a` holds R floats, `b` 32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn fma_rows<const R: usize>(
+    a: *const f32,
+    b: *const f32,
+    acc: &mut ([std::arch::x86_64::__m512; R], [std::arch::x86_64::__m512; R]),
+) {
+    use std::arch::x86_64::*;
+    let b0 = _mm512_loadu_ps(b);
+    let b1 = _mm512_loadu_ps(b.add(16));
+    for r in 0..R {
+        let av = _mm512_set1_ps(*a.add(r));
+        acc.0[r] = _mm512_fmadd_ps(av, b0, acc.0[r]);
+        acc.1[r] = _mm512_fmadd_ps(av, b1, acc.1[r]);
+    }
+}
+
+/// A micro-kernel's epilogue: row r of the tile (first `cols` ≤ 32 columns) = accumulators
+/// (+ the previous C when `load`) + `bias[r]` + residual row (laid out as C), then ReLU when
+/// `relu`; null pointers for no bias or residual. Columns past `cols` are neither read nor
+/// written.
+///
+/// # Safety
+/// AVX-512F available; `c` (and `res` when not null) address R rows of `ldc` with `cols`
+/// writable (readable) values each; `bias`, when not null, R floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_rows<const R: usize>(
+    acc: &([std::arch::x86_64::__m512; R], [std::arch::x86_64::__m512; R]),
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    load: bool,
+    bias: *const f32,
+    res: *const f32,
+    relu: bool,
+) {
+    use std::arch::x86_64::*;
+    let mask = |n: usize| if n >= 16 { 0xffff } else { ((1u32 << n) - 1) as __mmask16 };
+    let (mlo, mhi) = (mask(cols), mask(cols.saturating_sub(16)));
     let zero = _mm512_setzero_ps();
-    for r in 0..MR {
-        let row = c.add(r * ldc);
-        let (mut lo, mut hi) = (acc[2 * r], acc[2 * r + 1]);
+    for r in 0..R {
+        // wrapping: with `cols` ≤ 16 the right half lies past the tile (masked off).
+        let (row_lo, row_hi) = (c.add(r * ldc), c.add(r * ldc).wrapping_add(16));
+        let (mut lo, mut hi) = (acc.0[r], acc.1[r]);
         if load {
-            lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
-            hi = _mm512_add_ps(hi, _mm512_loadu_ps(row.add(16)));
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(mlo, row_lo));
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(mhi, row_hi));
         }
         if !bias.is_null() {
             let bv = _mm512_set1_ps(*bias.add(r));
@@ -723,15 +793,15 @@ unsafe fn kernel_12x32(
         }
         if !res.is_null() {
             let rrow = res.add(r * ldc);
-            lo = _mm512_add_ps(lo, _mm512_loadu_ps(rrow));
-            hi = _mm512_add_ps(hi, _mm512_loadu_ps(rrow.add(16)));
+            lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(mlo, rrow));
+            hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(mhi, rrow.wrapping_add(16)));
         }
         if relu {
             lo = _mm512_max_ps(lo, zero);
             hi = _mm512_max_ps(hi, zero);
         }
-        _mm512_storeu_ps(row, lo);
-        _mm512_storeu_ps(row.add(16), hi);
+        _mm512_mask_storeu_ps(row_lo, mlo, lo);
+        _mm512_mask_storeu_ps(row_hi, mhi, hi);
     }
 }
 
@@ -871,9 +941,16 @@ mod tests {
     #[test]
     fn matches_naive_product_on_edge_shapes() {
         let mut rng = Rng::new(7);
-        for &(m, k, n) in
-            &[(1, 1, 1), (12, 256, 32), (13, 257, 33), (150, 600, 70), (5, 3, 2100), (40, 20, 2200)]
-        {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (12, 256, 32),
+            (13, 257, 33),
+            (150, 600, 70),
+            (5, 3, 2100),
+            (40, 20, 2200),
+            (8, 24, 64),
+            (23, 9, 96),
+        ] {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
                 let ad = random(m * k, &mut rng);
                 let bd = random(k * n, &mut rng);
@@ -1042,7 +1119,7 @@ mod kernel_timing {
         for _ in 0..reps {
             // SAFETY: AVX-512 checked; the buffers hold the panels and the tile.
             unsafe {
-                kernel_12x32(
+                kernel::<MR>(
                     kc,
                     a.as_ptr(),
                     b.as_ptr(),

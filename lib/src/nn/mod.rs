@@ -4,6 +4,8 @@ mod activation;
 mod batchnorm;
 mod conv;
 mod conv3d;
+#[cfg(target_arch = "x86_64")]
+mod conv_direct;
 mod conv_gemm;
 mod depthwise;
 mod depthwise3d;
