@@ -5,7 +5,7 @@
 //! input + padding) when padding counts, the clipped size otherwise; adaptive windows are
 //! [⌊o·In/Out⌋, ⌈(o+1)·In/Out⌉).
 
-use super::vol2col::{f32_slice, par_planes};
+use super::vol2col::{f32_slice, par_planes, par_planes_with};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// The pooling windows along one axis: input range [lo, hi) and the padded size for the divisor.
@@ -132,6 +132,37 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Max pooling's values only (the forward), separable: the w windows of every input row
+    /// first, then the (t, h) windows as maxima of whole rows of those (vectorised); `rows` is
+    /// scratch. The same values as `max_windows` (a NaN still wins) at a fraction of its cost,
+    /// which was a twentieth of a SlowFast forward.
+    fn max_values(&self, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>) {
+        let [_, _, t, h, w] = self.input;
+        let [at, ah, aw] = &self.axes;
+        let ow = aw.len();
+        let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+        rows.clear();
+        rows.resize(t * h * ow, f32::NEG_INFINITY);
+        for (src, dst) in xp.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+            for (zw, d) in dst.iter_mut().enumerate() {
+                *d = src[aw.lo[zw]..aw.hi[zw]].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v));
+            }
+        }
+        for (out_row, dst) in yp.chunks_exact_mut(ow).enumerate() {
+            let (zt, zh) = (out_row / ah.len(), out_row % ah.len());
+            dst.fill(f32::NEG_INFINITY);
+            for ti in at.lo[zt]..at.hi[zt] {
+                for hi in ah.lo[zh]..ah.hi[zh] {
+                    for (d, &v) in dst.iter_mut().zip(&rows[(ti * h + hi) * ow..][..ow]) {
+                        *d = max(*d, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct PoolFwd(Pool);
 /// Average pooling's backward: grad_out → grad_in (linear, so it needs the grad only).
 struct AvgBwd(Pool);
@@ -149,21 +180,15 @@ impl CustomOp1 for PoolFwd {
         let (vin, vout) = p.planes();
         let n_out = p.out_shape().iter().product();
         let mut y = vec![0f32; n_out];
+        if p.kind == Kind::Max {
+            par_planes_with(&mut y, vout, Vec::new, |rows, idx, yp| {
+                p.max_values(&x[idx * vin..][..vin], yp, rows)
+            });
+            return Ok((CpuStorage::F32(y), Shape::from(p.out_shape())));
+        }
         par_planes(&mut y, vout, |idx, yp| {
             let xp = &x[idx * vin..][..vin];
-            if p.kind == Kind::Max {
-                yp.fill(f32::NEG_INFINITY);
-                return p.max_windows(xp, |o, _, v| yp[o] = v);
-            }
-            p.windows(|o, win, div| {
-                yp[o] = match p.kind {
-                    Kind::Max => {
-                        win.map(|i| xp[i])
-                            .fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m })
-                    }
-                    Kind::Avg { .. } => win.map(|i| xp[i]).sum::<f32>() / div,
-                };
-            });
+            p.windows(|o, win, div| yp[o] = win.map(|i| xp[i]).sum::<f32>() / div);
         });
         Ok((CpuStorage::F32(y), Shape::from(p.out_shape())))
     }
@@ -266,6 +291,29 @@ mod tests {
     }
 
     type PoolFn = Box<dyn Fn(&Tensor) -> Tensor>;
+
+    /// The separable forward gives each window's maximum as the direct scan does, NaN included.
+    #[test]
+    fn max_values_equal_window_scan() {
+        for (kernel, stride, pad) in [([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([3, 3, 2], [2, 1, 2], [1, 1, 1])] {
+            let input = [1, 2, 5, 7, 9];
+            let x = Tensor::randn(0f32, 1., input.to_vec(), &Device::Cpu).unwrap();
+            let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            xs[40] = f32::NAN;
+            let axes = [0, 1, 2].map(|a| Axis::fixed(input[a + 2], kernel[a], stride[a], pad[a]).unwrap());
+            let p = Pool { kind: Kind::Max, input, axes };
+            let (vin, vout) = p.planes();
+            for plane in xs.chunks_exact(vin) {
+                let mut want = vec![f32::NEG_INFINITY; vout];
+                p.max_windows(plane, |o, _, v| want[o] = v);
+                let mut got = vec![0f32; vout];
+                p.max_values(plane, &mut got, &mut Vec::new());
+                for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(g == w || (g.is_nan() && w.is_nan()), "{kernel:?} output {o}: {g} vs {w}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn pools_have_torch_windows_and_finite_difference_gradients() {
