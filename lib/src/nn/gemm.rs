@@ -337,7 +337,9 @@ thread_local! {
 }
 
 /// Packs rows `i0..i0+mc`, columns `p0..p0+kc` of A into `MR`-row panels, k-major inside a panel
-/// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given.
+/// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given. Written
+/// in order, reading the panel's rows side by side (row by row, the writes at a 48-byte stride
+/// took 4 % of a SlowFast forward).
 pub(super) fn pack_a(
     a: &MatRef,
     i0: usize,
@@ -350,20 +352,20 @@ pub(super) fn pack_a(
     for (panel, dst) in out.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
         let r0 = panel * MR;
         let rows = MR.min(mc - r0);
+        let mut base = [0usize; MR];
+        let mut s = [0f32; MR];
+        for r in 0..rows {
+            base[r] = (i0 + r0 + r) * a.rs + p0 * a.cs;
+            s[r] = scale.map_or(1.0, |s| s[i0 + r0 + r]);
+        }
         if rows < MR {
             dst.fill(0.0);
         }
-        for r in 0..rows {
-            let base = (i0 + r0 + r) * a.rs + p0 * a.cs;
-            let s = scale.map_or(1.0, |s| s[i0 + r0 + r]);
-            if a.cs == 1 {
-                for (kk, &v) in a.data[base..base + kc].iter().enumerate() {
-                    dst[kk * MR + r] = v * s;
-                }
-            } else {
-                for kk in 0..kc {
-                    dst[kk * MR + r] = a.data[base + kk * a.cs] * s;
-                }
+        let cs = a.cs;
+        for (kk, d) in dst.chunks_exact_mut(MR).enumerate() {
+            let at = kk.wrapping_mul(cs);
+            for r in 0..rows {
+                d[r] = a.data[base[r].wrapping_add(at)] * s[r];
             }
         }
     }
