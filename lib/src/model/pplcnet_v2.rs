@@ -176,13 +176,19 @@ impl RepDepthwiseSeparable {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.depthwise[0].forward_t(x, train)?;
-        if self.depthwise.len() > 1 || !self.depthwise[0].relu {
-            for branch in &self.depthwise[1..] {
-                y = (y + branch.forward_t(x, train)?)?;
-            }
-            y = y.relu()?;
-        }
+        let mut y = if self.depthwise.len() > 1 || !self.depthwise[0].relu {
+            let branches = self
+                .depthwise
+                .iter()
+                .map(|b| match &b.conv {
+                    Conv::Depthwise(c) => Ok((c, &b.bn)),
+                    Conv::Dense(_) => candle_core::bail!("a re-parameterisable branch is not depthwise"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            DepthwiseConv2d::branches_bn_act(&branches, x, train, true)?
+        } else {
+            self.depthwise[0].forward_t(x, train)?
+        };
         if let Some(se) = &self.se {
             y = se.forward(&y)?;
         }

@@ -27,7 +27,7 @@ const CHUNK: usize = 1 << 15;
 
 /// `out[i] = f(i)` over `len` elements in parallel chunks.
 fn par_map(len: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; len];
+    let mut out = super::vol2col::zeros_par(len);
     let dst = DisjointMut(out.as_mut_ptr());
     par_for(len.div_ceil(CHUNK), |c| {
         let start = c * CHUNK;

@@ -229,7 +229,7 @@ impl CustomOp3 for BatchNormTrain {
                 self.dims
             )
         }
-        let mut y = vec![0f32; x.len()];
+        let mut y = super::vol2col::zeros_par(x.len());
         let mut stats = vec![(0f32, 0f64, 0f64); c];
         let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
         par_for(c, |ch| {
@@ -292,7 +292,7 @@ impl CustomOp3 for BatchNormTrainBwd {
         if x.len() != n * c * s || gy.len() != x.len() || gamma.len() != c || stats.mean.len() != c {
             candle_core::bail!("batch norm backward: sizes do not fit {:?}", self.dims)
         }
-        let mut out = vec![0f32; n * c * s + 2 * c];
+        let mut out = super::vol2col::zeros_par(n * c * s + 2 * c);
         let p = DisjointMut(out.as_mut_ptr());
         par_for(c, |ch| {
             let (sum_gxhat, sum_g) =
@@ -325,15 +325,7 @@ mod tests {
             let run = || {
                 let vm = VarMap::new();
                 let bn = BatchNorm2d::new(shape.1, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
-                for (name, var) in vm.data().lock().unwrap().iter() {
-                    let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), &dev).unwrap();
-                    var.set(&if name.ends_with("mean") || name.ends_with("bias") {
-                        (r - 1.0).unwrap()
-                    } else {
-                        r
-                    })
-                    .unwrap();
-                }
+                crate::nn::randomise_params(&vm);
                 let x = Var::from_tensor(
                     &(Tensor::randn(0f32, 2., shape, &Device::Cpu).unwrap() + offset).unwrap(),
                 )

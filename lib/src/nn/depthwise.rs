@@ -3,7 +3,7 @@
 //! are one pass each; as a GEMM it would be C products of one row).
 
 use super::vol2col::Geometry3d;
-use super::{add_act, depthwise_bn_act_3d, fusable, BatchNorm2d, Conv2d, Conv3d, Conv3dConfig};
+use super::{add_act, depthwise_branches_bn_act_3d, fusable, BatchNorm2d, Conv2d, Conv3d, Conv3dConfig};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -37,11 +37,33 @@ impl DepthwiseConv2d {
     /// BN(conv(x)) (then ReLU): one fused pass in eval mode on the CPU, the differentiable ops
     /// otherwise.
     pub fn forward_bn_act(&self, bn: &BatchNorm2d, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        Self::branches_bn_act(&[(self, bn)], x, train, relu)
+    }
+
+    /// act(Σ BN_b(conv_b(x))) over parallel branches of the same stride whose (odd) kernels are
+    /// centred in the first, largest one (PP-LCNetV2's re-parameterisable depthwise block). In
+    /// eval mode on the CPU one pass with the branches folded into one kernel (what the
+    /// reference's `rep()` does for deployment); else each branch, the sum, the activation.
+    pub fn branches_bn_act(
+        branches: &[(&DepthwiseConv2d, &BatchNorm2d)],
+        x: &Tensor,
+        train: bool,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let Some(&(first, _)) = branches.first() else { candle_core::bail!("depthwise: no branches") };
         if train || !fusable(x) {
-            return add_act(bn.forward_t(&self.forward(x)?, train)?, None, relu);
+            let mut sum: Option<Tensor> = None;
+            for (conv, bn) in branches {
+                let y = bn.forward_t(&conv.forward(x)?, train)?;
+                sum = Some(match sum {
+                    Some(s) => (s + y)?,
+                    None => y,
+                });
+            }
+            return add_act(sum.expect("at least one branch"), None, relu);
         }
         let (n, c, h, w) = x.dims4()?;
-        let Conv2d { weight, kernel: k, stride: s, padding: p } = &self.0;
+        let Conv2d { kernel: k, stride: s, padding: p, .. } = &first.0;
         let g = Geometry3d {
             n,
             c,
@@ -51,7 +73,9 @@ impl DepthwiseConv2d {
             pad: [0, *p, *p],
             dilation: [1; 3],
         };
-        depthwise_bn_act_3d(&x.unsqueeze(2)?, g, weight, bn, relu)?.squeeze(2)
+        let weighted: Vec<(&Tensor, &BatchNorm2d)> =
+            branches.iter().map(|(conv, bn)| (&conv.0.weight, *bn)).collect();
+        depthwise_branches_bn_act_3d(&x.unsqueeze(2)?, g, &weighted, relu)?.squeeze(2)
     }
 }
 
@@ -68,11 +92,7 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
         let conv = DepthwiseConv2d::new(5, 3, 2, 1, vb.pp("c")).unwrap();
         let bn = BatchNorm2d::new(5, vb.pp("bn")).unwrap();
-        for (name, var) in vm.data().lock().unwrap().iter() {
-            let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), &dev).unwrap();
-            var.set(&if name.ends_with("mean") || name.ends_with("bias") { (r - 1.0).unwrap() } else { r })
-                .unwrap();
-        }
+        crate::nn::randomise_params(&vm);
         let x = Tensor::randn(0f32, 1., (2, 5, 9, 7), &dev).unwrap();
         for relu in [false, true] {
             let want = add_act(bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap(), None, relu).unwrap();
@@ -104,6 +124,38 @@ mod tests {
             assert_eq!(gw.dims(), &[4, 1, k, k]);
             let gx = grads.get(x.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap();
             assert!(gx.to_scalar::<f32>().unwrap() > 0.0);
+        }
+    }
+
+    /// Folded branches (eval) equal the sum of each branch's conv → BN, then ReLU (train-mode
+    /// path, here with eval statistics): PP-LCNetV2's 5/3/1 at stride 1 and 5/3 at stride 2.
+    #[test]
+    fn folded_branches_equal_their_sum() {
+        let dev = Device::Cpu;
+        for (stride, kernels) in [(1, vec![5, 3, 1]), (2, vec![5, 3])] {
+            let vm = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+            let convs: Vec<_> = kernels
+                .iter()
+                .enumerate()
+                .map(|(i, &k)| {
+                    DepthwiseConv2d::new(6, k, stride, (k - 1) / 2, vb.pp(format!("c{i}"))).unwrap()
+                })
+                .collect();
+            let bns: Vec<_> =
+                (0..kernels.len()).map(|i| BatchNorm2d::new(6, vb.pp(format!("bn{i}"))).unwrap()).collect();
+            crate::nn::randomise_params(&vm);
+            let branches: Vec<_> = convs.iter().zip(&bns).collect();
+            let x = Tensor::randn(0f32, 1., (2, 6, 11, 9), &dev).unwrap();
+            let mut want = bns[0].forward_t(&convs[0].forward(&x).unwrap(), false).unwrap();
+            for (conv, bn) in &branches[1..] {
+                want = (want + bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap()).unwrap();
+            }
+            let want = want.relu().unwrap();
+            let got = DepthwiseConv2d::branches_bn_act(&branches, &x, false, true).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-5, "stride {stride}: {d}");
         }
     }
 }

@@ -84,12 +84,27 @@ impl Polyphase {
     fn scatter(&self, vol: &[f32], buf: &mut [f32]) {
         let w_in = self.g.input[2];
         self.for_each_input_row(|src, row| {
-            if self.g.stride[2] == 1 {
-                let at = row + self.g.pad[2];
-                buf[at..at + w_in].copy_from_slice(&vol[src..src + w_in]);
-            } else {
-                for (v, off) in vol[src..src + w_in].iter().zip(&self.col_offsets) {
-                    buf[row + off] = *v;
+            let vol = &vol[src..src + w_in];
+            match self.g.stride[2] {
+                1 => {
+                    let at = row + self.g.pad[2];
+                    buf[at..at + w_in].copy_from_slice(vol);
+                }
+                2 if w_in > 1 => {
+                    // Columns alternate between the two phases: de-interleave (one scalar store
+                    // per value through `col_offsets` was most of a stride-2 layer's time).
+                    let (even, odd) = (row + self.col_offsets[0], row + self.col_offsets[1]);
+                    for (d, v) in buf[even..even + w_in.div_ceil(2)].iter_mut().zip(vol.iter().step_by(2)) {
+                        *d = *v;
+                    }
+                    for (d, v) in buf[odd..odd + w_in / 2].iter_mut().zip(vol[1..].iter().step_by(2)) {
+                        *d = *v;
+                    }
+                }
+                _ => {
+                    for (v, off) in vol.iter().zip(&self.col_offsets) {
+                        buf[row + off] = *v;
+                    }
                 }
             }
         });
@@ -144,12 +159,28 @@ impl Polyphase {
     }
 }
 
-/// One channel's forward: `buf` holds its phases, `frame` receives the output frame.
+/// One channel's forward: `buf` holds its phases, `frame` receives the output frame. Blocks of
+/// 64 outputs stay in registers over all taps (a pass over the frame per tap, as `axpy`, loads
+/// and stores it once per tap); the same sums in the same order.
 #[inline(always)]
 fn forward_channel(p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]) {
-    frame.fill(0.0);
+    const BLOCK: usize = 64;
+    let whole = frame.len() / BLOCK * BLOCK;
+    let mut blocks = frame.chunks_exact_mut(BLOCK);
+    for (b, out) in (&mut blocks).enumerate() {
+        let at = b * BLOCK;
+        let mut acc = [0f32; BLOCK];
+        for (&off, &w) in p.tap_offsets.iter().zip(weights) {
+            for (a, v) in acc.iter_mut().zip(&buf[off + at..][..BLOCK]) {
+                *a += w * v;
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+    let rest = blocks.into_remainder();
+    rest.fill(0.0);
     for (&off, &w) in p.tap_offsets.iter().zip(weights) {
-        axpy(w, &buf[off..off + frame.len()], frame);
+        axpy(w, &buf[off + whole..][..rest.len()], rest);
     }
 }
 
@@ -194,7 +225,7 @@ pub(super) fn depthwise_forward(
     if x.len() != g.n * g.c * vol || taps.len() != g.c * k {
         candle_core::bail!("depthwise conv3d: {} inputs, {} taps for geometry {g:?}", x.len(), taps.len())
     }
-    let mut y = vec![0f32; g.n * g.c * plane];
+    let mut y = super::vol2col::zeros_par(g.n * g.c * plane);
     par_planes_with(
         &mut y,
         plane,
@@ -260,7 +291,7 @@ impl CustomOp2 for Depthwise3dBwdData {
         let (gy, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let p = Polyphase::new(g)?;
         let (plane, vol, taps) = (p.out.iter().product::<usize>(), g.in_volume(), g.taps());
-        let mut gx = vec![0f32; g.n * g.c * vol];
+        let mut gx = super::vol2col::zeros_par(g.n * g.c * vol);
         par_planes_with(
             &mut gx,
             vol,

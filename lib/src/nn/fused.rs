@@ -105,7 +105,7 @@ pub fn conv_bn_act_3d(
     } else {
         Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu }
     };
-    let mut staging = if staged { vec![0f32; g.n * cout * p] } else { Vec::new() };
+    let mut staging = if staged { super::vol2col::zeros_par(g.n * cout * p) } else { Vec::new() };
     let dst = if staged { &mut staging } else { &mut out };
     if direct {
         // 1×1×1, stride 1: each image's [C, P] block is B itself.
@@ -139,15 +139,42 @@ pub fn depthwise_bn_act_3d(
     bn: &BatchNorm2d,
     relu: bool,
 ) -> Result<Tensor> {
-    let (scale, bias) = fold(g.c, None, bn)?;
-    let taps: Vec<f32> = weight
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .chunks(g.taps())
-        .zip(&scale)
-        .flat_map(|(w, s)| w.iter().map(move |v| v * s))
-        .collect();
+    depthwise_branches_bn_act_3d(x, g, &[(weight, bn)], relu)
+}
+
+/// act(Σ BN_b(depthwise_b(x))) over parallel depthwise branches of odd, centred kernels (each
+/// padded to keep the size) no larger than `g.kernel`, same stride: the branches folded into one
+/// kernel as PP-LCNetV2's `rep()` does for deployment, so one pass replaces a pass per branch and
+/// the sums. The weights are [C, 1, kt, kh, kw] or [C, 1, kh, kw].
+pub fn depthwise_branches_bn_act_3d(
+    x: &Tensor,
+    g: Geometry3d,
+    branches: &[(&Tensor, &BatchNorm2d)],
+    relu: bool,
+) -> Result<Tensor> {
+    let [kt, kh, kw] = g.kernel;
+    let mut taps = vec![0f32; g.c * kt * kh * kw];
+    let mut bias = vec![0f32; g.c];
+    for &(weight, bn) in branches {
+        let (scale, shift) = fold(g.c, None, bn)?;
+        let b = match *weight.dims() {
+            [c, 1, h, w] if c == g.c => [1, h, w],
+            [c, 1, t, h, w] if c == g.c => [t, h, w],
+            _ => candle_core::bail!("depthwise branch weight {:?} for {} channels", weight.dims(), g.c),
+        };
+        if (0..3).any(|a| b[a] > g.kernel[a] || (g.kernel[a] - b[a]) % 2 != 0) {
+            candle_core::bail!("depthwise branch kernel {b:?} does not centre in {:?}", g.kernel)
+        }
+        let at = [(kt - b[0]) / 2, (kh - b[1]) / 2, (kw - b[2]) / 2];
+        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        for (c, filter) in w.chunks_exact(b.iter().product()).enumerate() {
+            for (i, v) in filter.iter().enumerate() {
+                let (dt, dh, dw) = (i / (b[1] * b[2]), i / b[2] % b[1], i % b[2]);
+                taps[((c * kt + dt + at[0]) * kh + dh + at[1]) * kw + dw + at[2]] += v * scale[c];
+            }
+            bias[c] += shift[c];
+        }
+    }
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let (y, [ot, oh, ow]) =
@@ -195,16 +222,7 @@ mod tests {
                 let conv = Conv3d::new(6, cout, kernel, cfg, vb.pp("c")).unwrap();
                 let bn = BatchNorm2d::new(cout, vb.pp("bn")).unwrap();
                 // Non-trivial BN statistics and affine parameters.
-                for (name, var) in vm.data().lock().unwrap().iter() {
-                    let t = var.as_tensor();
-                    let r = Tensor::rand(0.5f32, 1.5, t.shape(), &dev).unwrap();
-                    let v = if name.ends_with("running_mean") || name.ends_with("bias") {
-                        (r - 1.0).unwrap()
-                    } else {
-                        r
-                    };
-                    var.set(&v).unwrap();
-                }
+                crate::nn::randomise_params(&vm);
                 // 5 × 9 × 11 positions: the staged path; 4 × 16 × 16: tiles written in place; one
                 // image; rows of several tiles with a partial last one.
                 for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5), (1, 6, 2, 3, 150)] {

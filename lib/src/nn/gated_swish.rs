@@ -43,7 +43,7 @@ pub fn swish_inference(x: &Tensor) -> Result<Tensor> {
     };
     let data = f32_slice(cpu, layout)?;
     let chunk = 1 << 14;
-    let mut y = vec![0f32; data.len()];
+    let mut y = super::vol2col::zeros_par(data.len());
     let out = DisjointMut(y.as_mut_ptr());
     par_for(data.len().div_ceil(chunk), |i| {
         let src = &data[i * chunk..((i + 1) * chunk).min(data.len())];
@@ -115,7 +115,7 @@ impl CustomOp2 for GatedSwish {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, s) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (rows, per) = l1.shape().dims2()?;
-        let mut y = vec![0f32; rows * per];
+        let mut y = super::vol2col::zeros_par(rows * per);
         let out = DisjointMut(y.as_mut_ptr());
         par_for(rows, |r| {
             // SAFETY: row `r` of y is written by this iteration only.
@@ -162,7 +162,7 @@ impl CustomOp2 for GatedSwishBwd {
         let (x, packed) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (rows, per) = l1.shape().dims2()?;
         let (g, s) = packed.split_at(rows * per);
-        let mut out = vec![0f32; rows * per + rows];
+        let mut out = super::vol2col::zeros_par(rows * per + rows);
         let p = DisjointMut(out.as_mut_ptr());
         par_for(rows, |r| {
             // SAFETY: row `r` of grad_x and entry `r` of grad_s are written by this iteration only.

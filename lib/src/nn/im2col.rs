@@ -37,7 +37,7 @@ fn src(o: usize, kk: usize, stride: usize, pad: usize, len: usize) -> Option<usi
 fn im2col(x: &[f32], g: Geometry) -> Vec<f32> {
     let (oh, ow) = g.out_hw();
     let plane_out = oh * ow;
-    let mut cols = vec![0f32; g.c * g.k * g.k * g.n * plane_out];
+    let mut cols = super::vol2col::zeros_par(g.c * g.k * g.k * g.n * plane_out);
     for n in 0..g.n {
         for c in 0..g.c {
             let plane = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
@@ -74,7 +74,7 @@ fn im2col(x: &[f32], g: Geometry) -> Vec<f32> {
 fn col2im(cols: &[f32], g: Geometry) -> Vec<f32> {
     let (oh, ow) = g.out_hw();
     let plane_out = oh * ow;
-    let mut x = vec![0f32; g.n * g.c * g.h * g.w];
+    let mut x = super::vol2col::zeros_par(g.n * g.c * g.h * g.w);
     for n in 0..g.n {
         for c in 0..g.c {
             let plane = &mut x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];

@@ -27,7 +27,7 @@ pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
-pub use fused::{conv_bn_act_3d, depthwise_bn_act_3d, fusable};
+pub use fused::{conv_bn_act_3d, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable};
 pub use gated_swish::{gated_swish, swish_inference};
 pub use lstm::Lstm;
 pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};
@@ -236,5 +236,16 @@ mod op_timing2 {
             let _ = y.transpose(0, 1).unwrap().contiguous().unwrap();
             eprintln!("transpose {:?}", t.elapsed());
         }
+    }
+}
+
+/// Test helper: every variable of `vm` drawn uniform in [0.5, 1.5), minus 1 for means and biases
+/// (so BatchNorm statistics and affine parameters are non-trivial, variances positive).
+#[cfg(test)]
+pub(crate) fn randomise_params(vm: &candle_nn::VarMap) {
+    for (name, var) in vm.data().lock().expect("var map lock").iter() {
+        let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), var.as_tensor().device()).expect("rand");
+        let shifted = name.ends_with("mean") || name.ends_with("bias");
+        var.set(&if shifted { (r - 1.0).expect("shift") } else { r }).expect("set");
     }
 }

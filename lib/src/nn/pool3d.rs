@@ -179,7 +179,7 @@ impl CustomOp1 for PoolFwd {
         let x = f32_slice(s, l)?;
         let (vin, vout) = p.planes();
         let n_out = p.out_shape().iter().product();
-        let mut y = vec![0f32; n_out];
+        let mut y = super::vol2col::zeros_par(n_out);
         if p.kind == Kind::Max {
             par_planes_with(&mut y, vout, Vec::new, |rows, idx, yp| {
                 p.max_values(&x[idx * vin..][..vin], yp, rows)
@@ -211,7 +211,7 @@ impl CustomOp1 for AvgBwd {
         let p = &self.0;
         let gy = f32_slice(s, l)?;
         let (vin, vout) = p.planes();
-        let mut gx = vec![0f32; p.input.iter().product()];
+        let mut gx = super::vol2col::zeros_par(p.input.iter().product());
         par_planes(&mut gx, vin, |idx, gxp| {
             let gyp = &gy[idx * vout..][..vout];
             p.windows(|o, win, div| {
@@ -240,7 +240,7 @@ impl CustomOp2 for MaxBwd {
         let p = &self.0;
         let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (vin, vout) = p.planes();
-        let mut gx = vec![0f32; p.input.iter().product()];
+        let mut gx = super::vol2col::zeros_par(p.input.iter().product());
         par_planes(&mut gx, vin, |idx, gxp| {
             let (xp, gyp) = (&x[idx * vin..][..vin], &gy[idx * vout..][..vout]);
             p.max_windows(xp, |o, i, _| gxp[i] += gyp[o]);

@@ -70,7 +70,7 @@ impl CustomOp1 for ShiftOp {
         let x = &storage.as_slice::<f32>()?[lo..hi];
         let plane = h * w;
         let frame = c * plane;
-        let mut out = vec![0f32; x.len()];
+        let mut out = super::vol2col::zeros_par(x.len());
         for (f, dst) in out.chunks_exact_mut(frame).enumerate() {
             let t = f % self.segments;
             for &(start, len, from) in &self.bands {
