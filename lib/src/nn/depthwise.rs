@@ -106,7 +106,17 @@ mod tests {
     fn matches_candle_grouped_conv2d_and_has_gradients() {
         let dev = Device::Cpu;
         for (k, s, p, h, w) in
-            [(3, 1, 1, 9, 7), (3, 2, 1, 9, 8), (5, 2, 2, 11, 6), (5, 1, 2, 5, 5), (1, 2, 0, 7, 6)]
+            // The last three: frames of several 64-value blocks, rows split between blocks.
+            [
+                (3, 1, 1, 9, 7),
+                (3, 2, 1, 9, 8),
+                (5, 2, 2, 11, 6),
+                (5, 1, 2, 5, 5),
+                (1, 2, 0, 7, 6),
+                (3, 1, 1, 3, 37),
+                (5, 2, 2, 4, 150),
+                (3, 1, 1, 2, 200),
+            ]
         {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, h, w), &dev).unwrap()).unwrap();
             let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 1, k, k), &dev).unwrap()).unwrap();

@@ -9,8 +9,9 @@
 //! loops, which matters where X3D's late stages are a few pixels wide.
 
 use super::simd::{axpy, dispatch_simd, dot};
-use super::vol2col::{f32_slice, par_planes_with, Geometry3d};
+use super::vol2col::{f32_slice, par_planes_uninit, par_planes_with, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Where a channel's padded volume goes in the phase buffer, and where each tap reads from it.
 struct Polyphase {
@@ -141,46 +142,62 @@ impl Polyphase {
         frame.fill(0.0);
         self.for_each_output_row(|d, f| frame[f..f + ow].copy_from_slice(&dense[d..d + ow]));
     }
-
-    fn from_frame(&self, frame: &[f32], dense: &mut [f32]) {
-        let ow = self.out[2];
-        self.for_each_output_row(|d, f| dense[d..d + ow].copy_from_slice(&frame[f..f + ow]));
-    }
-
-    /// `from_frame` with `+ bias` and an optional ReLU on the way (the folded BN's epilogue).
-    fn from_frame_biased(&self, frame: &[f32], bias: f32, relu: bool, dense: &mut [f32]) {
-        let ow = self.out[2];
-        self.for_each_output_row(|d, f| {
-            for (o, v) in dense[d..d + ow].iter_mut().zip(&frame[f..f + ow]) {
-                let v = v + bias;
-                *o = if relu { v.max(0.0) } else { v };
-            }
-        });
-    }
 }
 
-/// One channel's forward: `buf` holds its phases, `frame` receives the output frame. Blocks of
-/// 64 outputs stay in registers over all taps (a pass over the frame per tap, as `axpy`, loads
-/// and stores it once per tap); the same sums in the same order.
+/// Values read past a phase buffer's end by `forward_rows`' widest block (zero).
+const ROW_BLOCK_SLACK: usize = 64;
+
+/// One channel's forward: `buf` holds its phases (and `ROW_BLOCK_SLACK` zeros after them). The
+/// output frame (rows at the phase pitch) is summed in blocks of 64 kept in registers over all
+/// taps, and each block's valid outputs go straight to `out` (+ bias, ReLU when given); summing
+/// the frame in memory tap by tap and copying it out cost twice as much. The same sums in the
+/// same order.
 #[inline(always)]
-fn forward_channel(p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]) {
-    const BLOCK: usize = 64;
-    let whole = frame.len() / BLOCK * BLOCK;
-    let mut blocks = frame.chunks_exact_mut(BLOCK);
-    for (b, out) in (&mut blocks).enumerate() {
-        let at = b * BLOCK;
-        let mut acc = [0f32; BLOCK];
+fn forward_rows(
+    p: &Polyphase,
+    weights: &[f32],
+    buf: &[f32],
+    epilogue: Option<(f32, bool)>,
+    out: &mut [MaybeUninit<f32>],
+) {
+    const B: usize = ROW_BLOCK_SLACK;
+    let (pitch, rows_per_t) = (p.dims[2], p.dims[1]);
+    let [_, oh, ow] = p.out;
+    for at in (0..p.frame_len).step_by(B) {
+        let mut acc = [0f32; B];
         for (&off, &w) in p.tap_offsets.iter().zip(weights) {
-            for (a, v) in acc.iter_mut().zip(&buf[off + at..][..BLOCK]) {
+            for (a, v) in acc.iter_mut().zip(&buf[off + at..][..B]) {
                 *a += w * v;
             }
         }
-        out.copy_from_slice(&acc);
-    }
-    let rest = blocks.into_remainder();
-    rest.fill(0.0);
-    for (&off, &w) in p.tap_offsets.iter().zip(weights) {
-        axpy(w, &buf[off + whole..][..rest.len()], rest);
+        // The block's pieces of output rows: frame row r (t = r / rows_per_t, y = its rest),
+        // columns below `ow`, rows below `oh`.
+        let end = (at + B).min(p.frame_len);
+        let mut pos = at;
+        while pos < end {
+            let (row, col) = (pos / pitch, pos % pitch);
+            let row_end = (row * pitch + ow).min(end);
+            let (t, y) = (row / rows_per_t, row % rows_per_t);
+            if col < ow && y < oh {
+                let dense = (t * oh + y) * ow + col;
+                let dst = &mut out[dense..dense + (row_end - pos)];
+                let src = &acc[pos - at..row_end - at];
+                match epilogue {
+                    Some((bias, relu)) => {
+                        for (d, a) in dst.iter_mut().zip(src) {
+                            let v = a + bias;
+                            d.write(if relu { v.max(0.0) } else { v });
+                        }
+                    }
+                    None => {
+                        for (d, a) in dst.iter_mut().zip(src) {
+                            d.write(*a);
+                        }
+                    }
+                }
+            }
+            pos = (row + 1) * pitch;
+        }
     }
 }
 
@@ -201,7 +218,7 @@ fn backward_filter_channel(p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut 
     }
 }
 
-dispatch_simd!(forward_simd, forward_channel, (p: &Polyphase, weights: &[f32], buf: &[f32], frame: &mut [f32]));
+dispatch_simd!(forward_rows_simd, forward_rows, (p: &Polyphase, weights: &[f32], buf: &[f32], epilogue: Option<(f32, bool)>, out: &mut [MaybeUninit<f32>]));
 dispatch_simd!(backward_data_simd, backward_data_channel, (p: &Polyphase, weights: &[f32], frame: &[f32], buf: &mut [f32]));
 dispatch_simd!(backward_filter_simd, backward_filter_channel, (p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut [f64]));
 
@@ -225,21 +242,16 @@ pub(super) fn depthwise_forward(
     if x.len() != g.n * g.c * vol || taps.len() != g.c * k {
         candle_core::bail!("depthwise conv3d: {} inputs, {} taps for geometry {g:?}", x.len(), taps.len())
     }
-    let mut y = super::vol2col::zeros_par(g.n * g.c * plane);
-    par_planes_with(
-        &mut y,
-        plane,
-        || (vec![0f32; p.buf_len], vec![0f32; p.frame_len]),
-        |(buf, frame), idx, yp| {
-            let c = idx % g.c;
-            p.scatter(&x[idx * vol..][..vol], buf);
-            forward_simd(&p, &taps[c * k..][..k], buf, frame);
-            match epilogue {
-                Some((bias, relu)) => p.from_frame_biased(frame, bias[c], relu, yp),
-                None => p.from_frame(frame, yp),
-            }
-        },
-    );
+    let run = |buf: &mut Vec<f32>, idx: usize, yp: &mut [MaybeUninit<f32>]| {
+        let c = idx % g.c;
+        p.scatter(&x[idx * vol..][..vol], buf);
+        let epilogue = epilogue.map(|(bias, relu)| (bias[c], relu));
+        forward_rows_simd(&p, &taps[c * k..][..k], buf, epilogue, yp);
+    };
+    // SAFETY: `forward_rows` writes every output of the plane (each output row, in full).
+    let y = unsafe {
+        par_planes_uninit(g.n * g.c * plane, plane, || vec![0f32; p.buf_len + ROW_BLOCK_SLACK], run)
+    };
     Ok((y, p.out))
 }
 
