@@ -113,9 +113,9 @@ struct SqueezeExcite {
 }
 
 impl SqueezeExcite {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (n, c, _, _) = x.dims4()?;
-        let pooled = crate::nn::plane_mean(x)?;
+        let pooled = crate::nn::plane_mean(x, train)?;
         let gate = candle_nn::ops::sigmoid(&self.conv2.forward(&self.conv1.forward(&pooled)?.relu()?)?)?;
         x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)
     }
@@ -190,7 +190,7 @@ impl RepDepthwiseSeparable {
             self.depthwise[0].forward_t(x, train)?
         };
         if let Some(se) = &self.se {
-            y = se.forward(&y)?;
+            y = se.forward_t(&y, train)?;
         }
         for pw in &self.pointwise {
             y = pw.forward_t(&y, train)?;
@@ -273,7 +273,7 @@ impl PpLcNetV2Tsm {
                 y = block.forward_t(&y, train)?;
             }
         }
-        let pooled = crate::nn::plane_mean(&y)?.unsqueeze(2)?.unsqueeze(3)?;
+        let pooled = crate::nn::plane_mean(&y, train)?.unsqueeze(2)?.unsqueeze(3)?;
         let (n, _, _, _) = pooled.dims4()?;
         self.last_conv.forward(&pooled)?.relu()?.reshape((n, LAST_CHANNELS))
     }

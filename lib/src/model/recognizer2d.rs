@@ -105,7 +105,7 @@ impl Recognizer2d {
             Backbone::ResNetVdTsm(r) => r.forward_t(&x, train)?,
             Backbone::PpLcNetV2Tsm(r) => return r.forward_t(&x, train)?.reshape((b, t, ())),
         };
-        let pooled = crate::nn::plane_mean(&y)?; // global average pool → [B*T, C]
+        let pooled = crate::nn::plane_mean(&y, train)?; // global average pool → [B*T, C]
         pooled.reshape((b, t, ()))
     }
 

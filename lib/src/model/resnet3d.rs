@@ -417,9 +417,9 @@ pub fn to_channels_first(x: &Tensor, frames: usize) -> Result<Tensor> {
     x.permute((0, 2, 1, 3, 4))?.contiguous()
 }
 
-/// Global average pool [B, C, T, H, W] → [B, C].
-pub fn global_pool(x: &Tensor) -> Result<Tensor> {
-    crate::nn::plane_mean(x)
+/// Global average pool [B, C, T, H, W] → [B, C] (`train`: as `plane_mean`).
+pub fn global_pool(x: &Tensor, train: bool) -> Result<Tensor> {
+    crate::nn::plane_mean(x, train)
 }
 
 #[derive(Clone, Debug)]
@@ -503,7 +503,7 @@ impl ResNet3d {
                 y = max_pool3d(&y, [2, 1, 1], [2, 1, 1], [0, 0, 0])?;
             }
         }
-        global_pool(&y)?.unsqueeze(1)
+        global_pool(&y, train)?.unsqueeze(1)
     }
 
     /// The classifier's parameter prefix.

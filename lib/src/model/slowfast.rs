@@ -211,7 +211,7 @@ impl SlowFast {
                 s = self.fuse(i + 1, &s, &f, train)?;
             }
         }
-        Tensor::cat(&[global_pool(&s)?, global_pool(&f)?], 1)?.unsqueeze(1)
+        Tensor::cat(&[global_pool(&s, train)?, global_pool(&f, train)?], 1)?.unsqueeze(1)
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {

@@ -78,9 +78,9 @@ struct SqueezeExcitation {
 
 impl SqueezeExcitation {
     /// The per-(sample, channel) gate σ(…) [N, C, 1, 1, 1] the block multiplies x by.
-    fn gate(&self, x: &Tensor) -> Result<Tensor> {
+    fn gate(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (b, c, ..) = x.dims5()?;
-        let s = global_pool(x)?.reshape((b, c, 1, 1, 1))?;
+        let s = global_pool(x, train)?.reshape((b, c, 1, 1, 1))?;
         sigmoid(&self.expand.forward(&self.reduce.forward(&s)?.relu()?)?)
     }
 }
@@ -147,7 +147,7 @@ impl X3dBlock {
         let y = self.b.forward_t(&y, train)?;
         // The squeeze-excitation product and the swish after it as one op.
         let y = match &self.se {
-            Some(se) => gated_swish(&y, &se.gate(&y)?)?,
+            Some(se) => gated_swish(&y, &se.gate(&y, train)?, train)?,
             None if !train => swish_inference(&y)?,
             None => y.silu()?,
         };
@@ -235,7 +235,7 @@ impl X3d {
         }
         let y = self.pre.forward_act(&y, train, None, true)?;
         let (b, c) = (y.dim(0)?, y.dim(1)?);
-        let pooled = global_pool(&y)?.reshape((b, c, 1, 1, 1))?;
+        let pooled = global_pool(&y, train)?.reshape((b, c, 1, 1, 1))?;
         self.post.forward(&pooled)?.relu()?.reshape((b, 1, ()))
     }
 

@@ -14,7 +14,8 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// x [N, C, ...] (any trailing dims), s [N, C] (or [N, C, 1, ...]) → swish(x · s), on the CPU in
 /// f32; other devices and dtypes through candle's ops.
-pub fn gated_swish(x: &Tensor, s: &Tensor) -> Result<Tensor> {
+/// `train`: rounded exactly as candle's silu (see `GatedSwish::exact`), else the vectorised form.
+pub fn gated_swish(x: &Tensor, s: &Tensor, train: bool) -> Result<Tensor> {
     let (n, c) = (x.dim(0)?, x.dim(1)?);
     if !super::fusable(x) || s.dtype() != DType::F32 {
         let mut gate_shape = vec![n, c];
@@ -25,7 +26,9 @@ pub fn gated_swish(x: &Tensor, s: &Tensor) -> Result<Tensor> {
         candle_core::bail!("gated swish: gate {:?} for input {:?}", s.dims(), x.dims())
     }
     let per = x.elem_count() / (n * c).max(1);
-    let op = GatedSwish { exact: x.track_op() || s.track_op() };
+    // By the mode, not by `track_op()`: model weights are variables, so in eval mode the input
+    // always tracks a gradient and the vectorised form was never taken.
+    let op = GatedSwish { exact: train };
     let y = x.contiguous()?.reshape((n * c, per))?.apply_op2(&s.contiguous()?.reshape(n * c)?, op)?;
     y.reshape(x.shape())
 }
@@ -185,7 +188,7 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f32, 2., (2, 3, 4, 5, 6), &dev).unwrap()).unwrap();
         let s = Var::from_tensor(&Tensor::rand(0f32, 1., (2, 3, 1, 1, 1), &dev).unwrap()).unwrap();
         let want = x.as_tensor().broadcast_mul(s.as_tensor()).unwrap().silu().unwrap();
-        let got = gated_swish(x.as_tensor(), s.as_tensor()).unwrap();
+        let got = gated_swish(x.as_tensor(), s.as_tensor(), true).unwrap();
         let r = Tensor::randn(0f32, 1., want.shape(), &dev).unwrap();
         let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -194,7 +197,10 @@ mod tests {
         };
         assert!(diff(&want, &got) < 1e-5);
         // Without a gradient to take, the vectorised forward.
-        assert!(diff(&want, &gated_swish(&x.as_tensor().detach(), &s.as_tensor().detach()).unwrap()) < 1e-5);
+        assert!(
+            diff(&want, &gated_swish(&x.as_tensor().detach(), &s.as_tensor().detach(), false).unwrap())
+                < 1e-5
+        );
         assert!(diff(&x.as_tensor().silu().unwrap(), &swish_inference(x.as_tensor()).unwrap()) < 1e-5);
         assert!(diff(gw.get(x.as_tensor()).unwrap(), gg.get(x.as_tensor()).unwrap()) < 1e-5);
         let gs = gg.get(s.as_tensor()).unwrap();

@@ -1,25 +1,27 @@
 //! The mean of each (sample, channel) plane of x [N, C, ...]: global average pooling, as the
 //! squeeze-excitation gates of X3D and PP-LCNetV2 and the heads use it. In eval mode one parallel
-//! pass (candle's reductions run on one thread); candle's mean where a gradient is taken.
+//! pass (candle's reductions run on one thread); candle's mean in training.
 
 use super::simd::{self, dispatch_simd, par_for, DisjointMut};
 use super::vol2col::f32_slice;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 /// x [N, C, d…] → [N, C]: the mean over all trailing dimensions.
-pub fn plane_mean(x: &Tensor) -> Result<Tensor> {
+///
+/// `train`: candle's mean. X3D's train-mode gradients (the gradient-parity test of x3d_xs) moved
+/// 3e-3 off torch's float64 ones with this op's more exact sum, as with the fused swish's
+/// last-bit differences (see gated_swish.rs). Chosen by the mode, not by whether the input tracks
+/// a gradient: model weights are variables, so in eval mode it always does.
+pub fn plane_mean(x: &Tensor, train: bool) -> Result<Tensor> {
     let (n, c) = (x.dim(0)?, x.dim(1)?);
     let x = x.reshape((n, c, ()))?;
-    // Where a gradient will be taken, candle's mean: X3D's train-mode gradients (the
-    // gradient-parity test of x3d_xs) moved 3e-3 off torch's float64 ones with this op's
-    // more exact sum, as with the fused swish's last-bit differences (see gated_swish.rs).
-    if !super::fusable(&x) || x.track_op() {
+    if !super::fusable(&x) || train {
         return x.mean(2);
     }
-    x.contiguous()?.apply_op1_no_bwd(&PlaneMean)
+    x.contiguous()?.apply_op1(PlaneMean)
 }
 
-/// [N, C, P] → [N, C], without a backward (used where no gradient is taken).
+/// [N, C, P] → [N, C].
 struct PlaneMean;
 
 dispatch_simd!(plane_sum, plane_sum_body, (x: &[f32]) -> f64);
@@ -46,6 +48,12 @@ impl CustomOp1 for PlaneMean {
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
+
+    /// Each input gets its plane's gradient / P.
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let p = x.dim(2)?;
+        Ok(Some((grad.unsqueeze(2)?.broadcast_as(x.shape())? / p.max(1) as f64)?))
+    }
 }
 
 #[cfg(test)]
@@ -58,11 +66,13 @@ mod tests {
         let dev = Device::Cpu;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 4, 5, 7), &dev).unwrap()).unwrap();
         let want = x.as_tensor().reshape((2, 3, 140)).unwrap().mean(2).unwrap();
-        let ours = plane_mean(&x.as_tensor().detach()).unwrap();
-        let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(d < 1e-6, "{d}");
-        let g = plane_mean(x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(gx.iter().all(|&v| (v - 1.0 / 140.0).abs() < 1e-7));
+        for train in [false, true] {
+            let ours = plane_mean(x.as_tensor(), train).unwrap();
+            let d = (&ours - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-6, "{d}");
+            let g = ours.sum_all().unwrap().backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(gx.iter().all(|&v| (v - 1.0 / 140.0).abs() < 1e-7), "train {train}");
+        }
     }
 }
