@@ -10,6 +10,7 @@
 //! offsets: ~70 GFLOP/s on the same layer (`direct_vs_gemm` below).
 
 use super::gemm::{by_rows, fma_rows, pack_a, store_rows, MatRef, MR};
+use super::simd::{par_for, DisjointMut};
 use super::vol2col::{zeros_par, Geometry3d};
 
 /// Widest layer (output channels) worth the direct path; wider ones reuse packed B enough.
@@ -124,59 +125,42 @@ pub(super) fn conv_direct(
     let (lines, sweep) = if sweep_t { (oh, ot) } else { (ot, oh) };
     let tiles = ow.div_ceil(TILE);
     let rows = g.n * lines * tiles;
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let run = |first: usize, last: usize| {
-        let out_ptr = &out_ptr;
-        for item in first..last {
-            let (n, rest) = (item / (lines * tiles), item % (lines * tiles));
-            let (line, w0) = (rest / tiles, rest % tiles * TILE);
-            let cols = TILE.min(ow - w0);
-            for i in 0..sweep {
-                let (t, h) = if sweep_t { (i, line) } else { (line, i) };
-                let origin = n * g.c * xp.vol + t * g.stride[0] * xp.plane + h * g.stride[1] * xp.pitch;
-                let at = n * m * p + (t * oh + h) * ow + w0;
-                for panel in 0..panels {
-                    let r0 = panel * MR;
-                    let c_at = at + r0 * p;
-                    // SAFETY: AVX-512 checked above; the offsets stay inside `xp` (padded and
-                    // sized for the widest tile); each (row, tile) is written by one thread only,
-                    // at `cols` ≤ 32 columns of `rows` output planes inside `out`.
-                    unsafe {
-                        by_rows!(
-                            (m - r0).min(MR),
-                            kernel(
-                                a.as_ptr().add(r0 * k),
-                                &offsets,
-                                xp.data.as_ptr().add(origin + w0),
-                                out_ptr.0.add(c_at),
-                                p,
-                                cols,
-                                bias.as_ptr().add(r0),
-                                residual.map_or(std::ptr::null(), |r| r.as_ptr().add(c_at)),
-                                relu
-                            )
+    let out_ptr = DisjointMut(out.as_mut_ptr());
+    par_for(rows, |item| {
+        let (n, rest) = (item / (lines * tiles), item % (lines * tiles));
+        let (line, w0) = (rest / tiles, rest % tiles * TILE);
+        let cols = TILE.min(ow - w0);
+        for i in 0..sweep {
+            let (t, h) = if sweep_t { (i, line) } else { (line, i) };
+            let origin = n * g.c * xp.vol + t * g.stride[0] * xp.plane + h * g.stride[1] * xp.pitch;
+            let at = n * m * p + (t * oh + h) * ow + w0;
+            for panel in 0..panels {
+                let r0 = panel * MR;
+                let c_at = at + r0 * p;
+                // SAFETY: AVX-512 checked above; the offsets stay inside `xp` (padded and
+                // sized for the widest tile); each (row, tile) is written by one thread only,
+                // at `cols` ≤ 32 columns of `rows` output planes inside `out`.
+                unsafe {
+                    by_rows!(
+                        (m - r0).min(MR),
+                        kernel(
+                            a.as_ptr().add(r0 * k),
+                            &offsets,
+                            xp.data.as_ptr().add(origin + w0),
+                            out_ptr.at(c_at),
+                            p,
+                            cols,
+                            bias.as_ptr().add(r0),
+                            residual.map_or(std::ptr::null(), |r| r.as_ptr().add(c_at)),
+                            relu
                         )
-                    }
+                    )
                 }
             }
         }
-    };
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for j in 1..threads {
-            let run = &run;
-            scope.spawn(move || run((j * per).min(rows), ((j + 1) * per).min(rows)));
-        }
-        run(0, per.min(rows));
     });
     Ok(())
 }
-
-/// The output pointer, shared by threads that write disjoint tiles.
-struct SendPtr(*mut f32);
-// SAFETY: each thread writes only the tiles of its own output rows.
-unsafe impl Sync for SendPtr {}
 
 /// R output channels × `cols` (≤ 32) output columns: for each row k of the column matrix, 32
 /// input values read at `x + offsets[k]` times the packed weights (`MR` per k, first R used);
