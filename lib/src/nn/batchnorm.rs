@@ -38,11 +38,11 @@ impl BatchNorm2d {
     /// BN then ReLU when `relu`: in training on the CPU one op (the ReLU applied as the output is
     /// written, its mask in the backward), else BN and `nn::relu`.
     pub fn forward_act_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if train && super::fusable(x) && x.rank() >= 3 {
+            return self.forward_train_fused(x, relu);
+        }
         if let Ok((n, c, t, h, w)) = x.dims5() {
             return self.forward_act_t(&x.reshape((n, c, t * h, w))?, train, relu)?.reshape((n, c, t, h, w));
-        }
-        if train && super::fusable(x) {
-            return self.forward_train_fused(x, relu);
         }
         let y = self.forward_2d(x, train)?;
         if relu {
@@ -86,13 +86,22 @@ impl BatchNorm2d {
         y.reshape((c, n, h, w))?.transpose(0, 1)?.contiguous()
     }
 
-    /// Training mode on the CPU: one custom op (forward and backward by hand) over the NCHW
-    /// layout as it is, then the running statistics from the batch's.
+    /// Training mode on the CPU: one custom op (forward and backward by hand) over the
+    /// [N, C, …] layout as it is, then the running statistics from the batch's. The op keeps x's
+    /// shape: a reshape around it would be a graph node whose gradient candle accumulates as
+    /// zeros + grad over the whole activation.
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let s = x.elem_count() / (n * c).max(1);
         let stats = Arc::new(Mutex::new(BatchStats::default()));
-        let op = BatchNormTrain { dims: [n, c, h * w], eps: self.eps, relu, stats: stats.clone() };
-        let y = x.contiguous()?.reshape((n, c, h * w))?.apply_op3(
+        let op = BatchNormTrain {
+            dims: [n, c, s],
+            shape: x.shape().clone(),
+            eps: self.eps,
+            relu,
+            stats: stats.clone(),
+        };
+        let y = x.contiguous()?.apply_op3(
             &self.weight.to_dtype(x.dtype())?.contiguous()?,
             &self.bias.to_dtype(x.dtype())?.contiguous()?,
             op,
@@ -110,7 +119,7 @@ impl BatchNorm2d {
             + (Tensor::from_vec(var, c, dev)?.to_dtype(self.running_var.dtype())? * m)?)?;
         self.running_mean.set(&new_mean)?;
         self.running_var.set(&new_var)?;
-        y.reshape((n, c, h, w))
+        Ok(y)
     }
 }
 
@@ -129,6 +138,8 @@ struct BatchStats {
 /// `stats`.
 struct BatchNormTrain {
     dims: [usize; 3],
+    /// x's own shape, [N, C, …], which y keeps.
+    shape: Shape,
     eps: f64,
     /// max(0, ·) on the output (and the gradient masked where it is 0).
     relu: bool,
@@ -247,7 +258,7 @@ impl CustomOp3 for BatchNormTrain {
         out.mean = stats.iter().map(|t| t.0).collect();
         out.inv_std = stats.iter().map(|t| t.1 as f32).collect();
         out.var_unbiased = stats.iter().map(|t| t.2 as f32).collect();
-        Ok((CpuStorage::F32(y), Shape::from(vec![n, c, s])))
+        Ok((CpuStorage::F32(y), self.shape.clone()))
     }
 
     fn bwd(
@@ -262,7 +273,7 @@ impl CustomOp3 for BatchNormTrain {
         let grad = if self.relu { super::activation::masked(grad, res)? } else { grad.clone() };
         let op = BatchNormTrainBwd { dims: self.dims, stats: self.stats.clone() };
         let all = x.apply_op3_no_bwd(&grad.contiguous()?, &gamma.contiguous()?, &op)?;
-        let gx = all.narrow(0, 0, n * c * s)?.reshape((n, c, s))?;
+        let gx = all.narrow(0, 0, n * c * s)?.reshape(x.shape())?;
         let gg = all.narrow(0, n * c * s, c)?;
         let gb = all.narrow(0, n * c * s + c, c)?;
         Ok((Some(gx), Some(gg), Some(gb)))

@@ -80,7 +80,7 @@ impl Conv2d {
                 pad: [0, p, p],
                 dilation: [1; 3],
             };
-            return super::conv_gemm::conv_gemm(&x.unsqueeze(2)?, &self.weight, g)?.squeeze(2);
+            return super::conv_gemm::conv_gemm(x, &self.weight, g);
         }
         if k == 1 && p == 0 {
             let xs = if s == 1 {

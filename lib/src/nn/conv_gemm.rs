@@ -9,20 +9,30 @@ use super::vol2col::{col2vol, f32_slice, par_planes, vol2col, zeros_par, Geometr
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// x [N, C, T, H, W] (f32, CPU) convolved with `weight` [C_out, C, kt, kh, kw] (groups 1) over
-/// the window of `g` (whose n, c and input match x): [N, C_out, T', H', W'].
+/// the window of `g` (whose n, c and input match x): [N, C_out, T', H', W']. A 2D convolution
+/// passes x as [N, C, H, W] (T = 1) and gets [N, C_out, H', W']: the op takes and gives the
+/// caller's rank itself, because every reshape around it would be one more graph node whose
+/// gradient candle accumulates as zeros + grad over the whole activation.
 pub fn conv_gemm(x: &Tensor, weight: &Tensor, g: Geometry3d) -> Result<Tensor> {
     let cout = weight.dim(0)?;
-    let [ot, oh, ow] = g.out()?;
     let w = weight.contiguous()?.reshape((cout, g.c * g.taps()))?;
-    let y = x.contiguous()?.apply_op2(&w, ConvGemm(g))?;
-    y.reshape(vec![g.n, cout, ot, oh, ow])
+    x.contiguous()?.apply_op2(&w, ConvGemm(g))
 }
 
-/// (x, w [C_out, C·taps]) → y [N, C_out, P].
+/// [N, C, T, H, W] of `g`'s input or output volume, or [N, C, H, W] where `rank` is 4 (T = 1).
+fn volume_shape(n: usize, c: usize, [t, h, w]: [usize; 3], rank: usize) -> Result<Shape> {
+    match rank {
+        5 => Ok(Shape::from(vec![n, c, t, h, w])),
+        4 if t == 1 => Ok(Shape::from(vec![n, c, h, w])),
+        _ => candle_core::bail!("conv: a {rank}-dimensional tensor for a {t}-frame volume"),
+    }
+}
+
+/// (x, w [C_out, C·taps]) → y [N, C_out, T', H', W'] (or [N, C_out, H', W'] for a 4D x).
 struct ConvGemm(Geometry3d);
-/// (x, grad_y [N, C_out, P]) → grad_w [C_out, C·taps].
+/// (x, grad_y [N, C_out, T', H', W']) → grad_w [C_out, C·taps].
 struct ConvGemmGradWeight(Geometry3d);
-/// (w, grad_y) → grad_x [N, C, T, H, W].
+/// (w, grad_y) → grad_x [N, C, T, H, W] (the rank of grad_y).
 struct ConvGemmGradInput(Geometry3d);
 
 impl ConvGemm {
@@ -73,7 +83,7 @@ impl CustomOp2 for ConvGemm {
             let out = g.out()?;
             sgemm_conv(a, ConvRhs { x, g, out }, out_cols, &mut y, p, Epilogue::default());
         }
-        Ok((CpuStorage::F32(y), Shape::from((g.n, cout, p))))
+        Ok((CpuStorage::F32(y), volume_shape(g.n, cout, g.out()?, l1.dims().len())?))
     }
 
     fn bwd(
@@ -108,23 +118,85 @@ impl CustomOp2 for ConvGemmGradInput {
         let (w, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (cout, k) = l1.shape().dims2()?;
         let p = positions(&g)?;
+        if k != g.c * g.taps() || grad.len() != g.n * cout * p {
+            candle_core::bail!(
+                "conv backward: weight {:?} and gradient {:?} do not fit",
+                l1.dims(),
+                l2.dims()
+            )
+        }
         // Wᵀ [C·taps, C_out] · grad, grad's columns batched per image.
         let a = MatRef::row_major(w, cout, k).t();
         let b = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
-        let [t, h, wd] = g.input;
-        let shape = Shape::from(vec![g.n, g.c, t, h, wd]);
+        let shape = volume_shape(g.n, g.c, g.input, l2.dims().len())?;
         if ConvGemm(g).direct() {
             let mut gx = zeros_par(g.n * g.c * p);
             let cols = Columns { per: p, b_stride: cout * p, c_stride: g.c * p };
             sgemm_columns(a, b, cols, &mut gx, p, false, Epilogue::default());
             return Ok((CpuStorage::F32(gx), shape));
         }
-        // Column gradients [C·taps, N·P], then summed back onto the input.
-        let mut gcols = zeros_par(k * g.n * p);
-        let cols = Columns { per: p, b_stride: cout * p, c_stride: p };
-        sgemm_columns(a, b, cols, &mut gcols, g.n * p, false, Epilogue::default());
-        Ok((CpuStorage::F32(col2vol(&gcols, &g)?), shape))
+        let gx = match transposed_geometry(&g, cout) {
+            Some(tg) => grad_input_transposed(w, grad, cout, &g, tg),
+            None => grad_input_by_columns(w, grad, cout, &g)?,
+        };
+        Ok((CpuStorage::F32(gx), shape))
     }
+}
+
+/// Stride 1: grad_x is grad_y convolved with the flipped, channel-swapped kernel, one
+/// implicit-column GEMM, with no [C·taps, N·P] column gradient (taps × the input) to write,
+/// zero and sum back.
+fn grad_input_transposed(w: &[f32], grad: &[f32], cout: usize, g: &Geometry3d, tg: Geometry3d) -> Vec<f32> {
+    let wt = flipped_transposed(w, cout, g.c, g.kernel);
+    let pin = g.in_volume();
+    let mut gx = zeros_par(g.n * g.c * pin);
+    let a = MatRef::row_major(&wt, g.c, cout * g.taps());
+    let cols = Columns { per: pin, b_stride: 0, c_stride: g.c * pin };
+    sgemm_conv(a, ConvRhs { x: grad, g: tg, out: g.input }, cols, &mut gx, pin, Epilogue::default());
+    gx
+}
+
+/// Any stride: the column gradients Wᵀ · grad_y [C·taps, N·P], then summed back onto the input.
+fn grad_input_by_columns(w: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
+    let (k, p) = (g.c * g.taps(), positions(g)?);
+    let a = MatRef::row_major(w, cout, k).t();
+    let b = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
+    let mut gcols = zeros_par(k * g.n * p);
+    let cols = Columns { per: p, b_stride: cout * p, c_stride: p };
+    sgemm_columns(a, b, cols, &mut gcols, g.n * p, false, Epilogue::default());
+    col2vol(&gcols, g)
+}
+
+/// For a stride-1 convolution `g`, the geometry of the one whose output is its input gradient:
+/// over the output volume with C_out input channels, padding d·(k − 1) − p per axis (None where the
+/// padding exceeds that, or for strided convolutions: those go through col2vol).
+fn transposed_geometry(g: &Geometry3d, cout: usize) -> Option<Geometry3d> {
+    if g.stride != [1; 3] {
+        return None;
+    }
+    let out = g.out().ok()?;
+    let mut pad = [0; 3];
+    for a in 0..3 {
+        pad[a] = (g.dilation[a] * (g.kernel[a] - 1)).checked_sub(g.pad[a])?;
+    }
+    let tg = Geometry3d { c: cout, input: out, pad, ..*g };
+    (tg.out().ok()? == g.input).then_some(tg)
+}
+
+/// w [C_out, C, kt, kh, kw] → [C, C_out, kt, kh, kw] with every kernel reversed along t, h, w.
+fn flipped_transposed(w: &[f32], cout: usize, c: usize, [kt, kh, kw]: [usize; 3]) -> Vec<f32> {
+    let taps = kt * kh * kw;
+    let mut out = vec![0f32; w.len()];
+    for o in 0..cout {
+        for ci in 0..c {
+            let src = &w[(o * c + ci) * taps..][..taps];
+            let dst = &mut out[(ci * cout + o) * taps..][..taps];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
 }
 
 impl CustomOp2 for ConvGemmGradWeight {
@@ -191,5 +263,55 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+        (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn stride_one_input_gradient_as_a_convolution_equals_the_column_route() {
+        let mut rng = Rng::new(7);
+        // (c, cout, input, kernel, pad, dilation)
+        let cases: [(usize, usize, [usize; 3], [usize; 3], [usize; 3], [usize; 3]); 7] = [
+            (5, 7, [1, 9, 11], [1, 3, 3], [0, 1, 1], [1, 1, 1]),
+            (3, 4, [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+            (4, 6, [7, 5, 4], [3, 1, 1], [1, 0, 0], [1, 1, 1]),
+            (2, 3, [1, 8, 8], [1, 3, 3], [0, 0, 0], [1, 1, 1]),
+            (4, 8, [5, 8, 9], [2, 3, 3], [1, 2, 0], [2, 2, 3]),
+            (3, 5, [1, 12, 10], [1, 7, 5], [0, 3, 1], [1, 1, 1]),
+            (40, 3, [1, 6, 33], [1, 3, 3], [0, 1, 1], [1, 1, 1]),
+        ];
+        for (c, cout, input, kernel, pad, dilation) in cases {
+            let g = Geometry3d { n: 2, c, input, kernel, stride: [1; 3], pad, dilation };
+            let tg = transposed_geometry(&g, cout).expect("stride 1 with padding inside the kernel");
+            let w = random(cout * c * g.taps(), &mut rng);
+            let grad = random(g.n * cout * positions(&g).unwrap(), &mut rng);
+            let want = grad_input_by_columns(&w, &grad, cout, &g).unwrap();
+            let got = grad_input_transposed(&w, &grad, cout, &g, tg);
+            assert_eq!(got.len(), want.len());
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-5 * scale, "{g:?}: differs by {diff} (max {scale})");
+        }
+        // Strided, or padded beyond the kernel's reach: the column route.
+        let strided = Geometry3d {
+            n: 1,
+            c: 2,
+            input: [1, 8, 8],
+            kernel: [1, 3, 3],
+            stride: [1, 2, 2],
+            pad: [0, 1, 1],
+            dilation: [1; 3],
+        };
+        assert!(transposed_geometry(&strided, 4).is_none());
+        let wide = Geometry3d { stride: [1; 3], pad: [0, 3, 3], ..strided };
+        assert!(transposed_geometry(&wide, 4).is_none());
     }
 }

@@ -168,6 +168,45 @@ pub fn add_act(y: Tensor, residual: Option<&Tensor>, relu: bool) -> Result<Tenso
 }
 
 #[cfg(test)]
+mod graph {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+    use candle_nn::VarMap;
+
+    /// Every graph node costs the backward a zeroed buffer and an add of its gradient's size
+    /// (candle's `GradStore::or_insert`), so a training conv → BN → ReLU is two nodes over the
+    /// input: no reshapes around the ops, in 2D or 3D.
+    #[test]
+    fn training_conv_bn_relu_is_two_nodes() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let cb = ConvBn {
+            conv: conv2d(4, 6, 3, 1, 1, vb.pp("c")).unwrap(),
+            bn: batch_norm2d(6, vb.pp("b")).unwrap(),
+        };
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap()).unwrap();
+        let y = cb.forward_act(x.as_tensor(), true, None, true).unwrap();
+        let big = |t: &Tensor| t.elem_count() >= 2 * 4 * 64;
+        let nodes: Vec<Vec<usize>> =
+            y.sorted_nodes().into_iter().filter(|t| big(t)).map(|t| t.dims().to_vec()).collect();
+        assert_eq!(
+            nodes,
+            vec![vec![2, 6, 8, 8], vec![2, 6, 8, 8], vec![2, 4, 8, 8]],
+            "activation-sized nodes"
+        );
+
+        let cfg = Conv3dConfig { padding: [1; 3], ..Default::default() };
+        let conv3 = Conv3d::new(4, 6, [3, 3, 3], cfg, vb.pp("c3")).unwrap();
+        let x3 = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 3, 8, 8), &dev).unwrap()).unwrap();
+        let y3 = cb.bn.forward_act_t(&conv3.forward(x3.as_tensor()).unwrap(), true, true).unwrap();
+        let big3 = |t: &Tensor| t.elem_count() >= x3.elem_count();
+        let ranks: Vec<usize> = y3.sorted_nodes().into_iter().filter(|t| big3(t)).map(|t| t.rank()).collect();
+        assert_eq!(ranks, vec![5, 5, 5], "3D activation-sized nodes");
+    }
+}
+
+#[cfg(test)]
 mod op_timing {
     use super::*;
     use candle_core::{DType, Device, Var};
