@@ -6,6 +6,10 @@ thread count, alternating, ratios printed (vidkit time / PyTorch time; below 1.0
 
 --zoo (run with the zoo peers venv): the 3D CNNs against pytorchvideo's hub models (random
 weights), forward only, batch 1, each at its zoo input (T × crop², as vidkit's config says).
+
+Each model pair runs --rounds times in alternation (vidkit's median of --reps, then the peer's),
+and the row reports the median of the per-round ratios: on a shared machine whose speed drifts by
+±30 % over minutes, a ratio of two timings taken seconds apart is what stays comparable.
 """
 import argparse
 import json
@@ -22,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from export_torch_parity import Recognizer  # noqa: E402  (our TSN/TSM wrapper)
 
 
-def torch_times(arch, frames, size, reps):
+def torch_timer(arch, frames, size):
+    """The TSN/TSM recognizer built once; the returned function times `reps` forwards and steps."""
     family, depth = arch.split("_r")
     net = Recognizer(getattr(torchvision.models, f"resnet{depth}")(weights=None), 400, frames, family == "tsm")
     x1 = torch.randn(1, frames, 3, size, size)
@@ -32,28 +37,33 @@ def torch_times(arch, frames, size, reps):
     net.eval()
     with torch.no_grad():
         net(x1)
-    fwd, step = [], []
-    for _ in range(reps):
-        net.eval()
-        t = time.perf_counter()
-        with torch.no_grad():
-            net(x1)
-        fwd.append(time.perf_counter() - t)
-        net.train()
-        t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(net(x2), labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step.append(time.perf_counter() - t)
-    return statistics.median(fwd), statistics.median(step)
+
+    def times(reps):
+        fwd, step = [], []
+        for _ in range(reps):
+            net.eval()
+            t = time.perf_counter()
+            with torch.no_grad():
+                net(x1)
+            fwd.append(time.perf_counter() - t)
+            net.train()
+            t = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(net(x2), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step.append(time.perf_counter() - t)
+        return statistics.median(fwd), statistics.median(step)
+
+    return times
 
 
 ZOO = ["c2d_r50", "i3d_r50", "slow_r50", "r2plus1d_r50", "csn_r101", "slowfast_r50", "slowfast_r101",
        "x3d_xs", "x3d_s", "x3d_m", "x3d_l"]
 
 
-def pytorchvideo_forward(arch, frames, size, reps):
+def pytorchvideo_timer(arch, frames, size):
+    """The hub model built once: (function timing `reps` forwards, GFLOPs of one)."""
     import warnings
 
     warnings.filterwarnings("ignore")  # torch.jit deprecation notices on importing pytorchvideo
@@ -67,31 +77,57 @@ def pytorchvideo_forward(arch, frames, size, reps):
             return clip
         return [torch.index_select(clip, 2, torch.linspace(0, frames - 1, frames // 4).long()), clip]
 
-    fwd = []
     with torch.no_grad():
         # Multiply-adds count 2 FLOPs here (pytorchvideo's model zoo table counts them once).
         with FlopCounterMode(display=False) as counter:
             net(inputs())
-        for _ in range(reps):
-            t = time.perf_counter()
-            net(inputs())
-            fwd.append(time.perf_counter() - t)
-    return statistics.median(fwd), counter.get_total_flops() / 1e9
+
+    def times(reps):
+        fwd = []
+        with torch.no_grad():
+            for _ in range(reps):
+                t = time.perf_counter()
+                net(inputs())
+                fwd.append(time.perf_counter() - t)
+        return statistics.median(fwd)
+
+    return times, counter.get_total_flops() / 1e9
+
+
+def vidkit_run(a, env, arch, frames, size, forward_only):
+    cmd = [a.vidkit, arch, str(frames), str(size), str(a.reps)] + (["forward"] if forward_only else [])
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout)
+
+
+def alternate(a, ours_fn, theirs_fn):
+    """--rounds of (vidkit, peer), each a median of --reps: the per-round results of both."""
+    ours, theirs = [], []
+    for _ in range(a.rounds):
+        ours.append(ours_fn())
+        theirs.append(theirs_fn())
+    return ours, theirs
+
+
+def median_ratio(ours, theirs):
+    return statistics.median(o / t for o, t in zip(ours, theirs))
 
 
 def zoo_rows(a, env):
     rows = []
     for arch in a.arch or ZOO:
-        out = subprocess.run([a.vidkit, arch, "0", "0", str(a.reps), "forward"], capture_output=True, text=True,
-                             env=env, check=True)
-        ours = json.loads(out.stdout)
-        frames, size = ours["frames"], ours["size"]
-        tf, gflops = pytorchvideo_forward(arch, frames, size, a.reps)
-        rows.append({"arch": arch, "input": f"{frames}x{size}", "params_m": ours["params"] / 1e6, "gflops": gflops,
-                     "vidkit_forward_s": ours["forward_s"], "pytorchvideo_forward_s": tf,
-                     "forward_ratio": ours["forward_s"] / tf})
-        print(f"{arch:14} {rows[-1]['input']:7} {ours['params'] / 1e6:8.2f} {gflops:7.1f} {ours['forward_s']:11.3f}"
-              f" {tf:13.3f} {ours['forward_s'] / tf:6.2f}", flush=True)
+        first = vidkit_run(a, env, arch, 0, 0, True)
+        frames, size = first["frames"], first["size"]
+        timer, gflops = pytorchvideo_timer(arch, frames, size)
+        ours, theirs = alternate(a, lambda: vidkit_run(a, env, arch, frames, size, True)["forward_s"],
+                                 lambda: timer(a.reps))
+        ratio = median_ratio(ours, theirs)
+        rows.append({"arch": arch, "input": f"{frames}x{size}", "params_m": first["params"] / 1e6, "gflops": gflops,
+                     "vidkit_forward_s": statistics.median(ours), "pytorchvideo_forward_s": statistics.median(theirs),
+                     "forward_ratio": ratio, "round_ratios": [o / t for o, t in zip(ours, theirs)]})
+        r = rows[-1]
+        print(f"{arch:14} {r['input']:7} {r['params_m']:8.2f} {gflops:7.1f} {r['vidkit_forward_s']:11.3f}"
+              f" {r['pytorchvideo_forward_s']:13.3f} {ratio:6.2f}  ({' '.join(f'{x:.2f}' for x in r['round_ratios'])})",
+              flush=True)
     return rows
 
 
@@ -100,6 +136,7 @@ def main():
     ap.add_argument("--vidkit", required=True, help="path of the bench_models example binary")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of vidkit and the peer per model")
     ap.add_argument("--json", required=True)
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--zoo", action="store_true", help="3D CNNs against pytorchvideo, forward only")
@@ -107,31 +144,37 @@ def main():
     torch.set_num_threads(a.threads)
     if a.zoo:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        print(f"\nZoo models, CPU, {a.threads} threads, batch 1, forward, median of {a.reps}:")
+        print(f"\nZoo models, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round; "
+              f"ratio: median of {a.rounds} alternating rounds (each round's ratio in brackets):")
         print(f"{'model':14} {'input':7} {'params M':>8} {'GFLOPs':>7} {'vidkit fwd':>11} {'pytorchvideo':>13} {'ratio':>6}",
               flush=True)
         rows = zoo_rows(a, env)
         print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
         with open(a.json, "w") as f:
-            json.dump({"threads": a.threads, "reps": a.reps, "rows": rows}, f, indent=1)
+            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "rows": rows}, f, indent=1)
         return
     rows = []
     for arch in a.arch or ["tsn_r50", "tsm_r50"]:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        out = subprocess.run([a.vidkit, arch, "8", "224", str(a.reps)], capture_output=True, text=True, env=env, check=True)
-        ours = json.loads(out.stdout)
-        tf, ts = torch_times(arch, 8, 224, a.reps)
-        rows.append({"arch": arch, "input": "8x224", "vidkit_forward_s": ours["forward_s"], "torch_forward_s": tf,
-                     "forward_ratio": ours["forward_s"] / tf, "vidkit_train_step_s": ours["train_step_s"],
-                     "torch_train_step_s": ts, "train_step_ratio": ours["train_step_s"] / ts})
-    print(f"\nModels, CPU, {a.threads} threads, median of {a.reps} (forward: batch 1; train step: 2 clips, SGD momentum):")
+        timer = torch_timer(arch, 8, 224)
+        ours, theirs = alternate(a, lambda: vidkit_run(a, env, arch, 8, 224, False), lambda: timer(a.reps))
+        of, os_ = [o["forward_s"] for o in ours], [o["train_step_s"] for o in ours]
+        tf, ts = [t[0] for t in theirs], [t[1] for t in theirs]
+        rows.append({"arch": arch, "input": "8x224", "vidkit_forward_s": statistics.median(of),
+                     "torch_forward_s": statistics.median(tf), "forward_ratio": median_ratio(of, tf),
+                     "vidkit_train_step_s": statistics.median(os_), "torch_train_step_s": statistics.median(ts),
+                     "train_step_ratio": median_ratio(os_, ts),
+                     "round_ratios": {"forward": [o / t for o, t in zip(of, tf)],
+                                      "train_step": [o / t for o, t in zip(os_, ts)]}})
+    print(f"\nModels, CPU, {a.threads} threads, median of {a.reps} per round (forward: batch 1; train step: 2 clips, "
+          f"SGD momentum); ratios: median of {a.rounds} alternating rounds:")
     print(f"{'model':10} {'input':6} {'vidkit fwd':>11} {'torch fwd':>10} {'ratio':>6} {'vidkit step':>12} {'torch step':>11} {'ratio':>6}")
     for r in rows:
         print(f"{r['arch']:10} {r['input']:6} {r['vidkit_forward_s']:11.3f} {r['torch_forward_s']:10.3f} {r['forward_ratio']:6.2f}"
               f" {r['vidkit_train_step_s']:12.3f} {r['torch_train_step_s']:11.3f} {r['train_step_ratio']:6.2f}")
     print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
     with open(a.json, "w") as f:
-        json.dump({"threads": a.threads, "reps": a.reps, "rows": rows}, f, indent=1)
+        json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
