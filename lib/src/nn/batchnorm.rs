@@ -130,6 +130,8 @@ struct BatchStats {
     inv_std: Vec<f32>,
     /// Unbiased variance, for the running estimate (as torch).
     var_unbiased: Vec<f32>,
+    /// b of y = x·a + b (a = γ·inv_std), so the backward can tell where the ReLU cut.
+    shift: Vec<f32>,
 }
 
 /// Training-mode batch norm over contiguous [N, C, S] as one op: (x, γ, β) → y, two passes over
@@ -149,6 +151,8 @@ struct BatchNormTrain {
 /// Its backward: (x, grad_y, γ) → [grad_x (N·C·S) | grad_γ (C) | grad_β (C)], flat.
 struct BatchNormTrainBwd {
     dims: [usize; 3],
+    /// The forward applied a ReLU: grad_y is first masked where its output was 0.
+    relu: bool,
     stats: Arc<Mutex<BatchStats>>,
 }
 
@@ -177,7 +181,10 @@ fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a
     }
 }
 
-/// One channel's backward: returns (Σ g·x̂, Σ g) and writes grad_x.
+/// One channel's backward: returns (Σ g·x̂, Σ g) and writes grad_x. With `relu_shift` (b of the
+/// forward's y = x·a + b) the forward's ReLU is undone first: g is zeroed where x·a + b ≤ 0, the
+/// same f32 expression the forward clamped, and the masked g is kept in grad_x's own rows (the
+/// last pass overwrites each value from itself), so no separate masked gradient is allocated.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn channel_backward(
@@ -189,23 +196,48 @@ fn channel_backward(
     mean: f32,
     inv_std: f32,
     gamma: f32,
+    relu_shift: Option<f32>,
 ) -> (f64, f64) {
     let rows = |i: usize| (i * c + ch) * s;
-    let sum_g: f64 = (0..n).map(|i| simd::sum(&gy[rows(i)..][..s])).sum();
-    let sum_gxc: f64 =
-        (0..n).map(|i| simd::dot_centered(&gy[rows(i)..][..s], &x[rows(i)..][..s], mean)).sum();
+    let a = gamma * inv_std;
+    // SAFETY: channel `ch`'s rows of grad_x are touched by this call only (callers split by
+    // channel), and nothing else reads them while it runs.
+    let out_row = |i: usize| unsafe { std::slice::from_raw_parts_mut(gx.at(rows(i)), s) };
+    if let Some(b) = relu_shift {
+        for i in 0..n {
+            let at = rows(i);
+            for ((o, g), v) in out_row(i).iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
+                *o = if v * a + b > 0.0 { *g } else { 0.0 };
+            }
+        }
+    }
+    // g: grad_y, or the masked copy in grad_x's rows.
+    let g_row = |i: usize| -> &[f32] {
+        match relu_shift {
+            // SAFETY: as above; read-only until the last pass.
+            Some(_) => unsafe { std::slice::from_raw_parts(gx.at(rows(i)), s) },
+            None => &gy[rows(i)..][..s],
+        }
+    };
+    let sum_g: f64 = (0..n).map(|i| simd::sum(g_row(i))).sum();
+    let sum_gxc: f64 = (0..n).map(|i| simd::dot_centered(g_row(i), &x[rows(i)..][..s], mean)).sum();
     let count = (n * s) as f64;
     let sum_gxhat = sum_gxc * inv_std as f64;
     // grad_x = γ/σ · (g − mean(g) − x̂ · mean(g·x̂)), x̂ = (x − μ)/σ
-    let a = gamma * inv_std;
     let k0 = -(a as f64 * sum_g / count) as f32;
     let k1 = -(a as f64 * inv_std as f64 * sum_gxhat / count) as f32;
     for i in 0..n {
         let at = rows(i);
-        // SAFETY: as in `channel_affine`.
-        let gr = unsafe { std::slice::from_raw_parts_mut(gx.at(at), s) };
-        for ((o, g), v) in gr.iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
-            *o = a * g + k1 * (v - mean) + k0;
+        let xr = &x[at..at + s];
+        let gr = out_row(i);
+        if relu_shift.is_some() {
+            for (o, v) in gr.iter_mut().zip(xr) {
+                *o = a * *o + k1 * (v - mean) + k0;
+            }
+        } else {
+            for ((o, g), v) in gr.iter_mut().zip(&gy[at..at + s]).zip(xr) {
+                *o = a * g + k1 * (v - mean) + k0;
+            }
         }
     }
     (sum_gxhat, sum_g)
@@ -213,7 +245,7 @@ fn channel_backward(
 
 simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize; 3], ch: usize) -> (f32, f64, f64));
 simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32, relu: bool));
-simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32) -> (f64, f64));
+simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32, relu_shift: Option<f32>) -> (f64, f64));
 
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
@@ -241,15 +273,16 @@ impl CustomOp3 for BatchNormTrain {
             )
         }
         let mut y = super::vol2col::zeros_par(x.len());
-        let mut stats = vec![(0f32, 0f64, 0f64); c];
+        let mut stats = vec![(0f32, 0f64, 0f64, 0f32); c];
         let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
         par_for(c, |ch| {
             let (mean, var, unbiased) = channel_stats_simd(x, self.dims, ch);
             let inv = 1.0 / ((var + self.eps) as f32).sqrt();
             let a = gamma[ch] * inv;
-            channel_affine_simd(x, yp, self.dims, ch, a, beta[ch] - mean * a, self.relu);
+            let b = beta[ch] - mean * a;
+            channel_affine_simd(x, yp, self.dims, ch, a, b, self.relu);
             // SAFETY: entry `ch` is written by this iteration only.
-            unsafe { *(sp as *mut (f32, f64, f64)).add(ch) = (mean, inv as f64, unbiased) };
+            unsafe { *(sp as *mut (f32, f64, f64, f32)).add(ch) = (mean, inv as f64, unbiased, b) };
         });
         let mut out = self
             .stats
@@ -258,6 +291,7 @@ impl CustomOp3 for BatchNormTrain {
         out.mean = stats.iter().map(|t| t.0).collect();
         out.inv_std = stats.iter().map(|t| t.1 as f32).collect();
         out.var_unbiased = stats.iter().map(|t| t.2 as f32).collect();
+        out.shift = stats.iter().map(|t| t.3).collect();
         Ok((CpuStorage::F32(y), self.shape.clone()))
     }
 
@@ -270,8 +304,8 @@ impl CustomOp3 for BatchNormTrain {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let [n, c, s] = self.dims;
-        let grad = if self.relu { super::activation::masked(grad, res)? } else { grad.clone() };
-        let op = BatchNormTrainBwd { dims: self.dims, stats: self.stats.clone() };
+        let _ = res; // the ReLU's mask is recomputed from x (see `channel_backward`)
+        let op = BatchNormTrainBwd { dims: self.dims, relu: self.relu, stats: self.stats.clone() };
         let all = x.apply_op3_no_bwd(&grad.contiguous()?, &gamma.contiguous()?, &op)?;
         let gx = all.narrow(0, 0, n * c * s)?.reshape(x.shape())?;
         let gg = all.narrow(0, n * c * s, c)?;
@@ -300,14 +334,29 @@ impl CustomOp3 for BatchNormTrainBwd {
             .stats
             .lock()
             .map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
-        if x.len() != n * c * s || gy.len() != x.len() || gamma.len() != c || stats.mean.len() != c {
+        if x.len() != n * c * s
+            || gy.len() != x.len()
+            || gamma.len() != c
+            || stats.mean.len() != c
+            || (self.relu && stats.shift.len() != c)
+        {
             candle_core::bail!("batch norm backward: sizes do not fit {:?}", self.dims)
         }
         let mut out = super::vol2col::zeros_par(n * c * s + 2 * c);
         let p = DisjointMut(out.as_mut_ptr());
         par_for(c, |ch| {
-            let (sum_gxhat, sum_g) =
-                channel_backward_simd(x, gy, p, self.dims, ch, stats.mean[ch], stats.inv_std[ch], gamma[ch]);
+            let relu_shift = self.relu.then(|| stats.shift[ch]);
+            let (sum_gxhat, sum_g) = channel_backward_simd(
+                x,
+                gy,
+                p,
+                self.dims,
+                ch,
+                stats.mean[ch],
+                stats.inv_std[ch],
+                gamma[ch],
+                relu_shift,
+            );
             // SAFETY: the two affine-gradient entries of `ch` are written by this iteration only.
             unsafe {
                 *p.at(n * c * s + ch) = sum_gxhat as f32;
