@@ -94,7 +94,8 @@ def main():
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    cmd = [a.vidkit, "pptsmv2_lcnetv2", str(FRAMES), str(SIZE), str(a.reps), "forward"]
+    # Absolute: the rounds run from a temporary working directory (see below).
+    cmd = [os.path.abspath(a.vidkit), "pptsmv2_lcnetv2", str(FRAMES), str(SIZE), str(a.reps), "forward"]
     ours_all, theirs_all = [], []
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as d:

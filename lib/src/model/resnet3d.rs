@@ -45,8 +45,8 @@
 
 use super::ModelConfig;
 use crate::nn::{
-    add_act, batch_norm2d, conv_bn_act_3d, depthwise_bn_act_3d, fusable, max_pool3d, BatchNorm2d, Conv3d,
-    Conv3dConfig, NonLocal, NonLocalConfig,
+    add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, depthwise_bn_act_3d, fusable, max_pool3d,
+    BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
 };
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
@@ -117,6 +117,10 @@ impl ConvBn3d {
                 residual,
                 relu,
             );
+        }
+        if train && fusable(x) && self.conv.cfg.groups == 1 && self.conv.bias.is_none() {
+            let g = self.conv.geometry_of(x)?;
+            return conv_bn_train_act(x, &self.conv.weight, g, &self.bn, residual, relu);
         }
         let depthwise = self.conv.cfg.groups > 1 && self.conv.weight.dim(1)? == 1;
         if !train && fusable(x) && depthwise && residual.is_none() && self.conv.bias.is_none() {

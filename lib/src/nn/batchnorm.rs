@@ -106,26 +106,49 @@ impl BatchNorm2d {
             &self.bias.to_dtype(x.dtype())?.contiguous()?,
             op,
         )?;
-        let (mean, var) = {
-            let s =
-                stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
-            (s.mean.clone(), s.var_unbiased.clone())
-        };
-        let dev = x.device();
+        let stats =
+            stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+        self.update_running(&stats, x.device())?;
+        Ok(y)
+    }
+
+    /// Training mode on the CPU with the convolution before it in the same op (see
+    /// `conv_bn_train.rs`), for a dense convolution of geometry `g` whose output has `rank` 4
+    /// (2D) or 5 dimensions.
+    pub(super) fn forward_after_conv(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        g: super::Geometry3d,
+        rank: usize,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let stats = Arc::new(Mutex::new(BatchStats::default()));
+        let y = super::conv_bn_train::conv_bn_train(x, weight, g, rank, self, relu, stats.clone())?;
+        let stats =
+            stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+        self.update_running(&stats, x.device())?;
+        Ok(y)
+    }
+
+    /// running ← (1 − momentum) · running + momentum · batch (unbiased variance, as torch).
+    fn update_running(&self, stats: &BatchStats, dev: &candle_core::Device) -> Result<()> {
+        let c = stats.mean.len();
         let m = self.momentum;
         let new_mean = ((self.running_mean.as_tensor() * (1.0 - m))?
-            + (Tensor::from_vec(mean, c, dev)?.to_dtype(self.running_mean.dtype())? * m)?)?;
+            + (Tensor::from_vec(stats.mean.clone(), c, dev)?.to_dtype(self.running_mean.dtype())? * m)?)?;
         let new_var = ((self.running_var.as_tensor() * (1.0 - m))?
-            + (Tensor::from_vec(var, c, dev)?.to_dtype(self.running_var.dtype())? * m)?)?;
+            + (Tensor::from_vec(stats.var_unbiased.clone(), c, dev)?
+                .to_dtype(self.running_var.dtype())?
+                * m)?)?;
         self.running_mean.set(&new_mean)?;
-        self.running_var.set(&new_var)?;
-        Ok(y)
+        self.running_var.set(&new_var)
     }
 }
 
 /// Batch statistics the training forward computes and its backward reuses, per channel.
 #[derive(Default)]
-struct BatchStats {
+pub(super) struct BatchStats {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     /// Unbiased variance, for the running estimate (as torch).
@@ -149,11 +172,11 @@ struct BatchNormTrain {
 }
 
 /// Its backward: (x, grad_y, γ) → [grad_x (N·C·S) | grad_γ (C) | grad_β (C)], flat.
-struct BatchNormTrainBwd {
-    dims: [usize; 3],
+pub(super) struct BatchNormTrainBwd {
+    pub(super) dims: [usize; 3],
     /// The forward applied a ReLU: grad_y is first masked where its output was 0.
-    relu: bool,
-    stats: Arc<Mutex<BatchStats>>,
+    pub(super) relu: bool,
+    pub(super) stats: Arc<Mutex<BatchStats>>,
 }
 
 /// One channel's statistics over its N rows of S values: (mean, biased var, unbiased var).
@@ -247,6 +270,37 @@ simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize
 simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32, relu: bool));
 simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32, relu_shift: Option<f32>) -> (f64, f64));
 
+/// Training BN (then ReLU) of contiguous [N, C, S] `x`: y and the batch's statistics.
+pub(super) fn train_forward(
+    x: &[f32],
+    dims: [usize; 3],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, BatchStats) {
+    let c = dims[1];
+    let mut y = super::vol2col::zeros_par(x.len());
+    let mut stats = vec![(0f32, 0f64, 0f64, 0f32); c];
+    let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
+    par_for(c, |ch| {
+        let (mean, var, unbiased) = channel_stats_simd(x, dims, ch);
+        let inv = 1.0 / ((var + eps) as f32).sqrt();
+        let a = gamma[ch] * inv;
+        let b = beta[ch] - mean * a;
+        channel_affine_simd(x, yp, dims, ch, a, b, relu);
+        // SAFETY: entry `ch` is written by this iteration only.
+        unsafe { *(sp as *mut (f32, f64, f64, f32)).add(ch) = (mean, inv as f64, unbiased, b) };
+    });
+    let out = BatchStats {
+        mean: stats.iter().map(|t| t.0).collect(),
+        inv_std: stats.iter().map(|t| t.1 as f32).collect(),
+        var_unbiased: stats.iter().map(|t| t.2 as f32).collect(),
+        shift: stats.iter().map(|t| t.3).collect(),
+    };
+    (y, out)
+}
+
 impl CustomOp3 for BatchNormTrain {
     fn name(&self) -> &'static str {
         "vidkit-batch-norm-train"
@@ -272,26 +326,9 @@ impl CustomOp3 for BatchNormTrain {
                 self.dims
             )
         }
-        let mut y = super::vol2col::zeros_par(x.len());
-        let mut stats = vec![(0f32, 0f64, 0f64, 0f32); c];
-        let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
-        par_for(c, |ch| {
-            let (mean, var, unbiased) = channel_stats_simd(x, self.dims, ch);
-            let inv = 1.0 / ((var + self.eps) as f32).sqrt();
-            let a = gamma[ch] * inv;
-            let b = beta[ch] - mean * a;
-            channel_affine_simd(x, yp, self.dims, ch, a, b, self.relu);
-            // SAFETY: entry `ch` is written by this iteration only.
-            unsafe { *(sp as *mut (f32, f64, f64, f32)).add(ch) = (mean, inv as f64, unbiased, b) };
-        });
-        let mut out = self
-            .stats
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
-        out.mean = stats.iter().map(|t| t.0).collect();
-        out.inv_std = stats.iter().map(|t| t.1 as f32).collect();
-        out.var_unbiased = stats.iter().map(|t| t.2 as f32).collect();
-        out.shift = stats.iter().map(|t| t.3).collect();
+        let (y, stats) = train_forward(x, self.dims, gamma, beta, self.eps, self.relu);
+        *self.stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))? =
+            stats;
         Ok((CpuStorage::F32(y), self.shape.clone()))
     }
 

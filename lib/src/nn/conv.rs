@@ -64,6 +64,21 @@ impl Conv2d {
         ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
     }
 
+    /// Its window over `x` [N, C_in, H, W] as a one-frame 3D geometry.
+    pub fn geometry(&self, x: &Tensor) -> Result<super::Geometry3d> {
+        let (n, c, h, w) = x.dims4()?;
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        Ok(super::Geometry3d {
+            n,
+            c,
+            input: [1, h, w],
+            kernel: [1, k, k],
+            stride: [1, s, s],
+            pad: [0, p, p],
+            dilation: [1; 3],
+        })
+    }
+
     /// [N, C_in, H, W] → [N, C_out, H', W'], as PyTorch's `conv2d` (no bias, dilation 1).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
@@ -71,16 +86,7 @@ impl Conv2d {
         let cout = self.weight.dim(0)?;
         let (oh, ow) = self.output_size(h, w);
         if super::fusable(x) {
-            let g = super::Geometry3d {
-                n,
-                c,
-                input: [1, h, w],
-                kernel: [1, k, k],
-                stride: [1, s, s],
-                pad: [0, p, p],
-                dilation: [1; 3],
-            };
-            return super::conv_gemm::conv_gemm(x, &self.weight, g);
+            return super::conv_gemm::conv_gemm(x, &self.weight, self.geometry(x)?);
         }
         if k == 1 && p == 0 {
             let xs = if s == 1 {

@@ -20,7 +20,7 @@ pub fn conv_gemm(x: &Tensor, weight: &Tensor, g: Geometry3d) -> Result<Tensor> {
 }
 
 /// [N, C, T, H, W] of `g`'s input or output volume, or [N, C, H, W] where `rank` is 4 (T = 1).
-fn volume_shape(n: usize, c: usize, [t, h, w]: [usize; 3], rank: usize) -> Result<Shape> {
+pub(super) fn volume_shape(n: usize, c: usize, [t, h, w]: [usize; 3], rank: usize) -> Result<Shape> {
     match rank {
         5 => Ok(Shape::from(vec![n, c, t, h, w])),
         4 if t == 1 => Ok(Shape::from(vec![n, c, h, w])),
@@ -31,15 +31,32 @@ fn volume_shape(n: usize, c: usize, [t, h, w]: [usize; 3], rank: usize) -> Resul
 /// (x, w [C_out, C·taps]) → y [N, C_out, T', H', W'] (or [N, C_out, H', W'] for a 4D x).
 struct ConvGemm(Geometry3d);
 /// (x, grad_y [N, C_out, T', H', W']) → grad_w [C_out, C·taps].
-struct ConvGemmGradWeight(Geometry3d);
+pub(super) struct ConvGemmGradWeight(pub(super) Geometry3d);
 /// (w, grad_y) → grad_x [N, C, T, H, W] (the rank of grad_y).
-struct ConvGemmGradInput(Geometry3d);
+pub(super) struct ConvGemmGradInput(pub(super) Geometry3d);
 
 impl ConvGemm {
     fn direct(&self) -> bool {
         let g = &self.0;
         g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3]
     }
+}
+
+/// y [N, C_out, P] = w [C_out, C·taps] applied to x's columns (sizes checked by the caller).
+pub(super) fn conv_forward(x: &[f32], w: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
+    let g = *g;
+    let (k, p) = (g.c * g.taps(), positions(&g)?);
+    let mut y = zeros_par(g.n * cout * p);
+    let a = MatRef::row_major(w, cout, k);
+    let out_cols = Columns { per: p, b_stride: 0, c_stride: cout * p };
+    if ConvGemm(g).direct() {
+        let b = MatRef { data: x, rows: g.c, cols: g.n * p, rs: p, cs: 1 };
+        let cols = Columns { b_stride: g.c * p, ..out_cols };
+        sgemm_columns(a, b, cols, &mut y, p, false, Epilogue::default());
+    } else {
+        sgemm_conv(a, ConvRhs { x, g, out: g.out()? }, out_cols, &mut y, p, Epilogue::default());
+    }
+    Ok(y)
 }
 
 fn positions(g: &Geometry3d) -> Result<usize> {
@@ -64,25 +81,7 @@ impl CustomOp2 for ConvGemm {
         if k != g.c * g.taps() || x.len() != g.n * g.c * g.in_volume() {
             candle_core::bail!("conv: weight {:?} and input {:?} do not fit", l2.dims(), l1.dims())
         }
-        let p = positions(&g)?;
-        let mut y = zeros_par(g.n * cout * p);
-        let a = MatRef::row_major(w, cout, k);
-        let out_cols = Columns { per: p, b_stride: 0, c_stride: cout * p };
-        if self.direct() {
-            let b = MatRef { data: x, rows: g.c, cols: g.n * p, rs: p, cs: 1 };
-            sgemm_columns(
-                a,
-                b,
-                Columns { b_stride: g.c * p, ..out_cols },
-                &mut y,
-                p,
-                false,
-                Epilogue::default(),
-            );
-        } else {
-            let out = g.out()?;
-            sgemm_conv(a, ConvRhs { x, g, out }, out_cols, &mut y, p, Epilogue::default());
-        }
+        let y = conv_forward(x, w, cout, &g)?;
         Ok((CpuStorage::F32(y), volume_shape(g.n, cout, g.out()?, l1.dims().len())?))
     }
 

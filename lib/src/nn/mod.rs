@@ -5,6 +5,7 @@ mod batchnorm;
 mod conv;
 mod conv3d;
 #[cfg(target_arch = "x86_64")]
+mod conv_bn_train;
 mod conv_direct;
 mod conv_gemm;
 mod depthwise;
@@ -135,18 +136,11 @@ pub fn conv2d_bn_act(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
+    if train && fusable(x) {
+        return conv_bn_train_act(x, &conv.weight, conv.geometry(x)?, bn, residual, relu);
+    }
     if !train && fusable(x) {
-        let (n, c, h, w) = x.dims4()?;
-        let (k, s, p) = (conv.kernel, conv.stride, conv.padding);
-        let g = Geometry3d {
-            n,
-            c,
-            input: [1, h, w],
-            kernel: [1, k, k],
-            stride: [1, s, s],
-            pad: [0, p, p],
-            dilation: [1; 3],
-        };
+        let g = conv.geometry(x)?;
         let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
         let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &conv.weight, None, bn, res.as_ref(), relu)?;
         return y.squeeze(2);
@@ -155,6 +149,22 @@ pub fn conv2d_bn_act(
         None => bn.forward_act_t(&conv.forward(x)?, train, relu),
         Some(_) => add_act(bn.forward_t(&conv.forward(x)?, train)?, residual, relu),
     }
+}
+
+/// Training BN(conv(x)) (+ `residual`) (then ReLU) on the CPU for a dense convolution without
+/// bias over `g` (`weight` [C_out, C, kt, kh, kw], or [C_out, C, kh, kw] for a 4D x): the conv and
+/// the BN (and the ReLU when there is no residual) as one graph node, see `conv_bn_train.rs`.
+pub fn conv_bn_train_act(
+    x: &Tensor,
+    weight: &Tensor,
+    g: Geometry3d,
+    bn: &BatchNorm2d,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor> {
+    let fused_relu = relu && residual.is_none();
+    let y = bn.forward_after_conv(x, weight, g, x.rank(), fused_relu)?;
+    add_act(y, residual, relu && !fused_relu)
 }
 
 /// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
@@ -174,10 +184,10 @@ mod graph {
     use candle_nn::VarMap;
 
     /// Every graph node costs the backward a zeroed buffer and an add of its gradient's size
-    /// (candle's `GradStore::or_insert`), so a training conv → BN → ReLU is two nodes over the
-    /// input: no reshapes around the ops, in 2D or 3D.
+    /// (candle's `GradStore::or_insert`), so a training conv → BN → ReLU is one node over the
+    /// input, in 2D and 3D; the conv and the BN apart are two, with no reshapes around them.
     #[test]
-    fn training_conv_bn_relu_is_two_nodes() {
+    fn training_conv_bn_relu_is_one_node() {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
@@ -186,23 +196,26 @@ mod graph {
             bn: batch_norm2d(6, vb.pp("b")).unwrap(),
         };
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap()).unwrap();
+        let activations = |y: &Tensor, x: &Tensor| -> Vec<Vec<usize>> {
+            let nodes = y.sorted_nodes();
+            nodes
+                .into_iter()
+                .filter(|t| t.elem_count() >= x.elem_count())
+                .map(|t| t.dims().to_vec())
+                .collect()
+        };
         let y = cb.forward_act(x.as_tensor(), true, None, true).unwrap();
-        let big = |t: &Tensor| t.elem_count() >= 2 * 4 * 64;
-        let nodes: Vec<Vec<usize>> =
-            y.sorted_nodes().into_iter().filter(|t| big(t)).map(|t| t.dims().to_vec()).collect();
-        assert_eq!(
-            nodes,
-            vec![vec![2, 6, 8, 8], vec![2, 6, 8, 8], vec![2, 4, 8, 8]],
-            "activation-sized nodes"
-        );
+        assert_eq!(activations(&y, x.as_tensor()), vec![vec![2, 6, 8, 8], vec![2, 4, 8, 8]], "2D");
 
         let cfg = Conv3dConfig { padding: [1; 3], ..Default::default() };
         let conv3 = Conv3d::new(4, 6, [3, 3, 3], cfg, vb.pp("c3")).unwrap();
         let x3 = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 3, 8, 8), &dev).unwrap()).unwrap();
-        let y3 = cb.bn.forward_act_t(&conv3.forward(x3.as_tensor()).unwrap(), true, true).unwrap();
-        let big3 = |t: &Tensor| t.elem_count() >= x3.elem_count();
-        let ranks: Vec<usize> = y3.sorted_nodes().into_iter().filter(|t| big3(t)).map(|t| t.rank()).collect();
-        assert_eq!(ranks, vec![5, 5, 5], "3D activation-sized nodes");
+        let g = conv3.geometry_of(x3.as_tensor()).unwrap();
+        let y3 = conv_bn_train_act(x3.as_tensor(), &conv3.weight, g, &cb.bn, None, true).unwrap();
+        assert_eq!(activations(&y3, x3.as_tensor()), vec![vec![2, 6, 3, 8, 8], vec![2, 4, 3, 8, 8]], "3D");
+        let apart = cb.bn.forward_act_t(&conv3.forward(x3.as_tensor()).unwrap(), true, true).unwrap();
+        let ranks: Vec<usize> = activations(&apart, x3.as_tensor()).iter().map(Vec::len).collect();
+        assert_eq!(ranks, vec![5, 5, 5], "3D conv, then BN");
     }
 }
 
