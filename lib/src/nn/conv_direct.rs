@@ -190,7 +190,7 @@ unsafe fn kernel<const R: usize>(
         fma_rows(a, x.add(off), &mut acc);
         a = a.add(MR);
     }
-    store_rows(&acc, c, ldc, cols, false, bias, res, relu);
+    store_rows(acc, c, ldc, cols, false, bias, res, relu);
 }
 
 #[cfg(test)]

@@ -728,7 +728,7 @@ unsafe fn kernel<const R: usize>(
         a = a.add(MR);
         b = b.add(NR);
     }
-    store_rows(&acc, c, ldc, NR, load, bias, res, relu);
+    store_rows(acc, c, ldc, NR, load, bias, res, relu);
 }
 
 /// One k step of a micro-kernel: R accumulator rows (left and right 16 columns) += the first R
@@ -767,7 +767,9 @@ pub(super) unsafe fn fma_rows<const R: usize>(
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn store_rows<const R: usize>(
-    acc: &([std::arch::x86_64::__m512; R], [std::arch::x86_64::__m512; R]),
+    // By value: a reference made the accumulators' home a stack array, zeroed by a memset call on
+    // every kernel entry (1.5 KB for 12 rows, ~2 % of the kernel's samples).
+    acc: ([std::arch::x86_64::__m512; R], [std::arch::x86_64::__m512; R]),
     c: *mut f32,
     ldc: usize,
     cols: usize,

@@ -7,10 +7,11 @@
 //!   PaddleVideo's PP-TSM): channels below `c1 = int(C * shift_ratio)` take the previous frame's
 //!   values, those from `c1` to `c2 = int(2 C * shift_ratio)` the next frame's.
 //!
-//! On the CPU one pass copies each band from its source frame (a custom op whose backward is the
-//! opposite shift); elsewhere narrow/cat, whose backward autograd gives.
+//! On the CPU one pass copies each band from its source frame, frames spread over the threads (a
+//! custom op whose backward is the opposite shift); elsewhere narrow/cat, whose backward autograd gives.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Where a band of channels takes its values from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +71,21 @@ impl CustomOp1 for ShiftOp {
         let x = &storage.as_slice::<f32>()?[lo..hi];
         let plane = h * w;
         let frame = c * plane;
-        let mut out = super::vol2col::zeros_par(x.len());
-        for (f, dst) in out.chunks_exact_mut(frame).enumerate() {
+        // The bands must tile the channels: every output value is written below.
+        let mut next = 0;
+        for &(start, len, _) in &self.bands {
+            if start != next {
+                candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
+            }
+            next += len;
+        }
+        if next != c {
+            candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
+        }
+        if frame == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((nt, c, h, w))));
+        }
+        let copy_frame = |_: &mut (), f: usize, dst: &mut [MaybeUninit<f32>]| {
             let t = f % self.segments;
             for &(start, len, from) in &self.bands {
                 let src_frame = match from {
@@ -79,13 +93,20 @@ impl CustomOp1 for ShiftOp {
                     From::Next => (t + 1 < self.segments).then_some(f + 1),
                     From::Previous => (t > 0).then(|| f - 1),
                 };
-                // Frames shifted in from outside the clip stay zero.
-                if let Some(sf) = src_frame {
-                    let range = start * plane..(start + len) * plane;
-                    dst[range.clone()].copy_from_slice(&x[sf * frame..][range]);
+                let range = start * plane..(start + len) * plane;
+                match src_frame {
+                    Some(sf) => {
+                        for (d, v) in dst[range.clone()].iter_mut().zip(&x[sf * frame..][range]) {
+                            d.write(*v);
+                        }
+                    }
+                    // Frames shifted in from outside the clip are zeros.
+                    None => dst[range].fill(MaybeUninit::new(0.0)),
                 }
             }
-        }
+        };
+        // SAFETY: the bands tile the channels (checked above), so each frame is written whole.
+        let out = unsafe { super::vol2col::par_planes_uninit(x.len(), frame, || (), copy_frame) };
         Ok((CpuStorage::F32(out), Shape::from((nt, c, h, w))))
     }
 
