@@ -29,8 +29,9 @@ builds. FLAGS are mmaction2's per-stage 0/1 lists, stages separated by ';'
 
 At the test's reduced size the hub head's fixed pooling kernel (made for the zoo input) does not
 fit, so the head's pool is replaced by a global average pool (AdaptiveAvgPool3d(1)), which is what
-vidkit's heads do. X3D and R(2+1)D hub heads end in a softmax in eval mode: it is removed here, so
-both sides compare logits.
+vidkit's heads do; --keep-head-pool keeps the hub's pool, for inputs of the zoo's own size (the
+full-size run of `make bench`). X3D and R(2+1)D hub heads end in a softmax in eval mode: it is
+removed here, so both sides compare logits.
 
 Ops mode (--ops): forward and backward values of torch's conv3d, max_pool3d, avg_pool3d and
 adaptive_avg_pool3d for several configurations (groups, depthwise, dilation, padding): for each
@@ -39,6 +40,7 @@ gb.npy, and cases.json describing them.
 
 Usage: export_zoo_parity.py --arch slow_r50 --out DIR [--frames 8] [--size 64x80] [--batch 2]
        [--classes 11] [--seed 0] [--non-local FLAGS [--nl-mode softmax] [--nl-pool 1,1,1]] [--grad]
+       [--keep-head-pool]
        export_zoo_parity.py --ops --out DIR
 """
 import argparse
@@ -125,7 +127,9 @@ def export_model(a):
     gen = torch.Generator().manual_seed(a.seed + 1)
     model = getattr(hub, a.arch)(pretrained=False, model_num_class=a.classes)
     head = model.blocks[-1]
-    if a.arch.startswith("slowfast"):  # PoolConcatPathway before the head: one pool per pathway
+    if a.keep_head_pool:
+        pass  # at the zoo's own input size: the hub head as it is
+    elif a.arch.startswith("slowfast"):  # PoolConcatPathway before the head: one pool per pathway
         model.blocks[-2].pool = torch.nn.ModuleList([torch.nn.AdaptiveAvgPool3d(1)] * 2)
     elif hasattr(head.pool, "pool"):  # X3D's ProjectedPool: pre_conv, pool, post_conv
         head.pool.pool = torch.nn.AdaptiveAvgPool3d(1)
@@ -161,6 +165,7 @@ def export_model(a):
         "non_local": a.non_local,
         "nl_mode": a.nl_mode,
         "nl_pool": a.nl_pool,
+        "keep_head_pool": a.keep_head_pool,
     }
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(meta, f)
@@ -272,6 +277,8 @@ def main():
     ap.add_argument("--nl-mode", default="softmax", choices=["softmax", "dot_product"])
     ap.add_argument("--nl-pool", default="1,1,1", help="pytorchvideo pool_size of the non-local blocks")
     ap.add_argument("--grad", action="store_true", help="also export train-mode gradients")
+    ap.add_argument("--keep-head-pool", action="store_true",
+                    help="keep the hub head's pooling kernel (for inputs of the zoo's own size)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

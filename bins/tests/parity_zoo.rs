@@ -162,6 +162,45 @@ fn parity_variant(arch: &str, frames: usize, variant: &str, script_args: &[&str]
     assert!(rel <= REL_TOL, "{arch}: logits differ from pytorchvideo by {rel:e} of the largest");
 }
 
+/// Every zoo model at its own input (T × crop², batch 1, 400 classes) with the hub head as it is,
+/// its pooling kernel fixed for that size, against vidkit's: the check the reduced-size tests
+/// cannot make. Minutes of export and forward: `make bench` runs it (`-- --ignored`).
+#[test]
+#[ignore = "full-size inputs, minutes: run by make bench"]
+fn zoo_models_match_pytorchvideo_at_full_size() {
+    let zoo = vidkit::model::ARCHS.into_iter().filter(|a| vidkit::model::zoo_input(a).is_some());
+    let mut failed = Vec::new();
+    for arch in zoo {
+        let cfg = vidkit::model::ModelConfig::defaults(arch);
+        let (frames, size) = (cfg.frames, cfg.crop_size as usize);
+        let (frames_arg, size_arg) = (frames.to_string(), format!("{size}x{size}"));
+        let args = [
+            "--arch",
+            arch,
+            "--frames",
+            &frames_arg,
+            "--size",
+            &size_arg,
+            "--classes",
+            "400",
+            "--batch",
+            "1",
+            "--keep-head-pool",
+        ];
+        let Some(fx) = fixture(&format!("{arch}-full-t{frames}-{size}"), &args) else { return };
+        let loaded = import_fixture(&fx, arch, frames, &[]);
+        let got = loaded.model.forward_t(&load(&fx, "input"), false).unwrap();
+        let rel = rel_err(&got, &load(&fx, "logits"), arch);
+        eprintln!(
+            "full-size parity {arch:<14} {frames}×{size}²: relative error {rel:.2e} (limit {REL_TOL:.0e})"
+        );
+        if rel > REL_TOL {
+            failed.push(format!("{arch} ({rel:.1e})"));
+        }
+    }
+    assert!(failed.is_empty(), "logits differ from pytorchvideo's at full size: {}", failed.join(", "));
+}
+
 #[test]
 fn c2d_r50_matches_pytorchvideo() {
     parity("c2d_r50", 8);

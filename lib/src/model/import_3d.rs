@@ -295,6 +295,8 @@ fn mmaction2_defaults(arch: &str, config: &mut ModelConfig) -> Result<()> {
             config.mean = [114.75; 3];
             config.std = [57.38; 3];
             config.extra.insert("shortcut_norm_always".into(), true.into());
+            // X3DHead pools adaptively to 1 × 1 × 1 before fc1 (x3d_head.py).
+            config.extra.insert("head_pool".into(), "global".into());
         }
         // configs/_base_/models/ircsn_r152.py: ResNet3dCSN's norm_cfg eps 1e-3
         // (resnet3d_csn.py L120), I3DHead dropout 0.5; the configs sample clip_len=32,

@@ -14,10 +14,16 @@
 //!   `pool.post_conv` (→ 2048) → ReLU → dropout → `proj`.
 //!
 //! The hub head ends in a softmax in eval mode; here the model outputs logits (test-time
-//! aggregation applies the softmax). Its average pool has a kernel fixed for the zoo input,
-//! covering the whole map there; here it pools globally (the same at the zoo input).
+//! aggregation applies the softmax). Its average pool has the hub's kernel, stride 1: clip length
+//! × ⌈crop / 32⌉² of the hub builder's `input_clip_length` and `input_crop_size` (x3d_xs 4 × 5²,
+//! x3d_s 13 × 5², x3d_m 16 × 7², x3d_l 16 × 10²), not of the input. At the zoo's test crops
+//! (182, 182, 256, 356: maps of 6², 6², 8², 12²) it pools several windows, each goes through
+//! `post_conv` and its ReLU, and the logits are averaged over the windows (`output_pool`); on a
+//! map smaller than the kernel (reduced test inputs, where torch's pool would fail) the kernel is
+//! clipped to the map, i.e. the pool is global.
 //!
-//! Option (config key, absent = the hub's structure), for mmaction2's X3D
+//! Options (config keys, absent = the hub's structure). `head_pool`: `"global"` (mmaction2's
+//! X3DHead, an adaptive average pool; set by the importer) or a kernel `[t, h, w]`. For mmaction2's X3D
 //! (mmaction/models/backbones/x3d.py): `shortcut_norm_always` puts a `branch1_norm` after every
 //! `branch1_conv`, as mmaction2's `downsample` ConvModule always has its BN (L389-400), where
 //! pytorchvideo's `create_x3d_res_block` has one only where the width changes; the two differ in
@@ -55,13 +61,36 @@ pub fn x3d_depth_factor(arch: &str) -> Option<f64> {
 #[serde(default)]
 pub struct X3dOptions {
     pub shortcut_norm_always: Option<bool>,
+    /// `"global"` or `[t, h, w]`; absent: the hub's kernel for the architecture.
+    pub head_pool: Option<serde_json::Value>,
 }
 
 impl X3dOptions {
-    pub const KEYS: [&'static str; 1] = ["shortcut_norm_always"];
+    pub const KEYS: [&'static str; 2] = ["shortcut_norm_always", "head_pool"];
 
     pub fn from_config(config: &ModelConfig) -> Result<Self> {
         config.extra_options(&Self::KEYS)
+    }
+
+    /// The head's average-pool kernel (None: global): the config's, else the hub's for `arch`.
+    pub fn head_pool_kernel(&self, arch: &str) -> Result<Option<[usize; 3]>> {
+        match &self.head_pool {
+            Some(serde_json::Value::String(s)) if s == "global" => Ok(None),
+            Some(v) => match serde_json::from_value::<[usize; 3]>(v.clone()) {
+                Ok(k) if k.iter().all(|&d| d > 0) => Ok(Some(k)),
+                _ => candle_core::bail!(
+                    "x3d: head_pool must be \"global\" or [t, h, w] of positive sizes, not {v}"
+                ),
+            },
+            // pytorchvideo.models.hub.x3d: (input_clip_length, ⌈input_crop_size / 32⌉²).
+            None => Ok(match arch {
+                "x3d_xs" => Some([4, 5, 5]),
+                "x3d_s" => Some([13, 5, 5]),
+                "x3d_m" => Some([16, 7, 7]),
+                "x3d_l" => Some([16, 10, 10]),
+                _ => None,
+            }),
+        }
     }
 }
 
@@ -170,6 +199,8 @@ pub struct X3d {
     stem_norm: BatchNorm2d,
     stages: Vec<Vec<X3dBlock>>,
     pre: ConvBn3d,
+    /// The head's average-pool kernel (None: global).
+    head_pool: Option<[usize; 3]>,
     post: Conv3d,
     proj: Linear,
 }
@@ -179,6 +210,7 @@ impl X3d {
     /// the stages' widths scale with it (8 gives 8/16/32/64 for the hub's 24/48/96/192).
     pub fn new(config: ModelConfig, depth_factor: f64, vb: VarBuilder) -> Result<Self> {
         let opts = X3dOptions::from_config(&config)?;
+        let head_pool = opts.head_pool_kernel(&config.arch)?;
         let shortcut_norm_always = opts.shortcut_norm_always.unwrap_or(false);
         let blocks = vb.pp("blocks");
         let stem_out = config.base_width;
@@ -220,10 +252,12 @@ impl X3d {
         };
         let post = conv(inner, 2048, one, one, 1, false, h.pp("pool.post_conv"))?;
         let proj = candle_nn::linear(2048, config.num_classes, h.pp("proj"))?;
-        Ok(Self { config, stem_xy, stem_t, stem_norm, stages, pre, post, proj })
+        Ok(Self { config, stem_xy, stem_t, stem_norm, stages, pre, head_pool, post, proj })
     }
 
-    /// Clip features [B, 1, 2048] after the head's projected pool.
+    /// Clip features [B, 1, 2048] after the head's projected pool: the mean over the pool's
+    /// windows of ReLU(post_conv(window average)), which the (linear) projection turns into the
+    /// hub's window-averaged logits.
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
         let y = self.stem_t.forward(&self.stem_xy.forward(&x)?)?;
@@ -234,9 +268,19 @@ impl X3d {
             }
         }
         let y = self.pre.forward_act(&y, train, None, true)?;
-        let (b, c) = (y.dim(0)?, y.dim(1)?);
-        let pooled = global_pool(&y, train)?.reshape((b, c, 1, 1, 1))?;
-        self.post.forward(&pooled)?.relu()?.reshape((b, 1, ()))
+        let (b, c, t, h, w) = y.dims5()?;
+        let kernel = self.head_pool.map(|[kt, kh, kw]| [kt.min(t), kh.min(h), kw.min(w)]);
+        match kernel {
+            Some(k) if k != [t, h, w] => {
+                let windows = crate::nn::avg_pool3d(&y, k, [1; 3], [0; 3], true)?;
+                let f = self.post.forward(&windows)?.relu()?;
+                f.flatten_from(2)?.mean_keepdim(2)?.reshape((b, 1, ()))
+            }
+            _ => {
+                let pooled = global_pool(&y, train)?.reshape((b, c, 1, 1, 1))?;
+                self.post.forward(&pooled)?.relu()?.reshape((b, 1, ()))
+            }
+        }
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
