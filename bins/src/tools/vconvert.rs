@@ -44,8 +44,9 @@ laterals without BN: fusion_norm=false; alpha 8 with lateral kernel 5, 4 with ke
 mmaction2's configs pair them, else -o alpha=N; the head's (fast, slow) columns reordered), all \
 with mmaction2's ImageNet mean/std. mmaction2's X3D (backbone.conv1_s/conv1_t.*, \
 backbone.layerS.J.conv1-3/se_module/downsample.*, backbone.conv5.*, cls_head.fc1/fc2.*) imports \
-as x3d_xs/s/m/l (BN on every projection shortcut: shortcut_norm_always=true; mean 114.75, std \
-57.38; X3DHead's fc1 must have no bias, as in its configs). mmaction2's ResNet3dCSN with \
+as x3d_xs/s/m/l (BN on every projection shortcut: shortcut_norm_always=true; X3DHead's global \
+pool: head_pool=global; mean 114.75, std 57.38; X3DHead's fc1 must have no bias, as in its \
+configs). mmaction2's ResNet3dCSN with \
 bottleneck_mode='ir' (backbone.layerS.J.conv2.0.conv/bn.*) imports as csn_r101 whatever its \
 depth, 50, 101 or 152 (stage_depths from the names), with BN eps 1e-3 (bn_eps=0.001), 32 frames \
 every 2 and ImageNet mean/std (the Sports-1M and from-scratch configs use mean \
@@ -87,7 +88,9 @@ sets one field of an object and keeps the others (-o non_local_cfg.mode=dot_prod
 frames, dropout, mean, std, sampler, interval, short_side, crop_size, shift_div, labels (a list of \
 class names), aggregate (softmax or logits), for the ResNet-3Ds non_local, non_local_cfg, \
 stem_stride_t, stem_pool_stride_t, bn_eps, for SlowFast alpha, fusion_kernel, fusion_norm, \
-slow_frames (linspace or stride), for X3D shortcut_norm_always, for the 3D CNNs stage_depths; \
+slow_frames (linspace or stride), for X3D shortcut_norm_always and head_pool (global, or the \
+average pool's [t,h,w] kernel; default the hub model's, e.g. [4,5,5] for x3d_xs), for the 3D CNNs \
+stage_depths; \
 num_classes, when given, must agree with the weights.
 
 When the names or shapes do not fit the architecture, nothing is written and the one-line error \
