@@ -180,18 +180,60 @@ fn run_blocked(
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
         // SAFETY: callers checked AVX-512 and that `c` holds the m × n output.
-        unsafe { blocked(a, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi) };
+        unsafe { blocked(a, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None) };
     } else {
+        // Split by columns, every part would pack all of A (the weights, with BN's scale) for
+        // itself: pack it once, the threads sharing the work, and let the parts read that.
+        let panel_rows = m.div_ceil(MR) * MR;
+        let shared = (parts.iter().all(|p| p.0 == (0, m)) && panel_rows * k <= SHARED_A_MAX)
+            .then(|| pack_a_whole(&a, panel_rows, epi.row_scale, parts.len()));
+        let packed = shared.as_ref().map(|v| SendPtr(v.as_ptr() as *mut f32));
         rayon::scope(|s| {
             for (rows, part) in parts {
                 s.spawn(move |_| {
-                    let c_ptr = c_ptr;
-                    // SAFETY: as above; the parts cover disjoint blocks of C.
-                    unsafe { blocked(a, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi) };
+                    let (c_ptr, packed) = (c_ptr, packed);
+                    let packed = packed.map(|p| p.0 as *const f32);
+                    // SAFETY: as above; the parts cover disjoint blocks of C, and `packed` (read
+                    // only) lives until the scope ends.
+                    unsafe { blocked(a, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed) };
                 });
             }
         });
     }
+}
+
+/// The largest A (in packed values) packed once for all column parts: 16 MB.
+const SHARED_A_MAX: usize = 1 << 22;
+
+/// All of A packed as `blocked` reads it whole: for each KC block `pc`, the MR-row panels of all
+/// rows one after another, at `pc · panel_rows + i · kc` for row `i`; split over `threads`.
+fn pack_a_whole(a: &MatRef, panel_rows: usize, scale: Option<&[f32]>, threads: usize) -> Vec<f32> {
+    let (m, k) = (a.rows, a.cols);
+    let mut out = vec![0f32; panel_rows * k];
+    let blocks: Vec<(usize, usize)> =
+        (0..k).step_by(KC).flat_map(|pc| (0..m).step_by(MC).map(move |ic| (pc, ic))).collect();
+    let ptr = SendPtr(out.as_mut_ptr());
+    let len = out.len();
+    rayon::scope(|s| {
+        for t in 0..threads {
+            let blocks = &blocks;
+            s.spawn(move |_| {
+                let ptr = ptr;
+                for &(pc, ic) in blocks.iter().skip(t).step_by(threads) {
+                    let kc = KC.min(k - pc);
+                    let at = pc * panel_rows + ic * kc;
+                    let rows = MC.min(m - ic);
+                    let n = rows.div_ceil(MR) * MR * kc;
+                    assert!(at + n <= len, "packed A block out of bounds");
+                    // SAFETY: the (pc, ic) blocks occupy disjoint ranges of `out`, each taken by
+                    // one thread, and `out` outlives the scope.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(at), n) };
+                    pack_a(a, ic, rows, pc, kc, scale, dst);
+                }
+            });
+        }
+    });
+    out
 }
 
 /// `sgemm` with batched columns (`cols`): B's `rs`/`cs` apply within a batch item.
@@ -582,7 +624,8 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
 ///
 /// # Safety
 /// AVX-512F must be available; `c` must address the m × n output with leading dimension `ldc`,
-/// and no other thread may touch the block (rows × cols) at the same time.
+/// and no other thread may touch the block (rows × cols) at the same time; `shared_a`, when
+/// given, must hold all of A packed as `pack_a_whole` lays it out, for rows starting at 0.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
@@ -595,6 +638,7 @@ unsafe fn blocked(
     cols: (usize, usize),
     accumulate: bool,
     epi: Epilogue,
+    shared_a: Option<*const f32>,
 ) {
     let k = a.cols;
     PACK_B.with_borrow_mut(|pb| {
@@ -604,9 +648,15 @@ unsafe fn blocked(
             // early layers of a ResNet: 25 column blocks, A re-packed for each took ~9 % of the
             // product); else one MC × KC block at a time.
             let panel_rows = (rows.1 - rows.0).div_ceil(MR) * MR;
-            let whole_a = (cols.1 - cols.0) > NC && panel_rows * k <= 1 << 20;
-            let abuf = pa.get(if whole_a { panel_rows * k } else { KC * MC });
-            if whole_a {
+            let whole_a = shared_a.is_some() || ((cols.1 - cols.0) > NC && panel_rows * k <= 1 << 20);
+            let abuf = pa.get(if shared_a.is_some() {
+                0
+            } else if whole_a {
+                panel_rows * k
+            } else {
+                KC * MC
+            });
+            if whole_a && shared_a.is_none() {
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     for ic in (rows.0..rows.1).step_by(MC) {
@@ -625,7 +675,10 @@ unsafe fn blocked(
                     pack_b(&b, pc, kc, jc, nc, bbuf);
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let mc = MC.min(rows.1 - ic);
-                        let a_block = if whole_a {
+                        let a_block = if let Some(shared) = shared_a {
+                            // All rows packed (rows.0 is 0 for the column parts that share it).
+                            shared.add(pc * panel_rows + (ic - rows.0) * kc)
+                        } else if whole_a {
                             abuf.as_ptr().add(pc * panel_rows + (ic - rows.0) * kc)
                         } else {
                             pack_a(&a, ic, mc, pc, kc, epi.row_scale, abuf);
@@ -950,6 +1003,9 @@ mod tests {
             (12, 256, 32),
             (13, 257, 33),
             (150, 600, 70),
+            // Split by columns on 2+ threads: A packed once for both parts (two M blocks, a
+            // short last panel, two K blocks).
+            (150, 300, 1100),
             (5, 3, 2100),
             (40, 20, 2200),
             (8, 24, 64),
