@@ -106,9 +106,7 @@ impl BatchNorm2d {
             &self.bias.to_dtype(x.dtype())?.contiguous()?,
             op,
         )?;
-        let stats =
-            stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
-        self.update_running(&stats, x.device())?;
+        self.update_running(&*lock_stats(&stats)?, x.device())?;
         Ok(y)
     }
 
@@ -125,9 +123,7 @@ impl BatchNorm2d {
     ) -> Result<Tensor> {
         let stats = Arc::new(Mutex::new(BatchStats::default()));
         let y = super::conv_bn_train::conv_bn_train(x, weight, g, rank, self, relu, stats.clone())?;
-        let stats =
-            stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
-        self.update_running(&stats, x.device())?;
+        self.update_running(&*lock_stats(&stats)?, x.device())?;
         Ok(y)
     }
 
@@ -155,6 +151,11 @@ pub(super) struct BatchStats {
     var_unbiased: Vec<f32>,
     /// b of y = x·a + b (a = γ·inv_std), so the backward can tell where the ReLU cut.
     shift: Vec<f32>,
+}
+
+/// The statistics a training forward left for its backward and the running-estimate update.
+pub(super) fn lock_stats(stats: &Mutex<BatchStats>) -> Result<std::sync::MutexGuard<'_, BatchStats>> {
+    stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))
 }
 
 /// Training-mode batch norm over contiguous [N, C, S] as one op: (x, γ, β) → y, two passes over
@@ -327,8 +328,7 @@ impl CustomOp3 for BatchNormTrain {
             )
         }
         let (y, stats) = train_forward(x, self.dims, gamma, beta, self.eps, self.relu);
-        *self.stats.lock().map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))? =
-            stats;
+        *lock_stats(&self.stats)? = stats;
         Ok((CpuStorage::F32(y), self.shape.clone()))
     }
 
@@ -337,11 +337,11 @@ impl CustomOp3 for BatchNormTrain {
         x: &Tensor,
         gamma: &Tensor,
         _beta: &Tensor,
-        res: &Tensor,
+        // Not needed for the ReLU's mask: that is recomputed from x (see `channel_backward`).
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let [n, c, s] = self.dims;
-        let _ = res; // the ReLU's mask is recomputed from x (see `channel_backward`)
         let op = BatchNormTrainBwd { dims: self.dims, relu: self.relu, stats: self.stats.clone() };
         let all = x.apply_op3_no_bwd(&grad.contiguous()?, &gamma.contiguous()?, &op)?;
         let gx = all.narrow(0, 0, n * c * s)?.reshape(x.shape())?;
@@ -367,10 +367,7 @@ impl CustomOp3 for BatchNormTrainBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let [n, c, s] = self.dims;
         let (x, gy, gamma) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        let stats = self
-            .stats
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("batch norm statistics poisoned".into()))?;
+        let stats = lock_stats(&self.stats)?;
         if x.len() != n * c * s
             || gy.len() != x.len()
             || gamma.len() != c

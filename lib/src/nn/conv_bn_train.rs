@@ -3,7 +3,7 @@
 //! zeroed buffer and an add over the whole activation per node; with the conv and the BN as two
 //! nodes, the conv's output paid that for nothing, in every layer of a ResNet.
 
-use super::batchnorm::{train_forward, BatchNorm2d, BatchNormTrainBwd, BatchStats};
+use super::batchnorm::{lock_stats, train_forward, BatchNorm2d, BatchNormTrainBwd, BatchStats};
 use super::conv_gemm::{conv_forward, volume_shape, ConvGemmGradInput, ConvGemmGradWeight};
 use super::vol2col::{f32_slice, Geometry3d};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
@@ -76,7 +76,7 @@ impl CustomOp3 for ConvBnTrain {
         let dims = [g.n, self.cout, z.len() / (g.n * self.cout).max(1)];
         let (gamma, beta) = affine.split_at(self.cout);
         let (y, stats) = train_forward(&z, dims, gamma, beta, self.eps, self.relu);
-        *self.stats.lock().map_err(poisoned)? = stats;
+        *lock_stats(&self.stats)? = stats;
         *self.z.lock().map_err(poisoned)? = Some(Tensor::from_vec(z, self.out.clone(), &Device::Cpu)?);
         Ok((CpuStorage::F32(y), self.out.clone()))
     }

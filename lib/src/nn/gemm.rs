@@ -205,8 +205,15 @@ fn run_blocked(
 /// The largest A (in packed values) packed once for all column parts: 16 MB.
 const SHARED_A_MAX: usize = 1 << 22;
 
-/// All of A packed as `blocked` reads it whole: for each KC block `pc`, the MR-row panels of all
-/// rows one after another, at `pc · panel_rows + i · kc` for row `i`; split over `threads`.
+/// Where a whole packed A (all KC blocks at once) holds row `i` (counted from the part's first
+/// row) of the block starting at column `pc`, `kc` wide: each block's MR-row panels one after
+/// another, the blocks one after another.
+#[inline]
+fn whole_a_at(pc: usize, panel_rows: usize, i: usize, kc: usize) -> usize {
+    pc * panel_rows + i * kc
+}
+
+/// All of A packed whole (`whole_a_at`), the blocks split over `threads`.
 fn pack_a_whole(a: &MatRef, panel_rows: usize, scale: Option<&[f32]>, threads: usize) -> Vec<f32> {
     let (m, k) = (a.rows, a.cols);
     let mut out = vec![0f32; panel_rows * k];
@@ -221,7 +228,7 @@ fn pack_a_whole(a: &MatRef, panel_rows: usize, scale: Option<&[f32]>, threads: u
                 let ptr = ptr;
                 for &(pc, ic) in blocks.iter().skip(t).step_by(threads) {
                     let kc = KC.min(k - pc);
-                    let at = pc * panel_rows + ic * kc;
+                    let at = whole_a_at(pc, panel_rows, ic, kc);
                     let rows = MC.min(m - ic);
                     let n = rows.div_ceil(MR) * MR * kc;
                     assert!(at + n <= len, "packed A block out of bounds");
@@ -660,7 +667,7 @@ unsafe fn blocked(
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     for ic in (rows.0..rows.1).step_by(MC) {
-                        let at = pc * panel_rows + (ic - rows.0) * kc;
+                        let at = whole_a_at(pc, panel_rows, ic - rows.0, kc);
                         pack_a(&a, ic, MC.min(rows.1 - ic), pc, kc, epi.row_scale, &mut abuf[at..]);
                     }
                 }
@@ -677,9 +684,9 @@ unsafe fn blocked(
                         let mc = MC.min(rows.1 - ic);
                         let a_block = if let Some(shared) = shared_a {
                             // All rows packed (rows.0 is 0 for the column parts that share it).
-                            shared.add(pc * panel_rows + (ic - rows.0) * kc)
+                            shared.add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
                         } else if whole_a {
-                            abuf.as_ptr().add(pc * panel_rows + (ic - rows.0) * kc)
+                            abuf.as_ptr().add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
                         } else {
                             pack_a(&a, ic, mc, pc, kc, epi.row_scale, abuf);
                             abuf.as_ptr()
