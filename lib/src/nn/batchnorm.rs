@@ -316,6 +316,7 @@ impl CustomOp3 for BatchNormTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let [n, c, s] = self.dims;
         let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         if x.len() != n * c * s || gamma.len() != c || beta.len() != c {
@@ -365,6 +366,7 @@ impl CustomOp3 for BatchNormTrainBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let [n, c, s] = self.dims;
         let (x, gy, gamma) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let stats = lock_stats(&self.stats)?;

@@ -87,7 +87,9 @@ impl Conv3d {
         let [ot, oh, ow] = g.out()?;
         let cout = self.weight.dim(0)?;
         let groups = self.cfg.groups;
-        let y = if groups == g.c && cout == g.c && groups > 1 {
+        let y = if super::portable(x) {
+            super::portable::conv3d(x, &self.weight, &g, groups)?
+        } else if groups == g.c && cout == g.c && groups > 1 {
             x.contiguous()?.apply_op2(&self.weight.contiguous()?, Depthwise3d(g))?
         } else if groups == 1 && super::fusable(x) {
             super::conv_gemm::conv_gemm(x, &self.weight, g)?

@@ -59,6 +59,7 @@ impl CustomOp3 for ConvBnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.g;
         let (x, w, affine) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         if l2.dims() != [self.cout, g.c * g.taps()]

@@ -75,6 +75,7 @@ impl CustomOp2 for ConvGemm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.0;
         let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (cout, k) = l2.shape().dims2()?;
@@ -113,6 +114,7 @@ impl CustomOp2 for ConvGemmGradInput {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.0;
         let (w, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (cout, k) = l1.shape().dims2()?;
@@ -210,6 +212,7 @@ impl CustomOp2 for ConvGemmGradWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.0;
         let (x, grad) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let p = positions(&g)?;

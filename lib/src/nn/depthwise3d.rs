@@ -267,6 +267,7 @@ impl CustomOp2 for Depthwise3d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = &self.0;
         let (x, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (y, [ot, oh, ow]) = depthwise_forward(x, g, wt, None)?;
@@ -299,6 +300,7 @@ impl CustomOp2 for Depthwise3dBwdData {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = &self.0;
         let (gy, wt) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let p = Polyphase::new(g)?;
@@ -332,6 +334,7 @@ impl CustomOp2 for Depthwise3dBwdFilter {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = &self.0;
         let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let p = Polyphase::new(g)?;

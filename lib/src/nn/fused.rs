@@ -11,9 +11,38 @@ use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
 use candle_core::{DType, Result, Storage, Tensor};
 
-/// Whether the fused path applies: f32 on the CPU.
+thread_local! {
+    static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with vidkit's CPU kernels switched off on this thread: every op then takes the path
+/// built from candle's own ops alone, the one it takes on a GPU, so that path can be tested (and
+/// compared with the kernels) on a machine without one.
+pub fn with_portable_ops<T>(f: impl FnOnce() -> T) -> T {
+    let before = PORTABLE_ONLY.with(|p| p.replace(true));
+    let out = f();
+    PORTABLE_ONLY.with(|p| p.set(before));
+    out
+}
+
+/// Whether `x` must take the candle-only path: it is not on the CPU (candle runs vidkit's custom
+/// ops on the CPU only), or `with_portable_ops` asked for it.
+pub fn portable(x: &Tensor) -> bool {
+    !x.device().is_cpu() || PORTABLE_ONLY.with(|p| p.get())
+}
+
+/// Err when a CPU kernel is about to run inside `with_portable_ops` (called first by every custom
+/// op), so a test of the candle-only path fails where that path still reaches a kernel.
+pub(super) fn kernel_allowed(op: &str) -> Result<()> {
+    if PORTABLE_ONLY.with(|p| p.get()) {
+        candle_core::bail!("{op}: a CPU-only kernel on the candle-only path")
+    }
+    Ok(())
+}
+
+/// Whether the fused path (vidkit's CPU kernels) applies: f32 on the CPU.
 pub fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    x.dtype() == DType::F32 && !portable(x)
 }
 
 /// BN's per-channel scale `γ/√(σ²+ε)` (the GEMM applies it to the weight rows as it packs them)
@@ -38,6 +67,7 @@ fn fold(cout: usize, conv_bias: Option<&Tensor>, bn: &BatchNorm2d) -> Result<(Ve
 
 /// The f32 data of a contiguous CPU tensor's storage.
 fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    kernel_allowed("fused conv")?;
     let Storage::Cpu(cpu) = storage else { candle_core::bail!("fused conv: expected a CPU tensor") };
     let data = cpu.as_slice::<f32>()?;
     let Some((lo, hi)) = layout.contiguous_offsets() else {

@@ -40,6 +40,7 @@ pub fn swish_inference(x: &Tensor) -> Result<Tensor> {
         return x.silu();
     }
     let x = x.contiguous()?;
+    super::fused::kernel_allowed("swish")?;
     let (storage, layout) = x.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("swish: expected a CPU tensor")
@@ -116,6 +117,7 @@ impl CustomOp2 for GatedSwish {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let (x, s) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (rows, per) = l1.shape().dims2()?;
         let mut y = super::vol2col::zeros_par(rows * per);
@@ -162,6 +164,7 @@ impl CustomOp2 for GatedSwishBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let (x, packed) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (rows, per) = l1.shape().dims2()?;
         let (g, s) = packed.split_at(rows * per);

@@ -920,7 +920,7 @@ fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, e
 /// `a` [M, K] × `b` [K, N] for f32 CPU tensors of any strides, through `sgemm`, differentiable;
 /// other dtypes and devices go to candle's `matmul`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !a.device().is_cpu() || a.dtype() != candle_core::DType::F32 || b.dtype() != candle_core::DType::F32 {
+    if !super::fusable(a) || b.dtype() != candle_core::DType::F32 {
         return a.matmul(b);
     }
     a.apply_op2(b, MatMul)
@@ -956,6 +956,7 @@ impl CustomOp2 for MatMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let (a, b) = (view(s1, l1)?, view(s2, l2)?);
         if a.cols != b.rows {
             candle_core::bail!("matmul: shapes {:?} and {:?} do not chain", l1.dims(), l2.dims())

@@ -116,6 +116,7 @@ impl CustomOp1 for Im2col {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.0;
         let (oh, ow) = g.out_hw();
         let cols = im2col(f32_slice(storage, layout)?, g);
@@ -133,6 +134,7 @@ impl CustomOp1 for Col2im {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = self.0;
         let x = col2im(f32_slice(storage, layout)?, g);
         Ok((CpuStorage::F32(x), Shape::from((g.n, g.c, g.h, g.w))))

@@ -19,6 +19,7 @@ mod nonlocal;
 mod plane_mean;
 mod pool;
 mod pool3d;
+mod portable;
 mod shift;
 mod simd;
 mod vol2col;
@@ -28,7 +29,9 @@ pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
-pub use fused::{conv_bn_act_3d, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable};
+pub use fused::{
+    conv_bn_act_3d, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable, portable, with_portable_ops,
+};
 pub use gated_swish::{gated_swish, swish_inference};
 pub use lstm::Lstm;
 pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};

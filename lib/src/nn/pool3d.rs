@@ -175,6 +175,7 @@ impl CustomOp1 for PoolFwd {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let p = &self.0;
         let x = f32_slice(s, l)?;
         let (vin, vout) = p.planes();
@@ -208,6 +209,7 @@ impl CustomOp1 for AvgBwd {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let p = &self.0;
         let gy = f32_slice(s, l)?;
         let (vin, vout) = p.planes();
@@ -237,6 +239,7 @@ impl CustomOp2 for MaxBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let p = &self.0;
         let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (vin, vout) = p.planes();
@@ -253,8 +256,42 @@ fn pool(x: &Tensor, kind: Kind, axes: impl Fn(usize, usize) -> Result<Axis>) -> 
     let (n, c, t, h, w) = x.dims5()?;
     let input = [n, c, t, h, w];
     let axes = [axes(0, t)?, axes(1, h)?, axes(2, w)?];
+    if super::portable(x) {
+        return pool_candle(x, kind, &axes);
+    }
     let x = x.to_dtype(candle_core::DType::F32)?.contiguous()?;
     x.apply_op1(PoolFwd(Pool { kind, input, axes }))
+}
+
+/// The same pooling from candle's ops, for devices the kernel cannot run on: axis by axis, since
+/// a box window's max (mean) is the max (mean) along each of its axes in turn, and so is its
+/// divisor the product of the axes' divisors. One reduction per output index and axis: slow, but
+/// only the stem's and heads' pools take this path.
+fn pool_candle(x: &Tensor, kind: Kind, axes: &[Axis; 3]) -> Result<Tensor> {
+    let mut y = x.clone();
+    for (a, axis) in axes.iter().enumerate() {
+        let dim = a + 2;
+        let identity =
+            axis.len() == y.dim(dim)? && (0..axis.len()).all(|o| (axis.lo[o], axis.hi[o]) == (o, o + 1));
+        if identity {
+            continue;
+        }
+        let parts = (0..axis.len())
+            .map(|o| {
+                let part = y.narrow(dim, axis.lo[o], axis.hi[o] - axis.lo[o])?;
+                match kind {
+                    Kind::Max => part.max_keepdim(dim),
+                    Kind::Avg { count_include_pad } => {
+                        let divisor =
+                            if count_include_pad { axis.padded[o] } else { axis.hi[o] - axis.lo[o] };
+                        part.sum_keepdim(dim)? / divisor as f64
+                    }
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        y = Tensor::cat(&parts, dim)?;
+    }
+    Ok(y)
 }
 
 /// torch `max_pool3d(x, kernel, stride, padding)` on [N, C, T, H, W] (floor mode, dilation 1).
@@ -312,6 +349,28 @@ mod tests {
                     assert!(g == w || (g.is_nan() && w.is_nan()), "{kernel:?} output {o}: {g} vs {w}");
                 }
             }
+        }
+    }
+
+    /// The candle-only pooling (a GPU's path) equals the kernels: max, average with and without
+    /// the padding counted, adaptive.
+    #[test]
+    fn candle_only_pools_equal_the_kernels() {
+        let x = Tensor::randn(0f32, 1., (2, 3, 5, 9, 8), &Device::Cpu).unwrap();
+        let pools: Vec<(&str, PoolFn)> = vec![
+            ("max", Box::new(|x| max_pool3d(x, [1, 3, 3], [1, 2, 2], [0, 1, 1]).unwrap())),
+            ("max t", Box::new(|x| max_pool3d(x, [3, 2, 2], [2, 1, 2], [1, 1, 0]).unwrap())),
+            ("avg counted", Box::new(|x| avg_pool3d(x, [3, 3, 3], [2, 2, 2], [1, 1, 1], true).unwrap())),
+            ("avg clipped", Box::new(|x| avg_pool3d(x, [3, 3, 3], [2, 2, 2], [1, 1, 1], false).unwrap())),
+            ("adaptive", Box::new(|x| adaptive_avg_pool3d(x, [2, 4, 3]).unwrap())),
+        ];
+        for (name, pool) in pools {
+            let kernel = pool(&x);
+            let candle_only = crate::nn::with_portable_ops(|| pool(&x));
+            assert_eq!(kernel.dims(), candle_only.dims(), "{name}");
+            let d =
+                (kernel - candle_only).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d < 1e-6, "{name}: {d}");
         }
     }
 

@@ -28,7 +28,7 @@ fn shift_bands(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> R
     if segments <= 1 || nt % segments != 0 {
         candle_core::bail!("temporal_shift: batch {nt} is not a multiple of {segments} segments");
     }
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::fusable(x) {
         return x.contiguous()?.apply_op1(ShiftOp { segments, bands: bands.to_vec() });
     }
     shift_bands_cat(x, segments, bands)
@@ -64,6 +64,7 @@ impl CustomOp1 for ShiftOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let (nt, c, h, w) = layout.shape().dims4()?;
         let Some((lo, hi)) = layout.contiguous_offsets() else {
             candle_core::bail!("temporal_shift: not contiguous")

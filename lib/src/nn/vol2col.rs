@@ -224,6 +224,7 @@ impl CustomOp1 for Vol2col {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = &self.0;
         let p: usize = g.out()?.iter().product();
         let cols = vol2col(f32_slice(storage, layout)?, g)?;
@@ -241,6 +242,7 @@ impl CustomOp1 for Col2vol {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
         let g = &self.0;
         let x = col2vol(f32_slice(storage, layout)?, g)?;
         let [t, h, w] = g.input;
