@@ -42,12 +42,14 @@ fn main() -> anyhow::Result<()> {
     let mut opt =
         OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, weight_decay: 1e-4, ..Default::default() })
             .build(trainable_vars(&varmap))?;
-    model.forward_t(&x1, false)?; // warm-up
+    // Inference over plain tensors, as torch's no_grad: over variables every op would keep its inputs.
+    let inference = vidkit::model::frozen(&varmap, model.config())?;
+    inference.forward_t(&x1, false)?; // warm-up
     let mut fwd = Vec::new();
     let mut step = Vec::new();
     for _ in 0..reps {
         let t = Instant::now();
-        model.forward_t(&x1, false)?;
+        inference.forward_t(&x1, false)?;
         fwd.push(t.elapsed().as_secs_f64());
         if forward_only {
             continue;

@@ -119,4 +119,12 @@ fn streams_that_do_not_fit_the_model_are_one_line_errors() {
     std::fs::write(p.join("names.txt"), "x\ny\n").unwrap();
     let o = run(VCLASSIFY, &["--model", "m.safetensors", "--labels", "names.txt", "eight.vks"], p);
     assert!(stderr(&o).contains("names.txt: 2 class names for a model of 3 classes"), "{}", stderr(&o));
+    // A GPU this build or machine cannot give: one line, naming the device.
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "--device", "cuda:7", "eight.vks"], p);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    let why =
+        if cfg!(feature = "cuda") { "cannot open CUDA device 7" } else { "this build has no CUDA support" };
+    assert!(err.contains("--device cuda:7") && err.contains(why), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -28,6 +28,9 @@ Examples:
   vsample clip.mp4 --sampler uniform --frames 300 | vfeat --model tsn.safetensors | vclassify --model lstm.safetensors
   vclassify --model lstm.safetensors feats.h5
 
+  # on the first GPU (a build with --features cuda)
+  vsample video.mp4 --frames 8 | vclassify --model m.safetensors --device cuda
+
 Reads uint8 THWC frame records (see vidkit-stream(5)), normalises them with the model's mean
 and std, and writes one JSON object per video: video, label (when the stream has one), scores
 (all classes: averaged softmax probabilities, or logits with --avg logits) and top.
@@ -74,8 +77,17 @@ pub fn device(name: &str) -> Result<Device> {
         s if s.starts_with("cuda") => {
             let ordinal =
                 s.strip_prefix("cuda:").map(str::parse).transpose().context("--device cuda:N")?.unwrap_or(0);
-            Device::new_cuda(ordinal)
-                .context("--device cuda: this build has no CUDA support (build with --features cuda)")
+            if !cfg!(feature = "cuda") {
+                bail!("--device {s}: this build has no CUDA support (build with --features cuda)");
+            }
+            Device::new_cuda(ordinal).map_err(|e| {
+                // candle's error carries a backtrace when RUST_BACKTRACE is set: keep one line.
+                let e = match e {
+                    candle_core::Error::WithBacktrace { inner, .. } => *inner,
+                    e => e,
+                };
+                anyhow::anyhow!("--device {s}: cannot open CUDA device {ordinal}: {e}")
+            })
         }
         other => bail!("unknown device {other:?} (cpu, cuda, cuda:N)"),
     }
@@ -83,8 +95,8 @@ pub fn device(name: &str) -> Result<Device> {
 
 pub fn main(args: Args) -> Result<Outcome> {
     let dev = device(&args.device)?;
-    let loaded = load_model(&args.model, &dev)?;
-    let cfg = loaded.model.config().clone();
+    let model = load_model(&args.model, &dev)?.for_inference()?;
+    let cfg = model.config().clone();
     let aggregate: Aggregate = args.avg.as_deref().unwrap_or(&cfg.aggregate).parse()?;
     let names: Option<Vec<String>> = match &args.labels {
         Some(p) => {
@@ -98,8 +110,8 @@ pub fn main(args: Args) -> Result<Outcome> {
     };
     let names = names.as_deref();
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
-    if loaded.model.takes_features() {
-        return classify_features(&args, &loaded.model, &inputs, aggregate, names, &dev);
+    if model.takes_features() {
+        return classify_features(&args, &model, &inputs, aggregate, names, &dev);
     }
     let mut out = Output::open(args.output.as_deref())?;
     let mut averager = VideoAverager::default();
@@ -117,7 +129,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                 return Ok(());
             }
             let clips: Vec<Tensor> = pending.iter().map(|(_, t)| t.clone()).collect();
-            let scores = score_batch(&loaded.model, &clips, aggregate)?;
+            let scores = score_batch(&model, &clips, aggregate)?;
             for ((rec, _), s) in pending.drain(..).zip(scores) {
                 if args.per_clip {
                     let mut p = Prediction::from_scores(

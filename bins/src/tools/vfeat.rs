@@ -28,6 +28,9 @@ Examples:
   vsample --list all.list --root data/ --frames 300 --shard $K/4 | vfeat --model m.safetensors -o part$K.h5
   vfeat --merge -o all.h5 part0.h5 part1.h5 part2.h5 part3.h5
 
+  # on the GPU (a build with --features cuda)
+  vsample --list train.list --root data/ --fps 1 -j 2 | vfeat --model m.safetensors --device cuda -o train.h5
+
   # a features stream on stdout, read back in Python
   vsample clip.mp4 --frames 8 | vfeat --model m.safetensors | python3 -c 'import io, sys, json, numpy as np
   f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); print(h[\"video\"], np.lib.format.read_array(f).shape)'
@@ -143,8 +146,8 @@ pub fn main(args: Args) -> Result<Outcome> {
     let layer: Layer = args.layer.parse()?;
     let dev = super::vclassify::device(&args.device)?;
     let model_path = args.model.as_deref().context("--model is required")?;
-    let loaded = load_model(model_path, &dev)?;
-    let extractor = Extractor::new(&loaded.model, layer, args.batch, dev)
+    let model = load_model(model_path, &dev)?.for_inference()?;
+    let extractor = Extractor::new(&model, layer, args.batch, dev)
         .with_context(|| format!("{}: --layer {layer}", model_path.display()))?;
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut sink = match &args.output {
@@ -153,7 +156,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                 model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let root_attrs = vec![
                 ("model".to_string(), model_name),
-                ("arch".to_string(), loaded.model.config().arch.clone()),
+                ("arch".to_string(), model.config().arch.clone()),
                 ("layer".to_string(), layer.to_string()),
             ];
             Sink::Store(StoreWriter::create(o, StoreOptions { f16: args.f16, root_attrs })?)

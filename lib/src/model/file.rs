@@ -93,6 +93,25 @@ pub fn from_tensors(
     Ok(LoadedModel { model, varmap })
 }
 
+impl LoadedModel {
+    /// The model for inference: built again over its weights detached (the same storage, no
+    /// copy). candle has no no-grad mode: over variables every op records its inputs, so an
+    /// eval forward would keep all its intermediates alive until the output is dropped.
+    pub fn for_inference(&self) -> Result<Model> {
+        frozen(&self.varmap, self.model.config())
+    }
+}
+
+/// `config`'s architecture over `varmap`'s values as plain tensors (see `for_inference`).
+pub fn frozen(varmap: &VarMap, config: &ModelConfig) -> Result<Model> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let device = data.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
+    let tensors: HashMap<String, Tensor> =
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    drop(data);
+    build(config, VarBuilder::from_tensors(tensors, DType::F32, &device))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +144,37 @@ mod tests {
         wide.num_classes = 7;
         let err = from_tensors(wide, tensors, &Device::Cpu).err().unwrap().to_string();
         assert!(err.contains("head.fc") && err.contains("shape"), "{err}");
+    }
+
+    /// The inference model gives the trained model's logits, and its eval forward records no op
+    /// (so each intermediate is freed when the next layer is done with it), for a 2D and a 3D
+    /// model on the kernels' path and on the candle-only one.
+    #[test]
+    fn inference_model_keeps_no_graph() {
+        for (arch, frames) in [("tsm_r18", 4), ("x3d_xs", 4)] {
+            let mut cfg = ModelConfig::defaults(arch);
+            (cfg.num_classes, cfg.frames, cfg.base_width) = (3, frames, 8);
+            let varmap = VarMap::new();
+            let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+            crate::model::init_weights_for(&varmap, arch, 5).unwrap();
+            let loaded = LoadedModel { model, varmap };
+            let inference = loaded.for_inference().unwrap();
+            let x = Tensor::randn(0f32, 1., (1, frames, 3, 32, 32), &Device::Cpu).unwrap();
+            for candle_only in [false, true] {
+                let run = |m: &Model| {
+                    if candle_only {
+                        crate::nn::with_portable_ops(|| m.forward_t(&x, false)).unwrap()
+                    } else {
+                        m.forward_t(&x, false).unwrap()
+                    }
+                };
+                let (want, got) = (run(&loaded.model), run(&inference));
+                assert!(want.track_op(), "{arch}: the trained model's forward records its ops");
+                assert!(!got.track_op(), "{arch} (candle only: {candle_only}): an op was recorded");
+                let diff =
+                    (want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert_eq!(diff, 0.0, "{arch}");
+            }
+        }
     }
 }

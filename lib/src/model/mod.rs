@@ -18,7 +18,7 @@ mod slowfast;
 mod x3d;
 
 pub use config::{ModelConfig, SequenceSpec};
-pub use file::{from_tensors, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
+pub use file::{from_tensors, frozen, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
 pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
@@ -315,6 +315,7 @@ mod zoo_timing {
         let cfg = ModelConfig::defaults(&arch);
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        let model = frozen(&varmap, &cfg).unwrap();
         let s = cfg.crop_size as usize;
         let x = Tensor::randn(0f32, 1., (1, cfg.frames, 3, s, s), &Device::Cpu).unwrap();
         let mut times: Vec<f64> = (0..3)

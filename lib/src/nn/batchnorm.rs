@@ -55,8 +55,10 @@ impl BatchNorm2d {
     fn forward_2d(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = x.dim(1)?;
         if !train {
-            let scale = (self.running_var.as_tensor() + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
-            let shift = (&self.bias - self.running_mean.as_tensor().mul(&scale)?)?;
+            // Statistics detached: a variable here would make the output record its input.
+            let (mean, var) = (self.running_mean.as_tensor().detach(), self.running_var.as_tensor().detach());
+            let scale = (var + self.eps)?.sqrt()?.recip()?.mul(&self.weight)?;
+            let shift = (&self.bias - mean.mul(&scale)?)?;
             return x
                 .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
                 .broadcast_add(&shift.reshape((1, c, 1, 1))?);
