@@ -19,10 +19,10 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// Paddle's `F.leaky_relu` default.
-const LEAKY_SLOPE: f64 = 0.01;
+const LEAKY_SLOPE: f32 = 0.01;
 
 fn leaky_relu(x: &Tensor) -> Result<Tensor> {
-    candle_nn::ops::leaky_relu(x, LEAKY_SLOPE)
+    crate::nn::leaky_relu(x, LEAKY_SLOPE)
 }
 
 /// PaddleVideo's `ConvBNLayer`: a bias-free conv with "same" padding, BatchNorm.
@@ -58,7 +58,7 @@ impl Bottleneck {
             Shortcut::Conv(cb) => cb.forward_t(x, train)?,
             Shortcut::PoolConv(cb) => cb.forward_t(&avg_pool2d_ceil(x, 2)?, train)?,
         };
-        leaky_relu(&(y + short)?)
+        crate::nn::add_leaky_relu(&y, &short, LEAKY_SLOPE)
     }
 }
 

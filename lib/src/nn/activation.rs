@@ -9,18 +9,51 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 
 /// max(0, x).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !super::fusable(x) {
-        return x.relu();
-    }
-    x.contiguous()?.apply_op1(Relu)
+    leaky_relu(x, 0.0)
 }
 
 /// max(0, x + r) for `x` and `r` of one shape.
 pub fn add_relu(x: &Tensor, r: &Tensor) -> Result<Tensor> {
-    if !super::fusable(x) || !super::fusable(r) || x.dims() != r.dims() {
-        return (x + r)?.relu();
+    add_leaky_relu(x, r, 0.0)
+}
+
+/// x where x > 0, else `slope` · x (Paddle's and torch's `leaky_relu`; gradient `slope` at 0).
+pub fn leaky_relu(x: &Tensor, slope: f32) -> Result<Tensor> {
+    if !super::fusable(x) {
+        return candle_leaky(x, slope);
     }
-    x.contiguous()?.apply_op2(&r.contiguous()?, AddRelu)
+    x.contiguous()?.apply_op1(Relu { slope })
+}
+
+/// `leaky_relu(x + r, slope)` for `x` and `r` of one shape, in one pass.
+pub fn add_leaky_relu(x: &Tensor, r: &Tensor, slope: f32) -> Result<Tensor> {
+    if !super::fusable(x) || !super::fusable(r) || x.dims() != r.dims() {
+        return candle_leaky(&(x + r)?, slope);
+    }
+    x.contiguous()?.apply_op2(&r.contiguous()?, AddRelu { slope })
+}
+
+/// The same from candle's ops (other devices and dtypes): five passes for a leaky slope.
+fn candle_leaky(x: &Tensor, slope: f32) -> Result<Tensor> {
+    if slope == 0.0 {
+        x.relu()
+    } else {
+        candle_nn::ops::leaky_relu(x, slope as f64)
+    }
+}
+
+#[inline(always)]
+fn leaky(v: f32, slope: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        // max(0, ·) for ReLU keeps torch's 0 for -0 and NaN handling of `max`.
+        if slope == 0.0 {
+            v.max(0.0)
+        } else {
+            v * slope
+        }
+    }
 }
 
 const CHUNK: usize = 1 << 15;
@@ -49,13 +82,24 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
 
 /// grad · [y > 0], y being the op's output (positive exactly where the input was).
 pub(super) fn masked(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
-    grad.contiguous()?.apply_op2_no_bwd(y, &Mask)
+    masked_leaky(grad, y, 0.0)
 }
 
-struct Relu;
-struct AddRelu;
-/// (grad, y) → grad · [y > 0].
-struct Mask;
+/// grad where y > 0, else grad · `slope`.
+fn masked_leaky(grad: &Tensor, y: &Tensor, slope: f32) -> Result<Tensor> {
+    grad.contiguous()?.apply_op2_no_bwd(y, &Mask { slope })
+}
+
+struct Relu {
+    slope: f32,
+}
+struct AddRelu {
+    slope: f32,
+}
+/// (grad, y) → grad where y > 0, else grad · slope (0 for ReLU).
+struct Mask {
+    slope: f32,
+}
 
 impl CustomOp1 for Relu {
     fn name(&self) -> &'static str {
@@ -65,16 +109,17 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
         let x = f32_slice(s, l)?;
+        let slope = self.slope;
         let y = par_map(x.len(), |at, out| {
             for (o, v) in out.iter_mut().zip(&x[at..]) {
-                *o = v.max(0.0);
+                *o = leaky(*v, slope);
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(masked(grad, y)?))
+        Ok(Some(masked_leaky(grad, y, self.slope)?))
     }
 }
 
@@ -91,7 +136,8 @@ impl CustomOp2 for AddRelu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
-        let y = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |a, b| (a + b).max(0.0));
+        let slope = self.slope;
+        let y = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |a, b| leaky(a + b, slope));
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -102,7 +148,7 @@ impl CustomOp2 for AddRelu {
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = masked(grad, y)?;
+        let g = masked_leaky(grad, y, self.slope)?;
         Ok((Some(g.clone()), Some(g)))
     }
 }
@@ -120,7 +166,16 @@ impl CustomOp2 for Mask {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
-        let out = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |g, y| if y > 0.0 { g } else { 0.0 });
+        let slope = self.slope;
+        let out = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |g, y| {
+            if y > 0.0 {
+                g
+            } else if slope == 0.0 {
+                0.0
+            } else {
+                g * slope
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -146,5 +201,21 @@ mod tests {
         let (xt, rt) = (x.as_tensor(), r.as_tensor());
         assert_eq!(grads(relu(xt).unwrap()), grads(xt.relu().unwrap()));
         assert_eq!(grads(add_relu(xt, rt).unwrap()), grads((xt + rt).unwrap().relu().unwrap()));
+        let leaky = |v: &Tensor| candle_nn::ops::leaky_relu(v, 0.01f32 as f64).unwrap();
+        let close = |a: (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>),
+                     b: (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>)| {
+            let near = |p: &[f32], q: &[f32]| {
+                p.len() == q.len() && p.iter().zip(q).all(|(u, v)| (u - v).abs() <= 1e-6 * v.abs().max(1.0))
+            };
+            assert!(near(&a.0, &b.0), "values");
+            for (p, q) in [(a.1, b.1), (a.2, b.2)] {
+                match (p, q) {
+                    (Some(p), Some(q)) => assert!(near(&p, &q), "gradients"),
+                    (p, q) => assert_eq!(p.is_some(), q.is_some(), "gradient presence"),
+                }
+            }
+        };
+        close(grads(leaky_relu(xt, 0.01).unwrap()), grads(leaky(xt)));
+        close(grads(add_leaky_relu(xt, rt, 0.01).unwrap()), grads(leaky(&(xt + rt).unwrap())));
     }
 }

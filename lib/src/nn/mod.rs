@@ -24,7 +24,7 @@ mod shift;
 mod simd;
 mod vol2col;
 
-pub use activation::{add_relu, relu};
+pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv3d::{Conv3d, Conv3dConfig};

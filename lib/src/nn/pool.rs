@@ -66,6 +66,9 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 /// `exclusive=True` (the ResNet-D shortcut of PaddleVideo's ResNetTweaksTSM): windows cut by the
 /// bottom or right border average only the pixels they cover.
 pub fn avg_pool2d_ceil(x: &Tensor, k: usize) -> Result<Tensor> {
+    if super::fusable(x) {
+        return super::pool3d::avg_pool_frames_ceil(&x.unsqueeze(2)?, k)?.squeeze(2);
+    }
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h.div_ceil(k), w.div_ceil(k));
     let padded = x.pad_with_zeros(2, 0, oh * k - h)?.pad_with_zeros(3, 0, ow * k - w)?;
@@ -119,11 +122,24 @@ mod tests {
     #[test]
     fn ceil_mode_average_counts_only_covered_pixels() {
         // What Paddle's AvgPool2D(2, 2, ceil_mode=True) gives for arange(25) as 5×5 (measured).
-        let x = Tensor::arange(0f32, 25., &Device::Cpu).unwrap().reshape((1, 1, 5, 5)).unwrap();
-        let y = avg_pool2d_ceil(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(y, vec![3., 5., 6.5, 13., 15., 16.5, 20.5, 22.5, 24.]);
-        let x = Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
-        let y = avg_pool2d_ceil(&x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(y, vec![2.5, 4.5, 10.5, 12.5]);
+        // The pooling kernel, then candle's ops (a GPU's path).
+        for candle_only in [false, true] {
+            let pool = |x: &Tensor| {
+                let run = || avg_pool2d_ceil(x, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                if candle_only {
+                    crate::nn::with_portable_ops(run)
+                } else {
+                    run()
+                }
+            };
+            let x = Tensor::arange(0f32, 25., &Device::Cpu).unwrap().reshape((1, 1, 5, 5)).unwrap();
+            assert_eq!(
+                pool(&x),
+                vec![3., 5., 6.5, 13., 15., 16.5, 20.5, 22.5, 24.],
+                "candle only: {candle_only}"
+            );
+            let x = Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+            assert_eq!(pool(&x), vec![2.5, 4.5, 10.5, 12.5], "candle only: {candle_only}");
+        }
     }
 }

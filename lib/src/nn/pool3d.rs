@@ -33,6 +33,19 @@ impl Axis {
         Ok(a)
     }
 
+    /// Ceil mode without padding (Paddle's `ceil_mode=True`): a last window that starts inside
+    /// the input but is cut by its end is kept, its divisor (exclusive) the pixels it covers.
+    fn ceil(len: usize, k: usize, s: usize) -> Result<Self> {
+        if k == 0 || s == 0 || len == 0 {
+            candle_core::bail!("pool: kernel {k}, stride {s} do not fit {len}");
+        }
+        let out = len.saturating_sub(k).div_ceil(s) + 1;
+        let lo: Vec<usize> = (0..out).map(|o| o * s).collect();
+        let hi: Vec<usize> = lo.iter().map(|l| (l + k).min(len)).collect();
+        let padded = lo.iter().zip(&hi).map(|(l, h)| h - l).collect();
+        Ok(Axis { lo, hi, padded })
+    }
+
     fn adaptive(len: usize, out: usize) -> Result<Self> {
         if out == 0 || len == 0 {
             candle_core::bail!("adaptive pool3d: cannot pool {len} to {out}");
@@ -308,6 +321,18 @@ pub fn avg_pool3d(
     count_include_pad: bool,
 ) -> Result<Tensor> {
     pool(x, Kind::Avg { count_include_pad }, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))
+}
+
+/// Paddle `AvgPool2D(kernel_size=k, stride=k, ceil_mode=True)` (exclusive) over each frame of
+/// `x` [N, C, T, H, W]: windows cut by the bottom or right border average the pixels they cover.
+pub(super) fn avg_pool_frames_ceil(x: &Tensor, k: usize) -> Result<Tensor> {
+    pool(x, Kind::Avg { count_include_pad: false }, |a, len| {
+        if a == 0 {
+            Axis::fixed(len, 1, 1, 0)
+        } else {
+            Axis::ceil(len, k, k)
+        }
+    })
 }
 
 /// torch `adaptive_avg_pool3d(x, out)`.
