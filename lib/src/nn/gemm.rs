@@ -691,12 +691,12 @@ unsafe fn blocked(
                             pack_a(&a, ic, mc, pc, kc, epi.row_scale, abuf);
                             abuf.as_ptr()
                         };
-                        for jr in 0..nc.div_ceil(NR) {
-                            let nr = NR.min(nc - jr * NR);
-                            let bp = bbuf.as_ptr().add(jr * NR * kc);
-                            for ir in 0..mc.div_ceil(MR) {
-                                let mr = MR.min(mc - ir * MR);
-                                let ap = a_block.add(ir * MR * kc);
+                        for ir in 0..mc.div_ceil(MR) {
+                            let mr = MR.min(mc - ir * MR);
+                            let ap = a_block.add(ir * MR * kc);
+                            for jr in 0..nc.div_ceil(NR) {
+                                let nr = NR.min(nc - jr * NR);
+                                let bp = bbuf.as_ptr().add(jr * NR * kc);
                                 let row0 = ic + ir * MR;
                                 let col0 = jc + jr * NR;
                                 let cp = c.add(row0 * ldc + cols_map.c_off(col0));
