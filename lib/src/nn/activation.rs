@@ -80,12 +80,8 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     })
 }
 
-/// grad · [y > 0], y being the op's output (positive exactly where the input was).
-pub(super) fn masked(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
-    masked_leaky(grad, y, 0.0)
-}
-
-/// grad where y > 0, else grad · `slope`.
+/// grad where y > 0, else grad · `slope`; y is the op's output, positive exactly where its
+/// input was.
 fn masked_leaky(grad: &Tensor, y: &Tensor, slope: f32) -> Result<Tensor> {
     grad.contiguous()?.apply_op2_no_bwd(y, &Mask { slope })
 }
