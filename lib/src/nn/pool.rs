@@ -141,5 +141,19 @@ mod tests {
             let x = Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
             assert_eq!(pool(&x), vec![2.5, 4.5, 10.5, 12.5], "candle only: {candle_only}");
         }
+        // The kernel's gradient (each output's gradient over the pixels its window covers)
+        // equals autograd's through candle's ops, cut windows included.
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 7, 6), &Device::Cpu).unwrap()).unwrap();
+        let w = Tensor::randn(0f32, 1., (2, 3, 4, 3), &Device::Cpu).unwrap();
+        let grad = |candle_only: bool| {
+            let run = || (avg_pool2d_ceil(x.as_tensor(), 2).unwrap() * &w).unwrap().sum_all().unwrap();
+            let loss = if candle_only { crate::nn::with_portable_ops(run) } else { run() };
+            let g = loss.backward().unwrap();
+            g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let (kernel, candle_ops) = (grad(false), grad(true));
+        for (a, b) in kernel.iter().zip(&candle_ops) {
+            assert!((a - b).abs() < 1e-6, "gradient {a} vs {b}");
+        }
     }
 }
