@@ -314,7 +314,7 @@ mod zoo_timing {
         let arch = std::env::var("VK_ARCH").unwrap_or_else(|_| "x3d_xs".into());
         let cfg = ModelConfig::defaults(&arch);
         let varmap = VarMap::new();
-        let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         let model = frozen(&varmap, &cfg).unwrap();
         let s = cfg.crop_size as usize;
         let x = Tensor::randn(0f32, 1., (1, cfg.frames, 3, s, s), &Device::Cpu).unwrap();

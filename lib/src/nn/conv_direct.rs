@@ -9,7 +9,7 @@
 //! read; the micro-kernel takes its B rows straight from that copy through a table of tap
 //! offsets: ~70 GFLOP/s on the same layer (`direct_vs_gemm` below).
 
-use super::gemm::{by_rows, fma_rows, pack_a, store_rows, MatRef, MR};
+use super::gemm::{by_rows, fma_rows, pack_a, store_rows, Columns, MatRef, MR};
 use super::simd::{par_for, DisjointMut};
 use super::vol2col::{zeros_par, Geometry3d};
 
@@ -96,7 +96,7 @@ pub(super) fn conv_direct(
     let xp = pad_and_phase(x, g, ow);
     let panels = m.div_ceil(MR);
     let mut a = vec![0f32; panels * MR * k];
-    pack_a(&MatRef::row_major(weight, m, k), 0, m, 0, k, Some(scale), &mut a);
+    pack_a(&MatRef::row_major(weight, m, k), &Columns::single(k), 0, m, 0, k, Some(scale), &mut a);
     // Row (c, dt, dh, dw) of the column matrix: where its tap reads, relative to the first
     // input value of an output tile's window.
     let [kt, kh, kw] = g.kernel;

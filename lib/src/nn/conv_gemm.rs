@@ -4,7 +4,9 @@
 //! copy) each step was a graph node whose gradient candle accumulates as zeros + grad, and the
 //! unfolded columns (9× the input for 3×3) stayed alive from the forward to the backward.
 
-use super::gemm::{sgemm, sgemm_columns, sgemm_conv, Columns, ConvRhs, Epilogue, MatRef};
+use super::gemm::{
+    has_avx512, sgemm, sgemm_columns, sgemm_conv, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
+};
 use super::vol2col::{col2vol, f32_slice, par_planes, vol2col, zeros_par, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -219,31 +221,60 @@ impl CustomOp2 for ConvGemmGradWeight {
         let cout = grad.len() / (g.n * p).max(1);
         let k = g.c * g.taps();
         let np = g.n * p;
-        // The columns [C·taps, N·P] (for 1×1×1 stride 1, x with images side by side) and grad as
-        // [N·P, C_out]: one product grad_wᵀ = cols · gradᵀ with both operands read along rows.
-        let cols = if ConvGemm(g).direct() {
-            let mut cols = zeros_par(k * np);
-            par_planes(&mut cols, np, |c, row| {
-                for n in 0..g.n {
-                    row[n * p..][..p].copy_from_slice(&x[(n * g.c + c) * p..][..p]);
-                }
-            });
-            cols
+        if x.len() != g.n * g.c * g.in_volume() || grad.len() != np * cout {
+            candle_core::bail!(
+                "conv weight gradient: input {:?} and gradient {:?} do not fit",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let gw = if has_avx512() {
+            grad_weight_implicit(x, grad, cout, &g)?
         } else {
-            vol2col(x, &g)?
+            grad_weight_by_columns(x, grad, cout, &g)?
         };
-        let mut grad_t = zeros_par(np * cout);
-        par_planes(&mut grad_t, p * cout, |n, dst| {
-            transpose(&grad[n * cout * p..][..cout * p], cout, p, dst)
-        });
-        let mut gw_t = vec![0f32; k * cout];
-        let a = MatRef::row_major(&cols, k, np);
-        let b = MatRef::row_major(&grad_t, np, cout);
-        sgemm(a, b, &mut gw_t, cout, false, Epilogue::default());
-        let mut gw = vec![0f32; cout * k];
-        transpose(&gw_t, k, cout, &mut gw);
         Ok((CpuStorage::F32(gw), Shape::from((cout, k))))
     }
+}
+
+/// grad_w [C_out, C·taps] = grad [C_out, N·P] · colsᵀ in one product, the columns read from x
+/// while packing: no [C·taps, N·P] column buffer (taps × the input), no transposed gradient.
+fn grad_weight_implicit(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
+    let p = positions(g)?;
+    let k = g.c * g.taps();
+    let mut gw = vec![0f32; cout * k];
+    let a = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
+    let a_cols = Columns { per: p.max(1), b_stride: cout * p, c_stride: 0 };
+    sgemm_conv_t(a, a_cols, ConvRhs { x, g: *g, out: g.out()? }, &mut gw, k);
+    Ok(gw)
+}
+
+/// The weight gradient through buffers (CPUs without AVX-512): the columns [C·taps, N·P] (for
+/// 1×1×1 stride 1, x with images side by side) and grad as [N·P, C_out], one product
+/// grad_wᵀ = cols · gradᵀ with both operands read along rows, then transposed.
+fn grad_weight_by_columns(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
+    let p = positions(g)?;
+    let (k, np) = (g.c * g.taps(), g.n * p);
+    let cols = if ConvGemm(*g).direct() {
+        let mut cols = zeros_par(k * np);
+        par_planes(&mut cols, np, |c, row| {
+            for n in 0..g.n {
+                row[n * p..][..p].copy_from_slice(&x[(n * g.c + c) * p..][..p]);
+            }
+        });
+        cols
+    } else {
+        vol2col(x, g)?
+    };
+    let mut grad_t = zeros_par(np * cout);
+    par_planes(&mut grad_t, p * cout, |n, dst| transpose(&grad[n * cout * p..][..cout * p], cout, p, dst));
+    let mut gw_t = vec![0f32; k * cout];
+    let a = MatRef::row_major(&cols, k, np);
+    let b = MatRef::row_major(&grad_t, np, cout);
+    sgemm(a, b, &mut gw_t, cout, false, Epilogue::default());
+    let mut gw = vec![0f32; cout * k];
+    transpose(&gw_t, k, cout, &mut gw);
+    Ok(gw)
 }
 
 /// `dst` [cols, rows] = `src` [rows, cols]ᵀ, in 16 × 16 blocks so reads and writes both stay in
@@ -275,6 +306,42 @@ mod tests {
 
     fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
         (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn implicit_weight_gradient_equals_the_column_route() {
+        if !has_avx512() {
+            eprintln!("skipped: the implicit weight gradient needs AVX-512");
+            return;
+        }
+        let mut rng = Rng::new(11);
+        // (n, c, cout, input, kernel, stride, pad, dilation): ResNet's 3×3, its strided 3×3 and
+        // 1×1 shortcut, the 7×7 stem, 1×1 (whole-plane runs), temporal and dilated 3D kernels,
+        // channel counts off the 12-row and 32-column panels, positions over several K blocks
+        // that cross images.
+        type Case = (usize, usize, usize, [usize; 3], [usize; 3], [usize; 3], [usize; 3], [usize; 3]);
+        let cases: [Case; 9] = [
+            (3, 5, 13, [1, 17, 19], [1, 3, 3], [1; 3], [0, 1, 1], [1; 3]),
+            (2, 6, 7, [1, 15, 16], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1; 3]),
+            (2, 9, 14, [1, 14, 13], [1, 1, 1], [1, 2, 2], [0; 3], [1; 3]),
+            (2, 3, 5, [1, 23, 22], [1, 7, 7], [1, 2, 2], [0, 3, 3], [1; 3]),
+            (3, 37, 25, [1, 9, 11], [1, 1, 1], [1; 3], [0; 3], [1; 3]),
+            (2, 4, 6, [5, 7, 6], [3, 1, 1], [1; 3], [1, 0, 0], [1; 3]),
+            (2, 3, 4, [6, 8, 9], [3, 3, 3], [2, 1, 2], [1, 2, 1], [1, 2, 1]),
+            (1, 2, 3, [4, 5, 5], [2, 3, 3], [1, 1, 1], [0, 3, 3], [1; 3]),
+            (4, 3, 2, [1, 1, 1], [1, 1, 1], [1; 3], [0; 3], [1; 3]),
+        ];
+        for (n, c, cout, input, kernel, stride, pad, dilation) in cases {
+            let g = Geometry3d { n, c, input, kernel, stride, pad, dilation };
+            let x = random(n * c * g.in_volume(), &mut rng);
+            let grad = random(n * cout * positions(&g).unwrap(), &mut rng);
+            let want = grad_weight_by_columns(&x, &grad, cout, &g).unwrap();
+            let got = grad_weight_implicit(&x, &grad, cout, &g).unwrap();
+            assert_eq!(got.len(), want.len());
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(scale > 0.0 && diff <= 1e-5 * scale, "{g:?}: differs by {diff} (max {scale})");
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct Columns {
 
 impl Columns {
     /// One batch item: plain matrices.
-    fn single(n: usize) -> Self {
+    pub(super) fn single(n: usize) -> Self {
         Self { per: n.max(1), b_stride: 0, c_stride: 0 }
     }
 
@@ -108,6 +108,9 @@ enum Rhs<'a> {
     Mat(MatRef<'a>, Columns),
     /// `phased`: `x` is laid out by `split_w_phases` (stride along w becomes 1).
     Conv(ConvRhs<'a>, bool),
+    /// The transposed column matrix: row (n, t, h, w) and column (c, dt, dh, dw) hold what
+    /// `Conv` holds at (column, row), for a weight gradient.
+    ConvT(ConvRhs<'a>),
 }
 
 /// A convolution's input `x` [N, C, T, H, W] as the B operand: row (c, dt, dh, dw) and column
@@ -140,14 +143,41 @@ pub fn sgemm_conv(a: MatRef, x: ConvRhs, out_cols: Columns, c: &mut [f32], ldc: 
         if x.g.stride[2] > 1 {
             let phased = split_w_phases(x.x, &x.g);
             let xp = ConvRhs { x: &phased, ..x };
-            return run_blocked(a, Rhs::Conv(xp, true), n, out_cols, c, ldc, false, epi);
+            return run_blocked(a, Columns::single(k), Rhs::Conv(xp, true), n, out_cols, c, ldc, false, epi);
         }
-        run_blocked(a, Rhs::Conv(x, false), n, out_cols, c, ldc, false, epi);
+        run_blocked(a, Columns::single(k), Rhs::Conv(x, false), n, out_cols, c, ldc, false, epi);
     } else {
         let colbuf = super::vol2col::vol2col(x.x, &x.g).expect("geometry checked by the caller");
         let b = MatRef { data: &colbuf, rows: k, cols: n, rs: n, cs: 1 };
         sgemm_impl(a, b, Columns { b_stride: p, ..out_cols }, c, ldc, false, epi, false);
     }
+}
+
+/// C [M, C·taps] = A [M, N·P] · (conv columns of `x`)ᵀ: a convolution's weight gradient, with A
+/// the output gradient (its columns, the output positions, batched per image by `a_cols`) and
+/// the column matrix read from `x` while packing (no vol2col buffer, no transposes). AVX-512
+/// only: callers check `has_avx512`.
+pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32], ldc: usize) {
+    let [ot, oh, ow] = x.out;
+    let (np, n) = (x.g.n * ot * oh * ow, x.g.c * x.g.taps());
+    assert!(has_avx512(), "the implicit transposed columns need AVX-512");
+    assert_eq!(a.cols, np, "gradient and input positions differ");
+    assert!(x.x.len() >= x.g.n * x.g.c * x.g.in_volume(), "input buffer too small");
+    if a.rows == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        np == 0 || (a.rows - 1) * a.rs + a_cols.b_off(np - 1, a.cs) < a.data.len(),
+        "A exceeds its buffer"
+    );
+    assert!((a.rows - 1) * ldc + n <= c.len() && n <= ldc, "output buffer too small");
+    if np == 0 {
+        for row in c.chunks_mut(ldc).take(a.rows) {
+            row[..n].fill(0.0);
+        }
+        return;
+    }
+    run_blocked(a, a_cols, Rhs::ConvT(x), n, Columns::single(n), c, ldc, false, Epilogue::default());
 }
 
 pub(super) fn has_avx512() -> bool {
@@ -165,6 +195,7 @@ pub(super) fn has_avx512() -> bool {
 #[allow(clippy::too_many_arguments)]
 fn run_blocked(
     a: MatRef,
+    a_cols: Columns,
     b: Rhs,
     n: usize,
     cols: Columns,
@@ -180,13 +211,13 @@ fn run_blocked(
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
         // SAFETY: callers checked AVX-512 and that `c` holds the m × n output.
-        unsafe { blocked(a, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None) };
+        unsafe { blocked(a, a_cols, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None) };
     } else {
         // Split by columns, every part would pack all of A (the weights, with BN's scale) for
         // itself: pack it once, the threads sharing the work, and let the parts read that.
         let panel_rows = m.div_ceil(MR) * MR;
         let shared = (parts.iter().all(|p| p.0 == (0, m)) && panel_rows * k <= SHARED_A_MAX)
-            .then(|| pack_a_whole(&a, panel_rows, epi.row_scale, parts.len()));
+            .then(|| pack_a_whole(&a, &a_cols, panel_rows, epi.row_scale, parts.len()));
         let packed = shared.as_ref().map(|v| SendPtr(v.as_ptr() as *mut f32));
         rayon::scope(|s| {
             for (rows, part) in parts {
@@ -195,7 +226,7 @@ fn run_blocked(
                     let packed = packed.map(|p| p.0 as *const f32);
                     // SAFETY: as above; the parts cover disjoint blocks of C, and `packed` (read
                     // only) lives until the scope ends.
-                    unsafe { blocked(a, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed) };
+                    unsafe { blocked(a, a_cols, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed) };
                 });
             }
         });
@@ -214,7 +245,13 @@ fn whole_a_at(pc: usize, panel_rows: usize, i: usize, kc: usize) -> usize {
 }
 
 /// All of A packed whole (`whole_a_at`), the blocks split over `threads`.
-fn pack_a_whole(a: &MatRef, panel_rows: usize, scale: Option<&[f32]>, threads: usize) -> Vec<f32> {
+fn pack_a_whole(
+    a: &MatRef,
+    a_cols: &Columns,
+    panel_rows: usize,
+    scale: Option<&[f32]>,
+    threads: usize,
+) -> Vec<f32> {
     let (m, k) = (a.rows, a.cols);
     let mut out = vec![0f32; panel_rows * k];
     let blocks: Vec<(usize, usize)> =
@@ -235,7 +272,7 @@ fn pack_a_whole(a: &MatRef, panel_rows: usize, scale: Option<&[f32]>, threads: u
                     // SAFETY: the (pc, ic) blocks occupy disjoint ranges of `out`, each taken by
                     // one thread, and `out` outlives the scope.
                     let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(at), n) };
-                    pack_a(a, ic, rows, pc, kc, scale, dst);
+                    pack_a(a, a_cols, ic, rows, pc, kc, scale, dst);
                 }
             });
         }
@@ -299,7 +336,7 @@ fn sgemm_impl(
         return;
     }
     if avx512 {
-        run_blocked(a, Rhs::Mat(b, cols), n, cols, c, ldc, accumulate, epi);
+        run_blocked(a, Columns::single(k), Rhs::Mat(b, cols), n, cols, c, ldc, accumulate, epi);
         return;
     }
     if cols.per >= n {
@@ -386,11 +423,14 @@ thread_local! {
 }
 
 /// Packs rows `i0..i0+mc`, columns `p0..p0+kc` of A into `MR`-row panels, k-major inside a panel
-/// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given. Written
-/// in order, reading the panel's rows side by side (row by row, the writes at a 48-byte stride
-/// took 4 % of a SlowFast forward).
+/// (`MR` values per k), zero rows past the end; each row times `scale[row]` when given. A's
+/// columns are laid out by `a_cols` (`Columns::single` for a plain matrix; batched when K runs
+/// over images, as a weight gradient's positions do). Written in order, reading the panel's rows
+/// side by side (row by row, the writes at a 48-byte stride took 4 % of a SlowFast forward).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pack_a(
     a: &MatRef,
+    a_cols: &Columns,
     i0: usize,
     mc: usize,
     p0: usize,
@@ -404,18 +444,26 @@ pub(super) fn pack_a(
         let mut base = [0usize; MR];
         let mut s = [0f32; MR];
         for r in 0..rows {
-            base[r] = (i0 + r0 + r) * a.rs + p0 * a.cs;
+            base[r] = (i0 + r0 + r) * a.rs;
             s[r] = scale.map_or(1.0, |s| s[i0 + r0 + r]);
         }
         if rows < MR {
             dst.fill(0.0);
         }
         let cs = a.cs;
-        for (kk, d) in dst.chunks_exact_mut(MR).enumerate() {
-            let at = kk.wrapping_mul(cs);
-            for r in 0..rows {
-                d[r] = a.data[base[r].wrapping_add(at)] * s[r];
+        // Runs of columns inside one batch item (one run for a plain matrix).
+        let mut kk = 0;
+        while kk < kc {
+            let col = p0 + kk;
+            let run = (kc - kk).min(a_cols.per - col % a_cols.per);
+            let start = a_cols.b_off(col, cs);
+            for (q, d) in dst[kk * MR..(kk + run) * MR].chunks_exact_mut(MR).enumerate() {
+                let at = start.wrapping_add(q.wrapping_mul(cs));
+                for r in 0..rows {
+                    d[r] = a.data[base[r].wrapping_add(at)] * s[r];
+                }
             }
+            kk += run;
         }
     }
 }
@@ -496,6 +544,7 @@ unsafe fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut 
     match b {
         Rhs::Mat(m, cols) => pack_b_mat(m, cols, p0, kc, j0, nc, out),
         Rhs::Conv(x, phased) => pack_b_conv(x, *phased, p0, kc, j0, nc, out),
+        Rhs::ConvT(x) => pack_b_conv_t(x, p0, kc, j0, nc, out),
     }
 }
 
@@ -627,6 +676,79 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
     });
 }
 
+/// Packs `Rhs::ConvT`: rows `p0..p0+kc` (output positions) and columns `j0..j0+nc` ((c, tap)
+/// pairs) into `NR`-column panels. The positions go in runs along an output row (a whole plane
+/// for 1×1 taps at stride 1 without spatial padding), decoded once per block; each column then
+/// reads, per run, a run of one input row (strided by the w stride) and writes it down its
+/// panel column.
+#[inline(always)]
+fn pack_b_conv_t(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
+    let g = &x.g;
+    let [ot, oh, ow] = x.out;
+    let [it, ih, iw] = g.input;
+    let [kt, kh, kw] = g.kernel;
+    let (taps, p) = (kt * kh * kw, ot * oh * ow);
+    let plane_runs =
+        kh == 1 && kw == 1 && g.stride[1] == 1 && g.stride[2] == 1 && g.pad[1] == 0 && g.pad[2] == 0;
+    let (ih, iw, oh, ow) = if plane_runs { (1, ih * iw, 1, oh * ow) } else { (ih, iw, oh, ow) };
+    let (sw, dlw, pw) = (g.stride[2] as isize, g.dilation[2] as isize, g.pad[2] as isize);
+    let vol = it * ih * iw;
+    // (first row in the block, length, image offset, input t and h of the window origin, output w)
+    let mut runs = Vec::with_capacity(kc / ow.max(1) + 2);
+    let mut kk = 0;
+    while kk < kc {
+        let pos = p0 + kk;
+        let (n, rest) = (pos / p, pos % p);
+        let (t, rest) = (rest / (oh * ow), rest % (oh * ow));
+        let (h, w) = (rest / ow, rest % ow);
+        let len = (kc - kk).min(ow - w);
+        let origin = ((t * g.stride[0]) as isize, (h * g.stride[1]) as isize);
+        runs.push((kk, len, n * g.c * vol, origin, w as isize));
+        kk += len;
+    }
+    for (panel, dst) in out.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
+        for jj in 0..NR {
+            let j = j0 + panel * NR + jj;
+            if j >= j0 + nc {
+                for kk in 0..kc {
+                    dst[kk * NR + jj] = 0.0;
+                }
+                continue;
+            }
+            let (c, tap) = (j / taps, j % taps);
+            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+            let dt = (dt * g.dilation[0]) as isize - g.pad[0] as isize;
+            let dh = (dh * g.dilation[1]) as isize - g.pad[1] as isize;
+            let dw = dw as isize * dlw - pw;
+            for &(k0, len, image, (t0, h0), w0) in &runs {
+                let col = &mut dst[k0 * NR + jj..];
+                let (ti, hi) = (t0 + dt, h0 + dh);
+                if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
+                    for q in 0..len {
+                        col[q * NR] = 0.0;
+                    }
+                    continue;
+                }
+                let row = &x.x[image + c * vol + (ti as usize * ih + hi as usize) * iw..][..iw];
+                // Input column of run element q: (w0 + q)·sw + dw; inside the row for q in lo..hi.
+                let first = w0 * sw + dw;
+                let inside = |q: isize| q.clamp(0, len as isize) as usize;
+                let lo = inside((-first + sw - 1).div_euclid(sw));
+                let hi = inside((iw as isize - first + sw - 1).div_euclid(sw)).max(lo);
+                for q in 0..lo {
+                    col[q * NR] = 0.0;
+                }
+                for q in lo..hi {
+                    col[q * NR] = row[(first + q as isize * sw) as usize];
+                }
+                for q in hi..len {
+                    col[q * NR] = 0.0;
+                }
+            }
+        }
+    }
+}
+
 /// The blocked product for output rows `rows` and columns `cols`.
 ///
 /// # Safety
@@ -637,6 +759,7 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked(
     a: MatRef,
+    a_cols: Columns,
     b: Rhs,
     cols_map: Columns,
     c: *mut f32,
@@ -668,7 +791,7 @@ unsafe fn blocked(
                     let kc = KC.min(k - pc);
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let at = whole_a_at(pc, panel_rows, ic - rows.0, kc);
-                        pack_a(&a, ic, MC.min(rows.1 - ic), pc, kc, epi.row_scale, &mut abuf[at..]);
+                        pack_a(&a, &a_cols, ic, MC.min(rows.1 - ic), pc, kc, epi.row_scale, &mut abuf[at..]);
                     }
                 }
             }
@@ -688,7 +811,7 @@ unsafe fn blocked(
                         } else if whole_a {
                             abuf.as_ptr().add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
                         } else {
-                            pack_a(&a, ic, mc, pc, kc, epi.row_scale, abuf);
+                            pack_a(&a, &a_cols, ic, mc, pc, kc, epi.row_scale, abuf);
                             abuf.as_ptr()
                         };
                         for ir in 0..mc.div_ceil(MR) {
