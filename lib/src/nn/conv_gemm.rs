@@ -5,7 +5,7 @@
 //! unfolded columns (9× the input for 3×3) stayed alive from the forward to the backward.
 
 use super::gemm::{
-    has_avx512, sgemm, sgemm_columns, sgemm_conv, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
+    has_avx512, sgemm, sgemm_columns_new, sgemm_conv_new, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
 };
 use super::vol2col::{col2vol, f32_slice, par_planes, vol2col, zeros_par, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -48,16 +48,15 @@ impl ConvGemm {
 pub(super) fn conv_forward(x: &[f32], w: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
     let g = *g;
     let (k, p) = (g.c * g.taps(), positions(&g)?);
-    let mut y = zeros_par(g.n * cout * p);
     let a = MatRef::row_major(w, cout, k);
     let out_cols = Columns { per: p, b_stride: 0, c_stride: cout * p };
-    if ConvGemm(g).direct() {
+    let y = if ConvGemm(g).direct() {
         let b = MatRef { data: x, rows: g.c, cols: g.n * p, rs: p, cs: 1 };
         let cols = Columns { b_stride: g.c * p, ..out_cols };
-        sgemm_columns(a, b, cols, &mut y, p, false, Epilogue::default());
+        sgemm_columns_new(a, b, cols, p, Epilogue::default())
     } else {
-        sgemm_conv(a, ConvRhs { x, g, out: g.out()? }, out_cols, &mut y, p, Epilogue::default());
-    }
+        sgemm_conv_new(a, ConvRhs { x, g, out: g.out()? }, out_cols, p, Epilogue::default())
+    };
     Ok(y)
 }
 
@@ -133,9 +132,8 @@ impl CustomOp2 for ConvGemmGradInput {
         let b = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
         let shape = volume_shape(g.n, g.c, g.input, l2.dims().len())?;
         if ConvGemm(g).direct() {
-            let mut gx = zeros_par(g.n * g.c * p);
             let cols = Columns { per: p, b_stride: cout * p, c_stride: g.c * p };
-            sgemm_columns(a, b, cols, &mut gx, p, false, Epilogue::default());
+            let gx = sgemm_columns_new(a, b, cols, p, Epilogue::default());
             return Ok((CpuStorage::F32(gx), shape));
         }
         let gx = match transposed_geometry(&g, cout) {
@@ -152,11 +150,9 @@ impl CustomOp2 for ConvGemmGradInput {
 fn grad_input_transposed(w: &[f32], grad: &[f32], cout: usize, g: &Geometry3d, tg: Geometry3d) -> Vec<f32> {
     let wt = flipped_transposed(w, cout, g.c, g.kernel);
     let pin = g.in_volume();
-    let mut gx = zeros_par(g.n * g.c * pin);
     let a = MatRef::row_major(&wt, g.c, cout * g.taps());
     let cols = Columns { per: pin, b_stride: 0, c_stride: g.c * pin };
-    sgemm_conv(a, ConvRhs { x: grad, g: tg, out: g.input }, cols, &mut gx, pin, Epilogue::default());
-    gx
+    sgemm_conv_new(a, ConvRhs { x: grad, g: tg, out: g.input }, cols, pin, Epilogue::default())
 }
 
 /// Any stride: the column gradients Wᵀ · grad_y [C·taps, N·P], then summed back onto the input.
@@ -164,9 +160,8 @@ fn grad_input_by_columns(w: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -
     let (k, p) = (g.c * g.taps(), positions(g)?);
     let a = MatRef::row_major(w, cout, k).t();
     let b = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
-    let mut gcols = zeros_par(k * g.n * p);
     let cols = Columns { per: p, b_stride: cout * p, c_stride: p };
-    sgemm_columns(a, b, cols, &mut gcols, g.n * p, false, Epilogue::default());
+    let gcols = sgemm_columns_new(a, b, cols, g.n * p, Epilogue::default());
     col2vol(&gcols, g)
 }
 

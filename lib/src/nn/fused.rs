@@ -6,7 +6,7 @@
 //! f32 CPU tensors and use the separate differentiable ops otherwise.
 
 use super::depthwise3d::depthwise_forward;
-use super::gemm::{sgemm_columns, sgemm_conv, Columns, ConvRhs, Epilogue, MatRef};
+use super::gemm::{sgemm_columns_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, MatRef};
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
 use candle_core::{DType, Result, Storage, Tensor};
@@ -105,7 +105,6 @@ pub fn conv_bn_act_3d(
     let staged = g.n > 1 && p % 32 != 0 && p < 512;
     let a = MatRef::row_major(w, cout, k);
     let (c_stride, ldc) = if staged { (p, g.n * p) } else { (cout * p, p) };
-    let mut out = super::vol2col::zeros_par(g.n * cout * p);
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let xs = cpu_f32(&x_storage, x_layout)?;
@@ -127,6 +126,7 @@ pub fn conv_bn_act_3d(
     // Few output channels: the direct kernel, without packing the column matrix.
     #[cfg(target_arch = "x86_64")]
     if !direct && super::conv_direct::applies(cout, &g) {
+        let mut out = super::vol2col::zeros_par(g.n * cout * p);
         super::conv_direct::conv_direct(w, &scale, &bias, res_data, relu, xs, &g, &mut out)?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
@@ -135,27 +135,28 @@ pub fn conv_bn_act_3d(
     } else {
         Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu }
     };
-    let mut staging = if staged { super::vol2col::zeros_par(g.n * cout * p) } else { Vec::new() };
-    let dst = if staged { &mut staging } else { &mut out };
-    if direct {
+    let product = if direct {
         // 1×1×1, stride 1: each image's [C, P] block is B itself.
         let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
-        sgemm_columns(a, b, Columns { per: p, b_stride: g.c * p, c_stride }, dst, ldc, false, epi);
+        sgemm_columns_new(a, b, Columns { per: p, b_stride: g.c * p, c_stride }, ldc, epi)
     } else {
         let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
-        sgemm_conv(a, conv, Columns { per: p, b_stride: 0, c_stride }, dst, ldc, epi);
+        sgemm_conv_new(a, conv, Columns { per: p, b_stride: 0, c_stride }, ldc, epi)
+    };
+    if !staged {
+        return Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device());
     }
-    if staged {
-        super::vol2col::par_planes(&mut out, p, |i, block| {
-            let (n, o) = (i / cout, i % cout);
-            let src = &staging[o * g.n * p + n * p..][..p];
-            let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
-            for q in 0..p {
-                let v = src[q] + bias[o] + res.map_or(0.0, |r| r[q]);
-                block[q] = if relu { v.max(0.0) } else { v };
-            }
-        });
-    }
+    let place = |_: &mut (), i: usize, block: &mut [std::mem::MaybeUninit<f32>]| {
+        let (n, o) = (i / cout, i % cout);
+        let src = &product[o * g.n * p + n * p..][..p];
+        let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
+        for q in 0..p {
+            let v = src[q] + bias[o] + res.map_or(0.0, |r| r[q]);
+            block[q].write(if relu { v.max(0.0) } else { v });
+        }
+    };
+    // SAFETY: `place` writes every element of each p-long plane it is given.
+    let out = unsafe { super::vol2col::par_planes_uninit(g.n * cout * p, p, || (), place) };
     Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
 }
 

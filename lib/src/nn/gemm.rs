@@ -85,6 +85,59 @@ impl Columns {
     }
 }
 
+/// The output C as the product writes it: a pointer and a length, and whether its values are
+/// initialised. The blocked product stores every element of its first K block before reading
+/// any (without `accumulate`), so it can write a fresh, unzeroed buffer; the paths that read C
+/// first zero an uninitialised one before taking it as a slice.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    len: usize,
+    init: bool,
+}
+
+impl Out {
+    fn of(c: &mut [f32]) -> Self {
+        Self { ptr: c.as_mut_ptr(), len: c.len(), init: true }
+    }
+
+    /// The output as a slice, zeroed first when it was not initialised.
+    ///
+    /// # Safety
+    /// `ptr` must address `len` writable values that nothing else uses during `'a`.
+    unsafe fn slice<'a>(self) -> &'a mut [f32] {
+        if !self.init {
+            // SAFETY: the caller's guarantee; zeroing makes every value initialised.
+            unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
+        }
+        // SAFETY: as above, and now initialised.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// Whether `m` rows × `n` batched columns laid out by `cols` and `ldc` write every element of a
+/// buffer of `m · n` exactly once: [N, m, per] (`ldc` = per, items `m · per` apart) or
+/// [m, N · per] (`ldc` = n, items `per` apart).
+fn covers(m: usize, n: usize, cols: Columns, ldc: usize) -> bool {
+    let per = cols.per.min(n);
+    (ldc == per && (n <= per || cols.c_stride == m * per)) || (ldc == n && (n <= per || cols.c_stride == per))
+}
+
+/// A new buffer of the `m × n` product `fill` writes into `Out` (laid out by `cols` and `ldc`,
+/// covering it), without a zeroing pass first: the threads that compute the product take the
+/// buffer's page faults and write it once.
+fn new_product(m: usize, n: usize, cols: Columns, ldc: usize, fill: impl FnOnce(Out)) -> Vec<f32> {
+    assert!(covers(m, n, cols, ldc), "the product does not cover its new buffer");
+    let len = m * n;
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    fill(Out { ptr: v.as_mut_ptr(), len, init: false });
+    // SAFETY: `fill` computed the product without accumulating, which writes each of its m × n
+    // outputs, distinct positions that cover the buffer (`covers`); paths that read C first
+    // zeroed it (`Out::slice`).
+    unsafe { v.set_len(len) };
+    v
+}
+
 pub(super) const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
@@ -128,6 +181,17 @@ pub struct ConvRhs<'a> {
 /// out by `out_cols` (`per` = P, the output positions per image; `c_stride` C_out·P with `ldc` P
 /// for [N, C_out, P], or P with `ldc` N·P for [C_out, N·P]).
 pub fn sgemm_conv(a: MatRef, x: ConvRhs, out_cols: Columns, c: &mut [f32], ldc: usize, epi: Epilogue) {
+    sgemm_conv_out(a, x, out_cols, Out::of(c), ldc, epi)
+}
+
+/// `sgemm_conv` into a new buffer of `a.rows × N·P` values laid out by `out_cols` and `ldc`,
+/// which must cover it ([N, C_out, P] or [C_out, N·P]): no zeroing pass.
+pub fn sgemm_conv_new(a: MatRef, x: ConvRhs, out_cols: Columns, ldc: usize, epi: Epilogue) -> Vec<f32> {
+    let n = x.g.n * x.out.iter().product::<usize>();
+    new_product(a.rows, n, out_cols, ldc, |c| sgemm_conv_out(a, x, out_cols, c, ldc, epi))
+}
+
+fn sgemm_conv_out(a: MatRef, x: ConvRhs, out_cols: Columns, c: Out, ldc: usize, epi: Epilogue) {
     let [ot, oh, ow] = x.out;
     let p = ot * oh * ow;
     let k = x.g.c * x.g.taps();
@@ -138,14 +202,24 @@ pub fn sgemm_conv(a: MatRef, x: ConvRhs, out_cols: Columns, c: &mut [f32], ldc: 
     if n == 0 || a.rows == 0 {
         return;
     }
-    assert!((a.rows - 1) * ldc + out_cols.c_off(n - 1) < c.len(), "output buffer too small");
+    assert!((a.rows - 1) * ldc + out_cols.c_off(n - 1) < c.len, "output buffer too small");
     if has_avx512() && k > 0 {
         if x.g.stride[2] > 1 {
             let phased = split_w_phases(x.x, &x.g);
             let xp = ConvRhs { x: &phased, ..x };
-            return run_blocked(a, Columns::single(k), Rhs::Conv(xp, true), n, out_cols, c, ldc, false, epi);
+            return run_blocked(
+                a,
+                Columns::single(k),
+                Rhs::Conv(xp, true),
+                n,
+                out_cols,
+                c.ptr,
+                ldc,
+                false,
+                epi,
+            );
         }
-        run_blocked(a, Columns::single(k), Rhs::Conv(x, false), n, out_cols, c, ldc, false, epi);
+        run_blocked(a, Columns::single(k), Rhs::Conv(x, false), n, out_cols, c.ptr, ldc, false, epi);
     } else {
         let colbuf = super::vol2col::vol2col(x.x, &x.g).expect("geometry checked by the caller");
         let b = MatRef { data: &colbuf, rows: k, cols: n, rs: n, cs: 1 };
@@ -177,7 +251,17 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
         }
         return;
     }
-    run_blocked(a, a_cols, Rhs::ConvT(x), n, Columns::single(n), c, ldc, false, Epilogue::default());
+    run_blocked(
+        a,
+        a_cols,
+        Rhs::ConvT(x),
+        n,
+        Columns::single(n),
+        c.as_mut_ptr(),
+        ldc,
+        false,
+        Epilogue::default(),
+    );
 }
 
 pub(super) fn has_avx512() -> bool {
@@ -199,14 +283,14 @@ fn run_blocked(
     b: Rhs,
     n: usize,
     cols: Columns,
-    c: &mut [f32],
+    c: *mut f32,
     ldc: usize,
     accumulate: bool,
     epi: Epilogue,
 ) {
     let (m, k) = (a.rows, a.cols);
     let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads().max(1) };
-    let c_ptr = SendPtr(c.as_mut_ptr());
+    let c_ptr = SendPtr(c);
     let parts = partition(m, n, threads);
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
@@ -291,7 +375,14 @@ pub fn sgemm_columns(
     accumulate: bool,
     epi: Epilogue,
 ) {
-    sgemm_impl(a, b, cols, c, ldc, accumulate, epi, has_avx512())
+    sgemm_impl(a, b, cols, Out::of(c), ldc, accumulate, epi, has_avx512())
+}
+
+/// `sgemm_columns` (no accumulation) into a new buffer of `a.rows × b.cols` values laid out by
+/// `cols` and `ldc`, which must cover it: no zeroing pass.
+pub fn sgemm_columns_new(a: MatRef, b: MatRef, cols: Columns, ldc: usize, epi: Epilogue) -> Vec<f32> {
+    let (m, n) = (a.rows, b.cols);
+    new_product(m, n, cols, ldc, |c| sgemm_impl(a, b, cols, c, ldc, false, epi, has_avx512()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -299,7 +390,7 @@ fn sgemm_impl(
     a: MatRef,
     b: MatRef,
     cols: Columns,
-    c: &mut [f32],
+    out: Out,
     ldc: usize,
     accumulate: bool,
     epi: Epilogue,
@@ -313,7 +404,7 @@ fn sgemm_impl(
     }
     let last_col = cols.c_off(n - 1);
     assert!(cols.per.min(n) <= ldc || m == 1);
-    assert!((m - 1) * ldc + last_col < c.len(), "output buffer too small");
+    assert!((m - 1) * ldc + last_col < out.len, "output buffer too small");
     if k > 0 {
         let last_b = (k - 1) * b.rs + cols.b_off(n - 1, b.cs);
         assert!(last_b < b.data.len(), "B view exceeds its buffer");
@@ -324,6 +415,12 @@ fn sgemm_impl(
     if let Some(res) = epi.residual {
         assert!(res.len() > (m - 1) * ldc + last_col, "residual too small");
     }
+    if avx512 && k > 0 {
+        run_blocked(a, Columns::single(k), Rhs::Mat(b, cols), n, cols, out.ptr, ldc, accumulate, epi);
+        return;
+    }
+    // SAFETY: `out` addresses the caller's buffer (a slice, or a new one `new_product` owns).
+    let c = unsafe { out.slice() };
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -333,10 +430,6 @@ fn sgemm_impl(
                 c[at] = finish(x, extra, epi.relu);
             }
         }
-        return;
-    }
-    if avx512 {
-        run_blocked(a, Columns::single(k), Rhs::Mat(b, cols), n, cols, c, ldc, accumulate, epi);
         return;
     }
     if cols.per >= n {
@@ -1084,8 +1177,8 @@ impl CustomOp2 for MatMul {
         if a.cols != b.rows {
             candle_core::bail!("matmul: shapes {:?} and {:?} do not chain", l1.dims(), l2.dims())
         }
-        let mut out = vec![0f32; a.rows * b.cols];
-        sgemm(a, b, &mut out, b.cols, false, Epilogue::default());
+        b.check();
+        let out = sgemm_columns_new(a, b, Columns::single(b.cols), b.cols, Epilogue::default());
         Ok((CpuStorage::F32(out), Shape::from((a.rows, b.cols))))
     }
 
@@ -1205,10 +1298,24 @@ mod tests {
             let mut c = vec![0f32; items * m * per];
             sgemm_columns(a, b, cols, &mut c, per, false, epi);
             let mut c_portable = vec![0f32; items * m * per];
-            sgemm_impl(a, b, cols, &mut c_portable, per, false, epi, false);
+            sgemm_impl(a, b, cols, Out::of(&mut c_portable), per, false, epi, false);
             for (x, y) in c.iter().zip(&c_portable) {
                 assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()));
             }
+            // Into new, unzeroed buffers: the same values, on both paths.
+            assert_eq!(sgemm_columns_new(a, b, cols, per, epi), c);
+            let n = items * per;
+            let portable_new =
+                new_product(m, n, cols, per, |o| sgemm_impl(a, b, cols, o, per, false, epi, false));
+            assert_eq!(portable_new, c_portable);
+            // [m, N·per]: the items side by side in each row.
+            let wide = Columns { c_stride: per, ..cols };
+            let plain = Epilogue { residual: None, ..epi };
+            let mut c_wide = vec![f32::NAN; m * n];
+            sgemm_columns(a, b, wide, &mut c_wide, n, false, plain);
+            assert_eq!(sgemm_columns_new(a, b, wide, n, plain), c_wide);
+            assert!(!covers(m, n, Columns { c_stride: (m + 1) * per, ..cols }, per), "a gap between items");
+            assert!(!covers(m, n, cols, per + 1), "a gap between rows");
             for item in 0..items {
                 let bi = MatRef { data: &bd[item * per..], rows: k, cols: per, rs: items * per, cs: 1 };
                 let want = naive(&a, &bi);
