@@ -550,10 +550,16 @@ pub(super) fn pack_a(
             let col = p0 + kk;
             let run = (kc - kk).min(a_cols.per - col % a_cols.per);
             let start = a_cols.b_off(col, cs);
+            // The run's last value of every row lies inside A; then unchecked reads (a bounds
+            // check per value cost more than the copy).
+            let last = start + (run - 1) * cs;
+            assert!(base[..rows].iter().all(|&b| b + last < a.data.len()), "A block past its buffer");
+            let src = a.data.as_ptr();
             for (q, d) in dst[kk * MR..(kk + run) * MR].chunks_exact_mut(MR).enumerate() {
                 let at = start.wrapping_add(q.wrapping_mul(cs));
                 for r in 0..rows {
-                    d[r] = a.data[base[r].wrapping_add(at)] * s[r];
+                    // SAFETY: base[r] + at ≤ base[r] + last, inside A (asserted above).
+                    d[r] = unsafe { *src.add(base[r].wrapping_add(at)) } * s[r];
                 }
             }
             kk += run;
@@ -816,10 +822,21 @@ fn pack_b_conv_t(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &
             for &(k0, len, image, (t0, h0), w0) in &runs {
                 let col = &mut dst[k0 * NR + jj..];
                 let (ti, hi) = (t0 + dt, h0 + dh);
-                if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
-                    for q in 0..len {
-                        col[q * NR] = 0.0;
+                assert!(len == 0 || (len - 1) * NR < col.len(), "run past its panel");
+                // Strided writes down the panel column through a pointer: per-value index
+                // arithmetic (overflow-checked in this build) cost more than the copy.
+                let mut d = col.as_mut_ptr();
+                let zeros = |d: &mut *mut f32, count: usize| {
+                    for _ in 0..count {
+                        // SAFETY: at most `len` values NR apart from the run's first (asserted).
+                        unsafe {
+                            **d = 0.0;
+                            *d = d.add(NR);
+                        }
                     }
+                };
+                if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
+                    zeros(&mut d, len);
                     continue;
                 }
                 let row = &x.x[image + c * vol + (ti as usize * ih + hi as usize) * iw..][..iw];
@@ -828,15 +845,21 @@ fn pack_b_conv_t(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &
                 let inside = |q: isize| q.clamp(0, len as isize) as usize;
                 let lo = inside((-first + sw - 1).div_euclid(sw));
                 let hi = inside((iw as isize - first + sw - 1).div_euclid(sw)).max(lo);
-                for q in 0..lo {
-                    col[q * NR] = 0.0;
+                zeros(&mut d, lo);
+                if hi > lo {
+                    let src = &row[(first + lo as isize * sw) as usize..];
+                    assert!((hi - lo - 1) * (sw as usize) < src.len(), "run past its input row");
+                    let mut v = src.as_ptr();
+                    for _ in lo..hi {
+                        // SAFETY: `d` as above; `v` stays inside `src` (asserted).
+                        unsafe {
+                            *d = *v;
+                            d = d.add(NR);
+                            v = v.add(sw as usize);
+                        }
+                    }
                 }
-                for q in lo..hi {
-                    col[q * NR] = row[(first + q as isize * sw) as usize];
-                }
-                for q in hi..len {
-                    col[q * NR] = 0.0;
-                }
+                zeros(&mut d, len - hi);
             }
         }
     }
