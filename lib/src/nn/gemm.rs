@@ -625,13 +625,37 @@ fn pack_b_mat(b: &MatRef, cols_map: &Columns, p0: usize, kc: usize, j0: usize, n
     });
 }
 
-/// `dst.copy_from_slice(src)`, inlined as vector moves for a whole panel row (a `memmove` call
-/// per 128 bytes cost more than the copy).
+/// `dst.copy_from_slice(src)` for a run of at most a panel row, inlined as vector moves: a
+/// `memmove` call per run cost more than the copy (whole rows, and the short runs where a
+/// panel spans two images: P = 49 or 196 in LCNetV2's 1×1 layers).
 #[inline(always)]
 fn copy_run(dst: &mut [f32], src: &[f32]) {
-    match (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
-        (Ok(d), Ok(s)) => *d = *s,
-        _ => dst.copy_from_slice(src),
+    assert!(dst.len() == src.len() && dst.len() <= NR, "a run is at most a panel row");
+    if let (Ok(d), Ok(s)) = (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
+        *d = *s;
+        return;
+    }
+    // Constant-size pieces of 16, 8, 4, 2 and 1 (a loop would be turned back into a memmove call).
+    let mut at = 0;
+    macro_rules! piece {
+        ($n:literal) => {
+            if (dst.len() - at) & $n != 0 {
+                if let (Ok(d), Ok(s)) = (
+                    <&mut [f32; $n]>::try_from(&mut dst[at..at + $n]),
+                    <&[f32; $n]>::try_from(&src[at..at + $n]),
+                ) {
+                    *d = *s;
+                }
+                at += $n;
+            }
+        };
+    }
+    piece!(16);
+    piece!(8);
+    piece!(4);
+    piece!(2);
+    if dst.len() > at {
+        dst[at] = src[at];
     }
 }
 
@@ -1299,6 +1323,17 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn copy_run_copies_every_length_up_to_a_panel_row() {
+        let src: Vec<f32> = (0..NR).map(|i| i as f32 + 1.0).collect();
+        for len in 0..=NR {
+            let mut dst = vec![0f32; NR + 1];
+            copy_run(&mut dst[..len], &src[..len]);
+            assert_eq!(&dst[..len], &src[..len], "length {len}");
+            assert!(dst[len..].iter().all(|&v| v == 0.0), "length {len}: wrote past the run");
         }
     }
 
