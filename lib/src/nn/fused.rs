@@ -19,10 +19,16 @@ thread_local! {
 /// built from candle's own ops alone, the one it takes on a GPU, so that path can be tested (and
 /// compared with the kernels) on a machine without one.
 pub fn with_portable_ops<T>(f: impl FnOnce() -> T) -> T {
-    let before = PORTABLE_ONLY.with(|p| p.replace(true));
-    let out = f();
-    PORTABLE_ONLY.with(|p| p.set(before));
-    out
+    /// Restores the thread's previous setting when dropped, so also when `f` panics (a caller
+    /// that catches the panic keeps its kernels).
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PORTABLE_ONLY.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PORTABLE_ONLY.with(|p| p.replace(true)));
+    f()
 }
 
 /// Whether `x` must take the candle-only path: it is not on the CPU (candle runs vidkit's custom
@@ -219,6 +225,16 @@ mod tests {
     use crate::nn::{Conv3d, Conv3dConfig};
     use candle_core::{Device, Var};
     use candle_nn::{VarBuilder, VarMap};
+
+    #[test]
+    fn portable_ops_end_with_their_scope_even_on_a_panic() {
+        let x = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        assert!(with_portable_ops(|| portable(&x)));
+        let caught = std::panic::catch_unwind(|| with_portable_ops(|| panic!("inside")));
+        assert!(caught.is_err());
+        assert!(!portable(&x), "the kernels stay off after a caught panic");
+        assert!(kernel_allowed("test").is_ok());
+    }
 
     /// Fused = conv → BN (eval) → + residual → ReLU with the separate ops, for the geometries the
     /// models use (1×1×1 direct, strided 1×1×1, (1,3,3) and (3,3,3) with padding, a bias, 7×7
