@@ -91,10 +91,10 @@ where
     if threads == 1 {
         return run(0, out);
     }
-    std::thread::scope(|s| {
+    rayon::scope(|s| {
         for (j, chunk) in out.chunks_mut(per * plane_len).enumerate() {
             let run = &run;
-            s.spawn(move || run(j * per, chunk));
+            s.spawn(move |_| run(j * per, chunk));
         }
     });
 }
@@ -126,9 +126,9 @@ pub(crate) fn zeros_par(n: usize) -> Vec<f32> {
     }
     let mut v = Vec::with_capacity(n);
     let per = n.div_ceil(threads);
-    std::thread::scope(|s| {
+    rayon::scope(|s| {
         for chunk in v.spare_capacity_mut()[..n].chunks_mut(per) {
-            s.spawn(move || chunk.fill(std::mem::MaybeUninit::new(0.0)));
+            s.spawn(move |_| chunk.fill(std::mem::MaybeUninit::new(0.0)));
         }
     });
     // SAFETY: all n elements were written above.
