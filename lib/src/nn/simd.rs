@@ -54,9 +54,14 @@ pub(super) fn centered_sq_sum(x: &[f32], m: f32) -> f64 {
     lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
-/// `fn $name(args)` calling `$body(args)` compiled for AVX-512, else AVX2+FMA, else the baseline.
+/// `fn $name(args)` calling `$body(args)` compiled for AVX-512, else AVX2+FMA, else the baseline
+/// (`$baseline(args)` there when given: a body written with `f32::mul_add`, say, which is one
+/// instruction with FMA and a libm call without).
 macro_rules! dispatch_simd {
-    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+    ($name:ident, $body:path, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        $crate::nn::simd::dispatch_simd!($name, $body, $body, ($($arg: $ty),*) $(-> $ret)?);
+    };
+    ($name:ident, $body:path, $baseline:path, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
@@ -73,7 +78,7 @@ macro_rules! dispatch_simd {
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            $body($($arg),*)
+            $baseline($($arg),*)
         }
     };
 }
