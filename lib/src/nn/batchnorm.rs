@@ -185,9 +185,18 @@ pub(super) struct BatchNormTrainBwd {
 /// One channel's statistics over its N rows of S values: (mean, biased var, unbiased var).
 #[inline(always)]
 fn channel_stats(x: &[f32], [n, c, s]: [usize; 3], ch: usize) -> (f32, f64, f64) {
+    // Plain loops: an iterator's `sum` over the rows stayed an out-of-line function, compiled
+    // without the caller's AVX-512.
     let count = (n * s) as f64;
-    let mean = ((0..n).map(|i| simd::sum(&x[(i * c + ch) * s..][..s])).sum::<f64>() / count) as f32;
-    let sq: f64 = (0..n).map(|i| simd::centered_sq_sum(&x[(i * c + ch) * s..][..s], mean)).sum();
+    let mut total = 0f64;
+    for i in 0..n {
+        total += simd::sum(&x[(i * c + ch) * s..][..s]);
+    }
+    let mean = (total / count) as f32;
+    let mut sq = 0f64;
+    for i in 0..n {
+        sq += simd::centered_sq_sum(&x[(i * c + ch) * s..][..s], mean);
+    }
     (mean, sq / count, sq / (count - 1.0).max(1.0))
 }
 
@@ -245,8 +254,11 @@ fn channel_backward(
             None => &gy[rows(i)..][..s],
         }
     };
-    let sum_g: f64 = (0..n).map(|i| simd::sum(g_row(i))).sum();
-    let sum_gxc: f64 = (0..n).map(|i| simd::dot_centered(g_row(i), &x[rows(i)..][..s], mean)).sum();
+    let (mut sum_g, mut sum_gxc) = (0f64, 0f64);
+    for i in 0..n {
+        sum_g += simd::sum(g_row(i));
+        sum_gxc += simd::dot_centered(g_row(i), &x[rows(i)..][..s], mean);
+    }
     let count = (n * s) as f64;
     let sum_gxhat = sum_gxc * inv_std as f64;
     // grad_x = γ/σ · (g − mean(g) − x̂ · mean(g·x̂)), x̂ = (x − μ)/σ

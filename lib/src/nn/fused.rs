@@ -7,9 +7,11 @@
 
 use super::depthwise3d::depthwise_forward;
 use super::gemm::{sgemm_columns_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, MatRef};
+use super::simd::dispatch_simd;
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
 use candle_core::{DType, Result, Storage, Tensor};
+use std::mem::MaybeUninit;
 
 thread_local! {
     static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -156,15 +158,34 @@ pub fn conv_bn_act_3d(
         let (n, o) = (i / cout, i % cout);
         let src = &product[o * g.n * p + n * p..][..p];
         let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
-        for q in 0..p {
-            let v = src[q] + bias[o] + res.map_or(0.0, |r| r[q]);
-            block[q].write(if relu { v.max(0.0) } else { v });
-        }
+        bias_residual_act_simd(src, bias[o], res, relu, block);
     };
     // SAFETY: `place` writes every element of each p-long plane it is given.
     let out = unsafe { super::vol2col::par_planes_uninit(g.n * cout * p, p, || (), place) };
     Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
 }
+
+/// `out = src + bias (+ res)`, then ReLU when `relu`.
+#[inline(always)]
+fn bias_residual_act(src: &[f32], bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [MaybeUninit<f32>]) {
+    match res {
+        Some(r) => {
+            for ((d, s), r) in out.iter_mut().zip(src).zip(r) {
+                let v = s + bias + r;
+                d.write(if relu { v.max(0.0) } else { v });
+            }
+        }
+        None => {
+            for (d, s) in out.iter_mut().zip(src) {
+                let v = s + bias;
+                d.write(if relu { v.max(0.0) } else { v });
+            }
+        }
+    }
+}
+
+// Called from a closure, which would not inherit a caller's target features.
+dispatch_simd!(bias_residual_act_simd, bias_residual_act, (src: &[f32], bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [MaybeUninit<f32>]));
 
 /// act(BN(depthwise(x))) for `x` [N, C, T, H, W] and a depthwise geometry (weight [C, 1, kt,
 /// kh, kw]): BN's scale folded into the taps, its bias and the ReLU applied as each channel's
