@@ -8,6 +8,7 @@ use super::simd::{self, par_for, DisjointMut};
 use super::vol2col::f32_slice;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var, D};
 use candle_nn::{Init, VarBuilder};
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
@@ -205,13 +206,18 @@ fn channel_stats(x: &[f32], [n, c, s]: [usize; 3], ch: usize) -> (f32, f64, f64)
 fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a: f32, b: f32, relu: bool) {
     for i in 0..n {
         let at = (i * c + ch) * s;
-        // SAFETY: channel `ch`'s rows are written by this call only (callers split by channel).
-        let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at), s) };
+        // SAFETY: channel `ch`'s rows are written by this call only (callers split by channel);
+        // they may be uninitialised, hence `MaybeUninit`.
+        let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at) as *mut MaybeUninit<f32>, s) };
         let rows = yr.iter_mut().zip(&x[at..at + s]);
         if relu {
-            rows.for_each(|(o, v)| *o = (v * a + b).max(0.0));
+            rows.for_each(|(o, v)| {
+                o.write((v * a + b).max(0.0));
+            });
         } else {
-            rows.for_each(|(o, v)| *o = v * a + b);
+            rows.for_each(|(o, v)| {
+                o.write(v * a + b);
+            });
         }
     }
 }
@@ -236,20 +242,21 @@ fn channel_backward(
     let rows = |i: usize| (i * c + ch) * s;
     let a = gamma * inv_std;
     // SAFETY: channel `ch`'s rows of grad_x are touched by this call only (callers split by
-    // channel), and nothing else reads them while it runs.
-    let out_row = |i: usize| unsafe { std::slice::from_raw_parts_mut(gx.at(rows(i)), s) };
+    // channel), and nothing else reads them while it runs; uninitialised until written here.
+    let out_row =
+        |i: usize| unsafe { std::slice::from_raw_parts_mut(gx.at(rows(i)) as *mut MaybeUninit<f32>, s) };
     if let Some(b) = relu_shift {
         for i in 0..n {
             let at = rows(i);
             for ((o, g), v) in out_row(i).iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
-                *o = if v * a + b > 0.0 { *g } else { 0.0 };
+                o.write(if v * a + b > 0.0 { *g } else { 0.0 });
             }
         }
     }
     // g: grad_y, or the masked copy in grad_x's rows.
     let g_row = |i: usize| -> &[f32] {
         match relu_shift {
-            // SAFETY: as above; read-only until the last pass.
+            // SAFETY: as above, and written by the masking pass; read-only until the last pass.
             Some(_) => unsafe { std::slice::from_raw_parts(gx.at(rows(i)), s) },
             None => &gy[rows(i)..][..s],
         }
@@ -270,11 +277,13 @@ fn channel_backward(
         let gr = out_row(i);
         if relu_shift.is_some() {
             for (o, v) in gr.iter_mut().zip(xr) {
-                *o = a * *o + k1 * (v - mean) + k0;
+                // SAFETY: the masking pass initialised these rows.
+                let g = unsafe { o.assume_init() };
+                o.write(a * g + k1 * (v - mean) + k0);
             }
         } else {
             for ((o, g), v) in gr.iter_mut().zip(&gy[at..at + s]).zip(xr) {
-                *o = a * g + k1 * (v - mean) + k0;
+                o.write(a * g + k1 * (v - mean) + k0);
             }
         }
     }
@@ -295,7 +304,8 @@ pub(super) fn train_forward(
     relu: bool,
 ) -> (Vec<f32>, BatchStats) {
     let c = dims[1];
-    let mut y = super::vol2col::zeros_par(x.len());
+    // Not zeroed: every channel's rows are written below.
+    let mut y = Vec::with_capacity(x.len());
     let mut stats = vec![(0f32, 0f64, 0f64, 0f32); c];
     let (yp, sp) = (DisjointMut(y.as_mut_ptr()), stats.as_mut_ptr() as usize);
     par_for(c, |ch| {
@@ -307,6 +317,8 @@ pub(super) fn train_forward(
         // SAFETY: entry `ch` is written by this iteration only.
         unsafe { *(sp as *mut (f32, f64, f64, f32)).add(ch) = (mean, inv as f64, unbiased, b) };
     });
+    // SAFETY: `channel_affine` wrote all rows of all channels, which tile x's length.
+    unsafe { y.set_len(x.len()) };
     let out = BatchStats {
         mean: stats.iter().map(|t| t.0).collect(),
         inv_std: stats.iter().map(|t| t.1 as f32).collect(),
@@ -392,7 +404,8 @@ impl CustomOp3 for BatchNormTrainBwd {
         {
             candle_core::bail!("batch norm backward: sizes do not fit {:?}", self.dims)
         }
-        let mut out = super::vol2col::zeros_par(n * c * s + 2 * c);
+        // Not zeroed: every channel's rows and affine entries are written below.
+        let mut out = Vec::with_capacity(n * c * s + 2 * c);
         let p = DisjointMut(out.as_mut_ptr());
         par_for(c, |ch| {
             let relu_shift = self.relu.then(|| stats.shift[ch]);
@@ -409,10 +422,12 @@ impl CustomOp3 for BatchNormTrainBwd {
             );
             // SAFETY: the two affine-gradient entries of `ch` are written by this iteration only.
             unsafe {
-                *p.at(n * c * s + ch) = sum_gxhat as f32;
-                *p.at(n * c * s + c + ch) = sum_g as f32;
+                p.at(n * c * s + ch).write(sum_gxhat as f32);
+                p.at(n * c * s + c + ch).write(sum_g as f32);
             }
         });
+        // SAFETY: all N·C·S gradient values and 2·C affine entries were written above.
+        unsafe { out.set_len(n * c * s + 2 * c) };
         Ok((CpuStorage::F32(out), Shape::from(n * c * s + 2 * c)))
     }
 }
