@@ -101,6 +101,11 @@ fn leaky_map(a: &[f32], b: Option<&[f32]>, slope: f32) -> Vec<f32> {
     }
 }
 
+/// grad where y > 0, else 0: ReLU's backward from its output `y`.
+pub(super) fn relu_mask(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
+    masked_leaky(grad, y, 0.0)
+}
+
 /// grad where y > 0, else grad · `slope`; y is the op's output, positive exactly where its
 /// input was.
 fn masked_leaky(grad: &Tensor, y: &Tensor, slope: f32) -> Result<Tensor> {

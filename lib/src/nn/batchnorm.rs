@@ -115,17 +115,18 @@ impl BatchNorm2d {
 
     /// Training mode on the CPU with the convolution before it in the same op (see
     /// `conv_bn_train.rs`), for a dense convolution of geometry `g` whose output has `rank` 4
-    /// (2D) or 5 dimensions.
+    /// (2D) or 5 dimensions, then + `residual` (the output's shape), then ReLU.
     pub(super) fn forward_after_conv(
         &self,
         x: &Tensor,
         weight: &Tensor,
         g: super::Geometry3d,
         rank: usize,
+        residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Tensor> {
         let stats = Arc::new(Mutex::new(BatchStats::default()));
-        let y = super::conv_bn_train::conv_bn_train(x, weight, g, rank, self, relu, stats.clone())?;
+        let y = super::conv_bn_train::conv_bn_train(x, weight, g, rank, self, residual, relu, stats.clone())?;
         self.update_running(&*lock_stats(&stats)?, x.device())?;
         Ok(y)
     }
@@ -201,11 +202,31 @@ fn channel_stats(x: &[f32], [n, c, s]: [usize; 3], ch: usize) -> (f32, f64, f64)
     (mean, sq / count, sq / (count - 1.0).max(1.0))
 }
 
-/// y = x·a + b (then max(0, ·) with `relu`) over one channel's rows.
+/// y = x·a + b (+ r) (then max(0, ·) with `relu`) over one channel's rows; r, when given, laid
+/// out as x.
 #[inline(always)]
-fn channel_affine(x: &[f32], y: DisjointMut, [n, c, s]: [usize; 3], ch: usize, a: f32, b: f32, relu: bool) {
+#[allow(clippy::too_many_arguments)]
+fn channel_affine(
+    x: &[f32],
+    r: Option<&[f32]>,
+    y: DisjointMut,
+    [n, c, s]: [usize; 3],
+    ch: usize,
+    a: f32,
+    b: f32,
+    relu: bool,
+) {
     for i in 0..n {
         let at = (i * c + ch) * s;
+        if let Some(r) = r {
+            // SAFETY: as below.
+            let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at) as *mut MaybeUninit<f32>, s) };
+            for ((o, v), r) in yr.iter_mut().zip(&x[at..at + s]).zip(&r[at..at + s]) {
+                let v = v * a + b + r;
+                o.write(if relu { v.max(0.0) } else { v });
+            }
+            continue;
+        }
         // SAFETY: channel `ch`'s rows are written by this call only (callers split by channel);
         // they may be uninitialised, hence `MaybeUninit`.
         let yr = unsafe { std::slice::from_raw_parts_mut(y.at(at) as *mut MaybeUninit<f32>, s) };
@@ -291,16 +312,18 @@ fn channel_backward(
 }
 
 simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize; 3], ch: usize) -> (f32, f64, f64));
-simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32, relu: bool));
+simd::dispatch_simd!(channel_affine_simd, channel_affine, (x: &[f32], r: Option<&[f32]>, y: DisjointMut, dims: [usize; 3], ch: usize, a: f32, b: f32, relu: bool));
 simd::dispatch_simd!(channel_backward_simd, channel_backward, (x: &[f32], gy: &[f32], gx: DisjointMut, dims: [usize; 3], ch: usize, mean: f32, inv_std: f32, gamma: f32, relu_shift: Option<f32>) -> (f64, f64));
 
-/// Training BN (then ReLU) of contiguous [N, C, S] `x`: y and the batch's statistics.
+/// Training BN (+ `residual`, laid out as x) (then ReLU) of contiguous [N, C, S] `x`: y and the
+/// batch's statistics.
 pub(super) fn train_forward(
     x: &[f32],
     dims: [usize; 3],
     gamma: &[f32],
     beta: &[f32],
     eps: f64,
+    residual: Option<&[f32]>,
     relu: bool,
 ) -> (Vec<f32>, BatchStats) {
     let c = dims[1];
@@ -313,7 +336,7 @@ pub(super) fn train_forward(
         let inv = 1.0 / ((var + eps) as f32).sqrt();
         let a = gamma[ch] * inv;
         let b = beta[ch] - mean * a;
-        channel_affine_simd(x, yp, dims, ch, a, b, relu);
+        channel_affine_simd(x, residual, yp, dims, ch, a, b, relu);
         // SAFETY: entry `ch` is written by this iteration only.
         unsafe { *(sp as *mut (f32, f64, f64, f32)).add(ch) = (mean, inv as f64, unbiased, b) };
     });
@@ -354,7 +377,7 @@ impl CustomOp3 for BatchNormTrain {
                 self.dims
             )
         }
-        let (y, stats) = train_forward(x, self.dims, gamma, beta, self.eps, self.relu);
+        let (y, stats) = train_forward(x, self.dims, gamma, beta, self.eps, None, self.relu);
         *lock_stats(&self.stats)? = stats;
         Ok((CpuStorage::F32(y), self.shape.clone()))
     }

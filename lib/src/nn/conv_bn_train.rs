@@ -1,41 +1,74 @@
-//! A dense convolution and the training-mode BatchNorm after it (then a ReLU) as one graph node on
-//! the CPU. candle's backward starts every node's input gradient as zeros and adds to it, a
-//! zeroed buffer and an add over the whole activation per node; with the conv and the BN as two
-//! nodes, the conv's output paid that for nothing, in every layer of a ResNet.
+//! A dense convolution, the training-mode BatchNorm after it, a residual and a ReLU as one graph
+//! node on the CPU. candle's backward starts every node's input gradient as zeros and adds to
+//! it, a zeroed buffer and an add over the whole activation per node; with the conv, the BN and
+//! the residual add as separate nodes, the conv's and the BN's outputs paid that for nothing, in
+//! every layer of a ResNet.
 
+use super::activation::relu_mask;
 use super::batchnorm::{lock_stats, train_forward, BatchNorm2d, BatchNormTrainBwd, BatchStats};
 use super::conv_gemm::{conv_forward, volume_shape, ConvGemmGradInput, ConvGemmGradWeight};
 use super::vol2col::{f32_slice, Geometry3d};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
-/// BN(conv(x)) (then ReLU) in training for `x` [N, C, T, H, W] (or [N, C, H, W] with `rank` 4),
-/// `weight` [C_out, C, kt, kh, kw] (groups 1, no bias) over `g`. The batch statistics go to
-/// `stats` (the caller updates the running ones).
+/// BN(conv(x)) (+ `residual`) (then ReLU) in training for `x` [N, C, T, H, W] (or [N, C, H, W]
+/// with `rank` 4), `weight` [C_out, C, kt, kh, kw] (groups 1, no bias) over `g`; `residual` has
+/// the output's shape. The batch statistics go to `stats` (the caller updates the running ones).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conv_bn_train(
     x: &Tensor,
     weight: &Tensor,
     g: Geometry3d,
     rank: usize,
     bn: &BatchNorm2d,
+    residual: Option<&Tensor>,
     relu: bool,
     stats: Arc<Mutex<BatchStats>>,
 ) -> Result<Tensor> {
     let cout = weight.dim(0)?;
-    let w = weight.contiguous()?.reshape((cout, g.c * g.taps()))?;
-    let affine = Tensor::cat(&[&bn.weight, &bn.bias], 0)?.to_dtype(x.dtype())?;
     let out = volume_shape(g.n, cout, g.out()?, rank)?;
-    let op = ConvBnTrain { g, cout, out, eps: bn.eps, relu, stats, z: Mutex::new(None) };
-    x.contiguous()?.apply_op3(&w, &affine, op)
+    let (gamma, beta) = (bn.weight.to_dtype(x.dtype())?, bn.bias.to_dtype(x.dtype())?);
+    let op = ConvBnTrain {
+        g,
+        cout,
+        out: out.clone(),
+        eps: bn.eps,
+        relu,
+        residual: residual.is_some(),
+        stats,
+        z: Mutex::new(None),
+    };
+    let x = x.contiguous()?;
+    match residual {
+        None => {
+            let w = weight.contiguous()?.reshape((cout, g.c * g.taps()))?;
+            x.apply_op3(&w, &Tensor::cat(&[&gamma, &beta], 0)?, op)
+        }
+        Some(r) => {
+            if r.dims() != out.dims() {
+                candle_core::bail!(
+                    "conv + batch norm: residual {:?} for an output {:?}",
+                    r.dims(),
+                    out.dims()
+                )
+            }
+            // Four inputs for a three-input op: the weight travels with γ and β (a copy of the
+            // weight, small beside the activations).
+            let params = Tensor::cat(&[&weight.flatten_all()?, &gamma, &beta], 0)?;
+            x.apply_op3(&params, &r.contiguous()?, op)
+        }
+    }
 }
 
-/// (x, w [C_out, C·taps], [γ | β]) → y, keeping the convolution's output z for the backward.
+/// (x, w [C_out, C·taps], [γ | β]) → y, or with a residual (x, [w | γ | β], residual) → y,
+/// keeping the convolution's output z for the backward.
 struct ConvBnTrain {
     g: Geometry3d,
     cout: usize,
     out: Shape,
     eps: f64,
     relu: bool,
+    residual: bool,
     stats: Arc<Mutex<BatchStats>>,
     /// z = conv(x), from the forward to the backward (which takes it, freeing it early).
     z: Mutex<Option<Tensor>>,
@@ -43,6 +76,12 @@ struct ConvBnTrain {
 
 fn poisoned<T>(_: T) -> candle_core::Error {
     candle_core::Error::Msg("conv + batch norm state poisoned".into())
+}
+
+impl ConvBnTrain {
+    fn weight_len(&self) -> usize {
+        self.cout * self.g.c * self.g.taps()
+    }
 }
 
 impl CustomOp3 for ConvBnTrain {
@@ -61,22 +100,30 @@ impl CustomOp3 for ConvBnTrain {
     ) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
         let g = self.g;
-        let (x, w, affine) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
-        if l2.dims() != [self.cout, g.c * g.taps()]
+        let (x, second, third) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let (w, affine, residual) = if self.residual {
+            let (w, affine) = second.split_at(self.weight_len().min(second.len()));
+            (w, affine, Some(third))
+        } else {
+            (second, third, None)
+        };
+        if w.len() != self.weight_len()
             || x.len() != g.n * g.c * g.in_volume()
             || affine.len() != 2 * self.cout
+            || residual.is_some_and(|r| r.len() != self.out.elem_count())
         {
             candle_core::bail!(
-                "conv + batch norm: weight {:?}, input {:?} and {} affine values do not fit",
-                l2.dims(),
+                "conv + batch norm: {} weights, input {:?}, {} affine values and a residual of {:?} do not fit",
+                w.len(),
                 l1.dims(),
-                affine.len()
+                affine.len(),
+                residual.map(|r| r.len())
             )
         }
         let z = conv_forward(x, w, self.cout, &g)?;
         let dims = [g.n, self.cout, z.len() / (g.n * self.cout).max(1)];
         let (gamma, beta) = affine.split_at(self.cout);
-        let (y, stats) = train_forward(&z, dims, gamma, beta, self.eps, self.relu);
+        let (y, stats) = train_forward(&z, dims, gamma, beta, self.eps, residual, self.relu);
         *lock_stats(&self.stats)? = stats;
         *self.z.lock().map_err(poisoned)? = Some(Tensor::from_vec(z, self.out.clone(), &Device::Cpu)?);
         Ok((CpuStorage::F32(y), self.out.clone()))
@@ -85,29 +132,47 @@ impl CustomOp3 for ConvBnTrain {
     fn bwd(
         &self,
         x: &Tensor,
-        w: &Tensor,
-        affine: &Tensor,
-        _y: &Tensor,
+        second: &Tensor,
+        third: &Tensor,
+        y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let Some(z) = self.z.lock().map_err(poisoned)?.take() else {
             candle_core::bail!("conv + batch norm: backward without (or after another) forward")
         };
-        let (n, c) = (z.elem_count(), self.cout);
+        let (n, c, wlen) = (z.elem_count(), self.cout, self.weight_len());
+        let (w, gamma) = if self.residual {
+            (second.narrow(0, 0, wlen)?.reshape((c, wlen / c))?, second.narrow(0, wlen, c)?)
+        } else {
+            (second.clone(), third.narrow(0, 0, c)?)
+        };
+        // With a residual, the ReLU's mask comes from y (the sum decided it) and the masked
+        // gradient is also the residual's; without, the BN backward masks from z itself.
+        let grad = grad.contiguous()?;
+        let g_res = match (self.residual, self.relu) {
+            (true, true) => Some(relu_mask(&grad, y)?),
+            (true, false) => Some(grad.clone()),
+            (false, _) => None,
+        };
         let bn = BatchNormTrainBwd {
             dims: [self.g.n, c, n / (self.g.n * c).max(1)],
-            relu: self.relu,
+            relu: self.relu && !self.residual,
             stats: self.stats.clone(),
         };
-        let gamma = affine.narrow(0, 0, c)?.contiguous()?;
-        let all = z.apply_op3_no_bwd(&grad.contiguous()?, &gamma, &bn)?;
+        let all = z.apply_op3_no_bwd(g_res.as_ref().unwrap_or(&grad), &gamma.contiguous()?, &bn)?;
         drop(z);
         let gz = all.narrow(0, 0, n)?.reshape(self.out.clone())?;
         let g_affine = all.narrow(0, n, 2 * c)?;
         // Only the gradients something upstream needs (the stem's input is the clip itself).
         let gx = x.track_op().then(|| w.apply_op2_no_bwd(&gz, &ConvGemmGradInput(self.g))).transpose()?;
-        let gw = w.track_op().then(|| x.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))).transpose()?;
-        Ok((gx, gw, Some(g_affine)))
+        if !self.residual {
+            let gw =
+                w.track_op().then(|| x.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))).transpose()?;
+            return Ok((gx, gw, Some(g_affine)));
+        }
+        let gw = x.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))?;
+        let g_params = Tensor::cat(&[&gw.flatten_all()?, &g_affine], 0)?;
+        Ok((gx, Some(g_params), g_res))
     }
 }
 
@@ -155,7 +220,9 @@ mod tests {
             let g = conv_a.geometry_of(&x5).unwrap();
             let [ot, oh, ow] = g.out().unwrap();
             let out: Vec<usize> = if rank == 4 { vec![2, cout, oh, ow] } else { vec![2, cout, ot, oh, ow] };
-            let residual = with_residual.then(|| Tensor::randn(0f32, 1., out.clone(), &dev).unwrap());
+            let residual = with_residual
+                .then(|| Var::from_tensor(&Tensor::randn(0f32, 1., out.clone(), &dev).unwrap()).unwrap());
+            let residual = residual.as_ref().map(Var::as_tensor);
             // The conv weight in the rank of x, as Conv2d keeps it for 4D inputs.
             let weight_of = |conv: &Conv3d| {
                 if rank == 4 {
@@ -165,13 +232,11 @@ mod tests {
                 }
             };
             let y_fused =
-                conv_bn_train_act(x.as_tensor(), &weight_of(&conv_a), g, &bn_a, residual.as_ref(), relu)
-                    .unwrap();
+                conv_bn_train_act(x.as_tensor(), &weight_of(&conv_a), g, &bn_a, residual, relu).unwrap();
             let z = crate::nn::conv_gemm::conv_gemm(x.as_tensor(), &weight_of(&conv_b), g).unwrap();
             let bn_relu = relu && residual.is_none();
             let y_apart =
-                add_act(bn_b.forward_act_t(&z, true, bn_relu).unwrap(), residual.as_ref(), relu && !bn_relu)
-                    .unwrap();
+                add_act(bn_b.forward_act_t(&z, true, bn_relu).unwrap(), residual, relu && !bn_relu).unwrap();
             assert_eq!(y_fused.dims(), out.as_slice(), "{label}");
             let r = Tensor::randn(0f32, 1., out.clone(), &dev).unwrap();
             let ga = (&y_fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
@@ -188,6 +253,9 @@ mod tests {
                 gs.get(v).unwrap_or_else(|| panic!("{label}: no gradient for {what}")).clone()
             };
             close(&grad(&ga, x.as_tensor(), "x"), &grad(&gb, x.as_tensor(), "x"), "grad x");
+            if let Some(r) = residual {
+                close(&grad(&ga, r, "residual"), &grad(&gb, r, "residual"), "grad residual");
+            }
             for (a, b, what) in [
                 (&conv_a.weight, &conv_b.weight, "grad conv weight"),
                 (&bn_a.weight, &bn_b.weight, "grad γ"),

@@ -155,8 +155,8 @@ pub fn conv2d_bn_act(
 }
 
 /// Training BN(conv(x)) (+ `residual`) (then ReLU) on the CPU for a dense convolution without
-/// bias over `g` (`weight` [C_out, C, kt, kh, kw], or [C_out, C, kh, kw] for a 4D x): the conv and
-/// the BN (and the ReLU when there is no residual) as one graph node, see `conv_bn_train.rs`.
+/// bias over `g` (`weight` [C_out, C, kt, kh, kw], or [C_out, C, kh, kw] for a 4D x): the conv,
+/// the BN, the residual and the ReLU as one graph node, see `conv_bn_train.rs`.
 pub fn conv_bn_train_act(
     x: &Tensor,
     weight: &Tensor,
@@ -165,9 +165,12 @@ pub fn conv_bn_train_act(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
-    let fused_relu = relu && residual.is_none();
-    let y = bn.forward_after_conv(x, weight, g, x.rank(), fused_relu)?;
-    add_act(y, residual, relu && !fused_relu)
+    match residual {
+        Some(r) if !fusable(r) => {
+            add_act(bn.forward_after_conv(x, weight, g, x.rank(), None, false)?, residual, relu)
+        }
+        _ => bn.forward_after_conv(x, weight, g, x.rank(), residual, relu),
+    }
 }
 
 /// `y` (+ `residual`) (then ReLU) with the differentiable ops: the unfused tail of `forward_act`.
@@ -209,6 +212,11 @@ mod graph {
         };
         let y = cb.forward_act(x.as_tensor(), true, None, true).unwrap();
         assert_eq!(activations(&y, x.as_tensor()), vec![vec![2, 6, 8, 8], vec![2, 4, 8, 8]], "2D");
+        // A residual joins the same node: no separate sum before the ReLU.
+        let r = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 6, 8, 8), &dev).unwrap()).unwrap();
+        let y = cb.forward_act(x.as_tensor(), true, Some(r.as_tensor()), true).unwrap();
+        let nodes = activations(&y, x.as_tensor());
+        assert_eq!(nodes, vec![vec![2, 6, 8, 8], vec![2, 6, 8, 8], vec![2, 4, 8, 8]], "2D + residual");
 
         let cfg = Conv3dConfig { padding: [1; 3], ..Default::default() };
         let conv3 = Conv3d::new(4, 6, [3, 3, 3], cfg, vb.pp("c3")).unwrap();
