@@ -977,25 +977,21 @@ unsafe fn blocked(
                                 if nr == NR && one_item {
                                     by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu));
                                 } else {
-                                    // Edge tile: full tile into scratch, then the valid part.
+                                    // Edge tile: full tile into scratch, then the valid part, a run
+                                    // of columns within one item at a time.
                                     let null = std::ptr::null();
                                     kernel::<MR>(kc, ap, bp, tile.as_mut_ptr(), NR, false, null, null, false);
-                                    for j in 0..nr {
-                                        let off = (row0 * ldc + cols_map.c_off(col0 + j)) as isize
-                                            - (row0 * ldc + cols_map.c_off(col0)) as isize;
-                                        for r in 0..mr {
-                                            let at = off + (r * ldc) as isize;
-                                            let dst = cp.offset(at);
-                                            let prev = if load { *dst } else { 0.0 };
-                                            let v = prev + tile[r * NR + j];
-                                            *dst = if last {
-                                                let extra = if bias.is_null() { 0.0 } else { *bias.add(r) }
-                                                    + if res.is_null() { 0.0 } else { *res.offset(at) };
-                                                finish(v, extra, relu)
-                                            } else {
-                                                v
-                                            };
-                                        }
+                                    let base = (row0 * ldc + cols_map.c_off(col0)) as isize;
+                                    let mut j = 0;
+                                    while j < nr {
+                                        let col = col0 + j;
+                                        let run = (nr - j).min(cols_map.per - col % cols_map.per);
+                                        let at = (row0 * ldc + cols_map.c_off(col)) as isize - base;
+                                        let res_at = if res.is_null() { res } else { res.offset(at) };
+                                        let part =
+                                            TilePart { tile: tile.as_ptr().add(j), rows: mr, cols: run };
+                                        store_tile_part(part, cp.offset(at), ldc, load, bias, res_at, relu);
+                                        j += run;
                                     }
                                 }
                             }
@@ -1005,6 +1001,57 @@ unsafe fn blocked(
             }
         })
     })
+}
+
+/// Part of a scratch tile (rows of `NR`): its first `rows` rows, `cols` ≤ 16·2 columns from
+/// `tile` on.
+struct TilePart {
+    tile: *const f32,
+    rows: usize,
+    cols: usize,
+}
+
+/// An edge tile's part into C as the micro-kernel's epilogue would store it: row r =
+/// (C's previous values when `load`) + tile row, + (`bias[r]` + the residual row) where either
+/// is given, then ReLU when `relu`; masked to `cols` columns.
+///
+/// # Safety
+/// AVX-512F available; `c` (and `res` when not null) address `rows` rows of `ldc` with `cols`
+/// writable (readable) values each; `bias`, when not null, `rows` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile_part(
+    part: TilePart,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+    bias: *const f32,
+    res: *const f32,
+    relu: bool,
+) {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    for half in 0..part.cols.div_ceil(16) {
+        let n = (part.cols - 16 * half).min(16);
+        let m = ((1u32 << n) - 1) as __mmask16;
+        for r in 0..part.rows {
+            let at = r * ldc + 16 * half;
+            let mut v = _mm512_maskz_loadu_ps(m, part.tile.add(r * NR + 16 * half));
+            if load {
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c.add(at)), v);
+            }
+            if !bias.is_null() || !res.is_null() {
+                let b = if bias.is_null() { zero } else { _mm512_set1_ps(*bias.add(r)) };
+                let extra =
+                    if res.is_null() { b } else { _mm512_add_ps(b, _mm512_maskz_loadu_ps(m, res.add(at))) };
+                v = _mm512_add_ps(v, extra);
+            }
+            if relu {
+                v = _mm512_max_ps(v, zero);
+            }
+            _mm512_mask_storeu_ps(c.add(at), m, v);
+        }
+    }
 }
 
 /// Calls `$kernel::<R>($args)` with R = `$rows` (1..=12): the micro-kernel instance compiled
