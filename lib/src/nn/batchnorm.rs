@@ -245,8 +245,7 @@ fn channel_affine(
 
 /// One channel's backward: returns (Σ g·x̂, Σ g) and writes grad_x. With `relu_shift` (b of the
 /// forward's y = x·a + b) the forward's ReLU is undone first: g is zeroed where x·a + b ≤ 0, the
-/// same f32 expression the forward clamped, and the masked g is kept in grad_x's own rows (the
-/// last pass overwrites each value from itself), so no separate masked gradient is allocated.
+/// same f32 expression the forward clamped.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn channel_backward(
@@ -260,32 +259,41 @@ fn channel_backward(
     gamma: f32,
     relu_shift: Option<f32>,
 ) -> (f64, f64) {
-    let rows = |i: usize| (i * c + ch) * s;
     let a = gamma * inv_std;
-    // SAFETY: channel `ch`'s rows of grad_x are touched by this call only (callers split by
-    // channel), and nothing else reads them while it runs; uninitialised until written here.
-    let out_row =
-        |i: usize| unsafe { std::slice::from_raw_parts_mut(gx.at(rows(i)) as *mut MaybeUninit<f32>, s) };
-    if let Some(b) = relu_shift {
-        for i in 0..n {
-            let at = rows(i);
-            for ((o, g), v) in out_row(i).iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
-                o.write(if v * a + b > 0.0 { *g } else { 0.0 });
+    match relu_shift {
+        Some(b) => channel_backward_masked(x, gy, gx, [n, c, s], ch, mean, inv_std, a, |g, v| {
+            if v * a + b > 0.0 {
+                g
+            } else {
+                0.0
             }
-        }
+        }),
+        None => channel_backward_masked(x, gy, gx, [n, c, s], ch, mean, inv_std, a, |g, _| g),
     }
-    // g: grad_y, or the masked copy in grad_x's rows.
-    let g_row = |i: usize| -> &[f32] {
-        match relu_shift {
-            // SAFETY: as above, and written by the masking pass; read-only until the last pass.
-            Some(_) => unsafe { std::slice::from_raw_parts(gx.at(rows(i)), s) },
-            None => &gy[rows(i)..][..s],
-        }
-    };
+}
+
+/// `channel_backward` with g = `mask(grad_y, x)` computed where it is read, in both passes (a
+/// masked copy of grad_y cost a third pass).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn channel_backward_masked(
+    x: &[f32],
+    gy: &[f32],
+    gx: DisjointMut,
+    [n, c, s]: [usize; 3],
+    ch: usize,
+    mean: f32,
+    inv_std: f32,
+    a: f32,
+    mask: impl Fn(f32, f32) -> f32,
+) -> (f64, f64) {
+    let rows = |i: usize| (i * c + ch) * s;
     let (mut sum_g, mut sum_gxc) = (0f64, 0f64);
     for i in 0..n {
-        sum_g += simd::sum(g_row(i));
-        sum_gxc += simd::dot_centered(g_row(i), &x[rows(i)..][..s], mean);
+        let at = rows(i);
+        let (row_g, row_gxc) = masked_sums(&gy[at..at + s], &x[at..at + s], mean, &mask);
+        sum_g += row_g;
+        sum_gxc += row_gxc;
     }
     let count = (n * s) as f64;
     let sum_gxhat = sum_gxc * inv_std as f64;
@@ -294,21 +302,37 @@ fn channel_backward(
     let k1 = -(a as f64 * inv_std as f64 * sum_gxhat / count) as f32;
     for i in 0..n {
         let at = rows(i);
-        let xr = &x[at..at + s];
-        let gr = out_row(i);
-        if relu_shift.is_some() {
-            for (o, v) in gr.iter_mut().zip(xr) {
-                // SAFETY: the masking pass initialised these rows.
-                let g = unsafe { o.assume_init() };
-                o.write(a * g + k1 * (v - mean) + k0);
-            }
-        } else {
-            for ((o, g), v) in gr.iter_mut().zip(&gy[at..at + s]).zip(xr) {
-                o.write(a * g + k1 * (v - mean) + k0);
-            }
+        // SAFETY: channel `ch`'s rows of grad_x are written by this call only (callers split by
+        // channel); uninitialised until written here.
+        let out = unsafe { std::slice::from_raw_parts_mut(gx.at(at) as *mut MaybeUninit<f32>, s) };
+        for ((o, g), v) in out.iter_mut().zip(&gy[at..at + s]).zip(&x[at..at + s]) {
+            o.write(a * mask(*g, *v) + k1 * (v - mean) + k0);
         }
     }
     (sum_gxhat, sum_g)
+}
+
+/// (Σ g, Σ g·(x − mean)) with g = `mask(grad, x)`, both in 16 lanes as `simd::sum` (a
+/// reordering the compiler would not do on its own), returned in f64.
+#[inline(always)]
+fn masked_sums(grad: &[f32], x: &[f32], mean: f32, mask: &impl Fn(f32, f32) -> f32) -> (f64, f64) {
+    let (mut lanes_g, mut lanes_gx) = ([0f32; 16], [0f32; 16]);
+    let (gc, xc) = (grad.chunks_exact(16), x.chunks_exact(16));
+    let (mut tail_g, mut tail_gx) = (0f32, 0f32);
+    for (g, v) in gc.remainder().iter().zip(xc.remainder()) {
+        let m = mask(*g, *v);
+        tail_g += m;
+        tail_gx += m * (v - mean);
+    }
+    for (g, v) in gc.zip(xc) {
+        for k in 0..16 {
+            let m = mask(g[k], v[k]);
+            lanes_g[k] += m;
+            lanes_gx[k] += m * (v[k] - mean);
+        }
+    }
+    let total = |lanes: [f32; 16]| lanes.iter().map(|&v| v as f64).sum::<f64>();
+    (total(lanes_g) + tail_g as f64, total(lanes_gx) + tail_gx as f64)
 }
 
 simd::dispatch_simd!(channel_stats_simd, channel_stats, (x: &[f32], dims: [usize; 3], ch: usize) -> (f32, f64, f64));

@@ -84,20 +84,6 @@ macro_rules! dispatch_simd {
 }
 pub(super) use dispatch_simd;
 
-/// Σ g[i]·(x[i] − m) in 16 lanes, as `dot`.
-#[inline(always)]
-pub(super) fn dot_centered(g: &[f32], x: &[f32], m: f32) -> f64 {
-    let mut lanes = [0f32; 16];
-    let (gc, xc) = (g.chunks_exact(16), x.chunks_exact(16));
-    let tail: f32 = gc.remainder().iter().zip(xc.remainder()).map(|(a, b)| a * (b - m)).sum();
-    for (a, b) in gc.zip(xc) {
-        for k in 0..16 {
-            lanes[k] += a[k] * (b[k] - m);
-        }
-    }
-    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
-}
-
 /// A pointer that threads may share because each writes a disjoint part of what it points to.
 #[derive(Clone, Copy)]
 pub(super) struct DisjointMut(pub *mut f32);
