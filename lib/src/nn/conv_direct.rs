@@ -54,9 +54,27 @@ fn pad_and_phase(x: &[f32], g: &Geometry3d, ow: usize) -> PaddedInput {
             return;
         }
         let src = &x[((nc * t + ti - pt) * h + hi - ph) * w..][..w];
-        for (col, &v) in src.iter().enumerate() {
-            let padded = col + pw;
-            dst[(padded % s) * q + padded / s] = v;
+        match s {
+            1 => dst[pw..pw + w].copy_from_slice(src),
+            // Even input columns go to phase pw % 2 from pw / 2 on, odd ones to the other phase
+            // from (pw + 1) / 2 on.
+            2 => {
+                let (first, second) = ((pw % 2) * q + pw / 2, ((pw + 1) % 2) * q + (pw + 1) / 2);
+                if w % 2 == 1 {
+                    dst[first + w / 2] = src[w - 1];
+                }
+                let (lo, hi) = (first.min(second), first.max(second));
+                let (head, tail) = dst.split_at_mut(hi);
+                let (a, b) = (&mut head[lo..lo + w / 2], &mut tail[..w / 2]);
+                let (even, odd) = if first < second { (a, b) } else { (b, a) };
+                super::simd::deinterleave(src, even, odd);
+            }
+            _ => {
+                for (col, &v) in src.iter().enumerate() {
+                    let padded = col + pw;
+                    dst[(padded % s) * q + padded / s] = v;
+                }
+            }
         }
     });
     PaddedInput { data, q, pitch, plane, vol }

@@ -8,7 +8,7 @@
 //! row pitch (a few columns of it are discarded). No per-row bounds logic and long vectorisable
 //! loops, which matters where X3D's late stages are a few pixels wide.
 
-use super::simd::{axpy, dispatch_simd, dot};
+use super::simd::{axpy, deinterleave, dispatch_simd, dot};
 use super::vol2col::{f32_slice, par_planes_uninit, par_planes_with, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -114,7 +114,7 @@ impl Polyphase {
                     let (head, tail) = buf.split_at_mut(hi);
                     let (first, second) = (&mut head[lo..lo + w_in / 2], &mut tail[..w_in / 2]);
                     let (e, o) = if even < odd { (first, second) } else { (second, first) };
-                    deinterleave_simd(vol, e, o);
+                    deinterleave(vol, e, o);
                 }
                 _ => {
                     for (v, off) in vol.iter().zip(&self.col_offsets) {
@@ -232,18 +232,6 @@ fn backward_filter_channel(p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut 
     }
 }
 
-/// `even[i] = src[2i]`, `odd[i] = src[2i + 1]` over the shorter of the two.
-#[inline(always)]
-fn deinterleave_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
-    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
-        *e = pair[0];
-        *o = pair[1];
-    }
-}
-
-// Called per row from a closure, which would not inherit a caller's target features.
-dispatch_simd!(deinterleave_simd, deinterleave_pairs, (src: &[f32], even: &mut [f32], odd: &mut [f32]));
-// Fused multiply-adds in the vector variants; the baseline has no FMA instruction.
 dispatch_simd!(forward_rows_simd, forward_rows::<true>, forward_rows::<false>, (p: &Polyphase, weights: &[f32], buf: &[f32], epilogue: Option<(f32, bool)>, out: &mut [MaybeUninit<f32>]));
 dispatch_simd!(backward_data_simd, backward_data_channel, (p: &Polyphase, weights: &[f32], frame: &[f32], buf: &mut [f32]));
 dispatch_simd!(backward_filter_simd, backward_filter_channel, (p: &Polyphase, frame: &[f32], buf: &[f32], acc: &mut [f64]));

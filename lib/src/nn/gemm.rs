@@ -682,6 +682,13 @@ fn split_w_phases(x: &[f32], g: &super::vol2col::Geometry3d) -> Vec<f32> {
     let mut out = super::vol2col::zeros_par(rows * s * q);
     super::vol2col::par_planes(&mut out, s * q, |row, dst| {
         let src = &x[row * iw..][..iw];
+        if s == 2 {
+            let (even, odd) = dst.split_at_mut(q);
+            if iw % 2 == 1 {
+                even[iw / 2] = src[iw - 1];
+            }
+            return super::simd::deinterleave(src, even, odd);
+        }
         for (phase, part) in dst.chunks_exact_mut(q).enumerate() {
             for (d, v) in part.iter_mut().zip(src[phase.min(iw)..].iter().step_by(s)) {
                 *d = *v;

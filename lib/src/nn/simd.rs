@@ -156,3 +156,21 @@ mod tests {
         assert!(super::exp(200.0).is_finite());
     }
 }
+
+/// `even[i] = src[2i]`, `odd[i] = src[2i + 1]` over the shorter of the two.
+#[inline(always)]
+fn deinterleave_pairs(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(src.chunks_exact(2)) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+dispatch_simd!(deinterleave_simd, deinterleave_pairs, (src: &[f32], even: &mut [f32], odd: &mut [f32]));
+
+/// `deinterleave_pairs` in the widest vectors the CPU has; for callers inside closures, which
+/// would not inherit a caller's target features.
+pub(super) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    deinterleave_simd(src, even, odd)
+}
+// Fused multiply-adds in the vector variants; the baseline has no FMA instruction.
