@@ -6,7 +6,7 @@
 //! [⌊o·In/Out⌋, ⌈(o+1)·In/Out⌉).
 
 use super::vol2col::{f32_slice, par_planes, par_planes_with};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// The pooling windows along one axis: input range [lo, hi) and the padded size for the divisor.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,29 +114,75 @@ impl Pool {
 
 impl Pool {
     /// Max pooling of one plane: `f(output offset, input offset of the window's maximum, value)`,
-    /// the first maximum (a NaN wins, as ATen's); as `windows`, with the window's rows as slices
-    /// (the boxed iterator costs more than the comparisons; 2D ResNets' stem pool runs here).
+    /// the first maximum (a NaN wins, as ATen's), every window scanned in full: the reference the
+    /// faster forward and backward are tested against.
+    #[cfg(test)]
     fn max_windows(&self, xp: &[f32], mut f: impl FnMut(usize, usize, f32)) {
+        let [at, ah, aw] = &self.axes;
+        let mut o = 0;
+        for zt in 0..at.len() {
+            for zh in 0..ah.len() {
+                for zw in 0..aw.len() {
+                    if let Some((best, m)) = self.window_argmax(xp, [zt, zh, zw]) {
+                        f(o, best, m);
+                    }
+                    o += 1;
+                }
+            }
+        }
+    }
+
+    /// Window `z`'s first maximum in `xp` (the last NaN where it holds any, as ATen's): its offset
+    /// and value; None for an empty window.
+    #[inline]
+    fn window_argmax(&self, xp: &[f32], [zt, zh, zw]: [usize; 3]) -> Option<(usize, f32)> {
+        let [_, _, _, h, w] = self.input;
+        let [at, ah, aw] = &self.axes;
+        let (mut best, mut m) = (usize::MAX, f32::NEG_INFINITY);
+        for t in at.lo[zt]..at.hi[zt] {
+            for row in ah.lo[zh]..ah.hi[zh] {
+                let base = (t * h + row) * w;
+                let lo = base + aw.lo[zw];
+                for (i, &v) in xp[lo..base + aw.hi[zw]].iter().enumerate() {
+                    if best == usize::MAX || v > m || v.is_nan() {
+                        (best, m) = (lo + i, v);
+                    }
+                }
+            }
+        }
+        (best != usize::MAX).then_some((best, m))
+    }
+
+    /// Max pooling's backward over one plane: each window's gradient to its first maximum, found
+    /// as the first value equal to the forward's output `yp` (the scan stops there, half a
+    /// window on average, where `window_argmax` compares every value); a NaN output takes the
+    /// full scan (the last NaN won).
+    fn max_grad(&self, xp: &[f32], yp: &[f32], gyp: &[f32], gxp: &mut [f32]) {
         let [_, _, _, h, w] = self.input;
         let [at, ah, aw] = &self.axes;
         let mut o = 0;
         for zt in 0..at.len() {
             for zh in 0..ah.len() {
                 for zw in 0..aw.len() {
-                    let (mut best, mut m) = (usize::MAX, f32::NEG_INFINITY);
-                    for t in at.lo[zt]..at.hi[zt] {
-                        for row in ah.lo[zh]..ah.hi[zh] {
-                            let base = (t * h + row) * w;
-                            let lo = base + aw.lo[zw];
-                            for (i, &v) in xp[lo..base + aw.hi[zw]].iter().enumerate() {
-                                if best == usize::MAX || v > m || v.is_nan() {
-                                    (best, m) = (lo + i, v);
+                    let m = yp[o];
+                    let found = if m.is_nan() {
+                        self.window_argmax(xp, [zt, zh, zw]).map(|(i, _)| i)
+                    } else {
+                        'scan: {
+                            for t in at.lo[zt]..at.hi[zt] {
+                                for row in ah.lo[zh]..ah.hi[zh] {
+                                    let base = (t * h + row) * w;
+                                    let lo = base + aw.lo[zw];
+                                    if let Some(i) = xp[lo..base + aw.hi[zw]].iter().position(|&v| v == m) {
+                                        break 'scan Some(lo + i);
+                                    }
                                 }
                             }
+                            None
                         }
-                    }
-                    if best != usize::MAX {
-                        f(o, best, m);
+                    };
+                    if let Some(i) = found {
+                        gxp[i] += gyp[o];
                     }
                     o += 1;
                 }
@@ -179,7 +225,8 @@ impl Pool {
 struct PoolFwd(Pool);
 /// Average pooling's backward: grad_out → grad_in (linear, so it needs the grad only).
 struct AvgBwd(Pool);
-/// Max pooling's backward: (x, grad_out) → grad_in, to the first maximum of each window as torch.
+/// Max pooling's backward: (x, y, grad_out) → grad_in, to the first maximum of each window as
+/// torch.
 struct MaxBwd(Pool);
 
 impl CustomOp1 for PoolFwd {
@@ -207,10 +254,10 @@ impl CustomOp1 for PoolFwd {
         Ok((CpuStorage::F32(y), Shape::from(p.out_shape())))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
         Ok(Some(match self.0.kind {
-            Kind::Max => x.apply_op2(&grad, MaxBwd(self.0.clone()))?,
+            Kind::Max => x.apply_op3_no_bwd(&res.contiguous()?, &grad, &MaxBwd(self.0.clone()))?,
             Kind::Avg { .. } => grad.apply_op1(AvgBwd(self.0.clone()))?,
         }))
     }
@@ -240,7 +287,7 @@ impl CustomOp1 for AvgBwd {
     }
 }
 
-impl CustomOp2 for MaxBwd {
+impl CustomOp3 for MaxBwd {
     fn name(&self) -> &'static str {
         "vidkit-maxpool3d-bwd"
     }
@@ -251,15 +298,25 @@ impl CustomOp2 for MaxBwd {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
         let p = &self.0;
-        let (x, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (x, y, gy) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
         let (vin, vout) = p.planes();
+        if y.len() != gy.len() || x.len() / vin.max(1) != y.len() / vout.max(1) {
+            candle_core::bail!(
+                "max pool backward: input {}, output {} and gradient {} values",
+                x.len(),
+                y.len(),
+                gy.len()
+            )
+        }
         let mut gx = super::vol2col::zeros_par(p.input.iter().product());
         par_planes(&mut gx, vin, |idx, gxp| {
-            let (xp, gyp) = (&x[idx * vin..][..vin], &gy[idx * vout..][..vout]);
-            p.max_windows(xp, |o, i, _| gxp[i] += gyp[o]);
+            let (xp, yp, gyp) = (&x[idx * vin..][..vin], &y[idx * vout..][..vout], &gy[idx * vout..][..vout]);
+            p.max_grad(xp, yp, gyp, gxp);
         });
         Ok((CpuStorage::F32(gx), Shape::from(p.input.to_vec())))
     }
@@ -373,6 +430,31 @@ mod tests {
                 for (o, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(g == w || (g.is_nan() && w.is_nan()), "{kernel:?} output {o}: {g} vs {w}");
                 }
+            }
+        }
+    }
+
+    /// The backward from the forward's output sends each gradient where the full window scan
+    /// does: ties (small integers) and NaNs included.
+    #[test]
+    fn max_backward_from_the_output_equals_window_scan() {
+        for (kernel, stride, pad) in [([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([3, 3, 2], [2, 1, 2], [1, 1, 1])] {
+            let input = [1, 2, 5, 7, 9];
+            let x = Tensor::randn(0f32, 2., input.to_vec(), &Device::Cpu).unwrap().round().unwrap();
+            let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (xs[40], xs[41], xs[44]) = (f32::NAN, -0.0, f32::NAN);
+            let axes = [0, 1, 2].map(|a| Axis::fixed(input[a + 2], kernel[a], stride[a], pad[a]).unwrap());
+            let p = Pool { kind: Kind::Max, input, axes };
+            let (vin, vout) = p.planes();
+            for (n, plane) in xs.chunks_exact(vin).enumerate() {
+                let gy: Vec<f32> = (0..vout).map(|o| (o + 7 * n) as f32 + 0.5).collect();
+                let mut want = vec![0f32; vin];
+                p.max_windows(plane, |o, i, _| want[i] += gy[o]);
+                let mut y = vec![0f32; vout];
+                p.max_values(plane, &mut y, &mut Vec::new());
+                let mut got = vec![0f32; vin];
+                p.max_grad(plane, &y, &gy, &mut got);
+                assert_eq!(got, want, "{kernel:?} plane {n}");
             }
         }
     }
