@@ -176,36 +176,49 @@ pub(super) fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
 
 /// The adjoint of `vol2col`: sums every column entry back onto the voxel it came from.
 pub(super) fn col2vol(cols: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
-    let [ot, oh, ow] = g.out()?;
-    let [_, h, w] = g.input;
-    let [_, kh, kw] = g.kernel;
-    let p_out = ot * oh * ow;
+    let out = g.out()?;
     let vol = g.in_volume();
     let mut x = vec![0f32; g.n * g.c * vol];
     // Parallel over (n, c) volumes: each gathers from its own rows, so no two threads collide.
-    par_planes(&mut x, vol, |idx, dst| {
-        let (n, c) = (idx / g.c, idx % g.c);
-        for tap in 0..g.taps() {
-            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-            let row = c * g.taps() + tap;
-            let s = &cols[(row * g.n + n) * p_out..][..p_out];
-            let Some((lo, hi)) = valid_cols(ow, dw, g) else { continue };
-            for t in 0..ot {
-                let Some(it) = src(t, dt, 0, g) else { continue };
-                for y in 0..oh {
-                    let Some(iy) = src(y, dh, 1, g) else { continue };
-                    let xrow = &mut dst[(it * h + iy) * w..][..w];
-                    let crow = &s[(t * oh + y) * ow..][..ow];
-                    let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
-                    for (j, o) in (lo..=hi).enumerate() {
-                        xrow[ix0 + j * g.stride[2]] += crow[o];
+    par_planes(&mut x, vol, |idx, dst| col2vol_plane_simd(cols, g, out, idx, dst));
+    Ok(x)
+}
+
+/// One (n, c) volume of `col2vol`: every tap's column row added into place.
+#[inline(always)]
+fn col2vol_plane(cols: &[f32], g: &Geometry3d, [ot, oh, ow]: [usize; 3], idx: usize, dst: &mut [f32]) {
+    let [_, h, w] = g.input;
+    let [_, kh, kw] = g.kernel;
+    let p_out = ot * oh * ow;
+    let (n, c) = (idx / g.c, idx % g.c);
+    for tap in 0..g.taps() {
+        let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+        let row = c * g.taps() + tap;
+        let s = &cols[(row * g.n + n) * p_out..][..p_out];
+        let Some((lo, hi)) = valid_cols(ow, dw, g) else { continue };
+        for t in 0..ot {
+            let Some(it) = src(t, dt, 0, g) else { continue };
+            for y in 0..oh {
+                let Some(iy) = src(y, dh, 1, g) else { continue };
+                let xrow = &mut dst[(it * h + iy) * w..][..w];
+                let crow = &s[(t * oh + y) * ow..][lo..=hi];
+                let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
+                if g.stride[2] == 1 {
+                    for (d, v) in xrow[ix0..ix0 + crow.len()].iter_mut().zip(crow) {
+                        *d += v;
+                    }
+                } else {
+                    for (j, v) in crow.iter().enumerate() {
+                        xrow[ix0 + j * g.stride[2]] += v;
                     }
                 }
             }
         }
-    });
-    Ok(x)
+    }
 }
+
+// Called from a closure, which would not inherit a caller's target features.
+super::simd::dispatch_simd!(col2vol_plane_simd, col2vol_plane, (cols: &[f32], g: &Geometry3d, out: [usize; 3], idx: usize, dst: &mut [f32]));
 
 pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
