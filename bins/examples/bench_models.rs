@@ -6,7 +6,9 @@
 //!   cargo run --example bench_models -- ARCH FRAMES SIZE REPS [forward]
 //!
 //! FRAMES or SIZE 0: the architecture's own (a zoo model's T and crop). `forward`: no training
-//! step (`train_step_s` is null).
+//! step (`train_step_s` is null). `*_cpu_s`: the CPU time of all the process's threads over the
+//! same runs (median), steal time excluded: steadier than wall time on a shared machine, for
+//! comparing builds of our own.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -17,6 +19,18 @@ use vidkit::train::{cross_entropy, trainable_vars, OptimizerConfig, SgdConfig, T
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Seconds all threads of this process have run on a CPU (/proc's schedstat, which leaves out the
+/// time a virtual machine's host stole); 0 where /proc is absent.
+fn process_cpu_s() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,25 +59,28 @@ fn main() -> anyhow::Result<()> {
     // Inference over plain tensors, as torch's no_grad: over variables every op would keep its inputs.
     let inference = vidkit::model::frozen(&varmap, model.config())?;
     inference.forward_t(&x1, false)?; // warm-up
-    let mut fwd = Vec::new();
-    let mut step = Vec::new();
+    let (mut fwd, mut fwd_cpu) = (Vec::new(), Vec::new());
+    let (mut step, mut step_cpu) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), process_cpu_s());
         inference.forward_t(&x1, false)?;
         fwd.push(t.elapsed().as_secs_f64());
+        fwd_cpu.push(process_cpu_s() - cpu);
         if forward_only {
             continue;
         }
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), process_cpu_s());
         let loss = cross_entropy(&model.forward_t(&x2, true)?, Targets::Labels(&labels), 0.0)?;
         opt.step(&loss.backward()?)?;
         step.push(t.elapsed().as_secs_f64());
+        step_cpu.push(process_cpu_s() - cpu);
     }
     // Learned parameters (running statistics excluded), as torch's `sum(p.numel())` counts them.
     let params: usize = trainable_vars(&varmap).iter().map(|(_, v)| v.elem_count()).sum();
     println!(
         "{}",
-        serde_json::json!({"arch": arch, "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)), "reps": reps})
+        serde_json::json!({"arch": arch, "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)),
+            "forward_cpu_s": median(fwd_cpu), "train_step_cpu_s": (!step_cpu.is_empty()).then(|| median(step_cpu)), "reps": reps})
     );
     Ok(())
 }
