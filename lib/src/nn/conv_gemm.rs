@@ -379,3 +379,58 @@ mod tests {
         assert!(transposed_geometry(&wide, 4).is_none());
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    /// `cargo test -p vidkit --lib conv_rates -- --ignored --nocapture`: GFLOP/s of the forward,
+    /// input gradient and weight gradient of ResNet-50 layer shapes over 16 frames.
+    #[test]
+    #[ignore]
+    fn conv_rates() {
+        crate::nn::retain_freed_buffers();
+        for &(c, cout, k, hw, s) in &[
+            (64, 64, 3, 56, 1),
+            (64, 256, 1, 56, 1),
+            (256, 64, 1, 56, 1),
+            (128, 128, 3, 28, 1),
+            (256, 256, 3, 14, 1),
+            (1024, 256, 1, 14, 1),
+            (512, 512, 3, 7, 1),
+            (128, 128, 3, 56, 2),
+        ] {
+            let g = Geometry3d {
+                n: 16,
+                c,
+                input: [1, hw, hw],
+                kernel: [1, k, k],
+                stride: [1, s, s],
+                pad: [0, k / 2, k / 2],
+                dilation: [1; 3],
+            };
+            let x = vec![0.5f32; g.n * c * g.in_volume()];
+            let w = vec![0.25f32; cout * c * k * k];
+            let p = positions(&g).unwrap();
+            let dy = vec![0.125f32; g.n * cout * p];
+            let flops = 2.0 * (g.n * p * cout * c * k * k) as f64;
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..3 {
+                    f();
+                }
+                flops * 3.0 / t.elapsed().as_secs_f64() / 1e9
+            };
+            let fwd = time(&|| drop(conv_forward(&x, &w, cout, &g).unwrap()));
+            let gi = time(&|| {
+                drop(match transposed_geometry(&g, cout) {
+                    Some(tg) => grad_input_transposed(&w, &dy, cout, &g, tg),
+                    None => grad_input_by_columns(&w, &dy, cout, &g).unwrap(),
+                })
+            });
+            let gw = time(&|| drop(grad_weight_implicit(&x, &dy, cout, &g).unwrap()));
+            eprintln!("{c}->{cout} k{k} {hw}² s{s}: forward {fwd:.0}, grad input {gi:.0}, grad weight {gw:.0} GFLOP/s");
+        }
+    }
+}

@@ -595,6 +595,9 @@ fn pack_a_run(
     }
 }
 
+/// How far ahead (values) the transposing packers prefetch each row they stream.
+const PREFETCH_AHEAD: usize = 64;
+
 /// `pack_a_run` for rows contiguous along k (cs = 1), 16 columns at a time: one masked load per
 /// row, a 16 × 16 transpose, one masked store of the rows per column (the scalar gather was ~3.5 % of a
 /// ResNet training step, mostly the weight gradients' output-gradient panels).
@@ -623,6 +626,7 @@ unsafe fn pack_a_run_wide(
         let mask = ((1u32 << n) - 1) as __mmask16;
         let mut v = [_mm512_setzero_ps(); 16];
         for r in 0..rows {
+            _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(base[r] + start + q0 + PREFETCH_AHEAD) as *const i8);
             // SAFETY: n values from base[r] + start + q0, inside the run (asserted above).
             let x = _mm512_maskz_loadu_ps(mask, src.add(base[r] + start + q0));
             v[r] = _mm512_mul_ps(x, _mm512_set1_ps(s[r]));
@@ -836,8 +840,11 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
         let (plane, dt, dh, dw) = rows[kk];
         let (ti, hi) = (t0 + dt, h0 + dh);
         if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
-            d.fill(0.0);
-            return;
+            // SAFETY: `pack_b` (the only caller) runs with AVX-512; no lane is read.
+            #[cfg(target_arch = "x86_64")]
+            return unsafe { masked_run(d, std::ptr::null(), 0, 0) };
+            #[cfg(not(target_arch = "x86_64"))]
+            return d.fill(0.0);
         }
         let src_row = &x.x[image + plane + (ti as usize * ih + hi as usize) * pitch..][..iw];
         // Input column of output column w: w·sw + dw·dil − pad. Columns q in lo..hi read inside
@@ -855,6 +862,12 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
         let inside = |q: isize| floor_div(q).clamp(0, run as isize) as usize;
         let (lo, hi) = (inside(sw - 1 - first), inside(iw as isize - first + sw - 1));
         let hi = hi.max(lo);
+        #[cfg(target_arch = "x86_64")]
+        if sw == 1 {
+            // SAFETY: as above; lanes lo..hi read input columns first + lo .. first + hi, inside
+            // the row.
+            return unsafe { masked_run(d, src_row.as_ptr().wrapping_offset(first), lo, hi) };
+        }
         d[..lo].fill(0.0);
         d[hi..].fill(0.0);
         if hi > lo {
@@ -874,6 +887,31 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
     });
 }
 
+/// `d[q] = src[q]` for q in `lo..hi`, zero elsewhere (d.len() ≤ NR): a row run that starts or
+/// ends in the padding, or lies in it (lo = hi), as masked moves instead of fill calls and a
+/// per-value copy.
+///
+/// # Safety
+/// AVX-512F available; `src + q` readable for q in `lo..hi` (no other lane is read, so `src`
+/// may point outside its row).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn masked_run(d: &mut [f32], src: *const f32, lo: usize, hi: usize) {
+    use std::arch::x86_64::*;
+    assert!(d.len() <= NR && lo <= hi && hi <= d.len(), "a run is at most a panel row");
+    let bits = |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16;
+    let mut base = 0;
+    while base < d.len() {
+        let lanes = (d.len() - base).min(16);
+        let at = |q: usize| q.clamp(base, base + 16) - base;
+        let v = _mm512_maskz_loadu_ps(bits(at(lo), at(hi)), src.wrapping_add(base));
+        // SAFETY: `lanes` values from `base` lie inside `d`.
+        _mm512_mask_storeu_ps(d.as_mut_ptr().add(base), bits(0, lanes), v);
+        base += 16;
+    }
+}
+
 /// Packs `Rhs::ConvT`: rows `p0..p0+kc` (output positions) and columns `j0..j0+nc` ((c, tap)
 /// pairs) into `NR`-column panels. The positions go in runs along an output row (a whole plane
 /// for 1×1 taps at stride 1 without spatial padding), decoded once per block; each column then
@@ -883,9 +921,9 @@ fn pack_b_conv(x: &ConvRhs, phased: bool, p0: usize, kc: usize, j0: usize, nc: u
 fn pack_b_conv_t(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     let t = ConvTBlock::new(x, p0, kc);
     #[cfg(target_arch = "x86_64")]
-    if t.sw == 1 {
+    if t.sw <= 2 {
         // SAFETY: `pack_b` (this packer's only caller) runs with AVX-512.
-        return unsafe { pack_conv_t_unit_stride(&t, kc, j0, nc, out) };
+        return unsafe { pack_conv_t_wide(&t, kc, j0, nc, out) };
     }
     pack_conv_t_columns(&t, kc, j0, nc, out)
 }
@@ -1026,18 +1064,21 @@ fn pack_conv_t_columns(t: &ConvTBlock, kc: usize, j0: usize, nc: usize, out: &mu
     }
 }
 
-/// `pack_b_conv_t` at w stride 1: per half panel (16 columns) and run, 16 run values of each
-/// column are one masked load (lanes in the padding or past the run read as zero) and a 16 × 16
-/// transpose turns the 16 column vectors into 16 panel rows: whole-vector moves instead of one
-/// scalar store per value (the scalar packer was ~5 % of a ResNet training step).
+/// `pack_b_conv_t` at w stride 1 or 2: per half panel (16 columns) and run, 16 run values of
+/// each column are one masked load (two and an even-lane permute at stride 2; lanes in the
+/// padding or past the run read as zero) and a 16 × 16 transpose turns the 16 column vectors
+/// into 16 panel rows: whole-vector moves instead of one scalar store per value (the scalar
+/// packer was ~5 % of a ResNet training step).
 ///
 /// # Safety
-/// AVX-512F available; `t.sw` is 1 and `out` holds ⌈nc / NR⌉ panels of `NR × kc`.
+/// AVX-512F available; `t.sw` is 1 or 2 and `out` holds ⌈nc / NR⌉ panels of `NR × kc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_conv_t_unit_stride(t: &ConvTBlock, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
+unsafe fn pack_conv_t_wide(t: &ConvTBlock, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert_eq!(t.sw, 1, "the transposing packer reads unit-stride rows");
+    assert!(t.sw == 1 || t.sw == 2, "the transposing packer reads rows at stride 1 or 2");
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let bits = |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16;
     assert!(out.len() >= nc.div_ceil(NR) * NR * kc, "panel buffer too small");
     let base = t.x.as_ptr();
     for (panel, dst) in out.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
@@ -1060,10 +1101,26 @@ unsafe fn pack_conv_t_unit_stride(t: &ConvTBlock, kc: usize, j0: usize, nc: usiz
                 while q0 < len {
                     let mut v = [_mm512_setzero_ps(); 16];
                     for (v, &(p, lo, hi)) in v.iter_mut().zip(&src) {
+                        // Each column is its own stream through memory: ask for a few lines ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            p.wrapping_add((q0 + PREFETCH_AHEAD) * t.sw as usize) as *const i8
+                        );
                         let (a, b) = (lo.clamp(q0, q0 + 16) - q0, hi.clamp(q0, q0 + 16) - q0);
-                        let mask = (((1u32 << b) - 1) & !((1u32 << a) - 1)) as __mmask16;
-                        // SAFETY: the unmasked lanes are run values lo..hi, inside their input row.
-                        *v = _mm512_maskz_loadu_ps(mask, p.wrapping_add(q0));
+                        if t.sw == 1 {
+                            // SAFETY: the unmasked lanes are run values lo..hi, inside their row.
+                            *v = _mm512_maskz_loadu_ps(bits(a, b), p.wrapping_add(q0));
+                        } else if b > a {
+                            // Run values a..b sit at even offsets 2a..2b−2 from p + 2·q0; the odd
+                            // ones between them are inside the row too, so one range per load.
+                            let (from, to) = (2 * a, 2 * b - 1);
+                            let at = p.wrapping_add(2 * q0);
+                            let lo_half = _mm512_maskz_loadu_ps(bits(from.min(16), to.min(16)), at);
+                            let hi_half = _mm512_maskz_loadu_ps(
+                                bits(from.saturating_sub(16), to.saturating_sub(16)),
+                                at.wrapping_add(16),
+                            );
+                            *v = _mm512_permutex2var_ps(lo_half, even, hi_half);
+                        }
                     }
                     let rows = transpose16(v);
                     for (q, row) in rows.iter().enumerate().take(len - q0) {
@@ -1600,9 +1657,9 @@ mod tests {
         }
     }
 
-    /// The transposing ConvT packer (w stride 1) writes the same panels as the per-column one,
-    /// over padded, dilated, temporal and 1×1 (plane-run) geometries and blocks that start
-    /// mid-row, cross images, and end in a partial panel.
+    /// The transposing ConvT packer (w stride 1 or 2) writes the same panels as the per-column
+    /// one, over padded, dilated, strided, temporal and 1×1 (plane-run) geometries and blocks
+    /// that start mid-row, cross images, and end in a partial panel.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn conv_t_transposing_packer_equals_column_packer() {
@@ -1610,7 +1667,7 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(7);
-        let cases: [([usize; 3], [usize; 3], [usize; 3], [usize; 3], [usize; 3]); 6] = [
+        let cases: [([usize; 3], [usize; 3], [usize; 3], [usize; 3], [usize; 3]); 9] = [
             // (input t/h/w, kernel, stride, pad, dilation)
             ([1, 9, 13], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1]),
             ([1, 7, 7], [1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1]),
@@ -1618,6 +1675,9 @@ mod tests {
             ([2, 11, 19], [1, 3, 3], [1, 1, 1], [0, 2, 2], [1, 2, 2]),
             ([4, 5, 5], [3, 1, 1], [2, 1, 1], [1, 0, 0], [1, 1, 1]),
             ([1, 4, 3], [1, 5, 5], [1, 1, 1], [0, 2, 2], [1, 1, 1]),
+            ([1, 9, 37], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1]),
+            ([1, 8, 40], [1, 1, 1], [1, 2, 2], [0, 0, 0], [1, 1, 1]),
+            ([2, 7, 71], [1, 3, 3], [1, 1, 2], [0, 2, 3], [1, 2, 2]),
         ];
         for (input, kernel, stride, pad, dilation) in cases {
             let g = super::super::vol2col::Geometry3d { n: 2, c: 3, input, kernel, stride, pad, dilation };
@@ -1632,8 +1692,8 @@ mod tests {
                     let len = nc.div_ceil(NR) * NR * kc;
                     let (mut wide, mut columns) = (vec![f32::NAN; len], vec![f32::NAN; len]);
                     pack_conv_t_columns(&t, kc, j0, nc, &mut columns);
-                    // SAFETY: AVX-512 checked; stride 1 in w in every case; the buffer holds the panels.
-                    unsafe { pack_conv_t_unit_stride(&t, kc, j0, nc, &mut wide) };
+                    // SAFETY: AVX-512 checked; w stride 1 or 2 in every case; the buffer holds the panels.
+                    unsafe { pack_conv_t_wide(&t, kc, j0, nc, &mut wide) };
                     let same = wide.iter().zip(&columns).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{input:?} {kernel:?} pad {pad:?} dil {dilation:?}: rows {p0}+{kc}, columns {j0}+{nc}");
                 }
@@ -1665,6 +1725,36 @@ mod tests {
                     .zip(&scalar)
                     .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
                 assert!(same, "rows {rows}, run {run}");
+            }
+        }
+    }
+
+    /// `masked_run` copies exactly lanes lo..hi and zeroes the rest of the run, for every run
+    /// length up to a panel row, and writes nothing past the run.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn masked_run_copies_the_inside_and_zeroes_the_padding() {
+        if !has_avx512() {
+            return;
+        }
+        let src: Vec<f32> = (1..=NR).map(|v| v as f32).collect();
+        for len in 0..=NR {
+            for lo in 0..=len {
+                for hi in lo..=len {
+                    let mut d = vec![-1f32; NR + 1];
+                    // SAFETY: AVX-512 checked; lanes lo..hi of `src` exist.
+                    unsafe { masked_run(&mut d[..len], src.as_ptr(), lo, hi) };
+                    for (q, &v) in d.iter().enumerate() {
+                        let want = if q >= len {
+                            -1.0
+                        } else if (lo..hi).contains(&q) {
+                            src[q]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(v, want, "len {len}, lanes {lo}..{hi}, value {q}");
+                    }
+                }
             }
         }
     }
