@@ -3,7 +3,7 @@
 //! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
-use crate::nn::{batch_norm2d, conv2d, max_pool2d, temporal_shift, ConvBn};
+use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -79,17 +79,24 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // Training on the CPU, the first conv reads its input shifted inside its own graph node.
+        let shift_in_conv = train && fusable(x);
         let mut y = match self.shift {
-            Some(s) => temporal_shift(x, s.segments, s.shift_div)?,
-            None => x.clone(),
+            Some(s) if !shift_in_conv => temporal_shift(x, s.segments, s.shift_div)?,
+            _ => x.clone(),
         };
         let identity = match &self.downsample {
             Some(d) => d.forward_act(x, train, None, false)?,
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
-        for cb in &self.convs[..last] {
-            y = cb.forward_act(&y, train, None, true)?;
+        for (i, cb) in self.convs[..last].iter().enumerate() {
+            y = match self.shift {
+                Some(s) if shift_in_conv && i == 0 => {
+                    conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &y, s.segments, s.shift_div)?
+                }
+                _ => cb.forward_act(&y, train, None, true)?,
+            };
         }
         // The last conv adds the shortcut and applies the block's ReLU in one pass.
         self.convs[last].forward_act(&y, train, Some(&identity), true)

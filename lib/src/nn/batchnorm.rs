@@ -116,6 +116,7 @@ impl BatchNorm2d {
     /// Training mode on the CPU with the convolution before it in the same op (see
     /// `conv_bn_train.rs`), for a dense convolution of geometry `g` whose output has `rank` 4
     /// (2D) or 5 dimensions, then + `residual` (the output's shape), then ReLU.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_after_conv(
         &self,
         x: &Tensor,
@@ -124,9 +125,20 @@ impl BatchNorm2d {
         rank: usize,
         residual: Option<&Tensor>,
         relu: bool,
+        input_shift: Option<&super::shift::FrameShift>,
     ) -> Result<Tensor> {
         let stats = Arc::new(Mutex::new(BatchStats::default()));
-        let y = super::conv_bn_train::conv_bn_train(x, weight, g, rank, self, residual, relu, stats.clone())?;
+        let y = super::conv_bn_train::conv_bn_train(
+            x,
+            weight,
+            g,
+            rank,
+            self,
+            residual,
+            relu,
+            input_shift,
+            stats.clone(),
+        )?;
         self.update_running(&*lock_stats(&stats)?, x.device())?;
         Ok(y)
     }

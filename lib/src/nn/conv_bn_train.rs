@@ -7,6 +7,7 @@
 use super::activation::relu_mask;
 use super::batchnorm::{lock_stats, train_forward, BatchNorm2d, BatchNormTrainBwd, BatchStats};
 use super::conv_gemm::{conv_forward, volume_shape, ConvGemmGradInput, ConvGemmGradWeight};
+use super::shift::{FrameShift, ShiftOp};
 use super::vol2col::{f32_slice, Geometry3d};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,9 @@ use std::sync::{Arc, Mutex};
 /// BN(conv(x)) (+ `residual`) (then ReLU) in training for `x` [N, C, T, H, W] (or [N, C, H, W]
 /// with `rank` 4), `weight` [C_out, C, kt, kh, kw] (groups 1, no bias) over `g`; `residual` has
 /// the output's shape. The batch statistics go to `stats` (the caller updates the running ones).
+/// With `input_shift` (frames as the batch of a 4D x), the conv reads x temporally shifted: TSM's
+/// shift inside the node, so the shifted copy's gradient is not a zeroed buffer and an add of
+/// its own.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_bn_train(
     x: &Tensor,
@@ -23,8 +27,14 @@ pub(super) fn conv_bn_train(
     bn: &BatchNorm2d,
     residual: Option<&Tensor>,
     relu: bool,
+    input_shift: Option<&FrameShift>,
     stats: Arc<Mutex<BatchStats>>,
 ) -> Result<Tensor> {
+    if input_shift.is_some() && (rank != 4 || g.input[0] != 1) {
+        candle_core::bail!(
+            "conv + batch norm: a temporal shift of the input needs frames as the batch (4D x)"
+        )
+    }
     let cout = weight.dim(0)?;
     let out = volume_shape(g.n, cout, g.out()?, rank)?;
     let (gamma, beta) = (bn.weight.to_dtype(x.dtype())?, bn.bias.to_dtype(x.dtype())?);
@@ -35,8 +45,10 @@ pub(super) fn conv_bn_train(
         eps: bn.eps,
         relu,
         residual: residual.is_some(),
+        input_shift: input_shift.cloned(),
         stats,
         z: Mutex::new(None),
+        shifted: Mutex::new(None),
     };
     let x = x.contiguous()?;
     match residual {
@@ -69,9 +81,13 @@ struct ConvBnTrain {
     eps: f64,
     relu: bool,
     residual: bool,
+    /// The conv reads x shifted so (frames = g.n).
+    input_shift: Option<FrameShift>,
     stats: Arc<Mutex<BatchStats>>,
     /// z = conv(x), from the forward to the backward (which takes it, freeing it early).
     z: Mutex<Option<Tensor>>,
+    /// The shifted x the conv read (with `input_shift`), for the weight gradient.
+    shifted: Mutex<Option<Tensor>>,
 }
 
 fn poisoned<T>(_: T) -> candle_core::Error {
@@ -120,7 +136,16 @@ impl CustomOp3 for ConvBnTrain {
                 residual.map(|r| r.len())
             )
         }
-        let z = conv_forward(x, w, self.cout, &g)?;
+        let z = match &self.input_shift {
+            None => conv_forward(x, w, self.cout, &g)?,
+            Some(shift) => {
+                let xs = shift.apply(x, g.n, g.c, g.in_volume())?;
+                let z = conv_forward(&xs, w, self.cout, &g)?;
+                *self.shifted.lock().map_err(poisoned)? =
+                    Some(Tensor::from_vec(xs, l1.shape(), &Device::Cpu)?);
+                z
+            }
+        };
         let dims = [g.n, self.cout, z.len() / (g.n * self.cout).max(1)];
         let (gamma, beta) = affine.split_at(self.cout);
         let (y, stats) = train_forward(&z, dims, gamma, beta, self.eps, residual, self.relu);
@@ -164,13 +189,26 @@ impl CustomOp3 for ConvBnTrain {
         let gz = all.narrow(0, 0, n)?.reshape(self.out.clone())?;
         let g_affine = all.narrow(0, n, 2 * c)?;
         // Only the gradients something upstream needs (the stem's input is the clip itself).
-        let gx = x.track_op().then(|| w.apply_op2_no_bwd(&gz, &ConvGemmGradInput(self.g))).transpose()?;
+        let mut gx = x.track_op().then(|| w.apply_op2_no_bwd(&gz, &ConvGemmGradInput(self.g))).transpose()?;
+        // With a shifted input: the weight gradient over what the conv read, the input gradient
+        // shifted back.
+        let shifted = self.shifted.lock().map_err(poisoned)?.take();
+        let conv_input = match (&self.input_shift, &shifted) {
+            (Some(shift), Some(xs)) => {
+                gx = gx.map(|g| g.apply_op1_no_bwd(&ShiftOp(shift.reversed()))).transpose()?;
+                xs
+            }
+            (Some(_), None) => candle_core::bail!("conv + batch norm: shifted input missing in the backward"),
+            (None, _) => x,
+        };
         if !self.residual {
-            let gw =
-                w.track_op().then(|| x.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))).transpose()?;
+            let gw = w
+                .track_op()
+                .then(|| conv_input.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g)))
+                .transpose()?;
             return Ok((gx, gw, Some(g_affine)));
         }
-        let gw = x.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))?;
+        let gw = conv_input.apply_op2_no_bwd(&gz, &ConvGemmGradWeight(self.g))?;
         let g_params = Tensor::cat(&[&gw.flatten_all()?, &g_affine], 0)?;
         Ok((gx, Some(g_params), g_res))
     }

@@ -154,6 +154,23 @@ pub fn conv2d_bn_act(
     }
 }
 
+/// Training ReLU(BN(conv(temporal_shift(x)))) for TSM's first conv of a block, the shift inside
+/// the conv's graph node on the CPU (mmaction2's shift: `segments` frames per clip as x's batch,
+/// 1/`shift_div` of the channels each way); the separate shift node elsewhere.
+pub fn conv2d_bn_relu_shifted(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    x: &Tensor,
+    segments: usize,
+    shift_div: usize,
+) -> Result<Tensor> {
+    if !fusable(x) {
+        return conv2d_bn_act(conv, bn, &temporal_shift(x, segments, shift_div)?, true, None, true);
+    }
+    let shift = shift::FrameShift::mmaction(x.dim(1)?, segments, shift_div);
+    bn.forward_after_conv(x, &conv.weight, conv.geometry(x)?, x.rank(), None, true, Some(&shift))
+}
+
 /// Training BN(conv(x)) (+ `residual`) (then ReLU) on the CPU for a dense convolution without
 /// bias over `g` (`weight` [C_out, C, kt, kh, kw], or [C_out, C, kh, kw] for a 4D x): the conv,
 /// the BN, the residual and the ReLU as one graph node, see `conv_bn_train.rs`.
@@ -167,9 +184,9 @@ pub fn conv_bn_train_act(
 ) -> Result<Tensor> {
     match residual {
         Some(r) if !fusable(r) => {
-            add_act(bn.forward_after_conv(x, weight, g, x.rank(), None, false)?, residual, relu)
+            add_act(bn.forward_after_conv(x, weight, g, x.rank(), None, false, None)?, residual, relu)
         }
-        _ => bn.forward_after_conv(x, weight, g, x.rank(), residual, relu),
+        _ => bn.forward_after_conv(x, weight, g, x.rank(), residual, relu, None),
     }
 }
 
@@ -227,6 +244,46 @@ mod graph {
         let apart = cb.bn.forward_act_t(&conv3.forward(x3.as_tensor()).unwrap(), true, true).unwrap();
         let ranks: Vec<usize> = activations(&apart, x3.as_tensor()).iter().map(Vec::len).collect();
         assert_eq!(ranks, vec![5, 5, 5], "3D conv, then BN");
+    }
+
+    /// TSM's first conv with the shift inside its node equals the shift node followed by the
+    /// conv node, bit for bit: output, and the gradients of sum(y · r) for x, the weight, γ and
+    /// β; and the shifted copy is no node of its own.
+    #[test]
+    fn shift_inside_the_conv_node_equals_the_shift_node() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        crate::model::init_weights(&vm, 3).unwrap();
+        for (kernel, pad, segments, shift_div) in [(1, 0, 4, 8), (3, 1, 3, 4)] {
+            let cb = ConvBn {
+                conv: conv2d(16, 6, kernel, 1, pad, vb.pp(format!("c{kernel}"))).unwrap(),
+                bn: batch_norm2d(6, vb.pp(format!("b{kernel}"))).unwrap(),
+            };
+            crate::model::init_weights(&vm, 3).unwrap();
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1., (2 * segments, 16, 5, 7), &dev).unwrap()).unwrap();
+            let r = Tensor::randn(0f32, 1., (2 * segments, 6, 5, 7), &dev).unwrap();
+            let inside =
+                conv2d_bn_relu_shifted(&cb.conv, &cb.bn, x.as_tensor(), segments, shift_div).unwrap();
+            let shifted = temporal_shift(x.as_tensor(), segments, shift_div).unwrap();
+            let apart = cb.forward_act(&shifted, true, None, true).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(flat(&inside), flat(&apart), "k{kernel}: output");
+            let nodes =
+                inside.sorted_nodes().into_iter().filter(|t| t.elem_count() >= x.elem_count()).count();
+            assert_eq!(nodes, 1, "k{kernel}: x the only input-sized node, no shifted copy");
+            let (gi, ga) = (
+                (&inside * &r).unwrap().sum_all().unwrap().backward().unwrap(),
+                (&apart * &r).unwrap().sum_all().unwrap().backward().unwrap(),
+            );
+            for (what, t) in
+                [("x", x.as_tensor()), ("w", &cb.conv.weight), ("γ", &cb.bn.weight), ("β", &cb.bn.bias)]
+            {
+                let (a, b) = (gi.get(t).expect("gradient"), ga.get(t).expect("gradient"));
+                assert_eq!(flat(a), flat(b), "k{kernel}: gradient of {what}");
+            }
+        }
     }
 }
 

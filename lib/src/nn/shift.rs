@@ -29,7 +29,7 @@ fn shift_bands(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) -> R
         candle_core::bail!("temporal_shift: batch {nt} is not a multiple of {segments} segments");
     }
     if super::fusable(x) {
-        return x.contiguous()?.apply_op1(ShiftOp { segments, bands: bands.to_vec() });
+        return x.contiguous()?.apply_op1(ShiftOp(FrameShift { segments, bands: bands.to_vec() }));
     }
     shift_bands_cat(x, segments, bands)
 }
@@ -52,26 +52,53 @@ fn shift_bands_cat(x: &Tensor, segments: usize, bands: &[(usize, usize, From)]) 
     Tensor::cat(&parts, 2)?.reshape((nt, c, h, w))
 }
 
-/// The one-pass shift of [N × T, C, H, W] f32 (contiguous).
-struct ShiftOp {
+/// A temporal shift as data: clips of `segments` frames, and the bands of channels with where
+/// each takes its values from. The CPU op below, and the training conv that takes its input
+/// shifted (`conv_bn_train`, so the shifted copy is no graph node of its own).
+#[derive(Clone, Debug)]
+pub(super) struct FrameShift {
     segments: usize,
     bands: Vec<(usize, usize, From)>,
 }
 
-impl CustomOp1 for ShiftOp {
-    fn name(&self) -> &'static str {
-        "vidkit-temporal-shift"
+impl FrameShift {
+    /// mmaction2's `TemporalShift.shift` of `c` channels.
+    pub(super) fn mmaction(c: usize, segments: usize, shift_div: usize) -> Self {
+        let fold = c / shift_div.max(1);
+        FrameShift {
+            segments,
+            bands: vec![
+                (0, fold, From::Next),
+                (fold, fold, From::Previous),
+                (2 * fold, c - 2 * fold, From::Same),
+            ],
+        }
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        super::fused::kernel_allowed(self.name())?;
-        let (nt, c, h, w) = layout.shape().dims4()?;
-        let Some((lo, hi)) = layout.contiguous_offsets() else {
-            candle_core::bail!("temporal_shift: not contiguous")
+    /// The adjoint: each band moves back the way it came.
+    pub(super) fn reversed(&self) -> Self {
+        let back = |from| match from {
+            From::Next => From::Previous,
+            From::Previous => From::Next,
+            From::Same => From::Same,
         };
-        let x = &storage.as_slice::<f32>()?[lo..hi];
-        let plane = h * w;
+        FrameShift {
+            segments: self.segments,
+            bands: self.bands.iter().map(|&(s, l, f)| (s, l, back(f))).collect(),
+        }
+    }
+
+    /// The shifted copy of `x`, contiguous [frames, c, plane] f32 (frames a multiple of the
+    /// segments); errors when it is not, or when the bands do not tile the c channels.
+    pub(super) fn apply(&self, x: &[f32], frames: usize, c: usize, plane: usize) -> Result<Vec<f32>> {
         let frame = c * plane;
+        if self.segments <= 1 || frames % self.segments != 0 || x.len() != frames * frame {
+            candle_core::bail!(
+                "temporal_shift: {} values are not {frames} frames of {c} × {plane} in clips of {}",
+                x.len(),
+                self.segments
+            )
+        }
         // The bands must tile the channels: every output value is written below.
         let mut next = 0;
         for &(start, len, _) in &self.bands {
@@ -84,7 +111,7 @@ impl CustomOp1 for ShiftOp {
             candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
         }
         if frame == 0 {
-            return Ok((CpuStorage::F32(Vec::new()), Shape::from((nt, c, h, w))));
+            return Ok(Vec::new());
         }
         let copy_frame = |_: &mut (), f: usize, dst: &mut [MaybeUninit<f32>]| {
             let t = f % self.segments;
@@ -107,37 +134,36 @@ impl CustomOp1 for ShiftOp {
             }
         };
         // SAFETY: the bands tile the channels (checked above), so each frame is written whole.
-        let out = unsafe { super::vol2col::par_planes_uninit(x.len(), frame, || (), copy_frame) };
+        Ok(unsafe { super::vol2col::par_planes_uninit(x.len(), frame, || (), copy_frame) })
+    }
+}
+
+/// The one-pass shift of [N × T, C, H, W] f32 (contiguous).
+pub(super) struct ShiftOp(pub(super) FrameShift);
+
+impl CustomOp1 for ShiftOp {
+    fn name(&self) -> &'static str {
+        "vidkit-temporal-shift"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
+        let (nt, c, h, w) = layout.shape().dims4()?;
+        let Some((lo, hi)) = layout.contiguous_offsets() else {
+            candle_core::bail!("temporal_shift: not contiguous")
+        };
+        let out = self.0.apply(&storage.as_slice::<f32>()?[lo..hi], nt, c, h * w)?;
         Ok((CpuStorage::F32(out), Shape::from((nt, c, h, w))))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        // The adjoint moves each band back the way it came.
-        let bands = self
-            .bands
-            .iter()
-            .map(|&(s, l, from)| {
-                let back = match from {
-                    From::Next => From::Previous,
-                    From::Previous => From::Next,
-                    From::Same => From::Same,
-                };
-                (s, l, back)
-            })
-            .collect();
-        Ok(Some(grad.contiguous()?.apply_op1(ShiftOp { segments: self.segments, bands })?))
+        Ok(Some(grad.contiguous()?.apply_op1(ShiftOp(self.0.reversed()))?))
     }
 }
 
 /// mmaction2's shift. `x`: [N × T, C, H, W] with T = `segments` consecutive frames per clip.
 pub fn temporal_shift(x: &Tensor, segments: usize, shift_div: usize) -> Result<Tensor> {
-    let c = x.dim(1)?;
-    let fold = c / shift_div;
-    shift_bands(
-        x,
-        segments,
-        &[(0, fold, From::Next), (fold, fold, From::Previous), (2 * fold, c - 2 * fold, From::Same)],
-    )
+    shift_bands(x, segments, &FrameShift::mmaction(x.dim(1)?, segments, shift_div).bands)
 }
 
 /// Paddle's `temporal_shift(x, seg_num, shift_ratio)` (NCHW). The band edges are computed in

@@ -238,6 +238,94 @@ fn apply(var: &Var, p: &Tensor, update: &Tensor) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // SGD
 
+/// CPU f32, where the fused updates apply.
+fn host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32
+}
+
+/// torch.optim.SGD's update of one parameter in place (the op's first tensor; the gradient is the
+/// second), its momentum buffer beside it: the same arithmetic, rounding for rounding, as the
+/// tensor-op route (candle's `x * s` is `x · s + 0`), in one pass.
+struct SgdUpdate {
+    lr: f32,
+    weight_decay: f32,
+    momentum: f32,
+    /// 1 − dampening.
+    keep: f32,
+    nesterov: bool,
+    /// In: the buffer (None before the first step); out: the updated one (None without momentum).
+    buf: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl SgdUpdate {
+    /// Values `p`, `g` (and buffer `b`, empty without momentum; `first`: b holds no history yet).
+    #[inline(always)]
+    fn chunk(&self, p: &mut [f32], g: &[f32], b: &mut [f32], first: bool) {
+        let scaled = |x: f32, s: f32| x * s + 0.0;
+        for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
+            let mut d = g;
+            if self.weight_decay != 0.0 {
+                d += scaled(*p, self.weight_decay);
+            }
+            if let Some(b) = b.get_mut(i) {
+                *b = if first { d } else { scaled(*b, self.momentum) + scaled(d, self.keep) };
+                d = if self.nesterov { d + scaled(*b, self.momentum) } else { *b };
+            }
+            *p -= scaled(d, self.lr);
+        }
+    }
+}
+
+impl candle_core::InplaceOp2 for SgdUpdate {
+    fn name(&self) -> &'static str {
+        "vidkit-sgd-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        use candle_core::CpuStorage::F32;
+        use rayon::prelude::*;
+        let (F32(p), F32(g)) = (s1, s2) else { candle_core::bail!("SGD update: f32 tensors only") };
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("SGD update: contiguous parameter and gradient only")
+        };
+        let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
+        if p.len() != g.len() {
+            candle_core::bail!("SGD update: {} parameter values, {} gradient values", p.len(), g.len())
+        }
+        let mut buf =
+            self.buf.lock().map_err(|_| candle_core::Error::Msg("SGD buffer lock poisoned".into()))?;
+        if self.momentum == 0.0 {
+            *buf = None;
+        }
+        let first = self.momentum != 0.0 && buf.is_none();
+        if first {
+            *buf = Some(vec![0.0; p.len()]);
+        }
+        let b: &mut [f32] = buf.as_deref_mut().unwrap_or_default();
+        if !b.is_empty() && b.len() != p.len() {
+            candle_core::bail!("SGD update: momentum buffer of {} values for {} parameters", b.len(), p.len())
+        }
+        const CHUNK: usize = 1 << 16;
+        if b.is_empty() {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(p, g)| self.chunk(p, g, &mut [], first));
+        } else {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(b.par_chunks_mut(CHUNK))
+                .for_each(|((p, g), b)| self.chunk(p, g, b, first));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SgdConfig {
@@ -274,7 +362,17 @@ impl Default for SgdConfig {
 pub struct Sgd {
     cfg: SgdConfig,
     params: Params,
-    bufs: Vec<Option<Tensor>>,
+    bufs: Vec<Option<Momentum>>,
+    /// Take `SgdUpdate` where it applies (off in a test, to compare with the tensor-op route).
+    fused: bool,
+}
+
+/// A parameter's momentum buffer: host memory for CPU f32 parameters (updated in the same pass as
+/// the parameter, `SgdUpdate`), a tensor elsewhere and as loaded from a checkpoint.
+#[derive(Clone)]
+enum Momentum {
+    Host(Vec<f32>),
+    Tensor(Tensor),
 }
 
 impl Sgd {
@@ -284,7 +382,7 @@ impl Sgd {
         }
         let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
         let bufs = vec![None; params.named.len()];
-        Ok(Self { cfg, params, bufs })
+        Ok(Self { cfg, params, bufs, fused: true })
     }
 
     /// Replaces the decay rule: `pred(name, var)` true means no weight decay for that parameter.
@@ -301,6 +399,27 @@ impl Optimizer for Sgd {
             let Some(mut d) = grad_of(grads, var) else { continue };
             let p = var.as_tensor().detach();
             let wd = self.params.weight_decay(i, c.weight_decay);
+            let lr = self.params.lr(i, c.lr);
+            if self.fused && host_f32(&p) && host_f32(&d) && p.shape() == d.shape() {
+                // One pass over parameter, gradient and buffer instead of ~8 tensor ops.
+                let buf = match self.bufs[i].take() {
+                    None => None,
+                    Some(Momentum::Host(b)) => Some(b),
+                    Some(Momentum::Tensor(b)) => Some(b.flatten_all()?.to_vec1::<f32>()?),
+                };
+                let update = SgdUpdate {
+                    lr: lr as f32,
+                    weight_decay: wd as f32,
+                    momentum: c.momentum as f32,
+                    keep: (1.0 - c.dampening) as f32,
+                    nesterov: c.nesterov,
+                    buf: std::sync::Mutex::new(buf),
+                };
+                p.inplace_op2(&d.contiguous()?, &update)?;
+                let buf = update.buf.into_inner().map_err(|_| anyhow::anyhow!("SGD buffer lock poisoned"))?;
+                self.bufs[i] = buf.map(Momentum::Host);
+                continue;
+            }
             if wd != 0.0 {
                 d = d.add(&(&p * wd)?)?;
             }
@@ -308,12 +427,16 @@ impl Optimizer for Sgd {
                 let buf = match self.bufs[i].take() {
                     // torch: buf = torch.clone(grad).detach() on the first step, no dampening.
                     None => d.copy()?,
-                    Some(b) => (b * c.momentum)?.add(&(&d * (1.0 - c.dampening))?)?,
+                    Some(Momentum::Tensor(b)) => (b * c.momentum)?.add(&(&d * (1.0 - c.dampening))?)?,
+                    Some(Momentum::Host(b)) => {
+                        let b = Tensor::from_vec(b, d.shape(), d.device())?;
+                        (b * c.momentum)?.add(&(&d * (1.0 - c.dampening))?)?
+                    }
                 };
                 d = if c.nesterov { d.add(&(&buf * c.momentum)?)? } else { buf.clone() };
-                self.bufs[i] = Some(buf);
+                self.bufs[i] = Some(Momentum::Tensor(buf));
             }
-            apply(var, &p, &(d * self.params.lr(i, c.lr))?)?;
+            apply(var, &p, &(d * lr)?)?;
         }
         Ok(())
     }
@@ -338,8 +461,17 @@ impl Optimizer for Sgd {
         let mut s = OptimState { kind: self.kind().into(), ..Default::default() };
         s.scalars.insert("lr".into(), self.cfg.lr);
         for (i, (name, _)) in self.params.named.iter().enumerate() {
-            if let Some(b) = &self.bufs[i] {
-                s.tensors.insert(format!("momentum_buffer.{name}"), b.clone());
+            match &self.bufs[i] {
+                Some(Momentum::Tensor(b)) => {
+                    s.tensors.insert(format!("momentum_buffer.{name}"), b.clone());
+                }
+                Some(Momentum::Host(b)) => {
+                    let var = self.params.named[i].1.as_tensor();
+                    let b = Tensor::from_slice(b, var.shape(), var.device())
+                        .expect("buffer has its parameter's size");
+                    s.tensors.insert(format!("momentum_buffer.{name}"), b);
+                }
+                None => {}
             }
         }
         s
@@ -348,7 +480,7 @@ impl Optimizer for Sgd {
     fn load_state(&mut self, state: &OptimState) -> Result<()> {
         let mut slots = self.params.read_slots(state, "sgd", &["momentum_buffer"])?;
         for (i, slot) in slots.iter_mut().enumerate() {
-            self.bufs[i] = slot.remove("momentum_buffer");
+            self.bufs[i] = slot.remove("momentum_buffer").map(Momentum::Tensor);
         }
         if let Some(lr) = state.scalars.get("lr") {
             self.cfg.lr = *lr;
@@ -916,6 +1048,59 @@ mod tests {
         // buf = −8.19 → −0.201.
         assert_close(&values(&vars[1].1), &[0.229, -0.201], "fc.bias");
         assert_eq!(values(&buffer), vec![3.0, 4.0]);
+    }
+
+    /// The one-pass CPU update equals the tensor-op route bit for bit over steps (weight decay,
+    /// dampening, Nesterov or not, no momentum), and its buffer goes through a saved state and
+    /// back into either route.
+    #[test]
+    fn fused_sgd_equals_the_tensor_ops() {
+        let mut rng = crate::rng::Rng::new(5);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect() };
+        let configs = [
+            SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.01, ..Default::default() },
+            SgdConfig { lr: 0.05, momentum: 0.8, dampening: 0.3, weight_decay: 1e-4, ..Default::default() },
+            SgdConfig { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, ..Default::default() },
+            SgdConfig { lr: 0.2, weight_decay: 0.0, ..Default::default() },
+        ];
+        for cfg in configs {
+            let start = [random(70_000), random(3)];
+            let grads: Vec<[Vec<f32>; 2]> = (0..4).map(|_| [random(70_000), random(3)]).collect();
+            let vars_of = || -> Vec<(String, Var)> {
+                ["a.weight", "b.bias"].iter().zip(&start).map(|(n, v)| (n.to_string(), var(v))).collect()
+            };
+            let (fused_vars, plain_vars) = (vars_of(), vars_of());
+            let mut fused = Sgd::new(fused_vars.clone(), cfg.clone()).unwrap();
+            let mut plain = Sgd::new(plain_vars.clone(), cfg.clone()).unwrap();
+            plain.fused = false;
+            for (step, g) in grads.iter().enumerate() {
+                for (opt, vars) in [(&mut fused, &fused_vars), (&mut plain, &plain_vars)] {
+                    let mut store = vars[0].1.as_tensor().sum_all().unwrap().backward().unwrap();
+                    for ((_, v), g) in vars.iter().zip(g) {
+                        store.insert(v.as_tensor(), Tensor::from_slice(g, v.shape(), &Device::Cpu).unwrap());
+                    }
+                    opt.step(&store).unwrap();
+                }
+                if step == 1 {
+                    // Through a saved state: the fused route reloads its buffer as a tensor.
+                    fused.load_state(&fused.state()).unwrap();
+                }
+                for ((_, f), (_, p)) in fused_vars.iter().zip(&plain_vars) {
+                    let same = values(f).iter().zip(values(p)).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{cfg:?}: parameters differ after step {step}");
+                }
+            }
+            let (fs, ps) = (fused.state(), plain.state());
+            assert_eq!(fs.tensors.len(), ps.tensors.len(), "{cfg:?}: buffers saved");
+            for (name, t) in &fs.tensors {
+                let (a, b) = (
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    ps.tensors[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                );
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{cfg:?}: buffer {name}");
+            }
+        }
     }
 
     /// mmaction2's fc_lr5 on plain SGD: with the same gradient everywhere, the head's weight
