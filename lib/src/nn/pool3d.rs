@@ -5,6 +5,7 @@
 //! input + padding) when padding counts, the clipped size otherwise; adaptive windows are
 //! [⌊o·In/Out⌋, ⌈(o+1)·In/Out⌉).
 
+use super::simd;
 use super::vol2col::{f32_slice, par_planes, par_planes_with};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -197,28 +198,93 @@ impl Pool {
     /// scratch. The same values as `max_windows` (a NaN still wins) at a fraction of its cost,
     /// which was a twentieth of a SlowFast forward.
     fn max_values(&self, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>) {
-        let [_, _, t, h, w] = self.input;
-        let [at, ah, aw] = &self.axes;
-        let ow = aw.len();
-        let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-        rows.clear();
-        rows.resize(t * h * ow, f32::NEG_INFINITY);
-        for (src, dst) in xp.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
-            for (zw, d) in dst.iter_mut().enumerate() {
-                *d = src[aw.lo[zw]..aw.hi[zw]].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v));
-            }
+        max_values_simd(self, xp, yp, rows)
+    }
+
+    /// The w windows are ResNet's stem pool along w (3 wide, stride 2, padding 1).
+    fn w_is_3_by_2(&self) -> bool {
+        let (aw, w) = (&self.axes[2], self.input[4]);
+        (0..aw.len()).all(|z| aw.lo[z] == (2 * z).saturating_sub(1) && aw.hi[z] == (2 * z + 2).min(w))
+    }
+}
+
+/// `Pool::max_values`, compiled for the vector width at hand (a closure under `par_planes` runs
+/// at the baseline's).
+#[inline(always)]
+fn max_values_body(p: &Pool, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>) {
+    let [_, _, t, h, w] = p.input;
+    let [at, ah, aw] = &p.axes;
+    let ow = aw.len();
+    let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    rows.clear();
+    rows.resize(t * h * ow, f32::NEG_INFINITY);
+    #[cfg(target_arch = "x86_64")]
+    let by_vectors = super::gemm::has_avx512() && p.w_is_3_by_2();
+    for (src, dst) in xp.chunks_exact(w).zip(rows.chunks_exact_mut(ow)) {
+        #[cfg(target_arch = "x86_64")]
+        if by_vectors {
+            // SAFETY: AVX-512 checked.
+            unsafe { max3_stride2_row(src, dst) };
+            continue;
         }
-        for (out_row, dst) in yp.chunks_exact_mut(ow).enumerate() {
-            let (zt, zh) = (out_row / ah.len(), out_row % ah.len());
-            dst.fill(f32::NEG_INFINITY);
-            for ti in at.lo[zt]..at.hi[zt] {
-                for hi in ah.lo[zh]..ah.hi[zh] {
-                    for (d, &v) in dst.iter_mut().zip(&rows[(ti * h + hi) * ow..][..ow]) {
-                        *d = max(*d, v);
-                    }
+        for (zw, d) in dst.iter_mut().enumerate() {
+            *d = src[aw.lo[zw]..aw.hi[zw]].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v));
+        }
+    }
+    for (out_row, dst) in yp.chunks_exact_mut(ow).enumerate() {
+        let (zt, zh) = (out_row / ah.len(), out_row % ah.len());
+        dst.fill(f32::NEG_INFINITY);
+        for ti in at.lo[zt]..at.hi[zt] {
+            for hi in ah.lo[zh]..ah.hi[zh] {
+                for (d, &v) in dst.iter_mut().zip(&rows[(ti * h + hi) * ow..][..ow]) {
+                    *d = max(*d, v);
                 }
             }
         }
+    }
+}
+
+simd::dispatch_simd!(max_values_simd, max_values_body, (p: &Pool, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>));
+
+/// One input row's maxima over w windows 3 wide at stride 2 with padding 1: dst[z] = max of
+/// src[2z − 1], src[2z], src[2z + 1] (those inside), in that order, a NaN winning as in the
+/// scalar fold; 16 outputs a step from two pairs of loads split into their even and odd values.
+///
+/// # Safety
+/// AVX-512F available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max3_stride2_row(src: &[f32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let (w, ow) = (src.len(), dst.len());
+    let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    let scalar = |z: usize| {
+        src[(2 * z).saturating_sub(1)..(2 * z + 2).min(w)].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v))
+    };
+    let vmax = |m: __m512, v: __m512| {
+        let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_blend_ps(take, m, v)
+    };
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut z = 0;
+    if ow > 0 {
+        dst[0] = scalar(0);
+        z = 1;
+    }
+    // Outputs z..z+16 read src[2z − 1 .. 2z + 33).
+    while z + 16 <= ow && 2 * z + 33 <= w {
+        let at = src.as_ptr().add(2 * z - 1);
+        let (lo, hi) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
+        let (lo2, hi2) = (_mm512_loadu_ps(at.add(2)), _mm512_loadu_ps(at.add(18)));
+        let left = _mm512_permutex2var_ps(lo, even, hi);
+        let centre = _mm512_permutex2var_ps(lo, odd, hi);
+        let right = _mm512_permutex2var_ps(lo2, even, hi2);
+        _mm512_storeu_ps(dst.as_mut_ptr().add(z), vmax(vmax(left, centre), right));
+        z += 16;
+    }
+    for (z, d) in dst.iter_mut().enumerate().skip(z) {
+        *d = scalar(z);
     }
 }
 
@@ -414,10 +480,24 @@ mod tests {
     /// The separable forward gives each window's maximum as the direct scan does, NaN included.
     #[test]
     fn max_values_equal_window_scan() {
-        for (kernel, stride, pad) in [([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([3, 3, 2], [2, 1, 2], [1, 1, 1])] {
-            let input = [1, 2, 5, 7, 9];
+        // The last two are wide enough for the 16-output steps of the stem pool's w pass (rows of
+        // 80 and 81), with ties (rounded values), −∞ and NaNs at even and odd columns.
+        for (kernel, stride, pad, input) in [
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 5, 7, 9]),
+            ([3, 3, 2], [2, 1, 2], [1, 1, 1], [1, 2, 5, 7, 9]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 1, 3, 80]),
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1, 4, 81]),
+        ] {
             let x = Tensor::randn(0f32, 1., input.to_vec(), &Device::Cpu).unwrap();
             let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            if input[4] > 9 {
+                xs.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+                for (i, v) in
+                    [(5, f32::NAN), (36, f32::NAN), (37, f32::NAN), (50, f32::NEG_INFINITY), (101, f32::NAN)]
+                {
+                    xs[i] = v;
+                }
+            }
             xs[40] = f32::NAN;
             let axes = [0, 1, 2].map(|a| Axis::fixed(input[a + 2], kernel[a], stride[a], pad[a]).unwrap());
             let p = Pool { kind: Kind::Max, input, axes };
