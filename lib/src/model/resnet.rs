@@ -79,8 +79,8 @@ impl Block {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // Training on the CPU, the first conv reads its input shifted inside its own graph node.
-        let shift_in_conv = train && fusable(x);
+        // On the CPU the first conv reads its input shifted (no shifted copy as a node of its own).
+        let shift_in_conv = fusable(x);
         let mut y = match self.shift {
             Some(s) if !shift_in_conv => temporal_shift(x, s.segments, s.shift_div)?,
             _ => x.clone(),
@@ -93,7 +93,7 @@ impl Block {
         for (i, cb) in self.convs[..last].iter().enumerate() {
             y = match self.shift {
                 Some(s) if shift_in_conv && i == 0 => {
-                    conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &y, s.segments, s.shift_div)?
+                    conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &y, train, s.segments, s.shift_div)?
                 }
                 _ => cb.forward_act(&y, train, None, true)?,
             };

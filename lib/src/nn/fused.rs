@@ -6,7 +6,10 @@
 //! f32 CPU tensors and use the separate differentiable ops otherwise.
 
 use super::depthwise3d::depthwise_forward;
-use super::gemm::{sgemm_columns_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, MatRef};
+use super::gemm::{
+    sgemm_columns_new, sgemm_columns_shifted_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, FrameRows,
+    MatRef,
+};
 use super::simd::dispatch_simd;
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
@@ -95,6 +98,47 @@ pub fn conv_bn_act_3d(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor> {
+    conv_bn_act_3d_shifted(x, g, weight, conv_bias, bn, residual, relu, None)
+}
+
+/// `conv_bn_act_3d` of x temporally shifted (`shift`, frames as x's N, one frame each), read
+/// shifted by the GEMM's packing for a 1×1 conv with AVX-512 (no shifted copy of x), shifted
+/// first otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_bn_act_3d_shifted(
+    x: &Tensor,
+    g: Geometry3d,
+    weight: &Tensor,
+    conv_bias: Option<&Tensor>,
+    bn: &BatchNorm2d,
+    residual: Option<&Tensor>,
+    relu: bool,
+    shift: Option<&super::shift::FrameShift>,
+) -> Result<Tensor> {
+    let direct = g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3];
+    if shift.is_some() && g.input[0] != 1 {
+        candle_core::bail!("fused conv: a temporal shift needs frames as the batch (T = 1)")
+    }
+    let shift = match shift {
+        Some(s) if !(direct && super::gemm::has_avx512()) => {
+            let (n, c, _, h, w) = x.dims5()?;
+            let xs = x.contiguous()?.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
+            return conv_bn_act_3d_shifted(
+                &xs.reshape(x.shape())?,
+                g,
+                weight,
+                conv_bias,
+                bn,
+                residual,
+                relu,
+                None,
+            );
+        }
+        s => s.map(|s| s.deltas()),
+    };
+    if shift.as_ref().is_some_and(|(_, d)| d.len() != g.c) {
+        candle_core::bail!("fused conv: the shift's bands do not cover {} channels", g.c)
+    }
     let [ot, oh, ow] = g.out()?;
     let p = ot * oh * ow;
     let cout = weight.dim(0)?;
@@ -106,7 +150,6 @@ pub fn conv_bn_act_3d(
     let weight = weight.contiguous()?;
     let (w_storage, w_layout) = weight.storage_and_layout();
     let w = cpu_f32(&w_storage, w_layout)?;
-    let direct = g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3];
     // Output blocks of P columns that are not whole 32-wide tiles would make most tiles straddle
     // two images (P = 49 at ResNet's last stage): then the GEMM writes [C_out, N·P] and one pass
     // here moves it into place with the epilogue.
@@ -146,7 +189,13 @@ pub fn conv_bn_act_3d(
     let product = if direct {
         // 1×1×1, stride 1: each image's [C, P] block is B itself.
         let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
-        sgemm_columns_new(a, b, Columns { per: p, b_stride: g.c * p, c_stride }, ldc, epi)
+        let cols = Columns { per: p, b_stride: g.c * p, c_stride };
+        match &shift {
+            Some((segments, delta)) => {
+                sgemm_columns_shifted_new(a, b, cols, FrameRows { segments: *segments, delta }, ldc, epi)
+            }
+            None => sgemm_columns_new(a, b, cols, ldc, epi),
+        }
     } else {
         let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
         sgemm_conv_new(a, conv, Columns { per: p, b_stride: 0, c_stride }, ldc, epi)

@@ -159,11 +159,23 @@ pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, 
 #[derive(Clone, Copy, Debug)]
 enum Rhs<'a> {
     Mat(MatRef<'a>, Columns),
+    /// A matrix whose rows read neighbouring batch items (`FrameRows`).
+    ShiftedMat(MatRef<'a>, Columns, FrameRows<'a>),
     /// `phased`: `x` is laid out by `split_w_phases` (stride along w becomes 1).
     Conv(ConvRhs<'a>, bool),
     /// The transposed column matrix: row (n, t, h, w) and column (c, dt, dh, dw) hold what
     /// `Conv` holds at (column, row), for a weight gradient.
     ConvT(ConvRhs<'a>),
+}
+
+/// B's rows read from neighbouring batch items: row k of item n is row k of item n + `delta[k]`
+/// when that item lies in the same clip of `segments` consecutive items, zeros otherwise. TSM's
+/// temporal shift of a 1×1 convolution's input (items = frames), read while packing instead of
+/// copied first.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameRows<'a> {
+    pub segments: usize,
+    pub delta: &'a [i8],
 }
 
 /// A convolution's input `x` [N, C, T, H, W] as the B operand: row (c, dt, dh, dw) and column
@@ -383,6 +395,41 @@ pub fn sgemm_columns(
 pub fn sgemm_columns_new(a: MatRef, b: MatRef, cols: Columns, ldc: usize, epi: Epilogue) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     new_product(m, n, cols, ldc, |c| sgemm_impl(a, b, cols, c, ldc, false, epi, has_avx512()))
+}
+
+/// `sgemm_columns_new` with B's rows read through `rows` (a frame shift per row, see
+/// `FrameRows`; B contiguous along its columns). Needs AVX-512 (`has_avx512`).
+pub fn sgemm_columns_shifted_new(
+    a: MatRef,
+    b: MatRef,
+    cols: Columns,
+    rows: FrameRows,
+    ldc: usize,
+    epi: Epilogue,
+) -> Vec<f32> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(has_avx512(), "the shifted product needs AVX-512");
+    assert!(b.cs == 1 && b.rows == k && rows.delta.len() == k, "B rows and their shifts differ");
+    assert!(
+        rows.segments > 0 && n % cols.per == 0 && (n / cols.per) % rows.segments == 0,
+        "items are not whole clips"
+    );
+    a.check();
+    if m == 0 || n == 0 || k == 0 {
+        // Without rows to read, the product is the epilogue over zeros: the unshifted path.
+        return sgemm_columns_new(a, b, cols, ldc, epi);
+    }
+    assert!((k - 1) * b.rs + cols.b_off(n - 1, 1) < b.data.len(), "B view exceeds its buffer");
+    assert!((m - 1) * ldc + cols.c_off(n - 1) < m * n, "output does not fit");
+    for v in [epi.row_bias, epi.row_scale].into_iter().flatten() {
+        assert!(v.len() >= m, "per-row vector shorter than the rows");
+    }
+    if let Some(res) = epi.residual {
+        assert!(res.len() >= m * n, "residual too small");
+    }
+    new_product(m, n, cols, ldc, |c| {
+        run_blocked(a, Columns::single(k), Rhs::ShiftedMat(b, cols, rows), n, cols, c.ptr, ldc, false, epi)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -697,6 +744,35 @@ fn pack_b_mat(b: &MatRef, cols_map: &Columns, p0: usize, kc: usize, j0: usize, n
     });
 }
 
+/// `pack_b_mat` for `Rhs::ShiftedMat`: a run of columns lies in one batch item, so each of its
+/// rows is one run of the item `delta` away, or zeros when that item is outside the clip.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_b_shifted(
+    b: &MatRef,
+    cols: &Columns,
+    rows: &FrameRows,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    out: &mut [f32],
+) {
+    let run_at = |col: usize, left: usize| {
+        (left.min(cols.per - col % cols.per), (cols.b_off(col, 1), (col / cols.per) % rows.segments))
+    };
+    pack_panels(kc, j0, nc, out, run_at, |kk, (col_off, t), dst| {
+        let delta = rows.delta[p0 + kk] as isize;
+        let from = t as isize + delta;
+        if from < 0 || from >= rows.segments as isize {
+            return dst.fill(0.0);
+        }
+        // Inside the clip, so inside B (items are whole clips).
+        let base = ((p0 + kk) * b.rs + col_off).wrapping_add_signed(delta * cols.b_stride as isize);
+        copy_run(dst, &b.data[base..base + dst.len()]);
+    });
+}
+
 /// `dst.copy_from_slice(src)` for a run of at most a panel row, inlined as vector moves: a
 /// `memmove` call per run cost more than the copy (whole rows, and the short runs where a
 /// panel spans two images: P = 49 or 196 in LCNetV2's 1×1 layers).
@@ -738,6 +814,7 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 unsafe fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     match b {
         Rhs::Mat(m, cols) => pack_b_mat(m, cols, p0, kc, j0, nc, out),
+        Rhs::ShiftedMat(m, cols, rows) => pack_b_shifted(m, cols, rows, p0, kc, j0, nc, out),
         Rhs::Conv(x, phased) => pack_b_conv(x, *phased, p0, kc, j0, nc, out),
         Rhs::ConvT(x) => pack_b_conv_t(x, p0, kc, j0, nc, out),
     }

@@ -154,21 +154,28 @@ pub fn conv2d_bn_act(
     }
 }
 
-/// Training ReLU(BN(conv(temporal_shift(x)))) for TSM's first conv of a block, the shift inside
-/// the conv's graph node on the CPU (mmaction2's shift: `segments` frames per clip as x's batch,
-/// 1/`shift_div` of the channels each way); the separate shift node elsewhere.
+/// ReLU(BN(conv(temporal_shift(x)))) for TSM's first conv of a block (mmaction2's shift:
+/// `segments` frames per clip as x's batch, 1/`shift_div` of the channels each way). On the CPU
+/// no shifted copy is a graph node: in training the conv's node shifts its input, in inference
+/// a 1×1 conv's GEMM reads x shifted. The separate shift op elsewhere.
 pub fn conv2d_bn_relu_shifted(
     conv: &Conv2d,
     bn: &BatchNorm2d,
     x: &Tensor,
+    train: bool,
     segments: usize,
     shift_div: usize,
 ) -> Result<Tensor> {
-    if !fusable(x) {
-        return conv2d_bn_act(conv, bn, &temporal_shift(x, segments, shift_div)?, true, None, true);
+    if !fusable(x) || x.dim(0)? % segments.max(1) != 0 {
+        return conv2d_bn_act(conv, bn, &temporal_shift(x, segments, shift_div)?, train, None, true);
     }
     let shift = shift::FrameShift::mmaction(x.dim(1)?, segments, shift_div);
-    bn.forward_after_conv(x, &conv.weight, conv.geometry(x)?, x.rank(), None, true, Some(&shift))
+    let g = conv.geometry(x)?;
+    if train {
+        return bn.forward_after_conv(x, &conv.weight, g, x.rank(), None, true, Some(&shift));
+    }
+    fused::conv_bn_act_3d_shifted(&x.unsqueeze(2)?, g, &conv.weight, None, bn, None, true, Some(&shift))?
+        .squeeze(2)
 }
 
 /// Training BN(conv(x)) (+ `residual`) (then ReLU) on the CPU for a dense convolution without
@@ -248,7 +255,7 @@ mod graph {
 
     /// TSM's first conv with the shift inside its node equals the shift node followed by the
     /// conv node, bit for bit: output, and the gradients of sum(y · r) for x, the weight, γ and
-    /// β; and the shifted copy is no node of its own.
+    /// β; and the shifted copy is no node of its own. In inference, likewise the output.
     #[test]
     fn shift_inside_the_conv_node_equals_the_shift_node() {
         let dev = Device::Cpu;
@@ -265,11 +272,18 @@ mod graph {
                 Var::from_tensor(&Tensor::randn(0f32, 1., (2 * segments, 16, 5, 7), &dev).unwrap()).unwrap();
             let r = Tensor::randn(0f32, 1., (2 * segments, 6, 5, 7), &dev).unwrap();
             let inside =
-                conv2d_bn_relu_shifted(&cb.conv, &cb.bn, x.as_tensor(), segments, shift_div).unwrap();
+                conv2d_bn_relu_shifted(&cb.conv, &cb.bn, x.as_tensor(), true, segments, shift_div).unwrap();
             let shifted = temporal_shift(x.as_tensor(), segments, shift_div).unwrap();
             let apart = cb.forward_act(&shifted, true, None, true).unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert_eq!(flat(&inside), flat(&apart), "k{kernel}: output");
+            // Inference: the 1×1 conv's GEMM reads x shifted (the 3×3 one shifts a copy first).
+            let plain = x.as_tensor().detach();
+            let read_shifted =
+                conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &plain, false, segments, shift_div).unwrap();
+            let copy_shifted = temporal_shift(&plain, segments, shift_div).unwrap();
+            let copy_shifted = cb.forward_act(&copy_shifted, false, None, true).unwrap();
+            assert_eq!(flat(&read_shifted), flat(&copy_shifted), "k{kernel}: inference output");
             let nodes =
                 inside.sorted_nodes().into_iter().filter(|t| t.elem_count() >= x.elem_count()).count();
             assert_eq!(nodes, 1, "k{kernel}: x the only input-sized node, no shifted copy");

@@ -75,6 +75,22 @@ impl FrameShift {
         }
     }
 
+    /// (segments, per channel the frame offset it reads: +1 from the next, −1 from the previous).
+    pub(super) fn deltas(&self) -> (usize, Vec<i8>) {
+        let mut d = Vec::new();
+        for &(_, len, from) in &self.bands {
+            d.extend(std::iter::repeat_n(
+                match from {
+                    From::Next => 1,
+                    From::Previous => -1,
+                    From::Same => 0,
+                },
+                len,
+            ));
+        }
+        (self.segments, d)
+    }
+
     /// The adjoint: each band moves back the way it came.
     pub(super) fn reversed(&self) -> Self {
         let back = |from| match from {
