@@ -21,7 +21,7 @@ mod pool;
 mod pool3d;
 mod portable;
 mod shift;
-mod simd;
+pub(crate) mod simd;
 mod vol2col;
 
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};

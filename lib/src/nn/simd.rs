@@ -82,7 +82,7 @@ macro_rules! dispatch_simd {
         }
     };
 }
-pub(super) use dispatch_simd;
+pub(crate) use dispatch_simd;
 
 /// A pointer that threads may share because each writes a disjoint part of what it points to.
 #[derive(Clone, Copy)]

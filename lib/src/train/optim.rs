@@ -259,22 +259,40 @@ struct SgdUpdate {
 
 impl SgdUpdate {
     /// Values `p`, `g` (and buffer `b`, empty without momentum; `first`: b holds no history yet).
-    #[inline(always)]
     fn chunk(&self, p: &mut [f32], g: &[f32], b: &mut [f32], first: bool) {
-        let scaled = |x: f32, s: f32| x * s + 0.0;
-        for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
-            let mut d = g;
-            if self.weight_decay != 0.0 {
-                d += scaled(*p, self.weight_decay);
-            }
-            if let Some(b) = b.get_mut(i) {
-                *b = if first { d } else { scaled(*b, self.momentum) + scaled(d, self.keep) };
-                d = if self.nesterov { d + scaled(*b, self.momentum) } else { *b };
-            }
-            *p -= scaled(d, self.lr);
-        }
+        let k = [self.lr, self.weight_decay, self.momentum, self.keep];
+        sgd_chunk_simd(p, g, b, k, first, self.nesterov)
     }
 }
+
+/// `SgdUpdate::chunk` as branch-free loops per case, compiled for the vector width at hand.
+#[inline(always)]
+fn sgd_chunk(
+    p: &mut [f32],
+    g: &[f32],
+    b: &mut [f32],
+    [lr, wd, momentum, keep]: [f32; 4],
+    first: bool,
+    nesterov: bool,
+) {
+    // candle's `x * s` is x · s + 0: kept, so the two routes round alike (−0 included).
+    let scaled = |x: f32, s: f32| x * s + 0.0;
+    let decayed = |p: f32, g: f32| if wd != 0.0 { g + scaled(p, wd) } else { g };
+    if b.is_empty() {
+        for (p, &g) in p.iter_mut().zip(g) {
+            *p -= scaled(decayed(*p, g), lr);
+        }
+        return;
+    }
+    for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+        let d = decayed(*p, g);
+        *b = if first { d } else { scaled(*b, momentum) + scaled(d, keep) };
+        let d = if nesterov { d + scaled(*b, momentum) } else { *b };
+        *p -= scaled(d, lr);
+    }
+}
+
+crate::nn::simd::dispatch_simd!(sgd_chunk_simd, sgd_chunk, (p: &mut [f32], g: &[f32], b: &mut [f32], k: [f32; 4], first: bool, nesterov: bool));
 
 impl candle_core::InplaceOp2 for SgdUpdate {
     fn name(&self) -> &'static str {
