@@ -102,7 +102,7 @@ impl PointwiseBias {
     /// [N, C_in] → [N, C_out]
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, cin) = (self.weight.dim(0)?, self.weight.dim(1)?);
-        x.matmul(&self.weight.reshape((cout, cin))?.t()?)?.broadcast_add(&self.bias)
+        crate::nn::gemm::matmul(x, &self.weight.reshape((cout, cin))?.t()?)?.broadcast_add(&self.bias)
     }
 }
 
@@ -117,6 +117,9 @@ impl SqueezeExcite {
         let (n, c, _, _) = x.dims4()?;
         let pooled = crate::nn::plane_mean(x, train)?;
         let gate = candle_nn::ops::sigmoid(&self.conv2.forward(&self.conv1.forward(&pooled)?.relu()?)?)?;
+        if !train {
+            return crate::nn::channel_scale_inference(x, &gate);
+        }
         x.broadcast_mul(&gate.reshape((n, c, 1, 1))?)
     }
 }

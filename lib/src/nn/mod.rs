@@ -32,7 +32,7 @@ pub use depthwise::DepthwiseConv2d;
 pub use fused::{
     conv_bn_act_3d, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable, portable, with_portable_ops,
 };
-pub use gated_swish::{gated_swish, swish_inference};
+pub use gated_swish::{channel_scale_inference, gated_swish, swish_inference};
 pub use lstm::Lstm;
 pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};
 pub use plane_mean::plane_mean;
