@@ -10,11 +10,9 @@ use super::gemm::{
     sgemm_columns_new, sgemm_columns_shifted_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, FrameRows,
     MatRef,
 };
-use super::simd::dispatch_simd;
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
 use candle_core::{DType, Result, Storage, Tensor};
-use std::mem::MaybeUninit;
 
 thread_local! {
     static PORTABLE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -150,12 +148,10 @@ pub(super) fn conv_bn_act_3d_shifted(
     let weight = weight.contiguous()?;
     let (w_storage, w_layout) = weight.storage_and_layout();
     let w = cpu_f32(&w_storage, w_layout)?;
-    // Output blocks of P columns that are not whole 32-wide tiles would make most tiles straddle
-    // two images (P = 49 at ResNet's last stage): then the GEMM writes [C_out, N·P] and one pass
-    // here moves it into place with the epilogue.
-    let staged = g.n > 1 && p % 32 != 0 && p < 512;
+    // Output [N, C_out, P] written in place with the epilogue, tiles that straddle two images
+    // (P = 49 at ResNet's last stage) as a run per image (`store_tile_part`).
     let a = MatRef::row_major(w, cout, k);
-    let (c_stride, ldc) = if staged { (p, g.n * p) } else { (cout * p, p) };
+    let (c_stride, ldc) = (cout * p, p);
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let xs = cpu_f32(&x_storage, x_layout)?;
@@ -181,11 +177,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         super::conv_direct::conv_direct(w, &scale, &bias, res_data, relu, xs, &g, &mut out)?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
-    let epi = if staged {
-        Epilogue { row_scale: Some(&scale), ..Default::default() }
-    } else {
-        Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu }
-    };
+    let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu };
     let product = if direct {
         // 1×1×1, stride 1: each image's [C, P] block is B itself.
         let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
@@ -200,41 +192,8 @@ pub(super) fn conv_bn_act_3d_shifted(
         let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
         sgemm_conv_new(a, conv, Columns { per: p, b_stride: 0, c_stride }, ldc, epi)
     };
-    if !staged {
-        return Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device());
-    }
-    let place = |_: &mut (), i: usize, block: &mut [std::mem::MaybeUninit<f32>]| {
-        let (n, o) = (i / cout, i % cout);
-        let src = &product[o * g.n * p + n * p..][..p];
-        let res = res_data.map(|r| &r[i * p..(i + 1) * p]);
-        bias_residual_act_simd(src, bias[o], res, relu, block);
-    };
-    // SAFETY: `place` writes every element of each p-long plane it is given.
-    let out = unsafe { super::vol2col::par_planes_uninit(g.n * cout * p, p, || (), place) };
-    Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device())
+    Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device())
 }
-
-/// `out = src + bias (+ res)`, then ReLU when `relu`.
-#[inline(always)]
-fn bias_residual_act(src: &[f32], bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [MaybeUninit<f32>]) {
-    match res {
-        Some(r) => {
-            for ((d, s), r) in out.iter_mut().zip(src).zip(r) {
-                let v = s + bias + r;
-                d.write(if relu { v.max(0.0) } else { v });
-            }
-        }
-        None => {
-            for (d, s) in out.iter_mut().zip(src) {
-                let v = s + bias;
-                d.write(if relu { v.max(0.0) } else { v });
-            }
-        }
-    }
-}
-
-// Called from a closure, which would not inherit a caller's target features.
-dispatch_simd!(bias_residual_act_simd, bias_residual_act, (src: &[f32], bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [MaybeUninit<f32>]));
 
 /// act(BN(depthwise(x))) for `x` [N, C, T, H, W] and a depthwise geometry (weight [C, 1, kt,
 /// kh, kw]): BN's scale folded into the taps, its bias and the ReLU applied as each channel's
@@ -340,7 +299,7 @@ mod tests {
                 let bn = BatchNorm2d::new(cout, vb.pp("bn")).unwrap();
                 // Non-trivial BN statistics and affine parameters.
                 crate::nn::randomise_params(&vm);
-                // 5 × 9 × 11 positions: the staged path; 4 × 16 × 16: tiles written in place; one
+                // 5 × 9 × 11 positions: tiles straddling two images; 4 × 16 × 16: whole tiles; one
                 // image; rows of several tiles with a partial last one.
                 for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5), (1, 6, 2, 3, 150)] {
                     let x = Tensor::randn(0f32, 1., shape, &dev).unwrap();
