@@ -360,3 +360,96 @@ fn a_3d_backbone_gives_one_row_per_clip() {
     let rel = max_diff(rows, &want) / scale;
     assert!(rel < 1e-5, "relative difference {rel} (largest feature {scale})");
 }
+
+/// Streamed records (a long video at a fixed rate, records of 8 frames) give the features of
+/// the same frames in one record, for TSN and TSM; t0/t1 span the video.
+#[test]
+fn streamed_records_give_the_features_of_one_record() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("long.mp4"), "64x48", 25, 250, &[]);
+    sample(p, &["long.mp4", "--fps", "8", "--chunk", "8"], "chunked.vks");
+    sample(p, &["long.mp4", "--fps", "8", "--chunk", "0"], "whole.vks");
+    assert_eq!(read_stream(&p.join("chunked.vks")).len(), 10);
+    assert_eq!(read_stream(&p.join("whole.vks")).len(), 1);
+    for arch in ["tsn_r18", "tsm_r18"] {
+        small_model(&p.join("m.safetensors"), arch, 4);
+        for input in ["chunked", "whole"] {
+            ok(&run(
+                VFEAT,
+                &[
+                    "--model",
+                    "m.safetensors",
+                    "--batch",
+                    "12",
+                    "-q",
+                    &format!("{input}.vks"),
+                    "-o",
+                    &format!("{input}.h5"),
+                ],
+                p,
+            ));
+        }
+        let a = read_features(&p.join("chunked.h5")).unwrap();
+        let b = read_features(&p.join("whole.h5")).unwrap();
+        assert_eq!(a.len(), 1);
+        let (fa, fb) = (a[0].modality("rgb").unwrap(), b[0].modality("rgb").unwrap());
+        assert_eq!(fa.nrows(), 80, "{arch}: 250 frames at 25 fps, 8 per second");
+        assert!(max_diff(fa, fb) < 1e-4, "{arch}: {}", max_diff(fa, fb));
+        assert_eq!((a[0].fps, a[0].duration), (b[0].fps, b[0].duration));
+    }
+    let header = &read_stream(&p.join("chunked.vks"))[9].header;
+    let rows = {
+        ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "chunked.vks", "-o", "f.vks"], p));
+        read_stream(&p.join("f.vks"))
+    };
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].header.t0, rows[0].header.t1), (Some(0.0), header.t1));
+    assert_eq!(rows[0].header.indices.as_ref().map(Vec::len), Some(80));
+}
+
+/// An error record (a producer that broke part-way through a video) fails that video only:
+/// no features for it, the others written, exit status 1; vclassify does the same.
+#[test]
+fn an_error_record_drops_its_video_and_the_rest_goes_on() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    damaged_in_last_third(p, "cut.mp4", 96);
+    testsrc(&p.join("full.mp4"), "64x48", 25, 96, &[]);
+    let o = run(
+        VSAMPLE,
+        &[
+            "cut.mp4",
+            "full.mp4",
+            "--fps",
+            "25",
+            "--chunk",
+            "8",
+            "--size",
+            "32",
+            "--crop-size",
+            "32",
+            "-q",
+            "-o",
+            "s.vks",
+        ],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    small_model(&p.join("m.safetensors"), "tsn_r18", 8);
+    let o = run(VFEAT, &["--model", "m.safetensors", "-q", "s.vks", "-o", "f.h5"], p);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("\"cut.mp4\"") && e.contains("producer failed"), "{e}");
+    let got = read_features(&p.join("f.h5")).unwrap();
+    assert_eq!(got.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), ["full.mp4"]);
+    assert_eq!(got[0].modality("rgb").unwrap().nrows(), 96);
+    // vclassify: a TSN of 8 frames takes the 8-frame records (96 frames: 12 whole records); the cut video gets no prediction.
+    let o = run(env!("CARGO_BIN_EXE_vclassify"), &["--model", "m.safetensors", "s.vks"], p);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let preds: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(preds.len(), 1, "{preds:?}");
+    assert_eq!(preds[0]["video"], "full.mp4");
+    assert!(stderr(&o).contains("no prediction"), "{}", stderr(&o));
+}

@@ -302,11 +302,19 @@ fn fps_sampling_matches_torchvision_videoclips() {
                 d.path(),
             );
             assert!(o.status.success(), "{video} --fps {rate}: {}", stderr(&o));
+            // Records of at most 32 frames (--chunk's default), in time order.
             let recs = read_stream(&d.path().join("o.vks"));
-            assert_eq!(recs.len(), 1);
+            let mut indices = Vec::new();
+            for (k, r) in recs.iter().enumerate() {
+                let h = &r.header;
+                assert_eq!((h.clip, h.num_clips), (Some(k), Some(recs.len())));
+                assert!(r.array.shape()[0] <= 32 && r.array.shape()[0] == h.indices.as_ref().unwrap().len());
+                indices.extend(h.indices.clone().unwrap());
+            }
+            assert!(recs[..recs.len() - 1].iter().all(|r| r.array.shape()[0] == 32));
             let h = &recs[0].header;
             probed = Some((h.extra["num_frames"].as_u64().unwrap(), h.fps.unwrap()));
-            ours.push(h.indices.clone().unwrap());
+            ours.push(indices);
         }
         let (num_frames, fps) = probed.unwrap();
         let out = Command::new(&py)
@@ -399,4 +407,160 @@ fn spec_from_reads_the_model_input_spec() {
     assert_eq!(recs[3].header.indices.as_deref(), Some(&[14i64, 18, 21, 25][..]));
     let o = run(VSAMPLE, &["v.mp4", "--spec-from", "m.safetensors", "--frames", "8"], d.path());
     assert!(!o.status.success() && stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+/// Runs a tool with its stdout read by `consume` as it arrives; returns the exit status, its
+/// stderr, and its peak resident memory in bytes (the kernel's own count, from wait4).
+fn run_measuring_memory(
+    bin: &str,
+    args: &[&str],
+    dir: &Path,
+    consume: impl FnOnce(&mut dyn std::io::Read),
+) -> (i32, String, u64) {
+    use std::io::Read;
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut out = child.stdout.take().unwrap();
+    consume(&mut out);
+    let _ = std::io::copy(&mut out, &mut std::io::sink());
+    let mut status = 0;
+    // SAFETY: rusage is plain data; the pid is our child, not yet waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (code, err_thread.join().unwrap(), usage.ru_maxrss as u64 * 1024)
+}
+
+/// --fps over a long video streams: records leave as frames are decoded and vsample's peak
+/// memory stays far below the frames it writes, while --chunk 0 (one record for the whole
+/// video, as before streaming) holds them all: the measurement can tell the two apart.
+#[test]
+fn long_videos_stream_in_bounded_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=60"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "long.mp4"])
+        .current_dir(d.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let frame_bytes = 320 * 240 * 3u64;
+    let total = 1500 * frame_bytes; // 345 MB of frames at native size
+    let mut peaks = Vec::new();
+    for chunk in ["16", "0"] {
+        let mut frames = 0u64;
+        let mut clips = Vec::new();
+        let (code, err, peak) = run_measuring_memory(
+            VSAMPLE,
+            &["long.mp4", "--fps", "25", "--crop", "none", "--chunk", chunk],
+            d.path(),
+            |out| {
+                let mut reader = StreamReader::new(std::io::BufReader::new(out), "vsample");
+                while let Some(r) = reader.next_record().unwrap() {
+                    frames += r.array.shape()[0] as u64;
+                    clips.push(r.header.clip.unwrap());
+                }
+            },
+        );
+        assert_eq!(code, 0, "--chunk {chunk}: {err}");
+        assert_eq!(frames, 1500, "--chunk {chunk}");
+        eprintln!(
+            "--chunk {chunk}: {} records, peak RSS {} MB for {} MB of frames",
+            clips.len(),
+            peak >> 20,
+            total >> 20
+        );
+        peaks.push(peak);
+    }
+    assert!(peaks[0] < total / 4, "streaming peak {} MB for {} MB of frames", peaks[0] >> 20, total >> 20);
+    assert!(peaks[1] > total, "one record must hold every frame: {} MB", peaks[1] >> 20);
+}
+
+/// MMAction2's UntrimmedSampleFrames over a whole video: one record per snippet, in time order,
+/// with its frames and times; a video too short for a single snippet is a one-line error.
+#[test]
+fn untrimmed_sampler_takes_a_snippet_every_interval() {
+    let d = tempfile::tempdir().unwrap();
+    testsrc(&d.path().join("v.mp4"), "64x48", 25, 100, &[]);
+    testsrc(&d.path().join("short.mp4"), "64x48", 25, 5, &[]);
+    let args =
+        ["--sampler", "untrimmed", "--frames", "5", "--interval", "16", "--size", "48", "--crop-size", "48"];
+    let mut all = vec!["v.mp4"];
+    all.extend(args);
+    all.extend(["-o", "u.vks"]);
+    let o = run(VSAMPLE, &all, d.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&d.path().join("u.vks"));
+    // centres 8, 24, ..., 88; each centre - 2 .. centre + 2
+    assert_eq!(recs.len(), 6);
+    for (k, r) in recs.iter().enumerate() {
+        let c = 8 + 16 * k as i64;
+        let h = &r.header;
+        assert_eq!(h.indices.as_deref(), Some(&[c - 2, c - 1, c, c + 1, c + 2][..]));
+        assert_eq!((h.clip, h.num_clips), (Some(k), Some(6)));
+        assert_eq!((h.t0, h.t1), (Some((c - 2) as f64 / 25.0), Some((c + 3) as f64 / 25.0)));
+        assert_eq!(r.array.shape(), &[5, 48, 48, 3]);
+    }
+    let mut all = vec!["short.mp4"];
+    all.extend(args);
+    let o = run(VSAMPLE, &all, d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("short.mp4") && e.contains("no snippet"), "{e}");
+    assert_eq!(e.trim().lines().count(), 2, "{e}"); // the video's line and the summary
+    let o = run(VSAMPLE, &["v.mp4", "--sampler", "untrimmed", "--clips", "3"], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--clips"), "{}", stderr(&o));
+}
+
+/// A streamed video that breaks part-way: the records before the break stay, an error record
+/// follows them, the next video comes out whole, and the exit status is 1.
+#[test]
+fn a_video_that_breaks_midway_ends_with_an_error_record() {
+    let d = tempfile::tempdir().unwrap();
+    damaged_in_last_third(d.path(), "cut.mp4", 100);
+    testsrc(&d.path().join("full.mp4"), "64x48", 25, 100, &[]);
+    let o = run(
+        VSAMPLE,
+        &[
+            "cut.mp4",
+            "full.mp4",
+            "--fps",
+            "25",
+            "--chunk",
+            "8",
+            "--size",
+            "48",
+            "--crop-size",
+            "48",
+            "-o",
+            "s.vks",
+        ],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("cut.mp4") && e.contains("error record"), "{e}");
+    let recs = read_stream(&d.path().join("s.vks"));
+    let kinds: Vec<(String, String)> =
+        recs.iter().map(|r| (r.header.video.clone().unwrap(), r.header.kind.clone())).collect();
+    let cut_frames = recs.iter().take_while(|r| r.header.kind == "frames").count();
+    assert!(cut_frames > 0 && kinds[..cut_frames].iter().all(|(v, _)| v == "cut.mp4"), "{kinds:?}");
+    assert_eq!(kinds[cut_frames], ("cut.mp4".to_string(), "error".to_string()));
+    assert!(recs[cut_frames].header.extra["error"].as_str().unwrap().contains("corrupt"));
+    let full: Vec<_> = recs[cut_frames + 1..].iter().collect();
+    assert_eq!(full.len(), 13); // 100 frames in records of 8
+    assert!(full.iter().all(|r| r.header.video.as_deref() == Some("full.mp4") && r.header.kind == "frames"));
 }

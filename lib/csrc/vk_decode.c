@@ -1003,8 +1003,39 @@ static int seek_to_key(Dec *d, const Index *ix, int64_t k, int64_t target, int64
 /* ------------------------------------------------------------------------------------------ */
 /* One pass: with pts bookkeeping and seeks (try_index), or counting frames sequentially.     */
 
+/* Where wanted frames go: into consecutive slots of `out`, or one at a time through `cb`
+ * (converted into `scratch`). The first `skip` wanted frames were delivered by an earlier pass
+ * and are neither converted nor delivered again. */
+typedef struct Sink {
+    uint8_t *out;
+    vk_frame_cb cb;
+    void *user;
+    uint8_t *scratch;
+    int skip;
+    int delivered; /* wanted frames delivered so far, `skip` included */
+} Sink;
+
+static int deliver(Dec *d, AVFrame *f, Sink *sink, int j, size_t frame_bytes, char *err,
+                   size_t errlen)
+{
+    int ret;
+    if (j < sink->skip)
+        return 0;
+    if (!sink->cb)
+        return convert(d, f, sink->out + (size_t)j * frame_bytes, err, errlen);
+    ret = convert(d, f, sink->scratch, err, errlen);
+    if (ret < 0)
+        return ret;
+    if (sink->cb(sink->user, j, sink->scratch) != 0) {
+        set_err(err, errlen, "stopped by the caller");
+        return VK_ERR_STOPPED;
+    }
+    sink->delivered = j + 1;
+    return 0;
+}
+
 static int decode_pass(const char *path, const int64_t *want, int n, int out_w, int out_h,
-                       int resize, uint8_t *out, int try_index, vk_stats *stats,
+                       int resize, Sink *sink, int try_index, vk_stats *stats,
                        const LogCapture *cap, char *err, size_t errlen)
 {
     Dec d;
@@ -1107,7 +1138,7 @@ static int decode_pass(const char *path, const int64_t *want, int n, int out_w, 
             idx = counter++;
         }
         if (idx == want[j]) {
-            ret = convert(&d, f, out + (size_t)j * frame_bytes, err, errlen);
+            ret = deliver(&d, f, sink, (int)j, frame_bytes, err, errlen);
             if (ret < 0)
                 goto end;
             j++;
@@ -1130,8 +1161,11 @@ end:
     return ret;
 }
 
-int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int out_h, int resize,
-              uint8_t *out_rgb, vk_stats *stats, char *err, size_t errlen)
+/* Both entry points: argument checks, a pass with seeking, a sequential pass if the first
+ * one's bookkeeping disagreed (not delivering again what the first pass delivered), and the
+ * check for concealed damage. */
+static int decode_common(const char *path, const int64_t *indices, int n, int out_w, int out_h,
+                         int resize, Sink *sink, vk_stats *stats, char *err, size_t errlen)
 {
     LogCapture cap;
     LogCapture *prev = tl_capture;
@@ -1144,7 +1178,7 @@ int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int ou
     memset(stats, 0, sizeof *stats);
     if (err && errlen)
         err[0] = 0;
-    if (!path || !indices || n <= 0 || out_w <= 0 || out_h <= 0 || !out_rgb) {
+    if (!path || !indices || n <= 0 || out_w <= 0 || out_h <= 0 || (!sink->out && !sink->cb)) {
         set_err(err, errlen, "bad arguments");
         return VK_ERR_ARGS;
     }
@@ -1156,8 +1190,7 @@ int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int ou
     }
     memset(&cap, 0, sizeof cap);
     tl_capture = &cap;
-    ret = decode_pass(path, indices, n, out_w, out_h, resize, out_rgb, 1, stats, &cap, err,
-                      errlen);
+    ret = decode_pass(path, indices, n, out_w, out_h, resize, sink, 1, stats, &cap, err, errlen);
     if (ret == RESTART) {
         int seeks = stats->seeks;
         int64_t decoded = stats->frames_decoded;
@@ -1167,7 +1200,10 @@ int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int ou
         memset(&cap, 0, sizeof cap);
         if (err && errlen)
             err[0] = 0;
-        ret = decode_pass(path, indices, n, out_w, out_h, resize, out_rgb, 0, stats, &cap, err,
+        /* Frames the first pass delivered were checked against the index before delivery. */
+        if (sink->cb && sink->delivered > sink->skip)
+            sink->skip = sink->delivered;
+        ret = decode_pass(path, indices, n, out_w, out_h, resize, sink, 0, stats, &cap, err,
                           errlen);
         stats->frames_decoded += decoded;
     }
@@ -1179,5 +1215,38 @@ int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int ou
         ret = VK_ERR_DECODE;
     }
     tl_capture = prev;
+    return ret;
+}
+
+int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int out_h, int resize,
+              uint8_t *out_rgb, vk_stats *stats, char *err, size_t errlen)
+{
+    Sink sink;
+    memset(&sink, 0, sizeof sink);
+    sink.out = out_rgb;
+    return decode_common(path, indices, n, out_w, out_h, resize, &sink, stats, err, errlen);
+}
+
+int vk_decode_each(const char *path, const int64_t *indices, int n, int out_w, int out_h,
+                   int resize, vk_frame_cb cb, void *user, int skip, vk_stats *stats, char *err,
+                   size_t errlen)
+{
+    Sink sink;
+    int ret;
+    memset(&sink, 0, sizeof sink);
+    if (out_w <= 0 || out_h <= 0 || !cb || skip < 0) {
+        set_err(err, errlen, "bad arguments");
+        return VK_ERR_ARGS;
+    }
+    sink.cb = cb;
+    sink.user = user;
+    sink.skip = skip;
+    sink.scratch = av_malloc((size_t)out_w * out_h * 3);
+    if (!sink.scratch) {
+        set_err(err, errlen, "out of memory");
+        return VK_ERR_DECODE;
+    }
+    ret = decode_common(path, indices, n, out_w, out_h, resize, &sink, stats, err, errlen);
+    av_free(sink.scratch);
     return ret;
 }

@@ -24,6 +24,7 @@ extern "C" {
                                    (odd rotation, size change mid-stream): use the CLI path */
 #define VK_ERR_DECODE (-4)      /* no decoder, allocation failure, other hard error */
 #define VK_ERR_ARGS (-5)        /* indices not sorted/unique/non-negative, bad size */
+#define VK_ERR_STOPPED (-6)     /* vk_decode_each: the callback asked to stop */
 
 typedef struct vk_info {
     int32_t width, height; /* displayed size, after the rotation ffmpeg's autorotate applies */
@@ -61,6 +62,20 @@ int vk_probe(const char *path, vk_info *out, char *err, size_t errlen);
  */
 int vk_decode(const char *path, const int64_t *indices, int n, int out_w, int out_h, int resize,
               uint8_t *out_rgb, vk_stats *stats, char *err, size_t errlen);
+
+/*
+ * vk_decode, one frame at a time: each wanted frame j (0-based position in `indices`), in
+ * order, is converted into a buffer of out_h rows of out_w * 3 bytes that lives until the
+ * callback returns, and handed to `cb(user, j, rgb)`; a non-zero return stops decoding
+ * (VK_ERR_STOPPED). Memory does not grow with the number of frames. The first `skip` wanted
+ * frames are decoded past but not delivered (a caller resuming after a fallback). Returns as
+ * vk_decode: the number of wanted frames reached (delivered or skipped), or VK_ERR_*; concealed
+ * damage is reported after the frames were delivered.
+ */
+typedef int (*vk_frame_cb)(void *user, int j, const uint8_t *rgb);
+int vk_decode_each(const char *path, const int64_t *indices, int n, int out_w, int out_h,
+                   int resize, vk_frame_cb cb, void *user, int skip, vk_stats *stats, char *err,
+                   size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -51,6 +51,9 @@ pub struct ClipSpec {
     /// Frames per second over the whole video (one clip, `sample::fixed_rate`) instead of a
     /// sampler.
     pub rate_fps: Option<f64>,
+    /// With `rate_fps`: at most this many frames per record (the clip split in time order), so
+    /// records leave while the video is still decoding. `None` keeps one record.
+    pub chunk_frames: Option<usize>,
 }
 
 /// One input video: its id as the user wrote it (list path or argument), where it is, its label.
@@ -64,6 +67,25 @@ pub struct VideoItem {
 /// Samples one video into records (clips × views, clip-major). `position` is the video's place
 /// in the input, which seeds its randomness so results do not depend on `-j`.
 pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    sample_video_each(spec, item, position, &mut |r| {
+        out.push(r);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// `sample_video`, streaming: each record goes to `emit` as soon as the frames of its clip are
+/// decoded, and a frame is kept only while a clip still to be emitted needs it, so memory is
+/// bounded by the clips in flight, not by the video's length (DESIGN.md §1). Returns the
+/// number of records emitted. When decoding fails part-way, the records emitted before the
+/// failure stay emitted and the error is returned.
+pub fn sample_video_each(
+    spec: &ClipSpec,
+    item: &VideoItem,
+    position: usize,
+    emit: &mut dyn FnMut(Record) -> Result<()>,
+) -> Result<usize> {
     let info = match spec.decoder {
         Decoder::Libav => video::probe_libav(&item.path)?,
         Decoder::Cli => video::probe(&item.path)?,
@@ -89,49 +111,137 @@ pub fn sample_video(spec: &ClipSpec, item: &VideoItem, position: usize) -> Resul
             (s.clips, s.repeated)
         }
     };
+    if clips.is_empty() {
+        bail!(
+            "{}: {} frames is shorter than half a snippet interval ({} frames): no snippet to take",
+            item.path.display(),
+            info.num_frames,
+            spec.sampler.interval / 2
+        );
+    }
+    // A fixed rate over a long video is one clip in time order: split it into records of at
+    // most `chunk_frames` frames so they can leave as they are decoded.
+    let clips = match (spec.rate_fps, spec.chunk_frames) {
+        (Some(_), Some(chunk)) if chunk > 0 => {
+            clips.iter().flat_map(|c| c.chunks(chunk).map(<[usize]>::to_vec)).collect()
+        }
+        _ => clips,
+    };
     let size = spec.short_side_px.map(|s| short_side_size(info.width, info.height, s));
     let all: Vec<usize> = clips.iter().flatten().copied().collect();
-    let decoded = match spec.decoder {
-        Decoder::Libav => video::decode_frames_libav(&info, &all, size)?,
-        Decoder::Cli => video::decode_frames(&info, &all, size)?,
-    };
-    let num_views = spec.crop.num_views();
-    let mut out = Vec::with_capacity(clips.len() * num_views);
-    for (k, clip_idx) in clips.iter().enumerate() {
-        let positions: Vec<usize> =
-            clip_idx.iter().map(|&i| decoded.position(i).expect("decoded index")).collect();
-        let clip: Array4<u8> = decoded.frames.select(Axis(0), &positions);
-        let views = transform::views(clip.view(), spec.crop, spec.crop_px, spec.flip, &mut rng)
-            .with_context(|| item.path.display().to_string())?;
-        for (v, view) in views.into_iter().enumerate() {
-            let mut h = RecordHeader::frames(item.id.clone());
-            h.label = item.label.clone();
-            h.clip = Some(k);
-            h.view = Some(v);
-            h.num_clips = Some(clips.len());
-            h.num_views = Some(num_views);
-            h.indices = Some(clip_idx.iter().map(|&i| i as i64).collect());
-            if info.fps > 0.0 {
-                h.fps = Some(info.fps);
-                h.t0 = Some(clip_idx[0] as f64 / info.fps);
-                h.t1 = Some((clip_idx[clip_idx.len() - 1] + 1) as f64 / info.fps);
+    let mut assembler = ClipAssembler::new(&clips);
+    let mut emitted = 0usize;
+    let mut on_frame = |index: usize, frame: ndarray::ArrayView3<u8>| -> Result<()> {
+        for (k, clip) in assembler.push(index, frame)? {
+            for r in clip_records(spec, item, &info, (k, clips.len()), &clips[k], clip, repeated, &mut rng)? {
+                emit(r)?;
+                emitted += 1;
             }
-            h.extra.insert("num_frames".into(), info.num_frames.into());
-            if repeated {
-                // The video is shorter than a clip: frames repeat, as in the reference samplers.
-                h.extra.insert("frames_repeated".into(), true.into());
-            }
-            let array = match &spec.normalize {
-                Some(n) => {
-                    h.norm = Some(n.clone());
-                    let mean = [n.mean[0], n.mean[1], n.mean[2]];
-                    let std = [n.std[0], n.std[1], n.std[2]];
-                    Array::F32(transform::normalize(view.view(), &mean, &std).into_dyn())
-                }
-                None => Array::U8(view.into_dyn()),
-            };
-            out.push(Record { header: h, array });
         }
+        Ok(())
+    };
+    match spec.decoder {
+        Decoder::Libav => video::decode_each_libav(&info, &all, size, &mut on_frame)?,
+        Decoder::Cli => video::decode_each_cli(&info, &all, size, &mut on_frame)?,
+    }
+    Ok(emitted)
+}
+
+/// Builds clips from frames that arrive in ascending frame order. Clips are released in clip
+/// order, each as soon as its last frame has arrived (and every earlier clip is out); a frame is
+/// dropped when the last clip that uses it is out.
+struct ClipAssembler<'c> {
+    clips: &'c [Vec<usize>],
+    /// For each clip, its largest frame number: it is complete once that frame has arrived.
+    last_frame: Vec<usize>,
+    /// The last clip that uses each frame.
+    last_use: std::collections::HashMap<usize, usize>,
+    frames: std::collections::BTreeMap<usize, ndarray::Array3<u8>>,
+    next_clip: usize,
+}
+
+impl<'c> ClipAssembler<'c> {
+    fn new(clips: &'c [Vec<usize>]) -> Self {
+        let mut last_use = std::collections::HashMap::new();
+        for (k, c) in clips.iter().enumerate() {
+            for &i in c {
+                last_use.insert(i, k);
+            }
+        }
+        let last_frame = clips.iter().map(|c| c.iter().copied().max().unwrap_or(0)).collect();
+        Self { clips, last_frame, last_use, frames: Default::default(), next_clip: 0 }
+    }
+
+    /// Takes frame `index`; returns the clips it completes, as (clip number, [T, H, W, 3]).
+    fn push(&mut self, index: usize, frame: ndarray::ArrayView3<u8>) -> Result<Vec<(usize, Array4<u8>)>> {
+        if self.last_use.contains_key(&index) {
+            self.frames.insert(index, frame.to_owned());
+        }
+        let mut done = Vec::new();
+        while self.next_clip < self.clips.len() && self.last_frame[self.next_clip] <= index {
+            let k = self.next_clip;
+            let views: Vec<_> = self.clips[k]
+                .iter()
+                .map(|i| {
+                    self.frames
+                        .get(i)
+                        .map(|f| f.view())
+                        .with_context(|| format!("frame {i} of clip {k} was not decoded"))
+                })
+                .collect::<Result<_>>()?;
+            done.push((k, ndarray::stack(Axis(0), &views)?));
+            self.next_clip += 1;
+            let last_use = &self.last_use;
+            self.frames.retain(|i, _| last_use[i] > k);
+        }
+        Ok(done)
+    }
+}
+
+/// The records (one per view) of clip `k` of `num_clips`, taken at source frames `clip_idx`.
+#[allow(clippy::too_many_arguments)]
+fn clip_records(
+    spec: &ClipSpec,
+    item: &VideoItem,
+    info: &video::VideoInfo,
+    (k, num_clips): (usize, usize),
+    clip_idx: &[usize],
+    clip: Array4<u8>,
+    repeated: bool,
+    rng: &mut Rng,
+) -> Result<Vec<Record>> {
+    let num_views = spec.crop.num_views();
+    let views = transform::views(clip.view(), spec.crop, spec.crop_px, spec.flip, rng)
+        .with_context(|| item.path.display().to_string())?;
+    let mut out = Vec::with_capacity(num_views);
+    for (v, view) in views.into_iter().enumerate() {
+        let mut h = RecordHeader::frames(item.id.clone());
+        h.label = item.label.clone();
+        h.clip = Some(k);
+        h.view = Some(v);
+        h.num_clips = Some(num_clips);
+        h.num_views = Some(num_views);
+        h.indices = Some(clip_idx.iter().map(|&i| i as i64).collect());
+        if info.fps > 0.0 {
+            h.fps = Some(info.fps);
+            h.t0 = Some(clip_idx[0] as f64 / info.fps);
+            h.t1 = Some((clip_idx[clip_idx.len() - 1] + 1) as f64 / info.fps);
+        }
+        h.extra.insert("num_frames".into(), info.num_frames.into());
+        if repeated {
+            // The video is shorter than a clip: frames repeat, as in the reference samplers.
+            h.extra.insert("frames_repeated".into(), true.into());
+        }
+        let array = match &spec.normalize {
+            Some(n) => {
+                h.norm = Some(n.clone());
+                let mean = [n.mean[0], n.mean[1], n.mean[2]];
+                let std = [n.std[0], n.std[1], n.std[2]];
+                Array::F32(transform::normalize(view.view(), &mean, &std).into_dyn())
+            }
+            None => Array::U8(view.into_dyn()),
+        };
+        out.push(Record { header: h, array });
     }
     Ok(out)
 }
@@ -172,6 +282,7 @@ mod tests {
             seed: 0,
             indices: None,
             rate_fps: None,
+            chunk_frames: None,
         }
     }
 

@@ -117,16 +117,114 @@ impl<'a> Extractor<'a> {
     /// One video's frame records (clips × views, as `vsample` writes them) to a `features`
     /// header and [T, C] rows: views averaged, clips concatenated in clip order.
     pub fn video_features(&self, records: &[Record]) -> Result<(RecordHeader, Array2<f32>)> {
+        let mut video = VideoAccumulator::default();
+        for rec in records {
+            self.add(&mut video, rec.clone())?;
+        }
+        self.finish(video)
+    }
+
+    /// Adds one record of a video, in stream order. Records wait until whole clips of about
+    /// `batch_frames` frames are pending, then run: a video's frames are never all held, only
+    /// its features (DESIGN.md §1). A record of kind `error` (a producer that failed part-way)
+    /// fails the video with the producer's message.
+    pub fn add(&self, video: &mut VideoAccumulator, rec: Record) -> Result<()> {
+        let i = video.records;
+        video.records += 1;
+        if rec.header.kind == "error" {
+            let why = rec.header.extra.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+            bail!("the producer failed on this video after {i} records: {why}");
+        }
+        if rec.header.kind != "frames" {
+            bail!(
+                "record {i} of the video (clip {:?}, view {:?}): kind {:?}; vfeat takes frames",
+                rec.header.clip,
+                rec.header.view,
+                rec.header.kind
+            );
+        }
+        // Records without a clip number are clips of their own, in stream order.
+        let key = rec.header.clip.unwrap_or(i);
+        let new_clip = video.pending.last().is_some_and(|(k, _)| *k != key);
+        if new_clip && video.pending_frames >= self.chunk_frames() {
+            self.flush(video)?;
+        }
+        if video.header.is_none() {
+            video.header = Some(rec.header.clone());
+        }
+        video.pending_frames += rec.array.shape().first().copied().unwrap_or(0);
+        video.pending.push((key, rec));
+        Ok(())
+    }
+
+    /// The video's `features` header and rows, once all its records were added.
+    pub fn finish(&self, mut video: VideoAccumulator) -> Result<(RecordHeader, Array2<f32>)> {
+        self.flush(&mut video)?;
+        let Some(mut h) = video.header else { bail!("a video without records") };
+        let mut rows = Vec::with_capacity(video.clips.len());
+        let mut indices: Option<Vec<i64>> = Some(Vec::new());
+        let mut t1 = None;
+        for clip in video.clips.into_values() {
+            rows.push(clip.sum / clip.views as f32);
+            match (&mut indices, clip.indices) {
+                (Some(all), Some(ix)) => all.extend_from_slice(&ix),
+                _ => indices = None,
+            }
+            t1 = clip.t1;
+        }
+        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+        let features = concatenate(Axis(0), &views)?;
+        h.kind = "features".into();
+        h.layout = Some("TC".into());
+        h.indices = indices.filter(|ix| ix.len() == features.nrows());
+        h.t1 = t1;
+        (h.clip, h.view, h.num_clips, h.num_views, h.norm) = (None, None, None, None, None);
+        h.extra.insert("layer".into(), self.layer.to_string().into());
+        Ok((h, features))
+    }
+
+    /// Runs the pending records and adds their features to their clips' sums.
+    fn flush(&self, video: &mut VideoAccumulator) -> Result<()> {
+        if video.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut video.pending);
+        video.pending_frames = 0;
+        let first = video.records - pending.len();
+        let records: Vec<&Record> = pending.iter().map(|(_, r)| r).collect();
+        let feats = self.record_features(&records, first)?;
+        for ((key, rec), f) in pending.into_iter().zip(feats) {
+            match video.clips.get_mut(&key) {
+                Some(clip) => {
+                    if clip.sum.dim() != f.dim() {
+                        bail!("clip {key}: views of {} and {} frames", f.nrows(), clip.sum.nrows());
+                    }
+                    clip.sum += &f;
+                    clip.views += 1;
+                }
+                None => {
+                    let h = rec.header;
+                    video.clips.insert(key, ClipRows { sum: f, views: 1, indices: h.indices, t1: h.t1 });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-record features [T_i, C] of frame records; `first` numbers them in error messages.
+    fn record_features(&self, records: &[&Record], first: usize) -> Result<Vec<Array2<f32>>> {
         let cfg = self.model.config();
         let group = self.model.temporal_group();
         let mut tensors = Vec::with_capacity(records.len());
         for (i, rec) in records.iter().enumerate() {
             let ctx = || {
-                format!("record {i} of the video (clip {:?}, view {:?})", rec.header.clip, rec.header.view)
+                format!(
+                    "record {} of the video (clip {:?}, view {:?})",
+                    first + i,
+                    rec.header.clip,
+                    rec.header.view
+                )
             };
-            if rec.header.kind != "frames" {
-                bail!("{}: kind {:?}; vfeat takes frames", ctx(), rec.header.kind);
-            }
             let t = clip_tensor(rec, &cfg.mean, &cfg.std, &self.device).with_context(ctx)?;
             let (n, _, h, w) = t.dims4()?;
             if n == 0 || h == 0 || w == 0 {
@@ -155,84 +253,33 @@ impl<'a> Extractor<'a> {
                 feats[i] = Some(f);
             }
         }
-        let feats: Vec<Array2<f32>> = feats.into_iter().map(|f| f.expect("every record ran")).collect();
-        combine_views_and_clips(records, &feats, self.layer)
+        Ok(feats.into_iter().map(|f| f.expect("every record ran")).collect())
     }
 }
 
-/// Averages the views of each clip and concatenates the clips in clip order; the header is the
-/// first record's, turned into a `features` header (indices of all clips, t0 of the first, t1
-/// of the last; unknown keys carried).
-fn combine_views_and_clips(
-    records: &[Record],
-    feats: &[Array2<f32>],
-    layer: Layer,
-) -> Result<(RecordHeader, Array2<f32>)> {
-    let Some(first) = records.first() else { bail!("a video without records") };
-    // Records without a clip number are clips of their own, in stream order.
-    let mut clips: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, rec) in records.iter().enumerate() {
-        clips.entry(rec.header.clip.unwrap_or(i)).or_default().push(i);
-    }
-    let mut rows = Vec::with_capacity(clips.len());
-    let mut indices: Option<Vec<i64>> = Some(Vec::new());
-    for (k, views) in &clips {
-        let mut sum = feats[views[0]].clone();
-        for &v in &views[1..] {
-            if feats[v].dim() != sum.dim() {
-                bail!("clip {k}: views of {} and {} frames", feats[v].nrows(), sum.nrows());
-            }
-            sum += &feats[v];
-        }
-        sum /= views.len() as f32;
-        rows.push(sum);
-        match (&mut indices, &records[views[0]].header.indices) {
-            (Some(all), Some(ix)) => all.extend_from_slice(ix),
-            _ => indices = None,
-        }
-    }
-    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-    let features = concatenate(Axis(0), &views)?;
-    let last = &records[clips.values().last().expect("one clip")[0]];
-    let mut h = first.header.clone();
-    h.kind = "features".into();
-    h.layout = Some("TC".into());
-    h.indices = indices.filter(|ix| ix.len() == features.nrows());
-    h.t1 = last.header.t1;
-    (h.clip, h.view, h.num_clips, h.num_views, h.norm) = (None, None, None, None, None);
-    h.extra.insert("layer".into(), layer.to_string().into());
-    Ok((h, features))
-}
-
-/// Gathers the consecutive records of one video. A video ends when another begins, when its
-/// `num_clips × num_views` records have arrived, or at the end of the input.
+/// One video's features as its records arrive (`Extractor::add`): the clips done so far as
+/// sums over their views, and the records waiting to run.
 #[derive(Default)]
-pub struct VideoGrouper {
-    current: Vec<Record>,
+pub struct VideoAccumulator {
+    header: Option<RecordHeader>,
+    records: usize,
+    pending: Vec<(usize, Record)>,
+    pending_frames: usize,
+    clips: BTreeMap<usize, ClipRows>,
 }
 
-impl VideoGrouper {
-    /// Adds a record; returns the previous video's records when this one completes or ends it.
-    pub fn push(&mut self, rec: Record) -> Vec<Vec<Record>> {
-        let mut done = Vec::new();
-        if let Some(first) = self.current.first() {
-            if first.header.video != rec.header.video {
-                done.extend(self.finish());
-            }
-        }
-        self.current.push(rec);
-        let h = &self.current[0].header;
-        let expected = h.num_clips.unwrap_or(1) * h.num_views.unwrap_or(1);
-        if h.num_clips.is_some() && self.current.len() >= expected {
-            done.extend(self.finish());
-        }
-        done
+impl VideoAccumulator {
+    /// Records added so far.
+    pub fn records(&self) -> usize {
+        self.records
     }
+}
 
-    /// The pending video's records, if any.
-    pub fn finish(&mut self) -> Option<Vec<Record>> {
-        (!self.current.is_empty()).then(|| std::mem::take(&mut self.current))
-    }
+struct ClipRows {
+    sum: Array2<f32>,
+    views: usize,
+    indices: Option<Vec<i64>>,
+    t1: Option<f64>,
 }
 
 #[cfg(test)]
@@ -307,25 +354,5 @@ mod tests {
         assert!(format!("{err:#}").contains("multiple of 4"), "{err:#}");
         assert!(Extractor::new(&m, Layer::Stage(5), 8, Device::Cpu).is_err());
         assert!("layer0".parse::<Layer>().is_err() && "fc".parse::<Layer>().is_err());
-    }
-
-    #[test]
-    fn grouper_splits_on_video_change_and_on_count() {
-        let mut g = VideoGrouper::default();
-        let mut done = Vec::new();
-        for (video, clips) in
-            [("a", Some(2)), ("a", Some(2)), ("a", Some(2)), ("b", None), ("b", None), ("c", None)]
-        {
-            let mut h = RecordHeader::frames(video);
-            (h.num_clips, h.num_views) = (clips, clips.map(|_| 1));
-            done.extend(
-                g.push(Record { header: h, array: Array::U8(ndarray::ArrayD::zeros(ndarray::IxDyn(&[1]))) }),
-            );
-        }
-        done.extend(g.finish());
-        let sizes: Vec<(String, usize)> =
-            done.iter().map(|v| (v[0].header.video.clone().unwrap(), v.len())).collect();
-        let want = [("a", 2), ("a", 1), ("b", 2), ("c", 1)].map(|(v, n)| (v.to_string(), n));
-        assert_eq!(sizes, want);
     }
 }

@@ -119,6 +119,13 @@ impl VideoAverager {
         done
     }
 
+    /// Drops the pending video if it is `video` (its producer failed part-way).
+    pub fn discard(&mut self, video: &str) {
+        if self.current.as_ref().is_some_and(|(v, ..)| v == video) {
+            self.current = None;
+        }
+    }
+
     /// The pending video's prediction, if any.
     pub fn finish(&mut self, topk: usize, names: Option<&[String]>) -> Option<Prediction> {
         let (video, label, sum, n, _) = self.current.take()?;

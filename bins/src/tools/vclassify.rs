@@ -117,8 +117,10 @@ pub fn main(args: Args) -> Result<Outcome> {
     let mut averager = VideoAverager::default();
     let mut pending: Vec<(Record, Tensor)> = Vec::new();
     let batch = args.batch.max(1);
+    let written = std::cell::Cell::new(0usize);
     let emit = |preds: Vec<Prediction>, out: &mut Output| -> Result<()> {
         for p in preds {
+            written.set(written.get() + 1);
             write_prediction(&mut *out, &p).context("writing predictions")?;
         }
         Ok(())
@@ -148,11 +150,22 @@ pub fn main(args: Args) -> Result<Outcome> {
             }
             Ok(())
         };
-    let mut records = 0usize;
+    let (mut records, mut failed) = (0usize, 0usize);
     for input in &inputs {
         let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
         let mut reader = StreamReader::new(open_input(input)?, name.clone());
         while let Some(rec) = reader.next_record()? {
+            if rec.header.kind == "error" {
+                // The producer broke part-way through this video (vidkit-stream(5)): what came
+                // of it is not the whole video, so it gets no prediction.
+                let video = rec.header.video.clone().unwrap_or_default();
+                pending.retain(|(r, _)| r.header.video.as_deref() != Some(video.as_str()));
+                averager.discard(&video);
+                let why = rec.header.extra.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+                eprintln!("vclassify: {name}: video {video:?}: no prediction: the producer failed: {why}");
+                failed += 1;
+                continue;
+            }
             let ctx = record_context(&name, records, &rec);
             check_record(&rec, cfg.frames).with_context(|| ctx.clone())?;
             let t = clip_tensor(&rec, &cfg.mean, &cfg.std, &dev).with_context(|| ctx.clone())?;
@@ -172,11 +185,15 @@ pub fn main(args: Args) -> Result<Outcome> {
     if let Some(p) = averager.finish(args.topk, names) {
         emit(vec![p], &mut out)?;
     }
-    if records == 0 {
+    if records == 0 && failed == 0 {
         bail!("no records in the input");
     }
+    if records == 0 {
+        bail!("no video could be classified ({failed} failed)");
+    }
     out.finish()?;
-    Ok(Outcome::Success)
+    let total = failed + written.get();
+    Ok(if failed > 0 { Outcome::PartialFailure { failed, total } } else { Outcome::Success })
 }
 
 /// A video's modalities in the model's order, or why it cannot be classified.

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vidkit::data::{Shard, VideoOrdinals};
-use vidkit::extract::{Extractor, Layer, VideoGrouper};
+use vidkit::extract::{Extractor, Layer, VideoAccumulator};
 use vidkit::featstore::{merge, StoreOptions, StoreWriter, VideoBuilder};
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
@@ -124,6 +124,20 @@ impl Sink {
     }
 }
 
+/// The video whose records are arriving.
+struct OpenVideo {
+    id: String,
+    acc: VideoAccumulator,
+    /// Why the video fails; its remaining records are read past.
+    error: Option<anyhow::Error>,
+    /// Not in this shard.
+    skipped: bool,
+    frames: usize,
+    /// Records seen, and how many the headers announce (num_clips × num_views).
+    seen: usize,
+    expected: Option<usize>,
+}
+
 fn run_merge(args: &Args) -> Result<Outcome> {
     let out = match &args.output {
         Some(o) if is_store_path(o) => o,
@@ -167,32 +181,30 @@ pub fn main(args: Args) -> Result<Outcome> {
     let (mut videos, mut failed, mut frames, mut records) = (0usize, 0usize, 0usize, 0usize);
     let mut ordinals = VideoOrdinals::default();
     let mut written: HashSet<String> = HashSet::new();
-    let mut process = |group: Vec<Record>, source: &str, sink: &mut Sink| -> Result<()> {
-        let id = group[0].header.video.clone().unwrap_or_default();
-        if args.shard.is_some_and(|s| !s.keeps(ordinals.ordinal(&id))) {
-            return Ok(());
-        }
-        videos += 1;
-        let result = if id.is_empty() {
-            Err(anyhow::anyhow!("records without a `video` key"))
-        } else if written.contains(&id) {
-            Err(anyhow::anyhow!("already written: the records of a video must follow each other"))
-        } else {
-            extractor.video_features(&group)
+    // Records are added to their video as they arrive (a long video's frames are never all
+    // held); a video ends when another begins, when its num_clips × num_views records are in,
+    // or at the end of an input.
+    let mut current: Option<OpenVideo> = None;
+    let mut finish =
+        |video: OpenVideo, source: &str, sink: &mut Sink, written: &mut HashSet<String>| -> Result<()> {
+            let OpenVideo { id, acc, error, skipped, frames: n, .. } = video;
+            if skipped {
+                return Ok(());
+            }
+            videos += 1;
+            match error.map_or_else(|| extractor.finish(acc), Err) {
+                Ok((header, rows)) => {
+                    frames += n;
+                    sink.write(header, rows, args.f16)?;
+                    written.insert(id);
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("vfeat: {source}: video {id:?}: {e:#}");
+                }
+            }
+            Ok(())
         };
-        match result {
-            Ok((header, rows)) => {
-                frames += group.iter().map(|r| r.array.shape().first().copied().unwrap_or(0)).sum::<usize>();
-                sink.write(header, rows, args.f16)?;
-                written.insert(id);
-            }
-            Err(e) => {
-                failed += 1;
-                eprintln!("vfeat: {source}: video {id:?}: {e:#}");
-            }
-        }
-        Ok(())
-    };
     let mut broken_inputs = 0usize;
     for input in &inputs {
         let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
@@ -204,27 +216,57 @@ pub fn main(args: Args) -> Result<Outcome> {
                 continue;
             }
         };
-        let mut grouper = VideoGrouper::default();
         loop {
-            match reader.next_record() {
-                Ok(Some(rec)) => {
-                    records += 1;
-                    for group in grouper.push(rec) {
-                        process(group, &name, &mut sink)?;
-                    }
-                }
+            let rec = match reader.next_record() {
+                Ok(Some(rec)) => rec,
                 Ok(None) => break,
                 Err(e) => {
-                    // The stream cannot go on; what it held up to here was complete.
+                    // The stream cannot go on; the videos it completed stand, the open one
+                    // is dropped with it.
                     broken_inputs += 1;
                     eprintln!("vfeat: {e:#}");
-                    grouper = VideoGrouper::default();
+                    current = None;
                     break;
                 }
+            };
+            records += 1;
+            let id = rec.header.video.clone().unwrap_or_default();
+            if current.as_ref().is_some_and(|v| v.id != id) {
+                finish(current.take().expect("open video"), &name, &mut sink, &mut written)?;
+            }
+            let video = current.get_or_insert_with(|| {
+                let skipped = args.shard.is_some_and(|s| !s.keeps(ordinals.ordinal(&id)));
+                let error = if id.is_empty() {
+                    Some(anyhow::anyhow!("records without a `video` key"))
+                } else if written.contains(&id) {
+                    Some(anyhow::anyhow!("already written: the records of a video must follow each other"))
+                } else {
+                    None
+                };
+                let expected = rec.header.num_clips.map(|c| c * rec.header.num_views.unwrap_or(1));
+                OpenVideo {
+                    id: id.clone(),
+                    acc: Default::default(),
+                    error,
+                    skipped,
+                    frames: 0,
+                    seen: 0,
+                    expected,
+                }
+            });
+            if !video.skipped && video.error.is_none() {
+                video.frames += rec.array.shape().first().copied().unwrap_or(0);
+                if let Err(e) = extractor.add(&mut video.acc, rec) {
+                    video.error = Some(e);
+                }
+            }
+            video.seen += 1;
+            if video.expected.is_some_and(|e| video.seen >= e) {
+                finish(current.take().expect("open video"), &name, &mut sink, &mut written)?;
             }
         }
-        if let Some(group) = grouper.finish() {
-            process(group, &name, &mut sink)?;
+        if let Some(video) = current.take() {
+            finish(video, &name, &mut sink, &mut written)?;
         }
     }
     let failures = failed + broken_inputs;

@@ -5,11 +5,12 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use vidkit::clips::{sample_video, ClipSpec, VideoItem};
+use vidkit::clips::{sample_video_each, ClipSpec, VideoItem};
 use vidkit::data::{parse_line, Shard};
 use vidkit::io::Output;
+use vidkit::parallel::Piece;
 use vidkit::sample::{SamplerConfig, SamplerKind};
-use vidkit::stream::{Label, Norm, StreamWriter};
+use vidkit::stream::{Array, Label, Norm, Record, RecordHeader, StreamWriter};
 use vidkit::transform::{CropMode, IMAGENET_MEAN, IMAGENET_STD};
 
 const EXAMPLES: &str = "\
@@ -32,13 +33,26 @@ Examples:
   # one frame per second over the whole video, the 2nd of 4 shards of a list, for vfeat
   vsample --list all.list --root data/ --fps 1 --shard 1/4 | vfeat --model m.safetensors -o part1.h5
 
+  # an untrimmed video for temporal localization: a 1-frame snippet every 16 frames, streamed
+  vsample long.mp4 --sampler untrimmed --frames 1 --interval 16 | vfeat --model tsn_r50.safetensors -o feats.h5
+
+  # 5 frames per second over a 2-hour video, 32 frames per record, in bounded memory
+  vsample movie.mp4 --fps 5 --chunk 32 | vfeat --model tsn_r50.safetensors -o movie.h5
+
   # native-size frames at fixed indices, read back in Python
   vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import io, sys, json, numpy as np
   f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
 
 Each record is one JSON header line and one NPY array (see vidkit-stream(5)): one record per
 clip x view, THWC uint8 RGB unless --normalize. A video that fails (missing, corrupt, too
-short for --indices) is reported on stderr and skipped; the exit status is then 1.";
+short for --indices) is reported on stderr and skipped; the exit status is then 1.
+
+--fps and --sampler untrimmed stream: records leave as their frames are decoded, so memory is
+bounded by a few records whatever the video's length. If such a video breaks part-way, the
+records already written stay and a record of kind \"error\" (header keys video and error, an
+empty array) follows them, so the tools downstream drop the video and report it. The other
+samplers take a bounded number of frames per video and write a video's records only once all
+of them are decoded.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vsample", version, about = "Decode, sample and transform video frames into a clip stream", after_help = EXAMPLES)]
@@ -51,13 +65,15 @@ pub struct Args {
     /// Directory that relative paths in --list and on stdin are relative to.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Frame sampler: segment (PaddleVideo), segment-mmaction, dense, uniform.
-    #[arg(long, default_value = "segment", value_parser = ["segment", "segment-mmaction", "dense", "uniform"])]
+    /// Frame sampler: segment (PaddleVideo), segment-mmaction, dense, uniform, untrimmed
+    /// (MMAction2's UntrimmedSampleFrames: a snippet of --frames consecutive frames centred every
+    /// --interval frames over the whole video, one record per snippet, in time order).
+    #[arg(long, default_value = "segment", value_parser = ["segment", "segment-mmaction", "dense", "uniform", "untrimmed"])]
     pub sampler: String,
-    /// Segments per clip (segment, uniform) or clip length (dense).
+    /// Segments per clip (segment, uniform), clip length (dense) or snippet length (untrimmed).
     #[arg(long, default_value_t = 8)]
     pub frames: usize,
-    /// Frame interval inside a dense clip.
+    /// Frame interval inside a dense clip; for untrimmed, frames between snippet centres.
     #[arg(long, default_value_t = 1)]
     pub interval: usize,
     /// Temporal clips per video.
@@ -90,6 +106,11 @@ pub struct Args {
     /// floor(i*fps/R).
     #[arg(long, value_name = "R", conflicts_with_all = ["train", "indices"])]
     pub fps: Option<f64>,
+    /// With --fps: at most N frames per record (the video's frames in time order, record k
+    /// holding frames kN to kN+N-1), so records stream out as they are decoded; 0 puts all
+    /// frames in one record (memory then grows with the video).
+    #[arg(long, value_name = "N", default_value_t = 32, requires = "fps")]
+    pub chunk: usize,
     /// Keep only shard K of N (K = 0..N-1): the inputs whose 0-based position in the input list
     /// is K modulo N. Shards keep the seeds of the unsharded run.
     #[arg(long, value_name = "K/N")]
@@ -175,6 +196,14 @@ fn gather_inputs(args: &Args) -> Result<Vec<InputItem>> {
     Ok(items)
 }
 
+/// The record that ends a streamed video which broke part-way (vidkit-stream(5), kind error).
+fn error_record(video: &str, message: &str) -> Record {
+    let mut header =
+        RecordHeader { kind: "error".into(), video: Some(video.to_string()), ..Default::default() };
+    header.extra.insert("error".into(), message.into());
+    Record { header, array: Array::U8(ndarray::ArrayD::zeros(ndarray::IxDyn(&[0]))) }
+}
+
 fn spec_from(args: &Args) -> Result<ClipSpec> {
     let sampler = SamplerConfig {
         kind: args.sampler.parse::<SamplerKind>()?,
@@ -220,6 +249,7 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         seed: args.seed,
         indices: args.indices.clone(),
         rate_fps: args.fps,
+        chunk_frames: (args.chunk > 0).then_some(args.chunk),
     })
 }
 
@@ -241,26 +271,60 @@ pub fn main(mut args: Args) -> Result<Outcome> {
         .filter(|(i, _)| args.shard.is_none_or(|s| s.keeps(*i)))
         .collect();
     let mut out = Output::open(args.output.as_deref())?;
+    // Unbounded samplers stream; the others keep a video's records until all are decoded, so
+    // a video that fails leaves nothing behind.
+    let streaming = spec.rate_fps.is_some() || spec.sampler.kind == SamplerKind::Untrimmed;
     let mut failed = 0usize;
     let mut records = 0usize;
     {
         let mut writer = StreamWriter::new(&mut out);
-        vidkit::parallel::map_ordered(
+        vidkit::parallel::stream_ordered(
             &items,
             args.jobs,
-            |_, (position, item)| match item {
-                Ok(v) => sample_video(&spec, v, *position).map_err(|e| format!("{e:#}")),
-                Err(msg) => Err(msg.clone()),
-            },
-            |_, result| {
-                match result {
-                    Ok(recs) => {
-                        for r in &recs {
-                            writer.write_record(&r.header, &r.array).context("writing the stream")?;
-                        }
-                        records += recs.len();
+            4,
+            |_, (position, item), emit| -> std::result::Result<(String, usize), String> {
+                let v = item.as_ref().map_err(Clone::clone)?;
+                let mut emitted = 0usize;
+                let mut held = Vec::new();
+                let result = sample_video_each(&spec, v, *position, &mut |r| {
+                    if streaming {
+                        emitted += 1;
+                        emit(r)
+                    } else {
+                        held.push(r);
+                        Ok(())
                     }
-                    Err(msg) => {
+                });
+                match result {
+                    Ok(_) => {
+                        for r in held {
+                            emit(r).map_err(|e| format!("{e:#}"))?;
+                            emitted += 1;
+                        }
+                        Ok((v.id.clone(), emitted))
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        if emitted > 0 {
+                            // Tell the tools downstream that the records before this one are
+                            // not the whole video.
+                            let _ = emit(error_record(&v.id, &msg));
+                            return Err(format!(
+                                "{msg} (after {emitted} records; an error record follows them)"
+                            ));
+                        }
+                        Err(msg)
+                    }
+                }
+            },
+            |_, piece| {
+                match piece {
+                    Piece::Part(r) => {
+                        writer.write_record(&r.header, &r.array).context("writing the stream")?;
+                        records += 1;
+                    }
+                    Piece::Done(Ok(_)) => {}
+                    Piece::Done(Err(msg)) => {
                         failed += 1;
                         eprintln!("vsample: {msg}");
                     }

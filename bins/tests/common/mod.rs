@@ -35,6 +35,26 @@ pub fn testsrc(path: &Path, size: &str, fps: u32, frames: usize, codec_args: &[&
     assert!(st.success(), "ffmpeg could not make {}", path.display());
 }
 
+/// `frames` frames of testsrc2 (64x48, 25 fps, h264, a keyframe every 10) whose coded data is
+/// damaged in its last third: the container stays readable, decoding breaks part-way. Written
+/// to `dir/name`.
+pub fn damaged_in_last_third(dir: &Path, name: &str, frames: usize) {
+    let full = dir.join("undamaged.mp4");
+    testsrc(
+        &full,
+        "64x48",
+        25,
+        frames,
+        &["-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-movflags", "+faststart"],
+    );
+    let mut bad = std::fs::read(&full).unwrap();
+    let len = bad.len();
+    for i in (len * 2 / 3..len).step_by(97) {
+        bad[i] = bad[i].wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(dir.join(name), bad).unwrap();
+}
+
 pub fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
     Command::new(bin).args(args).current_dir(dir).output().expect("binary runs")
 }

@@ -16,6 +16,9 @@ pub enum SamplerKind {
     Dense,
     /// `frames` points from the first to the last frame, endpoints included (PP-TimeSformer).
     Uniform,
+    /// A snippet of `frames` consecutive frames centred every `interval` frames over the whole
+    /// video (MMAction2 `UntrimmedSampleFrames`): features for temporal localization.
+    Untrimmed,
 }
 
 impl std::str::FromStr for SamplerKind {
@@ -26,7 +29,8 @@ impl std::str::FromStr for SamplerKind {
             "segment-mmaction" => Self::SegmentMmaction,
             "dense" => Self::Dense,
             "uniform" => Self::Uniform,
-            _ => bail!("unknown sampler {s:?} (segment, segment-mmaction, dense, uniform)"),
+            "untrimmed" => Self::Untrimmed,
+            _ => bail!("unknown sampler {s:?} (segment, segment-mmaction, dense, uniform, untrimmed)"),
         })
     }
 }
@@ -36,7 +40,8 @@ pub struct SamplerConfig {
     pub kind: SamplerKind,
     /// Segments (segment samplers, uniform) or clip length (dense).
     pub frames: usize,
-    /// Frame interval inside a dense clip.
+    /// Frame interval inside a dense clip; for `Untrimmed`, frames from one snippet's centre
+    /// to the next (MMAction2's `clip_interval`).
     pub interval: usize,
     /// Temporal clips per video.
     pub clips: usize,
@@ -62,6 +67,14 @@ impl SamplerConfig {
         if self.interval == 0 {
             bail!("--interval must be at least 1");
         }
+        if self.kind == SamplerKind::Untrimmed {
+            if self.clips != 1 {
+                bail!("--sampler untrimmed takes a snippet every --interval frames over the whole video; leave --clips at 1");
+            }
+            if self.train {
+                bail!("--sampler untrimmed is a test-time sampler (snippets for features); it has no --train mode");
+            }
+        }
         Ok(())
     }
 
@@ -75,6 +88,10 @@ impl SamplerConfig {
 
     pub fn sample(&self, num_frames: usize, rng: &mut Rng) -> SampledClips {
         assert!(num_frames > 0, "sample() on an empty video");
+        if self.kind == SamplerKind::Untrimmed {
+            let clips = untrimmed(num_frames, self.frames, self.interval);
+            return SampledClips { clips, repeated: num_frames < self.frames };
+        }
         let clips: Vec<Vec<usize>> = (0..self.clips)
             .map(|k| match self.kind {
                 SamplerKind::Segment => segment_paddle(num_frames, self.frames, self.train, rng),
@@ -85,6 +102,7 @@ impl SamplerConfig {
                     dense(num_frames, self.frames, self.interval, self.train, k, self.clips, rng)
                 }
                 SamplerKind::Uniform => uniform(num_frames, self.frames),
+                SamplerKind::Untrimmed => unreachable!("handled above"),
             })
             .collect();
         let repeated = num_frames < self.span();
@@ -167,6 +185,19 @@ fn dense(len: usize, t: usize, tau: usize, train: bool, k: usize, clips: usize, 
     let start = if train { rng.uniform_range(0.0, delta) } else { delta * k as f64 / clips as f64 };
     let end = start + clip_size - 1.0;
     linspace_trunc(start, end, t, len)
+}
+
+/// MMAction2 `mmaction/datasets/transforms/loading.py`, `UntrimmedSampleFrames` with
+/// frame_interval 1: centres `arange(clip_interval // 2, L, clip_interval)`; clip c takes
+/// `c + arange(-(clip_len // 2), clip_len - clip_len // 2)`, clipped to [0, L - 1]. One clip per
+/// centre, in time order.
+fn untrimmed(len: usize, clip_len: usize, clip_interval: usize) -> Vec<Vec<usize>> {
+    let before = (clip_len / 2) as i64;
+    let after = (clip_len - clip_len / 2) as i64;
+    (clip_interval / 2..len)
+        .step_by(clip_interval)
+        .map(|c| (c as i64 - before..c as i64 + after).map(|i| i.clamp(0, len as i64 - 1) as usize).collect())
+        .collect()
 }
 
 /// PaddleVideo `Sampler` with `linspace_sample`: `linspace(0, L - 1, N)`, clipped, `astype(int64)`.

@@ -133,3 +133,23 @@ fn fixed_rate_follows_torchvision_videoclips() {
     // Too short for one frame at this rate.
     assert!(fixed_rate(10, 25.0, 2.0).is_err());
 }
+
+#[test]
+fn untrimmed_snippets_as_mmaction() {
+    // MMAction2 UntrimmedSampleFrames: centres arange(S // 2, L, S), each clip
+    // centre + arange(-(clip_len // 2), clip_len - clip_len // 2), clipped to [0, L - 1].
+    let u = |len, clip_len, interval| test_indices(SamplerKind::Untrimmed, clip_len, interval, 1, len);
+    assert_eq!(u(100, 1, 16), vec![vec![8], vec![24], vec![40], vec![56], vec![72], vec![88]]);
+    assert_eq!(u(50, 5, 16), vec![vec![6, 7, 8, 9, 10], vec![22, 23, 24, 25, 26], vec![38, 39, 40, 41, 42]]);
+    // even clip_len: one more frame after the centre than before it
+    assert_eq!(u(12, 4, 10), vec![vec![3, 4, 5, 6]]);
+    // clipped at both ends
+    assert_eq!(u(7, 6, 4), vec![vec![0, 0, 1, 2, 3, 4], vec![3, 4, 5, 6, 6, 6]]);
+    // shorter than half an interval: no snippet at all, as the reference
+    assert!(u(3, 1, 16).is_empty());
+    // it is a test-time sampler over the whole video
+    assert!(cfg(SamplerKind::Untrimmed, 1, 16, 2, false).validate().is_err());
+    assert!(cfg(SamplerKind::Untrimmed, 1, 16, 1, true).validate().is_err());
+    assert!(cfg(SamplerKind::Untrimmed, 1, 16, 1, false).validate().is_ok());
+    assert_eq!("untrimmed".parse::<SamplerKind>().unwrap(), SamplerKind::Untrimmed);
+}

@@ -177,6 +177,7 @@ impl TrainConfig {
             seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
             indices: None,
             rate_fps: None,
+            chunk_frames: None,
         })
     }
 

@@ -2,10 +2,10 @@
 //! number), autorotation, an optional `scale`, and rgb24 raw frames on its stdout.
 
 use super::probe::stderr_reason;
-use super::{VideoInfo, FFMPEG};
+use super::{FrameSink, VideoInfo, FFMPEG};
 use anyhow::{bail, Context, Result};
 use ffmpeg_sidecar::command::FfmpegCommand;
-use ndarray::Array4;
+use ndarray::{Array4, ArrayView3};
 use std::io::Read;
 
 /// Frames decoded for a sorted list of distinct indices: `frames[i]` is source frame `indices[i]`.
@@ -64,6 +64,29 @@ pub(crate) fn wanted_frames(info: &VideoInfo, indices: &[usize]) -> Result<Vec<u
 /// Decodes the frames at `indices` (any order, duplicates allowed) scaled to `size` (W, H)
 /// with bilinear swscale, or at the displayed size when `size` is `None`.
 pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32)>) -> Result<DecodedFrames> {
+    let wanted = wanted_frames(info, indices)?;
+    let mut data: Vec<u8> = Vec::new();
+    let mut dims: Option<(usize, usize)> = None;
+    decode_each_cli(info, &wanted, size, &mut |_, frame| {
+        let (h, w, _) = frame.dim();
+        dims.get_or_insert((w, h));
+        data.extend_from_slice(frame.as_slice().context("a frame not in standard layout")?);
+        Ok(())
+    })?;
+    let (fw, fh) = dims.expect("at least one frame");
+    let frames = Array4::from_shape_vec((wanted.len(), fh, fw, 3), data)?;
+    Ok(DecodedFrames { indices: wanted, frames })
+}
+
+/// `decode_frames`, one frame at a time: the distinct frames of `indices` in ascending order,
+/// each handed to `sink` as (frame number, [H, W, 3] RGB) as it leaves ffmpeg. An error from
+/// `sink` stops ffmpeg and is returned.
+pub fn decode_each_cli(
+    info: &VideoInfo,
+    indices: &[usize],
+    size: Option<(u32, u32)>,
+    sink: &mut FrameSink,
+) -> Result<()> {
     let path = &info.path;
     let wanted = wanted_frames(info, indices)?;
     let mut filters = format!("select={}", select_expr(&wanted));
@@ -94,10 +117,11 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
         std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
     // Frames arrive as PPM images: each carries its own size, which is not always the size the
     // stream header announces (a Theora file here says 214x160 and decodes to 218x160).
-    let mut data: Vec<u8> = Vec::new();
+    let mut frame: Vec<u8> = Vec::new();
     let mut dims: Option<(usize, usize)> = None;
     let mut got = 0usize;
     let mut read_error = None;
+    let mut sink_error = None;
     while got < wanted.len() {
         match read_ppm_header(&mut stdout) {
             Ok(None) => break,
@@ -106,11 +130,14 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
                     read_error = Some(format!("frame size changes mid-stream ({fw}x{fh})"));
                     break;
                 }
-                let start = data.len();
-                data.resize(start + fw * fh * 3, 0);
-                if let Err(e) = stdout.read_exact(&mut data[start..]) {
-                    data.truncate(start);
+                frame.resize(fw * fh * 3, 0);
+                if let Err(e) = stdout.read_exact(&mut frame) {
                     read_error = Some(e.to_string());
+                    break;
+                }
+                let view = ArrayView3::from_shape((fh, fw, 3), &frame[..])?;
+                if let Err(e) = sink(wanted[got], view) {
+                    sink_error = Some(e);
                     break;
                 }
                 got += 1;
@@ -120,6 +147,13 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
                 break;
             }
         }
+    }
+    if let Some(e) = sink_error {
+        let _ = child.kill();
+        drop(stdout);
+        let _ = child.wait();
+        let _ = err_thread.join();
+        return Err(e);
     }
     // Drain whatever follows so ffmpeg never dies of a closed pipe while finishing.
     let _ = std::io::copy(&mut stdout, &mut std::io::sink());
@@ -132,13 +166,7 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
             (Some(e), true) => e,
             (None, true) => "stream ends early".to_string(),
         };
-        bail!(
-            "{}: truncated or corrupt video: decoded {got} of {} wanted frames (container has {}, last wanted {}): {why}",
-            path.display(),
-            wanted.len(),
-            info.num_frames,
-            wanted[wanted.len() - 1]
-        );
+        return Err(short_decode(info, got, &wanted, &why));
     }
     if !status.success() {
         bail!("{}: ffmpeg failed while decoding: {}", path.display(), stderr_reason(&stderr));
@@ -154,9 +182,18 @@ pub fn decode_frames(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32
             first.trim_start_matches("[error] ")
         );
     }
-    let (fw, fh) = dims.expect("at least one frame");
-    let frames = Array4::from_shape_vec((wanted.len(), fh, fw, 3), data)?;
-    Ok(DecodedFrames { indices: wanted, frames })
+    Ok(())
+}
+
+/// The error for a decode that reached only `got` of the `wanted` frames (both decoders).
+pub(crate) fn short_decode(info: &VideoInfo, got: usize, wanted: &[usize], why: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}: truncated or corrupt video: decoded {got} of {} wanted frames (container has {}, last wanted {}): {why}",
+        info.path.display(),
+        wanted.len(),
+        info.num_frames,
+        wanted[wanted.len() - 1]
+    )
 }
 
 /// A line of ffmpeg's log that comes from a video decoder (`[h264 @ 0x...] ...`), not from

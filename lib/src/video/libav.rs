@@ -8,11 +8,11 @@
 //! libraries at start (~40 ms here, once per process); binaries that do not, do not link them.
 
 use super::probe::stderr_reason;
-use super::{decode_frames, DecodedFrames, VideoInfo};
+use super::{decode_each_cli, decode_frames, DecodedFrames, FrameSink, VideoInfo};
 use anyhow::{anyhow, bail, Result};
-use ndarray::Array4;
+use ndarray::{Array4, ArrayView3};
 use std::ffi::CString;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -21,6 +21,7 @@ const VK_ERR_OPEN: c_int = -1;
 const VK_ERR_NO_VIDEO: c_int = -2;
 const VK_ERR_UNSUPPORTED: c_int = -3;
 const VK_ERR_DECODE: c_int = -4;
+const VK_ERR_STOPPED: c_int = -6;
 
 /// `vk_info` of vk_decode.h.
 #[repr(C)]
@@ -58,6 +59,21 @@ extern "C" {
         out_h: c_int,
         resize: c_int,
         out_rgb: *mut u8,
+        stats: *mut DecodeStats,
+        err: *mut c_char,
+        errlen: usize,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn vk_decode_each(
+        path: *const c_char,
+        indices: *const i64,
+        n: c_int,
+        out_w: c_int,
+        out_h: c_int,
+        resize: c_int,
+        cb: extern "C" fn(*mut c_void, c_int, *const u8) -> c_int,
+        user: *mut c_void,
+        skip: c_int,
         stats: *mut DecodeStats,
         err: *mut c_char,
         errlen: usize,
@@ -159,31 +175,72 @@ pub(crate) struct Run {
     pub cli_fallback: Option<String>,
 }
 
+/// A decode request in the shim's terms.
+struct Request {
+    wanted: Vec<usize>,
+    idx: Vec<i64>,
+    /// Output width and height.
+    w: u32,
+    h: u32,
+    url: CString,
+}
+
+impl Request {
+    fn new(info: &VideoInfo, indices: &[usize], size: Option<(u32, u32)>) -> Result<Self> {
+        let wanted = super::decode::wanted_frames(info, indices)?;
+        let (w, h) = size.unwrap_or((info.width, info.height));
+        c_int::try_from(w)?;
+        c_int::try_from(h)?;
+        c_int::try_from(wanted.len())?;
+        let idx = wanted.iter().map(|&i| i as i64).collect();
+        Ok(Self { wanted, idx, w, h, url: c_path(&info.path)? })
+    }
+
+    /// What a return code other than VK_ERR_UNSUPPORTED means: Ok when every wanted frame was
+    /// reached, else the CLI path's messages. `reached` counts frames delivered before a
+    /// failure that returned no count.
+    fn outcome(&self, info: &VideoInfo, rc: c_int, msg: &str, reached: usize) -> Result<()> {
+        let path = &info.path;
+        if let Some(detail) = msg.strip_prefix("corrupt video: ") {
+            let detail = detail.replace('\n', " ");
+            bail!("{}: corrupt video: {detail}", path.display());
+        }
+        // Where the file cannot be opened or decoded at all, the CLI path reports what it
+        // decoded (nothing, for the batch decode).
+        let got = match rc {
+            VK_ERR_OPEN | VK_ERR_NO_VIDEO | VK_ERR_DECODE => reached,
+            rc if rc < 0 => {
+                bail!("{}: in-process decoding failed: {}", path.display(), stderr_reason(msg.as_bytes()))
+            }
+            rc => rc as usize,
+        };
+        if got < self.wanted.len() {
+            let why =
+                if msg.is_empty() { "stream ends early".to_string() } else { stderr_reason(msg.as_bytes()) };
+            return Err(super::decode::short_decode(info, got, &self.wanted, &why));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn decode_with_stats(
     info: &VideoInfo,
     indices: &[usize],
     size: Option<(u32, u32)>,
 ) -> Result<(DecodedFrames, Run)> {
-    let path = &info.path;
-    let wanted = super::decode::wanted_frames(info, indices)?;
-    let last = wanted[wanted.len() - 1];
-    let (w, h) = size.unwrap_or((info.width, info.height));
-    let (cw, ch) = (c_int::try_from(w)?, c_int::try_from(h)?);
-    let n = c_int::try_from(wanted.len())?;
-    let url = c_path(path)?;
-    let frame_bytes = w as usize * h as usize * 3;
-    let mut data = vec![0u8; frame_bytes * wanted.len()];
-    let idx: Vec<i64> = wanted.iter().map(|&i| i as i64).collect();
+    let req = Request::new(info, indices, size)?;
+    let frame_bytes = req.w as usize * req.h as usize * 3;
+    let mut data = vec![0u8; frame_bytes * req.wanted.len()];
     let mut stats = DecodeStats::default();
     let mut err = [0 as c_char; 1024];
     // SAFETY: `idx` holds n values, `data` n frames of h rows of w * 3 bytes, `err` err.len().
     let rc = unsafe {
         vk_decode(
-            url.as_ptr(),
-            idx.as_ptr(),
-            n,
-            cw,
-            ch,
+            req.url.as_ptr(),
+            req.idx.as_ptr(),
+            req.idx.len() as c_int,
+            req.w as c_int,
+            req.h as c_int,
             c_int::from(size.is_some()),
             data.as_mut_ptr(),
             &mut stats,
@@ -195,30 +252,102 @@ pub(crate) fn decode_with_stats(
     if rc == VK_ERR_UNSUPPORTED {
         return Ok((decode_frames(info, indices, size)?, Run { stats, cli_fallback: Some(msg) }));
     }
-    if let Some(detail) = msg.strip_prefix("corrupt video: ") {
-        let detail = detail.replace('\n', " ");
-        bail!("{}: corrupt video: {detail}", path.display());
-    }
-    // Where the file cannot be opened or decoded at all, the CLI path reports 0 frames decoded.
-    let got = match rc {
-        VK_ERR_OPEN | VK_ERR_NO_VIDEO | VK_ERR_DECODE => 0,
-        rc if rc < 0 => {
-            bail!("{}: in-process decoding failed: {}", path.display(), stderr_reason(msg.as_bytes()))
-        }
-        rc => rc as usize,
+    req.outcome(info, rc, &msg, 0)?;
+    let frames = Array4::from_shape_vec((req.wanted.len(), req.h as usize, req.w as usize, 3), data)?;
+    Ok((DecodedFrames { indices: req.wanted, frames }, Run { stats, cli_fallback: None }))
+}
+
+/// What the C callback reaches: the caller's sink, the frame numbers, and the first error.
+struct EachState<'s, 'f> {
+    sink: &'s mut FrameSink<'f>,
+    wanted: &'s [usize],
+    shape: (usize, usize),
+    delivered: usize,
+    error: Option<anyhow::Error>,
+}
+
+extern "C" fn each_frame(user: *mut c_void, j: c_int, rgb: *const u8) -> c_int {
+    // SAFETY: `user` is the EachState that decode_each_libav passed, alive for the whole call.
+    let state = unsafe { &mut *(user as *mut EachState) };
+    let (h, w) = state.shape;
+    // SAFETY: vk_decode_each hands over h rows of w * 3 bytes, valid until we return.
+    let bytes = unsafe { std::slice::from_raw_parts(rgb, h * w * 3) };
+    let Some(&index) = usize::try_from(j).ok().and_then(|j| state.wanted.get(j)) else {
+        state.error = Some(anyhow!("decoder delivered frame position {j} outside the request"));
+        return 1;
     };
-    if got < wanted.len() {
-        let why =
-            if msg.is_empty() { "stream ends early".to_string() } else { stderr_reason(msg.as_bytes()) };
-        bail!(
-            "{}: truncated or corrupt video: decoded {got} of {} wanted frames (container has {}, last wanted {last}): {why}",
-            path.display(),
-            wanted.len(),
-            info.num_frames,
-        );
+    let frame = ArrayView3::from_shape((h, w, 3), bytes).expect("frame buffer of the stated size");
+    // A panic must not unwind into C.
+    let sink = &mut *state.sink;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink(index, frame))) {
+        Ok(Ok(())) => {
+            state.delivered = j as usize + 1;
+            0
+        }
+        Ok(Err(e)) => {
+            state.error = Some(e);
+            1
+        }
+        Err(_) => {
+            state.error = Some(anyhow!("a frame consumer panicked"));
+            1
+        }
     }
-    let frames = Array4::from_shape_vec((wanted.len(), h as usize, w as usize, 3), data)?;
-    Ok((DecodedFrames { indices: wanted, frames }, Run { stats, cli_fallback: None }))
+}
+
+/// `decode_frames_libav`, one frame at a time: the distinct frames of `indices`, in ascending
+/// order, each handed to `sink` as (frame number, [H, W, 3] RGB) as soon as it is decoded, so
+/// memory does not grow with the number of frames. The frames are those `decode_frames_libav`
+/// returns, byte for byte; where the in-process path hands a file to the CLI, the CLI decodes
+/// the frames not yet delivered. An error from `sink` stops decoding and is returned.
+pub fn decode_each_libav(
+    info: &VideoInfo,
+    indices: &[usize],
+    size: Option<(u32, u32)>,
+    sink: &mut FrameSink,
+) -> Result<()> {
+    let req = Request::new(info, indices, size)?;
+    let mut stats = DecodeStats::default();
+    let mut err = [0 as c_char; 1024];
+    let mut state = EachState {
+        sink,
+        wanted: &req.wanted,
+        shape: (req.h as usize, req.w as usize),
+        delivered: 0,
+        error: None,
+    };
+    // SAFETY: `idx` holds n values, `err` err.len(); `state` outlives the call and is only
+    // touched by `each_frame` during it.
+    let rc = unsafe {
+        vk_decode_each(
+            req.url.as_ptr(),
+            req.idx.as_ptr(),
+            req.idx.len() as c_int,
+            req.w as c_int,
+            req.h as c_int,
+            c_int::from(size.is_some()),
+            each_frame,
+            &mut state as *mut EachState as *mut c_void,
+            0,
+            &mut stats,
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    let EachState { sink, delivered, error, .. } = state;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let msg = c_text(&err);
+    if rc == VK_ERR_UNSUPPORTED {
+        // The CLI decodes what is left; what was delivered stays delivered.
+        let rest = &req.wanted[delivered..];
+        return if rest.is_empty() { Ok(()) } else { decode_each_cli(info, rest, size, sink) };
+    }
+    if rc == VK_ERR_STOPPED {
+        bail!("{}: decoding stopped", info.path.display());
+    }
+    req.outcome(info, rc, &msg, delivered)
 }
 
 #[cfg(test)]
@@ -480,6 +609,133 @@ mod tests {
         let text = dir.path().join("notes.mp4");
         std::fs::write(&text, "not a video\n").unwrap();
         assert!(probe_libav(&text).unwrap_err().to_string().contains("not a readable video"));
+    }
+
+    fn collect_each(
+        decode: impl Fn(&mut FrameSink) -> Result<()>,
+    ) -> Result<(Vec<usize>, Vec<ndarray::Array3<u8>>)> {
+        let (mut ix, mut frames) = (Vec::new(), Vec::new());
+        decode(&mut |i, f| {
+            ix.push(i);
+            frames.push(f.to_owned());
+            Ok(())
+        })?;
+        Ok((ix, frames))
+    }
+
+    fn assert_same(batch: &DecodedFrames, each: &(Vec<usize>, Vec<ndarray::Array3<u8>>), what: &str) {
+        assert_eq!(batch.indices, each.0, "{what}");
+        for (k, f) in each.1.iter().enumerate() {
+            assert!(batch.frames.index_axis(ndarray::Axis(0), k) == f.view(), "{what}: frame {}", each.0[k]);
+        }
+    }
+
+    /// Frames one at a time are the batch decode's frames, on both paths (seeking, counting,
+    /// and the CLI fallback); a consumer's error stops decoding; a cut file delivers what it
+    /// has, then fails as the batch decode does.
+    #[test]
+    fn frames_one_at_a_time_equal_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = lavfi("162x118", 25, 4);
+        let h264 = dir.path().join("h264.mp4");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            h264.to_str().unwrap(),
+        ]);
+        let avi = dir.path().join("mpeg4.avi");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &src,
+            "-c:v",
+            "mpeg4",
+            "-q:v",
+            "5",
+            "-g",
+            "12",
+            "-bf",
+            "2",
+            avi.to_str().unwrap(),
+        ]);
+        let mut files = vec![h264.clone(), avi];
+        let real = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/realvideo"));
+        if real.is_dir() {
+            // Theora with an odd picture offset: the in-process path hands it to the CLI.
+            files.push(real.join("shepard_calais_1906_theora_160p.ogv"));
+        } else {
+            eprintln!("SKIP the CLI-fallback case: {} is absent", real.display());
+        }
+        for f in &files {
+            let info = probe(f).unwrap();
+            let every_5th: Vec<usize> = (0..info.num_frames).step_by(5).collect();
+            for idx in [sets(info.num_frames)[0].clone(), every_5th] {
+                for size in [None, Some((64, 48))] {
+                    let what = format!("{} {size:?}", f.display());
+                    let batch = decode_frames_libav(&info, &idx, size).unwrap();
+                    assert_same(
+                        &batch,
+                        &collect_each(|s| decode_each_libav(&info, &idx, size, s)).unwrap(),
+                        &what,
+                    );
+                    let batch = decode_frames(&info, &idx, size).unwrap();
+                    assert_same(
+                        &batch,
+                        &collect_each(|s| decode_each_cli(&info, &idx, size, s)).unwrap(),
+                        &what,
+                    );
+                }
+            }
+        }
+        let info = probe(&h264).unwrap();
+        let idx: Vec<usize> = (0..info.num_frames).collect();
+        for cli in [false, true] {
+            let mut seen = 0;
+            let mut stop = |_: usize, _: ArrayView3<u8>| -> Result<()> {
+                seen += 1;
+                if seen == 3 {
+                    bail!("enough");
+                }
+                Ok(())
+            };
+            let err = if cli {
+                decode_each_cli(&info, &idx, None, &mut stop)
+            } else {
+                decode_each_libav(&info, &idx, None, &mut stop)
+            };
+            assert_eq!(err.unwrap_err().to_string(), "enough");
+            assert_eq!(seen, 3, "cli {cli}");
+        }
+        // A cut file: the frames before the cut arrive, then the batch decode's error.
+        let bytes = std::fs::read(&h264).unwrap();
+        let cut = dir.path().join("cut.mp4");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let mut info = info;
+        info.path = cut;
+        let want = [10, 40, 70, 99];
+        let batch = decode_frames_libav(&info, &want, None).unwrap_err().to_string();
+        let (mut got, mut err) = (Vec::new(), String::new());
+        if let Err(e) = decode_each_libav(&info, &want, None, &mut |i, _| {
+            got.push(i);
+            Ok(())
+        }) {
+            err = e.to_string();
+        }
+        assert_eq!(err, batch);
+        assert!(!got.is_empty() && got.len() < want.len(), "{got:?}: {err}");
     }
 
     fn median(mut v: Vec<f64>) -> f64 {

@@ -9,9 +9,13 @@ mod libav;
 mod mp4;
 mod probe;
 
-pub use decode::{decode_frames, DecodedFrames};
-pub use libav::{decode_frames_libav, probe_libav};
+pub use decode::{decode_each_cli, decode_frames, DecodedFrames};
+pub use libav::{decode_each_libav, decode_frames_libav, probe_libav};
 pub use probe::{probe, probe_with_ffprobe, VideoInfo};
+
+/// Receives decoded frames one at a time, in ascending frame order: (source frame number,
+/// [H, W, 3] RGB). The view lives only for the call; an error stops decoding.
+pub type FrameSink<'a> = dyn FnMut(usize, ndarray::ArrayView3<u8>) -> anyhow::Result<()> + 'a;
 
 /// The system binaries. ffmpeg-sidecar would prefer a binary next to our executable; we name the
 /// system ones explicitly so a stray or downloaded copy is never picked up.
