@@ -54,6 +54,17 @@ examples="$(dirname "$bin")/examples"
 cargo build -q --example bench_featstore
 "$peers/full/bin/python" "$here/bench_features.py" --bin "$bin" --featstore "$examples/bench_featstore" \
   --dir "$out" --threads 2 --json "$out/features.json"
+# A 2-hour video (320x240, 25 fps, clean testsrc2: memory and rate are the point, not decoding
+# cost) through `vsample --fps 5 | vfeat` with the ResNet-50 extractor above at 112x112: peak
+# memory of each tool and the rate over the run (issue 19: pipeline <= 1 GB, steady rate).
+if [ ! -s "$out/long2h.mp4" ]; then
+  echo "bench: generating the 2-hour video (a few minutes)" >&2
+  ffmpeg -v error -nostdin -y -f lavfi -i "testsrc2=size=320x240:rate=25:duration=7200" \
+    -c:v libx264 -preset ultrafast -pix_fmt yuv420p "$out/long2h.mp4.part"
+  mv "$out/long2h.mp4.part" "$out/long2h.mp4"
+fi
+python3 "$here/bench_long.py" --bin "$bin" --video "$out/long2h.mp4" --model "$out/feat_r50.safetensors" \
+  --json "$out/long.json"
 # Zoo models: forward at each model's zoo input against pytorchvideo (zoo tier).
 bash "$here/peers.sh" "$peers" zoo
 "$peers/zoo/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \

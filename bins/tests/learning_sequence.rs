@@ -62,6 +62,7 @@ fn write_store(path: &Path, videos: Vec<(Array2<f32>, Label)>) {
             duration: Some(a.nrows() as f64),
             source: None,
             modalities: vec![("rgb".into(), a)],
+            times: None,
         };
         w.write(&v).unwrap();
     }

@@ -256,6 +256,7 @@ fn h5py_reads_our_store_and_we_read_h5py_stores() {
             duration: Some(1.5),
             source: Some("raw/dir/clip.mp4".into()),
             modalities: vec![("audio".into(), Array2::ones((2, 3))), ("rgb".into(), want_rgb)],
+            times: None,
         },
         VideoFeatures {
             id: "plain".into(),
@@ -264,6 +265,7 @@ fn h5py_reads_our_store_and_we_read_h5py_stores() {
             duration: None,
             source: None,
             modalities: vec![("rgb".into(), Array2::zeros((1, 4)))],
+            times: None,
         },
     ];
     assert_eq!(got, want);
@@ -452,4 +454,92 @@ fn an_error_record_drops_its_video_and_the_rest_goes_on() {
     assert_eq!(preds.len(), 1, "{preds:?}");
     assert_eq!(preds[0]["video"], "full.mp4");
     assert!(stderr(&o).contains("no prediction"), "{}", stderr(&o));
+}
+
+/// `--rescale`'s resampling equals MMAction2's `pool_feature` (activitynet_feature_postprocessing.py,
+/// run with scipy by scripts/rescale_ref.py) on random sequences of several lengths.
+#[test]
+fn rescaling_matches_the_reference_pool_feature() {
+    use vidkit::featstore::rescale::{pool_steps, StepPool};
+    let Some(py) = decode_peers_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let mut rng = vidkit::rng::Rng::new(5);
+    let mut worst = 0f64;
+    for (t, steps, pool) in [
+        (1, 100, "mean"),
+        (2, 100, "mean"),
+        (7, 100, "max"),
+        (100, 100, "mean"),
+        (257, 100, "mean"),
+        (1000, 100, "max"),
+        (37, 16, "mean"),
+    ] {
+        let data = Array2::from_shape_fn((t, 6), |_| (rng.uniform_range(-3.0, 3.0)) as f32);
+        let src = d.path().join("in.npy");
+        let dst = d.path().join("out.npy");
+        ndarray_npy::write_npy(&src, &data).unwrap();
+        let o = Command::new(&py)
+            .arg(workspace_root().join("scripts/rescale_ref.py"))
+            .args([src.to_str().unwrap(), dst.to_str().unwrap(), &steps.to_string(), "3", pool])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want: Array2<f64> = ndarray_npy::read_npy(&dst).unwrap();
+        let kind = if pool == "mean" { StepPool::Mean } else { StepPool::Max };
+        let got = pool_steps(data.view(), steps, 3, kind).unwrap();
+        assert_eq!(got.dim(), want.dim(), "T {t}");
+        for (a, b) in got.iter().zip(&want) {
+            let err = (*a as f64 - b).abs() / b.abs().max(1.0);
+            worst = worst.max(err);
+            assert!(err < 1e-6, "T {t} {pool}: {a} vs {b}");
+        }
+    }
+    eprintln!("rescale: worst relative difference from pool_feature {worst:.2e}");
+}
+
+/// Snippet features in the store: one row per snippet with its time span, the video's fps and
+/// duration; per-frame rows at a fixed rate carry each frame's own span; --rescale gives N rows
+/// sharing the span.
+#[test]
+fn snippet_features_carry_row_times_and_rescale() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(&p.join("v.mp4"), "64x48", 25, 200, &[]);
+    small_model(&p.join("m.safetensors"), "tsn_r18", 8);
+    sample(p, &["v.mp4", "--sampler", "untrimmed", "--frames", "1", "--interval", "16"], "u.vks");
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "u.vks", "-o", "u.h5"], p));
+    let v = &read_features(&p.join("u.h5")).unwrap()[0];
+    // centres 8, 24, ..., 200 - 8: 12 snippets of one frame
+    assert_eq!(v.modality("rgb").unwrap().nrows(), 12);
+    let times = v.times.as_ref().expect("row times in the store");
+    for k in 0..12 {
+        let c = (8 + 16 * k) as f64;
+        assert_eq!(times.row(k).to_vec(), vec![c / 25.0, (c + 1.0) / 25.0]);
+    }
+    assert_eq!((v.fps, v.duration), (Some(25.0), Some(8.0)));
+    // The stream carries the same times.
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "u.vks", "-o", "u.vks.feat"], p));
+    assert_eq!(read_features(&p.join("u.vks.feat")).unwrap()[0].times.as_ref(), Some(times));
+    // --rescale 5: five rows, equal shares of [8/25, 185/25]
+    ok(&run(VFEAT, &["--model", "m.safetensors", "--rescale", "5", "-q", "u.vks", "-o", "r.h5"], p));
+    let r = &read_features(&p.join("r.h5")).unwrap()[0];
+    assert_eq!(r.modality("rgb").unwrap().nrows(), 5);
+    let rt = r.times.as_ref().unwrap();
+    let (a, b) = (8.0 / 25.0, 185.0 / 25.0);
+    assert!((rt[[0, 0]] - a).abs() < 1e-12 && (rt[[4, 1]] - b).abs() < 1e-9, "{rt:?}");
+    let want = vidkit::featstore::rescale::pool_steps(
+        v.modality("rgb").unwrap().view(),
+        5,
+        3,
+        vidkit::featstore::rescale::StepPool::Mean,
+    )
+    .unwrap();
+    assert!(max_diff(r.modality("rgb").unwrap(), &want) < 1e-6);
+    // --fps rows: each frame's own 1/fps
+    sample(p, &["v.mp4", "--fps", "5", "--chunk", "8"], "f.vks");
+    ok(&run(VFEAT, &["--model", "m.safetensors", "-q", "f.vks", "-o", "f.h5"], p));
+    let f = &read_features(&p.join("f.h5")).unwrap()[0];
+    let ft = f.times.as_ref().unwrap();
+    assert_eq!(ft.nrows(), 40);
+    assert_eq!(ft.row(3).to_vec(), vec![15.0 / 25.0, 16.0 / 25.0]);
 }

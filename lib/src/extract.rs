@@ -163,14 +163,23 @@ impl<'a> Extractor<'a> {
         let Some(mut h) = video.header else { bail!("a video without records") };
         let mut rows = Vec::with_capacity(video.clips.len());
         let mut indices: Option<Vec<i64>> = Some(Vec::new());
+        let mut times: Option<Vec<[f64; 2]>> = Some(Vec::new());
         let mut t1 = None;
         for clip in video.clips.into_values() {
+            let clip_times = clip.row_times(h.fps);
+            match (&mut times, clip_times) {
+                (Some(all), Some(t)) => all.extend(t),
+                _ => times = None,
+            }
             rows.push(clip.sum / clip.views as f32);
             match (&mut indices, clip.indices) {
                 (Some(all), Some(ix)) => all.extend_from_slice(&ix),
                 _ => indices = None,
             }
             t1 = clip.t1;
+        }
+        if let Some(t) = times {
+            h.extra.insert(crate::featstore::TIMES.into(), serde_json::json!(t));
         }
         let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
         let features = concatenate(Axis(0), &views)?;
@@ -204,7 +213,9 @@ impl<'a> Extractor<'a> {
                 }
                 None => {
                     let h = rec.header;
-                    video.clips.insert(key, ClipRows { sum: f, views: 1, indices: h.indices, t1: h.t1 });
+                    video
+                        .clips
+                        .insert(key, ClipRows { sum: f, views: 1, indices: h.indices, t0: h.t0, t1: h.t1 });
                 }
             }
         }
@@ -279,7 +290,23 @@ struct ClipRows {
     sum: Array2<f32>,
     views: usize,
     indices: Option<Vec<i64>>,
+    t0: Option<f64>,
     t1: Option<f64>,
+}
+
+impl ClipRows {
+    /// Where each row lies in the source: a frame's own [i / fps, (i + 1) / fps] for per-frame
+    /// rows (2D backbones), the clip's [t0, t1] for one row per clip (3D backbones).
+    fn row_times(&self, fps: Option<f64>) -> Option<Vec<[f64; 2]>> {
+        let rows = self.sum.nrows();
+        match (&self.indices, fps) {
+            (Some(ix), Some(fps)) if ix.len() == rows && rows > 1 && fps > 0.0 => {
+                Some(ix.iter().map(|&i| [i as f64 / fps, (i + 1) as f64 / fps]).collect())
+            }
+            _ if rows == 1 => Some(vec![[self.t0?, self.t1?]]),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

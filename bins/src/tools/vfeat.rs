@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use vidkit::data::{Shard, VideoOrdinals};
 use vidkit::extract::{Extractor, Layer, VideoAccumulator};
-use vidkit::featstore::{merge, StoreOptions, StoreWriter, VideoBuilder};
+use vidkit::featstore::rescale::{pool_steps, step_times, StepPool};
+use vidkit::featstore::{header_times, merge, StoreOptions, StoreWriter, VideoBuilder, TIMES};
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
 use vidkit::stream::{Array, Record, RecordHeader, StreamReader, StreamWriter};
@@ -84,9 +85,36 @@ pub struct Args {
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Resample each video's sequence to N steps, as temporal localizers take it (BMN, BSN:
+    /// 100): MMAction2's activitynet_feature_postprocessing.py pool_feature (linear
+    /// interpolation, 3 samples per step, mean). Row times become N equal shares of the span.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rescale: Option<u32>,
     /// Say nothing on stderr but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// `--rescale`: the rows and their times resampled to `steps`.
+fn rescale(mut h: RecordHeader, rows: Array2<f32>, steps: u32) -> Result<(RecordHeader, Array2<f32>)> {
+    let steps = steps as usize;
+    let pooled = pool_steps(rows.view(), steps, 3, StepPool::Mean)?;
+    let times = match header_times(&h)? {
+        Some(t) if !t.is_empty() => {
+            let t = Array2::from_shape_vec((t.len(), 2), t.into_iter().flatten().collect())?;
+            let s = step_times(t.view(), steps);
+            Some(s.rows().into_iter().map(|r| [r[0], r[1]]).collect::<Vec<_>>())
+        }
+        _ => None,
+    };
+    match times {
+        Some(t) => h.extra.insert(TIMES.into(), serde_json::json!(t)),
+        None => h.extra.remove(TIMES),
+    };
+    h.extra.insert("rescaled_from".into(), rows.nrows().into());
+    // Source frame numbers no longer name rows.
+    h.indices = None;
+    Ok((h, pooled))
 }
 
 fn is_store_path(p: &Path) -> bool {
@@ -192,7 +220,11 @@ pub fn main(args: Args) -> Result<Outcome> {
                 return Ok(());
             }
             videos += 1;
-            match error.map_or_else(|| extractor.finish(acc), Err) {
+            let features = error.map_or_else(|| extractor.finish(acc), Err);
+            match features.and_then(|(h, rows)| match args.rescale {
+                Some(steps) => rescale(h, rows, steps),
+                None => Ok((h, rows)),
+            }) {
                 Ok((header, rows)) => {
                     frames += n;
                     sink.write(header, rows, args.f16)?;

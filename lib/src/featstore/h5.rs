@@ -7,7 +7,7 @@
 //! ```
 //! Files are read and written by h5py as they are (`f["videos"][g]["rgb"][()]`).
 
-use super::{escape_id, unescape_id, VideoFeatures};
+use super::{escape_id, unescape_id, VideoFeatures, TIMES};
 use crate::io::AtomicFile;
 use crate::stream::Label;
 use anyhow::{bail, Context, Result};
@@ -114,8 +114,12 @@ impl StoreWriter {
         if let Some(s) = &video.source {
             write_str_attr(&g, "source", s).map_err(&err)?;
         }
+        if let Some(times) = &video.times {
+            check_times(video, times)?;
+            g.new_dataset_builder().with_data(times).create(TIMES).map_err(&err)?;
+        }
         for (modality, rows) in &video.modalities {
-            if modality.is_empty() || modality.contains('/') || modality == "." {
+            if modality.is_empty() || modality.contains('/') || modality == "." || modality == TIMES {
                 bail!("modality name {modality:?} cannot be a dataset name");
             }
             let (t, c) = rows.dim();
@@ -246,8 +250,21 @@ impl FeatureStore {
         let g = self.file.group(VIDEOS).and_then(|v| v.group(name)).map_err(err)?;
         let f64_attr = |n: &str| g.attr(n).ok().and_then(|a| a.read_scalar::<f64>().ok());
         let mut modalities = Vec::new();
+        let mut times = None;
         for ds in g.datasets().map_err(err)? {
             let modality = ds.name().rsplit('/').next().unwrap_or_default().to_string();
+            if modality == TIMES {
+                let t = ds.read_2d::<f64>().map_err(err)?;
+                if t.ncols() != 2 {
+                    bail!(
+                        "{}: dataset {TIMES:?} is {:?}; expected [T, 2] (start, end in seconds)",
+                        ctx(),
+                        t.dim()
+                    );
+                }
+                times = Some(t);
+                continue;
+            }
             let rows: Array2<f32> = match ds.ndim() {
                 2 => ds.read_2d::<f32>().map_err(err)?,
                 // A 1-D dataset (one feature vector per video, as some writers store it): one row.
@@ -267,6 +284,7 @@ impl FeatureStore {
             duration: f64_attr("duration"),
             source: read_str_attr(&g, "source"),
             modalities,
+            times,
         })
     }
 
@@ -280,7 +298,12 @@ impl FeatureStore {
     pub fn stores_f16(&self) -> bool {
         let first = self.file.group(VIDEOS).ok().and_then(|v| {
             let name = v.member_names().ok()?.into_iter().next()?;
-            v.group(&name).ok()?.datasets().ok()?.into_iter().next()
+            v.group(&name)
+                .ok()?
+                .datasets()
+                .ok()?
+                .into_iter()
+                .find(|d| !d.name().ends_with(&format!("/{TIMES}")))
         });
         first.and_then(|ds| ds.dtype().ok()).is_some_and(|t| t.size() == 2)
     }
@@ -289,6 +312,17 @@ impl FeatureStore {
     pub fn iter(&self) -> Result<impl Iterator<Item = Result<VideoFeatures>> + '_> {
         Ok(self.group_names()?.into_iter().map(move |name| self.read_group(&name)))
     }
+}
+
+/// Row times must cover the rows of every modality.
+pub(crate) fn check_times(video: &VideoFeatures, times: &Array2<f64>) -> Result<()> {
+    if times.ncols() != 2 {
+        bail!("times are {:?}; expected [T, 2] (start, end in seconds)", times.dim());
+    }
+    if let Some((m, rows)) = video.modalities.iter().find(|(_, r)| r.nrows() != times.nrows()) {
+        bail!("{} row times for {} {m} rows", times.nrows(), rows.nrows());
+    }
+    Ok(())
 }
 
 /// Merges feature stores (one per shard) into one; an id in two inputs is an error naming both.

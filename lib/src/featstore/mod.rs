@@ -3,10 +3,11 @@
 //! tool that reads features takes either.
 
 mod h5;
+pub mod rescale;
 mod stream;
 
 pub use h5::{merge, FeatureStore, StoreOptions, StoreWriter};
-pub use stream::{record_rows, FeatureStreamReader, VideoBuilder, DEFAULT_MODALITY};
+pub use stream::{header_times, record_rows, FeatureStreamReader, VideoBuilder, DEFAULT_MODALITY};
 
 use crate::stream::Label;
 use anyhow::{bail, Context, Result};
@@ -28,7 +29,14 @@ pub struct VideoFeatures {
     pub source: Option<String>,
     /// In name order (as HDF5 lists a group's datasets).
     pub modalities: Vec<(String, Array2<f32>)>,
+    /// Where each row lies in the source, [T, 2]: start and end in seconds (a frame's own
+    /// 1/fps, a snippet's span, a rescaled step's share of the video), when known.
+    pub times: Option<Array2<f64>>,
 }
+
+/// The dataset (store) and header key (stream) that hold `VideoFeatures::times`; no modality
+/// may take the name.
+pub const TIMES: &str = "times";
 
 impl VideoFeatures {
     /// The features of one modality.

@@ -2,7 +2,7 @@
 //! modality in the optional header key `modality`. The records of one video follow each other
 //! and are concatenated along T in stream order.
 
-use super::VideoFeatures;
+use super::{VideoFeatures, TIMES};
 use crate::stream::{Record, RecordHeader, StreamReader};
 use anyhow::{bail, Context, Result};
 use ndarray::{concatenate, Array2, Axis, Ix2};
@@ -32,6 +32,20 @@ pub fn record_rows(rec: &Record) -> Result<(String, Array2<f32>)> {
         Some(other) => bail!("header key `modality` is {other}; expected a non-empty string"),
     };
     Ok((modality, rows))
+}
+
+/// A features header's row times (key `times`: one `[start, end]` in seconds per row).
+pub fn header_times(h: &RecordHeader) -> Result<Option<Vec<[f64; 2]>>> {
+    let Some(v) = h.extra.get(TIMES) else { return Ok(None) };
+    let bad = || anyhow::anyhow!("header key `{TIMES}` must be a list of [start, end] pairs in seconds");
+    let rows = v.as_array().ok_or_else(bad)?;
+    rows.iter()
+        .map(|r| match r.as_array().map(|p| p.iter().map(|x| x.as_f64()).collect::<Vec<_>>()) {
+            Some(p) if p.len() == 2 => Ok([p[0].ok_or_else(bad)?, p[1].ok_or_else(bad)?]),
+            _ => Err(bad()),
+        })
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 /// Yields one `VideoFeatures` per video of a features stream, as soon as the video's last record
@@ -101,6 +115,8 @@ impl<R: BufRead> FeatureStreamReader<R> {
 pub struct VideoBuilder {
     video: VideoFeatures,
     parts: Vec<(String, Vec<Array2<f32>>)>,
+    /// Row times of the records of the first modality; `None` once a record lacks them.
+    times: Option<Vec<[f64; 2]>>,
 }
 
 impl VideoBuilder {
@@ -119,12 +135,21 @@ impl VideoBuilder {
             duration,
             source: Some(source.to_string()),
             modalities: Vec::new(),
+            times: None,
         };
-        Self { video, parts: Vec::new() }
+        Self { video, parts: Vec::new(), times: Some(Vec::new()) }
     }
 
     pub fn push(&mut self, rec: &Record) -> Result<()> {
         let (modality, rows) = record_rows(rec)?;
+        let first_modality = self.parts.first().is_none_or(|(m, _)| *m == modality);
+        if first_modality {
+            match (header_times(&rec.header)?, &mut self.times) {
+                (Some(t), Some(all)) if t.len() == rows.nrows() => all.extend(t),
+                (Some(t), Some(_)) => bail!("{} row times for {} rows", t.len(), rows.nrows()),
+                _ => self.times = None,
+            }
+        }
         match self.parts.iter_mut().find(|(m, _)| *m == modality) {
             Some((_, v)) if v[0].ncols() != rows.ncols() => {
                 bail!("{} {modality} channels after {}", rows.ncols(), v[0].ncols())
@@ -141,6 +166,12 @@ impl VideoBuilder {
         for (modality, v) in self.parts {
             let views: Vec<_> = v.iter().map(|a| a.view()).collect();
             self.video.modalities.push((modality, concatenate(Axis(0), &views)?));
+        }
+        if let Some(t) = self.times.filter(|t| !t.is_empty()) {
+            let rows = t.len();
+            let times = Array2::from_shape_vec((rows, 2), t.into_iter().flatten().collect())?;
+            super::h5::check_times(&self.video, &times)?;
+            self.video.times = Some(times);
         }
         Ok(self.video)
     }

@@ -15,6 +15,7 @@ fn video(id: &str, label: Option<Label>, t: usize) -> VideoFeatures {
         duration: Some(t as f64 / 29.97),
         source: Some(format!("videos/{id}")),
         modalities: vec![("audio".into(), rows(t, 3, -1.0)), ("rgb".into(), rows(t, 5, 2.0))],
+        times: None,
     }
 }
 
