@@ -543,3 +543,34 @@ fn snippet_features_carry_row_times_and_rescale() {
     assert_eq!(ft.nrows(), 40);
     assert_eq!(ft.row(3).to_vec(), vec![15.0 / 25.0, 16.0 / 25.0]);
 }
+
+/// The per-video files localization users already have join a store through --merge:
+/// PaddleVideo's .npy ([100, 400]) and MMAction2's .csv (header, 100 rows), by directory or by
+/// file; a bad file is a one-line error naming it and no store is written.
+#[test]
+fn merge_takes_paddlevideo_npy_and_mmaction_csv_files() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::create_dir(p.join("npy")).unwrap();
+    let a = Array2::from_shape_fn((100, 400), |(t, c)| (t as f32 * 0.01) - (c as f32 * 0.001));
+    ndarray_npy::write_npy(p.join("npy/v_one.npy"), &a).unwrap();
+    ndarray_npy::write_npy(p.join("npy/v_two.npy"), &(a.clone() * 2.0)).unwrap();
+    let mut csv = (0..400).map(|i| format!("f{i}")).collect::<Vec<_>>().join(",");
+    for row in a.rows() {
+        csv.push('\n');
+        csv.push_str(&row.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(","));
+    }
+    std::fs::write(p.join("v_three.csv"), csv).unwrap();
+    ok(&run(VFEAT, &["--merge", "-q", "-o", "all.h5", "npy", "v_three.csv"], p));
+    let got = read_features(&p.join("all.h5")).unwrap();
+    assert_eq!(got.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), ["v_one", "v_three", "v_two"]);
+    assert_eq!(got[0].modality("rgb").unwrap(), &a);
+    let three = got[1].modality("rgb").unwrap();
+    assert_eq!(three.dim(), (100, 400));
+    assert!(max_diff(three, &a) <= 5e-5, "4 decimals in the CSV");
+    std::fs::write(p.join("npy/v_bad.csv"), "f0,f1\n1,2\n3,nan\n").unwrap();
+    let o = run(VFEAT, &["--merge", "-o", "bad.h5", "npy"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("v_bad.csv: row 1 column 1 is not a finite number"), "{}", stderr(&o));
+    assert!(!p.join("bad.h5").exists());
+}

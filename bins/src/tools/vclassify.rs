@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use std::path::PathBuf;
-use vidkit::featstore::{is_hdf5, FeatureStore, FeatureStreamReader, VideoFeatures};
+use vidkit::featstore::{
+    is_feature_file, is_hdf5, read_features, FeatureStore, FeatureStreamReader, VideoFeatures,
+};
 use vidkit::infer::{
     check_record, clip_tensor, record_context, score_batch, score_sequences, Aggregate, VideoAverager,
 };
@@ -273,7 +275,12 @@ fn classify_features(
         };
     for input in inputs {
         let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
-        if input.as_os_str() != "-" && is_hdf5(input)? {
+        if input.is_dir() || is_feature_file(input) {
+            // Per-video .npy/.csv files (PaddleVideo's, MMAction2's).
+            for v in read_features(input)? {
+                take(Ok(v), &name, &mut out, &mut pending)?;
+            }
+        } else if input.as_os_str() != "-" && is_hdf5(input)? {
             let store = FeatureStore::open(input)?;
             for v in store.iter()? {
                 take(v, &name, &mut out, &mut pending)?;

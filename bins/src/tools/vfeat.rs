@@ -29,6 +29,12 @@ Examples:
   vsample --list all.list --root data/ --frames 300 --shard $K/4 | vfeat --model m.safetensors -o part$K.h5
   vfeat --merge -o all.h5 part0.h5 part1.h5 part2.h5 part3.h5
 
+  # snippet features of an untrimmed video, resampled to 100 steps for BMN
+  vsample long.mp4 --sampler untrimmed --frames 1 --interval 16 | vfeat --model tsn.safetensors --rescale 100 -o anet.h5
+
+  # the per-video files PaddleVideo (.npy) or MMAction2 (.csv) keep for BMN, into one store
+  vfeat --merge -o anet.h5 data/activitynet/fix_feat_100/
+
   # on the GPU (a build with --features cuda)
   vsample --list train.list --root data/ --fps 1 -j 2 | vfeat --model m.safetensors --device cuda -o train.h5
 
@@ -50,14 +56,18 @@ labels, fps, duration, source); otherwise a features stream: one record per vide
 features, layout TC, video, label, fps, indices, t0, t1, layer, and the input's other keys.
 
 --shard K/N keeps the videos whose 0-based ordinal in the input (distinct videos, in order of
-first appearance) is K modulo N; --merge joins shard stores (an id in two of them is an error).
+first appearance) is K modulo N; --merge joins shard stores (an id in two of them is an error),
+features streams, and per-video feature files: PaddleVideo's .npy ([T, C], rows are time) and
+MMAction2's .csv (a header line, then one row per step), or directories of them (the file name
+without its extension is the video id).
 Features streams merge with cat. A video that fails (wrong kind of record, frames the model
 cannot take) is reported on stderr and skipped; the exit status is then 1.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vfeat", version, about = "Extract per-video features from a clip stream with a vidkit model", after_help = EXAMPLES)]
 pub struct Args {
-    /// Clip-stream files (`-` or none reads stdin); with --merge, the feature stores to join.
+    /// Clip-stream files (`-` or none reads stdin); with --merge, the feature stores, features
+    /// streams, .npy/.csv files or directories of them to join.
     pub inputs: Vec<PathBuf>,
     /// The model (.safetensors with its vidkit config; see vconvert).
     #[arg(long, required_unless_present = "merge")]
@@ -172,11 +182,11 @@ fn run_merge(args: &Args) -> Result<Outcome> {
         _ => bail!("--merge writes a feature store: give -o FILE.h5 (features streams merge with cat)"),
     };
     if args.inputs.is_empty() {
-        bail!("--merge needs the feature stores to join");
+        bail!("--merge needs the feature stores (or streams, .npy/.csv files, directories) to join");
     }
     let n = merge(&args.inputs, out, StoreOptions { f16: args.f16, ..Default::default() })?;
     if !args.quiet {
-        eprintln!("vfeat: merged {} stores, {n} videos, into {}", args.inputs.len(), out.display());
+        eprintln!("vfeat: merged {} inputs, {n} videos, into {}", args.inputs.len(), out.display());
     }
     Ok(Outcome::Success)
 }

@@ -329,8 +329,18 @@ pub(crate) fn check_times(video: &VideoFeatures, times: &Array2<f64>) -> Result<
 /// Values are copied exactly: the output is float16 when `options.f16` or when every input
 /// stores float16, else float32.
 pub fn merge(inputs: &[PathBuf], output: &Path, mut options: StoreOptions) -> Result<usize> {
-    let stores: Vec<FeatureStore> = inputs.iter().map(|p| FeatureStore::open(p)).collect::<Result<_>>()?;
-    if !stores.is_empty() && stores.iter().all(|s| s.stores_f16()) {
+    // Inputs that are not stores (features streams, per-video .npy/.csv files or directories of
+    // them) are read whole and joined the same way.
+    let mut stores = Vec::new();
+    let mut others = Vec::new();
+    for p in inputs {
+        if !p.is_dir() && super::is_hdf5(p)? {
+            stores.push(FeatureStore::open(p)?);
+        } else {
+            others.push(p);
+        }
+    }
+    if !stores.is_empty() && others.is_empty() && stores.iter().all(|s| s.stores_f16()) {
         options.f16 = true;
     }
     if options.root_attrs.is_empty() {
@@ -342,6 +352,11 @@ pub fn merge(inputs: &[PathBuf], output: &Path, mut options: StoreOptions) -> Re
         let origin = store.path.display().to_string();
         for video in store.iter()? {
             writer.write_from(&video?, &origin)?;
+        }
+    }
+    for p in others {
+        for video in super::read_features(p)? {
+            writer.write_from(&video, &p.display().to_string())?;
         }
     }
     let n = writer.len();

@@ -2,10 +2,12 @@
 //! [T, C] dataset per modality) and `features` clip streams, read through one type so that every
 //! tool that reads features takes either.
 
+mod files;
 mod h5;
 pub mod rescale;
 mod stream;
 
+pub use files::{feature_files, is_feature_file, read_feature_file};
 pub use h5::{merge, FeatureStore, StoreOptions, StoreWriter};
 pub use stream::{header_times, record_rows, FeatureStreamReader, VideoBuilder, DEFAULT_MODALITY};
 
@@ -67,10 +69,17 @@ pub fn is_hdf5(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// All videos of a feature store (`.h5`, detected by signature) or of a `features` clip stream
-/// (a file, or `-` for stdin). Store videos come in the order of their group names; stream
-/// videos in stream order, the records of one video concatenated along T.
+/// All videos of a feature store (`.h5`, detected by signature), of a `features` clip stream
+/// (a file, or `-` for stdin), of a directory of per-video `.npy`/`.csv` files, or of one such
+/// file (`files`). Store videos come in the order of their group names; stream videos in stream
+/// order, the records of one video concatenated along T; files in name order.
 pub fn read_features(path: &Path) -> Result<Vec<VideoFeatures>> {
+    if path.is_dir() {
+        return feature_files(path)?.iter().map(|f| read_feature_file(f)).collect();
+    }
+    if is_feature_file(path) {
+        return Ok(vec![read_feature_file(path)?]);
+    }
     if path.as_os_str() != "-" && is_hdf5(path)? {
         let store = FeatureStore::open(path)?;
         return store.iter()?.collect();
