@@ -128,3 +128,60 @@ fn streams_that_do_not_fit_the_model_are_one_line_errors() {
     assert!(err.contains("--device cuda:7") && err.contains(why), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `--window W --stride S` over a long video's frames at a fixed rate: one line per complete
+/// window in time order, with its span; a window's scores are those of classifying the same
+/// frames (the model's sampler over the window's frames) as one clip.
+#[test]
+fn windows_over_a_long_video_classify_the_frames_inside_them() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    small_model(&p.join("m.safetensors"), 4);
+    // 24 fps, 20 s: --fps 4 takes every 6th frame, so frame i of the stream is at i / 4 s.
+    testsrc(&p.join("long.mp4"), "64x48", 24, 480, &[]);
+    let sample = format!("{VSAMPLE} long.mp4 --fps 4 --chunk 8 --size 32 --crop-size 32 -q");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{sample} | {VCLASSIFY} --model m.safetensors --window 4 --stride 2"))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = lines(&o.stdout);
+    // windows [0, 4), [2, 6), ..., [16, 20)
+    assert_eq!(got.len(), 9);
+    for (j, w) in got.iter().enumerate() {
+        assert_eq!(w["video"], "long.mp4");
+        assert_eq!(w["window"], j);
+        assert_eq!((w["t0"].as_f64(), w["t1"].as_f64()), (Some(2.0 * j as f64), Some(2.0 * j as f64 + 4.0)));
+        assert_eq!(w["scores"].as_array().unwrap().len(), 3);
+    }
+    // Window 3 holds stream frames 24..=39; PaddleVideo segment sampling of 16 into 4 takes
+    // positions 1, 5, 9, 13: source frames (24 + those) * 6.
+    let picks: Vec<String> = [1, 5, 9, 13].iter().map(|k| ((24 + k) * 6).to_string()).collect();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{VSAMPLE} long.mp4 --indices {} --size 32 --crop-size 32 -q | {VCLASSIFY} --model m.safetensors",
+            picks.join(",")
+        ))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one = &lines(&o.stdout)[0];
+    let (a, b) = (one["scores"].as_array().unwrap(), got[3]["scores"].as_array().unwrap());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5, "{a:?} vs {b:?}");
+    }
+    // Records without fps/indices cannot be windowed: a one-line error, exit 2.
+    let o = run(
+        VSAMPLE,
+        &["long.mp4", "--frames", "4", "--size", "32", "--crop-size", "32", "-q", "-o", "c.vks"],
+        p,
+    );
+    assert!(o.status.success());
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "--window", "4", "--stride", "0", "c.vks"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--stride must be a positive"), "{}", stderr(&o));
+}

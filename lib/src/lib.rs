@@ -20,3 +20,4 @@ pub mod synth;
 pub mod train;
 pub mod transform;
 pub mod video;
+pub mod window;

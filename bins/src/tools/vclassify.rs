@@ -13,7 +13,9 @@ use vidkit::infer::{
 };
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
+use vidkit::sample::SamplerConfig;
 use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
+use vidkit::window::{Window, WindowBuilder, WindowSpec};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -30,6 +32,9 @@ Examples:
   vsample clip.mp4 --sampler uniform --frames 300 | vfeat --model tsn.safetensors | vclassify --model lstm.safetensors
   vclassify --model lstm.safetensors feats.h5
 
+  # a 2-hour video, window by window: 8-second windows every second, 4 frames per second in
+  vsample movie.mp4 --fps 4 | vclassify --model tsm_r50.safetensors --window 8 --stride 1 > windows.jsonl
+
   # on the first GPU (a build with --features cuda)
   vsample video.mp4 --frames 8 | vclassify --model m.safetensors --device cuda
 
@@ -38,7 +43,14 @@ and std, and writes one JSON object per video: video, label (when the stream has
 (all classes: averaged softmax probabilities, or logits with --avg logits) and top.
 Feature-sequence models (attention_lstm, attention_cluster, nextvlad) read features instead:
 a features stream (vfeat) or an HDF5 feature store, one prediction per video; multi-label
-models give per-class sigmoid probabilities and carry a video's label list as `labels`.";
+models give per-class sigmoid probabilities and carry a video's label list as `labels`.
+
+With --window W --stride S, the frames of each video (in time order, with the indices and fps
+vsample writes, e.g. from --fps R) are grouped into windows of W seconds every S seconds, as
+MMAction2's long_video_demo.py does; each window, as soon as it is complete, gives the model's
+frames by the model's own sampler over the window's frames and one JSON line: video, window,
+t0, t1 (seconds), scores, top. Only the open windows' frames are held. A video shorter than
+one window is one window.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vclassify", version, about = "Classify clips from a clip stream with a vidkit model", after_help = EXAMPLES)]
@@ -64,6 +76,12 @@ pub struct Args {
     /// Clips per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Classify window by window: windows of W seconds (see --stride).
+    #[arg(long, value_name = "W", requires = "stride", conflicts_with = "per_clip")]
+    pub window: Option<f64>,
+    /// With --window: a window starts every S seconds.
+    #[arg(long, value_name = "S", requires = "window")]
+    pub stride: Option<f64>,
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -114,6 +132,9 @@ pub fn main(args: Args) -> Result<Outcome> {
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     if model.takes_features() {
         return classify_features(&args, &model, &inputs, aggregate, names, &dev);
+    }
+    if let (Some(window_s), Some(stride_s)) = (args.window, args.stride) {
+        return classify_windows(&args, &model, &inputs, aggregate, names, &dev, window_s, stride_s);
     }
     let mut out = Output::open(args.output.as_deref())?;
     let mut averager = VideoAverager::default();
@@ -196,6 +217,125 @@ pub fn main(args: Args) -> Result<Outcome> {
     out.finish()?;
     let total = failed + written.get();
     Ok(if failed > 0 { Outcome::PartialFailure { failed, total } } else { Outcome::Success })
+}
+
+/// `--window W --stride S`: one prediction per complete window of each video, written as soon
+/// as the window is complete; a video that cannot be windowed is reported and skipped.
+#[allow(clippy::too_many_arguments)]
+fn classify_windows(
+    args: &Args,
+    model: &vidkit::model::Model,
+    inputs: &[PathBuf],
+    aggregate: Aggregate,
+    names: Option<&[String]>,
+    dev: &Device,
+    window_s: f64,
+    stride_s: f64,
+) -> Result<Outcome> {
+    let cfg = model.config();
+    let spec = WindowSpec {
+        window_s,
+        stride_s,
+        sampler: SamplerConfig {
+            kind: cfg.sampler.parse()?,
+            frames: cfg.frames,
+            interval: cfg.interval.unwrap_or(1),
+            clips: 1,
+            train: false,
+        },
+    };
+    spec.validate()?;
+    let mut out = Output::open(args.output.as_deref())?;
+    let (mut windows, mut failed, mut records) = (0usize, 0usize, 0usize);
+    let mut classify = |w: Window, out: &mut Output| -> Result<()> {
+        check_record(&w.clip, cfg.frames)?;
+        let t = clip_tensor(&w.clip, &cfg.mean, &cfg.std, dev)?;
+        let scores = score_batch(model, &[t], aggregate)?.remove(0);
+        let h = w.clip.header;
+        let mut p = Prediction::from_scores(h.video.unwrap_or_default(), h.label, scores, args.topk, names);
+        p.extra.insert("window".into(), w.number.into());
+        p.extra.insert("t0".into(), w.t0.into());
+        p.extra.insert("t1".into(), w.t1.into());
+        write_prediction(&mut *out, &p).context("writing predictions")?;
+        std::io::Write::flush(&mut *out).context("writing predictions")?;
+        windows += 1;
+        Ok(())
+    };
+    // The video being windowed, or the id of one that failed (its records are read past).
+    let mut current: Option<std::result::Result<WindowBuilder, String>> = None;
+    for input in inputs {
+        let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
+        let mut reader = StreamReader::new(open_input(input)?, name.clone());
+        while let Some(rec) = reader.next_record()? {
+            records += 1;
+            let video = rec.header.video.clone().unwrap_or_default();
+            let same = match &current {
+                Some(Ok(b)) => b.video() == video,
+                Some(Err(v)) => *v == video,
+                None => false,
+            };
+            if !same {
+                finish_video(current.take(), &mut |w| classify(w, &mut out))?;
+                current = Some(WindowBuilder::new(spec.clone(), &rec.header).map_err(|e| {
+                    eprintln!("vclassify: {name}: video {video:?}: {e:#}");
+                    failed += 1;
+                    video.clone()
+                }));
+            }
+            if rec.header.kind == "error" {
+                // The producer broke part-way: the windows already written stand, no more come.
+                let why = rec.header.extra.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
+                eprintln!("vclassify: {name}: video {video:?}: the producer failed part-way: {why}");
+                failed += 1;
+                current = Some(Err(video));
+                continue;
+            }
+            if let Some(Ok(b)) = &mut current {
+                match b.push(&rec) {
+                    Ok(done) => {
+                        for w in done {
+                            classify(w, &mut out)?;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "vclassify: {}: video {video:?}: {e:#}",
+                            record_context(&name, records - 1, &rec)
+                        );
+                        failed += 1;
+                        current = Some(Err(video));
+                    }
+                }
+            }
+        }
+        finish_video(current.take(), &mut |w| classify(w, &mut out))?;
+    }
+    if records == 0 {
+        bail!("no records in the input");
+    }
+    if windows == 0 {
+        bail!("no window could be classified ({failed} videos failed)");
+    }
+    out.finish()?;
+    Ok(if failed > 0 {
+        Outcome::PartialFailure { failed, total: failed + windows }
+    } else {
+        Outcome::Success
+    })
+}
+
+/// The last windows of a video whose records have all arrived.
+fn finish_video(
+    video: Option<std::result::Result<WindowBuilder, String>>,
+    classify: &mut dyn FnMut(Window) -> Result<()>,
+) -> Result<()> {
+    if let Some(Ok(b)) = video {
+        let id = b.video().to_string();
+        for w in b.finish().with_context(|| format!("video {id:?}"))? {
+            classify(w)?;
+        }
+    }
+    Ok(())
 }
 
 /// A video's modalities in the model's order, or why it cannot be classified.
