@@ -145,6 +145,10 @@ impl<'a> Extractor<'a> {
         }
         // Records without a clip number are clips of their own, in stream order.
         let key = rec.header.clip.unwrap_or(i);
+        if key < video.taken_below {
+            bail!("record {i} of the video: clip {key} after later clips were written (a clip's records must follow each other)");
+        }
+        video.last_key = Some(key);
         let new_clip = video.pending.last().is_some_and(|(k, _)| *k != key);
         if new_clip && video.pending_frames >= self.chunk_frames() {
             self.flush(video)?;
@@ -160,36 +164,42 @@ impl<'a> Extractor<'a> {
     /// The video's `features` header and rows, once all its records were added.
     pub fn finish(&self, mut video: VideoAccumulator) -> Result<(RecordHeader, Array2<f32>)> {
         self.flush(&mut video)?;
-        let Some(mut h) = video.header else { bail!("a video without records") };
-        let mut rows = Vec::with_capacity(video.clips.len());
-        let mut indices: Option<Vec<i64>> = Some(Vec::new());
-        let mut times: Option<Vec<[f64; 2]>> = Some(Vec::new());
-        let mut t1 = None;
-        for clip in video.clips.into_values() {
-            let clip_times = clip.row_times(h.fps);
-            match (&mut times, clip_times) {
-                (Some(all), Some(t)) => all.extend(t),
-                _ => times = None,
-            }
-            rows.push(clip.sum / clip.views as f32);
-            match (&mut indices, clip.indices) {
-                (Some(all), Some(ix)) => all.extend_from_slice(&ix),
-                _ => indices = None,
-            }
-            t1 = clip.t1;
-        }
-        if let Some(t) = times {
+        let rows = drain_clips(&mut video, None)?;
+        let mut h = self.features_header(&video)?;
+        if let Some(t) = &rows.times {
             h.extra.insert(crate::featstore::TIMES.into(), serde_json::json!(t));
         }
-        let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-        let features = concatenate(Axis(0), &views)?;
+        h.indices = rows.indices.filter(|ix| ix.len() == rows.rows.nrows());
+        h.t1 = rows.t1.or(h.t1);
+        Ok((h, rows.rows))
+    }
+
+    /// The rows of the clips that are complete (every clip before the one the last record
+    /// belongs to), in clip order, taken out of the accumulator: a caller that writes them as
+    /// they come holds no more than a batch of a long video's features. `None` when no clip
+    /// is complete yet.
+    pub fn take_complete(&self, video: &mut VideoAccumulator) -> Result<Option<ClipRowsOut>> {
+        let Some(last) = video.last_key else { return Ok(None) };
+        let rows = drain_clips(video, Some(last))?;
+        Ok((rows.rows.nrows() > 0).then_some(rows))
+    }
+
+    /// The rows that `take_complete` has not taken, once all records were added.
+    pub fn finish_rows(&self, mut video: VideoAccumulator) -> Result<ClipRowsOut> {
+        self.flush(&mut video)?;
+        drain_clips(&mut video, None)
+    }
+
+    /// The video's `features` header, from its first record (`layer` added; the clip, view and
+    /// normalisation keys dropped).
+    pub fn features_header(&self, video: &VideoAccumulator) -> Result<RecordHeader> {
+        let Some(mut h) = video.header.clone() else { bail!("a video without records") };
         h.kind = "features".into();
         h.layout = Some("TC".into());
-        h.indices = indices.filter(|ix| ix.len() == features.nrows());
-        h.t1 = t1;
+        h.indices = None;
         (h.clip, h.view, h.num_clips, h.num_views, h.norm) = (None, None, None, None, None);
         h.extra.insert("layer".into(), self.layer.to_string().into());
-        Ok((h, features))
+        Ok(h)
     }
 
     /// Runs the pending records and adds their features to their clips' sums.
@@ -277,6 +287,47 @@ pub struct VideoAccumulator {
     pending: Vec<(usize, Record)>,
     pending_frames: usize,
     clips: BTreeMap<usize, ClipRows>,
+    /// The clip key of the last record added, and the clips already taken (all keys below).
+    last_key: Option<usize>,
+    taken_below: usize,
+}
+
+/// Rows of consecutive clips (views averaged), with their row times when every clip has them,
+/// their frame numbers, and the last clip's end time.
+#[derive(Debug)]
+pub struct ClipRowsOut {
+    pub rows: Array2<f32>,
+    pub times: Option<Vec<[f64; 2]>>,
+    pub indices: Option<Vec<i64>>,
+    pub t1: Option<f64>,
+}
+
+/// Takes the clips with keys below `below` (all when `None`) out of the accumulator.
+fn drain_clips(video: &mut VideoAccumulator, below: Option<usize>) -> Result<ClipRowsOut> {
+    let fps = video.header.as_ref().and_then(|h| h.fps);
+    let keys: Vec<usize> = video.clips.keys().copied().take_while(|k| below.is_none_or(|b| *k < b)).collect();
+    let mut rows = Vec::with_capacity(keys.len());
+    let mut indices: Option<Vec<i64>> = Some(Vec::new());
+    let mut times: Option<Vec<[f64; 2]>> = Some(Vec::new());
+    let mut t1 = None;
+    for k in keys {
+        let clip = video.clips.remove(&k).expect("listed key");
+        match (&mut times, clip.row_times(fps)) {
+            (Some(all), Some(t)) => all.extend(t),
+            _ => times = None,
+        }
+        rows.push(clip.sum / clip.views as f32);
+        match (&mut indices, clip.indices) {
+            (Some(all), Some(ix)) => all.extend_from_slice(&ix),
+            _ => indices = None,
+        }
+        t1 = clip.t1;
+        video.taken_below = video.taken_below.max(k + 1);
+    }
+    let channels = video.clips.values().next().map_or(0, |c| c.sum.ncols());
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let rows = if views.is_empty() { Array2::zeros((0, channels)) } else { concatenate(Axis(0), &views)? };
+    Ok(ClipRowsOut { rows, times, indices, t1 })
 }
 
 impl VideoAccumulator {

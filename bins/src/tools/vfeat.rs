@@ -12,7 +12,9 @@ use std::time::Instant;
 use vidkit::data::{Shard, VideoOrdinals};
 use vidkit::extract::{Extractor, Layer, VideoAccumulator};
 use vidkit::featstore::rescale::{pool_steps, step_times, StepPool};
-use vidkit::featstore::{header_times, merge, StoreOptions, StoreWriter, VideoBuilder, TIMES};
+use vidkit::featstore::{
+    header_times, merge, StoreOptions, StoreWriter, VideoBuilder, DEFAULT_MODALITY, TIMES,
+};
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
 use vidkit::stream::{Array, Record, RecordHeader, StreamReader, StreamWriter};
@@ -163,9 +165,11 @@ impl Sink {
 }
 
 /// The video whose records are arriving.
-struct OpenVideo {
+struct Incoming {
     id: String,
     acc: VideoAccumulator,
+    /// Its group in the store was begun (rows written as they come).
+    begun: bool,
     /// Why the video fails; its remaining records are read past.
     error: Option<anyhow::Error>,
     /// Not in this shard.
@@ -174,6 +178,19 @@ struct OpenVideo {
     /// Records seen, and how many the headers announce (num_clips × num_views).
     seen: usize,
     expected: Option<usize>,
+}
+
+/// Writes the rows of a video's complete clips to the store, beginning its group first.
+fn write_complete(extractor: &Extractor, video: &mut Incoming, store: &mut StoreWriter) -> Result<()> {
+    if let Some(rows) = extractor.take_complete(&mut video.acc)? {
+        if !video.begun {
+            let header = extractor.features_header(&video.acc)?;
+            store.begin_video(&VideoBuilder::new(&header, &video.id).finish()?, "the input")?;
+            video.begun = true;
+        }
+        store.append(DEFAULT_MODALITY, rows.rows.view(), rows.times.as_deref())?;
+    }
+    Ok(())
 }
 
 fn run_merge(args: &Args) -> Result<Outcome> {
@@ -222,25 +239,47 @@ pub fn main(args: Args) -> Result<Outcome> {
     // Records are added to their video as they arrive (a long video's frames are never all
     // held); a video ends when another begins, when its num_clips × num_views records are in,
     // or at the end of an input.
-    let mut current: Option<OpenVideo> = None;
+    let mut current: Option<Incoming> = None;
+    // Into a store, without --rescale, rows are written as their clips complete (a long
+    // video's features are never all held); otherwise a video's rows are written at its end.
+    let stream_rows = matches!(sink, Sink::Store(_)) && args.rescale.is_none();
     let mut finish =
-        |video: OpenVideo, source: &str, sink: &mut Sink, written: &mut HashSet<String>| -> Result<()> {
-            let OpenVideo { id, acc, error, skipped, frames: n, .. } = video;
+        |video: Incoming, source: &str, sink: &mut Sink, written: &mut HashSet<String>| -> Result<()> {
+            let Incoming { id, acc, error, skipped, frames: n, begun, .. } = video;
             if skipped {
                 return Ok(());
             }
             videos += 1;
-            let features = error.map_or_else(|| extractor.finish(acc), Err);
-            match features.and_then(|(h, rows)| match args.rescale {
-                Some(steps) => rescale(h, rows, steps),
-                None => Ok((h, rows)),
-            }) {
-                Ok((header, rows)) => {
+            let result = match (stream_rows, &mut *sink) {
+                (true, Sink::Store(store)) => error.map_or_else(
+                    || {
+                        let header = extractor.features_header(&acc)?;
+                        let rest = extractor.finish_rows(acc)?;
+                        if !begun {
+                            store.begin_video(&VideoBuilder::new(&header, &id).finish()?, "the input")?;
+                        }
+                        store.append(DEFAULT_MODALITY, rest.rows.view(), rest.times.as_deref())?;
+                        store.end_video()
+                    },
+                    Err,
+                ),
+                _ => error.map_or_else(|| extractor.finish(acc), Err).and_then(|(h, rows)| {
+                    let (h, rows) = match args.rescale {
+                        Some(steps) => rescale(h, rows, steps)?,
+                        None => (h, rows),
+                    };
+                    sink.write(h, rows, args.f16)
+                }),
+            };
+            match result {
+                Ok(()) => {
                     frames += n;
-                    sink.write(header, rows, args.f16)?;
                     written.insert(id);
                 }
                 Err(e) => {
+                    if let Sink::Store(store) = sink {
+                        store.abandon_video();
+                    }
                     failed += 1;
                     eprintln!("vfeat: {source}: video {id:?}: {e:#}");
                 }
@@ -286,9 +325,10 @@ pub fn main(args: Args) -> Result<Outcome> {
                     None
                 };
                 let expected = rec.header.num_clips.map(|c| c * rec.header.num_views.unwrap_or(1));
-                OpenVideo {
+                Incoming {
                     id: id.clone(),
                     acc: Default::default(),
+                    begun: false,
                     error,
                     skipped,
                     frames: 0,
@@ -298,7 +338,12 @@ pub fn main(args: Args) -> Result<Outcome> {
             });
             if !video.skipped && video.error.is_none() {
                 video.frames += rec.array.shape().first().copied().unwrap_or(0);
-                if let Err(e) = extractor.add(&mut video.acc, rec) {
+                let added =
+                    extractor.add(&mut video.acc, rec).and_then(|()| match (&mut sink, stream_rows) {
+                        (Sink::Store(store), true) => write_complete(&extractor, video, store),
+                        _ => Ok(()),
+                    });
+                if let Err(e) = added {
                     video.error = Some(e);
                 }
             }

@@ -41,6 +41,8 @@ pub struct StoreWriter {
     options: StoreOptions,
     /// Written ids and where each came from (for merge's duplicate message).
     written: HashMap<String, String>,
+    /// The video being written piece by piece, if any.
+    open: Option<OpenVideo>,
 }
 
 fn h5err(path: &Path) -> impl Fn(hdf5::Error) -> anyhow::Error + '_ {
@@ -71,6 +73,7 @@ impl StoreWriter {
             dest: path.to_path_buf(),
             options,
             written: HashMap::new(),
+            open: None,
         })
     }
 
@@ -94,34 +97,13 @@ impl StoreWriter {
         let file = self.file.as_ref().expect("writer finished");
         let err = h5err(&self.dest);
         let g = file.group(VIDEOS).map_err(&err)?.create_group(&escape_id(&video.id)?).map_err(&err)?;
-        write_str_attr(&g, "video", &video.id).map_err(&err)?;
-        match &video.label {
-            Some(Label::Single(l)) => g.new_attr::<i64>().create("label").and_then(|a| a.write_scalar(l)),
-            Some(Label::Multi(ls)) => g
-                .new_attr::<i64>()
-                .shape(ls.len())
-                .create("labels")
-                .and_then(|a| a.write(&Array1::from_vec(ls.clone()))),
-            None => Ok(()),
-        }
-        .map_err(&err)?;
-        if let Some(fps) = video.fps {
-            write_f64_attr(&g, "fps", fps).map_err(&err)?;
-        }
-        if let Some(d) = video.duration {
-            write_f64_attr(&g, "duration", d).map_err(&err)?;
-        }
-        if let Some(s) = &video.source {
-            write_str_attr(&g, "source", s).map_err(&err)?;
-        }
+        self.write_attrs(&g, video)?;
         if let Some(times) = &video.times {
             check_times(video, times)?;
             g.new_dataset_builder().with_data(times).create(TIMES).map_err(&err)?;
         }
         for (modality, rows) in &video.modalities {
-            if modality.is_empty() || modality.contains('/') || modality == "." || modality == TIMES {
-                bail!("modality name {modality:?} cannot be a dataset name");
-            }
+            check_modality_name(modality)?;
             let (t, c) = rows.dim();
             let elem = if self.options.f16 { 2 } else { 4 };
             let builder = g.new_dataset_builder();
@@ -143,6 +125,97 @@ impl StoreWriter {
         Ok(())
     }
 
+    /// The group attributes: video, label(s), fps, duration, source.
+    fn write_attrs(&self, g: &hdf5::Group, video: &VideoFeatures) -> Result<()> {
+        let err = h5err(&self.dest);
+        write_str_attr(g, "video", &video.id).map_err(&err)?;
+        match &video.label {
+            Some(Label::Single(l)) => g.new_attr::<i64>().create("label").and_then(|a| a.write_scalar(l)),
+            Some(Label::Multi(ls)) => g
+                .new_attr::<i64>()
+                .shape(ls.len())
+                .create("labels")
+                .and_then(|a| a.write(&Array1::from_vec(ls.clone()))),
+            None => Ok(()),
+        }
+        .map_err(&err)?;
+        if let Some(fps) = video.fps {
+            write_f64_attr(g, "fps", fps).map_err(&err)?;
+        }
+        if let Some(d) = video.duration {
+            write_f64_attr(g, "duration", d).map_err(&err)?;
+        }
+        if let Some(s) = &video.source {
+            write_str_attr(g, "source", s).map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a video whose rows arrive in pieces (`append`), so a long video's features need
+    /// not be held: `meta` gives the attributes (its modalities and times are not used). Rows go
+    /// to resizable chunked datasets. One video is open at a time; until `end_video`, the
+    /// video's group is removed again by `abandon_video` or `finish`.
+    pub fn begin_video(&mut self, meta: &VideoFeatures, origin: &str) -> Result<()> {
+        if let Some(open) = &self.open {
+            bail!("video {:?} is still open", open.id);
+        }
+        if let Some(prev) = self.written.get(&meta.id) {
+            bail!("video {:?} is in both {prev} and {origin}", meta.id);
+        }
+        let name = escape_id(&meta.id)?;
+        let g = {
+            let err = h5err(&self.dest);
+            let file = self.file.as_ref().expect("writer finished");
+            file.group(VIDEOS).map_err(&err)?.create_group(&name).map_err(&err)?
+        };
+        self.open = Some(OpenVideo { group: g, name, id: meta.id.clone(), rows: None, times: Some(None) });
+        if let Err(e) = self.write_attrs(&self.open.as_ref().expect("open").group, meta) {
+            self.abandon_video();
+            return Err(e.context(format!("{}: video {:?}", self.dest.display(), meta.id)));
+        }
+        self.written.insert(meta.id.clone(), origin.to_string());
+        Ok(())
+    }
+
+    /// Appends rows [n, C] of `modality` (one modality per open video) and their times to the
+    /// open video.
+    pub fn append(
+        &mut self,
+        modality: &str,
+        rows: ndarray::ArrayView2<f32>,
+        times: Option<&[[f64; 2]]>,
+    ) -> Result<()> {
+        let f16s = self.options.f16;
+        let dest = self.dest.clone();
+        let open = self.open.as_mut().context("no open video to append to")?;
+        let id = open.id.clone();
+        open.append(modality, rows, times, f16s).with_context(|| format!("{}: video {id:?}", dest.display()))
+    }
+
+    /// Keeps the open video (it needs at least one row).
+    pub fn end_video(&mut self) -> Result<()> {
+        let open = self.open.take().context("no open video to end")?;
+        if open.rows.as_ref().is_none_or(|(_, n)| *n == 0) {
+            let id = open.id.clone();
+            self.open = Some(open);
+            self.abandon_video();
+            bail!("{}: video {id:?}: no feature rows", self.dest.display());
+        }
+        Ok(())
+    }
+
+    /// Removes the open video, if any, as if it had never begun.
+    pub fn abandon_video(&mut self) {
+        if let Some(open) = self.open.take() {
+            let OpenVideo { group, name, id, .. } = open;
+            drop(group);
+            if let Some(v) = self.file.as_ref().and_then(|f| f.group(VIDEOS).ok()) {
+                let _ = v.unlink(&name);
+            }
+            self.written.remove(&id);
+        }
+    }
+
     /// Videos written so far.
     pub fn len(&self) -> usize {
         self.written.len()
@@ -152,8 +225,9 @@ impl StoreWriter {
         self.written.is_empty()
     }
 
-    /// Closes the file and renames it into place.
+    /// Closes the file and renames it into place (a video still open is left out).
     pub fn finish(mut self) -> Result<()> {
+        self.abandon_video();
         let file = self.file.take().expect("writer finished twice");
         file.close().map_err(h5err(&self.dest))?;
         self.temp.take().expect("writer finished twice").commit()
@@ -162,10 +236,116 @@ impl StoreWriter {
 
 impl Drop for StoreWriter {
     fn drop(&mut self) {
+        self.open = None;
         // Close the HDF5 handle before the temporary file is removed.
         if let Some(f) = self.file.take() {
             let _ = f.close();
         }
+    }
+}
+
+fn check_modality_name(modality: &str) -> Result<()> {
+    if modality.is_empty() || modality.contains('/') || modality == "." || modality == TIMES {
+        bail!("modality name {modality:?} cannot be a dataset name");
+    }
+    Ok(())
+}
+
+/// The video `StoreWriter::begin_video` opened: its group, one modality's rows dataset and how
+/// many rows it holds, and the times dataset while every piece has times.
+struct OpenVideo {
+    group: hdf5::Group,
+    name: String,
+    id: String,
+    rows: Option<(hdf5::Dataset, usize)>,
+    /// `Some(None)` before the first piece; `None` once a piece came without times.
+    times: Option<Option<hdf5::Dataset>>,
+}
+
+/// A 2-D extent [0.., cols]: resizable rows.
+fn growing_rows(cols: usize) -> hdf5::Extents {
+    hdf5::Extents::Simple(hdf5::SimpleExtents::from_vec(vec![
+        hdf5::Extent::resizable(0),
+        hdf5::Extent::fixed(cols),
+    ]))
+}
+
+impl OpenVideo {
+    fn append(
+        &mut self,
+        modality: &str,
+        rows: ndarray::ArrayView2<f32>,
+        times: Option<&[[f64; 2]]>,
+        f16s: bool,
+    ) -> Result<()> {
+        let err = |e: hdf5::Error| anyhow::anyhow!("HDF5: {e}");
+        let (n, c) = rows.dim();
+        if n == 0 {
+            return Ok(());
+        }
+        if let Some(t) = times.filter(|t| t.len() != n) {
+            bail!("{} row times for {n} rows", t.len());
+        }
+        if self.rows.is_none() {
+            check_modality_name(modality)?;
+            let elem = if f16s { 2 } else { 4 };
+            let chunk = ((CHUNK_BYTES / (c * elem)).max(1), c);
+            let ds = if f16s {
+                self.group
+                    .new_dataset::<f16>()
+                    .chunk(chunk)
+                    .shuffle()
+                    .deflate(DEFLATE_LEVEL)
+                    .shape(growing_rows(c))
+            } else {
+                self.group
+                    .new_dataset::<f32>()
+                    .chunk(chunk)
+                    .shuffle()
+                    .deflate(DEFLATE_LEVEL)
+                    .shape(growing_rows(c))
+            }
+            .create(modality)
+            .map_err(err)?;
+            self.rows = Some((ds, 0));
+        }
+        let (ds, have) = self.rows.as_mut().expect("rows dataset");
+        if ds.shape().get(1) != Some(&c) {
+            bail!("{c} channels after {}", ds.shape()[1]);
+        }
+        let start = *have;
+        ds.resize((start + n, c)).map_err(err)?;
+        if f16s {
+            ds.write_slice(&rows.mapv(f16::from_f32), ndarray::s![start..start + n, ..]).map_err(err)?;
+        } else {
+            ds.write_slice(rows, ndarray::s![start..start + n, ..]).map_err(err)?;
+        }
+        *have += n;
+        match (&mut self.times, times) {
+            (Some(slot), Some(t)) if start == 0 || slot.is_some() => {
+                if slot.is_none() {
+                    *slot = Some(
+                        self.group
+                            .new_dataset::<f64>()
+                            .chunk((4096, 2))
+                            .shape(growing_rows(2))
+                            .create(TIMES)
+                            .map_err(err)?,
+                    );
+                }
+                let ds = slot.as_ref().expect("times dataset");
+                let flat = Array2::from_shape_vec((n, 2), t.iter().flatten().copied().collect())?;
+                ds.resize((start + n, 2)).map_err(err)?;
+                ds.write_slice(&flat, ndarray::s![start..start + n, ..]).map_err(err)?;
+            }
+            _ => {
+                // Some rows have no times: the video has none.
+                if let Some(Some(_)) = self.times.take() {
+                    self.group.unlink(TIMES).map_err(err)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -183,3 +183,49 @@ fn frames_and_interleaved_videos_are_refused_with_the_record_named() {
     let err = FeatureStreamReader::new(&buf[..], "t").collect::<Result<Vec<_>>>().unwrap_err();
     assert!(format!("{err:#}").contains("t: record 2: video \"a\" appears again"), "{err:#}");
 }
+
+#[test]
+fn videos_written_in_pieces_read_back_whole_and_abandoned_ones_vanish() {
+    let dir = tempfile::tempdir().unwrap();
+    for f16 in [false, true] {
+        let path = dir.path().join(format!("p{f16}.h5"));
+        let mut want = video("long", Some(Label::Single(2)), 10);
+        want.modalities.retain(|(m, _)| m == "rgb");
+        let rgb = want.modalities[0].1.clone();
+        let times: Vec<[f64; 2]> = (0..10).map(|i| [i as f64, i as f64 + 1.0]).collect();
+        let mut w = StoreWriter::create(&path, StoreOptions { f16, ..Default::default() }).unwrap();
+        // a video that fails part-way leaves nothing behind, and its id can be written again
+        w.begin_video(&want, "x").unwrap();
+        w.append("rgb", rgb.slice(ndarray::s![..4, ..]), Some(&times[..4])).unwrap();
+        w.abandon_video();
+        w.begin_video(&want, "x").unwrap();
+        for (a, b) in [(0, 3), (3, 3), (3, 7), (7, 10)] {
+            w.append("rgb", rgb.slice(ndarray::s![a..b, ..]), Some(&times[a..b])).unwrap();
+        }
+        let e = w.append("rgb", rows(1, 4, 0.0).view(), None).unwrap_err();
+        assert!(format!("{e:#}").contains("4 channels after 5"), "{e:#}");
+        w.end_video().unwrap();
+        // one without times, one left open at the end
+        let mut other = video("other", None, 2);
+        other.modalities.retain(|(m, _)| m == "rgb");
+        w.begin_video(&other, "x").unwrap();
+        w.append("rgb", other.modalities[0].1.view(), None).unwrap();
+        w.end_video().unwrap();
+        w.begin_video(&video("open", None, 1), "x").unwrap();
+        w.append("rgb", rows(1, 5, 0.0).view(), None).unwrap();
+        w.finish().unwrap();
+        let got = read_features(&path).unwrap();
+        assert_eq!(got.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(), ["long", "other"]);
+        want.times =
+            Some(Array2::from_shape_vec((10, 2), times.iter().flatten().copied().collect()).unwrap());
+        if f16 {
+            want.modalities[0].1 = rgb.mapv(|x| half::f16::from_f32(x).to_f32());
+        }
+        assert_eq!(got[0], want, "f16 {f16}");
+        assert_eq!(got[1].times, None);
+        let other_rgb = &other.modalities[0].1;
+        let other_want =
+            if f16 { other_rgb.mapv(|x| half::f16::from_f32(x).to_f32()) } else { other_rgb.clone() };
+        assert_eq!(got[1].modality("rgb"), Some(&other_want));
+    }
+}
