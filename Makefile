@@ -7,7 +7,7 @@ PYTHON ?= python3
 PEERS := target/peers
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-.PHONY: deps build test demo peers bench man man-check testdata clean fmt
+.PHONY: deps build test demo peers bench man man-check testdata clean fmt install
 
 # Installs the system packages the tools and tests need, only when something is missing.
 deps:
@@ -40,6 +40,19 @@ peers: deps
 
 bench: build peers
 	@bash scripts/bench.sh $(BIN) $(PEERS)
+
+# `make install PREFIX=~/.local`: the tools, their man pages, and bash/zsh/fish completions
+# generated from the same clap definitions as --help and the man pages.
+PREFIX ?= /usr/local
+TOOLS := vsample vfeat vtrain vclassify veval vconvert vsynth
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(addprefix $(BIN)/,$(TOOLS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 644 man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	$(BIN)/vman completions bash --dir $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	$(BIN)/vman completions zsh --dir $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+	$(BIN)/vman completions fish --dir $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 
 man:
 	$(CARGO) run $(CARGO_FLAGS) -q -p vidkit-cli --bin vman -- man

@@ -13,6 +13,7 @@ pub mod metric;
 pub mod model;
 pub mod nn;
 pub mod parallel;
+pub mod progress;
 pub mod rng;
 pub mod sample;
 pub mod stream;

@@ -13,6 +13,7 @@ use vidkit::infer::{
 };
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
+use vidkit::progress::Progress;
 use vidkit::sample::SamplerConfig;
 use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
 use vidkit::window::{Window, WindowBuilder, WindowSpec};
@@ -88,6 +89,10 @@ pub struct Args {
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Say nothing on stderr but errors. Progress (records, rate) is drawn only when stderr is
+    /// a terminal.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 /// The compute device named by `--device` (shared with vfeat).
@@ -137,6 +142,7 @@ pub fn main(args: Args) -> Result<Outcome> {
         return classify_windows(&args, &model, &inputs, aggregate, names, &dev, window_s, stride_s);
     }
     let mut out = Output::open(args.output.as_deref())?;
+    let progress = Progress::new(None, "records", args.quiet);
     let mut averager = VideoAverager::default();
     let mut pending: Vec<(Record, Tensor)> = Vec::new();
     let batch = args.batch.max(1);
@@ -185,7 +191,9 @@ pub fn main(args: Args) -> Result<Outcome> {
                 pending.retain(|(r, _)| r.header.video.as_deref() != Some(video.as_str()));
                 averager.discard(&video);
                 let why = rec.header.extra.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
-                eprintln!("vclassify: {name}: video {video:?}: no prediction: the producer failed: {why}");
+                progress.eprintln(&format!(
+                    "vclassify: {name}: video {video:?}: no prediction: the producer failed: {why}"
+                ));
                 failed += 1;
                 continue;
             }
@@ -199,6 +207,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             }
             pending.push((rec, t));
             records += 1;
+            progress.inc(1);
             if pending.len() >= batch {
                 flush(&mut pending, &mut averager, &mut out)?;
             }
@@ -208,6 +217,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     if let Some(p) = averager.finish(args.topk, names) {
         emit(vec![p], &mut out)?;
     }
+    progress.finish();
     if records == 0 && failed == 0 {
         bail!("no records in the input");
     }
@@ -246,6 +256,7 @@ fn classify_windows(
     };
     spec.validate()?;
     let mut out = Output::open(args.output.as_deref())?;
+    let progress = Progress::new(None, "records", args.quiet);
     let (mut windows, mut failed, mut records) = (0usize, 0usize, 0usize);
     let mut classify = |w: Window, out: &mut Output| -> Result<()> {
         check_record(&w.clip, cfg.frames)?;
@@ -268,6 +279,7 @@ fn classify_windows(
         let mut reader = StreamReader::new(open_input(input)?, name.clone());
         while let Some(rec) = reader.next_record()? {
             records += 1;
+            progress.inc(1);
             let video = rec.header.video.clone().unwrap_or_default();
             let same = match &current {
                 Some(Ok(b)) => b.video() == video,
@@ -277,7 +289,7 @@ fn classify_windows(
             if !same {
                 finish_video(current.take(), &mut |w| classify(w, &mut out))?;
                 current = Some(WindowBuilder::new(spec.clone(), &rec.header).map_err(|e| {
-                    eprintln!("vclassify: {name}: video {video:?}: {e:#}");
+                    progress.eprintln(&format!("vclassify: {name}: video {video:?}: {e:#}"));
                     failed += 1;
                     video.clone()
                 }));
@@ -285,7 +297,9 @@ fn classify_windows(
             if rec.header.kind == "error" {
                 // The producer broke part-way: the windows already written stand, no more come.
                 let why = rec.header.extra.get("error").and_then(|e| e.as_str()).unwrap_or("no reason given");
-                eprintln!("vclassify: {name}: video {video:?}: the producer failed part-way: {why}");
+                progress.eprintln(&format!(
+                    "vclassify: {name}: video {video:?}: the producer failed part-way: {why}"
+                ));
                 failed += 1;
                 current = Some(Err(video));
                 continue;
@@ -298,10 +312,10 @@ fn classify_windows(
                         }
                     }
                     Err(e) => {
-                        eprintln!(
+                        progress.eprintln(&format!(
                             "vclassify: {}: video {video:?}: {e:#}",
                             record_context(&name, records - 1, &rec)
-                        );
+                        ));
                         failed += 1;
                         current = Some(Err(video));
                     }
@@ -310,6 +324,7 @@ fn classify_windows(
         }
         finish_video(current.take(), &mut |w| classify(w, &mut out))?;
     }
+    progress.finish();
     if records == 0 {
         bail!("no records in the input");
     }

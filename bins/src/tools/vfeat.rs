@@ -17,6 +17,7 @@ use vidkit::featstore::{
 };
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
+use vidkit::progress::Progress;
 use vidkit::stream::{Array, Record, RecordHeader, StreamReader, StreamWriter};
 
 const EXAMPLES: &str = "\
@@ -102,7 +103,8 @@ pub struct Args {
     /// interpolation, 3 samples per step, mean). Row times become N equal shares of the span.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rescale: Option<u32>,
-    /// Say nothing on stderr but errors.
+    /// Say nothing on stderr but errors (no progress, no summary). Progress (frames, videos,
+    /// rate) is drawn only when stderr is a terminal.
     #[arg(short = 'q', long)]
     pub quiet: bool,
 }
@@ -243,6 +245,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     // Into a store, without --rescale, rows are written as their clips complete (a long
     // video's features are never all held); otherwise a video's rows are written at its end.
     let stream_rows = matches!(sink, Sink::Store(_)) && args.rescale.is_none();
+    let progress = Progress::new(None, "frames", args.quiet);
     let mut finish =
         |video: Incoming, source: &str, sink: &mut Sink, written: &mut HashSet<String>| -> Result<()> {
             let Incoming { id, acc, error, skipped, frames: n, begun, .. } = video;
@@ -281,8 +284,12 @@ pub fn main(args: Args) -> Result<Outcome> {
                         store.abandon_video();
                     }
                     failed += 1;
-                    eprintln!("vfeat: {source}: video {id:?}: {e:#}");
+                    progress.eprintln(&format!("vfeat: {source}: video {id:?}: {e:#}"));
                 }
+            }
+            progress.set_message(format!("{} videos", written.len()));
+            if failed > 0 {
+                progress.set_message(format!("{} videos, {failed} failed", written.len()));
             }
             Ok(())
         };
@@ -293,7 +300,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             Ok(r) => StreamReader::new(r, name.clone()),
             Err(e) => {
                 broken_inputs += 1;
-                eprintln!("vfeat: {e:#}");
+                progress.eprintln(&format!("vfeat: {e:#}"));
                 continue;
             }
         };
@@ -305,7 +312,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                     // The stream cannot go on; the videos it completed stand, the open one
                     // is dropped with it.
                     broken_inputs += 1;
-                    eprintln!("vfeat: {e:#}");
+                    progress.eprintln(&format!("vfeat: {e:#}"));
                     current = None;
                     break;
                 }
@@ -337,7 +344,9 @@ pub fn main(args: Args) -> Result<Outcome> {
                 }
             });
             if !video.skipped && video.error.is_none() {
-                video.frames += rec.array.shape().first().copied().unwrap_or(0);
+                let t = rec.array.shape().first().copied().unwrap_or(0);
+                video.frames += t;
+                progress.inc(t as u64);
                 let added =
                     extractor.add(&mut video.acc, rec).and_then(|()| match (&mut sink, stream_rows) {
                         (Sink::Store(store), true) => write_complete(&extractor, video, store),
@@ -356,6 +365,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             finish(video, &name, &mut sink, &mut written)?;
         }
     }
+    progress.finish();
     let failures = failed + broken_inputs;
     if records == 0 && broken_inputs == 0 {
         bail!("no records in the input");

@@ -9,6 +9,7 @@ use vidkit::clips::{sample_video_each, ClipSpec, VideoItem};
 use vidkit::data::{parse_line, Shard};
 use vidkit::io::Output;
 use vidkit::parallel::Piece;
+use vidkit::progress::Progress;
 use vidkit::sample::{SamplerConfig, SamplerKind};
 use vidkit::stream::{Array, Label, Norm, Record, RecordHeader, StreamWriter};
 use vidkit::transform::{CropMode, IMAGENET_MEAN, IMAGENET_STD};
@@ -134,7 +135,8 @@ pub struct Args {
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
-    /// Say nothing on stderr but errors.
+    /// Say nothing on stderr but errors (no progress bar, no summary). The bar is drawn only
+    /// when stderr is a terminal.
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Take the sampler, frames, interval, short side and crop size from a model file's config
@@ -276,6 +278,7 @@ pub fn main(mut args: Args) -> Result<Outcome> {
     let streaming = spec.rate_fps.is_some() || spec.sampler.kind == SamplerKind::Untrimmed;
     let mut failed = 0usize;
     let mut records = 0usize;
+    let progress = Progress::new(Some(items.len() as u64), "videos", args.quiet);
     {
         let mut writer = StreamWriter::new(&mut out);
         vidkit::parallel::stream_ordered(
@@ -323,16 +326,19 @@ pub fn main(mut args: Args) -> Result<Outcome> {
                         writer.write_record(&r.header, &r.array).context("writing the stream")?;
                         records += 1;
                     }
-                    Piece::Done(Ok(_)) => {}
+                    Piece::Done(Ok(_)) => progress.inc(1),
                     Piece::Done(Err(msg)) => {
                         failed += 1;
-                        eprintln!("vsample: {msg}");
+                        progress.inc(1);
+                        progress.set_message(format!("{failed} failed"));
+                        progress.eprintln(&format!("vsample: {msg}"));
                     }
                 }
                 Ok(())
             },
         )?;
     }
+    progress.finish();
     if items.is_empty() {
         // More shards than inputs: this shard is legitimately empty.
         out.finish()?;

@@ -3,6 +3,7 @@ use crate::Outcome;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use vidkit::progress::Progress;
 use vidkit::synth::{self, SynthOptions, SynthVideo};
 
 const DEFAULT_CLASSES: &str = "left,right,up,down,grow,shrink,appear,disappear";
@@ -99,16 +100,19 @@ pub fn main(args: Args) -> anyhow::Result<Outcome> {
     let total = opts.classes.len() * opts.per_class;
     let started = Instant::now();
     let finished = AtomicUsize::new(0);
+    let bar = Progress::new(Some(total as u64), "videos", args.quiet);
     let progress = |v: &SynthVideo| {
         let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
+        bar.inc(1);
         if args.verbose {
-            eprintln!(
+            bar.eprintln(&format!(
                 "vsynth: [{n}/{total}] {} label {} ({} frames at {} fps)",
                 v.path, v.label, v.frames, v.fps
-            );
+            ));
         }
     };
     let summary = synth::generate_with_progress(&opts, &progress)?;
+    bar.finish();
     let frames: usize = summary.videos.iter().map(|v| v.frames).sum();
     if !args.quiet {
         eprintln!(

@@ -59,13 +59,6 @@ pub fn read_list(path: &Path) -> Result<Vec<ListEntry>> {
     Ok(out)
 }
 
-/// One class name per line (`labels.txt`).
-pub fn read_label_names(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read label names", path.display()))?;
-    Ok(text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Dataset lists, label maps, and sharding of inputs.
 
+mod labels;
 mod list;
 mod shard;
 
-pub use list::{parse_line, read_label_names, read_list, ListEntry};
+pub use labels::{parse_label_names, read_label_names};
+pub use list::{parse_line, read_list, ListEntry};
 pub use shard::{Shard, VideoOrdinals};

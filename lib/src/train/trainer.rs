@@ -10,6 +10,7 @@ use super::{
 };
 use crate::clips::ClipSpec;
 use crate::model::{build, init_weights_for, save_model, Model, ModelConfig};
+use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::sample::{SamplerConfig, SamplerKind};
 use crate::transform::CropMode;
@@ -18,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -310,15 +311,6 @@ impl Log {
     }
 }
 
-fn fmt_eta(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
 pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let cfg = &run.config;
     cfg.validate()?;
@@ -399,13 +391,15 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let ipe = n.div_ceil(cfg.batch_size);
     let mut summary =
         TrainSummary { best_val_top1: state.best_metric, best_epoch: state.best_epoch, ..Default::default() };
-    let tty = std::io::stderr().is_terminal() && !run.quiet;
     let started = Instant::now();
     let first_epoch = state.epoch;
     let last_epoch = match run.stop_after {
         Some(k) => (first_epoch + k).min(cfg.epochs),
         None => cfg.epochs,
     };
+    // Clips over the epochs of this run: rate and ETA on a terminal, nothing in a log.
+    let progress =
+        Progress::new(Some((last_epoch.saturating_sub(first_epoch) * n) as u64), "clips", run.quiet);
     for epoch in first_epoch..last_epoch {
         let order = super::mix::permutation(&mut Rng::derive(cfg.seed, epoch as u64), n);
         let rx = epoch_batches(
@@ -492,23 +486,16 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             if (iter + 1) % cfg.log_every.max(1) == 0 || iter + 1 == ipe {
                 log.line(serde_json::json!({"event": "train", "epoch": epoch, "iter": iter, "loss": loss_v, "lr": lr, "clips_per_s": rate}))?;
             }
-            if tty {
-                let remaining = ((last_epoch - epoch) * n - clips_done) as f64 / rate.max(1e-9);
-                eprint!(
-                    "\r\x1b[Kepoch {}/{} [{}/{}] loss {:.4} lr {:.3e} {:.1} clips/s ETA {}",
-                    epoch + 1,
-                    cfg.epochs,
-                    iter + 1,
-                    ipe,
-                    loss_sum / loss_n as f64,
-                    lr,
-                    rate,
-                    fmt_eta(remaining)
-                );
-            }
-        }
-        if tty {
-            eprintln!();
+            progress.inc(b as u64);
+            progress.set_message(format!(
+                "epoch {}/{} iter {}/{} loss {:.4} lr {:.3e}",
+                epoch + 1,
+                cfg.epochs,
+                iter + 1,
+                ipe,
+                loss_sum / loss_n as f64,
+                lr
+            ));
         }
         let mut line = serde_json::json!({"event": "epoch", "epoch": epoch, "loss": loss_sum / loss_n.max(1) as f64, "seconds": epoch_start.elapsed().as_secs_f64()});
         state.epoch = epoch + 1;
@@ -533,7 +520,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
         }
         log.line(line.clone())?;
         if !run.quiet {
-            eprintln!("vtrain: {line}");
+            progress.eprintln(&format!("vtrain: {line}"));
         }
         save_model(&varmap, &cfg.model, &run.out_dir.join("last.safetensors"))?;
         if let Some((pcfg, pvars, _, _)) = &peer {
@@ -545,6 +532,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
         save_checkpoint_with_peer(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state, peer_ref)?;
         summary.epochs_run += 1;
     }
+    progress.finish();
     summary.best_val_top1 = state.best_metric;
     summary.best_epoch = state.best_epoch;
     if !run.quiet {

@@ -547,11 +547,7 @@ mod tests {
 
     #[test]
     fn libav_matches_cli_on_real_videos() {
-        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/realvideo"));
-        if !dir.is_dir() {
-            eprintln!("SKIP libav_matches_cli_on_real_videos: {} is absent", dir.display());
-            return;
-        }
+        let Some(dir) = crate::video::realvideo_dir() else { return };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -672,12 +668,9 @@ mod tests {
             avi.to_str().unwrap(),
         ]);
         let mut files = vec![h264.clone(), avi];
-        let real = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/realvideo"));
-        if real.is_dir() {
+        if let Some(real) = crate::video::realvideo_dir() {
             // Theora with an odd picture offset: the in-process path hands it to the CLI.
             files.push(real.join("shepard_calais_1906_theora_160p.ogv"));
-        } else {
-            eprintln!("SKIP the CLI-fallback case: {} is absent", real.display());
         }
         for f in &files {
             let info = probe(f).unwrap();
