@@ -48,6 +48,7 @@ pub mod tools {
     pub mod vclassify;
     pub mod vconvert;
     pub mod veval;
+    pub mod veval_localization;
     pub mod vfeat;
     pub mod vsample;
     pub mod vsynth;

@@ -71,7 +71,24 @@ Examples:
   veval --pred shard0.jsonl --gt val.list --allow-missing
 
   # Multi-label (YouTube-8M style): GAP@20, hit@1, PERR and mAP against `path l1,l2,...` lines
-  veval --multilabel --pred preds.jsonl --gt val_multilabel.list";
+  veval --multilabel --pred preds.jsonl --gt val_multilabel.list
+
+  # Temporal proposals (vpropose JSON Lines or an ActivityNet result JSON): AR@AN and its area
+  veval --proposals --pred proposals.jsonl --gt activity_net.v1-3.min.json
+
+  # Detections: mAP at tIoU 0.5:0.05:0.95; THUMOS14 (annotation directory): 0.3:0.1:0.7
+  veval --detection --pred detections.json --gt activity_net.v1-3.min.json
+  veval --detection --pred thumos_dets.jsonl --gt annotation_val/ --subset validation
+
+Localization (--proposals, --detection) follows ActivityNet's Evaluation/eval_proposal.py and
+eval_detection.py exactly: the ground truth is the --subset videos with annotations; AR@AN keeps
+each video's best int(n * ratio) proposals (ratio = max-AN x videos / all proposals), recall
+counts ground-truth segments matched at each of 100 budgets and tIoU thresholds, the area is
+np.trapz over AN divided by the largest AN; detection AP is VOC's interpolated AP per class,
+greedy matching by score, averaged over classes (a class without detections scores 0).
+JSON: {\"auc\", \"an\", \"ar_an\", \"ar_at\": {\"1\", \"5\", \"10\", \"100\"}, \"videos\"} and
+{\"map\", \"tiou\", \"map_at_tiou\", \"classes\", \"videos\"}, fractions in [0, 1]; the table on
+stderr prints percentages.";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "veval", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -100,6 +117,30 @@ pub struct Args {
     #[arg(long, value_name = "K", default_value_t = 20, requires = "multilabel",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub top_k: u32,
+
+    /// Score temporal proposals: AR@AN and its area (ActivityNet eval_proposal.py); --pred is
+    /// vpropose JSON Lines or an ActivityNet result JSON, --gt an ActivityNet JSON or a THUMOS14
+    /// annotation directory.
+    #[arg(long, requires = "gt", conflicts_with_all = ["multilabel", "confusion", "detection"])]
+    pub proposals: bool,
+
+    /// Score temporal detections (segments with a class label): mAP per tIoU and its average
+    /// (ActivityNet eval_detection.py).
+    #[arg(long, requires = "gt", conflicts_with_all = ["multilabel", "confusion"])]
+    pub detection: bool,
+
+    /// With --proposals/--detection: the ground truth's subset (`validation`, `test`, ...).
+    #[arg(long, default_value = "validation")]
+    pub subset: String,
+
+    /// With --proposals/--detection: tIoU thresholds, comma-separated [default: numpy's
+    /// linspace(0.5, 0.95, 10); for a THUMOS14 directory with --detection, linspace(0.3, 0.7, 5)].
+    #[arg(long, value_delimiter = ',', value_name = "T1,T2,...")]
+    pub tiou: Option<Vec<f64>>,
+
+    /// With --proposals: the largest average number of proposals per video (AN) of the curve.
+    #[arg(long, value_name = "N", default_value_t = 100.0)]
+    pub max_an: f64,
 
     /// Class names, one per line; must name as many classes as there are scores.
     #[arg(long, value_name = "labels.txt")]
@@ -531,6 +572,14 @@ fn multilabel(preds: Vec<(usize, Prediction)>, args: &Args, source: &str, classe
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
+    if args.proposals || args.detection {
+        let json = super::veval_localization::evaluate(&args)?;
+        let mut out = vidkit::io::Output::open(args.output.as_deref())?;
+        let dest = args.output.as_ref().map_or_else(|| "<stdout>".to_string(), |p| p.display().to_string());
+        out.write_all(json.as_bytes()).with_context(|| format!("{dest}: cannot write"))?;
+        out.finish().with_context(|| format!("{dest}: cannot write"))?;
+        return Ok(Outcome::Success);
+    }
     let source = display_name(&args.pred);
     let preds = read_predictions(&args.pred)?;
     let names = args.labels.as_deref().map(read_label_names).transpose()?;

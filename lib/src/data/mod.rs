@@ -2,8 +2,12 @@
 
 mod labels;
 mod list;
+mod segments;
 mod shard;
 
 pub use labels::{parse_label_names, read_label_names};
 pub use list::{parse_line, read_list, ListEntry};
+pub use segments::{
+    read_segment_ground_truth, read_segment_predictions, Segment, SegmentGroundTruth, SegmentPredictions,
+};
 pub use shard::{Shard, VideoOrdinals};

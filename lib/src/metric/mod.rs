@@ -3,8 +3,10 @@
 //!
 //! - [`accuracy`]: top-k accuracy, mean class accuracy, confusion matrix (mmaction2).
 //! - [`multilabel`]: GAP@k, hit@1, PERR (youtube-8m) and mAP (mmaction2).
+//! - [`localization`]: AR@AN, its area, detection mAP per tIoU (ActivityNet's evaluation).
 
 pub mod accuracy;
+pub mod localization;
 pub mod multilabel;
 mod python_random;
 

@@ -1,0 +1,97 @@
+//! `veval --proposals` and `veval --detection`: temporal localization metrics over vpropose
+//! output or an ActivityNet result JSON, against ActivityNet or THUMOS14 ground truth. The
+//! formulas live in `vidkit::metric::localization`.
+
+use super::veval::Args;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use vidkit::data::{read_segment_ground_truth, read_segment_predictions};
+use vidkit::metric::localization::{detection_map, linspace, proposal_recall};
+
+/// The metrics JSON (one line) for `args`; the table goes to stderr unless --quiet.
+pub fn evaluate(args: &Args) -> Result<String> {
+    let gt_path = args.gt.as_deref().context("--gt is required")?;
+    let gt = read_segment_ground_truth(gt_path, &args.subset)?;
+    let preds = read_segment_predictions(&args.pred)?;
+    let thumos = gt_path.is_dir();
+    let thresholds = match &args.tiou {
+        Some(t) => {
+            if t.is_empty() || t.iter().any(|x| !(0.0..=1.0).contains(x)) {
+                bail!("--tiou thresholds must lie in [0, 1]");
+            }
+            t.clone()
+        }
+        None if thumos && args.detection => linspace(0.3, 0.7, 5),
+        None => linspace(0.5, 0.95, 10),
+    };
+    let name = |p: &std::path::Path| p.display().to_string();
+    if args.proposals {
+        if !(args.max_an > 0.0 && args.max_an.is_finite()) {
+            bail!("--max-an must be a positive number");
+        }
+        let m = proposal_recall(&gt, &preds, Some(args.max_an), &thresholds)
+            .with_context(|| format!("{} against {}", name(&args.pred), name(gt_path)))?;
+        // AR at AN = k: the curve's point at k (interpolated where the budgets miss it).
+        let ar_at = |k: f64| -> Option<f64> {
+            let an = &m.proposals_per_video;
+            if k < an[0] || k > an[an.len() - 1] + 1e-9 {
+                return None;
+            }
+            let j = an.iter().position(|&a| a >= k - 1e-9).unwrap_or(an.len() - 1);
+            if j == 0 || (an[j] - k).abs() < 1e-9 {
+                return Some(m.avg_recall[j]);
+            }
+            let w = (k - an[j - 1]) / (an[j] - an[j - 1]);
+            Some(m.avg_recall[j - 1] + w * (m.avg_recall[j] - m.avg_recall[j - 1]))
+        };
+        let mut at = serde_json::Map::new();
+        for k in [1u32, 5, 10, 100] {
+            if let Some(v) = ar_at(k as f64) {
+                at.insert(k.to_string(), v.into());
+            }
+        }
+        if !args.quiet {
+            eprintln!("proposals: {} videos, tIoU {}", m.videos, fmt_list(&thresholds));
+            eprintln!("  AUC      {:6.2} %", 100.0 * m.auc);
+            for (k, v) in &at {
+                eprintln!("  AR@{k:<5} {:6.2} %", 100.0 * v.as_f64().unwrap_or(0.0));
+            }
+        }
+        let j = json!({
+            "auc": m.auc,
+            "an": m.proposals_per_video,
+            "ar_an": m.avg_recall,
+            "ar_at": at,
+            "tiou": thresholds,
+            "videos": m.videos,
+        });
+        return Ok(format!("{j}\n"));
+    }
+    let m = detection_map(&gt, &preds, &thresholds)
+        .with_context(|| format!("{} against {}", name(&args.pred), name(gt_path)))?;
+    if !args.quiet {
+        eprintln!("detection: {} videos, {} classes", m.videos, m.classes.len());
+        for (t, v) in thresholds.iter().zip(&m.map_at_tiou) {
+            eprintln!("  mAP@{t:.2}  {:6.2} %", 100.0 * v);
+        }
+        eprintln!("  average   {:6.2} %", 100.0 * m.map);
+    }
+    let classes: Vec<_> = m
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| json!({"class": name, "ap": m.ap.iter().map(|row| row[c]).collect::<Vec<_>>()}))
+        .collect();
+    let j = json!({
+        "map": m.map,
+        "tiou": thresholds,
+        "map_at_tiou": m.map_at_tiou,
+        "classes": classes,
+        "videos": m.videos,
+    });
+    Ok(format!("{j}\n"))
+}
+
+fn fmt_list(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ")
+}
