@@ -176,3 +176,80 @@ fn bad_arguments_exit_2_with_one_line() {
     }
     assert!(!Path::new(dir).exists(), "a rejected run created its output directory");
 }
+
+/// `--segments`: untrimmed videos whose ActivityNet ground truth reads back (both subsets), whose
+/// segments lie inside the video in time order, whose frames show the object inside a segment
+/// and only the scene outside it; the same seed gives the same bytes.
+#[test]
+fn segments_writes_untrimmed_videos_and_their_activitynet_ground_truth() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("u");
+    let args = ["--segments", "-o", out.to_str().unwrap(), "--classes", "left,right,grow", "--videos", "8"];
+    let args: Vec<&str> =
+        args.into_iter().chain(["--duration", "12-24", "--size", "64x48", "--seed", "5", "-q"]).collect();
+    ok(&vsynth(&args));
+    let gt_path = out.join("activity_net.json");
+    let val = vidkit::data::read_segment_ground_truth(&gt_path, "validation").unwrap();
+    let train = vidkit::data::read_segment_ground_truth(&gt_path, "training").unwrap();
+    assert_eq!((train.videos.len(), val.videos.len()), (6, 2));
+    let db: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gt_path).unwrap()).unwrap();
+    let mut actions = 0;
+    for (id, segs) in train.videos.iter().chain(&val.videos) {
+        let v = &db["database"][id];
+        let (duration, fps) = (v["duration"].as_f64().unwrap(), v["fps"].as_f64().unwrap());
+        let (w, h, frames) = probe(&out.join(format!("videos/{id}.mp4")));
+        assert_eq!((w, h), (64, 48));
+        assert!(
+            (frames as f64 / fps - duration).abs() < 1e-9,
+            "{id}: {frames} frames at {fps} fps, {duration} s"
+        );
+        assert!((12.0..=25.0).contains(&duration), "{id}: {duration} s");
+        let mut end = 0.0;
+        for s in segs {
+            assert!(s.t0 >= end + 0.99 && s.t1 > s.t0 && s.t1 <= duration - 0.99, "{id}: {segs:?}");
+            end = s.t1;
+        }
+        actions += segs.len();
+        // Inside the first action the object is there; before it, only the noisy scene.
+        let s = &segs[0];
+        let frame = |t: f64| -> Vec<u8> {
+            let idx = ((t * fps) as usize).to_string();
+            let o = Command::new(env!("CARGO_BIN_EXE_vsample"))
+                .args([
+                    out.join(format!("videos/{id}.mp4")).to_str().unwrap(),
+                    "--indices",
+                    &idx,
+                    "--crop",
+                    "none",
+                    "-q",
+                ])
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            o.stdout[o.stdout.len() - 64 * 48 * 3..].to_vec()
+        };
+        // Values far apart: the noise (3-8 levels) never, the object (a colour far from the
+        // scene's) over its area.
+        let diff = |a: &[u8], b: &[u8]| a.iter().zip(b).filter(|(x, y)| x.abs_diff(**y) > 60).count();
+        let (g0, g1, act) = (frame(0.1), frame(0.5), frame((s.t0 + s.t1) / 2.0));
+        let (scene, action) = (diff(&g0, &g1), diff(&g0, &act));
+        assert!(action >= 8 && scene * 4 < action, "{id}: scene {scene} vs action {action}");
+    }
+    assert!(actions >= 10, "{actions} actions in 8 videos");
+    assert_eq!(std::fs::read_to_string(out.join("videos.list")).unwrap().lines().count(), 8);
+    // Same seed, same bytes.
+    let again = d.path().join("again");
+    let mut args2 = args.clone();
+    args2[2] = again.to_str().unwrap();
+    ok(&vsynth(&args2));
+    for f in ["activity_net.json", "videos/v_0003.mp4"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f}");
+    }
+    let o = vsynth(&["--segments", "-o", "x", "--duration", "5-8"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--duration"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use vidkit::progress::Progress;
-use vidkit::synth::{self, SynthOptions, SynthVideo};
+use vidkit::synth::{self, SynthOptions, SynthVideo, UntrimmedOptions, UntrimmedVideo};
 
 const DEFAULT_CLASSES: &str = "left,right,up,down,grow,shrink,appear,disappear";
 
@@ -40,7 +40,9 @@ written then).",
 vsynth --out data/synth\n      all eight classes, 16 videos each (12 train, 4 val), 128x96\n  \
 vsynth --out data/lr --classes left,right,up,down --per-class 20 --size 112x112 --seed 7 -j 2\n  \
 vsynth -o /tmp/t --classes appear,disappear --per-class 4 --size 64x48 -q && cat /tmp/t/val.list\n      \
-a tiny set: 3 train and 1 val video per class"
+a tiny set: 3 train and 1 val video per class\n  \
+vsynth --segments -o data/untrimmed --classes left,right,grow --videos 8 --duration 20-40 --size 112x112\n      \
+untrimmed videos with several actions each, and their ActivityNet ground truth"
 )]
 pub struct Args {
     /// Output directory (created if missing).
@@ -75,6 +77,91 @@ pub struct Args {
     /// Print a line per video on stderr.
     #[arg(short, long)]
     pub verbose: bool,
+
+    /// Untrimmed videos for temporal localization instead: --videos videos of --duration
+    /// seconds, each one scene in which several actions of the classes happen (each a clip as
+    /// above, held 1-3 times slower) between stretches of the empty scene; DIR/videos/v_NNNN.mp4,
+    /// DIR/videos.list, and DIR/activity_net.json (ActivityNet 1.3 ground truth: segments in
+    /// seconds and labels; the last quarter of the videos in subset validation).
+    #[arg(long, conflicts_with = "per_class")]
+    pub segments: bool,
+
+    /// With --segments: how many videos.
+    #[arg(long, value_name = "N", default_value_t = 16, requires = "segments")]
+    pub videos: usize,
+
+    /// With --segments: the range of video lengths, MIN-MAX seconds (MIN >= 10).
+    #[arg(long, value_name = "MIN-MAX", default_value = "20-60", requires = "segments")]
+    pub duration: String,
+}
+
+fn untrimmed(
+    args: &Args,
+    classes: Vec<synth::Class>,
+    width: u32,
+    height: u32,
+    jobs: usize,
+) -> anyhow::Result<Outcome> {
+    let range = args
+        .duration
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)));
+    let Some(duration_s) = range else {
+        anyhow::bail!("--duration {:?} is not MIN-MAX seconds", args.duration)
+    };
+    let opts = UntrimmedOptions {
+        out: args.out.clone(),
+        classes,
+        videos: args.videos,
+        duration_s,
+        width,
+        height,
+        seed: args.seed,
+        jobs,
+    };
+    let started = Instant::now();
+    let bar = Progress::new(Some(args.videos as u64), "videos", args.quiet);
+    let videos = synth::generate_untrimmed(&opts, &|v: &UntrimmedVideo| {
+        bar.inc(1);
+        if args.verbose {
+            bar.eprintln(&format!(
+                "vsynth: {} {:.1} s, {} actions",
+                v.path,
+                v.duration_s(),
+                v.segments.len()
+            ));
+        }
+    })?;
+    bar.finish();
+    let actions: usize = videos.iter().map(|v| v.segments.len()).sum();
+    if !args.quiet {
+        eprintln!(
+            "vsynth: wrote {} untrimmed videos ({actions} actions) and activity_net.json to {} in {:.1} s",
+            videos.len(),
+            opts.out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let line = serde_json::json!({
+        "out": opts.out.display().to_string(),
+        "classes": opts.classes.iter().map(|c| c.name()).collect::<Vec<_>>(),
+        "videos": videos.len(),
+        "actions": actions,
+        "validation": videos.iter().filter(|v| v.validation).count(),
+        "seconds": videos.iter().map(|v| v.duration_s()).sum::<f64>(),
+        "seed": opts.seed,
+        "size": [width, height],
+    });
+    print_summary(&line)
+}
+
+/// The summary object, one line on stdout.
+fn print_summary(line: &serde_json::Value) -> anyhow::Result<Outcome> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(Outcome::Success)
 }
 
 pub fn main(args: Args) -> anyhow::Result<Outcome> {
@@ -88,6 +175,9 @@ pub fn main(args: Args) -> anyhow::Result<Outcome> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if args.segments {
+        return untrimmed(&args, classes, width, height, jobs);
+    }
     let opts = SynthOptions {
         out: args.out.clone(),
         classes,
@@ -134,9 +224,5 @@ pub fn main(args: Args) -> anyhow::Result<Outcome> {
         "seed": opts.seed,
         "size": [width, height],
     });
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}")?;
-    stdout.flush()?;
-    Ok(Outcome::Success)
+    print_summary(&line)
 }

@@ -64,6 +64,29 @@ fn batch_args(clips: &[(&ClipSpec, &Path)]) -> Vec<OsString> {
     args
 }
 
+/// Renders `pieces` one after another as one video (the first piece's size and frame rate)
+/// into `dest`: an untrimmed video of actions and the scenes between them.
+pub fn encode_sequence(pieces: &[&ClipSpec], dest: &Path) -> Result<()> {
+    let Some(first) = pieces.first() else { bail!("an empty sequence") };
+    if pieces.iter().any(|p| (p.width, p.height, p.fps) != (first.width, first.height, first.fps)) {
+        bail!("the pieces of a sequence differ in size or frame rate");
+    }
+    let (w, h, fps) = (first.width, first.height, first.fps);
+    #[rustfmt::skip]
+    let mut args: Vec<OsString> = [
+        "-nostdin", "-nostats", "-hide_banner", "-loglevel", "error",
+        "-sws_flags", "bicubic+accurate_rnd+bitexact",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", &format!("{w}x{h}"), "-framerate", &fps.to_string(),
+        "-i", "pipe:0", "-vf", "format=yuv420p", "-r", &fps.to_string(),
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.extend(OUTPUT_ARGS.iter().map(OsString::from));
+    args.extend(["-f".into(), "mp4".into(), "-y".into(), dest.as_os_str().to_owned()]);
+    run_encoder(args, pieces)
+}
+
 /// Renders `spec` and encodes it into `dest` (which ffmpeg creates).
 pub fn encode_clip(spec: &ClipSpec, dest: &Path) -> Result<()> {
     encode_batch(&[(spec, dest)])
@@ -82,8 +105,14 @@ pub fn encode_batch(clips: &[(&ClipSpec, &Path)]) -> Result<()> {
             other.height
         );
     }
+    let specs: Vec<&ClipSpec> = clips.iter().map(|(c, _)| *c).collect();
+    run_encoder(batch_args(clips), &specs)
+}
+
+/// Starts ffmpeg with `args` and writes the rendered frames of `specs`, in order, to its stdin.
+fn run_encoder(args: Vec<OsString>, specs: &[&ClipSpec]) -> Result<()> {
     let mut child = FfmpegCommand::new_with_path(FFMPEG)
-        .args(batch_args(clips))
+        .args(args)
         .spawn()
         .with_context(|| format!("cannot start {FFMPEG}"))?;
     // ffmpeg's messages are drained while we write, or a full stderr pipe would stall it.
@@ -95,7 +124,7 @@ pub fn encode_batch(clips: &[(&ClipSpec, &Path)]) -> Result<()> {
     });
     let mut stdin = child.take_stdin().expect("ffmpeg-sidecar pipes stdin");
     let mut written = Ok(());
-    'clips: for (spec, _) in clips {
+    'clips: for spec in specs {
         let renderer = Renderer::new(spec);
         let mut frame = vec![0u8; renderer.frame_len()];
         for t in 0..spec.num_frames() {

@@ -12,9 +12,11 @@
 
 mod encode;
 pub mod render;
+mod untrimmed;
 
-pub use encode::{encode_batch, encode_clip};
+pub use encode::{encode_batch, encode_clip, encode_sequence};
 pub use render::{sample_clip, ClipSpec, ObjectState, Renderer, Shape};
+pub use untrimmed::{generate_untrimmed, UntrimmedOptions, UntrimmedVideo};
 
 use crate::io::AtomicFile;
 use crate::rng::Rng;

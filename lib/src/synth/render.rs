@@ -177,6 +177,41 @@ impl ClipSpec {
     pub fn states(&self) -> Vec<ObjectState> {
         (0..self.num_frames()).map(|t| self.state(t)).collect()
     }
+
+    /// This action in another scene: `background` and `noise_amp` (an untrimmed video keeps
+    /// one scene), an object colour redrawn to stand out from it, `fps`, and every frame held
+    /// `slow` times (the action lasts `slow` times longer).
+    pub fn in_scene(
+        mut self,
+        background: &Background,
+        noise_amp: f32,
+        fps: u32,
+        slow: usize,
+        rng: &mut Rng,
+    ) -> Self {
+        self.colour = sample_object_colour(rng, background);
+        self.background = background.clone();
+        self.noise_amp = noise_amp;
+        self.fps = fps;
+        self.forward = self.forward.iter().flat_map(|s| std::iter::repeat_n(*s, slow.max(1))).collect();
+        self
+    }
+
+    /// `n` frames of this clip's scene without its object: the stretches between actions.
+    pub fn empty_scene(&self, n: usize) -> Self {
+        let mut c = self.clone();
+        let hidden = ObjectState { visible: false, ..self.forward[0] };
+        c.forward = vec![hidden; n];
+        c.reversed = false;
+        c
+    }
+}
+
+/// A background and noise level for a whole untrimmed video (noise always on: the scene moves
+/// a little between actions too).
+pub fn sample_scene(rng: &mut Rng, width: u32, height: u32) -> (Background, f32) {
+    let background = sample_background(rng, width, height);
+    (background, uniform(rng, 3.0, 8.0))
 }
 
 fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
