@@ -1,6 +1,7 @@
 //! Models: backbones, heads and recognizers, a registry by name, and the model file format
 //! (one `.safetensors` with the config in its metadata, DESIGN.md §2.4).
 
+mod bmn;
 mod config;
 mod file;
 mod import;
@@ -17,6 +18,7 @@ mod sequence;
 mod slowfast;
 mod x3d;
 
+pub use bmn::{Bmn, BmnOutput, BmnSpec, SampleMask};
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{from_tensors, frozen, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
 pub use import::{

@@ -1,0 +1,300 @@
+//! BMN, the Boundary-Matching Network for temporal action proposals, as PaddleVideo's
+//! `paddlevideo/modeling/backbones/bmn.py`: a base module of two grouped 1-D convolutions over
+//! the feature sequence, the temporal evaluation module (start and end probabilities per step),
+//! and the proposal evaluation module, whose boundary-matching layer samples the sequence for
+//! every (duration, start) pair through a fixed interpolation mask, followed by a 3-D
+//! convolution over the samples and 2-D convolutions over the boundary-matching map.
+//!
+//! The reference multiplies by a dense mask `[T, N·D·T]` (128 MB at T = D = 100, N = 32) and then
+//! convolves the samples with a `(N, 1, 1)` kernel. Both are linear, so here the kernel is applied
+//! first (`Y_n = W_n · x`, N products of `[512, 128] × [128, T]`) and each map position sums the
+//! few (≤ 2 per sample point) mask entries of its N samples over `Y`: the same numbers with ~40x
+//! fewer multiply-adds. The mask itself is built as the reference builds it, entry for entry.
+
+use super::ModelConfig;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// BMN's sizes, with PaddleVideo's names and defaults (`configs/localization/bmn.yaml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BmnSpec {
+    /// Feature width of the input sequence (400 in PaddleVideo's ActivityNet features).
+    pub feat_dim: usize,
+    /// Steps of the (rescaled) feature sequence.
+    pub tscale: usize,
+    /// Longest proposal, in steps.
+    pub dscale: usize,
+    pub prop_boundary_ratio: f64,
+    pub num_sample: usize,
+    pub num_sample_perbin: usize,
+}
+
+impl Default for BmnSpec {
+    fn default() -> Self {
+        Self {
+            feat_dim: 400,
+            tscale: 100,
+            dscale: 100,
+            prop_boundary_ratio: 0.5,
+            num_sample: 32,
+            num_sample_perbin: 3,
+        }
+    }
+}
+
+const HIDDEN_1D: usize = 256;
+const HIDDEN_2D: usize = 128;
+const HIDDEN_3D: usize = 512;
+
+/// The boundary-matching sampling mask, sparse: for map position (duration d, start t) and
+/// sample n, the steps τ and weights with which sample n reads the sequence. Positions with
+/// t + d ≥ T read nothing.
+#[derive(Clone, Debug)]
+pub struct SampleMask {
+    pub tscale: usize,
+    pub dscale: usize,
+    pub num_sample: usize,
+    /// `entries[((d * T) + t) * N + n]` = (τ, weight).
+    pub entries: Vec<Vec<(u32, f32)>>,
+}
+
+impl SampleMask {
+    /// `get_interp1d_mask(tscale, dscale, prop_boundary_ratio, num_sample, num_sample_perbin)`:
+    /// proposal [t, t + d] widened by `ratio` of its length on both sides, N·P points evenly
+    /// from start to end, each read by linear interpolation (`math.modf` / `math.ceil` of the
+    /// point, in float64, kept where the index lies in [0, T - 1]), P points per sample averaged
+    /// (`1.0 / P * bin_vector`), then float32.
+    pub fn new(spec: &BmnSpec) -> Self {
+        let (tn, dn, n, p) = (spec.tscale, spec.dscale, spec.num_sample, spec.num_sample_perbin);
+        let mut entries = vec![Vec::new(); dn * tn * n];
+        for d in 0..dn {
+            for t in 0..tn {
+                if t + d >= tn {
+                    continue;
+                }
+                let (p_xmin, p_xmax) = (t as f64, (t + d) as f64);
+                let center_len = (p_xmax - p_xmin) + 1.0;
+                let xmin = p_xmin - center_len * spec.prop_boundary_ratio;
+                let xmax = p_xmax + center_len * spec.prop_boundary_ratio;
+                let plen_sample = (xmax - xmin) / ((n * p) as f64 - 1.0);
+                for k in 0..n {
+                    // bin_vector's non-zero entries, in the order they are first touched.
+                    let mut bin: Vec<(i64, f64)> = Vec::with_capacity(2 * p);
+                    let mut add = |i: i64, v: f64| match bin.iter_mut().find(|(j, _)| *j == i) {
+                        Some((_, acc)) => *acc += v,
+                        None => bin.push((i, v)),
+                    };
+                    for ii in k * p..(k + 1) * p {
+                        let sample = xmin + plen_sample * ii as f64;
+                        let upper = sample.ceil() as i64;
+                        let (decimal, down) = (sample.fract(), sample.trunc() as i64);
+                        if (0..tn as i64).contains(&down) {
+                            add(down, 1.0 - decimal);
+                        }
+                        if (0..tn as i64).contains(&upper) {
+                            add(upper, decimal);
+                        }
+                    }
+                    let scale = 1.0 / p as f64;
+                    entries[(d * tn + t) * n + k] =
+                        bin.into_iter().map(|(i, v)| (i as u32, (scale * v) as f32)).collect();
+                }
+            }
+        }
+        Self { tscale: tn, dscale: dn, num_sample: n, entries }
+    }
+
+    /// The reference's dense `sample_mask` [T, N·D·T] (row τ, column (n·D + d)·T + t), for tests.
+    pub fn dense(&self) -> Vec<f32> {
+        let (tn, dn, n) = (self.tscale, self.dscale, self.num_sample);
+        let cols = n * dn * tn;
+        let mut m = vec![0f32; tn * cols];
+        for d in 0..dn {
+            for t in 0..tn {
+                for k in 0..n {
+                    for &(tau, w) in &self.entries[(d * tn + t) * n + k] {
+                        m[tau as usize * cols + (k * dn + d) * tn + t] += w;
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+/// A 1-D convolution as Paddle's `Conv1D` (weight [out, in / groups, k], bias [out]).
+#[derive(Clone, Debug)]
+struct Conv1d {
+    weight: Tensor,
+    bias: Tensor,
+    padding: usize,
+    groups: usize,
+}
+
+impl Conv1d {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, groups: usize) -> Result<Self> {
+        let weight = vb.get((cout, cin / groups, k), "weight")?;
+        let bias = vb.get(cout, "bias")?;
+        Ok(Self { weight, bias, padding: k / 2, groups })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv1d(&self.weight, self.padding, 1, 1, self.groups)?.broadcast_add(&self.bias.reshape((
+            1,
+            (),
+            1,
+        ))?)
+    }
+}
+
+/// A 2-D convolution as Paddle's `Conv2D` (stride 1, padding k / 2).
+#[derive(Clone, Debug)]
+struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    padding: usize,
+}
+
+impl Conv2d {
+    fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get((cout, cin, k, k), "weight")?, bias: vb.get(cout, "bias")?, padding: k / 2 })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv2d(&self.weight, self.padding, 1, 1, 1)?.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+    }
+}
+
+/// BMN's outputs for a batch: the boundary-matching map [B, 2, D, T] (channel 0 the regression
+/// score, 1 the classification score; entry (d, t) the proposal starting at step t lasting d
+/// steps), start and end probabilities [B, T].
+pub struct BmnOutput {
+    pub bm: Tensor,
+    pub start: Tensor,
+    pub end: Tensor,
+}
+
+/// PaddleVideo's BMN; parameter names as its `BMN` layer's (`b_conv1.weight`, ...).
+#[derive(Clone, Debug)]
+pub struct Bmn {
+    pub config: ModelConfig,
+    pub spec: BmnSpec,
+    b_conv1: Conv1d,
+    b_conv2: Conv1d,
+    ts_conv1: Conv1d,
+    ts_conv2: Conv1d,
+    te_conv1: Conv1d,
+    te_conv2: Conv1d,
+    p_conv1: Conv1d,
+    /// `p_conv3d1.weight` [512, 128, N, 1, 1] rearranged as [128, N·512] (column n·512 + o).
+    w3: Tensor,
+    b3: Vec<f32>,
+    p_conv2d1: Conv2d,
+    p_conv2d2: Conv2d,
+    p_conv2d3: Conv2d,
+    p_conv2d4: Conv2d,
+    mask: std::sync::Arc<SampleMask>,
+}
+
+impl Bmn {
+    pub fn new(config: ModelConfig, spec: BmnSpec, vb: VarBuilder) -> Result<Self> {
+        if spec.tscale == 0
+            || spec.dscale == 0
+            || spec.dscale > spec.tscale
+            || spec.num_sample == 0
+            || spec.num_sample_perbin == 0
+        {
+            bail!("bmn: tscale, dscale (<= tscale), num_sample and num_sample_perbin must be positive");
+        }
+        if spec.feat_dim % 4 != 0 {
+            bail!("bmn: feat_dim {} must be a multiple of 4 (the base module's 4 groups)", spec.feat_dim);
+        }
+        let n = spec.num_sample;
+        let w3 = vb.get((HIDDEN_3D, HIDDEN_2D, n, 1, 1), "p_conv3d1.weight")?;
+        let b3 = vb.get(HIDDEN_3D, "p_conv3d1.bias")?;
+        let w3 =
+            w3.reshape((HIDDEN_3D, HIDDEN_2D, n))?.permute((1, 2, 0))?.reshape((HIDDEN_2D, n * HIDDEN_3D))?;
+        Ok(Self {
+            b_conv1: Conv1d::new(vb.pp("b_conv1"), spec.feat_dim, HIDDEN_1D, 3, 4)?,
+            b_conv2: Conv1d::new(vb.pp("b_conv2"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
+            ts_conv1: Conv1d::new(vb.pp("ts_conv1"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
+            ts_conv2: Conv1d::new(vb.pp("ts_conv2"), HIDDEN_1D, 1, 1, 1)?,
+            te_conv1: Conv1d::new(vb.pp("te_conv1"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
+            te_conv2: Conv1d::new(vb.pp("te_conv2"), HIDDEN_1D, 1, 1, 1)?,
+            p_conv1: Conv1d::new(vb.pp("p_conv1"), HIDDEN_1D, HIDDEN_2D, 3, 1)?,
+            w3,
+            b3: b3.to_dtype(DType::F32)?.to_vec1()?,
+            p_conv2d1: Conv2d::new(vb.pp("p_conv2d1"), HIDDEN_3D, HIDDEN_2D, 1)?,
+            p_conv2d2: Conv2d::new(vb.pp("p_conv2d2"), HIDDEN_2D, HIDDEN_2D, 3)?,
+            p_conv2d3: Conv2d::new(vb.pp("p_conv2d3"), HIDDEN_2D, HIDDEN_2D, 3)?,
+            p_conv2d4: Conv2d::new(vb.pp("p_conv2d4"), HIDDEN_2D, 2, 1)?,
+            mask: std::sync::Arc::new(SampleMask::new(&spec)),
+            config,
+            spec,
+        })
+    }
+
+    /// Outputs for features [B, feat_dim, T] (PaddleVideo's layout: channels first).
+    pub fn forward(&self, x: &Tensor) -> Result<BmnOutput> {
+        let (_, c, t) = x.dims3()?;
+        if c != self.spec.feat_dim || t != self.spec.tscale {
+            bail!("bmn takes features [B, {}, {}], got {:?}", self.spec.feat_dim, self.spec.tscale, x.dims());
+        }
+        let x = self.b_conv1.forward(x)?.relu()?;
+        let x = self.b_conv2.forward(&x)?.relu()?;
+        let xs = self.ts_conv2.forward(&self.ts_conv1.forward(&x)?.relu()?)?;
+        let start = candle_nn::ops::sigmoid(&xs)?.squeeze(1)?;
+        let xe = self.te_conv2.forward(&self.te_conv1.forward(&x)?.relu()?)?;
+        let end = candle_nn::ops::sigmoid(&xe)?.squeeze(1)?;
+        let xp = self.p_conv1.forward(&x)?.relu()?;
+        let xp = self.boundary_matching(&xp)?.relu()?;
+        let xp = self.p_conv2d1.forward(&xp)?.relu()?;
+        let xp = self.p_conv2d2.forward(&xp)?.relu()?;
+        let xp = self.p_conv2d3.forward(&xp)?.relu()?;
+        let bm = candle_nn::ops::sigmoid(&self.p_conv2d4.forward(&xp)?)?;
+        Ok(BmnOutput { bm, start, end })
+    }
+
+    /// The BM layer and `p_conv3d1` together: [B, 128, T] to [B, 512, D, T] (before the ReLU).
+    fn boundary_matching(&self, xp: &Tensor) -> Result<Tensor> {
+        let (b, _, tn) = xp.dims3()?;
+        let (dn, n) = (self.spec.dscale, self.spec.num_sample);
+        let mut out = vec![0f32; b * HIDDEN_3D * dn * tn];
+        for (bi, out_b) in out.chunks_mut(HIDDEN_3D * dn * tn).enumerate() {
+            // Y[τ][n·512 + o] = Σ_c x[c, τ] · W3[o, c, n]
+            let y: Vec<f32> = xp.get(bi)?.t()?.contiguous()?.matmul(&self.w3)?.flatten_all()?.to_vec1()?;
+            let row = n * HIDDEN_3D;
+            // One map position at a time, all 512 channels together; positions split by duration.
+            let sums: Vec<Vec<f32>> = (0..dn)
+                .into_par_iter()
+                .map(|d| {
+                    let mut plane = vec![0f32; tn * HIDDEN_3D];
+                    for t in 0..tn {
+                        let acc = &mut plane[t * HIDDEN_3D..(t + 1) * HIDDEN_3D];
+                        acc.copy_from_slice(&self.b3);
+                        for k in 0..n {
+                            for &(tau, w) in &self.mask.entries[(d * tn + t) * n + k] {
+                                let src = &y[tau as usize * row + k * HIDDEN_3D..][..HIDDEN_3D];
+                                for (a, s) in acc.iter_mut().zip(src) {
+                                    *a += w * s;
+                                }
+                            }
+                        }
+                    }
+                    plane
+                })
+                .collect();
+            for (d, plane) in sums.iter().enumerate() {
+                for t in 0..tn {
+                    for o in 0..HIDDEN_3D {
+                        out_b[(o * dn + d) * tn + t] = plane[t * HIDDEN_3D + o];
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (b, HIDDEN_3D, dn, tn), &Device::Cpu)?)
+    }
+}
