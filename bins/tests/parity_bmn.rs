@@ -80,3 +80,50 @@ fn bmn_matches_paddlevideo_at_reduced_size() {
 fn bmn_matches_paddlevideo_at_full_size() {
     check("t100", 100);
 }
+
+/// Proposals from BMN's outputs equal PaddleVideo's bmn_metric.py (its boundary_choose and
+/// soft_nms, scripts/bmn_post_ref.py) on the full-size fixture's outputs: the candidates, then
+/// the best 100 after soft-NMS, scaled to a duration.
+#[test]
+fn bmn_proposals_match_paddlevideos_post_processing() {
+    let Some(dir) = fixture("t100", &["--tscale", "100", "--dscale", "100"]) else { return };
+    let Some(py) = paddle_peers_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ref.json");
+    let o = std::process::Command::new(&py)
+        .arg(workspace_root().join("scripts/bmn_post_ref.py"))
+        .args([dir.join("bm.npy"), dir.join("start.npy"), dir.join("end.npy")])
+        .arg("123.4")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (_, bm) = read_npy_f32(&dir.join("bm.npy"));
+    let (_, start) = read_npy_f32(&dir.join("start.npy"));
+    let (_, end) = read_npy_f32(&dir.join("end.npy"));
+    // video 0 of the batch
+    let cands =
+        vidkit::proposals::bmn_candidates(&bm[..2 * 100 * 100], &start[..100], &end[..100], 100).unwrap();
+    let wc = want["candidates"].as_array().unwrap();
+    assert_eq!(cands.len(), wc.len());
+    for (k, (c, w)) in cands.iter().zip(wc).enumerate() {
+        let w: Vec<f64> = w.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        // (serde_json reads decimals to within an ulp, not always exactly)
+        assert!(
+            (c.xmin - w[0]).abs() < 1e-12 && (c.xmax - w[1]).abs() < 1e-12,
+            "candidate {k}: {c:?} vs {w:?}"
+        );
+        assert!((c.score - w[2]).abs() <= 1e-12 * w[2].abs().max(1e-30), "{} vs {}", c.score, w[2]);
+    }
+    let ours = vidkit::proposals::bmn_proposals(cands, 123.4, 100);
+    let wp = want["proposals"].as_array().unwrap();
+    assert_eq!(ours.len(), wp.len());
+    for (k, (p, w)) in ours.iter().zip(wp).enumerate() {
+        let seg = w["segment"].as_array().unwrap();
+        let (a, b, s) = (seg[0].as_f64().unwrap(), seg[1].as_f64().unwrap(), w["score"].as_f64().unwrap());
+        assert!((p.xmin - a).abs() < 1e-9 && (p.xmax - b).abs() < 1e-9, "proposal {k}: {p:?} vs {w}");
+        assert!((p.score - s).abs() <= 1e-9 * s.abs().max(1e-12), "proposal {k}: {p:?} vs {w}");
+    }
+    eprintln!("{} candidates, {} proposals equal to bmn_metric.py's", wc.len(), wp.len());
+}

@@ -14,6 +14,7 @@ pub mod model;
 pub mod nn;
 pub mod parallel;
 pub mod progress;
+pub mod proposals;
 pub mod rng;
 pub mod sample;
 pub mod stream;

@@ -1,0 +1,135 @@
+//! From a localizer's outputs to scored temporal proposals, as PaddleVideo's
+//! `paddlevideo/metrics/bmn_metric.py` does it for BMN: candidate boundaries (`boundary_choose`),
+//! every (start, end) pair of candidates scored start · end · regression · classification, then
+//! Gaussian soft-NMS (`soft_nms`) and the best 100 scaled to the video's duration.
+
+use anyhow::{bail, Result};
+
+/// One proposal on the normalised [0, 1] scale of the sequence (or in seconds once scaled).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Proposal {
+    pub xmin: f64,
+    pub xmax: f64,
+    pub score: f64,
+}
+
+/// `boundary_choose`: steps whose score is above half the maximum or a strict local peak
+/// (neighbours outside the sequence count as 0).
+pub fn boundary_choose(scores: &[f32]) -> Vec<bool> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let n = scores.len();
+    (0..n)
+        .map(|i| {
+            let prev = if i == 0 { 0.0 } else { scores[i - 1] };
+            let next = if i + 1 == n { 0.0 } else { scores[i + 1] };
+            scores[i] > max * 0.5 || (scores[i] > prev && scores[i] > next)
+        })
+        .collect()
+}
+
+/// The candidates of `BMNMetric.update`: `bm` [2, D, T] (row-major: channel, duration, start),
+/// `start`/`end` [T]. Starts and ends from `boundary_choose` (the first start and the last end
+/// always), each pair with d = end - start < D scored `start · end · (reg · cls)` (float32, as
+/// numpy multiplies the float32 maps), at xmin = start / T, xmax = (end + 1) / T; in the
+/// reference's order (duration-major).
+pub fn bmn_candidates(bm: &[f32], start: &[f32], end: &[f32], dscale: usize) -> Result<Vec<Proposal>> {
+    let t = start.len();
+    if end.len() != t || bm.len() != 2 * dscale * t {
+        bail!("BMN outputs of sizes {}, {}, {} for T = {t}, D = {dscale}", bm.len(), start.len(), end.len());
+    }
+    let mut start_mask = boundary_choose(start);
+    let mut end_mask = boundary_choose(end);
+    if t > 0 {
+        start_mask[0] = true;
+        end_mask[t - 1] = true;
+    }
+    let mut out = Vec::new();
+    for d in 0..dscale {
+        for s in 0..t {
+            let e = s + d;
+            if e < t && start_mask[s] && end_mask[e] {
+                let map = bm[d * t + s] * bm[dscale * t + d * t + s];
+                let score = start[s] * end[e] * map;
+                out.push(Proposal {
+                    xmin: 1.0 / t as f64 * s as f64,
+                    xmax: 1.0 / t as f64 * (e + 1) as f64,
+                    score: score as f64,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `iou_with_anchors` for one pair.
+fn iou(a: &Proposal, xmin: f64, xmax: f64) -> f64 {
+    let inter = (a.xmax.min(xmax) - a.xmin.max(xmin)).max(0.0);
+    let union = (a.xmax - a.xmin) - inter + xmax - xmin;
+    inter / union
+}
+
+/// `soft_nms(df, alpha, t1, t2)`: sorted by score (descending; ties keep their order), the best
+/// remaining proposal is kept and every other whose tIoU with it exceeds `t1 + (t2 - t1) ·
+/// width` is decayed by `exp(-tIoU² / alpha)`, until one proposal is left (which the reference
+/// drops) or 101 are kept.
+pub fn soft_nms(mut props: Vec<Proposal>, alpha: f64, t1: f64, t2: f64) -> Vec<Proposal> {
+    props.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept = Vec::new();
+    while props.len() > 1 && kept.len() < 101 {
+        // `tscore.index(max(tscore))`: the first of the highest.
+        let best = (0..props.len()).fold(0, |b, i| if props[i].score > props[b].score { i } else { b });
+        let p = props[best];
+        let width = p.xmax - p.xmin;
+        for (i, q) in props.iter_mut().enumerate() {
+            if i != best {
+                let o = iou(q, p.xmin, p.xmax);
+                if o > t1 + (t2 - t1) * width {
+                    q.score *= (-(o * o) / alpha).exp();
+                }
+            }
+        }
+        kept.push(p);
+        props.remove(best);
+    }
+    kept
+}
+
+/// BMN's proposals for one video, as `BMNMetric` writes them: soft-NMS (α 0.4, t1 0.55, t2 0.9)
+/// when there is more than one candidate, the best `top` (100), and segments
+/// [max(0, xmin) · duration, min(1, xmax) · duration] in seconds (`duration` 1 keeps the [0, 1]
+/// scale).
+pub fn bmn_proposals(candidates: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> {
+    let props = if candidates.len() > 1 { soft_nms(candidates, 0.4, 0.55, 0.9) } else { candidates };
+    props
+        .into_iter()
+        .take(top)
+        .map(|p| Proposal {
+            xmin: p.xmin.max(0.0) * duration,
+            xmax: p.xmax.min(1.0) * duration,
+            score: p.score,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_are_peaks_or_above_half_the_maximum() {
+        let s = [0.1f32, 0.3, 0.2, 0.9, 0.5, 0.1, 0.2];
+        // 0.3 and 0.2 (last) are peaks; 0.9 and 0.5 are above 0.45
+        assert_eq!(boundary_choose(&s), [false, true, false, true, true, false, true]);
+    }
+
+    #[test]
+    fn soft_nms_keeps_the_best_and_decays_overlaps() {
+        let p = |a: f64, b: f64, s: f64| Proposal { xmin: a, xmax: b, score: s };
+        let kept = soft_nms(vec![p(0.0, 0.5, 0.9), p(0.0, 0.45, 0.8), p(0.6, 0.9, 0.5)], 0.4, 0.55, 0.9);
+        // the last remaining proposal is dropped, as the reference's loop does
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0], p(0.0, 0.5, 0.9));
+        // tIoU 0.9 > 0.55 + 0.35 * 0.5: decayed to 0.8 * exp(-0.81 / 0.4) = 0.1056 < 0.5
+        assert_eq!(kept[1], p(0.6, 0.9, 0.5));
+    }
+}
