@@ -12,6 +12,8 @@ eval mode on random features [B, 400, T] and writes into OUT_DIR:
   input.npy           float32 [B, 400, T]
   bm.npy start.npy end.npy   the outputs: [B, 2, D, T], [B, T], [B, T]
   mask.npy            the layer's sample_mask, float32 [T, N*D*T] (T <= 64 only)
+  model.pdparams      paddle.save of the state dict as PaddleVideo's BMNLocalizer names it
+                      (every parameter under `backbone.`), for the importer
   meta.json           the arguments and versions
 
 Usage: export_bmn_parity.py --out DIR [--tscale 32] [--dscale 32] [--num-sample 32]
@@ -62,5 +64,7 @@ np.save(os.path.join(a.out, "start.npy"), start.numpy())
 np.save(os.path.join(a.out, "end.npy"), end.numpy())
 if a.tscale <= 64:  # 128 MB at T = 100: compared at the reduced size only
     np.save(os.path.join(a.out, "mask.npy"), model.sample_mask.numpy())
+paddle.save({"backbone." + k: v for k, v in model.state_dict().items()},
+            os.path.join(a.out, "model.pdparams"))
 json.dump({"args": vars(a), "paddle": paddle.__version__, "numpy": np.__version__},
           open(os.path.join(a.out, "meta.json"), "w"))

@@ -50,6 +50,7 @@ pub mod tools {
     pub mod veval;
     pub mod veval_localization;
     pub mod vfeat;
+    pub mod vpropose;
     pub mod vsample;
     pub mod vsynth;
     pub mod vtrain;
@@ -66,5 +67,6 @@ pub fn commands() -> Vec<clap::Command> {
         tools::veval::Args::command(),
         tools::vtrain::Args::command(),
         tools::vfeat::Args::command(),
+        tools::vpropose::Args::command(),
     ]
 }

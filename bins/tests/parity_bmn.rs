@@ -81,6 +81,21 @@ fn bmn_matches_paddlevideo_at_full_size() {
     check("t100", 100);
 }
 
+/// bmn_metric.py's candidates and proposals (scripts/bmn_post_ref.py) for video 0 of a fixture.
+fn reference_proposals(py: &Path, dir: &Path, duration: f64) -> serde_json::Value {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ref.json");
+    let o = std::process::Command::new(py)
+        .arg(workspace_root().join("scripts/bmn_post_ref.py"))
+        .args([dir.join("bm.npy"), dir.join("start.npy"), dir.join("end.npy")])
+        .arg(duration.to_string())
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
 /// Proposals from BMN's outputs equal PaddleVideo's bmn_metric.py (its boundary_choose and
 /// soft_nms, scripts/bmn_post_ref.py) on the full-size fixture's outputs: the candidates, then
 /// the best 100 after soft-NMS, scaled to a duration.
@@ -88,17 +103,7 @@ fn bmn_matches_paddlevideo_at_full_size() {
 fn bmn_proposals_match_paddlevideos_post_processing() {
     let Some(dir) = fixture("t100", &["--tscale", "100", "--dscale", "100"]) else { return };
     let Some(py) = paddle_peers_python() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("ref.json");
-    let o = std::process::Command::new(&py)
-        .arg(workspace_root().join("scripts/bmn_post_ref.py"))
-        .args([dir.join("bm.npy"), dir.join("start.npy"), dir.join("end.npy")])
-        .arg("123.4")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let want = reference_proposals(&py, &dir, 123.4);
     let (_, bm) = read_npy_f32(&dir.join("bm.npy"));
     let (_, start) = read_npy_f32(&dir.join("start.npy"));
     let (_, end) = read_npy_f32(&dir.join("end.npy"));
@@ -126,4 +131,100 @@ fn bmn_proposals_match_paddlevideos_post_processing() {
         assert!((p.score - s).abs() <= 1e-9 * s.abs().max(1e-12), "proposal {k}: {p:?} vs {w}");
     }
     eprintln!("{} candidates, {} proposals equal to bmn_metric.py's", wc.len(), wp.len());
+}
+
+/// The whole tool chain on PaddleVideo's own checkpoint format: `vconvert --arch bmn` imports the
+/// reference's `.pdparams`, `vpropose` on per-video `.npy` features gives the proposals of
+/// bmn_metric.py (in seconds from --durations), writes the ActivityNet result JSON that `veval
+/// --proposals` scores, and refuses features of the wrong length with the fix named.
+#[test]
+fn vconvert_and_vpropose_give_paddlevideos_proposals() {
+    let Some(dir) = fixture("t100", &["--tscale", "100", "--dscale", "100"]) else { return };
+    let Some(py) = paddle_peers_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let o = run(
+        env!("CARGO_BIN_EXE_vconvert"),
+        &["--arch", "bmn", dir.join("model.pdparams").to_str().unwrap(), "bmn.safetensors"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Video 0 and 1 of the fixture as PaddleVideo's per-video files: [T, C], rows are time.
+    let (_, x) = read_npy_f32(&dir.join("input.npy"));
+    std::fs::create_dir(p.join("feats")).unwrap();
+    for (k, name) in ["v_a", "v_b"].iter().enumerate() {
+        let video = &x[k * 400 * 100..(k + 1) * 400 * 100];
+        let rows = ndarray::Array2::from_shape_fn((100, 400), |(t, c)| video[c * 100 + t]);
+        ndarray_npy::write_npy(p.join(format!("feats/{name}.npy")), &rows).unwrap();
+    }
+    std::fs::write(
+        p.join("durations.json"),
+        r#"{"v_a": {"duration_second": 123.4}, "v_b": {"duration_second": 50.0}}"#,
+    )
+    .unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &["--model", "bmn.safetensors", "feats", "--durations", "durations.json", "-q"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!((lines[0]["video"].as_str(), lines[0]["duration"].as_f64()), (Some("v_a"), Some(123.4)));
+    let want = reference_proposals(&py, &dir, 123.4);
+    let (got, want) = (lines[0]["segments"].as_array().unwrap(), want["proposals"].as_array().unwrap());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for i in 0..2 {
+            let (a, b) = (g["segment"][i].as_f64().unwrap(), w["segment"][i].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6, "{g} vs {w}");
+        }
+        let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{g} vs {w}");
+    }
+    // The ActivityNet result JSON, scored by veval.
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &[
+            "--model",
+            "bmn.safetensors",
+            "feats",
+            "--durations",
+            "durations.json",
+            "--format",
+            "activitynet",
+            "-o",
+            "props.json",
+            "-q",
+        ],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let gt = r#"{"database": {"v_a": {"subset": "validation", "duration": 123.4, "annotations": [{"segment": [10.0, 40.0], "label": "x"}]},
+                               "v_b": {"subset": "validation", "duration": 50.0, "annotations": [{"segment": [5.0, 20.0], "label": "x"}]}}}"#;
+    std::fs::write(p.join("gt.json"), gt).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_veval"),
+        &["--proposals", "--pred", "props.json", "--gt", "gt.json", "-q"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(m["auc"].as_f64().unwrap() >= 0.0 && m["videos"] == 2);
+    // Features of the wrong length: the video is refused, naming the fix; the other goes on.
+    ndarray_npy::write_npy(p.join("feats/v_c.npy"), &ndarray::Array2::<f32>::zeros((50, 400))).unwrap();
+    let o = run(env!("CARGO_BIN_EXE_vpropose"), &["--model", "bmn.safetensors", "feats"], p);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("v_c") && stderr(&o).contains("--rescale 100"), "{}", stderr(&o));
+    let normalized: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(normalized["normalized"], true);
+    // A recognizer is not a localizer.
+    let o = run(
+        env!("CARGO_BIN_EXE_vconvert"),
+        &["--arch", "bmn", dir.join("input.npy").to_str().unwrap(), "x.safetensors"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -118,6 +118,9 @@ Examples:
   # mmaction2's ir-CSN-R152 (IG65M-pretrained, Kinetics-400): csn_r101 with R152's blocks per stage
   vconvert --arch csn_r101 ircsn_ig65m-pretrained-r152_8xb12-32x2x1-58e_kinetics400-rgb.pth ircsn.safetensors
 
+  # PaddleVideo's BMN (temporal action proposals; 100 steps of 400-d features)
+  vconvert --arch bmn BMN.pdparams bmn.safetensors
+
   # Which architectures can be imported
   vconvert --list-archs";
 
@@ -126,7 +129,7 @@ Examples:
 pub struct Args {
     /// Architecture to import as (see --list-archs).
     #[arg(long, value_name = "NAME", required_unless_present = "list_archs",
-          value_parser = clap::builder::PossibleValuesParser::new(ARCHS))]
+          value_parser = clap::builder::PossibleValuesParser::new(ARCHS.iter().chain(&LOCALIZER_ARCHS)))]
     pub arch: Option<String>,
 
     /// Config override, KEY=VALUE with VALUE as JSON (e.g. frames=16, 'mean=[127.5,127.5,127.5]');
@@ -151,10 +154,13 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// Architectures that are not recognizers (vpropose runs them).
+const LOCALIZER_ARCHS: [&str; 1] = ["bmn"];
+
 pub fn main(args: Args) -> Result<Outcome> {
     if args.list_archs {
         let mut out = String::new();
-        for a in ARCHS {
+        for a in ARCHS.iter().chain(&LOCALIZER_ARCHS) {
             out.push_str(a);
             out.push('\n');
         }
@@ -166,6 +172,25 @@ pub fn main(args: Args) -> Result<Outcome> {
     };
     if input == output {
         bail!("{}: the output would overwrite the input", output.display());
+    }
+    if arch == "bmn" {
+        // Temporal localizers are not recognizers: their own importer and model file check.
+        let (config, tensors) = vidkit::model::import_bmn_pdparams(input, &args.options)?;
+        vidkit::model::save_tensors(&tensors, &config, output)?;
+        if !args.quiet {
+            let spec = vidkit::model::bmn_spec(&config)?;
+            eprintln!(
+                "vconvert: {} -> {}: bmn, features {} wide, T {} D {}, {} samples per proposal; {} tensors",
+                input.display(),
+                output.display(),
+                spec.feat_dim,
+                spec.tscale,
+                spec.dscale,
+                spec.num_sample,
+                tensors.len()
+            );
+        }
+        return Ok(Outcome::Success);
     }
     let imported = import_checkpoint(input, arch, &args.options)?;
     let config = imported.model.model.config();

@@ -298,3 +298,112 @@ impl Bmn {
         Ok(Tensor::from_vec(out, (b, HIDDEN_3D, dn, tn), &Device::Cpu)?)
     }
 }
+
+/// The config key (in `ModelConfig::extra`) that holds a BMN model file's `BmnSpec`.
+pub const LOCALIZER_KEY: &str = "localizer";
+
+/// The 24 parameter names of a BMN layer.
+fn bmn_parameter_names() -> Vec<String> {
+    let convs = [
+        "b_conv1",
+        "b_conv2",
+        "ts_conv1",
+        "ts_conv2",
+        "te_conv1",
+        "te_conv2",
+        "p_conv1",
+        "p_conv3d1",
+        "p_conv2d1",
+        "p_conv2d2",
+        "p_conv2d3",
+        "p_conv2d4",
+    ];
+    convs.iter().flat_map(|c| [format!("{c}.weight"), format!("{c}.bias")]).collect()
+}
+
+/// A BMN config for `spec` (the recognizer fields are unused; `num_classes` 1: proposals are
+/// class-agnostic).
+pub fn bmn_config(spec: &BmnSpec) -> Result<ModelConfig> {
+    let mut cfg = ModelConfig::defaults("bmn");
+    cfg.num_classes = 1;
+    cfg.extra.insert(LOCALIZER_KEY.into(), serde_json::to_value(spec)?);
+    Ok(cfg)
+}
+
+/// The `BmnSpec` of a config, or why it is not a BMN config.
+pub fn bmn_spec(cfg: &ModelConfig) -> Result<BmnSpec> {
+    if cfg.arch != "bmn" {
+        bail!("a {} model: vpropose runs temporal localizers (bmn)", cfg.arch);
+    }
+    let v = cfg.extra.get(LOCALIZER_KEY).cloned().unwrap_or(serde_json::Value::Object(Default::default()));
+    Ok(serde_json::from_value(v)?)
+}
+
+/// A BMN from named tensors; the names and shapes must be exactly the layer's.
+pub fn bmn_from_tensors(cfg: ModelConfig, tensors: std::collections::HashMap<String, Tensor>) -> Result<Bmn> {
+    let names = bmn_parameter_names();
+    if let Some(extra) = tensors.keys().filter(|k| !names.contains(k)).min() {
+        bail!("weights do not fit bmn: unexpected tensor {extra:?}");
+    }
+    if let Some(missing) = names.iter().find(|n| !tensors.contains_key(*n)) {
+        bail!("weights do not fit bmn: no tensor {missing:?}");
+    }
+    let spec = bmn_spec(&cfg)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+    Bmn::new(cfg, spec, vb).map_err(|e| anyhow::anyhow!("weights do not fit bmn: {e:#}"))
+}
+
+/// Imports PaddleVideo's BMN checkpoint (`.pdparams` of its `BMNLocalizer`: names under
+/// `backbone.`): `feat_dim` and `num_sample` from the weights, `tscale`/`dscale` 100 unless
+/// overridden (`-o tscale=128`), `prop_boundary_ratio` 0.5, `num_sample_perbin` 3 (bmn.yaml).
+pub fn import_bmn_pdparams(
+    path: &std::path::Path,
+    overrides: &[String],
+) -> Result<(ModelConfig, Vec<(String, Tensor)>)> {
+    let read = super::read_pdparams(path)?;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, t) in read {
+        let name = name.strip_prefix("backbone.").unwrap_or(&name).to_string();
+        tensors.insert(name, t.to_dtype(DType::F32)?);
+    }
+    let dim = |name: &str, i: usize| -> Result<usize> {
+        let t = tensors
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("{}: no tensor {name:?}: not a BMN checkpoint", path.display()))?;
+        Ok(t.dims().get(i).copied().unwrap_or(0))
+    };
+    let mut spec = BmnSpec {
+        feat_dim: dim("b_conv1.weight", 1)? * 4,
+        num_sample: dim("p_conv3d1.weight", 2)?,
+        ..Default::default()
+    };
+    for o in overrides {
+        let (k, v) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("override {o:?} is not key=value"))?;
+        let bad = || anyhow::anyhow!("override {o:?}: not a number");
+        match k.trim() {
+            "tscale" => spec.tscale = v.trim().parse().map_err(|_| bad())?,
+            "dscale" => spec.dscale = v.trim().parse().map_err(|_| bad())?,
+            "prop_boundary_ratio" => spec.prop_boundary_ratio = v.trim().parse().map_err(|_| bad())?,
+            "num_sample_perbin" => spec.num_sample_perbin = v.trim().parse().map_err(|_| bad())?,
+            other => {
+                bail!("bmn has no option {other:?} (tscale, dscale, prop_boundary_ratio, num_sample_perbin)")
+            }
+        }
+    }
+    let cfg = bmn_config(&spec)?;
+    let mut named: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    bmn_from_tensors(cfg.clone(), tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    Ok((cfg, named))
+}
+
+/// Loads a BMN model file (`vconvert --arch bmn`).
+pub fn load_bmn(path: &std::path::Path) -> Result<Bmn> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read model: {e}", path.display()))?;
+    let cfg = super::read_config(path)?;
+    bmn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
+    bmn_from_tensors(cfg, tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}

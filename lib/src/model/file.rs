@@ -24,6 +24,11 @@ pub fn save_model(varmap: &VarMap, config: &ModelConfig, path: &Path) -> Result<
         data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     drop(data);
+    save_tensors(&tensors, config, path)
+}
+
+/// Writes named tensors and `config` to `path` atomically (a model file).
+pub fn save_tensors(tensors: &[(String, Tensor)], config: &ModelConfig, path: &Path) -> Result<()> {
     let meta = HashMap::from([(CONFIG_KEY.to_string(), serde_json::to_string(config)?)]);
     let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
         .with_context(|| format!("{}: cannot serialise the model", path.display()))?;

@@ -18,9 +18,14 @@ mod sequence;
 mod slowfast;
 mod x3d;
 
-pub use bmn::{Bmn, BmnOutput, BmnSpec, SampleMask};
+pub use bmn::{
+    bmn_config, bmn_from_tensors, bmn_spec, import_bmn_pdparams, load_bmn, Bmn, BmnOutput, BmnSpec,
+    SampleMask, LOCALIZER_KEY,
+};
 pub use config::{ModelConfig, SequenceSpec};
-pub use file::{from_tensors, frozen, load_model, read_config, save_model, LoadedModel, CONFIG_KEY};
+pub use file::{
+    from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
+};
 pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };

@@ -1,0 +1,187 @@
+//! `vpropose`: temporal action proposals from per-video feature sequences with a localizer model
+//! (BMN); one JSON line per video, or the ActivityNet result JSON.
+
+use crate::Outcome;
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use vidkit::featstore::{read_features, VideoFeatures};
+use vidkit::io::Output;
+use vidkit::model::load_bmn;
+use vidkit::progress::Progress;
+use vidkit::proposals::{bmn_candidates, bmn_proposals};
+
+const EXAMPLES: &str = "\
+Examples:
+  # an untrimmed video to proposals in one pipe (snippet features, resampled to BMN's 100 steps)
+  vsample long.mp4 --sampler untrimmed --frames 1 --interval 16 | vfeat --model tsn.safetensors --rescale 100 \\
+      | vpropose --model bmn.safetensors
+
+  # a feature store, as the ActivityNet result JSON, scored against the ground truth
+  vpropose --model bmn.safetensors anet_val.h5 --format activitynet -o proposals.json
+  veval --proposals --pred proposals.json --gt activity_net.v1-3.min.json
+
+  # PaddleVideo's per-video .npy features ([100, 400]) with the durations from the annotations
+  vpropose --model bmn.safetensors fix_feat_100/ --durations activitynet_1.3_annotations.json
+
+Reads per-video feature sequences [T, C] (a features stream, an HDF5 store, .npy/.csv files or a
+directory of them; see vidkit-features(5)); each must have the model's T steps and C channels
+(rescale with vfeat --rescale T). BMN (PaddleVideo's bmn.py and bmn_metric.py): the
+boundary-matching map, start and end probabilities; candidate boundaries where a probability is
+above half its maximum or a peak (the first start and last end always); each candidate scored
+start * end * regression * classification; Gaussian soft-NMS (alpha 0.4, t1 0.55, t2 0.9); the
+best --top. Segments are in seconds, [xmin * duration, xmax * duration] clipped to the video, with
+the duration from the features (store attribute, stream header) or --durations; without one they
+stay on the [0, 1] scale and the line says \"normalized\": true.
+
+Output: one JSON line per video {\"video\", \"duration\"?, \"segments\": [{\"segment\": [t0, t1],
+\"score\"}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
+\"external_data\"}. A video that cannot be processed is reported and skipped (exit 1).";
+
+#[derive(clap::Parser, Debug)]
+#[command(name = "vpropose", version, about = "Temporal action proposals from feature sequences with a localizer model (BMN)", after_help = EXAMPLES)]
+pub struct Args {
+    /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
+    pub inputs: Vec<PathBuf>,
+    /// The localizer model (vconvert --arch bmn).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output file (written atomically); default stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// jsonl (one line per video) or activitynet (one result JSON).
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "activitynet"])]
+    pub format: String,
+    /// Proposals kept per video.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+    /// Video durations in seconds: an ActivityNet JSON (`database`: id -> {duration}) or a
+    /// per-video JSON (id -> {duration_second} or {duration}), as PaddleVideo's and MMAction2's
+    /// annotation files have them. Ids also match without a `v_` prefix.
+    #[arg(long, value_name = "FILE")]
+    pub durations: Option<PathBuf>,
+    /// The features modality to read.
+    #[arg(long, default_value = "rgb")]
+    pub modality: String,
+    /// Say nothing on stderr but errors.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// Durations by video id from either annotation form.
+fn read_durations(path: &Path) -> Result<HashMap<String, f64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let videos = v
+        .get("database")
+        .unwrap_or(&v)
+        .as_object()
+        .with_context(|| format!("{}: not an object of videos", path.display()))?;
+    let mut out = HashMap::new();
+    for (id, entry) in videos {
+        let d = entry.get("duration_second").or_else(|| entry.get("duration")).and_then(Value::as_f64);
+        if let Some(d) = d.filter(|d| *d > 0.0 && d.is_finite()) {
+            out.insert(id.clone(), d);
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no video with a positive duration (duration or duration_second)", path.display());
+    }
+    Ok(out)
+}
+
+pub fn main(args: Args) -> Result<Outcome> {
+    let model = load_bmn(&args.model)?;
+    let spec = model.spec.clone();
+    let durations = args.durations.as_deref().map(read_durations).transpose()?;
+    let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
+    let mut out = Output::open(args.output.as_deref())?;
+    let progress = Progress::new(None, "videos", args.quiet);
+    let (mut done, mut failed) = (0usize, 0usize);
+    let mut results = serde_json::Map::new();
+    for input in &inputs {
+        for v in read_features(input)? {
+            let id = v.id.clone();
+            match propose(&model, &spec, &v, &args, durations.as_ref()) {
+                Ok(line) => {
+                    done += 1;
+                    if args.format == "activitynet" {
+                        results.insert(id, line["segments"].clone());
+                    } else {
+                        use std::io::Write;
+                        writeln!(out, "{line}").context("writing proposals")?;
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    progress.eprintln(&format!("vpropose: {}: video {id:?}: {e:#}", input.display()));
+                }
+            }
+            progress.inc(1);
+        }
+    }
+    progress.finish();
+    if done == 0 {
+        bail!("no video could be processed ({failed} failed)");
+    }
+    if args.format == "activitynet" {
+        use std::io::Write;
+        let j = json!({"version": "VERSION 1.3", "results": results, "external_data": {"used": true, "details": "vidkit vpropose"}});
+        writeln!(out, "{j}").context("writing proposals")?;
+    }
+    out.finish()?;
+    if !args.quiet {
+        eprintln!("vpropose: {done} videos, {failed} failed");
+    }
+    Ok(if failed > 0 { Outcome::PartialFailure { failed, total: done + failed } } else { Outcome::Success })
+}
+
+/// One video's proposals as its output line.
+fn propose(
+    model: &vidkit::model::Bmn,
+    spec: &vidkit::model::BmnSpec,
+    v: &VideoFeatures,
+    args: &Args,
+    durations: Option<&HashMap<String, f64>>,
+) -> Result<Value> {
+    let rows = v.modality(&args.modality).with_context(|| format!("no {:?} features", args.modality))?;
+    let (t, c) = rows.dim();
+    if c != spec.feat_dim || t != spec.tscale {
+        bail!(
+            "features are [{t}, {c}]; the model takes [{}, {}] (resample with vfeat --rescale {})",
+            spec.tscale,
+            spec.feat_dim,
+            spec.tscale
+        );
+    }
+    if let Some((i, _)) = rows.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        bail!("features row {} column {} is not a finite number", i / c, i % c);
+    }
+    // BMN takes channels first: [1, C, T].
+    let x = candle_core::Tensor::from_vec(
+        rows.t().iter().copied().collect::<Vec<f32>>(),
+        (1, c, t),
+        &candle_core::Device::Cpu,
+    )?;
+    let o = model.forward(&x)?;
+    let bm: Vec<f32> = o.bm.flatten_all()?.to_vec1()?;
+    let start: Vec<f32> = o.start.flatten_all()?.to_vec1()?;
+    let end: Vec<f32> = o.end.flatten_all()?.to_vec1()?;
+    let candidates = bmn_candidates(&bm, &start, &end, spec.dscale)?;
+    let bare = v.id.strip_prefix("v_").unwrap_or(&v.id);
+    let duration = v.duration.or_else(|| {
+        durations
+            .and_then(|d| d.get(&v.id).or_else(|| d.get(bare)).or_else(|| d.get(&format!("v_{}", v.id))))
+            .copied()
+    });
+    let props = bmn_proposals(candidates, duration.unwrap_or(1.0), args.top as usize);
+    let segments: Vec<Value> =
+        props.iter().map(|p| json!({"segment": [p.xmin, p.xmax], "score": p.score})).collect();
+    let mut line = json!({"video": v.id, "segments": segments});
+    match duration {
+        Some(d) => line["duration"] = d.into(),
+        None => line["normalized"] = true.into(),
+    }
+    Ok(line)
+}
