@@ -228,3 +228,74 @@ fn vconvert_and_vpropose_give_paddlevideos_proposals() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// The one pipe of issue 19 on a generated untrimmed video: snippets streamed by `vsample
+/// --sampler untrimmed`, features resampled by `vfeat --rescale`, proposals by `vpropose`, in
+/// seconds from the features' own duration (a random BMN the width of the extractor's features).
+#[test]
+fn one_pipe_from_an_untrimmed_video_to_proposals() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let o = run(
+        env!("CARGO_BIN_EXE_vsynth"),
+        &[
+            "--segments",
+            "-o",
+            "u",
+            "--classes",
+            "left,grow",
+            "--videos",
+            "1",
+            "--duration",
+            "12-14",
+            "--size",
+            "64x48",
+            "-q",
+        ],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A small TSN extractor (64-d features) and a BMN over 32 steps of them.
+    let mut tsn = ModelConfig::defaults("tsn_r18");
+    (tsn.num_classes, tsn.base_width) = (3, 16);
+    let varmap = candle_nn::VarMap::new();
+    vidkit::model::build(
+        &tsn,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
+    vidkit::model::init_weights(&varmap, 3).unwrap();
+    vidkit::model::save_model(&varmap, &tsn, &p.join("tsn.safetensors")).unwrap();
+    let spec = BmnSpec { feat_dim: 128, tscale: 32, dscale: 32, ..Default::default() };
+    let varmap = candle_nn::VarMap::new();
+    let cfg = vidkit::model::bmn_config(&spec).unwrap();
+    Bmn::new(
+        cfg.clone(),
+        spec,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
+    vidkit::model::save_model(&varmap, &cfg, &p.join("bmn.safetensors")).unwrap();
+    let pipe = format!(
+        "{} u/videos/v_0000.mp4 --sampler untrimmed --frames 1 --interval 8 --size 64 --crop-size 48 -q \
+         | {} --model tsn.safetensors --rescale 32 -q | {} --model bmn.safetensors --top 10 -q",
+        env!("CARGO_BIN_EXE_vsample"),
+        env!("CARGO_BIN_EXE_vfeat"),
+        env!("CARGO_BIN_EXE_vpropose")
+    );
+    let o = std::process::Command::new("sh").arg("-c").arg(&pipe).current_dir(p).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gt = vidkit::data::read_segment_ground_truth(&p.join("u/activity_net.json"), "training").unwrap();
+    let duration = line["duration"].as_f64().unwrap();
+    let db: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("u/activity_net.json")).unwrap()).unwrap();
+    assert!((duration - db["database"]["v_0000"]["duration"].as_f64().unwrap()).abs() < 1e-9);
+    assert_eq!(gt.videos[0].0, "v_0000");
+    let segs = line["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 10);
+    for s in segs {
+        let (a, b) = (s["segment"][0].as_f64().unwrap(), s["segment"][1].as_f64().unwrap());
+        assert!(0.0 <= a && a < b && b <= duration + 1e-9, "{s}");
+    }
+}
