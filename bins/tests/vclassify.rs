@@ -77,6 +77,11 @@ fn averages_clips_and_views_per_video_and_names_classes() {
     let per_clip = run(VCLASSIFY, &["--model", "m.safetensors", "--per-clip", "v.vks"], p);
     let clips = lines(&per_clip.stdout);
     assert_eq!(clips.len(), 12);
+    // each line says where its clip lies (a.mp4: 40 frames at 25 fps)
+    for c in &clips {
+        let (t0, t1) = (c["t0"].as_f64().unwrap(), c["t1"].as_f64().unwrap());
+        assert!(0.0 <= t0 && t0 < t1 && t1 <= 1.6 + 1e-9, "{c}");
+    }
     for c in 0..3 {
         let mean: f64 = clips[..6].iter().map(|l| l["scores"][c].as_f64().unwrap()).sum::<f64>() / 6.0;
         assert!((mean - scores[c]).abs() < 1e-5);

@@ -71,7 +71,8 @@ pub struct Args {
     /// [default: the model config's].
     #[arg(long, value_parser = ["softmax", "logits", "sigmoid"])]
     pub avg: Option<String>,
-    /// One prediction per record (clip x view) instead of per video.
+    /// One prediction per record (clip x view) instead of per video, with the clip's t0/t1
+    /// (seconds) when the stream has them.
     #[arg(long)]
     pub per_clip: bool,
     /// Clips per forward pass.
@@ -172,6 +173,11 @@ pub fn main(args: Args) -> Result<Outcome> {
                     );
                     p.extra.insert("clip".into(), rec.header.clip.unwrap_or(0).into());
                     p.extra.insert("view".into(), rec.header.view.unwrap_or(0).into());
+                    // Where the clip lies in the video, when the stream says.
+                    if let (Some(t0), Some(t1)) = (rec.header.t0, rec.header.t1) {
+                        p.extra.insert("t0".into(), t0.into());
+                        p.extra.insert("t1".into(), t1.into());
+                    }
                     emit(vec![p], out)?;
                 } else {
                     emit(averager.push(&rec, &s, args.topk, names), out)?;
