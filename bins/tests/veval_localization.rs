@@ -129,6 +129,21 @@ fn proposals_and_detection_match_activitynets_evaluation() {
         if round == 0 {
             eprintln!("round 0: detection mAP {} (reference {})", ours["map"], want["map"]);
         }
+        if round == 0 {
+            // The curve as an SVG: 100 points, the area in the title.
+            veval(p, &["--proposals", "--pred", "pred.json", "--gt", "gt.json", "--plot", "ar_an.svg", "-q"]);
+            let svg = std::fs::read_to_string(p.join("ar_an.svg")).unwrap();
+            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+            let points = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+            assert_eq!(points.split(' ').count(), 100);
+            assert!(svg.contains("AUC"));
+            let o = run(
+                VEVAL,
+                &["--proposals", "--pred", "pred.json", "--gt", "gt.json", "--plot", "ar_an.png"],
+                p,
+            );
+            assert_eq!(o.status.code(), Some(2));
+        }
         // The same predictions as vpropose JSON Lines score the same.
         let lines: String =
             preds.iter().map(|(v, s)| format!("{}\n", json!({"video": v, "segments": s}))).collect();

@@ -138,6 +138,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', value_name = "T1,T2,...")]
     pub tiou: Option<Vec<f64>>,
 
+    /// With --proposals: draw the AR@AN curve into this SVG file (written atomically).
+    #[arg(long, value_name = "FILE.svg", requires = "proposals")]
+    pub plot: Option<PathBuf>,
+
     /// With --proposals: the largest average number of proposals per video (AN) of the curve.
     #[arg(long, value_name = "N", default_value_t = 100.0)]
     pub max_an: f64,

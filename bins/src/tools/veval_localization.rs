@@ -57,6 +57,9 @@ pub fn evaluate(args: &Args) -> Result<String> {
                 eprintln!("  AR@{k:<5} {:6.2} %", 100.0 * v.as_f64().unwrap_or(0.0));
             }
         }
+        if let Some(path) = &args.plot {
+            write_plot(path, &m.proposals_per_video, &m.avg_recall, m.auc)?;
+        }
         let j = json!({
             "auc": m.auc,
             "an": m.proposals_per_video,
@@ -90,6 +93,62 @@ pub fn evaluate(args: &Args) -> Result<String> {
         "videos": m.videos,
     });
     Ok(format!("{j}\n"))
+}
+
+/// The AR@AN curve as an SVG: average recall (0 to 1) against the average number of proposals
+/// per video, with the area in the title.
+fn write_plot(path: &std::path::Path, an: &[f64], ar: &[f64], auc: f64) -> Result<()> {
+    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+        bail!("{}: --plot writes SVG; name the file *.svg", path.display());
+    }
+    let (w, h, left, bottom, top, right) = (640.0, 420.0, 60.0, 50.0, 40.0, 20.0);
+    let max_an = an.last().copied().unwrap_or(1.0).max(1e-9);
+    let x = |v: f64| left + v / max_an * (w - left - right);
+    let y = |v: f64| h - bottom - v * (h - bottom - top);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">AR@AN (AUC {:.2} %)</text>\n",
+        w / 2.0,
+        100.0 * auc
+    );
+    for k in 0..=5 {
+        let v = k as f64 / 5.0;
+        svg += &format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.1}</text>\n",
+            w - right,
+            left - 6.0,
+            y(v) + 4.0,
+            y = y(v)
+        );
+        let a = max_an * k as f64 / 5.0;
+        svg += &format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{a:.0}</text>\n",
+            x(a),
+            h - bottom + 18.0
+        );
+    }
+    svg += &format!(
+        "<line x1=\"{left}\" x2=\"{left}\" y1=\"{top}\" y2=\"{}\" stroke=\"black\"/><line x1=\"{left}\" x2=\"{}\" y1=\"{b}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">average number of proposals per video (AN)</text>\n\
+         <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">average recall</text>\n",
+        h - bottom,
+        w - right,
+        (left + w - right) / 2.0,
+        h - 10.0,
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0,
+        b = h - bottom,
+    );
+    let points: Vec<String> = an.iter().zip(ar).map(|(&a, &r)| format!("{:.2},{:.2}", x(a), y(r))).collect();
+    svg += &format!(
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n</svg>\n",
+        points.join(" ")
+    );
+    let mut f = vidkit::io::AtomicFile::create(path)?;
+    std::io::Write::write_all(&mut f, svg.as_bytes())
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    f.commit()
 }
 
 fn fmt_list(v: &[f64]) -> String {
