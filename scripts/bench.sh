@@ -74,6 +74,9 @@ bash "$here/peers.sh" "$peers" zoo
 bash "$here/peers.sh" "$peers" paddle
 "$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/paddle.json"
+# BMN: features -> proposals per video, vpropose against PaddleVideo's BMN + bmn_metric.py's
+# post-processing (paddle tier).
+"$peers/paddle/bin/python" "$here/bench_bmn.py" --bin "$bin" --dir "$out" --threads 2 --json "$out/bmn.json"
 # Full-size parity: each zoo model at its own input size, the hub head with its fixed
 # pooling kernel, logits against pytorchvideo's (the tests run at reduced sizes).
 cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --ignored --nocapture
