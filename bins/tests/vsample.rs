@@ -564,3 +564,79 @@ fn a_video_that_breaks_midway_ends_with_an_error_record() {
     assert_eq!(full.len(), 13); // 100 frames in records of 8
     assert!(full.iter().all(|r| r.header.video.as_deref() == Some("full.mp4") && r.header.kind == "frames"));
 }
+
+/// Serves `body` over HTTP/1.1 on 127.0.0.1 (Range requests answered with 206) until the test
+/// ends; returns the port.
+fn serve(body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut start = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                let l = line.to_ascii_lowercase();
+                if let Some(r) = l.strip_prefix("range: bytes=") {
+                    start =
+                        r.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let start = start.min(body.len());
+            let part = &body[start..];
+            let head = if start > 0 {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                    part.len(),
+                    body.len() - 1,
+                    body.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", body.len())
+            };
+            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(part));
+        }
+    });
+    port
+}
+
+/// An http URL is an input like a file: the same frames through both decoders; a missing URL is
+/// a one-line error naming it.
+#[test]
+fn http_urls_sample_like_local_files() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    testsrc(
+        &p.join("v.mp4"),
+        "96x64",
+        25,
+        100,
+        &["-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", "-movflags", "+faststart"],
+    );
+    let port = serve(std::fs::read(p.join("v.mp4")).unwrap());
+    let url = format!("http://127.0.0.1:{port}/v.mp4");
+    let args = ["--frames", "4", "--size", "64", "--crop-size", "64", "-q", "-o"];
+    let mut local = vec!["v.mp4"];
+    local.extend(args);
+    local.push("local.vks");
+    assert!(run(VSAMPLE, &local, p).status.success());
+    let want = read_stream(&p.join("local.vks"));
+    for decoder in ["libav", "cli"] {
+        let mut remote = vec![url.as_str(), "--decoder", decoder];
+        remote.extend(args);
+        remote.push("remote.vks");
+        let o = run(VSAMPLE, &remote, p);
+        assert!(o.status.success(), "{decoder}: {}", stderr(&o));
+        let got = read_stream(&p.join("remote.vks"));
+        assert_eq!(got[0].header.video.as_deref(), Some(url.as_str()));
+        assert_eq!(got[0].header.indices, want[0].header.indices);
+        assert_eq!(got[0].array, want[0].array, "{decoder}");
+    }
+    let missing = format!("http://127.0.0.1:{}/nothing.mp4", serve(Vec::new()));
+    let o = run(VSAMPLE, &[missing.as_str(), "--frames", "4"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nothing.mp4"), "{}", stderr(&o));
+}

@@ -40,6 +40,9 @@ Examples:
   # 5 frames per second over a 2-hour video, 32 frames per record, in bounded memory
   vsample movie.mp4 --fps 5 --chunk 32 | vfeat --model tsn_r50.safetensors -o movie.h5
 
+  # a video over HTTP, as a file
+  vsample https://example.org/clip.mp4 --frames 8 | vclassify --model m.safetensors
+
   # native-size frames at fixed indices, read back in Python
   vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import io, sys, json, numpy as np
   f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
@@ -58,7 +61,8 @@ of them are decoded.";
 #[derive(Parser, Debug)]
 #[command(name = "vsample", version, about = "Decode, sample and transform video frames into a clip stream", after_help = EXAMPLES)]
 pub struct Args {
-    /// Video files; `-` reads one path per line (optionally `path label`) from stdin.
+    /// Video files or http(s) URLs; `-` reads one path per line (optionally `path label`) from
+    /// stdin.
     pub inputs: Vec<PathBuf>,
     /// A list file of `path label` lines (PaddleVideo / MMAction2 format).
     #[arg(long)]

@@ -82,6 +82,10 @@ extern "C" {
 
 /// The path as libav's URL: `file:` keeps a name with a colon from reading as a protocol.
 fn c_path(path: &Path) -> Result<CString> {
+    if super::is_url(path) {
+        return CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| anyhow!("{}: URL contains a NUL byte", path.display()));
+    }
     let mut url = b"file:".to_vec();
     url.extend_from_slice(path.as_os_str().as_bytes());
     CString::new(url).map_err(|_| anyhow!("{}: path contains a NUL byte", path.display()))
@@ -92,26 +96,11 @@ fn c_text(buf: &[c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// The cheap checks `probe` makes first, with the same messages.
-fn check_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("{}: no such file", path.display()),
-        _ => anyhow!("{}: cannot read: {e}", path.display()),
-    })?;
-    if meta.is_dir() {
-        bail!("{}: is a directory, not a video", path.display());
-    }
-    if meta.len() == 0 {
-        bail!("{}: empty file (0 bytes), not a video", path.display());
-    }
-    Ok(())
-}
-
 /// `probe` without a process: the same fields, counts and truncation checks as
 /// `probe_with_ffprobe` (an MP4/MOV sample table is trusted as `probe`'s native reader trusts
 /// it, when every sample lies inside the file; other containers have their packets counted).
 pub fn probe_libav(path: &Path) -> Result<VideoInfo> {
-    check_file(path)?;
+    super::probe::check_file(path)?;
     let url = c_path(path)?;
     // SAFETY: VkInfo is plain data; all-zero is a valid value.
     let mut raw: VkInfo = unsafe { std::mem::zeroed() };

@@ -13,6 +13,13 @@ pub use decode::{decode_each_cli, decode_frames, DecodedFrames};
 pub use libav::{decode_each_libav, decode_frames_libav, probe_libav};
 pub use probe::{probe, probe_with_ffprobe, VideoInfo};
 
+/// Whether `path` is an http(s) URL, which libav reads over the network (no file checks, no
+/// `file:` prefix).
+pub fn is_url(path: &std::path::Path) -> bool {
+    let s = path.to_string_lossy();
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
 /// Receives decoded frames one at a time, in ascending frame order: (source frame number,
 /// [H, W, 3] RGB). The view lives only for the call; an error stops decoding.
 pub type FrameSink<'a> = dyn FnMut(usize, ndarray::ArrayView3<u8>) -> anyhow::Result<()> + 'a;

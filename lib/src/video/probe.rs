@@ -81,7 +81,10 @@ pub(crate) fn checked_frame_count(
 }
 
 /// Checks the cheap things first so a missing or empty file gets a precise message.
-fn check_file(path: &Path) -> Result<()> {
+pub(crate) fn check_file(path: &Path) -> Result<()> {
+    if super::is_url(path) {
+        return Ok(());
+    }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file", path.display()),
         _ => anyhow::anyhow!("{}: cannot read: {e}", path.display()),
@@ -111,6 +114,9 @@ pub(crate) fn stderr_reason(stderr: &[u8]) -> String {
 /// Probes a video: natively for plain MP4/MOV files, through `ffprobe` for everything else.
 pub fn probe(path: &Path) -> Result<VideoInfo> {
     check_file(path)?;
+    if super::is_url(path) {
+        return probe_with_ffprobe(path);
+    }
     if let Some(info) = super::mp4::probe_mp4(path) {
         return Ok(info);
     }
