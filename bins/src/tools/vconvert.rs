@@ -4,7 +4,7 @@
 use crate::Outcome;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use vidkit::model::{import_checkpoint, save_model, ARCHS};
+use vidkit::model::{import_checkpoint, save_model, ARCHS, LOCALIZER_ARCHS};
 
 const ABOUT: &str =
     "Import a PyTorch (torchvision, mmaction2, pytorchvideo) or Paddle (PaddleVideo) checkpoint as a vidkit model file";
@@ -153,9 +153,6 @@ pub struct Args {
     #[arg(short, long)]
     pub quiet: bool,
 }
-
-/// Architectures that are not recognizers (vpropose runs them).
-const LOCALIZER_ARCHS: [&str; 1] = ["bmn"];
 
 pub fn main(args: Args) -> Result<Outcome> {
     if args.list_archs {

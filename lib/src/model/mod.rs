@@ -73,6 +73,10 @@ pub const ARCHS: [&str; 24] = [
     "pptsmv2_lcnetv2",
 ];
 
+/// Registered architectures that are not recognizers: temporal localizers (`vpropose` runs them;
+/// `vconvert` imports them). They are built by their own loaders, not `build`.
+pub const LOCALIZER_ARCHS: [&str; 1] = ["bmn"];
+
 /// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
 /// and center crop for testing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
