@@ -299,3 +299,77 @@ fn one_pipe_from_an_untrimmed_video_to_proposals() {
         assert!(0.0 <= a && a < b && b <= duration + 1e-9, "{s}");
     }
 }
+
+/// BMN's training targets and loss against PaddleVideo's `GetMatchMap`/`GetVideoLabel` and
+/// `BMNLoss` (scripts/export_bmn_loss_parity.py): targets to float32 rounding, the loss and its
+/// three terms within 1e-5 relative, and its gradients with respect to the three outputs within
+/// 1e-4, on three videos of random segments (some past the video's end) at T = D = 16.
+#[test]
+fn bmn_targets_and_loss_match_paddlevideo() {
+    let script = workspace_root().join("scripts/export_bmn_loss_parity.py");
+    let args: Vec<String> = ["--tscale", "16", "--batch", "3"].iter().map(|s| s.to_string()).collect();
+    let Some(dir) =
+        cached_fixture("bmn-loss-parity", &[script.clone()], "t16", paddle_peers_python, &script, &args)
+    else {
+        return;
+    };
+    let (tn, dn) = (16, 16);
+    let videos: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("videos.json")).unwrap()).unwrap();
+    let (_, gt_iou) = read_npy_f32(&dir.join("gt_iou_map.npy"));
+    let (_, gt_start) = read_npy_f32(&dir.join("gt_start.npy"));
+    let (_, gt_end) = read_npy_f32(&dir.join("gt_end.npy"));
+    let mut targets = Vec::new();
+    for (b, v) in videos.as_array().unwrap().iter().enumerate() {
+        let segs: Vec<(f64, f64)> = v["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap()))
+            .collect();
+        let g = vidkit::train::bmn::bmn_targets(&segs, v["duration"].as_f64().unwrap(), tn, dn).unwrap();
+        let close = |ours: &[f32], want: &[f32], what: &str| {
+            let e = ours.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(e <= 1e-6, "video {b} {what}: {e}");
+        };
+        close(&g.iou_map, &gt_iou[b * dn * tn..(b + 1) * dn * tn], "iou map");
+        close(&g.start, &gt_start[b * tn..(b + 1) * tn], "start");
+        close(&g.end, &gt_end[b * tn..(b + 1) * tn], "end");
+        targets.push(g);
+    }
+    assert!(gt_iou.iter().any(|&x| x > 0.9) && gt_start.iter().any(|&x| x > 0.5), "trivial targets");
+    let var = |name: &str| candle_core::Var::from_tensor(&tensor(&dir.join(format!("{name}.npy")))).unwrap();
+    let (bm, start, end) = (var("pred_bm"), var("pred_start"), var("pred_end"));
+    let out = vidkit::model::BmnOutput {
+        bm: bm.as_tensor().clone(),
+        start: start.as_tensor().clone(),
+        end: end.as_tensor().clone(),
+    };
+    let (_, u_mid) = read_npy_f32(&dir.join("uniform_mid.npy"));
+    let (_, u_low) = read_npy_f32(&dir.join("uniform_low.npy"));
+    let loss = vidkit::train::bmn::bmn_loss(&out, &targets, &u_mid, &u_low).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("loss.json")).unwrap()).unwrap();
+    let total: f32 = loss.total.to_scalar().unwrap();
+    let rel = |ours: f32, key: &str| {
+        let w = want[key].as_f64().unwrap() as f32;
+        (ours - w).abs() / w.abs()
+    };
+    let errs = [
+        ("total", rel(total, "total")),
+        ("tem", rel(loss.tem, "tem")),
+        ("pem_reg", rel(loss.pem_reg, "pem_reg")),
+        ("pem_cls", rel(loss.pem_cls, "pem_cls")),
+    ];
+    eprintln!("bmn loss {total}: relative errors {errs:?}");
+    for (what, e) in errs {
+        assert!(e < 1e-5, "{what}: {e}");
+    }
+    let grads = loss.total.backward().unwrap();
+    for (name, v) in [("bm", &bm), ("start", &start), ("end", &end)] {
+        let g = grads.get(v.as_tensor()).unwrap();
+        let e = max_rel(g, &tensor(&dir.join(format!("grad_{name}.npy"))));
+        eprintln!("gradient {name}: relative error {e}");
+        assert!(e < 1e-4, "gradient {name}: {e}");
+    }
+}

@@ -17,9 +17,12 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 
-/// BMN's sizes, with PaddleVideo's names and defaults (`configs/localization/bmn.yaml`).
+/// BMN's sizes, with PaddleVideo's names and defaults (`configs/localization/bmn.yaml`; the
+/// hidden widths are fixed in PaddleVideo's `bmn.py` and arguments of MMAction2's `BMN`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BmnSpec {
     /// Feature width of the input sequence (400 in PaddleVideo's ActivityNet features).
     pub feat_dim: usize,
@@ -30,6 +33,12 @@ pub struct BmnSpec {
     pub prop_boundary_ratio: f64,
     pub num_sample: usize,
     pub num_sample_perbin: usize,
+    /// Channels of the base module and the TEM (a multiple of 4: grouped convolutions).
+    pub hidden_1d: usize,
+    /// Channels of the PEM's 1-D and 2-D convolutions.
+    pub hidden_2d: usize,
+    /// Channels of the PEM's 3-D convolution over the samples.
+    pub hidden_3d: usize,
 }
 
 impl Default for BmnSpec {
@@ -41,13 +50,12 @@ impl Default for BmnSpec {
             prop_boundary_ratio: 0.5,
             num_sample: 32,
             num_sample_perbin: 3,
+            hidden_1d: 256,
+            hidden_2d: 128,
+            hidden_3d: 512,
         }
     }
 }
-
-const HIDDEN_1D: usize = 256;
-const HIDDEN_2D: usize = 128;
-const HIDDEN_3D: usize = 512;
 
 /// The boundary-matching sampling mask, sparse: for map position (duration d, start t) and
 /// sample n, the steps τ and weights with which sample n reads the sequence. Positions with
@@ -189,14 +197,19 @@ pub struct Bmn {
     te_conv1: Conv1d,
     te_conv2: Conv1d,
     p_conv1: Conv1d,
-    /// `p_conv3d1.weight` [512, 128, N, 1, 1] rearranged as [128, N·512] (column n·512 + o).
+    /// `p_conv3d1.weight` [H3, H2, N, 1, 1] as [H3, H2·N] (column c·N + n): the training path.
+    w3_flat: Tensor,
+    /// The same rearranged as [H2, N·H3] (column n·H3 + o): the inference path.
     w3: Tensor,
+    b3_t: Tensor,
     b3: Vec<f32>,
     p_conv2d1: Conv2d,
     p_conv2d2: Conv2d,
     p_conv2d3: Conv2d,
     p_conv2d4: Conv2d,
-    mask: std::sync::Arc<SampleMask>,
+    mask: Arc<SampleMask>,
+    /// The reference's dense mask [T, N·D·T], built on the first differentiable forward.
+    dense_mask: Arc<OnceLock<Tensor>>,
 }
 
 impl Bmn {
@@ -206,39 +219,61 @@ impl Bmn {
             || spec.dscale > spec.tscale
             || spec.num_sample == 0
             || spec.num_sample_perbin == 0
+            || spec.hidden_2d == 0
+            || spec.hidden_3d == 0
         {
-            bail!("bmn: tscale, dscale (<= tscale), num_sample and num_sample_perbin must be positive");
+            bail!(
+                "bmn: tscale, dscale (<= tscale), num_sample, num_sample_perbin and the hidden widths \
+                 must be positive"
+            );
         }
-        if spec.feat_dim % 4 != 0 {
-            bail!("bmn: feat_dim {} must be a multiple of 4 (the base module's 4 groups)", spec.feat_dim);
+        for (what, n) in [("feat_dim", spec.feat_dim), ("hidden_1d", spec.hidden_1d)] {
+            if n == 0 || n % 4 != 0 {
+                bail!("bmn: {what} {n} must be a positive multiple of 4 (the base module's 4 groups)");
+            }
         }
-        let n = spec.num_sample;
-        let w3 = vb.get((HIDDEN_3D, HIDDEN_2D, n, 1, 1), "p_conv3d1.weight")?;
-        let b3 = vb.get(HIDDEN_3D, "p_conv3d1.bias")?;
-        let w3 =
-            w3.reshape((HIDDEN_3D, HIDDEN_2D, n))?.permute((1, 2, 0))?.reshape((HIDDEN_2D, n * HIDDEN_3D))?;
+        let (h1, h2, h3, n) = (spec.hidden_1d, spec.hidden_2d, spec.hidden_3d, spec.num_sample);
+        let w3_raw = vb.get((h3, h2, n, 1, 1), "p_conv3d1.weight")?;
+        let b3_t = vb.get(h3, "p_conv3d1.bias")?;
+        let w3_flat = w3_raw.reshape((h3, h2 * n))?;
+        let w3 = w3_raw.reshape((h3, h2, n))?.permute((1, 2, 0))?.reshape((h2, n * h3))?;
         Ok(Self {
-            b_conv1: Conv1d::new(vb.pp("b_conv1"), spec.feat_dim, HIDDEN_1D, 3, 4)?,
-            b_conv2: Conv1d::new(vb.pp("b_conv2"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
-            ts_conv1: Conv1d::new(vb.pp("ts_conv1"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
-            ts_conv2: Conv1d::new(vb.pp("ts_conv2"), HIDDEN_1D, 1, 1, 1)?,
-            te_conv1: Conv1d::new(vb.pp("te_conv1"), HIDDEN_1D, HIDDEN_1D, 3, 4)?,
-            te_conv2: Conv1d::new(vb.pp("te_conv2"), HIDDEN_1D, 1, 1, 1)?,
-            p_conv1: Conv1d::new(vb.pp("p_conv1"), HIDDEN_1D, HIDDEN_2D, 3, 1)?,
+            b_conv1: Conv1d::new(vb.pp("b_conv1"), spec.feat_dim, h1, 3, 4)?,
+            b_conv2: Conv1d::new(vb.pp("b_conv2"), h1, h1, 3, 4)?,
+            ts_conv1: Conv1d::new(vb.pp("ts_conv1"), h1, h1, 3, 4)?,
+            ts_conv2: Conv1d::new(vb.pp("ts_conv2"), h1, 1, 1, 1)?,
+            te_conv1: Conv1d::new(vb.pp("te_conv1"), h1, h1, 3, 4)?,
+            te_conv2: Conv1d::new(vb.pp("te_conv2"), h1, 1, 1, 1)?,
+            p_conv1: Conv1d::new(vb.pp("p_conv1"), h1, h2, 3, 1)?,
+            w3_flat,
             w3,
-            b3: b3.to_dtype(DType::F32)?.to_vec1()?,
-            p_conv2d1: Conv2d::new(vb.pp("p_conv2d1"), HIDDEN_3D, HIDDEN_2D, 1)?,
-            p_conv2d2: Conv2d::new(vb.pp("p_conv2d2"), HIDDEN_2D, HIDDEN_2D, 3)?,
-            p_conv2d3: Conv2d::new(vb.pp("p_conv2d3"), HIDDEN_2D, HIDDEN_2D, 3)?,
-            p_conv2d4: Conv2d::new(vb.pp("p_conv2d4"), HIDDEN_2D, 2, 1)?,
-            mask: std::sync::Arc::new(SampleMask::new(&spec)),
+            b3: b3_t.to_dtype(DType::F32)?.to_vec1()?,
+            b3_t,
+            p_conv2d1: Conv2d::new(vb.pp("p_conv2d1"), h3, h2, 1)?,
+            p_conv2d2: Conv2d::new(vb.pp("p_conv2d2"), h2, h2, 3)?,
+            p_conv2d3: Conv2d::new(vb.pp("p_conv2d3"), h2, h2, 3)?,
+            p_conv2d4: Conv2d::new(vb.pp("p_conv2d4"), h2, 2, 1)?,
+            mask: Arc::new(SampleMask::new(&spec)),
+            dense_mask: Arc::new(OnceLock::new()),
             config,
             spec,
         })
     }
 
-    /// Outputs for features [B, feat_dim, T] (PaddleVideo's layout: channels first).
+    /// Outputs for features [B, feat_dim, T] (PaddleVideo's layout: channels first), without
+    /// gradients through the boundary-matching layer (inference).
     pub fn forward(&self, x: &Tensor) -> Result<BmnOutput> {
+        self.forward_with(x, false)
+    }
+
+    /// As [`Bmn::forward`], differentiable end to end (training): the boundary-matching layer
+    /// as the reference computes it, a product with the dense mask and then the 3-D
+    /// convolution as a matrix product. The same numbers to float rounding, more work.
+    pub fn forward_differentiable(&self, x: &Tensor) -> Result<BmnOutput> {
+        self.forward_with(x, true)
+    }
+
+    fn forward_with(&self, x: &Tensor, differentiable: bool) -> Result<BmnOutput> {
         let (_, c, t) = x.dims3()?;
         if c != self.spec.feat_dim || t != self.spec.tscale {
             bail!("bmn takes features [B, {}, {}], got {:?}", self.spec.feat_dim, self.spec.tscale, x.dims());
@@ -250,7 +285,9 @@ impl Bmn {
         let xe = self.te_conv2.forward(&self.te_conv1.forward(&x)?.relu()?)?;
         let end = candle_nn::ops::sigmoid(&xe)?.squeeze(1)?;
         let xp = self.p_conv1.forward(&x)?.relu()?;
-        let xp = self.boundary_matching(&xp)?.relu()?;
+        let xp =
+            if differentiable { self.boundary_matching_dense(&xp)? } else { self.boundary_matching(&xp)? };
+        let xp = xp.relu()?;
         let xp = self.p_conv2d1.forward(&xp)?.relu()?;
         let xp = self.p_conv2d2.forward(&xp)?.relu()?;
         let xp = self.p_conv2d3.forward(&xp)?.relu()?;
@@ -258,26 +295,43 @@ impl Bmn {
         Ok(BmnOutput { bm, start, end })
     }
 
-    /// The BM layer and `p_conv3d1` together: [B, 128, T] to [B, 512, D, T] (before the ReLU).
+    /// The BM layer and `p_conv3d1` as bmn.py: samples `x · mask` [B, H2, N, D, T], then the
+    /// (N, 1, 1) kernel with stride N, i.e. `W3 [H3, H2·N] · samples [H2·N, D·T]`.
+    fn boundary_matching_dense(&self, xp: &Tensor) -> Result<Tensor> {
+        let (b, h2, tn) = xp.dims3()?;
+        let (dn, n, h3) = (self.spec.dscale, self.spec.num_sample, self.spec.hidden_3d);
+        let mask = match self.dense_mask.get() {
+            Some(m) => m.clone(),
+            None => {
+                let m = Tensor::from_vec(self.mask.dense(), (tn, n * dn * tn), xp.device())?;
+                self.dense_mask.get_or_init(|| m).clone()
+            }
+        };
+        let samples = xp.reshape((b * h2, tn))?.matmul(&mask)?.reshape((b, h2 * n, dn * tn))?;
+        let y = self.w3_flat.unsqueeze(0)?.broadcast_matmul(&samples)?;
+        Ok(y.broadcast_add(&self.b3_t.reshape((1, h3, 1))?)?.reshape((b, h3, dn, tn))?)
+    }
+
+    /// The BM layer and `p_conv3d1` together: [B, H2, T] to [B, H3, D, T] (before the ReLU).
     fn boundary_matching(&self, xp: &Tensor) -> Result<Tensor> {
         let (b, _, tn) = xp.dims3()?;
-        let (dn, n) = (self.spec.dscale, self.spec.num_sample);
-        let mut out = vec![0f32; b * HIDDEN_3D * dn * tn];
-        for (bi, out_b) in out.chunks_mut(HIDDEN_3D * dn * tn).enumerate() {
-            // Y[τ][n·512 + o] = Σ_c x[c, τ] · W3[o, c, n]
+        let (dn, n, h3) = (self.spec.dscale, self.spec.num_sample, self.spec.hidden_3d);
+        let mut out = vec![0f32; b * h3 * dn * tn];
+        for (bi, out_b) in out.chunks_mut(h3 * dn * tn).enumerate() {
+            // Y[τ][n·H3 + o] = Σ_c x[c, τ] · W3[o, c, n]
             let y: Vec<f32> = xp.get(bi)?.t()?.contiguous()?.matmul(&self.w3)?.flatten_all()?.to_vec1()?;
-            let row = n * HIDDEN_3D;
-            // One map position at a time, all 512 channels together; positions split by duration.
+            let row = n * h3;
+            // One map position at a time, all H3 channels together; positions split by duration.
             let sums: Vec<Vec<f32>> = (0..dn)
                 .into_par_iter()
                 .map(|d| {
-                    let mut plane = vec![0f32; tn * HIDDEN_3D];
+                    let mut plane = vec![0f32; tn * h3];
                     for t in 0..tn {
-                        let acc = &mut plane[t * HIDDEN_3D..(t + 1) * HIDDEN_3D];
+                        let acc = &mut plane[t * h3..(t + 1) * h3];
                         acc.copy_from_slice(&self.b3);
                         for k in 0..n {
                             for &(tau, w) in &self.mask.entries[(d * tn + t) * n + k] {
-                                let src = &y[tau as usize * row + k * HIDDEN_3D..][..HIDDEN_3D];
+                                let src = &y[tau as usize * row + k * h3..][..h3];
                                 for (a, s) in acc.iter_mut().zip(src) {
                                     *a += w * s;
                                 }
@@ -289,13 +343,13 @@ impl Bmn {
                 .collect();
             for (d, plane) in sums.iter().enumerate() {
                 for t in 0..tn {
-                    for o in 0..HIDDEN_3D {
-                        out_b[(o * dn + d) * tn + t] = plane[t * HIDDEN_3D + o];
+                    for o in 0..h3 {
+                        out_b[(o * dn + d) * tn + t] = plane[t * h3 + o];
                     }
                 }
             }
         }
-        Ok(Tensor::from_vec(out, (b, HIDDEN_3D, dn, tn), &Device::Cpu)?)
+        Ok(Tensor::from_vec(out, (b, h3, dn, tn), &Device::Cpu)?)
     }
 }
 
@@ -375,6 +429,9 @@ pub fn import_bmn_pdparams(
     let mut spec = BmnSpec {
         feat_dim: dim("b_conv1.weight", 1)? * 4,
         num_sample: dim("p_conv3d1.weight", 2)?,
+        hidden_1d: dim("b_conv1.weight", 0)?,
+        hidden_2d: dim("p_conv1.weight", 0)?,
+        hidden_3d: dim("p_conv3d1.weight", 0)?,
         ..Default::default()
     };
     for o in overrides {
@@ -406,4 +463,127 @@ pub fn load_bmn(path: &std::path::Path) -> Result<Bmn> {
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
     bmn_from_tensors(cfg, tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
+}
+
+/// PaddleVideo's initialisation of a fresh BMN (`bmn.py`): every 1-D convolution's weight and
+/// bias `U(-k, k)` with k = 1/√(in_channels · kernel) (its `init_params`, which counts all input
+/// channels even in the grouped ones), the 2-D and 3-D convolutions Paddle's default
+/// `Normal(0, √(2 / (in_channels · kernel elements)))` with zero biases. Drawn from our Rng in
+/// name order.
+pub fn init_bmn(varmap: &candle_nn::VarMap, spec: &BmnSpec, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = crate::rng::Rng::new(seed ^ 0xB411_5EED);
+    let one_d_fan_in = |layer: &str| -> Option<usize> {
+        let (h1, k3) = (spec.hidden_1d, 3);
+        Some(match layer {
+            "b_conv1" => spec.feat_dim * k3,
+            "b_conv2" | "ts_conv1" | "te_conv1" | "p_conv1" => h1 * k3,
+            "ts_conv2" | "te_conv2" => h1,
+            _ => return None,
+        })
+    };
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let (layer, leaf) = name.rsplit_once('.').unwrap_or((name, ""));
+        let values: Vec<f32> = match (one_d_fan_in(layer), leaf) {
+            (Some(fan_in), _) => {
+                let k = 1.0 / (fan_in as f64).sqrt();
+                (0..n).map(|_| rng.uniform_range(-k, k) as f32).collect()
+            }
+            (None, "weight") => {
+                let std = (2.0 / dims[1..].iter().product::<usize>() as f64).sqrt();
+                (0..n).map(|_| (super::init::normal(&mut rng) * std) as f32).collect()
+            }
+            _ => vec![0.0; n],
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    fn small() -> (VarMap, Bmn) {
+        let spec = BmnSpec {
+            feat_dim: 8,
+            tscale: 12,
+            dscale: 10,
+            num_sample: 4,
+            hidden_1d: 16,
+            hidden_2d: 8,
+            hidden_3d: 12,
+            ..Default::default()
+        };
+        let varmap = VarMap::new();
+        let cfg = bmn_config(&spec).unwrap();
+        let model =
+            Bmn::new(cfg, spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        init_bmn(&varmap, &spec, 5).unwrap();
+        // Biases start at zero for the 2-D/3-D convolutions: give them values so they count.
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            if name.ends_with("bias") {
+                var.set(&Tensor::randn(0f32, 0.1, var.dims(), &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        // Rebuild so that the inference path's copies see the values just set.
+        let model = Bmn::new(
+            model.config.clone(),
+            model.spec.clone(),
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        (varmap, model)
+    }
+
+    /// The training path (the reference's dense mask, then the 3-D convolution) gives the
+    /// inference path's numbers, and every parameter receives a gradient through it.
+    #[test]
+    fn differentiable_forward_equals_inference_and_reaches_every_parameter() {
+        let (varmap, model) = small();
+        let x = Tensor::randn(0f32, 1., (2, 8, 12), &Device::Cpu).unwrap();
+        let a = model.forward(&x).unwrap();
+        let b = model.forward_differentiable(&x).unwrap();
+        for (p, q) in [(&a.bm, &b.bm), (&a.start, &b.start), (&a.end, &b.end)] {
+            let e = (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(e < 1e-5, "{e}");
+        }
+        let loss = ((b.bm.sqr().unwrap().sum_all().unwrap() + b.start.sum_all().unwrap()).unwrap()
+            + b.end.sum_all().unwrap())
+        .unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(norm > 0.0, "{name}: zero gradient");
+        }
+    }
+
+    #[test]
+    fn initialisation_follows_paddlevideo() {
+        let (varmap, _) = small();
+        let data = varmap.data().lock().unwrap();
+        let w = data["b_conv1.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let k = 1.0 / (8.0f32 * 3.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= k) && w.iter().any(|v| v.abs() > 0.5 * k));
+        let w = data["p_conv2d2.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        let want = (2.0f32 / (8.0 * 9.0)).sqrt();
+        assert!((std / want - 1.0).abs() < 0.15, "{std} vs {want}");
+    }
 }

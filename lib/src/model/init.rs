@@ -17,7 +17,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarMap;
 
-fn normal(rng: &mut Rng) -> f64 {
+pub(crate) fn normal(rng: &mut Rng) -> f64 {
     // Box–Muller; one value per call keeps the stream simple to reason about.
     let u1 = rng.uniform().max(f64::MIN_POSITIVE);
     let u2 = rng.uniform();

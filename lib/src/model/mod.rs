@@ -19,7 +19,7 @@ mod slowfast;
 mod x3d;
 
 pub use bmn::{
-    bmn_config, bmn_from_tensors, bmn_spec, import_bmn_pdparams, load_bmn, Bmn, BmnOutput, BmnSpec,
+    bmn_config, bmn_from_tensors, bmn_spec, import_bmn_pdparams, init_bmn, load_bmn, Bmn, BmnOutput, BmnSpec,
     SampleMask, LOCALIZER_KEY,
 };
 pub use config::{ModelConfig, SequenceSpec};

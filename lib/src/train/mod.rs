@@ -2,6 +2,7 @@
 //! itself lives with `vtrain`; these pieces are called from it:
 //! `loss.backward()` → (accumulate, clip) → `optimizer.step(&grads)` → `set_lr(schedule.lr(..))`.
 
+pub mod bmn;
 pub mod checkpoint;
 pub mod loader;
 pub mod loss;
