@@ -183,6 +183,27 @@ fn vconvert_and_vpropose_give_paddlevideos_proposals() {
         let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
         assert!((a - b).abs() <= 1e-4 * b.abs(), "{g} vs {w}");
     }
+    // --raw: the reference's own outputs for video 0 as three stream records.
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &["--model", "bmn.safetensors", "feats/v_a.npy", "--durations", "durations.json", "--raw", "-q"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut reader = vidkit::stream::StreamReader::new(std::io::Cursor::new(o.stdout), "raw");
+    for (name, file, len) in
+        [("start", "start.npy", 100), ("end", "end.npy", 100), ("bm", "bm.npy", 2 * 100 * 100)]
+    {
+        let rec = reader.next_record().unwrap().unwrap();
+        assert_eq!(rec.header.extra["output"], name);
+        assert_eq!(rec.header.extra["duration"], 123.4);
+        assert_eq!(rec.header.video.as_deref(), Some("v_a"));
+        let got: Vec<f32> = rec.array.to_f32().iter().copied().collect();
+        let (_, want) = read_npy_f32(&dir.join(file));
+        let diff = got.iter().zip(&want[..len]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(got.len() == len && diff < 1e-4, "{name}: {diff}");
+    }
+    assert!(reader.next_record().unwrap().is_none());
     // The ActivityNet result JSON, scored by veval.
     let o = run(
         env!("CARGO_BIN_EXE_vpropose"),
@@ -236,36 +257,9 @@ fn vconvert_and_vpropose_give_paddlevideos_proposals() {
 fn one_pipe_from_an_untrimmed_video_to_proposals() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let o = run(
-        env!("CARGO_BIN_EXE_vsynth"),
-        &[
-            "--segments",
-            "-o",
-            "u",
-            "--classes",
-            "left,grow",
-            "--videos",
-            "1",
-            "--duration",
-            "12-14",
-            "--size",
-            "64x48",
-            "-q",
-        ],
-        p,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    synth_untrimmed(p, "1", "12-14", "0");
     // A small TSN extractor (64-d features) and a BMN over 32 steps of them.
-    let mut tsn = ModelConfig::defaults("tsn_r18");
-    (tsn.num_classes, tsn.base_width) = (3, 16);
-    let varmap = candle_nn::VarMap::new();
-    vidkit::model::build(
-        &tsn,
-        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
-    )
-    .unwrap();
-    vidkit::model::init_weights(&varmap, 3).unwrap();
-    vidkit::model::save_model(&varmap, &tsn, &p.join("tsn.safetensors")).unwrap();
+    write_random_tsn(&p.join("tsn.safetensors"), 16, 3);
     let spec = BmnSpec { feat_dim: 128, tscale: 32, dscale: 32, ..Default::default() };
     let varmap = candle_nn::VarMap::new();
     let cfg = vidkit::model::bmn_config(&spec).unwrap();

@@ -5,14 +5,15 @@
 use super::veval::Args;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use vidkit::data::{read_segment_ground_truth, read_segment_predictions};
+use vidkit::data::{align_prediction_ids, read_segment_ground_truth, read_segment_predictions};
 use vidkit::metric::localization::{detection_map, linspace, proposal_recall};
 
 /// The metrics JSON (one line) for `args`; the table goes to stderr unless --quiet.
 pub fn evaluate(args: &Args) -> Result<String> {
     let gt_path = args.gt.as_deref().context("--gt is required")?;
     let gt = read_segment_ground_truth(gt_path, &args.subset)?;
-    let preds = read_segment_predictions(&args.pred)?;
+    // Predictions named by path or with/without `v_` still meet their ground truth.
+    let preds = align_prediction_ids(&gt, read_segment_predictions(&args.pred)?);
     let thumos = gt_path.is_dir();
     let thresholds = match &args.tiou {
         Some(t) => {

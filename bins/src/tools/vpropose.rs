@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use vidkit::featstore::{read_features, VideoFeatures};
 use vidkit::io::Output;
-use vidkit::model::load_bmn;
+use vidkit::model::{load_bmn, Bmn, BmnSpec};
 use vidkit::progress::Progress;
 use vidkit::proposals::{bmn_candidates, bmn_proposals};
+use vidkit::stream::{Array, RecordHeader, StreamWriter};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -24,6 +25,9 @@ Examples:
 
   # PaddleVideo's per-video .npy features ([100, 400]) with the durations from the annotations
   vpropose --model bmn.safetensors fix_feat_100/ --durations activitynet_1.3_annotations.json
+
+  # the raw maps (start, end, boundary-matching) for your own post-processing
+  vpropose --model bmn.safetensors fix_feat_100/v_abc.npy --raw -o v_abc.vks
 
 Reads per-video feature sequences [T, C] (a features stream, an HDF5 store, .npy/.csv files or a
 directory of them; see vidkit-features(5)); each must have the model's T steps and C channels
@@ -58,9 +62,15 @@ pub struct Args {
     pub top: u32,
     /// Video durations in seconds: an ActivityNet JSON (`database`: id -> {duration}) or a
     /// per-video JSON (id -> {duration_second} or {duration}), as PaddleVideo's and MMAction2's
-    /// annotation files have them. Ids also match without a `v_` prefix.
+    /// annotation files have them. Ids also match by file name and with or without `v_`.
     #[arg(long, value_name = "FILE")]
     pub durations: Option<PathBuf>,
+    /// Write the model's raw outputs instead of proposals: per video three features-stream
+    /// records (vidkit-stream(5)) whose header names the output, `"output": "start"` [T],
+    /// `"end"` [T] and `"bm"` [2, D, T] (regression and classification maps; entry (d, t) the
+    /// proposal from step t lasting d + 1 steps), with the video's `duration` when known.
+    #[arg(long, conflicts_with_all = ["top"])]
+    pub raw: bool,
     /// The features modality to read.
     #[arg(long, default_value = "rgb")]
     pub modality: String,
@@ -103,7 +113,22 @@ pub fn main(args: Args) -> Result<Outcome> {
     for input in &inputs {
         for v in read_features(input)? {
             let id = v.id.clone();
-            match propose(&model, &spec, &v, &args, durations.as_ref()) {
+            let duration = video_duration(&v, durations.as_ref());
+            if args.raw {
+                match forward_video(&model, &spec, &v, &args.modality) {
+                    Ok(maps) => {
+                        done += 1;
+                        write_raw(&mut out, &v.id, duration, maps).context("writing raw outputs")?;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        progress.eprintln(&format!("vpropose: {}: video {id:?}: {e:#}", input.display()));
+                    }
+                }
+                progress.inc(1);
+                continue;
+            }
+            match propose(&model, &spec, &v, &args, duration) {
                 Ok(line) => {
                     done += 1;
                     if args.format == "activitynet" {
@@ -125,7 +150,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     if done == 0 {
         bail!("no video could be processed ({failed} failed)");
     }
-    if args.format == "activitynet" {
+    if args.format == "activitynet" && !args.raw {
         use std::io::Write;
         let j = json!({"version": "VERSION 1.3", "results": results, "external_data": {"used": true, "details": "vidkit vpropose"}});
         writeln!(out, "{j}").context("writing proposals")?;
@@ -137,15 +162,19 @@ pub fn main(args: Args) -> Result<Outcome> {
     Ok(if failed > 0 { Outcome::PartialFailure { failed, total: done + failed } } else { Outcome::Success })
 }
 
-/// One video's proposals as its output line.
-fn propose(
-    model: &vidkit::model::Bmn,
-    spec: &vidkit::model::BmnSpec,
-    v: &VideoFeatures,
-    args: &Args,
-    durations: Option<&HashMap<String, f64>>,
-) -> Result<Value> {
-    let rows = v.modality(&args.modality).with_context(|| format!("no {:?} features", args.modality))?;
+/// A video's duration: from its features, else from `--durations` (any written form of its id).
+fn video_duration(v: &VideoFeatures, durations: Option<&HashMap<String, f64>>) -> Option<f64> {
+    v.duration.or_else(|| {
+        let d = durations?;
+        d.get(&vidkit::data::find_video_id(&v.id, |f| d.contains_key(f))?).copied()
+    })
+}
+
+/// BMN's outputs for one video: the map [2·D·T], start and end [T].
+type Maps = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn forward_video(model: &Bmn, spec: &BmnSpec, v: &VideoFeatures, modality: &str) -> Result<Maps> {
+    let rows = v.modality(modality).with_context(|| format!("no {modality:?} features"))?;
     let (t, c) = rows.dim();
     if c != spec.feat_dim || t != spec.tscale {
         bail!(
@@ -165,16 +194,39 @@ fn propose(
         &candle_core::Device::Cpu,
     )?;
     let o = model.forward(&x)?;
-    let bm: Vec<f32> = o.bm.flatten_all()?.to_vec1()?;
-    let start: Vec<f32> = o.start.flatten_all()?.to_vec1()?;
-    let end: Vec<f32> = o.end.flatten_all()?.to_vec1()?;
+    Ok((o.bm.flatten_all()?.to_vec1()?, o.start.flatten_all()?.to_vec1()?, o.end.flatten_all()?.to_vec1()?))
+}
+
+/// `--raw`: the three outputs as features-stream records.
+fn write_raw(out: &mut Output, id: &str, duration: Option<f64>, (bm, start, end): Maps) -> Result<()> {
+    let t = start.len();
+    let d = bm.len() / (2 * t);
+    let mut w = StreamWriter::new(out);
+    for (name, layout, shape, data) in
+        [("start", "T", vec![t], start), ("end", "T", vec![t], end), ("bm", "KDT", vec![2, d, t], bm)]
+    {
+        let mut h = RecordHeader::features(id);
+        h.layout = Some(layout.into());
+        h.extra.insert("output".into(), name.into());
+        if let Some(s) = duration {
+            h.extra.insert("duration".into(), s.into());
+        }
+        w.write_record(&h, &Array::F32(ndarray::ArrayD::from_shape_vec(shape, data)?))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// One video's proposals as its output line.
+fn propose(
+    model: &Bmn,
+    spec: &BmnSpec,
+    v: &VideoFeatures,
+    args: &Args,
+    duration: Option<f64>,
+) -> Result<Value> {
+    let (bm, start, end) = forward_video(model, spec, v, &args.modality)?;
     let candidates = bmn_candidates(&bm, &start, &end, spec.dscale)?;
-    let bare = v.id.strip_prefix("v_").unwrap_or(&v.id);
-    let duration = v.duration.or_else(|| {
-        durations
-            .and_then(|d| d.get(&v.id).or_else(|| d.get(bare)).or_else(|| d.get(&format!("v_{}", v.id))))
-            .copied()
-    });
     let props = bmn_proposals(candidates, duration.unwrap_or(1.0), args.top as usize);
     let segments: Vec<Value> =
         props.iter().map(|p| json!({"segment": [p.xmin, p.xmax], "score": p.score})).collect();

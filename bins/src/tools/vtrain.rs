@@ -1,4 +1,5 @@
-//! `vtrain`: train a registered model from list files (decoded on the fly) or clip streams.
+//! `vtrain`: train a registered model from list files (decoded on the fly) or clip streams;
+//! localizers from per-video features and segment annotations.
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
@@ -39,12 +40,27 @@ Examples:
   vtrain --arch attention_lstm --train-list feats/train.h5 --val-list feats/val.h5 --out runs/lstm \
       -o sequence.lstm_size=256 -o optimizer='{\"name\":\"adamw\",\"lr\":0.001}'
 
+  # a temporal localizer (BMN, as PaddleVideo trains it) on snippet features resampled to 100
+  # steps and ActivityNet annotations; validation proposes and scores AR@AN AUC every epoch
+  vtrain --arch bmn --train-list anet_feats.h5 --gt activity_net.v1-3.min.json \
+      --train-subset training --val-subset validation --out runs/bmn
+
+  # PaddleVideo's own layout: fix_feat_100/*.npy and its per-video annotation file
+  vtrain --arch bmn --train-list fix_feat_100 --gt activitynet_1.3_annotations.json \
+      --train-subset training --val-subset validation --out runs/bmn -o batch_size=4
+
 Writes OUT/last.safetensors and OUT/best.safetensors (model files for vclassify),
 OUT/last.ckpt.safetensors (the training state for --resume) and OUT/log.jsonl. Inputs ending
 in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.
 Feature-sequence models (attention_lstm, attention_cluster, nextvlad) train from per-video
 features: an HDF5 feature store or a features stream (vfeat); class count, feature widths and
-multi-label mode (any video with a label list) come from the data unless set with -o.";
+multi-label mode (any video with a label list) come from the data unless set with -o.
+Localizers (bmn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
+files or directories) and --gt annotations; the defaults are bmn.yaml's (T = D = 100, 9 epochs,
+16 videos a step, Adam with L2 1e-4, 1e-3 then 1e-4 after epoch 7), any BMN size by -o
+(tscale=..., hidden_1d=...); the feature width comes from the data. Videos missing from the
+annotations or of the wrong size are reported and skipped. best.safetensors has the best
+validation AUC (ActivityNet's AR@AN, AN up to 100), as veval --proposals scores it.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -83,6 +99,20 @@ pub struct Args {
     /// Seed (overrides the config's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Localizers (bmn): the segment annotations, an ActivityNet JSON or PaddleVideo's /
+    /// MMAction2's per-video JSON (id -> {duration_second, annotations}).
+    #[arg(long, value_name = "FILE")]
+    pub gt: Option<PathBuf>,
+    /// Localizers: train on the annotated videos of this subset only (e.g. training).
+    #[arg(long, value_name = "SUBSET")]
+    pub train_subset: Option<String>,
+    /// Localizers: validate on the annotated videos of this subset, taken from --val-list or,
+    /// without one, from the training features.
+    #[arg(long, value_name = "SUBSET")]
+    pub val_subset: Option<String>,
+    /// Localizers: the features modality to read.
+    #[arg(long, default_value = "rgb")]
+    pub modality: String,
     /// Only errors on stderr.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -110,6 +140,16 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
+    if vidkit::model::LOCALIZER_ARCHS.contains(&args.arch.as_str()) {
+        return train_localizer(args);
+    }
+    if args.gt.is_some() {
+        bail!(
+            "--gt is for localizers ({}); {} learns from list labels",
+            vidkit::model::LOCALIZER_ARCHS.join(", "),
+            args.arch
+        );
+    }
     let mut cfg = match &args.config {
         Some(p) => {
             let text =
@@ -311,4 +351,102 @@ fn train_on_features(args: Args, mut cfg: TrainConfig) -> Result<Outcome> {
         }
     };
     run(args, cfg, train_source, val)
+}
+
+/// Localizers: per-video features and segment annotations.
+fn train_localizer(args: Args) -> Result<Outcome> {
+    use vidkit::train::localizer::{localizer_samples, train_localizer, LocalizerRun, LocalizerTrainConfig};
+    let mut cfg = match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("{}: cannot read config", p.display()))?;
+            serde_json::from_str::<LocalizerTrainConfig>(&text)
+                .with_context(|| format!("{}: bad localizer training config", p.display()))?
+        }
+        None => LocalizerTrainConfig::default(),
+    };
+    let gt_path = args
+        .gt
+        .as_deref()
+        .with_context(|| format!("{} trains from segment annotations: give --gt FILE", args.arch))?;
+    let annotations = vidkit::data::read_annotations(gt_path)?;
+    let subset = |s: &Option<String>| -> Result<Vec<vidkit::data::AnnotatedVideo>> {
+        let Some(s) = s else { return Ok(annotations.clone()) };
+        let v: Vec<_> =
+            annotations.iter().filter(|a| a.subset.as_deref() == Some(s.as_str())).cloned().collect();
+        if v.is_empty() {
+            bail!("{}: no annotated video in subset {s:?}", gt_path.display());
+        }
+        Ok(v)
+    };
+    let mut train_videos = read_features(&args.train_list)?;
+    // The feature width from the data unless the config or -o sets it.
+    let given = |k: &str| {
+        args.overrides.iter().any(|o| o.starts_with(&format!("{k}=")) || o.starts_with(&format!("bmn.{k}=")))
+    };
+    let mut overrides = Vec::new();
+    if args.config.is_none() {
+        // The width most videos have (one odd file should not set it).
+        let mut widths: Vec<usize> =
+            train_videos.iter().filter_map(|v| v.modality(&args.modality).map(|a| a.ncols())).collect();
+        widths.sort_unstable();
+        let common = widths.chunk_by(|a, b| a == b).max_by_key(|c| c.len()).map(|c| c[0]);
+        if let (Some(w), false) = (common, given("feat_dim")) {
+            overrides.push(format!("bmn.feat_dim={w}"));
+        }
+    }
+    overrides.extend(args.overrides.iter().cloned());
+    if let Some(s) = args.seed {
+        overrides.push(format!("seed={s}"));
+    }
+    cfg.apply_overrides(&overrides)?;
+    let quiet = args.quiet;
+    let skip = |m: String| {
+        if !quiet {
+            eprintln!("vtrain: {m}");
+        }
+    };
+    let name = |p: &Path| p.display().to_string();
+    let val = match (&args.val_list, &args.val_subset) {
+        (Some(p), s) => {
+            Some(localizer_samples(read_features(p)?, &subset(s)?, &cfg.bmn, &args.modality, &name(p), skip)?)
+        }
+        (None, Some(_)) => {
+            // The validation subset's videos among the training features; they are not trained on.
+            let anns = subset(&args.val_subset)?;
+            let ids: std::collections::HashSet<&str> = anns.iter().map(|a| a.id.as_str()).collect();
+            let (val, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut train_videos)
+                .into_iter()
+                .partition(|v| vidkit::data::find_video_id(&v.id, |f| ids.contains(f)).is_some());
+            train_videos = rest;
+            Some(localizer_samples(val, &anns, &cfg.bmn, &args.modality, &name(&args.train_list), skip)?)
+        }
+        (None, None) => None,
+    };
+    let train = localizer_samples(
+        train_videos,
+        &subset(&args.train_subset)?,
+        &cfg.bmn,
+        &args.modality,
+        &name(&args.train_list),
+        skip,
+    )?;
+    if !quiet {
+        eprintln!(
+            "vtrain: {} training videos{}",
+            train.len(),
+            val.as_ref().map(|v| format!(", {} validation videos", v.len())).unwrap_or_default()
+        );
+    }
+    let summary = train_localizer(LocalizerRun {
+        config: cfg,
+        train,
+        val,
+        out_dir: args.out.clone(),
+        resume: args.resume,
+        stop_after: args.stop_after,
+        quiet,
+    })?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(Outcome::Success)
 }

@@ -379,3 +379,43 @@ pub fn logits_error(model: &Path, fixture: &Path) -> LogitsError {
     let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
     LogitsError { config: loaded.model.config().clone(), input_shape, max_diff, max_logit, forward_s }
 }
+
+/// `vsynth --segments -o u --classes left,grow` in `dir`: `videos` untrimmed videos of
+/// `duration` seconds ("MIN-MAX") at 64x48, with their ActivityNet ground truth.
+#[allow(dead_code)]
+pub fn synth_untrimmed(dir: &Path, videos: &str, duration: &str, seed: &str) {
+    let args = [
+        "--segments",
+        "-o",
+        "u",
+        "--classes",
+        "left,grow",
+        "--videos",
+        videos,
+        "--duration",
+        duration,
+        "--size",
+        "64x48",
+        "--seed",
+        seed,
+        "-q",
+    ];
+    let o = run(env!("CARGO_BIN_EXE_vsynth"), &args, dir);
+    assert!(o.status.success(), "vsynth: {}", stderr(&o));
+}
+
+/// A TSN-R18 feature extractor of `base_width` (features 8 × base_width wide) with random
+/// weights from `seed`, written to `path`.
+#[allow(dead_code)]
+pub fn write_random_tsn(path: &Path, base_width: usize, seed: u64) {
+    let mut tsn = vidkit::model::ModelConfig::defaults("tsn_r18");
+    (tsn.num_classes, tsn.base_width) = (2, base_width);
+    let varmap = candle_nn::VarMap::new();
+    vidkit::model::build(
+        &tsn,
+        candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu),
+    )
+    .unwrap();
+    vidkit::model::init_weights(&varmap, seed).unwrap();
+    vidkit::model::save_model(&varmap, &tsn, path).unwrap();
+}

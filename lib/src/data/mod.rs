@@ -8,6 +8,8 @@ mod shard;
 pub use labels::{parse_label_names, read_label_names};
 pub use list::{parse_line, read_list, ListEntry};
 pub use segments::{
-    read_segment_ground_truth, read_segment_predictions, Segment, SegmentGroundTruth, SegmentPredictions,
+    align_prediction_ids, find_video_id, read_annotations, read_segment_ground_truth,
+    read_segment_predictions, video_id_forms, AnnotatedVideo, Segment, SegmentGroundTruth,
+    SegmentPredictions,
 };
 pub use shard::{Shard, VideoOrdinals};

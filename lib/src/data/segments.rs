@@ -189,3 +189,110 @@ pub fn read_segment_predictions(path: &Path) -> Result<SegmentPredictions> {
     }
     Ok(out)
 }
+
+/// The ways one video's id is written across tools and datasets, best first: as given; the file
+/// name without directories and extension (`videos/v_0003.mp4` → `v_0003`, the id a video given
+/// by path gets); each of those without or with ActivityNet's `v_` prefix (PaddleVideo's and
+/// MMAction2's annotation files have it; the official ground truth and BMN's result files,
+/// which write `video_name[2:]`, do not).
+pub fn video_id_forms(id: &str) -> Vec<String> {
+    let mut bases = vec![id.to_string()];
+    let stem = Path::new(id).file_stem().and_then(|s| s.to_str()).unwrap_or(id);
+    if stem != id && !stem.is_empty() {
+        bases.push(stem.to_string());
+    }
+    let mut out = Vec::new();
+    for b in bases {
+        let other = match b.strip_prefix("v_") {
+            Some(bare) => bare.to_string(),
+            None => format!("v_{b}"),
+        };
+        out.push(b);
+        out.push(other);
+    }
+    out
+}
+
+/// The first form of `id` ([`video_id_forms`]) that `known` contains.
+pub fn find_video_id(id: &str, known: impl Fn(&str) -> bool) -> Option<String> {
+    video_id_forms(id).into_iter().find(|f| known(f))
+}
+
+/// Renames predicted videos to the ground truth's id where only another form of it matches
+/// (`videos/v_0003.mp4` predicted, `v_0003` annotated); other ids stay as they are.
+pub fn align_prediction_ids(gt: &SegmentGroundTruth, preds: SegmentPredictions) -> SegmentPredictions {
+    let ids: std::collections::HashSet<&str> = gt.videos.iter().map(|(v, _)| v.as_str()).collect();
+    preds
+        .into_iter()
+        .map(|(id, segs)| match find_video_id(&id, |f| ids.contains(f)) {
+            Some(g) => (g, segs),
+            None => (id, segs),
+        })
+        .collect()
+}
+
+/// One annotated video for training a localizer: its subset (when the file names one), duration
+/// in seconds and segments.
+#[derive(Clone, Debug)]
+pub struct AnnotatedVideo {
+    pub id: String,
+    pub subset: Option<String>,
+    pub duration: f64,
+    pub segments: Vec<Segment>,
+}
+
+/// Reads every annotated video of a localization annotation file: an ActivityNet JSON
+/// (`database`: id → {`subset`, `duration`, `annotations`}) or the per-video form PaddleVideo's
+/// and MMAction2's files use (id → {`duration_second`, `annotations`, `subset`?}). Videos without
+/// segments are left out; a video without a positive duration is an error.
+pub fn read_annotations(path: &Path) -> Result<Vec<AnnotatedVideo>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let data: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let videos = data.get("database").unwrap_or(&data).as_object().with_context(|| {
+        format!("{}: not an object of videos (ActivityNet `database` or per-video)", path.display())
+    })?;
+    let mut out = Vec::new();
+    for (id, v) in videos {
+        let Some(anns) = v.get("annotations").and_then(Value::as_array) else {
+            bail!("{}: video {id:?} has no `annotations` list", path.display());
+        };
+        let duration = v.get("duration_second").or_else(|| v.get("duration")).and_then(Value::as_f64);
+        let duration = match duration {
+            Some(d) if d > 0.0 && d.is_finite() => d,
+            _ => bail!("{}: video {id:?} has no positive `duration` (or `duration_second`)", path.display()),
+        };
+        let mut segments = Vec::with_capacity(anns.len());
+        for (k, a) in anns.iter().enumerate() {
+            let (t0, t1) = segment_of(a, &format!("{}: video {id:?} annotation {k}", path.display()))?;
+            let label = a.get("label").and_then(Value::as_str).map(str::to_string);
+            segments.push(Segment { t0, t1, label, score: 1.0 });
+        }
+        if !segments.is_empty() {
+            let subset = v.get("subset").and_then(Value::as_str).map(str::to_string);
+            out.push(AnnotatedVideo { id: id.clone(), subset, duration, segments });
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no annotated video", path.display());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn id_forms_cover_paths_and_the_v_prefix() {
+        assert_eq!(
+            video_id_forms("videos/v_0003.mp4"),
+            ["videos/v_0003.mp4", "v_videos/v_0003.mp4", "v_0003", "0003"]
+        );
+        assert_eq!(video_id_forms("abc"), ["abc", "v_abc"]);
+        let gt = SegmentGroundTruth { videos: vec![("0003".into(), vec![])], classes: vec![] };
+        let preds =
+            align_prediction_ids(&gt, vec![("u/videos/v_0003.mp4".into(), vec![]), ("x".into(), vec![])]);
+        assert_eq!(preds[0].0, "0003");
+        assert_eq!(preds[1].0, "x");
+    }
+}

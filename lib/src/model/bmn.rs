@@ -177,7 +177,7 @@ impl Conv2d {
 }
 
 /// BMN's outputs for a batch: the boundary-matching map [B, 2, D, T] (channel 0 the regression
-/// score, 1 the classification score; entry (d, t) the proposal starting at step t lasting d
+/// score, 1 the classification score; entry (d, t) the proposal starting at step t lasting d + 1
 /// steps), start and end probabilities [B, T].
 pub struct BmnOutput {
     pub bm: Tensor,
@@ -197,12 +197,10 @@ pub struct Bmn {
     te_conv1: Conv1d,
     te_conv2: Conv1d,
     p_conv1: Conv1d,
-    /// `p_conv3d1.weight` [H3, H2, N, 1, 1] as [H3, H2·N] (column c·N + n): the training path.
+    /// `p_conv3d1.weight` [H3, H2, N, 1, 1] as [H3, H2·N] (column c·N + n), a view of the
+    /// parameter (so a model being trained is always read at its current values).
     w3_flat: Tensor,
-    /// The same rearranged as [H2, N·H3] (column n·H3 + o): the inference path.
-    w3: Tensor,
-    b3_t: Tensor,
-    b3: Vec<f32>,
+    b3: Tensor,
     p_conv2d1: Conv2d,
     p_conv2d2: Conv2d,
     p_conv2d3: Conv2d,
@@ -233,10 +231,8 @@ impl Bmn {
             }
         }
         let (h1, h2, h3, n) = (spec.hidden_1d, spec.hidden_2d, spec.hidden_3d, spec.num_sample);
-        let w3_raw = vb.get((h3, h2, n, 1, 1), "p_conv3d1.weight")?;
-        let b3_t = vb.get(h3, "p_conv3d1.bias")?;
-        let w3_flat = w3_raw.reshape((h3, h2 * n))?;
-        let w3 = w3_raw.reshape((h3, h2, n))?.permute((1, 2, 0))?.reshape((h2, n * h3))?;
+        let w3_flat = vb.get((h3, h2, n, 1, 1), "p_conv3d1.weight")?.reshape((h3, h2 * n))?;
+        let b3 = vb.get(h3, "p_conv3d1.bias")?;
         Ok(Self {
             b_conv1: Conv1d::new(vb.pp("b_conv1"), spec.feat_dim, h1, 3, 4)?,
             b_conv2: Conv1d::new(vb.pp("b_conv2"), h1, h1, 3, 4)?,
@@ -246,9 +242,7 @@ impl Bmn {
             te_conv2: Conv1d::new(vb.pp("te_conv2"), h1, 1, 1, 1)?,
             p_conv1: Conv1d::new(vb.pp("p_conv1"), h1, h2, 3, 1)?,
             w3_flat,
-            w3,
-            b3: b3_t.to_dtype(DType::F32)?.to_vec1()?,
-            b3_t,
+            b3,
             p_conv2d1: Conv2d::new(vb.pp("p_conv2d1"), h3, h2, 1)?,
             p_conv2d2: Conv2d::new(vb.pp("p_conv2d2"), h2, h2, 3)?,
             p_conv2d3: Conv2d::new(vb.pp("p_conv2d3"), h2, h2, 3)?,
@@ -309,17 +303,21 @@ impl Bmn {
         };
         let samples = xp.reshape((b * h2, tn))?.matmul(&mask)?.reshape((b, h2 * n, dn * tn))?;
         let y = self.w3_flat.unsqueeze(0)?.broadcast_matmul(&samples)?;
-        Ok(y.broadcast_add(&self.b3_t.reshape((1, h3, 1))?)?.reshape((b, h3, dn, tn))?)
+        Ok(y.broadcast_add(&self.b3.reshape((1, h3, 1))?)?.reshape((b, h3, dn, tn))?)
     }
 
     /// The BM layer and `p_conv3d1` together: [B, H2, T] to [B, H3, D, T] (before the ReLU).
     fn boundary_matching(&self, xp: &Tensor) -> Result<Tensor> {
         let (b, _, tn) = xp.dims3()?;
         let (dn, n, h3) = (self.spec.dscale, self.spec.num_sample, self.spec.hidden_3d);
+        let h2 = self.spec.hidden_2d;
+        // W3 as [H2, N·H3] (column n·H3 + o) and the bias, at the parameters' current values.
+        let w3 = self.w3_flat.reshape((h3, h2, n))?.permute((1, 2, 0))?.reshape((h2, n * h3))?;
+        let b3: Vec<f32> = self.b3.to_dtype(DType::F32)?.to_vec1()?;
         let mut out = vec![0f32; b * h3 * dn * tn];
         for (bi, out_b) in out.chunks_mut(h3 * dn * tn).enumerate() {
             // Y[τ][n·H3 + o] = Σ_c x[c, τ] · W3[o, c, n]
-            let y: Vec<f32> = xp.get(bi)?.t()?.contiguous()?.matmul(&self.w3)?.flatten_all()?.to_vec1()?;
+            let y: Vec<f32> = xp.get(bi)?.t()?.contiguous()?.matmul(&w3)?.flatten_all()?.to_vec1()?;
             let row = n * h3;
             // One map position at a time, all H3 channels together; positions split by duration.
             let sums: Vec<Vec<f32>> = (0..dn)
@@ -328,7 +326,7 @@ impl Bmn {
                     let mut plane = vec![0f32; tn * h3];
                     for t in 0..tn {
                         let acc = &mut plane[t * h3..(t + 1) * h3];
-                        acc.copy_from_slice(&self.b3);
+                        acc.copy_from_slice(&b3);
                         for k in 0..n {
                             for &(tau, w) in &self.mask.entries[(d * tn + t) * n + k] {
                                 let src = &y[tau as usize * row + k * h3..][..h3];

@@ -58,7 +58,7 @@ pub fn bmn_targets(
     let tgap = 1.0 / tscale as f64;
     let boxes: Vec<(f64, f64)> = segments
         .iter()
-        .map(|&(s, e)| ((s / duration).min(1.0).max(0.0), (e / duration).min(1.0).max(0.0)))
+        .map(|&(s, e)| ((s / duration).clamp(0.0, 1.0), (e / duration).clamp(0.0, 1.0)))
         .collect();
     let mut iou_map = vec![0f32; dscale * tscale];
     for d in 0..dscale {
@@ -179,7 +179,7 @@ pub fn bmn_loss(
     let high: Vec<f32> = gt.iter().map(|&g| if g > 0.7 { 1.0 } else { 0.0 }).collect();
     let mid: Vec<f32> = gt.iter().map(|&g| if g <= 0.7 && g > 0.3 { 1.0 } else { 0.0 }).collect();
     let low: Vec<f32> =
-        gt.iter().enumerate().map(|(i, &g)| if g <= 0.3 && g >= 0.0 { at(i) } else { 0.0 }).collect();
+        gt.iter().enumerate().map(|(i, &g)| if (0.0..=0.3).contains(&g) { at(i) } else { 0.0 }).collect();
     let (num_h, num_m, num_l): (f32, f32, f32) = (high.iter().sum(), mid.iter().sum(), low.iter().sum());
     let (r_m, r_l) = (num_h / num_m, num_h / num_l);
     let weights: Vec<f32> = (0..gt.len())

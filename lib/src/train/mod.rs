@@ -5,6 +5,7 @@
 pub mod bmn;
 pub mod checkpoint;
 pub mod loader;
+pub mod localizer;
 pub mod loss;
 pub mod mix;
 pub mod optim;

@@ -518,6 +518,10 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Weight decay as L2 regularisation, added to the gradient before the moments
+    /// (torch.optim.Adam's `weight_decay`, Paddle's `Adam` with `weight_decay: L2`, as
+    /// PaddleVideo's BMN trains) instead of AdamW's decoupled shrinking.
+    pub l2: bool,
     pub amsgrad: bool,
     pub no_decay: NoDecay,
     /// Per-parameter LR and decay multipliers by name pattern.
@@ -534,6 +538,7 @@ impl Default for AdamWConfig {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-2,
+            l2: false,
             amsgrad: false,
             no_decay: NoDecay::None,
             param_groups: Vec::new(),
@@ -588,9 +593,14 @@ impl Optimizer for AdamW {
             let mut p = var.as_tensor().detach();
             let lr = self.params.lr(i, c.lr);
             let wd = self.params.weight_decay(i, c.weight_decay);
-            if wd != 0.0 {
-                p = (p * (1.0 - lr * wd))?;
-            }
+            let g = if wd != 0.0 && c.l2 {
+                (g + (&p * wd)?)?
+            } else {
+                if wd != 0.0 {
+                    p = (p * (1.0 - lr * wd))?;
+                }
+                g
+            };
             let m = match self.exp_avg[i].take() {
                 Some(m) => m,
                 None => g.zeros_like()?,
@@ -1219,6 +1229,17 @@ mod tests {
         assert_close(&values(&vars[0].1), &[0.6743072, -1.6439796], "w");
         assert_close(&values(&vars[1].1), &[0.7009029, -1.7003189], "fc.bias");
         assert_eq!(values(&buffer), vec![3.0, 4.0]);
+    }
+
+    /// Adam with L2 decay in the gradient: torch.optim.Adam([w], lr=.1, weight_decay=.1), three
+    /// steps of g = p + c (+ 0.1·p), in f32: [0.7009405, −1.7003340].
+    #[test]
+    fn adam_l2_matches_torch() {
+        let vars = vec![("w".to_string(), var(&[1.0, -2.0]))];
+        let cfg = AdamWConfig { lr: 0.1, weight_decay: 0.1, l2: true, ..Default::default() };
+        let mut opt = AdamW::new(vars.clone(), cfg).unwrap();
+        run_plain(&mut opt, &vars, 3);
+        assert_close(&values(&vars[0].1), &[0.7009405, -1.7003340], "w");
     }
 
     #[test]

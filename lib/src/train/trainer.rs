@@ -101,32 +101,7 @@ impl TrainConfig {
     /// Applies `key=value` overrides. Keys are dotted paths (`optimizer.lr=0.01`); a key naming
     /// a model field may omit `model.` (`num_classes=4`). Values are JSON, or a bare string.
     pub fn apply_overrides(&mut self, overrides: &[String]) -> Result<()> {
-        let mut root = serde_json::to_value(&*self)?;
-        let model_keys: Vec<String> =
-            root["model"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
-        for o in overrides {
-            let (key, val) = o.split_once('=').with_context(|| format!("override {o:?} is not key=value"))?;
-            let value = serde_json::from_str::<Value>(val).unwrap_or_else(|_| Value::String(val.to_string()));
-            let mut path: Vec<&str> = key.trim().split('.').collect();
-            if root.get(path[0]).is_none() && (model_keys.iter().any(|k| k == path[0]) || path.len() == 1) {
-                path.insert(0, "model");
-            }
-            let mut node = &mut root;
-            for (i, p) in path.iter().enumerate() {
-                if i + 1 == path.len() {
-                    node.as_object_mut()
-                        .with_context(|| format!("override {key:?}: not an object"))?
-                        .insert(p.to_string(), value.clone());
-                    break;
-                }
-                let obj = node.as_object_mut().with_context(|| format!("override {key:?}: not an object"))?;
-                node = obj.entry(p.to_string()).or_insert_with(|| Value::Object(Default::default()));
-                if node.is_null() {
-                    *node = Value::Object(Default::default());
-                }
-            }
-        }
-        *self = serde_json::from_value(root).context("config after overrides")?;
+        *self = apply_json_overrides(&*self, overrides, "model")?;
         self.validate()
     }
 
@@ -193,6 +168,43 @@ impl TrainConfig {
 }
 
 /// Where a run reads and writes.
+/// `config` with `key=value` overrides applied: keys are dotted paths into its JSON form
+/// (`optimizer.lr=0.01`); a key naming a field of the `section` object, or any bare key the top
+/// level lacks, goes into that section (`num_classes=4` → `model.num_classes`). Values are JSON,
+/// or a bare string.
+pub fn apply_json_overrides<T: Serialize + serde::de::DeserializeOwned>(
+    config: &T,
+    overrides: &[String],
+    section: &str,
+) -> Result<T> {
+    let mut root = serde_json::to_value(config)?;
+    let section_keys: Vec<String> =
+        root[section].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    for o in overrides {
+        let (key, val) = o.split_once('=').with_context(|| format!("override {o:?} is not key=value"))?;
+        let value = serde_json::from_str::<Value>(val).unwrap_or_else(|_| Value::String(val.to_string()));
+        let mut path: Vec<&str> = key.trim().split('.').collect();
+        if root.get(path[0]).is_none() && (section_keys.iter().any(|k| k == path[0]) || path.len() == 1) {
+            path.insert(0, section);
+        }
+        let mut node = &mut root;
+        for (i, p) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                node.as_object_mut()
+                    .with_context(|| format!("override {key:?}: not an object"))?
+                    .insert(p.to_string(), value.clone());
+                break;
+            }
+            let obj = node.as_object_mut().with_context(|| format!("override {key:?}: not an object"))?;
+            node = obj.entry(p.to_string()).or_insert_with(|| Value::Object(Default::default()));
+            if node.is_null() {
+                *node = Value::Object(Default::default());
+            }
+        }
+    }
+    serde_json::from_value(root).context("config after overrides")
+}
+
 pub struct TrainRun {
     pub config: TrainConfig,
     pub train: Source,

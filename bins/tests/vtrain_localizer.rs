@@ -1,0 +1,153 @@
+//! `vtrain --arch bmn` as a tool: PaddleVideo's data layout (a directory of per-video `.npy`
+//! features [T, C] and its per-video annotation JSON with `duration_second` and `subset`), the
+//! run's files, `--resume` continuing exactly where a run stopped, and bad input.
+
+mod common;
+use common::*;
+use std::path::Path;
+use vidkit::rng::Rng;
+
+const T: usize = 16;
+const C: usize = 8;
+
+/// Six videos of noise features with one segment each, a bump in the features where it lies;
+/// v_4 and v_5 are the validation subset. Another `.npy` of the wrong width when `bad` is set.
+fn dataset(p: &Path, bad: bool) {
+    std::fs::create_dir_all(p.join("feats")).unwrap();
+    let mut rng = Rng::new(5);
+    let mut ann = serde_json::Map::new();
+    for i in 0..6 {
+        let (a, b) = (2 + i, 7 + i);
+        let rows = ndarray::Array2::from_shape_fn((T, C), |(t, c)| {
+            let inside = (a..b).contains(&t) as u8 as f32;
+            (rng.uniform() as f32 - 0.5) * 0.2 + inside * (c % 2) as f32
+        });
+        ndarray_npy::write_npy(p.join(format!("feats/v_{i}.npy")), &rows).unwrap();
+        let dur = 32.0;
+        ann.insert(
+            format!("v_{i}"),
+            serde_json::json!({"duration_second": dur, "subset": if i < 4 {"training"} else {"validation"},
+                "annotations": [{"segment": [a as f64 * 2.0, b as f64 * 2.0], "label": "act"}]}),
+        );
+    }
+    // Features of a video the annotations do not know: reported and skipped.
+    ndarray_npy::write_npy(p.join("feats/v_unknown.npy"), &ndarray::Array2::<f32>::zeros((T, C))).unwrap();
+    if bad {
+        ndarray_npy::write_npy(p.join("feats/v_0.npy"), &ndarray::Array2::<f32>::zeros((T, C + 4))).unwrap();
+    }
+    std::fs::write(p.join("anno.json"), serde_json::Value::Object(ann).to_string()).unwrap();
+}
+
+fn train(p: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--arch",
+        "bmn",
+        "--train-list",
+        "feats",
+        "--gt",
+        "anno.json",
+        "--val-subset",
+        "validation",
+        "--out",
+        out,
+        "-o",
+        "tscale=16",
+        "-o",
+        "dscale=16",
+        "-o",
+        "num_sample=4",
+        "-o",
+        "hidden_1d=16",
+        "-o",
+        "hidden_2d=8",
+        "-o",
+        "hidden_3d=16",
+        "-o",
+        "batch_size=2",
+        "-o",
+        "epochs=3",
+    ];
+    args.extend_from_slice(extra);
+    run(env!("CARGO_BIN_EXE_vtrain"), &args, p)
+}
+
+#[test]
+fn trains_from_paddlevideo_npy_features_and_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    dataset(p, false);
+    let o = train(p, "full", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("v_unknown") && err.contains("not in the annotations"), "{err}");
+    assert!(err.contains("4 training videos, 2 validation videos"), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["epochs_run"], 3);
+    let auc = summary["last_val_auc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&auc), "{summary}");
+    for f in ["last.safetensors", "best.safetensors", "last.ckpt.safetensors", "log.jsonl"] {
+        assert!(p.join("full").join(f).is_file(), "{f}");
+    }
+    let log = std::fs::read_to_string(p.join("full/log.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"event\":\"epoch\"")).count(), 3);
+    // The model vpropose reads.
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &["--model", "full/last.safetensors", "feats/v_4.npy", "-q", "--top", "5"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Two epochs, then one more with --resume: the same weights as three in one go.
+    let o = train(p, "split", &["--stop-after", "2", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(p, "split", &["--resume", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(resumed["epochs_run"], 1);
+    let a = std::fs::read(p.join("full/last.safetensors")).unwrap();
+    let b = std::fs::read(p.join("split/last.safetensors")).unwrap();
+    assert!(a == b, "a resumed run differs from an uninterrupted one");
+}
+
+#[test]
+fn bad_input_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    dataset(p, true);
+    // One video of the wrong width: skipped with the reason, the rest trains.
+    let o = train(p, "r", &["-o", "epochs=1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("\"v_0\"") && err.contains("features are [16, 12]; the model takes [16, 8]"),
+        "{err}"
+    );
+    // Every video of the wrong length: one error naming the source and the first problem.
+    let o = train(p, "r2", &["-o", "tscale=20", "-o", "dscale=20"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("feats: none of its") && err.contains("vfeat --rescale 20"), "{err}");
+    assert!(!p.join("r2/last.safetensors").exists());
+    // No annotations.
+    let o = run(env!("CARGO_BIN_EXE_vtrain"), &["--arch", "bmn", "--train-list", "feats", "--out", "r3"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("give --gt FILE"), "{}", stderr(&o));
+    // Annotations without durations.
+    std::fs::write(p.join("nodur.json"), r#"{"v_1": {"annotations": [{"segment": [1, 2], "label": "a"}]}}"#)
+        .unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_vtrain"),
+        &["--arch", "bmn", "--train-list", "feats", "--gt", "nodur.json", "--out", "r4"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nodur.json: video \"v_1\" has no positive `duration`"), "{}", stderr(&o));
+    // --gt for a recognizer.
+    let o = run(
+        env!("CARGO_BIN_EXE_vtrain"),
+        &["--arch", "tsn_r18", "--train-list", "x.list", "--gt", "anno.json", "--out", "r5"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--gt is for localizers"), "{}", stderr(&o));
+}
