@@ -2,7 +2,8 @@
 # `make demo`: the main job end to end on generated data.
 #   vsynth (a labelled synthetic set) → vtrain (a small TSM) →
 #   vsample | vclassify (the validation videos through the pipe) → veval (metrics);
-#   then VideoTag's two stages: vsample | vfeat → HDF5 → vtrain AttentionLSTM → vsample | vfeat | vclassify
+#   then VideoTag's two stages: vsample | vfeat → HDF5 → vtrain AttentionLSTM → vsample | vfeat | vclassify;
+#   then temporal proposals: vsynth --segments → snippet features → vtrain BMN → vpropose → veval
 set -euo pipefail
 bin=${1:-target/debug}
 out=${DEMO_DIR:-target/demo}
@@ -41,3 +42,11 @@ say "   per-frame features into HDF5, AttentionLSTM trained on them, then vsampl
 make -s -f recipes/videotag.mk BIN="$bin" DATA="$out/synth2" EXTRACTOR="$out/tsn/best.safetensors" \
   OUT="$out/videotag" FRAMES=8 SIZE=32 EPOCHS="${DEMO_LSTM_EPOCHS:-40}" LR=0.003 \
   LSTM_OPTS='-o sequence.embedding_size=64 -o sequence.lstm_size=64 -o sequence.hidden_sizes=[128,64]'
+
+say "6. Temporal action proposals (recipes/activitynet.mk) on untrimmed videos with known actions:"
+say "   snippet features from the TSN above, BMN trained on them, AR@AN of its proposals"
+"$bin/vsynth" --segments -o "$out/untrimmed" --classes left,grow --videos 48 --duration 16-24 --size 64x48 --seed 7 -j 2 -q
+make -s -f recipes/activitynet.mk BIN="$bin" DATA="$out/untrimmed" EXTRACTOR="$out/tsn/best.safetensors" \
+  OUT="$out/activitynet" INTERVAL=6 SIZE=64 CROP=48 TSCALE=32 \
+  BMN_OPTS='-o num_sample=8 -o hidden_1d=64 -o hidden_2d=32 -o hidden_3d=128' \
+  TRAIN_OPTS="-o epochs=${DEMO_BMN_EPOCHS:-30} -o batch_size=4 -o 'schedule={\"name\":\"piecewise\",\"base_lr\":0.003,\"boundaries\":[24],\"values\":[0.003,0.0003]}'"

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use std::time::Instant;
-use vidkit::model::{build, from_tensors, frozen, init_weights_for, ModelConfig, ARCHS};
+use vidkit::model::{archs_for, build, from_tensors, frozen, init_weights_for, ModelConfig, Task};
 
 fn median_time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?; // warm-up (kernels load, buffers allocate)
@@ -32,7 +32,7 @@ fn main() -> Result<()> {
     let chosen: Vec<String> = args.iter().skip(1).cloned().collect();
     let gpu = Device::new_cuda(0).context("no CUDA device (build with --features cuda, run on a GPU)")?;
     let mut worst = 0f32;
-    for arch in ARCHS.iter().filter(|a| !["attention_lstm", "attention_cluster", "nextvlad"].contains(a)) {
+    for arch in archs_for(Task::Recognizer) {
         if !chosen.is_empty() && !chosen.iter().any(|c| c == arch) {
             continue;
         }

@@ -37,20 +37,9 @@ fn bmn_learns_to_propose_the_actions_of_untrimmed_videos() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     synth_untrimmed(p, "48", "16-24", "7");
-    // Lists of each subset, from the ground truth.
     let db: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("u/activity_net.json")).unwrap()).unwrap();
     let db = db["database"].as_object().unwrap();
-    for subset in ["training", "validation"] {
-        let lines: Vec<String> = db
-            .values()
-            .filter(|v| v["subset"] == subset)
-            .map(|v| format!("{} 0", v["url"].as_str().unwrap()))
-            .collect();
-        assert!(lines.len() >= 6, "{subset}: {} videos", lines.len());
-        std::fs::write(p.join(format!("u/{subset}.list")), lines.join("\n") + "\n").unwrap();
-    }
-    // A random TSN-R18 extractor (128-d features).
     write_random_tsn(&p.join("tsn.safetensors"), 16, 3);
     for subset in ["training", "validation"] {
         let pipe = format!(

@@ -237,6 +237,11 @@ fn segments_writes_untrimmed_videos_and_their_activitynet_ground_truth() {
     }
     assert!(actions >= 10, "{actions} actions in 8 videos");
     assert_eq!(std::fs::read_to_string(out.join("videos.list")).unwrap().lines().count(), 8);
+    let lines =
+        |f: &str| std::fs::read_to_string(out.join(f)).unwrap().lines().map(String::from).collect::<Vec<_>>();
+    let (train, val) = (lines("training.list"), lines("validation.list"));
+    assert_eq!((train.len(), val.len()), (6, 2));
+    assert_eq!([train, val].concat(), lines("videos.list"));
     // Same seed, same bytes.
     let again = d.path().join("again");
     let mut args2 = args.clone();

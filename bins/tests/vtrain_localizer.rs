@@ -122,6 +122,18 @@ fn bad_input_is_named() {
         err.contains("\"v_0\"") && err.contains("features are [16, 12]; the model takes [16, 8]"),
         "{err}"
     );
+    // Each tool refuses the other task's models, saying what the model is and who runs it.
+    let o = run(env!("CARGO_BIN_EXE_vclassify"), &["--model", "r/last.safetensors", "feats/v_1.npy"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bmn is a temporal localizer, not a recognizer"), "{}", stderr(&o));
+    write_random_tsn(&p.join("tsn.safetensors"), 8, 1);
+    let o = run(env!("CARGO_BIN_EXE_vpropose"), &["--model", "tsn.safetensors", "feats/v_1.npy"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("tsn_r18 is a recognizer of frames, not a temporal localizer"),
+        "{}",
+        stderr(&o)
+    );
     // Every video of the wrong length: one error naming the source and the first problem.
     let o = train(p, "r2", &["-o", "tscale=20", "-o", "dscale=20"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -4,7 +4,7 @@
 use crate::Outcome;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use vidkit::model::{import_checkpoint, save_model, ARCHS, LOCALIZER_ARCHS};
+use vidkit::model::{arch_info, arch_names, import_checkpoint, save_model, Task};
 
 const ABOUT: &str =
     "Import a PyTorch (torchvision, mmaction2, pytorchvideo) or Paddle (PaddleVideo) checkpoint as a vidkit model file";
@@ -129,7 +129,7 @@ Examples:
 pub struct Args {
     /// Architecture to import as (see --list-archs).
     #[arg(long, value_name = "NAME", required_unless_present = "list_archs",
-          value_parser = clap::builder::PossibleValuesParser::new(ARCHS.iter().chain(&LOCALIZER_ARCHS)))]
+          value_parser = clap::builder::PossibleValuesParser::new(arch_names()))]
     pub arch: Option<String>,
 
     /// Config override, KEY=VALUE with VALUE as JSON (e.g. frames=16, 'mean=[127.5,127.5,127.5]');
@@ -157,7 +157,7 @@ pub struct Args {
 pub fn main(args: Args) -> Result<Outcome> {
     if args.list_archs {
         let mut out = String::new();
-        for a in ARCHS.iter().chain(&LOCALIZER_ARCHS) {
+        for a in arch_names() {
             out.push_str(a);
             out.push('\n');
         }
@@ -170,7 +170,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     if input == output {
         bail!("{}: the output would overwrite the input", output.display());
     }
-    if arch == "bmn" {
+    if arch_info(arch)?.task == Task::Localizer {
         // Temporal localizers are not recognizers: their own importer and model file check.
         let (config, tensors) = vidkit::model::import_bmn_pdparams(input, &args.options)?;
         vidkit::model::save_tensors(&tensors, &config, output)?;

@@ -54,8 +54,11 @@ pub fn evaluate(args: &Args) -> Result<String> {
         if !args.quiet {
             eprintln!("proposals: {} videos, tIoU {}", m.videos, fmt_list(&thresholds));
             eprintln!("  AUC      {:6.2} %", 100.0 * m.auc);
-            for (k, v) in &at {
-                eprintln!("  AR@{k:<5} {:6.2} %", 100.0 * v.as_f64().unwrap_or(0.0));
+            // In AN order (the JSON object's keys sort as strings).
+            for k in [1u32, 5, 10, 100] {
+                if let Some(v) = at.get(&k.to_string()).and_then(|v| v.as_f64()) {
+                    eprintln!("  AR@{k:<5} {:6.2} %", 100.0 * v);
+                }
             }
         }
         if let Some(path) = &args.plot {

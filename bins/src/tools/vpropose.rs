@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use vidkit::featstore::{read_features, VideoFeatures};
 use vidkit::io::Output;
-use vidkit::model::{load_bmn, Bmn, BmnSpec};
+use vidkit::model::{load_localizer, Localizer, RawOutput};
 use vidkit::progress::Progress;
-use vidkit::proposals::{bmn_candidates, bmn_proposals};
 use vidkit::stream::{Array, RecordHeader, StreamWriter};
 
 const EXAMPLES: &str = "\
@@ -102,8 +101,7 @@ fn read_durations(path: &Path) -> Result<HashMap<String, f64>> {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    let model = load_bmn(&args.model)?;
-    let spec = model.spec.clone();
+    let model = load_localizer(&args.model)?;
     let durations = args.durations.as_deref().map(read_durations).transpose()?;
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut out = Output::open(args.output.as_deref())?;
@@ -115,10 +113,10 @@ pub fn main(args: Args) -> Result<Outcome> {
             let id = v.id.clone();
             let duration = video_duration(&v, durations.as_ref());
             if args.raw {
-                match forward_video(&model, &spec, &v, &args.modality) {
-                    Ok(maps) => {
+                match features_of(&v, &args.modality).and_then(|f| model.raw_outputs(f)) {
+                    Ok(outputs) => {
                         done += 1;
-                        write_raw(&mut out, &v.id, duration, maps).context("writing raw outputs")?;
+                        write_raw(&mut out, &v.id, duration, outputs).context("writing raw outputs")?;
                     }
                     Err(e) => {
                         failed += 1;
@@ -128,7 +126,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                 progress.inc(1);
                 continue;
             }
-            match propose(&model, &spec, &v, &args, duration) {
+            match propose(model.as_ref(), &v, &args, duration) {
                 Ok(line) => {
                     done += 1;
                     if args.format == "activitynet" {
@@ -170,64 +168,29 @@ fn video_duration(v: &VideoFeatures, durations: Option<&HashMap<String, f64>>) -
     })
 }
 
-/// BMN's outputs for one video: the map [2·D·T], start and end [T].
-type Maps = (Vec<f32>, Vec<f32>, Vec<f32>);
-
-fn forward_video(model: &Bmn, spec: &BmnSpec, v: &VideoFeatures, modality: &str) -> Result<Maps> {
-    let rows = v.modality(modality).with_context(|| format!("no {modality:?} features"))?;
-    let (t, c) = rows.dim();
-    if c != spec.feat_dim || t != spec.tscale {
-        bail!(
-            "features are [{t}, {c}]; the model takes [{}, {}] (resample with vfeat --rescale {})",
-            spec.tscale,
-            spec.feat_dim,
-            spec.tscale
-        );
-    }
-    if let Some((i, _)) = rows.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        bail!("features row {} column {} is not a finite number", i / c, i % c);
-    }
-    // BMN takes channels first: [1, C, T].
-    let x = candle_core::Tensor::from_vec(
-        rows.t().iter().copied().collect::<Vec<f32>>(),
-        (1, c, t),
-        &candle_core::Device::Cpu,
-    )?;
-    let o = model.forward(&x)?;
-    Ok((o.bm.flatten_all()?.to_vec1()?, o.start.flatten_all()?.to_vec1()?, o.end.flatten_all()?.to_vec1()?))
+fn features_of<'a>(v: &'a VideoFeatures, modality: &str) -> Result<&'a ndarray::Array2<f32>> {
+    v.modality(modality).with_context(|| format!("no {modality:?} features"))
 }
 
-/// `--raw`: the three outputs as features-stream records.
-fn write_raw(out: &mut Output, id: &str, duration: Option<f64>, (bm, start, end): Maps) -> Result<()> {
-    let t = start.len();
-    let d = bm.len() / (2 * t);
+/// `--raw`: each output as a features-stream record whose header names it.
+fn write_raw(out: &mut Output, id: &str, duration: Option<f64>, outputs: Vec<RawOutput>) -> Result<()> {
     let mut w = StreamWriter::new(out);
-    for (name, layout, shape, data) in
-        [("start", "T", vec![t], start), ("end", "T", vec![t], end), ("bm", "KDT", vec![2, d, t], bm)]
-    {
+    for o in outputs {
         let mut h = RecordHeader::features(id);
-        h.layout = Some(layout.into());
-        h.extra.insert("output".into(), name.into());
+        h.layout = Some(o.layout.into());
+        h.extra.insert("output".into(), o.name.into());
         if let Some(s) = duration {
             h.extra.insert("duration".into(), s.into());
         }
-        w.write_record(&h, &Array::F32(ndarray::ArrayD::from_shape_vec(shape, data)?))?;
+        w.write_record(&h, &Array::F32(o.array))?;
     }
     w.flush()?;
     Ok(())
 }
 
 /// One video's proposals as its output line.
-fn propose(
-    model: &Bmn,
-    spec: &BmnSpec,
-    v: &VideoFeatures,
-    args: &Args,
-    duration: Option<f64>,
-) -> Result<Value> {
-    let (bm, start, end) = forward_video(model, spec, v, &args.modality)?;
-    let candidates = bmn_candidates(&bm, &start, &end, spec.dscale)?;
-    let props = bmn_proposals(candidates, duration.unwrap_or(1.0), args.top as usize);
+fn propose(model: &dyn Localizer, v: &VideoFeatures, args: &Args, duration: Option<f64>) -> Result<Value> {
+    let props = model.propose(features_of(v, &args.modality)?, duration.unwrap_or(1.0), args.top as usize)?;
     let segments: Vec<Value> =
         props.iter().map(|p| json!({"segment": [p.xmin, p.xmax], "score": p.score})).collect();
     let mut line = json!({"video": v.id, "segments": segments});

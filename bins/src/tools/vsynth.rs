@@ -81,8 +81,9 @@ pub struct Args {
     /// Untrimmed videos for temporal localization instead: --videos videos of --duration
     /// seconds, each one scene in which several actions of the classes happen (each a clip as
     /// above, held 1-3 times slower) between stretches of the empty scene; DIR/videos/v_NNNN.mp4,
-    /// DIR/videos.list, and DIR/activity_net.json (ActivityNet 1.3 ground truth: segments in
-    /// seconds and labels; the last quarter of the videos in subset validation).
+    /// DIR/videos.list (training.list and validation.list: each subset's), and
+    /// DIR/activity_net.json (ActivityNet 1.3 ground truth: segments in seconds and labels; the
+    /// last quarter of the videos in subset validation).
     #[arg(long, conflicts_with = "per_class")]
     pub segments: bool,
 

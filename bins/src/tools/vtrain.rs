@@ -99,8 +99,9 @@ pub struct Args {
     /// Seed (overrides the config's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Localizers (bmn): the segment annotations, an ActivityNet JSON or PaddleVideo's /
-    /// MMAction2's per-video JSON (id -> {duration_second, annotations}).
+    /// Localizers (bmn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
+    /// MMAction2's per-video JSON (id -> {duration_second, annotations}) or a THUMOS14
+    /// annotation directory (subsets validation and test; durations from the features).
     #[arg(long, value_name = "FILE")]
     pub gt: Option<PathBuf>,
     /// Localizers: train on the annotated videos of this subset only (e.g. training).
@@ -140,15 +141,13 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    if vidkit::model::LOCALIZER_ARCHS.contains(&args.arch.as_str()) {
+    let task = vidkit::model::arch_info(&args.arch)?.task;
+    if task == vidkit::model::Task::Localizer {
         return train_localizer(args);
     }
     if args.gt.is_some() {
-        bail!(
-            "--gt is for localizers ({}); {} learns from list labels",
-            vidkit::model::LOCALIZER_ARCHS.join(", "),
-            args.arch
-        );
+        let localizers: Vec<&str> = vidkit::model::archs_for(vidkit::model::Task::Localizer).collect();
+        bail!("--gt is for localizers ({}); {} learns from list labels", localizers.join(", "), args.arch);
     }
     let mut cfg = match &args.config {
         Some(p) => {

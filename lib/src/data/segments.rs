@@ -232,20 +232,42 @@ pub fn align_prediction_ids(gt: &SegmentGroundTruth, preds: SegmentPredictions) 
 }
 
 /// One annotated video for training a localizer: its subset (when the file names one), duration
-/// in seconds and segments.
+/// in seconds (THUMOS14's annotations have none: it comes from the features then) and segments.
 #[derive(Clone, Debug)]
 pub struct AnnotatedVideo {
     pub id: String,
     pub subset: Option<String>,
-    pub duration: f64,
+    pub duration: Option<f64>,
     pub segments: Vec<Segment>,
 }
 
 /// Reads every annotated video of a localization annotation file: an ActivityNet JSON
 /// (`database`: id → {`subset`, `duration`, `annotations`}) or the per-video form PaddleVideo's
 /// and MMAction2's files use (id → {`duration_second`, `annotations`, `subset`?}). Videos without
-/// segments are left out; a video without a positive duration is an error.
+/// segments are left out; a video without a positive duration is an error. A THUMOS14
+/// annotation directory gives its `validation` and `test` subsets, without durations.
 pub fn read_annotations(path: &Path) -> Result<Vec<AnnotatedVideo>> {
+    if path.is_dir() {
+        let mut out = Vec::new();
+        for subset in ["validation", "test"] {
+            // A directory with one of the two subsets is fine; with neither, the error says so.
+            if let Ok(gt) = read_thumos(path, subset) {
+                out.extend(gt.videos.into_iter().map(|(id, segments)| AnnotatedVideo {
+                    id,
+                    subset: Some(subset.to_string()),
+                    duration: None,
+                    segments,
+                }));
+            }
+        }
+        if out.is_empty() {
+            bail!(
+                "{}: no THUMOS14 annotation files (`*_val.txt`, `*_test.txt`) with segments",
+                path.display()
+            );
+        }
+        return Ok(out);
+    }
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let data: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let videos = data.get("database").unwrap_or(&data).as_object().with_context(|| {
@@ -269,7 +291,7 @@ pub fn read_annotations(path: &Path) -> Result<Vec<AnnotatedVideo>> {
         }
         if !segments.is_empty() {
             let subset = v.get("subset").and_then(Value::as_str).map(str::to_string);
-            out.push(AnnotatedVideo { id: id.clone(), subset, duration, segments });
+            out.push(AnnotatedVideo { id: id.clone(), subset, duration: Some(duration), segments });
         }
     }
     if out.is_empty() {

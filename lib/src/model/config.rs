@@ -150,7 +150,7 @@ impl SequenceSpec {
 impl ModelConfig {
     /// Whether `arch` takes feature sequences rather than frames.
     pub fn is_sequence_arch(arch: &str) -> bool {
-        SequenceSpec::defaults(arch).is_some()
+        super::arch_info(arch).is_ok_and(|a| a.task == super::Task::SequenceRecognizer)
     }
 
     /// The 3D CNNs of pytorchvideo's model zoo (see `model::zoo_input`).

@@ -347,9 +347,8 @@ pub fn import_checkpoint(path: &Path, arch: &str, overrides: &[String]) -> Resul
 /// (`num_classes` and `base_width` from the weights unless overridden, then `-o key=value`
 /// overrides) and fills the model, refusing weights that do not fit. Errors name `path`.
 pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
-    if !super::ARCHS.contains(&arch) {
-        bail!("unknown architecture {arch:?} (known: {})", super::ARCHS.join(", "));
-    }
+    use super::Task;
+    super::require_task(arch, &[Task::Recognizer, Task::SequenceRecognizer])?;
     let (tensors, state_dict_key) = read_torch_state_dict(path)?;
     let tensors_read = tensors.len();
     if ModelConfig::is_sequence_arch(arch) {

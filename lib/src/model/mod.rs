@@ -8,9 +8,11 @@ mod import;
 mod import_3d;
 mod import_paddle;
 mod init;
+mod localizer;
 mod pdparams;
 mod pplcnet_v2;
 mod recognizer2d;
+mod registry;
 mod resnet;
 mod resnet3d;
 mod resnet_vd;
@@ -32,8 +34,10 @@ pub use import::{
 pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::{init_weights, init_weights_for};
+pub use localizer::{load_localizer, Localizer, RawOutput};
 pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
+pub use registry::{arch_info, arch_names, archs_for, require_task, ArchInfo, Task, ZooInput, REGISTRY};
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
@@ -41,68 +45,14 @@ pub use slowfast::SlowFast;
 pub use x3d::X3d;
 
 use crate::rng::Rng;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-/// Every registered architecture.
-pub const ARCHS: [&str; 24] = [
-    "tsn_r18",
-    "tsn_r34",
-    "tsn_r50",
-    "tsn_r101",
-    "tsm_r18",
-    "tsm_r34",
-    "tsm_r50",
-    "tsm_r101",
-    "attention_lstm",
-    "attention_cluster",
-    "nextvlad",
-    "c2d_r50",
-    "i3d_r50",
-    "slow_r50",
-    "r2plus1d_r50",
-    "csn_r101",
-    "slowfast_r50",
-    "slowfast_r101",
-    "x3d_xs",
-    "x3d_s",
-    "x3d_m",
-    "x3d_l",
-    "pptsm_r50vd",
-    "pptsmv2_lcnetv2",
-];
-
-/// Registered architectures that are not recognizers: temporal localizers (`vpropose` runs them;
-/// `vconvert` imports them). They are built by their own loaders, not `build`.
-pub const LOCALIZER_ARCHS: [&str; 1] = ["bmn"];
-
-/// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
-/// and center crop for testing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ZooInput {
-    pub frames: usize,
-    pub interval: usize,
-    pub short_side: u32,
-    pub crop_size: u32,
-}
-
-/// pytorchvideo's model zoo settings (MODEL_ZOO.md, Kinetics-400) for the 3D CNNs.
+/// The input a zoo model was trained on ([`REGISTRY`]'s `input`), for the 3D CNNs of
+/// pytorchvideo's model zoo.
 pub fn zoo_input(arch: &str) -> Option<ZooInput> {
-    let z = |frames, interval, short_side, crop_size| ZooInput { frames, interval, short_side, crop_size };
-    Some(match arch {
-        "c2d_r50" | "i3d_r50" | "slow_r50" => z(8, 8, 256, 224),
-        "r2plus1d_r50" => z(16, 4, 256, 224),
-        "csn_r101" => z(32, 2, 256, 224),
-        // SLOWFAST_8x8: the fast pathway's 32 frames every 2 (slow: 8 of them, inside the model)
-        "slowfast_r50" | "slowfast_r101" => z(32, 2, 256, 224),
-        // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial
-        "x3d_xs" => z(4, 12, 182, 182),
-        "x3d_s" => z(13, 6, 182, 182),
-        "x3d_m" => z(16, 5, 256, 256),
-        "x3d_l" => z(16, 5, 356, 356),
-        _ => return None,
-    })
+    arch_info(arch).ok().and_then(|a| a.input)
 }
 
 /// A built model of any registered architecture.
@@ -242,38 +192,43 @@ impl Model {
     }
 }
 
-/// Builds `config.arch` with parameters from `vb` (fresh ones when it wraps an empty VarMap).
+/// Builds `config.arch` (a recognizer: of frames or of feature sequences) with parameters from
+/// `vb` (fresh ones when it wraps an empty VarMap); the family comes from the registry.
 pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
-    config.validate()?;
     let arch = config.arch.as_str();
-    if arch == "pptsm_r50vd" {
-        return Ok(Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?));
-    }
-    if arch == "pptsmv2_lcnetv2" {
-        return Ok(Model::Recognizer2d(Recognizer2d::pptsmv2(config.clone(), vb)?));
-    }
-    let (family, depth) = match arch.split_once("_r") {
-        Some((f, d)) if ["tsn", "tsm"].contains(&f) => (f, d.parse::<usize>().ok()),
-        _ => ("", None),
-    };
-    if ModelConfig::is_sequence_arch(arch) {
-        return Ok(Model::Sequence(SequenceModel::new(config.clone(), vb)?));
-    }
-    if let Some(spec) = ResNet3dSpec::for_arch(arch) {
-        return Ok(Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?));
-    }
-    if let Some((depth, fusion_kernel)) = slowfast::slowfast_variant(arch) {
-        return Ok(Model::SlowFast(SlowFast::new(config.clone(), depth, fusion_kernel, vb)?));
-    }
-    if let Some(depth_factor) = x3d::x3d_depth_factor(arch) {
-        return Ok(Model::X3d(X3d::new(config.clone(), depth_factor, vb)?));
-    }
-    match (family, depth) {
-        (f, Some(d)) if resnet_layout(d).is_some() && [18, 34, 50, 101].contains(&d) => {
-            Ok(Model::Recognizer2d(Recognizer2d::new(config.clone(), d, f == "tsm", vb)?))
+    let info = require_task(arch, &[Task::Recognizer, Task::SequenceRecognizer])?;
+    config.validate()?;
+    Ok(match info.family {
+        "sequence" => Model::Sequence(SequenceModel::new(config.clone(), vb)?),
+        "resnet3d" => {
+            let spec = ResNet3dSpec::for_arch(arch).context("resnet3d: no spec")?;
+            Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?)
         }
-        _ => bail!("unknown architecture {arch:?} (known: {})", ARCHS.join(", ")),
-    }
+        "slowfast" => {
+            let (depth, fusion_kernel) = slowfast::slowfast_variant(arch).context("slowfast: no variant")?;
+            Model::SlowFast(SlowFast::new(config.clone(), depth, fusion_kernel, vb)?)
+        }
+        "x3d" => {
+            let depth_factor = x3d::x3d_depth_factor(arch).context("x3d: no variant")?;
+            Model::X3d(X3d::new(config.clone(), depth_factor, vb)?)
+        }
+        "recognizer2d" if arch == "pptsm_r50vd" => {
+            Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?)
+        }
+        "recognizer2d" if arch == "pptsmv2_lcnetv2" => {
+            Model::Recognizer2d(Recognizer2d::pptsmv2(config.clone(), vb)?)
+        }
+        "recognizer2d" => {
+            // tsn_rNN / tsm_rNN: torchvision's ResNet-NN, TSM with the temporal shift.
+            let (family, depth) = arch.split_once("_r").context("tsn/tsm name")?;
+            let depth: usize = depth.parse()?;
+            if resnet_layout(depth).is_none() {
+                bail!("{arch}: no ResNet-{depth}");
+            }
+            Model::Recognizer2d(Recognizer2d::new(config.clone(), depth, family == "tsm", vb)?)
+        }
+        other => bail!("{arch}: the registry names family {other:?}, which build does not know"),
+    })
 }
 
 #[cfg(test)]
@@ -351,7 +306,7 @@ mod classifier_names {
     /// and a [classes] bias in every architecture.
     #[test]
     fn every_architecture_names_its_classifier() {
-        for arch in ARCHS {
+        for arch in archs_for(Task::Recognizer).chain(archs_for(Task::SequenceRecognizer)) {
             let mut cfg = ModelConfig::defaults(arch);
             cfg.num_classes = 3;
             if !arch.starts_with("pptsmv2") {
@@ -417,8 +372,7 @@ mod portable_path {
     #[test]
     fn candle_only_ops_give_the_kernels_logits() {
         let mut failures = Vec::new();
-        for arch in ARCHS.iter().filter(|a| !["attention_lstm", "attention_cluster", "nextvlad"].contains(a))
-        {
+        for arch in archs_for(Task::Recognizer) {
             let mut cfg = ModelConfig::defaults(arch);
             cfg.num_classes = 5;
             if !arch.starts_with("pptsmv2") {

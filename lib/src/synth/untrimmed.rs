@@ -97,7 +97,8 @@ fn plan(opts: &UntrimmedOptions, index: usize) -> (Vec<ClipSpec>, UntrimmedVideo
 }
 
 /// Writes the videos and `activity_net.json` (ActivityNet 1.3 ground truth: the last quarter of
-/// the videos in subset `validation`, the rest in `training`) and `videos.list` into `opts.out`;
+/// the videos in subset `validation`, the rest in `training`), `videos.list` and the subsets'
+/// `training.list` and `validation.list` (paths relative to `opts.out`) into `opts.out`;
 /// `done` is called (from a worker) as each video is written.
 pub fn generate_untrimmed(
     opts: &UntrimmedOptions,
@@ -176,11 +177,14 @@ pub fn generate_untrimmed(
     let mut f = AtomicFile::create(&path)?;
     writeln!(f, "{gt}").with_context(|| format!("{}: cannot write", path.display()))?;
     f.commit()?;
-    let path = opts.out.join("videos.list");
-    let mut f = AtomicFile::create(&path)?;
-    for v in &videos {
-        writeln!(f, "{}", v.path).with_context(|| format!("{}: cannot write", path.display()))?;
+    // Every video, and each subset's videos (the lists recipes/activitynet.mk reads).
+    for (name, keep) in [("videos", None), ("training", Some(false)), ("validation", Some(true))] {
+        let path = opts.out.join(format!("{name}.list"));
+        let mut f = AtomicFile::create(&path)?;
+        for v in videos.iter().filter(|v| keep.is_none_or(|k| v.validation == k)) {
+            writeln!(f, "{}", v.path).with_context(|| format!("{}: cannot write", path.display()))?;
+        }
+        f.commit()?;
     }
-    f.commit()?;
     Ok(videos)
 }

@@ -2,11 +2,12 @@
 //! PaddleVideo trains it (`configs/localization/bmn.yaml`, `BMNLocalizer`): features [T, C] of
 //! each video (already resampled to T steps: `vfeat --rescale T`), targets from the annotations
 //! ([`super::bmn::bmn_targets`], the video's duration from the annotation file as
-//! `duration_second`), `BMNLoss`, Adam with L2 decay 1e-4, the rate 1e-3 then 1e-4.
+//! `duration_second`, or from the features where the annotations have none, as THUMOS14's), `BMNLoss`, Adam with L2 decay 1e-4, the rate 1e-3 then 1e-4.
 //!
 //! Validation proposes on the held-out videos exactly as `vpropose` does (candidates, soft-NMS,
 //! the best `top`) and scores them as `veval --proposals` (ActivityNet's AR@AN AUC over tIoU
-//! 0.5:0.05:0.95); `best.safetensors` is the model of the best AUC.
+//! 0.5:0.05:0.95); `best.safetensors` is the model of the best AUC (without validation videos,
+//! the last epoch's).
 
 use super::bmn::{bmn_loss, bmn_targets, BmnTargets};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
@@ -141,11 +142,16 @@ pub fn localizer_samples(
                 bail!("features row {} column {} is not a finite number", i / c, i % c);
             }
             let segments: Vec<(f64, f64)> = ann.segments.iter().map(|s| (s.t0, s.t1)).collect();
-            let targets = bmn_targets(&segments, ann.duration, spec.tscale, spec.dscale)?;
+            // The annotations' duration (PaddleVideo's `duration_second`), else the features'.
+            let duration = ann
+                .duration
+                .or(v.duration)
+                .context("no duration in the annotations or the features (a store or stream has it)")?;
+            let targets = bmn_targets(&segments, duration, spec.tscale, spec.dscale)?;
             Ok(LocalizerSample {
                 id: ann.id.clone(),
                 features: rows.t().iter().copied().collect(),
-                duration: ann.duration,
+                duration,
                 segments,
                 targets,
             })
@@ -357,6 +363,10 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
             progress.eprintln(&format!("vtrain: {line}"));
         }
         save_model(&varmap, &model_cfg, &run.out_dir.join("last.safetensors"))?;
+        if run.val.is_none() {
+            // Nothing to choose by: the best model is the latest.
+            save_model(&varmap, &model_cfg, &run.out_dir.join("best.safetensors"))?;
+        }
         state.extra = serde_json::json!({"config": cfg});
         save_checkpoint(&ckpt_path, &varmap, &model_cfg, optim.as_ref(), &state)?;
         summary.epochs_run += 1;

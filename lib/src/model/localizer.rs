@@ -1,0 +1,106 @@
+//! The task trait of temporal localizers (DESIGN.md §2.5): a model that takes one video's feature
+//! sequence [T, C] and gives temporal proposals, or its raw outputs for users who post-process
+//! themselves. `vpropose` runs any of them through [`load_localizer`]; the registry names which
+//! architectures are localizers and which family builds each.
+
+use super::{bmn_spec, load_bmn, registry, Bmn, ModelConfig};
+use crate::proposals::{bmn_candidates, bmn_proposals, Proposal};
+use anyhow::{bail, Result};
+use ndarray::{Array2, ArrayD};
+
+/// One named output of a localizer for one video (`vpropose --raw` writes each as a record).
+pub struct RawOutput {
+    pub name: &'static str,
+    /// Axis names, as the stream header's `layout`.
+    pub layout: &'static str,
+    pub array: ArrayD<f32>,
+}
+
+pub trait Localizer: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+
+    /// Steps and channels of the feature sequence [T, C] it takes.
+    fn input_shape(&self) -> (usize, usize);
+
+    /// Its outputs for one video's features [T, C].
+    fn raw_outputs(&self, features: &Array2<f32>) -> Result<Vec<RawOutput>>;
+
+    /// Proposals for one video's features, best first, at most `top`, in seconds of a video
+    /// `duration` seconds long (pass 1 for the normalised [0, 1] scale).
+    fn propose(&self, features: &Array2<f32>, duration: f64, top: usize) -> Result<Vec<Proposal>>;
+}
+
+/// Refuses features of the wrong shape (naming the fix) or with a non-finite value.
+pub fn check_features(features: &Array2<f32>, (steps, width): (usize, usize)) -> Result<()> {
+    let (t, c) = features.dim();
+    if (t, c) != (steps, width) {
+        bail!("features are [{t}, {c}]; the model takes [{steps}, {width}] (resample with vfeat --rescale {steps})");
+    }
+    if let Some(i) = features.iter().position(|x| !x.is_finite()) {
+        bail!("features row {} column {} is not a finite number", i / c, i % c);
+    }
+    Ok(())
+}
+
+impl Bmn {
+    /// The start, end and map outputs for one video.
+    fn maps(&self, features: &Array2<f32>) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        check_features(features, self.input_shape())?;
+        let (t, c) = features.dim();
+        // BMN takes channels first: [1, C, T].
+        let x = candle_core::Tensor::from_vec(
+            features.t().iter().copied().collect::<Vec<f32>>(),
+            (1, c, t),
+            &candle_core::Device::Cpu,
+        )?;
+        let o = self.forward(&x)?;
+        Ok((
+            o.bm.flatten_all()?.to_vec1()?,
+            o.start.flatten_all()?.to_vec1()?,
+            o.end.flatten_all()?.to_vec1()?,
+        ))
+    }
+}
+
+impl Localizer for Bmn {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn input_shape(&self) -> (usize, usize) {
+        (self.spec.tscale, self.spec.feat_dim)
+    }
+
+    /// `start` [T], `end` [T] and `bm` [2, D, T] (regression and classification maps; entry
+    /// (d, t) the proposal from step t lasting d + 1 steps).
+    fn raw_outputs(&self, features: &Array2<f32>) -> Result<Vec<RawOutput>> {
+        let (bm, start, end) = self.maps(features)?;
+        let (t, d) = (self.spec.tscale, self.spec.dscale);
+        Ok(vec![
+            RawOutput { name: "start", layout: "T", array: ArrayD::from_shape_vec(vec![t], start)? },
+            RawOutput { name: "end", layout: "T", array: ArrayD::from_shape_vec(vec![t], end)? },
+            RawOutput { name: "bm", layout: "KDT", array: ArrayD::from_shape_vec(vec![2, d, t], bm)? },
+        ])
+    }
+
+    /// PaddleVideo's `bmn_metric.py`: candidates, soft-NMS, the best `top`.
+    fn propose(&self, features: &Array2<f32>, duration: f64, top: usize) -> Result<Vec<Proposal>> {
+        let (bm, start, end) = self.maps(features)?;
+        Ok(bmn_proposals(bmn_candidates(&bm, &start, &end, self.spec.dscale)?, duration, top))
+    }
+}
+
+/// Loads a localizer model file, whichever registered family it is; any other model is refused
+/// with what it is and which tools run it.
+pub fn load_localizer(path: &std::path::Path) -> Result<Box<dyn Localizer>> {
+    let cfg = super::read_config(path)?;
+    let info = registry::require_task(&cfg.arch, &[registry::Task::Localizer])
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    match info.family {
+        "bmn" => {
+            bmn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+            Ok(Box::new(load_bmn(path)?))
+        }
+        other => bail!("{}: localizer family {other:?} has no loader", path.display()),
+    }
+}

@@ -1,0 +1,177 @@
+//! The registry of architectures (DESIGN.md §2.5): one row per architecture with its name, the
+//! task it serves, the family that builds it, the checkpoint formats `vconvert` imports it from
+//! and, for zoo models, the input it was trained on. Tools ask for the task they serve
+//! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
+//! here and a parity fixture.
+
+use anyhow::{bail, Result};
+
+/// What a model does, and so which tools run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// Class scores for clips of frames (`vclassify`, `vfeat`, `vtrain` from lists): the
+    /// [`super::Model`] enum.
+    Recognizer,
+    /// Class scores for a video's feature sequence (VideoTag's second stage): also a
+    /// [`super::Model`], fed by `vfeat`.
+    SequenceRecognizer,
+    /// Temporal proposals for a video's feature sequence (`vpropose`): a [`super::Localizer`].
+    Localizer,
+}
+
+impl Task {
+    /// The task in a sentence's words.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Task::Recognizer => "recognizer of frames",
+            Task::SequenceRecognizer => "recognizer of feature sequences",
+            Task::Localizer => "temporal localizer",
+        }
+    }
+
+    /// The tools that run a model of this task.
+    pub fn tools(self) -> &'static str {
+        match self {
+            Task::Recognizer => "vclassify and vfeat run it, vtrain trains it from video lists",
+            Task::SequenceRecognizer => {
+                "vclassify runs it on vfeat's features, vtrain trains it from feature stores"
+            }
+            Task::Localizer => {
+                "vpropose runs it on feature sequences, vtrain trains it with --gt annotations"
+            }
+        }
+    }
+}
+
+/// The input a zoo model was trained on: T frames every `interval` (dense sampling), short side
+/// and center crop for testing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZooInput {
+    pub frames: usize,
+    pub interval: usize,
+    pub short_side: u32,
+    pub crop_size: u32,
+}
+
+/// One architecture.
+#[derive(Clone, Copy, Debug)]
+pub struct ArchInfo {
+    pub name: &'static str,
+    pub task: Task,
+    /// The module that builds it: `recognizer2d`, `resnet3d`, `slowfast`, `x3d`, `sequence`,
+    /// `bmn`.
+    pub family: &'static str,
+    /// Checkpoint formats `vconvert` imports it from.
+    pub imports: &'static [&'static str],
+    /// pytorchvideo's model zoo settings (MODEL_ZOO.md, Kinetics-400) for the 3D CNNs.
+    pub input: Option<ZooInput>,
+}
+
+const TORCH_2D: &[&str] = &["torchvision", "mmaction2"];
+const TORCH_3D: &[&str] = &["pytorchvideo", "mmaction2"];
+const PYTORCHVIDEO: &[&str] = &["pytorchvideo"];
+const PADDLE: &[&str] = &["paddlevideo"];
+
+const fn zoo(frames: usize, interval: usize, short_side: u32, crop_size: u32) -> Option<ZooInput> {
+    Some(ZooInput { frames, interval, short_side, crop_size })
+}
+
+const fn row(
+    name: &'static str,
+    task: Task,
+    family: &'static str,
+    imports: &'static [&'static str],
+    input: Option<ZooInput>,
+) -> ArchInfo {
+    ArchInfo { name, task, family, imports, input }
+}
+
+use Task::{Localizer, Recognizer, SequenceRecognizer};
+
+/// Every registered architecture.
+pub const REGISTRY: &[ArchInfo] = &[
+    row("tsn_r18", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsn_r34", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsn_r50", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsn_r101", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsm_r18", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsm_r34", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsm_r50", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("tsm_r101", Recognizer, "recognizer2d", TORCH_2D, None),
+    row("attention_lstm", SequenceRecognizer, "sequence", PADDLE, None),
+    row("attention_cluster", SequenceRecognizer, "sequence", PADDLE, None),
+    row("nextvlad", SequenceRecognizer, "sequence", PADDLE, None),
+    row("c2d_r50", Recognizer, "resnet3d", PYTORCHVIDEO, zoo(8, 8, 256, 224)),
+    row("i3d_r50", Recognizer, "resnet3d", TORCH_3D, zoo(8, 8, 256, 224)),
+    row("slow_r50", Recognizer, "resnet3d", TORCH_3D, zoo(8, 8, 256, 224)),
+    row("r2plus1d_r50", Recognizer, "resnet3d", PYTORCHVIDEO, zoo(16, 4, 256, 224)),
+    row("csn_r101", Recognizer, "resnet3d", TORCH_3D, zoo(32, 2, 256, 224)),
+    // SLOWFAST_8x8: the fast pathway's 32 frames every 2 (slow: 8 of them, inside the model).
+    row("slowfast_r50", Recognizer, "slowfast", TORCH_3D, zoo(32, 2, 256, 224)),
+    row("slowfast_r101", Recognizer, "slowfast", TORCH_3D, zoo(32, 2, 256, 224)),
+    // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial.
+    row("x3d_xs", Recognizer, "x3d", TORCH_3D, zoo(4, 12, 182, 182)),
+    row("x3d_s", Recognizer, "x3d", TORCH_3D, zoo(13, 6, 182, 182)),
+    row("x3d_m", Recognizer, "x3d", TORCH_3D, zoo(16, 5, 256, 256)),
+    row("x3d_l", Recognizer, "x3d", TORCH_3D, zoo(16, 5, 356, 356)),
+    row("pptsm_r50vd", Recognizer, "recognizer2d", PADDLE, None),
+    row("pptsmv2_lcnetv2", Recognizer, "recognizer2d", PADDLE, None),
+    row("bmn", Localizer, "bmn", PADDLE, None),
+];
+
+/// The names of every registered architecture, in table order.
+pub fn arch_names() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|a| a.name)
+}
+
+/// The architectures of `task`, in table order.
+pub fn archs_for(task: Task) -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().filter(move |a| a.task == task).map(|a| a.name)
+}
+
+/// The row of `arch`, or an error listing the known ones.
+pub fn arch_info(arch: &str) -> Result<&'static ArchInfo> {
+    match REGISTRY.iter().find(|a| a.name == arch) {
+        Some(a) => Ok(a),
+        None => {
+            bail!("unknown architecture {arch:?} (known: {})", arch_names().collect::<Vec<_>>().join(", "))
+        }
+    }
+}
+
+/// The row of `arch` when it serves one of `tasks`; otherwise one line saying what it is, what
+/// was wanted and which tools run it.
+pub fn require_task(arch: &str, tasks: &[Task]) -> Result<&'static ArchInfo> {
+    let info = arch_info(arch)?;
+    if !tasks.contains(&info.task) {
+        let wanted: Vec<&str> = tasks.iter().map(|t| t.noun()).collect();
+        bail!("{arch} is a {}, not a {} ({})", info.task.noun(), wanted.join(" or "), info.task.tools());
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_tasks_are_refused_with_the_right_tools() {
+        let mut names: Vec<&str> = arch_names().collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+        assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn"]);
+        let e = require_task("bmn", &[Task::Recognizer, Task::SequenceRecognizer]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("bmn is a temporal localizer, not a recognizer of frames or"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("(vpropose runs it"), "{e}");
+        let e = require_task("tsm_r50", &[Task::Localizer]).unwrap_err();
+        assert!(
+            e.to_string().contains("tsm_r50 is a recognizer of frames, not a temporal localizer (vclassify"),
+            "{e}"
+        );
+        assert!(arch_info("tsm_r52").unwrap_err().to_string().contains("known: tsn_r18"));
+    }
+}
