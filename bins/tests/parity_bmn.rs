@@ -12,12 +12,25 @@ use vidkit::model::{Bmn, BmnSpec, ModelConfig, SampleMask};
 fn fixture(name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
     let script = workspace_root().join("scripts/export_bmn_parity.py");
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    cached_fixture("bmn-parity", &[script.clone()], name, paddle_peers_python, &script, &args)
+    cached_fixture("bmn-parity", std::slice::from_ref(&script), name, paddle_peers_python, &script, &args)
 }
 
 fn tensor(path: &Path) -> candle_core::Tensor {
     let (shape, data) = read_npy_f32(path);
     candle_core::Tensor::from_vec(data, shape, &candle_core::Device::Cpu).unwrap()
+}
+
+/// Equal lists of `{"segment", "score"}`: segments to 1e-6 s, scores to 1e-4 relative.
+fn assert_same_proposals(got: &[serde_json::Value], want: &[serde_json::Value]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for i in 0..2 {
+            let (a, b) = (g["segment"][i].as_f64().unwrap(), w["segment"][i].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6, "{g} vs {w}");
+        }
+        let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{g} vs {w}");
+    }
 }
 
 fn max_rel(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
@@ -174,15 +187,7 @@ fn vconvert_and_vpropose_give_paddlevideos_proposals() {
     assert_eq!((lines[0]["video"].as_str(), lines[0]["duration"].as_f64()), (Some("v_a"), Some(123.4)));
     let want = reference_proposals(&py, &dir, 123.4);
     let (got, want) = (lines[0]["segments"].as_array().unwrap(), want["proposals"].as_array().unwrap());
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(want) {
-        for i in 0..2 {
-            let (a, b) = (g["segment"][i].as_f64().unwrap(), w["segment"][i].as_f64().unwrap());
-            assert!((a - b).abs() < 1e-6, "{g} vs {w}");
-        }
-        let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
-        assert!((a - b).abs() <= 1e-4 * b.abs(), "{g} vs {w}");
-    }
+    assert_same_proposals(got, want);
     // --raw: the reference's own outputs for video 0 as three stream records.
     let o = run(
         env!("CARGO_BIN_EXE_vpropose"),
@@ -302,9 +307,14 @@ fn one_pipe_from_an_untrimmed_video_to_proposals() {
 fn bmn_targets_and_loss_match_paddlevideo() {
     let script = workspace_root().join("scripts/export_bmn_loss_parity.py");
     let args: Vec<String> = ["--tscale", "16", "--batch", "3"].iter().map(|s| s.to_string()).collect();
-    let Some(dir) =
-        cached_fixture("bmn-loss-parity", &[script.clone()], "t16", paddle_peers_python, &script, &args)
-    else {
+    let Some(dir) = cached_fixture(
+        "bmn-loss-parity",
+        std::slice::from_ref(&script),
+        "t16",
+        paddle_peers_python,
+        &script,
+        &args,
+    ) else {
         return;
     };
     let (tn, dn) = (16, 16);
@@ -366,4 +376,67 @@ fn bmn_targets_and_loss_match_paddlevideo() {
         eprintln!("gradient {name}: relative error {e}");
         assert!(e < 1e-4, "gradient {name}: {e}");
     }
+}
+
+/// MMAction2's BMN (`mmaction/models/localizers/bmn.py`; scripts/export_bmn_mmaction2_parity.py,
+/// a PyTorch restatement with its module names, since mmcv does not install here): `vconvert`
+/// imports its `.pth` (checking the saved `sample_mask` against the one built here), the forward
+/// pass matches within 1e-4 relative, and `vpropose` gives its `forward_test` +
+/// `post_processing` proposals (end index one step later, soft-NMS 0.4/0.5/0.9 keeping 101, times
+/// over the whole 16-frame snippets of a 3000-frame video).
+#[test]
+fn mmaction2_bmn_imports_and_proposes_as_mmaction2() {
+    let script = workspace_root().join("scripts/export_bmn_mmaction2_parity.py");
+    let args: Vec<String> = ["--tscale", "32"].iter().map(|s| s.to_string()).collect();
+    let Some(dir) = cached_fixture(
+        "bmn-mmaction2-parity",
+        std::slice::from_ref(&script),
+        "t32",
+        models_peers_python,
+        &script,
+        &args,
+    ) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let pth = dir.join("bmn.pth");
+    let o =
+        run(env!("CARGO_BIN_EXE_vconvert"), &["--arch", "bmn", pth.to_str().unwrap(), "bmn.safetensors"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bmn (MMAction2)"), "{}", stderr(&o));
+    let model = vidkit::model::load_bmn(&p.join("bmn.safetensors")).unwrap();
+    assert_eq!(model.spec.variant, vidkit::model::BmnVariant::MMAction2);
+    let out = model.forward(&tensor(&dir.join("input.npy"))).unwrap();
+    for (name, got) in [("confidence", &out.bm), ("start", &out.start), ("end", &out.end)] {
+        let e = max_rel(got, &tensor(&dir.join(format!("{name}.npy"))));
+        eprintln!("mmaction2 bmn {name}: relative error {e}");
+        assert!(e < 1e-4, "{name}: {e}");
+    }
+    // Video 0 as an MMAction2-style CSV-free .npy [T, C], its frames and seconds in the durations file.
+    let (_, x) = read_npy_f32(&dir.join("input.npy"));
+    let rows = ndarray::Array2::from_shape_fn((32, 400), |(t, c)| x[c * 32 + t]);
+    ndarray_npy::write_npy(p.join("v_a.npy"), &rows).unwrap();
+    std::fs::write(p.join("anno.json"), r#"{"v_a": {"duration_second": 123.4, "duration_frame": 3000}}"#)
+        .unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &["--model", "bmn.safetensors", "v_a.npy", "--durations", "anno.json", "-q"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("proposals.json")).unwrap()).unwrap();
+    let (got, want) = (line["segments"].as_array().unwrap(), want["proposals"].as_array().unwrap());
+    assert_same_proposals(got, want);
+    // A boundary ratio that does not build the saved mask is refused, naming the options.
+    let o = run(
+        env!("CARGO_BIN_EXE_vconvert"),
+        &["--arch", "bmn", pth.to_str().unwrap(), "x.safetensors", "-o", "prop_boundary_ratio=0.4"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("differs from the one prop_boundary_ratio 0.4"), "{}", stderr(&o));
+    assert!(!p.join("x.safetensors").exists());
 }

@@ -1,7 +1,9 @@
 //! From a localizer's outputs to scored temporal proposals, as PaddleVideo's
 //! `paddlevideo/metrics/bmn_metric.py` does it for BMN: candidate boundaries (`boundary_choose`),
 //! every (start, end) pair of candidates scored start · end · regression · classification, then
-//! Gaussian soft-NMS (`soft_nms`) and the best 100 scaled to the video's duration.
+//! Gaussian soft-NMS (`soft_nms`) and the best 100 scaled to the video's duration; and as
+//! MMAction2's `BMN.forward_test` and `localizers/utils/proposal_utils.py` do it
+//! (`mmaction2_bmn_candidates`, `soft_nms_mmaction2`, `mmaction2_bmn_proposals`).
 
 use anyhow::{bail, Result};
 
@@ -74,9 +76,21 @@ fn iou(a: &Proposal, xmin: f64, xmax: f64) -> f64 {
 /// drops) or 101 are kept.
 pub fn soft_nms(mut props: Vec<Proposal>, alpha: f64, t1: f64, t2: f64) -> Vec<Proposal> {
     props.sort_by(|a, b| b.score.total_cmp(&a.score));
+    decay(props, alpha, t1, t2, |left, kept| left > 1 && kept < 101)
+}
+
+/// The Gaussian decay loop both references share: while `go_on(remaining, kept)`, keep the
+/// first of the highest remaining (`index(max)` / `argmax`) and decay every other whose tIoU
+/// with it exceeds `t1 + (t2 − t1) · width` by `exp(−tIoU² / alpha)`.
+fn decay(
+    mut props: Vec<Proposal>,
+    alpha: f64,
+    t1: f64,
+    t2: f64,
+    go_on: impl Fn(usize, usize) -> bool,
+) -> Vec<Proposal> {
     let mut kept = Vec::new();
-    while props.len() > 1 && kept.len() < 101 {
-        // `tscore.index(max(tscore))`: the first of the highest.
+    while go_on(props.len(), kept.len()) {
         let best = (0..props.len()).fold(0, |b, i| if props[i].score > props[b].score { i } else { b });
         let p = props[best];
         let width = p.xmax - p.xmin;
@@ -100,6 +114,101 @@ pub fn soft_nms(mut props: Vec<Proposal>, alpha: f64, t1: f64, t2: f64) -> Vec<P
 /// scale).
 pub fn bmn_proposals(candidates: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> {
     let props = if candidates.len() > 1 { soft_nms(candidates, 0.4, 0.55, 0.9) } else { candidates };
+    props
+        .into_iter()
+        .take(top)
+        .map(|p| Proposal {
+            xmin: p.xmin.max(0.0) * duration,
+            xmax: p.xmax.min(1.0) * duration,
+            score: p.score,
+        })
+        .collect()
+}
+
+/// MMAction2's `BMN.forward_test` candidates: boundaries only inside the sequence (a start at
+/// step 0 and an end at step T − 1 always; steps 1..T−2 where a strict peak or above half the
+/// maximum), the map position (d, s) pairing start s with end e = s + d + 1 < T, scored
+/// `start · end · cls · reg` (float32, left to right), at [s / T, e / T].
+pub fn mmaction2_bmn_candidates(
+    bm: &[f32],
+    start: &[f32],
+    end: &[f32],
+    dscale: usize,
+) -> Result<Vec<Proposal>> {
+    let t = start.len();
+    if end.len() != t || bm.len() != 2 * dscale * t {
+        bail!("BMN outputs of sizes {}, {}, {} for T = {t}, D = {dscale}", bm.len(), start.len(), end.len());
+    }
+    let bins = |scores: &[f32], first: bool| -> Vec<bool> {
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut b = vec![false; t];
+        if t > 0 {
+            b[if first { 0 } else { t - 1 }] = true;
+        }
+        for i in 1..t.saturating_sub(1) {
+            let peak = scores[i] > scores[i + 1] && scores[i] > scores[i - 1];
+            b[i] = peak || scores[i] > 0.5 * max;
+        }
+        b
+    };
+    let (start_bins, end_bins) = (bins(start, true), bins(end, false));
+    let mut out = Vec::new();
+    for d in 0..dscale {
+        for s in 0..t {
+            let e = s + d + 1;
+            if e < t && start_bins[s] && end_bins[e] {
+                let (cls, reg) = (bm[dscale * t + d * t + s], bm[d * t + s]);
+                let score = start[s] * end[e] * cls * reg;
+                out.push(Proposal {
+                    xmin: s as f64 / t as f64,
+                    xmax: e as f64 / t as f64,
+                    score: score as f64,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// MMAction2's `soft_nms(proposals, alpha, low_threshold, high_threshold, top_k)`: the best
+/// remaining proposal is kept and every other whose tIoU with it exceeds `low + (high − low) ·
+/// width` is decayed by `exp(−tIoU² / alpha)`, until none is left or `top_k + 1` are kept.
+pub fn soft_nms_mmaction2(
+    mut props: Vec<Proposal>,
+    alpha: f64,
+    low: f64,
+    high: f64,
+    top_k: usize,
+) -> Vec<Proposal> {
+    // `argsort()[::-1]`: descending, ties in reverse order.
+    props.reverse();
+    props.sort_by(|a, b| b.score.total_cmp(&a.score));
+    decay(props, alpha, low, high, |left, kept| left > 0 && kept <= top_k)
+}
+
+/// MMAction2's `post_processing` for BMN (config `bmn_400x100`: alpha 0.4, low 0.5, high 0.9,
+/// top 100): soft-NMS when there is more than one candidate, best first, the best `top`, and
+/// segments [max(0, xmin) · d, min(1, xmax) · d] with d the duration the whole snippets cover,
+/// `duration_frame // interval · interval / duration_frame · duration_second` (the plain
+/// duration where the frame count is unknown).
+pub fn mmaction2_bmn_proposals(
+    candidates: Vec<Proposal>,
+    duration_second: f64,
+    duration_frame: Option<f64>,
+    interval: usize,
+    top: usize,
+) -> Vec<Proposal> {
+    let mut props =
+        if candidates.len() > 1 { soft_nms_mmaction2(candidates, 0.4, 0.5, 0.9, 100) } else { candidates };
+    props.reverse();
+    props.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let duration = match duration_frame {
+        Some(f) if f > 0.0 && interval > 0 => {
+            let i = interval as f64;
+            (f / i).floor() * i / f * duration_second
+        }
+        _ => duration_second,
+    };
     props
         .into_iter()
         .take(top)

@@ -121,6 +121,9 @@ Examples:
   # PaddleVideo's BMN (temporal action proposals; 100 steps of 400-d features)
   vconvert --arch bmn BMN.pdparams bmn.safetensors
 
+  # MMAction2's BMN (its own post-processing and times come with it: vpropose follows them)
+  vconvert --arch bmn bmn_400x100_2x8_9e_activitynet_feature_20200619-42a3b111.pth bmn.safetensors
+
   # Which architectures can be imported
   vconvert --list-archs";
 
@@ -172,14 +175,21 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     if arch_info(arch)?.task == Task::Localizer {
         // Temporal localizers are not recognizers: their own importer and model file check.
-        let (config, tensors) = vidkit::model::import_bmn_pdparams(input, &args.options)?;
+        // PaddleVideo saves .pdparams, MMAction2 .pth.
+        let paddle = input.extension().is_some_and(|e| e == "pdparams");
+        let (config, tensors) = if paddle {
+            vidkit::model::import_bmn_pdparams(input, &args.options)?
+        } else {
+            vidkit::model::import_bmn_mmaction2(input, &args.options)?
+        };
         vidkit::model::save_tensors(&tensors, &config, output)?;
         if !args.quiet {
             let spec = vidkit::model::bmn_spec(&config)?;
             eprintln!(
-                "vconvert: {} -> {}: bmn, features {} wide, T {} D {}, {} samples per proposal; {} tensors",
+                "vconvert: {} -> {}: bmn ({}), features {} wide, T {} D {}, {} samples per proposal; {} tensors",
                 input.display(),
                 output.display(),
+                if paddle { "PaddleVideo" } else { "MMAction2" },
                 spec.feat_dim,
                 spec.tscale,
                 spec.dscale,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use vidkit::featstore::{read_features, VideoFeatures};
 use vidkit::io::Output;
-use vidkit::model::{load_localizer, Localizer, RawOutput};
+use vidkit::model::{load_localizer, Localizer, RawOutput, VideoTiming};
 use vidkit::progress::Progress;
 use vidkit::stream::{Array, RecordHeader, StreamWriter};
 
@@ -36,7 +36,11 @@ above half its maximum or a peak (the first start and last end always); each can
 start * end * regression * classification; Gaussian soft-NMS (alpha 0.4, t1 0.55, t2 0.9); the
 best --top. Segments are in seconds, [xmin * duration, xmax * duration] clipped to the video, with
 the duration from the features (store attribute, stream header) or --durations; without one they
-stay on the [0, 1] scale and the line says \"normalized\": true.
+stay on the [0, 1] scale and the line says \"normalized\": true. A BMN imported from MMAction2's
+.pth follows MMAction2 instead (bmn.py forward_test, proposal_utils.py): boundaries inside the
+sequence only, the end one step after the map position's, soft-NMS 0.4/0.5/0.9, and times over
+the whole snippets, duration_frame // 16 * 16 / duration_frame * seconds (frames from the features'
+fps or the durations file's duration_frame).
 
 Output: one JSON line per video {\"video\", \"duration\"?, \"segments\": [{\"segment\": [t0, t1],
 \"score\"}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
@@ -78,8 +82,9 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Durations by video id from either annotation form.
-fn read_durations(path: &Path) -> Result<HashMap<String, f64>> {
+/// Durations (seconds, and frames where the file has MMAction2's `duration_frame`) by video id
+/// from either annotation form.
+fn read_durations(path: &Path) -> Result<HashMap<String, VideoTiming>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let videos = v
@@ -91,7 +96,8 @@ fn read_durations(path: &Path) -> Result<HashMap<String, f64>> {
     for (id, entry) in videos {
         let d = entry.get("duration_second").or_else(|| entry.get("duration")).and_then(Value::as_f64);
         if let Some(d) = d.filter(|d| *d > 0.0 && d.is_finite()) {
-            out.insert(id.clone(), d);
+            let frames = entry.get("duration_frame").and_then(Value::as_f64).filter(|f| *f > 0.0);
+            out.insert(id.clone(), VideoTiming { seconds: Some(d), frames });
         }
     }
     if out.is_empty() {
@@ -111,12 +117,12 @@ pub fn main(args: Args) -> Result<Outcome> {
     for input in &inputs {
         for v in read_features(input)? {
             let id = v.id.clone();
-            let duration = video_duration(&v, durations.as_ref());
+            let timing = video_timing(&v, durations.as_ref());
             if args.raw {
                 match features_of(&v, &args.modality).and_then(|f| model.raw_outputs(f)) {
                     Ok(outputs) => {
                         done += 1;
-                        write_raw(&mut out, &v.id, duration, outputs).context("writing raw outputs")?;
+                        write_raw(&mut out, &v.id, timing.seconds, outputs).context("writing raw outputs")?;
                     }
                     Err(e) => {
                         failed += 1;
@@ -126,7 +132,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                 progress.inc(1);
                 continue;
             }
-            match propose(model.as_ref(), &v, &args, duration) {
+            match propose(model.as_ref(), &v, &args, &timing) {
                 Ok(line) => {
                     done += 1;
                     if args.format == "activitynet" {
@@ -160,12 +166,15 @@ pub fn main(args: Args) -> Result<Outcome> {
     Ok(if failed > 0 { Outcome::PartialFailure { failed, total: done + failed } } else { Outcome::Success })
 }
 
-/// A video's duration: from its features, else from `--durations` (any written form of its id).
-fn video_duration(v: &VideoFeatures, durations: Option<&HashMap<String, f64>>) -> Option<f64> {
-    v.duration.or_else(|| {
-        let d = durations?;
-        d.get(&vidkit::data::find_video_id(&v.id, |f| d.contains_key(f))?).copied()
-    })
+/// A video's length: from its features (frames from their rate), else from `--durations` (any
+/// written form of its id).
+fn video_timing(v: &VideoFeatures, durations: Option<&HashMap<String, VideoTiming>>) -> VideoTiming {
+    if let Some(s) = v.duration {
+        return VideoTiming { seconds: Some(s), frames: v.fps.map(|f| (f * s).round()) };
+    }
+    durations
+        .and_then(|d| d.get(&vidkit::data::find_video_id(&v.id, |f| d.contains_key(f))?).copied())
+        .unwrap_or_default()
 }
 
 fn features_of<'a>(v: &'a VideoFeatures, modality: &str) -> Result<&'a ndarray::Array2<f32>> {
@@ -189,8 +198,9 @@ fn write_raw(out: &mut Output, id: &str, duration: Option<f64>, outputs: Vec<Raw
 }
 
 /// One video's proposals as its output line.
-fn propose(model: &dyn Localizer, v: &VideoFeatures, args: &Args, duration: Option<f64>) -> Result<Value> {
-    let props = model.propose(features_of(v, &args.modality)?, duration.unwrap_or(1.0), args.top as usize)?;
+fn propose(model: &dyn Localizer, v: &VideoFeatures, args: &Args, timing: &VideoTiming) -> Result<Value> {
+    let props = model.propose(features_of(v, &args.modality)?, timing, args.top as usize)?;
+    let duration = timing.seconds;
     let segments: Vec<Value> =
         props.iter().map(|p| json!({"segment": [p.xmin, p.xmax], "score": p.score})).collect();
     let mut line = json!({"video": v.id, "segments": segments});

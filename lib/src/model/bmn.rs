@@ -39,6 +39,34 @@ pub struct BmnSpec {
     pub hidden_2d: usize,
     /// Channels of the PEM's 3-D convolution over the samples.
     pub hidden_3d: usize,
+    /// Whose BMN: `paddlevideo` (the default) or `mmaction2`. MMAction2's differs in its PEM's
+    /// 1-D convolution (`hidden_1d` wide, not `hidden_2d`), its candidate proposals (an end
+    /// index one step later, boundaries only inside the sequence), its soft-NMS (low threshold
+    /// 0.5, 101 kept) and its times (scaled by the duration of the whole snippets,
+    /// `feature_extraction_interval`); see `proposals::mmaction2_bmn_proposals`.
+    pub variant: BmnVariant,
+    /// MMAction2: frames per snippet in feature extraction (its `post_processing` scales
+    /// proposals by `duration_frame // interval · interval / duration_frame · duration_second`).
+    pub feature_extraction_interval: usize,
+}
+
+/// The reference a BMN model follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmnVariant {
+    #[default]
+    PaddleVideo,
+    MMAction2,
+}
+
+impl BmnSpec {
+    /// Channels of the PEM's 1-D convolution, the boundary-matching layer's input.
+    pub fn pem_1d_channels(&self) -> usize {
+        match self.variant {
+            BmnVariant::PaddleVideo => self.hidden_2d,
+            BmnVariant::MMAction2 => self.hidden_1d,
+        }
+    }
 }
 
 impl Default for BmnSpec {
@@ -53,6 +81,8 @@ impl Default for BmnSpec {
             hidden_1d: 256,
             hidden_2d: 128,
             hidden_3d: 512,
+            variant: BmnVariant::PaddleVideo,
+            feature_extraction_interval: 16,
         }
     }
 }
@@ -231,7 +261,8 @@ impl Bmn {
             }
         }
         let (h1, h2, h3, n) = (spec.hidden_1d, spec.hidden_2d, spec.hidden_3d, spec.num_sample);
-        let w3_flat = vb.get((h3, h2, n, 1, 1), "p_conv3d1.weight")?.reshape((h3, h2 * n))?;
+        let p1 = spec.pem_1d_channels();
+        let w3_flat = vb.get((h3, p1, n, 1, 1), "p_conv3d1.weight")?.reshape((h3, p1 * n))?;
         let b3 = vb.get(h3, "p_conv3d1.bias")?;
         Ok(Self {
             b_conv1: Conv1d::new(vb.pp("b_conv1"), spec.feat_dim, h1, 3, 4)?,
@@ -240,7 +271,7 @@ impl Bmn {
             ts_conv2: Conv1d::new(vb.pp("ts_conv2"), h1, 1, 1, 1)?,
             te_conv1: Conv1d::new(vb.pp("te_conv1"), h1, h1, 3, 4)?,
             te_conv2: Conv1d::new(vb.pp("te_conv2"), h1, 1, 1, 1)?,
-            p_conv1: Conv1d::new(vb.pp("p_conv1"), h1, h2, 3, 1)?,
+            p_conv1: Conv1d::new(vb.pp("p_conv1"), h1, p1, 3, 1)?,
             w3_flat,
             b3,
             p_conv2d1: Conv2d::new(vb.pp("p_conv2d1"), h3, h2, 1)?,
@@ -310,7 +341,7 @@ impl Bmn {
     fn boundary_matching(&self, xp: &Tensor) -> Result<Tensor> {
         let (b, _, tn) = xp.dims3()?;
         let (dn, n, h3) = (self.spec.dscale, self.spec.num_sample, self.spec.hidden_3d);
-        let h2 = self.spec.hidden_2d;
+        let h2 = self.spec.pem_1d_channels();
         // W3 as [H2, N·H3] (column n·H3 + o) and the bias, at the parameters' current values.
         let w3 = self.w3_flat.reshape((h3, h2, n))?.permute((1, 2, 0))?.reshape((h2, n * h3))?;
         let b3: Vec<f32> = self.b3.to_dtype(DType::F32)?.to_vec1()?;
@@ -403,53 +434,6 @@ pub fn bmn_from_tensors(cfg: ModelConfig, tensors: std::collections::HashMap<Str
     let spec = bmn_spec(&cfg)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
     Bmn::new(cfg, spec, vb).map_err(|e| anyhow::anyhow!("weights do not fit bmn: {e:#}"))
-}
-
-/// Imports PaddleVideo's BMN checkpoint (`.pdparams` of its `BMNLocalizer`: names under
-/// `backbone.`): `feat_dim` and `num_sample` from the weights, `tscale`/`dscale` 100 unless
-/// overridden (`-o tscale=128`), `prop_boundary_ratio` 0.5, `num_sample_perbin` 3 (bmn.yaml).
-pub fn import_bmn_pdparams(
-    path: &std::path::Path,
-    overrides: &[String],
-) -> Result<(ModelConfig, Vec<(String, Tensor)>)> {
-    let read = super::read_pdparams(path)?;
-    let mut tensors = std::collections::HashMap::new();
-    for (name, t) in read {
-        let name = name.strip_prefix("backbone.").unwrap_or(&name).to_string();
-        tensors.insert(name, t.to_dtype(DType::F32)?);
-    }
-    let dim = |name: &str, i: usize| -> Result<usize> {
-        let t = tensors
-            .get(name)
-            .ok_or_else(|| anyhow::anyhow!("{}: no tensor {name:?}: not a BMN checkpoint", path.display()))?;
-        Ok(t.dims().get(i).copied().unwrap_or(0))
-    };
-    let mut spec = BmnSpec {
-        feat_dim: dim("b_conv1.weight", 1)? * 4,
-        num_sample: dim("p_conv3d1.weight", 2)?,
-        hidden_1d: dim("b_conv1.weight", 0)?,
-        hidden_2d: dim("p_conv1.weight", 0)?,
-        hidden_3d: dim("p_conv3d1.weight", 0)?,
-        ..Default::default()
-    };
-    for o in overrides {
-        let (k, v) = o.split_once('=').ok_or_else(|| anyhow::anyhow!("override {o:?} is not key=value"))?;
-        let bad = || anyhow::anyhow!("override {o:?}: not a number");
-        match k.trim() {
-            "tscale" => spec.tscale = v.trim().parse().map_err(|_| bad())?,
-            "dscale" => spec.dscale = v.trim().parse().map_err(|_| bad())?,
-            "prop_boundary_ratio" => spec.prop_boundary_ratio = v.trim().parse().map_err(|_| bad())?,
-            "num_sample_perbin" => spec.num_sample_perbin = v.trim().parse().map_err(|_| bad())?,
-            other => {
-                bail!("bmn has no option {other:?} (tscale, dscale, prop_boundary_ratio, num_sample_perbin)")
-            }
-        }
-    }
-    let cfg = bmn_config(&spec)?;
-    let mut named: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    bmn_from_tensors(cfg.clone(), tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    Ok((cfg, named))
 }
 
 /// Loads a BMN model file (`vconvert --arch bmn`).

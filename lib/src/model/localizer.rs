@@ -3,8 +3,10 @@
 //! themselves. `vpropose` runs any of them through [`load_localizer`]; the registry names which
 //! architectures are localizers and which family builds each.
 
-use super::{bmn_spec, load_bmn, registry, Bmn, ModelConfig};
-use crate::proposals::{bmn_candidates, bmn_proposals, Proposal};
+use super::{bmn_spec, load_bmn, registry, Bmn, BmnVariant, ModelConfig};
+use crate::proposals::{
+    bmn_candidates, bmn_proposals, mmaction2_bmn_candidates, mmaction2_bmn_proposals, Proposal,
+};
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayD};
 
@@ -25,9 +27,17 @@ pub trait Localizer: Send + Sync {
     /// Its outputs for one video's features [T, C].
     fn raw_outputs(&self, features: &Array2<f32>) -> Result<Vec<RawOutput>>;
 
-    /// Proposals for one video's features, best first, at most `top`, in seconds of a video
-    /// `duration` seconds long (pass 1 for the normalised [0, 1] scale).
-    fn propose(&self, features: &Array2<f32>, duration: f64, top: usize) -> Result<Vec<Proposal>>;
+    /// Proposals for one video's features, best first, at most `top`, in seconds of the video
+    /// (on the normalised [0, 1] scale where its duration is unknown).
+    fn propose(&self, features: &Array2<f32>, timing: &VideoTiming, top: usize) -> Result<Vec<Proposal>>;
+}
+
+/// What is known of a video's length.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct VideoTiming {
+    pub seconds: Option<f64>,
+    /// Frames in the video (MMAction2's `duration_frame`).
+    pub frames: Option<f64>,
 }
 
 /// Refuses features of the wrong shape (naming the fix) or with a non-finite value.
@@ -83,10 +93,24 @@ impl Localizer for Bmn {
         ])
     }
 
-    /// PaddleVideo's `bmn_metric.py`: candidates, soft-NMS, the best `top`.
-    fn propose(&self, features: &Array2<f32>, duration: f64, top: usize) -> Result<Vec<Proposal>> {
+    /// PaddleVideo's `bmn_metric.py` or MMAction2's `forward_test` + `post_processing`
+    /// (by the spec's variant): candidates, soft-NMS, the best `top`.
+    fn propose(&self, features: &Array2<f32>, timing: &VideoTiming, top: usize) -> Result<Vec<Proposal>> {
         let (bm, start, end) = self.maps(features)?;
-        Ok(bmn_proposals(bmn_candidates(&bm, &start, &end, self.spec.dscale)?, duration, top))
+        let d = self.spec.dscale;
+        Ok(match self.spec.variant {
+            BmnVariant::PaddleVideo => {
+                bmn_proposals(bmn_candidates(&bm, &start, &end, d)?, timing.seconds.unwrap_or(1.0), top)
+            }
+            BmnVariant::MMAction2 => {
+                let candidates = mmaction2_bmn_candidates(&bm, &start, &end, d)?;
+                let interval = self.spec.feature_extraction_interval;
+                match timing.seconds {
+                    Some(s) => mmaction2_bmn_proposals(candidates, s, timing.frames, interval, top),
+                    None => mmaction2_bmn_proposals(candidates, 1.0, None, interval, top),
+                }
+            }
+        })
     }
 }
 

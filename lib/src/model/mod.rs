@@ -6,6 +6,7 @@ mod config;
 mod file;
 mod import;
 mod import_3d;
+mod import_bmn;
 mod import_paddle;
 mod init;
 mod localizer;
@@ -21,7 +22,7 @@ mod slowfast;
 mod x3d;
 
 pub use bmn::{
-    bmn_config, bmn_from_tensors, bmn_spec, import_bmn_pdparams, init_bmn, load_bmn, Bmn, BmnOutput, BmnSpec,
+    bmn_config, bmn_from_tensors, bmn_spec, init_bmn, load_bmn, Bmn, BmnOutput, BmnSpec, BmnVariant,
     SampleMask, LOCALIZER_KEY,
 };
 pub use config::{ModelConfig, SequenceSpec};
@@ -32,9 +33,10 @@ pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
 pub use import_3d::MMACTION2_3D_ARCHS;
+pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::{init_weights, init_weights_for};
-pub use localizer::{load_localizer, Localizer, RawOutput};
+pub use localizer::{load_localizer, Localizer, RawOutput, VideoTiming};
 pub use pdparams::read_pdparams;
 pub use recognizer2d::Recognizer2d;
 pub use registry::{arch_info, arch_names, archs_for, require_task, ArchInfo, Task, ZooInput, REGISTRY};

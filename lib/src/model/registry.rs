@@ -116,7 +116,7 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("x3d_l", Recognizer, "x3d", TORCH_3D, zoo(16, 5, 356, 356)),
     row("pptsm_r50vd", Recognizer, "recognizer2d", PADDLE, None),
     row("pptsmv2_lcnetv2", Recognizer, "recognizer2d", PADDLE, None),
-    row("bmn", Localizer, "bmn", PADDLE, None),
+    row("bmn", Localizer, "bmn", &["paddlevideo", "mmaction2"], None),
 ];
 
 /// The names of every registered architecture, in table order.

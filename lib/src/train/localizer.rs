@@ -90,6 +90,9 @@ impl LocalizerTrainConfig {
         if let Some(s) = &self.schedule {
             s.validate()?;
         }
+        if self.bmn.variant != crate::model::BmnVariant::PaddleVideo {
+            bail!("bmn training follows PaddleVideo's targets and loss: variant must be paddlevideo");
+        }
         // The spec's own checks.
         Bmn::new(bmn_config(&self.bmn)?, self.bmn.clone(), VarBuilder::zeros(DType::F32, &Device::Cpu))?;
         Ok(())
