@@ -108,12 +108,8 @@ fn decay(
     kept
 }
 
-/// BMN's proposals for one video, as `BMNMetric` writes them: soft-NMS (α 0.4, t1 0.55, t2 0.9)
-/// when there is more than one candidate, the best `top` (100), and segments
-/// [max(0, xmin) · duration, min(1, xmax) · duration] in seconds (`duration` 1 keeps the [0, 1]
-/// scale).
-pub fn bmn_proposals(candidates: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> {
-    let props = if candidates.len() > 1 { soft_nms(candidates, 0.4, 0.55, 0.9) } else { candidates };
+/// The best `top` as segments [max(0, xmin) · duration, min(1, xmax) · duration].
+fn in_seconds(props: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> {
     props
         .into_iter()
         .take(top)
@@ -123,6 +119,15 @@ pub fn bmn_proposals(candidates: Vec<Proposal>, duration: f64, top: usize) -> Ve
             score: p.score,
         })
         .collect()
+}
+
+/// BMN's proposals for one video, as `BMNMetric` writes them: soft-NMS (α 0.4, t1 0.55, t2 0.9)
+/// when there is more than one candidate, the best `top` (100), and segments
+/// [max(0, xmin) · duration, min(1, xmax) · duration] in seconds (`duration` 1 keeps the [0, 1]
+/// scale).
+pub fn bmn_proposals(candidates: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> {
+    let props = if candidates.len() > 1 { soft_nms(candidates, 0.4, 0.55, 0.9) } else { candidates };
+    in_seconds(props, duration, top)
 }
 
 /// MMAction2's `BMN.forward_test` candidates: boundaries only inside the sequence (a start at
@@ -209,15 +214,7 @@ pub fn mmaction2_bmn_proposals(
         }
         _ => duration_second,
     };
-    props
-        .into_iter()
-        .take(top)
-        .map(|p| Proposal {
-            xmin: p.xmin.max(0.0) * duration,
-            xmax: p.xmax.min(1.0) * duration,
-            score: p.score,
-        })
-        .collect()
+    in_seconds(props, duration, top)
 }
 
 #[cfg(test)]
