@@ -77,6 +77,9 @@ bash "$here/peers.sh" "$peers" paddle
 # BMN: features -> proposals per video, vpropose against PaddleVideo's BMN + bmn_metric.py's
 # post-processing (paddle tier).
 "$peers/paddle/bin/python" "$here/bench_bmn.py" --bin "$bin" --dir "$out" --threads 2 --json "$out/bmn.json"
+# The same against MMAction2's BMN (a PyTorch restatement of it: mmcv does not install; models tier).
+"$peers/models/bin/python" "$here/bench_bmn_mmaction2.py" --bin "$bin" --dir "$out" --threads 2 \
+  --json "$out/bmn_mmaction2.json"
 # Full-size parity: each zoo model at its own input size, the hub head with its fixed
 # pooling kernel, logits against pytorchvideo's (the tests run at reduced sizes).
 cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --ignored --nocapture

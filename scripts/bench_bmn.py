@@ -11,15 +11,16 @@ vidkit is timed as a whole `vpropose` process over all videos (model load and ma
 included), Paddle inside a running Python (model built beforehand); each round alternates the
 two; the ratio is the median of per-round ratios of seconds per video (below 1.0 is faster).
 """
-import argparse
 import json
 import os
-import statistics
 import subprocess
-import time
+import sys
 import warnings
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_rounds import alternate, arguments  # noqa: E402
 
 warnings.filterwarnings("ignore")
 # Paddle's CPU math library reads its thread count when it loads (make bench runs 2 threads).
@@ -53,14 +54,7 @@ def paddle_proposals(model, x):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--dir", required=True)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--videos", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", required=True)
-    a = ap.parse_args()
+    a = arguments()
     paddle.set_device("cpu")
     out = os.path.join(a.dir, "bmn")
     os.makedirs(os.path.join(out, "feats"), exist_ok=True)
@@ -77,22 +71,19 @@ def main():
         np.save(os.path.join(out, "feats", f"v_{i:03d}.npy"), f)
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
     paddle_proposals(model, feats[0].T.copy())  # warm-up
-    ratios, ours, theirs = [], [], []
-    for _ in range(a.rounds):
-        t0 = time.perf_counter()
+
+    def ours():
         subprocess.run([os.path.join(a.bin, "vpropose"), "--model", st, os.path.join(out, "feats"), "-q",
                         "-o", os.path.join(out, "proposals.jsonl")], check=True, env=env)
-        v = (time.perf_counter() - t0) / a.videos
-        t0 = time.perf_counter()
+
+    def theirs():
         for f in feats:
             paddle_proposals(model, f.T.copy())
-        p = (time.perf_counter() - t0) / a.videos
-        ours.append(v)
-        theirs.append(p)
-        ratios.append(v / p)
-    row = {"model": "bmn (T = D = 100, 400-d features)", "vidkit_s_per_video": statistics.median(ours),
-           "paddle_s_per_video": statistics.median(theirs), "ratio": statistics.median(ratios),
-           "rounds": [round(r, 3) for r in ratios]}
+
+    v_med, r_med, ratio, rounds = alternate(ours, theirs, a.rounds, a.videos)
+    row = {"model": "bmn (T = D = 100, 400-d features)", "vidkit_s_per_video": v_med,
+           "paddle_s_per_video": r_med, "ratio": ratio,
+           "rounds": rounds}
     print(f"BMN features -> proposals, {a.threads} threads, {a.videos} videos per round: vidkit "
           f"{row['vidkit_s_per_video']:.3f} s/video, PaddleVideo {row['paddle_s_per_video']:.3f} s/video, "
           f"ratio {row['ratio']:.2f} (rounds {row['rounds']})")

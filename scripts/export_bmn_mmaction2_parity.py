@@ -1,9 +1,7 @@
 #!/usr/bin/env python3
 """MMAction2 BMN fixtures for vidkit's parity test (bins/tests/parity_bmn.rs), in the models tier
-of scripts/peers.sh (torch). mmcv does not install here, so this is a PyTorch restatement of
-mmaction/models/localizers/bmn.py (module names, its boundary-matching layer through the saved
-`sample_mask`, `forward_test`'s candidates) and localizers/utils/proposal_utils.py
-(`soft_nms`, `post_processing`), written for the test from the reference's semantics.
+of scripts/peers.sh (torch), from mmaction2_bmn_ref.py's PyTorch restatement of MMAction2's BMN
+(mmcv does not install here).
 
 Writes into OUT_DIR:
   bmn.pth             {"state_dict": ...} as MMAction2 saves it (x_1d_b.0.weight, ..., sample_mask)
@@ -16,12 +14,14 @@ Usage: export_bmn_mmaction2_parity.py --out DIR [--tscale 32] [--num-samples 32]
 """
 import argparse
 import json
-import math
 import os
+import sys
 
 import numpy as np
 import torch
-import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mmaction2_bmn_ref import BMN, FEAT, proposals  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -32,93 +32,10 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--duration", type=float, default=123.4)
 ap.add_argument("--frames", type=float, default=3000)
 a = ap.parse_args()
-T, N, P, RATIO = a.tscale, a.num_samples, 3, 0.5
-H1, H2, H3, FEAT = 256, 128, 512, 400
-
-
-def sample_mask():
-    """[T, N, D, T] → [T, N·D·T]: for proposal (start s, duration d), N samples of P points each
-    over [s - (d+1)·ratio, s + d + (d+1)·ratio], linear interpolation, points averaged."""
-    m = np.zeros((T, N, T, T))
-    for s in range(T):
-        for d in range(T - s):
-            width = d + 1.0
-            lo, hi = s - width * RATIO, s + d + width * RATIO
-            step = (hi - lo) / (N * P - 1.0)
-            for k in range(N):
-                for i in range(k * P, (k + 1) * P):
-                    x = lo + step * i
-                    frac, whole = math.modf(x)
-                    if 0 <= int(whole) <= T - 1:
-                        m[int(whole), k, d, s] += (1 - frac) / P
-                    if 0 <= int(math.ceil(x)) <= T - 1:
-                        m[int(math.ceil(x)), k, d, s] += frac / P
-    return torch.tensor(m.astype(np.float32)).view(T, -1)
-
-
-class BMN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
-        self.x_1d_b = nn.Sequential(nn.Conv1d(FEAT, H1, 3, padding=1, groups=4), relu(),
-                                    nn.Conv1d(H1, H1, 3, padding=1, groups=4), relu())
-        self.x_1d_s = nn.Sequential(nn.Conv1d(H1, H1, 3, padding=1, groups=4), relu(), nn.Conv1d(H1, 1, 1), nn.Sigmoid())
-        self.x_1d_e = nn.Sequential(nn.Conv1d(H1, H1, 3, padding=1, groups=4), relu(), nn.Conv1d(H1, 1, 1), nn.Sigmoid())
-        self.x_1d_p = nn.Sequential(nn.Conv1d(H1, H1, 3, padding=1), relu())
-        self.x_3d_p = nn.Sequential(nn.Conv3d(H1, H3, (N, 1, 1)), relu())
-        self.x_2d_p = nn.Sequential(nn.Conv2d(H3, H2, 1), relu(), nn.Conv2d(H2, H2, 3, padding=1), relu(),
-                                    nn.Conv2d(H2, H2, 3, padding=1), relu(), nn.Conv2d(H2, 2, 1), nn.Sigmoid())
-        self.sample_mask = nn.Parameter(sample_mask(), requires_grad=False)
-
-    def forward(self, x):
-        base = self.x_1d_b(x)
-        start = self.x_1d_s(base).squeeze(1)
-        end = self.x_1d_e(base).squeeze(1)
-        p = self.x_1d_p(base)
-        p = torch.matmul(p, self.sample_mask).reshape(p.size(0), p.size(1), N, T, T)
-        p = self.x_3d_p(p).squeeze(2)
-        return self.x_2d_p(p), start, end
-
-
-def candidates(conf, start, end):
-    """forward_test: boundary bins (inside only; first start, last end), end = start + d + 1."""
-    def bins(s, first):
-        b = np.zeros(T)
-        b[0 if first else -1] = 1
-        top = s.max()
-        for i in range(1, T - 1):
-            if (s[i] > s[i + 1] and s[i] > s[i - 1]) or s[i] > 0.5 * top:
-                b[i] = 1
-        return b
-    sb, eb = bins(start, True), bins(end, False)
-    rows = []
-    for d in range(T):
-        for s in range(T):
-            e = s + d + 1
-            if e < T and sb[s] == 1 and eb[e] == 1:
-                rows.append([s / T, e / T, start[s] * end[e] * conf[1, d, s] * conf[0, d, s]])
-    return np.array(rows, dtype=np.float64)
-
-
-def soft_nms(props, alpha, low, high, top_k):
-    props = props[props[:, -1].argsort(kind="stable")[::-1]]
-    ts, te, sc = list(props[:, 0]), list(props[:, 1]), list(props[:, -1])
-    out = []
-    while sc and len(out) <= top_k:
-        m = int(np.argmax(sc))
-        width = te[m] - ts[m]
-        for i in range(len(sc)):
-            if i != m:
-                inter = max(min(te[m], te[i]) - max(ts[m], ts[i]), 0.0)
-                iou = inter / ((te[i] - ts[i]) - inter + te[m] - ts[m])
-                if iou > low + (high - low) * width:
-                    sc[i] *= np.exp(-iou * iou / alpha)
-        out.append([ts.pop(m), te.pop(m), sc.pop(m)])
-    return np.array(out)
-
+T = a.tscale
 
 torch.manual_seed(a.seed)
-model = BMN().eval()
+model = BMN(T, a.num_samples).eval()
 with torch.no_grad():
     for name, p in model.named_parameters():
         if name.endswith("bias"):
@@ -128,17 +45,11 @@ x = rng.standard_normal((a.batch, FEAT, T)).astype(np.float32)
 with torch.no_grad():
     conf, start, end = model(torch.from_numpy(x))
 conf, start, end = conf.numpy(), start.numpy(), end.numpy()
-props = candidates(conf[0], start[0], end[0])
-props = soft_nms(props, 0.4, 0.5, 0.9, 100)
-props = props[props[:, -1].argsort(kind="stable")[::-1]]
-duration = float(a.frames // 16 * 16) / a.frames * a.duration
-proposals = [{"score": float(r[2]), "segment": [max(0, r[0]) * duration, min(1, r[1]) * duration]}
-             for r in props[:100]]
 os.makedirs(a.out, exist_ok=True)
 torch.save({"meta": {"note": "restated MMAction2 BMN, random weights"}, "state_dict": model.state_dict()},
            os.path.join(a.out, "bmn.pth"))
 np.save(os.path.join(a.out, "input.npy"), x)
 for n, v in [("confidence", conf), ("start", start), ("end", end)]:
     np.save(os.path.join(a.out, n + ".npy"), v.astype(np.float32))
-json.dump({"proposals": proposals, "duration": a.duration, "frames": a.frames, "torch": torch.__version__},
-          open(os.path.join(a.out, "proposals.json"), "w"))
+json.dump({"proposals": proposals(conf[0], start[0], end[0], a.duration, a.frames), "duration": a.duration,
+           "frames": a.frames, "torch": torch.__version__}, open(os.path.join(a.out, "proposals.json"), "w"))

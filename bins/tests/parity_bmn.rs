@@ -388,14 +388,9 @@ fn bmn_targets_and_loss_match_paddlevideo() {
 fn mmaction2_bmn_imports_and_proposes_as_mmaction2() {
     let script = workspace_root().join("scripts/export_bmn_mmaction2_parity.py");
     let args: Vec<String> = ["--tscale", "32"].iter().map(|s| s.to_string()).collect();
-    let Some(dir) = cached_fixture(
-        "bmn-mmaction2-parity",
-        std::slice::from_ref(&script),
-        "t32",
-        models_peers_python,
-        &script,
-        &args,
-    ) else {
+    let keys = [script.clone(), workspace_root().join("scripts/mmaction2_bmn_ref.py")];
+    let Some(dir) = cached_fixture("bmn-mmaction2-parity", &keys, "t32", models_peers_python, &script, &args)
+    else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
