@@ -108,6 +108,18 @@ pub struct Checkpoint {
     pub peer: Option<PeerCheckpoint>,
 }
 
+/// Whether `--resume` has a checkpoint at `path` to continue from. Without one (a run killed in
+/// its first epoch, before any checkpoint was written) it starts from the beginning and says so.
+pub fn resume_from(path: &Path, resume: bool, quiet: bool) -> bool {
+    if resume && !path.exists() {
+        if !quiet {
+            eprintln!("vtrain: --resume: no checkpoint {} yet: starting from the beginning", path.display());
+        }
+        return false;
+    }
+    resume
+}
+
 /// Writes `varmap`, `optim`'s state and `state` to `path` atomically.
 pub fn save_checkpoint(
     path: &Path,

@@ -274,7 +274,8 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
     let schedule = cfg.schedule.clone().unwrap_or_else(|| LrSchedule::constant(cfg.optimizer.lr()));
     let ckpt_path = last_checkpoint(&run.out_dir);
     let mut state = TrainState::default();
-    if run.resume {
+    let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
+    if resume {
         let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
         let saved = bmn_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != spec {
@@ -285,12 +286,12 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
     let log_path = run.out_dir.join("log.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
-        .append(run.resume)
+        .append(resume)
         .write(true)
-        .truncate(!run.resume)
+        .truncate(!resume)
         .open(&log_path)
         .with_context(|| format!("{}: cannot open log", log_path.display()))?;
-    if !run.resume {
+    if !resume {
         writeln!(log, "{}", serde_json::json!({"event": "config", "config": cfg}))?;
     }
     let n = run.train.len();

@@ -13,8 +13,8 @@ pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{
-    load_checkpoint, save_checkpoint, save_checkpoint_with_peer, Checkpoint, PeerCheckpoint, PeerRef,
-    TrainState, TRAIN_KEY,
+    load_checkpoint, resume_from, save_checkpoint, save_checkpoint_with_peer, Checkpoint, PeerCheckpoint,
+    PeerRef, TrainState, TRAIN_KEY,
 };
 pub use loss::{bce_with_logits, cross_entropy, kl_div, log_softmax, one_hot, softmax, Targets};
 pub use mix::{one_hot_targets, sample_beta, sample_gamma, BatchMix, MixBox, Mixed, Pairing};

@@ -362,7 +362,8 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let mut peer = peer;
     let mut state = TrainState::default();
     let ckpt_path = last_checkpoint(&run.out_dir);
-    if run.resume {
+    let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
+    if resume {
         let ckpt = load_checkpoint(&ckpt_path, &device).context("--resume")?;
         if ckpt.config.arch != cfg.model.arch {
             bail!(
@@ -395,8 +396,8 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             ),
         }
     }
-    let mut log = Log::open(&run.out_dir, run.resume)?;
-    if !run.resume {
+    let mut log = Log::open(&run.out_dir, resume)?;
+    if !resume {
         log.line(serde_json::json!({"event": "config", "config": cfg}))?;
     }
     let n = run.train.len();
