@@ -129,6 +129,39 @@ pub fn open_input(path: &Path) -> Result<Box<dyn std::io::BufRead + Send>> {
     Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
 }
 
+/// The inputs a batch tool could not process, written with `--failures FILE` as tab-separated
+/// lines `path<TAB>reason` in input order (one line each; a reason that begins with its own path
+/// has it removed), atomically, so a job scheduler can retry exactly those.
+#[derive(Debug, Default)]
+pub struct FailureList {
+    entries: Vec<(String, String)>,
+}
+
+impl FailureList {
+    pub fn push(&mut self, path: &str, reason: &str) {
+        let reason = reason.strip_prefix(path).and_then(|r| r.strip_prefix(": ")).unwrap_or(reason);
+        let clean = |s: &str| s.replace(['\t', '\n', '\r'], " ");
+        self.entries.push((clean(path), clean(reason)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the list to `path` (an empty file when nothing failed).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut f = AtomicFile::create(path)?;
+        for (p, r) in &self.entries {
+            writeln!(f, "{p}\t{r}").with_context(|| format!("{}: cannot write", path.display()))?;
+        }
+        f.commit()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,10 @@ pub struct Args {
     /// Frames per forward pass (TSM: rounded down to whole clips, at least one).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Also write the videos (and unreadable inputs) that failed to FILE, one `id<TAB>reason`
+    /// line each in input order (empty when none failed).
+    #[arg(long, value_name = "FILE")]
+    pub failures: Option<PathBuf>,
     /// Keep only shard K of N (K = 0..N-1) of the input's videos.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
@@ -236,6 +240,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     };
     let started = Instant::now();
     let (mut videos, mut failed, mut frames, mut records) = (0usize, 0usize, 0usize, 0usize);
+    let failure_list = std::cell::RefCell::new(vidkit::io::FailureList::default());
     let mut ordinals = VideoOrdinals::default();
     let mut written: HashSet<String> = HashSet::new();
     // Records are added to their video as they arrive (a long video's frames are never all
@@ -284,6 +289,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                         store.abandon_video();
                     }
                     failed += 1;
+                    failure_list.borrow_mut().push(&id, &format!("{e:#}"));
                     progress.eprintln(&format!("vfeat: {source}: video {id:?}: {e:#}"));
                 }
             }
@@ -300,6 +306,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             Ok(r) => StreamReader::new(r, name.clone()),
             Err(e) => {
                 broken_inputs += 1;
+                failure_list.borrow_mut().push(&name, &format!("{e:#}"));
                 progress.eprintln(&format!("vfeat: {e:#}"));
                 continue;
             }
@@ -312,6 +319,7 @@ pub fn main(args: Args) -> Result<Outcome> {
                     // The stream cannot go on; the videos it completed stand, the open one
                     // is dropped with it.
                     broken_inputs += 1;
+                    failure_list.borrow_mut().push(&name, &format!("{e:#}"));
                     progress.eprintln(&format!("vfeat: {e:#}"));
                     current = None;
                     break;
@@ -366,6 +374,9 @@ pub fn main(args: Args) -> Result<Outcome> {
         }
     }
     progress.finish();
+    if let Some(path) = &args.failures {
+        failure_list.borrow().write(path)?;
+    }
     let failures = failed + broken_inputs;
     if records == 0 && broken_inputs == 0 {
         bail!("no records in the input");

@@ -139,6 +139,10 @@ pub struct Args {
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Also write the inputs that failed to FILE, one `path<TAB>reason` line each in input order
+    /// (empty when none failed), for a scheduler to retry exactly those.
+    #[arg(long, value_name = "FILE")]
+    pub failures: Option<PathBuf>,
     /// Say nothing on stderr but errors (no progress bar, no summary). The bar is drawn only
     /// when stderr is a terminal.
     #[arg(short = 'q', long)]
@@ -281,6 +285,7 @@ pub fn main(mut args: Args) -> Result<Outcome> {
     // a video that fails leaves nothing behind.
     let streaming = spec.rate_fps.is_some() || spec.sampler.kind == SamplerKind::Untrimmed;
     let mut failed = 0usize;
+    let mut failures = vidkit::io::FailureList::default();
     let mut records = 0usize;
     let progress = Progress::new(Some(items.len() as u64), "videos", args.quiet);
     {
@@ -289,8 +294,10 @@ pub fn main(mut args: Args) -> Result<Outcome> {
             &items,
             args.jobs,
             4,
-            |_, (position, item), emit| -> std::result::Result<(String, usize), String> {
-                let v = item.as_ref().map_err(Clone::clone)?;
+            |_, (position, item), emit| -> std::result::Result<(String, usize), (String, String)> {
+                // An unreadable list line has no path of its own: the message names the line.
+                let v = item.as_ref().map_err(|e| (e.clone(), e.clone()))?;
+                let failed = |msg: String| (v.id.clone(), msg);
                 let mut emitted = 0usize;
                 let mut held = Vec::new();
                 let result = sample_video_each(&spec, v, *position, &mut |r| {
@@ -305,7 +312,7 @@ pub fn main(mut args: Args) -> Result<Outcome> {
                 match result {
                     Ok(_) => {
                         for r in held {
-                            emit(r).map_err(|e| format!("{e:#}"))?;
+                            emit(r).map_err(|e| failed(format!("{e:#}")))?;
                             emitted += 1;
                         }
                         Ok((v.id.clone(), emitted))
@@ -316,11 +323,11 @@ pub fn main(mut args: Args) -> Result<Outcome> {
                             // Tell the tools downstream that the records before this one are
                             // not the whole video.
                             let _ = emit(error_record(&v.id, &msg));
-                            return Err(format!(
+                            return Err(failed(format!(
                                 "{msg} (after {emitted} records; an error record follows them)"
-                            ));
+                            )));
                         }
-                        Err(msg)
+                        Err(failed(msg))
                     }
                 }
             },
@@ -331,8 +338,9 @@ pub fn main(mut args: Args) -> Result<Outcome> {
                         records += 1;
                     }
                     Piece::Done(Ok(_)) => progress.inc(1),
-                    Piece::Done(Err(msg)) => {
+                    Piece::Done(Err((path, msg))) => {
                         failed += 1;
+                        failures.push(&path, &msg);
                         progress.inc(1);
                         progress.set_message(format!("{failed} failed"));
                         progress.eprintln(&format!("vsample: {msg}"));
@@ -343,6 +351,9 @@ pub fn main(mut args: Args) -> Result<Outcome> {
         )?;
     }
     progress.finish();
+    if let Some(path) = &args.failures {
+        failures.write(path)?;
+    }
     if items.is_empty() {
         // More shards than inputs: this shard is legitimately empty.
         out.finish()?;
