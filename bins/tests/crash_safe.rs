@@ -3,7 +3,9 @@
 //! resumed with the same command each time. Every resume succeeds (the first ones, killed before
 //! any checkpoint existed, start from the beginning and say so), every checkpoint left behind
 //! loads (they are written under a temporary name, synced and renamed), and the final weights
-//! are byte for byte those of an uninterrupted run with the same seed.
+//! are byte for byte those of an uninterrupted run with the same seed. And `vfeat -o store.h5`
+//! killed mid-write never leaves a store behind (it writes under a temporary name and renames at
+//! the end): the next run starts over and writes the whole store.
 //!
 //! One test function on purpose: a child spawned while another test writes an HDF5 store would
 //! inherit that file's locked descriptor (HDF5 opens without close-on-exec) and hold the lock.
@@ -133,4 +135,57 @@ fn training_killed_twenty_times_ends_where_an_uninterrupted_run_does() {
     assert!(o.status.success(), "{}", stderr(&o));
     let got = std::fs::read(p.join("killed/last.safetensors")).unwrap();
     assert!(got == want, "the killed-and-resumed run's weights differ from the uninterrupted run's");
+
+    // vfeat killed while writing a store.
+    synth(p, "left,right", "24", "32x32", "3");
+    let o = run(
+        env!("CARGO_BIN_EXE_vsample"),
+        &[
+            "--list",
+            "syn/train.list",
+            "--root",
+            "syn",
+            "--frames",
+            "8",
+            "--size",
+            "32",
+            "--crop-size",
+            "32",
+            "-q",
+            "-o",
+            "frames.vks",
+        ],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_random_tsn(&p.join("tsn.safetensors"), 16, 1);
+    let vfeat = |out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vfeat"))
+            .args(["--model", "tsn.safetensors", "frames.vks", "-q", "-o", out])
+            .current_dir(p)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let o = vfeat("whole.h5").wait_with_output().unwrap();
+    let whole = started.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut store_kills = 0;
+    for _ in 0..5 {
+        let mut child = vfeat("killed.h5");
+        std::thread::sleep(whole.mul_f64(0.2 + 0.6 * rng.uniform()));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            store_kills += 1;
+            assert!(!p.join("killed.h5").exists(), "a killed vfeat left a store behind");
+        }
+    }
+    assert!(store_kills >= 3, "vfeat finished before {} of 5 kills", 5 - store_kills);
+    let o = vfeat("killed.h5").wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| vidkit::featstore::read_features(&p.join(f)).unwrap();
+    assert_eq!(read("killed.h5"), read("whole.h5"));
+    eprintln!("vfeat {:.2} s, killed {store_kills} times", whole.as_secs_f64());
 }
