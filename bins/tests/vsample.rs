@@ -96,6 +96,73 @@ fn same_seed_same_bytes_and_j_does_not_change_output() {
     assert_ne!(a, std::fs::read(d.path().join("c.vks")).unwrap(), "another seed gave the same output");
 }
 
+/// `--color-jitter`: the same seed gives the same jittered bytes; zero strengths change nothing;
+/// a clip's frames all get the same draw (a still video's jittered frames stay equal).
+#[test]
+fn color_jitter_is_one_draw_per_clip_and_seeded() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // A still video: every frame the same.
+    let o = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=25:duration=1",
+            "-vf",
+            "select=eq(n\\,0),loop=24:1:0",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:v", "libx264", "-qp", "0", "still.mp4"])
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sample = |out: &str, jitter: &[&str]| {
+        let mut a = vec![
+            "still.mp4",
+            "--train",
+            "--frames",
+            "4",
+            "--size",
+            "48",
+            "--crop-size",
+            "48",
+            "--seed",
+            "3",
+            "-o",
+            out,
+        ];
+        if !jitter.is_empty() {
+            a.push("--color-jitter");
+            a.extend_from_slice(jitter);
+        }
+        let o = run(VSAMPLE, &a, p);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(p.join(out)).unwrap()
+    };
+    let plain = sample("plain.vks", &[]);
+    assert_eq!(plain, sample("zero.vks", &["0", "0", "0", "0"]));
+    let j = sample("j1.vks", &["0.4", "0.4", "0.4", "0.1"]);
+    assert_eq!(j, sample("j2.vks", &["0.4", "0.4", "0.4", "0.1"]));
+    assert_ne!(j, plain);
+    let rec = &read_stream(&p.join("j1.vks"))[0];
+    let frames = rec.array.to_f32();
+    let first = frames.index_axis(ndarray::Axis(0), 0).to_owned();
+    let plain_rec = &read_stream(&p.join("plain.vks"))[0];
+    let plain_frames = plain_rec.array.to_f32();
+    let same_source = (1..4).all(|t| {
+        plain_frames.index_axis(ndarray::Axis(0), t) == plain_frames.index_axis(ndarray::Axis(0), 0)
+    });
+    assert!(same_source, "the still video's frames differ before jitter");
+    for t in 1..4 {
+        assert_eq!(frames.index_axis(ndarray::Axis(0), t), first.view(), "frame {t} got another jitter");
+    }
+    let o = run(VSAMPLE, &["still.mp4", "--color-jitter", "0.4", "0.4", "0.4", "0.1", "-o", "x.vks"], p);
+    assert_eq!(o.status.code(), Some(2), "--color-jitter without --train: {}", stderr(&o));
+}
+
 #[test]
 fn bad_inputs_get_one_line_errors_and_the_batch_goes_on() {
     let d = tempfile::tempdir().unwrap();

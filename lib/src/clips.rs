@@ -43,6 +43,8 @@ pub struct ClipSpec {
     pub crop_px: u32,
     /// Random horizontal flip (p = 0.5 per clip); train only.
     pub flip: bool,
+    /// ColorJitter drawn once per clip (torchvision's); train only.
+    pub color_jitter: Option<transform::ColorJitter>,
     /// Emit float32 `(x - mean) / std` instead of uint8 pixels.
     pub normalize: Option<Norm>,
     pub seed: u64,
@@ -213,8 +215,13 @@ fn clip_records(
     let num_views = spec.crop.num_views();
     let views = transform::views(clip.view(), spec.crop, spec.crop_px, spec.flip, rng)
         .with_context(|| item.path.display().to_string())?;
+    // One jitter for the whole clip, every view and frame alike.
+    let jitter = spec.color_jitter.filter(|j| !j.is_identity()).map(|j| j.draw(rng));
     let mut out = Vec::with_capacity(num_views);
-    for (v, view) in views.into_iter().enumerate() {
+    for (v, mut view) in views.into_iter().enumerate() {
+        if let Some(d) = &jitter {
+            transform::color_jitter(view.view_mut(), d)?;
+        }
         let mut h = RecordHeader::frames(item.id.clone());
         h.label = item.label.clone();
         h.clip = Some(k);
@@ -278,6 +285,7 @@ mod tests {
             crop,
             crop_px: 32,
             flip: false,
+            color_jitter: None,
             normalize: None,
             seed: 0,
             indices: None,

@@ -99,6 +99,11 @@ pub struct Args {
     /// Random horizontal flip with p = 0.5 per clip (off by default: it swaps left and right).
     #[arg(long)]
     pub flip: bool,
+    /// With --train: torchvision's ColorJitter, BRIGHTNESS CONTRAST SATURATION HUE (factors from
+    /// [1 - x, 1 + x], hue shift from [-h, h]; 0 leaves one out), drawn once per clip, the four
+    /// in a random order (as MMAction2's ColorJitter).
+    #[arg(long, num_args = 4, value_names = ["B", "C", "S", "H"], requires = "train")]
+    pub color_jitter: Option<Vec<f64>>,
     /// Seed for every random choice; the same seed gives the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -255,6 +260,19 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         crop,
         crop_px: args.crop_size,
         flip: args.flip,
+        color_jitter: match &args.color_jitter {
+            Some(v) => {
+                let j = vidkit::transform::ColorJitter {
+                    brightness: v[0],
+                    contrast: v[1],
+                    saturation: v[2],
+                    hue: v[3],
+                };
+                j.validate()?;
+                Some(j)
+            }
+            None => None,
+        },
         normalize,
         seed: args.seed,
         indices: args.indices.clone(),

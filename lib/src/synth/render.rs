@@ -215,18 +215,7 @@ pub fn sample_scene(rng: &mut Rng, width: u32, height: u32) -> (Background, f32)
 }
 
 fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
-    let h6 = (h.rem_euclid(1.0)) * 6.0;
-    let i = h6.floor() as i32;
-    let f = h6 - i as f32;
-    let (p, q, t) = (v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f)));
-    match i {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
+    crate::transform::hsv_to_rgb(h.rem_euclid(1.0), s, v)
 }
 
 fn distance(a: [f32; 3], b: [f32; 3]) -> f32 {

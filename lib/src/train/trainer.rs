@@ -50,6 +50,9 @@ pub struct TrainConfig {
     pub train_crop: String,
     /// Random horizontal flip (off by default: it swaps left and right).
     pub flip: bool,
+    /// torchvision's ColorJitter per training clip (`{"brightness": 0.4, "contrast": 0.4,
+    /// "saturation": 0.4, "hue": 0.1}`); absent means none.
+    pub color_jitter: Option<crate::transform::ColorJitter>,
     /// Log a training line every N iterations.
     pub log_every: usize,
     /// Deep mutual learning (PP-TSMv2's DML): a peer model trained alongside, each model's loss
@@ -91,6 +94,7 @@ impl Default for TrainConfig {
             prefetch: 4,
             train_crop: "multiscale".into(),
             flip: false,
+            color_jitter: None,
             log_every: 10,
             dml: None,
         }
@@ -107,6 +111,9 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        if let Some(j) = &self.color_jitter {
+            j.validate()?;
+        }
         if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 || self.val_every == 0 {
             bail!("epochs, batch_size, accumulate and val_every must be positive");
         }
@@ -149,6 +156,7 @@ impl TrainConfig {
             crop: self.train_crop.parse()?,
             crop_px: m.crop_size,
             flip: self.flip,
+            color_jitter: self.color_jitter,
             normalize: None,
             seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
             indices: None,
@@ -163,6 +171,7 @@ impl TrainConfig {
         s.sampler.train = false;
         s.crop = CropMode::Center;
         s.flip = false;
+        s.color_jitter = None;
         Ok(s)
     }
 }
@@ -557,6 +566,21 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `color_jitter` is a config key: it reaches the training clips, never validation's, and
+    /// a hue beyond torchvision's [0, 0.5] is refused.
+    #[test]
+    fn color_jitter_configures_training_clips_only() {
+        let mut cfg = TrainConfig::default();
+        cfg.apply_overrides(&[
+            r#"color_jitter={"brightness":0.4,"contrast":0.4,"saturation":0.4,"hue":0.1}"#.into(),
+        ])
+        .unwrap();
+        assert_eq!(cfg.train_spec(0).unwrap().color_jitter.unwrap().hue, 0.1);
+        assert!(cfg.val_spec().unwrap().color_jitter.is_none());
+        let bad = [r#"color_jitter={"brightness":0,"contrast":0,"saturation":0,"hue":0.7}"#.to_string()];
+        assert!(TrainConfig::default().apply_overrides(&bad).is_err());
+    }
 
     /// A zoo model trains and validates on its own T × τ dense clips (pytorchvideo's spec).
     #[test]

@@ -2,9 +2,12 @@
 //! box is chosen once per clip, so every frame of a clip gets the same crop (as mmaction2 and
 //! PaddleVideo do). Short-side resizing happens earlier, inside ffmpeg (`video::decode_frames`).
 
+mod color;
 mod crop;
 mod resize;
 
+pub(crate) use color::hsv_to_rgb;
+pub use color::{color_jitter, ColorJitter, JitterDraw};
 pub use crop::{
     center_crop_box, multi_scale_crop_box, random_resized_crop_box, ten_crop_boxes, three_crop_boxes, CropBox,
 };
