@@ -125,13 +125,16 @@ Examples:
   vconvert --arch bmn bmn_400x100_2x8_9e_activitynet_feature_20200619-42a3b111.pth bmn.safetensors
 
   # Which architectures can be imported
-  vconvert --list-archs";
+  vconvert --list-archs
+
+  # UCF101's official split 1 as vidkit lists (train.list, val.list, labels.txt)
+  vconvert --lists ucf101 --data ~/data/ucf101 --split 1 --out lists/ucf101";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "vconvert", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
 pub struct Args {
     /// Architecture to import as (see --list-archs).
-    #[arg(long, value_name = "NAME", required_unless_present = "list_archs",
+    #[arg(long, value_name = "NAME", required_unless_present_any = ["list_archs", "lists"],
           value_parser = clap::builder::PossibleValuesParser::new(arch_names()))]
     pub arch: Option<String>,
 
@@ -145,12 +148,28 @@ pub struct Args {
     pub list_archs: bool,
 
     /// PyTorch checkpoint (.pth, .pt, .pyth) or Paddle checkpoint (.pdparams).
-    #[arg(value_name = "IN", required_unless_present = "list_archs")]
+    #[arg(value_name = "IN", required_unless_present_any = ["list_archs", "lists"])]
     pub input: Option<PathBuf>,
 
     /// Model file to write (.safetensors), atomically.
-    #[arg(value_name = "OUT.safetensors", required_unless_present = "list_archs")]
+    #[arg(value_name = "OUT.safetensors", required_unless_present_any = ["list_archs", "lists"])]
     pub output: Option<PathBuf>,
+
+    /// Convert a dataset's official annotations into vidkit lists instead: ucf101 or hmdb51
+    /// (--data DIR, --split N, --out DIR: writes train.list, val.list, labels.txt with class
+    /// indices as MMAction2 assigns them; paths relative to DIR).
+    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51"], requires_all = ["data", "out"],
+          conflicts_with_all = ["arch", "list_archs", "input", "output"])]
+    pub lists: Option<String>,
+    /// With --lists: the dataset as downloaded (official layout or MMAction2's videos/ + annotations/).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// With --lists: the split (1-3).
+    #[arg(long, default_value_t = 1)]
+    pub split: u32,
+    /// With --lists: where to write the lists.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 
     /// No summary on stderr.
     #[arg(short, long)]
@@ -158,6 +177,41 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
+    if let (Some(name), Some(data), Some(out)) = (&args.lists, &args.data, &args.out) {
+        let lists = match name.as_str() {
+            "ucf101" => vidkit::data::ucf101_lists(data, args.split)?,
+            _ => vidkit::data::hmdb51_lists(data, args.split)?,
+        };
+        if lists.train.is_empty() || lists.val.is_empty() {
+            bail!(
+                "{}: split {} has {} training and {} test videos on disk",
+                data.display(),
+                args.split,
+                lists.train.len(),
+                lists.val.len()
+            );
+        }
+        vidkit::data::write_dataset_lists(&lists, out)?;
+        for m in lists.missing.iter().take(5) {
+            eprintln!("vconvert: listed but not on disk (left out): {m}");
+        }
+        if !args.quiet {
+            eprintln!(
+                "vconvert: {name} split {}: {} training, {} test videos, {} classes{} -> {}",
+                args.split,
+                lists.train.len(),
+                lists.val.len(),
+                lists.labels.len(),
+                if lists.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} missing", lists.missing.len())
+                },
+                out.display()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
     if args.list_archs {
         let mut out = String::new();
         for a in arch_names() {
