@@ -4,7 +4,10 @@
 //! - UCF101: `classInd.txt` (1-based, minus one), `trainlist0N.txt` / `testlist0N.txt`, the
 //!   label of every video from its class folder;
 //! - HMDB51: classes in sorted order of their folders, `<class>_test_split<N>.txt` with flag 1
-//!   for training, 2 for testing, 0 unused.
+//!   for training, 2 for testing, 0 unused;
+//! - Kinetics-400/600/700: the CSVs `label,youtube_id,time_start,time_end,split`, classes the
+//!   sorted training labels with spaces as underscores, videos named
+//!   `<id>_<start:06d>_<end:06d>.<ext>` in a subset folder, flat or in label folders.
 //!
 //! Both the official archives' layout as extracted (`UCF-101/<class>/*.avi` + `ucfTrainTestlist/`;
 //! HMDB51's `<class>/*.avi`, possibly under `hmdb51_org/`, + `testTrainMulti_7030_splits/`) and
@@ -149,6 +152,98 @@ pub fn hmdb51_lists(data: &Path, split: u32) -> Result<DatasetLists> {
     Ok(out)
 }
 
+/// Kinetics (any of 400/600/700): the training and validation CSVs and their videos. Listed
+/// videos that are not on disk are counted in `missing` (downloads always miss some).
+pub fn kinetics_lists(data: &Path) -> Result<DatasetLists> {
+    let ann = find(data, &["annotations", "."], "Kinetics' annotation folder")?;
+    let train_csv = find(
+        &ann,
+        &["kinetics_train.csv", "train.csv"],
+        "Kinetics' training CSV (kinetics_train.csv or train.csv)",
+    )?;
+    let val_csv = find(
+        &ann,
+        &["kinetics_val.csv", "validate.csv", "val.csv"],
+        "Kinetics' validation CSV (kinetics_val.csv, validate.csv or val.csv)",
+    )?;
+    let train_dir =
+        find(data, &["videos_train", "train"], "Kinetics' training videos (videos_train/ or train/)")?;
+    let val_dir = find(
+        data,
+        &["videos_val", "val", "validate"],
+        "Kinetics' validation videos (videos_val/, val/ or validate/)",
+    )?;
+    // `convert_label`: quotes dropped, spaces as underscores.
+    let label_name = |s: &str| s.replace('"', "").replace(' ', "_");
+    let rows = |path: &Path| -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for (n, line) in read(path)?.lines().enumerate().skip(1) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let f = split_csv(line);
+            let bad = || {
+                format!(
+                    "{}: line {}: expected `label,youtube_id,time_start,time_end,...`",
+                    path.display(),
+                    n + 1
+                )
+            };
+            if f.len() < 4 {
+                bail!("{}", bad());
+            }
+            let t0: f64 = f[2].trim().parse().with_context(bad)?;
+            let t1: f64 = f[3].trim().parse().with_context(bad)?;
+            out.push((label_name(&f[0]), format!("{}_{:06}_{:06}", f[1].trim(), t0 as i64, t1 as i64)));
+        }
+        Ok(out)
+    };
+    let train = rows(&train_csv)?;
+    let mut labels: Vec<String> = train.iter().map(|(l, _)| l.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    let mut out = DatasetLists { labels, ..Default::default() };
+    for (rows, dir, into_train) in [(train, &train_dir, true), (rows(&val_csv)?, &val_dir, false)] {
+        for (label, name) in rows {
+            let Some(index) = out.labels.iter().position(|l| *l == label) else {
+                bail!("{}: label {label:?} is not among the training labels", val_csv.display());
+            };
+            let found = ["mp4", "mkv", "webm", "avi"].iter().find_map(|ext| {
+                let file = format!("{name}.{ext}");
+                [dir.join(&file), dir.join(&label).join(&file), dir.join(label.replace('_', " ")).join(&file)]
+                    .into_iter()
+                    .find(|p| p.exists())
+            });
+            match found {
+                Some(p) => {
+                    let rel = p.strip_prefix(data).unwrap_or(&p).display().to_string();
+                    if into_train {
+                        out.train.push((rel, index))
+                    } else {
+                        out.val.push((rel, index))
+                    }
+                }
+                None => out.missing.push(name),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One CSV line's fields (double-quoted fields may hold commas).
+fn split_csv(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
 /// Writes `train.list`, `val.list` and `labels.txt` into `out` (each atomically).
 pub fn write_dataset_lists(lists: &DatasetLists, out: &Path) -> Result<()> {
     use std::io::Write;
@@ -196,6 +291,37 @@ mod tests {
         assert_eq!(l.missing, ["UCF-101/Archery/v_gone.avi"]);
         let e = ucf101_lists(p, 2).unwrap_err().to_string();
         assert!(e.contains("trainlist02.txt not found"), "{e}");
+    }
+
+    #[test]
+    fn kinetics_csvs_names_and_missing_videos() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        touch(&p.join("videos_train/abc_000010_000020.mp4"));
+        touch(&p.join("videos_train/playing guitar/def_000001_000011.mp4"));
+        touch(&p.join("videos_val/ghi_000005_000015.mkv"));
+        std::fs::create_dir_all(p.join("annotations")).unwrap();
+        std::fs::write(
+            p.join("annotations/kinetics_train.csv"),
+            "label,youtube_id,time_start,time_end,split\nriding bike,abc,10,20,train\n\"playing guitar\",def,1.0,11.0,train\nriding bike,zzz,0,10,train\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("annotations/kinetics_val.csv"),
+            "label,youtube_id,time_start,time_end,split\nplaying guitar,ghi,5,15,val\n",
+        )
+        .unwrap();
+        let l = kinetics_lists(p).unwrap();
+        assert_eq!(l.labels, ["playing_guitar", "riding_bike"]);
+        assert_eq!(
+            l.train,
+            [
+                ("videos_train/abc_000010_000020.mp4".to_string(), 1),
+                ("videos_train/playing guitar/def_000001_000011.mp4".to_string(), 0)
+            ]
+        );
+        assert_eq!(l.val, [("videos_val/ghi_000005_000015.mkv".to_string(), 0)]);
+        assert_eq!(l.missing, ["zzz_000000_000010"]);
     }
 
     #[test]
