@@ -152,3 +152,47 @@ fn kinetics_recipe_from_its_csvs_with_a_missing_video() {
     );
     check_run(p, &o, &["playing_guitar", "riding_bike"]);
 }
+
+#[test]
+fn sthv2_recipe_from_its_jsons() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    synth(p, "left,right", "8", "32x32", "8");
+    let templates = [
+        ("left", "Pushing [something] from right to left"),
+        ("right", "Pushing [something] from left to right"),
+    ];
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    std::fs::create_dir_all(p.join("sth/20bn-something-something-v2")).unwrap();
+    for (class, i, f) in videos(p) {
+        let template = templates.iter().find(|(c, _)| *c == class).unwrap().1;
+        let id = format!("{}", 1000 + i + if class == "right" { 100 } else { 0 });
+        std::fs::rename(&f, p.join(format!("sth/20bn-something-something-v2/{id}.webm"))).unwrap();
+        let item = serde_json::json!({"id": id, "label": template.replace(['[', ']'], "").to_lowercase(), "template": template, "placeholders": ["a box"]});
+        if i < 6 {
+            train.push(item)
+        } else {
+            val.push(item)
+        }
+    }
+    std::fs::create_dir_all(p.join("sth/labels")).unwrap();
+    let labels =
+        r#"{"Pushing something from left to right": "0", "Pushing something from right to left": "1"}"#;
+    std::fs::write(p.join("sth/labels/something-something-v2-labels.json"), labels).unwrap();
+    std::fs::write(
+        p.join("sth/labels/something-something-v2-train.json"),
+        serde_json::Value::from(train).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("sth/labels/something-something-v2-validation.json"),
+        serde_json::Value::from(val).to_string(),
+    )
+    .unwrap();
+    let o = make(p, "sthv2", "sth", "eval");
+    check_run(p, &o, &["Pushing something from left to right", "Pushing something from right to left"]);
+    // `right` videos move left to right: class 0.
+    assert!(std::fs::read_to_string(p.join("out/val.list"))
+        .unwrap()
+        .contains("20bn-something-something-v2/1106.webm 0"));
+}

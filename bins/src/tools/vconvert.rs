@@ -155,11 +155,11 @@ pub struct Args {
     #[arg(value_name = "OUT.safetensors", required_unless_present_any = ["list_archs", "lists"])]
     pub output: Option<PathBuf>,
 
-    /// Convert a dataset's official annotations into vidkit lists instead: ucf101, hmdb51 or
+    /// Convert a dataset's official annotations into vidkit lists instead: ucf101, hmdb51,
     /// kinetics (400/600/700; its CSVs, videos named id_start_end; videos not on disk are
-    /// reported and left out) (--data DIR, --split N, --out DIR: writes train.list, val.list,
+    /// reported and left out) or sthv2 (Something-Something v2's JSONs, template → class) (--data DIR, --split N, --out DIR: writes train.list, val.list,
     /// labels.txt with class indices as MMAction2 assigns them; paths relative to DIR).
-    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics"], requires_all = ["data", "out"],
+    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics", "sthv2"], requires_all = ["data", "out"],
           conflicts_with_all = ["arch", "list_archs", "input", "output"])]
     pub lists: Option<String>,
     /// With --lists: the dataset as downloaded (official layout or MMAction2's videos/ + annotations/).
@@ -182,6 +182,7 @@ pub fn main(args: Args) -> Result<Outcome> {
         let lists = match name.as_str() {
             "ucf101" => vidkit::data::ucf101_lists(data, args.split)?,
             "kinetics" => vidkit::data::kinetics_lists(data)?,
+            "sthv2" => vidkit::data::sthv2_lists(data)?,
             _ => vidkit::data::hmdb51_lists(data, args.split)?,
         };
         if lists.train.is_empty() || lists.val.is_empty() {

@@ -7,7 +7,9 @@
 //!   for training, 2 for testing, 0 unused;
 //! - Kinetics-400/600/700: the CSVs `label,youtube_id,time_start,time_end,split`, classes the
 //!   sorted training labels with spaces as underscores, videos named
-//!   `<id>_<start:06d>_<end:06d>.<ext>` in a subset folder, flat or in label folders.
+//!   `<id>_<start:06d>_<end:06d>.<ext>` in a subset folder, flat or in label folders;
+//! - Something-Something v2: `labels.json` (template → index) and the `train`/`validation`
+//!   JSON lists, whose `template` (brackets removed) names the class; videos `<id>.webm`.
 //!
 //! Both the official archives' layout as extracted (`UCF-101/<class>/*.avi` + `ucfTrainTestlist/`;
 //! HMDB51's `<class>/*.avi`, possibly under `hmdb51_org/`, + `testTrainMulti_7030_splits/`) and
@@ -224,6 +226,71 @@ pub fn kinetics_lists(data: &Path) -> Result<DatasetLists> {
                     }
                 }
                 None => out.missing.push(name),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Something-Something v2: `something-something-v2-{labels,train,validation}.json` (or
+/// `labels.json`, `train.json`, `validation.json`), videos `<id>.webm` in
+/// `20bn-something-something-v2/` or `videos/`.
+pub fn sthv2_lists(data: &Path) -> Result<DatasetLists> {
+    let ann = find(data, &["annotations", "labels", "."], "Something-Something v2's annotation folder")?;
+    let json = |names: &[&str], what: &str| -> Result<(PathBuf, serde_json::Value)> {
+        let p = find(&ann, names, what)?;
+        let v = serde_json::from_str(&read(&p)?).with_context(|| format!("{}: not JSON", p.display()))?;
+        Ok((p, v))
+    };
+    let (lpath, labels) =
+        json(&["something-something-v2-labels.json", "labels.json"], "Something-Something v2's labels.json")?;
+    let map = labels
+        .as_object()
+        .with_context(|| format!("{}: not an object of template -> index", lpath.display()))?;
+    let mut names = vec![String::new(); map.len()];
+    for (template, idx) in map {
+        let i: usize = idx
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| idx.as_u64().map(|u| u as usize))
+            .filter(|i| *i < names.len())
+            .with_context(|| {
+                format!("{}: {template:?} has index {idx}, not 0..{}", lpath.display(), names.len())
+            })?;
+        names[i] = template.clone();
+    }
+    let videos = find(
+        data,
+        &["20bn-something-something-v2", "videos"],
+        "Something-Something v2's videos (20bn-something-something-v2/ or videos/)",
+    )?;
+    let mut out = DatasetLists { labels: names.clone(), ..Default::default() };
+    for (files, into_train) in [
+        (["something-something-v2-train.json", "train.json"], true),
+        (["something-something-v2-validation.json", "validation.json"], false),
+    ] {
+        let (path, list) = json(&files, &format!("Something-Something v2's {}", files[1]))?;
+        let items = list.as_array().with_context(|| format!("{}: not a list", path.display()))?;
+        for (k, item) in items.iter().enumerate() {
+            let id = item
+                .get("id")
+                .and_then(|v| v.as_str())
+                .with_context(|| format!("{}: item {k}: no `id`", path.display()))?;
+            let template = item
+                .get("template")
+                .and_then(|v| v.as_str())
+                .with_context(|| format!("{}: item {k}: no `template`", path.display()))?
+                .replace(['[', ']'], "");
+            let label = names.iter().position(|n| *n == template).with_context(|| {
+                format!("{}: item {k}: template {template:?} is not in {}", path.display(), lpath.display())
+            })?;
+            let rel = relative(data, &videos, &format!("{id}.webm"));
+            if !data.join(&rel).exists() {
+                out.missing.push(rel);
+            } else if into_train {
+                out.train.push((rel, label));
+            } else {
+                out.val.push((rel, label));
             }
         }
     }

@@ -6,7 +6,9 @@ mod list;
 mod segments;
 mod shard;
 
-pub use datasets::{hmdb51_lists, kinetics_lists, ucf101_lists, write_dataset_lists, DatasetLists};
+pub use datasets::{
+    hmdb51_lists, kinetics_lists, sthv2_lists, ucf101_lists, write_dataset_lists, DatasetLists,
+};
 pub use labels::{parse_label_names, read_label_names};
 pub use list::{parse_line, read_list, ListEntry};
 pub use segments::{
