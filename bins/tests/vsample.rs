@@ -98,6 +98,7 @@ fn same_seed_same_bytes_and_j_does_not_change_output() {
 
 /// `--color-jitter`: the same seed gives the same jittered bytes; zero strengths change nothing;
 /// a clip's frames all get the same draw (a still video's jittered frames stay equal).
+/// `--grayscale P`: grey clips with probability P.
 #[test]
 fn color_jitter_is_one_draw_per_clip_and_seeded() {
     let d = tempfile::tempdir().unwrap();
@@ -142,6 +143,26 @@ fn color_jitter_is_one_draw_per_clip_and_seeded() {
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(p.join(out)).unwrap()
     };
+    let sample_with = |extra: &[&str], out: &str| {
+        let mut a = vec![
+            "still.mp4",
+            "--train",
+            "--frames",
+            "4",
+            "--size",
+            "48",
+            "--crop-size",
+            "48",
+            "--seed",
+            "3",
+            "-o",
+            out,
+        ];
+        a.extend_from_slice(extra);
+        let o = run(VSAMPLE, &a, p);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(p.join(out)).unwrap()
+    };
     let plain = sample("plain.vks", &[]);
     assert_eq!(plain, sample("zero.vks", &["0", "0", "0", "0"]));
     let j = sample("j1.vks", &["0.4", "0.4", "0.4", "0.1"]);
@@ -159,6 +180,11 @@ fn color_jitter_is_one_draw_per_clip_and_seeded() {
     for t in 1..4 {
         assert_eq!(frames.index_axis(ndarray::Axis(0), t), first.view(), "frame {t} got another jitter");
     }
+    // --grayscale 1: every clip grey (r = g = b); 0 changes nothing.
+    assert_eq!(plain, sample_with(&["--grayscale", "0"], "g0.vks"));
+    sample_with(&["--grayscale", "1"], "g1.vks");
+    let grey = read_stream(&p.join("g1.vks"))[0].array.to_f32();
+    assert!(grey.lanes(ndarray::Axis(3)).into_iter().all(|px| px[0] == px[1] && px[1] == px[2]));
     let o = run(VSAMPLE, &["still.mp4", "--color-jitter", "0.4", "0.4", "0.4", "0.1", "-o", "x.vks"], p);
     assert_eq!(o.status.code(), Some(2), "--color-jitter without --train: {}", stderr(&o));
 }

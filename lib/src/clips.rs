@@ -45,6 +45,8 @@ pub struct ClipSpec {
     pub flip: bool,
     /// ColorJitter drawn once per clip (torchvision's); train only.
     pub color_jitter: Option<transform::ColorJitter>,
+    /// torchvision's RandomGrayscale: the clip in grey with this probability; train only.
+    pub grayscale: f64,
     /// Emit float32 `(x - mean) / std` instead of uint8 pixels.
     pub normalize: Option<Norm>,
     pub seed: u64,
@@ -217,10 +219,14 @@ fn clip_records(
         .with_context(|| item.path.display().to_string())?;
     // One jitter for the whole clip, every view and frame alike.
     let jitter = spec.color_jitter.filter(|j| !j.is_identity()).map(|j| j.draw(rng));
+    let grey = spec.grayscale > 0.0 && rng.uniform() < spec.grayscale;
     let mut out = Vec::with_capacity(num_views);
     for (v, mut view) in views.into_iter().enumerate() {
         if let Some(d) = &jitter {
             transform::color_jitter(view.view_mut(), d)?;
+        }
+        if grey {
+            transform::grayscale(view.view_mut())?;
         }
         let mut h = RecordHeader::frames(item.id.clone());
         h.label = item.label.clone();
@@ -286,6 +292,7 @@ mod tests {
             crop_px: 32,
             flip: false,
             color_jitter: None,
+            grayscale: 0.0,
             normalize: None,
             seed: 0,
             indices: None,

@@ -104,6 +104,10 @@ pub struct Args {
     /// in a random order (as MMAction2's ColorJitter).
     #[arg(long, num_args = 4, value_names = ["B", "C", "S", "H"], requires = "train")]
     pub color_jitter: Option<Vec<f64>>,
+    /// With --train: the clip in grey with probability P (torchvision's RandomGrayscale; after
+    /// any colour jitter).
+    #[arg(long, value_name = "P", requires = "train")]
+    pub grayscale: Option<f64>,
     /// Seed for every random choice; the same seed gives the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -260,6 +264,10 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         crop,
         crop_px: args.crop_size,
         flip: args.flip,
+        grayscale: match args.grayscale {
+            Some(p) if !(0.0..=1.0).contains(&p) => bail!("--grayscale {p}: a probability in [0, 1]"),
+            p => p.unwrap_or(0.0),
+        },
         color_jitter: match &args.color_jitter {
             Some(v) => {
                 let j = vidkit::transform::ColorJitter {

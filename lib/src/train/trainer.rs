@@ -53,6 +53,8 @@ pub struct TrainConfig {
     /// torchvision's ColorJitter per training clip (`{"brightness": 0.4, "contrast": 0.4,
     /// "saturation": 0.4, "hue": 0.1}`); absent means none.
     pub color_jitter: Option<crate::transform::ColorJitter>,
+    /// torchvision's RandomGrayscale probability per training clip (0: never).
+    pub grayscale: f64,
     /// Log a training line every N iterations.
     pub log_every: usize,
     /// Deep mutual learning (PP-TSMv2's DML): a peer model trained alongside, each model's loss
@@ -95,6 +97,7 @@ impl Default for TrainConfig {
             train_crop: "multiscale".into(),
             flip: false,
             color_jitter: None,
+            grayscale: 0.0,
             log_every: 10,
             dml: None,
         }
@@ -113,6 +116,9 @@ impl TrainConfig {
         self.model.validate()?;
         if let Some(j) = &self.color_jitter {
             j.validate()?;
+        }
+        if !(0.0..=1.0).contains(&self.grayscale) {
+            bail!("grayscale {} is a probability: it must lie in [0, 1]", self.grayscale);
         }
         if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 || self.val_every == 0 {
             bail!("epochs, batch_size, accumulate and val_every must be positive");
@@ -157,6 +163,7 @@ impl TrainConfig {
             crop_px: m.crop_size,
             flip: self.flip,
             color_jitter: self.color_jitter,
+            grayscale: self.grayscale,
             normalize: None,
             seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
             indices: None,
@@ -172,6 +179,7 @@ impl TrainConfig {
         s.crop = CropMode::Center;
         s.flip = false;
         s.color_jitter = None;
+        s.grayscale = 0.0;
         Ok(s)
     }
 }

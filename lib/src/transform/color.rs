@@ -129,6 +129,21 @@ fn adjust_hue(mut frame: ArrayViewMut3<u8>, factor: f64) {
     }
 }
 
+/// torchvision's `rgb_to_grayscale(img, num_output_channels=3)` on every frame of a clip
+/// [T, H, W, 3] (what `RandomGrayscale` applies): each pixel's grey value in all three channels.
+pub fn grayscale(mut clip: ArrayViewMut4<u8>) -> Result<()> {
+    if clip.dim().3 != 3 || !clip.is_standard_layout() {
+        bail!("grayscale needs contiguous RGB frames, got {:?}", clip.dim());
+    }
+    for mut frame in clip.axis_iter_mut(Axis(0)) {
+        for mut px in frame.rows_mut() {
+            let g = grey(px.as_slice().expect("contiguous pixel"));
+            px.fill(g);
+        }
+    }
+    Ok(())
+}
+
 /// `_hsv2rgb` for one pixel, h in [0, 1): sector `floor(6h) mod 6`, p, q, t clamped to [0, 1].
 pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     let i6 = (h * 6.0).floor();
@@ -190,5 +205,20 @@ mod tests {
             assert!((-0.1..=0.1).contains(&d.factors[3].unwrap()));
         }
         assert!(ColorJitter { hue: 0.6, ..Default::default() }.validate().is_err());
+    }
+
+    /// Grey is torchvision's saturation 0 (`_blend(img, grey, 0)`), which the parity test checks
+    /// against torchvision.
+    #[test]
+    fn grayscale_is_saturation_zero() {
+        let clip = Array4::from_shape_fn((2, 5, 7, 3), |(t, y, x, c)| {
+            ((t * 91 + y * 37 + x * 13 + c * 71) % 256) as u8
+        });
+        let mut a = clip.clone();
+        grayscale(a.view_mut()).unwrap();
+        let mut b = clip;
+        let draw = JitterDraw { order: [2, 0, 1, 3], factors: [None, None, Some(0.0), None] };
+        color_jitter(b.view_mut(), &draw).unwrap();
+        assert_eq!(a, b);
     }
 }

@@ -7,7 +7,7 @@ mod crop;
 mod resize;
 
 pub(crate) use color::hsv_to_rgb;
-pub use color::{color_jitter, ColorJitter, JitterDraw};
+pub use color::{color_jitter, grayscale, ColorJitter, JitterDraw};
 pub use crop::{
     center_crop_box, multi_scale_crop_box, random_resized_crop_box, ten_crop_boxes, three_crop_boxes, CropBox,
 };
