@@ -120,29 +120,6 @@ fn color_jitter_is_one_draw_per_clip_and_seeded() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let sample = |out: &str, jitter: &[&str]| {
-        let mut a = vec![
-            "still.mp4",
-            "--train",
-            "--frames",
-            "4",
-            "--size",
-            "48",
-            "--crop-size",
-            "48",
-            "--seed",
-            "3",
-            "-o",
-            out,
-        ];
-        if !jitter.is_empty() {
-            a.push("--color-jitter");
-            a.extend_from_slice(jitter);
-        }
-        let o = run(VSAMPLE, &a, p);
-        assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::read(p.join(out)).unwrap()
-    };
     let sample_with = |extra: &[&str], out: &str| {
         let mut a = vec![
             "still.mp4",
@@ -162,6 +139,14 @@ fn color_jitter_is_one_draw_per_clip_and_seeded() {
         let o = run(VSAMPLE, &a, p);
         assert!(o.status.success(), "{}", stderr(&o));
         std::fs::read(p.join(out)).unwrap()
+    };
+    let sample = |out: &str, jitter: &[&str]| {
+        let mut extra = Vec::new();
+        if !jitter.is_empty() {
+            extra.push("--color-jitter");
+            extra.extend_from_slice(jitter);
+        }
+        sample_with(&extra, out)
     };
     let plain = sample("plain.vks", &[]);
     assert_eq!(plain, sample("zero.vks", &["0", "0", "0", "0"]));
