@@ -318,3 +318,38 @@ mod id_tests {
         assert_eq!(preds[1].0, "x");
     }
 }
+
+#[cfg(test)]
+mod annotation_tests {
+    use super::*;
+
+    /// A THUMOS14 annotation directory gives both subsets' videos, without durations; an
+    /// ActivityNet JSON gives its durations and subsets.
+    #[test]
+    fn thumos_dirs_and_activitynet_json_read_as_annotations() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("Diving_val.txt"), "video_validation_1 1.0 2.5\nvideo_validation_1 4 5\n")
+            .unwrap();
+        std::fs::write(p.join("Diving_test.txt"), "video_test_9 0.5 1.5\n").unwrap();
+        std::fs::write(p.join("Ambiguous_val.txt"), "video_validation_1 3 4\n").unwrap();
+        let a = read_annotations(p).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            (a[0].id.as_str(), a[0].subset.as_deref(), a[0].duration),
+            ("video_validation_1", Some("validation"), None)
+        );
+        assert_eq!(a[0].segments.len(), 2);
+        assert_eq!(a[1].subset.as_deref(), Some("test"));
+        let j = p.join("anet.json");
+        std::fs::write(&j, r#"{"database": {"v_a": {"subset": "training", "duration": 20.5, "annotations": [{"segment": [1, 2], "label": "x"}]}}}"#).unwrap();
+        let a = read_annotations(&j).unwrap();
+        assert_eq!((a[0].duration, a[0].subset.as_deref()), (Some(20.5), Some("training")));
+        std::fs::write(
+            &j,
+            r#"{"v_a": {"annotations": [{"segment": [3, 2], "label": "x"}], "duration_second": 9}}"#,
+        )
+        .unwrap();
+        assert!(read_annotations(&j).unwrap_err().to_string().contains("starts after it ends"));
+    }
+}
