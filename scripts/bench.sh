@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh BIN_DIR PEERS_DIR
 #
 # BIN_DIR holds the built tools (vsample); PEERS_DIR is where scripts/peers.sh keeps the pinned
-# venvs (the full and zoo tiers are built here if they are not yet). Inputs are generated once into
+# venvs (the full, models and paddle tiers are built here if they are not yet). Inputs are generated once into
 # target/bench/ (regenerated when the recipe below changes); results go to target/bench/*.json.
 set -euo pipefail
 
@@ -65,9 +65,9 @@ if [ ! -s "$out/long2h.mp4" ]; then
 fi
 python3 "$here/bench_long.py" --bin "$bin" --video "$out/long2h.mp4" --model "$out/feat_r50.safetensors" \
   --json "$out/long.json"
-# Zoo models: forward at each model's zoo input against pytorchvideo (zoo tier).
-bash "$here/peers.sh" "$peers" zoo
-"$peers/zoo/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
+# Zoo models: forward at each model's zoo input against pytorchvideo (models tier).
+bash "$here/peers.sh" "$peers" models
+"$peers/models/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/zoo.json"
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.

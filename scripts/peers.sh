@@ -2,15 +2,15 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|models|full|zoo|paddle|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|paddle|all]      (default: all)
 #
 # Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
-#   TARGET_DIR/models  scripts/peers-models.txt  numpy, torch, torchvision, safetensors
-#                                                (model parity test; torch is PyPI's CUDA build)
+#   TARGET_DIR/models  scripts/peers-models.txt  numpy, safetensors, pytorchvideo and torch's
+#                                                requirements less triton, then torch and
+#                                                torchvision --no-deps (peers-models-nodeps.txt):
+#                                                2D and 3D model parity tests, zoo bench
 #   TARGET_DIR/full    scripts/peers-full.txt    decode + torch, torchvision, torchcodec (bench)
-#   TARGET_DIR/zoo     scripts/peers-zoo.txt     torch, torchvision, pytorchvideo (3D CNN parity
-#                                                and bench)
 #   TARGET_DIR/paddle  scripts/peers-paddle.txt  numpy, paddlepaddle (CPU), ppvideo's deps, then
 #                      ppvideo --no-deps (peers-paddle-nodeps.txt), the paddle.fluid stub
 #                      (peers-paddle-fluid-stub.py) and a .pth that makes `import paddlevideo`
@@ -22,16 +22,15 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|models|full|zoo|paddle|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|paddle|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
   decode) tiers=(decode) ;;
   models) tiers=(models) ;;
   full) tiers=(full) ;;
-  zoo) tiers=(zoo) ;;
   paddle) tiers=(paddle) ;;
-  all) tiers=(decode models full zoo paddle) ;;
+  all) tiers=(decode models full paddle) ;;
   *) usage ;;
 esac
 
@@ -44,9 +43,8 @@ target=$(cd "$target" && pwd)
 tier_files() {
   case $1 in
     decode) echo "$here/peers-decode.txt" ;;
-    models) echo "$here/peers-models.txt" ;;
+    models) echo "$here/peers-models.txt $here/peers-models-nodeps.txt" ;;
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
-    zoo) echo "$here/peers-zoo.txt" ;;
     paddle) echo "$here/peers-paddle.txt $here/peers-paddle-nodeps.txt $here/peers-paddle-fluid-stub.py" ;;
   esac
 }
@@ -54,8 +52,7 @@ tier_files() {
 # ppvideo without its impossible pins, and what it needs under Paddle 3 (shared/PEERS.md).
 install_paddle_extras() {
   local venv=$1 site sub
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input --no-deps \
-    -r "$here/peers-paddle-nodeps.txt"
+  pip_install "$venv" --no-deps -r "$here/peers-paddle-nodeps.txt"
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   for sub in __init__ framework core layer_helper data_feeder dygraph/__init__; do
     mkdir -p "$(dirname "$site/paddle/fluid/$sub.py")"
@@ -63,6 +60,13 @@ install_paddle_extras() {
   done
   # ppvideo's modules import each other as `paddlevideo.*` (as in a PaddleVideo checkout).
   echo "$site/ppvideo" > "$site/vidkit-paddlevideo.pth"
+}
+
+# No wheel cache: torch's wheels alone are 2 GB that would stay in ~/.cache beside the venv.
+pip_install() {
+  local venv=$1
+  shift
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input --no-cache-dir "$@"
 }
 
 build_tier() {
@@ -82,17 +86,16 @@ build_tier() {
     echo "peers: building $venv (pinned in $(tier_files "$tier" | xargs -n1 basename | tr '\n' ' '))" >&2
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
-      -r "$here/peers-$tier.txt"
-    if [ "$tier" = paddle ]; then
-      install_paddle_extras "$venv"
-    fi
+    pip_install "$venv" -r "$here/peers-$tier.txt"
+    case $tier in
+      paddle) install_paddle_extras "$venv" ;;
+      models) pip_install "$venv" --no-deps -r "$here/peers-models-nodeps.txt" ;;
+    esac
     # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
     case $tier in
       decode) imports="numpy, av, decord, cv2" ;;
-      models) imports="numpy, torch, torchvision, safetensors.torch" ;;
+      models) imports="numpy, torch, torchvision, safetensors.torch, pytorchvideo.models.hub" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
-      zoo) imports="numpy, torch, torchvision, pytorchvideo.models.hub" ;;
       paddle) imports="numpy, paddle, paddlevideo.modeling.backbones, paddlevideo.modeling.heads" ;;
     esac
     "$venv/bin/python" -W ignore -c "import $imports"

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{cached_fixture, logits_error, run_tool, workspace_root, zoo_peers_python};
+use common::{cached_fixture, logits_error, models_peers_python, run_tool, workspace_root};
 use std::path::PathBuf;
 use vidkit::model::ModelConfig;
 
@@ -26,10 +26,13 @@ fn fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_mmaction3d_parity.py");
     // The script takes randomise_bn from export_zoo_parity.py.
-    let keys =
-        [script.clone(), root.join("scripts/export_zoo_parity.py"), root.join("scripts/peers-zoo.txt")];
+    let keys = [
+        script.clone(),
+        root.join("scripts/export_zoo_parity.py"),
+        root.join("scripts/peers-models-nodeps.txt"),
+    ];
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    cached_fixture("parity_mmaction3d", &keys, name, zoo_peers_python, &script, &args)
+    cached_fixture("parity_mmaction3d", &keys, name, models_peers_python, &script, &args)
 }
 
 /// Converts the fixture `name` (script `args`) as `arch` with `overrides`, compares logits;

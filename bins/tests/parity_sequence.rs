@@ -21,7 +21,7 @@ const REL_TOL: f32 = 1e-4;
 fn fixture(arch: &str) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_sequence_parity.py");
-    let keys = [script.clone(), root.join("scripts/peers-models.txt")];
+    let keys = [script.clone(), root.join("scripts/peers-models-nodeps.txt")];
     let args = vec!["--arch".to_string(), arch.to_string()];
     cached_fixture("parity_sequence", &keys, arch, models_peers_python, &script, &args)
 }

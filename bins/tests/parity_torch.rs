@@ -49,7 +49,7 @@ fn fixture(arch: &str, layout: &str, frames: usize) -> Option<PathBuf> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let keys = [script.clone(), root.join("scripts/peers-models.txt")];
+    let keys = [script.clone(), root.join("scripts/peers-models-nodeps.txt")];
     cached_fixture("parity_torch", &keys, &name, models_peers_python, &script, &args)
 }
 

@@ -20,7 +20,7 @@
 mod common;
 
 use candle_core::{Device, Tensor, Var};
-use common::{cached_fixture, read_npy_f32, workspace_root, zoo_peers_python};
+use common::{cached_fixture, models_peers_python, read_npy_f32, workspace_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use vidkit::nn::{adaptive_avg_pool3d, avg_pool3d, max_pool3d, Conv3d, Conv3dConfig};
@@ -35,9 +35,9 @@ const CLASSES: usize = 11;
 fn fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_zoo_parity.py");
-    let keys = [script.clone(), root.join("scripts/peers-zoo.txt")];
+    let keys = [script.clone(), root.join("scripts/peers-models-nodeps.txt")];
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    cached_fixture("parity_zoo", &keys, name, zoo_peers_python, &script, &args)
+    cached_fixture("parity_zoo", &keys, name, models_peers_python, &script, &args)
 }
 
 fn load(dir: &Path, name: &str) -> Tensor {

@@ -242,9 +242,10 @@ pub fn peers_python(tier: &str, what: &str) -> Option<PathBuf> {
     }
 }
 
-/// The Python of the pinned models-tier peers venv (numpy, torch, torchvision, safetensors),
-/// built on first use by `scripts/peers.sh` (about 3 GB of wheels: PyPI's torch needs its CUDA
-/// libraries even on CPU); `None` when it cannot be built (no network), with a message.
+/// The Python of the pinned models-tier peers venv (numpy, torch, torchvision, safetensors,
+/// pytorchvideo), built on first use by `scripts/peers.sh` (about 2 GB of wheels, 4.3 GB on
+/// disk: PyPI's torch needs its CUDA libraries even on CPU); `None` when it cannot be built (no
+/// network), with a message.
 pub fn models_peers_python() -> Option<PathBuf> {
     peers_python("models", "model parity checks")
 }
@@ -309,7 +310,32 @@ pub fn cached_fixture(
         // Another test process made it meanwhile.
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    remove_at_exit_under_ci(&dir);
     Some(out)
+}
+
+/// Under CI (a clean clone, run once) a cached fixture is never read again, and the parity
+/// fixtures are full-width weights, 3 GB together: the ones this test binary made are removed
+/// when it exits (libtest returns from main or calls `exit`; both run `atexit` handlers).
+fn remove_at_exit_under_ci(dir: &Path) {
+    use std::sync::{Mutex, Once};
+    static MADE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static REGISTER: Once = Once::new();
+    extern "C" fn remove_made() {
+        if let Ok(made) = MADE.lock() {
+            for dir in made.iter() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    if !std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    MADE.lock().unwrap().push(dir.to_path_buf());
+    // SAFETY: registers a plain function with no arguments, as atexit(3) requires.
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(remove_made);
+    });
 }
 
 /// A little-endian float32 C-order .npy (what the fixture scripts write): shape and data.
@@ -341,11 +367,6 @@ pub fn target_dir() -> PathBuf {
     } else {
         root.join(target)
     }
-}
-
-/// The Python of the pinned zoo-tier peers venv (torch, torchvision, pytorchvideo 0.1.5).
-pub fn zoo_peers_python() -> Option<PathBuf> {
-    peers_python("zoo", "pytorchvideo parity checks")
 }
 
 /// A model file's eval-mode logits against a fixture's (`input.npy` → `logits.npy`).
