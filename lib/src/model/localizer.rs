@@ -1,7 +1,7 @@
 //! The task trait of temporal localizers (DESIGN.md §2.5): a model that takes one video's feature
 //! sequence [T, C] and gives temporal proposals, or its raw outputs for users who post-process
 //! themselves. `vpropose` runs any of them through [`load_localizer`]; the registry names which
-//! architectures are localizers and which family builds each.
+//! architectures are localizers and the loader of each.
 
 use super::{bmn_spec, load_bmn, registry, Bmn, BmnVariant, ModelConfig};
 use crate::proposals::{
@@ -114,17 +114,23 @@ impl Localizer for Bmn {
     }
 }
 
+/// What a registry row of a localizer calls to load its model file (config already read).
+pub type LocalizerLoader = fn(&std::path::Path, &ModelConfig) -> Result<Box<dyn Localizer>>;
+
 /// Loads a localizer model file, whichever registered family it is; any other model is refused
 /// with what it is and which tools run it.
 pub fn load_localizer(path: &std::path::Path) -> Result<Box<dyn Localizer>> {
     let cfg = super::read_config(path)?;
     let info = registry::require_task(&cfg.arch, &[registry::Task::Localizer])
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    match info.family {
-        "bmn" => {
-            bmn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-            Ok(Box::new(load_bmn(path)?))
-        }
-        other => bail!("{}: localizer family {other:?} has no loader", path.display()),
+    match info.builder {
+        registry::Builder::Localizer(load) => load(path, &cfg),
+        registry::Builder::Recognizer(_) => bail!("{}: {} is not a localizer", path.display(), cfg.arch),
     }
+}
+
+/// BMN (PaddleVideo's or MMAction2's variant, by its spec).
+pub(super) fn load_bmn_localizer(path: &std::path::Path, cfg: &ModelConfig) -> Result<Box<dyn Localizer>> {
+    bmn_spec(cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    Ok(Box::new(load_bmn(path)?))
 }

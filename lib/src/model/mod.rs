@@ -12,6 +12,7 @@ mod init;
 mod localizer;
 mod pdparams;
 mod pplcnet_v2;
+mod recognizer;
 mod recognizer2d;
 mod registry;
 mod resnet;
@@ -36,19 +37,20 @@ pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use init::{init_weights, init_weights_for};
-pub use localizer::{load_localizer, Localizer, RawOutput, VideoTiming};
+pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
 pub use pdparams::read_pdparams;
+pub use recognizer::{Model, Recognizer, RecognizerBuilder};
 pub use recognizer2d::Recognizer2d;
-pub use registry::{arch_info, arch_names, archs_for, require_task, ArchInfo, Task, ZooInput, REGISTRY};
+pub use registry::{
+    arch_info, arch_names, archs_for, require_task, ArchInfo, Builder, Task, ZooInput, REGISTRY,
+};
 pub use resnet::{resnet_layout, ResNet, ShiftSpec};
 pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
 pub use slowfast::SlowFast;
 pub use x3d::X3d;
 
-use crate::rng::Rng;
-use anyhow::{bail, Context, Result};
-use candle_core::Tensor;
+use anyhow::{bail, Result};
 use candle_nn::VarBuilder;
 
 /// The input a zoo model was trained on ([`REGISTRY`]'s `input`), for the 3D CNNs of
@@ -57,186 +59,21 @@ pub fn zoo_input(arch: &str) -> Option<ZooInput> {
     arch_info(arch).ok().and_then(|a| a.input)
 }
 
-/// A built model of any registered architecture.
-#[derive(Clone, Debug)]
-pub enum Model {
-    Recognizer2d(Recognizer2d),
-    /// ResNet-3D (C2D, I3D, Slow, R(2+1)D, ir-CSN) as pytorchvideo.
-    ResNet3d(ResNet3d),
-    /// X3D-XS/S/M/L as pytorchvideo.
-    X3d(X3d),
-    /// SlowFast-R50/R101 as pytorchvideo; both pathways from one clip.
-    SlowFast(SlowFast),
-    /// Takes feature sequences (see [`Model::forward_seq`]), not frames.
-    Sequence(SequenceModel),
-}
-
-impl Model {
-    pub fn config(&self) -> &ModelConfig {
-        match self {
-            Model::Recognizer2d(m) => &m.config,
-            Model::ResNet3d(m) => &m.config,
-            Model::X3d(m) => &m.config,
-            Model::SlowFast(m) => &m.config,
-            Model::Sequence(m) => &m.config,
-        }
-    }
-
-    /// Logits [B, classes] for normalised clips [B, T, 3, H, W] (inference, or training
-    /// without dropout).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.forward_train(x, train, None)
-    }
-
-    /// As `forward_t`, with dropout drawn from `dropout_rng` when given.
-    pub fn forward_train(
-        &self,
-        x: &Tensor,
-        train: bool,
-        dropout_rng: Option<&mut Rng>,
-    ) -> candle_core::Result<Tensor> {
-        match self {
-            Model::Recognizer2d(m) => m.forward_t(x, train, dropout_rng),
-            Model::ResNet3d(m) => m.forward_t(x, train, dropout_rng),
-            Model::X3d(m) => m.forward_t(x, train, dropout_rng),
-            Model::SlowFast(m) => m.forward_t(x, train, dropout_rng),
-            Model::Sequence(m) => {
-                let _ = (x, train, dropout_rng);
-                candle_core::bail!("{} takes feature sequences (vfeat output), not frames", m.config.arch)
-            }
-        }
-    }
-
-    /// The parameter prefix of the final classifier (`{prefix}.weight`, `{prefix}.bias`): the
-    /// layer mmaction2's `fc_lr5` and PaddleVideo's head `ParamAttr`s train faster.
-    pub fn classifier(&self) -> String {
-        match self {
-            Model::Recognizer2d(_) => "head.fc".into(),
-            Model::ResNet3d(m) => m.classifier().into(),
-            Model::X3d(_) => "blocks.5.proj".into(),
-            Model::SlowFast(_) => "blocks.6.proj".into(),
-            Model::Sequence(_) => "fc_logit".into(),
-        }
-    }
-
-    /// Whether the model takes feature sequences rather than frames.
-    pub fn takes_features(&self) -> bool {
-        matches!(self, Model::Sequence(_))
-    }
-
-    /// Logits [B, classes] of a batch of feature sequences (one padded tensor per modality).
-    pub fn forward_seq(
-        &self,
-        batch: &[Padded],
-        train: bool,
-        dropout_rng: Option<&mut Rng>,
-    ) -> candle_core::Result<Tensor> {
-        match self {
-            Model::Sequence(m) => m.forward_t(batch, train, dropout_rng),
-            m => candle_core::bail!("{} takes frames, not feature sequences", m.config().arch),
-        }
-    }
-
-    /// Pooled per-frame features [B, T, C] (before consensus and classifier); 3D models give one
-    /// feature per clip, [B, 1, C].
-    pub fn features_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        match self {
-            Model::Recognizer2d(m) => m.features_t(x, train),
-            Model::ResNet3d(m) => m.features_t(x, train),
-            Model::X3d(m) => m.features_t(x, train),
-            Model::SlowFast(m) => m.features_t(x, train),
-            Model::Sequence(m) => {
-                let _ = (x, train);
-                candle_core::bail!("{} has no frame features", m.config.arch)
-            }
-        }
-    }
-
-    /// Backbone stages that `stage_features_t` can pool (`layer1` .. `layerN`).
-    /// 3D models offer only their pooled clip features (`pool`): one stage.
-    pub fn num_stages(&self) -> usize {
-        match self {
-            Model::Recognizer2d(_) => 4,
-            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => 1,
-            Model::Sequence(_) => 0,
-        }
-    }
-
-    /// Globally average-pooled output of backbone stage `stage` (1-based) per frame, [B, T, C];
-    /// stage `num_stages()` gives `features_t`'s values. T need not be the config's `frames`
-    /// except for models that couple frames (`temporal_group`).
-    pub fn stage_features_t(&self, x: &Tensor, stage: usize, train: bool) -> candle_core::Result<Tensor> {
-        match self {
-            Model::Recognizer2d(m) => m.stage_features_t(x, stage, train),
-            // One row per clip, [B, 1, C].
-            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) if stage == 1 => {
-                self.features_t(x, train)
-            }
-            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => {
-                candle_core::bail!("{}: only the pooled clip features (layer pool)", self.config().arch)
-            }
-            Model::Sequence(m) => {
-                let _ = (x, stage, train);
-                candle_core::bail!("{} has no frame features", m.config.arch)
-            }
-        }
-    }
-
-    /// Frames that must go through the model together (TSM's shift couples a clip's frames);
-    /// `None` when frames are independent (TSN).
-    pub fn temporal_group(&self) -> Option<usize> {
-        match self {
-            Model::Recognizer2d(m) => m.temporal_group(),
-            // A 3D model takes whole clips of `frames`.
-            Model::ResNet3d(_) | Model::X3d(_) | Model::SlowFast(_) => Some(self.config().frames),
-            Model::Sequence(_) => None,
-        }
-    }
-}
-
 /// Builds `config.arch` (a recognizer: of frames or of feature sequences) with parameters from
-/// `vb` (fresh ones when it wraps an empty VarMap); the family comes from the registry.
+/// `vb` (fresh ones when it wraps an empty VarMap), by its registry row's builder.
 pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
-    let arch = config.arch.as_str();
-    let info = require_task(arch, &[Task::Recognizer, Task::SequenceRecognizer])?;
+    let info = require_task(&config.arch, &[Task::Recognizer, Task::SequenceRecognizer])?;
     config.validate()?;
-    Ok(match info.family {
-        "sequence" => Model::Sequence(SequenceModel::new(config.clone(), vb)?),
-        "resnet3d" => {
-            let spec = ResNet3dSpec::for_arch(arch).context("resnet3d: no spec")?;
-            Model::ResNet3d(ResNet3d::new(config.clone(), &spec, vb)?)
-        }
-        "slowfast" => {
-            let (depth, fusion_kernel) = slowfast::slowfast_variant(arch).context("slowfast: no variant")?;
-            Model::SlowFast(SlowFast::new(config.clone(), depth, fusion_kernel, vb)?)
-        }
-        "x3d" => {
-            let depth_factor = x3d::x3d_depth_factor(arch).context("x3d: no variant")?;
-            Model::X3d(X3d::new(config.clone(), depth_factor, vb)?)
-        }
-        "recognizer2d" if arch == "pptsm_r50vd" => {
-            Model::Recognizer2d(Recognizer2d::pptsm(config.clone(), 50, vb)?)
-        }
-        "recognizer2d" if arch == "pptsmv2_lcnetv2" => {
-            Model::Recognizer2d(Recognizer2d::pptsmv2(config.clone(), vb)?)
-        }
-        "recognizer2d" => {
-            // tsn_rNN / tsm_rNN: torchvision's ResNet-NN, TSM with the temporal shift.
-            let (family, depth) = arch.split_once("_r").context("tsn/tsm name")?;
-            let depth: usize = depth.parse()?;
-            if resnet_layout(depth).is_none() {
-                bail!("{arch}: no ResNet-{depth}");
-            }
-            Model::Recognizer2d(Recognizer2d::new(config.clone(), depth, family == "tsm", vb)?)
-        }
-        other => bail!("{arch}: the registry names family {other:?}, which build does not know"),
-    })
+    match info.builder {
+        Builder::Recognizer(build) => build(config, vb),
+        Builder::Localizer(_) => bail!("{}: a localizer, not built as a recognizer", config.arch),
+    }
 }
 
 #[cfg(test)]
 mod timing {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
     use candle_nn::VarMap;
 
     /// `cargo test -p vidkit --lib timing -- --ignored --nocapture`: where a training step goes
@@ -273,7 +110,7 @@ mod timing {
 #[cfg(test)]
 mod zoo_timing {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
     use candle_nn::VarMap;
 
     #[test]
@@ -329,7 +166,7 @@ mod classifier_names {
 mod learning_sanity {
     use super::*;
     use crate::train::{cross_entropy, trainable_vars, OptimizerConfig, SgdConfig, Targets};
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
     use candle_nn::VarMap;
 
     /// A model must be able to memorise a handful of random clips: if the loss does not fall,
@@ -366,7 +203,7 @@ mod learning_sanity {
 mod portable_path {
     use super::*;
     use crate::nn::with_portable_ops;
-    use candle_core::{DType, Device};
+    use candle_core::{DType, Device, Tensor};
     use candle_nn::VarMap;
 
     /// The path a GPU takes (candle's ops only, no vidkit CPU kernel) gives the kernels' logits,

@@ -1,19 +1,23 @@
 //! The registry of architectures (DESIGN.md §2.5): one row per architecture with its name, the
-//! task it serves, the family that builds it, the checkpoint formats `vconvert` imports it from
-//! and, for zoo models, the input it was trained on. Tools ask for the task they serve
+//! task it serves, the function that builds (or loads) it, the checkpoint formats `vconvert`
+//! imports it from and, for zoo models, the input it was trained on. Tools ask for the task they serve
 //! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
 //! here and a parity fixture.
 
+use super::localizer::{load_bmn_localizer, LocalizerLoader};
+use super::recognizer::{
+    build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
+};
 use anyhow::{bail, Result};
 
 /// What a model does, and so which tools run it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Task {
-    /// Class scores for clips of frames (`vclassify`, `vfeat`, `vtrain` from lists): the
-    /// [`super::Model`] enum.
+    /// Class scores for clips of frames (`vclassify`, `vfeat`, `vtrain` from lists): a
+    /// [`super::Recognizer`].
     Recognizer,
     /// Class scores for a video's feature sequence (VideoTag's second stage): also a
-    /// [`super::Model`], fed by `vfeat`.
+    /// [`super::Recognizer`], fed by `vfeat`.
     SequenceRecognizer,
     /// Temporal proposals for a video's feature sequence (`vpropose`): a [`super::Localizer`].
     Localizer,
@@ -53,14 +57,20 @@ pub struct ZooInput {
     pub crop_size: u32,
 }
 
+/// How a row's model comes to be: recognizers are built from a config and parameters (fresh or
+/// loaded), localizers loaded from their model file.
+#[derive(Clone, Copy, Debug)]
+pub enum Builder {
+    Recognizer(RecognizerBuilder),
+    Localizer(LocalizerLoader),
+}
+
 /// One architecture.
 #[derive(Clone, Copy, Debug)]
 pub struct ArchInfo {
     pub name: &'static str,
     pub task: Task,
-    /// The module that builds it: `recognizer2d`, `resnet3d`, `slowfast`, `x3d`, `sequence`,
-    /// `bmn`.
-    pub family: &'static str,
+    pub builder: Builder,
     /// Checkpoint formats `vconvert` imports it from.
     pub imports: &'static [&'static str],
     /// pytorchvideo's model zoo settings (MODEL_ZOO.md, Kinetics-400) for the 3D CNNs.
@@ -79,44 +89,51 @@ const fn zoo(frames: usize, interval: usize, short_side: u32, crop_size: u32) ->
 const fn row(
     name: &'static str,
     task: Task,
-    family: &'static str,
+    builder: Builder,
     imports: &'static [&'static str],
     input: Option<ZooInput>,
 ) -> ArchInfo {
-    ArchInfo { name, task, family, imports, input }
+    ArchInfo { name, task, builder, imports, input }
 }
+
+const RECOGNIZER2D: Builder = Builder::Recognizer(build_recognizer2d);
+const RESNET3D: Builder = Builder::Recognizer(build_resnet3d);
+const SLOWFAST: Builder = Builder::Recognizer(build_slowfast);
+const X3D: Builder = Builder::Recognizer(build_x3d);
+const SEQUENCE: Builder = Builder::Recognizer(build_sequence);
+const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 
 use Task::{Localizer, Recognizer, SequenceRecognizer};
 
 /// Every registered architecture.
 pub const REGISTRY: &[ArchInfo] = &[
-    row("tsn_r18", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsn_r34", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsn_r50", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsn_r101", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsm_r18", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsm_r34", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsm_r50", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("tsm_r101", Recognizer, "recognizer2d", TORCH_2D, None),
-    row("attention_lstm", SequenceRecognizer, "sequence", PADDLE, None),
-    row("attention_cluster", SequenceRecognizer, "sequence", PADDLE, None),
-    row("nextvlad", SequenceRecognizer, "sequence", PADDLE, None),
-    row("c2d_r50", Recognizer, "resnet3d", PYTORCHVIDEO, zoo(8, 8, 256, 224)),
-    row("i3d_r50", Recognizer, "resnet3d", TORCH_3D, zoo(8, 8, 256, 224)),
-    row("slow_r50", Recognizer, "resnet3d", TORCH_3D, zoo(8, 8, 256, 224)),
-    row("r2plus1d_r50", Recognizer, "resnet3d", PYTORCHVIDEO, zoo(16, 4, 256, 224)),
-    row("csn_r101", Recognizer, "resnet3d", TORCH_3D, zoo(32, 2, 256, 224)),
+    row("tsn_r18", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsn_r34", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsn_r50", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsn_r101", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsm_r18", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsm_r34", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsm_r50", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("tsm_r101", Recognizer, RECOGNIZER2D, TORCH_2D, None),
+    row("attention_lstm", SequenceRecognizer, SEQUENCE, PADDLE, None),
+    row("attention_cluster", SequenceRecognizer, SEQUENCE, PADDLE, None),
+    row("nextvlad", SequenceRecognizer, SEQUENCE, PADDLE, None),
+    row("c2d_r50", Recognizer, RESNET3D, PYTORCHVIDEO, zoo(8, 8, 256, 224)),
+    row("i3d_r50", Recognizer, RESNET3D, TORCH_3D, zoo(8, 8, 256, 224)),
+    row("slow_r50", Recognizer, RESNET3D, TORCH_3D, zoo(8, 8, 256, 224)),
+    row("r2plus1d_r50", Recognizer, RESNET3D, PYTORCHVIDEO, zoo(16, 4, 256, 224)),
+    row("csn_r101", Recognizer, RESNET3D, TORCH_3D, zoo(32, 2, 256, 224)),
     // SLOWFAST_8x8: the fast pathway's 32 frames every 2 (slow: 8 of them, inside the model).
-    row("slowfast_r50", Recognizer, "slowfast", TORCH_3D, zoo(32, 2, 256, 224)),
-    row("slowfast_r101", Recognizer, "slowfast", TORCH_3D, zoo(32, 2, 256, 224)),
+    row("slowfast_r50", Recognizer, SLOWFAST, TORCH_3D, zoo(32, 2, 256, 224)),
+    row("slowfast_r101", Recognizer, SLOWFAST, TORCH_3D, zoo(32, 2, 256, 224)),
     // X3D: hub/x3d.py input sizes; test short side as pytorchvideo's hub tutorial.
-    row("x3d_xs", Recognizer, "x3d", TORCH_3D, zoo(4, 12, 182, 182)),
-    row("x3d_s", Recognizer, "x3d", TORCH_3D, zoo(13, 6, 182, 182)),
-    row("x3d_m", Recognizer, "x3d", TORCH_3D, zoo(16, 5, 256, 256)),
-    row("x3d_l", Recognizer, "x3d", TORCH_3D, zoo(16, 5, 356, 356)),
-    row("pptsm_r50vd", Recognizer, "recognizer2d", PADDLE, None),
-    row("pptsmv2_lcnetv2", Recognizer, "recognizer2d", PADDLE, None),
-    row("bmn", Localizer, "bmn", &["paddlevideo", "mmaction2"], None),
+    row("x3d_xs", Recognizer, X3D, TORCH_3D, zoo(4, 12, 182, 182)),
+    row("x3d_s", Recognizer, X3D, TORCH_3D, zoo(13, 6, 182, 182)),
+    row("x3d_m", Recognizer, X3D, TORCH_3D, zoo(16, 5, 256, 256)),
+    row("x3d_l", Recognizer, X3D, TORCH_3D, zoo(16, 5, 356, 356)),
+    row("pptsm_r50vd", Recognizer, RECOGNIZER2D, PADDLE, None),
+    row("pptsmv2_lcnetv2", Recognizer, RECOGNIZER2D, PADDLE, None),
+    row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
 ];
 
 /// The names of every registered architecture, in table order.
@@ -160,6 +177,10 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), REGISTRY.len());
+        for a in REGISTRY {
+            let localizer = matches!(a.builder, Builder::Localizer(_));
+            assert_eq!(localizer, a.task == Task::Localizer, "{}: builder of another task", a.name);
+        }
         assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn"]);
         let e = require_task("bmn", &[Task::Recognizer, Task::SequenceRecognizer]).unwrap_err();
         assert!(

@@ -666,16 +666,19 @@ pub(crate) mod tests {
             }
             e
         };
+        let resnet3d = |arch: &str, overrides: &[&str]| {
+            let mut cfg = ModelConfig::defaults(arch);
+            cfg.base_width = 8;
+            let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            cfg.apply_overrides(&o).unwrap();
+            let spec = super::ResNet3dSpec::for_arch(arch).unwrap();
+            let vm = VarMap::new();
+            super::ResNet3d::new(cfg, &spec, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap()
+        };
         for arch in ["csn_r101", "r2plus1d_r50"] {
-            let (super::super::Model::ResNet3d(plain), _) = narrow(arch, &["stage_depths=[1,2,1,1]"]) else {
-                panic!("{arch} is a ResNet3d")
-            };
+            let plain = resnet3d(arch, &["stage_depths=[1,2,1,1]"]);
             assert!(eps_of(&plain).iter().all(|e| *e == 1e-5), "{arch}");
-            let (super::super::Model::ResNet3d(m), _) =
-                narrow(arch, &["stage_depths=[1,2,1,1]", "bn_eps=0.001"])
-            else {
-                panic!("{arch} is a ResNet3d")
-            };
+            let m = resnet3d(arch, &["stage_depths=[1,2,1,1]", "bn_eps=0.001"]);
             let eps = eps_of(&m);
             // stem, 5 blocks of conv_a/b/c (+ conv_b's temporal norm in R(2+1)D), 4 shortcuts
             let per_block = if arch == "csn_r101" { 3 } else { 4 };
