@@ -179,7 +179,7 @@ impl ModelConfig {
             }
             .with_arch(arch);
         }
-        Self {
+        let base = Self {
             arch: arch.to_string(),
             num_classes: 400,
             frames: 8,
@@ -199,7 +199,8 @@ impl ModelConfig {
             multilabel: false,
             sequence,
             extra: Map::new(),
-        }
+        };
+        super::timesformer::vit_defaults(arch, base.clone()).unwrap_or(base)
     }
 
     /// The architecture options stored under `keys` of the extra map, as a `T` (absent keys take

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The registered architectures whose reference is PaddleVideo.
-pub const PADDLE_ARCHS: [&str; 2] = ["pptsm_r50vd", "pptsmv2_lcnetv2"];
+pub const PADDLE_ARCHS: [&str; 3] = ["pptsm_r50vd", "pptsmv2_lcnetv2", "pptimesformer_vit_b"];
 
 /// One Paddle structured name → ours; `None` for tensors no model uses.
 fn map_paddle_name(name: &str) -> Option<String> {
@@ -82,6 +82,10 @@ pub fn import_paddle(path: &Path, arch: &str, overrides: &[String]) -> Result<Im
         "backbone.stem.1.pw_conv.conv.weight"
     };
     let mut overrides = overrides.to_vec();
+    if arch == "pptimesformer_vit_b" {
+        // Sizes from the shapes first, so the user's own -o come after and win.
+        overrides.splice(0..0, super::timesformer::vit_overrides_from_weights(&tensors));
+    }
     if tensors.contains_key("backbone.global_attention.fc.weight") {
         overrides.insert(0, "temporal_attention=true".to_string());
     }

@@ -1,7 +1,8 @@
 //! The task trait of recognizers (DESIGN.md §2.5): a model that gives class scores for clips of
 //! frames (`vclassify`, `vfeat`, `vtrain` from video lists) or for a video's feature sequence
-//! (VideoTag's second stage). Each family implements [`Recognizer`] in this file and has one
-//! builder here that the registry's rows name; [`Model`] is a built recognizer of any family.
+//! (VideoTag's second stage). Each family implements [`Recognizer`] and has one builder that the
+//! registry's rows name (the CNN and sequence families here, newer ones in their own module);
+//! [`Model`] is a built recognizer of any family.
 
 use super::{
     resnet_layout, slowfast, x3d, ModelConfig, Padded, Recognizer2d, ResNet3d, ResNet3dSpec, SequenceModel,

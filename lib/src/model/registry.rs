@@ -8,6 +8,7 @@ use super::localizer::{load_bmn_localizer, LocalizerLoader};
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
 };
+use super::timesformer::build_timesformer;
 use anyhow::{bail, Result};
 
 /// What a model does, and so which tools run it.
@@ -101,6 +102,7 @@ const RESNET3D: Builder = Builder::Recognizer(build_resnet3d);
 const SLOWFAST: Builder = Builder::Recognizer(build_slowfast);
 const X3D: Builder = Builder::Recognizer(build_x3d);
 const SEQUENCE: Builder = Builder::Recognizer(build_sequence);
+const TIMESFORMER: Builder = Builder::Recognizer(build_timesformer);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 
 use Task::{Localizer, Recognizer, SequenceRecognizer};
@@ -133,6 +135,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("x3d_l", Recognizer, X3D, TORCH_3D, zoo(16, 5, 356, 356)),
     row("pptsm_r50vd", Recognizer, RECOGNIZER2D, PADDLE, None),
     row("pptsmv2_lcnetv2", Recognizer, RECOGNIZER2D, PADDLE, None),
+    row("pptimesformer_vit_b", Recognizer, TIMESFORMER, PADDLE, None),
+    row("timesformer_vit_b", Recognizer, TIMESFORMER, &["timesformer"], None),
     row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
 ];
 

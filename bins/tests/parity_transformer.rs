@@ -1,0 +1,65 @@
+//! Numerical parity of vidkit's video transformers against their references, through the real
+//! import path. PP-TimeSformer: `scripts/export_pptimesformer_parity.py` (paddle tier of
+//! `scripts/peers.sh`) builds ppvideo's own `VisionTransformer` (divided space-time attention)
+//! and `ppTimeSformerHead` at ViT-B width with fewer blocks and a 64-pixel input (full size runs
+//! in `make bench`), every parameter random, and saves its state dict with `paddle.save`, an
+//! input and the eval-mode logits; `vconvert` imports the `.pdparams` (sizes read off the
+//! shapes) and the loaded model's logits must match: max |diff| ≤ 1e-4 × max |logit|.
+//!
+//! Fixtures are cached under `target/parity_transformer/<hash of the script and the pins>/`.
+//! Run with `-- --nocapture` to see the measured errors.
+
+mod common;
+
+use common::{cached_fixture, logits_error, paddle_peers_python, workspace_root};
+use std::path::PathBuf;
+use std::process::Command;
+
+const VCONVERT: &str = env!("CARGO_BIN_EXE_vconvert");
+const REL_TOL: f32 = 1e-4;
+
+/// `export_pptimesformer_parity.py ARGS` cached as `name`; `None` when the venv cannot be built.
+fn paddle_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("scripts/export_pptimesformer_parity.py");
+    let keys: Vec<PathBuf> =
+        ["export_pptimesformer_parity.py", "peers-paddle.txt", "peers-paddle-nodeps.txt"]
+            .iter()
+            .map(|f| root.join("scripts").join(f))
+            .collect();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    cached_fixture("parity_transformer", &keys, name, paddle_peers_python, &script, &args)
+}
+
+/// Imports `fixture/model.pdparams` as `arch` and compares logits; returns the relative error.
+fn parity(fixture: &std::path::Path, arch: &str, overrides: &[&str], frames: usize) -> f32 {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let pd = fixture.join("model.pdparams");
+    let mut args = vec!["--arch", arch];
+    for o in overrides {
+        args.extend(["-o", o]);
+    }
+    args.extend([pd.to_str().unwrap(), out.to_str().unwrap()]);
+    let o = Command::new(VCONVERT).args(&args).output().expect("vconvert runs");
+    assert!(o.status.success(), "vconvert: {}", String::from_utf8_lossy(&o.stderr));
+    let e = logits_error(&out, fixture);
+    assert_eq!((e.config.arch.as_str(), e.config.frames), (arch, frames));
+    let rel = e.relative();
+    eprintln!(
+        "parity {arch} (input {:?}): max|diff| {:.3e}, max|logit| {:.3}, relative {rel:.2e} (limit {REL_TOL:.0e}); forward {:.2} s",
+        e.input_shape, e.max_diff, e.max_logit, e.forward_s
+    );
+    assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e}");
+    rel
+}
+
+#[test]
+fn pptimesformer_matches_paddlevideo() {
+    let Some(fx) =
+        paddle_fixture("pptimesformer-d2-t4-s64", &["--depth", "2", "--frames", "4", "--size", "64"])
+    else {
+        return;
+    };
+    parity(&fx, "pptimesformer_vit_b", &[], 4);
+}

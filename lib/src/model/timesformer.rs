@@ -1,0 +1,370 @@
+//! TimeSformer (facebookresearch `timesformer/models/vit.py`) and PP-TimeSformer (PaddleVideo
+//! `paddlevideo/modeling/backbones/vit.py` + `heads/pptimesformer_head.py`): a ViT over frame
+//! patches with divided space-time attention. The two differ only in settings (q/k/v bias,
+//! LayerNorm eps, normalisation, sampling), which live in the config.
+//!
+//! Tokens, as both references order them: one cls token, then the patches with the time step
+//! fastest (token 1 + n·T + t is patch n of frame t). Each block attends over time (the T tokens
+//! of one patch position, the cls token left out), adds `temporal_fc` of that to the tokens, then
+//! over space (the patches of one frame, each frame with its own copy of the cls token; the
+//! copies' outputs are averaged back into one), then the MLP. The head reads the final cls token.
+//!
+//! Parameter names are PaddleVideo's (`backbone.blocks.0.temporal_attn.qkv.weight`, ...,
+//! `head.fc.weight`), Linear weights [out, in] as torch stores them.
+
+use super::{Model, ModelConfig};
+use crate::nn::{drop_path, drop_path_rates, dropout, LayerNorm, Mlp, MultiHeadAttention};
+use crate::rng::Rng;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// The ViT's sizes and settings (keys of the config's `extra` map; absent keys take the
+/// architecture's values, [`VitOptions::for_arch`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VitOptions {
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub patch_size: usize,
+    pub mlp_ratio: f64,
+    pub qkv_bias: bool,
+    pub ln_eps: f64,
+    /// Stochastic depth of the last block (linearly from 0 at the first), in training.
+    pub drop_path_rate: f64,
+}
+
+impl VitOptions {
+    pub const KEYS: [&'static str; 8] = [
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "patch_size",
+        "mlp_ratio",
+        "qkv_bias",
+        "ln_eps",
+        "drop_path_rate",
+    ];
+
+    /// ViT-B/16 as each reference builds it.
+    pub fn for_arch(arch: &str) -> Option<Self> {
+        let base = Self {
+            embed_dim: 768,
+            depth: 12,
+            num_heads: 12,
+            patch_size: 16,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            ln_eps: 1e-6,
+            drop_path_rate: 0.1,
+        };
+        match arch {
+            // facebookresearch vit.py `TimeSformer`: qkv_bias=True, LayerNorm eps 1e-6.
+            "timesformer_vit_b" => Some(base),
+            // PaddleVideo configs/recognition/pptimesformer/pptimesformer_k400_videos.yaml:
+            // VisionTransformer with qkv_bias False, epsilon 1e-6.
+            "pptimesformer_vit_b" => Some(Self { qkv_bias: false, ..base }),
+            _ => None,
+        }
+    }
+
+    pub fn from_config(config: &ModelConfig) -> Result<Self> {
+        let Some(base) = Self::for_arch(&config.arch) else {
+            candle_core::bail!("{} is not a TimeSformer", config.arch)
+        };
+        let mut v = serde_json::to_value(base).expect("options serialise");
+        let obj = v.as_object_mut().expect("an object");
+        for k in Self::KEYS {
+            if let Some(x) = config.extra.get(k) {
+                obj.insert(k.to_string(), x.clone());
+            }
+        }
+        let o: Self = serde_json::from_value(v)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", config.arch)))?;
+        if o.embed_dim == 0 || o.depth == 0 || o.patch_size == 0 || o.num_heads == 0 {
+            candle_core::bail!(
+                "{}: embed_dim, depth, num_heads and patch_size must be positive",
+                config.arch
+            );
+        }
+        if o.embed_dim % o.num_heads != 0 {
+            candle_core::bail!(
+                "{}: embed_dim {} is not a multiple of {} heads",
+                config.arch,
+                o.embed_dim,
+                o.num_heads
+            );
+        }
+        if !(o.ln_eps > 0.0) || !(0.0..1.0).contains(&o.drop_path_rate) || !(o.mlp_ratio > 0.0) {
+            candle_core::bail!(
+                "{}: ln_eps and mlp_ratio must be positive, drop_path_rate in [0, 1)",
+                config.arch
+            );
+        }
+        if config.crop_size as usize % o.patch_size != 0 {
+            candle_core::bail!(
+                "{}: crop_size {} is not a multiple of the {}-pixel patch",
+                config.arch,
+                config.crop_size,
+                o.patch_size
+            );
+        }
+        Ok(o)
+    }
+
+    fn mlp_hidden(&self) -> usize {
+        (self.embed_dim as f64 * self.mlp_ratio) as usize
+    }
+}
+
+/// The config of a TimeSformer architecture: its input protocol (ModelConfig defaults).
+pub(super) fn vit_defaults(arch: &str, base: ModelConfig) -> Option<ModelConfig> {
+    VitOptions::for_arch(arch)?;
+    Some(match arch {
+        // pptimesformer_k400_videos.yaml: 8 segments, linspace sampling, short side 224, crop
+        // 224, Normalization mean 0 std 1 on the 0–1 scale; avg_type prob; no head dropout.
+        "pptimesformer_vit_b" => ModelConfig {
+            frames: 8,
+            mean: [0.0; 3],
+            std: [255.0; 3],
+            sampler: "uniform".into(),
+            short_side: 224,
+            crop_size: 224,
+            dropout: 0.0,
+            ..base
+        },
+        // facebookresearch configs/Kinetics/TimeSformer_divST_8x32_224.yaml: 8 frames every 32,
+        // mean 0.45 std 0.225, short side 224 at test, crop 224.
+        _ => ModelConfig {
+            frames: 8,
+            mean: [0.45 * 255.0; 3],
+            std: [0.225 * 255.0; 3],
+            sampler: "dense".into(),
+            interval: Some(32),
+            short_side: 224,
+            crop_size: 224,
+            dropout: 0.0,
+            ..base
+        },
+    })
+}
+
+/// The sizes a checkpoint's tensors show (as `-o` overrides), so an import needs no options:
+/// width, depth, patch, MLP ratio, q/k/v bias, frames (time embedding) and crop (position
+/// embedding grid). The head count is not in the shapes: 12 unless given.
+pub(super) fn vit_overrides_from_weights(tensors: &HashMap<String, Tensor>) -> Vec<String> {
+    let mut o = Vec::new();
+    let dim = |name: &str, i: usize| tensors.get(name).and_then(|t| t.dims().get(i).copied());
+    if let Some(c) = dim("backbone.cls_token", 2) {
+        o.push(format!("embed_dim={c}"));
+        if let Some(h) = dim("backbone.blocks.0.mlp.fc1.weight", 0) {
+            o.push(format!("mlp_ratio={}", h as f64 / c as f64));
+        }
+    }
+    let depth =
+        (0..).take_while(|i| tensors.contains_key(&format!("backbone.blocks.{i}.norm1.weight"))).count();
+    if depth > 0 {
+        o.push(format!("depth={depth}"));
+    }
+    o.push(format!("qkv_bias={}", tensors.contains_key("backbone.blocks.0.attn.qkv.bias")));
+    if let Some(p) = dim("backbone.patch_embed.proj.weight", 2) {
+        o.push(format!("patch_size={p}"));
+        if let Some(n) = dim("backbone.pos_embed", 1) {
+            let side = ((n.saturating_sub(1)) as f64).sqrt().round() as usize;
+            if side * side + 1 == n {
+                o.push(format!("crop_size={}", side * p));
+            }
+        }
+    }
+    if let Some(t) = dim("backbone.time_embed", 1) {
+        o.push(format!("frames={t}"));
+    }
+    o
+}
+
+#[derive(Clone, Debug)]
+struct DividedBlock {
+    norm1: LayerNorm,
+    attn: MultiHeadAttention,
+    temporal_norm1: LayerNorm,
+    temporal_attn: MultiHeadAttention,
+    temporal_fc: Linear,
+    norm2: LayerNorm,
+    mlp: Mlp,
+    drop_path: f64,
+}
+
+/// The patch grid of a forward: batch, frames, rows and columns of patches.
+#[derive(Clone, Copy, Debug)]
+struct Grid {
+    b: usize,
+    t: usize,
+    gh: usize,
+    gw: usize,
+}
+
+impl DividedBlock {
+    fn new(o: &VitOptions, drop_path: f64, vb: VarBuilder) -> Result<Self> {
+        let c = o.embed_dim;
+        Ok(Self {
+            norm1: LayerNorm::new(c, o.ln_eps, vb.pp("norm1"))?,
+            attn: MultiHeadAttention::new(c, o.num_heads, o.qkv_bias, vb.pp("attn"))?,
+            temporal_norm1: LayerNorm::new(c, o.ln_eps, vb.pp("temporal_norm1"))?,
+            temporal_attn: MultiHeadAttention::new(c, o.num_heads, o.qkv_bias, vb.pp("temporal_attn"))?,
+            temporal_fc: candle_nn::linear(c, c, vb.pp("temporal_fc"))?,
+            norm2: LayerNorm::new(c, o.ln_eps, vb.pp("norm2"))?,
+            mlp: Mlp::new(c, o.mlp_hidden(), vb.pp("mlp"))?,
+            drop_path,
+        })
+    }
+
+    /// [B, 1 + N·T, C] → the same shape (vit.py `Block.forward`, divided_space_time).
+    fn forward_t(&self, x: &Tensor, g: Grid, train: bool, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let Grid { b, t, gh, gw } = g;
+        let n = gh * gw;
+        let c = x.dim(2)?;
+        let p = self.drop_path;
+        // Time: the T tokens of each patch position ((b, n) rows; drop path per row, as there).
+        let tokens = x.narrow(1, 1, n * t)?;
+        let xt = tokens.reshape((b * n, t, c))?;
+        let rt = self.temporal_attn.forward_t(&self.temporal_norm1.forward_t(&xt, train)?, train)?;
+        let rt = drop_path(&rt, p, rng.as_deref_mut())?;
+        let rt = self.temporal_fc.forward(&rt.reshape((b, n * t, c))?)?;
+        let xt = (tokens + rt)?;
+        // Space: the N patches of each frame with a copy of the cls token ((b, t) rows).
+        let init_cls = x.narrow(1, 0, 1)?;
+        let cls = init_cls.repeat((1, t, 1))?.reshape((b * t, 1, c))?;
+        let xs = xt.reshape((b, gh, gw, t, c))?.permute((0, 3, 1, 2, 4))?.reshape((b * t, n, c))?;
+        let xs = Tensor::cat(&[&cls, &xs], 1)?;
+        let rs = self.attn.forward_t(&self.norm1.forward_t(&xs, train)?, train)?;
+        let rs = drop_path(&rs, p, rng.as_deref_mut())?;
+        // The frames' cls outputs averaged into one.
+        let cls_out = rs.narrow(1, 0, 1)?.reshape((b, t, c))?.mean_keepdim(1)?;
+        let res = rs.narrow(1, 1, n)?.reshape((b, t, gh, gw, c))?.permute((0, 2, 3, 1, 4))?.reshape((
+            b,
+            n * t,
+            c,
+        ))?;
+        let x = (Tensor::cat(&[&init_cls, &xt], 1)? + Tensor::cat(&[&cls_out, &res], 1)?)?;
+        let m = self.mlp.forward(&self.norm2.forward_t(&x, train)?)?;
+        x + drop_path(&m, p, rng)?
+    }
+}
+
+/// A divided space-time ViT with a linear head.
+#[derive(Clone, Debug)]
+pub struct TimeSformer {
+    pub config: ModelConfig,
+    pub options: VitOptions,
+    patch_weight: Tensor,
+    patch_bias: Tensor,
+    cls_token: Tensor,
+    pos_embed: Tensor,
+    time_embed: Tensor,
+    blocks: Vec<DividedBlock>,
+    norm: LayerNorm,
+    head: Linear,
+}
+
+impl TimeSformer {
+    pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let o = VitOptions::from_config(&config)?;
+        let (c, p) = (o.embed_dim, o.patch_size);
+        let grid = config.crop_size as usize / p;
+        let bb = vb.pp("backbone");
+        let zeros = candle_nn::Init::Const(0.0);
+        let rates = drop_path_rates(o.drop_path_rate, o.depth);
+        let blocks = (0..o.depth)
+            .map(|i| DividedBlock::new(&o, rates[i], bb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            patch_weight: bb.get((c, 3, p, p), "patch_embed.proj.weight")?,
+            patch_bias: bb.get_with_hints(c, "patch_embed.proj.bias", zeros)?,
+            cls_token: bb.get_with_hints((1, 1, c), "cls_token", zeros)?,
+            pos_embed: bb.get_with_hints((1, grid * grid + 1, c), "pos_embed", zeros)?,
+            time_embed: bb.get_with_hints((1, config.frames, c), "time_embed", zeros)?,
+            blocks,
+            norm: LayerNorm::new(c, o.ln_eps, bb.pp("norm"))?,
+            head: candle_nn::linear(c, config.num_classes, vb.pp("head.fc"))?,
+            options: o,
+            config,
+        })
+    }
+
+    /// The final cls token after the last LayerNorm, [B, C], for clips [B, T, 3, H, W].
+    fn cls_features(&self, x: &Tensor, train: bool, mut rng: Option<&mut Rng>) -> Result<Tensor> {
+        let (b, t, ch, h, w) = x.dims5()?;
+        let (c, p) = (self.options.embed_dim, self.options.patch_size);
+        let arch = &self.config.arch;
+        if h % p != 0 || w % p != 0 {
+            candle_core::bail!("{arch}: input {w}×{h} is not a multiple of the {p}-pixel patch");
+        }
+        let (gh, gw) = (h / p, w / p);
+        let n = gh * gw;
+        if n + 1 != self.pos_embed.dim(1)? {
+            let side = self.config.crop_size;
+            candle_core::bail!("{arch}: input {w}×{h} gives {gw}×{gh} patches; the position embedding covers {side}×{side} pixels (crop to it)");
+        }
+        if t != self.time_embed.dim(1)? {
+            candle_core::bail!("{arch}: {t} frames; the time embedding has {}", self.time_embed.dim(1)?);
+        }
+        // The patch convolution (kernel = stride = patch) as one product over unfolded patches.
+        let patches = x
+            .reshape((b * t, ch, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b * t * n, ch * p * p))?;
+        let tokens = patches
+            .matmul(&self.patch_weight.reshape((c, ch * p * p))?.t()?)?
+            .broadcast_add(&self.patch_bias)?
+            .reshape((b * t, n, c))?
+            .broadcast_add(&self.pos_embed.narrow(1, 1, n)?)?;
+        // Time embedding per patch position; tokens reordered with the time step fastest.
+        let tokens = tokens
+            .reshape((b, t, n, c))?
+            .permute((0, 2, 1, 3))?
+            .broadcast_add(&self.time_embed.unsqueeze(0)?)?
+            .reshape((b, n * t, c))?;
+        let cls =
+            (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((b, 1, c))?.contiguous()?;
+        let mut x = Tensor::cat(&[&cls, &tokens], 1)?;
+        let grid = Grid { b, t, gh, gw };
+        for block in &self.blocks {
+            x = block.forward_t(&x, grid, train, rng.as_deref_mut())?;
+        }
+        // LayerNorm is per token: normalising the cls token alone gives the same row.
+        self.norm.forward_t(&x.narrow(1, 0, 1)?.squeeze(1)?, train)
+    }
+
+    /// Clip features [B, 1, C] (the head's input).
+    pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.cls_features(x, train, None)?.unsqueeze(1)
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool, mut dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        let rng = if train { dropout_rng.as_deref_mut() } else { None };
+        let f = self.cls_features(x, train, rng)?;
+        let f = dropout(&f, self.config.dropout as f64, if train { dropout_rng } else { None })?;
+        self.head.forward(&f)
+    }
+}
+
+/// TimeSformer and PP-TimeSformer (the registry's builder).
+pub(super) fn build_timesformer(config: &ModelConfig, vb: VarBuilder) -> anyhow::Result<Model> {
+    Ok(Model::new(TimeSformer::new(config.clone(), vb)?))
+}
+
+impl super::Recognizer for TimeSformer {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn forward_train(&self, x: &Tensor, train: bool, dropout_rng: Option<&mut Rng>) -> Result<Tensor> {
+        TimeSformer::forward_t(self, x, train, dropout_rng)
+    }
+    fn classifier(&self) -> String {
+        "head.fc".into()
+    }
+    fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        TimeSformer::features_t(self, x, train)
+    }
+}

@@ -1,0 +1,205 @@
+//! Transformer building blocks, written once for every video transformer: LayerNorm, multi-head
+//! self-attention with a joint q/k/v projection, the GELU MLP and stochastic depth (drop path).
+//! Semantics as timm's `vision_transformer.py`, which facebookresearch's TimeSformer
+//! (`timesformer/models/vit.py`) and PaddleVideo's `backbones/vit.py` restate.
+//!
+//! Inference uses candle's fused LayerNorm and last-axis softmax; training composes them from
+//! differentiable ops, since candle gives its fused kernels no backward pass.
+
+use crate::rng::Rng;
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// LayerNorm over the last axis with a learned scale and shift (`weight`, `bias`).
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            // (x - mean) / sqrt(var + eps), the biased variance, as torch.nn.LayerNorm.
+            let n = x.dim(D::Minus1)? as f64;
+            let centred = x.broadcast_sub(&(x.sum_keepdim(D::Minus1)? / n)?)?;
+            let var = (centred.sqr()?.sum_keepdim(D::Minus1)? / n)?;
+            let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+/// Softmax over the last axis; differentiable when `train`.
+pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    }
+}
+
+/// Multi-head self-attention with one `qkv` projection (q, k, v stacked on the output axis, as
+/// timm) and an output projection `proj`; scale head_dim^-1/2.
+#[derive(Clone, Debug)]
+pub struct MultiHeadAttention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub heads: usize,
+    pub scale: f64,
+}
+
+impl MultiHeadAttention {
+    pub fn new(dim: usize, heads: usize, qkv_bias: bool, vb: VarBuilder) -> Result<Self> {
+        if heads == 0 || dim % heads != 0 {
+            candle_core::bail!("attention: width {dim} is not a multiple of {heads} heads");
+        }
+        let qkv = if qkv_bias {
+            candle_nn::linear(dim, 3 * dim, vb.pp("qkv"))?
+        } else {
+            candle_nn::linear_no_bias(dim, 3 * dim, vb.pp("qkv"))?
+        };
+        let proj = candle_nn::linear(dim, dim, vb.pp("proj"))?;
+        Ok(Self { qkv, proj, heads, scale: ((dim / heads) as f64).powf(-0.5) })
+    }
+
+    /// [B, N, C] → [B, N, C]: every token attends to the N tokens of its row.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, n, c) = x.dims3()?;
+        let (h, d) = (self.heads, c / self.heads);
+        // [B, N, 3, h, d] → [3, B, h, N, d]
+        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
+        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        self.proj.forward(&y)
+    }
+}
+
+/// exact GELU (erf), torch's and Paddle's `nn.GELU()` default.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    x.gelu_erf()
+}
+
+/// fc1 → GELU → fc2.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    pub fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: candle_nn::linear(dim, hidden, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(hidden, dim, vb.pp("fc2"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+    }
+}
+
+/// Stochastic depth (timm's `drop_path`): each row of the leading axis is zeroed with
+/// probability `p` and the others scaled by 1/(1-p), drawn from `rng`; the identity when `rng`
+/// is `None` (inference) or `p` is 0.
+pub fn drop_path(x: &Tensor, p: f64, rng: Option<&mut Rng>) -> Result<Tensor> {
+    match rng {
+        Some(rng) if p > 0.0 => {
+            let rows = x.dim(0)?;
+            let keep = 1.0 - p;
+            // floor(keep + U[0, 1)) is 1 with probability keep, as the references draw it.
+            let mask: Vec<f32> = (0..rows).map(|_| ((keep + rng.uniform()).floor() / keep) as f32).collect();
+            let mut shape = vec![1usize; x.rank()];
+            shape[0] = rows;
+            x.broadcast_mul(&Tensor::from_vec(mask, shape, x.device())?.to_dtype(x.dtype())?)
+        }
+        _ => Ok(x.clone()),
+    }
+}
+
+/// Row `i` of the per-block drop path rates: `linspace(0, rate, depth)`, as timm and PaddleVideo.
+pub fn drop_path_rates(rate: f64, depth: usize) -> Vec<f64> {
+    match depth {
+        0 => vec![],
+        1 => vec![0.0],
+        _ => (0..depth).map(|i| rate * i as f64 / (depth - 1) as f64).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn fused_and_composed_paths_agree() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let ln = LayerNorm::new(24, 1e-6, vb.pp("ln")).unwrap();
+        let attn = MultiHeadAttention::new(24, 3, true, vb.pp("attn")).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 5, 24), &Device::Cpu).unwrap();
+        assert!(max_diff(&ln.forward_t(&x, true).unwrap(), &ln.forward_t(&x, false).unwrap()) < 1e-5);
+        let y_train = attn.forward_t(&x, true).unwrap();
+        assert!(max_diff(&y_train, &attn.forward_t(&x, false).unwrap()) < 1e-5);
+        // The composed path carries gradients to every parameter.
+        let g = y_train.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if name.starts_with("attn") {
+                assert!(g.get(var.as_tensor()).is_some(), "no gradient for {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_is_softmax_of_scaled_dot_products() {
+        // One head, identity projections: y = softmax(x xᵀ / sqrt(C)) x.
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let attn = MultiHeadAttention::new(2, 1, false, vb).unwrap();
+        let eye = Tensor::eye(2, DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::cat(&[&eye, &eye, &eye], 0).unwrap();
+        let data = vm.data().lock().unwrap();
+        data["qkv.weight"].set(&w).unwrap();
+        data["proj.weight"].set(&eye).unwrap();
+        data["proj.bias"].set(&Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()).unwrap();
+        drop(data);
+        let x = Tensor::new(&[[[1f32, 0.], [0., 2.]]], &Device::Cpu).unwrap();
+        let y = attn.forward_t(&x, false).unwrap().to_vec3::<f32>().unwrap();
+        let s = 2f32.sqrt();
+        // token 0: scores [1, 0]/s; token 1: [0, 4]/s
+        let p0 = 1.0 / (1.0 + (-1.0 / s).exp());
+        let p1 = 1.0 / (1.0 + (-4.0 / s).exp());
+        assert!((y[0][0][0] - p0).abs() < 1e-6 && (y[0][0][1] - 2.0 * (1.0 - p0)).abs() < 1e-6);
+        assert!((y[0][1][0] - (1.0 - p1)).abs() < 1e-6 && (y[0][1][1] - 2.0 * p1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn drop_path_zeroes_whole_rows_and_keeps_the_mean() {
+        let x = Tensor::ones((4000, 3), DType::F32, &Device::Cpu).unwrap();
+        let y = drop_path(&x, 0.25, Some(&mut Rng::new(1))).unwrap().to_vec2::<f32>().unwrap();
+        assert!(y
+            .iter()
+            .all(|r| r.iter().all(|v| *v == r[0]) && (r[0] == 0.0 || (r[0] - 4.0 / 3.0).abs() < 1e-6)));
+        let mean = y.iter().map(|r| r[0] as f64).sum::<f64>() / 4000.0;
+        assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        assert_eq!(drop_path_rates(0.1, 3), vec![0.0, 0.05, 0.1]);
+    }
+}
