@@ -94,7 +94,7 @@ build_tier() {
     # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
     case $tier in
       decode) imports="numpy, av, decord, cv2" ;;
-      models) imports="numpy, torch, torchvision, safetensors.torch, pytorchvideo.models.hub" ;;
+      models) imports="numpy, torch, torchvision, safetensors.torch, pytorchvideo.models.hub, transformers" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
       paddle) imports="numpy, paddle, paddlevideo.modeling.backbones, paddlevideo.modeling.heads" ;;
     esac

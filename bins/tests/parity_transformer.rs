@@ -5,13 +5,17 @@
 //! in `make bench`), every parameter random, and saves its state dict with `paddle.save`, an
 //! input and the eval-mode logits; `vconvert` imports the `.pdparams` (sizes read off the
 //! shapes) and the loaded model's logits must match: max |diff| ≤ 1e-4 × max |logit|.
+//! TimeSformer: `scripts/export_timesformer_parity.py` (models tier: torch, transformers) does
+//! the same with Hugging Face's `TimesformerForVideoClassification` (the port of
+//! facebookresearch's module), saved with `save_pretrained` and, renamed, as facebookresearch's
+//! `.pyth`; both import and must match.
 //!
 //! Fixtures are cached under `target/parity_transformer/<hash of the script and the pins>/`.
 //! Run with `-- --nocapture` to see the measured errors.
 
 mod common;
 
-use common::{cached_fixture, logits_error, paddle_peers_python, workspace_root};
+use common::{cached_fixture, logits_error, models_peers_python, paddle_peers_python, workspace_root};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -31,11 +35,23 @@ fn paddle_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     cached_fixture("parity_transformer", &keys, name, paddle_peers_python, &script, &args)
 }
 
-/// Imports `fixture/model.pdparams` as `arch` and compares logits; returns the relative error.
-fn parity(fixture: &std::path::Path, arch: &str, overrides: &[&str], frames: usize) -> f32 {
+/// `export_timesformer_parity.py ARGS` cached as `name`; `None` when the venv cannot be built.
+fn torch_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("scripts/export_timesformer_parity.py");
+    let keys: Vec<PathBuf> = ["export_timesformer_parity.py", "peers-models.txt", "peers-models-nodeps.txt"]
+        .iter()
+        .map(|f| root.join("scripts").join(f))
+        .collect();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    cached_fixture("parity_transformer", &keys, name, models_peers_python, &script, &args)
+}
+
+/// Imports `fixture/<checkpoint>` as `arch` and compares logits; returns the relative error.
+fn parity(fixture: &std::path::Path, checkpoint: &str, arch: &str, overrides: &[&str], frames: usize) -> f32 {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
-    let pd = fixture.join("model.pdparams");
+    let pd = fixture.join(checkpoint);
     let mut args = vec!["--arch", arch];
     for o in overrides {
         args.extend(["-o", o]);
@@ -47,7 +63,7 @@ fn parity(fixture: &std::path::Path, arch: &str, overrides: &[&str], frames: usi
     assert_eq!((e.config.arch.as_str(), e.config.frames), (arch, frames));
     let rel = e.relative();
     eprintln!(
-        "parity {arch} (input {:?}): max|diff| {:.3e}, max|logit| {:.3}, relative {rel:.2e} (limit {REL_TOL:.0e}); forward {:.2} s",
+        "parity {arch} from {checkpoint} (input {:?}): max|diff| {:.3e}, max|logit| {:.3}, relative {rel:.2e} (limit {REL_TOL:.0e}); forward {:.2} s",
         e.input_shape, e.max_diff, e.max_logit, e.forward_s
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e}");
@@ -61,5 +77,28 @@ fn pptimesformer_matches_paddlevideo() {
     else {
         return;
     };
-    parity(&fx, "pptimesformer_vit_b", &[], 4);
+    parity(&fx, "model.pdparams", "pptimesformer_vit_b", &[], 4);
+}
+
+#[test]
+fn timesformer_matches_hugging_face_from_both_layouts() {
+    let Some(fx) = torch_fixture("timesformer-d2-t4-s64", &["--depth", "2", "--frames", "4", "--size", "64"])
+    else {
+        return;
+    };
+    parity(&fx, "hf/model.safetensors", "timesformer_vit_b", &[], 4);
+    parity(&fx, "fb/model.pyth", "timesformer_vit_b", &[], 4);
+    // config.json beside the Hugging Face weights names the classes.
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let o = Command::new(VCONVERT)
+        .args(["--arch", "timesformer_vit_b"])
+        .arg(fx.join("hf/model.safetensors"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let cfg = vidkit::model::read_config(&out).unwrap();
+    let want: Vec<String> = (0..7).map(|i| format!("class_{i}")).collect();
+    assert_eq!(cfg.labels.as_deref(), Some(&want[..]));
 }

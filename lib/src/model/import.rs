@@ -349,6 +349,9 @@ pub fn import_checkpoint(path: &Path, arch: &str, overrides: &[String]) -> Resul
 pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
     use super::Task;
     super::require_task(arch, &[Task::Recognizer, Task::SequenceRecognizer])?;
+    if arch == "timesformer_vit_b" {
+        return super::import_timesformer(path, arch, overrides);
+    }
     let (tensors, state_dict_key) = read_torch_state_dict(path)?;
     let tensors_read = tensors.len();
     if ModelConfig::is_sequence_arch(arch) {

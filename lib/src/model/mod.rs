@@ -8,6 +8,7 @@ mod import;
 mod import_3d;
 mod import_bmn;
 mod import_paddle;
+mod import_vit;
 mod init;
 mod localizer;
 mod pdparams;
@@ -37,6 +38,7 @@ pub use import::{
 pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
+pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};
 pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
 pub use pdparams::read_pdparams;

@@ -1,0 +1,206 @@
+//! Importer: PyTorch TimeSformer checkpoints → `timesformer_vit_b` (DESIGN.md §2.4). Two
+//! layouts, told apart by their names:
+//!
+//! * facebookresearch TimeSformer (`.pyth`, `{"model_state": ...}`): `model.cls_token`,
+//!   `model.blocks.0.temporal_attn.qkv.weight`, ..., `model.head.weight` — our names with
+//!   `model.` → `backbone.` and `model.head` → `head.fc` (PaddleVideo's `vit.py` kept them).
+//! * Hugging Face transformers' `TimesformerForVideoClassification` (`model.safetensors` or
+//!   `pytorch_model.bin`): `timesformer.embeddings.position_embeddings`,
+//!   `timesformer.encoder.layer.0.temporal_attention.attention.qkv.weight`, ...,
+//!   `classifier.weight`; the names are mapped one by one below. Its `config.json`, when it lies
+//!   beside the weights, gives the head count, LayerNorm eps and the class names (`id2label`).
+//!
+//! Sizes (width, depth, patch, frames, crop) come from the shapes; `-o` overrides win.
+
+use super::import::config_from_weights;
+use super::timesformer::vit_overrides_from_weights;
+use super::{from_tensors, read_torch_state_dict, Imported, NamedTensors};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A Hugging Face TimeSformer name → ours.
+fn map_hf_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("timesformer.").unwrap_or(name);
+    if let Some(rest) = name.strip_prefix("classifier.") {
+        return Some(format!("head.fc.{rest}"));
+    }
+    let fixed = match name {
+        "embeddings.cls_token" => "cls_token",
+        "embeddings.position_embeddings" => "pos_embed",
+        "embeddings.time_embeddings" => "time_embed",
+        "embeddings.patch_embeddings.projection.weight" => "patch_embed.proj.weight",
+        "embeddings.patch_embeddings.projection.bias" => "patch_embed.proj.bias",
+        "layernorm.weight" => "norm.weight",
+        "layernorm.bias" => "norm.bias",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return Some(format!("backbone.{fixed}"));
+    }
+    let rest = name.strip_prefix("encoder.layer.")?;
+    let (i, part) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    const PARTS: [(&str, &str); 9] = [
+        ("attention.attention.qkv.", "attn.qkv."),
+        ("attention.output.dense.", "attn.proj."),
+        ("temporal_attention.attention.qkv.", "temporal_attn.qkv."),
+        ("temporal_attention.output.dense.", "temporal_attn.proj."),
+        ("temporal_dense.", "temporal_fc."),
+        ("layernorm_before.", "norm1."),
+        ("temporal_layernorm.", "temporal_norm1."),
+        ("layernorm_after.", "norm2."),
+        ("intermediate.dense.", "mlp.fc1."),
+    ];
+    if let Some(leaf) = part.strip_prefix("output.dense.") {
+        return Some(format!("backbone.blocks.{i}.mlp.fc2.{leaf}"));
+    }
+    PARTS
+        .iter()
+        .find_map(|(hf, ours)| part.strip_prefix(hf).map(|leaf| format!("backbone.blocks.{i}.{ours}{leaf}")))
+}
+
+/// A facebookresearch TimeSformer name → ours.
+fn map_fb_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    let rest = name.strip_prefix("model.")?;
+    Some(match rest.strip_prefix("head.") {
+        Some(leaf) => format!("head.fc.{leaf}"),
+        None => format!("backbone.{rest}"),
+    })
+}
+
+fn map_tensors(tensors: NamedTensors) -> Result<(HashMap<String, Tensor>, &'static str, usize)> {
+    let hf = tensors.iter().any(|(n, _)| n.contains("embeddings.position_embeddings"));
+    let fb = tensors.iter().any(|(n, _)| n.ends_with("model.pos_embed"));
+    let (layout, map): (&str, fn(&str) -> Option<String>) = match (hf, fb) {
+        (true, _) => ("transformers", map_hf_name),
+        (false, true) => ("timesformer", map_fb_name),
+        _ => bail!("neither a facebookresearch TimeSformer (model.pos_embed) nor a Hugging Face one (timesformer.embeddings.position_embeddings)"),
+    };
+    let mut out = HashMap::new();
+    let mut dropped = 0;
+    for (name, t) in tensors {
+        match map(&name) {
+            Some(m) => {
+                if out.insert(m.clone(), t).is_some() {
+                    bail!("two checkpoint tensors map to {m:?}");
+                }
+            }
+            None => dropped += 1,
+        }
+    }
+    Ok((out, layout, dropped))
+}
+
+/// Overrides from a Hugging Face `config.json` beside the weights: heads, eps, q/k/v bias and
+/// class names.
+fn hf_config_overrides(path: &Path) -> Result<Vec<String>> {
+    let Some(json) = path.parent().map(|d| d.join("config.json")).filter(|p| p.is_file()) else {
+        return Ok(vec![]);
+    };
+    let text = std::fs::read_to_string(&json).with_context(|| format!("{}: cannot read", json.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", json.display()))?;
+    let mut o = Vec::new();
+    if let Some(h) = v.get("num_attention_heads").and_then(|x| x.as_u64()) {
+        o.push(format!("num_heads={h}"));
+    }
+    if let Some(e) = v.get("layer_norm_eps").and_then(|x| x.as_f64()) {
+        o.push(format!("ln_eps={e}"));
+    }
+    if let Some(act) = v.get("hidden_act").and_then(|x| x.as_str()) {
+        if act != "gelu" {
+            bail!(
+                "{}: hidden_act {act:?}; vidkit's TimeSformer has the exact GELU (\"gelu\")",
+                json.display()
+            );
+        }
+    }
+    if let Some(t) = v.get("attention_type").and_then(|x| x.as_str()) {
+        if t != "divided_space_time" {
+            bail!("{}: attention_type {t:?}; vidkit's TimeSformer is divided_space_time", json.display());
+        }
+    }
+    if let Some(map) = v.get("id2label").and_then(|x| x.as_object()) {
+        let mut labels: Vec<(usize, String)> =
+            map.iter().filter_map(|(k, v)| Some((k.parse().ok()?, v.as_str()?.to_string()))).collect();
+        labels.sort();
+        let in_order = labels.iter().enumerate().all(|(i, (k, _))| i == *k);
+        // transformers writes LABEL_0, LABEL_1, ... when it was given no names.
+        let generic = labels.iter().all(|(k, l)| *l == format!("LABEL_{k}"));
+        if in_order && !generic && !labels.is_empty() {
+            let names: Vec<String> = labels.into_iter().map(|(_, l)| l).collect();
+            o.push(format!("labels={}", serde_json::to_string(&names)?));
+        }
+    }
+    Ok(o)
+}
+
+/// Imports a TimeSformer checkpoint (facebookresearch `.pyth` or Hugging Face `.safetensors` /
+/// `.bin`) as `arch`. Errors name `path`.
+pub fn import_timesformer(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
+    if arch != "timesformer_vit_b" {
+        bail!(
+            "{}: a PyTorch TimeSformer checkpoint imports as timesformer_vit_b, not {arch}",
+            path.display()
+        );
+    }
+    let (tensors, state_dict_key) = if path.extension().is_some_and(|e| e == "safetensors") {
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| anyhow!("{}: unreadable safetensors: {e}", path.display()))?;
+        let mut v: NamedTensors = map.into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        (v, None)
+    } else {
+        read_torch_state_dict(path)?
+    };
+    let tensors_read = tensors.len();
+    let (tensors, layout, dropped) = map_tensors(tensors).with_context(|| path.display().to_string())?;
+    let mut all = vit_overrides_from_weights(&tensors);
+    if layout == "transformers" {
+        all.extend(hf_config_overrides(path)?);
+    }
+    all.extend(overrides.iter().cloned());
+    let config = config_from_weights(path, arch, &tensors, "backbone.patch_embed.proj.weight", &all)?;
+    let model =
+        from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    Ok(Imported { model, state_dict_key, layout, tensors_read, dropped })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hugging_face_and_facebookresearch_names_map_onto_ours() {
+        let hf = |n: &str| map_hf_name(n).unwrap();
+        assert_eq!(hf("timesformer.embeddings.position_embeddings"), "backbone.pos_embed");
+        assert_eq!(
+            hf("timesformer.encoder.layer.3.temporal_attention.attention.qkv.weight"),
+            "backbone.blocks.3.temporal_attn.qkv.weight"
+        );
+        assert_eq!(
+            hf("timesformer.encoder.layer.0.attention.output.dense.bias"),
+            "backbone.blocks.0.attn.proj.bias"
+        );
+        assert_eq!(
+            hf("timesformer.encoder.layer.11.output.dense.weight"),
+            "backbone.blocks.11.mlp.fc2.weight"
+        );
+        assert_eq!(
+            hf("timesformer.encoder.layer.2.temporal_dense.weight"),
+            "backbone.blocks.2.temporal_fc.weight"
+        );
+        assert_eq!(hf("timesformer.layernorm.bias"), "backbone.norm.bias");
+        assert_eq!(hf("classifier.weight"), "head.fc.weight");
+        assert_eq!(map_hf_name("timesformer.encoder.layer.2.unknown.weight"), None);
+        assert_eq!(
+            map_fb_name("model.blocks.0.temporal_fc.bias").unwrap(),
+            "backbone.blocks.0.temporal_fc.bias"
+        );
+        assert_eq!(map_fb_name("model.head.weight").unwrap(), "head.fc.weight");
+        assert_eq!(map_fb_name("model.time_embed").unwrap(), "backbone.time_embed");
+    }
+}
