@@ -16,8 +16,14 @@ fixed random input and writes into OUT_DIR:
   logits.npy      float32 [B, classes]
   meta.json       the arguments and the versions
 
+With --resize-frames F --resize-size R, also resized/{input,logits}.npy: the same weights run at
+F frames and R pixels, the time embedding resized by nearest neighbour along time and the
+position embedding bilinearly (align_corners=False) over the patch grid, as vidkit's import does
+(the model rebuilt for F frames and R pixels: transformers' layers take the frame count from
+the config, so an F-frame input cannot simply be fed to the T-frame model).
+
 Usage: export_timesformer_parity.py --out DIR [--depth 2] [--frames 4] [--size 64]
-       [--batch 2] [--classes 7] [--seed 0]
+       [--batch 2] [--classes 7] [--seed 0] [--resize-frames F --resize-size R]
 """
 import argparse
 import json
@@ -28,6 +34,7 @@ import numpy as np
 
 warnings.filterwarnings("ignore")
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 from transformers import TimesformerConfig, TimesformerForVideoClassification  # noqa: E402
 
@@ -77,6 +84,8 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--classes", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--resize-frames", type=int)
+    ap.add_argument("--resize-size", type=int)
     a = ap.parse_args()
 
     torch.manual_seed(a.seed)
@@ -114,10 +123,36 @@ def main():
     torch.save({"model_state": fb}, os.path.join(a.out, "fb", "model.pyth"))
     np.save(os.path.join(a.out, "input.npy"), x)
     np.save(os.path.join(a.out, "logits.npy"), logits.astype("<f4"))
+    if a.resize_frames:
+        resized(a, config, model, rng)
     meta = dict(vars(a), torch=torch.__version__, transformers=transformers.__version__,
                 max_logit=float(np.abs(logits).max()))
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
+
+
+def resized(a, config, model, rng):
+    state = model.state_dict()
+    te = state["timesformer.embeddings.time_embeddings"]  # [1, T, C]
+    state["timesformer.embeddings.time_embeddings"] = F.interpolate(
+        te.transpose(1, 2), size=a.resize_frames, mode="nearest").transpose(1, 2)
+    pe = state["timesformer.embeddings.position_embeddings"]  # [1, 1 + g*g, C]
+    c = pe.shape[2]
+    g0, g1 = a.size // 16, a.resize_size // 16
+    grid = pe[:, 1:].reshape(1, g0, g0, c).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(g1, g1), mode="bilinear", align_corners=False)
+    state["timesformer.embeddings.position_embeddings"] = torch.cat(
+        [pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, c)], 1)
+    config2 = TimesformerConfig(**{**config.to_dict(), "num_frames": a.resize_frames,
+                                   "image_size": a.resize_size})
+    model2 = TimesformerForVideoClassification(config2).eval()
+    model2.load_state_dict(state)
+    x = rng.standard_normal((a.batch, a.resize_frames, 3, a.resize_size, a.resize_size)).astype("float32")
+    with torch.no_grad():
+        logits = model2(pixel_values=torch.from_numpy(x)).logits.numpy()
+    os.makedirs(os.path.join(a.out, "resized"), exist_ok=True)
+    np.save(os.path.join(a.out, "resized", "input.npy"), x)
+    np.save(os.path.join(a.out, "resized", "logits.npy"), logits.astype("<f4"))
 
 
 if __name__ == "__main__":

@@ -80,12 +80,31 @@ fn pptimesformer_matches_paddlevideo() {
     parity(&fx, "model.pdparams", "pptimesformer_vit_b", &[], 4);
 }
 
+/// A 2-block TimeSformer at 4 frames × 64², with its run at 8 frames × 80² (embeddings resized).
+fn timesformer_fixture() -> Option<PathBuf> {
+    let args =
+        ["--depth", "2", "--frames", "4", "--size", "64", "--resize-frames", "8", "--resize-size", "80"];
+    torch_fixture("timesformer-d2-t4-s64-r8-80", &args)
+}
+
+/// Importing a 4-frame, 64-pixel checkpoint at 8 frames and 80 pixels resizes the time embedding
+/// (nearest, along time) and the position embedding (bilinear, over the 4×4 → 5×5 patch grid)
+/// once; the result matches the reference run with embeddings resized the same way.
+#[test]
+fn timesformer_at_other_frames_and_size_matches_resized_reference() {
+    let Some(fx) = timesformer_fixture() else { return };
+    parity(
+        &fx.join("resized"),
+        "../hf/model.safetensors",
+        "timesformer_vit_b",
+        &["frames=8", "crop_size=80"],
+        8,
+    );
+}
+
 #[test]
 fn timesformer_matches_hugging_face_from_both_layouts() {
-    let Some(fx) = torch_fixture("timesformer-d2-t4-s64", &["--depth", "2", "--frames", "4", "--size", "64"])
-    else {
-        return;
-    };
+    let Some(fx) = timesformer_fixture() else { return };
     parity(&fx, "hf/model.safetensors", "timesformer_vit_b", &[], 4);
     parity(&fx, "fb/model.pyth", "timesformer_vit_b", &[], 4);
     // config.json beside the Hugging Face weights names the classes.
@@ -101,4 +120,31 @@ fn timesformer_matches_hugging_face_from_both_layouts() {
     let cfg = vidkit::model::read_config(&out).unwrap();
     let want: Vec<String> = (0..7).map(|i| format!("class_{i}")).collect();
     assert_eq!(cfg.labels.as_deref(), Some(&want[..]));
+}
+
+/// Checkpoints that do not fit are refused in one line naming the file, and nothing is written.
+#[test]
+fn timesformer_imports_that_do_not_fit_are_refused() {
+    let Some(fx) = timesformer_fixture() else { return };
+    let hf = fx.join("hf/model.safetensors");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("pptimesformer_vit_b", &[], "not a readable Paddle state dict"),
+        ("timesformer_vit_b", &["num_heads=5"], "embed_dim 768 is not a multiple of 5 heads"),
+        ("timesformer_vit_b", &["crop_size=72"], "crop_size 72 is not a multiple of the 16-pixel patch"),
+        ("timesformer_vit_b", &["patch_size=8"], "patch_embed.proj.weight has shape [768, 3, 16, 16]"),
+    ];
+    for (arch, overrides, want) in cases {
+        let mut cmd = Command::new(VCONVERT);
+        cmd.env_remove("RUST_BACKTRACE").args(["--arch", arch]);
+        for o in overrides {
+            cmd.args(["-o", o]);
+        }
+        let o = cmd.arg(&hf).arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{arch} {overrides:?}: {err}");
+        assert!(err.contains("model.safetensors") && err.trim_end().lines().count() == 1, "{err}");
+        assert!(!out.exists());
+    }
 }

@@ -90,6 +90,11 @@ pub fn import_paddle(path: &Path, arch: &str, overrides: &[String]) -> Result<Im
         overrides.insert(0, "temporal_attention=true".to_string());
     }
     let config = config_from_weights(path, arch, &tensors, stem, &overrides)?;
+    let mut tensors = tensors;
+    if arch == "pptimesformer_vit_b" {
+        super::timesformer::resize_embeddings(&mut tensors, &config)
+            .with_context(|| path.display().to_string())?;
+    }
     let model =
         from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     Ok(Imported { model, state_dict_key: None, layout: "paddlevideo", tensors_read, dropped })

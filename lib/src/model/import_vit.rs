@@ -10,10 +10,11 @@
 //!   `classifier.weight`; the names are mapped one by one below. Its `config.json`, when it lies
 //!   beside the weights, gives the head count, LayerNorm eps and the class names (`id2label`).
 //!
-//! Sizes (width, depth, patch, frames, crop) come from the shapes; `-o` overrides win.
+//! Sizes (width, depth, patch, frames, crop) come from the shapes; `-o` overrides win, and other
+//! frames or crop than the checkpoint's resize its embeddings (`resize_embeddings`).
 
 use super::import::config_from_weights;
-use super::timesformer::vit_overrides_from_weights;
+use super::timesformer::{resize_embeddings, vit_overrides_from_weights};
 use super::{from_tensors, read_torch_state_dict, Imported, NamedTensors};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -164,6 +165,8 @@ pub fn import_timesformer(path: &Path, arch: &str, overrides: &[String]) -> Resu
     }
     all.extend(overrides.iter().cloned());
     let config = config_from_weights(path, arch, &tensors, "backbone.patch_embed.proj.weight", &all)?;
+    let mut tensors = tensors;
+    resize_embeddings(&mut tensors, &config).with_context(|| path.display().to_string())?;
     let model =
         from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     Ok(Imported { model, state_dict_key, layout, tensors_read, dropped })

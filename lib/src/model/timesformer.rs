@@ -69,9 +69,9 @@ impl VitOptions {
         }
     }
 
-    pub fn from_config(config: &ModelConfig) -> Result<Self> {
+    pub fn from_config(config: &ModelConfig) -> anyhow::Result<Self> {
         let Some(base) = Self::for_arch(&config.arch) else {
-            candle_core::bail!("{} is not a TimeSformer", config.arch)
+            anyhow::bail!("{} is not a TimeSformer", config.arch)
         };
         let mut v = serde_json::to_value(base).expect("options serialise");
         let obj = v.as_object_mut().expect("an object");
@@ -80,16 +80,13 @@ impl VitOptions {
                 obj.insert(k.to_string(), x.clone());
             }
         }
-        let o: Self = serde_json::from_value(v)
-            .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", config.arch)))?;
+        let o: Self =
+            serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: config: {e}", config.arch))?;
         if o.embed_dim == 0 || o.depth == 0 || o.patch_size == 0 || o.num_heads == 0 {
-            candle_core::bail!(
-                "{}: embed_dim, depth, num_heads and patch_size must be positive",
-                config.arch
-            );
+            anyhow::bail!("{}: embed_dim, depth, num_heads and patch_size must be positive", config.arch);
         }
         if o.embed_dim % o.num_heads != 0 {
-            candle_core::bail!(
+            anyhow::bail!(
                 "{}: embed_dim {} is not a multiple of {} heads",
                 config.arch,
                 o.embed_dim,
@@ -97,13 +94,10 @@ impl VitOptions {
             );
         }
         if !(o.ln_eps > 0.0) || !(0.0..1.0).contains(&o.drop_path_rate) || !(o.mlp_ratio > 0.0) {
-            candle_core::bail!(
-                "{}: ln_eps and mlp_ratio must be positive, drop_path_rate in [0, 1)",
-                config.arch
-            );
+            anyhow::bail!("{}: ln_eps and mlp_ratio must be positive, drop_path_rate in [0, 1)", config.arch);
         }
         if config.crop_size as usize % o.patch_size != 0 {
-            candle_core::bail!(
+            anyhow::bail!(
                 "{}: crop_size {} is not a multiple of the {}-pixel patch",
                 config.arch,
                 config.crop_size,
@@ -269,7 +263,7 @@ pub struct TimeSformer {
 
 impl TimeSformer {
     pub fn new(config: ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let o = VitOptions::from_config(&config)?;
+        let o = VitOptions::from_config(&config).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))?;
         let (c, p) = (o.embed_dim, o.patch_size);
         let grid = config.crop_size as usize / p;
         let bb = vb.pp("backbone");
@@ -298,16 +292,21 @@ impl TimeSformer {
         let (c, p) = (self.options.embed_dim, self.options.patch_size);
         let arch = &self.config.arch;
         if h % p != 0 || w % p != 0 {
-            candle_core::bail!("{arch}: input {w}×{h} is not a multiple of the {p}-pixel patch");
+            return Err(candle_core::Error::Msg(format!(
+                "{arch}: input {w}×{h} is not a multiple of the {p}-pixel patch"
+            )));
         }
         let (gh, gw) = (h / p, w / p);
         let n = gh * gw;
         if n + 1 != self.pos_embed.dim(1)? {
             let side = self.config.crop_size;
-            candle_core::bail!("{arch}: input {w}×{h} gives {gw}×{gh} patches; the position embedding covers {side}×{side} pixels (crop to it)");
+            return Err(candle_core::Error::Msg(format!("{arch}: input {w}×{h} gives {gw}×{gh} patches; the position embedding covers {side}×{side} pixels (crop to it)")));
         }
         if t != self.time_embed.dim(1)? {
-            candle_core::bail!("{arch}: {t} frames; the time embedding has {}", self.time_embed.dim(1)?);
+            return Err(candle_core::Error::Msg(format!(
+                "{arch}: {t} frames; the time embedding has {}",
+                self.time_embed.dim(1)?
+            )));
         }
         // The patch convolution (kernel = stride = patch) as one product over unfolded patches.
         let patches = x
@@ -367,4 +366,72 @@ impl super::Recognizer for TimeSformer {
     fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         TimeSformer::features_t(self, x, train)
     }
+}
+
+/// Resizes a checkpoint's time and position embeddings to `config`'s frames and crop, once, at
+/// import: time by nearest neighbour along the frame axis (`F.interpolate(mode="nearest")`, what
+/// the references do in their forward), position by bilinear interpolation over the patch grid
+/// (`F.interpolate(mode="bilinear", align_corners=False)`; the cls position stays). The
+/// references resize in every forward instead, and PaddleVideo's `vit.py` interpolates its time
+/// embedding over the wrong axes (a 16-frame input to an 8-frame model fails there).
+pub(super) fn resize_embeddings(
+    tensors: &mut HashMap<String, Tensor>,
+    config: &ModelConfig,
+) -> anyhow::Result<()> {
+    let o = VitOptions::from_config(config)?;
+    if let Some(t) = tensors.get("backbone.time_embed") {
+        let (_, t0, c) = t.dims3()?;
+        let t1 = config.frames;
+        if t0 != t1 {
+            // torch's legacy nearest: source index floor(i · in / out).
+            let idx: Vec<u32> = (0..t1).map(|i| ((i * t0) / t1) as u32).collect();
+            let idx = Tensor::new(idx.as_slice(), t.device())?;
+            let resized = t.index_select(&idx, 1)?;
+            debug_assert_eq!(resized.dims(), [1, t1, c]);
+            tensors.insert("backbone.time_embed".into(), resized);
+        }
+    }
+    if let Some(p) = tensors.get("backbone.pos_embed") {
+        let (_, n0, c) = p.dims3()?;
+        let g0 = ((n0 - 1) as f64).sqrt().round() as usize;
+        let g1 = config.crop_size as usize / o.patch_size;
+        if g0 * g0 + 1 != n0 {
+            anyhow::bail!("pos_embed has {n0} rows: not a cls row and a square patch grid");
+        }
+        if g0 != g1 {
+            let grid: Vec<f32> = p.narrow(1, 1, n0 - 1)?.flatten_all()?.to_vec1()?; // [g0·g0, C]
+            let taps = bilinear_taps(g0, g1);
+            let mut out = vec![0f32; g1 * g1 * c];
+            for (y, &(y0, y1, wy)) in taps.iter().enumerate() {
+                for (x, &(x0, x1, wx)) in taps.iter().enumerate() {
+                    let row = &mut out[(y * g1 + x) * c..(y * g1 + x + 1) * c];
+                    for (yy, fy) in [(y0, 1.0 - wy), (y1, wy)] {
+                        for (xx, fx) in [(x0, 1.0 - wx), (x1, wx)] {
+                            let src = &grid[(yy * g0 + xx) * c..(yy * g0 + xx + 1) * c];
+                            let f = (fy * fx) as f32;
+                            row.iter_mut().zip(src).for_each(|(r, s)| *r += f * s);
+                        }
+                    }
+                }
+            }
+            let patches = Tensor::from_vec(out, (1, g1 * g1, c), p.device())?;
+            let resized = Tensor::cat(&[&p.narrow(1, 0, 1)?, &patches], 1)?;
+            tensors.insert("backbone.pos_embed".into(), resized);
+        }
+    }
+    Ok(())
+}
+
+/// Source taps of a linear resize from `n_in` to `n_out` samples, PyTorch's `align_corners=False`
+/// rule: (lower index, upper index, weight of the upper).
+fn bilinear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|i| {
+            let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+            let lo = (src.floor() as usize).min(n_in - 1);
+            let hi = (lo + 1).min(n_in - 1);
+            (lo, hi, src - lo as f64)
+        })
+        .collect()
 }
