@@ -83,6 +83,9 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
 /// unit scales X3D-XS's 25 random branches drown the input and training does not start (loss
 /// at ln 4 for 6 epochs on a 4-class vsynth set, where zero scales start it in 2).
 pub fn init_weights_for(varmap: &VarMap, arch: &str, seed: u64) -> Result<()> {
+    if super::VitOptions::for_arch(arch).is_some() {
+        return init_vit(varmap, seed);
+    }
     if arch.starts_with("x3d") {
         init_weights(varmap, seed)?;
         return zero_block_final_bn(varmap);
@@ -122,6 +125,46 @@ pub fn init_weights_for(varmap: &VarMap, arch: &str, seed: u64) -> Result<()> {
 }
 
 /// Sets the scale of every residual branch's closing BatchNorm (`*.norm_c.weight`) to 0.
+/// TimeSformer and PaddleVideo's `vit.py` (`init_weights`, `_init_fn`): Linear weights and the cls
+/// and position embeddings truncated normal with std 0.02 (timm's `trunc_normal_`, cut at ±2, far
+/// outside), the time embedding 0, `temporal_fc` 0 in every block but the first (so each later
+/// block starts as a spatial-only one), LayerNorm 1 and 0, and the patch convolution PyTorch's
+/// default `U(±1/√fan_in)` for weight and bias. All other biases 0.
+fn init_vit(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = Rng::new(seed ^ 0x1A17_5EED);
+    let fan_in =
+        data.get("backbone.patch_embed.proj.weight").map(|w| w.dims()[1..].iter().product::<usize>());
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let later_temporal_fc = name.contains(".temporal_fc.") && !name.starts_with("backbone.blocks.0.");
+        let trunc = |rng: &mut Rng| loop {
+            let v = normal(rng);
+            if v.abs() <= 2.0 / 0.02 {
+                break (v * 0.02) as f32;
+            }
+        };
+        let values: Vec<f32> = if later_temporal_fc || name.ends_with("time_embed") {
+            vec![0.0; n]
+        } else if name.starts_with("backbone.patch_embed.") {
+            let bound = 1.0 / (fan_in.unwrap_or(1) as f64).sqrt();
+            (0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect()
+        } else if dims.len() == 2 || name.ends_with("cls_token") || name.ends_with("pos_embed") {
+            (0..n).map(|_| trunc(&mut rng)).collect()
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            continue; // LayerNorm weights: 1 as created
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
 fn zero_block_final_bn(varmap: &VarMap) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     for (_, var) in data.iter().filter(|(n, _)| n.ends_with("norm_c.weight")) {
@@ -216,5 +259,29 @@ mod tests {
         }
         assert_eq!(max_abs("blocks.1.res_blocks.0.branch2.norm_a.weight"), 1.0);
         assert!(max_abs("blocks.1.res_blocks.0.branch2.conv_c.weight") > 0.0);
+    }
+
+    #[test]
+    fn a_timesformer_starts_as_the_references_start_it() {
+        let mut cfg = ModelConfig::defaults("timesformer_vit_b");
+        let o: Vec<String> = ["embed_dim=48", "num_heads=2", "depth=3", "patch_size=8", "crop_size=16"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        cfg.apply_overrides(&o).unwrap();
+        let varmap = VarMap::new();
+        build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        init_weights_for(&varmap, "timesformer_vit_b", 1).unwrap();
+        let data = varmap.data().lock().unwrap();
+        let values = |n: &str| data[n].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let all_zero = |n: &str| values(n).iter().all(|v| *v == 0.0);
+        assert!(all_zero("backbone.time_embed") && all_zero("backbone.blocks.2.temporal_fc.weight"));
+        assert!(
+            !all_zero("backbone.blocks.0.temporal_fc.weight") && all_zero("backbone.blocks.0.attn.proj.bias")
+        );
+        assert!(values("backbone.norm.weight").iter().all(|v| *v == 1.0));
+        let w = values("backbone.blocks.1.mlp.fc1.weight");
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std - 0.02).abs() < 0.002, "std {std}");
     }
 }

@@ -33,10 +33,14 @@ pub struct VitOptions {
     pub ln_eps: f64,
     /// Stochastic depth of the last block (linearly from 0 at the first), in training.
     pub drop_path_rate: f64,
+    /// `divided_space_time` (the TimeSformer), or `space_only`: each frame on its own, no time
+    /// embedding or temporal attention, the frames' cls tokens averaged at the end (the
+    /// references' per-frame ViT baseline).
+    pub attention_type: String,
 }
 
 impl VitOptions {
-    pub const KEYS: [&'static str; 8] = [
+    pub const KEYS: [&'static str; 9] = [
         "embed_dim",
         "depth",
         "num_heads",
@@ -45,6 +49,7 @@ impl VitOptions {
         "qkv_bias",
         "ln_eps",
         "drop_path_rate",
+        "attention_type",
     ];
 
     /// ViT-B/16 as each reference builds it.
@@ -58,6 +63,7 @@ impl VitOptions {
             qkv_bias: true,
             ln_eps: 1e-6,
             drop_path_rate: 0.1,
+            attention_type: "divided_space_time".into(),
         };
         match arch {
             // facebookresearch vit.py `TimeSformer`: qkv_bias=True, LayerNorm eps 1e-6.
@@ -96,6 +102,13 @@ impl VitOptions {
         if !(o.ln_eps > 0.0) || !(0.0..1.0).contains(&o.drop_path_rate) || !(o.mlp_ratio > 0.0) {
             anyhow::bail!("{}: ln_eps and mlp_ratio must be positive, drop_path_rate in [0, 1)", config.arch);
         }
+        if !["divided_space_time", "space_only"].contains(&o.attention_type.as_str()) {
+            anyhow::bail!(
+                "{}: attention_type {:?}: divided_space_time or space_only",
+                config.arch,
+                o.attention_type
+            );
+        }
         if config.crop_size as usize % o.patch_size != 0 {
             anyhow::bail!(
                 "{}: crop_size {} is not a multiple of the {}-pixel patch",
@@ -105,6 +118,10 @@ impl VitOptions {
             );
         }
         Ok(o)
+    }
+
+    fn divided(&self) -> bool {
+        self.attention_type == "divided_space_time"
     }
 
     fn mlp_hidden(&self) -> usize {
@@ -171,19 +188,27 @@ pub(super) fn vit_overrides_from_weights(tensors: &HashMap<String, Tensor>) -> V
             }
         }
     }
-    if let Some(t) = dim("backbone.time_embed", 1) {
-        o.push(format!("frames={t}"));
+    match dim("backbone.time_embed", 1) {
+        Some(t) => o.push(format!("frames={t}")),
+        None => o.push("attention_type=space_only".into()),
     }
     o
+}
+
+/// The temporal half of a divided block.
+#[derive(Clone, Debug)]
+struct TemporalAttention {
+    norm: LayerNorm,
+    attn: MultiHeadAttention,
+    fc: Linear,
 }
 
 #[derive(Clone, Debug)]
 struct DividedBlock {
     norm1: LayerNorm,
     attn: MultiHeadAttention,
-    temporal_norm1: LayerNorm,
-    temporal_attn: MultiHeadAttention,
-    temporal_fc: Linear,
+    /// Absent in `space_only` models.
+    temporal: Option<TemporalAttention>,
     norm2: LayerNorm,
     mlp: Mlp,
     drop_path: f64,
@@ -204,9 +229,14 @@ impl DividedBlock {
         Ok(Self {
             norm1: LayerNorm::new(c, o.ln_eps, vb.pp("norm1"))?,
             attn: MultiHeadAttention::new(c, o.num_heads, o.qkv_bias, vb.pp("attn"))?,
-            temporal_norm1: LayerNorm::new(c, o.ln_eps, vb.pp("temporal_norm1"))?,
-            temporal_attn: MultiHeadAttention::new(c, o.num_heads, o.qkv_bias, vb.pp("temporal_attn"))?,
-            temporal_fc: candle_nn::linear(c, c, vb.pp("temporal_fc"))?,
+            temporal: match o.divided() {
+                true => Some(TemporalAttention {
+                    norm: LayerNorm::new(c, o.ln_eps, vb.pp("temporal_norm1"))?,
+                    attn: MultiHeadAttention::new(c, o.num_heads, o.qkv_bias, vb.pp("temporal_attn"))?,
+                    fc: candle_nn::linear(c, c, vb.pp("temporal_fc"))?,
+                }),
+                false => None,
+            },
             norm2: LayerNorm::new(c, o.ln_eps, vb.pp("norm2"))?,
             mlp: Mlp::new(c, o.mlp_hidden(), vb.pp("mlp"))?,
             drop_path,
@@ -219,12 +249,19 @@ impl DividedBlock {
         let n = gh * gw;
         let c = x.dim(2)?;
         let p = self.drop_path;
+        let Some(temporal) = &self.temporal else {
+            // space_only: x is [B·T, 1 + N, C], one frame per row.
+            let a = self.attn.forward_t(&self.norm1.forward_t(x, train)?, train)?;
+            let x = (x + drop_path(&a, p, rng.as_deref_mut())?)?;
+            let m = self.mlp.forward(&self.norm2.forward_t(&x, train)?)?;
+            return x + drop_path(&m, p, rng)?;
+        };
         // Time: the T tokens of each patch position ((b, n) rows; drop path per row, as there).
         let tokens = x.narrow(1, 1, n * t)?;
         let xt = tokens.reshape((b * n, t, c))?;
-        let rt = self.temporal_attn.forward_t(&self.temporal_norm1.forward_t(&xt, train)?, train)?;
+        let rt = temporal.attn.forward_t(&temporal.norm.forward_t(&xt, train)?, train)?;
         let rt = drop_path(&rt, p, rng.as_deref_mut())?;
-        let rt = self.temporal_fc.forward(&rt.reshape((b, n * t, c))?)?;
+        let rt = temporal.fc.forward(&rt.reshape((b, n * t, c))?)?;
         let xt = (tokens + rt)?;
         // Space: the N patches of each frame with a copy of the cls token ((b, t) rows).
         let init_cls = x.narrow(1, 0, 1)?;
@@ -255,7 +292,8 @@ pub struct TimeSformer {
     patch_bias: Tensor,
     cls_token: Tensor,
     pos_embed: Tensor,
-    time_embed: Tensor,
+    /// Absent in `space_only` models.
+    time_embed: Option<Tensor>,
     blocks: Vec<DividedBlock>,
     norm: LayerNorm,
     head: Linear,
@@ -277,7 +315,10 @@ impl TimeSformer {
             patch_bias: bb.get_with_hints(c, "patch_embed.proj.bias", zeros)?,
             cls_token: bb.get_with_hints((1, 1, c), "cls_token", zeros)?,
             pos_embed: bb.get_with_hints((1, grid * grid + 1, c), "pos_embed", zeros)?,
-            time_embed: bb.get_with_hints((1, config.frames, c), "time_embed", zeros)?,
+            time_embed: match o.divided() {
+                true => Some(bb.get_with_hints((1, config.frames, c), "time_embed", zeros)?),
+                false => None,
+            },
             blocks,
             norm: LayerNorm::new(c, o.ln_eps, bb.pp("norm"))?,
             head: candle_nn::linear(c, config.num_classes, vb.pp("head.fc"))?,
@@ -302,10 +343,10 @@ impl TimeSformer {
             let side = self.config.crop_size;
             return Err(candle_core::Error::Msg(format!("{arch}: input {w}×{h} gives {gw}×{gh} patches; the position embedding covers {side}×{side} pixels (crop to it)")));
         }
-        if t != self.time_embed.dim(1)? {
+        if let Some(te) = self.time_embed.as_ref().filter(|te| te.dim(1).ok() != Some(t)) {
             return Err(candle_core::Error::Msg(format!(
                 "{arch}: {t} frames; the time embedding has {}",
-                self.time_embed.dim(1)?
+                te.dim(1)?
             )));
         }
         // The patch convolution (kernel = stride = patch) as one product over unfolded patches.
@@ -318,16 +359,24 @@ impl TimeSformer {
             .broadcast_add(&self.patch_bias)?
             .reshape((b * t, n, c))?
             .broadcast_add(&self.pos_embed.narrow(1, 1, n)?)?;
+        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?;
+        let grid = Grid { b, t, gh, gw };
+        let Some(time_embed) = &self.time_embed else {
+            // space_only: every frame with its own cls token; their outputs averaged.
+            let mut x = Tensor::cat(&[&cls.broadcast_as((b * t, 1, c))?.contiguous()?, &tokens], 1)?;
+            for block in &self.blocks {
+                x = block.forward_t(&x, grid, train, rng.as_deref_mut())?;
+            }
+            let cls_out = x.narrow(1, 0, 1)?.reshape((b, t, c))?.mean(1)?;
+            return self.norm.forward_t(&cls_out, train);
+        };
         // Time embedding per patch position; tokens reordered with the time step fastest.
         let tokens = tokens
             .reshape((b, t, n, c))?
             .permute((0, 2, 1, 3))?
-            .broadcast_add(&self.time_embed.unsqueeze(0)?)?
+            .broadcast_add(&time_embed.unsqueeze(0)?)?
             .reshape((b, n * t, c))?;
-        let cls =
-            (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((b, 1, c))?.contiguous()?;
-        let mut x = Tensor::cat(&[&cls, &tokens], 1)?;
-        let grid = Grid { b, t, gh, gw };
+        let mut x = Tensor::cat(&[&cls.broadcast_as((b, 1, c))?.contiguous()?, &tokens], 1)?;
         for block in &self.blocks {
             x = block.forward_t(&x, grid, train, rng.as_deref_mut())?;
         }
@@ -434,4 +483,129 @@ fn bilinear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64)> {
             (lo, hi, src - lo as f64)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn tiny(attention: &str) -> TimeSformer {
+        let mut cfg = ModelConfig::defaults("timesformer_vit_b");
+        let o: Vec<String> = [
+            "embed_dim=24",
+            "num_heads=2",
+            "depth=2",
+            "patch_size=8",
+            "crop_size=16",
+            "frames=4",
+            "num_classes=3",
+            &format!("attention_type={attention}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cfg.apply_overrides(&o).unwrap();
+        let vm = VarMap::new();
+        let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        crate::model::init_weights(&vm, 5).unwrap();
+        // Non-zero embeddings, so that frame order is visible to the divided model.
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if name.ends_with("embed") {
+                var.set(&Tensor::randn(0f32, 1., var.shape(), &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        m
+    }
+
+    /// Reversing the frames changes the divided model's logits (time embedding, temporal
+    /// attention) but not the space-only one's, whose frames are a set averaged at the end.
+    #[test]
+    fn only_the_divided_model_sees_frame_order() {
+        let x = Tensor::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let reversed = x.index_select(&Tensor::new(&[3u32, 2, 1, 0], &Device::Cpu).unwrap(), 1).unwrap();
+        for (attention, order_matters) in [("divided_space_time", true), ("space_only", false)] {
+            let m = tiny(attention);
+            let (a, b) =
+                (m.forward_t(&x, false, None).unwrap(), m.forward_t(&reversed, false, None).unwrap());
+            assert_eq!(a.dims(), [2, 3]);
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(d > 1e-4, order_matters, "{attention}: reversing frames moved the logits by {d}");
+        }
+        assert!(tiny("space_only").time_embed.is_none());
+    }
+
+    /// Every parameter gets a gradient from a training forward (the composed LayerNorm and
+    /// softmax; temporal_fc starts at 0 past the first block, as the references initialise it).
+    #[test]
+    fn training_reaches_every_parameter() {
+        let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
+        let o: Vec<String> = [
+            "embed_dim=24",
+            "num_heads=2",
+            "depth=2",
+            "patch_size=8",
+            "crop_size=16",
+            "frames=4",
+            "num_classes=3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cfg.apply_overrides(&o).unwrap();
+        let vm = VarMap::new();
+        let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        crate::model::init_weights_for(&vm, "pptimesformer_vit_b", 5).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let y = m.forward_t(&x, true, None).unwrap();
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let gr = g.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+            let mx = gr.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            // Past the first block the temporal branch waits behind its zero temporal_fc.
+            let behind_zero_fc =
+                name.contains(".temporal_") && !name.contains("temporal_fc") && !name.contains("blocks.0.");
+            assert!(mx > 0.0 || behind_zero_fc, "zero gradient for {name}");
+        }
+    }
+
+    /// It can memorise a handful of random clips (AdamW): the loss falls by 10×.
+    #[test]
+    fn memorises_a_fixed_batch() {
+        use crate::train::{cross_entropy, trainable_vars, AdamWConfig, OptimizerConfig, Targets};
+        let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
+        let o: Vec<String> = [
+            "embed_dim=32",
+            "num_heads=2",
+            "depth=2",
+            "patch_size=8",
+            "crop_size=16",
+            "frames=4",
+            "num_classes=4",
+            "drop_path_rate=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cfg.apply_overrides(&o).unwrap();
+        let vm = VarMap::new();
+        let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        crate::model::init_weights_for(&vm, "pptimesformer_vit_b", 5).unwrap();
+        let x = Tensor::randn(0f32, 1., (8, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
+        let adamw = OptimizerConfig::AdamW(AdamWConfig { lr: 0.001, ..Default::default() });
+        let mut opt = adamw.build(trainable_vars(&vm)).unwrap();
+        let (mut first, mut last) = (None, 0.0);
+        for _ in 0..100 {
+            let logits = m.forward_t(&x, true, None).unwrap();
+            let loss = crate::train::cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
+            last = loss.to_scalar::<f32>().unwrap();
+            first.get_or_insert(last);
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        eprintln!("loss {} → {last}", first.unwrap());
+        assert!(last < 0.1 * first.unwrap(), "loss {} → {last}", first.unwrap());
+        let _ = cross_entropy;
+    }
 }
