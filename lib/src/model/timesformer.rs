@@ -536,27 +536,24 @@ mod tests {
         assert!(tiny("space_only").time_embed.is_none());
     }
 
-    /// Every parameter gets a gradient from a training forward (the composed LayerNorm and
-    /// softmax; temporal_fc starts at 0 past the first block, as the references initialise it).
-    #[test]
-    fn training_reaches_every_parameter() {
+    /// A 2-block PP-TimeSformer 24 wide with 2 heads, 8-pixel patches over 16 pixels and 4 frames
+    /// (`extra` overrides on top), initialised as the references do.
+    fn initialised(extra: &[&str]) -> (TimeSformer, VarMap) {
         let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
-        let o: Vec<String> = [
-            "embed_dim=24",
-            "num_heads=2",
-            "depth=2",
-            "patch_size=8",
-            "crop_size=16",
-            "frames=4",
-            "num_classes=3",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let base = ["embed_dim=24", "num_heads=2", "depth=2", "patch_size=8", "crop_size=16", "frames=4"];
+        let o: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
         cfg.apply_overrides(&o).unwrap();
         let vm = VarMap::new();
         let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         crate::model::init_weights_for(&vm, "pptimesformer_vit_b", 5).unwrap();
+        (m, vm)
+    }
+
+    /// Every parameter gets a gradient from a training forward (the composed LayerNorm and
+    /// softmax; temporal_fc starts at 0 past the first block, as the references initialise it).
+    #[test]
+    fn training_reaches_every_parameter() {
+        let (m, vm) = initialised(&["num_classes=3"]);
         let x = Tensor::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
         let y = m.forward_t(&x, true, None).unwrap();
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -574,24 +571,7 @@ mod tests {
     #[test]
     fn memorises_a_fixed_batch() {
         use crate::train::{cross_entropy, trainable_vars, AdamWConfig, OptimizerConfig, Targets};
-        let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
-        let o: Vec<String> = [
-            "embed_dim=32",
-            "num_heads=2",
-            "depth=2",
-            "patch_size=8",
-            "crop_size=16",
-            "frames=4",
-            "num_classes=4",
-            "drop_path_rate=0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        cfg.apply_overrides(&o).unwrap();
-        let vm = VarMap::new();
-        let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        crate::model::init_weights_for(&vm, "pptimesformer_vit_b", 5).unwrap();
+        let (m, vm) = initialised(&["num_classes=4", "embed_dim=32", "drop_path_rate=0"]);
         let x = Tensor::randn(0f32, 1., (8, 4, 3, 16, 16), &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
         let adamw = OptimizerConfig::AdamW(AdamWConfig { lr: 0.001, ..Default::default() });
@@ -599,13 +579,12 @@ mod tests {
         let (mut first, mut last) = (None, 0.0);
         for _ in 0..100 {
             let logits = m.forward_t(&x, true, None).unwrap();
-            let loss = crate::train::cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
+            let loss = cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
             last = loss.to_scalar::<f32>().unwrap();
             first.get_or_insert(last);
             opt.step(&loss.backward().unwrap()).unwrap();
         }
         eprintln!("loss {} → {last}", first.unwrap());
         assert!(last < 0.1 * first.unwrap(), "loss {} → {last}", first.unwrap());
-        let _ = cross_entropy;
     }
 }
