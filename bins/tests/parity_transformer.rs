@@ -10,7 +10,8 @@
 //! facebookresearch's module), saved with `save_pretrained` and, renamed, as facebookresearch's
 //! `.pyth`; both import and must match.
 //!
-//! Fixtures are cached under `target/parity_transformer/<hash of the script and the pins>/`.
+//! Fixtures are cached under `target/parity_transformer_{paddle,torch}/<hash of the script and
+//! the pins>/` (one kind per script: a kind keeps only its latest hash).
 //! Run with `-- --nocapture` to see the measured errors.
 
 mod common;
@@ -32,7 +33,7 @@ fn paddle_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
             .map(|f| root.join("scripts").join(f))
             .collect();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    cached_fixture("parity_transformer", &keys, name, paddle_peers_python, &script, &args)
+    cached_fixture("parity_transformer_paddle", &keys, name, paddle_peers_python, &script, &args)
 }
 
 /// `export_timesformer_parity.py ARGS` cached as `name`; `None` when the venv cannot be built.
@@ -44,7 +45,7 @@ fn torch_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
         .map(|f| root.join("scripts").join(f))
         .collect();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    cached_fixture("parity_transformer", &keys, name, models_peers_python, &script, &args)
+    cached_fixture("parity_transformer_torch", &keys, name, models_peers_python, &script, &args)
 }
 
 /// Imports `fixture/<checkpoint>` as `arch` and compares logits; returns the relative error.

@@ -13,9 +13,9 @@
 //! `head.fc.weight`), Linear weights [out, in] as torch stores them.
 
 use super::{Model, ModelConfig};
-use crate::nn::{drop_path, drop_path_rates, dropout, LayerNorm, Mlp, MultiHeadAttention};
+use crate::nn::{drop_path, drop_path_rates, dropout, linear, LayerNorm, Mlp, MultiHeadAttention};
 use crate::rng::Rng;
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -261,7 +261,7 @@ impl DividedBlock {
         let xt = tokens.reshape((b * n, t, c))?;
         let rt = temporal.attn.forward_t(&temporal.norm.forward_t(&xt, train)?, train)?;
         let rt = drop_path(&rt, p, rng.as_deref_mut())?;
-        let rt = temporal.fc.forward(&rt.reshape((b, n * t, c))?)?;
+        let rt = linear(&rt.reshape((b, n * t, c))?, &temporal.fc)?;
         let xt = (tokens + rt)?;
         // Space: the N patches of each frame with a copy of the cls token ((b, t) rows).
         let init_cls = x.narrow(1, 0, 1)?;
@@ -354,8 +354,7 @@ impl TimeSformer {
             .reshape((b * t, ch, gh, p, gw, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * t * n, ch * p * p))?;
-        let tokens = patches
-            .matmul(&self.patch_weight.reshape((c, ch * p * p))?.t()?)?
+        let tokens = crate::nn::gemm::matmul(&patches, &self.patch_weight.reshape((c, ch * p * p))?.t()?)?
             .broadcast_add(&self.patch_bias)?
             .reshape((b * t, n, c))?
             .broadcast_add(&self.pos_embed.narrow(1, 1, n)?)?;
@@ -393,7 +392,7 @@ impl TimeSformer {
         let rng = if train { dropout_rng.as_deref_mut() } else { None };
         let f = self.cls_features(x, train, rng)?;
         let f = dropout(&f, self.config.dropout as f64, if train { dropout_rng } else { None })?;
-        self.head.forward(&f)
+        linear(&f, &self.head)
     }
 }
 

@@ -40,7 +40,9 @@ pub use plane_mean::plane_mean;
 pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
 pub use shift::{temporal_shift, temporal_shift_paddle};
-pub use transformer::{drop_path, drop_path_rates, gelu, softmax_last, LayerNorm, Mlp, MultiHeadAttention};
+pub use transformer::{
+    drop_path, drop_path_rates, gelu, linear, softmax_last, LayerNorm, Mlp, MultiHeadAttention,
+};
 pub use vol2col::Geometry3d;
 
 use crate::rng::Rng;

@@ -7,7 +7,7 @@
 //! differentiable ops, since candle gives its fused kernels no backward pass.
 
 use crate::rng::Rng;
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 /// LayerNorm over the last axis with a learned scale and shift (`weight`, `bias`).
@@ -37,6 +37,21 @@ impl LayerNorm {
             candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
         }
     }
+}
+
+/// A Linear layer on `x` [..., in] → [..., out] through our GEMM (2D, differentiable): the
+/// leading axes are folded into the rows.
+pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (rows, k) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+    let y = super::gemm::matmul(&x.reshape((rows, k))?, &layer.weight().t()?)?;
+    let y = match layer.bias() {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
+    y.reshape(out)
 }
 
 /// Softmax over the last axis; differentiable when `train`.
@@ -77,13 +92,13 @@ impl MultiHeadAttention {
         let (b, n, c) = x.dims3()?;
         let (h, d) = (self.heads, c / self.heads);
         // [B, N, 3, h, d] → [3, B, h, N, d]
-        let qkv = self.qkv.forward(x)?.reshape((b, n, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = linear(x, &self.qkv)?.reshape((b, n, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
         let q = (qkv.get(0)?.contiguous()? * self.scale)?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
-        self.proj.forward(&y)
+        linear(&y, &self.proj)
     }
 }
 
@@ -108,7 +123,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&gelu(&self.fc1.forward(x)?)?)
+        linear(&gelu(&linear(x, &self.fc1)?)?, &self.fc2)
     }
 }
 
