@@ -74,6 +74,10 @@ bash "$here/peers.sh" "$peers" models
 bash "$here/peers.sh" "$peers" paddle
 "$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/paddle.json"
+# PP-TimeSformer (ViT-B/16, 8 × 224²): vidkit's forward against ppvideo's VisionTransformer in
+# Paddle's dynamic graph.
+"$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
+  --arch pptimesformer_vit_b --reps 3 --json "$out/pptimesformer.json"
 # BMN: features -> proposals per video, vpropose against PaddleVideo's BMN + bmn_metric.py's
 # post-processing (paddle tier).
 "$peers/paddle/bin/python" "$here/bench_bmn.py" --bin "$bin" --dir "$out" --threads 2 --json "$out/bmn.json"

@@ -1,9 +1,15 @@
-"""`make bench`, PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN
-(MKL-DNN) on, the deployment path PaddleVideo documents (tools/export_model.py, then
-paddle.inference). Same input (batch 1, 8 frames, 224²), same thread count; prints the ratio
-vidkit time / Paddle time (below 1.0 is faster). Runs in the paddle tier of scripts/peers.sh.
+"""`make bench`, PaddleVideo's recognizers: vidkit's forward against PaddlePaddle's. Same input
+(batch 1, 8 frames, 224²), same thread count; prints the ratio vidkit time / Paddle time (below
+1.0 is faster). Runs in the paddle tier of scripts/peers.sh.
 
-    python bench_paddle.py --vidkit CMD --threads 2 --json OUT [--reps 5] [--rounds 3]
+  --arch pptsmv2_lcnetv2 (default): against Paddle's inference predictor with oneDNN (MKL-DNN)
+      on, the deployment path PaddleVideo documents (tools/export_model.py, then
+      paddle.inference).
+  --arch pptimesformer_vit_b: against ppvideo's VisionTransformer (ViT-B/16, 12 divided
+      space-time blocks) + ppTimeSformerHead in Paddle's dynamic graph under no_grad (its
+      forward resizes embeddings in Python, which paddle.jit cannot export), random weights.
+
+    python bench_paddle.py --vidkit CMD --threads 2 --json OUT [--arch A] [--reps 5] [--rounds 3]
 
 vidkit and Paddle alternate --rounds times (each a median of --reps); the ratio is the median of
 the per-round ratios, as in bench_models.py.
@@ -85,6 +91,38 @@ def paddle_timer(prefix, threads):
     return times
 
 
+def timesformer_timer(threads):
+    """ppvideo's PP-TimeSformer in the dynamic graph; the returned function times `reps` runs."""
+    from paddlevideo.modeling.backbones.vit import VisionTransformer
+    from paddlevideo.modeling.heads.pptimesformer_head import ppTimeSformerHead
+
+    paddle.set_device("cpu")
+    paddle.seed(0)
+    backbone = VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                                 qkv_bias=False, epsilon=1e-6, num_seg=FRAMES,
+                                 attention_type="divided_space_time")
+    head = ppTimeSformerHead(num_classes=CLASSES, in_channels=768)
+    backbone.eval()
+    head.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((1, 3, FRAMES, SIZE, SIZE)).astype("float32"))
+
+    def run():
+        with paddle.no_grad():
+            return head(backbone(x)).numpy()
+
+    assert run().shape == (1, CLASSES)  # warm-up
+
+    def times(reps):
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    return times
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vidkit", required=True, help="path of the bench_models example binary")
@@ -92,18 +130,22 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of vidkit and Paddle")
     ap.add_argument("--json", required=True)
+    ap.add_argument("--arch", default="pptsmv2_lcnetv2", choices=["pptsmv2_lcnetv2", "pptimesformer_vit_b"])
     a = ap.parse_args()
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
     # Absolute: the rounds run from a temporary working directory (see below).
-    cmd = [os.path.abspath(a.vidkit), "pptsmv2_lcnetv2", str(FRAMES), str(SIZE), str(a.reps), "forward"]
+    cmd = [os.path.abspath(a.vidkit), a.arch, str(FRAMES), str(SIZE), str(a.reps), "forward"]
     ours_all, theirs_all = [], []
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as d:
         os.chdir(d)  # ppvideo's logger writes .log.txt into the working directory
         try:
-            prefix = os.path.join(d, "pptsmv2")
-            export(prefix)
-            timer = paddle_timer(prefix, a.threads)
+            if a.arch == "pptsmv2_lcnetv2":
+                prefix = os.path.join(d, "pptsmv2")
+                export(prefix)
+                timer = paddle_timer(prefix, a.threads)
+            else:
+                timer = timesformer_timer(a.threads)
             for _ in range(a.rounds):
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                 ours_all.append(json.loads(out.stdout)["forward_s"])
@@ -112,12 +154,13 @@ def main():
             os.chdir(cwd)
     ratios = [o / t for o, t in zip(ours_all, theirs_all)]
     ours, theirs, ratio = statistics.median(ours_all), statistics.median(theirs_all), statistics.median(ratios)
-    row = {"arch": "pptsmv2_lcnetv2", "input": f"{FRAMES}x{SIZE}", "vidkit_forward_s": ours,
-           "paddle_onednn_forward_s": theirs, "forward_ratio": ratio, "round_ratios": ratios}
-    print(f"\nPP-TSMv2, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round, ratio the median "
-          f"of {a.rounds} alternating rounds (Paddle {paddle.__version__}: inference predictor, oneDNN on):")
-    print(f"{'model':16} {'input':6} {'vidkit fwd':>11} {'paddle fwd':>11} {'ratio':>6}")
-    print(f"{row['arch']:16} {row['input']:6} {ours:11.3f} {theirs:11.3f} {ratio:6.2f}  "
+    path = "inference predictor, oneDNN on" if a.arch == "pptsmv2_lcnetv2" else "dynamic graph, no_grad"
+    row = {"arch": a.arch, "input": f"{FRAMES}x{SIZE}", "vidkit_forward_s": ours, "paddle_path": path,
+           "paddle_forward_s": theirs, "forward_ratio": ratio, "round_ratios": ratios}
+    print(f"\n{a.arch}, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round, ratio the median "
+          f"of {a.rounds} alternating rounds (Paddle {paddle.__version__}: {path}):")
+    print(f"{'model':20} {'input':6} {'vidkit fwd':>11} {'paddle fwd':>11} {'ratio':>6}")
+    print(f"{row['arch']:20} {row['input']:6} {ours:11.3f} {theirs:11.3f} {ratio:6.2f}  "
           f"({' '.join(f'{x:.2f}' for x in ratios)})")
     print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
     with open(a.json, "w") as f:

@@ -586,4 +586,54 @@ mod tests {
         eprintln!("loss {} → {last}", first.unwrap());
         assert!(last < 0.1 * first.unwrap(), "loss {} → {last}", first.unwrap());
     }
+
+    /// Order alone separates two classes (a patch lit in the first or in the second half of the
+    /// clip, elsewhere noise): the divided model learns it from the references' initialisation
+    /// (time embedding 0, where the model cannot tell order: measured, a plateau at ln 2 for ~175
+    /// steps, then the loss falls below 0.01 by step 275).
+    #[test]
+    fn learns_order_from_scratch() {
+        use crate::train::{cross_entropy, trainable_vars, AdamWConfig, OptimizerConfig, Targets};
+        let (m, vm) = initialised(&["num_classes=2", "embed_dim=32", "drop_path_rate=0"]);
+        let adamw = OptimizerConfig::AdamW(AdamWConfig { lr: 0.001, ..Default::default() });
+        let mut opt = adamw.build(trainable_vars(&vm)).unwrap();
+        let mut rng = crate::rng::Rng::new(3);
+        let batch = |rng: &mut crate::rng::Rng| {
+            let mut x = vec![0f32; 16 * 4 * 3 * 16 * 16];
+            let mut labels = vec![0u32; 16];
+            for b in 0..16 {
+                let label = rng.below(2);
+                labels[b] = label as u32;
+                let (py, px) = (rng.below(2) * 8, rng.below(2) * 8);
+                for t in 0..4 {
+                    let lit = (t < 2) == (label == 0);
+                    for c in 0..3 {
+                        for y in 0..16 {
+                            for xx in 0..16 {
+                                let i = (((b * 4 + t) * 3 + c) * 16 + y) * 16 + xx;
+                                let inside = lit && (py..py + 8).contains(&y) && (px..px + 8).contains(&xx);
+                                x[i] = if inside { 1.0 } else { 0.1 * (rng.uniform() as f32 - 0.5) };
+                            }
+                        }
+                    }
+                }
+            }
+            (
+                Tensor::from_vec(x, (16, 4, 3, 16, 16), &Device::Cpu).unwrap(),
+                Tensor::new(labels.as_slice(), &Device::Cpu).unwrap(),
+            )
+        };
+        let mut losses = Vec::new();
+        for _ in 0..300 {
+            let (x, labels) = batch(&mut rng);
+            let logits = m.forward_t(&x, true, None).unwrap();
+            let loss = cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
+            losses.push(loss.to_scalar::<f32>().unwrap());
+            opt.step(&loss.backward().unwrap()).unwrap();
+        }
+        let (first, last) =
+            (losses[..25].iter().sum::<f32>() / 25.0, losses[275..].iter().sum::<f32>() / 25.0);
+        eprintln!("mean loss of the first 25 steps {first}, of the last 25 {last}");
+        assert!(first > 0.6 && last < 0.1, "loss {first} → {last}");
+    }
 }
