@@ -12,7 +12,8 @@ const ABOUT: &str =
 const LONG_ABOUT: &str = "\
 Import a PyTorch (torchvision, mmaction2, pytorchvideo) or Paddle (PaddleVideo) checkpoint as a vidkit model file.
 
-Reads IN, a .pth/.pt/.pyth written by torch.save or a .pdparams written by paddle.save, and writes OUT, one .safetensors file holding \
+Reads IN, a .pth/.pt/.pyth written by torch.save, a .pdparams written by paddle.save or a Hugging \
+Face model.safetensors (TimeSformer), and writes OUT, one .safetensors file holding \
 the weights and, in its metadata (key \"vidkit_config\"), the model's config: architecture, \
 classes, input spec (frames, short side, crop size, sampler) and mean/std, so that vclassify \
 needs nothing else.
@@ -30,6 +31,16 @@ backbone.layer1.0.downsample.conv/bn.*, cls_head.fc_cls.*); the TSM authors' rep
 (base_model.*, new_fc.*); and vidkit's own. A checkpoint with temporal shifts imports only as the \
 TSM that shifts the same blocks (mmaction2 shift_place='blockres'; ResNet-101 shifts every other \
 block).
+
+Video transformers: pptimesformer_vit_b from PaddleVideo's .pdparams (backbone.blocks.N.attn.qkv.*, \
+Linear weights stored [in, out]); timesformer_vit_b from facebookresearch's .pyth (model.blocks.N.*, \
+model.head.*) or Hugging Face's TimesformerForVideoClassification (timesformer.encoder.layer.N.*, \
+classifier.*; its config.json beside the weights gives the head count, eps and class names). \
+Width, depth, patch, frames and crop come from the shapes (the head count: 12 unless -o num_heads); \
+-o frames=F or -o crop_size=S other than the checkpoint's resizes the time embedding (nearest, along \
+time) and the position embedding (bilinear, over the patch grid) once, here. (PaddleVideo resizes \
+in every forward instead, and its time-embedding resize interpolates the wrong axes: a 16-frame \
+input to an 8-frame model fails there.)
 
 3D CNNs (c2d_r50, i3d_r50, slow_r50, r2plus1d_r50, csn_r101, slowfast_r50/r101, x3d_*): \
 pytorchvideo's names are vidkit's and import as they are (a .pyth with \"model_state\"), \
@@ -123,6 +134,16 @@ Examples:
 
   # MMAction2's BMN (its own post-processing and times come with it: vpropose follows them)
   vconvert --arch bmn bmn_400x100_2x8_9e_activitynet_feature_20200619-42a3b111.pth bmn.safetensors
+
+  # PaddleVideo's PP-TimeSformer (ViT-B/16, divided space-time attention, 8 frames)
+  vconvert --arch pptimesformer_vit_b ppTimeSformer_k400_8f.pdparams pptimesformer_k400.safetensors
+
+  # A Hugging Face TimeSformer (config.json beside the weights gives heads and class names),
+  # run at 16 frames: the time embedding is resized once, here
+  vconvert --arch timesformer_vit_b -o frames=16 timesformer-base-finetuned-k400/model.safetensors ts16.safetensors
+
+  # facebookresearch's TimeSformer checkpoint
+  vconvert --arch timesformer_vit_b TimeSformer_divST_8x32_224_K400.pyth timesformer_k400.safetensors
 
   # Which architectures can be imported
   vconvert --list-archs
