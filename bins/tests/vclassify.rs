@@ -190,3 +190,58 @@ fn windows_over_a_long_video_classify_the_frames_inside_them() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--stride must be a positive"), "{}", stderr(&o));
 }
+
+/// A video transformer runs in the same pipe: `vsample --spec-from` takes PP-TimeSformer's own
+/// protocol from the model file (linspace sampling, short side and crop), `vclassify` averages
+/// its softmax; a stream of another crop is refused in one line naming the patch grid.
+#[test]
+fn a_timesformer_classifies_from_its_own_input_spec() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
+    let o: Vec<String> = [
+        "embed_dim=24",
+        "num_heads=2",
+        "depth=1",
+        "patch_size=8",
+        "crop_size=32",
+        "short_side=32",
+        "frames=4",
+        "num_classes=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cfg.apply_overrides(&o).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+    build(&cfg, vb).unwrap();
+    vidkit::model::init_weights_for(&varmap, "pptimesformer_vit_b", 7).unwrap();
+    save_model(&varmap, &cfg, &p.join("m.safetensors")).unwrap();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{VSAMPLE} a.mp4 --spec-from m.safetensors --clips 2 -q | {VCLASSIFY} --model m.safetensors"
+        ))
+        .current_dir(p)
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    let preds = lines(&piped.stdout);
+    assert_eq!((preds.len(), preds[0]["records"].as_u64()), (1, Some(2)));
+    let sum: f64 = preds[0]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+    let wrong = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{VSAMPLE} a.mp4 --frames 4 --size 40 --crop-size 40 -q | {VCLASSIFY} --model m.safetensors"
+        ))
+        .env_remove("RUST_BACKTRACE")
+        .current_dir(p)
+        .output()
+        .unwrap();
+    let err = stderr(&wrong);
+    assert!(!wrong.status.success() && err.contains("5×5 patches"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
