@@ -84,8 +84,9 @@ pub struct Args {
     /// Temporal clips per video.
     #[arg(long, default_value_t = 1)]
     pub clips: usize,
-    /// Spatial views: center, three, ten (test); random-resized, multiscale (train); none.
-    #[arg(long, default_value = "center", value_parser = ["center", "three", "ten", "random-resized", "multiscale", "none"])]
+    /// Spatial views: center, three (mmaction2 ThreeCrop = PaddleVideo UniformCrop), uniform
+    /// (PySlowFast/TimeSformer uniform_crop), ten (test); random-resized, multiscale (train); none.
+    #[arg(long, default_value = "center", value_parser = ["center", "three", "uniform", "ten", "random-resized", "multiscale", "none"])]
     pub crop: String,
     /// Short side in pixels after resizing [default: 256, or native size with --crop none].
     #[arg(long)]

@@ -19,8 +19,9 @@ pub fn center_crop_box(img_w: u32, img_h: u32, crop_w: u32, crop_h: u32) -> Crop
     cb((img_w - crop_w) / 2, (img_h - crop_h) / 2, crop_w, crop_h)
 }
 
-/// mmaction2 `ThreeCrop`, in its order: first end, far end, centre along the long side. The
-/// reference requires one side to equal the crop; vidkit centres the short side when it is larger.
+/// mmaction2 `ThreeCrop`, in its order: first end, far end, centre along the long side; the same
+/// boxes as PaddleVideo's `UniformCrop` (PP-TimeSformer's test crops). The references require one
+/// side to equal the crop; vidkit centres the short side when it is larger.
 pub fn three_crop_boxes(img_w: u32, img_h: u32, crop_w: u32, crop_h: u32) -> Vec<CropBox> {
     if img_w - crop_w >= img_h - crop_h {
         let w_step = (img_w - crop_w) / 2;
@@ -30,6 +31,21 @@ pub fn three_crop_boxes(img_w: u32, img_h: u32, crop_w: u32, crop_h: u32) -> Vec
         let h_step = (img_h - crop_h) / 2;
         let x = (img_w - crop_w) / 2;
         vec![cb(x, 0, crop_w, crop_h), cb(x, 2 * h_step, crop_w, crop_h), cb(x, h_step, crop_w, crop_h)]
+    }
+}
+
+/// PySlowFast's and pytorchvideo's `uniform_crop` (TimeSformer's three test crops), for
+/// `spatial_idx` 0, 1, 2: along the longer side (width on a tie) offsets 0, ⌈margin/2⌉ and the
+/// margin, in that order; the other side centred at ⌈margin/2⌉. Unlike `ThreeCrop` (and
+/// PaddleVideo's `UniformCrop`, the same boxes: 0, 2⌊margin/2⌋, ⌊margin/2⌋), whose far crop stops a
+/// pixel short and whose centre lies a pixel left when the margin is odd.
+pub fn uniform_crop_boxes(img_w: u32, img_h: u32, crop_w: u32, crop_h: u32) -> Vec<CropBox> {
+    let (mw, mh) = (img_w - crop_w, img_h - crop_h);
+    let (cx, cy) = (mw.div_ceil(2), mh.div_ceil(2));
+    if img_h > img_w {
+        [0, cy, mh].into_iter().map(|y| cb(cx, y, crop_w, crop_h)).collect()
+    } else {
+        [0, cx, mw].into_iter().map(|x| cb(x, cy, crop_w, crop_h)).collect()
     }
 }
 
@@ -113,6 +129,16 @@ mod tests {
         assert_eq!(b.iter().map(|b| b.x).collect::<Vec<_>>(), vec![0, 84, 42]);
         let v = three_crop_boxes(256, 340, 256, 256);
         assert_eq!(v.iter().map(|b| b.y).collect::<Vec<_>>(), vec![0, 84, 42]);
+    }
+
+    #[test]
+    fn uniform_crop_takes_both_ends_and_rounds_the_centre_up() {
+        // 341x256 → 256: margin 85 → x = 0, 43, 85 (ThreeCrop: 0, 84, 42)
+        let b = uniform_crop_boxes(341, 256, 256, 256);
+        assert_eq!(b.iter().map(|b| (b.x, b.y)).collect::<Vec<_>>(), vec![(0, 0), (43, 0), (85, 0)]);
+        // 240x321 → 224: taller, so along y; x centred at ⌈16/2⌉
+        let v = uniform_crop_boxes(240, 321, 224, 224);
+        assert_eq!(v.iter().map(|b| (b.x, b.y)).collect::<Vec<_>>(), vec![(8, 0), (8, 49), (8, 97)]);
     }
 
     #[test]

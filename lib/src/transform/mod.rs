@@ -9,7 +9,8 @@ mod resize;
 pub(crate) use color::hsv_to_rgb;
 pub use color::{color_jitter, grayscale, ColorJitter, JitterDraw};
 pub use crop::{
-    center_crop_box, multi_scale_crop_box, random_resized_crop_box, ten_crop_boxes, three_crop_boxes, CropBox,
+    center_crop_box, multi_scale_crop_box, random_resized_crop_box, ten_crop_boxes, three_crop_boxes,
+    uniform_crop_boxes, CropBox,
 };
 pub use resize::resize_bilinear;
 
@@ -21,6 +22,8 @@ use ndarray::{s, Array4, ArrayView4, Axis};
 pub enum CropMode {
     Center,
     Three,
+    /// PySlowFast's `uniform_crop` (TimeSformer): three crops, other offsets than `Three`.
+    Uniform,
     Ten,
     RandomResized,
     MultiScale,
@@ -33,11 +36,12 @@ impl std::str::FromStr for CropMode {
         Ok(match s {
             "center" => Self::Center,
             "three" => Self::Three,
+            "uniform" => Self::Uniform,
             "ten" => Self::Ten,
             "random-resized" => Self::RandomResized,
             "multiscale" => Self::MultiScale,
             "none" => Self::None,
-            _ => bail!("unknown crop {s:?} (center, three, ten, random-resized, multiscale, none)"),
+            _ => bail!("unknown crop {s:?} (center, three, uniform, ten, random-resized, multiscale, none)"),
         })
     }
 }
@@ -46,7 +50,7 @@ impl CropMode {
     /// Spatial views each clip yields.
     pub fn num_views(self) -> usize {
         match self {
-            CropMode::Three => 3,
+            CropMode::Three | CropMode::Uniform => 3,
             CropMode::Ten => 10,
             _ => 1,
         }
@@ -86,7 +90,7 @@ pub fn views(
     rng: &mut Rng,
 ) -> Result<Vec<Array4<u8>>> {
     let (h, w) = (clip.shape()[1] as u32, clip.shape()[2] as u32);
-    let needs_fit = matches!(mode, CropMode::Center | CropMode::Three | CropMode::Ten);
+    let needs_fit = matches!(mode, CropMode::Center | CropMode::Three | CropMode::Uniform | CropMode::Ten);
     if needs_fit && (crop_px > w || crop_px > h) {
         bail!(
             "crop {crop_px}x{crop_px} is larger than the frames ({w}x{h}); raise --size or lower --crop-size"
@@ -97,6 +101,9 @@ pub fn views(
         CropMode::Center => vec![crop(clip, center_crop_box(w, h, crop_px, crop_px))],
         CropMode::Three => {
             three_crop_boxes(w, h, crop_px, crop_px).into_iter().map(|b| crop(clip, b)).collect()
+        }
+        CropMode::Uniform => {
+            uniform_crop_boxes(w, h, crop_px, crop_px).into_iter().map(|b| crop(clip, b)).collect()
         }
         CropMode::Ten => {
             let boxes = ten_crop_boxes(w, h, crop_px, crop_px);
