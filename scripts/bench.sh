@@ -87,3 +87,6 @@ bash "$here/peers.sh" "$peers" paddle
 # Full-size parity: each zoo model at its own input size, the hub head with its fixed
 # pooling kernel, logits against pytorchvideo's (the tests run at reduced sizes).
 cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --ignored --nocapture
+# The video transformers at full size (ViT-B/16, 12 blocks, 8 × 224²) against PaddleVideo and
+# transformers.
+cargo test -q --test parity_transformer transformers_match_their_references_at_full_size -- --ignored --nocapture

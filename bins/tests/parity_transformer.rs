@@ -149,3 +149,106 @@ fn timesformer_imports_that_do_not_fit_are_refused() {
         assert!(!out.exists());
     }
 }
+
+/// Full size (ViT-B/16, 12 blocks, 8 frames × 224²) against both references. Minutes of export
+/// and a 700 MB fixture each: `make bench` runs it (`-- --ignored`).
+#[test]
+#[ignore = "full-size models, minutes: run by make bench"]
+fn transformers_match_their_references_at_full_size() {
+    let full = ["--depth", "12", "--frames", "8", "--size", "224", "--batch", "1", "--classes", "400"];
+    if let Some(fx) = paddle_fixture("pptimesformer-full", &full) {
+        parity(&fx, "model.pdparams", "pptimesformer_vit_b", &[], 8);
+    }
+    if let Some(fx) = torch_fixture("timesformer-full", &full) {
+        parity(&fx, "hf/model.safetensors", "timesformer_vit_b", &[], 8);
+    }
+}
+
+/// An ImageNet ViT (timm's names, as its model.safetensors holds them) starts a TimeSformer as
+/// PaddleVideo's `pretrain_vit_param_trans` does: head dropped, each block's attention and norm1
+/// copied into the temporal ones, time embedding and later temporal_fc 0, a new head; the position
+/// embedding resized to the crop's patch grid.
+#[test]
+fn an_imagenet_vit_initialises_a_timesformer() {
+    use candle_core::{Device, Tensor};
+    let dev = Device::Cpu;
+    let (c, depth, grid) = (24usize, 2usize, 3usize);
+    let mut t: std::collections::HashMap<String, Tensor> = std::collections::HashMap::new();
+    let mut put = |n: &str, shape: &[usize]| {
+        t.insert(n.to_string(), Tensor::randn(0f32, 1., shape, &dev).unwrap());
+    };
+    put("cls_token", &[1, 1, c]);
+    put("pos_embed", &[1, grid * grid + 1, c]);
+    put("patch_embed.proj.weight", &[c, 3, 8, 8]);
+    put("patch_embed.proj.bias", &[c]);
+    for i in 0..depth {
+        for (n, s) in [
+            ("norm1.weight", vec![c]),
+            ("norm1.bias", vec![c]),
+            ("attn.qkv.weight", vec![3 * c, c]),
+            ("attn.qkv.bias", vec![3 * c]),
+            ("attn.proj.weight", vec![c, c]),
+            ("attn.proj.bias", vec![c]),
+            ("norm2.weight", vec![c]),
+            ("norm2.bias", vec![c]),
+            ("mlp.fc1.weight", vec![4 * c, c]),
+            ("mlp.fc1.bias", vec![4 * c]),
+            ("mlp.fc2.weight", vec![c, 4 * c]),
+            ("mlp.fc2.bias", vec![c]),
+        ] {
+            put(&format!("blocks.{i}.{n}"), &s);
+        }
+    }
+    put("norm.weight", &[c]);
+    put("norm.bias", &[c]);
+    put("head.weight", &[1000, c]);
+    put("head.bias", &[1000]);
+    let d = tempfile::tempdir().unwrap();
+    let vit = d.path().join("model.safetensors");
+    candle_core::safetensors::save(&t, &vit).unwrap();
+    let out = d.path().join("ts.safetensors");
+    let o = Command::new(VCONVERT)
+        .args([
+            "--arch",
+            "timesformer_vit_b",
+            "-o",
+            "num_heads=2",
+            "-o",
+            "frames=4",
+            "-o",
+            "num_classes=5",
+            "-o",
+            "crop_size=32",
+        ])
+        .arg(&vit)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = candle_core::safetensors::load(&out, &dev).unwrap();
+    let same = |a: &Tensor, b: &Tensor| {
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    for i in 0..depth {
+        let b = format!("backbone.blocks.{i}");
+        assert!(same(
+            &m[&format!("{b}.temporal_attn.qkv.weight")],
+            &t[&format!("blocks.{i}.attn.qkv.weight")]
+        ));
+        assert!(same(&m[&format!("{b}.temporal_norm1.bias")], &t[&format!("blocks.{i}.norm1.bias")]));
+        assert!(same(&m[&format!("{b}.attn.proj.weight")], &t[&format!("blocks.{i}.attn.proj.weight")]));
+    }
+    let zero = |n: &str| m[n].abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() == 0.0;
+    assert!(zero("backbone.time_embed") && zero("backbone.blocks.1.temporal_fc.weight"));
+    assert!(!zero("backbone.blocks.0.temporal_fc.weight"));
+    assert_eq!(m["backbone.time_embed"].dims(), [1, 4, c]);
+    assert_eq!(m["backbone.pos_embed"].dims(), [1, 4 * 4 + 1, c], "3×3 grid resized to 32/8 = 4×4");
+    assert!(same(
+        &m["backbone.pos_embed"].narrow(1, 0, 1).unwrap(),
+        &t["pos_embed"].narrow(1, 0, 1).unwrap()
+    ));
+    assert_eq!(m["head.fc.weight"].dims(), [5, c]);
+    let cfg = vidkit::model::read_config(&out).unwrap();
+    assert_eq!((cfg.num_classes, cfg.frames, cfg.crop_size), (5, 4, 32));
+}

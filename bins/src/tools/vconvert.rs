@@ -35,7 +35,10 @@ block).
 Video transformers: pptimesformer_vit_b from PaddleVideo's .pdparams (backbone.blocks.N.attn.qkv.*, \
 Linear weights stored [in, out]); timesformer_vit_b from facebookresearch's .pyth (model.blocks.N.*, \
 model.head.*) or Hugging Face's TimesformerForVideoClassification (timesformer.encoder.layer.N.*, \
-classifier.*; its config.json beside the weights gives the head count, eps and class names). \
+classifier.*; its config.json beside the weights gives the head count, eps and class names); an \
+ImageNet ViT (timm's or PaddleClas's names: pos_embed, blocks.N.attn.qkv.*, head.*) starts either as \
+PaddleVideo's pretrain_vit_param_trans does: head dropped, spatial attention and norm1 copied into \
+the temporal ones, time embedding, temporal_fc and a new head (-o num_classes) initialised. \
 Width, depth, patch, frames and crop come from the shapes (the head count: 12 unless -o num_heads); \
 -o frames=F or -o crop_size=S other than the checkpoint's resizes the time embedding (nearest, along \
 time) and the position embedding (bilinear, over the patch grid) once, here. (PaddleVideo resizes \

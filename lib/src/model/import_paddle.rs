@@ -82,15 +82,40 @@ pub fn import_paddle(path: &Path, arch: &str, overrides: &[String]) -> Result<Im
         "backbone.stem.1.pw_conv.conv.weight"
     };
     let mut overrides = overrides.to_vec();
+    // PaddleClas's ImageNet ViT (`pos_embed`, `blocks.0.attn.qkv.weight`, `head.weight`) starts
+    // a PP-TimeSformer as PaddleVideo's `pretrain_vit_param_trans` does (see import_vit.rs).
+    let image_vit = arch == "pptimesformer_vit_b" && tensors.contains_key("pos_embed");
+    let (mut tensors, dropped) = if image_vit {
+        let before = tensors.len();
+        let t: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("head."))
+            .map(|(n, t)| (format!("backbone.{n}"), t))
+            .collect();
+        let dropped = dropped + before - t.len();
+        (t, dropped)
+    } else {
+        (tensors, dropped)
+    };
     if arch == "pptimesformer_vit_b" {
         // Sizes from the shapes first, so the user's own -o come after and win.
-        overrides.splice(0..0, super::timesformer::vit_overrides_from_weights(&tensors));
+        let mut sizes = super::timesformer::vit_overrides_from_weights(&tensors);
+        if image_vit {
+            sizes.retain(|o| o != "attention_type=space_only");
+        }
+        overrides.splice(0..0, sizes);
     }
     if tensors.contains_key("backbone.global_attention.fc.weight") {
         overrides.insert(0, "temporal_attention=true".to_string());
     }
     let config = config_from_weights(path, arch, &tensors, stem, &overrides)?;
-    let mut tensors = tensors;
+    if image_vit {
+        if super::VitOptions::from_config(&config)?.attention_type == "divided_space_time" {
+            super::import_vit::adopt_image_vit(&mut tensors);
+        }
+        super::import_vit::complete_from_init(&mut tensors, &config)
+            .with_context(|| path.display().to_string())?;
+    }
     if arch == "pptimesformer_vit_b" {
         super::timesformer::resize_embeddings(&mut tensors, &config)
             .with_context(|| path.display().to_string())?;

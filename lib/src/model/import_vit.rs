@@ -10,12 +10,18 @@
 //!   `classifier.weight`; the names are mapped one by one below. Its `config.json`, when it lies
 //!   beside the weights, gives the head count, LayerNorm eps and the class names (`id2label`).
 //!
+//! * An ImageNet ViT (timm's `vit_base_patch16_224`, `blocks.0.attn.qkv.weight`, `pos_embed`, ...;
+//!   PaddleClas's `ViT_base_patch16_224.pdparams` has the same names) as initialisation, as
+//!   PaddleVideo's `pretrain_vit_param_trans` does it: the classifier dropped, each block's
+//!   spatial attention and its norm copied into the temporal ones; the time embedding, every
+//!   `temporal_fc` and the new head start as the model's own initialisation (seed 0).
+//!
 //! Sizes (width, depth, patch, frames, crop) come from the shapes; `-o` overrides win, and other
 //! frames or crop than the checkpoint's resize its embeddings (`resize_embeddings`).
 
 use super::import::config_from_weights;
 use super::timesformer::{resize_embeddings, vit_overrides_from_weights};
-use super::{from_tensors, read_torch_state_dict, Imported, NamedTensors};
+use super::{from_tensors, read_torch_state_dict, Imported, NamedTensors, VitOptions};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -72,13 +78,58 @@ fn map_fb_name(name: &str) -> Option<String> {
     })
 }
 
+/// An image ViT's name → ours; its classifier is dropped (a video model gets a new head).
+fn map_image_vit_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    (!name.starts_with("head.")).then(|| format!("backbone.{name}"))
+}
+
+/// An image ViT as a divided space-time model's start (`pretrain_vit_param_trans`): each block's
+/// `attn` and `norm1` copied into `temporal_attn` and `temporal_norm1` where those are absent.
+pub(super) fn adopt_image_vit(tensors: &mut HashMap<String, Tensor>) {
+    let copies: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter(|(n, _)| n.starts_with("backbone.blocks."))
+        .filter_map(|(n, t)| {
+            let to = if n.contains(".attn.") {
+                n.replacen(".attn.", ".temporal_attn.", 1)
+            } else if n.contains(".norm1.") {
+                n.replacen(".norm1.", ".temporal_norm1.", 1)
+            } else {
+                return None;
+            };
+            Some((to, t.clone()))
+        })
+        .collect();
+    for (to, t) in copies {
+        tensors.entry(to).or_insert(t);
+    }
+}
+
+/// Fills the tensors a checkpoint lacks (time embedding, `temporal_fc`, head) with `config`'s
+/// model as `init_weights_for` starts it, seed 0.
+pub(super) fn complete_from_init(
+    tensors: &mut HashMap<String, Tensor>,
+    config: &super::ModelConfig,
+) -> Result<()> {
+    let varmap = candle_nn::VarMap::new();
+    super::build(config, candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu))?;
+    super::init_weights_for(&varmap, &config.arch, 0)?;
+    for (name, var) in varmap.data().lock().expect("varmap lock").iter() {
+        tensors.entry(name.clone()).or_insert_with(|| var.as_tensor().detach());
+    }
+    Ok(())
+}
+
 fn map_tensors(tensors: NamedTensors) -> Result<(HashMap<String, Tensor>, &'static str, usize)> {
     let hf = tensors.iter().any(|(n, _)| n.contains("embeddings.position_embeddings"));
     let fb = tensors.iter().any(|(n, _)| n.ends_with("model.pos_embed"));
-    let (layout, map): (&str, fn(&str) -> Option<String>) = match (hf, fb) {
-        (true, _) => ("transformers", map_hf_name),
-        (false, true) => ("timesformer", map_fb_name),
-        _ => bail!("neither a facebookresearch TimeSformer (model.pos_embed) nor a Hugging Face one (timesformer.embeddings.position_embeddings)"),
+    let vit = tensors.iter().any(|(n, _)| n == "pos_embed");
+    let (layout, map): (&str, fn(&str) -> Option<String>) = match (hf, fb, vit) {
+        (true, _, _) => ("transformers", map_hf_name),
+        (false, true, _) => ("timesformer", map_fb_name),
+        (false, false, true) => ("vit", map_image_vit_name),
+        _ => bail!("neither a TimeSformer (facebookresearch's model.pos_embed, Hugging Face's timesformer.embeddings.position_embeddings) nor an image ViT (pos_embed)"),
     };
     let mut out = HashMap::new();
     let mut dropped = 0;
@@ -159,13 +210,22 @@ pub fn import_timesformer(path: &Path, arch: &str, overrides: &[String]) -> Resu
     };
     let tensors_read = tensors.len();
     let (tensors, layout, dropped) = map_tensors(tensors).with_context(|| path.display().to_string())?;
+    let mut tensors = tensors;
     let mut all = vit_overrides_from_weights(&tensors);
-    if layout == "transformers" {
-        all.extend(hf_config_overrides(path)?);
+    match layout {
+        "transformers" => all.extend(hf_config_overrides(path)?),
+        // An image ViT has no time embedding, but starts a divided model.
+        "vit" => all.retain(|o| o != "attention_type=space_only"),
+        _ => {}
     }
     all.extend(overrides.iter().cloned());
     let config = config_from_weights(path, arch, &tensors, "backbone.patch_embed.proj.weight", &all)?;
-    let mut tensors = tensors;
+    if layout == "vit" {
+        if VitOptions::from_config(&config)?.attention_type == "divided_space_time" {
+            adopt_image_vit(&mut tensors);
+        }
+        complete_from_init(&mut tensors, &config).with_context(|| path.display().to_string())?;
+    }
     resize_embeddings(&mut tensors, &config).with_context(|| path.display().to_string())?;
     let model =
         from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
