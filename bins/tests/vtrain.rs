@@ -180,3 +180,69 @@ fn paddle_architectures_train_and_classify() {
         assert!(["left", "right"].contains(&preds[0]["top"][0]["name"].as_str().unwrap()), "{arch}");
     }
 }
+
+/// `--init` starts a run from a model file (here a 2-class TSM trained for one epoch, fine-tuned
+/// on 3 classes): with the learning rate at 0 every weight but the classifier's ends as the file
+/// has it, the classifier starts fresh at the new class count, and a file of another
+/// architecture or size is refused in one line.
+#[test]
+fn init_starts_from_a_model_file_and_refits_its_head() {
+    use candle_core::Device;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    // A tiny TSM-R18 for one epoch on the list in syn/, with `extra` arguments.
+    let tsm = |extra: &[&str]| {
+        let mut args = vec!["--arch", "tsm_r18", "--train-list", "syn/train.list", "-o", "epochs=1"];
+        args.extend_from_slice(&TINY_2D);
+        args.extend_from_slice(extra);
+        run(VTRAIN, &args, p)
+    };
+    synth(p, "left,right", "6", "32x32", "1");
+    let o = tsm(&["--out", "first", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::rename(p.join("syn"), p.join("syn2")).unwrap();
+    synth(p, "left,right,up", "6", "32x32", "2");
+    let zero_lr = r#"optimizer={"name":"adamw","lr":0,"weight_decay":0.01}"#;
+    let o = tsm(&["--out", "tuned", "--init", "first/last.safetensors", "-o", zero_lr]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("the classifier starts fresh (3 classes here, 2 there)"), "{err}");
+    let dev = Device::Cpu;
+    let (a, b) = (
+        candle_core::safetensors::load(p.join("first/last.safetensors"), &dev).unwrap(),
+        candle_core::safetensors::load(p.join("tuned/last.safetensors"), &dev).unwrap(),
+    );
+    let mut compared = 0;
+    for (name, t) in &a {
+        if name.starts_with("head.") || vidkit::nn::is_buffer(name) {
+            continue;
+        }
+        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(same, "{name} moved at lr 0");
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared}");
+    assert_eq!(b["head.fc.weight"].dims()[0], 3);
+    for (extra, want) in [
+        (&["--arch", "tsn_r18"][..], "--init is a tsm_r18 model, not tsn_r18"),
+        (&["--arch", "tsm_r18", "-o", "base_width=16"][..], "has shape"),
+    ] {
+        let mut args = vec![
+            "--train-list",
+            "syn/train.list",
+            "--out",
+            "bad",
+            "--init",
+            "first/last.safetensors",
+            "-o",
+            "epochs=1",
+        ];
+        args.extend_from_slice(&TINY_2D);
+        args.extend_from_slice(extra);
+        let o = run(VTRAIN, &args, p);
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(want), "{extra:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

@@ -31,6 +31,14 @@ Examples:
   # continue exactly where the last run stopped (a DML run's peer and its optimiser too)
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 --resume
 
+  # fine-tune a pretrained model on UCF101: import it, then start from it (a new 101-class head)
+  vconvert --arch tsm_r50 tsm_r50_1x1x8_50e_kinetics400_rgb.pth k400.safetensors
+  vtrain --arch tsm_r50 --init k400.safetensors --train-list ucf101/train.list --out runs/ucf
+
+  # PP-TimeSformer from ImageNet ViT-B weights (spatial attention copied into the temporal one)
+  vconvert --arch pptimesformer_vit_b ViT_base_patch16_224.pdparams vit_init.safetensors
+  vtrain --arch pptimesformer_vit_b --init vit_init.safetensors --train-list train.list --out runs/ptf
+
   # mmaction2's fc_lr5: the classifier at 5× the LR (its bias 10×, undecayed), and any
   # parameters by name pattern at their own LR and decay multipliers (longest pattern wins)
   vtrain --arch tsm_r50 --train-list train.list --out runs/tsm -o optimizer.fc_lr5=true \\
@@ -90,6 +98,11 @@ pub struct Args {
     /// Continue from OUT/last.ckpt.safetensors.
     #[arg(long)]
     pub resume: bool,
+    /// Start from this model file's weights (vconvert's import of a pretrained checkpoint, an
+    /// earlier run's best): its config is the base that -o changes; every tensor must fit but
+    /// the classifier, which starts fresh when the class count differs.
+    #[arg(long, value_name = "MODEL.safetensors")]
+    pub init: Option<PathBuf>,
     /// Stop after this many epochs of this run (the schedule still spans `epochs`).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -143,6 +156,9 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
 pub fn main(args: Args) -> Result<Outcome> {
     let task = vidkit::model::arch_info(&args.arch)?.task;
     if task == vidkit::model::Task::Localizer {
+        if args.init.is_some() {
+            bail!("--init starts recognizers of frames; {} trains from its initialisation", args.arch);
+        }
         return train_localizer(args);
     }
     if args.gt.is_some() {
@@ -160,6 +176,15 @@ pub fn main(args: Args) -> Result<Outcome> {
         // model's dense sampling and normalisation), not those of the default tsm_r50.
         None => TrainConfig { model: ModelConfig::defaults(&args.arch), ..TrainConfig::default() },
     };
+    if let Some(p) = &args.init {
+        // The model as the file has it (sizes, input spec, normalisation); -o changes it below.
+        cfg.model = vidkit::model::read_config(p)?;
+        if cfg.model.arch != args.arch {
+            bail!("{}: --init is a {} model, not {}", p.display(), cfg.model.arch, args.arch);
+        }
+        // Its class names belong to its classes; this run's come from the data.
+        cfg.model.labels = None;
+    }
     if cfg.model.arch != args.arch {
         // A config written for another architecture keeps its shared keys; the
         // architecture's own section comes from its defaults.
@@ -167,6 +192,9 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     cfg.model.arch = args.arch.clone();
     if ModelConfig::is_sequence_arch(&args.arch) {
+        if args.init.is_some() {
+            bail!("--init starts recognizers of frames; {} trains from its initialisation", args.arch);
+        }
         return train_on_features(args, cfg);
     }
     // Class count and names from the data unless the config says otherwise.
@@ -262,6 +290,7 @@ fn run(args: Args, cfg: TrainConfig, train_source: Source, val: Option<Vec<Sampl
         resume: args.resume,
         stop_after: args.stop_after,
         quiet: args.quiet,
+        init: args.init.clone(),
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)

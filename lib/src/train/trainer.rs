@@ -231,6 +231,58 @@ pub struct TrainRun {
     /// Stop after this many epochs of this invocation (for tests of --resume).
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// A model file to start from instead of the initialisation (ignored when resuming): see
+    /// [`load_init`].
+    pub init: Option<PathBuf>,
+}
+
+/// Starts `varmap` (the model `config` describes, classifier `head`) from the weights of the
+/// model file `path`: every tensor must be there with its shape, except the classifier's, which
+/// keeps its fresh initialisation when the class counts differ (fine-tuning on other classes).
+/// Returns a line saying what was taken.
+pub fn load_init(
+    varmap: &VarMap,
+    path: &std::path::Path,
+    config: &ModelConfig,
+    head: &str,
+) -> Result<String> {
+    let file_cfg = crate::model::read_config(path)?;
+    if file_cfg.arch != config.arch {
+        bail!("{}: --init is a {} model; this run trains {}", path.display(), file_cfg.arch, config.arch);
+    }
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("{}: unreadable model file", path.display()))?;
+    let data = varmap.data().lock().expect("varmap lock");
+    let (mut taken, mut fresh) = (0, Vec::new());
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let in_head = name.strip_prefix(head).is_some_and(|r| r.starts_with('.'));
+        match tensors.get(name.as_str()) {
+            Some(t) if t.shape() == var.shape() => {
+                var.set(&t.to_dtype(DType::F32)?)?;
+                taken += 1;
+            }
+            Some(_) | None if in_head => fresh.push(name.clone()),
+            Some(t) => bail!(
+                "{}: {name} has shape {:?}, this run's model wants {:?} (other sizes than --init's: drop the -o that changed them)",
+                path.display(),
+                t.dims(),
+                var.dims()
+            ),
+            None => bail!("{}: no tensor {name}", path.display()),
+        }
+    }
+    Ok(match fresh.is_empty() {
+        true => format!("init: {taken} tensors from {}", path.display()),
+        false => format!(
+            "init: {taken} tensors from {}; the classifier starts fresh ({} classes here, {} there)",
+            path.display(),
+            config.num_classes,
+            file_cfg.num_classes
+        ),
+    })
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -352,6 +404,12 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     let varmap = VarMap::new();
     let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     init_weights_for(&varmap, &cfg.model.arch, cfg.seed)?;
+    if let (Some(p), false) = (&run.init, run.resume) {
+        let said = load_init(&varmap, p, &cfg.model, &model.classifier())?;
+        if !run.quiet {
+            eprintln!("vtrain: {said}");
+        }
+    }
     let vars = trainable_vars(&varmap);
     let mut optim = cfg.optimizer.build_for_model(vars.clone(), &model.classifier())?;
     let schedule = cfg.schedule();
