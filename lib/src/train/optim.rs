@@ -217,9 +217,35 @@ impl Params {
 
 /// The groups an optimiser is built with: `fc_lr5` must have been resolved to the model's head
 /// by [`OptimizerConfig::build_for_model`] first.
-fn groups(fc_lr5: bool, groups: &[ParamGroup]) -> Result<Vec<ParamGroup>> {
-    if fc_lr5 {
-        bail!("fc_lr5 needs the model's classifier: build the optimiser with build_for_model");
+/// Layer-wise LR decay (BEiT's and MAE's `param_groups_lrd`, MViT's and VideoMAE's fine-tuning
+/// recipe) for a transformer of `depth` blocks named `backbone.blocks.{i}.`: block i at
+/// `decay^(depth − i)`, the embeddings (patch, cls, position, time) at `decay^(depth + 1)`, the
+/// final norm and the head at 1. As parameter groups (LR multipliers; decay unchanged).
+pub fn layer_decay_groups(names: &[&str], decay: f64) -> Result<Vec<ParamGroup>> {
+    if !(decay > 0.0 && decay <= 1.0) {
+        bail!("layer_decay must be in (0, 1], not {decay}");
+    }
+    let depth =
+        (0..).take_while(|i| names.iter().any(|n| n.contains(&format!("backbone.blocks.{i}.")))).count();
+    if depth == 0 {
+        bail!("layer_decay applies to transformers (blocks named backbone.blocks.N); this model has none");
+    }
+    let mut g: Vec<ParamGroup> = (0..depth)
+        .map(|i| ParamGroup::new(&format!("backbone.blocks.{i}."), decay.powi((depth - i) as i32), 1.0))
+        .collect();
+    for embedding in
+        ["backbone.patch_embed.", "backbone.cls_token", "backbone.pos_embed", "backbone.time_embed"]
+    {
+        if names.iter().any(|n| n.starts_with(embedding)) {
+            g.push(ParamGroup::new(embedding, decay.powi(depth as i32 + 1), 1.0));
+        }
+    }
+    Ok(g)
+}
+
+fn groups(fc_lr5: bool, layer_decay: Option<f64>, groups: &[ParamGroup]) -> Result<Vec<ParamGroup>> {
+    if fc_lr5 || layer_decay.is_some() {
+        bail!("fc_lr5 and layer_decay need the model: build the optimiser with build_for_model");
     }
     Ok(groups.to_vec())
 }
@@ -357,6 +383,9 @@ pub struct SgdConfig {
     pub param_groups: Vec<ParamGroup>,
     /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
     pub fc_lr5: bool,
+    /// Layer-wise LR decay for transformers ([`layer_decay_groups`]); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
 }
 
 impl Default for SgdConfig {
@@ -370,6 +399,7 @@ impl Default for SgdConfig {
             no_decay: NoDecay::None,
             param_groups: Vec::new(),
             fc_lr5: false,
+            layer_decay: None,
         }
     }
 }
@@ -398,7 +428,8 @@ impl Sgd {
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
             bail!("Nesterov momentum requires a momentum and zero dampening");
         }
-        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
+        let params =
+            Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, cfg.layer_decay, &cfg.param_groups)?)?;
         let bufs = vec![None; params.named.len()];
         Ok(Self { cfg, params, bufs, fused: true })
     }
@@ -528,6 +559,9 @@ pub struct AdamWConfig {
     pub param_groups: Vec<ParamGroup>,
     /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
     pub fc_lr5: bool,
+    /// Layer-wise LR decay for transformers ([`layer_decay_groups`]); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
 }
 
 impl Default for AdamWConfig {
@@ -543,6 +577,7 @@ impl Default for AdamWConfig {
             no_decay: NoDecay::None,
             param_groups: Vec::new(),
             fc_lr5: false,
+            layer_decay: None,
         }
     }
 }
@@ -564,7 +599,8 @@ impl AdamW {
         if !(0.0..1.0).contains(&cfg.beta1) || !(0.0..1.0).contains(&cfg.beta2) {
             bail!("AdamW betas must be in [0, 1)");
         }
-        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
+        let params =
+            Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, cfg.layer_decay, &cfg.param_groups)?)?;
         let n = params.named.len();
         Ok(Self {
             cfg,
@@ -702,6 +738,9 @@ pub struct RmsPropConfig {
     pub param_groups: Vec<ParamGroup>,
     /// The classifier head at 5× the LR, its bias at 10× without decay ([`ParamGroup::fc_lr5`]).
     pub fc_lr5: bool,
+    /// Layer-wise LR decay for transformers ([`layer_decay_groups`]); absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
 }
 
 impl Default for RmsPropConfig {
@@ -716,6 +755,7 @@ impl Default for RmsPropConfig {
             no_decay: NoDecay::None,
             param_groups: Vec::new(),
             fc_lr5: false,
+            layer_decay: None,
         }
     }
 }
@@ -735,7 +775,8 @@ pub struct RmsProp {
 
 impl RmsProp {
     pub fn new(vars: Vec<(String, Var)>, cfg: RmsPropConfig) -> Result<Self> {
-        let params = Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, &cfg.param_groups)?)?;
+        let params =
+            Params::new(vars, &cfg.no_decay, &groups(cfg.fc_lr5, cfg.layer_decay, &cfg.param_groups)?)?;
         let n = params.named.len();
         Ok(Self {
             cfg,
@@ -901,11 +942,16 @@ impl OptimizerConfig {
     /// two parameter groups after the configured ones.
     pub fn build_for_model(&self, vars: Vec<(String, Var)>, head: &str) -> Result<Box<dyn Optimizer>> {
         let mut c = self.clone();
-        let (fc_lr5, groups) = match &mut c {
-            OptimizerConfig::Sgd(c) => (&mut c.fc_lr5, &mut c.param_groups),
-            OptimizerConfig::AdamW(c) => (&mut c.fc_lr5, &mut c.param_groups),
-            OptimizerConfig::RmsProp(c) => (&mut c.fc_lr5, &mut c.param_groups),
+        let (fc_lr5, groups, layer_decay) = match &mut c {
+            OptimizerConfig::Sgd(c) => (&mut c.fc_lr5, &mut c.param_groups, &mut c.layer_decay),
+            OptimizerConfig::AdamW(c) => (&mut c.fc_lr5, &mut c.param_groups, &mut c.layer_decay),
+            OptimizerConfig::RmsProp(c) => (&mut c.fc_lr5, &mut c.param_groups, &mut c.layer_decay),
         };
+        if let Some(d) = layer_decay.take() {
+            // First, so the configured groups' longer patterns win over them.
+            let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+            groups.splice(0..0, layer_decay_groups(&names, d)?);
+        }
         if std::mem::take(fc_lr5) {
             groups.extend(ParamGroup::fc_lr5(head));
         }
@@ -1441,5 +1487,36 @@ mod tests {
         let mut opt = Sgd::new(vars.clone(), SgdConfig { lr: 0.5, ..Default::default() }).unwrap();
         opt.step(&g).unwrap();
         assert_eq!(values(&w), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn layer_decay_scales_blocks_by_depth_and_leaves_the_head() {
+        let names = [
+            "backbone.cls_token",
+            "backbone.patch_embed.proj.weight",
+            "backbone.blocks.0.attn.qkv.weight",
+            "backbone.blocks.1.mlp.fc1.weight",
+            "backbone.norm.weight",
+            "head.fc.weight",
+        ];
+        let g = layer_decay_groups(&names, 0.5).unwrap();
+        let mult = |p: &str| g.iter().find(|g| g.pattern == p).map(|g| g.lr_mult);
+        assert_eq!(mult("backbone.blocks.0."), Some(0.25));
+        assert_eq!(mult("backbone.blocks.1."), Some(0.5));
+        assert_eq!(mult("backbone.cls_token"), Some(0.125));
+        assert_eq!(mult("backbone.patch_embed."), Some(0.125));
+        assert!(mult("backbone.pos_embed").is_none() && mult("head.fc").is_none());
+        // Through the optimiser: the LRs each parameter gets.
+        let vars: Vec<(String, Var)> = names
+            .iter()
+            .map(|n| (n.to_string(), Var::zeros(2, candle_core::DType::F32, &Device::Cpu).unwrap()))
+            .collect();
+        let cfg =
+            OptimizerConfig::AdamW(AdamWConfig { lr: 1.0, layer_decay: Some(0.5), ..Default::default() });
+        assert!(cfg.build(vars.clone()).is_err(), "needs the model");
+        assert!(cfg.build_for_model(vars, "head.fc").is_ok());
+        let none = ["head.fc.weight"];
+        assert!(layer_decay_groups(&none, 0.5).unwrap_err().to_string().contains("backbone.blocks.N"));
+        assert!(layer_decay_groups(&names, 1.5).is_err());
     }
 }
