@@ -37,8 +37,8 @@ Examples:
 
   # PP-TimeSformer from ImageNet ViT-B weights (spatial attention copied into the temporal one)
   vconvert --arch pptimesformer_vit_b ViT_base_patch16_224.pdparams vit_init.safetensors
-  vtrain --arch pptimesformer_vit_b --init vit_init.safetensors --train-list train.list --out runs/ptf \\
-      -o optimizer='{\"name\":\"adamw\",\"lr\":0.0005,\"weight_decay\":0.05,\"layer_decay\":0.75}' -o clip_grad=1.0
+  vtrain --arch pptimesformer_vit_b --init vit_init.safetensors --train-list train.list \\
+      --out runs/ptf -o optimizer.layer_decay=0.75 -o clip_grad=1.0
 
   # mmaction2's fc_lr5: the classifier at 5× the LR (its bias 10×, undecayed), and any
   # parameters by name pattern at their own LR and decay multipliers (longest pattern wins)
