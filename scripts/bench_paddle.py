@@ -57,6 +57,20 @@ def export(prefix):
     paddle.jit.save(paddle.jit.to_static(Infer(model), input_spec=spec, full_graph=True), prefix)
 
 
+def median_timer(run):
+    """A function of `reps` that times that many calls of `run` and returns their median."""
+
+    def times(reps):
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            run()
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts)
+
+    return times
+
+
 def paddle_timer(prefix, threads):
     """The predictor built and warmed once; the returned function times `reps` runs."""
     from paddle import inference
@@ -80,15 +94,7 @@ def paddle_timer(prefix, threads):
 
     assert run().shape == (1, CLASSES)  # warm-up (oneDNN builds its kernels on the first run)
 
-    def times(reps):
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            run()
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts)
-
-    return times
+    return median_timer(run)
 
 
 def timesformer_timer(threads):
@@ -112,15 +118,7 @@ def timesformer_timer(threads):
 
     assert run().shape == (1, CLASSES)  # warm-up
 
-    def times(reps):
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            run()
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts)
-
-    return times
+    return median_timer(run)
 
 
 def main():
