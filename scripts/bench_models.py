@@ -59,7 +59,7 @@ def torch_timer(arch, frames, size):
 
 
 ZOO = ["c2d_r50", "i3d_r50", "slow_r50", "r2plus1d_r50", "csn_r101", "slowfast_r50", "slowfast_r101",
-       "x3d_xs", "x3d_s", "x3d_m", "x3d_l"]
+       "x3d_xs", "x3d_s", "x3d_m", "x3d_l", "mvit_base_16x4", "mvit_base_32x3"]
 
 
 def pytorchvideo_timer(arch, frames, size):

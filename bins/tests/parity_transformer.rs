@@ -48,6 +48,18 @@ fn torch_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     cached_fixture("parity_transformer_torch", &keys, name, models_peers_python, &script, &args)
 }
 
+/// `export_mvit_parity.py ARGS` cached as `name`; `None` when the venv cannot be built.
+fn mvit_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
+    let root = workspace_root();
+    let script = root.join("scripts/export_mvit_parity.py");
+    let keys: Vec<PathBuf> = ["export_mvit_parity.py", "peers-models.txt", "peers-models-nodeps.txt"]
+        .iter()
+        .map(|f| root.join("scripts").join(f))
+        .collect();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    cached_fixture("parity_transformer_mvit", &keys, name, models_peers_python, &script, &args)
+}
+
 /// Imports `fixture/<checkpoint>` as `arch` and compares logits; returns the relative error.
 fn parity(fixture: &std::path::Path, checkpoint: &str, arch: &str, overrides: &[&str], frames: usize) -> f32 {
     let work = tempfile::tempdir().unwrap();
@@ -123,6 +135,63 @@ fn timesformer_matches_hugging_face_from_both_layouts() {
     assert_eq!(cfg.labels.as_deref(), Some(&want[..]));
 }
 
+/// A 4-block MViT-B (widths 96 → 384, q pooled at blocks 1 and 3) at 4 frames × 64², with its
+/// run at 8 frames × 80² (position embeddings resized).
+fn small_mvit_fixture() -> Option<PathBuf> {
+    let args =
+        ["--depth", "4", "--frames", "4", "--size", "64", "--resize-frames", "8", "--resize-size", "80"];
+    mvit_fixture("mvit-d4-t4-s64-r8-80", &args)
+}
+
+/// pytorchvideo's MViT from its `.pyth`, and the same weights as torchvision's `mvit_v1_b`
+/// holds them, each against its own reference's logits.
+#[test]
+fn mvit_matches_pytorchvideo_and_torchvision() {
+    let Some(fx) = small_mvit_fixture() else { return };
+    parity(&fx.join("pv"), "model.pyth", "mvit_base_16x4", &[], 4);
+    parity(&fx.join("tv"), "model.pth", "mvit_base_16x4", &[], 4);
+}
+
+/// Importing a 4-frame, 64-pixel MViT at 8 frames and 80 pixels resizes its position embeddings
+/// (temporal 2 → 4 linearly, spatial 16² → 20² bilinearly) once; pytorchvideo itself cannot run
+/// it (pytorchvideo#180), but its model rebuilt with the embeddings resized the same way agrees.
+#[test]
+fn mvit_at_other_frames_and_size_matches_resized_reference() {
+    let Some(fx) = small_mvit_fixture() else { return };
+    parity(&fx.join("resized"), "../pv/model.pyth", "mvit_base_16x4", &["frames=8", "crop_size=80"], 8);
+}
+
+/// MViT checkpoints that do not fit are refused in one line naming the file.
+#[test]
+fn mvit_imports_that_do_not_fit_are_refused() {
+    let Some(fx) = small_mvit_fixture() else { return };
+    let pyth = fx.join("pv/model.pyth");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("m.safetensors");
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("mvit_base_16x4", &["num_heads=5"], "width 96 is not a multiple of 5 heads"),
+        ("mvit_base_16x4", &["stage_starts=[1]"], "unexpected tensors"),
+        (
+            "mvit_base_16x4",
+            &["patch_kernel=[3,5,5]"],
+            "patch_embed.patch_model.weight has shape [96, 3, 3, 7, 7]",
+        ),
+        ("timesformer_vit_b", &[], "model.pyth"),
+    ];
+    for (arch, overrides, want) in cases {
+        let mut cmd = Command::new(VCONVERT);
+        cmd.env_remove("RUST_BACKTRACE").args(["--arch", arch]);
+        for o in overrides {
+            cmd.args(["-o", o]);
+        }
+        let o = cmd.arg(&pyth).arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{arch} {overrides:?}: {err}");
+        assert!(err.contains("model.pyth") && err.trim_end().lines().count() == 1, "{err}");
+        assert!(!out.exists());
+    }
+}
+
 /// Checkpoints that do not fit are refused in one line naming the file, and nothing is written.
 #[test]
 fn timesformer_imports_that_do_not_fit_are_refused() {
@@ -161,6 +230,22 @@ fn transformers_match_their_references_at_full_size() {
     }
     if let Some(fx) = torch_fixture("timesformer-full", &full) {
         parity(&fx, "hf/model.safetensors", "timesformer_vit_b", &[], 8);
+    }
+    // MViT-B 16×4 and 32×3 (16 blocks, 224²) against pytorchvideo's hub builders; torchvision's
+    // mvit_v1_b is the 16×4 network.
+    let mvit = ["--depth", "16", "--size", "224", "--batch", "1", "--classes", "400"];
+    let args16: Vec<&str> = mvit.iter().copied().chain(["--frames", "16"]).collect();
+    if let Some(fx) = mvit_fixture("mvit16x4-full", &args16) {
+        parity(&fx.join("pv"), "model.pyth", "mvit_base_16x4", &[], 16);
+        parity(&fx.join("tv"), "model.pth", "mvit_base_16x4", &[], 16);
+    }
+    let args32: Vec<&str> = mvit
+        .iter()
+        .copied()
+        .chain(["--frames", "32", "--arch", "mvit_base_32x3", "--no-torchvision"])
+        .collect();
+    if let Some(fx) = mvit_fixture("mvit32x3-full", &args32) {
+        parity(&fx.join("pv"), "model.pyth", "mvit_base_32x3", &[], 32);
     }
 }
 

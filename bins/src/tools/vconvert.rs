@@ -43,7 +43,13 @@ Width, depth, patch, frames and crop come from the shapes (the head count: 12 un
 -o frames=F or -o crop_size=S other than the checkpoint's resizes the time embedding (nearest, along \
 time) and the position embedding (bilinear, over the patch grid) once, here. (PaddleVideo resizes \
 in every forward instead, and its time-embedding resize interpolates the wrong axes: a 16-frame \
-input to an 8-frame model fails there.)
+input to an 8-frame model fails there.) \
+mvit_base_16x4 and mvit_base_32x3 (MViT-B) from pytorchvideo's .pyth (patch_embed.patch_model.*, \
+blocks.N.attn.pool_q.*, head.proj.*: vidkit's names) or torchvision's mvit_v1_b state dict \
+(conv_proj.*, blocks.N.attn.qkv.*, its pools' LayerNorm eps 1e-6 kept); widths, depth, stages, \
+heads and kernels come from the shapes, and -o frames or -o crop_size resizes the position \
+embeddings (temporal linearly, spatial bilinearly) once, here: pytorchvideo itself runs only the \
+input it was built for.
 
 3D CNNs (c2d_r50, i3d_r50, slow_r50, r2plus1d_r50, csn_r101, slowfast_r50/r101, x3d_*): \
 pytorchvideo's names are vidkit's and import as they are (a .pyth with \"model_state\"), \
@@ -147,6 +153,10 @@ Examples:
 
   # facebookresearch's TimeSformer checkpoint
   vconvert --arch timesformer_vit_b TimeSformer_divST_8x32_224_K400.pyth timesformer_k400.safetensors
+
+  # pytorchvideo's MViT-B 16x4, or torchvision's mvit_v1_b (the same network)
+  vconvert --arch mvit_base_16x4 MVIT_B_16x4.pyth mvit_b_16x4.safetensors
+  vconvert --arch mvit_base_16x4 mvit_v1_b-dbeb1030.pth mvit_v1_b.safetensors
 
   # Which architectures can be imported
   vconvert --list-archs

@@ -153,7 +153,7 @@ impl ModelConfig {
         super::arch_info(arch).is_ok_and(|a| a.task == super::Task::SequenceRecognizer)
     }
 
-    /// The 3D CNNs of pytorchvideo's model zoo (see `model::zoo_input`).
+    /// The models of pytorchvideo's zoo: the 3D CNNs and MViT (see `model::zoo_input`).
     pub fn is_zoo_arch(arch: &str) -> bool {
         super::zoo_input(arch).is_some()
     }
@@ -210,6 +210,23 @@ impl ModelConfig {
             keys.iter().filter_map(|k| self.extra.get(*k).map(|v| (k.to_string(), v.clone()))).collect();
         serde_json::from_value(Value::Object(picked))
             .map_err(|e| candle_core::Error::Msg(format!("{}: config: {e}", self.arch)))
+    }
+
+    /// `base` with the extra map's values under `keys` in place of its own (the architecture's
+    /// options as a config overrides them); the error names the architecture.
+    pub fn options_over<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        base: T,
+        keys: &[&str],
+    ) -> anyhow::Result<T> {
+        let mut v = serde_json::to_value(base)?;
+        let obj = v.as_object_mut().context("options are not a JSON object")?;
+        for k in keys {
+            if let Some(x) = self.extra.get(*k) {
+                obj.insert(k.to_string(), x.clone());
+            }
+        }
+        serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: config: {e}", self.arch))
     }
 
     fn with_arch(mut self, arch: &str) -> Self {

@@ -362,6 +362,9 @@ pub fn import_torch(path: &Path, arch: &str, overrides: &[String]) -> Result<Imp
             from_tensors(config, tensors, &Device::Cpu).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
         return Ok(Imported { model, state_dict_key, layout: "vidkit", tensors_read, dropped });
     }
+    if super::MvitOptions::for_arch(arch).is_some() {
+        return super::import_mvit::import_mvit(path, arch, overrides, tensors, state_dict_key);
+    }
     if ModelConfig::is_zoo_arch(arch) {
         return super::import_3d::import_zoo(path, arch, overrides, tensors, state_dict_key);
     }

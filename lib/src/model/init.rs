@@ -24,6 +24,17 @@ pub(crate) fn normal(rng: &mut Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// timm's and torch's `trunc_normal_(std=0.02)`: N(0, 0.02²) cut at ±2 (absolute, so far out
+/// in the tail that the cut hardly matters).
+fn trunc_normal_002(rng: &mut Rng) -> f32 {
+    loop {
+        let v = normal(rng);
+        if v.abs() <= 2.0 / 0.02 {
+            break (v * 0.02) as f32;
+        }
+    }
+}
+
 pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data.keys().collect();
@@ -86,6 +97,9 @@ pub fn init_weights_for(varmap: &VarMap, arch: &str, seed: u64) -> Result<()> {
     if super::VitOptions::for_arch(arch).is_some() {
         return init_vit(varmap, seed);
     }
+    if super::MvitOptions::for_arch(arch).is_some() {
+        return init_mvit(varmap, seed);
+    }
     if arch.starts_with("x3d") {
         init_weights(varmap, seed)?;
         return zero_block_final_bn(varmap);
@@ -142,19 +156,45 @@ fn init_vit(varmap: &VarMap, seed: u64) -> Result<()> {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
         let later_temporal_fc = name.contains(".temporal_fc.") && !name.starts_with("backbone.blocks.0.");
-        let trunc = |rng: &mut Rng| loop {
-            let v = normal(rng);
-            if v.abs() <= 2.0 / 0.02 {
-                break (v * 0.02) as f32;
-            }
-        };
         let values: Vec<f32> = if later_temporal_fc || name.ends_with("time_embed") {
             vec![0.0; n]
         } else if name.starts_with("backbone.patch_embed.") {
             let bound = 1.0 / (fan_in.unwrap_or(1) as f64).sqrt();
             (0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect()
         } else if dims.len() == 2 || name.ends_with("cls_token") || name.ends_with("pos_embed") {
-            (0..n).map(|_| trunc(&mut rng)).collect()
+            (0..n).map(|_| trunc_normal_002(&mut rng)).collect()
+        } else if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            continue; // LayerNorm weights: 1 as created
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// pytorchvideo's MViT (`init_net_weights(style="vit", init_std=0.02)`): Linear weights and the
+/// cls token and position embeddings truncated normal with std 0.02, Linear biases 0,
+/// LayerNorms 1 and 0; the convolutions (patch embedding, q/k/v pools) keep PyTorch's default
+/// `U(±1/√fan_in)` for weight and bias.
+fn init_mvit(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = Rng::new(seed ^ 0x3517_5EED);
+    let conv_fan_in = |name: &str| {
+        let w = name.strip_suffix(".bias").map(|s| format!("{s}.weight")).unwrap_or(name.to_string());
+        data.get(&w).filter(|w| w.rank() == 5).map(|w| w.dims()[1..].iter().product::<usize>())
+    };
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values: Vec<f32> = if let Some(fan_in) = conv_fan_in(name) {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            (0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect()
+        } else if dims.len() == 2 || name.starts_with("cls_positional_encoding.") {
+            (0..n).map(|_| trunc_normal_002(&mut rng)).collect()
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else {

@@ -7,10 +7,12 @@ mod file;
 mod import;
 mod import_3d;
 mod import_bmn;
+mod import_mvit;
 mod import_paddle;
 mod import_vit;
 mod init;
 mod localizer;
+mod mvit;
 mod pdparams;
 mod pplcnet_v2;
 mod recognizer;
@@ -41,6 +43,7 @@ pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};
 pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
+pub use mvit::{Mvit, MvitOptions};
 pub use pdparams::read_pdparams;
 pub use recognizer::{Model, Recognizer, RecognizerBuilder};
 pub use recognizer2d::Recognizer2d;
@@ -150,6 +153,13 @@ fn narrow_config(arch: &str) -> ModelConfig {
             .map(|s| s.to_string())
             .collect();
         cfg.apply_overrides(&o).unwrap();
+    } else if MvitOptions::for_arch(arch).is_some() {
+        let o: Vec<String> =
+            ["embed_dim=16", "depth=3", "stage_starts=[1]", "frames=4", "crop_size=40", "kv_stride=[1,4,4]"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        cfg.apply_overrides(&o).unwrap();
     } else if !arch.starts_with("pptsmv2") {
         cfg.base_width = cfg.base_width.min(8);
     }
@@ -236,7 +246,8 @@ mod portable_path {
             let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
             init_weights_for(&varmap, arch, 3).unwrap();
             // Transformers take their crop (their position embedding's grid); the CNNs any size.
-            let (h, w) = if VitOptions::for_arch(arch).is_some() { (40, 40) } else { (40, 48) };
+            let transformer = VitOptions::for_arch(arch).is_some() || MvitOptions::for_arch(arch).is_some();
+            let (h, w) = if transformer { (40, 40) } else { (40, 48) };
             let x = Tensor::randn(0f32, 1., (2, cfg.frames, 3, h, w), &Device::Cpu).unwrap();
             let kernels = model.forward_t(&x, false).unwrap();
             match with_portable_ops(|| model.forward_t(&x, false)) {

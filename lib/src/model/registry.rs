@@ -5,6 +5,7 @@
 //! here and a parity fixture.
 
 use super::localizer::{load_bmn_localizer, LocalizerLoader};
+use super::mvit::build_mvit;
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
 };
@@ -103,6 +104,7 @@ const SLOWFAST: Builder = Builder::Recognizer(build_slowfast);
 const X3D: Builder = Builder::Recognizer(build_x3d);
 const SEQUENCE: Builder = Builder::Recognizer(build_sequence);
 const TIMESFORMER: Builder = Builder::Recognizer(build_timesformer);
+const MVIT: Builder = Builder::Recognizer(build_mvit);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 
 use Task::{Localizer, Recognizer, SequenceRecognizer};
@@ -137,6 +139,10 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("pptsmv2_lcnetv2", Recognizer, RECOGNIZER2D, PADDLE, None),
     row("pptimesformer_vit_b", Recognizer, TIMESFORMER, PADDLE, None),
     row("timesformer_vit_b", Recognizer, TIMESFORMER, &["timesformer"], None),
+    // MViT-B: pytorchvideo's hub models (16 frames every 4, 32 every 3); torchvision's
+    // mvit_v1_b weights transform (short side 256, crop 224).
+    row("mvit_base_16x4", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(16, 4, 256, 224)),
+    row("mvit_base_32x3", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(32, 3, 256, 224)),
     row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
 ];
 

@@ -79,15 +79,7 @@ impl VitOptions {
         let Some(base) = Self::for_arch(&config.arch) else {
             anyhow::bail!("{} is not a TimeSformer", config.arch)
         };
-        let mut v = serde_json::to_value(base).expect("options serialise");
-        let obj = v.as_object_mut().expect("an object");
-        for k in Self::KEYS {
-            if let Some(x) = config.extra.get(k) {
-                obj.insert(k.to_string(), x.clone());
-            }
-        }
-        let o: Self =
-            serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: config: {e}", config.arch))?;
+        let o = config.options_over(base, &Self::KEYS)?;
         if o.embed_dim == 0 || o.depth == 0 || o.patch_size == 0 || o.num_heads == 0 {
             anyhow::bail!("{}: embed_dim, depth, num_heads and patch_size must be positive", config.arch);
         }
@@ -448,20 +440,7 @@ pub(super) fn resize_embeddings(
         }
         if g0 != g1 {
             let grid: Vec<f32> = p.narrow(1, 1, n0 - 1)?.flatten_all()?.to_vec1()?; // [g0·g0, C]
-            let taps = bilinear_taps(g0, g1);
-            let mut out = vec![0f32; g1 * g1 * c];
-            for (y, &(y0, y1, wy)) in taps.iter().enumerate() {
-                for (x, &(x0, x1, wx)) in taps.iter().enumerate() {
-                    let row = &mut out[(y * g1 + x) * c..(y * g1 + x + 1) * c];
-                    for (yy, fy) in [(y0, 1.0 - wy), (y1, wy)] {
-                        for (xx, fx) in [(x0, 1.0 - wx), (x1, wx)] {
-                            let src = &grid[(yy * g0 + xx) * c..(yy * g0 + xx + 1) * c];
-                            let f = (fy * fx) as f32;
-                            row.iter_mut().zip(src).for_each(|(r, s)| *r += f * s);
-                        }
-                    }
-                }
-            }
+            let out = resize_grid(&grid, g0, g1, g1, c);
             let patches = Tensor::from_vec(out, (1, g1 * g1, c), p.device())?;
             let resized = Tensor::cat(&[&p.narrow(1, 0, 1)?, &patches], 1)?;
             tensors.insert("backbone.pos_embed".into(), resized);
@@ -470,9 +449,29 @@ pub(super) fn resize_embeddings(
     Ok(())
 }
 
+/// Bilinear resize of a square `g0`×`g0` grid of `c`-vectors (row-major) to `h1`×`w1`,
+/// `F.interpolate(mode="bilinear", align_corners=False)`.
+pub(super) fn resize_grid(grid: &[f32], g0: usize, h1: usize, w1: usize, c: usize) -> Vec<f32> {
+    let (taps_y, taps_x) = (bilinear_taps(g0, h1), bilinear_taps(g0, w1));
+    let mut out = vec![0f32; h1 * w1 * c];
+    for (y, &(y0, y1, wy)) in taps_y.iter().enumerate() {
+        for (x, &(x0, x1, wx)) in taps_x.iter().enumerate() {
+            let row = &mut out[(y * w1 + x) * c..(y * w1 + x + 1) * c];
+            for (yy, fy) in [(y0, 1.0 - wy), (y1, wy)] {
+                for (xx, fx) in [(x0, 1.0 - wx), (x1, wx)] {
+                    let src = &grid[(yy * g0 + xx) * c..(yy * g0 + xx + 1) * c];
+                    let f = (fy * fx) as f32;
+                    row.iter_mut().zip(src).for_each(|(r, s)| *r += f * s);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Source taps of a linear resize from `n_in` to `n_out` samples, PyTorch's `align_corners=False`
 /// rule: (lower index, upper index, weight of the upper).
-fn bilinear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64)> {
+pub(super) fn bilinear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64)> {
     let scale = n_in as f64 / n_out as f64;
     (0..n_out)
         .map(|i| {

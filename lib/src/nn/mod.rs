@@ -19,6 +19,7 @@ mod nonlocal;
 mod plane_mean;
 mod pool;
 mod pool3d;
+mod pooling_attention;
 mod portable;
 mod shift;
 pub(crate) mod simd;
@@ -39,9 +40,10 @@ pub use nonlocal::{NonLocal, NonLocalConfig, NonLocalMode};
 pub use plane_mean::plane_mean;
 pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
+pub use pooling_attention::{AttentionPool, MultiscaleAttention, PoolingSpec, Thw};
 pub use shift::{temporal_shift, temporal_shift_paddle};
 pub use transformer::{
-    drop_path, drop_path_rates, gelu, linear, softmax_last, LayerNorm, Mlp, MultiHeadAttention,
+    attend, drop_path, drop_path_rates, gelu, linear, softmax_last, LayerNorm, Mlp, MultiHeadAttention,
 };
 pub use vol2col::Geometry3d;
 

@@ -63,6 +63,13 @@ pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
+/// Scaled dot-product attention of q [.., N_q, d] over k, v [.., N_k, d]:
+/// softmax(q kᵀ · scale) v, [.., N_q, d].
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, train: bool) -> Result<Tensor> {
+    let scores = (q.contiguous()? * scale)?.matmul(&k.t()?)?;
+    softmax_last(&scores, train)?.matmul(&v.contiguous()?)
+}
+
 /// Multi-head self-attention with one `qkv` projection (q, k, v stacked on the output axis, as
 /// timm) and an output projection `proj`; scale head_dim^-1/2.
 #[derive(Clone, Debug)]
@@ -93,11 +100,8 @@ impl MultiHeadAttention {
         let (h, d) = (self.heads, c / self.heads);
         // [B, N, 3, h, d] → [3, B, h, N, d]
         let qkv = linear(x, &self.qkv)?.reshape((b, n, 3, h, d))?.permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * self.scale)?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let attn = softmax_last(&q.matmul(&k.t()?)?, train)?;
-        let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?;
+        let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        let y = attend(&q, &k, &v, self.scale, train)?.transpose(1, 2)?.reshape((b, n, c))?;
         linear(&y, &self.proj)
     }
 }
