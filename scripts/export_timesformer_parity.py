@@ -12,6 +12,10 @@ fixed random input and writes into OUT_DIR:
   hf/model.safetensors, hf/config.json   model.save_pretrained (id2label: class_0, class_1, ...)
   fb/model.pyth   the same weights under facebookresearch's names ({"model_state": {"model.":
                   ...}}, as PySlowFast's checkpoint saver writes them), renamed here
+  mm/model.pth    the same weights under MMAction2's names ({"state_dict": {"backbone.": ...,
+                  "cls_head.fc_cls.": ...}}: mmcv's transformer layers, nn.MultiheadAttention's
+                  in_proj/out_proj), renamed here (mmcv does not install here; its blocks compute
+                  what facebookresearch's do, mmaction/models/common/transformer.py)
   input.npy       float32 [B, T, 3, S, S] (transformers takes this layout too)
   logits.npy      float32 [B, classes]
   meta.json       the arguments and the versions
@@ -75,6 +79,37 @@ def fb_name(hf):
     raise KeyError(hf)
 
 
+FB_TO_MM_LAYER = [
+    ("temporal_norm1.", "attentions.0.norm."),
+    ("temporal_attn.qkv.weight", "attentions.0.attn.in_proj_weight"),
+    ("temporal_attn.qkv.bias", "attentions.0.attn.in_proj_bias"),
+    ("temporal_attn.proj.", "attentions.0.attn.out_proj."),
+    ("temporal_fc.", "attentions.0.temporal_fc."),
+    ("norm1.", "attentions.1.norm."),
+    ("attn.qkv.weight", "attentions.1.attn.in_proj_weight"),
+    ("attn.qkv.bias", "attentions.1.attn.in_proj_bias"),
+    ("attn.proj.", "attentions.1.attn.out_proj."),
+    ("norm2.", "ffns.0.norm."),
+    ("mlp.fc1.", "ffns.0.layers.0.0."),
+    ("mlp.fc2.", "ffns.0.layers.1."),
+]
+
+
+def mm_name(fb):
+    rest = fb[len("model."):]
+    if rest.startswith("head."):
+        return "cls_head.fc_cls." + rest[len("head."):]
+    if rest.startswith("patch_embed.proj."):
+        return "backbone.patch_embed.projection." + rest[len("patch_embed.proj."):]
+    if not rest.startswith("blocks."):
+        return "backbone." + rest
+    i, part = rest[len("blocks."):].split(".", 1)
+    for a, b in FB_TO_MM_LAYER:
+        if part.startswith(a):
+            return f"backbone.transformer_layers.layers.{i}.{b}{part[len(a):]}"
+    raise KeyError(fb)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -121,6 +156,9 @@ def main():
     os.makedirs(os.path.join(a.out, "fb"), exist_ok=True)
     fb = {fb_name(k): v.clone() for k, v in model.state_dict().items()}
     torch.save({"model_state": fb}, os.path.join(a.out, "fb", "model.pyth"))
+    os.makedirs(os.path.join(a.out, "mm"), exist_ok=True)
+    mm = {mm_name(k): v for k, v in fb.items()}
+    torch.save({"state_dict": mm}, os.path.join(a.out, "mm", "model.pth"))
     np.save(os.path.join(a.out, "input.npy"), x)
     np.save(os.path.join(a.out, "logits.npy"), logits.astype("<f4"))
     if a.resize_frames:

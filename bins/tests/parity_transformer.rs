@@ -116,10 +116,12 @@ fn timesformer_at_other_frames_and_size_matches_resized_reference() {
 }
 
 #[test]
-fn timesformer_matches_hugging_face_from_both_layouts() {
+fn timesformer_matches_hugging_face_from_every_layout() {
     let Some(fx) = timesformer_fixture() else { return };
     parity(&fx, "hf/model.safetensors", "timesformer_vit_b", &[], 4);
     parity(&fx, "fb/model.pyth", "timesformer_vit_b", &[], 4);
+    // MMAction2's names (the fixture's input is already normalised: its mean/std are moot here).
+    parity(&fx, "mm/model.pth", "timesformer_vit_b", &[], 4);
     // config.json beside the Hugging Face weights names the classes.
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
@@ -133,6 +135,16 @@ fn timesformer_matches_hugging_face_from_both_layouts() {
     let cfg = vidkit::model::read_config(&out).unwrap();
     let want: Vec<String> = (0..7).map(|i| format!("class_{i}")).collect();
     assert_eq!(cfg.labels.as_deref(), Some(&want[..]));
+    // MMAction2's checkpoint carries its configs' normalisation (mean and std 127.5).
+    let o = Command::new(VCONVERT)
+        .args(["--arch", "timesformer_vit_b"])
+        .arg(fx.join("mm/model.pth"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let cfg = vidkit::model::read_config(&out).unwrap();
+    assert_eq!((cfg.mean, cfg.std), ([127.5; 3], [127.5; 3]));
 }
 
 /// A 4-block MViT-B (widths 96 → 384, q pooled at blocks 1 and 3) at 4 frames × 64², with its

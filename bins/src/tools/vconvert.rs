@@ -35,7 +35,9 @@ block).
 Video transformers: pptimesformer_vit_b from PaddleVideo's .pdparams (backbone.blocks.N.attn.qkv.*, \
 Linear weights stored [in, out]); timesformer_vit_b from facebookresearch's .pyth (model.blocks.N.*, \
 model.head.*) or Hugging Face's TimesformerForVideoClassification (timesformer.encoder.layer.N.*, \
-classifier.*; its config.json beside the weights gives the head count, eps and class names); an \
+classifier.*; its config.json beside the weights gives the head count, eps and class names) or \
+MMAction2's .pth (backbone.transformer_layers.layers.N.attentions.0/1.*, ffns.0.*, cls_head.fc_cls.*; \
+its configs' mean and std 127.5 kept); an \
 ImageNet ViT (timm's or PaddleClas's names: pos_embed, blocks.N.attn.qkv.*, head.*) starts either as \
 PaddleVideo's pretrain_vit_param_trans does: head dropped, spatial attention and norm1 copied into \
 the temporal ones, time embedding, temporal_fc and a new head (-o num_classes) initialised. \
@@ -150,6 +152,9 @@ Examples:
   # A Hugging Face TimeSformer (config.json beside the weights gives heads and class names),
   # run at 16 frames: the time embedding is resized once, here
   vconvert --arch timesformer_vit_b -o frames=16 timesformer-base-finetuned-k400/model.safetensors ts16.safetensors
+
+  # MMAction2's TimeSformer
+  vconvert --arch timesformer_vit_b timesformer_divST_8xb8-8x32x1-15e_kinetics400-rgb.pth ts_mm.safetensors
 
   # facebookresearch's TimeSformer checkpoint
   vconvert --arch timesformer_vit_b TimeSformer_divST_8x32_224_K400.pyth timesformer_k400.safetensors

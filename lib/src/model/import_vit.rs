@@ -10,6 +10,13 @@
 //!   `classifier.weight`; the names are mapped one by one below. Its `config.json`, when it lies
 //!   beside the weights, gives the head count, LayerNorm eps and the class names (`id2label`).
 //!
+//! * MMAction2's `TimeSformer` backbone + `TimeSformerHead` (`.pth`, `{"state_dict": ...}`):
+//!   mmcv's transformer layers, `backbone.transformer_layers.layers.0.attentions.0.attn.in_proj_weight`
+//!   (`nn.MultiheadAttention`: q, k, v stacked as timm's qkv), `attentions.0` temporal (with its
+//!   `norm` and `temporal_fc`), `attentions.1` spatial, `ffns.0.layers.0.0` / `ffns.0.layers.1` the
+//!   MLP, `cls_head.fc_cls`. Its blocks compute what facebookresearch's do
+//!   (`mmaction/models/common/transformer.py`); its configs normalise with mean and std 127.5.
+//!
 //! * An ImageNet ViT (timm's `vit_base_patch16_224`, `blocks.0.attn.qkv.weight`, `pos_embed`, ...;
 //!   PaddleClas's `ViT_base_patch16_224.pdparams` has the same names) as initialisation, as
 //!   PaddleVideo's `pretrain_vit_param_trans` does it: the classifier dropped, each block's
@@ -78,6 +85,41 @@ fn map_fb_name(name: &str) -> Option<String> {
     })
 }
 
+/// An MMAction2 TimeSformer name → ours.
+fn map_mmaction2_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("module.").unwrap_or(name);
+    if let Some(leaf) = name.strip_prefix("cls_head.fc_cls.") {
+        return Some(format!("head.fc.{leaf}"));
+    }
+    let rest = name.strip_prefix("backbone.")?;
+    if let Some(leaf) = rest.strip_prefix("patch_embed.projection.") {
+        return Some(format!("backbone.patch_embed.proj.{leaf}"));
+    }
+    let Some(layer) = rest.strip_prefix("transformer_layers.layers.") else {
+        return matches!(rest, "cls_token" | "pos_embed" | "time_embed" | "norm.weight" | "norm.bias")
+            .then(|| format!("backbone.{rest}"));
+    };
+    let (i, part) = layer.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    const PARTS: [(&str, &str); 12] = [
+        ("attentions.0.norm.", "temporal_norm1."),
+        ("attentions.0.attn.in_proj_weight", "temporal_attn.qkv.weight"),
+        ("attentions.0.attn.in_proj_bias", "temporal_attn.qkv.bias"),
+        ("attentions.0.attn.out_proj.", "temporal_attn.proj."),
+        ("attentions.0.temporal_fc.", "temporal_fc."),
+        ("attentions.1.norm.", "norm1."),
+        ("attentions.1.attn.in_proj_weight", "attn.qkv.weight"),
+        ("attentions.1.attn.in_proj_bias", "attn.qkv.bias"),
+        ("attentions.1.attn.out_proj.", "attn.proj."),
+        ("ffns.0.norm.", "norm2."),
+        ("ffns.0.layers.0.0.", "mlp.fc1."),
+        ("ffns.0.layers.1.", "mlp.fc2."),
+    ];
+    PARTS
+        .iter()
+        .find_map(|(mm, ours)| part.strip_prefix(mm).map(|leaf| format!("backbone.blocks.{i}.{ours}{leaf}")))
+}
+
 /// An image ViT's name → ours; its classifier is dropped (a video model gets a new head).
 fn map_image_vit_name(name: &str) -> Option<String> {
     let name = name.strip_prefix("module.").unwrap_or(name);
@@ -124,12 +166,14 @@ pub(super) fn complete_from_init(
 fn map_tensors(tensors: NamedTensors) -> Result<(HashMap<String, Tensor>, &'static str, usize)> {
     let hf = tensors.iter().any(|(n, _)| n.contains("embeddings.position_embeddings"));
     let fb = tensors.iter().any(|(n, _)| n.ends_with("model.pos_embed"));
+    let mm = tensors.iter().any(|(n, _)| n.contains("backbone.transformer_layers.layers."));
     let vit = tensors.iter().any(|(n, _)| n == "pos_embed");
-    let (layout, map): (&str, fn(&str) -> Option<String>) = match (hf, fb, vit) {
-        (true, _, _) => ("transformers", map_hf_name),
-        (false, true, _) => ("timesformer", map_fb_name),
-        (false, false, true) => ("vit", map_image_vit_name),
-        _ => bail!("neither a TimeSformer (facebookresearch's model.pos_embed, Hugging Face's timesformer.embeddings.position_embeddings) nor an image ViT (pos_embed)"),
+    let (layout, map): (&str, fn(&str) -> Option<String>) = match (hf, fb, mm, vit) {
+        (true, ..) => ("transformers", map_hf_name),
+        (false, true, ..) => ("timesformer", map_fb_name),
+        (false, false, true, _) => ("mmaction2", map_mmaction2_name),
+        (false, false, false, true) => ("vit", map_image_vit_name),
+        _ => bail!("neither a TimeSformer (facebookresearch's model.pos_embed, Hugging Face's timesformer.embeddings.position_embeddings, MMAction2's backbone.transformer_layers.*) nor an image ViT (pos_embed)"),
     };
     let mut out = HashMap::new();
     let mut dropped = 0;
@@ -190,8 +234,8 @@ fn hf_config_overrides(path: &Path) -> Result<Vec<String>> {
     Ok(o)
 }
 
-/// Imports a TimeSformer checkpoint (facebookresearch `.pyth` or Hugging Face `.safetensors` /
-/// `.bin`) as `arch`. Errors name `path`.
+/// Imports a TimeSformer checkpoint (facebookresearch `.pyth`, Hugging Face `.safetensors` /
+/// `.bin`, MMAction2 `.pth`) as `arch`. Errors name `path`.
 pub fn import_timesformer(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
     if arch != "timesformer_vit_b" {
         bail!(
@@ -216,6 +260,8 @@ pub fn import_timesformer(path: &Path, arch: &str, overrides: &[String]) -> Resu
         "transformers" => all.extend(hf_config_overrides(path)?),
         // An image ViT has no time embedding, but starts a divided model.
         "vit" => all.retain(|o| o != "attention_type=space_only"),
+        // MMAction2's TimeSformer configs: mean and std 127.5 on the 0–255 scale.
+        "mmaction2" => all.extend(["mean=[127.5,127.5,127.5]".into(), "std=[127.5,127.5,127.5]".into()]),
         _ => {}
     }
     all.extend(overrides.iter().cloned());
@@ -265,5 +311,21 @@ mod tests {
         );
         assert_eq!(map_fb_name("model.head.weight").unwrap(), "head.fc.weight");
         assert_eq!(map_fb_name("model.time_embed").unwrap(), "backbone.time_embed");
+        let mm = |n: &str| map_mmaction2_name(n).unwrap();
+        assert_eq!(
+            mm("backbone.transformer_layers.layers.4.attentions.0.attn.in_proj_weight"),
+            "backbone.blocks.4.temporal_attn.qkv.weight"
+        );
+        assert_eq!(
+            mm("backbone.transformer_layers.layers.4.attentions.1.attn.out_proj.bias"),
+            "backbone.blocks.4.attn.proj.bias"
+        );
+        assert_eq!(
+            mm("backbone.transformer_layers.layers.0.ffns.0.layers.1.weight"),
+            "backbone.blocks.0.mlp.fc2.weight"
+        );
+        assert_eq!(mm("backbone.patch_embed.projection.bias"), "backbone.patch_embed.proj.bias");
+        assert_eq!(mm("cls_head.fc_cls.weight"), "head.fc.weight");
+        assert_eq!(map_mmaction2_name("backbone.transformer_layers.layers.0.attentions.2.norm.weight"), None);
     }
 }
