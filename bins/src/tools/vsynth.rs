@@ -70,6 +70,13 @@ pub struct Args {
     #[arg(short = 'j', long = "jobs", value_name = "N")]
     pub jobs: Option<usize>,
 
+    /// Plain scenes: every object white on a black background, no noise (the same shapes,
+    /// sizes and motions as the default scenes). For models that embed patches linearly: a ViT
+    /// trained from scratch on a few hundred default clips does not get past their random
+    /// colours and textures.
+    #[arg(long, conflicts_with = "segments")]
+    pub plain: bool,
+
     /// Print nothing on stderr but errors.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -187,6 +194,7 @@ pub fn main(args: Args) -> anyhow::Result<Outcome> {
         height,
         seed: args.seed,
         jobs,
+        plain: args.plain,
     };
     let total = opts.classes.len() * opts.per_class;
     let started = Instant::now();

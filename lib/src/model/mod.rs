@@ -4,6 +4,8 @@
 mod bmn;
 mod config;
 mod file;
+#[cfg(test)]
+mod gradcheck;
 mod import;
 mod import_3d;
 mod import_bmn;

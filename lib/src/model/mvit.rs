@@ -518,8 +518,9 @@ mod tests {
         (m, vm)
     }
 
-    /// A narrow MViT runs, its training forward matches inference, and every parameter gets a
-    /// gradient; a wrong input size is refused with the crop to use.
+    /// A narrow MViT runs, its training forward matches inference, every parameter gets a
+    /// gradient and the gradients match finite differences; a wrong input size is refused with
+    /// the crop to use.
     #[test]
     fn a_narrow_mvit_runs_and_trains() {
         let (m, vm) = tiny();
@@ -533,6 +534,7 @@ mod tests {
         for (name, var) in vm.data().lock().unwrap().iter() {
             assert!(g.get(var.as_tensor()).is_some(), "no gradient for {name}");
         }
+        crate::model::gradcheck::assert_gradients(&vm, |train| m.forward_t(&x, train, None).unwrap());
         let wrong = Tensor::randn(0f32, 1., (1, 4, 3, 40, 40), &Device::Cpu).unwrap();
         let e = m.forward_t(&wrong, false, None).unwrap_err().to_string();
         assert!(e.contains("crop to 32"), "{e}");

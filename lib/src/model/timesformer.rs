@@ -636,3 +636,33 @@ mod tests {
         assert!(first > 0.6 && last < 0.1, "loss {first} → {last}");
     }
 }
+
+#[cfg(test)]
+mod gradient_check {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut cfg = ModelConfig::defaults("pptimesformer_vit_b");
+        let o: Vec<String> = [
+            "embed_dim=16",
+            "num_heads=2",
+            "depth=2",
+            "patch_size=8",
+            "crop_size=16",
+            "frames=3",
+            "num_classes=3",
+            "drop_path_rate=0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cfg.apply_overrides(&o).unwrap();
+        let vm = VarMap::new();
+        let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::rand(0f32, 1., (2, 3, 3, 16, 16), &Device::Cpu).unwrap();
+        crate::model::gradcheck::assert_gradients(&vm, |train| m.forward_t(&x, train, None).unwrap());
+    }
+}

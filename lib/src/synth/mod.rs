@@ -131,6 +131,8 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Parallel encoders.
     pub jobs: usize,
+    /// White objects on black, no noise ([`ClipSpec::plain`]).
+    pub plain: bool,
 }
 
 impl Default for SynthOptions {
@@ -143,6 +145,7 @@ impl Default for SynthOptions {
             height: 96,
             seed: 0,
             jobs: 1,
+            plain: false,
         }
     }
 }
@@ -240,6 +243,7 @@ pub fn generate_with_progress(
                 .map(|&(label, class, k)| {
                     let spec =
                         sample_clip(class, &mut clip_rng(opts.seed, class, k), opts.width, opts.height);
+                    let spec = if opts.plain { spec.plain() } else { spec };
                     let split = if k >= opts.per_class - n_val { Split::Val } else { Split::Train };
                     let path = format!("{0}/{0}_{1:03}.mp4", class.name(), k);
                     let video =

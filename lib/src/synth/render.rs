@@ -178,6 +178,17 @@ impl ClipSpec {
         (0..self.num_frames()).map(|t| self.state(t)).collect()
     }
 
+    /// The same motion drawn plainly: a white object on black, no sensor noise. Object and
+    /// background then differ in every patch the object touches, whatever their colours would
+    /// have been, which a model that embeds patches linearly (a ViT) needs to see presence
+    /// without first learning colour-invariant edge features.
+    pub fn plain(mut self) -> Self {
+        self.colour = [1.0; 3];
+        self.background = Background::Solid([0.0; 3]);
+        self.noise_amp = 0.0;
+        self
+    }
+
     /// This action in another scene: `background` and `noise_amp` (an untrimmed video keeps
     /// one scene), an object colour redrawn to stand out from it, `fps`, and every frame held
     /// `slow` times (the action lasts `slow` times longer).

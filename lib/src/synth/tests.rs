@@ -245,6 +245,7 @@ fn generate_writes_lists_in_label_order() {
         height: 32,
         seed: 1,
         jobs: 2,
+        plain: false,
     };
     let summary = generate(&opts).unwrap();
     assert_eq!((summary.train, summary.val), (2, 2));
@@ -254,5 +255,22 @@ fn generate_writes_lists_in_label_order() {
     assert_eq!(read("val.list"), "shrink/shrink_001.mp4 0\nright/right_001.mp4 1\n");
     for v in &summary.videos {
         assert!(opts.out.join(&v.path).metadata().unwrap().len() > 0, "{}", v.path);
+    }
+}
+
+/// A plain clip is the same motion, white on black: pixels are grey levels (R = G = B), the
+/// background exactly black, the object white, and the object moves as in the scene it replaces.
+#[test]
+fn plain_clips_keep_the_motion_on_black() {
+    for class in [Class::Left, Class::Appear] {
+        let spec = sample_clip(class, &mut clip_rng(6, class, 0), 48, 32);
+        let states = spec.states();
+        let plain = spec.plain();
+        assert_eq!(plain.states(), states);
+        let fs = frames(&plain);
+        let all: Vec<u8> = fs.concat();
+        assert!(all.chunks(3).all(|p| p[0] == p[1] && p[1] == p[2]), "{class:?}: not grey");
+        assert_eq!(all.iter().min(), Some(&0));
+        assert!(*all.iter().max().unwrap() >= 250, "{class:?}: no white object");
     }
 }
