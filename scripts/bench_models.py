@@ -4,6 +4,14 @@ thread count, alternating, ratios printed (vidkit time / PyTorch time; below 1.0
     python bench_models.py --vidkit CMD --threads 2 --json OUT [--arch tsm_r50 ...]
     python bench_models.py --zoo --vidkit CMD --threads 2 --json OUT [--arch x3d_xs ...]
 
+    python bench_models.py --attention --vidkit CMD --threads 2 --json OUT
+
+--attention: vidkit's attention (nn::attend, inference) against torch's
+scaled_dot_product_attention on the shapes the video transformers run: TimeSformer's spatial
+and temporal attention at 8 × 224² (ViT-B, 12 heads of 64), and MViT-B's first block at 16 × 4
+and 32 × 3 (25 089 and 50 177 queries over 393 and 785 pooled keys, one head of 96), where
+vidkit tiles the rows.
+
 --zoo (run with the zoo peers venv): the 3D CNNs against pytorchvideo's hub models (random
 weights), forward only, batch 1, each at its zoo input (T × crop², as vidkit's config says).
 
@@ -131,6 +139,49 @@ def zoo_rows(a, env):
     return rows
 
 
+# (name, groups, heads, queries, keys, head width)
+ATTENTION = [
+    ("timesformer space 8x224", 8, 12, 197, 197, 64),
+    ("timesformer time 8x224", 196, 12, 8, 8, 64),
+    ("mvit16x4 block0", 1, 1, 25089, 393, 96),
+    ("mvit32x3 block0", 1, 1, 50177, 785, 96),
+]
+
+
+def sdpa_timer(g, h, nq, nk, d):
+    q, k, v = torch.randn(g, h, nq, d), torch.randn(g, h, nk, d), torch.randn(g, h, nk, d)
+
+    def times(reps):
+        out = []
+        with torch.no_grad():
+            torch.nn.functional.scaled_dot_product_attention(q, k, v)  # warm-up
+            for _ in range(reps):
+                t = time.perf_counter()
+                torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                out.append(time.perf_counter() - t)
+        return statistics.median(out)
+
+    return times
+
+
+def attention_rows(a, env):
+    rows = []
+    for name, g, h, nq, nk, d in ATTENTION:
+        timer = sdpa_timer(g, h, nq, nk, d)
+        cmd = [a.vidkit, "attention"] + [str(x) for x in (g, h, nq, nk, d, a.reps)]
+        ours, theirs = alternate(a, lambda: json.loads(subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                                                      check=True).stdout)["forward_s"],
+                                 lambda: timer(a.reps))
+        ratio = median_ratio(ours, theirs)
+        rows.append({"attention": name, "shape": [g, h, nq, nk, d], "vidkit_s": statistics.median(ours),
+                     "torch_sdpa_s": statistics.median(theirs), "ratio": ratio,
+                     "round_ratios": [o / t for o, t in zip(ours, theirs)]})
+        r = rows[-1]
+        print(f"{name:24} {r['vidkit_s'] * 1e3:10.2f} {r['torch_sdpa_s'] * 1e3:10.2f} {ratio:6.2f}  "
+              f"({' '.join(f'{x:.2f}' for x in r['round_ratios'])})", flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vidkit", required=True, help="path of the bench_models example binary")
@@ -140,8 +191,18 @@ def main():
     ap.add_argument("--json", required=True)
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--zoo", action="store_true", help="3D CNNs against pytorchvideo, forward only")
+    ap.add_argument("--attention", action="store_true", help="attention alone against torch's SDPA")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.attention:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        print(f"\nAttention (inference), CPU, {a.threads} threads, median of {a.reps} per round; ratio: median of "
+              f"{a.rounds} alternating rounds:")
+        print(f"{'shape':24} {'vidkit ms':>10} {'torch ms':>10} {'ratio':>6}", flush=True)
+        rows = attention_rows(a, env)
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "rows": rows}, f, indent=1)
+        return
     if a.zoo:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
         print(f"\nZoo models, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round; "

@@ -10,6 +10,12 @@
       forward resizes embeddings in Python, which paddle.jit cannot export), random weights.
 
     python bench_paddle.py --vidkit CMD --threads 2 --json OUT [--arch A] [--reps 5] [--rounds 3]
+    python bench_paddle.py --vidkit CMD --threads 2 --json OUT --arch pptimesformer_vit_b --frames 16 --memory
+
+--frames F: the clip length (PP-TimeSformer: 8 or 16, the model built for it). --memory: instead
+of timing, the peak resident memory (ru_maxrss) of one process each that builds the model with
+random weights and runs one forward: vidkit's bench_models example, and a Python process that
+imports Paddle and ppvideo and does the same (both sides' totals, libraries included).
 
 vidkit and Paddle alternate --rounds times (each a median of --reps); the ratio is the median of
 the per-round ratios, as in bench_models.py.
@@ -97,7 +103,7 @@ def paddle_timer(prefix, threads):
     return median_timer(run)
 
 
-def timesformer_timer(threads):
+def timesformer_timer(threads, frames=FRAMES):
     """ppvideo's PP-TimeSformer in the dynamic graph; the returned function times `reps` runs."""
     from paddlevideo.modeling.backbones.vit import VisionTransformer
     from paddlevideo.modeling.heads.pptimesformer_head import ppTimeSformerHead
@@ -105,12 +111,12 @@ def timesformer_timer(threads):
     paddle.set_device("cpu")
     paddle.seed(0)
     backbone = VisionTransformer(img_size=SIZE, patch_size=16, embed_dim=768, depth=12, num_heads=12,
-                                 qkv_bias=False, epsilon=1e-6, num_seg=FRAMES,
+                                 qkv_bias=False, epsilon=1e-6, num_seg=frames,
                                  attention_type="divided_space_time")
     head = ppTimeSformerHead(num_classes=CLASSES, in_channels=768)
     backbone.eval()
     head.eval()
-    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((1, 3, FRAMES, SIZE, SIZE)).astype("float32"))
+    x = paddle.to_tensor(np.random.default_rng(0).standard_normal((1, 3, frames, SIZE, SIZE)).astype("float32"))
 
     def run():
         with paddle.no_grad():
@@ -121,6 +127,31 @@ def timesformer_timer(threads):
     return median_timer(run)
 
 
+def peak_rss_mb(cmd, env):
+    """Peak resident memory (MB) of `cmd`, run alone as this process's only child."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if after <= before:
+        sys.exit(f"bench_paddle: cannot tell {cmd[0]}'s peak memory from an earlier child's ({before} KB)")
+    return after / 1024, out
+
+
+def memory_row(a, env):
+    ours, _ = peak_rss_mb([os.path.abspath(a.vidkit), a.arch, str(a.frames), str(SIZE), "1", "forward"], env)
+    child = [sys.executable, os.path.abspath(__file__), "--vidkit", a.vidkit, "--json", os.devnull,
+             "--arch", a.arch, "--frames", str(a.frames), "--paddle-forward-once"]
+    theirs, _ = peak_rss_mb(child, env)
+    row = {"arch": a.arch, "input": f"{a.frames}x{SIZE}", "vidkit_peak_mb": ours, "paddle_peak_mb": theirs,
+           "memory_ratio": ours / theirs}
+    print(f"\n{a.arch}, {a.frames}x{SIZE}, batch 1, one forward: peak resident memory, vidkit {ours:.0f} MB, "
+          f"Paddle {paddle.__version__} (dynamic graph, no_grad) {theirs:.0f} MB, ratio {ours / theirs:.2f}")
+    with open(a.json, "w") as f:
+        json.dump({"paddle": paddle.__version__, "rows": [row]}, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vidkit", required=True, help="path of the bench_models example binary")
@@ -129,10 +160,28 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternations of vidkit and Paddle")
     ap.add_argument("--json", required=True)
     ap.add_argument("--arch", default="pptsmv2_lcnetv2", choices=["pptsmv2_lcnetv2", "pptimesformer_vit_b"])
+    ap.add_argument("--frames", type=int, default=FRAMES)
+    ap.add_argument("--memory", action="store_true", help="peak resident memory of one forward instead")
+    ap.add_argument("--paddle-forward-once", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+    a.vidkit = os.path.abspath(a.vidkit)  # the runs below change the working directory
+    env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
+    if a.frames != FRAMES and a.arch != "pptimesformer_vit_b":
+        sys.exit("bench_paddle: --frames applies to pptimesformer_vit_b")
+    if a.paddle_forward_once:
+        with tempfile.TemporaryDirectory() as d:
+            os.chdir(d)
+            timesformer_timer(a.threads, a.frames)  # builds the model and runs its warm-up forward
+        return
+    if a.memory:
+        if a.arch != "pptimesformer_vit_b":
+            sys.exit("bench_paddle: --memory applies to pptimesformer_vit_b")
+        with tempfile.TemporaryDirectory() as d:
+            os.chdir(d)
+            memory_row(a, env)
+        return
     # Absolute: the rounds run from a temporary working directory (see below).
-    cmd = [os.path.abspath(a.vidkit), a.arch, str(FRAMES), str(SIZE), str(a.reps), "forward"]
+    cmd = [os.path.abspath(a.vidkit), a.arch, str(a.frames), str(SIZE), str(a.reps), "forward"]
     ours_all, theirs_all = [], []
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as d:
@@ -143,7 +192,7 @@ def main():
                 export(prefix)
                 timer = paddle_timer(prefix, a.threads)
             else:
-                timer = timesformer_timer(a.threads)
+                timer = timesformer_timer(a.threads, a.frames)
             for _ in range(a.rounds):
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                 ours_all.append(json.loads(out.stdout)["forward_s"])
@@ -153,7 +202,7 @@ def main():
     ratios = [o / t for o, t in zip(ours_all, theirs_all)]
     ours, theirs, ratio = statistics.median(ours_all), statistics.median(theirs_all), statistics.median(ratios)
     path = "inference predictor, oneDNN on" if a.arch == "pptsmv2_lcnetv2" else "dynamic graph, no_grad"
-    row = {"arch": a.arch, "input": f"{FRAMES}x{SIZE}", "vidkit_forward_s": ours, "paddle_path": path,
+    row = {"arch": a.arch, "input": f"{a.frames}x{SIZE}", "vidkit_forward_s": ours, "paddle_path": path,
            "paddle_forward_s": theirs, "forward_ratio": ratio, "round_ratios": ratios}
     print(f"\n{a.arch}, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round, ratio the median "
           f"of {a.rounds} alternating rounds (Paddle {paddle.__version__}: {path}):")

@@ -5,6 +5,12 @@
 //!
 //!   cargo run --example bench_models -- ARCH FRAMES SIZE REPS [forward]
 //!
+//!   cargo run --example bench_models -- attention GROUPS HEADS NQ NK D REPS
+//!
+//! The second form times `nn::attend` alone (inference: softmax(q kᵀ / √d) v over q
+//! [GROUPS, HEADS, NQ, D] and k, v [GROUPS, HEADS, NK, D]) for scripts/bench_models.py
+//! `--attention`, beside torch's `scaled_dot_product_attention`.
+//!
 //! FRAMES or SIZE 0: the architecture's own (a zoo model's T and crop). `forward`: no training
 //! step (`train_step_s` is null). `*_cpu_s`: the CPU time of all the process's threads over the
 //! same runs (median), steal time excluded: steadier than wall time on a shared machine, for
@@ -33,9 +39,32 @@ fn process_cpu_s() -> f64 {
     ns as f64 / 1e9
 }
 
+/// `attention GROUPS HEADS NQ NK D REPS`: the median wall time of `nn::attend`.
+fn attention(args: &[String]) -> anyhow::Result<()> {
+    let n: Vec<usize> = args.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let [g, h, nq, nk, d, reps] = n[..] else { anyhow::bail!("attention GROUPS HEADS NQ NK D REPS") };
+    let dev = Device::Cpu;
+    let q = Tensor::randn(0f32, 1., (g, h, nq, d), &dev)?;
+    let k = Tensor::randn(0f32, 1., (g, h, nk, d), &dev)?;
+    let v = Tensor::randn(0f32, 1., (g, h, nk, d), &dev)?;
+    let scale = (d as f64).powf(-0.5);
+    vidkit::nn::attend(&q, &k, &v, scale, false)?; // warm-up
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            vidkit::nn::attend(&q, &k, &v, scale, false).map(|_| t.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_, _>>()?;
+    println!("{}", serde_json::json!({"shape": [g, h, nq, nk, d], "forward_s": median(times), "reps": reps}));
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     vidkit::nn::retain_freed_buffers();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "attention") {
+        return attention(&args[1..]);
+    }
     let arch = args.first().map(String::as_str).unwrap_or("tsm_r50");
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(224);

@@ -147,6 +147,30 @@ const NC: usize = 1024;
 /// Below this many multiply-adds one thread does the whole product (thread hand-off costs more).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 
+thread_local! {
+    /// Set while a caller that already spreads its own tasks over the threads runs products:
+    /// each then stays on its thread ([`serial`]).
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every product on this thread single-threaded (for callers whose tasks already
+/// occupy the pool: nested splitting only adds hand-offs).
+pub fn serial<T>(f: impl FnOnce() -> T) -> T {
+    let was = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(was));
+    out
+}
+
+/// Threads for a product of `macs` multiply-adds.
+fn threads_for(macs: usize) -> usize {
+    if macs < PARALLEL_MIN_MACS || SERIAL.with(|s| s.get()) {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
+}
+
 /// C (`m × n`, row-major with leading dimension `ldc`) = A·B (+ C when `accumulate`), then the
 /// epilogue. Uses the rayon pool's threads.
 pub fn sgemm(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, epi: Epilogue) {
@@ -301,7 +325,7 @@ fn run_blocked(
     epi: Epilogue,
 ) {
     let (m, k) = (a.rows, a.cols);
-    let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads().max(1) };
+    let threads = threads_for(m * n * k);
     let c_ptr = SendPtr(c);
     let parts = partition(m, n, threads);
     #[cfg(target_arch = "x86_64")]
@@ -1551,7 +1575,7 @@ fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, e
         }
         None => a,
     };
-    let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads().max(1) };
+    let threads = threads_for(m * n * k);
     let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     // SAFETY: the views and the output were bounds-checked by `sgemm`.
     unsafe {

@@ -1,6 +1,7 @@
 //! Building blocks candle lacks or that we need with exact reference semantics.
 
 mod activation;
+mod attention_cpu;
 mod batchnorm;
 mod conv;
 mod conv3d;

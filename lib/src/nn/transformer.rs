@@ -63,46 +63,19 @@ pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
-/// Scores one tile of attention holds at most (4 MiB of f32): above it, inference computes
-/// the attention in tiles of query rows.
-const TILE_SCORES: usize = 1 << 20;
-
 /// Scaled dot-product attention of q [.., N_q, d] over k, v [.., N_k, d]:
 /// softmax(q kᵀ · scale) v, [.., N_q, d].
 ///
-/// In inference, where one head's N_q × N_k scores would pass [`TILE_SCORES`] (MViT's first
-/// blocks: 25 089 × 393 at 16 × 224², 50 177 × 785 at 32 frames, 158 MB), the rows of q go in
-/// tiles through our GEMM: each tile's scores, their softmax (a row's is complete within its
-/// tile) and its share of the output, so the full score matrix never exists. Training keeps the
-/// one-piece form, whose backward candle derives.
+/// Inference on the CPU runs one fused op (`attention_cpu`): tiles of query rows through our
+/// GEMM, the softmax on each tile's scores while they are in cache, so the score matrix never
+/// exists whole (MViT-B's first block at 32 × 224²: 50 177 × 785 scores, 158 MB). Training, and
+/// other devices, compose candle's ops, whose backward candle derives.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, train: bool) -> Result<Tensor> {
-    let rank = q.rank();
-    let (nq, nk) = (q.dim(rank - 2)?, k.dim(rank - 2)?);
-    if train || nq * nk <= TILE_SCORES || super::portable(q) {
-        let scores = (q.contiguous()? * scale)?.matmul(&k.t()?)?;
-        return softmax_last(&scores, train)?.matmul(&v.contiguous()?);
+    if !train && super::fusable(q) {
+        return super::attention_cpu::attention_cpu(q, k, v, scale);
     }
-    let (d, dv) = (q.dim(rank - 1)?, v.dim(rank - 1)?);
-    let mut shape = q.dims()[..rank - 2].to_vec();
-    shape.extend([nq, dv]);
-    let groups = q.elem_count() / (nq * d);
-    let q = (q.contiguous()? * scale)?.reshape((groups, nq, d))?;
-    let k = k.contiguous()?.reshape((groups, nk, d))?;
-    let v = v.contiguous()?.reshape((groups, nk, dv))?;
-    let rows = (TILE_SCORES / nk).max(1);
-    let mut out = Vec::with_capacity(groups);
-    for g in 0..groups {
-        let (qg, kt, vg) = (q.get(g)?, k.get(g)?.t()?, v.get(g)?);
-        let mut tiles = Vec::with_capacity(nq.div_ceil(rows));
-        for start in (0..nq).step_by(rows) {
-            let len = rows.min(nq - start);
-            let scores = super::gemm::matmul(&qg.narrow(0, start, len)?, &kt)?;
-            let p = candle_nn::ops::softmax_last_dim(&scores)?;
-            tiles.push(super::gemm::matmul(&p, &vg)?);
-        }
-        out.push(Tensor::cat(&tiles, 0)?);
-    }
-    Tensor::stack(&out, 0)?.reshape(shape)
+    let scores = (q.contiguous()? * scale)?.matmul(&k.t()?)?;
+    softmax_last(&scores, train)?.matmul(&v.contiguous()?)
 }
 
 /// Multi-head self-attention with one `qkv` projection (q, k, v stacked on the output axis, as
@@ -245,19 +218,19 @@ mod tests {
         assert!((y[0][1][0] - (1.0 - p1)).abs() < 1e-6 && (y[0][1][1] - 2.0 * p1).abs() < 1e-6);
     }
 
-    /// Tiled inference attention equals the one-piece form, with tiles that do not divide the
-    /// query rows.
+    /// The fused inference attention equals the composed form, over tiles that do not divide
+    /// the query rows (1000 keys of 64: 12-row tiles, 43 rows) and in a group of one row.
     #[test]
-    fn tiled_attention_equals_the_full_product() {
-        let nk = 300;
-        let nq = TILE_SCORES / nk * 2 + 77; // two full tiles and a partial one
-        let q = Tensor::randn(0f32, 1., (1, 2, nq, 8), &Device::Cpu).unwrap();
-        let k = Tensor::randn(0f32, 1., (1, 2, nk, 8), &Device::Cpu).unwrap();
-        let v = Tensor::randn(0f32, 1., (1, 2, nk, 5), &Device::Cpu).unwrap();
-        let tiled = attend(&q, &k, &v, 0.3, false).unwrap();
-        let full = attend(&q, &k, &v, 0.3, true).unwrap();
-        assert_eq!(tiled.dims(), [1, 2, nq, 5]);
-        assert!(max_diff(&tiled, &full) < 1e-5, "{}", max_diff(&tiled, &full));
+    fn fused_attention_equals_the_composed_ops() {
+        for (nq, nk) in [(43, 1000), (1, 5)] {
+            let q = Tensor::randn(0f32, 1., (1, 2, nq, 64), &Device::Cpu).unwrap();
+            let k = Tensor::randn(0f32, 1., (1, 2, nk, 64), &Device::Cpu).unwrap();
+            let v = Tensor::randn(0f32, 1., (1, 2, nk, 5), &Device::Cpu).unwrap();
+            let fused = attend(&q, &k, &v, 0.125, false).unwrap();
+            let composed = attend(&q, &k, &v, 0.125, true).unwrap();
+            assert_eq!(fused.dims(), [1, 2, nq, 5]);
+            assert!(max_diff(&fused, &composed) < 1e-5, "{nq}×{nk}: {}", max_diff(&fused, &composed));
+        }
     }
 
     #[test]
