@@ -65,7 +65,8 @@ if [ ! -s "$out/long2h.mp4" ]; then
 fi
 python3 "$here/bench_long.py" --bin "$bin" --video "$out/long2h.mp4" --model "$out/feat_r50.safetensors" \
   --json "$out/long.json"
-# Zoo models: forward at each model's zoo input against pytorchvideo (models tier).
+# Zoo models (the 3D CNNs and MViT-B): forward at each model's zoo input against pytorchvideo
+# (models tier).
 bash "$here/peers.sh" "$peers" models
 "$peers/models/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/zoo.json"
@@ -78,6 +79,14 @@ bash "$here/peers.sh" "$peers" paddle
 # Paddle's dynamic graph.
 "$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
   --arch pptimesformer_vit_b --reps 3 --json "$out/pptimesformer.json"
+# ... at 16 frames, and the peak resident memory of one 16-frame forward on each side.
+"$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
+  --arch pptimesformer_vit_b --frames 16 --reps 3 --json "$out/pptimesformer16.json"
+"$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
+  --arch pptimesformer_vit_b --frames 16 --memory --json "$out/pptimesformer16_memory.json"
+# Attention alone (the transformers' shapes) against torch's scaled_dot_product_attention.
+"$peers/models/bin/python" "$here/bench_models.py" --attention --vidkit "$examples/bench_models" --threads 2 \
+  --reps 5 --json "$out/attention.json"
 # BMN: features -> proposals per video, vpropose against PaddleVideo's BMN + bmn_metric.py's
 # post-processing (paddle tier).
 "$peers/paddle/bin/python" "$here/bench_bmn.py" --bin "$bin" --dir "$out" --threads 2 --json "$out/bmn.json"
@@ -87,6 +96,6 @@ bash "$here/peers.sh" "$peers" paddle
 # Full-size parity: each zoo model at its own input size, the hub head with its fixed
 # pooling kernel, logits against pytorchvideo's (the tests run at reduced sizes).
 cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --ignored --nocapture
-# The video transformers at full size (ViT-B/16, 12 blocks, 8 × 224²) against PaddleVideo and
-# transformers.
+# The video transformers at full size (ViT-B/16, 12 blocks, 8 × 224²; MViT-B 16 × 4 and 32 × 3)
+# against PaddleVideo, transformers, pytorchvideo and torchvision.
 cargo test -q --test parity_transformer transformers_match_their_references_at_full_size -- --ignored --nocapture

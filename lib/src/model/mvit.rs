@@ -238,6 +238,10 @@ impl MvitBlock {
     ) -> Result<(Tensor, Thw)> {
         let (a, thw_new) = self.attn.forward_t(&self.norm1.forward_t(x, train)?, thw, train)?;
         let shortcut = match self.skip {
+            // Inference: pooled where the tokens lie.
+            Some((kernel, stride)) if !train && crate::nn::fusable(x) => {
+                crate::nn::max_pool_tokens(&x.contiguous()?, thw, kernel, stride)?.0
+            }
             Some((kernel, stride)) => max_pool_tokens(x, thw, kernel, stride)?,
             None => x.clone(),
         };

@@ -24,6 +24,7 @@ mod pooling_attention;
 mod portable;
 mod shift;
 pub(crate) mod simd;
+mod token_pool;
 mod transformer;
 mod vol2col;
 
@@ -43,6 +44,7 @@ pub use pool::{avg_pool2d_ceil, max_pool2d};
 pub use pool3d::{adaptive_avg_pool3d, avg_pool3d, max_pool3d};
 pub use pooling_attention::{AttentionPool, MultiscaleAttention, PoolingSpec, Thw};
 pub use shift::{temporal_shift, temporal_shift_paddle};
+pub use token_pool::max_pool_tokens;
 pub use transformer::{
     attend, drop_path, drop_path_rates, gelu, linear, softmax_last, LayerNorm, Mlp, MultiHeadAttention,
 };

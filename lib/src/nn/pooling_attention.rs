@@ -49,14 +49,32 @@ impl AttentionPool {
                 "attention pool: {n} tokens do not cover a {t}×{hh}×{ww} grid and a cls token"
             );
         }
+        // Inference: pooled where the tokens lie, channels last (no transposes).
+        if !train && super::fusable(x) && self.conv.bias.is_none() && self.conv.cfg.dilation == [1; 3] {
+            let (y, grid) = super::token_pool::pool_tokens(x, &self.conv.weight, thw, self.conv.cfg.stride)?;
+            return Ok((self.norm.forward_t(&y, train)?, grid));
+        }
         let cls = x.narrow(2, 0, 1)?;
-        let grid =
+        let grid_in =
             x.narrow(2, 1, n - 1)?.reshape((b * h, t, hh, ww, d))?.permute((0, 4, 1, 2, 3))?.contiguous()?;
-        let pooled = self.conv.forward(&grid)?;
+        let pooled = self.conv.forward(&grid_in)?;
         let (_, _, t1, h1, w1) = pooled.dims5()?;
         let tokens = pooled.reshape((b, h, d, t1 * h1 * w1))?.transpose(2, 3)?;
         let y = Tensor::cat(&[&cls, &tokens], 2)?;
         Ok((self.norm.forward_t(&y, train)?, [t1, h1, w1]))
+    }
+
+    /// Inference on tokens with all heads side by side, [B, 1 + T·H·W, heads·d] (the projection's
+    /// output as it lies): every head pooled by the same kernel and LayerNorm-ed, returned as
+    /// [B, heads, 1 + T'·H'·W', d]. One pass over the tokens, one transpose of the pooled ones.
+    fn forward_tokens(&self, x: &Tensor, heads: usize, thw: Thw) -> Result<(Tensor, Thw)> {
+        let (b, _, c) = x.dims3()?;
+        let d = c / heads;
+        let w = self.conv.weight.repeat((heads, 1, 1, 1, 1))?; // channel j·d + i: head j, channel i
+        let (y, grid) = super::token_pool::pool_tokens(x, &w, thw, self.conv.cfg.stride)?;
+        let n1 = y.dim(1)?;
+        let y = self.norm.forward_t(&y.reshape((b, n1, heads, d))?, false)?;
+        Ok((y.transpose(1, 2)?.contiguous()?, grid))
     }
 }
 
@@ -141,6 +159,31 @@ impl MultiscaleAttention {
     pub fn forward_t(&self, x: &Tensor, thw: Thw, train: bool) -> Result<(Tensor, Thw)> {
         let (b, n, c) = x.dims3()?;
         let (h, d) = (self.heads, c / self.heads);
+        let token_pools = [&self.pool_q, &self.pool_k, &self.pool_v]
+            .iter()
+            .all(|p| p.as_ref().is_none_or(|p| p.conv.bias.is_none() && p.conv.cfg.dilation == [1; 3]));
+        if !train && super::fusable(x) && token_pools {
+            // Inference: one projection for q, k and v, each pooled where its tokens lie.
+            let cat = |f: fn(&Linear) -> Option<&Tensor>| -> Result<Option<Tensor>> {
+                let parts: Option<Vec<&Tensor>> = [&self.q, &self.k, &self.v].iter().map(|l| f(l)).collect();
+                parts.map(|p| Tensor::cat(&p, 0)).transpose()
+            };
+            let weight = cat(|l| Some(l.weight()))?.expect("weights");
+            let qkv = linear(x, &Linear::new(weight, cat(|l| l.bias())?))?;
+            let one = |i: usize, pool: &Option<AttentionPool>| -> Result<(Tensor, Thw)> {
+                let part = qkv.narrow(2, i * c, c)?.contiguous()?;
+                match pool {
+                    Some(p) => p.forward_tokens(&part, h, thw),
+                    None => Ok((part.reshape((b, n, h, d))?.transpose(1, 2)?.contiguous()?, thw)),
+                }
+            };
+            let (q, q_thw) = one(0, &self.pool_q)?;
+            let (k, _) = one(1, &self.pool_k)?;
+            let (v, _) = one(2, &self.pool_v)?;
+            let nq = q.dim(2)?;
+            let y = attend(&q, &k, &v, self.scale, false)?.transpose(1, 2)?.reshape((b, nq, c))?;
+            return Ok((linear(&y, &self.proj)?, q_thw));
+        }
         let heads = |layer: &Linear| -> Result<Tensor> {
             linear(x, layer)?.reshape((b, n, h, d))?.transpose(1, 2)?.contiguous()
         };
@@ -201,5 +244,31 @@ mod tests {
         let expect = pool.norm.forward_t(&x, false).unwrap();
         let diff = (y - expect).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-6, "{diff}");
+    }
+
+    /// Inference pools the tokens where they lie (`token_pool`); training through the
+    /// convolution: the same values, on a grid the strides do not divide.
+    #[test]
+    fn token_pooling_equals_the_convolution() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        for (kernel, stride) in [([3, 3, 3], [1, 2, 2]), ([3, 3, 3], [2, 4, 4]), ([1, 3, 3], [1, 1, 1])] {
+            let pool = AttentionPool::new(
+                20,
+                kernel,
+                stride,
+                1e-5,
+                vb.pp(format!("p{stride:?}{kernel:?}")),
+                vb.pp(format!("n{stride:?}{kernel:?}")),
+            )
+            .unwrap();
+            let thw = [3, 5, 7];
+            let x = Tensor::randn(0f32, 1., (2, 3, 1 + 105, 20), &Device::Cpu).unwrap();
+            let (fast, g1) = pool.forward_t(&x, thw, false).unwrap();
+            let (conv, g2) = pool.forward_t(&x, thw, true).unwrap();
+            assert_eq!((g1, fast.dims()), (g2, conv.dims()));
+            let diff = (fast - conv).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "{kernel:?} / {stride:?}: {diff}");
+        }
     }
 }
