@@ -38,6 +38,11 @@ import numpy as np
 
 warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(__file__))
+# Paddle's dynamic graph takes its CPU threads from OMP_NUM_THREADS when it loads (unset: measured
+# 11.3 s for PP-TimeSformer's 8-frame forward on 2 cores, 6.8 s with 2): set it from --threads
+# before the import, so both sides run the same threads.
+if "--threads" in sys.argv[:-1]:
+    os.environ["OMP_NUM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
 import paddle  # noqa: E402
 from export_paddle_parity import build_recognizer  # noqa: E402
 
