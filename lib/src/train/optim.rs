@@ -218,26 +218,28 @@ impl Params {
 /// The groups an optimiser is built with: `fc_lr5` must have been resolved to the model's head
 /// by [`OptimizerConfig::build_for_model`] first.
 /// Layer-wise LR decay (BEiT's and MAE's `param_groups_lrd`, MViT's and VideoMAE's fine-tuning
-/// recipe) for a transformer of `depth` blocks named `backbone.blocks.{i}.`: block i at
-/// `decay^(depth − i)`, the embeddings (patch, cls, position, time) at `decay^(depth + 1)`, the
-/// final norm and the head at 1. As parameter groups (LR multipliers; decay unchanged).
+/// recipe) for a transformer of `depth` attention blocks named `backbone.blocks.{i}.`
+/// (TimeSformer) or `blocks.{i}.` (MViT): block i at `decay^(depth − i)`, the embeddings (patch,
+/// cls, position, time) at `decay^(depth + 1)`, the final norm and the head at 1. As parameter
+/// groups (LR multipliers; decay unchanged). CNNs (pytorchvideo's also name stages `blocks.N`)
+/// are refused: their blocks hold no attention.
 pub fn layer_decay_groups(names: &[&str], decay: f64) -> Result<Vec<ParamGroup>> {
     if !(decay > 0.0 && decay <= 1.0) {
         bail!("layer_decay must be in (0, 1], not {decay}");
     }
-    let depth =
-        (0..).take_while(|i| names.iter().any(|n| n.contains(&format!("backbone.blocks.{i}.")))).count();
-    if depth == 0 {
-        bail!("layer_decay applies to transformers (blocks named backbone.blocks.N); this model has none");
+    let prefix = if names.iter().any(|n| n.starts_with("backbone.blocks.")) { "backbone." } else { "" };
+    let blocks = format!("{prefix}blocks.");
+    if !names.iter().any(|n| n.starts_with(&blocks) && n.contains(".attn.")) {
+        bail!("layer_decay applies to transformers (attention blocks named backbone.blocks.N or blocks.N); this model has none");
     }
+    let depth = (0..).take_while(|i| names.iter().any(|n| n.starts_with(&format!("{blocks}{i}.")))).count();
     let mut g: Vec<ParamGroup> = (0..depth)
-        .map(|i| ParamGroup::new(&format!("backbone.blocks.{i}."), decay.powi((depth - i) as i32), 1.0))
+        .map(|i| ParamGroup::new(&format!("{blocks}{i}."), decay.powi((depth - i) as i32), 1.0))
         .collect();
-    for embedding in
-        ["backbone.patch_embed.", "backbone.cls_token", "backbone.pos_embed", "backbone.time_embed"]
-    {
-        if names.iter().any(|n| n.starts_with(embedding)) {
-            g.push(ParamGroup::new(embedding, decay.powi(depth as i32 + 1), 1.0));
+    for embedding in ["patch_embed.", "cls_token", "pos_embed", "time_embed", "cls_positional_encoding."] {
+        let pattern = format!("{prefix}{embedding}");
+        if names.iter().any(|n| n.starts_with(&pattern)) {
+            g.push(ParamGroup::new(&pattern, decay.powi(depth as i32 + 1), 1.0));
         }
     }
     Ok(g)
@@ -1518,5 +1520,18 @@ mod tests {
         let none = ["head.fc.weight"];
         assert!(layer_decay_groups(&none, 0.5).unwrap_err().to_string().contains("backbone.blocks.N"));
         assert!(layer_decay_groups(&names, 1.5).is_err());
+        // MViT's names (no backbone prefix); a 3D CNN's pytorchvideo stages are no transformer.
+        let mvit = [
+            "patch_embed.patch_model.weight",
+            "cls_positional_encoding.pos_embed_spatial",
+            "blocks.0.attn.q.weight",
+            "blocks.1.mlp.fc1.weight",
+            "head.proj.weight",
+        ];
+        let g = layer_decay_groups(&mvit, 0.5).unwrap();
+        let mult = |p: &str| g.iter().find(|g| g.pattern == p).map(|g| g.lr_mult);
+        assert_eq!((mult("blocks.0."), mult("blocks.1.")), (Some(0.25), Some(0.5)));
+        assert_eq!((mult("patch_embed."), mult("cls_positional_encoding.")), (Some(0.125), Some(0.125)));
+        assert!(layer_decay_groups(&["blocks.1.res_blocks.0.branch2.conv_a.weight"], 0.5).is_err());
     }
 }
