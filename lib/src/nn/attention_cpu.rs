@@ -84,6 +84,19 @@ impl CustomOp3 for FusedAttention {
         let rows = (TILE_MACS / (nk * d).max(1)).div_ceil(12).max(1) * 12;
         let rows = rows.min(nq.div_ceil(12) * 12);
         let tiles = nq.div_ceil(rows);
+        // Where a group has several tiles, kᵀ of every group once, [d, N_k] row-major: the GEMM
+        // then packs its columns from contiguous rows for each tile instead of gathering one value
+        // from each of 32 keys (with one tile a group, that packing happens once anyway).
+        let transposed = tiles > 1;
+        let mut kt_all = vec![0f32; if transposed { groups * d * nk } else { 0 }];
+        for g in (0..groups).filter(|_| transposed) {
+            let (src, dst) = (&k[g * nk * d..][..nk * d], &mut kt_all[g * d * nk..][..d * nk]);
+            for j in 0..nk {
+                for c in 0..d {
+                    dst[c * nk + j] = src[j * d + c];
+                }
+            }
+        }
         let mut out = vec![0f32; groups * nq * dv];
         let dst = DisjointMut(out.as_mut_ptr());
         // The tasks share the threads; each one's products stay on its thread.
@@ -92,10 +105,13 @@ impl CustomOp3 for FusedAttention {
                 let (g, r0) = (task / tiles, task % tiles * rows);
                 let len = rows.min(nq - r0);
                 let qg = &q[(g * nq + r0) * d..][..len * d];
-                let kg = &k[g * nk * d..][..nk * d];
+                let kt = match transposed {
+                    true => MatRef::row_major(&kt_all[g * d * nk..][..d * nk], d, nk),
+                    false => MatRef::row_major(&k[g * nk * d..][..nk * d], nk, d).t(),
+                };
                 let vg = &v[g * nk * dv..][..nk * dv];
                 let mut scores = vec![0f32; len * nk];
-                let (a, kt) = (MatRef::row_major(qg, len, d), MatRef::row_major(kg, nk, d).t());
+                let a = MatRef::row_major(qg, len, d);
                 sgemm(a, kt, &mut scores, nk, false, Epilogue::default());
                 let mut inv_sums = vec![0f32; len];
                 softmax_rows(&mut scores, nk, scale, &mut inv_sums);
