@@ -78,6 +78,12 @@ Refused, by name: ip-CSN (conv2.1), which has no vidkit architecture, and ResNet
 not pytorchvideo's R(2+1)D-50 that r2plus1d_r50 is); a backbone imported as another's \
 architecture is refused naming the ones it imports as.
 
+Temporal localizers: bmn from PaddleVideo's .pdparams (backbone.b_conv1.*, ...) or MMAction2's \
+.pth (x_1d_b.0.*, ..., its saved sample_mask checked); bsn from MMAction2's two checkpoints, the \
+TEM's as IN (conv1-3.*) and the PEM's with --pem (fc1-2.*), into one model file (widths from the \
+weights; temporal_dim 100 and the PGM, soft-NMS and post-processing settings of MMAction2's \
+ActivityNet configs, any of them by -o, e.g. -o temporal_dim=128).
+
 Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
 stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
 up: mode (softmax, alias embedded_gaussian, or dot_product), use_scale, reduction (inner width = \
@@ -146,6 +152,9 @@ Examples:
   # MMAction2's BMN (its own post-processing and times come with it: vpropose follows them)
   vconvert --arch bmn bmn_400x100_2x8_9e_activitynet_feature_20200619-42a3b111.pth bmn.safetensors
 
+  # MMAction2's BSN: its TEM and PEM checkpoints into one model file
+  vconvert --arch bsn tem_epoch_20.pth --pem pem_epoch_20.pth bsn.safetensors
+
   # PaddleVideo's PP-TimeSformer (ViT-B/16, divided space-time attention, 8 frames)
   vconvert --arch pptimesformer_vit_b ppTimeSformer_k400_8f.pdparams pptimesformer_k400.safetensors
 
@@ -186,9 +195,14 @@ pub struct Args {
     #[arg(long)]
     pub list_archs: bool,
 
-    /// PyTorch checkpoint (.pth, .pt, .pyth) or Paddle checkpoint (.pdparams).
+    /// PyTorch checkpoint (.pth, .pt, .pyth) or Paddle checkpoint (.pdparams); for bsn, the TEM's.
     #[arg(value_name = "IN", required_unless_present_any = ["list_archs", "lists"])]
     pub input: Option<PathBuf>,
+
+    /// With --arch bsn: MMAction2's PEM checkpoint, which goes into the same model file as the
+    /// TEM's (IN).
+    #[arg(long, value_name = "PEM.pth")]
+    pub pem: Option<PathBuf>,
 
     /// Model file to write (.safetensors), atomically.
     #[arg(value_name = "OUT.safetensors", required_unless_present_any = ["list_archs", "lists"])]
@@ -268,6 +282,34 @@ pub fn main(args: Args) -> Result<Outcome> {
     };
     if input == output {
         bail!("{}: the output would overwrite the input", output.display());
+    }
+    if args.pem.is_some() && arch != "bsn" {
+        bail!("--pem is for --arch bsn (MMAction2's PEM checkpoint)");
+    }
+    if arch == "bsn" {
+        let Some(pem) = &args.pem else {
+            bail!("{}: bsn needs MMAction2's PEM checkpoint too: --pem PEM.pth", input.display());
+        };
+        if pem == output {
+            bail!("{}: the output would overwrite the input", output.display());
+        }
+        let (config, tensors) = vidkit::model::import_bsn_mmaction2(input, pem, &args.options)?;
+        vidkit::model::save_tensors(&tensors, &config, output)?;
+        if !args.quiet {
+            let spec = vidkit::model::bsn_spec(&config)?;
+            eprintln!(
+                "vconvert: {} + {} -> {}: bsn (MMAction2 TEM + PEM), features {} wide, T {}, TEM {} wide, PEM {} wide; {} tensors",
+                input.display(),
+                pem.display(),
+                output.display(),
+                spec.feat_dim,
+                spec.temporal_dim,
+                spec.tem_hidden_dim,
+                spec.pem_hidden_dim,
+                tensors.len()
+            );
+        }
+        return Ok(Outcome::Success);
     }
     if arch_info(arch)?.task == Task::Localizer {
         // Temporal localizers are not recognizers: their own importer and model file check.

@@ -1,5 +1,5 @@
 //! `vpropose`: temporal action proposals from per-video feature sequences with a localizer model
-//! (BMN); one JSON line per video, or the ActivityNet result JSON.
+//! (BMN, BSN); one JSON line per video, or the ActivityNet result JSON.
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
@@ -28,6 +28,9 @@ Examples:
   # the raw maps (start, end, boundary-matching) for your own post-processing
   vpropose --model bmn.safetensors fix_feat_100/v_abc.npy --raw -o v_abc.vks
 
+  # MMAction2's BSN (TEM + PGM + PEM) on its per-video CSV features
+  vpropose --model bsn.safetensors csv_mean_100/ --durations anet_anno_val.json --format activitynet -o bsn.json
+
 Reads per-video feature sequences [T, C] (a features stream, an HDF5 store, .npy/.csv files or a
 directory of them; see vidkit-features(5)); each must have the model's T steps and C channels
 (rescale with vfeat --rescale T). BMN (PaddleVideo's bmn.py and bmn_metric.py): the
@@ -42,16 +45,24 @@ sequence only, the end one step after the map position's, soft-NMS 0.4/0.5/0.9, 
 the whole snippets, duration_frame // 16 * 16 / duration_frame * seconds (frames from the features'
 fps or the durations file's duration_frame).
 
+BSN (MMAction2's bsn.py, bsn_utils.py, proposal_utils.py): the TEM's actionness, start and end
+probabilities; candidates pairing every boundary step (a peak or above half the maximum; the
+first and last always) with each later one, scored start * end, the best 1000; each candidate's
+32 boundary-sensitive features (the actionness sampled over its start region, end region and
+body) scored by the PEM; score = PEM * start * end; soft-NMS 0.75/0.65/0.9 and times as
+MMAction2's BMN above. --raw writes the TEM's action, start and end [T] and the candidates [N, 6]
+(tmin, tmax, tmin_score, tmax_score, PEM score, score).
+
 Output: one JSON line per video {\"video\", \"duration\"?, \"segments\": [{\"segment\": [t0, t1],
 \"score\"}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
 \"external_data\"}. A video that cannot be processed is reported and skipped (exit 1).";
 
 #[derive(clap::Parser, Debug)]
-#[command(name = "vpropose", version, about = "Temporal action proposals from feature sequences with a localizer model (BMN)", after_help = EXAMPLES)]
+#[command(name = "vpropose", version, about = "Temporal action proposals from feature sequences with a localizer model (BMN, BSN)", after_help = EXAMPLES)]
 pub struct Args {
     /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
-    /// The localizer model (vconvert --arch bmn).
+    /// The localizer model (vconvert --arch bmn|bsn, or vtrain --arch bmn|bsn).
     #[arg(long)]
     pub model: PathBuf,
     /// Output file (written atomically); default stdout.

@@ -58,18 +58,26 @@ Examples:
   vtrain --arch bmn --train-list fix_feat_100 --gt activitynet_1.3_annotations.json \
       --train-subset training --val-subset validation --out runs/bmn -o batch_size=4
 
+  # BSN as MMAction2 trains it: the TEM, then the PGM over the training videos, then the PEM
+  vtrain --arch bsn --train-list csv_mean_100 --gt anet_anno_train_val.json \
+      --train-subset training --val-subset validation --out runs/bsn
+
 Writes OUT/last.safetensors and OUT/best.safetensors (model files for vclassify),
 OUT/last.ckpt.safetensors (the training state for --resume) and OUT/log.jsonl. Inputs ending
 in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.
 Feature-sequence models (attention_lstm, attention_cluster, nextvlad) train from per-video
 features: an HDF5 feature store or a features stream (vfeat); class count, feature widths and
 multi-label mode (any video with a label list) come from the data unless set with -o.
-Localizers (bmn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
+Localizers (bmn, bsn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
 files or directories) and --gt annotations; the defaults are bmn.yaml's (T = D = 100, 9 epochs,
 16 videos a step, Adam with L2 1e-4, 1e-3 then 1e-4 after epoch 7), any BMN size by -o
 (tscale=..., hidden_1d=...); the feature width comes from the data. Videos missing from the
 annotations or of the wrong size are reported and skipped. best.safetensors has the best
-validation AUC (ActivityNet's AR@AN, AN up to 100), as veval --proposals scores it.";
+validation AUC (ActivityNet's AR@AN, AN up to 100), as veval --proposals scores it. BSN
+(MMAction2's configs): 20 TEM epochs (Adam 1e-3, L2 1e-4, x0.1 at 7 and 14), then the best 500
+candidates of every training video with their tIoU, then 20 PEM epochs (Adam 1e-2, L2 1e-5, x0.1
+at 10), gradients clipped at 40; -o tem_epochs=, pem_epochs=, temporal_dim=, pem_balanced=true
+(BSN's paper weighting, which MMAction2's loss cancels); validation after each PEM epoch.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -113,7 +121,7 @@ pub struct Args {
     /// Seed (overrides the config's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Localizers (bmn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
+    /// Localizers (bmn, bsn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
     /// MMAction2's per-video JSON (id -> {duration_second, annotations}) or a THUMOS14
     /// annotation directory (subsets validation and test; durations from the features).
     #[arg(long, value_name = "FILE")]
@@ -382,18 +390,18 @@ fn train_on_features(args: Args, mut cfg: TrainConfig) -> Result<Outcome> {
     run(args, cfg, train_source, val)
 }
 
-/// Localizers: per-video features and segment annotations.
-fn train_localizer(args: Args) -> Result<Outcome> {
-    use vidkit::train::localizer::{localizer_samples, train_localizer, LocalizerRun, LocalizerTrainConfig};
-    let mut cfg = match &args.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("{}: cannot read config", p.display()))?;
-            serde_json::from_str::<LocalizerTrainConfig>(&text)
-                .with_context(|| format!("{}: bad localizer training config", p.display()))?
-        }
-        None => LocalizerTrainConfig::default(),
-    };
+/// A localizer's training data before it is checked against the model: features and the
+/// annotations of their subsets.
+struct LocalizerData {
+    train: Vec<vidkit::featstore::VideoFeatures>,
+    train_annotations: Vec<vidkit::data::AnnotatedVideo>,
+    /// Validation features, their annotations and where they came from.
+    val: Option<(Vec<vidkit::featstore::VideoFeatures>, Vec<vidkit::data::AnnotatedVideo>, String)>,
+    /// `-o` overrides, the feature width of the data first (unless the config or -o sets it).
+    overrides: Vec<String>,
+}
+
+fn localizer_data(args: &Args, section: &str) -> Result<LocalizerData> {
     let gt_path = args
         .gt
         .as_deref()
@@ -409,9 +417,10 @@ fn train_localizer(args: Args) -> Result<Outcome> {
         Ok(v)
     };
     let mut train_videos = read_features(&args.train_list)?;
-    // The feature width from the data unless the config or -o sets it.
     let given = |k: &str| {
-        args.overrides.iter().any(|o| o.starts_with(&format!("{k}=")) || o.starts_with(&format!("bmn.{k}=")))
+        args.overrides
+            .iter()
+            .any(|o| o.starts_with(&format!("{k}=")) || o.starts_with(&format!("{section}.{k}=")))
     };
     let mut overrides = Vec::new();
     if args.config.is_none() {
@@ -421,25 +430,15 @@ fn train_localizer(args: Args) -> Result<Outcome> {
         widths.sort_unstable();
         let common = widths.chunk_by(|a, b| a == b).max_by_key(|c| c.len()).map(|c| c[0]);
         if let (Some(w), false) = (common, given("feat_dim")) {
-            overrides.push(format!("bmn.feat_dim={w}"));
+            overrides.push(format!("{section}.feat_dim={w}"));
         }
     }
     overrides.extend(args.overrides.iter().cloned());
     if let Some(s) = args.seed {
         overrides.push(format!("seed={s}"));
     }
-    cfg.apply_overrides(&overrides)?;
-    let quiet = args.quiet;
-    let skip = |m: String| {
-        if !quiet {
-            eprintln!("vtrain: {m}");
-        }
-    };
-    let name = |p: &Path| p.display().to_string();
     let val = match (&args.val_list, &args.val_subset) {
-        (Some(p), s) => {
-            Some(localizer_samples(read_features(p)?, &subset(s)?, &cfg.bmn, &args.modality, &name(p), skip)?)
-        }
+        (Some(p), s) => Some((read_features(p)?, subset(s)?, p.display().to_string())),
         (None, Some(_)) => {
             // The validation subset's videos among the training features; they are not trained on.
             let anns = subset(&args.val_subset)?;
@@ -448,26 +447,98 @@ fn train_localizer(args: Args) -> Result<Outcome> {
                 .into_iter()
                 .partition(|v| vidkit::data::find_video_id(&v.id, |f| ids.contains(f)).is_some());
             train_videos = rest;
-            Some(localizer_samples(val, &anns, &cfg.bmn, &args.modality, &name(&args.train_list), skip)?)
+            Some((val, anns, args.train_list.display().to_string()))
         }
         (None, None) => None,
     };
-    let train = localizer_samples(
-        train_videos,
-        &subset(&args.train_subset)?,
-        &cfg.bmn,
-        &args.modality,
-        &name(&args.train_list),
-        skip,
-    )?;
+    Ok(LocalizerData { train: train_videos, train_annotations: subset(&args.train_subset)?, val, overrides })
+}
+
+/// A localizer training config from --config or the defaults.
+fn localizer_config<T: serde::de::DeserializeOwned + Default>(args: &Args) -> Result<T> {
+    Ok(match &args.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("{}: cannot read config", p.display()))?;
+            serde_json::from_str::<T>(&text)
+                .with_context(|| format!("{}: bad localizer training config", p.display()))?
+        }
+        None => T::default(),
+    })
+}
+
+fn report_videos(quiet: bool, train: usize, val: Option<usize>) {
     if !quiet {
         eprintln!(
-            "vtrain: {} training videos{}",
-            train.len(),
-            val.as_ref().map(|v| format!(", {} validation videos", v.len())).unwrap_or_default()
+            "vtrain: {train} training videos{}",
+            val.map(|v| format!(", {v} validation videos")).unwrap_or_default()
         );
     }
+}
+
+/// Localizers: per-video features and segment annotations.
+fn train_localizer(args: Args) -> Result<Outcome> {
+    if args.arch == "bsn" {
+        return train_bsn(args);
+    }
+    use vidkit::train::localizer::{localizer_samples, train_localizer, LocalizerRun, LocalizerTrainConfig};
+    let mut cfg: LocalizerTrainConfig = localizer_config(&args)?;
+    let data = localizer_data(&args, "bmn")?;
+    cfg.apply_overrides(&data.overrides)?;
+    let quiet = args.quiet;
+    let skip = |m: String| {
+        if !quiet {
+            eprintln!("vtrain: {m}");
+        }
+    };
+    let val = match data.val {
+        Some((videos, anns, source)) => {
+            Some(localizer_samples(videos, &anns, &cfg.bmn, &args.modality, &source, skip)?)
+        }
+        None => None,
+    };
+    let source = args.train_list.display().to_string();
+    let train =
+        localizer_samples(data.train, &data.train_annotations, &cfg.bmn, &args.modality, &source, skip)?;
+    report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
     let summary = train_localizer(LocalizerRun {
+        config: cfg,
+        train,
+        val,
+        out_dir: args.out.clone(),
+        resume: args.resume,
+        stop_after: args.stop_after,
+        quiet,
+    })?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(Outcome::Success)
+}
+
+/// BSN: the TEM, then the PGM over the training videos, then the PEM (MMAction2's two configs).
+fn train_bsn(args: Args) -> Result<Outcome> {
+    use vidkit::train::bsn::{train_bsn, BsnRun, BsnTrainConfig};
+    use vidkit::train::localizer::localizer_videos;
+    let mut cfg: BsnTrainConfig = localizer_config(&args)?;
+    let data = localizer_data(&args, "bsn")?;
+    cfg.apply_overrides(&data.overrides)?;
+    let quiet = args.quiet;
+    let skip = |m: String| {
+        if !quiet {
+            eprintln!("vtrain: {m}");
+        }
+    };
+    let shape = (cfg.bsn.temporal_dim, cfg.bsn.feat_dim);
+    let val = match data.val {
+        Some((videos, anns, source)) => {
+            Some(localizer_videos(videos, &anns, shape, &args.modality, &source, skip, Ok)?)
+        }
+        None => None,
+    };
+    let source = args.train_list.display().to_string();
+    let train =
+        localizer_videos(data.train, &data.train_annotations, shape, &args.modality, &source, skip, Ok)?;
+    report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
+    let summary = train_bsn(BsnRun {
         config: cfg,
         train,
         val,

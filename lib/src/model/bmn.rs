@@ -165,7 +165,7 @@ impl SampleMask {
 
 /// A 1-D convolution as Paddle's `Conv1D` (weight [out, in / groups, k], bias [out]).
 #[derive(Clone, Debug)]
-struct Conv1d {
+pub(super) struct Conv1d {
     weight: Tensor,
     bias: Tensor,
     padding: usize,
@@ -173,13 +173,13 @@ struct Conv1d {
 }
 
 impl Conv1d {
-    fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, groups: usize) -> Result<Self> {
+    pub(super) fn new(vb: VarBuilder, cin: usize, cout: usize, k: usize, groups: usize) -> Result<Self> {
         let weight = vb.get((cout, cin / groups, k), "weight")?;
         let bias = vb.get(cout, "bias")?;
         Ok(Self { weight, bias, padding: k / 2, groups })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.conv1d(&self.weight, self.padding, 1, 1, self.groups)?.broadcast_add(&self.bias.reshape((
             1,
             (),

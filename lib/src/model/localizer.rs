@@ -3,9 +3,12 @@
 //! themselves. `vpropose` runs any of them through [`load_localizer`]; the registry names which
 //! architectures are localizers and the loader of each.
 
-use super::{bmn_spec, load_bmn, registry, Bmn, BmnVariant, ModelConfig};
+use super::{
+    bmn_spec, bsn_scored, bsn_spec, load_bmn, load_bsn, registry, Bmn, BmnVariant, Bsn, ModelConfig,
+};
 use crate::proposals::{
-    bmn_candidates, bmn_proposals, mmaction2_bmn_candidates, mmaction2_bmn_proposals, Proposal,
+    bmn_candidates, bmn_proposals, mmaction2_bmn_candidates, mmaction2_bmn_proposals,
+    mmaction2_post_processing, Proposal,
 };
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayD};
@@ -114,6 +117,60 @@ impl Localizer for Bmn {
     }
 }
 
+impl Bsn {
+    fn video(&self, features: &Array2<f32>) -> Result<super::BsnVideoOutput> {
+        check_features(features, self.input_shape())?;
+        self.run_video(features.t().iter().copied().collect())
+    }
+}
+
+impl Localizer for Bsn {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn input_shape(&self) -> (usize, usize) {
+        (self.spec.temporal_dim, self.spec.feat_dim)
+    }
+
+    /// The TEM's `action`, `start` and `end` [T] (MMAction2's TEM results, whose CSV adds the
+    /// anchors) and the PGM's `candidates` [N, 6], best first by `tmin_score · tmax_score`, with
+    /// MMAction2's PEM result columns: tmin, tmax (normalised), tmin_score, tmax_score, the PEM's
+    /// score and the product of the three (the score soft-NMS starts from).
+    fn raw_outputs(&self, features: &Array2<f32>) -> Result<Vec<RawOutput>> {
+        let out = self.video(features)?;
+        let t = self.spec.temporal_dim;
+        let scored = bsn_scored(&out);
+        let rows: Vec<f32> = out
+            .candidates
+            .iter()
+            .zip(&out.pem_scores)
+            .zip(&scored)
+            .flat_map(|((c, &p), s)| [c.tmin, c.tmax, c.tmin_score, c.tmax_score, p, s.score as f32])
+            .collect();
+        let n = out.candidates.len();
+        Ok(vec![
+            RawOutput { name: "action", layout: "T", array: ArrayD::from_shape_vec(vec![t], out.action)? },
+            RawOutput { name: "start", layout: "T", array: ArrayD::from_shape_vec(vec![t], out.start)? },
+            RawOutput { name: "end", layout: "T", array: ArrayD::from_shape_vec(vec![t], out.end)? },
+            RawOutput { name: "candidates", layout: "NK", array: ArrayD::from_shape_vec(vec![n, 6], rows)? },
+        ])
+    }
+
+    /// MMAction2's TEM, PGM (`generate_candidate_proposals`, `generate_bsp_feature`), `PEM.predict`
+    /// and `post_processing` (soft-NMS α 0.75, thresholds 0.65/0.9, times scaled by the whole
+    /// snippets' duration).
+    fn propose(&self, features: &Array2<f32>, timing: &VideoTiming, top: usize) -> Result<Vec<Proposal>> {
+        let out = self.video(features)?;
+        let (seconds, frames) = match timing.seconds {
+            Some(s) => (s, timing.frames),
+            None => (1.0, None),
+        };
+        let interval = self.spec.feature_extraction_interval;
+        Ok(mmaction2_post_processing(bsn_scored(&out), self.spec.soft_nms(), seconds, frames, interval, top))
+    }
+}
+
 /// What a registry row of a localizer calls to load its model file (config already read).
 pub type LocalizerLoader = fn(&std::path::Path, &ModelConfig) -> Result<Box<dyn Localizer>>;
 
@@ -127,6 +184,12 @@ pub fn load_localizer(path: &std::path::Path) -> Result<Box<dyn Localizer>> {
         registry::Builder::Localizer(load) => load(path, &cfg),
         registry::Builder::Recognizer(_) => bail!("{}: {} is not a localizer", path.display(), cfg.arch),
     }
+}
+
+/// BSN (MMAction2's TEM and PEM in one file).
+pub(super) fn load_bsn_localizer(path: &std::path::Path, cfg: &ModelConfig) -> Result<Box<dyn Localizer>> {
+    bsn_spec(cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    Ok(Box::new(load_bsn(path)?))
 }
 
 /// BMN (PaddleVideo's or MMAction2's variant, by its spec).

@@ -2,6 +2,7 @@
 //! (one `.safetensors` with the config in its metadata, DESIGN.md §2.4).
 
 mod bmn;
+mod bsn;
 mod config;
 mod file;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod gradcheck;
 mod import;
 mod import_3d;
 mod import_bmn;
+mod import_bsn;
 mod import_mvit;
 mod import_paddle;
 mod import_vit;
@@ -32,6 +34,10 @@ pub use bmn::{
     bmn_config, bmn_from_tensors, bmn_spec, init_bmn, load_bmn, Bmn, BmnOutput, BmnSpec, BmnVariant,
     SampleMask, LOCALIZER_KEY,
 };
+pub use bsn::{
+    bsn_config, bsn_from_tensors, bsn_scored, bsn_spec, init_bsn, load_bsn, Bsn, BsnSpec, BsnVideoOutput,
+    BSN_KEY,
+};
 pub use config::{ModelConfig, SequenceSpec};
 pub use file::{
     from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
@@ -41,6 +47,7 @@ pub use import::{
 };
 pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
+pub use import_bsn::import_bsn_mmaction2;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};

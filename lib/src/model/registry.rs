@@ -4,7 +4,7 @@
 //! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
 //! here and a parity fixture.
 
-use super::localizer::{load_bmn_localizer, LocalizerLoader};
+use super::localizer::{load_bmn_localizer, load_bsn_localizer, LocalizerLoader};
 use super::mvit::build_mvit;
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
@@ -106,6 +106,7 @@ const SEQUENCE: Builder = Builder::Recognizer(build_sequence);
 const TIMESFORMER: Builder = Builder::Recognizer(build_timesformer);
 const MVIT: Builder = Builder::Recognizer(build_mvit);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
+const BSN: Builder = Builder::Localizer(load_bsn_localizer);
 
 use Task::{Localizer, Recognizer, SequenceRecognizer};
 
@@ -144,6 +145,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("mvit_base_16x4", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(16, 4, 256, 224)),
     row("mvit_base_32x3", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(32, 3, 256, 224)),
     row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
+    // BSN: MMAction2's TEM + PGM + PEM.
+    row("bsn", Localizer, BSN, &["mmaction2"], None),
 ];
 
 /// The names of every registered architecture, in table order.
@@ -191,7 +194,7 @@ mod tests {
             let localizer = matches!(a.builder, Builder::Localizer(_));
             assert_eq!(localizer, a.task == Task::Localizer, "{}: builder of another task", a.name);
         }
-        assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn"]);
+        assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn", "bsn"]);
         let e = require_task("bmn", &[Task::Recognizer, Task::SequenceRecognizer]).unwrap_err();
         assert!(
             e.to_string().starts_with("bmn is a temporal localizer, not a recognizer of frames or"),

@@ -13,7 +13,7 @@ use super::bmn::{bmn_loss, bmn_targets, BmnTargets};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use super::optim::{trainable_vars, AdamWConfig, OptimizerConfig};
 use super::schedule::{Decay, LrSchedule};
-use super::trainer::{apply_json_overrides, last_checkpoint};
+use super::trainer::{apply_json_overrides, last_checkpoint, Log};
 use crate::data::{find_video_id, AnnotatedVideo, Segment, SegmentGroundTruth, SegmentPredictions};
 use crate::featstore::VideoFeatures;
 use crate::metric::localization::{linspace, proposal_recall};
@@ -26,7 +26,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -111,34 +110,44 @@ pub struct LocalizerSample {
     pub targets: BmnTargets,
 }
 
+/// One annotated video's feature sequence, checked against the model's input.
+#[derive(Clone, Debug)]
+pub struct LocalizerVideo {
+    pub id: String,
+    /// The features channels first, [C, T].
+    pub features: Vec<f32>,
+    pub duration: f64,
+    /// Ground-truth segments in seconds.
+    pub segments: Vec<(f64, f64)>,
+}
+
 /// Pairs feature sequences with their annotations (ids matched in any of their written forms,
-/// [`crate::data::video_id_forms`]). A video that is not annotated, or whose features do not fit
-/// the model (width, length, non-finite values), is reported through `skip` and left out; it is an
-/// error only when no video is left.
-pub fn localizer_samples(
+/// [`crate::data::video_id_forms`]) for a model taking [steps, width]. A video that is not
+/// annotated, or whose features do not fit the model (width, length, non-finite values), is
+/// reported through `skip` and left out, as is one that `make` refuses; it is an error only when
+/// no video is left.
+pub fn localizer_videos<T>(
     videos: Vec<VideoFeatures>,
     annotations: &[AnnotatedVideo],
-    spec: &BmnSpec,
+    (steps, width): (usize, usize),
     modality: &str,
     source: &str,
     mut skip: impl FnMut(String),
-) -> Result<Vec<LocalizerSample>> {
+    make: impl Fn(LocalizerVideo) -> Result<T>,
+) -> Result<Vec<T>> {
     let by_id: HashMap<&str, &AnnotatedVideo> = annotations.iter().map(|a| (a.id.as_str(), a)).collect();
     let mut out = Vec::new();
     let mut first_problem = None;
     let total = videos.len();
     for v in videos {
-        let sample = (|| -> Result<LocalizerSample> {
+        let sample = (|| -> Result<T> {
             let key = find_video_id(&v.id, |f| by_id.contains_key(f)).context("not in the annotations")?;
             let ann = by_id[key.as_str()];
             let rows = v.modality(modality).with_context(|| format!("no {modality:?} features"))?;
             let (t, c) = rows.dim();
-            if (t, c) != (spec.tscale, spec.feat_dim) {
+            if (t, c) != (steps, width) {
                 bail!(
-                    "features are [{t}, {c}]; the model takes [{}, {}] (resample with vfeat --rescale {})",
-                    spec.tscale,
-                    spec.feat_dim,
-                    spec.tscale
+                    "features are [{t}, {c}]; the model takes [{steps}, {width}] (resample with vfeat --rescale {steps})"
                 );
             }
             if let Some(i) = rows.iter().position(|x| !x.is_finite()) {
@@ -150,13 +159,11 @@ pub fn localizer_samples(
                 .duration
                 .or(v.duration)
                 .context("no duration in the annotations or the features (a store or stream has it)")?;
-            let targets = bmn_targets(&segments, duration, spec.tscale, spec.dscale)?;
-            Ok(LocalizerSample {
+            make(LocalizerVideo {
                 id: ann.id.clone(),
                 features: rows.t().iter().copied().collect(),
                 duration,
                 segments,
-                targets,
             })
         })();
         match sample {
@@ -175,6 +182,27 @@ pub fn localizer_samples(
         }
     }
     Ok(out)
+}
+
+/// [`localizer_videos`] for BMN, with each video's targets.
+pub fn localizer_samples(
+    videos: Vec<VideoFeatures>,
+    annotations: &[AnnotatedVideo],
+    spec: &BmnSpec,
+    modality: &str,
+    source: &str,
+    skip: impl FnMut(String),
+) -> Result<Vec<LocalizerSample>> {
+    localizer_videos(videos, annotations, (spec.tscale, spec.feat_dim), modality, source, skip, |v| {
+        let targets = bmn_targets(&v.segments, v.duration, spec.tscale, spec.dscale)?;
+        Ok(LocalizerSample {
+            id: v.id,
+            features: v.features,
+            duration: v.duration,
+            segments: v.segments,
+            targets,
+        })
+    })
 }
 
 pub struct LocalizerRun {
@@ -226,13 +254,21 @@ pub fn propose_samples(model: &Bmn, samples: &[LocalizerSample], top: usize) -> 
 
 /// The ground truth of `samples` as `veval` reads it.
 pub fn samples_ground_truth(samples: &[LocalizerSample]) -> SegmentGroundTruth {
+    ground_truth(samples.iter().map(|s| (&s.id, &s.segments)))
+}
+
+/// The ground truth of `videos` as `veval` reads it.
+pub fn samples_ground_truth_of(videos: &[LocalizerVideo]) -> SegmentGroundTruth {
+    ground_truth(videos.iter().map(|v| (&v.id, &v.segments)))
+}
+
+fn ground_truth<'a>(videos: impl Iterator<Item = (&'a String, &'a Vec<(f64, f64)>)>) -> SegmentGroundTruth {
     SegmentGroundTruth {
-        videos: samples
-            .iter()
-            .map(|s| {
+        videos: videos
+            .map(|(id, segments)| {
                 let segs =
-                    s.segments.iter().map(|&(t0, t1)| Segment { t0, t1, label: None, score: 1.0 }).collect();
-                (s.id.clone(), segs)
+                    segments.iter().map(|&(t0, t1)| Segment { t0, t1, label: None, score: 1.0 }).collect();
+                (id.clone(), segs)
             })
             .collect(),
         classes: Vec::new(),
@@ -283,16 +319,9 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
         }
         state = ckpt.restore(&varmap, optim.as_mut())?;
     }
-    let log_path = run.out_dir.join("log.jsonl");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resume)
-        .write(true)
-        .truncate(!resume)
-        .open(&log_path)
-        .with_context(|| format!("{}: cannot open log", log_path.display()))?;
+    let mut log = Log::open(&run.out_dir, resume)?;
     if !resume {
-        writeln!(log, "{}", serde_json::json!({"event": "config", "config": cfg}))?;
+        log.line(serde_json::json!({"event": "config", "config": cfg}))?;
     }
     let n = run.train.len();
     let ipe = n.div_ceil(cfg.batch_size);
@@ -333,7 +362,7 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
             if (iter + 1) % cfg.log_every.max(1) == 0 || iter + 1 == ipe {
                 let line = serde_json::json!({"event": "train", "epoch": epoch, "iter": iter, "loss": loss_v,
                     "tem": loss.tem, "pem_reg": loss.pem_reg, "pem_cls": loss.pem_cls, "lr": lr});
-                writeln!(log, "{line}")?;
+                log.line(line)?;
             }
             progress.inc(batch.len() as u64);
             progress.set_message(format!(
@@ -362,7 +391,7 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
                 save_model(&varmap, &model_cfg, &run.out_dir.join("best.safetensors"))?;
             }
         }
-        writeln!(log, "{line}")?;
+        log.line(line.clone())?;
         if !run.quiet {
             progress.eprintln(&format!("vtrain: {line}"));
         }

@@ -3,6 +3,7 @@
 //! `loss.backward()` → (accumulate, clip) → `optimizer.step(&grads)` → `set_lr(schedule.lr(..))`.
 
 pub mod bmn;
+pub mod bsn;
 pub mod checkpoint;
 pub mod loader;
 pub mod localizer;

@@ -369,12 +369,13 @@ fn multi_hot(labels: &[Vec<usize>], classes: usize, device: &Device) -> Result<T
     Ok(Tensor::from_vec(v, (labels.len(), classes), device)?)
 }
 
-struct Log {
+/// A run's `log.jsonl`: one JSON object per line, appended to on resume.
+pub(crate) struct Log {
     file: std::fs::File,
 }
 
 impl Log {
-    fn open(dir: &Path, append: bool) -> Result<Self> {
+    pub(crate) fn open(dir: &Path, append: bool) -> Result<Self> {
         let path = dir.join("log.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -386,7 +387,7 @@ impl Log {
         Ok(Self { file })
     }
 
-    fn line(&mut self, v: Value) -> Result<()> {
+    pub(crate) fn line(&mut self, v: Value) -> Result<()> {
         writeln!(self.file, "{v}")?;
         Ok(())
     }

@@ -7,6 +7,8 @@
 
 use anyhow::{bail, Result};
 
+pub mod bsn;
+
 /// One proposal on the normalised [0, 1] scale of the sequence (or in seconds once scaled).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Proposal {
@@ -191,20 +193,34 @@ pub fn soft_nms_mmaction2(
     decay(props, alpha, low, high, |left, kept| left > 0 && kept <= top_k)
 }
 
-/// MMAction2's `post_processing` for BMN (config `bmn_400x100`: alpha 0.4, low 0.5, high 0.9,
-/// top 100): soft-NMS when there is more than one candidate, best first, the best `top`, and
-/// segments [max(0, xmin) · d, min(1, xmax) · d] with d the duration the whole snippets cover,
-/// `duration_frame // interval · interval / duration_frame · duration_second` (the plain
-/// duration where the frame count is unknown).
-pub fn mmaction2_bmn_proposals(
+/// MMAction2's soft-NMS settings (`soft_nms_alpha`, `soft_nms_low_threshold`,
+/// `soft_nms_high_threshold`, `post_process_top_k` of a localizer's config).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SoftNmsMmaction2 {
+    pub alpha: f64,
+    pub low: f64,
+    pub high: f64,
+    pub top_k: usize,
+}
+
+/// MMAction2's `post_processing` (`localizers/utils/proposal_utils.py`): soft-NMS when there is
+/// more than one candidate, best first, the best `top`, and segments [max(0, xmin) · d,
+/// min(1, xmax) · d] with d the duration the whole snippets cover, `duration_frame // interval ·
+/// interval / duration_frame · duration_second` (the plain duration where the frame count is
+/// unknown).
+pub fn mmaction2_post_processing(
     candidates: Vec<Proposal>,
+    nms: SoftNmsMmaction2,
     duration_second: f64,
     duration_frame: Option<f64>,
     interval: usize,
     top: usize,
 ) -> Vec<Proposal> {
-    let mut props =
-        if candidates.len() > 1 { soft_nms_mmaction2(candidates, 0.4, 0.5, 0.9, 100) } else { candidates };
+    let mut props = if candidates.len() > 1 {
+        soft_nms_mmaction2(candidates, nms.alpha, nms.low, nms.high, nms.top_k)
+    } else {
+        candidates
+    };
     props.reverse();
     props.sort_by(|a, b| b.score.total_cmp(&a.score));
     let duration = match duration_frame {
@@ -215,6 +231,19 @@ pub fn mmaction2_bmn_proposals(
         _ => duration_second,
     };
     in_seconds(props, duration, top)
+}
+
+/// MMAction2's `post_processing` as its BMN config (`bmn_400x100`) sets it: alpha 0.4, low 0.5,
+/// high 0.9, top 100.
+pub fn mmaction2_bmn_proposals(
+    candidates: Vec<Proposal>,
+    duration_second: f64,
+    duration_frame: Option<f64>,
+    interval: usize,
+    top: usize,
+) -> Vec<Proposal> {
+    let nms = SoftNmsMmaction2 { alpha: 0.4, low: 0.5, high: 0.9, top_k: 100 };
+    mmaction2_post_processing(candidates, nms, duration_second, duration_frame, interval, top)
 }
 
 #[cfg(test)]
