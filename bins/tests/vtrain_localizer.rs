@@ -163,3 +163,73 @@ fn bad_input_is_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--gt is for localizers"), "{}", stderr(&o));
 }
+
+fn train_bsn(p: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "--arch",
+        "bsn",
+        "--train-list",
+        "feats",
+        "--gt",
+        "anno.json",
+        "--val-subset",
+        "validation",
+        "--out",
+        out,
+        "-o",
+        "temporal_dim=16",
+        "-o",
+        "tem_hidden_dim=16",
+        "-o",
+        "pem_hidden_dim=8",
+        "-o",
+        "batch_size=2",
+        "-o",
+        "tem_epochs=2",
+        "-o",
+        "pem_epochs=2",
+    ];
+    args.extend_from_slice(extra);
+    run(env!("CARGO_BIN_EXE_vtrain"), &args, p)
+}
+
+/// `vtrain --arch bsn`: the TEM's epochs then the PEM's, validated after each PEM epoch, and
+/// `--resume` continuing exactly from a stop at the end of the TEM stage and from one inside the
+/// PEM stage.
+#[test]
+fn bsn_trains_in_two_stages_and_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    dataset(p, false);
+    let o = train_bsn(p, "full", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("4 training videos, 2 validation videos"), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["epochs_run"], 4);
+    let log = std::fs::read_to_string(p.join("full/log.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "epoch")
+        .collect();
+    let stages: Vec<&str> = epochs.iter().map(|v| v["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["tem", "tem", "pem", "pem"]);
+    assert!(
+        epochs[..2].iter().all(|v| v.get("val_auc").is_none())
+            && epochs[2..].iter().all(|v| v["val_auc"].is_f64())
+    );
+    let o =
+        run(env!("CARGO_BIN_EXE_vpropose"), &["--model", "full/best.safetensors", "feats/v_4.npy", "-q"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, stops) in [("a", &["2"][..]), ("b", &["3"][..]), ("c", &["1", "2"][..])] {
+        for s in stops {
+            let o = train_bsn(p, name, &["--stop-after", s, "--resume", "-q"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = train_bsn(p, name, &["--resume", "-q"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let a = std::fs::read(p.join("full/last.safetensors")).unwrap();
+        let b = std::fs::read(p.join(name).join("last.safetensors")).unwrap();
+        assert!(a == b, "{name}: a resumed run differs from an uninterrupted one");
+    }
+}

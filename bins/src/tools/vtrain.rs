@@ -77,7 +77,9 @@ validation AUC (ActivityNet's AR@AN, AN up to 100), as veval --proposals scores 
 (MMAction2's configs): 20 TEM epochs (Adam 1e-3, L2 1e-4, x0.1 at 7 and 14), then the best 500
 candidates of every training video with their tIoU, then 20 PEM epochs (Adam 1e-2, L2 1e-5, x0.1
 at 10), gradients clipped at 40; -o tem_epochs=, pem_epochs=, temporal_dim=, pem_balanced=true
-(BSN's paper weighting, which MMAction2's loss cancels); validation after each PEM epoch.";
+(BSN's paper weighting, which MMAction2's loss cancels); validation after each PEM epoch. Its
+proposals scale by the plain duration (feature_extraction_interval 1: the features cover the whole
+video).";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]

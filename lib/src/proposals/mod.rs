@@ -224,7 +224,8 @@ pub fn mmaction2_post_processing(
     props.reverse();
     props.sort_by(|a, b| b.score.total_cmp(&a.score));
     let duration = match duration_frame {
-        Some(f) if f > 0.0 && interval > 0 => {
+        // An interval of 1 frame: the snippets cover every frame, the plain duration.
+        Some(f) if f > 0.0 && interval > 1 => {
             let i = interval as f64;
             (f / i).floor() * i / f * duration_second
         }

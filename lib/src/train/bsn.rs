@@ -13,8 +13,10 @@
 //! here; `pem_balanced` weights each candidate's loss instead, as BSN's paper describes.
 //!
 //! Segments are normalised by the video's duration (MMAction2's `corrected_second`, with the
-//! features covering the whole video); validation proposes as `vpropose` does and scores
-//! ActivityNet's AUC, after each PEM epoch.
+//! features covering the whole video, as `vfeat --rescale` makes them), and the model trained
+//! here scales its proposals by that duration too (`feature_extraction_interval` 1; MMAction2's
+//! 16 stretches them to the whole 16-frame snippets its CSV features cover). Validation proposes
+//! as `vpropose` does and scores ActivityNet's AUC, after each PEM epoch.
 
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use super::localizer::{samples_ground_truth_of, LocalizerSummary, LocalizerVideo};
@@ -69,7 +71,9 @@ fn adam(lr: f64, l2: f64) -> OptimizerConfig {
 impl Default for BsnTrainConfig {
     fn default() -> Self {
         Self {
-            bsn: BsnSpec::default(),
+            // Features over the whole video (vfeat --rescale): times scale by the plain duration,
+            // as the targets here are normalised by it.
+            bsn: BsnSpec { feature_extraction_interval: 1, ..Default::default() },
             tem_epochs: 20,
             pem_epochs: 20,
             batch_size: 16,
