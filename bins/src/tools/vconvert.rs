@@ -82,7 +82,10 @@ Temporal localizers: bmn from PaddleVideo's .pdparams (backbone.b_conv1.*, ...) 
 .pth (x_1d_b.0.*, ..., its saved sample_mask checked); bsn from MMAction2's two checkpoints, the \
 TEM's as IN (conv1-3.*) and the PEM's with --pem (fc1-2.*), into one model file (widths from the \
 weights; temporal_dim 100 and the PGM, soft-NMS and post-processing settings of MMAction2's \
-ActivityNet configs, any of them by -o, e.g. -o temporal_dim=128).
+ActivityNet configs, any of them by -o, e.g. -o temporal_dim=128); ctcn from the 2019 Paddle \
+video zoo's CTCN.pdparams (fluid.save: conv2d_N.*, batch_norm_N.* matched in the order fpn_ctcn.py \
+creates its layers, the heads' loc/cls_pred_conv1/2_weights/bias; concepts, anchors and classes \
+from the heads; img_size 512 and ctcn.yaml's TEST decoding settings, any of them by -o).
 
 Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
 stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
@@ -151,6 +154,9 @@ Examples:
 
   # MMAction2's BMN (its own post-processing and times come with it: vpropose follows them)
   vconvert --arch bmn bmn_400x100_2x8_9e_activitynet_feature_20200619-42a3b111.pth bmn.safetensors
+
+  # the 2019 Paddle zoo's C-TCN (temporal action detection on 402 concept scores per step)
+  vconvert --arch ctcn CTCN.pdparams ctcn.safetensors
 
   # MMAction2's BSN: its TEM and PEM checkpoints into one model file
   vconvert --arch bsn tem_epoch_20.pth --pem pem_epoch_20.pth bsn.safetensors
@@ -285,6 +291,24 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     if args.pem.is_some() && arch != "bsn" {
         bail!("--pem is for --arch bsn (MMAction2's PEM checkpoint)");
+    }
+    if arch == "ctcn" {
+        let (config, tensors) = vidkit::model::import_ctcn_pdparams(input, &args.options)?;
+        vidkit::model::save_tensors(&tensors, &config, output)?;
+        if !args.quiet {
+            let spec = vidkit::model::ctcn_spec(&config)?;
+            eprintln!(
+                "vconvert: {} -> {}: ctcn (the 2019 Paddle zoo), features {} wide at {} steps, {} classes with the background, {} anchors; {} tensors",
+                input.display(),
+                output.display(),
+                spec.concept_size,
+                spec.img_size,
+                spec.num_classes,
+                spec.total_anchors(),
+                tensors.len()
+            );
+        }
+        return Ok(Outcome::Success);
     }
     if arch == "bsn" {
         let Some(pem) = &args.pem else {

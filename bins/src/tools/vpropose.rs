@@ -212,8 +212,21 @@ fn write_raw(out: &mut Output, id: &str, duration: Option<f64>, outputs: Vec<Raw
 fn propose(model: &dyn Localizer, v: &VideoFeatures, args: &Args, timing: &VideoTiming) -> Result<Value> {
     let props = model.propose(features_of(v, &args.modality)?, timing, args.top as usize)?;
     let duration = timing.seconds;
-    let segments: Vec<Value> =
-        props.iter().map(|p| json!({"segment": [p.xmin, p.xmax], "score": p.score})).collect();
+    let labels = model.config().labels.as_deref();
+    let segments: Vec<Value> = props
+        .iter()
+        .map(|p| {
+            let mut seg = json!({"segment": [p.xmin, p.xmax], "score": p.score});
+            if let Some(i) = p.label {
+                // The class name where the model has its labels, else its index.
+                seg["label"] = match labels.and_then(|l| l.get(i)) {
+                    Some(name) => name.clone().into(),
+                    None => i.to_string().into(),
+                };
+            }
+            seg
+        })
+        .collect();
     let mut line = json!({"video": v.id, "segments": segments});
     match duration {
         Some(d) => line["duration"] = d.into(),

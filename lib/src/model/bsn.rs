@@ -271,6 +271,7 @@ pub fn bsn_scored(out: &BsnVideoOutput) -> Vec<crate::proposals::Proposal> {
             xmin: c.tmin as f64,
             xmax: c.tmax as f64,
             score: (p * c.tmin_score * c.tmax_score) as f64,
+            label: None,
         })
         .collect()
 }

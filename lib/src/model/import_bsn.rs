@@ -11,21 +11,30 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// `key=value` overrides of any spec field (values as JSON, else strings).
-fn apply_overrides(spec: BsnSpec, overrides: &[String]) -> Result<BsnSpec> {
-    let mut root = serde_json::to_value(&spec)?;
+/// `key=value` overrides of any field of a localizer's spec (values as JSON, else strings; an
+/// `ARCH.` prefix allowed), refusing unknown keys with the known ones.
+pub(super) fn apply_spec_overrides<T: serde::Serialize + serde::de::DeserializeOwned>(
+    spec: &T,
+    overrides: &[String],
+    arch: &str,
+) -> Result<T> {
+    let mut root = serde_json::to_value(spec)?;
     for o in overrides {
         let (k, v) = o.split_once('=').ok_or_else(|| anyhow!("override {o:?} is not key=value"))?;
         let value = serde_json::from_str::<Value>(v).unwrap_or_else(|_| Value::String(v.to_string()));
-        let key = k.trim().strip_prefix("bsn.").unwrap_or(k.trim());
+        let key = k.trim().strip_prefix(&format!("{arch}.")).unwrap_or(k.trim());
         if root.get(key).is_none() {
             let known: Vec<String> =
                 root.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            bail!("bsn has no option {key:?} (known: {})", known.join(", "));
+            bail!("{arch} has no option {key:?} (known: {})", known.join(", "));
         }
         root[key] = value;
     }
-    let spec: BsnSpec = serde_json::from_value(root).context("bsn options after -o")?;
+    serde_json::from_value(root).with_context(|| format!("{arch} options after -o"))
+}
+
+fn apply_overrides(spec: BsnSpec, overrides: &[String]) -> Result<BsnSpec> {
+    let spec = apply_spec_overrides(&spec, overrides, "bsn")?;
     spec.validate()?;
     Ok(spec)
 }

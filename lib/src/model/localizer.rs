@@ -4,7 +4,8 @@
 //! architectures are localizers and the loader of each.
 
 use super::{
-    bmn_spec, bsn_scored, bsn_spec, load_bmn, load_bsn, registry, Bmn, BmnVariant, Bsn, ModelConfig,
+    bmn_spec, bsn_scored, bsn_spec, ctcn_spec, load_bmn, load_bsn, load_ctcn, registry, resize_nearest, Bmn,
+    BmnVariant, Bsn, Ctcn, ModelConfig,
 };
 use crate::proposals::{
     bmn_candidates, bmn_proposals, mmaction2_bmn_candidates, mmaction2_bmn_proposals,
@@ -171,6 +172,64 @@ impl Localizer for Bsn {
     }
 }
 
+impl Ctcn {
+    /// Offsets [A, 2] and class probabilities [A, K] for one video's features [T, W], resized to
+    /// the model's steps as the reference's reader does.
+    fn video(&self, features: &Array2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (t, w) = features.dim();
+        if w != self.spec.concept_size || t == 0 {
+            bail!("features are [{t}, {w}]; the model takes [T, {}]", self.spec.concept_size);
+        }
+        if let Some(i) = features.iter().position(|x| !x.is_finite()) {
+            bail!("features row {} column {} is not a finite number", i / w, i % w);
+        }
+        let rows = resize_nearest(features, self.spec.img_size);
+        let x = candle_core::Tensor::from_vec(
+            rows.iter().copied().collect::<Vec<f32>>(),
+            (1, self.spec.img_size, w),
+            &candle_core::Device::Cpu,
+        )?;
+        let out = self.forward_t(&x, false)?;
+        let probs = candle_nn::ops::softmax_last_dim(&out.cls)?;
+        Ok((out.loc.flatten_all()?.to_vec1()?, probs.flatten_all()?.to_vec1()?))
+    }
+}
+
+impl Localizer for Ctcn {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Any number of steps (resized to `img_size`), `concept_size` wide.
+    fn input_shape(&self) -> (usize, usize) {
+        (self.spec.img_size, self.spec.concept_size)
+    }
+
+    /// `loc` [A, 2] (centre and width offsets) and `cls` [A, K] (class probabilities, the
+    /// background first), the outputs the reference's `outputs()` fetches.
+    fn raw_outputs(&self, features: &Array2<f32>) -> Result<Vec<RawOutput>> {
+        let (loc, probs) = self.video(features)?;
+        let (a, k) = (self.spec.total_anchors(), self.spec.num_classes);
+        Ok(vec![
+            RawOutput { name: "loc", layout: "AK", array: ArrayD::from_shape_vec(vec![a, 2], loc)? },
+            RawOutput { name: "cls", layout: "AK", array: ArrayD::from_shape_vec(vec![a, k], probs)? },
+        ])
+    }
+
+    /// `BoxCoder.decode` (score threshold, NMS, Gaussian soft-NMS per class) and
+    /// `detection_metrics.py`'s segments; labelled detections, best first.
+    fn propose(&self, features: &Array2<f32>, timing: &VideoTiming, top: usize) -> Result<Vec<Proposal>> {
+        let (loc, probs) = self.video(features)?;
+        let dets = crate::proposals::ctcn::ctcn_detections(&loc, &probs, &self.spec);
+        Ok(crate::proposals::ctcn::ctcn_segments(
+            &dets,
+            self.spec.img_size,
+            timing.seconds.unwrap_or(1.0),
+            top,
+        ))
+    }
+}
+
 /// What a registry row of a localizer calls to load its model file (config already read).
 pub type LocalizerLoader = fn(&std::path::Path, &ModelConfig) -> Result<Box<dyn Localizer>>;
 
@@ -184,6 +243,12 @@ pub fn load_localizer(path: &std::path::Path) -> Result<Box<dyn Localizer>> {
         registry::Builder::Localizer(load) => load(path, &cfg),
         registry::Builder::Recognizer(_) => bail!("{}: {} is not a localizer", path.display(), cfg.arch),
     }
+}
+
+/// C-TCN (the 2019 zoo's detector).
+pub(super) fn load_ctcn_localizer(path: &std::path::Path, cfg: &ModelConfig) -> Result<Box<dyn Localizer>> {
+    ctcn_spec(cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    Ok(Box::new(load_ctcn(path)?))
 }
 
 /// BSN (MMAction2's TEM and PEM in one file).

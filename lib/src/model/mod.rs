@@ -4,6 +4,7 @@
 mod bmn;
 mod bsn;
 mod config;
+mod ctcn;
 mod file;
 #[cfg(test)]
 mod gradcheck;
@@ -11,6 +12,7 @@ mod import;
 mod import_3d;
 mod import_bmn;
 mod import_bsn;
+mod import_ctcn;
 mod import_mvit;
 mod import_paddle;
 mod import_vit;
@@ -39,6 +41,10 @@ pub use bsn::{
     BSN_KEY,
 };
 pub use config::{ModelConfig, SequenceSpec};
+pub use ctcn::{
+    ctcn_config, ctcn_from_tensors, ctcn_parameter_names, ctcn_spec, init_ctcn, load_ctcn, resize_nearest,
+    Ctcn, CtcnOutput, CtcnSpec, CTCN_KEY, CTCN_STEPS,
+};
 pub use file::{
     from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
 };
@@ -48,6 +54,7 @@ pub use import::{
 pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_bsn::import_bsn_mmaction2;
+pub use import_ctcn::import_ctcn_pdparams;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};

@@ -4,7 +4,7 @@
 //! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
 //! here and a parity fixture.
 
-use super::localizer::{load_bmn_localizer, load_bsn_localizer, LocalizerLoader};
+use super::localizer::{load_bmn_localizer, load_bsn_localizer, load_ctcn_localizer, LocalizerLoader};
 use super::mvit::build_mvit;
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
@@ -107,6 +107,7 @@ const TIMESFORMER: Builder = Builder::Recognizer(build_timesformer);
 const MVIT: Builder = Builder::Recognizer(build_mvit);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 const BSN: Builder = Builder::Localizer(load_bsn_localizer);
+const CTCN: Builder = Builder::Localizer(load_ctcn_localizer);
 
 use Task::{Localizer, Recognizer, SequenceRecognizer};
 
@@ -147,6 +148,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
     // BSN: MMAction2's TEM + PGM + PEM.
     row("bsn", Localizer, BSN, &["mmaction2"], None),
+    // C-TCN: the 2019 PaddlePaddle video zoo's detector (fluid parameters).
+    row("ctcn", Localizer, CTCN, &["paddle_fluid"], None),
 ];
 
 /// The names of every registered architecture, in table order.
@@ -194,7 +197,7 @@ mod tests {
             let localizer = matches!(a.builder, Builder::Localizer(_));
             assert_eq!(localizer, a.task == Task::Localizer, "{}: builder of another task", a.name);
         }
-        assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn", "bsn"]);
+        assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn", "bsn", "ctcn"]);
         let e = require_task("bmn", &[Task::Recognizer, Task::SequenceRecognizer]).unwrap_err();
         assert!(
             e.to_string().starts_with("bmn is a temporal localizer, not a recognizer of frames or"),

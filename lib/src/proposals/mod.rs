@@ -8,6 +8,7 @@
 use anyhow::{bail, Result};
 
 pub mod bsn;
+pub mod ctcn;
 
 /// One proposal on the normalised [0, 1] scale of the sequence (or in seconds once scaled).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -15,6 +16,8 @@ pub struct Proposal {
     pub xmin: f64,
     pub xmax: f64,
     pub score: f64,
+    /// A detector's class (an index into the model's labels); proposals have none.
+    pub label: Option<usize>,
 }
 
 /// `boundary_choose`: steps whose score is above half the maximum or a strict local peak
@@ -58,6 +61,7 @@ pub fn bmn_candidates(bm: &[f32], start: &[f32], end: &[f32], dscale: usize) -> 
                     xmin: 1.0 / t as f64 * s as f64,
                     xmax: 1.0 / t as f64 * (e + 1) as f64,
                     score: score as f64,
+                    label: None,
                 });
             }
         }
@@ -119,6 +123,7 @@ fn in_seconds(props: Vec<Proposal>, duration: f64, top: usize) -> Vec<Proposal> 
             xmin: p.xmin.max(0.0) * duration,
             xmax: p.xmax.min(1.0) * duration,
             score: p.score,
+            label: p.label,
         })
         .collect()
 }
@@ -170,6 +175,7 @@ pub fn mmaction2_bmn_candidates(
                     xmin: s as f64 / t as f64,
                     xmax: e as f64 / t as f64,
                     score: score as f64,
+                    label: None,
                 });
             }
         }
@@ -260,7 +266,7 @@ mod tests {
 
     #[test]
     fn soft_nms_keeps_the_best_and_decays_overlaps() {
-        let p = |a: f64, b: f64, s: f64| Proposal { xmin: a, xmax: b, score: s };
+        let p = |a: f64, b: f64, s: f64| Proposal { xmin: a, xmax: b, score: s, label: None };
         let kept = soft_nms(vec![p(0.0, 0.5, 0.9), p(0.0, 0.45, 0.8), p(0.6, 0.9, 0.5)], 0.4, 0.55, 0.9);
         // the last remaining proposal is dropped, as the reference's loop does
         assert_eq!(kept.len(), 2);

@@ -1,0 +1,100 @@
+//! C-TCN against the 2019 PaddlePaddle video zoo's fluid code (PaddlePaddle/models release/1.8
+//! `PaddleCV/video/models/ctcn/`), through scripts/export_ctcn_parity.py's PyTorch restatement
+//! (fluid does not run on Paddle 3) in the models peers tier: `vconvert --arch ctcn` imports the
+//! parameters under fluid's names, the offsets and class logits match at a reduced size (64
+//! steps, 12 concepts, 5 classes; the full ResNet-50 widths), and `vpropose` gives the
+//! reference's decoded detections (nearest resize, softmax, per-class NMS and soft-NMS, seconds).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+fn fixture() -> Option<PathBuf> {
+    let script = workspace_root().join("scripts/export_ctcn_parity.py");
+    let keys = [script.clone(), workspace_root().join("scripts/ctcn_ref.py")];
+    cached_fixture("ctcn-parity", &keys, "img64", models_peers_python, &script, &[])
+}
+
+fn max_rel(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    diff / want.iter().map(|b| b.abs()).fold(0f32, f32::max)
+}
+
+#[test]
+fn ctcn_imports_and_detects_as_the_paddle_zoo() {
+    let Some(fx) = fixture() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let pd = fx.join("ctcn.pdparams");
+    let o = run(
+        env!("CARGO_BIN_EXE_vconvert"),
+        &["--arch", "ctcn", pd.to_str().unwrap(), "ctcn.safetensors", "-o", "img_size=64"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ctcn (the 2019 Paddle zoo), features 12 wide at 64 steps, 5 classes"),
+        "{}",
+        stderr(&o)
+    );
+    let model = vidkit::model::load_ctcn(&p.join("ctcn.safetensors")).unwrap();
+    let (shape, x) = read_npy_f32(&fx.join("input.npy"));
+    let x = candle_core::Tensor::from_vec(x, shape, &candle_core::Device::Cpu).unwrap();
+    let out = model.forward_t(&x, false).unwrap();
+    for (name, got) in [("loc", &out.loc), ("cls", &out.cls)] {
+        let (wshape, want) = read_npy_f32(&fx.join(format!("{name}.npy")));
+        assert_eq!(got.dims(), &wshape[..]);
+        let e = max_rel(&got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), &want);
+        eprintln!("ctcn {name}: relative error {e}");
+        assert!(e < 1e-4, "{name}: {e}");
+    }
+    // One video of 50 steps, resized to 64, decoded, in seconds of an 87.5 s video.
+    let (_, v) = read_npy_f32(&fx.join("video.npy"));
+    let rows = ndarray::Array2::from_shape_vec((50, 12), v).unwrap();
+    ndarray_npy::write_npy(p.join("v_a.npy"), &rows).unwrap();
+    std::fs::write(p.join("durations.json"), r#"{"v_a": {"duration_second": 87.5}}"#).unwrap();
+    let o = run(
+        env!("CARGO_BIN_EXE_vpropose"),
+        &["--model", "ctcn.safetensors", "v_a.npy", "--durations", "durations.json", "--top", "100000", "-q"],
+        p,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = line["segments"].as_array().unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("detections.json")).unwrap()).unwrap();
+    let mut want: Vec<&serde_json::Value> = want["detections"].as_array().unwrap().iter().collect();
+    // The reference lists them class by class; vpropose best first.
+    want.sort_by(|a, b| b["score"].as_f64().unwrap().total_cmp(&a["score"].as_f64().unwrap()));
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0f64;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["label"].as_str().unwrap(), w["label"].as_u64().unwrap().to_string(), "{g} vs {w}");
+        for i in 0..2 {
+            let (a, b) = (g["segment"][i].as_f64().unwrap(), w["segment"][i].as_f64().unwrap());
+            worst = worst.max((a - b).abs());
+            assert!((a - b).abs() < 1e-4, "{g} vs {w}");
+        }
+        let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * b.abs(), "{g} vs {w}");
+    }
+    eprintln!("ctcn: {} detections equal to the reference's (segments within {worst:.2e} s)", got.len());
+}
+
+/// A file that is not C-TCN's is refused in one line, nothing written.
+#[test]
+fn ctcn_imports_that_do_not_fit_are_refused() {
+    let Some(fx) = fixture() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let pd = fx.join("ctcn.pdparams");
+    let o = run(
+        env!("CARGO_BIN_EXE_vconvert"),
+        &["--arch", "ctcn", pd.to_str().unwrap(), "out.safetensors", "-o", "anchor_num=2"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("7 anchors per step"), "{}", stderr(&o));
+    assert!(!p.join("out.safetensors").exists());
+}
