@@ -235,3 +235,58 @@ def segments(dets, duration, img_size=512):
     return [{"score": s, "label": k,
              "segment": [max(0, duration * a / img_size), min(duration, duration * b / img_size)]}
             for a, b, s, k in dets]
+
+
+def encode(boxes, labels, img_size):
+    """BoxCoder.encode: boxes [M, 2] in input steps, labels [M] (>= 1)."""
+    labels = np.array(labels)
+    db = default_boxes(img_size)
+    dyy = np.concatenate((db[:, 0, None] - db[:, 1, None] / 2, db[:, 0, None] + db[:, 1, None] / 2), axis=1)
+    b = np.array(boxes, dtype=np.float64)
+    left = np.maximum(dyy[:, None, 0], b[:, 0])
+    right = np.minimum(dyy[:, None, 1], b[:, 1])
+    inter = (right - left).clip(min=0)
+    a1 = np.abs(dyy[:, 0] - dyy[:, 1])
+    a2 = np.abs(b[:, 0] - b[:, 1])
+    ious = inter / (a1[:, None] + a2 - inter)
+    index = np.full(len(dyy), -1, dtype="int64")
+    masked = ious.copy()
+    while True:
+        v = masked.max(0)
+        i = np.argmax(masked, 0)
+        j = np.argmax(v, 0)
+        i, j = i[j], j
+        if masked[i, j] < 1e-6:
+            break
+        index[i] = j
+        masked[i, :] = 0
+        masked[:, j] = 0
+    mask = (index < 0) & (ious.max(1) >= 0.5)
+    if mask.any() and np.squeeze(mask.nonzero()).size > 1:
+        index[mask] = np.argmax(ious[np.squeeze(mask.nonzero())], 1)
+    bb = b[np.clip(index, 0, None)]
+    bc, bw = (bb[:, 0] + bb[:, 1]) / 2, bb[:, 1] - bb[:, 0]
+    dc, dw = (dyy[:, 0] + dyy[:, 1]) / 2, dyy[:, 1] - dyy[:, 0]
+    loc = np.stack(((bc - dc) / dw / 0.1, (bw / dw - 1.0) / 0.2), axis=1)
+    cls = labels[index.clip(0, None)]
+    cls[index < 0] = 0
+    return loc.astype(np.float32), cls.astype(np.int64)
+
+
+def loss(loc_preds, cls_preds, loc_t, cls_t, alpha=2.0):
+    """FPNCTCN.loss: smooth_l1 on positives (summed), softmax CE on positives and the hardest
+    3 negatives per positive of each sample (argsort of -loss over negatives), / positives."""
+    pos = (cls_t > 0).float()
+    num_pos = pos.sum()
+    d = (loc_preds - loc_t) * pos[..., None]
+    ad = d.abs()
+    sl1 = torch.where(ad < 1, 0.5 * d * d, ad - 0.5).sum()
+    ce = F.cross_entropy(cls_preds.reshape(-1, cls_preds.shape[-1]), cls_t.reshape(-1), reduction="none")
+    ce = ce.reshape(cls_t.shape)
+    neg_key = ce * (pos - 1)
+    idx = torch.argsort(neg_key, dim=1, stable=True)
+    rank = torch.argsort(idx, dim=1, stable=True)
+    neg = rank < (3 * pos.sum(1, keepdim=True))
+    sel = ((pos > 0) | neg).float()
+    cls_loss = (ce * sel).sum()
+    return float((alpha * sl1 + cls_loss) / num_pos), float(alpha * sl1 / num_pos), float(cls_loss / num_pos)

@@ -8,6 +8,8 @@ Writes into OUT_DIR:
   input.npy         float32 [N, T, W]  features already at img_size steps
   loc.npy cls.npy   float32 [N, A, 2], [N, A, K]  offsets and class logits
   video.npy         float32 [T0, W]  one video of another length
+  train.json        BoxCoder.encode targets for two videos' boxes and FPNCTCN.loss on the
+                    batch's outputs with them
   detections.json   its decoded detections (ctcn_ref.decode after the nearest resize, softmax),
                     as segments of a DURATION-second video
 
@@ -68,4 +70,14 @@ probs = torch.softmax(vcls, -1)[0].numpy()
 dets = ref.decode(vloc[0].numpy(), probs, a.img)
 with open(os.path.join(a.out, "detections.json"), "w") as f:
     json.dump({"duration": a.duration, "detections": ref.segments(dets, a.duration, a.img)}, f)
+# Training targets and the loss on the batch's outputs: boxes in input steps, classes >= 1.
+boxes = [[[5.0, 20.0], [30.0, 33.0]], [[10.0, 50.0]]]
+labels = [[1, 3], [2]]
+targets = [ref.encode(b, l, a.img) for b, l in zip(boxes, labels)]
+loc_t = torch.from_numpy(np.stack([t[0] for t in targets]))
+cls_t = torch.from_numpy(np.stack([t[1] for t in targets]))
+total, lterm, cterm = ref.loss(loc, cls, loc_t, cls_t)
+with open(os.path.join(a.out, "train.json"), "w") as f:
+    json.dump({"boxes": boxes, "labels": labels, "loc_targets": loc_t.numpy().tolist(),
+               "cls_targets": cls_t.numpy().tolist(), "loss": total, "loc": lterm, "cls": cterm}, f)
 print(f"ctcn fixtures: {loc.shape[1]} anchors, {len(dets)} detections", file=sys.stderr)

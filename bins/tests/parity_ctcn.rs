@@ -98,3 +98,49 @@ fn ctcn_imports_that_do_not_fit_are_refused() {
     assert!(stderr(&o).contains("7 anchors per step"), "{}", stderr(&o));
     assert!(!p.join("out.safetensors").exists());
 }
+
+/// Training targets (`BoxCoder.encode`) and the loss (`FPNCTCN.loss`: smooth-L1 on the positives
+/// ×2, cross-entropy with 3:1 hard negatives) as the reference computes them.
+#[test]
+fn ctcn_targets_and_loss_match_the_paddle_zoo() {
+    let Some(fx) = fixture() else { return };
+    let train: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("train.json")).unwrap()).unwrap();
+    let spec =
+        vidkit::model::CtcnSpec { img_size: 64, concept_size: 12, num_classes: 5, ..Default::default() };
+    let (mut locs, mut clss) = (Vec::new(), Vec::new());
+    for v in 0..2 {
+        let boxes: Vec<(f64, f64)> = train["boxes"][v]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| (b[0].as_f64().unwrap(), b[1].as_f64().unwrap()))
+            .collect();
+        let labels: Vec<usize> =
+            train["labels"][v].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as usize).collect();
+        let (loc, cls) = vidkit::train::ctcn::ctcn_targets(&boxes, &labels, &spec);
+        let want_cls: Vec<u32> =
+            train["cls_targets"][v].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as u32).collect();
+        assert_eq!(cls, want_cls, "video {v} classes");
+        let want_loc: Vec<f32> = train["loc_targets"][v]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32))
+            .collect();
+        assert!(max_rel(&loc, &want_loc) < 1e-6, "video {v} offsets");
+        locs.extend(loc);
+        clss.extend(cls);
+    }
+    let (ls, l) = read_npy_f32(&fx.join("loc.npy"));
+    let (cs, c) = read_npy_f32(&fx.join("cls.npy"));
+    let loc = candle_core::Tensor::from_vec(l, ls, &candle_core::Device::Cpu).unwrap();
+    let cls = candle_core::Tensor::from_vec(c, cs, &candle_core::Device::Cpu).unwrap();
+    let loss = vidkit::train::ctcn::ctcn_loss(&loc, &cls, &locs, &clss, 2.0, 3).unwrap();
+    let (got, want) = (loss.total.to_scalar::<f32>().unwrap() as f64, train["loss"].as_f64().unwrap());
+    eprintln!(
+        "ctcn loss {got} vs {want} (loc {} vs {}, cls {} vs {})",
+        loss.loc, train["loc"], loss.cls, train["cls"]
+    );
+    assert!((got - want).abs() < 1e-4 * want.abs(), "{got} vs {want}");
+}

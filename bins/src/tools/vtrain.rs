@@ -403,7 +403,7 @@ struct LocalizerData {
     overrides: Vec<String>,
 }
 
-fn localizer_data(args: &Args, section: &str) -> Result<LocalizerData> {
+fn localizer_data(args: &Args, section: &str, width_key: &str) -> Result<LocalizerData> {
     let gt_path = args
         .gt
         .as_deref()
@@ -431,8 +431,8 @@ fn localizer_data(args: &Args, section: &str) -> Result<LocalizerData> {
             train_videos.iter().filter_map(|v| v.modality(&args.modality).map(|a| a.ncols())).collect();
         widths.sort_unstable();
         let common = widths.chunk_by(|a, b| a == b).max_by_key(|c| c.len()).map(|c| c[0]);
-        if let (Some(w), false) = (common, given("feat_dim")) {
-            overrides.push(format!("{section}.feat_dim={w}"));
+        if let (Some(w), false) = (common, given(width_key)) {
+            overrides.push(format!("{section}.{width_key}={w}"));
         }
     }
     overrides.extend(args.overrides.iter().cloned());
@@ -483,9 +483,12 @@ fn train_localizer(args: Args) -> Result<Outcome> {
     if args.arch == "bsn" {
         return train_bsn(args);
     }
+    if args.arch == "ctcn" {
+        return train_ctcn(args);
+    }
     use vidkit::train::localizer::{localizer_samples, train_localizer, LocalizerRun, LocalizerTrainConfig};
     let mut cfg: LocalizerTrainConfig = localizer_config(&args)?;
-    let data = localizer_data(&args, "bmn")?;
+    let data = localizer_data(&args, "bmn", "feat_dim")?;
     cfg.apply_overrides(&data.overrides)?;
     let quiet = args.quiet;
     let skip = |m: String| {
@@ -521,7 +524,7 @@ fn train_bsn(args: Args) -> Result<Outcome> {
     use vidkit::train::bsn::{train_bsn, BsnRun, BsnTrainConfig};
     use vidkit::train::localizer::localizer_videos;
     let mut cfg: BsnTrainConfig = localizer_config(&args)?;
-    let data = localizer_data(&args, "bsn")?;
+    let data = localizer_data(&args, "bsn", "feat_dim")?;
     cfg.apply_overrides(&data.overrides)?;
     let quiet = args.quiet;
     let skip = |m: String| {
@@ -529,7 +532,7 @@ fn train_bsn(args: Args) -> Result<Outcome> {
             eprintln!("vtrain: {m}");
         }
     };
-    let shape = (cfg.bsn.temporal_dim, cfg.bsn.feat_dim);
+    let shape = (Some(cfg.bsn.temporal_dim), cfg.bsn.feat_dim);
     let val = match data.val {
         Some((videos, anns, source)) => {
             Some(localizer_videos(videos, &anns, shape, &args.modality, &source, skip, Ok)?)
@@ -542,6 +545,74 @@ fn train_bsn(args: Args) -> Result<Outcome> {
     report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
     let summary = train_bsn(BsnRun {
         config: cfg,
+        train,
+        val,
+        out_dir: args.out.clone(),
+        resume: args.resume,
+        stop_after: args.stop_after,
+        quiet,
+    })?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(Outcome::Success)
+}
+
+/// C-TCN: labelled segments; the classes are the annotations' labels, sorted (the model's
+/// class k + 1, background 0).
+fn train_ctcn(args: Args) -> Result<Outcome> {
+    use vidkit::train::ctcn::{ctcn_videos, train_ctcn, CtcnRun, CtcnTrainConfig};
+    use vidkit::train::localizer::localizer_videos;
+    let mut cfg: CtcnTrainConfig = localizer_config(&args)?;
+    let mut data = localizer_data(&args, "ctcn", "concept_size")?;
+    let mut classes: Vec<String> = data
+        .train_annotations
+        .iter()
+        .chain(data.val.iter().flat_map(|(_, a, _)| a.iter()))
+        .flat_map(|a| a.segments.iter().filter_map(|s| s.label.clone()))
+        .collect();
+    classes.sort();
+    classes.dedup();
+    if classes.is_empty() {
+        bail!(
+            "{}: no labelled segments (C-TCN detects classes)",
+            args.gt.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    let given =
+        args.overrides.iter().any(|o| o.starts_with("num_classes=") || o.starts_with("ctcn.num_classes="));
+    if !given && args.config.is_none() {
+        data.overrides.insert(0, format!("ctcn.num_classes={}", classes.len() + 1));
+    }
+    cfg.apply_overrides(&data.overrides)?;
+    let quiet = args.quiet;
+    let skip = |m: String| {
+        if !quiet {
+            eprintln!("vtrain: {m}");
+        }
+    };
+    let width = cfg.ctcn.concept_size;
+    let val = match data.val {
+        Some((videos, anns, source)) => Some(ctcn_videos(
+            localizer_videos(videos, &anns, (None, width), &args.modality, &source, skip, Ok)?,
+            &classes,
+            width,
+        )?),
+        None => None,
+    };
+    let source = args.train_list.display().to_string();
+    let train = localizer_videos(
+        data.train,
+        &data.train_annotations,
+        (None, width),
+        &args.modality,
+        &source,
+        skip,
+        Ok,
+    )?;
+    let train = ctcn_videos(train, &classes, width)?;
+    report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
+    let summary = train_ctcn(CtcnRun {
+        config: cfg,
+        classes,
         train,
         val,
         out_dir: args.out.clone(),

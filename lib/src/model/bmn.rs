@@ -438,12 +438,7 @@ pub fn bmn_from_tensors(cfg: ModelConfig, tensors: std::collections::HashMap<Str
 
 /// Loads a BMN model file (`vconvert --arch bmn`).
 pub fn load_bmn(path: &std::path::Path) -> Result<Bmn> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read model: {e}", path.display()))?;
-    let cfg = super::read_config(path)?;
-    bmn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
+    let (cfg, tensors) = super::file::read_model_file(path, |cfg| bmn_spec(cfg).map(|_| ()))?;
     bmn_from_tensors(cfg, tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 

@@ -322,12 +322,7 @@ pub fn bsn_from_tensors(cfg: ModelConfig, tensors: std::collections::HashMap<Str
 
 /// Loads a BSN model file (`vconvert --arch bsn`).
 pub fn load_bsn(path: &std::path::Path) -> Result<Bsn> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read model: {e}", path.display()))?;
-    let cfg = super::read_config(path)?;
-    bsn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
+    let (cfg, tensors) = super::file::read_model_file(path, |cfg| bsn_spec(cfg).map(|_| ()))?;
     bsn_from_tensors(cfg, tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 

@@ -432,12 +432,7 @@ pub fn ctcn_parameter_names(spec: &CtcnSpec) -> Result<Vec<String>> {
 
 /// Loads a C-TCN model file (`vconvert --arch ctcn`).
 pub fn load_ctcn(path: &std::path::Path) -> Result<Ctcn> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: cannot read model: {e}", path.display()))?;
-    let cfg = super::read_config(path)?;
-    ctcn_spec(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
+    let (cfg, tensors) = super::file::read_model_file(path, |cfg| ctcn_spec(cfg).map(|_| ()))?;
     ctcn_from_tensors(cfg, tensors).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))
 }
 

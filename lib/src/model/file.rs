@@ -183,3 +183,17 @@ mod tests {
         }
     }
 }
+
+/// A model file's config, checked by `check` (the architecture's spec), and its tensors; errors
+/// name the file.
+pub(super) fn read_model_file(
+    path: &Path,
+    check: impl Fn(&ModelConfig) -> Result<()>,
+) -> Result<(ModelConfig, HashMap<String, candle_core::Tensor>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read model", path.display()))?;
+    let cfg = read_config(path)?;
+    check(&cfg).map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu)
+        .map_err(|e| anyhow::anyhow!("{}: unreadable tensors: {e}", path.display()))?;
+    Ok((cfg, tensors))
+}

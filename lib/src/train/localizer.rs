@@ -119,17 +119,20 @@ pub struct LocalizerVideo {
     pub duration: f64,
     /// Ground-truth segments in seconds.
     pub segments: Vec<(f64, f64)>,
+    /// Their class names, where the annotations give them.
+    pub labels: Vec<Option<String>>,
 }
 
 /// Pairs feature sequences with their annotations (ids matched in any of their written forms,
-/// [`crate::data::video_id_forms`]) for a model taking [steps, width]. A video that is not
+/// [`crate::data::video_id_forms`]) for a model taking [steps, width] (any number of steps
+/// where `steps` is `None`). A video that is not
 /// annotated, or whose features do not fit the model (width, length, non-finite values), is
 /// reported through `skip` and left out, as is one that `make` refuses; it is an error only when
 /// no video is left.
 pub fn localizer_videos<T>(
     videos: Vec<VideoFeatures>,
     annotations: &[AnnotatedVideo],
-    (steps, width): (usize, usize),
+    (steps, width): (Option<usize>, usize),
     modality: &str,
     source: &str,
     mut skip: impl FnMut(String),
@@ -145,15 +148,18 @@ pub fn localizer_videos<T>(
             let ann = by_id[key.as_str()];
             let rows = v.modality(modality).with_context(|| format!("no {modality:?} features"))?;
             let (t, c) = rows.dim();
-            if (t, c) != (steps, width) {
-                bail!(
+            match steps {
+                Some(steps) if (t, c) != (steps, width) => bail!(
                     "features are [{t}, {c}]; the model takes [{steps}, {width}] (resample with vfeat --rescale {steps})"
-                );
+                ),
+                None if c != width || t == 0 => bail!("features are [{t}, {c}]; the model takes [T, {width}]"),
+                _ => {}
             }
             if let Some(i) = rows.iter().position(|x| !x.is_finite()) {
                 bail!("features row {} column {} is not a finite number", i / c, i % c);
             }
             let segments: Vec<(f64, f64)> = ann.segments.iter().map(|s| (s.t0, s.t1)).collect();
+            let labels = ann.segments.iter().map(|s| s.label.clone()).collect();
             // The annotations' duration (PaddleVideo's `duration_second`), else the features'.
             let duration = ann
                 .duration
@@ -164,6 +170,7 @@ pub fn localizer_videos<T>(
                 features: rows.t().iter().copied().collect(),
                 duration,
                 segments,
+                labels,
             })
         })();
         match sample {
@@ -193,7 +200,7 @@ pub fn localizer_samples(
     source: &str,
     skip: impl FnMut(String),
 ) -> Result<Vec<LocalizerSample>> {
-    localizer_videos(videos, annotations, (spec.tscale, spec.feat_dim), modality, source, skip, |v| {
+    localizer_videos(videos, annotations, (Some(spec.tscale), spec.feat_dim), modality, source, skip, |v| {
         let targets = bmn_targets(&v.segments, v.duration, spec.tscale, spec.dscale)?;
         Ok(LocalizerSample {
             id: v.id,

@@ -5,6 +5,7 @@
 pub mod bmn;
 pub mod bsn;
 pub mod checkpoint;
+pub mod ctcn;
 pub mod loader;
 pub mod localizer;
 pub mod loss;
