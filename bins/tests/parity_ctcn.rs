@@ -64,7 +64,14 @@ fn ctcn_imports_and_detects_as_the_paddle_zoo() {
     let got = line["segments"].as_array().unwrap();
     let want: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fx.join("detections.json")).unwrap()).unwrap();
-    let mut want: Vec<&serde_json::Value> = want["detections"].as_array().unwrap().iter().collect();
+    // Inverted segments (boxes beyond the video's end, whose start the reference leaves
+    // unclipped) are left out by vpropose.
+    let mut want: Vec<&serde_json::Value> = want["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["segment"][0].as_f64().unwrap() < d["segment"][1].as_f64().unwrap())
+        .collect();
     // The reference lists them class by class; vpropose best first.
     want.sort_by(|a, b| b["score"].as_f64().unwrap().total_cmp(&a["score"].as_f64().unwrap()));
     assert_eq!(got.len(), want.len());

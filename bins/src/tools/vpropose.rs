@@ -1,5 +1,5 @@
 //! `vpropose`: temporal action proposals from per-video feature sequences with a localizer model
-//! (BMN, BSN); one JSON line per video, or the ActivityNet result JSON.
+//! (BMN, BSN) or detections with a detector (C-TCN); one JSON line per video, or the ActivityNet result JSON.
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
@@ -28,6 +28,10 @@ Examples:
   # the raw maps (start, end, boundary-matching) for your own post-processing
   vpropose --model bmn.safetensors fix_feat_100/v_abc.npy --raw -o v_abc.vks
 
+  # C-TCN detections (labelled) as the ActivityNet result JSON, scored by detection mAP
+  vpropose --model ctcn.safetensors scores.h5 --format activitynet -o det.json
+  veval --detection --pred det.json --gt activity_net.v1-3.min.json
+
   # MMAction2's BSN (TEM + PGM + PEM) on its per-video CSV features
   vpropose --model bsn.safetensors csv_mean_100/ --durations anet_anno_val.json --format activitynet -o bsn.json
 
@@ -53,16 +57,23 @@ body) scored by the PEM; score = PEM * start * end; soft-NMS 0.75/0.65/0.9 and t
 MMAction2's BMN above. --raw writes the TEM's action, start and end [T] and the candidates [N, 6]
 (tmin, tmax, tmin_score, tmax_score, PEM score, score).
 
+C-TCN (the 2019 Paddle zoo's detector: fpn_ctcn.py, ctcn_utils.py, detection_metrics.py) takes
+features of any length (concept scores per step), resized to its 512 steps (nearest, as its
+reader); per class, anchors scoring above 0.001, NMS at 0.8, Gaussian soft-NMS (sigma 0.9,
+dropped below 0.004); segments [d * start / 512, d * end / 512] clipped to the video, each with
+its \"label\" (the model's class name, or its index), best first. --raw writes loc [A, 2] and cls
+[A, K] (class probabilities, background first).
+
 Output: one JSON line per video {\"video\", \"duration\"?, \"segments\": [{\"segment\": [t0, t1],
-\"score\"}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
+\"score\", \"label\"?}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
 \"external_data\"}. A video that cannot be processed is reported and skipped (exit 1).";
 
 #[derive(clap::Parser, Debug)]
-#[command(name = "vpropose", version, about = "Temporal action proposals from feature sequences with a localizer model (BMN, BSN)", after_help = EXAMPLES)]
+#[command(name = "vpropose", version, about = "Temporal action proposals or detections from feature sequences with a localizer model (BMN, BSN, C-TCN)", after_help = EXAMPLES)]
 pub struct Args {
     /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
-    /// The localizer model (vconvert --arch bmn|bsn, or vtrain --arch bmn|bsn).
+    /// The localizer model (vconvert or vtrain --arch bmn|bsn|ctcn).
     #[arg(long)]
     pub model: PathBuf,
     /// Output file (written atomically); default stdout.

@@ -58,6 +58,10 @@ Examples:
   vtrain --arch bmn --train-list fix_feat_100 --gt activitynet_1.3_annotations.json \
       --train-subset training --val-subset validation --out runs/bmn -o batch_size=4
 
+  # C-TCN on per-video class-score features of any length, labelled ActivityNet segments
+  vtrain --arch ctcn --train-list anet_scores.h5 --gt activity_net.v1-3.min.json \
+      --train-subset training --val-subset validation --out runs/ctcn
+
   # BSN as MMAction2 trains it: the TEM, then the PGM over the training videos, then the PEM
   vtrain --arch bsn --train-list csv_mean_100 --gt anet_anno_train_val.json \
       --train-subset training --val-subset validation --out runs/bsn
@@ -68,7 +72,7 @@ in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused 
 Feature-sequence models (attention_lstm, attention_cluster, nextvlad) train from per-video
 features: an HDF5 feature store or a features stream (vfeat); class count, feature widths and
 multi-label mode (any video with a label list) come from the data unless set with -o.
-Localizers (bmn, bsn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
+Localizers (bmn, bsn, ctcn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
 files or directories) and --gt annotations; the defaults are bmn.yaml's (T = D = 100, 9 epochs,
 16 videos a step, Adam with L2 1e-4, 1e-3 then 1e-4 after epoch 7), any BMN size by -o
 (tscale=..., hidden_1d=...); the feature width comes from the data. Videos missing from the
@@ -79,7 +83,10 @@ candidates of every training video with their tIoU, then 20 PEM epochs (Adam 1e-
 at 10), gradients clipped at 40; -o tem_epochs=, pem_epochs=, temporal_dim=, pem_balanced=true
 (BSN's paper weighting, which MMAction2's loss cancels); validation after each PEM epoch. Its
 proposals scale by the plain duration (feature_extraction_interval 1: the features cover the whole
-video).";
+video). C-TCN (ctcn.yaml): features of any length, the classes the annotations' labels (sorted),
+35 epochs of 16 videos, momentum SGD 5e-4 (x0.1 at epoch 15), L2 1e-4, the reader's random crop,
+targets by BoxCoder.encode, smooth-L1 x2 + cross-entropy with 3:1 hard negatives; validation
+scores ActivityNet's detection mAP; -o width=16 makes every layer 4x narrower for small data.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -123,7 +130,7 @@ pub struct Args {
     /// Seed (overrides the config's `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Localizers (bmn, bsn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
+    /// Localizers (bmn, bsn, ctcn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
     /// MMAction2's per-video JSON (id -> {duration_second, annotations}) or a THUMOS14
     /// annotation directory (subsets validation and test; durations from the features).
     #[arg(long, value_name = "FILE")]

@@ -179,12 +179,15 @@ impl Conv1d {
         Ok(Self { weight, bias, padding: k / 2, groups })
     }
 
-    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv1d(&self.weight, self.padding, 1, 1, self.groups)?.broadcast_add(&self.bias.reshape((
-            1,
-            (),
-            1,
-        ))?)
+    /// `differentiable`: through [`crate::nn::conv1d_differentiable`] (candle's own conv1d
+    /// computes wrong gradients), else candle's.
+    pub(super) fn forward(&self, x: &Tensor, differentiable: bool) -> candle_core::Result<Tensor> {
+        let y = if differentiable {
+            crate::nn::conv1d_differentiable(x, &self.weight, self.padding, 1, self.groups)?
+        } else {
+            x.conv1d(&self.weight, self.padding, 1, 1, self.groups)?
+        };
+        y.broadcast_add(&self.bias.reshape((1, (), 1))?)
     }
 }
 
@@ -303,13 +306,14 @@ impl Bmn {
         if c != self.spec.feat_dim || t != self.spec.tscale {
             bail!("bmn takes features [B, {}, {}], got {:?}", self.spec.feat_dim, self.spec.tscale, x.dims());
         }
-        let x = self.b_conv1.forward(x)?.relu()?;
-        let x = self.b_conv2.forward(&x)?.relu()?;
-        let xs = self.ts_conv2.forward(&self.ts_conv1.forward(&x)?.relu()?)?;
+        let d = differentiable;
+        let x = self.b_conv1.forward(x, d)?.relu()?;
+        let x = self.b_conv2.forward(&x, d)?.relu()?;
+        let xs = self.ts_conv2.forward(&self.ts_conv1.forward(&x, d)?.relu()?, d)?;
         let start = candle_nn::ops::sigmoid(&xs)?.squeeze(1)?;
-        let xe = self.te_conv2.forward(&self.te_conv1.forward(&x)?.relu()?)?;
+        let xe = self.te_conv2.forward(&self.te_conv1.forward(&x, d)?.relu()?, d)?;
         let end = candle_nn::ops::sigmoid(&xe)?.squeeze(1)?;
-        let xp = self.p_conv1.forward(&x)?.relu()?;
+        let xp = self.p_conv1.forward(&x, d)?.relu()?;
         let xp =
             if differentiable { self.boundary_matching_dense(&xp)? } else { self.boundary_matching(&xp)? };
         let xp = xp.relu()?;

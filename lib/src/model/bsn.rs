@@ -209,6 +209,12 @@ impl Bsn {
 
     /// The TEM for features [B, C, T] (channels first): [B, 3, T], rows actionness, start, end.
     pub fn tem(&self, x: &Tensor) -> Result<Tensor> {
+        self.tem_t(x, false)
+    }
+
+    /// The TEM; `train` computes its convolutions through [`crate::nn::conv1d_differentiable`]
+    /// (candle's own conv1d has wrong gradients).
+    pub fn tem_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, c, t) = x.dims3()?;
         if c != self.spec.feat_dim || t != self.spec.temporal_dim {
             bail!(
@@ -219,9 +225,9 @@ impl Bsn {
             );
         }
         let [r1, r2, r3] = self.spec.tem_conv_ratios;
-        let x = (self.conv1.forward(x)? * r1)?.relu()?;
-        let x = (self.conv2.forward(&x)? * r2)?.relu()?;
-        Ok(candle_nn::ops::sigmoid(&(self.conv3.forward(&x)? * r3)?)?)
+        let x = (self.conv1.forward(x, train)? * r1)?.relu()?;
+        let x = (self.conv2.forward(&x, train)? * r2)?.relu()?;
+        Ok(candle_nn::ops::sigmoid(&(self.conv3.forward(&x, train)? * r3)?)?)
     }
 
     /// The PEM for boundary-sensitive features [N, 32]: [N] scores.

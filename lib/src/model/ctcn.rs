@@ -40,6 +40,10 @@ pub struct CtcnSpec {
     pub soft_thresh: f64,
     pub dropout: f64,
     pub bn_eps: f64,
+    /// The first stage's bottleneck width (64, ResNet-50's); every other width follows it (stems
+    /// width/2 and width, stages ×2 each, pyramid 8·width, location head 4·width, class head
+    /// 8·width). Not the reference's option: smaller values are for small data and tests.
+    pub width: usize,
 }
 
 impl Default for CtcnSpec {
@@ -55,6 +59,7 @@ impl Default for CtcnSpec {
             soft_thresh: 0.004,
             dropout: 0.5,
             bn_eps: 1e-5,
+            width: 64,
         }
     }
 }
@@ -89,6 +94,9 @@ impl CtcnSpec {
         if self.img_size < 4 || self.concept_size == 0 || self.num_classes < 2 {
             bail!("ctcn: img_size must be at least 4, concept_size positive, num_classes at least 2 (background and one class)");
         }
+        if self.width < 2 || self.width % 2 != 0 {
+            bail!("ctcn: width must be an even number of at least 2");
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("ctcn: dropout must be in [0, 1)");
         }
@@ -117,7 +125,7 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let y = x.conv1d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = conv1d(x, &self.weight, self.padding, self.stride, train)?;
         Ok(self.bn.forward_act_t(&y.unsqueeze(3)?, train, relu)?.squeeze(3)?)
     }
 }
@@ -141,10 +149,19 @@ impl Conv {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv1d(&self.weight, self.padding, self.stride, 1, 1)?;
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = conv1d(x, &self.weight, self.padding, self.stride, train)?;
         Ok(y.broadcast_add(&self.bias.reshape((1, (), 1))?)?)
     }
+}
+
+/// A 1-D convolution: candle's at inference, [`crate::nn::conv1d_differentiable`] in training
+/// (candle's backward is wrong).
+fn conv1d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, train: bool) -> Result<Tensor> {
+    if !train {
+        return Ok(x.conv1d(w, padding, stride, 1, 1)?);
+    }
+    Ok(crate::nn::conv1d_differentiable(x, w, padding, stride, 1)?)
 }
 
 #[derive(Clone, Debug)]
@@ -196,18 +213,21 @@ pub struct Ctcn {
     cls2_bias: Tensor,
 }
 
-/// ResNet-50's stages: planes and blocks.
+/// ResNet-50's stages: planes (for width 64) and blocks.
 pub(super) const STAGES: [(usize, usize); 4] = [(64, 3), (128, 4), (256, 6), (512, 3)];
 
 impl Ctcn {
     pub fn new(config: ModelConfig, spec: CtcnSpec, vb: VarBuilder) -> Result<Self> {
         spec.validate()?;
         let eps = spec.bn_eps;
-        let stem1 = ConvBn::new(vb.pp("stem1"), 1, 32, 7, 2, eps)?;
-        let stem2 = ConvBn::new(vb.pp("stem2"), 32, 64, 7, 2, eps)?;
+        let base = spec.width;
+        let scale = |c: usize| c * base / 64;
+        let stem1 = ConvBn::new(vb.pp("stem1"), 1, base / 2, 7, 2, eps)?;
+        let stem2 = ConvBn::new(vb.pp("stem2"), base / 2, base, 7, 2, eps)?;
         let mut layers = Vec::new();
-        let mut cin = 64;
+        let mut cin = base;
         for (s, &(planes, blocks)) in STAGES.iter().enumerate() {
+            let planes = scale(planes);
             let vs = vb.pp(format!("layer{}", s + 1));
             let mut stage = Vec::new();
             for j in 0..blocks {
@@ -228,23 +248,25 @@ impl Ctcn {
             }
             layers.push(stage);
         }
+        let (c2, c3, c4, c5, f) = (scale(256), scale(512), scale(1024), scale(2048), scale(512));
         let pyramid = vec![
-            Conv::new(vb.pp("p6"), 2048, 512, 3, 2)?,
-            Conv::new(vb.pp("p7"), 512, 512, 3, 2)?,
-            Conv::new(vb.pp("p8"), 512, 512, 3, 2)?,
-            Conv::new(vb.pp("p9"), 512, 512, 3, 2)?,
+            Conv::new(vb.pp("p6"), c5, f, 3, 2)?,
+            Conv::new(vb.pp("p7"), f, f, 3, 2)?,
+            Conv::new(vb.pp("p8"), f, f, 3, 2)?,
+            Conv::new(vb.pp("p9"), f, f, 3, 2)?,
         ];
         let laterals = vec![
-            Conv::new(vb.pp("lat5"), 2048, 512, 1, 1)?,
-            Conv::new(vb.pp("lat4"), 1024, 512, 1, 1)?,
-            Conv::new(vb.pp("lat3"), 512, 512, 1, 1)?,
-            Conv::new(vb.pp("lat2"), 256, 512, 1, 1)?,
+            Conv::new(vb.pp("lat5"), c5, f, 1, 1)?,
+            Conv::new(vb.pp("lat4"), c4, f, 1, 1)?,
+            Conv::new(vb.pp("lat3"), c3, f, 1, 1)?,
+            Conv::new(vb.pp("lat2"), c2, f, 1, 1)?,
         ];
         let smooth = vec![
-            Conv::new(vb.pp("smooth4"), 512, 512, 3, 1)?,
-            Conv::new(vb.pp("smooth3"), 512, 512, 3, 1)?,
-            Conv::new(vb.pp("smooth2"), 512, 512, 3, 1)?,
+            Conv::new(vb.pp("smooth4"), f, f, 3, 1)?,
+            Conv::new(vb.pp("smooth3"), f, f, 3, 1)?,
+            Conv::new(vb.pp("smooth2"), f, f, 3, 1)?,
         ];
+        let (hl, hc) = (scale(256), scale(512));
         let (a, k, w) = (spec.anchors_per_step(), spec.num_classes, spec.concept_size);
         Ok(Self {
             stem1,
@@ -253,11 +275,11 @@ impl Ctcn {
             pyramid,
             laterals,
             smooth,
-            loc1: Conv::new(vb.pp("loc1"), 512, 256, 3, 1)?,
-            loc2_weight: vb.get((a * 2, 256, w), "loc2.weight")?,
+            loc1: Conv::new(vb.pp("loc1"), f, hl, 3, 1)?,
+            loc2_weight: vb.get((a * 2, hl, w), "loc2.weight")?,
             loc2_bias: vb.get(a * 2, "loc2.bias")?,
-            cls1: Conv::new(vb.pp("cls1"), 512, 512, 3, 1)?,
-            cls2_weight: vb.get((a * k, 512, w), "cls2.weight")?,
+            cls1: Conv::new(vb.pp("cls1"), f, hc, 3, 1)?,
+            cls2_weight: vb.get((a * k, hc, w), "cls2.weight")?,
             cls2_bias: vb.get(a * k, "cls2.bias")?,
             config,
             spec,
@@ -285,29 +307,33 @@ impl Ctcn {
             }
             c.push(x.clone());
         }
-        let p6 = self.pyramid[0].forward(&c[3])?;
-        let p7 = self.pyramid[1].forward(&p6.relu()?)?;
-        let p8 = self.pyramid[2].forward(&p7.relu()?)?;
-        let p9 = self.pyramid[3].forward(&p8.relu()?)?;
-        let p5 = self.laterals[0].forward(&c[3])?;
-        let p4 = (upsample_linear(&p5, c[2].dim(2)?)? + self.laterals[1].forward(&c[2])?)?;
-        let p3 = (upsample_linear(&p4, c[1].dim(2)?)? + self.laterals[2].forward(&c[1])?)?;
-        let p2 = (upsample_linear(&p3, c[0].dim(2)?)? + self.laterals[3].forward(&c[0])?)?;
-        let p4 = self.smooth[0].forward(&p4)?;
-        let p3 = self.smooth[1].forward(&p3)?;
-        let p2 = self.smooth[2].forward(&p2)?;
+        let p6 = self.pyramid[0].forward(&c[3], train)?;
+        let p7 = self.pyramid[1].forward(&p6.relu()?, train)?;
+        let p8 = self.pyramid[2].forward(&p7.relu()?, train)?;
+        let p9 = self.pyramid[3].forward(&p8.relu()?, train)?;
+        let p5 = self.laterals[0].forward(&c[3], train)?;
+        let p4 = (upsample_linear(&p5, c[2].dim(2)?)? + self.laterals[1].forward(&c[2], train)?)?;
+        let p3 = (upsample_linear(&p4, c[1].dim(2)?)? + self.laterals[2].forward(&c[1], train)?)?;
+        let p2 = (upsample_linear(&p3, c[0].dim(2)?)? + self.laterals[3].forward(&c[0], train)?)?;
+        let p4 = self.smooth[0].forward(&p4, train)?;
+        let p3 = self.smooth[1].forward(&p3, train)?;
+        let p2 = self.smooth[2].forward(&p2, train)?;
         Ok(vec![p2, p3, p4, p5, p6, p7, p8, p9])
     }
 
-    /// Dropout as Paddle's default `downgrade_in_infer`: kept entries unscaled in training,
-    /// everything ×(1 − p) at inference.
-    fn dropout(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Dropout as Paddle's default `downgrade_in_infer`: kept entries unscaled in training
+    /// (masks drawn from `rng`), everything ×(1 − p) at inference.
+    fn dropout(&self, x: &Tensor, rng: Option<&mut crate::rng::Rng>) -> Result<Tensor> {
         let p = self.spec.dropout;
-        if !train {
+        let Some(rng) = rng else {
             return Ok((x * (1.0 - p))?);
+        };
+        if p == 0.0 {
+            return Ok(x.clone());
         }
-        let keep = x.rand_like(0.0, 1.0)?.ge(p)?.to_dtype(x.dtype())?;
-        Ok((x * keep)?)
+        let keep: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.uniform() >= p { 1.0 } else { 0.0 }).collect();
+        Ok((x * Tensor::from_vec(keep, x.shape(), x.device())?)?)
     }
 
     /// The (1, W) convolution: [N·W, C, L] → [N, L, O].
@@ -320,20 +346,38 @@ impl Ctcn {
         Ok(y.reshape((n, l, o))?)
     }
 
-    /// Offsets and class logits for features [N, T, W] (time × concepts); `train` for batch
-    /// statistics and dropout masks.
+    /// Offsets and class logits for features [N, T, W] (time × concepts) at inference (or in
+    /// training mode with dropout off when `train`, for tests).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<CtcnOutput> {
+        self.forward_with(x, train, None)
+    }
+
+    /// The training forward: batch statistics, the differentiable convolutions, dropout masks
+    /// from `seed`.
+    pub fn forward_train(&self, x: &Tensor, seed: u64) -> Result<CtcnOutput> {
+        self.forward_with(x, true, Some(seed))
+    }
+
+    fn forward_with(&self, x: &Tensor, train: bool, seed: Option<u64>) -> Result<CtcnOutput> {
         let n = x.dim(0)?;
         let (a, k) = (self.spec.anchors_per_step(), self.spec.num_classes);
+        let mut rng = seed.map(crate::rng::Rng::new);
         let mut locs = Vec::new();
         let mut clss = Vec::new();
         for level in self.levels(x, train)? {
             let l = level.dim(2)?;
-            let h = self.loc1.forward(&self.dropout(&level, train)?)?;
+            let dropped = |rng: &mut Option<crate::rng::Rng>| -> Result<Tensor> {
+                match (train, rng.as_mut()) {
+                    (true, Some(r)) => self.dropout(&level, Some(r)),
+                    (true, None) => Ok(level.clone()),
+                    (false, _) => self.dropout(&level, None),
+                }
+            };
+            let h = self.loc1.forward(&dropped(&mut rng)?, train)?;
             let loc = self.across_concepts(&h, &self.loc2_weight, &self.loc2_bias, n)?;
             let loc = ((candle_nn::ops::sigmoid(&loc)? * 10.0)? - 5.0)?;
             locs.push(loc.reshape((n, l * a, 2))?);
-            let h = self.cls1.forward(&self.dropout(&level, train)?)?;
+            let h = self.cls1.forward(&dropped(&mut rng)?, train)?;
             let cls = self.across_concepts(&h, &self.cls2_weight, &self.cls2_bias, n)?;
             clss.push(cls.reshape((n, l * a, k))?);
         }
@@ -464,6 +508,40 @@ pub fn init_ctcn(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Through the training forward (batch statistics, dropout, the differentiable convolutions)
+    /// every parameter receives a finite, non-zero gradient. (The
+    /// convolutions' gradients are checked exactly in `nn::conv1d`; a whole-model central
+    /// difference check drowns in float32 rounding at this depth.)
+    #[test]
+    fn training_forward_reaches_every_parameter() {
+        let spec = CtcnSpec {
+            img_size: 32,
+            concept_size: 3,
+            num_classes: 3,
+            width: 4,
+            dropout: 0.0,
+            ..Default::default()
+        };
+        let vm = candle_nn::VarMap::new();
+        let m = Ctcn::new(
+            ctcn_config(&spec).unwrap(),
+            spec,
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        init_ctcn(&vm, 1).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 32, 3), &Device::Cpu).unwrap();
+        let o = m.forward_t(&x, true).unwrap();
+        let loss =
+            (o.loc.sqr().unwrap().sum_all().unwrap() + o.cls.sqr().unwrap().sum_all().unwrap()).unwrap();
+        let g = loss.backward().unwrap();
+        for (name, var) in vm.data().lock().unwrap().iter().filter(|(n, _)| !crate::nn::is_buffer(n)) {
+            let gv = g.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no gradient"));
+            let norm = gv.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm {norm}");
+        }
+    }
 
     #[test]
     fn levels_and_anchors_follow_the_box_coder() {

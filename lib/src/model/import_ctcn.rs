@@ -81,6 +81,8 @@ pub fn import_ctcn_pdparams(
     let anchors = ld[0] / 2;
     let base = CtcnSpec {
         concept_size: ld[3],
+        // The location head's hidden width is 4·width.
+        width: ld[1] / 4,
         num_classes: cd[0] / anchors,
         anchor_num: (anchors - 1) / 2,
         ..Default::default()

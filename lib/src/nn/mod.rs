@@ -4,6 +4,7 @@ mod activation;
 mod attention_cpu;
 mod batchnorm;
 mod conv;
+mod conv1d;
 mod conv3d;
 #[cfg(target_arch = "x86_64")]
 mod conv_bn_train;
@@ -31,6 +32,7 @@ mod vol2col;
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use conv1d::conv1d_differentiable;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
 pub use fused::{

@@ -136,7 +136,8 @@ pub fn ctcn_detections(loc: &[f32], probs: &[f32], spec: &CtcnSpec) -> Vec<(f64,
 
 /// Detections as `detection_metrics.py` writes them, best first, at most `top`: segments
 /// [max(0, d · start / 512), min(d, d · end / 512)] for a video of `duration` d seconds (1 keeps
-/// the [0, 1] scale), with the class index.
+/// the [0, 1] scale), with the class index. A box wholly outside the video, which the reference
+/// writes as an inverted segment (its start is not clipped), is left out.
 pub fn ctcn_segments(
     dets: &[(f64, f64, f64, usize)],
     img_size: usize,
@@ -152,6 +153,7 @@ pub fn ctcn_segments(
             score,
             label: Some(label),
         })
+        .filter(|p| p.xmin < p.xmax)
         .collect();
     props.sort_by(|a, b| b.score.total_cmp(&a.score));
     props.truncate(top);

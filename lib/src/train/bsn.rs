@@ -371,7 +371,7 @@ pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
                     idx.iter().flat_map(|&i| run.train[i].features.iter().copied()).collect();
                 let x = Tensor::from_vec(feats, (idx.len(), spec.feat_dim, t), &Device::Cpu)?;
                 let label: Vec<f32> = idx.iter().flat_map(|&i| labels[i].iter().copied()).collect();
-                tem_loss(&model.tem(&x)?, &label, spec.tem_match_threshold, cfg.tem_loss_weight)?.0
+                tem_loss(&model.tem_t(&x, true)?, &label, spec.tem_match_threshold, cfg.tem_loss_weight)?.0
             } else {
                 let data = pem_data.as_ref().expect("computed above");
                 let feats: Vec<f32> = idx.iter().flat_map(|&i| data[i].features.iter().copied()).collect();

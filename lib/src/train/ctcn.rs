@@ -443,6 +443,7 @@ pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
     let mut summary = LocalizerSummary {
         best_val_auc: state.best_metric,
         best_epoch: state.best_epoch,
+        metric: "map",
         ..Default::default()
     };
     let progress =
@@ -474,7 +475,7 @@ pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
                 continue;
             }
             let xt = Tensor::from_vec(x, (b, t, w), &Device::Cpu)?;
-            let out = model.forward_t(&xt, true)?;
+            let out = model.forward_train(&xt, rng.next_u64())?;
             let loss = ctcn_loss(&out.loc, &out.cls, &locs, &clss, cfg.loc_weight, cfg.neg_ratio)?;
             let loss_v = loss.total.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {

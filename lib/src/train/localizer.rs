@@ -223,12 +223,17 @@ pub struct LocalizerRun {
     pub quiet: bool,
 }
 
+/// What `vtrain` prints when a localizer's training ends. The validation figure is the
+/// proposal AUC (BMN, BSN) or, for a detector (C-TCN), the detection mAP: `metric` says which.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LocalizerSummary {
     pub epochs_run: usize,
     pub last_val_auc: Option<f64>,
     pub best_val_auc: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// `auc` or `map`.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub metric: &'static str,
 }
 
 /// Features of `samples` as one batch [B, C, T].
