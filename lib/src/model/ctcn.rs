@@ -94,7 +94,7 @@ impl CtcnSpec {
         if self.img_size < 4 || self.concept_size == 0 || self.num_classes < 2 {
             bail!("ctcn: img_size must be at least 4, concept_size positive, num_classes at least 2 (background and one class)");
         }
-        if self.width < 2 || self.width % 2 != 0 {
+        if self.width < 2 || !self.width.is_multiple_of(2) {
             bail!("ctcn: width must be an even number of at least 2");
         }
         if !(0.0..1.0).contains(&self.dropout) {

@@ -54,6 +54,7 @@ pub fn conv1d_differentiable(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::needless_range_loop)]
     use super::*;
     use candle_core::{Device, Var};
 
