@@ -8,6 +8,8 @@ Writes into OUT_DIR:
   input.npy           float32 [B, 400, T]
   confidence.npy start.npy end.npy   [B, 2, T, T], [B, T], [B, T]
   proposals.json      video 0's proposal_list for duration_second DURATION, duration_frame FRAMES
+  train.json          generate_labels of two ground truths and BMNLoss (total, tem, pem_reg, pem_cls) on the
+                      batch's outputs for fixed draws u_mid, u_low
 
 Usage: export_bmn_mmaction2_parity.py --out DIR [--tscale 32] [--num-samples 32] [--batch 2]
        [--seed 0] [--duration 123.4] [--frames 3000]
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mmaction2_bmn_ref import BMN, FEAT, proposals  # noqa: E402
+from mmaction2_bmn_ref import BMN, FEAT, bmn_loss, generate_labels, proposals  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -53,3 +55,16 @@ for n, v in [("confidence", conf), ("start", start), ("end", end)]:
     np.save(os.path.join(a.out, n + ".npy"), v.astype(np.float32))
 json.dump({"proposals": proposals(conf[0], start[0], end[0], a.duration, a.frames), "duration": a.duration,
            "frames": a.frames, "torch": torch.__version__}, open(os.path.join(a.out, "proposals.json"), "w"))
+
+# Training: targets of two ground truths (normalised) and BMNLoss on the batch's outputs with
+# fixed draws for its torch.rand_like.
+gts = [[[0.1, 0.4], [0.55, 0.6]], [[0.3, 0.95]]][: a.batch]
+labels = [generate_labels(g, T) for g in gts]
+g_rng = torch.Generator().manual_seed(3)
+u_mid, u_low = torch.rand(T, T, generator=g_rng), torch.rand(T, T, generator=g_rng)
+loss = bmn_loss(torch.from_numpy(conf), torch.from_numpy(start), torch.from_numpy(end),
+                torch.from_numpy(np.stack([l[0] for l in labels])), torch.from_numpy(np.stack([l[1] for l in labels])),
+                torch.from_numpy(np.stack([l[2] for l in labels])), u_mid, u_low)
+json.dump({"gt": gts, "iou_map": [l[0].tolist() for l in labels], "start": [l[1].tolist() for l in labels],
+           "end": [l[2].tolist() for l in labels], "u_mid": u_mid.tolist(), "u_low": u_low.tolist(),
+           "loss": loss}, open(os.path.join(a.out, "train.json"), "w"))

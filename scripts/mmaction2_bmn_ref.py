@@ -109,3 +109,67 @@ def proposals(conf, start, end, duration_second, duration_frame, interval=16, to
     duration = float(duration_frame // interval * interval) / duration_frame * duration_second
     return [{"score": float(r[-1]), "segment": [max(0, r[0]) * duration, min(1, r[1]) * duration]}
             for r in props[:top]]
+
+
+# --- training: generate_labels and BMNLoss (mmaction/models/losses/bmn_loss.py) ---------------
+
+def generate_labels(gt_bbox, T):
+    """BMN.generate_labels for one video: gt_bbox [[start, end], ...] normalised; (iou_map
+    [T (duration), T (start)], start [T], end [T])."""
+    gap = 1.0 / T
+    match = np.array([[[gap * i, gap * i + gap * j] for j in range(1, T + 1)] for i in range(T)])
+    match = np.transpose(match, [1, 0, 2]).reshape(-1, 2)
+    ious = []
+    for s, e in gt_bbox:
+        inter = np.maximum(np.minimum(match[:, 1], e) - np.maximum(match[:, 0], s), 0.0)
+        ious.append((inter / (match[:, 1] - match[:, 0] - inter + e - s)).reshape(T, T))
+    iou_map = np.max(np.array(ious).astype(np.float32), axis=0)
+    gt = np.array(gt_bbox)
+    pad = 3 * (1.0 / T)
+    sb = np.stack((gt[:, 0] - pad / 2, gt[:, 0] + pad / 2), axis=1)
+    eb = np.stack((gt[:, 1] - pad / 2, gt[:, 1] + pad / 2), axis=1)
+
+    def iop(a0, a1, b):
+        inter = np.maximum(np.minimum(a1, b[:, 1]) - np.maximum(a0, b[:, 0]), 0.0)
+        return np.max(inter / (a1 - a0))
+    start = [iop(gap * i, gap * (i + 1), sb) for i in range(T)]
+    end = [iop(gap * i, gap * (i + 1), eb) for i in range(T)]
+    return iou_map, np.array(start, dtype=np.float32), np.array(end, dtype=np.float32)
+
+
+def _blr(score, label, threshold=0.5, ratio_range=(1.05, 21), eps=1e-5):
+    label = label.reshape(-1)
+    score = score.contiguous().reshape(-1)
+    pmask = (label > threshold).float()
+    num_positive = max(torch.sum(pmask), 1)
+    ratio = min(max(len(label) / num_positive, ratio_range[0]), ratio_range[1])
+    c0, c1 = 0.5 * ratio / (ratio - 1), 0.5 * ratio
+    loss = c1 * pmask * torch.log(score + eps) + c0 * (1.0 - pmask) * torch.log(1.0 - score + eps)
+    return -torch.mean(loss)
+
+
+def bmn_loss(pred_bm, pred_start, pred_end, gt_iou_map, gt_start, gt_end, u_mid, u_low):
+    """BMNLoss.forward with the regression's two torch.rand_like draws given."""
+    T = gt_iou_map.shape[-1]
+    bm_mask = torch.tensor([[1.0] * (T - d) + [0.0] * d for d in range(T)])
+    reg, cls = pred_bm[:, 0].contiguous(), pred_bm[:, 1].contiguous()
+    g = gt_iou_map * bm_mask
+    h = (g > 0.7).float()
+    m = ((g <= 0.7) & (g > 0.3)).float()
+    lo = ((g <= 0.3) & (g > 0.0)).float() * bm_mask
+    r_m = torch.sum(h) / torch.sum(m)
+    sm = ((m * u_mid) > (1.0 - r_m)).float()
+    r_l = torch.sum(h) / torch.sum(lo)
+    sl = ((lo * u_low) > (1.0 - r_l)).float()
+    w = h + sm + sl
+    reg_loss = torch.nn.functional.mse_loss(reg * w, g * w)
+    reg_loss = 0.5 * torch.sum(reg_loss * torch.ones_like(w)) / torch.sum(w)
+    pmask = (g > 0.9).float()
+    nmask = (g <= 0.9).float() * bm_mask
+    num_positive = max(torch.sum(pmask), 1)
+    entries = num_positive + torch.sum(nmask)
+    ratio = torch.clamp(entries / num_positive, 1.05, 21)
+    c0, c1 = 0.5 * ratio / (ratio - 1), 0.5 * ratio
+    cls_loss = -torch.sum(c1 * torch.log(cls + 1e-5) * pmask + c0 * torch.log(1.0 - cls + 1e-5) * nmask) / entries
+    tem = _blr(pred_start, gt_start) + _blr(pred_end, gt_end)
+    return float(tem + 10.0 * reg_loss + cls_loss), float(tem), float(reg_loss), float(cls_loss)

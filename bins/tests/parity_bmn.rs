@@ -435,3 +435,63 @@ fn mmaction2_bmn_imports_and_proposes_as_mmaction2() {
     assert!(stderr(&o).contains("differs from the one prop_boundary_ratio 0.4"), "{}", stderr(&o));
     assert!(!p.join("x.safetensors").exists());
 }
+
+/// MMAction2's BMN training (`BMN.generate_labels`, `BMNLoss` with its clipped ratios, eps 1e-5
+/// and the low band without IoU 0; scripts/mmaction2_bmn_ref.py): the targets equal, the loss
+/// and its terms within 1e-5 relative on the fixture's outputs and draws.
+#[test]
+fn mmaction2_bmn_targets_and_loss_match_mmaction2() {
+    let script = workspace_root().join("scripts/export_bmn_mmaction2_parity.py");
+    let args: Vec<String> = ["--tscale", "32"].iter().map(|s| s.to_string()).collect();
+    let keys = [script.clone(), workspace_root().join("scripts/mmaction2_bmn_ref.py")];
+    let Some(dir) = cached_fixture("bmn-mmaction2-parity", &keys, "t32", models_peers_python, &script, &args)
+    else {
+        return;
+    };
+    let train: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("train.json")).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        let mut out = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<f32>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                x => out.push(x.as_f64().unwrap() as f32),
+            }
+        }
+        walk(v, &mut out);
+        out
+    };
+    let mut targets = Vec::new();
+    for (i, gt) in train["gt"].as_array().unwrap().iter().enumerate() {
+        let segs: Vec<(f64, f64)> =
+            gt.as_array().unwrap().iter().map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap())).collect();
+        let t = vidkit::train::bmn::bmn_targets(&segs, 1.0, 32, 32).unwrap();
+        for (name, ours, want) in [
+            ("iou_map", &t.iou_map, floats(&train["iou_map"][i])),
+            ("start", &t.start, floats(&train["start"][i])),
+            ("end", &t.end, floats(&train["end"][i])),
+        ] {
+            let e = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(ours.len() == want.len() && e < 1e-6, "video {i} {name}: {e}");
+        }
+        targets.push(t);
+    }
+    let out = vidkit::model::BmnOutput {
+        bm: tensor(&dir.join("confidence.npy")),
+        start: tensor(&dir.join("start.npy")),
+        end: tensor(&dir.join("end.npy")),
+    };
+    let loss = vidkit::train::bmn::bmn_loss_mmaction2(
+        &out,
+        &targets,
+        &floats(&train["u_mid"]),
+        &floats(&train["u_low"]),
+    )
+    .unwrap();
+    let want = floats(&train["loss"]);
+    let got = [loss.total.to_scalar::<f32>().unwrap(), loss.tem, loss.pem_reg, loss.pem_cls];
+    eprintln!("mmaction2 bmn loss {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-3), "{got:?} vs {want:?}");
+    }
+}

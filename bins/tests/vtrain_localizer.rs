@@ -233,3 +233,27 @@ fn bsn_trains_in_two_stages_and_resumes_exactly() {
         assert!(a == b, "{name}: a resumed run differs from an uninterrupted one");
     }
 }
+
+/// `-o variant=mmaction2` trains MMAction2's BMN (its PEM widths, `BMNLoss`, `-o clip_grad=40` as
+/// its config) and validates with its post-processing; vpropose runs the result.
+#[test]
+fn bmn_trains_as_mmaction2() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    dataset(p, false);
+    let o = train(
+        p,
+        "mm",
+        &["-o", "variant=mmaction2", "-o", "clip_grad=40", "-o", "feature_extraction_interval=1", "-q"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["epochs_run"], 3);
+    let model = vidkit::model::load_bmn(&p.join("mm/best.safetensors")).unwrap();
+    assert_eq!(model.spec.variant, vidkit::model::BmnVariant::MMAction2);
+    let log = std::fs::read_to_string(p.join("mm/log.jsonl")).unwrap();
+    assert!(log.contains("\"clip_grad\":40.0") && log.contains("\"variant\":\"mmaction2\""), "{log}");
+    let o =
+        run(env!("CARGO_BIN_EXE_vpropose"), &["--model", "mm/best.safetensors", "feats/v_4.npy", "-q"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -75,7 +75,8 @@ multi-label mode (any video with a label list) come from the data unless set wit
 Localizers (bmn, bsn, ctcn) train from per-video features [T, C] (an HDF5 store, a features stream, .npy/.csv
 files or directories) and --gt annotations; the defaults are bmn.yaml's (T = D = 100, 9 epochs,
 16 videos a step, Adam with L2 1e-4, 1e-3 then 1e-4 after epoch 7), any BMN size by -o
-(tscale=..., hidden_1d=...); the feature width comes from the data. Videos missing from the
+(tscale=..., hidden_1d=...; variant=mmaction2 with clip_grad=40 trains MMAction2's BMN and loss);
+the feature width comes from the data. Videos missing from the
 annotations or of the wrong size are reported and skipped. best.safetensors has the best
 validation AUC (ActivityNet's AR@AN, AN up to 100), as veval --proposals scores it. BSN
 (MMAction2's configs): 20 TEM epochs (Adam 1e-3, L2 1e-4, x0.1 at 7 and 14), then the best 500

@@ -3,13 +3,17 @@
 //! each video (already resampled to T steps: `vfeat --rescale T`), targets from the annotations
 //! ([`super::bmn::bmn_targets`], the video's duration from the annotation file as
 //! `duration_second`, or from the features where the annotations have none, as THUMOS14's), `BMNLoss`, Adam with L2 decay 1e-4, the rate 1e-3 then 1e-4.
+//! With `variant` `mmaction2`, MMAction2's BMN (`bmn_2xb8-400x100-9e_activitynet-feature.py`): its
+//! PEM widths, the same targets (its `generate_labels`), its `BMNLoss`
+//! ([`super::bmn::bmn_loss_mmaction2`]) and post-processing in validation; its config also clips
+//! gradients at 40 (`-o clip_grad=40`).
 //!
 //! Validation proposes on the held-out videos exactly as `vpropose` does (candidates, soft-NMS,
 //! the best `top`) and scores them as `veval --proposals` (ActivityNet's AR@AN AUC over tIoU
 //! 0.5:0.05:0.95); `best.safetensors` is the model of the best AUC (without validation videos,
 //! the last epoch's).
 
-use super::bmn::{bmn_loss, bmn_targets, BmnTargets};
+use super::bmn::{bmn_loss, bmn_loss_mmaction2, bmn_targets, BmnTargets};
 use super::checkpoint::{load_checkpoint, save_checkpoint, TrainState};
 use super::optim::{trainable_vars, AdamWConfig, OptimizerConfig};
 use super::schedule::{Decay, LrSchedule};
@@ -17,9 +21,9 @@ use super::trainer::{apply_json_overrides, last_checkpoint, Log};
 use crate::data::{find_video_id, AnnotatedVideo, Segment, SegmentGroundTruth, SegmentPredictions};
 use crate::featstore::VideoFeatures;
 use crate::metric::localization::{linspace, proposal_recall};
-use crate::model::{bmn_config, bmn_spec, init_bmn, save_model, Bmn, BmnSpec};
+use crate::model::{bmn_config, bmn_spec, init_bmn, save_model, Bmn, BmnSpec, BmnVariant};
 use crate::progress::Progress;
-use crate::proposals::{bmn_candidates, bmn_proposals};
+use crate::proposals::{bmn_candidates, bmn_proposals, mmaction2_bmn_candidates, mmaction2_bmn_proposals};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -47,6 +51,8 @@ pub struct LocalizerTrainConfig {
     pub log_every: usize,
     /// Proposals per video in validation.
     pub top: usize,
+    /// Global gradient norm clip (MMAction2's BMN config: 40; PaddleVideo's: none).
+    pub clip_grad: Option<f64>,
 }
 
 impl Default for LocalizerTrainConfig {
@@ -72,6 +78,7 @@ impl Default for LocalizerTrainConfig {
             val_every: 1,
             log_every: 10,
             top: 100,
+            clip_grad: None,
         }
     }
 }
@@ -89,9 +96,7 @@ impl LocalizerTrainConfig {
         if let Some(s) = &self.schedule {
             s.validate()?;
         }
-        if self.bmn.variant != crate::model::BmnVariant::PaddleVideo {
-            bail!("bmn training follows PaddleVideo's targets and loss: variant must be paddlevideo");
-        }
+
         // The spec's own checks.
         Bmn::new(bmn_config(&self.bmn)?, self.bmn.clone(), VarBuilder::zeros(DType::F32, &Device::Cpu))?;
         Ok(())
@@ -253,7 +258,18 @@ pub fn propose_samples(model: &Bmn, samples: &[LocalizerSample], top: usize) -> 
             let bm: Vec<f32> = out.bm.get(i)?.flatten_all()?.to_vec1()?;
             let start: Vec<f32> = out.start.get(i)?.to_vec1()?;
             let end: Vec<f32> = out.end.get(i)?.to_vec1()?;
-            let props = bmn_proposals(bmn_candidates(&bm, &start, &end, spec.dscale)?, s.duration, top);
+            let props = match spec.variant {
+                BmnVariant::PaddleVideo => {
+                    bmn_proposals(bmn_candidates(&bm, &start, &end, spec.dscale)?, s.duration, top)
+                }
+                BmnVariant::MMAction2 => mmaction2_bmn_proposals(
+                    mmaction2_bmn_candidates(&bm, &start, &end, spec.dscale)?,
+                    s.duration,
+                    None,
+                    spec.feature_extraction_interval,
+                    top,
+                ),
+            };
             let segs = props
                 .iter()
                 .map(|p| Segment { t0: p.xmin, t1: p.xmax, label: None, score: p.score })
@@ -360,12 +376,19 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
             let (u_mid, u_low) =
                 uniform_maps(&mut Rng::derive(cfg.seed ^ 0xB3A1, step_key), spec.dscale * spec.tscale);
             let targets: Vec<BmnTargets> = batch.iter().map(|s| s.targets.clone()).collect();
-            let loss = bmn_loss(&out, &targets, &u_mid, &u_low)?;
+            let loss = match spec.variant {
+                BmnVariant::PaddleVideo => bmn_loss(&out, &targets, &u_mid, &u_low)?,
+                BmnVariant::MMAction2 => bmn_loss_mmaction2(&out, &targets, &u_mid, &u_low)?,
+            };
             let loss_v = loss.total.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {
                 bail!("epoch {epoch} iteration {iter}: the loss is {loss_v} (lower the learning rate?)");
             }
-            optim.step(&loss.total.backward()?)?;
+            let mut grads = loss.total.backward()?;
+            if let Some(max) = cfg.clip_grad {
+                super::optim::clip_grad_norm(&mut grads, optim.vars(), max)?;
+            }
+            optim.step(&grads)?;
             state.global_step += 1;
             loss_sum += loss_v;
             for (t, v) in terms.iter_mut().zip([loss.tem, loss.pem_reg, loss.pem_cls]) {
