@@ -1,8 +1,9 @@
 # Temporal action proposals on ActivityNet 1.3 (or any set with its ground truth in that form,
 # such as `vsynth --segments`): untrimmed videos → snippet features resampled to BMN's steps →
-# BMN trained on the training subset → proposals on the validation subset → AR@AN and AUC.
+# BMN trained on the training subset → proposals on the validation subset → AR@AN and AUC
+# (LOCALIZER=bsn: BSN instead; LOCALIZER=ctcn: C-TCN's labelled detections and their mAP).
 #
-#   make -f recipes/activitynet.mk DATA=dir EXTRACTOR=tsn.safetensors [OUT=dir TSCALE=100 ...]
+#   make -f recipes/activitynet.mk DATA=dir EXTRACTOR=tsn.safetensors [OUT=dir TSCALE=100 LOCALIZER=bmn ...]
 #
 # DATA holds training.list and validation.list (one video path per line, relative to DATA; the
 # file name without extension, with or without `v_`, is the video's id in GT) and GT, the

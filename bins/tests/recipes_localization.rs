@@ -41,6 +41,34 @@ fn activitynet_and_thumos14_recipes_run_end_to_end() {
     assert!(p.join("anet/ar_an.svg").is_file());
     let again = make(p, "activitynet", &["DATA=u".into(), "OUT=anet".into()]);
     assert!(again.status.success() && again.stderr.is_empty(), "{}", String::from_utf8_lossy(&again.stderr));
+    // The same features through BSN (proposals) and C-TCN (labelled detections, scored by mAP).
+    for (localizer, opts) in [
+        ("bsn", "-o tem_epochs=1 -o pem_epochs=1 -o batch_size=4 -o tem_hidden_dim=16 -o pem_hidden_dim=8"),
+        ("ctcn", "-o epochs=1 -o batch_size=4 -o width=4 -o img_size=32"),
+    ] {
+        let out = format!("anet_{localizer}");
+        std::fs::create_dir_all(p.join(&out)).unwrap();
+        for f in ["training.h5", "validation.h5"] {
+            let o = std::process::Command::new("cp")
+                .args(["-p", &format!("anet/{f}"), &format!("{out}/{f}")])
+                .current_dir(p)
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+        }
+        let vars = [
+            "DATA=u".to_string(),
+            format!("OUT={out}"),
+            format!("LOCALIZER={localizer}"),
+            format!("TRAIN_OPTS={opts}"),
+        ];
+        let o = make(p, "activitynet", &vars);
+        assert!(o.status.success(), "{localizer}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(p.join(&out).join(localizer).join("best.safetensors").is_file());
+        let m = metrics(&p.join(&out).join("metrics.json"));
+        let key = if localizer == "ctcn" { "map" } else { "auc" };
+        assert!((0.0..=1.0).contains(&m[key].as_f64().unwrap()), "{localizer}: {m}");
+    }
     // THUMOS14: the validation subset trains, the test subset is scored.
     let db: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p.join("u/activity_net.json")).unwrap()).unwrap();

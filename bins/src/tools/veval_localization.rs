@@ -78,6 +78,12 @@ pub fn evaluate(args: &Args) -> Result<String> {
         .with_context(|| format!("{} against {}", name(&args.pred), name(gt_path)))?;
     if !args.quiet {
         eprintln!("detection: {} videos, {} classes", m.videos, m.classes.len());
+        if m.other_class_detections > 0 {
+            eprintln!(
+                "  {} detections of classes the ground truth does not have: left out",
+                m.other_class_detections
+            );
+        }
         for (t, v) in thresholds.iter().zip(&m.map_at_tiou) {
             eprintln!("  mAP@{t:.2}  {:6.2} %", 100.0 * v);
         }

@@ -373,7 +373,12 @@ pub fn validation_map(model: &Ctcn, videos: &[CtcnVideo], classes: &[String], to
                 (v.id.clone(), segs)
             })
             .collect(),
-        classes: classes.to_vec(),
+        // ActivityNet's classes are those of the evaluated subset's ground truth.
+        classes: classes
+            .iter()
+            .filter(|c| videos.iter().any(|v| v.segments.iter().any(|s| &s.2 == *c)))
+            .cloned()
+            .collect(),
     };
     Ok(detection_map(&gt, &preds, &linspace(0.5, 0.95, 10))?.map)
 }
