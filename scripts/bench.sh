@@ -99,3 +99,5 @@ cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --
 # The video transformers at full size (ViT-B/16, 12 blocks, 8 × 224²; MViT-B 16 × 4 and 32 × 3)
 # against PaddleVideo, transformers, pytorchvideo and torchvision.
 cargo test -q --test parity_transformer transformers_match_their_references_at_full_size -- --ignored --nocapture
+# C-TCN at the zoo's own size (512 steps, 402 concepts, 201 classes) against its restatement.
+cargo test -q --test parity_ctcn ctcn_matches_the_paddle_zoo_at_full_size -- --ignored --nocapture

@@ -90,10 +90,11 @@ pub struct Args {
     /// annotation files have them. Ids also match by file name and with or without `v_`.
     #[arg(long, value_name = "FILE")]
     pub durations: Option<PathBuf>,
-    /// Write the model's raw outputs instead of proposals: per video three features-stream
-    /// records (vidkit-stream(5)) whose header names the output, `"output": "start"` [T],
-    /// `"end"` [T] and `"bm"` [2, D, T] (regression and classification maps; entry (d, t) the
-    /// proposal from step t lasting d + 1 steps), with the video's `duration` when known.
+    /// Write the model's raw outputs instead of proposals: per video one features-stream record
+    /// (vidkit-stream(5)) per output, its header naming it, with the video's `duration` when
+    /// known. BMN: `"output": "start"` [T], `"end"` [T] and `"bm"` [2, D, T] (regression and
+    /// classification maps; entry (d, t) the proposal from step t lasting d + 1 steps); BSN:
+    /// `action`, `start`, `end` [T] and `candidates` [N, 6]; C-TCN: `loc` [A, 2] and `cls` [A, K].
     #[arg(long, conflicts_with_all = ["top"])]
     pub raw: bool,
     /// The features modality to read.
