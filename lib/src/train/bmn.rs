@@ -145,6 +145,18 @@ pub fn bmn_loss(
     uniform_mid: &[f32],
     uniform_low: &[f32],
 ) -> Result<BmnLoss> {
+    bmn_loss_of(out, targets, uniform_mid, uniform_low, false)
+}
+
+/// Both references' `BMNLoss`; `mmaction2` picks MMAction2's details (see
+/// [`bmn_loss_mmaction2`]).
+fn bmn_loss_of(
+    out: &BmnOutput,
+    targets: &[BmnTargets],
+    uniform_mid: &[f32],
+    uniform_low: &[f32],
+    mmaction2: bool,
+) -> Result<BmnLoss> {
     let (b, two, dn, tn) = out.bm.dims4()?;
     if two != 2 || b != targets.len() || out.start.dims() != [b, tn] || out.end.dims() != [b, tn] {
         bail!("bmn loss: outputs {:?} do not fit {} videos' targets", out.bm.dims(), targets.len());
@@ -164,9 +176,14 @@ pub fn bmn_loss(
         let n = gt.len() as f32;
         balanced_log_loss(pred, pos, neg, n, n)
     };
-    let tem_start = tem(&out.start, targets.iter().flat_map(|g| g.start.iter().copied()).collect())?;
-    let tem_end = tem(&out.end, targets.iter().flat_map(|g| g.end.iter().copied()).collect())?;
-    let tem_loss = (tem_start + tem_end)?;
+    let starts: Vec<f32> = targets.iter().flat_map(|g| g.start.iter().copied()).collect();
+    let ends: Vec<f32> = targets.iter().flat_map(|g| g.end.iter().copied()).collect();
+    let tem_loss = if mmaction2 {
+        let logistic = |pred: &Tensor, gt: &[f32]| super::bsn::binary_logistic_regression_loss(pred, gt, 0.5);
+        (logistic(&out.start, &starts)? + logistic(&out.end, &ends)?)?
+    } else {
+        (tem(&out.start, starts)? + tem(&out.end, ends)?)?
+    };
 
     let valid = bmn_valid_mask(tn, dn);
     let gt: Vec<f32> =
@@ -178,8 +195,10 @@ pub fn bmn_loss(
     // PEM regression weights (no gradient): every high position, sampled middle and low ones.
     let high: Vec<f32> = gt.iter().map(|&g| if g > 0.7 { 1.0 } else { 0.0 }).collect();
     let mid: Vec<f32> = gt.iter().map(|&g| if g <= 0.7 && g > 0.3 { 1.0 } else { 0.0 }).collect();
+    // MMAction2's low band leaves out IoU 0.
+    let low_floor = |g: f32| if mmaction2 { g > 0.0 } else { g >= 0.0 };
     let low: Vec<f32> =
-        gt.iter().enumerate().map(|(i, &g)| if (0.0..=0.3).contains(&g) { at(i) } else { 0.0 }).collect();
+        gt.iter().enumerate().map(|(i, &g)| if g <= 0.3 && low_floor(g) { at(i) } else { 0.0 }).collect();
     let (num_h, num_m, num_l): (f32, f32, f32) = (high.iter().sum(), mid.iter().sum(), low.iter().sum());
     let (r_m, r_l) = (num_h / num_m, num_h / num_l);
     let weights: Vec<f32> = (0..gt.len())
@@ -199,27 +218,25 @@ pub fn bmn_loss(
     // PEM classification on the valid map.
     let pos: Vec<f32> = gt.iter().map(|&g| if g > 0.9 { 1.0 } else { 0.0 }).collect();
     let neg: Vec<f32> = gt.iter().enumerate().map(|(i, &g)| if g <= 0.9 { at(i) } else { 0.0 }).collect();
-    let entries: f32 = pos.iter().sum::<f32>() + neg.iter().sum::<f32>();
-    let pem_cls = balanced_log_loss(&pred_cls, pos, neg, entries, entries)?;
+    let pem_cls = if mmaction2 {
+        // Positives counted at least once, the ratio clipped to [1.05, 21], eps 1e-5.
+        let positives = pos.iter().sum::<f32>().max(1.0);
+        let entries = positives + neg.iter().sum::<f32>();
+        let ratio = (entries / positives).clamp(1.05, 21.0) as f64;
+        let (c0, c1) = (0.5 * ratio / (ratio - 1.0), 0.5 * ratio);
+        let pm = vec_tensor(pos, &[b, dn, tn], device)?;
+        let nm = vec_tensor(neg, &[b, dn, tn], device)?;
+        let lp = ((&pred_cls + 1e-5)?.log()? * pm)?.affine(c1, 0.0)?;
+        let ln = (pred_cls.affine(-1.0, 1.0 + 1e-5)?.log()? * nm)?.affine(c0, 0.0)?;
+        (lp + ln)?.sum_all()?.affine(-1.0 / entries as f64, 0.0)?
+    } else {
+        let entries: f32 = pos.iter().sum::<f32>() + neg.iter().sum::<f32>();
+        balanced_log_loss(&pred_cls, pos, neg, entries, entries)?
+    };
 
     let total = ((&tem_loss + pem_reg.affine(10.0, 0.0)?)? + &pem_cls)?;
     let scalar = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?) };
     Ok(BmnLoss { tem: scalar(&tem_loss)?, pem_reg: scalar(&pem_reg)?, pem_cls: scalar(&pem_cls)?, total })
-}
-
-/// MMAction2's `binary_logistic_regression_loss` (threshold 0.5): positives above the threshold,
-/// r = entries / max(positives, 1) clipped to [1.05, 21], weights `0.5·r` and `0.5·r/(r − 1)`,
-/// minus the mean log-likelihood with eps 1e-5.
-fn mmaction2_logistic(pred: &Tensor, gt: &[f32]) -> Result<Tensor> {
-    let n = gt.len();
-    let pmask: Vec<f32> = gt.iter().map(|&g| if g > 0.5 { 1.0 } else { 0.0 }).collect();
-    let positives = pmask.iter().sum::<f32>().max(1.0);
-    let ratio = (n as f32 / positives).clamp(1.05, 21.0) as f64;
-    let (c0, c1) = (0.5 * ratio / (ratio - 1.0), 0.5 * ratio);
-    let p = vec_tensor(pmask, pred.dims(), pred.device())?;
-    let pos = ((pred + 1e-5)?.log()? * &p)?.affine(c1, 0.0)?;
-    let neg = (pred.affine(-1.0, 1.0 + 1e-5)?.log()? * p.affine(-1.0, 1.0)?)?.affine(c0, 0.0)?;
-    Ok((pos + neg)?.mean_all()?.neg()?)
 }
 
 /// MMAction2's `BMNLoss` (`mmaction/models/losses/bmn_loss.py`), the same terms and weights as
@@ -234,60 +251,7 @@ pub fn bmn_loss_mmaction2(
     uniform_mid: &[f32],
     uniform_low: &[f32],
 ) -> Result<BmnLoss> {
-    let (b, two, dn, tn) = out.bm.dims4()?;
-    if two != 2 || b != targets.len() || out.start.dims() != [b, tn] || out.end.dims() != [b, tn] {
-        bail!("bmn loss: outputs {:?} do not fit {} videos' targets", out.bm.dims(), targets.len());
-    }
-    let map = dn * tn;
-    if targets.iter().any(|g| g.iou_map.len() != map || g.start.len() != tn || g.end.len() != tn)
-        || uniform_mid.len() != map
-        || uniform_low.len() != map
-    {
-        bail!("bmn loss: targets are not [{dn}, {tn}] maps");
-    }
-    let device = out.bm.device();
-    let starts: Vec<f32> = targets.iter().flat_map(|g| g.start.iter().copied()).collect();
-    let ends: Vec<f32> = targets.iter().flat_map(|g| g.end.iter().copied()).collect();
-    let tem_loss = (mmaction2_logistic(&out.start, &starts)? + mmaction2_logistic(&out.end, &ends)?)?;
-    let valid = bmn_valid_mask(tn, dn);
-    let at = |i: usize| valid[i % map];
-    let gt: Vec<f32> =
-        targets.iter().flat_map(|g| g.iou_map.iter().zip(&valid).map(|(i, m)| i * m)).collect();
-    let pred_reg = out.bm.narrow(1, 0, 1)?.squeeze(1)?;
-    let pred_cls = out.bm.narrow(1, 1, 1)?.squeeze(1)?;
-    let high: Vec<f32> = gt.iter().map(|&g| if g > 0.7 { 1.0 } else { 0.0 }).collect();
-    let mid: Vec<f32> = gt.iter().map(|&g| if g <= 0.7 && g > 0.3 { 1.0 } else { 0.0 }).collect();
-    let low: Vec<f32> =
-        gt.iter().enumerate().map(|(i, &g)| if g <= 0.3 && g > 0.0 { at(i) } else { 0.0 }).collect();
-    let (num_h, num_m, num_l): (f32, f32, f32) = (high.iter().sum(), mid.iter().sum(), low.iter().sum());
-    let (r_m, r_l) = (num_h / num_m, num_h / num_l);
-    let weights: Vec<f32> = (0..gt.len())
-        .map(|i| {
-            let sm = if mid[i] * uniform_mid[i % map] > 1.0 - r_m { 1.0 } else { 0.0 };
-            let sl = if low[i] * uniform_low[i % map] > 1.0 - r_l { 1.0 } else { 0.0 };
-            high[i] + sm + sl
-        })
-        .collect();
-    let weight_sum: f32 = weights.iter().sum();
-    let gt_t = vec_tensor(gt.clone(), &[b, dn, tn], device)?;
-    let w_t = vec_tensor(weights, &[b, dn, tn], device)?;
-    let scale = if weight_sum > 0.0 { 0.5 / weight_sum as f64 } else { 0.0 };
-    let pem_reg = ((pred_reg - &gt_t)?.sqr()? * w_t)?.sum_all()?.affine(scale, 0.0)?;
-    // Classification: positives above 0.9, negatives the rest of the valid map.
-    let pmask: Vec<f32> = gt.iter().map(|&g| if g > 0.9 { 1.0 } else { 0.0 }).collect();
-    let nmask: Vec<f32> = gt.iter().enumerate().map(|(i, &g)| if g <= 0.9 { at(i) } else { 0.0 }).collect();
-    let positives = pmask.iter().sum::<f32>().max(1.0);
-    let entries = positives + nmask.iter().sum::<f32>();
-    let ratio = (entries / positives).clamp(1.05, 21.0) as f64;
-    let (c0, c1) = (0.5 * ratio / (ratio - 1.0), 0.5 * ratio);
-    let pm = vec_tensor(pmask, &[b, dn, tn], device)?;
-    let nm = vec_tensor(nmask, &[b, dn, tn], device)?;
-    let pos = ((&pred_cls + 1e-5)?.log()? * pm)?.affine(c1, 0.0)?;
-    let neg = (pred_cls.affine(-1.0, 1.0 + 1e-5)?.log()? * nm)?.affine(c0, 0.0)?;
-    let pem_cls = (pos + neg)?.sum_all()?.affine(-1.0 / entries as f64, 0.0)?;
-    let total = ((&tem_loss + pem_reg.affine(10.0, 0.0)?)? + &pem_cls)?;
-    let scalar = |t: &Tensor| -> Result<f32> { Ok(t.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?) };
-    Ok(BmnLoss { tem: scalar(&tem_loss)?, pem_reg: scalar(&pem_reg)?, pem_cls: scalar(&pem_cls)?, total })
+    bmn_loss_of(out, targets, uniform_mid, uniform_low, true)
 }
 
 #[cfg(test)]
