@@ -2,7 +2,7 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|models|full|paddle|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|paddle|captions|all]      (default: all)
 #
 # Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
@@ -15,6 +15,11 @@
 #                      ppvideo --no-deps (peers-paddle-nodeps.txt), the paddle.fluid stub
 #                      (peers-paddle-fluid-stub.py) and a .pth that makes `import paddlevideo`
 #                      work as in a PaddleVideo checkout (Paddle parity test)
+#   TARGET_DIR/captions scripts/peers-captions.txt numpy, then pycocoevalcap --no-deps
+#                      (peers-captions-nodeps.txt; its pycocotools dependency only loads COCO
+#                      JSON, which the fixture script does not use): veval --captions checks.
+#                      Its wheel is 104 MB (the METEOR, PTB tokenizer and SPICE jars); the
+#                      tokenizer and METEOR need a JRE (`java`) when the fixtures are made
 #
 # Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
 # that runs it) differs from the stamp written after its last successful build, so a second run
@@ -22,7 +27,7 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|models|full|paddle|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|paddle|captions|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
@@ -30,7 +35,8 @@ case "${2:-all}" in
   models) tiers=(models) ;;
   full) tiers=(full) ;;
   paddle) tiers=(paddle) ;;
-  all) tiers=(decode models full paddle) ;;
+  captions) tiers=(captions) ;;
+  all) tiers=(decode models full paddle captions) ;;
   *) usage ;;
 esac
 
@@ -46,6 +52,7 @@ tier_files() {
     models) echo "$here/peers-models.txt $here/peers-models-nodeps.txt" ;;
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
     paddle) echo "$here/peers-paddle.txt $here/peers-paddle-nodeps.txt $here/peers-paddle-fluid-stub.py" ;;
+    captions) echo "$here/peers-captions.txt $here/peers-captions-nodeps.txt" ;;
   esac
 }
 
@@ -90,6 +97,7 @@ build_tier() {
     case $tier in
       paddle) install_paddle_extras "$venv" ;;
       models) pip_install "$venv" --no-deps -r "$here/peers-models-nodeps.txt" ;;
+      captions) pip_install "$venv" --no-deps -r "$here/peers-captions-nodeps.txt" ;;
     esac
     # Smoke-import what the tier promises, so a broken wheel fails here, not in a test.
     case $tier in
@@ -97,6 +105,7 @@ build_tier() {
       models) imports="numpy, torch, torchvision, safetensors.torch, pytorchvideo.models.hub, transformers" ;;
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
       paddle) imports="numpy, paddle, paddlevideo.modeling.backbones, paddlevideo.modeling.heads" ;;
+      captions) imports="numpy, pycocoevalcap.bleu.bleu, pycocoevalcap.cider.cider, pycocoevalcap.rouge.rouge, pycocoevalcap.meteor.meteor, pycocoevalcap.tokenizer.ptbtokenizer" ;;
     esac
     "$venv/bin/python" -W ignore -c "import $imports"
     echo "$want" > "$stamp"

@@ -48,6 +48,8 @@ pub mod tools {
     pub mod vclassify;
     pub mod vconvert;
     pub mod veval;
+    pub mod veval_captions;
+    pub mod veval_grounding;
     pub mod veval_localization;
     pub mod vfeat;
     pub mod vpropose;

@@ -1,7 +1,8 @@
 //! `veval`: classification metrics over prediction records (DESIGN.md §2.3), as mmaction2's
 //! `AccMetric` reports them: top-1 and top-5 accuracy, mean class accuracy, and on request the
 //! confusion matrix; with `--multilabel`, youtube-8m's GAP@k, hit@1 and PERR and mmaction2's mAP.
-//! The formulas live in `vidkit::metric::accuracy` and `vidkit::metric::multilabel`.
+//! The formulas live in `vidkit::metric::accuracy` and `vidkit::metric::multilabel`; the other
+//! modes (localization, grounding, captions) in their `veval_*` files.
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -16,7 +17,8 @@ use vidkit::stream::prediction::{read_predictions, Prediction};
 use vidkit::stream::Label;
 
 const ABOUT: &str = "Score classification predictions: top-1/top-5 accuracy, mean class accuracy, \
-confusion matrix; GAP, hit@1, PERR and mAP for multi-label sets";
+confusion matrix; GAP, hit@1, PERR and mAP for multi-label sets; proposals, detections, grounding \
+recall and caption metrics";
 
 const LONG_ABOUT: &str = "\
 Score classification predictions: top-1/top-5 accuracy, mean class accuracy, confusion matrix; \
@@ -88,7 +90,40 @@ np.trapz over AN divided by the largest AN; detection AP is VOC's interpolated A
 greedy matching by score, averaged over classes (a class without detections scores 0).
 JSON: {\"auc\", \"an\", \"ar_an\", \"ar_at\": {\"1\", \"5\", \"10\", \"100\"}, \"videos\"} and
 {\"map\", \"tiou\", \"map_at_tiou\", \"classes\", \"videos\"}, fractions in [0, 1]; the table on
-stderr prints percentages.";
+stderr prints percentages.
+
+  # Temporal grounding (vground JSON Lines): R@1/5/10 at IoU 0.1/0.3/0.5/0.7, TALL's rules
+  veval --grounding --pred grounding.jsonl --gt queries.jsonl
+  veval --grounding --grounding-protocol mmaction2 --pred grounding.jsonl
+
+Grounding (--grounding): --pred lines {\"query_id\", \"video\", \"candidates\": [[t0, t1, score], ...]},
+ground truth from --gt lines {\"query_id\", \"video\", \"gt\": [t0, t1]} or each line's own \"gt\";
+queries match on (video, query_id). R@k at IoU m is the fraction of queries with a hit among
+their best k candidates, where IoU is the references' calculate_IoU (intersection over the hull
+of the two segments). tall (default) is TALL's compute_IoU_recall_top_n_forreg (jiyanggao/TALL,
+PaddlePaddle's tall_metrics.py): candidates ranked by score through temporal NMS at IoU m - 0.05,
+hit when IoU >= m; among equal scores the later-listed candidate ranks first (Python's stable
+sort, as the reference). mmaction2 is MMAction2's RecallatTopK: the first k candidates as
+listed, no NMS, hit when IoU > m. A query without candidates counts as a miss. JSON: {\"r_at\":
+{\"1\": {\"0.1\", \"0.3\", \"0.5\", \"0.7\"}, \"5\": ..., \"10\": ...}, \"queries\", \"protocol\"}.
+
+  # Captions (vcaption JSON Lines or {id: caption}) against {id: [references]} or ActivityNet
+  # Captions JSON: BLEU-1..4, ROUGE-L, CIDEr-D; METEOR through pycocoevalcap's jar
+  veval --captions --pred captions.jsonl --gt val_1.json --meteor-jar pycocoevalcap/meteor/meteor-1.5.jar
+  veval --captions --pred captions.json --gt refs.json --per-video
+
+Captions (--captions): the numbers are pycocoevalcap 1.2's, on its scale (BLEU, METEOR, ROUGE-L in
+[0, 1]; CIDEr-D unbounded). Captions are tokenized as its ptbtokenizer.py does (Stanford
+PTBTokenizer 3.4.1 -preserveLines -lowerCase, restated natively; its punctuation list removed);
+BLEU is corpus-level with the closest reference length, ROUGE-L has beta 1.2, CIDEr-D sigma 6 with
+clipping, x10 and document frequencies from the reference set. METEOR 1.5 exists only as its
+jar: with --meteor-jar it runs `java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm` as
+pycocoevalcap does (a JRE is needed; the jar's data/ directory must be beside it); without it,
+\"meteor\" is left out and stderr says so. In ActivityNet Captions JSON ({video: {\"duration\",
+\"timestamps\", \"sentences\"}}) a video's sentences are its references (video-level captioning);
+a caption's video may carry or lack the \"v_\" prefix. Videos are scored in the --pred order;
+empty captions are scored as empty, as pycocoevalcap scores them. JSON: {\"bleu1\", ...,
+\"bleu4\", \"meteor\"?, \"rouge_l\", \"cider\", \"videos\"} plus \"per_video\" with --per-video.";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "veval", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -97,7 +132,8 @@ pub struct Args {
     #[arg(long, value_name = "PRED.jsonl")]
     pub pred: PathBuf,
 
-    /// Ground truth list file, `path label` per line; without it each record's "label" is used.
+    /// Ground truth: a list file (`path label` per line), or the annotations of --proposals,
+    /// --detection, --grounding or --captions; without it each record's own "label" (or "gt").
     #[arg(long, value_name = "LIST")]
     pub gt: Option<PathBuf>,
 
@@ -128,6 +164,28 @@ pub struct Args {
     /// (ActivityNet eval_detection.py).
     #[arg(long, requires = "gt", conflicts_with_all = ["multilabel", "confusion"])]
     pub detection: bool,
+
+    /// Score temporal grounding: R@{1,5,10} at IoU {0.1,0.3,0.5,0.7}; --pred is vground JSON
+    /// Lines, --gt query lines with "gt" (or each prediction's own "gt").
+    #[arg(long, conflicts_with_all = ["multilabel", "confusion", "proposals", "detection", "captions"])]
+    pub grounding: bool,
+
+    /// With --grounding: whose rules decide a hit.
+    #[arg(long, value_enum, default_value = "tall", requires = "grounding")]
+    pub grounding_protocol: super::veval_grounding::Protocol,
+
+    /// Score captions: BLEU-1..4, METEOR (with --meteor-jar), ROUGE-L and CIDEr-D as
+    /// pycocoevalcap 1.2; --gt is {id: [references]} or ActivityNet Captions JSON.
+    #[arg(long, requires = "gt", conflicts_with_all = ["multilabel", "confusion", "proposals", "detection"])]
+    pub captions: bool,
+
+    /// With --captions: pycocoevalcap's METEOR 1.5 jar, run with `java` as pycocoevalcap runs it.
+    #[arg(long, value_name = "meteor-1.5.jar", requires = "captions")]
+    pub meteor_jar: Option<PathBuf>,
+
+    /// With --captions: also each video's scores ("per_video").
+    #[arg(long, requires = "captions")]
+    pub per_video: bool,
 
     /// With --proposals/--detection: the ground truth's subset (`validation`, `test`, ...).
     #[arg(long, default_value = "validation")]
@@ -576,8 +634,14 @@ fn multilabel(preds: Vec<(usize, Prediction)>, args: &Args, source: &str, classe
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    if args.proposals || args.detection {
-        let json = super::veval_localization::evaluate(&args)?;
+    if args.proposals || args.detection || args.grounding || args.captions {
+        let json = if args.grounding {
+            super::veval_grounding::evaluate(&args)?
+        } else if args.captions {
+            super::veval_captions::evaluate(&args)?
+        } else {
+            super::veval_localization::evaluate(&args)?
+        };
         let mut out = vidkit::io::Output::open(args.output.as_deref())?;
         let dest = args.output.as_ref().map_or_else(|| "<stdout>".to_string(), |p| p.display().to_string());
         out.write_all(json.as_bytes()).with_context(|| format!("{dest}: cannot write"))?;
