@@ -5,7 +5,7 @@ use crate::rng::Rng;
 use crate::sample::{fixed_rate, SamplerConfig};
 use crate::stream::{Array, Label, Norm, Record, RecordHeader};
 use crate::transform::{self, CropMode};
-use crate::video::{self, short_side_size};
+use crate::video::{self, fixed_ratio_size, short_side_size};
 use anyhow::{bail, Context, Result};
 use ndarray::{Array4, Axis};
 use std::path::PathBuf;
@@ -39,6 +39,9 @@ pub struct ClipSpec {
     pub sampler: SamplerConfig,
     /// Short side in pixels after resizing (inside ffmpeg); `None` keeps the native size.
     pub short_side_px: Option<u32>,
+    /// Resize to `short_side_px` by `int(short_side_px * 4 / 3)` whatever the aspect (the 2019
+    /// Paddle zoo's `group_scale`, [`crate::video::fixed_ratio_size`]) instead of keeping it.
+    pub fixed_ratio: bool,
     pub crop: CropMode,
     pub crop_px: u32,
     /// Random horizontal flip (p = 0.5 per clip); train only.
@@ -131,7 +134,13 @@ pub fn sample_video_each(
         }
         _ => clips,
     };
-    let size = spec.short_side_px.map(|s| short_side_size(info.width, info.height, s));
+    let size = spec.short_side_px.map(|s| {
+        if spec.fixed_ratio {
+            fixed_ratio_size(info.width, info.height, s)
+        } else {
+            short_side_size(info.width, info.height, s)
+        }
+    });
     let all: Vec<usize> = clips.iter().flatten().copied().collect();
     let mut assembler = ClipAssembler::new(&clips);
     let mut emitted = 0usize;
@@ -286,8 +295,10 @@ mod tests {
                 interval: 1,
                 clips: 1,
                 train: false,
+                seglen: 1,
             },
             short_side_px: Some(32),
+            fixed_ratio: false,
             crop,
             crop_px: 32,
             flip: false,

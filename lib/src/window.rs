@@ -207,6 +207,7 @@ mod tests {
                 interval: 1,
                 clips: 1,
                 train: false,
+                seglen: 1,
             },
         }
     }

@@ -14,7 +14,6 @@ use vidkit::infer::{
 use vidkit::io::{open_input, Output};
 use vidkit::model::load_model;
 use vidkit::progress::Progress;
-use vidkit::sample::SamplerConfig;
 use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
 use vidkit::window::{Window, WindowBuilder, WindowSpec};
 
@@ -249,17 +248,7 @@ fn classify_windows(
     stride_s: f64,
 ) -> Result<Outcome> {
     let cfg = model.config();
-    let spec = WindowSpec {
-        window_s,
-        stride_s,
-        sampler: SamplerConfig {
-            kind: cfg.sampler.parse()?,
-            frames: cfg.frames,
-            interval: cfg.interval.unwrap_or(1),
-            clips: 1,
-            train: false,
-        },
-    };
+    let spec = WindowSpec { window_s, stride_s, sampler: cfg.sampler_config(false)? };
     spec.validate()?;
     let mut out = Output::open(args.output.as_deref())?;
     let progress = Progress::new(None, "records", args.quiet);

@@ -37,6 +37,9 @@ Examples:
   # an untrimmed video for temporal localization: a 1-frame snippet every 16 frames, streamed
   vsample long.mp4 --sampler untrimmed --frames 1 --interval 16 | vfeat --model tsn_r50.safetensors -o feats.h5
 
+  # StNet's test protocol (the 2019 Paddle zoo): 25 segments of 5 frames, 4:3 at 256, crop 256
+  vsample video.mp4 --sampler stnet --frames 125 --seglen 5 --fixed-ratio --size 256 --crop-size 256
+
   # 5 frames per second over a 2-hour video, 32 frames per record, in bounded memory
   vsample movie.mp4 --fps 5 --chunk 32 | vfeat --model tsn_r50.safetensors -o movie.h5
 
@@ -72,12 +75,18 @@ pub struct Args {
     pub root: Option<PathBuf>,
     /// Frame sampler: segment (PaddleVideo), segment-mmaction, dense, uniform, untrimmed
     /// (MMAction2's UntrimmedSampleFrames: a snippet of --frames consecutive frames centred every
-    /// --interval frames over the whole video, one record per snippet, in time order).
-    #[arg(long, default_value = "segment", value_parser = ["segment", "segment-mmaction", "dense", "uniform", "untrimmed"])]
+    /// --interval frames over the whole video, one record per snippet, in time order), stnet (the
+    /// 2019 Paddle zoo's StNet reader: --frames / --seglen segments of --seglen consecutive
+    /// frames).
+    #[arg(long, default_value = "segment", value_parser = ["segment", "segment-mmaction", "dense", "uniform", "untrimmed", "stnet"])]
     pub sampler: String,
-    /// Segments per clip (segment, uniform), clip length (dense) or snippet length (untrimmed).
+    /// Frames per clip: segments (segment, uniform), clip length (dense), snippet length
+    /// (untrimmed), segments × --seglen (stnet).
     #[arg(long, default_value_t = 8)]
     pub frames: usize,
+    /// With --sampler stnet: consecutive frames per segment (StNet's T; 5 in the zoo).
+    #[arg(long, default_value_t = 1)]
+    pub seglen: usize,
     /// Frame interval inside a dense clip; for untrimmed, frames between snippet centres.
     #[arg(long, default_value_t = 1)]
     pub interval: usize,
@@ -94,6 +103,10 @@ pub struct Args {
     /// Side of the square crops.
     #[arg(long, default_value_t = 224)]
     pub crop_size: u32,
+    /// Resize to --size by int(--size × 4/3) whatever the aspect (the 2019 Paddle zoo's
+    /// group_scale; a frame whose short side is already --size stays as it is).
+    #[arg(long)]
+    pub fixed_ratio: bool,
     /// Random sampling (training); the default is the deterministic test protocol.
     #[arg(long)]
     pub train: bool,
@@ -159,7 +172,7 @@ pub struct Args {
     pub quiet: bool,
     /// Take the sampler, frames, interval, short side and crop size from a model file's config
     /// (its test protocol), instead of --sampler/--frames/--interval/--size/--crop-size.
-    #[arg(long, value_name = "MODEL.safetensors", conflicts_with_all = ["sampler", "frames", "interval", "size", "crop_size"])]
+    #[arg(long, value_name = "MODEL.safetensors", conflicts_with_all = ["sampler", "frames", "interval", "seglen", "size", "crop_size", "fixed_ratio"])]
     pub spec_from: Option<PathBuf>,
 }
 
@@ -231,6 +244,7 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         interval: args.interval,
         clips: args.clips,
         train: args.train,
+        seglen: args.seglen,
     };
     sampler.validate()?;
     let crop: CropMode = args.crop.parse()?;
@@ -262,6 +276,7 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
         decoder: args.decoder.parse()?,
         sampler,
         short_side_px,
+        fixed_ratio: args.fixed_ratio,
         crop,
         crop_px: args.crop_size,
         flip: args.flip,
@@ -296,6 +311,8 @@ pub fn main(mut args: Args) -> Result<Outcome> {
         args.sampler = cfg.sampler.clone();
         args.frames = cfg.frames;
         args.interval = cfg.interval.unwrap_or(1);
+        args.seglen = cfg.seglen();
+        args.fixed_ratio = cfg.fixed_ratio();
         args.size = Some(cfg.short_side);
         args.crop_size = cfg.crop_size;
     }

@@ -200,6 +200,14 @@ impl ModelConfig {
             sequence,
             extra: Map::new(),
         };
+        if arch.starts_with("stnet") {
+            // configs/stnet.yaml: 7 segments of 5 frames, ImageNet mean/std, no dropout; the
+            // reader's 4:3 resize to 256 and centre crop 224 (VALID; TEST: 25 segments, crop 256).
+            let mut extra = Map::new();
+            extra.insert("seglen".into(), 5.into());
+            extra.insert("fixed_ratio".into(), true.into());
+            return Self { frames: 35, dropout: 0.0, sampler: "stnet".into(), extra, ..base };
+        }
         super::timesformer::vit_defaults(arch, base.clone()).unwrap_or(base)
     }
 
@@ -227,6 +235,32 @@ impl ModelConfig {
             }
         }
         serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: config: {e}", self.arch))
+    }
+
+    /// Consecutive frames per segment of the `stnet` sampler (the extra key `seglen`); 1 for
+    /// the others.
+    pub fn seglen(&self) -> usize {
+        self.extra.get("seglen").and_then(Value::as_u64).map_or(1, |v| v as usize)
+    }
+
+    /// Whether frames are resized to a fixed 4:3 (the extra key `fixed_ratio`, the 2019 Paddle
+    /// zoo's `group_scale`) rather than keeping their aspect.
+    pub fn fixed_ratio(&self) -> bool {
+        self.extra.get("fixed_ratio").and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    /// The model's clip sampler, in training (random) or test mode, one clip.
+    pub fn sampler_config(&self, train: bool) -> Result<crate::sample::SamplerConfig> {
+        let s = crate::sample::SamplerConfig {
+            kind: self.sampler.parse()?,
+            frames: self.frames,
+            interval: self.interval.unwrap_or(1),
+            clips: 1,
+            train,
+            seglen: self.seglen(),
+        };
+        s.validate().with_context(|| format!("{}: the config's sampler", self.arch))?;
+        Ok(s)
     }
 
     fn with_arch(mut self, arch: &str) -> Self {

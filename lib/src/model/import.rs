@@ -336,7 +336,10 @@ pub(super) fn config_from_weights(
 /// architecture) through `import_paddle`, everything else as PyTorch's.
 pub fn import_checkpoint(path: &Path, arch: &str, overrides: &[String]) -> Result<Imported> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "pdparams" || super::PADDLE_ARCHS.contains(&arch) {
+    if arch.starts_with("stnet_") {
+        // The 2019 zoo's fluid parameters.
+        super::import_stnet_pdparams(path, arch, overrides)
+    } else if ext == "pdparams" || super::PADDLE_ARCHS.contains(&arch) {
         super::import_paddle(path, arch, overrides)
     } else {
         import_torch(path, arch, overrides)

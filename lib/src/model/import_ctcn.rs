@@ -35,8 +35,8 @@ fn creation_order() -> (Vec<String>, Vec<String>) {
     (bn, plain.iter().map(|s| s.to_string()).collect())
 }
 
-/// The numbers N of names `{prefix}_N.{leaf}`, ascending.
-fn numbered(names: &HashMap<String, Tensor>, prefix: &str, leaf: &str) -> Vec<usize> {
+/// The numbers N of names `{prefix}_N.{leaf}`, ascending (fluid's creation counts).
+pub(super) fn numbered(names: &HashMap<String, Tensor>, prefix: &str, leaf: &str) -> Vec<usize> {
     let mut n: Vec<usize> = names
         .keys()
         .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix('_')?.strip_suffix(leaf)?.parse().ok())

@@ -6,6 +6,7 @@
 
 use super::localizer::{load_bmn_localizer, load_bsn_localizer, load_ctcn_localizer, LocalizerLoader};
 use super::mvit::build_mvit;
+use super::stnet::build_stnet;
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
 };
@@ -105,6 +106,7 @@ const X3D: Builder = Builder::Recognizer(build_x3d);
 const SEQUENCE: Builder = Builder::Recognizer(build_sequence);
 const TIMESFORMER: Builder = Builder::Recognizer(build_timesformer);
 const MVIT: Builder = Builder::Recognizer(build_mvit);
+const STNET: Builder = Builder::Recognizer(build_stnet);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 const BSN: Builder = Builder::Localizer(load_bsn_localizer);
 const CTCN: Builder = Builder::Localizer(load_ctcn_localizer);
@@ -145,6 +147,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     // mvit_v1_b weights transform (short side 256, crop 224).
     row("mvit_base_16x4", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(16, 4, 256, 224)),
     row("mvit_base_32x3", Recognizer, MVIT, &["pytorchvideo", "torchvision"], zoo(32, 3, 256, 224)),
+    // StNet: the 2019 PaddlePaddle video zoo's (fluid parameters); 7 segments of 5 frames.
+    row("stnet_r50", Recognizer, STNET, &["paddle_fluid"], None),
     row("bmn", Localizer, BMN, &["paddlevideo", "mmaction2"], None),
     // BSN: MMAction2's TEM + PGM + PEM.
     row("bsn", Localizer, BSN, &["mmaction2"], None),

@@ -114,11 +114,22 @@ pub struct ResNet {
 impl ResNet {
     /// `base_width` 64 is torchvision's; smaller values give narrow variants for tests.
     pub fn new(depth: usize, base_width: usize, shift: Option<ShiftSpec>, vb: VarBuilder) -> Result<Self> {
+        Self::with_input_channels(depth, base_width, 3, shift, vb)
+    }
+
+    /// A stem that takes `in_channels` (StNet's super-images: 3 × frames per segment).
+    pub fn with_input_channels(
+        depth: usize,
+        base_width: usize,
+        in_channels: usize,
+        shift: Option<ShiftSpec>,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let Some((kind, counts)) = resnet_layout(depth) else {
             candle_core::bail!("no ResNet of depth {depth} (18, 34, 50, 101, 152)")
         };
         let stem = ConvBn {
-            conv: conv2d(3, base_width, 7, 2, 3, vb.pp("conv1"))?,
+            conv: conv2d(in_channels, base_width, 7, 2, 3, vb.pp("conv1"))?,
             bn: batch_norm2d(base_width, vb.pp("bn1"))?,
         };
         // mmaction2 ResNetTSM: with 23 or more blocks in layer3, every stage shifts only its
@@ -145,6 +156,26 @@ impl ResNet {
     /// [N, 3, H, W] → [N, C, H/32, W/32]
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_stages_t(x, self.stages.len(), train)
+    }
+
+    /// The stem: conv, BN, ReLU and the max pool.
+    pub fn stem_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        max_pool2d(&self.stem.forward_act(x, train, None, true)?, 3, 2, 1)
+    }
+
+    /// Stage `s` (0-based: `layer{s + 1}`) alone.
+    pub fn stage_t(&self, s: usize, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for block in &self.stages[s] {
+            y = block.forward_t(&y, train)?;
+        }
+        Ok(y)
+    }
+
+    /// Output channels of stage `s` (0-based).
+    pub fn stage_channels(&self, s: usize) -> usize {
+        let b = &self.stages[s][self.stages[s].len() - 1];
+        b.convs[b.convs.len() - 1].conv.weight.dim(0).unwrap_or(0)
     }
 
     /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).

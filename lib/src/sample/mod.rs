@@ -19,6 +19,9 @@ pub enum SamplerKind {
     /// A snippet of `frames` consecutive frames centred every `interval` frames over the whole
     /// video (MMAction2 `UntrimmedSampleFrames`): features for temporal localization.
     Untrimmed,
+    /// The 2019 Paddle zoo's StNet reader: `frames / seglen` segments of `seglen` consecutive
+    /// frames each.
+    Stnet,
 }
 
 impl std::str::FromStr for SamplerKind {
@@ -30,7 +33,8 @@ impl std::str::FromStr for SamplerKind {
             "dense" => Self::Dense,
             "uniform" => Self::Uniform,
             "untrimmed" => Self::Untrimmed,
-            _ => bail!("unknown sampler {s:?} (segment, segment-mmaction, dense, uniform, untrimmed)"),
+            "stnet" => Self::Stnet,
+            _ => bail!("unknown sampler {s:?} (segment, segment-mmaction, dense, uniform, untrimmed, stnet)"),
         })
     }
 }
@@ -47,6 +51,9 @@ pub struct SamplerConfig {
     pub clips: usize,
     /// Random (training) rather than deterministic (test) sampling.
     pub train: bool,
+    /// Consecutive frames per segment (`stnet`: the reader's `seglen`, T); 1 for the others.
+    /// A clip still has `frames` frames: `frames / seglen` segments.
+    pub seglen: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +73,20 @@ impl SamplerConfig {
         }
         if self.interval == 0 {
             bail!("--interval must be at least 1");
+        }
+        if self.seglen == 0 {
+            bail!("--seglen must be at least 1");
+        }
+        if self.kind == SamplerKind::Stnet {
+            if self.frames % self.seglen != 0 {
+                bail!(
+                    "--sampler stnet: --frames {} is not a whole number of --seglen {} segments",
+                    self.frames,
+                    self.seglen
+                );
+            }
+        } else if self.seglen != 1 {
+            bail!("--seglen applies to --sampler stnet");
         }
         if self.kind == SamplerKind::Untrimmed {
             if self.clips != 1 {
@@ -102,6 +123,9 @@ impl SamplerConfig {
                     dense(num_frames, self.frames, self.interval, self.train, k, self.clips, rng)
                 }
                 SamplerKind::Uniform => uniform(num_frames, self.frames),
+                SamplerKind::Stnet => {
+                    stnet(num_frames, self.frames / self.seglen, self.seglen, self.train, rng)
+                }
                 SamplerKind::Untrimmed => unreachable!("handled above"),
             })
             .collect();
@@ -185,6 +209,31 @@ fn dense(len: usize, t: usize, tau: usize, train: bool, k: usize, clips: usize, 
     let start = if train { rng.uniform_range(0.0, delta) } else { delta * k as f64 / clips as f64 };
     let end = start + clip_size - 1.0;
     linspace_trunc(start, end, t, len)
+}
+
+/// The 2019 Paddle video zoo's `PaddleCV/video/reader/kinetics_reader.py`, `video_loader` (the
+/// reader of its StNet config, format pkl): `average_dur = int(L / nsample)`; when
+/// `average_dur >= seglen`, train `idx = randint(0, average_dur - seglen)`, test
+/// `idx = (average_dur - seglen) // 2`, plus `i * average_dur`; elif `average_dur >= 1`,
+/// `idx = i * average_dur`; else `idx = i`; the segment is frames `idx .. idx + seglen`, each
+/// `% L`. (Its `mp4_loader` takes `(average_dur - 1) // 2` at test time instead; the config's
+/// pkl reader is the one the zoo's numbers come from.)
+fn stnet(len: usize, nsample: usize, seglen: usize, train: bool, rng: &mut Rng) -> Vec<usize> {
+    let average_dur = len / nsample;
+    (0..nsample)
+        .flat_map(|i| {
+            let idx = if average_dur >= seglen {
+                let within =
+                    if train { rng.below(average_dur - seglen + 1) } else { (average_dur - seglen) / 2 };
+                within + i * average_dur
+            } else if average_dur >= 1 {
+                i * average_dur
+            } else {
+                i
+            };
+            (idx..idx + seglen).map(move |j| j % len)
+        })
+        .collect()
 }
 
 /// MMAction2 `mmaction/datasets/transforms/loading.py`, `UntrimmedSampleFrames` with

@@ -2,7 +2,7 @@
 use super::*;
 
 fn cfg(kind: SamplerKind, frames: usize, interval: usize, clips: usize, train: bool) -> SamplerConfig {
-    SamplerConfig { kind, frames, interval, clips, train }
+    SamplerConfig { kind, frames, interval, clips, train, seglen: 1 }
 }
 
 fn test_indices(
@@ -152,4 +152,50 @@ fn untrimmed_snippets_as_mmaction() {
     assert!(cfg(SamplerKind::Untrimmed, 1, 16, 1, true).validate().is_err());
     assert!(cfg(SamplerKind::Untrimmed, 1, 16, 1, false).validate().is_ok());
     assert_eq!("untrimmed".parse::<SamplerKind>().unwrap(), SamplerKind::Untrimmed);
+}
+
+fn stnet_cfg(frames: usize, seglen: usize, train: bool) -> SamplerConfig {
+    SamplerConfig { seglen, ..cfg(SamplerKind::Stnet, frames, 1, 1, train) }
+}
+
+#[test]
+fn stnet_takes_seglen_consecutive_frames_per_segment_as_the_zoo_reader() {
+    // kinetics_reader.py video_loader, test: average_dur = 100 // 7 = 14,
+    // idx = (14 - 5) // 2 + i * 14 = 4 + 14 i, frames idx .. idx + 5.
+    let mut rng = Rng::new(0);
+    let c = stnet_cfg(35, 5, false).sample(100, &mut rng);
+    let want: Vec<usize> = (0..7).flat_map(|i| (4 + 14 * i..9 + 14 * i).collect::<Vec<_>>()).collect();
+    assert_eq!(c.clips, vec![want]);
+    assert!(!c.repeated);
+    // average_dur 3 < seglen: idx = 3 i, so segments overlap; 12 frames, 4 segments of 5.
+    let c = stnet_cfg(20, 5, false).sample(12, &mut rng);
+    assert_eq!(c.clips[0][..10], [0, 1, 2, 3, 4, 3, 4, 5, 6, 7]);
+    assert_eq!(c.clips[0][15..], [9, 10, 11, 0, 1]); // jj % L
+    assert!(c.repeated);
+    // average_dur 0: idx = i, modulo the length.
+    let c = stnet_cfg(6, 2, false).sample(2, &mut rng);
+    assert_eq!(c.clips[0], [0, 1, 1, 0, 0, 1]);
+    // Training: each segment starts within its own average_dur, randint inclusive.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let c = stnet_cfg(35, 5, true).sample(100, &mut rng);
+        for i in 0..7 {
+            let start = c.clips[0][i * 5];
+            assert!((14 * i..=14 * i + 9).contains(&start), "{start}");
+            assert_eq!(c.clips[0][i * 5..i * 5 + 5], (start..start + 5).collect::<Vec<_>>()[..]);
+            if i == 0 {
+                seen.insert(start);
+            }
+        }
+    }
+    assert_eq!(seen.len(), 10, "randint(0, average_dur - seglen) reaches both ends");
+}
+
+#[test]
+fn seglen_is_checked() {
+    assert!(stnet_cfg(35, 5, false).validate().is_ok());
+    assert!(stnet_cfg(36, 5, false).validate().unwrap_err().to_string().contains("not a whole number"));
+    let mut c = cfg(SamplerKind::Segment, 8, 1, 1, false);
+    c.seglen = 2;
+    assert!(c.validate().unwrap_err().to_string().contains("--seglen applies to --sampler stnet"));
 }

@@ -12,7 +12,6 @@ use crate::clips::ClipSpec;
 use crate::model::{build, init_weights_for, save_model, Model, ModelConfig};
 use crate::progress::Progress;
 use crate::rng::Rng;
-use crate::sample::{SamplerConfig, SamplerKind};
 use crate::transform::CropMode;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -151,14 +150,9 @@ impl TrainConfig {
         let m = &self.model;
         Ok(ClipSpec {
             decoder: Default::default(),
-            sampler: SamplerConfig {
-                kind: m.sampler.parse::<SamplerKind>()?,
-                frames: m.frames,
-                interval: m.interval.unwrap_or(1),
-                clips: 1,
-                train: true,
-            },
+            sampler: m.sampler_config(true)?,
             short_side_px: Some(m.short_side),
+            fixed_ratio: m.fixed_ratio(),
             crop: self.train_crop.parse()?,
             crop_px: m.crop_size,
             flip: self.flip,

@@ -38,9 +38,33 @@ pub fn short_side_size(width: u32, height: u32, short_px: u32) -> (u32, u32) {
     (w, h)
 }
 
+/// The 2019 Paddle video zoo's `group_scale` (`PaddleCV/video/reader/kinetics_reader.py`; also
+/// PaddleVideo's `Scale` with `fixed_ratio`): a frame whose short side is already `short_px`
+/// stays as it is; any other becomes `short_px` by `int(short_px * 4 / 3)`, the long side along
+/// the frame's longer axis (width when square).
+pub fn fixed_ratio_size(width: u32, height: u32, short_px: u32) -> (u32, u32) {
+    if (width <= height && width == short_px) || (height <= width && height == short_px) {
+        return (width, height);
+    }
+    let long = (short_px as f64 * 4.0 / 3.0) as u32;
+    if width < height {
+        (short_px, long)
+    } else {
+        (long, short_px)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_ratio_is_four_by_three_unless_the_short_side_fits() {
+        assert_eq!(fixed_ratio_size(1280, 720, 256), (341, 256));
+        assert_eq!(fixed_ratio_size(240, 320, 256), (256, 341));
+        assert_eq!(fixed_ratio_size(300, 300, 256), (341, 256));
+        assert_eq!(fixed_ratio_size(455, 256, 256), (455, 256)); // short side already 256
+    }
 
     #[test]
     fn short_side_rounds_like_mmcv() {
