@@ -52,10 +52,12 @@ pub mod tools {
     pub mod veval_grounding;
     pub mod veval_localization;
     pub mod vfeat;
+    pub mod vground;
     pub mod vpropose;
     pub mod vsample;
     pub mod vsynth;
     pub mod vtrain;
+    pub mod vtrain_tall;
 }
 
 /// Every tool's clap definition, for man pages and completions (`vman`).
@@ -70,5 +72,6 @@ pub fn commands() -> Vec<clap::Command> {
         tools::vtrain::Args::command(),
         tools::vfeat::Args::command(),
         tools::vpropose::Args::command(),
+        tools::vground::Args::command(),
     ]
 }

@@ -3,6 +3,7 @@
 //!
 //! Data flows one way: video → sample → transform → model → metric; `stream` is spoken by all.
 
+pub mod caption;
 pub mod clips;
 pub mod data;
 pub mod extract;

@@ -87,6 +87,10 @@ video zoo's CTCN.pdparams (fluid.save: conv2d_N.*, batch_norm_N.* matched in the
 creates its layers, the heads' loc/cls_pred_conv1/2_weights/bias; concepts, anchors and classes \
 from the heads; img_size 512 and ctcn.yaml's TEST decoding settings, any of them by -o).
 
+Temporal grounders: tall from the 2019 Paddle video zoo's TALL.pdparams (fluid.save: \
+v2s_lt_weights, s2s_lt_weights, mid_out_weights, sim_mat_weights; sizes from their shapes; \
+tall.yaml's windows of 128 and 256 frames, overlap 0.8, context 128 frames, any of them by -o).
+
 Non-local blocks: in a ResNet-3D (c2d/i3d/slow/r2plus1d/csn) the config key non_local lists, per \
 stage, a 0/1 flag per residual block (as mmaction2 writes non_local), and non_local_cfg sets them \
 up: mode (softmax, alias embedded_gaussian, or dot_product), use_scale, reduction (inner width = \
@@ -157,6 +161,9 @@ Examples:
 
   # the 2019 Paddle zoo's C-TCN (temporal action detection on 402 concept scores per step)
   vconvert --arch ctcn CTCN.pdparams ctcn.safetensors
+
+  # the 2019 Paddle zoo's TALL (sentence grounding on TACoS: C3D fc6 + skip-thought vectors)
+  vconvert --arch tall TALL.pdparams tall.safetensors
 
   # MMAction2's BSN: its TEM and PEM checkpoints into one model file
   vconvert --arch bsn tem_epoch_20.pth --pem pem_epoch_20.pth bsn.safetensors
@@ -305,6 +312,24 @@ pub fn main(args: Args) -> Result<Outcome> {
                 spec.img_size,
                 spec.num_classes,
                 spec.total_anchors(),
+                tensors.len()
+            );
+        }
+        return Ok(Outcome::Success);
+    }
+    if arch == "tall" {
+        let (config, tensors) = vidkit::model::import_tall_pdparams(input, &args.options)?;
+        vidkit::model::save_tensors(&tensors, &config, output)?;
+        if !args.quiet {
+            let spec = vidkit::model::tall_spec(&config)?;
+            eprintln!(
+                "vconvert: {} -> {}: tall (the 2019 Paddle zoo), snippet features {} wide, sentences {}, semantic {}, hidden {}; {} tensors",
+                input.display(),
+                output.display(),
+                spec.snippet_width(),
+                spec.sentence_embedding_size,
+                spec.semantic_size,
+                spec.hidden_size,
                 tensors.len()
             );
         }

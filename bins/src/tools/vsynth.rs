@@ -90,7 +90,11 @@ pub struct Args {
     /// above, held 1-3 times slower) between stretches of the empty scene; DIR/videos/v_NNNN.mp4,
     /// DIR/videos.list (training.list and validation.list: each subset's), and
     /// DIR/activity_net.json (ActivityNet 1.3 ground truth: segments in seconds and labels; the
-    /// last quarter of the videos in subset validation).
+    /// last quarter of the videos in subset validation), and the segments as grounding queries
+    /// for vground and vtrain --arch tall, DIR/training.queries.jsonl and
+    /// DIR/validation.queries.jsonl ({"query_id", "video", "sentence", "embedding", "gt"}: a
+    /// sentence per class, "the object moves to the left", embedded by a fixed encoder: the
+    /// unit-length sum of 64-d random N(0, 1) word vectors seeded by each word's FNV-1a hash).
     #[arg(long, conflicts_with = "per_class")]
     pub segments: bool,
 

@@ -66,6 +66,10 @@ Examples:
   vtrain --arch bsn --train-list csv_mean_100 --gt anet_anno_train_val.json \
       --train-subset training --val-subset validation --out runs/bsn
 
+  # TALL (sentence grounding) on snippet features and query files with embeddings and gt
+  vtrain --arch tall --train-list train.h5 --gt train_queries.jsonl --val-list test.h5 \
+      --val-queries test_queries.jsonl --out runs/tall
+
 Writes OUT/last.safetensors and OUT/best.safetensors (model files for vclassify),
 OUT/last.ckpt.safetensors (the training state for --resume) and OUT/log.jsonl. Inputs ending
 in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.
@@ -87,7 +91,13 @@ proposals scale by the plain duration (feature_extraction_interval 1: the featur
 video). C-TCN (ctcn.yaml): features of any length, the classes the annotations' labels (sorted),
 35 epochs of 16 videos, momentum SGD 5e-4 (x0.1 at epoch 15), L2 1e-4, the reader's random crop,
 targets by BoxCoder.encode, smooth-L1 x2 + cross-entropy with 3:1 hard negatives; validation
-scores ActivityNet's detection mAP; -o width=16 makes every layer 4x narrower for small data.";
+scores ActivityNet's detection mAP; -o width=16 makes every layer 4x narrower for small data.
+TALL (tall.yaml) trains from snippet features and --gt queries ({\"query_id\", \"video\",
+\"embedding\", \"gt\": [t0, t1]}; --val-queries for validation): windows of 64-512 frames
+(overlap 0.8) paired with the queries they match (IoU > 0.5, nIoL < 0.15), batches of 56 whose
+other pairs are the negatives, the alignment + 0.01 x L1 offset loss, Adam 1e-3, clip norm 5, 25
+epochs; validation scores R@1 at IoU 0.5 (TALL's NMS protocol); sizes and windows by -o
+(semantic_size=, hidden_size=, windows=[..], train_windows=[..], context_size=).";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -134,6 +144,7 @@ pub struct Args {
     /// Localizers (bmn, bsn, ctcn): the segment annotations, an ActivityNet JSON, PaddleVideo's /
     /// MMAction2's per-video JSON (id -> {duration_second, annotations}) or a THUMOS14
     /// annotation directory (subsets validation and test; durations from the features).
+    /// Grounders (tall): the training queries (JSON Lines with "gt", as vground reads).
     #[arg(long, value_name = "FILE")]
     pub gt: Option<PathBuf>,
     /// Localizers: train on the annotated videos of this subset only (e.g. training).
@@ -143,6 +154,13 @@ pub struct Args {
     /// without one, from the training features.
     #[arg(long, value_name = "SUBSET")]
     pub val_subset: Option<String>,
+    /// Grounders (tall): the validation queries (their videos from --val-list, else from the
+    /// training features, then not trained on).
+    #[arg(long, value_name = "FILE")]
+    pub val_queries: Option<PathBuf>,
+    /// Grounders: the frame rate of videos whose features carry none.
+    #[arg(long)]
+    pub fps: Option<f64>,
     /// Localizers: the features modality to read.
     #[arg(long, default_value = "rgb")]
     pub modality: String,
@@ -174,6 +192,9 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
 
 pub fn main(args: Args) -> Result<Outcome> {
     let task = vidkit::model::arch_info(&args.arch)?.task;
+    if task == vidkit::model::Task::Grounder {
+        return super::vtrain_tall::train(args);
+    }
     if task == vidkit::model::Task::Localizer {
         if args.init.is_some() {
             bail!("--init starts recognizers of frames; {} trains from its initialisation", args.arch);

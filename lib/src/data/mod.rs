@@ -3,6 +3,7 @@
 mod datasets;
 mod labels;
 mod list;
+mod queries;
 mod segments;
 mod shard;
 
@@ -11,6 +12,7 @@ pub use datasets::{
 };
 pub use labels::{parse_label_names, read_label_names};
 pub use list::{parse_line, read_list, ListEntry};
+pub use queries::{read_queries, GroundingQuery};
 pub use segments::{
     align_prediction_ids, find_video_id, read_annotations, read_segment_ground_truth,
     read_segment_predictions, video_id_forms, AnnotatedVideo, Segment, SegmentGroundTruth,

@@ -241,7 +241,7 @@ pub fn load_localizer(path: &std::path::Path) -> Result<Box<dyn Localizer>> {
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     match info.builder {
         registry::Builder::Localizer(load) => load(path, &cfg),
-        registry::Builder::Recognizer(_) => bail!("{}: {} is not a localizer", path.display(), cfg.arch),
+        _ => bail!("{}: {} is not a localizer", path.display(), cfg.arch),
     }
 }
 

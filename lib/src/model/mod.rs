@@ -8,6 +8,7 @@ mod ctcn;
 mod file;
 #[cfg(test)]
 mod gradcheck;
+mod grounder;
 mod import;
 mod import_3d;
 mod import_bmn;
@@ -16,6 +17,7 @@ mod import_ctcn;
 mod import_mvit;
 mod import_paddle;
 mod import_stnet;
+mod import_tall;
 mod import_vit;
 mod init;
 mod localizer;
@@ -31,6 +33,7 @@ mod resnet_vd;
 mod sequence;
 mod slowfast;
 mod stnet;
+mod tall;
 mod timesformer;
 mod x3d;
 
@@ -50,6 +53,7 @@ pub use ctcn::{
 pub use file::{
     from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
 };
+pub use grounder::{load_grounder, sliding_windows, Candidate, Grounder, GrounderLoader, GroundingVideo};
 pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
@@ -59,6 +63,7 @@ pub use import_bsn::import_bsn_mmaction2;
 pub use import_ctcn::import_ctcn_pdparams;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_stnet::import_stnet_pdparams;
+pub use import_tall::import_tall_pdparams;
 pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};
 pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
@@ -74,6 +79,9 @@ pub use resnet3d::{ResNet3d, ResNet3dSpec};
 pub use sequence::{batch_sequences, Padded, SeqBatch, SequenceModel};
 pub use slowfast::SlowFast;
 pub use stnet::Stnet;
+pub use tall::{
+    init_tall, load_tall, tall_config, tall_from_tensors, tall_loss, tall_spec, Tall, TallSpec, TALL_KEY,
+};
 pub use timesformer::{TimeSformer, VitOptions};
 pub use x3d::X3d;
 
@@ -93,7 +101,9 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     config.validate()?;
     match info.builder {
         Builder::Recognizer(build) => build(config, vb),
-        Builder::Localizer(_) => bail!("{}: a localizer, not built as a recognizer", config.arch),
+        Builder::Localizer(_) | Builder::Grounder(_) => {
+            bail!("{}: a {}, not built as a recognizer", config.arch, info.task.noun())
+        }
     }
 }
 

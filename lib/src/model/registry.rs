@@ -4,12 +4,13 @@
 //! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
 //! here and a parity fixture.
 
+use super::grounder::{load_tall_grounder, GrounderLoader};
 use super::localizer::{load_bmn_localizer, load_bsn_localizer, load_ctcn_localizer, LocalizerLoader};
 use super::mvit::build_mvit;
-use super::stnet::build_stnet;
 use super::recognizer::{
     build_recognizer2d, build_resnet3d, build_sequence, build_slowfast, build_x3d, RecognizerBuilder,
 };
+use super::stnet::build_stnet;
 use super::timesformer::build_timesformer;
 use anyhow::{bail, Result};
 
@@ -24,6 +25,9 @@ pub enum Task {
     SequenceRecognizer,
     /// Temporal proposals for a video's feature sequence (`vpropose`): a [`super::Localizer`].
     Localizer,
+    /// Segments of a video's feature sequence that match sentence queries (`vground`): a
+    /// [`super::Grounder`].
+    Grounder,
 }
 
 impl Task {
@@ -33,6 +37,7 @@ impl Task {
             Task::Recognizer => "recognizer of frames",
             Task::SequenceRecognizer => "recognizer of feature sequences",
             Task::Localizer => "temporal localizer",
+            Task::Grounder => "temporal grounder of sentences",
         }
     }
 
@@ -45,6 +50,9 @@ impl Task {
             }
             Task::Localizer => {
                 "vpropose runs it on feature sequences, vtrain trains it with --gt annotations"
+            }
+            Task::Grounder => {
+                "vground runs it on feature sequences and --queries, vtrain trains it with --gt queries"
             }
         }
     }
@@ -66,6 +74,7 @@ pub struct ZooInput {
 pub enum Builder {
     Recognizer(RecognizerBuilder),
     Localizer(LocalizerLoader),
+    Grounder(GrounderLoader),
 }
 
 /// One architecture.
@@ -110,8 +119,9 @@ const STNET: Builder = Builder::Recognizer(build_stnet);
 const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 const BSN: Builder = Builder::Localizer(load_bsn_localizer);
 const CTCN: Builder = Builder::Localizer(load_ctcn_localizer);
+const TALL: Builder = Builder::Grounder(load_tall_grounder);
 
-use Task::{Localizer, Recognizer, SequenceRecognizer};
+use Task::{Grounder, Localizer, Recognizer, SequenceRecognizer};
 
 /// Every registered architecture.
 pub const REGISTRY: &[ArchInfo] = &[
@@ -154,6 +164,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("bsn", Localizer, BSN, &["mmaction2"], None),
     // C-TCN: the 2019 PaddlePaddle video zoo's detector (fluid parameters).
     row("ctcn", Localizer, CTCN, &["paddle_fluid"], None),
+    // TALL: the 2019 PaddlePaddle video zoo's CTRL grounder (fluid parameters).
+    row("tall", Grounder, TALL, &["paddle_fluid"], None),
 ];
 
 /// The names of every registered architecture, in table order.
@@ -200,7 +212,16 @@ mod tests {
         for a in REGISTRY {
             let localizer = matches!(a.builder, Builder::Localizer(_));
             assert_eq!(localizer, a.task == Task::Localizer, "{}: builder of another task", a.name);
+            let grounder = matches!(a.builder, Builder::Grounder(_));
+            assert_eq!(grounder, a.task == Task::Grounder, "{}: builder of another task", a.name);
         }
+        assert_eq!(archs_for(Task::Grounder).collect::<Vec<_>>(), ["tall"]);
+        let e = require_task("tall", &[Task::Localizer]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tall is a temporal grounder of sentences, not a temporal localizer (vground"),
+            "{e}"
+        );
         assert_eq!(archs_for(Task::Localizer).collect::<Vec<_>>(), ["bmn", "bsn", "ctcn"]);
         let e = require_task("bmn", &[Task::Recognizer, Task::SequenceRecognizer]).unwrap_err();
         assert!(

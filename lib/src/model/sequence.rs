@@ -65,7 +65,7 @@ impl Padded {
 pub type SeqBatch = Vec<Padded>;
 
 /// Softmax over time of `scores` [B, T, K] restricted to the valid steps (`mask` [B, T]).
-fn masked_softmax_time(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+pub(crate) fn masked_softmax_time(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let m = mask.unsqueeze(D::Minus1)?; // [B, T, 1]
                                         // Padded steps get a very low score before the max, so they cannot dominate it.
     let shifted = scores.broadcast_add(&((&m - 1.0)? * 1e9)?)?;

@@ -11,6 +11,7 @@
 //! as PaddleVideo and MMAction2 read them) and `labels.txt`. Everything is a function of the seed.
 
 mod encode;
+pub mod queries;
 pub mod render;
 mod untrimmed;
 

@@ -2,7 +2,8 @@
 //! (`vsynth --segments`): each video is one scene (a background with per-frame noise) in which
 //! several actions of the dataset's classes happen, each an ordinary synthetic clip held 1-3
 //! times slower, separated by stretches of the empty scene. The segments are written as an
-//! ActivityNet 1.3 ground-truth JSON beside the videos.
+//! ActivityNet 1.3 ground-truth JSON beside the videos, and as grounding queries
+//! (`training.queries.jsonl`, `validation.queries.jsonl`: [`super::queries`]).
 
 use super::render::{sample_clip, sample_scene, ClipSpec};
 use super::{encode_sequence, Class};
@@ -186,5 +187,6 @@ pub fn generate_untrimmed(
         }
         f.commit()?;
     }
+    super::queries::write_queries(&opts.out, &videos)?;
     Ok(videos)
 }

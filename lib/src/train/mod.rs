@@ -12,6 +12,7 @@ pub mod loss;
 pub mod mix;
 pub mod optim;
 pub mod schedule;
+pub mod tall;
 pub mod trainer;
 
 pub use checkpoint::{
