@@ -9,11 +9,18 @@ Writes into OUT_DIR:
                   takes them as [B, N, T*3, H, W], the same memory)
   logits.npy      float32 [B, classes]  the fc's output (before the reference's softmax)
   input25.npy logits25.npy  the same model on 25-segment clips (the zoo's TEST protocol)
+  train_r.npy     float32 [B, classes]  R of the training check: L = sum(logits * R) of input.npy
+                  in training mode (batch statistics)
+  train_logits.npy, grad_<fluid name>.npy  its logits and dL/dparameter of twelve parameters,
+                  computed in float64
+  grad_f32_errors.json  torch float32's relative error against them, per parameter
 
 Usage: export_stnet_parity.py --out DIR [--width 16] [--size 64] [--classes 10] [--batch 2]
        [--seg-num 7] [--seglen 5] [--seed 0]
 """
 import argparse
+import copy
+import json
 import os
 import pickle
 import sys
@@ -49,4 +56,45 @@ for suffix, seg_num in [("", a.seg_num), ("25", 25)]:
         logits, _ = model(x.reshape(a.batch, seg_num, a.seglen * 3, a.size, a.size))
     np.save(os.path.join(a.out, f"input{suffix}.npy"), x.numpy().astype(np.float32))
     np.save(os.path.join(a.out, f"logits{suffix}.npy"), logits.numpy().astype(np.float32))
+# Training mode: batch statistics in every batch norm, and the gradients of L = sum(logits * R),
+# in float64 (the reference values) and in float32 (how far torch's own float32 is from them: a
+# deep random ResNet in train mode is ill-conditioned, see parity_zoo.rs).
+x = torch.from_numpy(np.load(os.path.join(a.out, "input.npy")))
+clip = x.reshape(a.batch, a.seg_num, a.seglen * 3, a.size, a.size)
+model64 = copy.deepcopy(model).double().train()
+model.train()
+logits, _ = model(clip)
+r = torch.randn(logits.shape)
+(logits * r).sum().backward()
+logits64, _ = model64(clip.double())
+(logits64 * r.double()).sum().backward()
+np.save(os.path.join(a.out, "train_r.npy"), r.numpy().astype(np.float32))
+np.save(os.path.join(a.out, "train_logits.npy"), logits64.detach().numpy().astype(np.float32))
+
+
+def params(m):
+    return {
+        "conv1_weights": m.conv1.conv.weight,
+        "res3a_branch2b_weights": m.blocks[3].b.conv.weight,
+        "bn4a_branch1_scale": m.blocks[7].short.bn.weight,
+        "conv3d_0.w_0": m.temporal[0].conv.weight,
+        "conv3d_1.b_0": m.temporal[1].conv.bias,
+        "res5a_branch2a_weights": m.blocks[-3].a.conv.weight,
+        "res5c_branch2c_weights": m.blocks[-1].c.conv.weight,
+        "bn5c_branch2c_scale": m.blocks[-1].c.bn.weight,
+        "xception_att_conv.w_0": m.xception.att_conv.weight,
+        "xception_bndw.b_0": m.xception.bndw.bias,
+        "xception_dw.w_0": m.xception.dw.weight,
+        "fc_0.w_0": m.fc.weight,
+    }
+
+
+f32_errors = {}
+for (name, p32), p64 in zip(params(model).items(), params(model64).values()):
+    # The fc's gradient in PyTorch's [out, in] layout (vidkit's), not fluid's [in, out].
+    g64 = p64.grad.numpy()
+    np.save(os.path.join(a.out, f"grad_{name}.npy"), g64.astype(np.float32))
+    f32_errors[name] = float(np.abs(p32.grad.numpy() - g64).max() / np.abs(g64).max())
+with open(os.path.join(a.out, "grad_f32_errors.json"), "w") as f:
+    json.dump(f32_errors, f)
 print("stnet fixtures:", a.out)

@@ -114,20 +114,23 @@ pub struct ResNet {
 impl ResNet {
     /// `base_width` 64 is torchvision's; smaller values give narrow variants for tests.
     pub fn new(depth: usize, base_width: usize, shift: Option<ShiftSpec>, vb: VarBuilder) -> Result<Self> {
-        Self::with_input_channels(depth, base_width, 3, shift, vb)
+        Self::with_input_channels(depth, base_width, 3, None, shift, vb)
     }
 
-    /// A stem that takes `in_channels` (StNet's super-images: 3 × frames per segment).
+    /// A stem that takes `in_channels` (StNet's super-images: 3 × frames per segment), and
+    /// `blocks` per stage in place of the depth's (narrow, shallow models for tests).
     pub fn with_input_channels(
         depth: usize,
         base_width: usize,
         in_channels: usize,
+        blocks: Option<[usize; 4]>,
         shift: Option<ShiftSpec>,
         vb: VarBuilder,
     ) -> Result<Self> {
         let Some((kind, counts)) = resnet_layout(depth) else {
             candle_core::bail!("no ResNet of depth {depth} (18, 34, 50, 101, 152)")
         };
+        let counts = blocks.unwrap_or(counts);
         let stem = ConvBn {
             conv: conv2d(in_channels, base_width, 7, 2, 3, vb.pp("conv1"))?,
             bn: batch_norm2d(base_width, vb.pp("bn1"))?,

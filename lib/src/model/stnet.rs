@@ -114,8 +114,14 @@ impl Stnet {
                 config.frames
             );
         }
-        let backbone =
-            ResNet::with_input_channels(depth, config.base_width, 3 * seglen, None, vb.pp("backbone"))?;
+        let backbone = ResNet::with_input_channels(
+            depth,
+            config.base_width,
+            3 * seglen,
+            config.stage_depths,
+            None,
+            vb.pp("backbone"),
+        )?;
         let temporal = [
             TemporalBlock::new(backbone.stage_channels(1), vb.pp("temporal.0"))?,
             TemporalBlock::new(backbone.stage_channels(2), vb.pp("temporal.1"))?,
@@ -185,5 +191,77 @@ impl super::Recognizer for Stnet {
     /// One row per clip: the max-pooled Xception features, [B, 1, C/2].
     fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.clip_features(x, train)?.unsqueeze(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// The whole model's backward is checked against the reference's (train mode) in
+    /// bins/tests/parity_stnet.rs; here the two blocks of its own against central differences.
+    #[test]
+    fn temporal_block_gradients_match_central_differences() {
+        let vm = VarMap::new();
+        let t = TemporalBlock::new(3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (6, 3, 2, 2), &Device::Cpu).unwrap();
+        crate::model::gradcheck::assert_gradients(&vm, |train| t.forward_t(&x, 3, train).unwrap());
+    }
+
+    /// dL/dx of `f` at `x` against central differences, at every coordinate.
+    fn assert_input_gradient(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) {
+        let var = candle_core::Var::from_tensor(x).unwrap();
+        let r = Tensor::randn(0f32, 1., f(x).shape(), &Device::Cpu).unwrap();
+        let loss = |t: &Tensor| (f(t) * &r).unwrap().sum_all().unwrap();
+        let g: Vec<f32> = loss(var.as_tensor())
+            .backward()
+            .unwrap()
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let base: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-2f32;
+        for i in 0..base.len() {
+            let at = |d: f32| {
+                let mut v = base.clone();
+                v[i] += d;
+                loss(&Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap()
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() <= 0.02 * fd.abs().max(g[i].abs()).max(0.1),
+                "x[{i}]: backward {} vs differences {fd}",
+                g[i]
+            );
+        }
+    }
+
+    #[test]
+    fn xception_input_gradient_matches_central_differences() {
+        let vm = VarMap::new();
+        let t = Xception::new(4, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (3, 4, 5, 1, 1), &Device::Cpu).unwrap();
+        assert_input_gradient(&x, |x| t.forward_t(x, true).unwrap());
+    }
+
+    #[test]
+    fn temporal_block_input_gradient_matches_central_differences() {
+        let vm = VarMap::new();
+        let t = TemporalBlock::new(3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (6, 3, 2, 2), &Device::Cpu).unwrap();
+        assert_input_gradient(&x, |x| t.forward_t(x, 3, true).unwrap());
+    }
+
+    #[test]
+    fn xception_gradients_match_central_differences() {
+        let vm = VarMap::new();
+        let t = Xception::new(4, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1., (3, 4, 5, 1, 1), &Device::Cpu).unwrap();
+        crate::model::gradcheck::assert_gradients(&vm, |train| t.forward_t(&x, train).unwrap());
     }
 }
