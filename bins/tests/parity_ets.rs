@@ -11,7 +11,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vidkit::model::{load_ets, Padded};
 
 fn fixture() -> Option<PathBuf> {
@@ -24,6 +24,17 @@ fn fixture() -> Option<PathBuf> {
 
 fn json(p: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// `vconvert --arch ets` of the fixture into `dir/ets.safetensors` (max_length 12, as the
+/// fixture's); the fixture's dictionary.
+fn import(fx: &Path, dir: &Path) -> PathBuf {
+    let pd = fx.join("ets.pdparams");
+    let dict = fx.join("dict.txt");
+    let args = ["--arch", "ets", pd.to_str().unwrap(), "--vocab", dict.to_str().unwrap(), "ets.safetensors"];
+    let o = run(env!("CARGO_BIN_EXE_vconvert"), &[&args[..], &["-o", "max_length=12"]].concat(), dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    dict
 }
 
 /// Our parameter name for each of the fixture's fluid names (import_ets.rs's order).
@@ -54,23 +65,7 @@ const NAMES: &[(&str, &str)] = &[
 fn ets_imports_and_matches_the_paddle_zoo() {
     let Some(fx) = fixture() else { return };
     let d = tempfile::tempdir().unwrap();
-    let pd = fx.join("ets.pdparams");
-    let dict = fx.join("dict.txt");
-    let o = run(
-        env!("CARGO_BIN_EXE_vconvert"),
-        &[
-            "--arch",
-            "ets",
-            pd.to_str().unwrap(),
-            "--vocab",
-            dict.to_str().unwrap(),
-            "ets.safetensors",
-            "-o",
-            "max_length=12",
-        ],
-        d.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    import(&fx, d.path());
     let model = load_ets(&d.path().join("ets.safetensors")).unwrap();
     let words = json(fx.join("words.json"));
     let beams = json(fx.join("beams.json"));
@@ -148,23 +143,7 @@ fn vcaption_writes_the_searched_captions() {
     let Some(fx) = fixture() else { return };
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let pd = fx.join("ets.pdparams");
-    let dict = fx.join("dict.txt");
-    let o = run(
-        env!("CARGO_BIN_EXE_vconvert"),
-        &[
-            "--arch",
-            "ets",
-            pd.to_str().unwrap(),
-            "--vocab",
-            dict.to_str().unwrap(),
-            "ets.safetensors",
-            "-o",
-            "max_length=12",
-        ],
-        p,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let dict = import(&fx, p);
     std::fs::create_dir(p.join("feats")).unwrap();
     for i in 0..4 {
         std::fs::copy(fx.join(format!("feat{i}.npy")), p.join(format!("feats/v{i}.npy"))).unwrap();
