@@ -44,7 +44,7 @@ bench: build peers
 # `make install PREFIX=~/.local`: the tools, their man pages, and bash/zsh/fish completions
 # generated from the same clap definitions as --help and the man pages.
 PREFIX ?= /usr/local
-TOOLS := vsample vfeat vtrain vclassify veval vconvert vsynth vpropose vground
+TOOLS := vsample vfeat vtrain vclassify veval vconvert vsynth vpropose vground vcaption
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(addprefix $(BIN)/,$(TOOLS)) $(DESTDIR)$(PREFIX)/bin/

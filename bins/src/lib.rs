@@ -45,6 +45,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
 }
 
 pub mod tools {
+    pub mod vcaption;
     pub mod vclassify;
     pub mod vconvert;
     pub mod veval;
@@ -72,6 +73,7 @@ pub fn commands() -> Vec<clap::Command> {
         tools::vtrain::Args::command(),
         tools::vfeat::Args::command(),
         tools::vpropose::Args::command(),
+        tools::vcaption::Args::command(),
         tools::vground::Args::command(),
     ]
 }

@@ -87,6 +87,11 @@ video zoo's CTCN.pdparams (fluid.save: conv2d_N.*, batch_norm_N.* matched in the
 creates its layers, the heads' loc/cls_pred_conv1/2_weights/bias; concepts, anchors and classes \
 from the heads; img_size 512 and ctcn.yaml's TEST decoding settings, any of them by -o).
 
+Captioners: ets from the 2019 Paddle video zoo's ETS.pdparams (fluid.save: fc_N.*, gru_N.*, \
+embedding_N.w_0, gru_unit_N.* matched in the order ets_net.py creates them) with its dictionary \
+by --vocab (dict.txt: one `word count` line per id, <s> <e> <unk> first), which goes into the model \
+file; sizes from the weights; ets.yaml's max_length 80 and beam_size 3, either by -o.
+
 Temporal grounders: tall from the 2019 Paddle video zoo's TALL.pdparams (fluid.save: \
 v2s_lt_weights, s2s_lt_weights, mid_out_weights, sim_mat_weights; sizes from their shapes; \
 tall.yaml's windows of 128 and 256 frames, overlap 0.8, context 128 frames, any of them by -o).
@@ -165,6 +170,9 @@ Examples:
   # the 2019 Paddle zoo's TALL (sentence grounding on TACoS: C3D fc6 + skip-thought vectors)
   vconvert --arch tall TALL.pdparams tall.safetensors
 
+  # the 2019 Paddle zoo's ETS captioner with its vocabulary (ActivityNet Captions, ResNet-152 5 fps)
+  vconvert --arch ets ETS.pdparams --vocab dict.txt ets.safetensors
+
   # MMAction2's BSN: its TEM and PEM checkpoints into one model file
   vconvert --arch bsn tem_epoch_20.pth --pem pem_epoch_20.pth bsn.safetensors
 
@@ -216,6 +224,10 @@ pub struct Args {
     /// TEM's (IN).
     #[arg(long, value_name = "PEM.pth")]
     pub pem: Option<PathBuf>,
+
+    /// With --arch ets: the reference's dictionary (dict.txt), stored in the model file.
+    #[arg(long, value_name = "DICT")]
+    pub vocab: Option<PathBuf>,
 
     /// Model file to write (.safetensors), atomically.
     #[arg(value_name = "OUT.safetensors", required_unless_present_any = ["list_archs", "lists"])]
@@ -298,6 +310,27 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     if args.pem.is_some() && arch != "bsn" {
         bail!("--pem is for --arch bsn (MMAction2's PEM checkpoint)");
+    }
+    if args.vocab.is_some() != (arch == "ets") {
+        bail!("--arch ets and --vocab DICT go together (the ETS dictionary, dict.txt)");
+    }
+    if let Some(vocab) = &args.vocab {
+        let (config, tensors) = vidkit::model::import_ets_pdparams(input, vocab, &args.options)?;
+        vidkit::model::save_tensors(&tensors, &config, output)?;
+        if !args.quiet {
+            let (spec, vocab) = vidkit::model::ets_spec(&config)?;
+            eprintln!(
+                "vconvert: {} -> {}: ets (the 2019 Paddle zoo), features {} wide, {} words, beam {}, at most {} words; {} tensors",
+                input.display(),
+                output.display(),
+                spec.feat_size,
+                vocab.len(),
+                spec.beam_size,
+                spec.max_length,
+                tensors.len()
+            );
+        }
+        return Ok(Outcome::Success);
     }
     if arch == "ctcn" {
         let (config, tensors) = vidkit::model::import_ctcn_pdparams(input, &args.options)?;

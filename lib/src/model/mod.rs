@@ -3,8 +3,10 @@
 
 mod bmn;
 mod bsn;
+mod captioner;
 mod config;
 mod ctcn;
+mod ets;
 mod file;
 #[cfg(test)]
 mod gradcheck;
@@ -14,6 +16,7 @@ mod import_3d;
 mod import_bmn;
 mod import_bsn;
 mod import_ctcn;
+mod import_ets;
 mod import_mvit;
 mod import_paddle;
 mod import_stnet;
@@ -50,6 +53,10 @@ pub use ctcn::{
     ctcn_config, ctcn_from_tensors, ctcn_parameter_names, ctcn_spec, init_ctcn, load_ctcn, resize_nearest,
     Ctcn, CtcnOutput, CtcnSpec, CTCN_KEY, CTCN_STEPS,
 };
+pub use captioner::{load_captioner, Caption, Captioner, CaptionerLoader};
+pub use ets::{
+    ets_config, ets_from_tensors, ets_parameter_shapes, ets_spec, init_ets, load_ets, Encoded, Ets, EtsSpec, ETS_KEY,
+};
 pub use file::{
     from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
 };
@@ -61,6 +68,7 @@ pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_bsn::import_bsn_mmaction2;
 pub use import_ctcn::import_ctcn_pdparams;
+pub use import_ets::{import_ets_pdparams, read_ets_vocabulary};
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_stnet::import_stnet_pdparams;
 pub use import_tall::import_tall_pdparams;
@@ -101,7 +109,7 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
     config.validate()?;
     match info.builder {
         Builder::Recognizer(build) => build(config, vb),
-        Builder::Localizer(_) | Builder::Grounder(_) => {
+        Builder::Localizer(_) | Builder::Grounder(_) | Builder::Captioner(_) => {
             bail!("{}: a {}, not built as a recognizer", config.arch, info.task.noun())
         }
     }

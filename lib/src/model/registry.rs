@@ -4,6 +4,7 @@
 //! ([`require_task`]) and refuse the others with one clear line; a new model is a file, a row
 //! here and a parity fixture.
 
+use super::captioner::{load_ets_captioner, CaptionerLoader};
 use super::grounder::{load_tall_grounder, GrounderLoader};
 use super::localizer::{load_bmn_localizer, load_bsn_localizer, load_ctcn_localizer, LocalizerLoader};
 use super::mvit::build_mvit;
@@ -28,6 +29,8 @@ pub enum Task {
     /// Segments of a video's feature sequence that match sentence queries (`vground`): a
     /// [`super::Grounder`].
     Grounder,
+    /// Sentences describing a video's feature sequence (`vcaption`): a [`super::Captioner`].
+    Captioner,
 }
 
 impl Task {
@@ -38,6 +41,7 @@ impl Task {
             Task::SequenceRecognizer => "recognizer of feature sequences",
             Task::Localizer => "temporal localizer",
             Task::Grounder => "temporal grounder of sentences",
+            Task::Captioner => "video captioner",
         }
     }
 
@@ -53,6 +57,9 @@ impl Task {
             }
             Task::Grounder => {
                 "vground runs it on feature sequences and --queries, vtrain trains it with --gt queries"
+            }
+            Task::Captioner => {
+                "vcaption runs it on feature sequences, vtrain trains it with --gt captions"
             }
         }
     }
@@ -75,6 +82,7 @@ pub enum Builder {
     Recognizer(RecognizerBuilder),
     Localizer(LocalizerLoader),
     Grounder(GrounderLoader),
+    Captioner(CaptionerLoader),
 }
 
 /// One architecture.
@@ -120,8 +128,9 @@ const BMN: Builder = Builder::Localizer(load_bmn_localizer);
 const BSN: Builder = Builder::Localizer(load_bsn_localizer);
 const CTCN: Builder = Builder::Localizer(load_ctcn_localizer);
 const TALL: Builder = Builder::Grounder(load_tall_grounder);
+const ETS: Builder = Builder::Captioner(load_ets_captioner);
 
-use Task::{Grounder, Localizer, Recognizer, SequenceRecognizer};
+use Task::{Captioner, Grounder, Localizer, Recognizer, SequenceRecognizer};
 
 /// Every registered architecture.
 pub const REGISTRY: &[ArchInfo] = &[
@@ -166,6 +175,8 @@ pub const REGISTRY: &[ArchInfo] = &[
     row("ctcn", Localizer, CTCN, &["paddle_fluid"], None),
     // TALL: the 2019 PaddlePaddle video zoo's CTRL grounder (fluid parameters).
     row("tall", Grounder, TALL, &["paddle_fluid"], None),
+    // ETS: the 2019 PaddlePaddle video zoo's captioner (fluid parameters).
+    row("ets", Captioner, ETS, &["paddle_fluid"], None),
 ];
 
 /// The names of every registered architecture, in table order.
@@ -214,8 +225,13 @@ mod tests {
             assert_eq!(localizer, a.task == Task::Localizer, "{}: builder of another task", a.name);
             let grounder = matches!(a.builder, Builder::Grounder(_));
             assert_eq!(grounder, a.task == Task::Grounder, "{}: builder of another task", a.name);
+            let captioner = matches!(a.builder, Builder::Captioner(_));
+            assert_eq!(captioner, a.task == Task::Captioner, "{}: builder of another task", a.name);
         }
         assert_eq!(archs_for(Task::Grounder).collect::<Vec<_>>(), ["tall"]);
+        assert_eq!(archs_for(Task::Captioner).collect::<Vec<_>>(), ["ets"]);
+        let e = require_task("ets", &[Task::Localizer]).unwrap_err();
+        assert!(e.to_string().contains("ets is a video captioner, not a temporal localizer (vcaption"), "{e}");
         let e = require_task("tall", &[Task::Localizer]).unwrap_err();
         assert!(
             e.to_string()
