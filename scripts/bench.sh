@@ -84,6 +84,10 @@ bash "$here/peers.sh" "$peers" paddle
   --arch pptimesformer_vit_b --frames 16 --reps 3 --json "$out/pptimesformer16.json"
 "$peers/paddle/bin/python" "$here/bench_paddle.py" --vidkit "$examples/bench_models" --threads 2 \
   --arch pptimesformer_vit_b --frames 16 --memory --json "$out/pptimesformer16_memory.json"
+# StNet (7 segments of 5 frames at 224²): vidkit's forward against the PyTorch restatement of the
+# 2019 zoo's fluid code (models tier).
+"$peers/models/bin/python" "$here/bench_models.py" --stnet --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/stnet.json"
 # Attention alone (the transformers' shapes) against torch's scaled_dot_product_attention.
 "$peers/models/bin/python" "$here/bench_models.py" --attention --vidkit "$examples/bench_models" --threads 2 \
   --reps 5 --json "$out/attention.json"
@@ -101,3 +105,5 @@ cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --
 cargo test -q --test parity_transformer transformers_match_their_references_at_full_size -- --ignored --nocapture
 # C-TCN at the zoo's own size (512 steps, 402 concepts, 201 classes) against its restatement.
 cargo test -q --test parity_ctcn ctcn_matches_the_paddle_zoo_at_full_size -- --ignored --nocapture
+# StNet at the zoo's size (ResNet-50, 224², 7 and 25 segments of 5 frames) against its restatement.
+cargo test -q --test parity_stnet stnet_full_size_matches_the_paddle_zoo -- --ignored --nocapture

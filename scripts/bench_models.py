@@ -5,6 +5,10 @@ thread count, alternating, ratios printed (vidkit time / PyTorch time; below 1.0
     python bench_models.py --zoo --vidkit CMD --threads 2 --json OUT [--arch x3d_xs ...]
 
     python bench_models.py --attention --vidkit CMD --threads 2 --json OUT
+    python bench_models.py --stnet --vidkit CMD --threads 2 --json OUT
+
+--stnet: StNet (7 segments × 5 frames at 224², batch 1) against scripts/stnet_ref.py's PyTorch
+restatement of the 2019 zoo's fluid code, forward only.
 
 --attention: vidkit's attention (nn::attend, inference) against torch's
 scaled_dot_product_attention on the shapes the video transformers run: TimeSformer's spatial
@@ -139,6 +143,34 @@ def zoo_rows(a, env):
     return rows
 
 
+def stnet_rows(a, env):
+    """StNet (the 2019 Paddle zoo's, 7 segments of 5 frames at 224², batch 1) against
+    scripts/stnet_ref.py's PyTorch restatement of the fluid code (random weights), forward only."""
+    import stnet_ref
+
+    net = stnet_ref.StNet(50, 7, 5, 400).eval()
+    clip = torch.randn(1, 7, 15, 224, 224)
+
+    def times(reps):
+        fwd = []
+        with torch.no_grad():
+            net(clip)
+            for _ in range(reps):
+                t = time.perf_counter()
+                net(clip)
+                fwd.append(time.perf_counter() - t)
+        return statistics.median(fwd)
+
+    ours, theirs = alternate(a, lambda: vidkit_run(a, env, "stnet_r50", 35, 224, True)["forward_s"],
+                             lambda: times(a.reps))
+    row = {"arch": "stnet_r50", "input": "7x5x224", "vidkit_forward_s": statistics.median(ours),
+           "torch_forward_s": statistics.median(theirs), "forward_ratio": median_ratio(ours, theirs),
+           "round_ratios": [o / t for o, t in zip(ours, theirs)]}
+    print(f"{'stnet_r50':10} {row['input']:8} {row['vidkit_forward_s']:11.3f} {row['torch_forward_s']:10.3f}"
+          f" {row['forward_ratio']:6.2f}  ({' '.join(f'{x:.2f}' for x in row['round_ratios'])})", flush=True)
+    return [row]
+
+
 # (name, groups, heads, queries, keys, head width)
 ATTENTION = [
     ("timesformer space 8x224", 8, 12, 197, 197, 64),
@@ -192,8 +224,18 @@ def main():
     ap.add_argument("--arch", action="append", default=None)
     ap.add_argument("--zoo", action="store_true", help="3D CNNs against pytorchvideo, forward only")
     ap.add_argument("--attention", action="store_true", help="attention alone against torch's SDPA")
+    ap.add_argument("--stnet", action="store_true", help="StNet against its PyTorch restatement, forward only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.stnet:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        print(f"\nStNet, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round; ratio: median of "
+              f"{a.rounds} alternating rounds:")
+        print(f"{'model':10} {'input':8} {'vidkit fwd':>11} {'torch fwd':>10} {'ratio':>6}", flush=True)
+        rows = stnet_rows(a, env)
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "rows": rows}, f, indent=1)
+        return
     if a.attention:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
         print(f"\nAttention (inference), CPU, {a.threads} threads, median of {a.reps} per round; ratio: median of "
