@@ -191,6 +191,45 @@ fn windows_over_a_long_video_classify_the_frames_inside_them() {
     assert!(stderr(&o).contains("--stride must be a positive"), "{}", stderr(&o));
 }
 
+/// StNet runs from its own input spec: `vsample --spec-from` takes the zoo reader's sampler
+/// (segments of consecutive frames: 40 frames, 4 segments of 2, average_dur 10, test offset
+/// (10 − 2) // 2 = 4) and its 4:3 resize from the model file, `vclassify` scores the clip.
+#[test]
+fn stnet_classifies_from_its_own_input_spec() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let mut cfg = ModelConfig::defaults("stnet_r50");
+    let o: Vec<String> = [
+        "stage_depths=[1,1,1,1]",
+        "base_width=4",
+        "frames=8",
+        "seglen=2",
+        "crop_size=32",
+        "short_side=32",
+        "num_classes=3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cfg.apply_overrides(&o).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &candle_core::Device::Cpu);
+    build(&cfg, vb).unwrap();
+    vidkit::model::init_weights(&varmap, 7).unwrap();
+    save_model(&varmap, &cfg, &p.join("m.safetensors")).unwrap();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    let o = run(VSAMPLE, &["a.mp4", "--spec-from", "m.safetensors", "-q", "-o", "a.vks"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = read_stream(&p.join("a.vks"));
+    assert_eq!(recs[0].array.shape(), &[8, 32, 32, 3]);
+    assert_eq!(recs[0].header.indices.as_deref(), Some(&[4i64, 5, 14, 15, 24, 25, 34, 35][..]));
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "a.vks"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds = lines(&o.stdout);
+    let sum: f64 = preds[0]["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "{sum}");
+}
+
 /// A video transformer runs in the same pipe: `vsample --spec-from` takes PP-TimeSformer's own
 /// protocol from the model file (linspace sampling, short side and crop), `vclassify` averages
 /// its softmax; a stream of another crop is refused in one line naming the patch grid.

@@ -30,11 +30,6 @@ fn small_model(path: &Path, arch: &str, frames: usize) {
     save_model(&varmap, &cfg, path).unwrap();
 }
 
-fn read_stream(path: &Path) -> Vec<Record> {
-    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
-}
-
 fn ok(o: &std::process::Output) {
     assert!(o.status.success(), "exit {:?}: {}", o.status.code(), stderr(o));
 }

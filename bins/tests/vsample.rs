@@ -5,14 +5,9 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use vidkit::stream::{Record, StreamReader};
+use vidkit::stream::StreamReader;
 
 const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
-
-fn read_stream(path: &Path) -> Vec<Record> {
-    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
-}
 
 #[test]
 fn list_input_gives_one_record_per_clip_and_view_in_order() {
@@ -485,6 +480,23 @@ fn spec_from_reads_the_model_input_spec() {
     assert_eq!(recs[3].header.indices.as_deref(), Some(&[14i64, 18, 21, 25][..]));
     let o = run(VSAMPLE, &["v.mp4", "--spec-from", "m.safetensors", "--frames", "8"], d.path());
     assert!(!o.status.success() && stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+}
+
+/// `--fixed-ratio` resizes as the 2019 Paddle zoo's `group_scale`: short side 32, long side
+/// int(32 · 4/3) = 42, where keeping the aspect of 64×48 gives 43 (42.67 rounded).
+#[test]
+fn fixed_ratio_resizes_to_four_by_three() {
+    let d = tempfile::tempdir().unwrap();
+    testsrc(&d.path().join("v.mp4"), "64x48", 25, 20, &[]);
+    for (flag, width) in [(true, 42), (false, 43)] {
+        let mut args = vec!["v.mp4", "--frames", "2", "--crop", "none", "--size", "32", "-o", "out.vks"];
+        if flag {
+            args.push("--fixed-ratio");
+        }
+        let o = run(VSAMPLE, &args, d.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(read_stream(&d.path().join("out.vks"))[0].array.shape(), &[2, 32, width, 3]);
+    }
 }
 
 /// Runs a tool with its stdout read by `consume` as it arrives; returns the exit status, its

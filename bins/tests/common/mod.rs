@@ -440,3 +440,9 @@ pub fn write_random_tsn(path: &Path, base_width: usize, seed: u64) {
     vidkit::model::init_weights(&varmap, seed).unwrap();
     vidkit::model::save_model(&varmap, &tsn, path).unwrap();
 }
+
+/// Every record of a clip/feature stream file.
+pub fn read_stream(path: &Path) -> Vec<vidkit::stream::Record> {
+    let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    vidkit::stream::StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
+}
