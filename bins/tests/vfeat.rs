@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use vidkit::featstore::{read_features, VideoFeatures};
 use vidkit::model::{build, load_model, save_model, ModelConfig};
-use vidkit::stream::{Label, Record, StreamReader};
+use vidkit::stream::{Label, Record};
 
 const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
 const VFEAT: &str = env!("CARGO_BIN_EXE_vfeat");
