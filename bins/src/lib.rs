@@ -58,6 +58,7 @@ pub mod tools {
     pub mod vsample;
     pub mod vsynth;
     pub mod vtrain;
+    pub mod vtrain_ets;
     pub mod vtrain_tall;
 }
 

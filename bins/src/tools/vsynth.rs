@@ -77,6 +77,12 @@ pub struct Args {
     #[arg(long, conflicts_with = "segments")]
     pub plain: bool,
 
+    /// Also write DIR/captions.json: {"CLASS/CLASS_NNN.mp4": ["a red circle moves left"]}, one
+    /// sentence per clip from what it renders (the object's colour by hue, its shape, its
+    /// class's motion), as vtrain --arch ets and veval --captions read it.
+    #[arg(long, conflicts_with = "segments")]
+    pub captions: bool,
+
     /// Print nothing on stderr but errors.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -105,6 +111,15 @@ pub struct Args {
     /// With --segments: the range of video lengths, MIN-MAX seconds (MIN >= 10).
     #[arg(long, value_name = "MIN-MAX", default_value = "20-60", requires = "segments")]
     pub duration: String,
+}
+
+/// DIR/captions.json, written atomically.
+fn write_captions(opts: &SynthOptions) -> anyhow::Result<()> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        synth::captions::captions(opts).into_iter().map(|(path, c)| (path, serde_json::json!([c]))).collect();
+    let file = vidkit::io::AtomicFile::create(opts.out.join("captions.json"))?;
+    std::fs::write(file.temp_path(), serde_json::to_string_pretty(&map)? + "\n")?;
+    file.commit()
 }
 
 fn untrimmed(
@@ -216,6 +231,9 @@ pub fn main(args: Args) -> anyhow::Result<Outcome> {
     };
     let summary = synth::generate_with_progress(&opts, &progress)?;
     bar.finish();
+    if args.captions {
+        write_captions(&opts)?;
+    }
     let frames: usize = summary.videos.iter().map(|v| v.frames).sum();
     if !args.quiet {
         eprintln!(

@@ -70,6 +70,10 @@ Examples:
   vtrain --arch tall --train-list train.h5 --gt train_queries.jsonl --val-list test.h5 \
       --val-queries test_queries.jsonl --out runs/tall
 
+  # ETS (captioning) on 5 fps frame features and ActivityNet Captions (events cut by timestamps)
+  vtrain --arch ets --train-list anet_5fps.h5 --gt captions/train.json --val-list anet_5fps.h5 \
+      --val-gt captions/val_1.json --out runs/ets
+
 Writes OUT/last.safetensors and OUT/best.safetensors (model files for vclassify),
 OUT/last.ckpt.safetensors (the training state for --resume) and OUT/log.jsonl. Inputs ending
 in .vks are pre-sampled clip streams (vsample --train ... -o train.vks), reused every epoch.
@@ -97,7 +101,14 @@ TALL (tall.yaml) trains from snippet features and --gt queries ({\"query_id\", \
 (overlap 0.8) paired with the queries they match (IoU > 0.5, nIoL < 0.15), batches of 56 whose
 other pairs are the negatives, the alignment + 0.01 x L1 offset loss, Adam 1e-3, clip norm 5, 25
 epochs; validation scores R@1 at IoU 0.5 (TALL's NMS protocol); sizes and windows by -o
-(semantic_size=, hidden_size=, windows=[..], train_windows=[..], context_size=).";
+(semantic_size=, hidden_size=, windows=[..], train_windows=[..], context_size=).
+ETS (ets.yaml) trains from per-frame features and --gt captions (ActivityNet Captions: each
+sentence with the rows of its timestamps, int(t0 * r) to int(t1 * r + 0.5) at r rows per second
+as the reader slices its 5 fps features; MSR-VTT or {video: [sentences]}: whole videos), PTB-
+tokenized, the vocabulary the words seen 3 times (min_count=), stored in the model; 40 epochs of
+256 sentences, teacher-forced cross-entropy, Adam with L2 1e-4, global norm clip 5, Noam's rate
+(d = gru_hidden_dim, warmup_steps=1000, lr_scale=1); validation (--val-list with --val-gt, or
+--gt) scores the loss; sizes by -o (fc_dim=, gru_hidden_dim=, decoder_size=, word_emb_dim=).";
 
 #[derive(Parser, Debug)]
 #[command(name = "vtrain", version, about = "Train a video model from list files or clip streams", after_help = EXAMPLES)]
@@ -145,6 +156,7 @@ pub struct Args {
     /// MMAction2's per-video JSON (id -> {duration_second, annotations}) or a THUMOS14
     /// annotation directory (subsets validation and test; durations from the features).
     /// Grounders (tall): the training queries (JSON Lines with "gt", as vground reads).
+    /// Captioners (ets): the training captions (ActivityNet Captions, MSR-VTT or {video: [sentences]}).
     #[arg(long, value_name = "FILE")]
     pub gt: Option<PathBuf>,
     /// Localizers: train on the annotated videos of this subset only (e.g. training).
@@ -158,6 +170,9 @@ pub struct Args {
     /// training features, then not trained on).
     #[arg(long, value_name = "FILE")]
     pub val_queries: Option<PathBuf>,
+    /// Captioners (ets): the validation captions for --val-list's videos [default: --gt].
+    #[arg(long, value_name = "FILE")]
+    pub val_gt: Option<PathBuf>,
     /// Grounders: the frame rate of videos whose features carry none.
     #[arg(long)]
     pub fps: Option<f64>,
@@ -182,8 +197,9 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
         .into_iter()
         .map(|e| {
             let label = match e.labels.as_slice() {
+                [] => bail!("{}: line {}: vtrain needs a label per video", list.display(), e.line),
                 [l] => Label::Single(*l),
-                _ => bail!("{}: line {}: vtrain needs exactly one label per video", list.display(), e.line),
+                ls => Label::Multi(ls.to_vec()),
             };
             Ok(VideoItem { id: e.path.clone(), path: e.resolve(Some(&base)), label: Some(label) })
         })
@@ -194,6 +210,9 @@ pub fn main(args: Args) -> Result<Outcome> {
     let task = vidkit::model::arch_info(&args.arch)?.task;
     if task == vidkit::model::Task::Grounder {
         return super::vtrain_tall::train(args);
+    }
+    if task == vidkit::model::Task::Captioner {
+        return super::vtrain_ets::train(args);
     }
     if task == vidkit::model::Task::Localizer {
         if args.init.is_some() {
@@ -278,7 +297,7 @@ pub fn main(args: Args) -> Result<Outcome> {
         Some(items) => Source::Videos(Arc::new(items)),
         None => Source::Samples(Arc::new(read_clip_stream(&args.train_list, &mean, &std)?)),
     };
-    check_labels(&train_source, cfg.model.num_classes, &args.train_list)?;
+    check_labels(&train_source, &cfg.model, &args.train_list)?;
     let val: Option<Vec<Sample>> = match &args.val_list {
         None => None,
         Some(p) if is_stream(p) => Some(read_clip_stream(p, &mean, &std)?),
@@ -312,10 +331,17 @@ pub fn main(args: Args) -> Result<Outcome> {
     run(args, cfg, train_source, val)
 }
 
-fn check_labels(source: &Source, classes: usize, path: &Path) -> Result<()> {
+fn check_labels(source: &Source, model: &ModelConfig, path: &Path) -> Result<()> {
+    let classes = model.num_classes;
     for (i, l) in source.labels().iter().enumerate() {
         if l.iter().any(|c| *c >= classes) || (l.is_empty() && matches!(source, Source::Videos(_))) {
             bail!("{}: sample {i} has label {l:?}, outside 0..{classes}", path.display());
+        }
+        if l.len() > 1 && !model.multilabel {
+            bail!(
+                "{}: sample {i} has labels {l:?}: several labels per video need -o multilabel=true",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -409,12 +435,12 @@ fn train_on_features(args: Args, mut cfg: TrainConfig) -> Result<Outcome> {
     let name = |p: &Path| p.display().to_string();
     let train_source =
         Source::Samples(Arc::new(feature_samples(train_videos, &modalities, &name(&args.train_list))?));
-    check_labels(&train_source, cfg.model.num_classes, &args.train_list)?;
+    check_labels(&train_source, &cfg.model, &args.train_list)?;
     let val = match &args.val_list {
         None => None,
         Some(p) => {
             let v = feature_samples(read(p)?, &modalities, &name(p))?;
-            check_labels(&Source::Samples(Arc::new(v.clone())), cfg.model.num_classes, p)?;
+            check_labels(&Source::Samples(Arc::new(v.clone())), &cfg.model, p)?;
             Some(v)
         }
     };

@@ -10,6 +10,7 @@
 //! MP4), and writes `train.list`/`val.list` (`path label`, paths relative to the output directory,
 //! as PaddleVideo and MMAction2 read them) and `labels.txt`. Everything is a function of the seed.
 
+pub mod captions;
 mod encode;
 pub mod queries;
 pub mod render;

@@ -6,6 +6,7 @@ pub mod bmn;
 pub mod bsn;
 pub mod checkpoint;
 pub mod ctcn;
+pub mod ets;
 pub mod loader;
 pub mod localizer;
 pub mod loss;
