@@ -1,4 +1,5 @@
-# The rules shared by the recognition dataset recipes (recipes/ucf101.mk, recipes/hmdb51.mk):
+# The rules shared by the recognition dataset recipes (recipes/ucf101.mk, hmdb51.mk, kinetics.mk,
+# sthv2.mk, charades.mk):
 # official annotations → OUT/{train,val}.list + labels.txt (`vconvert --lists`) → a model trained
 # on the training list (`vtrain`) → the test videos through `vsample | vclassify` with the test
 # protocol (CLIPS clips × VIEW crops, scores averaged) → OUT/metrics.json (`veval`). Include it
@@ -18,6 +19,9 @@ CLIPS      ?= 1
 VIEW       ?= three
 JOBS       ?= 2
 TRAIN_OPTS ?=
+# The dataset's own (a multi-label set's sigmoid head and metrics); recipes set them.
+MODEL_OPTS ?=
+EVAL_OPTS  ?=
 
 .PHONY: all lists train predict eval clean
 all: eval
@@ -32,7 +36,7 @@ train: $(OUT)/model/best.safetensors
 $(OUT)/model/best.safetensors: $(OUT)/train.list
 	$(BIN)/vtrain --arch $(ARCH) --train-list $(OUT)/train.list --val-list $(OUT)/val.list --root $(DATA) \
 	  --out $(OUT)/model --resume -o frames=$(FRAMES) -o short_side=$(SIZE) -o crop_size=$(CROP_SIZE) \
-	  $(TRAIN_OPTS) -j $(JOBS) -q > $(OUT)/train-summary.json
+	  $(MODEL_OPTS) $(TRAIN_OPTS) -j $(JOBS) -q > $(OUT)/train-summary.json
 
 predict: $(OUT)/predictions.jsonl
 
@@ -43,7 +47,7 @@ $(OUT)/predictions.jsonl: $(OUT)/model/best.safetensors
 eval: $(OUT)/metrics.json
 
 $(OUT)/metrics.json: $(OUT)/predictions.jsonl
-	$(BIN)/veval --pred $< --gt $(OUT)/val.list --labels $(OUT)/labels.txt > $@.tmp
+	$(BIN)/veval --pred $< --gt $(OUT)/val.list --labels $(OUT)/labels.txt $(EVAL_OPTS) > $@.tmp
 	mv $@.tmp $@
 
 clean:

@@ -196,3 +196,50 @@ fn sthv2_recipe_from_its_jsons() {
         .unwrap()
         .contains("20bn-something-something-v2/1106.webm 0"));
 }
+
+/// Charades' multi-label annotations: every video's set of action classes (a video without
+/// actions is left out and counted), a sigmoid model trained with BCE, mAP from `veval
+/// --multilabel`.
+#[test]
+fn charades_recipe_from_its_csvs() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    synth(p, "left,right", "8", "32x32", "9");
+    let header = "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n";
+    let (mut train, mut test) = (header.to_string(), header.to_string());
+    std::fs::create_dir_all(p.join("ch/Charades_v1_480")).unwrap();
+    for (class, i, f) in videos(p) {
+        let id = format!("{}{i:02}X", class.to_uppercase());
+        std::fs::rename(&f, p.join(format!("ch/Charades_v1_480/{id}.mp4"))).unwrap();
+        // Every video holds c002 ("something moves"), then its direction.
+        let actions = if class == "left" { "c000 0.0 1.2;c002 0.0 1.7" } else { "c001 0.3 1.5;c002 0.0 1.7" };
+        let row = format!("{id},S1,Hall,6,7,Yes,\"A person, moving.\",obj,desc,{actions},1.7\n");
+        if i < 6 {
+            train.push_str(&row)
+        } else {
+            test.push_str(&row)
+        }
+    }
+    train.push_str("NOACT1,S1,Hall,6,7,Yes,s,,d,,3.0\n");
+    std::fs::create_dir_all(p.join("ch/Charades")).unwrap();
+    std::fs::write(
+        p.join("ch/Charades/Charades_v1_classes.txt"),
+        "c000 Moving to the left\nc001 Moving to the right\nc002 Something moves\n",
+    )
+    .unwrap();
+    std::fs::write(p.join("ch/Charades/Charades_v1_train.csv"), train).unwrap();
+    std::fs::write(p.join("ch/Charades/Charades_v1_test.csv"), test).unwrap();
+    let o = make(p, "charades", "ch", "eval");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("1 listed videos without any action left out (first NOACT1)"), "{err}");
+    let val = std::fs::read_to_string(p.join("out/val.list")).unwrap();
+    assert_eq!(val.lines().count(), 4);
+    assert!(val.contains("Charades_v1_480/LEFT06X.mp4 0,2"), "{val}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("out/metrics.json")).unwrap()).unwrap();
+    eprintln!("metrics: {metrics}");
+    assert!(metrics["map"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{metrics}");
+    let preds = std::fs::read_to_string(p.join("out/predictions.jsonl")).unwrap();
+    assert_eq!(preds.lines().count(), 4);
+}

@@ -235,9 +235,11 @@ pub struct Args {
 
     /// Convert a dataset's official annotations into vidkit lists instead: ucf101, hmdb51,
     /// kinetics (400/600/700; its CSVs, videos named id_start_end; videos not on disk are
-    /// reported and left out) or sthv2 (Something-Something v2's JSONs, template → class) (--data DIR, --split N, --out DIR: writes train.list, val.list,
+    /// reported and left out), sthv2 (Something-Something v2's JSONs, template → class) or
+    /// charades (multi-label: each video's set of action classes, `path c1,c2,...`; videos
+    /// without actions left out) (--data DIR, --split N, --out DIR: writes train.list, val.list,
     /// labels.txt with class indices as MMAction2 assigns them; paths relative to DIR).
-    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics", "sthv2"], requires_all = ["data", "out"],
+    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics", "sthv2", "charades"], requires_all = ["data", "out"],
           conflicts_with_all = ["arch", "list_archs", "input", "output"])]
     pub lists: Option<String>,
     /// With --lists: the dataset as downloaded (official layout or MMAction2's videos/ + annotations/).
@@ -261,6 +263,7 @@ pub fn main(args: Args) -> Result<Outcome> {
             "ucf101" => vidkit::data::ucf101_lists(data, args.split)?,
             "kinetics" => vidkit::data::kinetics_lists(data)?,
             "sthv2" => vidkit::data::sthv2_lists(data)?,
+            "charades" => vidkit::data::charades_lists(data)?,
             _ => vidkit::data::hmdb51_lists(data, args.split)?,
         };
         if lists.train.is_empty() || lists.val.is_empty() {
@@ -275,6 +278,13 @@ pub fn main(args: Args) -> Result<Outcome> {
         vidkit::data::write_dataset_lists(&lists, out)?;
         for m in lists.missing.iter().take(5) {
             eprintln!("vconvert: listed but not on disk (left out): {m}");
+        }
+        if !lists.skipped.is_empty() {
+            eprintln!(
+                "vconvert: {} listed videos without any action left out (first {})",
+                lists.skipped.len(),
+                lists.skipped[0]
+            );
         }
         if !args.quiet {
             eprintln!(

@@ -21,16 +21,19 @@ use std::path::{Path, PathBuf};
 /// A dataset's lists for one split.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DatasetLists {
-    /// `(path relative to the data directory, label)`.
-    pub train: Vec<(String, usize)>,
-    pub val: Vec<(String, usize)>,
+    /// `(path relative to the data directory, labels)`: one label, or several for multi-label
+    /// sets (Charades).
+    pub train: Vec<(String, Vec<usize>)>,
+    pub val: Vec<(String, Vec<usize>)>,
     pub labels: Vec<String>,
     /// Listed videos that are not on disk (left out of the lists).
     pub missing: Vec<String>,
+    /// Listed videos left out for their annotation (Charades videos without any action).
+    pub skipped: Vec<String>,
 }
 
 /// The first of `candidates` (relative to `data`) that exists, or an error naming them all.
-fn find(data: &Path, candidates: &[&str], what: &str) -> Result<PathBuf> {
+pub(super) fn find(data: &Path, candidates: &[&str], what: &str) -> Result<PathBuf> {
     for c in candidates {
         let p = data.join(c);
         if p.exists() {
@@ -41,7 +44,7 @@ fn find(data: &Path, candidates: &[&str], what: &str) -> Result<PathBuf> {
     bail!("{what} not found: looked for {}", tried.join(", "))
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(super) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
 }
 
@@ -97,9 +100,9 @@ pub fn ucf101_lists(data: &Path, split: u32) -> Result<DatasetLists> {
                 continue;
             }
             if into_train {
-                out.train.push((rel, label));
+                out.train.push((rel, vec![label]));
             } else {
-                out.val.push((rel, label));
+                out.val.push((rel, vec![label]));
             }
         }
     }
@@ -145,7 +148,7 @@ pub fn hmdb51_lists(data: &Path, split: u32) -> Result<DatasetLists> {
                 other => bail!("{}: line {}: flag {other:?} is not 0, 1 or 2", path.display(), n + 1),
             };
             if data.join(&rel).exists() {
-                into.push((rel, label));
+                into.push((rel, vec![label]));
             } else {
                 out.missing.push(rel);
             }
@@ -220,9 +223,9 @@ pub fn kinetics_lists(data: &Path) -> Result<DatasetLists> {
                 Some(p) => {
                     let rel = p.strip_prefix(data).unwrap_or(&p).display().to_string();
                     if into_train {
-                        out.train.push((rel, index))
+                        out.train.push((rel, vec![index]))
                     } else {
-                        out.val.push((rel, index))
+                        out.val.push((rel, vec![index]))
                     }
                 }
                 None => out.missing.push(name),
@@ -288,9 +291,9 @@ pub fn sthv2_lists(data: &Path) -> Result<DatasetLists> {
             if !data.join(&rel).exists() {
                 out.missing.push(rel);
             } else if into_train {
-                out.train.push((rel, label));
+                out.train.push((rel, vec![label]));
             } else {
-                out.val.push((rel, label));
+                out.val.push((rel, vec![label]));
             }
         }
     }
@@ -298,7 +301,7 @@ pub fn sthv2_lists(data: &Path) -> Result<DatasetLists> {
 }
 
 /// One CSV line's fields (double-quoted fields may hold commas).
-fn split_csv(line: &str) -> Vec<String> {
+pub(super) fn split_csv(line: &str) -> Vec<String> {
     let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
     for c in line.chars() {
         match c {
@@ -318,7 +321,8 @@ pub fn write_dataset_lists(lists: &DatasetLists, out: &Path) -> Result<()> {
     for (name, rows) in [("train.list", &lists.train), ("val.list", &lists.val)] {
         let mut f = crate::io::AtomicFile::create(&out.join(name))?;
         for (p, l) in rows.iter() {
-            writeln!(f, "{p} {l}")?;
+            let l: Vec<String> = l.iter().map(|c| c.to_string()).collect();
+            writeln!(f, "{p} {}", l.join(","))?;
         }
         f.commit()?;
     }
@@ -353,8 +357,8 @@ mod tests {
         .unwrap();
         std::fs::write(p.join("ucfTrainTestlist/testlist01.txt"), "Biking/v_Biking_g02_c01.avi\n").unwrap();
         let l = ucf101_lists(p, 1).unwrap();
-        assert_eq!(l.train, [("UCF-101/Archery/v_Archery_g01_c01.avi".to_string(), 0)]);
-        assert_eq!(l.val, [("UCF-101/Biking/v_Biking_g02_c01.avi".to_string(), 1)]);
+        assert_eq!(l.train, [("UCF-101/Archery/v_Archery_g01_c01.avi".to_string(), vec![0])]);
+        assert_eq!(l.val, [("UCF-101/Biking/v_Biking_g02_c01.avi".to_string(), vec![1])]);
         assert_eq!(l.missing, ["UCF-101/Archery/v_gone.avi"]);
         let e = ucf101_lists(p, 2).unwrap_err().to_string();
         assert!(e.contains("trainlist02.txt not found"), "{e}");
@@ -383,11 +387,11 @@ mod tests {
         assert_eq!(
             l.train,
             [
-                ("videos_train/abc_000010_000020.mp4".to_string(), 1),
-                ("videos_train/playing guitar/def_000001_000011.mp4".to_string(), 0)
+                ("videos_train/abc_000010_000020.mp4".to_string(), vec![1]),
+                ("videos_train/playing guitar/def_000001_000011.mp4".to_string(), vec![0])
             ]
         );
-        assert_eq!(l.val, [("videos_val/ghi_000005_000015.mkv".to_string(), 0)]);
+        assert_eq!(l.val, [("videos_val/ghi_000005_000015.mkv".to_string(), vec![0])]);
         assert_eq!(l.missing, ["zzz_000000_000010"]);
     }
 
@@ -404,8 +408,8 @@ mod tests {
         std::fs::write(p.join("testTrainMulti_7030_splits/clap_test_split1.txt"), "c.avi 0 \n").unwrap();
         let l = hmdb51_lists(p, 1).unwrap();
         assert_eq!(l.labels, ["clap", "wave"]);
-        assert_eq!(l.train, [("hmdb51_org/wave/a.avi".to_string(), 1)]);
-        assert_eq!(l.val, [("hmdb51_org/wave/b.avi".to_string(), 1)]);
+        assert_eq!(l.train, [("hmdb51_org/wave/a.avi".to_string(), vec![1])]);
+        assert_eq!(l.val, [("hmdb51_org/wave/b.avi".to_string(), vec![1])]);
         assert!(hmdb51_lists(&p.join("nope"), 1).unwrap_err().to_string().contains("split folder"));
     }
 }

@@ -1,5 +1,6 @@
 //! Dataset lists, label maps, and sharding of inputs.
 
+mod charades;
 mod datasets;
 mod labels;
 mod list;
@@ -7,6 +8,7 @@ mod queries;
 mod segments;
 mod shard;
 
+pub use charades::charades_lists;
 pub use datasets::{
     hmdb51_lists, kinetics_lists, sthv2_lists, ucf101_lists, write_dataset_lists, DatasetLists,
 };

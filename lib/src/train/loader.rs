@@ -108,14 +108,21 @@ impl Source {
     /// Each sample's labels (for range checks); videos without a single label give none.
     pub fn labels(&self) -> Vec<Vec<usize>> {
         match self {
-            Source::Videos(v) => v
-                .iter()
-                .map(|i| {
-                    i.label.as_ref().and_then(Label::single).map(|l| vec![l as usize]).unwrap_or_default()
-                })
-                .collect(),
+            Source::Videos(v) => v.iter().map(|i| label_set(i.label.as_ref()).unwrap_or_default()).collect(),
             Source::Samples(c) => c.iter().map(|s| s.labels.clone()).collect(),
         }
+    }
+}
+
+/// A label as the class indices it names (one, or several for multi-label sets); `None` when
+/// absent or negative.
+pub fn label_set(label: Option<&Label>) -> Option<Vec<usize>> {
+    match label? {
+        Label::Single(l) if *l >= 0 => Some(vec![*l as usize]),
+        Label::Multi(ls) if !ls.is_empty() && ls.iter().all(|l| *l >= 0) => {
+            Some(ls.iter().map(|l| *l as usize).collect())
+        }
+        _ => None,
     }
 }
 
@@ -125,13 +132,12 @@ pub fn read_clip_stream(path: &Path, mean: &[f32; 3], std: &[f32; 3]) -> Result<
     let mut out = Vec::new();
     for (n, rec) in StreamReader::new(std::io::BufReader::new(f), path.display().to_string()).enumerate() {
         let rec = rec?;
-        let label = match rec.header.label.as_ref().and_then(Label::single) {
-            Some(l) if l >= 0 => l as usize,
-            _ => bail!("{}: record {n} has no single label", path.display()),
+        let Some(labels) = label_set(rec.header.label.as_ref()) else {
+            bail!("{}: record {n} has no label", path.display())
         };
         let clip = clip_tensor(&rec, mean, std, &Device::Cpu)
             .with_context(|| format!("{}: record {n}", path.display()))?;
-        out.push(Sample { input: Input::Clip(clip), labels: vec![label] });
+        out.push(Sample { input: Input::Clip(clip), labels });
     }
     Ok(out)
 }
@@ -144,13 +150,10 @@ pub fn decode_sample(
     mean: &[f32; 3],
     std: &[f32; 3],
 ) -> Result<Sample> {
-    let label = match item.label.as_ref().and_then(Label::single) {
-        Some(l) if l >= 0 => l as usize,
-        _ => bail!("{}: no single label", item.id),
-    };
+    let Some(labels) = label_set(item.label.as_ref()) else { bail!("{}: no label", item.id) };
     let recs = sample_video(spec, item, position)?;
     let rec = recs.first().context("no clip sampled")?;
-    Ok(Sample { input: Input::Clip(clip_tensor(rec, mean, std, &Device::Cpu)?), labels: vec![label] })
+    Ok(Sample { input: Input::Clip(clip_tensor(rec, mean, std, &Device::Cpu)?), labels })
 }
 
 /// Starts producing the batches of one epoch in `order` on a background thread; at most
