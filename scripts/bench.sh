@@ -97,6 +97,9 @@ bash "$here/peers.sh" "$peers" paddle
 # The same against MMAction2's BMN (a PyTorch restatement of it: mmcv does not install; models tier).
 "$peers/models/bin/python" "$here/bench_bmn_mmaction2.py" --bin "$bin" --dir "$out" --threads 2 \
   --json "$out/bmn_mmaction2.json"
+# ETS: features -> captions per video (beam 3, 80 words), vcaption against the PyTorch restatement of
+# the 2019 zoo's fluid infer_decoder and beam_search / beam_search_decode ops (models tier).
+"$peers/models/bin/python" "$here/bench_ets.py" --bin "$bin" --dir "$out" --threads 2 --json "$out/ets.json"
 # Full-size parity: each zoo model at its own input size, the hub head with its fixed
 # pooling kernel, logits against pytorchvideo's (the tests run at reduced sizes).
 cargo test -q --test parity_zoo zoo_models_match_pytorchvideo_at_full_size -- --ignored --nocapture

@@ -12,6 +12,12 @@ fn npy(p: &Path, name: &str, rows: usize, cols: usize, seed: f32) {
     ndarray_npy::write_npy(p.join(name), &a).unwrap();
 }
 
+/// `vtrain --arch ets` on the features in `f` with captions `gt` into `out`, and `extra` options.
+fn vtrain(p: &Path, gt: &str, out: &str, extra: &[&str]) -> std::process::Output {
+    let args = ["--arch", "ets", "--train-list", "f", "--gt", gt, "--out", out, "-q"];
+    run(env!("CARGO_BIN_EXE_vtrain"), &[&args[..], extra].concat(), p)
+}
+
 /// A tiny ETS trained for one epoch on four videos of 6-wide features.
 fn tiny_model(p: &Path) {
     std::fs::create_dir_all(p.join("f")).unwrap();
@@ -23,33 +29,10 @@ fn tiny_model(p: &Path) {
         r#"{"a": ["a red circle"], "b": ["a blue square"], "c": ["a red square"], "d": ["a blue circle"]}"#,
     )
     .unwrap();
-    let o = run(
-        env!("CARGO_BIN_EXE_vtrain"),
-        &[
-            "--arch",
-            "ets",
-            "--train-list",
-            "f",
-            "--gt",
-            "caps.json",
-            "--out",
-            "run",
-            "-q",
-            "-o",
-            "epochs=1",
-            "-o",
-            "fc_dim=8",
-            "-o",
-            "gru_hidden_dim=8",
-            "-o",
-            "decoder_size=8",
-            "-o",
-            "word_emb_dim=4",
-            "-o",
-            "min_count=1",
-        ],
-        p,
-    );
+    let opts =
+        ["epochs=1", "fc_dim=8", "gru_hidden_dim=8", "decoder_size=8", "word_emb_dim=4", "min_count=1"];
+    let extra: Vec<&str> = opts.iter().flat_map(|o| ["-o", o]).collect();
+    let o = vtrain(p, "caps.json", "run", &extra);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["words"], 8, "{summary}");
@@ -98,32 +81,12 @@ fn captions_with_non_string_entries_are_refused_naming_the_entry() {
     let p = d.path();
     tiny_model(p);
     std::fs::write(p.join("bad.json"), r#"{"a": ["a red circle", 7]}"#).unwrap();
-    let o = run(
-        env!("CARGO_BIN_EXE_vtrain"),
-        &["--arch", "ets", "--train-list", "f", "--gt", "bad.json", "--out", "run2", "-q"],
-        p,
-    );
+    let o = vtrain(p, "bad.json", "run2", &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bad.json: \"a\": sentence 1: must be a string, not 7"), "{}", stderr(&o));
     assert!(!p.join("run2/best.safetensors").exists());
     // Features narrower than the width asked for.
-    let o = run(
-        env!("CARGO_BIN_EXE_vtrain"),
-        &[
-            "--arch",
-            "ets",
-            "--train-list",
-            "f",
-            "--gt",
-            "caps.json",
-            "--out",
-            "run3",
-            "-q",
-            "-o",
-            "feat_size=9",
-        ],
-        p,
-    );
+    let o = vtrain(p, "caps.json", "run3", &["-o", "feat_size=9"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("features are 6 wide; the model takes 9"), "{}", stderr(&o));
 }
