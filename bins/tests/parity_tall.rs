@@ -16,9 +16,45 @@ fn max_rel(got: &[f32], want: &[f32]) -> f32 {
 
 #[test]
 fn tall_imports_scores_and_trains_as_the_paddle_zoo() {
+    check(
+        "b5",
+        &[],
+        Some("tall (the 2019 Paddle zoo), snippet features 10 wide, sentences 20, semantic 16, hidden 12"),
+        1e-4,
+    );
+}
+
+/// `make bench`: configs/tall.yaml's sizes (clip + contexts 12288, skip-thought 4800, semantic
+/// 1024, hidden 1000) and its batch of 56. The gradients are ill-conditioned at this size: the
+/// restatement's own float32 gradients differ from its float64 ones by 1.2e-4 (v2s), 2.3e-4
+/// (s2s), 1.1e-3 (mid) and 1.3e-6 (sim) relative (measured 2026-12-05), ours from its float32
+/// by about as much, so the bound here is 2e-3.
+#[test]
+#[ignore]
+fn tall_full_size_matches_the_paddle_zoo() {
+    let args = [
+        "--batch",
+        "56",
+        "--visual",
+        "12288",
+        "--sentence",
+        "4800",
+        "--semantic",
+        "1024",
+        "--hidden",
+        "1000",
+    ];
+    check("full", &args, None, 2e-3);
+}
+
+/// Imports the fixture `name` (export_tall_parity.py with `args`) and checks the outputs, one
+/// training step's loss and every parameter's gradient (within `grad_tol` relative);
+/// `summary`: vconvert's line to expect.
+fn check(name: &str, args: &[&str], summary: Option<&str>, grad_tol: f32) {
     let script = workspace_root().join("scripts/export_tall_parity.py");
     let keys = [script.clone(), workspace_root().join("scripts/tall_ref.py")];
-    let Some(fx) = cached_fixture("tall-parity", &keys, "b5", models_peers_python, &script, &[]) else {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let Some(fx) = cached_fixture("tall-parity", &keys, name, models_peers_python, &script, &args) else {
         return;
     };
     let d = tempfile::tempdir().unwrap();
@@ -27,13 +63,9 @@ fn tall_imports_scores_and_trains_as_the_paddle_zoo() {
     let o =
         run(env!("CARGO_BIN_EXE_vconvert"), &["--arch", "tall", pd.to_str().unwrap(), "tall.safetensors"], p);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(
-            "tall (the 2019 Paddle zoo), snippet features 10 wide, sentences 20, semantic 16, hidden 12"
-        ),
-        "{}",
-        stderr(&o)
-    );
+    if let Some(summary) = summary {
+        assert!(stderr(&o).contains(summary), "{}", stderr(&o));
+    }
     let model = vidkit::model::load_tall(&p.join("tall.safetensors")).unwrap();
     let tensor = |name: &str| {
         let (shape, v) = read_npy_f32(&fx.join(format!("{name}.npy")));
@@ -88,6 +120,6 @@ fn tall_imports_scores_and_trains_as_the_paddle_zoo() {
         let (_, want) = read_npy_f32(&fx.join(format!("grad_{fluid}.npy")));
         let e = max_rel(&got, &want);
         eprintln!("tall gradient {fluid}: relative error {e:.2e}");
-        assert!(e < 1e-4, "{fluid}: {e}");
+        assert!(e < grad_tol, "{fluid}: {e}");
     }
 }
