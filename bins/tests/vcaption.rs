@@ -90,3 +90,28 @@ fn captions_with_non_string_entries_are_refused_naming_the_entry() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("features are 6 wide; the model takes 9"), "{}", stderr(&o));
 }
+
+/// The reference's per-video files: numpy arrays pickled by Python 2 (protocol 0), no extension.
+#[test]
+fn the_references_pickled_feature_files_are_captioned() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tiny_model(p);
+    std::fs::create_dir(p.join("feat_data")).unwrap();
+    for (name, rows) in [("v_one", 4usize), ("v_two", 7)] {
+        let data: Vec<u8> = (0..rows * 6).flat_map(|i| ((i as f32 * 0.37).sin()).to_le_bytes()).collect();
+        let escaped: String = data.iter().map(|b| format!("\\x{b:02x}")).collect();
+        let pickle = format!(
+            "cnumpy.core.multiarray\n_reconstruct\np0\n(cnumpy\nndarray\np1\n(I0\ntp2\nS'b'\np3\ntp4\nRp5\n(I1\n(I{rows}\nI6\ntp6\ncnumpy\ndtype\np7\n(S'f4'\np8\nI0\nI1\ntp9\nRp10\n(I3\nS'<'\np11\nNNNI-1\nI-1\nI0\ntp12\nbI00\nS'{escaped}'\np13\ntp14\nb."
+        );
+        std::fs::write(p.join("feat_data").join(name), pickle).unwrap();
+    }
+    let o = run(env!("CARGO_BIN_EXE_vcaption"), &["--model", "run/best.safetensors", "feat_data", "-q"], p);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["video"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["v_one", "v_two"]);
+}

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
-use vidkit::featstore::read_features;
+use vidkit::caption::read_caption_features;
 use vidkit::io::Output;
 use vidkit::model::{load_captioner, Captioner};
 use vidkit::progress::Progress;
@@ -24,8 +24,13 @@ Examples:
   # per-video .npy features ([T, 2048], ResNet-152 at 5 fps as the reference's)
   vcaption --model ets.safetensors feats/
 
+  # the reference's own per-video files (generate_train_pickle.py's feat_data/: pickled arrays)
+  vcaption --model ets.safetensors data/dataset/ets/feat_data/
+
 Reads per-video feature sequences [T, C] (a features stream, an HDF5 store, .npy/.csv files or a
-directory of them; see vidkit-features(5)); C must be the model's feature width. ETS (the 2019
+directory of them; see vidkit-features(5)), or the ETS reference's per-video files (a directory of
+numpy arrays pickled by Python 2 or 3, named by video id, no extension; read without running
+anything from them); C must be the model's feature width. ETS (the 2019
 Paddle zoo's ets_net.py): the encoder over the whole sequence, then beam search as fluid's
 beam_search and beam_search_decode ops (beam 3, at most 80 words, as ets.yaml; no length
 penalty: a hypothesis scores the sum of its words' log-probabilities, and one that has ended keeps
@@ -40,7 +45,8 @@ Output: one JSON line per video {\"video\", \"caption\"} and with --beams \"beam
 #[derive(clap::Parser, Debug)]
 #[command(name = "vcaption", version, about = "Captions for videos from their feature sequences with a captioner model (ETS)", after_help = EXAMPLES)]
 pub struct Args {
-    /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
+    /// Features: streams, HDF5 stores, .npy/.csv files, pickled arrays or directories of them;
+    /// `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
     /// The captioner model (vconvert or vtrain --arch ets).
     #[arg(long)]
@@ -79,7 +85,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     let progress = Progress::new(None, "videos", args.quiet);
     let (mut done, mut failed) = (0usize, 0usize);
     for input in &inputs {
-        for v in read_features(input)? {
+        for v in read_caption_features(input)? {
             let result = v
                 .modality(&args.modality)
                 .with_context(|| format!("no {:?} features", args.modality))

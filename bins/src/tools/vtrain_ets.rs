@@ -4,7 +4,7 @@
 use super::vtrain::Args;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
-use vidkit::featstore::read_features;
+use vidkit::caption::read_caption_features as read_features;
 use vidkit::train::ets::{caption_pairs, train_ets, EtsRun, EtsTrainConfig};
 
 pub fn train(args: Args) -> Result<Outcome> {

@@ -1,11 +1,12 @@
 //! Captions files for training: ActivityNet Captions (`{video: {"duration", "timestamps",
 //! "sentences"}}`: one sentence per event, its span in seconds), MSR-VTT (`{"sentences":
 //! [{"video_id", "caption"}]}`: sentences of whole videos) or `{video: [sentences]}` (whole
-//! videos, as `veval --captions` reads references).
+//! videos, as `veval --captions` reads references), and the reference's per-video feature files.
 
+use crate::featstore::VideoFeatures;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One training sentence: its video, and the span it describes where the file gives one.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +79,52 @@ pub fn read_captions(path: &Path) -> Result<Vec<CaptionEntry>> {
         }
     }
     Ok(out)
+}
+
+/// Whether `path` holds a pickle (by its first byte: PROTO, or protocol 0's GLOBAL or MARK).
+fn is_pickle(path: &Path) -> bool {
+    let mut b = [0u8; 1];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_ok()
+        && [0x80, b'c', b'('].contains(&b[0])
+}
+
+/// A pickled [T, C] array as one video's `rgb` features, its id the file name.
+fn pickled_video(path: &Path) -> Result<VideoFeatures> {
+    let id = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(VideoFeatures {
+        id,
+        label: None,
+        fps: None,
+        duration: None,
+        source: None,
+        modalities: vec![("rgb".into(), crate::model::read_pickled_array(path)?)],
+        times: None,
+    })
+}
+
+/// Per-video features as [`crate::featstore::read_features`] reads them, and also the ETS
+/// reference's own layout: a directory of per-video pickled numpy arrays named by video id, no
+/// extension (`generate_train_pickle.py`'s `feat_data/`), or one such file.
+pub fn read_caption_features(path: &Path) -> Result<Vec<VideoFeatures>> {
+    if path.is_dir() && crate::featstore::feature_files(path).is_err() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("{}: cannot list", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        files.sort();
+        if files.is_empty() || !files.iter().all(|f| is_pickle(f)) {
+            bail!(
+                "{}: neither .npy/.csv feature files nor the reference's pickled per-video arrays",
+                path.display()
+            );
+        }
+        return files.iter().map(|f| pickled_video(f)).collect();
+    }
+    if path.is_file() && !crate::featstore::is_feature_file(path) && is_pickle(path) {
+        return Ok(vec![pickled_video(path)?]);
+    }
+    crate::featstore::read_features(path)
 }
 
 /// The rows of a [T, C] feature sequence a span covers, as the ETS reader slices its 5 fps

@@ -6,5 +6,5 @@ pub mod data;
 pub mod vocab;
 
 pub use beam::{beam_search, BeamConfig, Hypothesis};
-pub use data::{read_captions, span_rows, CaptionEntry};
+pub use data::{read_caption_features, read_captions, span_rows, CaptionEntry};
 pub use vocab::Vocabulary;

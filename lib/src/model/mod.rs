@@ -76,7 +76,7 @@ pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};
 pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
 pub use mvit::{Mvit, MvitOptions};
-pub use pdparams::read_pdparams;
+pub use pdparams::{read_pdparams, read_pickled_array};
 pub use recognizer::{Model, Recognizer, RecognizerBuilder};
 pub use recognizer2d::Recognizer2d;
 pub use registry::{

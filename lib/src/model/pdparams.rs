@@ -26,6 +26,10 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
+#[path = "pickle_text.rs"]
+mod pickle_text;
+pub use pickle_text::read_pickled_array;
+
 /// The entries `paddle.save` adds beside the arrays.
 const NAME_TABLE_KEY: &str = "StructuredToParameterName@@";
 const BIG_PARAM_KEY: &str = "UnpackBigParamInfor@@";
@@ -357,6 +361,7 @@ impl<'a> Machine<'a> {
             }
             b'R' => self.reduce()?,
             b'b' => self.build()?,
+            b'S' | b'V' | b'I' | b'L' | b'F' | b'p' | b'g' | b'l' | b'U' | b'T' => self.step_text(op)?,
             _ => bail!(
                 "not an opcode paddle.save writes ({:?}); refusing the file",
                 char::from(op).escape_default().to_string()
@@ -442,6 +447,8 @@ impl<'a> Machine<'a> {
                 let fortran = matches!(self.arena[*fortran], Value::Bool(true));
                 let bytes = match &mut self.arena[*data] {
                     Value::Bytes(b) => std::mem::take(b),
+                    // A Python 2 str (protocols 0-2): its characters are the bytes.
+                    Value::Str(s) => s.chars().map(|c| c as u32 as u8).collect(),
                     v => bail!("array data is a {} (an object array?), not raw bytes", v.kind()),
                 };
                 let array = NdArray::from_numpy(&dtype, shape, bytes, fortran)?;
