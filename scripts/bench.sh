@@ -110,5 +110,7 @@ cargo test -q --test parity_transformer transformers_match_their_references_at_f
 cargo test -q --test parity_ctcn ctcn_matches_the_paddle_zoo_at_full_size -- --ignored --nocapture
 # StNet at the zoo's size (ResNet-50, 224², 7 and 25 segments of 5 frames) against its restatement.
 cargo test -q --test parity_stnet stnet_full_size_matches_the_paddle_zoo -- --ignored --nocapture
+# ETS at ets.yaml's sizes (2048 / 1024 / 512, 6000 words, 80-word beam search) against its restatement.
+cargo test -q --test parity_ets ets_full_size_matches_the_paddle_zoo -- --ignored --nocapture
 # TALL at configs/tall.yaml's sizes (12288 / 4800 / 1024 / 1000, batch 56) against its restatement.
 cargo test -q --test parity_tall tall_full_size_matches_the_paddle_zoo -- --ignored --nocapture

@@ -14,12 +14,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use vidkit::model::{load_ets, Padded};
 
-fn fixture() -> Option<PathBuf> {
+fn fixture_named(name: &str, args: &[&str]) -> Option<PathBuf> {
     let script = workspace_root().join("scripts/export_ets_parity.py");
     let keys = [script.clone(), workspace_root().join("scripts/ets_ref.py")];
-    let args: Vec<String> =
-        ["--max-length", "12", "--end-bias", "0.4", "--videos", "4"].iter().map(|s| s.to_string()).collect();
-    cached_fixture("ets-parity", &keys, "v1", models_peers_python, &script, &args)
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    cached_fixture("ets-parity", &keys, name, models_peers_python, &script, &args)
+}
+
+fn fixture() -> Option<PathBuf> {
+    fixture_named("v1", &["--max-length", "12", "--end-bias", "0.4", "--videos", "4"])
 }
 
 fn json(p: PathBuf) -> Value {
@@ -29,10 +32,14 @@ fn json(p: PathBuf) -> Value {
 /// `vconvert --arch ets` of the fixture into `dir/ets.safetensors` (max_length 12, as the
 /// fixture's); the fixture's dictionary.
 fn import(fx: &Path, dir: &Path) -> PathBuf {
+    import_with(fx, dir, "max_length=12")
+}
+
+fn import_with(fx: &Path, dir: &Path, max_length: &str) -> PathBuf {
     let pd = fx.join("ets.pdparams");
     let dict = fx.join("dict.txt");
     let args = ["--arch", "ets", pd.to_str().unwrap(), "--vocab", dict.to_str().unwrap(), "ets.safetensors"];
-    let o = run(env!("CARGO_BIN_EXE_vconvert"), &[&args[..], &["-o", "max_length=12"]].concat(), dir);
+    let o = run(env!("CARGO_BIN_EXE_vconvert"), &[&args[..], &["-o", max_length]].concat(), dir);
     assert!(o.status.success(), "{}", stderr(&o));
     dict
 }
@@ -61,12 +68,11 @@ const NAMES: &[(&str, &str)] = &[
     ("fc_9.b_0", "decoder.out.bias"),
 ];
 
-#[test]
-fn ets_imports_and_matches_the_paddle_zoo() {
-    let Some(fx) = fixture() else { return };
-    let d = tempfile::tempdir().unwrap();
-    import(&fx, d.path());
-    let model = load_ets(&d.path().join("ets.safetensors")).unwrap();
+/// The imported model's teacher-forced softmax and beam search against the fixture's: the largest
+/// softmax and score errors, the hypotheses (all equal, else a panic) and how many ended, and each
+/// video's features with its sentence.
+fn check_inference(fx: &Path, dir: &Path) -> (f32, f32, usize, usize, Vec<(Tensor, Vec<usize>)>) {
+    let model = load_ets(&dir.join("ets.safetensors")).unwrap();
     let words = json(fx.join("words.json"));
     let beams = json(fx.join("beams.json"));
     let (mut prob_err, mut score_err, mut hyps, mut ended) = (0f32, 0f32, 0usize, 0usize);
@@ -97,6 +103,15 @@ fn ets_imports_and_matches_the_paddle_zoo() {
         }
         feats.push((x, w[1..].to_vec()));
     }
+    (prob_err, score_err, hyps, ended, feats)
+}
+
+#[test]
+fn ets_imports_and_matches_the_paddle_zoo() {
+    let Some(fx) = fixture() else { return };
+    let d = tempfile::tempdir().unwrap();
+    import(&fx, d.path());
+    let (prob_err, score_err, hyps, ended, feats) = check_inference(&fx, d.path());
     // Training: the batch loss and every parameter's gradient (sum of squares).
     let train = json(fx.join("train.json"));
     let mut varmap = candle_nn::VarMap::new();
@@ -178,4 +193,40 @@ fn vcaption_writes_the_searched_captions() {
             assert_eq!(g["caption"], caption(w));
         }
     }
+}
+
+/// `make bench`: ets.yaml's sizes (2048-d features, fc 1024, GRUs, decoder and embeddings 512),
+/// a vocabulary of 6000 and max_length 80.
+#[test]
+#[ignore]
+fn ets_full_size_matches_the_paddle_zoo() {
+    let args = [
+        "--feat",
+        "2048",
+        "--fc",
+        "1024",
+        "--hidden",
+        "512",
+        "--dec",
+        "512",
+        "--emb",
+        "512",
+        "--vocab",
+        "6000",
+        "--max-length",
+        "80",
+        "--end-bias",
+        "1",
+        "--videos",
+        "3",
+        "--forward-only",
+    ];
+    let Some(fx) = fixture_named("full-bias1", &args) else { return };
+    let d = tempfile::tempdir().unwrap();
+    import_with(&fx, d.path(), "max_length=80");
+    let (prob_err, score_err, hyps, ended, _) = check_inference(&fx, d.path());
+    eprintln!(
+        "ets (ets.yaml sizes, 6000 words): softmax max abs error {prob_err:.2e}; {hyps} hypotheses equal ({ended} ended), scores max abs error {score_err:.2e}"
+    );
+    assert!(prob_err < 1e-5 && score_err < 1e-3, "{prob_err} {score_err}");
 }

@@ -115,3 +115,33 @@ fn the_references_pickled_feature_files_are_captioned() {
         .collect();
     assert_eq!(ids, ["v_one", "v_two"]);
 }
+
+/// `vtrain --arch ets --resume` continues exactly: one epoch, then two more resumed, gives the
+/// weights of three in one go (the shuffle, Adam's moments and Noam's step carry over).
+#[test]
+fn ets_training_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tiny_model(p);
+    let opts = [
+        "epochs=3",
+        "batch_size=2",
+        "fc_dim=8",
+        "gru_hidden_dim=8",
+        "decoder_size=8",
+        "word_emb_dim=4",
+        "min_count=1",
+    ];
+    let extra: Vec<&str> = opts.iter().flat_map(|o| ["-o", o]).collect();
+    let o = vtrain(p, "caps.json", "full", &extra);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vtrain(p, "caps.json", "split", &[&extra[..], &["--stop-after", "1"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vtrain(p, "caps.json", "split", &[&extra[..], &["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let resumed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(resumed["epochs_run"], 2);
+    let a = std::fs::read(p.join("full/last.safetensors")).unwrap();
+    let b = std::fs::read(p.join("split/last.safetensors")).unwrap();
+    assert!(a == b, "a resumed run differs from an uninterrupted one");
+}
