@@ -200,20 +200,22 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
-    /// The whole model's backward is checked against the reference's (train mode) in
-    /// bins/tests/parity_stnet.rs; here the two blocks of its own against central differences.
-    #[test]
-    fn temporal_block_gradients_match_central_differences() {
-        let vm = VarMap::new();
-        let t = TemporalBlock::new(3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1., (6, 3, 2, 2), &Device::Cpu).unwrap();
-        crate::model::gradcheck::assert_gradients(&vm, |train| t.forward_t(&x, 3, train).unwrap());
+    /// The whole model's backward (every parameter of these blocks included) is checked against
+    /// the reference's float64 one in train mode in bins/tests/parity_stnet.rs; here the blocks'
+    /// input gradients against central differences, on seeded inputs.
+    fn seeded(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = crate::rng::Rng::new(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| crate::model::init::normal(&mut rng) as f32).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    /// dL/dx of `f` at `x` against central differences, at every coordinate.
+    /// dL/dx of `f` at `x` (L = Σ f(x) ⊙ R, R seeded) against central differences at every
+    /// coordinate where the one-sided differences agree (elsewhere a ReLU switches within
+    /// ±eps: no derivative to compare with); such kinks must stay rare.
     fn assert_input_gradient(x: &Tensor, f: impl Fn(&Tensor) -> Tensor) {
         let var = candle_core::Var::from_tensor(x).unwrap();
-        let r = Tensor::randn(0f32, 1., f(x).shape(), &Device::Cpu).unwrap();
+        let r = seeded(f(x).dims(), 99);
         let loss = |t: &Tensor| (f(t) * &r).unwrap().sum_all().unwrap();
         let g: Vec<f32> = loss(var.as_tensor())
             .backward()
@@ -225,27 +227,36 @@ mod tests {
             .to_vec1()
             .unwrap();
         let base: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-        let eps = 1e-2f32;
+        let eps = 1e-3f32;
+        let at = |i: usize, d: f32| {
+            let mut v = base.clone();
+            v[i] += d;
+            loss(&Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap()
+        };
+        let mut kinks = 0;
         for i in 0..base.len() {
-            let at = |d: f32| {
-                let mut v = base.clone();
-                v[i] += d;
-                loss(&Tensor::from_vec(v, x.shape(), &Device::Cpu).unwrap()).to_scalar::<f32>().unwrap()
-            };
-            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            let mid = at(i, 0.0);
+            let (ahead, behind) = ((at(i, eps) - mid) / eps, (mid - at(i, -eps)) / eps);
+            let fd = (ahead + behind) / 2.0;
+            if (ahead - behind).abs() > 0.05 * fd.abs().max(0.1) {
+                kinks += 1;
+                continue;
+            }
             assert!(
                 (fd - g[i]).abs() <= 0.02 * fd.abs().max(g[i].abs()).max(0.1),
                 "x[{i}]: backward {} vs differences {fd}",
                 g[i]
             );
         }
+        assert!(kinks * 10 <= base.len(), "{kinks} of {} points at a kink", base.len());
     }
 
     #[test]
     fn xception_input_gradient_matches_central_differences() {
         let vm = VarMap::new();
         let t = Xception::new(4, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1., (3, 4, 5, 1, 1), &Device::Cpu).unwrap();
+        crate::model::init_weights(&vm, 5).unwrap();
+        let x = seeded(&[3, 4, 5, 1, 1], 1);
         assert_input_gradient(&x, |x| t.forward_t(x, true).unwrap());
     }
 
@@ -253,15 +264,8 @@ mod tests {
     fn temporal_block_input_gradient_matches_central_differences() {
         let vm = VarMap::new();
         let t = TemporalBlock::new(3, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1., (6, 3, 2, 2), &Device::Cpu).unwrap();
+        crate::model::init_weights(&vm, 6).unwrap();
+        let x = seeded(&[6, 3, 2, 2], 2);
         assert_input_gradient(&x, |x| t.forward_t(x, 3, true).unwrap());
-    }
-
-    #[test]
-    fn xception_gradients_match_central_differences() {
-        let vm = VarMap::new();
-        let t = Xception::new(4, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1., (3, 4, 5, 1, 1), &Device::Cpu).unwrap();
-        crate::model::gradcheck::assert_gradients(&vm, |train| t.forward_t(&x, train).unwrap());
     }
 }
