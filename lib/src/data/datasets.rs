@@ -303,8 +303,14 @@ pub fn sthv2_lists(data: &Path) -> Result<DatasetLists> {
 /// One CSV line's fields (double-quoted fields may hold commas).
 pub(super) fn split_csv(line: &str) -> Vec<String> {
     let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
-    for c in line.chars() {
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            // RFC 4180: a doubled quote inside quotes is one quote character.
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
             '"' => quoted = !quoted,
             ',' if !quoted => out.push(std::mem::take(&mut cur)),
             c => cur.push(c),

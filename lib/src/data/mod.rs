@@ -7,6 +7,8 @@ mod list;
 mod queries;
 mod segments;
 mod shard;
+pub mod tfrecord;
+mod youtube8m;
 
 pub use charades::charades_lists;
 pub use datasets::{
@@ -21,3 +23,7 @@ pub use segments::{
     SegmentPredictions,
 };
 pub use shard::{Shard, VideoOrdinals};
+pub use youtube8m::{
+    convert_split, dequantize, parse_video, read_vocabulary, youtube8m_lists, Level, SplitSummary,
+    Youtube8mSummary, MAX_FRAMES,
+};
