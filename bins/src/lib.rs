@@ -56,6 +56,7 @@ pub mod tools {
     pub mod vground;
     pub mod vpropose;
     pub mod vsample;
+    pub mod vsample_augment;
     pub mod vsynth;
     pub mod vtrain;
     pub mod vtrain_ets;

@@ -50,6 +50,12 @@ pub struct ClipSpec {
     pub color_jitter: Option<transform::ColorJitter>,
     /// torchvision's RandomGrayscale: the clip in grey with this probability; train only.
     pub grayscale: f64,
+    /// pytorchvideo's RandAugment, one draw per clip, on the resized frames before the crop (as
+    /// MMAction2's `PytorchVideoWrapper` sits between `Resize` and `RandomResizedCrop`); train
+    /// only.
+    pub rand_augment: Option<transform::RandAugment>,
+    /// pytorchvideo's AugMix, one draw per clip, where RandAugment goes; train only.
+    pub augmix: Option<transform::AugMix>,
     /// Emit float32 `(x - mean) / std` instead of uint8 pixels.
     pub normalize: Option<Norm>,
     pub seed: u64,
@@ -224,15 +230,22 @@ fn clip_records(
     rng: &mut Rng,
 ) -> Result<Vec<Record>> {
     let num_views = spec.crop.num_views();
+    let mut clip = clip;
+    if let Some(ra) = &spec.rand_augment {
+        transform::rand_augment(clip.view_mut(), &ra.draw(rng), &ra.transform_hparas)?;
+    }
+    if let Some(am) = &spec.augmix {
+        transform::augmix(clip.view_mut(), &am.draw(rng), &am.transform_hparas)?;
+    }
     let views = transform::views(clip.view(), spec.crop, spec.crop_px, spec.flip, rng)
         .with_context(|| item.path.display().to_string())?;
     // One jitter for the whole clip, every view and frame alike.
-    let jitter = spec.color_jitter.filter(|j| !j.is_identity()).map(|j| j.draw(rng));
+    let jitter = spec.color_jitter.filter(|j| !j.is_identity()).map(|j| (j, j.draw(rng)));
     let grey = spec.grayscale > 0.0 && rng.uniform() < spec.grayscale;
     let mut out = Vec::with_capacity(num_views);
     for (v, mut view) in views.into_iter().enumerate() {
-        if let Some(d) = &jitter {
-            transform::color_jitter(view.view_mut(), d)?;
+        if let Some((j, d)) = &jitter {
+            j.apply(view.view_mut(), d)?;
         }
         if grey {
             transform::grayscale(view.view_mut())?;
@@ -304,6 +317,8 @@ mod tests {
             flip: false,
             color_jitter: None,
             grayscale: 0.0,
+            rand_augment: None,
+            augmix: None,
             normalize: None,
             seed: 0,
             indices: None,

@@ -31,6 +31,13 @@ Examples:
   # training augmentation, reproducible by seed
   vsample --list train.list --root data/ --train --crop multiscale --size 128 --crop-size 112 --seed 7
 
+  # MMAction2's MViT recipe: pytorchvideo's RandAugment (magnitude 7, 4 ops) before the crop
+  vsample --list train.list --root data/ --train --crop random-resized --rand-augment --rand-augment-magnitude 7 --rand-augment-num-layers 4
+
+  # AugMix, or PaddleVideo's colour jitter (Pillow's arithmetic) on the crops
+  vsample --list train.list --root data/ --train --augmix --augmix-magnitude 5
+  vsample --list train.list --root data/ --train --color-jitter 0.4 0.4 0.4 0.1 --color-jitter-style paddlevideo
+
   # one frame per second over the whole video, the 2nd of 4 shards of a list, for vfeat
   vsample --list all.list --root data/ --fps 1 --shard 1/4 | vfeat --model m.safetensors -o part1.h5
 
@@ -118,6 +125,11 @@ pub struct Args {
     /// in a random order (as MMAction2's ColorJitter).
     #[arg(long, num_args = 4, value_names = ["B", "C", "S", "H"], requires = "train")]
     pub color_jitter: Option<Vec<f64>>,
+    /// Whose arithmetic --color-jitter uses: torchvision's on uint8 tensors (MMAction2's
+    /// ColorJitter), or paddlevideo's (paddle.vision's ColorJitter on PIL images: Pillow's
+    /// rounded grey, integer mean and 8-bit HSV).
+    #[arg(long, value_name = "STYLE", default_value = "torchvision", value_parser = ["torchvision", "paddlevideo"])]
+    pub color_jitter_style: String,
     /// With --train: the clip in grey with probability P (torchvision's RandomGrayscale; after
     /// any colour jitter).
     #[arg(long, value_name = "P", requires = "train")]
@@ -174,6 +186,8 @@ pub struct Args {
     /// (its test protocol), instead of --sampler/--frames/--interval/--size/--crop-size.
     #[arg(long, value_name = "MODEL.safetensors", conflicts_with_all = ["sampler", "frames", "interval", "seglen", "size", "crop_size", "fixed_ratio"])]
     pub spec_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub augment: super::vsample_augment::AugmentArgs,
 }
 
 /// An input that could not even become a video item (a bad list line).
@@ -291,12 +305,15 @@ fn spec_from(args: &Args) -> Result<ClipSpec> {
                     contrast: v[1],
                     saturation: v[2],
                     hue: v[3],
+                    style: args.color_jitter_style.parse()?,
                 };
                 j.validate()?;
                 Some(j)
             }
             None => None,
         },
+        rand_augment: args.augment.rand_augment()?,
+        augmix: args.augment.augmix()?,
         normalize,
         seed: args.seed,
         indices: args.indices.clone(),

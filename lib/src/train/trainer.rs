@@ -54,6 +54,14 @@ pub struct TrainConfig {
     pub color_jitter: Option<crate::transform::ColorJitter>,
     /// torchvision's RandomGrayscale probability per training clip (0: never).
     pub grayscale: f64,
+    /// pytorchvideo's RandAugment per training clip, its parameters by their names there
+    /// (`{"magnitude": 9, "num_layers": 2, "prob": 0.5, "sampling_type": "gaussian",
+    /// "sampling_hparas": {"sampling_std": 0.5}, "transform_hparas": {"fill": [0.5, 0.5, 0.5]}}`;
+    /// `{}` takes pytorchvideo's defaults); absent means none.
+    pub rand_augment: Option<crate::transform::RandAugment>,
+    /// pytorchvideo's AugMix per training clip (`{"magnitude": 3, "alpha": 1.0, "width": 3,
+    /// "depth": -1}`, `{}` for the defaults); absent means none.
+    pub augmix: Option<crate::transform::AugMix>,
     /// Log a training line every N iterations.
     pub log_every: usize,
     /// Deep mutual learning (PP-TSMv2's DML): a peer model trained alongside, each model's loss
@@ -97,6 +105,8 @@ impl Default for TrainConfig {
             flip: false,
             color_jitter: None,
             grayscale: 0.0,
+            rand_augment: None,
+            augmix: None,
             log_every: 10,
             dml: None,
         }
@@ -118,6 +128,15 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.grayscale) {
             bail!("grayscale {} is a probability: it must lie in [0, 1]", self.grayscale);
+        }
+        if let Some(ra) = &self.rand_augment {
+            ra.validate()?;
+        }
+        if let Some(am) = &self.augmix {
+            am.validate()?;
+        }
+        if self.rand_augment.is_some() && self.augmix.is_some() {
+            bail!("rand_augment and augmix are alternatives (pytorchvideo's aug_type): set one");
         }
         if self.epochs == 0 || self.batch_size == 0 || self.accumulate == 0 || self.val_every == 0 {
             bail!("epochs, batch_size, accumulate and val_every must be positive");
@@ -158,6 +177,8 @@ impl TrainConfig {
             flip: self.flip,
             color_jitter: self.color_jitter,
             grayscale: self.grayscale,
+            rand_augment: self.rand_augment,
+            augmix: self.augmix,
             normalize: None,
             seed: Rng::derive(self.seed, 1_000_003 + epoch as u64).next_u64(),
             indices: None,
@@ -174,6 +195,8 @@ impl TrainConfig {
         s.flip = false;
         s.color_jitter = None;
         s.grayscale = 0.0;
+        s.rand_augment = None;
+        s.augmix = None;
         Ok(s)
     }
 }
@@ -641,6 +664,28 @@ mod tests {
         assert!(cfg.val_spec().unwrap().color_jitter.is_none());
         let bad = [r#"color_jitter={"brightness":0,"contrast":0,"saturation":0,"hue":0.7}"#.to_string()];
         assert!(TrainConfig::default().apply_overrides(&bad).is_err());
+    }
+
+    /// `rand_augment` and `augmix` are config keys with pytorchvideo's parameter names and
+    /// defaults: they reach the training clips only; bad values and both at once are refused.
+    #[test]
+    fn rand_augment_and_augmix_configure_training_clips_only() {
+        let mut cfg = TrainConfig::default();
+        cfg.apply_overrides(&[r#"rand_augment={"magnitude":7,"num_layers":4}"#.into()]).unwrap();
+        let ra = cfg.train_spec(0).unwrap().rand_augment.unwrap();
+        assert_eq!((ra.magnitude, ra.num_layers, ra.prob), (7, 4, 0.5));
+        assert!(cfg.val_spec().unwrap().rand_augment.is_none());
+        let mut cfg = TrainConfig::default();
+        cfg.apply_overrides(&[r#"augmix={}"#.into()]).unwrap();
+        assert_eq!(cfg.train_spec(0).unwrap().augmix.unwrap().width, 3);
+        assert!(cfg.val_spec().unwrap().augmix.is_none());
+        for bad in
+            [r#"rand_augment={"num_layers":0}"#, r#"augmix={"alpha":-1}"#, r#"rand_augment={"magnitud":3}"#]
+        {
+            assert!(TrainConfig::default().apply_overrides(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        let both = [r#"rand_augment={}"#.to_string(), r#"augmix={}"#.to_string()];
+        assert!(TrainConfig::default().apply_overrides(&both).is_err());
     }
 
     /// A zoo model trains and validates on its own T × τ dense clips (pytorchvideo's spec).

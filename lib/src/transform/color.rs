@@ -13,12 +13,36 @@ use serde::{Deserialize, Serialize};
 
 /// torchvision's `ColorJitter(brightness, contrast, saturation, hue)`: factors drawn uniformly
 /// from [max(0, 1 − x), 1 + x] (hue from [−h, h], h ≤ 0.5); 0 leaves that adjustment out.
+/// `style` picks whose pixel arithmetic applies the draw.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ColorJitter {
     pub brightness: f64,
     pub contrast: f64,
     pub saturation: f64,
     pub hue: f64,
+    #[serde(default)]
+    pub style: JitterStyle,
+}
+
+/// Whose arithmetic a colour jitter uses: torchvision's on uint8 tensors (what MMAction2's
+/// `ColorJitter` runs), or PaddleVideo's, paddle.vision's on PIL images ([`super::color_pil`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JitterStyle {
+    #[default]
+    Torchvision,
+    Paddlevideo,
+}
+
+impl std::str::FromStr for JitterStyle {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "torchvision" => Ok(Self::Torchvision),
+            "paddlevideo" => Ok(Self::Paddlevideo),
+            _ => bail!("unknown colour jitter style {s:?} (torchvision, paddlevideo)"),
+        }
+    }
 }
 
 /// One clip's jitter: the order of the four adjustments (0 brightness, 1 contrast,
@@ -48,6 +72,14 @@ impl ColorJitter {
         self.brightness == 0.0 && self.contrast == 0.0 && self.saturation == 0.0 && self.hue == 0.0
     }
 
+    /// Applies one clip's draw to every frame, with the arithmetic of `style`.
+    pub fn apply(&self, clip: ArrayViewMut4<u8>, draw: &JitterDraw) -> Result<()> {
+        match self.style {
+            JitterStyle::Torchvision => color_jitter(clip, draw),
+            JitterStyle::Paddlevideo => super::color_pil::color_jitter_pil(clip, draw),
+        }
+    }
+
     /// `ColorJitter.get_params`: a random order, then each factor in turn.
     pub fn draw(&self, rng: &mut Rng) -> JitterDraw {
         let mut order = [0, 1, 2, 3];
@@ -72,7 +104,7 @@ impl ColorJitter {
 }
 
 /// `_blend`: `(ratio · a + (1 − ratio) · b).clamp(0, 255)` truncated to uint8, in float32.
-fn blend(a: u8, b: f32, ratio: f32, one_minus: f32) -> u8 {
+pub(crate) fn blend(a: u8, b: f32, ratio: f32, one_minus: f32) -> u8 {
     (ratio * a as f32 + one_minus * b).clamp(0.0, 255.0) as u8
 }
 
@@ -81,12 +113,12 @@ fn grey(p: &[u8]) -> u8 {
     (0.2989f32 * p[0] as f32 + 0.587f32 * p[1] as f32 + 0.114f32 * p[2] as f32) as u8
 }
 
-fn adjust_brightness(mut frame: ArrayViewMut3<u8>, factor: f64) {
+pub(crate) fn adjust_brightness(mut frame: ArrayViewMut3<u8>, factor: f64) {
     let (r, o) = (factor as f32, (1.0 - factor) as f32);
     frame.mapv_inplace(|v| blend(v, 0.0, r, o));
 }
 
-fn adjust_contrast(mut frame: ArrayViewMut3<u8>, factor: f64) {
+pub(crate) fn adjust_contrast(mut frame: ArrayViewMut3<u8>, factor: f64) {
     let (h, w, _) = frame.dim();
     let mut sum = 0f64;
     for px in frame.rows() {
@@ -97,7 +129,7 @@ fn adjust_contrast(mut frame: ArrayViewMut3<u8>, factor: f64) {
     frame.mapv_inplace(|v| blend(v, mean, r, o));
 }
 
-fn adjust_saturation(mut frame: ArrayViewMut3<u8>, factor: f64) {
+pub(crate) fn adjust_saturation(mut frame: ArrayViewMut3<u8>, factor: f64) {
     let (r, o) = (factor as f32, (1.0 - factor) as f32);
     for mut px in frame.rows_mut() {
         let g = grey(px.as_slice().expect("contiguous pixel")) as f32;
@@ -151,7 +183,12 @@ pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     let p = (v * (1.0 - s)).clamp(0.0, 1.0);
     let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
     let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-    match (i6 as i32).rem_euclid(6) {
+    hsv_sector((i6 as i32).rem_euclid(6), v, p, q, t)
+}
+
+/// RGB from HSV's sector `i` (0–5) and its v, p, q, t values (colorsys's table).
+pub(crate) fn hsv_sector<T: Copy>(i: i32, v: T, p: T, q: T, t: T) -> [T; 3] {
+    match i {
         0 => [v, t, p],
         1 => [q, v, p],
         2 => [p, v, t],
@@ -161,24 +198,32 @@ pub(crate) fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     }
 }
 
-/// Applies one clip's jitter to every frame of an RGB clip [T, H, W, 3].
-pub fn color_jitter(mut clip: ArrayViewMut4<u8>, draw: &JitterDraw) -> Result<()> {
+/// One frame adjustment: brightness, contrast, saturation or hue by a factor.
+pub(crate) type Adjust = fn(ArrayViewMut3<u8>, f64);
+
+/// Applies a draw's adjustments, in its order, to every frame of an RGB clip [T, H, W, 3];
+/// `adjust` holds the four in the draw's numbering (brightness, contrast, saturation, hue).
+pub(crate) fn jitter_frames(
+    mut clip: ArrayViewMut4<u8>,
+    draw: &JitterDraw,
+    adjust: [Adjust; 4],
+) -> Result<()> {
     if clip.dim().3 != 3 || !clip.is_standard_layout() {
         bail!("color jitter needs contiguous RGB frames, got {:?}", clip.dim());
     }
     for mut frame in clip.axis_iter_mut(Axis(0)) {
         for &op in &draw.order {
-            let Some(f) = draw.factors[op] else { continue };
-            let view = frame.view_mut();
-            match op {
-                0 => adjust_brightness(view, f),
-                1 => adjust_contrast(view, f),
-                2 => adjust_saturation(view, f),
-                _ => adjust_hue(view, f),
+            if let Some(f) = draw.factors[op] {
+                adjust[op](frame.view_mut(), f);
             }
         }
     }
     Ok(())
+}
+
+/// Applies one clip's jitter to every frame of an RGB clip [T, H, W, 3].
+pub fn color_jitter(clip: ArrayViewMut4<u8>, draw: &JitterDraw) -> Result<()> {
+    jitter_frames(clip, draw, [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue])
 }
 
 #[cfg(test)]
@@ -194,7 +239,8 @@ mod tests {
         let draw = JitterDraw { order: [3, 2, 1, 0], factors: [Some(1.0), Some(1.0), Some(1.0), None] };
         color_jitter(clip.view_mut(), &draw).unwrap();
         assert_eq!(clip, before);
-        let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
+        let j =
+            ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, ..Default::default() };
         let mut rng = Rng::new(1);
         for _ in 0..100 {
             let d = j.draw(&mut rng);

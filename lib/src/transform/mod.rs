@@ -2,16 +2,29 @@
 //! box is chosen once per clip, so every frame of a clip gets the same crop (as mmaction2 and
 //! PaddleVideo do). Short-side resizing happens earlier, inside ffmpeg (`video::decode_frames`).
 
+mod augment;
+mod augment_ops;
+mod augmix;
 mod color;
+mod color_pil;
 mod crop;
+mod rand_augment;
 mod resize;
 
+pub use augment::{
+    beta, dirichlet, gamma, normal, sample_level, LevelFn, OpSpec, Sampling, SamplingDataType,
+    SamplingHparas, SamplingType, TransformHparas, MAX_LEVEL,
+};
+pub use augment_ops::{apply_op, AugmentOp, OpKind};
+pub use augmix::{augmix, AugMix, AugMixDraw, AUGMIX_OPS, AUGMIX_SAMPLING};
 pub(crate) use color::hsv_to_rgb;
-pub use color::{color_jitter, grayscale, ColorJitter, JitterDraw};
+pub use color::{color_jitter, grayscale, ColorJitter, JitterDraw, JitterStyle};
+pub use color_pil::color_jitter_pil;
 pub use crop::{
     center_crop_box, multi_scale_crop_box, random_resized_crop_box, ten_crop_boxes, three_crop_boxes,
     uniform_crop_boxes, CropBox,
 };
+pub use rand_augment::{rand_augment, RandAugment, RANDAUG_OPS, RANDAUG_SAMPLING};
 pub use resize::resize_bilinear;
 
 use crate::rng::Rng;
