@@ -7,7 +7,7 @@ PYTHON ?= python3
 PEERS := target/peers
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-.PHONY: deps build test demo peers bench man man-check testdata clean fmt install
+.PHONY: deps test-deps build test demo peers bench man man-check testdata clean fmt install
 
 # Installs the system packages the tools and tests need, only when something is missing.
 deps:
@@ -24,10 +24,23 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# What only the tests need: GNU parallel and Slurm (recipes/cluster.mk's jobs, run for real on a
+# local single-node cluster by bins/tests/cluster.rs).
+test-deps: deps
+	@missing=""; \
+	command -v parallel >/dev/null || missing="$$missing parallel"; \
+	command -v sbatch >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
+	  || missing="$$missing slurm-wlm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "test-deps: installing$$missing" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 build: deps
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 
-test: deps
+test: test-deps
 	$(CARGO) test $(CARGO_FLAGS) --workspace
 	$(MAKE) --no-print-directory man-check
 

@@ -45,6 +45,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
 }
 
 pub mod tools {
+    pub mod merge_shards;
     pub mod vcaption;
     pub mod vclassify;
     pub mod vconvert;

@@ -35,16 +35,7 @@ fn a_thousand_videos_with_a_hundred_bad_ones() {
         p,
     );
     assert!(o.status.success(), "vsynth: {}", stderr(&o));
-    let mut lines: Vec<String> = ["train.list", "val.list"]
-        .iter()
-        .flat_map(|l| {
-            std::fs::read_to_string(p.join("syn").join(l))
-                .unwrap()
-                .lines()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut lines: Vec<String> = synth_lines(p);
     lines.sort();
     assert_eq!(lines.len(), 1000);
     // An audio-only MP4 from the system ffmpeg.

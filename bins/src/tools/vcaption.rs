@@ -1,12 +1,15 @@
 //! `vcaption`: sentences describing videos from their feature sequences with a captioner model
 //! (ETS); one JSON line per video.
 
+use crate::tools::merge_shards;
+use crate::tools::vclassify::in_shard;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
 use vidkit::caption::read_caption_features;
+use vidkit::data::VideoOrdinals;
 use vidkit::io::Output;
 use vidkit::model::{load_captioner, Captioner};
 use vidkit::progress::Progress;
@@ -40,7 +43,11 @@ word where the search ran out of length).
 
 Output: one JSON line per video {\"video\", \"caption\"} and with --beams \"beams\": [{\"caption\",
 \"score\"}] (best first; score the accumulated log-probability). A video that cannot be processed
-(features of the wrong width, no rows, non-finite values) is reported and skipped (exit 1).";
+(features of the wrong width, no rows, non-finite values) is reported and skipped (exit 1).
+
+--shard K/N keeps the videos whose 0-based ordinal in the input is K modulo N (as vsample, vfeat
+and vclassify); --merge puts the outputs of shards 0..N-1 back in input order, byte for byte the
+unsharded output.";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "vcaption", version, about = "Captions for videos from their feature sequences with a captioner model (ETS)", after_help = EXAMPLES)]
@@ -49,8 +56,15 @@ pub struct Args {
     /// `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
     /// The captioner model (vconvert or vtrain --arch ets).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    pub model: Option<PathBuf>,
+    /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<vidkit::data::Shard>,
+    /// Merge the outputs of --shard 0/N .. N-1/N, given in that order, into the unsharded run's
+    /// output (byte for byte).
+    #[arg(long, conflicts_with_all = ["model", "shard", "beams"])]
+    pub merge: bool,
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -79,13 +93,20 @@ fn caption_line(model: &dyn Captioner, id: &str, rows: &ndarray::Array2<f32>, be
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    let model = load_captioner(&args.model)?;
+    if args.merge {
+        return merge_shards::merge("vcaption", &args.inputs, args.output.as_deref(), "video", args.quiet);
+    }
+    let model = load_captioner(args.model.as_deref().context("--model is required")?)?;
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut out = Output::open(args.output.as_deref())?;
     let progress = Progress::new(None, "videos", args.quiet);
     let (mut done, mut failed) = (0usize, 0usize);
+    let mut ordinals = VideoOrdinals::default();
     for input in &inputs {
         for v in read_caption_features(input)? {
+            if !in_shard(args.shard, &mut ordinals, Some(&v.id)) {
+                continue;
+            }
             let result = v
                 .modality(&args.modality)
                 .with_context(|| format!("no {:?} features", args.modality))
@@ -104,7 +125,7 @@ pub fn main(args: Args) -> Result<Outcome> {
         }
     }
     progress.finish();
-    if done == 0 {
+    if done == 0 && (failed > 0 || args.shard.is_none()) {
         bail!("no video could be captioned ({failed} failed)");
     }
     out.finish()?;

@@ -1,10 +1,12 @@
 //! `vclassify`: classify clips from a clip stream with a model file; predictions as JSON Lines.
 
+use crate::tools::merge_shards;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
 use std::path::PathBuf;
+use vidkit::data::{Shard, VideoOrdinals};
 use vidkit::featstore::{
     is_feature_file, is_hdf5, read_features, FeatureStore, FeatureStreamReader, VideoFeatures,
 };
@@ -35,6 +37,10 @@ Examples:
   # a 2-hour video, window by window: 8-second windows every second, 4 frames per second in
   vsample movie.mp4 --fps 4 | vclassify --model tsm_r50.safetensors --window 8 --stride 1 > windows.jsonl
 
+  # 4 shards (a Slurm array's tasks, GNU parallel's jobs), then one output as if unsharded
+  vsample --list val.list --root data/ --frames 8 --shard $K/4 | vclassify --model m.safetensors -o part$K.jsonl
+  vclassify --merge part0.jsonl part1.jsonl part2.jsonl part3.jsonl -o pred.jsonl
+
   # on the first GPU (a build with --features cuda)
   vsample video.mp4 --frames 8 | vclassify --model m.safetensors --device cuda
 
@@ -50,7 +56,13 @@ vsample writes, e.g. from --fps R) are grouped into windows of W seconds every S
 MMAction2's long_video_demo.py does; each window, as soon as it is complete, gives the model's
 frames by the model's own sampler over the window's frames and one JSON line: video, window,
 t0, t1 (seconds), scores, top. Only the open windows' frames are held. A video shorter than
-one window is one window.";
+one window is one window.
+
+--shard K/N keeps the videos whose 0-based ordinal in the input (distinct videos, in order of
+first appearance) is K modulo N, as vsample --shard and vfeat --shard do (sharding upstream, in
+vsample, saves the decoding); --merge puts the outputs of shards 0..N-1 back in input order, byte
+for byte the unsharded output. A shard that lost videos to failures exits 1 and cannot be merged
+in order: rerun it (see recipes/cluster.mk).";
 
 #[derive(Parser, Debug)]
 #[command(name = "vclassify", version, about = "Classify clips from a clip stream with a vidkit model", after_help = EXAMPLES)]
@@ -58,8 +70,8 @@ pub struct Args {
     /// Clip-stream files; `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
     /// The model (.safetensors with its vidkit config; see vconvert).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    pub model: Option<PathBuf>,
     /// Class names, one per line (default: the model's own, if it has them).
     #[arg(long)]
     pub labels: Option<PathBuf>,
@@ -86,6 +98,13 @@ pub struct Args {
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<Shard>,
+    /// Merge the outputs of --shard 0/N .. N-1/N, given in that order, into the unsharded run's
+    /// output (byte for byte).
+    #[arg(long, conflicts_with_all = ["model", "shard", "labels", "window", "per_clip"])]
+    pub merge: bool,
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -119,8 +138,12 @@ pub fn device(name: &str) -> Result<Device> {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
+    if args.merge {
+        return merge_shards::merge("vclassify", &args.inputs, args.output.as_deref(), "video", args.quiet);
+    }
     let dev = device(&args.device)?;
-    let model = load_model(&args.model, &dev)?.for_inference()?;
+    let model_path = args.model.as_deref().context("--model is required")?;
+    let model = load_model(model_path, &dev)?.for_inference()?;
     let cfg = model.config().clone();
     let aggregate: Aggregate = args.avg.as_deref().unwrap_or(&cfg.aggregate).parse()?;
     let names: Option<Vec<String>> = match &args.labels {
@@ -185,10 +208,14 @@ pub fn main(args: Args) -> Result<Outcome> {
             Ok(())
         };
     let (mut records, mut failed) = (0usize, 0usize);
+    let mut ordinals = VideoOrdinals::default();
     for input in &inputs {
         let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
         let mut reader = StreamReader::new(open_input(input)?, name.clone());
         while let Some(rec) = reader.next_record()? {
+            if !in_shard(args.shard, &mut ordinals, rec.header.video.as_deref()) {
+                continue;
+            }
             if rec.header.kind == "error" {
                 // The producer broke part-way through this video (vidkit-stream(5)): what came
                 // of it is not the whole video, so it gets no prediction.
@@ -224,7 +251,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     }
     progress.finish();
     if records == 0 && failed == 0 {
-        bail!("no records in the input");
+        return empty_shard(&args, out);
     }
     if records == 0 {
         bail!("no video could be classified ({failed} failed)");
@@ -269,10 +296,14 @@ fn classify_windows(
     };
     // The video being windowed, or the id of one that failed (its records are read past).
     let mut current: Option<std::result::Result<WindowBuilder, String>> = None;
+    let mut ordinals = VideoOrdinals::default();
     for input in inputs {
         let name = if input.as_os_str() == "-" { "<stdin>".to_string() } else { input.display().to_string() };
         let mut reader = StreamReader::new(open_input(input)?, name.clone());
         while let Some(rec) = reader.next_record()? {
+            if !in_shard(args.shard, &mut ordinals, rec.header.video.as_deref()) {
+                continue;
+            }
             records += 1;
             progress.inc(1);
             let video = rec.header.video.clone().unwrap_or_default();
@@ -321,7 +352,7 @@ fn classify_windows(
     }
     progress.finish();
     if records == 0 {
-        bail!("no records in the input");
+        return empty_shard(args, out);
     }
     if windows == 0 {
         bail!("no window could be classified ({failed} videos failed)");
@@ -332,6 +363,27 @@ fn classify_windows(
     } else {
         Outcome::Success
     })
+}
+
+/// An input with nothing in it is an error, but a shard may be empty (more shards than videos):
+/// its output is empty, and merges as such.
+fn empty_shard(args: &Args, out: Output) -> Result<Outcome> {
+    match args.shard {
+        Some(s) => {
+            out.finish()?;
+            if !args.quiet {
+                eprintln!("vclassify: no videos in shard {}/{}", s.index, s.count);
+            }
+            Ok(Outcome::Success)
+        }
+        None => bail!("no records in the input"),
+    }
+}
+
+/// Whether a record or video belongs to `--shard K/N` (all do without it): by the video's
+/// ordinal among the distinct videos of the input, as vsample and vfeat count them.
+pub fn in_shard(shard: Option<Shard>, ordinals: &mut VideoOrdinals, video: Option<&str>) -> bool {
+    shard.is_none_or(|s| s.keeps(ordinals.ordinal(video.unwrap_or_default())))
 }
 
 /// The last windows of a video whose records have all arrived.
@@ -405,9 +457,13 @@ fn classify_features(
         }
         Ok(())
     };
+    let mut ordinals = VideoOrdinals::default();
     let mut take =
         |video: Result<VideoFeatures>, source: &str, out: &mut Output, pending: &mut Vec<_>| -> Result<()> {
             let v = video?; // a malformed stream or store is fatal: what follows cannot be trusted
+            if !in_shard(args.shard, &mut ordinals, Some(&v.id)) {
+                return Ok(());
+            }
             match model_inputs(&v, &spec.modalities, &spec.feature_dims, dev) {
                 Ok(t) => {
                     pending.push((v, t));
@@ -443,6 +499,9 @@ fn classify_features(
         }
     }
     flush(&mut pending, &mut out)?;
+    if done == 0 && failed == 0 {
+        return empty_shard(args, out);
+    }
     if done == 0 {
         bail!("no video could be classified ({failed} failed)");
     }

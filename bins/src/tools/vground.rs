@@ -1,12 +1,14 @@
 //! `vground`: temporal grounding of sentence queries in videos' feature sequences with a
 //! grounder model (TALL); one JSON line per query with its candidate segments, best first.
 
+use crate::tools::merge_shards;
+use crate::tools::vclassify::in_shard;
 use crate::Outcome;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
 use std::path::PathBuf;
-use vidkit::data::{read_queries, video_id_forms, GroundingQuery};
+use vidkit::data::{read_queries, video_id_forms, GroundingQuery, VideoOrdinals};
 use vidkit::featstore::read_features;
 use vidkit::io::Output;
 use vidkit::model::{load_grounder, GroundingVideo};
@@ -47,7 +49,11 @@ Output: one JSON line per query {\"query_id\", \"video\", \"candidates\": [[t0, 
 \"gt\"?} (gt copied from the query file), videos in the features' order, each video's queries in
 file order. A query that cannot be answered (its video missing from the features, features of the
 wrong width, an embedding of the wrong size) is reported on stderr with the file and line and left
-out (exit 1); -o is written atomically.";
+out (exit 1); -o is written atomically.
+
+--shard K/N keeps the videos with queries whose 0-based ordinal among them is K modulo N (queries
+whose video is in no features are reported by shard 0 alone); --merge puts the outputs of shards
+0..N-1 back in order, byte for byte the unsharded output.";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "vground", version, about = "Temporal grounding of sentence queries in feature sequences with a grounder model (TALL)", after_help = EXAMPLES)]
@@ -55,11 +61,18 @@ pub struct Args {
     /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
     /// The grounder model (vconvert or vtrain --arch tall).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    pub model: Option<PathBuf>,
     /// The queries: JSON Lines {"query_id", "video", "embedding" | "embedding_file", "gt"?}.
-    #[arg(long, value_name = "FILE")]
-    pub queries: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "merge")]
+    pub queries: Option<PathBuf>,
+    /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<vidkit::data::Shard>,
+    /// Merge the outputs of --shard 0/N .. N-1/N, given in that order, into the unsharded run's
+    /// output (byte for byte).
+    #[arg(long, conflicts_with_all = ["model", "shard", "queries"])]
+    pub merge: bool,
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -78,9 +91,13 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    let model = load_grounder(&args.model)?;
-    let queries = read_queries(&args.queries)?;
-    let qname = args.queries.display().to_string();
+    if args.merge {
+        return merge_shards::merge("vground", &args.inputs, args.output.as_deref(), "video", args.quiet);
+    }
+    let model = load_grounder(args.model.as_deref().context("--model is required")?)?;
+    let queries_path = args.queries.as_deref().context("--queries is required")?;
+    let queries = read_queries(queries_path)?;
+    let qname = queries_path.display().to_string();
     let (width, embedding) = model.input_sizes();
     let progress = Progress::new(Some(queries.len() as u64), "queries", args.quiet);
     let report = |q: &GroundingQuery, why: &str| {
@@ -100,6 +117,7 @@ pub fn main(args: Args) -> Result<Outcome> {
     let mut answered = vec![false; pending.len()];
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut out = Output::open(args.output.as_deref())?;
+    let mut ordinals = VideoOrdinals::default();
     for input in &inputs {
         for v in read_features(input)? {
             let forms = video_id_forms(&v.id);
@@ -111,6 +129,10 @@ pub fn main(args: Args) -> Result<Outcome> {
             }
             for &i in &mine {
                 answered[i] = true;
+            }
+            // Shards count the videos that have queries, so that each shard gives lines.
+            if !in_shard(args.shard, &mut ordinals, Some(&v.id)) {
+                continue;
             }
             let grounded = GroundingVideo::new(&v, &args.modality, args.fps).and_then(|g| {
                 if g.rows.ncols() != width {
@@ -151,12 +173,14 @@ pub fn main(args: Args) -> Result<Outcome> {
             progress.inc(mine.len() as u64);
         }
     }
-    for (q, _) in pending.iter().zip(&answered).filter(|(_, a)| !**a).map(|(p, _)| p) {
+    // A query that no video answers is reported once, by shard 0.
+    let reports_missing = args.shard.is_none_or(|s| s.index == 0);
+    for (q, _) in pending.iter().zip(&answered).filter(|(_, a)| !**a && reports_missing).map(|(p, _)| p) {
         report(q, &format!("video {:?} is not in the features", q.video));
         failed += 1;
     }
     progress.finish();
-    if done == 0 {
+    if done == 0 && (failed > 0 || args.shard.is_none()) {
         bail!("no query could be answered ({failed} failed)");
     }
     out.finish()?;

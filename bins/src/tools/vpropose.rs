@@ -1,11 +1,14 @@
 //! `vpropose`: temporal action proposals from per-video feature sequences with a localizer model
 //! (BMN, BSN) or detections with a detector (C-TCN); one JSON line per video, or the ActivityNet result JSON.
 
+use crate::tools::merge_shards;
+use crate::tools::vclassify::in_shard;
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use vidkit::data::VideoOrdinals;
 use vidkit::featstore::{read_features, VideoFeatures};
 use vidkit::io::Output;
 use vidkit::model::{load_localizer, Localizer, RawOutput, VideoTiming};
@@ -66,7 +69,11 @@ its \"label\" (the model's class name, or its index), best first. --raw writes l
 
 Output: one JSON line per video {\"video\", \"duration\"?, \"segments\": [{\"segment\": [t0, t1],
 \"score\", \"label\"?}]} (best first), or with --format activitynet {\"version\", \"results\": {video: [...]},
-\"external_data\"}. A video that cannot be processed is reported and skipped (exit 1).";
+\"external_data\"}. A video that cannot be processed is reported and skipped (exit 1).
+
+--shard K/N keeps the videos whose 0-based ordinal in the input is K modulo N (as vsample, vfeat
+and vclassify); --merge puts the outputs of shards 0..N-1 back together, byte for byte the
+unsharded output (lines in input order; result JSONs joined).";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "vpropose", version, about = "Temporal action proposals or detections from feature sequences with a localizer model (BMN, BSN, C-TCN)", after_help = EXAMPLES)]
@@ -74,8 +81,15 @@ pub struct Args {
     /// Features: streams, HDF5 stores, .npy/.csv files or directories; `-` or none reads stdin.
     pub inputs: Vec<PathBuf>,
     /// The localizer model (vconvert or vtrain --arch bmn|bsn|ctcn).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    pub model: Option<PathBuf>,
+    /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<vidkit::data::Shard>,
+    /// Merge the outputs of --shard 0/N .. N-1/N, given in that order, into the unsharded run's
+    /// output (byte for byte).
+    #[arg(long, conflicts_with_all = ["model", "shard", "raw", "durations"])]
+    pub merge: bool,
     /// Output file (written atomically); default stdout.
     #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
@@ -130,15 +144,22 @@ fn read_durations(path: &Path) -> Result<HashMap<String, VideoTiming>> {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
-    let model = load_localizer(&args.model)?;
+    if args.merge {
+        return merge_shards::merge("vpropose", &args.inputs, args.output.as_deref(), "video", args.quiet);
+    }
+    let model = load_localizer(args.model.as_deref().context("--model is required")?)?;
     let durations = args.durations.as_deref().map(read_durations).transpose()?;
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut out = Output::open(args.output.as_deref())?;
     let progress = Progress::new(None, "videos", args.quiet);
     let (mut done, mut failed) = (0usize, 0usize);
     let mut results = serde_json::Map::new();
+    let mut ordinals = VideoOrdinals::default();
     for input in &inputs {
         for v in read_features(input)? {
+            if !in_shard(args.shard, &mut ordinals, Some(&v.id)) {
+                continue;
+            }
             let id = v.id.clone();
             let timing = video_timing(&v, durations.as_ref());
             if args.raw {
@@ -174,7 +195,7 @@ pub fn main(args: Args) -> Result<Outcome> {
         }
     }
     progress.finish();
-    if done == 0 {
+    if done == 0 && (failed > 0 || args.shard.is_none()) {
         bail!("no video could be processed ({failed} failed)");
     }
     if args.format == "activitynet" && !args.raw {

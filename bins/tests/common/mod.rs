@@ -88,6 +88,20 @@ pub fn synth(dir: &Path, classes: &str, per_class: &str, size: &str, seed: &str)
     assert!(o.status.success(), "vsynth: {}", stderr(&o));
 }
 
+/// The lines of the vsynth set in `dir/syn`: train.list, then val.list.
+pub fn synth_lines(dir: &Path) -> Vec<String> {
+    ["train.list", "val.list"]
+        .iter()
+        .flat_map(|l| {
+            std::fs::read_to_string(dir.join("syn").join(l))
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Runs the real `vtrain` on the vsynth set in `dir/syn` as `arch`, writing to `dir/out`, on one
 /// thread (the learning tests' times assume it), and returns its summary (`best_val_top1`, ...).
 pub fn vtrain_synth(

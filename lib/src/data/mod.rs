@@ -22,7 +22,7 @@ pub use segments::{
     read_segment_predictions, video_id_forms, AnnotatedVideo, Segment, SegmentGroundTruth,
     SegmentPredictions,
 };
-pub use shard::{Shard, VideoOrdinals};
+pub use shard::{merge_shard_lines, Shard, VideoOrdinals};
 pub use youtube8m::{
     convert_split, dequantize, parse_video, read_vocabulary, youtube8m_lists, Level, SplitSummary,
     Youtube8mSummary, MAX_FRAMES,
