@@ -2,7 +2,7 @@
 # Builds the pinned Python peers (decord, PyAV, OpenCV, torch, ...) that parity tests and
 # benchmarks compare vidkit against.
 #
-#   bash scripts/peers.sh TARGET_DIR [decode|models|full|paddle|captions|all]      (default: all)
+#   bash scripts/peers.sh TARGET_DIR [decode|models|full|paddle|captions|tfrecord|all]  (default: all)
 #
 # Tiers, one venv each, so that a test pays only for what it imports:
 #   TARGET_DIR/decode  scripts/peers-decode.txt  numpy, av, decord, opencv  (pixel parity test)
@@ -20,6 +20,8 @@
 #                      JSON, which the fixture script does not use): veval --captions checks.
 #                      Its wheel is 104 MB (the METEOR, PTB tokenizer and SPICE jars); the
 #                      tokenizer and METEOR need a JRE (`java`) when the fixtures are made
+#   TARGET_DIR/tfrecord scripts/peers-tfrecord.txt numpy, protobuf, crc32c and the pure-Python
+#                      `tfrecord` writer: YouTube-8M TFRecord fixtures (recipes_youtube8m test)
 #
 # Idempotent: a venv is rebuilt only when the hash of its pinned requirements (and of the Python
 # that runs it) differs from the stamp written after its last successful build, so a second run
@@ -27,7 +29,7 @@
 # Exit status: 0 when every requested tier is ready, non-zero otherwise (e.g. no network).
 set -euo pipefail
 
-usage() { echo "usage: $0 TARGET_DIR [decode|models|full|paddle|captions|all]" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET_DIR [decode|models|full|paddle|captions|tfrecord|all]" >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 target=$1
 case "${2:-all}" in
@@ -36,7 +38,8 @@ case "${2:-all}" in
   full) tiers=(full) ;;
   paddle) tiers=(paddle) ;;
   captions) tiers=(captions) ;;
-  all) tiers=(decode models full paddle captions) ;;
+  tfrecord) tiers=(tfrecord) ;;
+  all) tiers=(decode models full paddle captions tfrecord) ;;
   *) usage ;;
 esac
 
@@ -53,6 +56,7 @@ tier_files() {
     full) echo "$here/peers-decode.txt $here/peers-full.txt" ;;
     paddle) echo "$here/peers-paddle.txt $here/peers-paddle-nodeps.txt $here/peers-paddle-fluid-stub.py" ;;
     captions) echo "$here/peers-captions.txt $here/peers-captions-nodeps.txt" ;;
+    tfrecord) echo "$here/peers-tfrecord.txt" ;;
   esac
 }
 
@@ -106,6 +110,7 @@ build_tier() {
       full) imports="numpy, av, decord, cv2, torch, torchvision, torchcodec.decoders" ;;
       paddle) imports="numpy, paddle, paddlevideo.modeling.backbones, paddlevideo.modeling.heads" ;;
       captions) imports="numpy, pycocoevalcap.bleu.bleu, pycocoevalcap.cider.cider, pycocoevalcap.rouge.rouge, pycocoevalcap.meteor.meteor, pycocoevalcap.tokenizer.ptbtokenizer" ;;
+      tfrecord) imports="numpy, tfrecord, tfrecord.writer" ;;
     esac
     "$venv/bin/python" -W ignore -c "import $imports"
     echo "$want" > "$stamp"

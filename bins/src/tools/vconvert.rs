@@ -197,7 +197,13 @@ Examples:
   vconvert --list-archs
 
   # UCF101's official split 1 as vidkit lists (train.list, val.list, labels.txt)
-  vconvert --lists ucf101 --data ~/data/ucf101 --split 1 --out lists/ucf101";
+  vconvert --lists ucf101 --data ~/data/ucf101 --split 1 --out lists/ucf101
+
+  # YouTube-8M as downloaded (vocabulary.csv, frame/train/*.tfrecord, frame/validate/*.tfrecord),
+  # read without TensorFlow into feature stores (train.h5, val.h5: rgb [T, 1024] and audio
+  # [T, 128] per video, dequantised as the starter code does) with train.list, val.list and
+  # labels.txt; a damaged file loses the records from the bad one on (reported, counted, exit 1)
+  vconvert --lists youtube8m --data ~/data/yt8m --out runs/yt8m";
 
 #[derive(clap::Parser, Debug)]
 #[command(name = "vconvert", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES)]
@@ -238,8 +244,10 @@ pub struct Args {
     /// reported and left out), sthv2 (Something-Something v2's JSONs, template → class) or
     /// charades (multi-label: each video's set of action classes, `path c1,c2,...`; videos
     /// without actions left out) (--data DIR, --split N, --out DIR: writes train.list, val.list,
-    /// labels.txt with class indices as MMAction2 assigns them; paths relative to DIR).
-    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics", "sthv2", "charades"], requires_all = ["data", "out"],
+    /// labels.txt with class indices as MMAction2 assigns them; paths relative to DIR), or
+    /// youtube8m (its TFRecords, frame- or video-level, and vocabulary.csv: also writes the
+    /// features as train.h5 and val.h5; list lines are `id l1,l2,...`).
+    #[arg(long, value_name = "DATASET", value_parser = ["ucf101", "hmdb51", "kinetics", "sthv2", "charades", "youtube8m"], requires_all = ["data", "out"],
           conflicts_with_all = ["arch", "list_archs", "input", "output"])]
     pub lists: Option<String>,
     /// With --lists: the dataset as downloaded (official layout or MMAction2's videos/ + annotations/).
@@ -251,6 +259,10 @@ pub struct Args {
     /// With --lists: where to write the lists.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// With --lists youtube8m: frames kept per video (the first N, as the starter code's
+    /// max_frames and PaddleVideo's tf2pkl.py); 0 keeps all.
+    #[arg(long, value_name = "N", default_value_t = vidkit::data::MAX_FRAMES)]
+    pub max_frames: usize,
 
     /// No summary on stderr.
     #[arg(short, long)]
@@ -258,6 +270,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<Outcome> {
+    if let (Some("youtube8m"), Some(data), Some(out)) = (args.lists.as_deref(), &args.data, &args.out) {
+        return youtube8m(data, out, args.max_frames, args.quiet);
+    }
     if let (Some(name), Some(data), Some(out)) = (&args.lists, &args.data, &args.out) {
         let lists = match name.as_str() {
             "ucf101" => vidkit::data::ucf101_lists(data, args.split)?,
@@ -448,6 +463,37 @@ pub fn main(args: Args) -> Result<Outcome> {
             imported.layout,
             imported.dropped,
         );
+    }
+    Ok(Outcome::Success)
+}
+
+/// `--lists youtube8m`: the TFRecords into feature stores and lists; damaged records and files
+/// are reported, skipped and counted (exit 1), the rest converted.
+fn youtube8m(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    max_frames: usize,
+    quiet: bool,
+) -> Result<Outcome> {
+    let report = &mut |m: &str| eprintln!("vconvert: {m}");
+    let s = vidkit::data::youtube8m_lists(data, out, max_frames, report)?;
+    let (bad, damaged) =
+        (s.train.bad_records + s.val.bad_records, s.train.damaged_files + s.val.damaged_files);
+    if !quiet {
+        let level = s.train.level.map(|l| l.name()).unwrap_or("");
+        eprintln!(
+            "vconvert: youtube8m ({level}): {} training videos from {} files, {} validation videos from {} files, {} classes; {bad} records skipped, {damaged} files damaged (their remaining records not read) -> {}",
+            s.train.videos,
+            s.train.files,
+            s.val.videos,
+            s.val.files,
+            s.classes,
+            out.display()
+        );
+    }
+    if bad > 0 {
+        // Inputs are records here: the skipped ones against all that were read.
+        return Ok(Outcome::PartialFailure { failed: bad, total: bad + s.train.videos + s.val.videos });
     }
     Ok(Outcome::Success)
 }
