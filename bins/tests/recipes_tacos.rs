@@ -35,6 +35,15 @@ fn tacos_recipe_runs_end_to_end() {
         first["candidates"].as_array().is_some_and(|c| !c.is_empty()) && first["gt"].is_array(),
         "{first}"
     );
+    // vground sharded by video and merged equals one run.
+    let args = [
+        "--model",
+        "tacos/tall/best.safetensors",
+        "--queries",
+        "u/validation.queries.jsonl",
+        "tacos/validation.h5",
+    ];
+    assert_shards_merge(env!("CARGO_BIN_EXE_vground"), &args, 2, p);
     // The metric step needs veval --grounding.
     let help = run(env!("CARGO_BIN_EXE_veval"), &["--help"], p);
     if String::from_utf8_lossy(&help.stdout).contains("--grounding") {

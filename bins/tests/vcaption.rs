@@ -145,3 +145,15 @@ fn ets_training_resumes_exactly() {
     let b = std::fs::read(p.join("split/last.safetensors")).unwrap();
     assert!(a == b, "a resumed run differs from an uninterrupted one");
 }
+
+#[test]
+fn sharded_runs_merge_into_the_unsharded_output() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tiny_model(p);
+    let bin = env!("CARGO_BIN_EXE_vcaption");
+    let args = ["--model", "run/best.safetensors", "f", "--beams"];
+    assert_eq!(assert_shards_merge(bin, &args, 3, p), [2, 1, 1]);
+    // More shards than videos: the last is empty, and merges as such.
+    assert_eq!(assert_shards_merge(bin, &args, 5, p), [1, 1, 1, 1, 0]);
+}

@@ -97,6 +97,11 @@ fn trains_from_paddlevideo_npy_features_and_resumes_exactly() {
         p,
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // Sharded and merged: the lines, and the ActivityNet result JSON.
+    let bin = env!("CARGO_BIN_EXE_vpropose");
+    let args = ["--model", "full/last.safetensors", "feats", "--top", "5"];
+    assert_eq!(assert_shards_merge(bin, &args, 3, p), [3, 2, 2]);
+    assert_shards_merge(bin, &[&args[..], &["--format", "activitynet"]].concat(), 2, p);
     // Two epochs, then one more with --resume: the same weights as three in one go.
     let o = train(p, "split", &["--stop-after", "2", "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -102,6 +102,33 @@ pub fn synth_lines(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Runs `bin args... -o whole` and `bin args... --shard K/N -o partK` for K = 0..N-1 in `dir`,
+/// then `bin --merge part0 .. partN-1`, and asserts the merge is byte for byte the unsharded
+/// output (issue 23, point 2). Returns the shards' sizes in lines.
+pub fn assert_shards_merge(bin: &str, args: &[&str], n: usize, dir: &Path) -> Vec<usize> {
+    let tool = Path::new(bin).file_name().unwrap().to_string_lossy().to_string();
+    let o = run(bin, &[args, &["-q", "-o", "whole.out"]].concat(), dir);
+    assert!(o.status.success(), "{tool}: {}", stderr(&o));
+    let mut parts = Vec::new();
+    for k in 0..n {
+        let (shard, part) = (format!("{k}/{n}"), format!("part{k}.out"));
+        let o = run(bin, &[args, &["--shard", &shard, "-q", "-o", &part]].concat(), dir);
+        assert!(o.status.success(), "{tool} --shard {shard}: {}", stderr(&o));
+        parts.push(part);
+    }
+    let mut merge = vec!["--merge"];
+    merge.extend(parts.iter().map(String::as_str));
+    merge.extend(["-q", "-o", "merged.out"]);
+    let o = run(bin, &merge, dir);
+    assert!(o.status.success(), "{tool} --merge: {}", stderr(&o));
+    let whole = std::fs::read(dir.join("whole.out")).unwrap();
+    assert!(
+        std::fs::read(dir.join("merged.out")).unwrap() == whole,
+        "{tool}: {n} shards merged differ from one run"
+    );
+    parts.iter().map(|p| std::fs::read_to_string(dir.join(p)).unwrap().lines().count()).collect()
+}
+
 /// Runs the real `vtrain` on the vsynth set in `dir/syn` as `arch`, writing to `dir/out`, on one
 /// thread (the learning tests' times assume it), and returns its summary (`best_val_top1`, ...).
 pub fn vtrain_synth(
