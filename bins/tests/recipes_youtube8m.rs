@@ -196,7 +196,11 @@ fn youtube8m_video_level_with_damaged_files() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("2 records skipped, 2 files damaged"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("; 2 records skipped, 2 damaged files not read to the end -> out"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("vconvert: 2 of 29 inputs failed"), "{}", run.stderr);
     let want = expected(&set);
     let videos = vidkit::featstore::read_features(&p.join("out/train.h5")).unwrap();

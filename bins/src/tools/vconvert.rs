@@ -481,8 +481,13 @@ fn youtube8m(
         (s.train.bad_records + s.val.bad_records, s.train.damaged_files + s.val.damaged_files);
     if !quiet {
         let level = s.train.level.map(|l| l.name()).unwrap_or("");
+        let skipped = if bad > 0 {
+            format!("; {bad} records skipped, {damaged} damaged files not read to the end")
+        } else {
+            String::new()
+        };
         eprintln!(
-            "vconvert: youtube8m ({level}): {} training videos from {} files, {} validation videos from {} files, {} classes; {bad} records skipped, {damaged} files damaged (their remaining records not read) -> {}",
+            "vconvert: youtube8m ({level}): {} training videos from {} files, {} validation videos from {} files, {} classes{skipped} -> {}",
             s.train.videos,
             s.train.files,
             s.val.videos,
