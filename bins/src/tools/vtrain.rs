@@ -28,6 +28,11 @@ Examples:
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 \\
       -o schedule='{\"name\":\"cosine\",\"epochs\":50}' -o label_smoothing=0.1 -j 2
 
+  # training augmentation by config key: pytorchvideo's RandAugment (its parameter names; or
+  # augmix), PaddleVideo's colour jitter
+  vtrain --arch mvit_base_16x4 --train-list train.list --out runs/mvit -o rand_augment.magnitude=7 \\
+      -o rand_augment.num_layers=4 -o color_jitter='{\"brightness\":0.4,\"contrast\":0.4,\"saturation\":0.4,\"hue\":0.1,\"style\":\"paddlevideo\"}'
+
   # continue exactly where the last run stopped (a DML run's peer and its optimiser too)
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 --resume
 

@@ -668,8 +668,10 @@ mod tests {
 
     /// `rand_augment` and `augmix` are config keys with pytorchvideo's parameter names and
     /// defaults: they reach the training clips only; bad values and both at once are refused.
+    /// `color_jitter`'s `style` picks PaddleVideo's arithmetic.
     #[test]
     fn rand_augment_and_augmix_configure_training_clips_only() {
+        use crate::transform::{JitterStyle, SamplingType};
         let mut cfg = TrainConfig::default();
         cfg.apply_overrides(&[r#"rand_augment={"magnitude":7,"num_layers":4}"#.into()]).unwrap();
         let ra = cfg.train_spec(0).unwrap().rand_augment.unwrap();
@@ -686,6 +688,22 @@ mod tests {
         }
         let both = [r#"rand_augment={}"#.to_string(), r#"augmix={}"#.to_string()];
         assert!(TrainConfig::default().apply_overrides(&both).is_err());
+        // Dotted keys into an absent one start from pytorchvideo's defaults.
+        let both = ["rand_augment.num_layers=3".to_string(), "augmix.depth=2".to_string()];
+        assert!(TrainConfig::default().apply_overrides(&both).is_err());
+        let mut cfg = TrainConfig::default();
+        cfg.apply_overrides(&[
+            "rand_augment.num_layers=3".into(),
+            "rand_augment.sampling_type=uniform".into(),
+        ])
+        .unwrap();
+        let ra = cfg.rand_augment.unwrap();
+        assert_eq!((ra.magnitude, ra.num_layers, ra.sampling_type), (9, 3, SamplingType::Uniform));
+        let jitter =
+            r#"color_jitter={"brightness":0.4,"contrast":0,"saturation":0,"hue":0,"style":"paddlevideo"}"#;
+        let mut cfg = TrainConfig::default();
+        cfg.apply_overrides(&[jitter.into()]).unwrap();
+        assert_eq!(cfg.train_spec(0).unwrap().color_jitter.unwrap().style, JitterStyle::Paddlevideo);
     }
 
     /// A zoo model trains and validates on its own T × τ dense clips (pytorchvideo's spec).
