@@ -25,5 +25,5 @@ pub use segments::{
 pub use shard::{merge_shard_lines, Shard, VideoOrdinals};
 pub use youtube8m::{
     convert_split, dequantize, parse_video, read_vocabulary, youtube8m_lists, Level, SplitSummary,
-    Youtube8mSummary, MAX_FRAMES,
+    Youtube8mOptions, Youtube8mSummary, MAX_FRAMES,
 };

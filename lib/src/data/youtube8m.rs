@@ -40,6 +40,21 @@ pub fn dequantize(q: u8) -> f32 {
     q as f32 * scalar + bias
 }
 
+/// How `youtube8m_lists` converts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Youtube8mOptions {
+    /// Frames kept per video (the first ones); 0 keeps all.
+    pub max_frames: usize,
+    /// Store float16 (half the size; the 256 dequantised levels stay distinct, within 5e-4).
+    pub f16: bool,
+}
+
+impl Default for Youtube8mOptions {
+    fn default() -> Self {
+        Self { max_frames: MAX_FRAMES, f16: false }
+    }
+}
+
 /// Frame-level (`SequenceExample`) or video-level (`Example`) records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -257,12 +272,12 @@ pub fn convert_split(
     files: &[PathBuf],
     store: &Path,
     num_classes: usize,
-    max_frames: usize,
+    opts: &Youtube8mOptions,
     report: &mut dyn FnMut(&str),
 ) -> Result<(StoreWriter, Vec<(String, Vec<i64>)>, SplitSummary)> {
     let options = StoreOptions {
         root_attrs: vec![("source".into(), "YouTube-8M TFRecords (vconvert --lists youtube8m)".into())],
-        ..Default::default()
+        f16: opts.f16,
     };
     let mut writer = StoreWriter::create(store, options)?;
     let mut list = Vec::new();
@@ -291,7 +306,7 @@ pub fn convert_split(
                 }
             };
             let at = || format!("{}: record {}", file.display(), reader.records_read());
-            let (mut video, level) = match parse_video(&record, max_frames) {
+            let (mut video, level) = match parse_video(&record, opts.max_frames) {
                 Ok(v) => v,
                 Err(e) => {
                     report(&format!("{}: {e:#}; record skipped", at()));
@@ -350,7 +365,7 @@ pub struct Youtube8mSummary {
 pub fn youtube8m_lists(
     data: &Path,
     out: &Path,
-    max_frames: usize,
+    opts: &Youtube8mOptions,
     report: &mut dyn FnMut(&str),
 ) -> Result<Youtube8mSummary> {
     let vocabulary = data.join("vocabulary.csv");
@@ -369,9 +384,9 @@ pub fn youtube8m_lists(
     )?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let (train_store, train_list, train) =
-        convert_split(&train_files, &out.join("train.h5"), labels.len(), max_frames, report)?;
+        convert_split(&train_files, &out.join("train.h5"), labels.len(), opts, report)?;
     let (val_store, val_list, val) =
-        convert_split(&val_files, &out.join("val.h5"), labels.len(), max_frames, report)?;
+        convert_split(&val_files, &out.join("val.h5"), labels.len(), opts, report)?;
     if let (Some(a), Some(b)) = (train.level, val.level) {
         if a != b {
             bail!(
@@ -444,6 +459,10 @@ mod tests {
         assert_eq!(dequantize(0), (4.0f64 / 512.0 - 2.0) as f32);
         assert_eq!(dequantize(255), 255.0 * (4.0f64 / 255.0) as f32 + (4.0f64 / 512.0 - 2.0) as f32);
         assert!((dequantize(128) - (128.0 * 4.0 / 255.0 + 4.0 / 512.0 - 2.0)).abs() < 1e-6);
+        // In float16 (`--f16`) the 256 levels stay distinct and within 5e-4.
+        let halves: Vec<f32> = (0..=255u8).map(|q| half::f16::from_f32(dequantize(q)).to_f32()).collect();
+        assert!(halves.iter().enumerate().all(|(q, h)| (h - dequantize(q as u8)).abs() < 5e-4));
+        assert!(halves.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -529,7 +548,7 @@ mod tests {
         std::fs::write(p.join("frame/validate/validate0000.tfrecord"), rec("v1", &[1])).unwrap();
         let mut msgs = Vec::new();
         let out = p.join("out");
-        let s = youtube8m_lists(p, &out, MAX_FRAMES, &mut |m| msgs.push(m.to_string())).unwrap();
+        let s = youtube8m_lists(p, &out, &Default::default(), &mut |m| msgs.push(m.to_string())).unwrap();
         assert_eq!((s.train.videos, s.train.bad_records, s.train.damaged_files), (3, 2, 1), "{msgs:?}");
         assert_eq!(s.val.videos, 1);
         assert!(
@@ -548,10 +567,16 @@ mod tests {
         assert_eq!(videos.len(), 3);
         assert_eq!(videos[1].modality("rgb").unwrap()[[2, 3]], dequantize(9));
         assert_eq!(videos[1].label, Some(Label::Multi(vec![1, 2])));
+        // float16 stores keep the levels to f16's precision.
+        let opts = Youtube8mOptions { f16: true, max_frames: 2 };
+        youtube8m_lists(p, &p.join("out16"), &opts, &mut |_| {}).unwrap();
+        let videos = crate::featstore::read_features(&p.join("out16/train.h5")).unwrap();
+        let rgb = videos[1].modality("rgb").unwrap();
+        assert_eq!((rgb.nrows(), rgb[[1, 3]]), (2, half::f16::from_f32(dequantize(9)).to_f32()));
         // No validation files: nothing at all is written.
         std::fs::remove_file(p.join("frame/validate/validate0000.tfrecord")).unwrap();
         let out2 = p.join("out2");
-        let e = youtube8m_lists(p, &out2, MAX_FRAMES, &mut |_| {}).unwrap_err().to_string();
+        let e = youtube8m_lists(p, &out2, &Default::default(), &mut |_| {}).unwrap_err().to_string();
         assert!(e.contains("no validate*.tfrecord files"), "{e}");
         assert!(!out2.exists() || std::fs::read_dir(&out2).unwrap().next().is_none());
     }
