@@ -13,12 +13,13 @@
 //! - hue: Pillow's RGB → HSV with H, S, V as bytes, H shifted by `int(h · 255)` modulo 256,
 //!   HSV → RGB with rounding (torchvision: float HSV, shift modulo 1).
 //!
-//! PaddleVideo draws anew for every frame; vidkit draws once per clip and applies that draw to
-//! every frame, as for all its clip augmentations. (PaddleVideo's `RandomBrightness` and its
+//! PaddleVideo draws anew for every frame (and its `ColorJitter` op jitters with probability
+//! 1 − p, p = 0.5); vidkit draws once per clip and applies that draw to every frame, as for all
+//! its clip augmentations, whenever the jitter is asked for. (PaddleVideo's `RandomBrightness` and its
 //! siblings hand a PIL image to its own dict-taking `ColorJitter` op, which fails when their
-//! coin comes up; paddle.vision's `ColorJitter` is what they evidently mean. Paddle's
-//! `adjust_hue` casts a negative shift with `np.uint8`, which NumPy 2 refuses; here it wraps
-//! as NumPy 1 and torchvision's `np.int32(...).astype(np.uint8)` do.)
+//! coin comes up; paddle.vision's `ColorJitter` is what they evidently mean.) Paddle 3.3.1's
+//! `functional_pil` gives the same values as torchvision's PIL functions, which the parity test
+//! runs (checked once on that test's 16 draws: all equal).
 
 use super::color::{hsv_sector, jitter_frames, JitterDraw};
 use anyhow::Result;
@@ -108,7 +109,7 @@ fn hsv8_to_rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
 }
 
 fn hue(mut frame: ArrayViewMut3<u8>, factor: f64) {
-    // np.int32(hue_factor * 255).astype(np.uint8): truncation, then modulo 256
+    // int(hue_factor * 255) added modulo 256 (Paddle; torchvision's np.int32 cast is the same)
     let shift = (factor * 255.0) as i32 as u8;
     for mut px in frame.rows_mut() {
         let [h, s, v] = rgb_to_hsv8(px[0], px[1], px[2]);
