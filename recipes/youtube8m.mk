@@ -30,6 +30,9 @@ MAX_FRAMES ?= 300
 JOBS       ?= 2
 MODEL_OPTS ?=
 TRAIN_OPTS ?=
+# vconvert's: --f16 (half-size stores), --nextvlad-eigenvals yt8m_pca/eigenvals.npy (rgb as the
+# zoo's NeXtVLAD weights take it, for evaluating them after `vconvert --arch nextvlad`).
+CONVERT_OPTS ?=
 
 ifeq ($(ARCH),attention_lstm)
 BATCH      ?= 1024
@@ -54,7 +57,7 @@ lists: $(OUT)/train.list
 
 # train.list is written last, after the stores: its presence means the conversion finished.
 $(OUT)/train.list:
-	$(BIN)/vconvert --lists youtube8m --data $(DATA) --out $(OUT) --max-frames $(MAX_FRAMES)
+	$(BIN)/vconvert --lists youtube8m --data $(DATA) --out $(OUT) --max-frames $(MAX_FRAMES) $(CONVERT_OPTS)
 
 train: $(OUT)/model/best.safetensors
 

@@ -209,6 +209,19 @@ fn youtube8m_video_level_with_damaged_files() {
     assert_eq!(v.modality("rgb").unwrap().row(0).to_vec(), floats(&want["mean_rgb"]));
     assert_eq!(v.modality("audio").unwrap().dim(), (1, 128));
     assert_eq!(std::fs::read_to_string(p.join("out/train.list")).unwrap().lines().count(), 17);
+    // The zoo's NeXtVLAD input is frame-level: every video-level record is refused, by name.
+    let eig = ndarray::Array2::<f32>::ones((2048, 1));
+    ndarray_npy::write_npy(p.join("eigenvals.npy"), &eig).unwrap();
+    let args =
+        ["--lists", "youtube8m", "--data", "y8m", "--out", "out3", "--nextvlad-eigenvals", "eigenvals.npy"];
+    let run = run_tool(env!("CARGO_BIN_EXE_vconvert"), &args, p, None);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the zoo's NeXtVLAD input is for frame-level records; record skipped"),
+        "{}",
+        run.stderr
+    );
+    assert!(!p.join("out3/train.h5").exists());
     // A fatal error (no vocabulary) leaves nothing behind, not even temporary files.
     std::fs::remove_file(set.join("vocabulary.csv")).unwrap();
     let run = run_tool(

@@ -267,6 +267,12 @@ pub struct Args {
     /// dequantised levels stay distinct, each within 5e-4 of its float32 value).
     #[arg(long)]
     pub f16: bool,
+    /// With --lists youtube8m: store frame-level rgb as the 2019 Paddle zoo's NeXtVLAD takes it,
+    /// for its imported weights (nextvlad.py: dequantised with bias -2, without the 4/512 offset,
+    /// times sqrt(eigenvalue) + 1e-4 per dimension from its yt8m_pca/eigenvals.npy); audio stays
+    /// the starter code's, as there.
+    #[arg(long, value_name = "EIGENVALS.npy")]
+    pub nextvlad_eigenvals: Option<PathBuf>,
 
     /// No summary on stderr.
     #[arg(short, long)]
@@ -275,7 +281,13 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<Outcome> {
     if let (Some("youtube8m"), Some(data), Some(out)) = (args.lists.as_deref(), &args.data, &args.out) {
-        let opts = vidkit::data::Youtube8mOptions { max_frames: args.max_frames, f16: args.f16 };
+        let nextvlad_eigen_scale =
+            args.nextvlad_eigenvals.as_deref().map(vidkit::data::read_nextvlad_eigen_scale).transpose()?;
+        let opts = vidkit::data::Youtube8mOptions {
+            max_frames: args.max_frames,
+            f16: args.f16,
+            nextvlad_eigen_scale,
+        };
         return youtube8m(data, out, &opts, args.quiet);
     }
     if let (Some(name), Some(data), Some(out)) = (&args.lists, &args.data, &args.out) {

@@ -24,6 +24,6 @@ pub use segments::{
 };
 pub use shard::{merge_shard_lines, Shard, VideoOrdinals};
 pub use youtube8m::{
-    convert_split, dequantize, parse_video, read_vocabulary, youtube8m_lists, Level, SplitSummary,
-    Youtube8mOptions, Youtube8mSummary, MAX_FRAMES,
+    convert_split, dequantize, parse_video, read_nextvlad_eigen_scale, read_vocabulary, youtube8m_lists,
+    Level, SplitSummary, Youtube8mOptions, Youtube8mSummary, MAX_FRAMES,
 };

@@ -47,12 +47,43 @@ pub struct Youtube8mOptions {
     pub max_frames: usize,
     /// Store float16 (half the size; the 256 dequantised levels stay distinct, within 5e-4).
     pub f16: bool,
+    /// Frame-level rgb as the 2019 Paddle zoo's NeXtVLAD takes it, with these per-dimension
+    /// factors ([`read_nextvlad_eigen_scale`]); `None`: the starter code's values.
+    pub nextvlad_eigen_scale: Option<Vec<f32>>,
 }
 
 impl Default for Youtube8mOptions {
     fn default() -> Self {
-        Self { max_frames: MAX_FRAMES, f16: false }
+        Self { max_frames: MAX_FRAMES, f16: false, nextvlad_eigen_scale: None }
     }
+}
+
+/// The factors the 2019 Paddle zoo's NeXtVLAD multiplies rgb by (PaddleCV/video/models/nextvlad/
+/// nextvlad.py `build_model`: `sqrt(eigenvals[:1024, 0]) + 1e-4` in float32), from its
+/// `data/dataset/youtube8m/yt8m_pca/eigenvals.npy` ([2048, 1] float32).
+pub fn read_nextvlad_eigen_scale(path: &Path) -> Result<Vec<f32>> {
+    let rows = crate::featstore::read_feature_file(path)?.modalities.remove(0).1;
+    if let Some(e) = rows.column(0).iter().find(|e| **e < 0.0) {
+        bail!("{}: negative eigenvalue {e}", path.display());
+    }
+    Ok(rows.column(0).iter().map(|e| e.sqrt() + 1e-4).collect())
+}
+
+/// Rows the starter code dequantised (`q·4/255 + 4/512 − 2`) as the zoo's NeXtVLAD computes its
+/// rgb input instead: `(q·4/255 − 2)·scale[c]` (nextvlad.py moves the dequantisation into the
+/// network, with bias −2 for rgb and −2 + 4/512 for audio, then multiplies rgb by the factors).
+fn nextvlad_zoo_rgb(rows: &mut Array2<f32>, scale: &[f32]) -> Result<()> {
+    if rows.ncols() > scale.len() {
+        bail!("rgb has {} dimensions, the eigenvalues only {}", rows.ncols(), scale.len());
+    }
+    let (step, bias) = ((4.0f64 / 255.0) as f32, (4.0f64 / 512.0 - 2.0) as f32);
+    for mut row in rows.rows_mut() {
+        for (v, f) in row.iter_mut().zip(scale) {
+            let q = ((*v - bias) / step).round();
+            *v = (q * step + -2.0) * f;
+        }
+    }
+    Ok(())
 }
 
 /// Frame-level (`SequenceExample`) or video-level (`Example`) records.
@@ -276,7 +307,16 @@ pub fn convert_split(
     report: &mut dyn FnMut(&str),
 ) -> Result<(StoreWriter, Vec<(String, Vec<i64>)>, SplitSummary)> {
     let options = StoreOptions {
-        root_attrs: vec![("source".into(), "YouTube-8M TFRecords (vconvert --lists youtube8m)".into())],
+        root_attrs: vec![("source".into(), "YouTube-8M TFRecords (vconvert --lists youtube8m)".into())]
+            .into_iter()
+            .chain(opts.nextvlad_eigen_scale.as_ref().map(|_| {
+                (
+                    "rgb".to_string(),
+                    "the 2019 Paddle zoo's NeXtVLAD input: (q*4/255 - 2)*(sqrt(eigenvalue) + 1e-4)"
+                        .to_string(),
+                )
+            }))
+            .collect(),
         f16: opts.f16,
     };
     let mut writer = StoreWriter::create(store, options)?;
@@ -306,7 +346,19 @@ pub fn convert_split(
                 }
             };
             let at = || format!("{}: record {}", file.display(), reader.records_read());
-            let (mut video, level) = match parse_video(&record, opts.max_frames) {
+            let parsed = parse_video(&record, opts.max_frames).and_then(|(mut v, level)| {
+                if let Some(scale) = &opts.nextvlad_eigen_scale {
+                    if level == Level::Video {
+                        bail!("video {:?}: the zoo's NeXtVLAD input is for frame-level records", v.id);
+                    }
+                    let id = v.id.clone();
+                    for (_, rows) in v.modalities.iter_mut().filter(|(m, _)| m == "rgb") {
+                        nextvlad_zoo_rgb(rows, scale).with_context(|| format!("video {id:?}"))?;
+                    }
+                }
+                Ok((v, level))
+            });
+            let (mut video, level) = match parsed {
                 Ok(v) => v,
                 Err(e) => {
                     report(&format!("{}: {e:#}; record skipped", at()));
@@ -506,6 +558,26 @@ mod tests {
     }
 
     #[test]
+    fn the_zoos_nextvlad_rgb_from_the_eigenvalues() {
+        let d = tempfile::tempdir().unwrap();
+        let npy = d.path().join("eigenvals.npy");
+        let eig = ndarray::Array2::from_shape_vec((4, 1), vec![4.0f32, 9.0, 0.25, 1.0]).unwrap();
+        ndarray_npy::write_npy(&npy, &eig).unwrap();
+        let scale = read_nextvlad_eigen_scale(&npy).unwrap();
+        assert_eq!(scale, [2.0001f32, 3.0001, 0.5001, 1.0001]);
+        let rgb: Vec<Vec<u8>> = vec![vec![0, 9, 255], vec![128, 1, 2]];
+        let (mut v, _) = parse_video(&frame_video("z", &[0], &rgb, &[vec![1], vec![2]]), 0).unwrap();
+        let rows = &mut v.modalities.iter_mut().find(|(m, _)| m == "rgb").unwrap().1;
+        nextvlad_zoo_rgb(rows, &scale).unwrap();
+        // fluid: scale(cast(q), 4/255, bias=-2) then elementwise_mul with the factors, float32.
+        let zoo = |q: u8, f: f32| (q as f32 * (4.0f64 / 255.0) as f32 + -2.0) * f;
+        assert_eq!(rows.row(0).to_vec(), [zoo(0, scale[0]), zoo(9, scale[1]), zoo(255, scale[2])]);
+        assert_eq!(rows[[1, 0]], zoo(128, scale[0]));
+        let e = nextvlad_zoo_rgb(rows, &scale[..2]).unwrap_err().to_string();
+        assert_eq!(e, "rgb has 3 dimensions, the eigenvalues only 2");
+    }
+
+    #[test]
     fn vocabulary_names_by_index_with_quoted_commas() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("vocabulary.csv");
@@ -568,7 +640,7 @@ mod tests {
         assert_eq!(videos[1].modality("rgb").unwrap()[[2, 3]], dequantize(9));
         assert_eq!(videos[1].label, Some(Label::Multi(vec![1, 2])));
         // float16 stores keep the levels to f16's precision.
-        let opts = Youtube8mOptions { f16: true, max_frames: 2 };
+        let opts = Youtube8mOptions { f16: true, max_frames: 2, ..Default::default() };
         youtube8m_lists(p, &p.join("out16"), &opts, &mut |_| {}).unwrap();
         let videos = crate::featstore::read_features(&p.join("out16/train.h5")).unwrap();
         let rgb = videos[1].modality("rgb").unwrap();
