@@ -655,44 +655,6 @@ fn a_video_that_breaks_midway_ends_with_an_error_record() {
     assert!(full.iter().all(|r| r.header.video.as_deref() == Some("full.mp4") && r.header.kind == "frames"));
 }
 
-/// Serves `body` over HTTP/1.1 on 127.0.0.1 (Range requests answered with 206) until the test
-/// ends; returns the port.
-fn serve(body: Vec<u8>) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut start = 0usize;
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                let l = line.to_ascii_lowercase();
-                if let Some(r) = l.strip_prefix("range: bytes=") {
-                    start =
-                        r.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
-                }
-                line.clear();
-            }
-            let start = start.min(body.len());
-            let part = &body[start..];
-            let head = if start > 0 {
-                format!(
-                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
-                    part.len(),
-                    body.len() - 1,
-                    body.len()
-                )
-            } else {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", body.len())
-            };
-            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(part));
-        }
-    });
-    port
-}
-
 /// An http URL is an input like a file: the same frames through both decoders; a missing URL is
 /// a one-line error naming it.
 #[test]

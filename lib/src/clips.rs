@@ -219,7 +219,7 @@ impl<'c> ClipAssembler<'c> {
 
 /// The records (one per view) of clip `k` of `num_clips`, taken at source frames `clip_idx`.
 #[allow(clippy::too_many_arguments)]
-fn clip_records(
+pub(crate) fn clip_records(
     spec: &ClipSpec,
     item: &VideoItem,
     info: &video::VideoInfo,

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod featstore;
 pub mod infer;
 pub mod io;
+pub mod live;
 pub mod metric;
 pub mod model;
 pub mod nn;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use vidkit::clips::{sample_video_each, ClipSpec, VideoItem};
 use vidkit::data::{parse_line, Shard};
 use vidkit::io::Output;
+use vidkit::live::LiveSpec;
 use vidkit::parallel::Piece;
 use vidkit::progress::Progress;
 use vidkit::sample::{SamplerConfig, SamplerKind};
@@ -53,6 +54,10 @@ Examples:
   # a video over HTTP, as a file
   vsample https://example.org/clip.mp4 --frames 8 | vclassify --model m.safetensors
 
+  # a live recognizer: a camera (or --live with a stream URL), 2 frames per second, 4-second
+  # windows every second, for ten minutes
+  vsample /dev/video0 --fps 2 --chunk 2 --duration 600 | vclassify --model m.safetensors --window 4 --stride 1
+
   # native-size frames at fixed indices, read back in Python
   vsample clip.mp4 --indices 0,10,20 --crop none | python3 -c 'import io, sys, json, numpy as np
   f = io.BytesIO(sys.stdin.buffer.read()); h = json.loads(f.readline()); a = np.lib.format.read_array(f); print(h[\"indices\"], a.shape)'
@@ -66,7 +71,12 @@ bounded by a few records whatever the video's length. If such a video breaks par
 records already written stay and a record of kind \"error\" (header keys video and error, an
 empty array) follows them, so the tools downstream drop the video and report it. The other
 samplers take a bounded number of frames per video and write a video's records only once all
-of them are decoded.";
+of them are decoded.
+
+Live sources (/dev/video* devices, and any input with --live or --duration) have no length to
+probe: ffmpeg reads them as they arrive, its fps filter takes --fps R frames per second, and
+records of --chunk frames leave as they fill, frame k numbered k at R frames per second (t = k/R,
+as vclassify --window reads them), until the source ends or --duration seconds have been read.";
 
 #[derive(Parser, Debug)]
 #[command(name = "vsample", version, about = "Decode, sample and transform video frames into a clip stream", after_help = EXAMPLES)]
@@ -151,6 +161,14 @@ pub struct Args {
     /// frames in one record (memory then grows with the video).
     #[arg(long, value_name = "N", default_value_t = 32, requires = "fps")]
     pub chunk: usize,
+    /// Read the inputs as live sources (an http(s) stream, a FIFO, a growing file): nothing is
+    /// probed or seeked; ffmpeg's fps filter takes --fps R frames per second as they arrive, until
+    /// the source ends or --duration. /dev/video* capture devices are always read so.
+    #[arg(long, requires = "fps")]
+    pub live: bool,
+    /// Read a live source (implies --live) for at most S seconds.
+    #[arg(long, value_name = "S", requires = "fps")]
+    pub duration: Option<f64>,
     /// Keep only shard K of N (K = 0..N-1): the inputs whose 0-based position in the input list
     /// is K modulo N. Shards keep the seeds of the unsharded run.
     #[arg(long, value_name = "K/N")]
@@ -361,15 +379,26 @@ pub fn main(mut args: Args) -> Result<Outcome> {
                 let failed = |msg: String| (v.id.clone(), msg);
                 let mut emitted = 0usize;
                 let mut held = Vec::new();
-                let result = sample_video_each(&spec, v, *position, &mut |r| {
-                    if streaming {
+                let live = args.live || args.duration.is_some() || vidkit::live::is_capture_device(&v.path);
+                let mut take = |r| {
+                    if streaming || live {
                         emitted += 1;
                         emit(r)
                     } else {
                         held.push(r);
                         Ok(())
                     }
-                });
+                };
+                let result = if live {
+                    let spec_live = LiveSpec {
+                        rate: args.fps.unwrap_or(0.0),
+                        duration: args.duration,
+                        chunk: if args.chunk == 0 { 32 } else { args.chunk },
+                    };
+                    vidkit::live::sample_live(&spec, &spec_live, v, &mut take)
+                } else {
+                    sample_video_each(&spec, v, *position, &mut take)
+                };
                 match result {
                     Ok(_) => {
                         for r in held {

@@ -487,3 +487,41 @@ pub fn read_stream(path: &Path) -> Vec<vidkit::stream::Record> {
     let f = std::io::BufReader::new(std::fs::File::open(path).unwrap());
     vidkit::stream::StreamReader::new(f, path.display().to_string()).collect::<anyhow::Result<_>>().unwrap()
 }
+
+/// Serves `body` over HTTP/1.1 on 127.0.0.1 (Range requests answered with 206) until the test
+/// ends; returns the port.
+pub fn serve(body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut start = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                let l = line.to_ascii_lowercase();
+                if let Some(r) = l.strip_prefix("range: bytes=") {
+                    start =
+                        r.trim().trim_end_matches('-').split('-').next().unwrap_or("0").parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let start = start.min(body.len());
+            let part = &body[start..];
+            let head = if start > 0 {
+                format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n",
+                    part.len(),
+                    body.len() - 1,
+                    body.len()
+                )
+            } else {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n\r\n", body.len())
+            };
+            let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(part));
+        }
+    });
+    port
+}
