@@ -12,7 +12,7 @@ use crate::video::{self, short_side_size, FFMPEG};
 use anyhow::{bail, Context, Result};
 use ffmpeg_sidecar::command::FfmpegCommand;
 use ndarray::{Array4, ArrayView3, Axis};
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::Path;
 
 /// Whether `path` names a V4L2 capture device, which ffmpeg opens with `-f v4l2`.
@@ -43,38 +43,6 @@ impl LiveSpec {
             bail!("--chunk must be at least 1 frame");
         }
         Ok(())
-    }
-}
-
-/// One PPM image's header (`P6 W H 255`), or None at a clean end of the stream.
-fn read_ppm_header(r: &mut impl BufRead) -> Result<Option<(usize, usize)>> {
-    let mut fields: Vec<String> = Vec::new();
-    let mut field = String::new();
-    while fields.len() < 4 {
-        let mut byte = [0u8; 1];
-        if r.read(&mut byte)? == 0 {
-            if fields.is_empty() && field.is_empty() {
-                return Ok(None);
-            }
-            bail!("the frame stream ends inside a frame header");
-        }
-        match byte[0] {
-            b'#' if field.is_empty() => {
-                let mut comment = Vec::new();
-                r.read_until(b'\n', &mut comment)?;
-            }
-            b if b.is_ascii_whitespace() => {
-                if !field.is_empty() {
-                    fields.push(std::mem::take(&mut field));
-                }
-            }
-            b => field.push(b as char),
-        }
-    }
-    let dim = |s: &str| s.parse::<usize>().ok().filter(|&v| v > 0 && v <= 1 << 15);
-    match (fields[0].as_str(), dim(&fields[1]), dim(&fields[2]), fields[3].as_str()) {
-        ("P6", Some(w), Some(h), "255") => Ok(Some((w, h))),
-        _ => bail!("unexpected frame header {:?}", fields.join(" ")),
     }
 }
 
@@ -114,15 +82,7 @@ pub fn sample_live(
     ]);
     let mut child =
         cmd.spawn().with_context(|| format!("{src}: cannot run {FFMPEG} (is ffmpeg installed?)"))?;
-    drop(child.take_stdin()); // ffmpeg-sidecar pipes stdin; -nostdin ignores it
-    let mut stderr = child.take_stderr().context("ffmpeg stderr")?;
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let mut stdout =
-        std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
+    let (mut stdout, err_thread) = video::frame_pipes(&mut child)?;
     let info = video::VideoInfo {
         path: item.path.clone(),
         codec: String::new(),
@@ -158,11 +118,11 @@ pub fn sample_live(
     let mut frame: Vec<u8> = Vec::new();
     let mut result: Result<()> = Ok(());
     loop {
-        let (w, h) = match read_ppm_header(&mut stdout) {
+        let (w, h) = match video::read_ppm_header(&mut stdout) {
             Ok(Some(d)) => d,
             Ok(None) => break,
             Err(e) => {
-                result = Err(e);
+                result = Err(e.into());
                 break;
             }
         };
@@ -233,13 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ppm_headers_are_read_or_refused() {
-        let mut r = std::io::Cursor::new(b"P6\n# a comment\n4 2\n255\n".to_vec());
-        assert_eq!(read_ppm_header(&mut r).unwrap(), Some((4, 2)));
-        assert_eq!(read_ppm_header(&mut std::io::Cursor::new(Vec::new())).unwrap(), None);
-        assert!(read_ppm_header(&mut std::io::Cursor::new(b"P5 4 2 255\n".to_vec())).is_err());
-        assert!(read_ppm_header(&mut std::io::Cursor::new(b"P6 4".to_vec())).is_err());
-        assert!(read_ppm_header(&mut std::io::Cursor::new(b"P6 0 2 255\n".to_vec())).is_err());
+    fn devices_and_specs() {
         assert!(is_capture_device(Path::new("/dev/video0")) && !is_capture_device(Path::new("v.mp4")));
         let bad = LiveSpec { rate: 0.0, duration: None, chunk: 4 };
         assert!(bad.validate().is_err());

@@ -106,15 +106,7 @@ pub fn decode_each_cli(
     let mut child = cmd.spawn().with_context(|| {
         format!("{}: cannot run {FFMPEG} (is ffmpeg installed? `make deps`)", path.display())
     })?;
-    drop(child.take_stdin()); // ffmpeg-sidecar insists on a piped stdin; -nostdin ignores it
-    let mut stderr = child.take_stderr().context("ffmpeg stderr")?;
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let mut stdout =
-        std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
+    let (mut stdout, err_thread) = frame_pipes(&mut child)?;
     // Frames arrive as PPM images: each carries its own size, which is not always the size the
     // stream header announces (a Theora file here says 214x160 and decodes to 218x160).
     let mut frame: Vec<u8> = Vec::new();
@@ -218,7 +210,25 @@ fn is_decoder_line(line: &str) -> bool {
 }
 
 /// Reads a binary PPM header (`P6 <w> <h> 255` + one whitespace byte); `None` at a clean EOF.
-fn read_ppm_header(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(usize, usize)>> {
+/// An ffmpeg child's frames and log: its stdout buffered for frames, its stderr read to the end
+/// on a thread (so a full pipe never stalls it), its stdin closed (ffmpeg-sidecar insists on a
+/// piped stdin; -nostdin ignores it).
+pub(crate) fn frame_pipes(
+    child: &mut ffmpeg_sidecar::child::FfmpegChild,
+) -> Result<(std::io::BufReader<std::process::ChildStdout>, std::thread::JoinHandle<Vec<u8>>)> {
+    drop(child.take_stdin());
+    let mut stderr = child.take_stderr().context("ffmpeg stderr")?;
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let stdout = std::io::BufReader::with_capacity(1 << 20, child.take_stdout().context("ffmpeg stdout")?);
+    Ok((stdout, err_thread))
+}
+
+/// One PPM image's header (`P6 W H 255`) from ffmpeg's image2pipe, or None at a clean end.
+pub(crate) fn read_ppm_header(r: &mut impl std::io::BufRead) -> std::io::Result<Option<(usize, usize)>> {
     let bad = |what: &str| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad frame header from ffmpeg: {what}"))
     };

@@ -10,9 +10,10 @@ mod mp4;
 mod probe;
 
 pub use decode::{decode_each_cli, decode_frames, DecodedFrames};
+pub(crate) use decode::{frame_pipes, read_ppm_header};
 pub use libav::{decode_each_libav, decode_frames_libav, probe_libav};
-pub use probe::{probe, probe_with_ffprobe, VideoInfo};
 pub(crate) use probe::stderr_reason;
+pub use probe::{probe, probe_with_ffprobe, VideoInfo};
 
 /// Whether `path` is an http(s) URL, which libav reads over the network (no file checks, no
 /// `file:` prefix).
