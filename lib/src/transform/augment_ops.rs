@@ -209,34 +209,64 @@ fn equalize(mut frame: ArrayViewMut3<u8>) {
 /// same way whatever its summation order.
 fn adjust_sharpness(mut frame: ArrayViewMut3<u8>, factor: f64) {
     let (h, w, c) = frame.dim();
-    let src = frame.to_owned();
+    let out = frame.as_slice_mut().expect("contiguous frame");
+    let src = out.to_vec();
     let (r, o) = (factor as f32, (1.0 - factor) as f32);
+    let row = w * c;
     for y in 0..h {
         for x in 0..w {
             for ch in 0..c {
-                let v = src[[y, x, ch]];
+                let i = y * row + x * c + ch;
+                let v = src[i];
                 let degenerate = if y == 0 || x == 0 || y == h - 1 || x == w - 1 {
                     v
                 } else {
-                    let mut s = 4 * v as u32;
-                    for yy in y - 1..=y + 1 {
-                        for xx in x - 1..=x + 1 {
-                            s += src[[yy, xx, ch]] as u32;
-                        }
-                    }
+                    let s: u32 = [i - row, i, i + row]
+                        .iter()
+                        .map(|&m| src[m - c] as u32 + src[m] as u32 + src[m + c] as u32)
+                        .sum::<u32>()
+                        + 4 * v as u32;
                     ((2 * s + 13) / 26) as u8
                 };
-                frame[[y, x, ch]] = blend(v, degenerate as f32, r, o);
+                out[i] = blend(v, degenerate as f32, r, o);
             }
         }
     }
 }
 
 /// One output pixel of a bilinear grid sample: the four source offsets (`None` outside the
-/// frame, PyTorch's zero padding) and their weights.
+/// frame, PyTorch's zero padding), their weights, and the sampled ones channel (the share of
+/// the frame against the fill), the same for every frame.
 struct Tap {
     at: [Option<usize>; 4],
     weight: [f32; 4],
+    mask: f32,
+}
+
+impl Tap {
+    /// nw · v_nw, then the other three corners fused in; a corner outside adds zero.
+    fn sample(&self, value: impl Fn(usize) -> f32) -> f32 {
+        let v = |k: usize| self.at[k].map_or(0.0, &value);
+        (1..4).fold(v(0) * self.weight[0], |acc, k| v(k).mul_add(self.weight[k], acc))
+    }
+
+    /// [`Tap::sample`] of an RGB pixel of `src` (a corner outside leaves the sum as it is,
+    /// which is what adding its zero does: the sums are never −0).
+    #[inline(always)]
+    fn sample_rgb(&self, src: &[u8]) -> [f32; 3] {
+        let mut acc = [0f32; 3];
+        if let Some(i) = self.at[0] {
+            acc = [0, 1, 2].map(|ch| src[i + ch] as f32 * self.weight[0]);
+        }
+        for k in 1..4 {
+            if let Some(i) = self.at[k] {
+                for ch in 0..3 {
+                    acc[ch] = (src[i + ch] as f32).mul_add(self.weight[k], acc[ch]);
+                }
+            }
+        }
+        acc
+    }
 }
 
 /// torchvision's tensor `affine` / `rotate` with bilinear interpolation and a fill colour
@@ -271,32 +301,43 @@ fn affine(mut clip: ArrayViewMut4<u8>, matrix: [f64; 6], fill: [f32; 3]) {
                 (xx >= 0.0 && xx < w as f32 && yy >= 0.0 && yy < h as f32)
                     .then(|| (yy as usize * w + xx as usize) * c)
             };
-            taps.push(Tap {
+            let mut tap = Tap {
                 at: [inside(x0, y0), inside(x0 + 1.0, y0), inside(x0, y0 + 1.0), inside(x0 + 1.0, y0 + 1.0)],
                 weight: [s * e, s * we, n * e, n * we],
-            });
+                mask: 0.0,
+            };
+            tap.mask = tap.sample(|_| 1.0);
+            taps.push(tap);
         }
     }
-    // nw · v_nw, then the other three corners fused in; a corner outside adds zero.
-    let sample = |tap: &Tap, value: &dyn Fn(usize) -> f32| -> f32 {
-        let v = |k: usize| tap.at[k].map_or(0.0, value);
-        let first = v(0) * tap.weight[0];
-        (1..4).fold(first, |acc, k| v(k).mul_add(tap.weight[k], acc))
-    };
+    let fill_share: Vec<[f32; 3]> = taps.iter().map(|tap| fill.map(|f| (1.0 - tap.mask) * f)).collect();
+    let mut src = vec![0u8; h * w * c];
     for ti in 0..t {
         let mut frame = clip.index_axis_mut(Axis(0), ti);
-        let src: Vec<u8> = frame.iter().copied().collect();
         let out = frame.as_slice_mut().expect("contiguous frame");
-        for (p, tap) in taps.iter().enumerate() {
-            let mask = sample(tap, &|_| 1.0);
-            for ch in 0..c {
-                let v = sample(tap, &|i| src[i + ch] as f32);
-                let blended = v * mask + (1.0 - mask) * fill[ch];
-                out[p * c + ch] = blended.round_ties_even().clamp(0.0, 255.0) as u8;
-            }
+        src.copy_from_slice(out);
+        resample_frame_simd(&taps, &fill_share, &src, out);
+    }
+}
+
+/// One RGB frame through the taps. `f32::mul_add` is a libm call on baseline x86-64 and one
+/// instruction where FMA is compiled in, hence the dispatch (the same values either way).
+#[inline(always)]
+fn resample_frame(taps: &[Tap], fill_share: &[[f32; 3]], src: &[u8], out: &mut [u8]) {
+    for ((tap, share), px) in taps.iter().zip(fill_share).zip(out.chunks_exact_mut(3)) {
+        let v = tap.sample_rgb(src);
+        for ch in 0..3 {
+            let blended = v[ch] * tap.mask + share[ch];
+            px[ch] = blended.round_ties_even().clamp(0.0, 255.0) as u8;
         }
     }
 }
+
+crate::nn::simd::dispatch_simd!(
+    resample_frame_simd,
+    resample_frame,
+    (taps: &[Tap], fill_share: &[[f32; 3]], src: &[u8], out: &mut [u8])
+);
 
 #[cfg(test)]
 mod tests {
