@@ -1,9 +1,13 @@
-"""A 2-hour video through `vsample --fps R | vfeat`: peak resident memory of each tool (the
-kernel's count, from wait4) and the rate over the run in ten equal stretches of time, to show
-that memory does not grow with the video's length and the rate holds (issue 19 point 1).
+"""A 2-hour video through `vsample --fps R | vfeat` (or, with --window W --stride S,
+`| vclassify --window W --stride S`: window-by-window recognition, issue 22 point 2): peak
+resident memory of each tool (the kernel's count, from wait4) and the rate over the run in ten
+equal stretches of time, to show that memory does not grow with the video's length and the rate
+holds (issue 19 point 1).
 
     python3 scripts/bench_long.py --bin target/debug --video long2h.mp4 --model m.safetensors \
         --json target/bench/long.json
+    python3 scripts/bench_long.py --bin target/debug --video long2h.mp4 --model tsm_r50.safetensors \
+        --fps 4 --window 8 --stride 1 --json target/bench/long_windows.json
 
 Standard library only. The rate of a stretch is the bytes vsample wrote into the pipe in it
 (/proc/PID/io wchar), in frames: the pipe holds 64 KiB, so that is the rate vfeat consumed them.
@@ -37,12 +41,21 @@ def run():
     ap.add_argument("--size", default="128")
     ap.add_argument("--crop-size", default="112")
     ap.add_argument("--out", default=None, help="feature store to write (default: beside the video)")
+    ap.add_argument("--window", default=None, help="classify windows of this many seconds (vclassify)")
+    ap.add_argument("--stride", default="1", help="with --window: a window every this many seconds")
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
-    out = a.out or os.path.splitext(a.video)[0] + "_features.h5"
     vsample_cmd = [os.path.join(a.bin, "vsample"), a.video, "--fps", a.fps, "--size", a.size,
                    "--crop-size", a.crop_size, "-q"]
-    vfeat_cmd = [os.path.join(a.bin, "vfeat"), "--model", a.model, "-o", out]
+    if a.window:
+        tool = "vclassify"
+        out = a.out or os.path.splitext(a.video)[0] + "_windows.jsonl"
+        vfeat_cmd = [os.path.join(a.bin, "vclassify"), "--model", a.model, "--window", a.window,
+                     "--stride", a.stride, "-q", "-o", out]
+    else:
+        tool = "vfeat"
+        out = a.out or os.path.splitext(a.video)[0] + "_features.h5"
+        vfeat_cmd = [os.path.join(a.bin, "vfeat"), "--model", a.model, "-o", out]
     load = open("/proc/loadavg").read().split()[0]
     r, w = os.pipe()
     t0 = time.monotonic()
@@ -70,7 +83,7 @@ def run():
     total_s = time.monotonic() - t0
     (vs_code, vs_peak, vs_end), (vf_code, vf_peak, _) = status[vs], status[vf]
     if vs_code != 0 or vf_code != 0:
-        sys.exit(f"bench_long: vsample exited {vs_code}, vfeat {vf_code}")
+        sys.exit(f"bench_long: vsample exited {vs_code}, {tool} {vf_code}")
     # Frames written: vfeat's store holds one row per frame; count them from the summary instead
     # of reading HDF5 here (stdlib only): 5 frames per second of the video's duration.
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
@@ -95,16 +108,23 @@ def run():
         "video": os.path.basename(a.video), "fps": float(a.fps), "frames": int(frames),
         "size": f"short side {a.size}, crop {a.crop_size}", "model": os.path.basename(a.model),
         "seconds": round(total_s, 1), "frames_per_s": round(frames / total_s, 1),
-        "vsample_peak_rss_mb": round(vs_peak / 2**20, 1), "vfeat_peak_rss_mb": round(vf_peak / 2**20, 1),
+        "vsample_peak_rss_mb": round(vs_peak / 2**20, 1), f"{tool}_peak_rss_mb": round(vf_peak / 2**20, 1),
         "pipeline_peak_rss_mb": round((vs_peak + vf_peak) / 2**20, 1),
         "frames_per_s_by_tenth": stretches, "steadiness_min_over_max": steady and round(steady, 2),
         "load_before": load,
     }
+    if a.window:
+        with open(out) as f:
+            result["windows"] = sum(1 for _ in f)
+        result["windows_per_s"] = round(result["windows"] / total_s, 2)
+        result["window_s"], result["stride_s"] = float(a.window), float(a.stride)
     with open(a.json, "w") as f:
         json.dump(result, f, indent=1)
     print(f"long video: {result['frames']} frames of {result['video']} at {a.fps}/s in {total_s:.0f} s "
-          f"({result['frames_per_s']} frames/s); peak RSS vsample {result['vsample_peak_rss_mb']} MB, "
-          f"vfeat {result['vfeat_peak_rss_mb']} MB (target: pipeline <= 1024 MB); "
+          f"({result['frames_per_s']} frames/s"
+          + (f", {result['windows']} windows, {result['windows_per_s']}/s" if a.window else "")
+          + f"); peak RSS vsample {result['vsample_peak_rss_mb']} MB, "
+          f"{tool} {result[tool + '_peak_rss_mb']} MB (target: pipeline <= 1024 MB); "
           f"rate by tenth of the run {stretches} (min/max of the middle eight {result['steadiness_min_over_max']})")
 
 
