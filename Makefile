@@ -7,7 +7,7 @@ PYTHON ?= python3
 PEERS := target/peers
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
 
-.PHONY: deps test-deps build test demo peers bench man man-check testdata clean fmt install
+.PHONY: deps test-deps build test demo peers bench man man-check testdata clean fmt install fuzz
 
 # Installs the system packages the tools and tests need, only when something is missing.
 deps:
@@ -66,6 +66,20 @@ install: build
 	$(BIN)/vman completions bash --dir $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 	$(BIN)/vman completions zsh --dir $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 	$(BIN)/vman completions fish --dir $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+
+# Coverage-guided fuzzing (issue 23) on nightly with cargo-fuzz: each target in fuzz/ for
+# FUZZ_SECONDS, one job, growing testdata/fuzz/<target>/. The bound: no input may allocate more
+# than 512 MB at once or 2 GB in all, nor run 10 s; what breaks it lands in fuzz/artifacts/.
+# `make test` replays the corpora and regressions on stable (bins/tests/fuzz_replay.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_stream fuzz_list fuzz_predictions fuzz_safetensors fuzz_pdparams fuzz_pth
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s" >&2; \
+	  $(CARGO) +nightly fuzz run --fuzz-dir fuzz $$t testdata/fuzz/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
+	    -max_len=65536 -jobs=1 -print_final_stats=1 || exit 1; \
+	done
 
 man:
 	$(CARGO) run $(CARGO_FLAGS) -q -p vidkit-cli --bin vman -- man

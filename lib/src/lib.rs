@@ -8,6 +8,7 @@ pub mod clips;
 pub mod data;
 pub mod extract;
 pub mod featstore;
+pub mod fuzzing;
 pub mod infer;
 pub mod io;
 pub mod live;

@@ -50,6 +50,11 @@ pub fn parse_line(text: &str, line: usize) -> Result<Option<ListEntry>> {
 pub fn read_list(path: &Path) -> Result<Vec<ListEntry>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read list file", path.display()))?;
+    parse_list_text(&text, path)
+}
+
+/// Parses a whole list file's text; `path` names it in errors.
+pub fn parse_list_text(text: &str, path: &Path) -> Result<Vec<ListEntry>> {
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if let Some(e) = parse_line(l, i + 1).with_context(|| format!("{}", path.display()))? {

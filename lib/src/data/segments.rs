@@ -146,6 +146,12 @@ pub fn read_segment_predictions(path: &Path) -> Result<SegmentPredictions> {
     } else {
         std::fs::read_to_string(path).with_context(|| format!("{name}: cannot read"))?
     };
+    parse_segment_predictions(&text, &name)
+}
+
+/// Parses predicted segments from text (see `read_segment_predictions`); `name` names the
+/// input in errors.
+pub fn parse_segment_predictions(text: &str, name: &str) -> Result<SegmentPredictions> {
     let parse_list = |id: &str, list: &Value, what: &str| -> Result<Vec<Segment>> {
         let items =
             list.as_array().with_context(|| format!("{what}: video {id:?}: segments must be a list"))?;
@@ -166,9 +172,9 @@ pub fn read_segment_predictions(path: &Path) -> Result<SegmentPredictions> {
             .collect()
     };
     // The whole text as one JSON object with `results`: the ActivityNet form.
-    if let Ok(data) = serde_json::from_str::<Value>(&text) {
+    if let Ok(data) = serde_json::from_str::<Value>(text) {
         if let Some(results) = data.get("results").and_then(Value::as_object) {
-            return results.iter().map(|(id, list)| Ok((id.clone(), parse_list(id, list, &name)?))).collect();
+            return results.iter().map(|(id, list)| Ok((id.clone(), parse_list(id, list, name)?))).collect();
         }
     }
     let mut out = Vec::new();

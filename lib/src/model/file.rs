@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 pub const CONFIG_KEY: &str = "vidkit_config";
 
@@ -55,10 +56,67 @@ fn config_from_bytes(bytes: &[u8], path: &Path) -> Result<ModelConfig> {
 /// Loads a model file onto `device`, refusing weights that do not fit the architecture.
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read model", path.display()))?;
-    let config = config_from_bytes(&bytes, path)?;
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+    load_model_bytes(&bytes, path, device)
+}
+
+/// Loads a model file already in memory; `path` names it in errors. The architecture is first
+/// built over the file's own tensors (a missing or misshapen one as a zero-stride view), so a
+/// config that asks for more parameters than the file has bytes is refused before anything of
+/// its size is allocated.
+pub fn load_model_bytes(bytes: &[u8], path: &Path, device: &Device) -> Result<LoadedModel> {
+    let config = config_from_bytes(bytes, path)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
         .with_context(|| format!("{}: unreadable tensors", path.display()))?;
+    let budget = ParameterBudget { tensors: tensors.clone(), elements_left: Mutex::new(bytes.len()) };
+    build(&config, VarBuilder::from_backend(Box::new(budget), DType::F32, device.clone()))
+        .with_context(|| format!("{}: weights do not fit {}", path.display(), config.arch))?;
     from_tensors(config, tensors, device).with_context(|| format!("{}", path.display()))
+}
+
+/// A dry-run backend: hands out the file's tensors, and for parameters the file lacks (or has
+/// in another shape) a view of one zero, counting their elements against the file's size (every
+/// stored element takes at least a byte).
+struct ParameterBudget {
+    tensors: HashMap<String, Tensor>,
+    elements_left: Mutex<usize>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for ParameterBudget {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let count = s.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let mut left = self.elements_left.lock().map_err(|_| candle_core::Error::Msg("lock".into()))?;
+        match count.and_then(|c| left.checked_sub(c)) {
+            Some(rest) => *left = rest,
+            None => {
+                return Err(candle_core::Error::Msg(format!(
+                    "{name} of shape {:?} needs more parameters than the file holds bytes",
+                    s.dims()
+                )))
+            }
+        }
+        match self.tensors.get(name) {
+            Some(t) if t.dims() == s.dims() => t.to_dtype(dtype),
+            _ => Tensor::zeros((), dtype, dev)?.broadcast_as(s),
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, _: &Device) -> candle_core::Result<Tensor> {
+        match self.tensors.get(name) {
+            Some(t) => t.to_dtype(dtype),
+            None => Err(candle_core::Error::Msg(format!("no tensor {name}"))),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
 }
 
 /// Builds `config`'s architecture and fills it from `tensors` (names and shapes must match).

@@ -25,10 +25,8 @@
 
 use super::{from_tensors, resnet_layout, LoadedModel, ModelConfig};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::pickle::PthTensors;
 use candle_core::{Device, Tensor};
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::path::Path;
 
 /// Where a state dict may sit inside a checkpoint, tried in this order after the top level.
@@ -51,51 +49,12 @@ pub type NamedTensors = Vec<(String, Tensor)>;
 
 /// Reads the tensors of a PyTorch checkpoint's state dict, with the key it was found under.
 pub fn read_torch_state_dict(path: &Path) -> Result<(NamedTensors, Option<String>)> {
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
-        .with_context(|| format!("{}: cannot read", path.display()))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "pdparams" {
         bail!("{}: a Paddle checkpoint (.pdparams), not a PyTorch one", path.display());
     }
-    if n < 4 || &magic != b"PK\x03\x04" {
-        if n >= 2 && magic[0] == 0x80 && magic[1] <= 5 {
-            bail!(
-                "{}: a legacy (pre-zip) PyTorch file; re-save it with torch.save under PyTorch >= 1.6",
-                path.display()
-            );
-        }
-        bail!("{}: not a PyTorch checkpoint (torch.save writes a zip archive)", path.display());
-    }
-    let keys = std::iter::once(None).chain(STATE_DICT_KEYS.iter().map(|k| Some(*k)));
-    for key in keys {
-        let pth = match PthTensors::new(path, key) {
-            Ok(p) => p,
-            // A missing key only means the state dict is elsewhere.
-            Err(_) if key.is_some() => continue,
-            Err(e) => return Err(anyhow!("{}: unreadable checkpoint: {e}", path.display())),
-        };
-        if pth.tensor_infos().is_empty() {
-            continue;
-        }
-        let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
-        names.sort();
-        let mut tensors = Vec::with_capacity(names.len());
-        for name in names {
-            let t = pth
-                .get(name)
-                .with_context(|| format!("{}: tensor {name:?}", path.display()))?
-                .with_context(|| format!("{}: tensor {name:?} vanished", path.display()))?;
-            tensors.push((name.clone(), t));
-        }
-        return Ok((tensors, key.map(str::to_string)));
-    }
-    bail!(
-        "{}: no state dict found (looked at the top level and under {})",
-        path.display(),
-        STATE_DICT_KEYS.join(", ")
-    )
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    super::torch_state_dict_from_bytes(&bytes, path)
 }
 
 /// The naming scheme a checkpoint key belongs to, as far as one key tells.

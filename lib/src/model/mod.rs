@@ -48,17 +48,19 @@ pub use bsn::{
     bsn_config, bsn_from_tensors, bsn_scored, bsn_spec, init_bsn, load_bsn, Bsn, BsnSpec, BsnVideoOutput,
     BSN_KEY,
 };
+pub use captioner::{load_captioner, Caption, Captioner, CaptionerLoader};
 pub use config::{ModelConfig, SequenceSpec};
 pub use ctcn::{
     ctcn_config, ctcn_from_tensors, ctcn_parameter_names, ctcn_spec, init_ctcn, load_ctcn, resize_nearest,
     Ctcn, CtcnOutput, CtcnSpec, CTCN_KEY, CTCN_STEPS,
 };
-pub use captioner::{load_captioner, Caption, Captioner, CaptionerLoader};
 pub use ets::{
-    ets_config, ets_from_tensors, ets_parameter_shapes, ets_spec, init_ets, load_ets, Encoded, Ets, EtsSpec, ETS_KEY,
+    ets_config, ets_from_tensors, ets_parameter_shapes, ets_spec, init_ets, load_ets, Encoded, Ets, EtsSpec,
+    ETS_KEY,
 };
 pub use file::{
-    from_tensors, frozen, load_model, read_config, save_model, save_tensors, LoadedModel, CONFIG_KEY,
+    from_tensors, frozen, load_model, load_model_bytes, read_config, save_model, save_tensors, LoadedModel,
+    CONFIG_KEY,
 };
 pub use grounder::{load_grounder, sliding_windows, Candidate, Grounder, GrounderLoader, GroundingVideo};
 pub use import::{
@@ -76,7 +78,9 @@ pub use import_vit::import_timesformer;
 pub use init::{init_weights, init_weights_for};
 pub use localizer::{load_localizer, Localizer, LocalizerLoader, RawOutput, VideoTiming};
 pub use mvit::{Mvit, MvitOptions};
-pub use pdparams::{read_pdparams, read_pickled_array};
+pub use pdparams::{
+    parse_pdparams, pickled_array_from_bytes, read_pdparams, read_pickled_array, torch_state_dict_from_bytes,
+};
 pub use recognizer::{Model, Recognizer, RecognizerBuilder};
 pub use recognizer2d::Recognizer2d;
 pub use registry::{

@@ -28,7 +28,10 @@ use std::path::Path;
 
 #[path = "pickle_text.rs"]
 mod pickle_text;
-pub use pickle_text::read_pickled_array;
+pub use pickle_text::{pickled_array_from_bytes, read_pickled_array};
+#[path = "pth.rs"]
+mod pth;
+pub use pth::torch_state_dict_from_bytes;
 
 /// The entries `paddle.save` adds beside the arrays.
 const NAME_TABLE_KEY: &str = "StructuredToParameterName@@";
@@ -42,6 +45,16 @@ enum Global {
     DtypeClass,
     CodecsEncode,
     Tuple,
+    /// PyTorch checkpoints only (`Machine::torch`): the globals a `torch.save` state dict names.
+    OrderedDict,
+    RebuildTensorV2,
+    RebuildParameter,
+    RebuildFromTypeV2,
+    /// `torch.FloatStorage` and friends: the candle dtype of the storage's elements.
+    Storage(candle_core::DType),
+    /// Any other global of a PyTorch checkpoint (in its `meta`, say): named, never called;
+    /// what it builds is an opaque object.
+    Opaque,
 }
 
 impl Global {
@@ -91,6 +104,12 @@ enum Value {
     /// `_reconstruct`'s empty array, waiting for BUILD.
     EmptyArray,
     Array(NdArray),
+    /// A PyTorch storage (BINPERSID's `('storage', type, key, location, numel)`).
+    Storage(pth::Storage),
+    /// `_rebuild_tensor_v2(storage, offset, size, stride, ...)`, its data still in the zip.
+    TorchTensor(pth::TorchTensor),
+    /// What an opaque global builds.
+    Opaque,
 }
 
 impl Value {
@@ -108,6 +127,9 @@ impl Value {
             Value::Global(_) => "global",
             Value::Dtype(_) => "numpy dtype",
             Value::EmptyArray | Value::Array(_) => "numpy array",
+            Value::Storage(_) => "torch storage",
+            Value::TorchTensor(_) => "torch tensor",
+            Value::Opaque => "opaque object",
         }
     }
 }
@@ -119,11 +141,21 @@ struct Machine<'a> {
     stack: Vec<usize>,
     marks: Vec<usize>,
     memo: HashMap<u64, usize>,
+    /// Reading a PyTorch checkpoint's `data.pkl`: torch's globals, BINPERSID and NEWOBJ too.
+    torch: bool,
 }
 
 impl<'a> Machine<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0, arena: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new() }
+        Self {
+            data,
+            pos: 0,
+            arena: Vec::new(),
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            torch: false,
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
@@ -362,6 +394,7 @@ impl<'a> Machine<'a> {
             b'R' => self.reduce()?,
             b'b' => self.build()?,
             b'S' | b'V' | b'I' | b'L' | b'F' | b'p' | b'g' | b'l' | b'U' | b'T' => self.step_text(op)?,
+            b'Q' | 0x81 if self.torch => self.step_torch(op)?,
             _ => bail!(
                 "not an opcode paddle.save writes ({:?}); refusing the file",
                 char::from(op).escape_default().to_string()
@@ -371,7 +404,8 @@ impl<'a> Machine<'a> {
     }
 
     fn push_global(&mut self, module: &str, name: &str) -> Result<()> {
-        match Global::lookup(module, name) {
+        let known = Global::lookup(module, name);
+        match if self.torch { known.or_else(|| Some(pth::torch_global(module, name))) } else { known } {
             Some(g) => {
                 self.push(Value::Global(g));
                 Ok(())
@@ -390,6 +424,12 @@ impl<'a> Machine<'a> {
             bail!("REDUCE on a {}, not a known global", self.arena[callable].kind())
         };
         let args = self.tuple_at(args)?.to_vec();
+        if self.torch {
+            if let Some(value) = self.reduce_torch(g, &args)? {
+                self.push(value);
+                return Ok(());
+            }
+        }
         let value = match (g, args.as_slice()) {
             (Global::Reconstruct, [cls, _shape, _tag])
                 if self.arena[*cls] == Value::Global(Global::NdarrayClass) =>
@@ -422,6 +462,11 @@ impl<'a> Machine<'a> {
     fn build(&mut self) -> Result<()> {
         let state = self.pop()?;
         let target = self.top()?;
+        if self.torch && !matches!(self.arena[target], Value::Dtype(_) | Value::EmptyArray) {
+            // An OrderedDict's `_metadata`, a parameter's attributes, an opaque object's state:
+            // nothing a state dict's tensors need.
+            return Ok(());
+        }
         let state = self.tuple_at(state)?.to_vec();
         match &self.arena[target] {
             Value::Dtype(d) => {
@@ -542,7 +587,8 @@ pub fn read_pdparams(path: &Path) -> Result<NamedTensors> {
     parse_pdparams(&bytes).with_context(|| format!("{}: not a readable Paddle state dict", path.display()))
 }
 
-fn parse_pdparams(bytes: &[u8]) -> Result<NamedTensors> {
+/// The entries of a `.pdparams` state dict already in memory (see `read_pdparams`).
+pub fn parse_pdparams(bytes: &[u8]) -> Result<NamedTensors> {
     if bytes.first() != Some(&0x80) {
         bail!("not a pickle (paddle.save writes one; a zip would be a PyTorch checkpoint)");
     }
@@ -616,8 +662,8 @@ fn join_big_params(
             }
         }
         let mut a = joined.with_context(|| format!("{name:?} has no parts"))?;
-        let count: usize = shape.iter().product();
-        if count * element_size(&a.code).unwrap_or(1) != a.data.len() {
+        let size = element_size(&a.code).unwrap_or(1);
+        if shape.iter().try_fold(size, |n, &d| n.checked_mul(d)) != Some(a.data.len()) {
             bail!("the parts of {name:?} do not make its shape {shape:?}");
         }
         a.shape = shape;

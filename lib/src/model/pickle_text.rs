@@ -129,8 +129,13 @@ fn unescape_unicode(s: &str) -> Result<String> {
 /// protocol up to 5), read as `.pdparams` files are: no code from the file runs.
 pub fn read_pickled_array(path: &Path) -> Result<ndarray::Array2<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let at = || format!("{}: not a pickled numpy array", path.display());
-    let mut m = Machine::new(&bytes);
+    pickled_array_from_bytes(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+/// One pickled numpy array [T, C] already in memory (see `read_pickled_array`).
+pub fn pickled_array_from_bytes(bytes: &[u8]) -> Result<ndarray::Array2<f32>> {
+    let at = || "not a pickled numpy array".to_string();
+    let mut m = Machine::new(bytes);
     let root = m.run().with_context(at)?;
     let Value::Array(a) = &m.arena[root] else {
         bail!("{}: the pickle holds a {}", at(), m.arena[root].kind())

@@ -110,8 +110,25 @@ fn parse_descr(descr: &str) -> Result<DType> {
     })
 }
 
+/// The magic, version, header length and header dict, read as far as they go: the declared
+/// header length (up to 4 GiB in v2/v3) is not trusted with an allocation either.
+fn read_header_bytes(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(64);
+    r.take(8).read_to_end(&mut head)?;
+    if head.len() == 8 && head.starts_with(b"\x93NUMPY") {
+        let len_bytes = if head[6] == 1 { 2 } else { 4 };
+        r.take(len_bytes).read_to_end(&mut head)?;
+        if head.len() == 8 + len_bytes as usize {
+            let len = head[8..].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+            r.take(len).read_to_end(&mut head)?;
+        }
+    }
+    Ok(head)
+}
+
 pub fn read_array(r: &mut impl Read) -> Result<Array> {
-    let header = Header::from_reader(r).map_err(|e| match e {
+    let head = read_header_bytes(r).context("reading an NPY header")?;
+    let header = Header::from_reader(&mut &head[..]).map_err(|e| match e {
         ReadHeaderError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             anyhow::anyhow!("stream ends inside an NPY header (truncated stream?)")
         }
@@ -119,15 +136,17 @@ pub fn read_array(r: &mut impl Read) -> Result<Array> {
     })?;
     let descr = header.type_descriptor.to_string();
     let dtype = parse_descr(descr.trim_matches(|c| c == '\'' || c == '"'))?;
-    let count: usize = header.shape.iter().product();
-    let mut bytes = vec![0u8; count * dtype.size()];
-    r.read_exact(&mut bytes).with_context(|| {
-        format!(
-            "NPY payload of {} bytes (shape {:?}) ends early (truncated stream?)",
-            count * dtype.size(),
-            header.shape
-        )
-    })?;
+    let len = header
+        .shape
+        .iter()
+        .try_fold(dtype.size(), |a, &d| a.checked_mul(d))
+        .with_context(|| format!("NPY shape {:?} is too large", header.shape))?;
+    // The declared shape is not trusted with an allocation: the buffer grows as bytes arrive.
+    let mut bytes = Vec::new();
+    r.take(len as u64).read_to_end(&mut bytes).context("reading an NPY payload")?;
+    if bytes.len() != len {
+        bail!("NPY payload of {len} bytes (shape {:?}) ends early (truncated stream?)", header.shape);
+    }
     let shape = IxDyn(&header.shape);
     let fortran = header.layout.is_fortran();
     fn build<T: Clone>(shape: IxDyn, fortran: bool, v: Vec<T>) -> Result<ArrayD<T>> {
@@ -179,6 +198,25 @@ mod tests {
         let a = read_array(&mut &buf[..]).unwrap();
         let want = ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0u8, 1, 2, 3, 4, 5]).unwrap();
         assert_eq!(a, Array::U8(want));
+    }
+
+    #[test]
+    fn huge_declared_shapes_are_refused_without_allocating() {
+        for shape in [vec![1 << 40, 1 << 30], vec![usize::MAX, 2], vec![1 << 20, 1 << 20, 3]] {
+            let mut buf = Vec::new();
+            write_header(&mut buf, "<f4", &shape).unwrap();
+            buf.extend_from_slice(&[0; 64]);
+            let err = read_array(&mut &buf[..]).unwrap_err().to_string();
+            assert!(err.contains("too large") || err.contains("ends early"), "{shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn huge_declared_header_lengths_are_refused_without_allocating() {
+        let mut buf = b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr': '|u1'".to_vec();
+        buf.extend_from_slice(&[b' '; 100]);
+        let err = read_array(&mut &buf[..]).unwrap_err().to_string();
+        assert!(err.contains("stream ends inside an NPY header"), "{err}");
     }
 
     #[test]

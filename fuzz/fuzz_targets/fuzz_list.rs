@@ -1,0 +1,3 @@
+#![no_main]
+// The harness is vidkit::fuzzing::list, replayed on stable by bins/tests/fuzz_replay.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vidkit::fuzzing::list(data));
