@@ -315,7 +315,10 @@ impl ModelConfig {
         }
         if let Some(d) = self.stage_depths {
             if !Self::is_zoo_arch(&self.arch) && !self.arch.starts_with("stnet") {
-                bail!("stage_depths applies to the 3D CNNs (slow_r50, x3d_xs, ...) and StNet, not {}", self.arch);
+                bail!(
+                    "stage_depths applies to the 3D CNNs (slow_r50, x3d_xs, ...) and StNet, not {}",
+                    self.arch
+                );
             }
             if d.contains(&0) {
                 bail!("stage_depths {d:?}: every stage needs at least one block");

@@ -58,9 +58,7 @@ impl Task {
             Task::Grounder => {
                 "vground runs it on feature sequences and --queries, vtrain trains it with --gt queries"
             }
-            Task::Captioner => {
-                "vcaption runs it on feature sequences, vtrain trains it with --gt captions"
-            }
+            Task::Captioner => "vcaption runs it on feature sequences, vtrain trains it with --gt captions",
         }
     }
 }
@@ -231,7 +229,10 @@ mod tests {
         assert_eq!(archs_for(Task::Grounder).collect::<Vec<_>>(), ["tall"]);
         assert_eq!(archs_for(Task::Captioner).collect::<Vec<_>>(), ["ets"]);
         let e = require_task("ets", &[Task::Localizer]).unwrap_err();
-        assert!(e.to_string().contains("ets is a video captioner, not a temporal localizer (vcaption"), "{e}");
+        assert!(
+            e.to_string().contains("ets is a video captioner, not a temporal localizer (vcaption"),
+            "{e}"
+        );
         let e = require_task("tall", &[Task::Localizer]).unwrap_err();
         assert!(
             e.to_string()
