@@ -52,15 +52,17 @@ fn bad_arguments_and_lists_are_one_line_errors() {
 }
 
 /// DML: a peer (here a wider TSM) trains alongside; both models are written and both learn
-/// (their training loss falls), and a run stopped after 2 epochs and resumed for 2 more ends
-/// with the same main and peer weights, bit for bit, as 4 straight epochs (the checkpoint holds
-/// the peer and its optimiser), with the heads in fc_lr5's parameter groups.
+/// (their joint training loss falls, under AdamW on centre crops: with SGD at 0.01 and random
+/// crops 12 tiny clips gave a loss that wandered, 3.9 → 3.8 → 4.1 on a CPU without AVX-512), and
+/// a run stopped after 2 epochs and resumed for 2 more ends with the same main and peer weights,
+/// bit for bit, as 4 straight epochs (the checkpoint holds the peer and its optimiser), with the
+/// heads in fc_lr5's parameter groups.
 #[test]
 fn dml_trains_a_peer_alongside_and_resumes_exactly() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     synth(p, "left,right,up,down", "4", "32x32", "4");
-    let args = |out: &'static str, epochs: &'static str, lr: &'static str, fc_lr5: &'static str| {
+    let args = |out: &'static str, own: &[&'static str]| {
         let mut a = vec![
             "--arch",
             "tsm_r18",
@@ -75,19 +77,19 @@ fn dml_trains_a_peer_alongside_and_resumes_exactly() {
             "1",
         ];
         a.extend(TINY_2D);
-        a.extend([
-            "-o",
-            epochs,
-            "-o",
-            r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#,
-            "-o",
-            lr,
-            "-o",
-            fc_lr5,
-        ]);
+        a.extend(["-o", r#"dml={"arch":"tsm_r18","weight":1.0,"model":{"base_width":16}}"#]);
+        for o in own {
+            a.extend(["-o", o]);
+        }
         a
     };
-    let o = run(VTRAIN, &args("dml", "epochs=3", "optimizer.lr=0.01", "optimizer.fc_lr5=false"), p);
+    let learn = [
+        "epochs=4",
+        r#"optimizer={"name":"adamw","lr":0.005,"weight_decay":0.0001}"#,
+        "train_crop=center",
+        "dropout=0",
+    ];
+    let o = run(VTRAIN, &args("dml", &learn), p);
     assert!(o.status.success(), "{}", stderr(&o));
     let main = vidkit::model::read_config(&p.join("dml/last.safetensors")).unwrap();
     let peer = vidkit::model::read_config(&p.join("dml/peer_last.safetensors")).unwrap();
@@ -99,11 +101,11 @@ fn dml_trains_a_peer_alongside_and_resumes_exactly() {
         .filter(|v| v["event"] == "epoch")
         .map(|v| v["loss"].as_f64().unwrap())
         .collect();
-    assert_eq!(losses.len(), 3);
-    assert!(losses[2] < losses[0], "the joint loss should fall: {losses:?}");
+    assert_eq!(losses.len(), 4);
+    assert!(losses[3] < 0.85 * losses[0], "the joint loss should fall: {losses:?}");
 
     // Resuming, with the head at fc_lr5's rates (a gentler base LR keeps 5× and 10× stable).
-    let args = |out| args(out, "epochs=4", "optimizer.lr=0.001", "optimizer.fc_lr5=true");
+    let args = |out| args(out, &["epochs=4", "optimizer.lr=0.001", "optimizer.fc_lr5=true"]);
     let o = run(VTRAIN, &args("straight"), p);
     assert!(o.status.success(), "{}", stderr(&o));
 
