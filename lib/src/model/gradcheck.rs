@@ -38,8 +38,11 @@ pub(crate) fn assert_gradients(vm: &VarMap, forward: impl Fn(bool) -> Tensor) {
             let fd = (ahead + behind) / 2.0;
             checked += 1;
             // One-sided differences that disagree straddle a kink (a max pool's choice
-            // switching): no derivative to compare with there.
-            if (ahead - behind).abs() > 0.05 * fd.abs().max(0.1) {
+            // switching): no derivative to compare with there. Not where they differ by the
+            // loss's own rounding (a few ulps of it over eps: 1e-2 for a loss of 100), which
+            // called 12% of a TimeSformer's points kinks, a model without any.
+            let rounding = 4.0 * base_loss.abs() * f32::EPSILON / eps;
+            if (ahead - behind).abs() > 0.05 * fd.abs().max(0.1) + rounding {
                 kinks += 1;
                 continue;
             }

@@ -26,6 +26,8 @@ mod init;
 mod localizer;
 mod mvit;
 mod pdparams;
+#[cfg(test)]
+mod portable_tests;
 mod pplcnet_v2;
 mod recognizer;
 mod recognizer2d;
@@ -266,45 +268,5 @@ mod learning_sanity {
         }
         eprintln!("loss {} → {last}", first.unwrap());
         assert!(last < 0.1 * first.unwrap(), "loss {} → {last}", first.unwrap());
-    }
-}
-
-#[cfg(test)]
-mod portable_path {
-    use super::*;
-    use crate::nn::with_portable_ops;
-    use candle_core::{DType, Device, Tensor};
-    use candle_nn::VarMap;
-
-    /// The path a GPU takes (candle's ops only, no vidkit CPU kernel) gives the kernels' logits,
-    /// for every frame-input architecture at a narrow width.
-    #[test]
-    fn candle_only_ops_give_the_kernels_logits() {
-        let mut failures = Vec::new();
-        for arch in archs_for(Task::Recognizer) {
-            let mut cfg = narrow_config(arch);
-            cfg.num_classes = 5;
-            let varmap = VarMap::new();
-            let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-            init_weights_for(&varmap, arch, 3).unwrap();
-            // Transformers take their crop (their position embedding's grid); the CNNs any size.
-            let transformer = VitOptions::for_arch(arch).is_some() || MvitOptions::for_arch(arch).is_some();
-            let (h, w) = if transformer { (40, 40) } else { (40, 48) };
-            let x = Tensor::randn(0f32, 1., (2, cfg.frames, 3, h, w), &Device::Cpu).unwrap();
-            let kernels = model.forward_t(&x, false).unwrap();
-            match with_portable_ops(|| model.forward_t(&x, false)) {
-                Ok(candle_only) => {
-                    let diff = (&candle_only - &kernels).unwrap().abs().unwrap().max_all().unwrap();
-                    let scale = kernels.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-                    let err = diff.to_scalar::<f32>().unwrap() / scale;
-                    eprintln!("{arch}: {err:.2e}");
-                    if err > 1e-4 {
-                        failures.push(format!("{arch}: relative error {err:.2e}"));
-                    }
-                }
-                Err(e) => failures.push(format!("{arch}: {e}")),
-            }
-        }
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 }

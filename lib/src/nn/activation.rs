@@ -34,10 +34,14 @@ pub fn add_leaky_relu(x: &Tensor, r: &Tensor, slope: f32) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&r.contiguous()?, AddRelu { slope })
 }
 
-/// The same from candle's ops (other devices and dtypes): five passes for a leaky slope.
+/// The same from candle's ops (other devices and dtypes): five passes for a leaky slope. The
+/// plain ReLU as x · (x > 0), not candle's `relu`: that one passes the gradient at exactly 0
+/// (its mask is x ≥ 0) where torch's and Paddle's (and the kernels') stop it, and exact zeros are
+/// common there (a branch whose last BatchNorm starts at γ = 0, as X3D's, adds β = 0 to the
+/// previous block's ReLU output: its X3D gradients differed from the kernels' by 2× at γ).
 fn candle_leaky(x: &Tensor, slope: f32) -> Result<Tensor> {
     if slope == 0.0 {
-        x.relu()
+        x * x.gt(&x.zeros_like()?)?.to_dtype(x.dtype())?
     } else {
         candle_nn::ops::leaky_relu(x, slope as f64)
     }
@@ -196,6 +200,24 @@ impl CustomOp2 for Mask {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// At exactly 0 the ReLU's gradient is 0, as torch's and Paddle's, on the kernels and on the
+    /// candle-only path alike (candle's own `relu` passes it).
+    #[test]
+    fn relu_stops_the_gradient_at_zero_on_both_paths() {
+        let x = Var::from_tensor(&Tensor::new(&[-1f32, 0.0, 2.0, 0.0], &Device::Cpu).unwrap()).unwrap();
+        let zeros = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
+        for portable in [false, true] {
+            let run = || {
+                let y = (relu(x.as_tensor()).unwrap() + add_relu(x.as_tensor(), &zeros).unwrap()).unwrap();
+                let g = y.sum_all().unwrap().backward().unwrap();
+                (y.to_vec1::<f32>().unwrap(), g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap())
+            };
+            let (y, g) = if portable { crate::nn::with_portable_ops(run) } else { run() };
+            assert_eq!(y, [0.0, 0.0, 4.0, 0.0], "portable {portable}");
+            assert_eq!(g, [0.0, 0.0, 2.0, 0.0], "portable {portable}");
+        }
+    }
 
     #[test]
     fn equal_to_candle_ops_with_gradients() {

@@ -33,6 +33,35 @@ fn pad_for(x: &Tensor, g: &Geometry3d, axis: usize, out: usize) -> Result<Tensor
     x.pad_with_zeros(dim, g.pad[axis], after)
 }
 
+/// candle's `conv2d` (one padding, stride and dilation for both axes), with a backward whose
+/// input gradient has the input's shape. candle's backward takes the transposed convolution's
+/// output padding from the height alone, so where the strided windows leave a different number of
+/// rows than columns uncovered (a 5 × 6 input at stride 2) the width came out short. Here the
+/// padding is explicit and the input cut to what the windows cover: no remainder on either axis.
+pub(super) fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    pad: usize,
+    stride: usize,
+    dilation: usize,
+    groups: usize,
+) -> Result<Tensor> {
+    if stride == 1 {
+        return x.conv2d(w, pad, 1, dilation, groups);
+    }
+    let mut xp = x.clone();
+    for dim in [2, 3] {
+        let (len, k) = (x.dim(dim)?, w.dim(dim)?);
+        let span = dilation * (k - 1) + 1;
+        if len + 2 * pad < span {
+            candle_core::bail!("conv2d: a {span}-wide window does not fit {len} values padded by {pad}")
+        }
+        let covered = (len + 2 * pad - span) / stride * stride + span;
+        xp = xp.pad_with_zeros(dim, pad, (covered - pad).saturating_sub(len))?.narrow(dim, 0, covered)?;
+    }
+    xp.conv2d(w, 0, stride, dilation, groups)
+}
+
 /// conv3d of `x` [N, C, T, H, W] with `weight` [C_out, C / groups, kt, kh, kw] over `g`.
 pub(super) fn conv3d(x: &Tensor, weight: &Tensor, g: &Geometry3d, groups: usize) -> Result<Tensor> {
     let [ot, oh, ow] = g.out()?;
@@ -51,7 +80,7 @@ pub(super) fn conv3d(x: &Tensor, weight: &Tensor, g: &Geometry3d, groups: usize)
         let frames = every(&xt, 2, dt * g.dilation[0], ot, g.stride[0])?.permute((0, 2, 1, 3, 4))?;
         let frames = frames.contiguous()?.reshape((g.n * ot, g.c, g.input[1], g.input[2]))?;
         let w = weight.narrow(2, dt, 1)?.squeeze(2)?.contiguous()?;
-        let y = frames.conv2d(&w, p, s, d, groups)?;
+        let y = conv2d(&frames, &w, p, s, d, groups)?;
         sum = Some(match sum {
             Some(acc) => (acc + y)?,
             None => y,
@@ -90,8 +119,8 @@ pub(super) fn depthwise3d(x: &Tensor, weight: &Tensor, g: &Geometry3d) -> Result
 
 #[cfg(test)]
 mod tests {
-    use crate::nn::{with_portable_ops, Conv3d, Conv3dConfig};
-    use candle_core::{Device, Tensor};
+    use crate::nn::{with_portable_ops, Conv2d, Conv3d, Conv3dConfig};
+    use candle_core::{Device, Tensor, Var};
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -125,6 +154,40 @@ mod tests {
             assert_eq!(kernels.dims(), candle_only.dims(), "case {i}");
             let err = max_rel(&candle_only, &kernels);
             assert!(err < 1e-5, "case {i}: relative error {err}");
+        }
+    }
+
+    /// A strided 2D convolution's gradients on the candle-only path have the input's and the
+    /// weight's shapes and equal the kernels', also where the windows leave a different number of
+    /// rows than columns uncovered (candle's own backward made a 5 × 6 input's gradient 5 × 5).
+    #[test]
+    fn candle_only_strided_conv2d_gradients_equal_the_kernels() {
+        let dev = Device::Cpu;
+        // (kernel, stride, padding, input h w)
+        for (k, s, p, h, w) in
+            [(3, 2, 1, 5, 6), (3, 2, 1, 6, 5), (1, 2, 0, 5, 6), (7, 2, 3, 9, 12), (3, 3, 1, 8, 10)]
+        {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h, w), &dev).unwrap()).unwrap();
+            let weight = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 3, k, k), &dev).unwrap()).unwrap();
+            let conv = Conv2d { weight: weight.as_tensor().clone(), kernel: k, stride: s, padding: p };
+            let r = Tensor::randn(0f32, 1., conv.forward(x.as_tensor()).unwrap().shape(), &dev).unwrap();
+            let grads = |portable: bool| {
+                let run = || {
+                    (conv.forward(x.as_tensor()).unwrap() * &r)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap()
+                };
+                let g = if portable { with_portable_ops(run) } else { run() };
+                (g.get(x.as_tensor()).unwrap().clone(), g.get(weight.as_tensor()).unwrap().clone())
+            };
+            let ((gx_k, gw_k), (gx_p, gw_p)) = (grads(false), grads(true));
+            let case = format!("k{k} s{s} p{p} {h}x{w}");
+            assert_eq!(gx_p.dims(), [2, 3, h, w], "{case}: input gradient shape");
+            assert!(max_rel(&gx_p, &gx_k) < 1e-5, "{case}: input gradient");
+            assert!(max_rel(&gw_p, &gw_k) < 1e-5, "{case}: weight gradient");
         }
     }
 }
