@@ -248,3 +248,53 @@ fn init_starts_from_a_model_file_and_refits_its_head() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+/// `--device cpu-portable` trains through candle's own ops, the path a GPU takes (every vidkit
+/// CPU kernel off): its first epoch's loss is the kernels' (same weights, same batches), and it
+/// learns (the loss falls, as on the kernels). `--device cuda` in a build without CUDA, and a
+/// device other than the CPU for a model that only trains there, fail with one line.
+#[test]
+fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    synth(p, "left,right,up,down", "4", "32x32", "4");
+    let train = |out: &str, device: &str| {
+        let mut a =
+            vec!["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", out, "-q", "-j", "1"];
+        a.extend(TINY_2D);
+        a.extend(["-o", "epochs=3", "-o", "train_crop=center", "-o", "dropout=0", "--device", device]);
+        a.extend(["-o", r#"optimizer={"name":"adamw","lr":0.005,"weight_decay":0.0001}"#]);
+        let o = run(VTRAIN, &a, p);
+        assert!(o.status.success(), "{device}: {}", stderr(&o));
+        let log = std::fs::read_to_string(p.join(out).join("log.jsonl")).unwrap();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "epoch")
+            .map(|v| v["loss"].as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let (kernels, portable) = (train("kernels", "cpu"), train("portable", "cpu-portable"));
+    eprintln!("epoch losses: kernels {kernels:?}, candle-only {portable:?}");
+    assert!(
+        (portable[0] - kernels[0]).abs() <= 1e-4 * kernels[0],
+        "first epoch: {portable:?} vs {kernels:?}"
+    );
+    assert!(portable[2] < 0.85 * portable[0], "the candle-only path should learn: {portable:?}");
+
+    if !cfg!(feature = "cuda") {
+        let o = run(
+            VTRAIN,
+            &["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", "c", "--device", "cuda"],
+            p,
+        );
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("no CUDA support"), "{}", stderr(&o));
+    }
+    let o = run(
+        VTRAIN,
+        &["--arch", "bmn", "--train-list", "syn/train.list", "--out", "b", "--device", "cpu-portable"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bmn trains on the CPU"), "{}", stderr(&o));
+}

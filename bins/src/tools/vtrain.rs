@@ -151,6 +151,11 @@ pub struct Args {
     /// Stop after this many epochs of this run (the schedule still spans `epochs`).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Where recognizers of frames train: cpu, cuda, cuda:N (a build with `--features cuda`;
+    /// every op then takes candle's own path, clips decoded on CPU threads), or cpu-portable (the
+    /// CPU through that same path, the GPU's code checked on a machine without one).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: String,
     /// Parallel decoders (overrides the config's `jobs`).
     #[arg(short = 'j', long)]
     pub jobs: Option<usize>,
@@ -211,8 +216,24 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
         .collect()
 }
 
+/// `--device`: the candle device, and whether the CPU runs candle's own ops only.
+fn train_device(name: &str) -> Result<(candle_core::Device, bool)> {
+    match name {
+        "cpu-portable" => Ok((candle_core::Device::Cpu, true)),
+        name => Ok((super::vclassify::device(name)?, false)),
+    }
+}
+
 pub fn main(args: Args) -> Result<Outcome> {
     let task = vidkit::model::arch_info(&args.arch)?.task;
+    train_device(&args.device)?; // a bad or unavailable device fails before any data is read
+    if args.device != "cpu" && task != vidkit::model::Task::Recognizer {
+        bail!(
+            "--device {}: {} trains on the CPU (--device cpu); other devices train recognizers of frames",
+            args.device,
+            args.arch
+        );
+    }
     if task == vidkit::model::Task::Grounder {
         return super::vtrain_tall::train(args);
     }
@@ -353,6 +374,7 @@ fn check_labels(source: &Source, model: &ModelConfig, path: &Path) -> Result<()>
 }
 
 fn run(args: Args, cfg: TrainConfig, train_source: Source, val: Option<Vec<Sample>>) -> Result<Outcome> {
+    let (device, portable_ops) = train_device(&args.device)?;
     let summary = train(TrainRun {
         config: cfg,
         train: train_source,
@@ -362,6 +384,8 @@ fn run(args: Args, cfg: TrainConfig, train_source: Source, val: Option<Vec<Sampl
         stop_after: args.stop_after,
         quiet: args.quiet,
         init: args.init.clone(),
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)

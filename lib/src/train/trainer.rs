@@ -251,6 +251,11 @@ pub struct TrainRun {
     /// A model file to start from instead of the initialisation (ignored when resuming): see
     /// [`load_init`].
     pub init: Option<PathBuf>,
+    /// Where the model trains: the CPU, or a GPU (every op then takes candle's own path).
+    pub device: Device,
+    /// On the CPU, every op through candle's own path as on a GPU (`with_portable_ops`): the
+    /// GPU's code, checked on a machine without one.
+    pub portable_ops: bool,
 }
 
 /// Starts `varmap` (the model `config` describes, classifier `head`) from the weights of the
@@ -337,26 +342,28 @@ impl ValMetrics {
     }
 }
 
-/// Logits of one batch in eval or train mode.
+/// Logits of one batch in eval or train mode, its clips moved to `device` (the loader builds
+/// them on the CPU; feature sequences train on the CPU).
 fn forward_batch(
     model: &Model,
     input: &BatchInput,
     train: bool,
     rng: Option<&mut Rng>,
+    device: &Device,
 ) -> candle_core::Result<Tensor> {
     match input {
-        BatchInput::Clips(x) => model.forward_train(x, train, rng),
+        BatchInput::Clips(x) => model.forward_train(&x.to_device(device)?, train, rng),
         BatchInput::Sequences(s) => model.forward_seq(s, train, rng),
     }
 }
 
-/// Validation metrics of `model` on held-out samples, in batches.
-pub fn evaluate(model: &Model, samples: &[Sample], batch: usize) -> Result<ValMetrics> {
+/// Validation metrics of `model` (its parameters on `device`) on held-out samples, in batches.
+pub fn evaluate(model: &Model, samples: &[Sample], batch: usize, device: &Device) -> Result<ValMetrics> {
     let mut scores = Vec::new();
     let mut labels: Vec<Vec<usize>> = Vec::new();
     for chunk in samples.chunks(batch.max(1)) {
         let b = collate(chunk.to_vec())?;
-        let logits = forward_batch(model, &b.input, false, None)?;
+        let logits = forward_batch(model, &b.input, false, None, device)?;
         scores.extend(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?);
         labels.extend(b.labels);
     }
@@ -411,6 +418,13 @@ impl Log {
 }
 
 pub fn train(run: TrainRun) -> Result<TrainSummary> {
+    if run.portable_ops {
+        return crate::nn::with_portable_ops(|| train_on(run));
+    }
+    train_on(run)
+}
+
+fn train_on(run: TrainRun) -> Result<TrainSummary> {
     let cfg = &run.config;
     cfg.validate()?;
     if run.train.is_empty() {
@@ -418,7 +432,10 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
     }
     std::fs::create_dir_all(&run.out_dir)
         .with_context(|| format!("{}: cannot create", run.out_dir.display()))?;
-    let device = Device::Cpu;
+    let device = run.device.clone();
+    if !device.is_cpu() && cfg.model.sequence.is_some() {
+        bail!("sequence models train on the CPU (--device cpu)");
+    }
     let varmap = VarMap::new();
     let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     init_weights_for(&varmap, &cfg.model.arch, cfg.seed)?;
@@ -533,9 +550,10 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             let mut drop_rng = Rng::derive(cfg.seed ^ 0xD20F, step_key);
             let (inputs, soft) = match (&cfg.mix, &batch.input) {
                 (Some(mix), BatchInput::Clips(clips)) => {
-                    let targets = one_hot(&labels, cfg.model.num_classes, DType::F32)?;
+                    let targets =
+                        one_hot(&labels.to_device(&Device::Cpu)?, cfg.model.num_classes, DType::F32)?;
                     let mixed = mix.apply(clips, &targets, &mut Rng::derive(cfg.seed ^ 0x313C, step_key))?;
-                    (BatchInput::Clips(mixed.clips), Some(mixed.targets))
+                    (BatchInput::Clips(mixed.clips), Some(mixed.targets.to_device(&device)?))
                 }
                 (Some(_), BatchInput::Sequences(_)) => bail!("mix applies to clips, not feature sequences"),
                 (None, _) => (batch.input, None),
@@ -544,7 +562,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
                 Some(t) => Targets::Soft(t),
                 None => Targets::Labels(&labels),
             };
-            let logits = forward_batch(&model, &inputs, true, Some(&mut drop_rng))?;
+            let logits = forward_batch(&model, &inputs, true, Some(&mut drop_rng), &device)?;
             let mut loss = if cfg.model.multilabel {
                 // Paddle's multi-label heads: sigmoid cross-entropy summed over classes, averaged
                 // over the batch (AttentionCluster/NeXtVLAD `reduce_sum(dim=-1)` then `mean`).
@@ -555,8 +573,13 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
             };
             if let (Some(d), Some((_, _, pmodel, popt))) = (&cfg.dml, peer.as_mut()) {
                 popt.set_lr(lr);
-                let plogits =
-                    forward_batch(pmodel, &inputs, true, Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)))?;
+                let plogits = forward_batch(
+                    pmodel,
+                    &inputs,
+                    true,
+                    Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)),
+                    &device,
+                )?;
                 let (lp, lq) = (super::log_softmax(&logits, 1)?, super::log_softmax(&plogits, 1)?);
                 // Each model learns from the other's (fixed) prediction.
                 let mutual =
@@ -608,7 +631,7 @@ pub fn train(run: TrainRun) -> Result<TrainSummary> {
         state.iteration = 0;
         let validate = (epoch + 1) % cfg.val_every == 0 || epoch + 1 == cfg.epochs;
         if let (Some(val), true) = (&run.val, validate) {
-            let m = evaluate(&model, val, cfg.batch_size)?;
+            let m = evaluate(&model, val, cfg.batch_size, &device)?;
             line["val_top1"] = m.top1.into();
             line["val_top5"] = m.top5.into();
             if let Some(g) = m.gap {
