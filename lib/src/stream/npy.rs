@@ -111,7 +111,9 @@ fn parse_descr(descr: &str) -> Result<DType> {
 }
 
 /// The magic, version, header length and header dict, read as far as they go: the declared
-/// header length (up to 4 GiB in v2/v3) is not trusted with an allocation either.
+/// header length (up to 4 GiB in v2/v3) is not trusted with an allocation either. A header cut
+/// short is an UnexpectedEof here, before ndarray-npy sees it: that one allocates the declared
+/// length first (540 MB for a v3 header of 56 bytes, found by fuzz_stream).
 fn read_header_bytes(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(64);
     r.take(8).read_to_end(&mut head)?;
@@ -121,13 +123,21 @@ fn read_header_bytes(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
         if head.len() == 8 + len_bytes as usize {
             let len = head[8..].iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
             r.take(len).read_to_end(&mut head)?;
+            if (head.len() as u64) < 8 + len_bytes + len {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
         }
     }
     Ok(head)
 }
 
 pub fn read_array(r: &mut impl Read) -> Result<Array> {
-    let head = read_header_bytes(r).context("reading an NPY header")?;
+    let head = read_header_bytes(r).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            anyhow::anyhow!("stream ends inside an NPY header (truncated stream?)")
+        }
+        _ => anyhow::Error::new(e).context("reading an NPY header"),
+    })?;
     let header = Header::from_reader(&mut &head[..]).map_err(|e| match e {
         ReadHeaderError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
             anyhow::anyhow!("stream ends inside an NPY header (truncated stream?)")
@@ -215,6 +225,14 @@ mod tests {
     fn huge_declared_header_lengths_are_refused_without_allocating() {
         let mut buf = b"\x93NUMPY\x02\x00\xff\xff\xff\xff{'descr': '|u1'".to_vec();
         buf.extend_from_slice(&[b' '; 100]);
+        let err = read_array(&mut &buf[..]).unwrap_err().to_string();
+        assert!(err.contains("stream ends inside an NPY header"), "{err}");
+    }
+
+    /// fuzz_stream's second find: a v3 header declaring 540 MB in a 56-byte stream.
+    #[test]
+    fn a_version_3_header_cut_short_is_refused_before_its_declared_length() {
+        let buf = b"\x93NUMPY\x03\x00\x00\x00\x3a\x20 '|u1',2'2, 3)3 }\n\x00\x03".to_vec();
         let err = read_array(&mut &buf[..]).unwrap_err().to_string();
         assert!(err.contains("stream ends inside an NPY header"), "{err}");
     }
