@@ -555,6 +555,37 @@ mod tests {
         }
     }
 
+    /// The GPU's path (candle's ops only) trains BMN as the kernels do: the same outputs and
+    /// every parameter's gradient within 1e-4 of its largest (BMN has no BatchNorm before its
+    /// ReLUs to put a pre-activation at rounding's reach of zero).
+    #[test]
+    fn candle_only_training_step_equals_the_kernels() {
+        let (varmap, model) = small();
+        let mut rng = crate::rng::Rng::new(3);
+        let xs: Vec<f32> = (0..2 * 8 * 12).map(|_| crate::model::init::normal(&mut rng) as f32).collect();
+        let x = Tensor::from_vec(xs, (2, 8, 12), &Device::Cpu).unwrap();
+        let step = || {
+            let b = model.forward_differentiable(&x).unwrap();
+            let loss = ((b.bm.sqr().unwrap().sum_all().unwrap() + b.start.sum_all().unwrap()).unwrap()
+                + b.end.sum_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            let data = varmap.data().lock().unwrap();
+            let mut named: Vec<(String, Tensor)> =
+                data.iter().map(|(n, v)| (n.clone(), grads.get(v.as_tensor()).unwrap().clone())).collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            (b.bm, named)
+        };
+        let (bm_k, grads_k) = step();
+        let (bm_p, grads_p) = crate::nn::with_portable_ops(step);
+        let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(max_abs(&(&bm_p - &bm_k).unwrap()) <= 1e-5 * max_abs(&bm_k));
+        for ((name, k), (_, p)) in grads_k.iter().zip(&grads_p) {
+            let e = max_abs(&(p - k).unwrap()) / max_abs(k).max(f32::MIN_POSITIVE);
+            assert!(e <= 1e-4, "{name}: gradient {e:.1e} off the kernels'");
+        }
+    }
+
     #[test]
     fn initialisation_follows_paddlevideo() {
         let (varmap, _) = small();
