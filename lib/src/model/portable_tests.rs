@@ -175,36 +175,3 @@ fn train_step_errors(arch: &str) -> candle_core::Result<StepErrors> {
         updates: errors(&updates_p, &updates_k).into_iter().fold(0f32, f32::max),
     })
 }
-
-/// Training learns through the candle-only path: a narrow TSM memorises a handful of random clips
-/// (as `learning_sanity::tsm_memorises_a_fixed_batch` does on the kernels), every op of the
-/// forward, the backward and SGD's update taking the path a GPU takes.
-#[test]
-fn candle_only_path_memorises_a_fixed_batch() {
-    use crate::train::{cross_entropy, Targets};
-    let mut cfg = ModelConfig::defaults("tsm_r18");
-    cfg.num_classes = 4;
-    cfg.base_width = 8;
-    cfg.frames = 4;
-    cfg.dropout = 0.0;
-    let varmap = VarMap::new();
-    let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    init_weights(&varmap, 1).unwrap();
-    let x = seeded_normal(&[8, 4, 3, 32, 32], 11);
-    let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
-    let sgd = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() });
-    let mut opt = sgd.build(trainable_vars(&varmap)).unwrap();
-    let losses: Vec<f32> = with_portable_ops(|| {
-        (0..40)
-            .map(|_| {
-                let logits = model.forward_t(&x, true).unwrap();
-                let loss = cross_entropy(&logits, Targets::Labels(&labels), 0.0).unwrap();
-                opt.step(&loss.backward().unwrap()).unwrap();
-                loss.to_scalar::<f32>().unwrap()
-            })
-            .collect()
-    });
-    let (first, last) = (losses[0], losses[losses.len() - 1]);
-    eprintln!("candle-only path: loss {first} → {last}");
-    assert!(last < 0.1 * first, "loss {first} → {last}");
-}
