@@ -503,8 +503,30 @@ fn sgemm_impl(
         }
         return;
     }
+    // BN's row scale folded into A once, not once per batch item.
+    let scaled: Vec<f32>;
+    let (a, epi) = match epi.row_scale {
+        Some(s) => {
+            scaled = scale_rows(&a, s);
+            (MatRef::row_major(&scaled, m, k), Epilogue { row_scale: None, ..epi })
+        }
+        None => (a, epi),
+    };
     if cols.per >= n {
         fallback(a, b, c, ldc, accumulate, epi);
+    } else if cols.b_stride == cols.per * b.cs {
+        // B's items follow one another as one matrix: one product for the batch (small images
+        // make thin per-item products, each packing all of A), scattered into C's items.
+        let mut t = vec![0f32; m * n];
+        fallback(a, b, &mut t, n, false, Epilogue::default());
+        for i in 0..m {
+            let bias = epi.row_bias.map_or(0.0, |b| b[i]);
+            for (j, &v) in t[i * n..(i + 1) * n].iter().enumerate() {
+                let at = i * ldc + cols.c_off(j);
+                let x = if accumulate { c[at] + v } else { v };
+                c[at] = finish(x, bias + epi.residual.map_or(0.0, |r| r[at]), epi.relu);
+            }
+        }
     } else {
         // One plain product per batch item.
         for start in (0..n).step_by(cols.per) {
@@ -1564,13 +1586,27 @@ pub(super) unsafe fn store_rows<const R: usize>(
     }
 }
 
+/// `a` row-major with row `i` times `s[i]`.
+fn scale_rows(a: &MatRef, s: &[f32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(a.rows * a.cols);
+    for (i, &si) in s.iter().enumerate().take(a.rows) {
+        let row = &a.data[i * a.rs..];
+        if a.cs == 1 {
+            out.extend(row[..a.cols].iter().map(|&v| v * si));
+        } else {
+            out.extend((0..a.cols).map(|j| row[j * a.cs] * si));
+        }
+    }
+    out
+}
+
 /// Without AVX-512: the `gemm` crate (AVX2/FMA where available), then the epilogue.
 fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, epi: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let scaled: Vec<f32>;
     let a = match epi.row_scale {
         Some(s) => {
-            scaled = (0..m * k).map(|i| a.data[(i / k) * a.rs + (i % k) * a.cs] * s[i / k]).collect();
+            scaled = scale_rows(&a, s);
             MatRef::row_major(&scaled, m, k)
         }
         None => a,
@@ -1900,6 +1936,14 @@ mod tests {
             let portable_new =
                 new_product(m, n, cols, per, |o| sgemm_impl(a, b, cols, o, per, false, epi, false));
             assert_eq!(portable_new, c_portable);
+            // Accumulating: the previous C added before the epilogue, on both paths.
+            let prev = random(items * m * per, &mut rng);
+            let (mut acc, mut acc_portable) = (prev.clone(), prev.clone());
+            sgemm_columns(a, b, cols, &mut acc, per, true, epi);
+            sgemm_impl(a, b, cols, Out::of(&mut acc_portable), per, true, epi, false);
+            for (i, (x, y)) in acc.iter().zip(&acc_portable).enumerate() {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "accumulated {i}");
+            }
             // [m, N·per]: the items side by side in each row.
             let wide = Columns { c_stride: per, ..cols };
             let plain = Epilogue { residual: None, ..epi };
@@ -1919,6 +1963,15 @@ mod tests {
                         assert!(
                             (c[at] as f64 - v).abs() <= 1e-4 * (1.0 + v.abs()),
                             "{m}x{k} item {item} ({i},{j})"
+                        );
+                        let v = (prev[at] as f64
+                            + want[i * per + j] * bias[i] as f64
+                            + bias[i] as f64
+                            + res[at] as f64)
+                            .max(0.0);
+                        assert!(
+                            (acc_portable[at] as f64 - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                            "{m}x{k} item {item} ({i},{j}) accumulated"
                         );
                     }
                 }
