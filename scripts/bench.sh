@@ -60,7 +60,7 @@ cargo build -q --example bench_featstore
 if [ ! -s "$out/long2h.mp4" ]; then
   echo "bench: generating the 2-hour video (a few minutes)" >&2
   ffmpeg -v error -nostdin -y -f lavfi -i "testsrc2=size=320x240:rate=25:duration=7200" \
-    -c:v libx264 -preset ultrafast -pix_fmt yuv420p "$out/long2h.mp4.part"
+    -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f mp4 "$out/long2h.mp4.part"
   mv "$out/long2h.mp4.part" "$out/long2h.mp4"
 fi
 python3 "$here/bench_long.py" --bin "$bin" --video "$out/long2h.mp4" --model "$out/feat_r50.safetensors" \

@@ -298,3 +298,83 @@ fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bmn trains on the CPU"), "{}", stderr(&o));
 }
+
+/// `-o amp=bf16|f16` on the candle-only path (the GPU's code): the products run in half
+/// precision, so the first batch's loss is near f32's but not equal to it, and the run learns.
+/// f16 scales its loss: from an initial scale the gradients overflow at, steps are skipped and
+/// the scale halves until they fit, then holds. amp on the CPU kernels is refused in one line.
+#[test]
+fn mixed_precision_trains_on_the_candle_only_path() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    synth(p, "left,right,up,down", "4", "32x32", "4");
+    let train = |out: &str, own: &[&str]| {
+        let mut a = vec![
+            "--arch",
+            "tsm_r18",
+            "--train-list",
+            "syn/train.list",
+            "--out",
+            out,
+            "-q",
+            "-j",
+            "1",
+            "--device",
+            "cpu-portable",
+        ];
+        a.extend(TINY_2D);
+        a.extend(["-o", "epochs=5", "-o", "train_crop=center", "-o", "dropout=0", "-o", "log_every=1"]);
+        a.extend(["-o", r#"optimizer={"name":"adamw","lr":0.005,"weight_decay":0.0001}"#]);
+        for o in own {
+            a.extend(["-o", o]);
+        }
+        let o = run(VTRAIN, &a, p);
+        assert!(o.status.success(), "{own:?}: {}", stderr(&o));
+        let log = std::fs::read_to_string(p.join(out).join("log.jsonl")).unwrap();
+        log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect::<Vec<_>>()
+    };
+    let epochs = |log: &[serde_json::Value]| -> Vec<f64> {
+        log.iter().filter(|v| v["event"] == "epoch").map(|v| v["loss"].as_f64().unwrap()).collect()
+    };
+    let first = |log: &[serde_json::Value]| -> f64 {
+        log.iter().find(|v| v["event"] == "train").map(|v| v["loss"].as_f64().unwrap()).unwrap()
+    };
+    let f32_log = train("f32", &[]);
+    let f32_first = first(&f32_log);
+    // f16 from a scale its first gradients fit (this tiny net's overflow at torch's 2^16 and the
+    // skipped step make another trajectory of a run too short to judge learning by).
+    for (amp, bound, own) in
+        [("bf16", 2e-2, vec!["amp=bf16"]), ("f16", 5e-3, vec!["amp=f16", "loss_scale=1024"])]
+    {
+        let log = train(amp, &own);
+        let loss = epochs(&log);
+        let scales: Vec<&serde_json::Value> =
+            log.iter().filter(|v| v["event"] == "train").map(|v| &v["loss_scale"]).collect();
+        eprintln!(
+            "amp={amp}: first batch {} (f32 {f32_first}), epoch losses {loss:?} (f32 {:?}), scales {scales:?}",
+            first(&log),
+            epochs(&f32_log)
+        );
+        // The first batch's loss: the same weights, only the forward's rounding differs.
+        let off = (first(&log) - f32_first).abs() / f32_first;
+        assert!(off > 0.0 && off < bound, "amp={amp}: first batch {} vs f32 {f32_first}", first(&log));
+        assert!(loss[4] < 0.8 * loss[0], "amp={amp} should learn: {loss:?}");
+    }
+    // 2^22 makes the first gradients overflow f16: skipped steps halve it until they fit.
+    let log = train("f16_scaled", &["amp=f16", "loss_scale=4194304"]);
+    let scales: Vec<f64> =
+        log.iter().filter(|v| v["event"] == "train").map(|v| v["loss_scale"].as_f64().unwrap()).collect();
+    eprintln!("loss scales by iteration: {scales:?}");
+    assert!(scales[0] < 4194304.0, "the first step should overflow and halve the scale: {scales:?}");
+    let settled = *scales.last().unwrap();
+    assert!(settled >= 1.0 && scales.iter().filter(|&&s| s == settled).count() >= 3, "{scales:?}");
+    assert!(scales.windows(2).all(|w| w[1] <= w[0]), "no growth within 2000 steps: {scales:?}");
+
+    let o = run(
+        VTRAIN,
+        &["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", "k", "-o", "amp=bf16"],
+        p,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("amp=bf16: mixed precision runs on candle's ops"), "{}", stderr(&o));
+}

@@ -36,6 +36,9 @@ Examples:
   # continue exactly where the last run stopped (a DML run's peer and its optimiser too)
   vtrain --arch tsm_r50 --config tsm_k400.json --train-list train.list --val-list val.list --out runs/k400 --resume
 
+  # on a GPU (a build with --features cuda), products in bf16, weights and optimiser in f32
+  vtrain --arch tsm_r50 --train-list train.list --out runs/gpu --device cuda -o amp=bf16
+
   # fine-tune a pretrained model on UCF101: import it, then start from it (a new 101-class head)
   vconvert --arch tsm_r50 tsm_r50_1x1x8_50e_kinetics400_rgb.pth k400.safetensors
   vtrain --arch tsm_r50 --init k400.safetensors --train-list ucf101/train.list --out runs/ucf

@@ -1652,7 +1652,7 @@ fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, e
 /// other dtypes and devices go to candle's `matmul`.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !super::fusable(a) || b.dtype() != candle_core::DType::F32 {
-        return a.matmul(b);
+        return super::autocast::matmul(a, b);
     }
     a.apply_op2(b, MatMul)
 }

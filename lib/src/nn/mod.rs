@@ -2,6 +2,7 @@
 
 mod activation;
 mod attention_cpu;
+mod autocast;
 mod batchnorm;
 mod conv;
 mod conv1d;
@@ -30,6 +31,7 @@ mod transformer;
 mod vol2col;
 
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
+pub use autocast::with_autocast;
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv1d::conv1d_differentiable;

@@ -138,7 +138,7 @@ impl NonLocal {
         let phi = phi.reshape((n, ci, p))?;
         let g = g.reshape((n, ci, p))?;
         // [N, THW, P]: every position against every pooled one.
-        let affinity = theta.transpose(1, 2)?.contiguous()?.matmul(&phi)?;
+        let affinity = super::autocast::matmul(&theta.transpose(1, 2)?.contiguous()?, &phi)?;
         let affinity = match self.cfg.mode {
             NonLocalMode::Softmax => {
                 let a = if self.cfg.use_scale { (affinity * (ci as f64).powf(-0.5))? } else { affinity };
@@ -147,7 +147,8 @@ impl NonLocal {
             NonLocalMode::DotProduct => (affinity / p as f64)?,
         };
         // [N, Ci, P] × [N, P, THW] → [N, Ci, THW]
-        let y = g.matmul(&affinity.transpose(1, 2)?.contiguous()?)?.reshape((n, ci, t, h, w))?;
+        let y = super::autocast::matmul(&g, &affinity.transpose(1, 2)?.contiguous()?)?
+            .reshape((n, ci, t, h, w))?;
         let mut y = self.out.forward(&y)?;
         if let Some(norm) = &self.norm {
             y = norm.forward_t(&y, train)?;

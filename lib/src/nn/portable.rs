@@ -47,7 +47,7 @@ pub(super) fn conv2d(
     groups: usize,
 ) -> Result<Tensor> {
     if stride == 1 {
-        return x.conv2d(w, pad, 1, dilation, groups);
+        return super::autocast::product([x, w], |[x, w]| x.conv2d(&w, pad, 1, dilation, groups));
     }
     let mut xp = x.clone();
     for dim in [2, 3] {
@@ -59,7 +59,7 @@ pub(super) fn conv2d(
         let covered = (len + 2 * pad - span) / stride * stride + span;
         xp = xp.pad_with_zeros(dim, pad, (covered - pad).saturating_sub(len))?.narrow(dim, 0, covered)?;
     }
-    xp.conv2d(w, 0, stride, dilation, groups)
+    super::autocast::product([&xp, w], |[xp, w]| xp.conv2d(&w, 0, stride, dilation, groups))
 }
 
 /// conv3d of `x` [N, C, T, H, W] with `weight` [C_out, C / groups, kt, kh, kw] over `g`.

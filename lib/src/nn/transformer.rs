@@ -74,8 +74,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, train: bool) -> Re
     if !train && super::fusable(q) {
         return super::attention_cpu::attention_cpu(q, k, v, scale);
     }
-    let scores = (q.contiguous()? * scale)?.matmul(&k.t()?)?;
-    softmax_last(&scores, train)?.matmul(&v.contiguous()?)
+    let scores = super::autocast::matmul(&(q.contiguous()? * scale)?, &k.t()?)?;
+    super::autocast::matmul(&softmax_last(&scores, train)?, &v.contiguous()?)
 }
 
 /// Multi-head self-attention with one `qkv` projection (q, k, v stacked on the output axis, as

@@ -2,6 +2,7 @@
 //! itself lives with `vtrain`; these pieces are called from it:
 //! `loss.backward()` → (accumulate, clip) → `optimizer.step(&grads)` → `set_lr(schedule.lr(..))`.
 
+pub mod amp;
 pub mod bmn;
 pub mod bsn;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod schedule;
 pub mod tall;
 pub mod trainer;
 
+pub use amp::{Amp, LossScaler};
 pub use checkpoint::{
     load_checkpoint, resume_from, save_checkpoint, save_checkpoint_with_peer, Checkpoint, PeerCheckpoint,
     PeerRef, TrainState, TRAIN_KEY,

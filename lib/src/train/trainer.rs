@@ -67,6 +67,12 @@ pub struct TrainConfig {
     /// Deep mutual learning (PP-TSMv2's DML): a peer model trained alongside, each model's loss
     /// adding `weight` × KL(the other's softmax ‖ its own). Absent means no peer.
     pub dml: Option<DmlConfig>,
+    /// Mixed precision (`bf16`, `f16`) on candle's ops (`--device cuda` or `cpu-portable`):
+    /// products in half precision, parameters and optimiser state in f32, f16's loss scaled
+    /// dynamically ([`super::amp`]). Absent means f32 throughout.
+    pub amp: Option<super::Amp>,
+    /// f16's initial loss scale (torch's GradScaler `init_scale`, 2^16 by default).
+    pub loss_scale: Option<f64>,
 }
 
 /// The DML peer: another registered architecture (or the same, differently initialised) with
@@ -109,6 +115,8 @@ impl Default for TrainConfig {
             augmix: None,
             log_every: 10,
             dml: None,
+            amp: None,
+            loss_scale: None,
         }
     }
 }
@@ -153,6 +161,11 @@ impl TrainConfig {
         }
         if self.model.multilabel && (self.dml.is_some() || self.mix.is_some() || self.label_smoothing > 0.0) {
             bail!("multilabel training supports neither dml, mix nor label_smoothing");
+        }
+        if let Some(s) = self.loss_scale {
+            if self.amp != Some(super::Amp::F16) || !(s.is_finite() && s > 0.0) {
+                bail!("loss_scale {s}: the initial scale of amp=f16's loss, a positive number");
+            }
         }
         if self.dml.is_some() && self.accumulate > 1 {
             bail!("dml steps the peer every iteration: use accumulate = 1");
@@ -436,6 +449,17 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
     if !device.is_cpu() && cfg.model.sequence.is_some() {
         bail!("sequence models train on the CPU (--device cpu)");
     }
+    if let (Some(amp), true) = (cfg.amp, device.is_cpu() && !run.portable_ops) {
+        bail!(
+            "amp={}: mixed precision runs on candle's ops: --device cuda or cpu-portable (the CPU kernels are f32)",
+            serde_json::to_value(amp)?.as_str().unwrap_or("?")
+        );
+    }
+    let half = cfg.amp.map(super::Amp::dtype);
+    let mut scaler = cfg.amp.and_then(super::Amp::scaler);
+    if let (Some(s), Some(init)) = (scaler.as_mut(), cfg.loss_scale) {
+        s.scale = init;
+    }
     let varmap = VarMap::new();
     let model = build(&cfg.model, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
     init_weights_for(&varmap, &cfg.model.arch, cfg.seed)?;
@@ -470,6 +494,7 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
         }
     };
     let mut peer = peer;
+    let peer_vars = peer.as_ref().map(|(_, pvars, _, _)| trainable_vars(pvars)).unwrap_or_default();
     let mut state = TrainState::default();
     let ckpt_path = last_checkpoint(&run.out_dir);
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
@@ -484,6 +509,12 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
             );
         }
         state = ckpt.restore(&varmap, optim.as_mut())?;
+        if let (Some(s), Some(saved)) = (scaler.as_mut(), state.extra.get("loss_scaler")) {
+            if !saved.is_null() {
+                *s = serde_json::from_value(saved.clone())
+                    .with_context(|| format!("{}: loss_scaler", ckpt_path.display()))?;
+            }
+        }
         match (&ckpt.peer, peer.as_mut()) {
             (None, None) => {}
             (Some(saved), Some((pcfg, pvars, _, popt))) => {
@@ -536,6 +567,8 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
             cfg.model.std,
         );
         let mut acc = GradAccumulator::new(&vars, cfg.accumulate);
+        // Under f16's loss scaling: no inf or NaN in the gradients of this optimiser step yet.
+        let mut window_finite = true;
         let (mut loss_sum, mut loss_n, mut clips_done) = (0f64, 0usize, 0usize);
         let epoch_start = Instant::now();
         for (iter, batch) in rx.iter().enumerate() {
@@ -562,7 +595,9 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
                 Some(t) => Targets::Soft(t),
                 None => Targets::Labels(&labels),
             };
-            let logits = forward_batch(&model, &inputs, true, Some(&mut drop_rng), &device)?;
+            let logits = crate::nn::with_autocast(half, || {
+                forward_batch(&model, &inputs, true, Some(&mut drop_rng), &device)
+            })?;
             let mut loss = if cfg.model.multilabel {
                 // Paddle's multi-label heads: sigmoid cross-entropy summed over classes, averaged
                 // over the batch (AttentionCluster/NeXtVLAD `reduce_sum(dim=-1)` then `mean`).
@@ -573,13 +608,15 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
             };
             if let (Some(d), Some((_, _, pmodel, popt))) = (&cfg.dml, peer.as_mut()) {
                 popt.set_lr(lr);
-                let plogits = forward_batch(
-                    pmodel,
-                    &inputs,
-                    true,
-                    Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)),
-                    &device,
-                )?;
+                let plogits = crate::nn::with_autocast(half, || {
+                    forward_batch(
+                        pmodel,
+                        &inputs,
+                        true,
+                        Some(&mut Rng::derive(cfg.seed ^ 0xD32, step_key)),
+                        &device,
+                    )
+                })?;
                 let (lp, lq) = (super::log_softmax(&logits, 1)?, super::log_softmax(&plogits, 1)?);
                 // Each model learns from the other's (fixed) prediction.
                 let mutual =
@@ -591,20 +628,35 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
             if !loss_v.is_finite() {
                 bail!("epoch {epoch} iteration {iter}: the loss is {loss_v} (lower the learning rate?)");
             }
-            let grads = loss.backward()?;
+            let (grads, finite) = match &scaler {
+                Some(s) => {
+                    let mut g = s.scale(&loss)?.backward()?;
+                    let finite = s.unscale(&mut g, &vars)? & s.unscale(&mut g, &peer_vars)?;
+                    (g, finite)
+                }
+                None => (loss.backward()?, true),
+            };
+            window_finite &= finite;
             acc.add(&grads)?;
             if acc.is_ready() || iter + 1 == ipe {
                 if let Some(mut g) = acc.take()? {
-                    if let Some(max) = cfg.clip_grad {
-                        super::clip_grad_norm(&mut g, &vars, max)?;
+                    // A step with an inf or NaN gradient is skipped (GradScaler's `step`).
+                    if window_finite {
+                        if let Some(max) = cfg.clip_grad {
+                            super::clip_grad_norm(&mut g, &vars, max)?;
+                        }
+                        optim.step(&g)?;
+                        state.global_step += 1;
                     }
-                    optim.step(&g)?;
-                    state.global_step += 1;
+                    if let Some(s) = scaler.as_mut() {
+                        s.update(!window_finite);
+                    }
+                    window_finite = true;
                 }
             }
             if let Some((_, _, _, popt)) = peer.as_mut() {
                 // The peer steps every iteration on the same backward pass (no accumulation).
-                if acc.count() == 0 {
+                if acc.count() == 0 && finite {
                     popt.step(&grads)?;
                 }
             }
@@ -613,7 +665,11 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
             clips_done += b;
             let rate = clips_done as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             if (iter + 1) % cfg.log_every.max(1) == 0 || iter + 1 == ipe {
-                log.line(serde_json::json!({"event": "train", "epoch": epoch, "iter": iter, "loss": loss_v, "lr": lr, "clips_per_s": rate}))?;
+                let mut line = serde_json::json!({"event": "train", "epoch": epoch, "iter": iter, "loss": loss_v, "lr": lr, "clips_per_s": rate});
+                if let Some(s) = &scaler {
+                    line["loss_scale"] = s.scale.into();
+                }
+                log.line(line)?;
             }
             progress.inc(b as u64);
             progress.set_message(format!(
@@ -655,7 +711,7 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
         if let Some((pcfg, pvars, _, _)) = &peer {
             save_model(pvars, pcfg, &run.out_dir.join("peer_last.safetensors"))?;
         }
-        state.extra = serde_json::json!({"config": cfg});
+        state.extra = serde_json::json!({"config": cfg, "loss_scaler": scaler});
         let peer_ref =
             peer.as_ref().map(|(config, varmap, _, optim)| PeerRef { varmap, config, optim: optim.as_ref() });
         save_checkpoint_with_peer(&ckpt_path, &varmap, &cfg.model, optim.as_ref(), &state, peer_ref)?;

@@ -1,0 +1,131 @@
+//! Mixed precision on candle's ops, as `torch.autocast` does it: inside `with_autocast(dtype)`
+//! the products (convolutions, the matrix products of linear layers and attention) take their
+//! f32 operands cast to `dtype` and hand back f32; everything else (normalisation, softmax,
+//! pooling, activations, losses, classifier heads) stays f32. The casts are candle ops, so the
+//! backward runs each product in `dtype` too and gives the f32 parameters f32 gradients.
+//!
+//! Only the candle-only path (a GPU, or `with_portable_ops`) looks at the setting: vidkit's CPU
+//! kernels are f32. On the CPU the half-precision values are computed on in f32 (see `product`):
+//! the same roundings, not the speed.
+
+use candle_core::{DType, Result, Tensor};
+use std::cell::Cell;
+
+thread_local! {
+    static AUTOCAST: Cell<Option<DType>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the products on this thread in `dtype` (None: f32, as outside).
+pub fn with_autocast<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
+    /// Restores the previous setting when dropped, also when `f` panics.
+    struct Restore(Option<DType>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AUTOCAST.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(AUTOCAST.with(|a| a.replace(dtype)));
+    f()
+}
+
+/// The product `f` of `operands`: in the autocast dtype with the result cast back when one is
+/// set and the operands are f32, as it is otherwise.
+pub(crate) fn product<const N: usize>(
+    operands: [&Tensor; N],
+    f: impl FnOnce([Tensor; N]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    match AUTOCAST.with(|a| a.get()) {
+        Some(half) if operands.iter().all(|t| t.dtype() == DType::F32) => {
+            // candle's CPU backend lacks half-precision products in places (bf16 convolution
+            // gradients): there the operands and the result are rounded to `half` and the
+            // product runs in f32 — a matrix unit's arithmetic (half inputs, f32 accumulation),
+            // and the backward's gradients are rounded the same way by the casts.
+            let on_cpu = operands[0].device().is_cpu();
+            let mut cast = Vec::with_capacity(N);
+            for t in operands {
+                let h = t.to_dtype(half)?;
+                cast.push(if on_cpu { h.to_dtype(DType::F32)? } else { h });
+            }
+            let cast: [Tensor; N] = cast.try_into().expect("N operands");
+            let y = f(cast)?;
+            match on_cpu {
+                true => y.to_dtype(half)?.to_dtype(DType::F32),
+                false => y.to_dtype(DType::F32),
+            }
+        }
+        _ => f(operands.map(|t| t.clone())),
+    }
+}
+
+/// `a.matmul(b)` under autocast.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    product([a, b], |[a, b]| a.matmul(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{with_portable_ops, Conv2d};
+    use candle_core::{Device, Var};
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Under autocast a convolution and a matmul on the candle-only path compute in half
+    /// precision (results within its rounding of f32's, and not equal to them) and return f32;
+    /// their gradients reach the f32 parameters as f32, also within half precision's rounding.
+    #[test]
+    fn products_run_in_half_precision_and_give_f32_gradients() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 8, 9, 10), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (6, 8, 3, 3), &dev).unwrap()).unwrap();
+        let m = Var::from_tensor(&Tensor::randn(0f32, 0.2, (5, 6), &dev).unwrap()).unwrap();
+        let conv = Conv2d { weight: w.as_tensor().clone(), kernel: 3, stride: 2, padding: 1 };
+        let r = Tensor::randn(0f32, 1., (2, 5, 5, 5), &dev).unwrap();
+        let run = |dtype: Option<DType>| {
+            with_portable_ops(|| {
+                let (y, loss) = with_autocast(dtype, || {
+                    let y = conv.forward(x.as_tensor()).unwrap();
+                    // [2, 6, 5, 5] → rows of 6 channels through a 6 → 5 matmul.
+                    let rows = y.permute((0, 2, 3, 1)).unwrap().reshape((50, 6)).unwrap();
+                    let z = crate::nn::gemm::matmul(&rows, &m.as_tensor().t().unwrap()).unwrap();
+                    let z = z.reshape((2, 5, 5, 5)).unwrap().permute((0, 3, 1, 2)).unwrap();
+                    (z.clone(), (z * &r).unwrap().sum_all().unwrap())
+                });
+                let g = loss.backward().unwrap();
+                let grads: Vec<Tensor> =
+                    [&x, &w, &m].iter().map(|v| g.get(v.as_tensor()).unwrap().clone()).collect();
+                (y, grads)
+            })
+        };
+        let (y32, g32) = run(None);
+        for (half, bound) in [(DType::BF16, 2e-2), (DType::F16, 3e-3)] {
+            let (y, g) = run(Some(half));
+            assert_eq!(y.dtype(), DType::F32, "{half:?}: the product hands back f32");
+            let err = max_rel(&y, &y32);
+            assert!(err > 0.0 && err < bound, "{half:?}: output off f32 by {err}");
+            for (i, (a, b)) in g.iter().zip(&g32).enumerate() {
+                assert_eq!(a.dtype(), DType::F32, "{half:?}: gradient {i}");
+                let err = max_rel(a, b);
+                assert!(err > 0.0 && err < bound, "{half:?}: gradient {i} off f32 by {err}");
+            }
+        }
+    }
+
+    /// Outside autocast, and for operands that are not f32, products are untouched.
+    #[test]
+    fn only_f32_operands_inside_autocast_are_cast() {
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f32, 1., (3, 4), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., (4, 2), &dev).unwrap();
+        let exact = a.matmul(&b).unwrap();
+        assert_eq!(max_rel(&matmul(&a, &b).unwrap(), &exact), 0.0);
+        let a64 = a.to_dtype(DType::F64).unwrap();
+        let b64 = b.to_dtype(DType::F64).unwrap();
+        let y = with_autocast(Some(DType::BF16), || matmul(&a64, &b64).unwrap());
+        assert_eq!(y.dtype(), DType::F64);
+        assert!(with_autocast(Some(DType::BF16), || max_rel(&matmul(&a, &b).unwrap(), &exact)) > 0.0);
+    }
+}
