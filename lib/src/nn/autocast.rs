@@ -65,13 +65,9 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::portable::tests::max_rel;
     use crate::nn::{with_portable_ops, Conv2d};
     use candle_core::{Device, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-    }
 
     /// Under autocast a convolution and a matmul on the candle-only path compute in half
     /// precision (results within its rounding of f32's, and not equal to them) and return f32;

@@ -118,11 +118,12 @@ pub(super) fn depthwise3d(x: &Tensor, weight: &Tensor, g: &Geometry3d) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::nn::{with_portable_ops, Conv2d, Conv3d, Conv3dConfig};
     use candle_core::{Device, Tensor, Var};
 
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest difference over the largest magnitude of `b`.
+    pub(in crate::nn) fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
     }
