@@ -166,4 +166,9 @@ fn tall_learns_to_ground_sentences_in_untrimmed_videos() {
     // vtrain's validation figure is the same protocol.
     let best = summary["best_val_auc"].as_f64().unwrap();
     assert!((best - trained).abs() < 1e-9, "vtrain's best {best} vs vground's {trained}");
+    // `--device cpu-portable` (the GPU's code) trains it as the CPU does.
+    for device in ["cpu", "cpu-portable"] {
+        vtrain(p, device, &["-o", "epochs=2", "-o", "log_every=1", "--device", device]);
+    }
+    assert_trains_alike(&p.join("cpu"), &p.join("cpu-portable"), "tall");
 }

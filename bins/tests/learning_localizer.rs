@@ -287,6 +287,11 @@ fn ctcn_learns_to_detect_the_actions_of_untrimmed_videos() {
         a.extend(rest.iter().map(|s| s.to_string()));
         a
     };
+    // `--device cpu-portable` (the GPU's code) trains it as the CPU does.
+    for device in ["cpu", "cpu-portable"] {
+        vtrain(p, &args(device, &["-o", "epochs=1", "-o", "log_every=1", "--device", device]));
+    }
+    assert_trains_alike_for(&p.join("cpu"), &p.join("cpu-portable"), "ctcn", 1);
     let frozen = ["-o", "epochs=1", "-o", "optimizer.lr=0", "-o", "schedule=null"];
     vtrain(p, &args("run0", &frozen));
     propose(p, "run0/best.safetensors", "untrained.json");

@@ -175,19 +175,38 @@ fn attention_lstm_learns_order_and_attention_cluster_cannot() {
     assert!(b <= 0.62, "AttentionCluster reached {b}: order leaks into the frame multisets");
 }
 
+/// `--device cpu-portable` (the GPU's path, every vidkit kernel off) trains the sequence models
+/// as the CPU does: the same epoch losses, AttentionLSTM, AttentionCluster and NeXtVLAD.
+#[test]
+fn sequence_models_train_on_the_candle_only_path() {
+    let d = tempfile::tempdir().unwrap();
+    order_set(d.path(), 12, 3);
+    let short = ["-o", "epochs=2", "-o", "log_every=1"];
+    for (arch, own) in [
+        ("attention_lstm", vec![]),
+        ("attention_cluster", vec!["-o", "sequence.clusters=[4]"]),
+        ("nextvlad", [&["-o", "sequence.clusters=[4]"][..], &NEXTVLAD_SHAPE].concat()),
+    ] {
+        for device in ["cpu", "cpu-portable"] {
+            let extra = [&SMALL[..], &short, &own, &["--device", device]].concat();
+            vtrain(d.path(), arch, &format!("{arch}_{device}"), &extra);
+        }
+        let run = |device: &str| d.path().join(format!("{arch}_{device}"));
+        common::assert_trains_alike(&run("cpu"), &run("cpu-portable"), arch);
+    }
+}
+
+/// NeXtVLAD's groups, hidden width and gating at the tests' size.
+const NEXTVLAD_SHAPE: [&str; 6] =
+    ["-o", "sequence.groups=4", "-o", "sequence.hidden_sizes=[32]", "-o", "sequence.gating_reduction=4"];
+
 #[test]
 fn nextvlad_learns_multilabel_concepts() {
     let d = tempfile::tempdir().unwrap();
     multilabel_set(d.path(), 240, 6);
-    let extra = [
+    let own = [
         "-o",
         "sequence.clusters=[8]",
-        "-o",
-        "sequence.groups=4",
-        "-o",
-        "sequence.hidden_sizes=[32]",
-        "-o",
-        "sequence.gating_reduction=4",
         "-o",
         "batch_size=16",
         "-o",
@@ -197,6 +216,7 @@ fn nextvlad_learns_multilabel_concepts() {
         "--seed",
         "1",
     ];
+    let extra = [&own[..], &NEXTVLAD_SHAPE].concat();
     let s = vtrain(d.path(), "nextvlad", "vlad", &extra);
     assert!(s["last_val_gap"].as_f64().is_some(), "multi-label data trains a multi-label model: {s}");
     let pred = d.path().join("pred.jsonl");

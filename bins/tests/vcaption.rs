@@ -38,6 +38,23 @@ fn tiny_model(p: &Path) {
     assert_eq!(summary["words"], 8, "{summary}");
 }
 
+/// `--device cpu-portable` (the GPU's code) trains ETS as the CPU does: the same losses.
+#[test]
+fn ets_trains_on_the_candle_only_path() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tiny_model(p);
+    let opts =
+        ["epochs=2", "fc_dim=8", "gru_hidden_dim=8", "decoder_size=8", "word_emb_dim=4", "min_count=1"];
+    let mut extra: Vec<&str> = opts.iter().flat_map(|o| ["-o", o]).collect();
+    extra.extend(["-o", "log_every=1", "-o", "batch_size=2", "--device"]);
+    for device in ["cpu", "cpu-portable"] {
+        let o = vtrain(p, "caps.json", device, &[&extra[..], &[device]].concat());
+        assert!(o.status.success(), "{device}: {}", stderr(&o));
+    }
+    assert_trains_alike(&p.join("cpu"), &p.join("cpu-portable"), "ets");
+}
+
 #[test]
 fn wrong_widths_and_other_tasks_are_reported_in_one_line() {
     let d = tempfile::tempdir().unwrap();

@@ -251,8 +251,8 @@ fn init_starts_from_a_model_file_and_refits_its_head() {
 
 /// `--device cpu-portable` trains through candle's own ops, the path a GPU takes (every vidkit
 /// CPU kernel off): its first epoch's loss is the kernels' (same weights, same batches), and it
-/// learns (the loss falls, as on the kernels). `--device cuda` in a build without CUDA, and a
-/// device other than the CPU for a model that only trains there, fail with one line.
+/// learns (the loss falls, as on the kernels). `--device cuda` in a build without CUDA fails
+/// with one line. (Localizers, captioners, grounders and sequence models: their own tests.)
 #[test]
 fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
     let d = tempfile::tempdir().unwrap();
@@ -290,13 +290,6 @@ fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("no CUDA support"), "{}", stderr(&o));
     }
-    let o = run(
-        VTRAIN,
-        &["--arch", "bmn", "--train-list", "syn/train.list", "--out", "b", "--device", "cpu-portable"],
-        p,
-    );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bmn trains on the CPU"), "{}", stderr(&o));
 }
 
 /// `-o amp=bf16|f16` on the candle-only path (the GPU's code): the products run in half

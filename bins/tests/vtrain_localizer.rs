@@ -198,6 +198,29 @@ fn train_bsn(p: &Path, out: &str, extra: &[&str]) -> std::process::Output {
     run(env!("CARGO_BIN_EXE_vtrain"), &args, p)
 }
 
+/// `--device cpu-portable` (the GPU's code: every vidkit CPU kernel off) trains BMN, both
+/// variants, and BSN as the CPU does: the same losses, to rounding.
+#[test]
+fn localizers_train_on_the_candle_only_path() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    dataset(p, false);
+    for (name, variant) in [("bmn", "paddlevideo"), ("bmn_mm", "mmaction2")] {
+        for device in ["cpu", "cpu-portable"] {
+            let out = format!("{name}_{device}");
+            let extra = ["-o", &format!("variant={variant}"), "-o", "log_every=1", "--device", device, "-q"];
+            let o = train(p, &out, &extra);
+            assert!(o.status.success(), "{out}: {}", stderr(&o));
+        }
+        assert_trains_alike(&p.join(format!("{name}_cpu")), &p.join(format!("{name}_cpu-portable")), name);
+    }
+    for device in ["cpu", "cpu-portable"] {
+        let o = train_bsn(p, &format!("bsn_{device}"), &["-o", "log_every=1", "--device", device, "-q"]);
+        assert!(o.status.success(), "bsn {device}: {}", stderr(&o));
+    }
+    assert_trains_alike(&p.join("bsn_cpu"), &p.join("bsn_cpu-portable"), "bsn");
+}
+
 /// `vtrain --arch bsn`: the TEM's epochs then the PEM's, validated after each PEM epoch, and
 /// `--resume` continuing exactly from a stop at the end of the TEM stage and from one inside the
 /// PEM stage.

@@ -154,9 +154,9 @@ pub struct Args {
     /// Stop after this many epochs of this run (the schedule still spans `epochs`).
     #[arg(long)]
     pub stop_after: Option<usize>,
-    /// Where recognizers of frames train: cpu, cuda, cuda:N (a build with `--features cuda`;
-    /// every op then takes candle's own path, clips decoded on CPU threads), or cpu-portable (the
-    /// CPU through that same path, the GPU's code checked on a machine without one).
+    /// Where the model trains: cpu, cuda, cuda:N (a build with `--features cuda`; every op then
+    /// takes candle's own path, clips decoded and batches built on CPU threads), or cpu-portable
+    /// (the CPU through that same path, the GPU's code checked on a machine without one).
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: String,
     /// Parallel decoders (overrides the config's `jobs`).
@@ -220,7 +220,7 @@ fn read_items(list: &Path, root: Option<&Path>) -> Result<Vec<VideoItem>> {
 }
 
 /// `--device`: the candle device, and whether the CPU runs candle's own ops only.
-fn train_device(name: &str) -> Result<(candle_core::Device, bool)> {
+pub(super) fn train_device(name: &str) -> Result<(candle_core::Device, bool)> {
     match name {
         "cpu-portable" => Ok((candle_core::Device::Cpu, true)),
         name => Ok((super::vclassify::device(name)?, false)),
@@ -230,13 +230,6 @@ fn train_device(name: &str) -> Result<(candle_core::Device, bool)> {
 pub fn main(args: Args) -> Result<Outcome> {
     let task = vidkit::model::arch_info(&args.arch)?.task;
     train_device(&args.device)?; // a bad or unavailable device fails before any data is read
-    if args.device != "cpu" && task != vidkit::model::Task::Recognizer {
-        bail!(
-            "--device {}: {} trains on the CPU (--device cpu); other devices train recognizers of frames",
-            args.device,
-            args.arch
-        );
-    }
     if task == vidkit::model::Task::Grounder {
         return super::vtrain_tall::train(args);
     }
@@ -593,6 +586,7 @@ fn train_localizer(args: Args) -> Result<Outcome> {
     let train =
         localizer_samples(data.train, &data.train_annotations, &cfg.bmn, &args.modality, &source, skip)?;
     report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
+    let (device, portable_ops) = train_device(&args.device)?;
     let summary = train_localizer(LocalizerRun {
         config: cfg,
         train,
@@ -601,6 +595,8 @@ fn train_localizer(args: Args) -> Result<Outcome> {
         resume: args.resume,
         stop_after: args.stop_after,
         quiet,
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)
@@ -630,6 +626,7 @@ fn train_bsn(args: Args) -> Result<Outcome> {
     let train =
         localizer_videos(data.train, &data.train_annotations, shape, &args.modality, &source, skip, Ok)?;
     report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
+    let (device, portable_ops) = train_device(&args.device)?;
     let summary = train_bsn(BsnRun {
         config: cfg,
         train,
@@ -638,6 +635,8 @@ fn train_bsn(args: Args) -> Result<Outcome> {
         resume: args.resume,
         stop_after: args.stop_after,
         quiet,
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)
@@ -697,6 +696,7 @@ fn train_ctcn(args: Args) -> Result<Outcome> {
     )?;
     let train = ctcn_videos(train, &classes, width)?;
     report_videos(quiet, train.len(), val.as_ref().map(|v| v.len()));
+    let (device, portable_ops) = train_device(&args.device)?;
     let summary = train_ctcn(CtcnRun {
         config: cfg,
         classes,
@@ -706,6 +706,8 @@ fn train_ctcn(args: Args) -> Result<Outcome> {
         resume: args.resume,
         stop_after: args.stop_after,
         quiet,
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)

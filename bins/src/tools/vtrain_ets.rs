@@ -80,6 +80,7 @@ pub fn train(args: Args) -> Result<Outcome> {
             val.as_ref().map(|v| format!(", {} validation sentences", v.len())).unwrap_or_default()
         );
     }
+    let (device, portable_ops) = super::vtrain::train_device(&args.device)?;
     let summary = train_ets(EtsRun {
         config: cfg,
         train,
@@ -88,6 +89,8 @@ pub fn train(args: Args) -> Result<Outcome> {
         resume: args.resume,
         stop_after: args.stop_after,
         quiet: args.quiet,
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)

@@ -127,6 +127,7 @@ pub fn train(args: Args) -> Result<Outcome> {
                 .unwrap_or_default()
         );
     }
+    let (device, portable_ops) = super::vtrain::train_device(&args.device)?;
     let summary = train_tall(TallRun {
         config: cfg,
         train,
@@ -135,6 +136,8 @@ pub fn train(args: Args) -> Result<Outcome> {
         resume: args.resume,
         stop_after: args.stop_after,
         quiet: args.quiet,
+        device,
+        portable_ops,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(Outcome::Success)

@@ -197,6 +197,37 @@ pub fn assert_same_tensors(a: &Path, b: &Path) {
     }
 }
 
+/// The training losses a `vtrain` run logged (`log.jsonl`'s "train" lines), in order.
+pub fn train_losses(run_dir: &Path) -> Vec<f64> {
+    let log = std::fs::read_to_string(run_dir.join("log.jsonl")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// Asserts that the runs in `a` and `b` (the CPU's kernels and `--device cpu-portable`, the
+/// GPU's code) logged the same training losses: the first within 1e-5 relative (the same
+/// weights and batch, only rounding apart), each later one within 1e-3 (rounding compounds).
+pub fn assert_trains_alike(a: &Path, b: &Path, what: &str) {
+    assert_trains_alike_for(a, b, what, usize::MAX)
+}
+
+/// `assert_trains_alike` over the first `steps` losses only: in a deep network of BatchNorm and
+/// ReLU, rounding moves pre-activations across a ReLU's zero and the runs part after a few
+/// steps (the ReLU flips `scripts/export_zoo_parity.py` measures; C-TCN's second loss is 9e-4
+/// apart, its third 1.7e-2).
+pub fn assert_trains_alike_for(a: &Path, b: &Path, what: &str, steps: usize) {
+    let (a, b) = (train_losses(a), train_losses(b));
+    assert!(!a.is_empty() && a.len() == b.len(), "{what}: {a:?} vs {b:?}");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate().take(steps) {
+        let tol = if i == 0 { 1e-5 } else { 1e-3 };
+        assert!((x - y).abs() <= tol * x.abs().max(1.0), "{what}: loss {i}: {a:?} vs {b:?}");
+    }
+    eprintln!("{what}: kernels {a:?}, candle-only {b:?}");
+}
+
 /// A finished run of a tool, its output as text.
 pub struct ToolRun {
     pub code: i32,

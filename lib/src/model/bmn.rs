@@ -297,6 +297,11 @@ impl Bmn {
     /// As [`Bmn::forward`], differentiable end to end (training): the boundary-matching layer
     /// as the reference computes it, a product with the dense mask and then the 3-D
     /// convolution as a matrix product. The same numbers to float rounding, more work.
+    /// Where its parameters are.
+    pub fn device(&self) -> &Device {
+        self.b3.device()
+    }
+
     pub fn forward_differentiable(&self, x: &Tensor) -> Result<BmnOutput> {
         self.forward_with(x, true)
     }
@@ -314,8 +319,12 @@ impl Bmn {
         let xe = self.te_conv2.forward(&self.te_conv1.forward(&x, d)?.relu()?, d)?;
         let end = candle_nn::ops::sigmoid(&xe)?.squeeze(1)?;
         let xp = self.p_conv1.forward(&x, d)?.relu()?;
-        let xp =
-            if differentiable { self.boundary_matching_dense(&xp)? } else { self.boundary_matching(&xp)? };
+        // The sparse BM layer is CPU code; elsewhere the dense one (the same values).
+        let xp = if differentiable || !xp.device().is_cpu() {
+            self.boundary_matching_dense(&xp)?
+        } else {
+            self.boundary_matching(&xp)?
+        };
         let xp = xp.relu()?;
         let xp = self.p_conv2d1.forward(&xp)?.relu()?;
         let xp = self.p_conv2d2.forward(&xp)?.relu()?;

@@ -237,10 +237,15 @@ impl Bsn {
         Ok(candle_nn::ops::sigmoid(&(self.fc2.forward(&h)? * r2)?)?.flatten_all()?)
     }
 
+    /// Where its parameters are.
+    pub fn device(&self) -> &Device {
+        self.fc1.weight.device()
+    }
+
     /// TEM, PGM and PEM for one video's features [C, T] (channels first).
     pub fn run_video(&self, features_ct: Vec<f32>) -> Result<BsnVideoOutput> {
         let (c, t) = (self.spec.feat_dim, self.spec.temporal_dim);
-        let x = Tensor::from_vec(features_ct, (1, c, t), &Device::Cpu)?;
+        let x = Tensor::from_vec(features_ct, (1, c, t), self.device())?;
         let tem: Vec<f32> = self.tem(&x)?.flatten_all()?.to_vec1()?;
         let (action, rest) = tem.split_at(t);
         let (start, end) = rest.split_at(t);
@@ -262,7 +267,7 @@ impl Bsn {
         }
         let sampling = self.spec.sampling();
         let feats = bsp_features(action, candidates, &sampling);
-        let x = Tensor::from_vec(feats, (candidates.len(), sampling.width()), &Device::Cpu)?;
+        let x = Tensor::from_vec(feats, (candidates.len(), sampling.width()), self.device())?;
         Ok(self.pem(&x)?.to_vec1()?)
     }
 }

@@ -217,6 +217,11 @@ pub struct Ctcn {
 pub(super) const STAGES: [(usize, usize); 4] = [(64, 3), (128, 4), (256, 6), (512, 3)];
 
 impl Ctcn {
+    /// Where its parameters are.
+    pub fn device(&self) -> &candle_core::Device {
+        self.loc2_bias.device()
+    }
+
     pub fn new(config: ModelConfig, spec: CtcnSpec, vb: VarBuilder) -> Result<Self> {
         spec.validate()?;
         let eps = spec.bn_eps;

@@ -367,7 +367,7 @@ impl Ets {
             bail!("features row {} column {} is not a finite number", i / f, i % f);
         }
         let data: Vec<f32> = features.iter().copied().collect();
-        let hyps = self.beam_search(&Tensor::from_vec(data, (t, f), &Device::Cpu)?)?;
+        let hyps = self.beam_search(&Tensor::from_vec(data, (t, f), self.input_fc_b.device())?)?;
         let beams: Vec<(String, f32)> =
             hyps.iter().map(|h| (self.vocab.caption(&h.tokens), h.score())).collect();
         let best = beams.first().map(|b| b.0.clone()).unwrap_or_default();
@@ -429,7 +429,7 @@ pub fn init_ets(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
         } else {
             vec![0.0; n]
         };
-        var.set(&Tensor::from_vec(values, dims, &Device::Cpu)?)?;
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
     }
     Ok(())
 }

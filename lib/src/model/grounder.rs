@@ -20,7 +20,7 @@
 use super::{load_tall, registry, tall_spec, ModelConfig, Tall, TallSpec};
 use crate::featstore::VideoFeatures;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use ndarray::Array2;
 
 /// One candidate segment for a query: seconds, and the model's score.
@@ -171,7 +171,7 @@ impl Tall {
         for chunk in windows.chunks(WINDOW_CHUNK) {
             let feats: Vec<f32> =
                 chunk.iter().flat_map(|&(s, e)| video.clip_feature(s, e, &self.spec)).collect();
-            let x = Tensor::from_vec(feats, (chunk.len(), dv), &Device::Cpu)?;
+            let x = Tensor::from_vec(feats, (chunk.len(), dv), self.device())?;
             parts.push(self.embed_clips(&x)?);
         }
         Ok((windows, Tensor::cat(&parts, 0)?))
@@ -198,7 +198,7 @@ impl Grounder for Tall {
         let (windows, v) = self.embed_windows(video)?;
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {
-            let s = self.embed_sentences(&Tensor::from_slice(q, (1, e), &Device::Cpu)?)?;
+            let s = self.embed_sentences(&Tensor::from_slice(q, (1, e), self.device())?)?;
             let o: Vec<Vec<f32>> = self.pairs(&v, &s)?.squeeze(0)?.to_vec2()?;
             let mut c: Vec<Candidate> = windows
                 .iter()

@@ -65,7 +65,7 @@ impl Bmn {
         let x = candle_core::Tensor::from_vec(
             features.t().iter().copied().collect::<Vec<f32>>(),
             (1, c, t),
-            &candle_core::Device::Cpu,
+            self.device(),
         )?;
         let o = self.forward(&x)?;
         Ok((
@@ -187,7 +187,7 @@ impl Ctcn {
         let x = candle_core::Tensor::from_vec(
             rows.iter().copied().collect::<Vec<f32>>(),
             (1, self.spec.img_size, w),
-            &candle_core::Device::Cpu,
+            self.device(),
         )?;
         let out = self.forward_t(&x, false)?;
         let probs = candle_nn::ops::softmax_last_dim(&out.cls)?;

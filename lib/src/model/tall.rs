@@ -113,6 +113,11 @@ pub struct Tall {
 }
 
 impl Tall {
+    /// Where its parameters are.
+    pub fn device(&self) -> &Device {
+        self.sim.device()
+    }
+
     pub fn new(config: ModelConfig, spec: TallSpec, vb: VarBuilder) -> Result<Self> {
         spec.validate()?;
         let (s, h) = (spec.semantic_size, spec.hidden_size);

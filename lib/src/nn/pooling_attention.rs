@@ -223,7 +223,9 @@ mod tests {
         assert_eq!((y.dims(), q_thw), (&[3, 1 + 2 * 16, 8][..], [2, 4, 4]));
         let (y_eval, _) = attn.forward_t(&x, thw, false).unwrap();
         let diff = (&y - &y_eval).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 1e-5, "{diff}");
+        // Two summation orders (the fused eval path, candle's ops): 2e-6 typically, 1.2e-5 at
+        // worst in 65 random inputs here.
+        assert!(diff < 5e-5, "{diff}");
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for (name, var) in vm.data().lock().unwrap().iter() {
             assert!(g.get(var.as_tensor()).is_some(), "no gradient for {name}");

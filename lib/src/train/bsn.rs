@@ -226,7 +226,7 @@ pub struct PemVideo {
 fn pem_video(model: &Bsn, v: &LocalizerVideo) -> Result<PemVideo> {
     let spec = &model.spec;
     let t = spec.temporal_dim;
-    let x = Tensor::from_vec(v.features.clone(), (1, spec.feat_dim, t), &Device::Cpu)?;
+    let x = Tensor::from_vec(v.features.clone(), (1, spec.feat_dim, t), model.device())?;
     let tem: Vec<f32> = model.tem(&x)?.flatten_all()?.to_vec1()?;
     let cands = bsn_candidates(&tem[t..2 * t], &tem[2 * t..], spec.peak_threshold, spec.pgm_train_top_k);
     // The reference's tIoU uses the unrounded boundaries (float64) and the unclipped segments.
@@ -249,6 +249,9 @@ pub struct BsnRun {
     pub resume: bool,
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// Where the model trains, and whether the CPU takes candle's own ops only (`TrainRun`'s).
+    pub device: Device,
+    pub portable_ops: bool,
 }
 
 /// Proposals of `model` for each video, in seconds (as vpropose writes them).
@@ -280,7 +283,12 @@ fn vars_under(varmap: &VarMap, prefix: &str) -> Vec<(String, candle_core::Var)> 
 }
 
 pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
+    super::on_path(run.portable_ops, || train_bsn_on(run))
+}
+
+fn train_bsn_on(run: BsnRun) -> Result<LocalizerSummary> {
     let cfg = &run.config;
+    let device = &run.device;
     cfg.validate()?;
     if run.train.is_empty() {
         bail!("no training videos");
@@ -290,11 +298,8 @@ pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
     let spec = cfg.bsn.clone();
     let model_cfg = bsn_config(&spec)?;
     let varmap = VarMap::new();
-    let model = Bsn::new(
-        model_cfg.clone(),
-        spec.clone(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )?;
+    let model =
+        Bsn::new(model_cfg.clone(), spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     init_bsn(&varmap, cfg.seed)?;
     let mut tem_optim = cfg.tem_optimizer.build(vars_under(&varmap, "tem.")).context("tem optimizer")?;
     let mut pem_optim = cfg.pem_optimizer.build(vars_under(&varmap, "pem.")).context("pem optimizer")?;
@@ -306,7 +311,7 @@ pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
     let mut state = TrainState::default();
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
     if resume {
-        let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
+        let ckpt = load_checkpoint(&ckpt_path, device).context("--resume")?;
         let saved = bsn_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != spec {
             bail!("{}: the checkpoint's BSN settings differ from the config's", ckpt_path.display());
@@ -369,7 +374,7 @@ pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
             let loss = if tem_stage {
                 let feats: Vec<f32> =
                     idx.iter().flat_map(|&i| run.train[i].features.iter().copied()).collect();
-                let x = Tensor::from_vec(feats, (idx.len(), spec.feat_dim, t), &Device::Cpu)?;
+                let x = Tensor::from_vec(feats, (idx.len(), spec.feat_dim, t), device)?;
                 let label: Vec<f32> = idx.iter().flat_map(|&i| labels[i].iter().copied()).collect();
                 tem_loss(&model.tem_t(&x, true)?, &label, spec.tem_match_threshold, cfg.tem_loss_weight)?.0
             } else {
@@ -377,7 +382,7 @@ pub fn train_bsn(run: BsnRun) -> Result<LocalizerSummary> {
                 let feats: Vec<f32> = idx.iter().flat_map(|&i| data[i].features.iter().copied()).collect();
                 let iou: Vec<f32> = idx.iter().flat_map(|&i| data[i].iou.iter().copied()).collect();
                 let rows = iou.len();
-                let x = Tensor::from_vec(feats, (rows, spec.pem_feat_dim()), &Device::Cpu)?;
+                let x = Tensor::from_vec(feats, (rows, spec.pem_feat_dim()), device)?;
                 let mut rng = Rng::derive(cfg.seed ^ 0xB5_7E00, (epoch as u64) << 32 | iter as u64);
                 let u_m: Vec<f32> = (0..rows).map(|_| rng.uniform() as f32).collect();
                 let u_l: Vec<f32> = (0..rows).map(|_| rng.uniform() as f32).collect();

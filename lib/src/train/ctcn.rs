@@ -330,6 +330,9 @@ pub struct CtcnRun {
     pub resume: bool,
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// Where the model trains, and whether the CPU takes candle's own ops only (`TrainRun`'s).
+    pub device: Device,
+    pub portable_ops: bool,
 }
 
 /// Detections of `model` for each video, in seconds, labelled with class names.
@@ -400,7 +403,12 @@ fn training_sample(v: &CtcnVideo, cfg: &CtcnTrainConfig, rng: &mut Rng) -> (Vec<
 }
 
 pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
+    super::on_path(run.portable_ops, || train_ctcn_on(run))
+}
+
+fn train_ctcn_on(run: CtcnRun) -> Result<LocalizerSummary> {
     let cfg = &run.config;
+    let device = &run.device;
     cfg.validate()?;
     if run.train.is_empty() {
         bail!("no training videos with annotated segments");
@@ -418,11 +426,8 @@ pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
     let mut model_cfg = ctcn_config(&spec)?;
     model_cfg.labels = Some(run.classes.clone());
     let varmap = VarMap::new();
-    let model = Ctcn::new(
-        model_cfg.clone(),
-        spec.clone(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )?;
+    let model =
+        Ctcn::new(model_cfg.clone(), spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     init_ctcn(&varmap, cfg.seed)?;
     let mut optim = cfg.optimizer.build(trainable_vars(&varmap)).context("optimizer")?;
     let schedule = cfg.schedule.clone().unwrap_or_else(|| LrSchedule::constant(cfg.optimizer.lr()));
@@ -430,7 +435,7 @@ pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
     let mut state = TrainState::default();
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
     if resume {
-        let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
+        let ckpt = load_checkpoint(&ckpt_path, device).context("--resume")?;
         let saved = ctcn_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != spec {
             bail!("{}: the checkpoint's C-TCN settings differ from the config's", ckpt_path.display());
@@ -479,7 +484,7 @@ pub fn train_ctcn(run: CtcnRun) -> Result<LocalizerSummary> {
             if b == 0 {
                 continue;
             }
-            let xt = Tensor::from_vec(x, (b, t, w), &Device::Cpu)?;
+            let xt = Tensor::from_vec(x, (b, t, w), device)?;
             let out = model.forward_train(&xt, rng.next_u64())?;
             let loss = ctcn_loss(&out.loc, &out.cls, &locs, &clss, cfg.loc_weight, cfg.neg_ratio)?;
             let loss_v = loss.total.to_scalar::<f32>()? as f64;

@@ -156,6 +156,9 @@ pub struct EtsRun {
     pub resume: bool,
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// Where the model trains, and whether the CPU takes candle's own ops only (`TrainRun`'s).
+    pub device: Device,
+    pub portable_ops: bool,
 }
 
 /// What `vtrain` prints when ETS's training ends.
@@ -168,24 +171,29 @@ pub struct EtsSummary {
     pub best_epoch: Option<usize>,
 }
 
-/// A batch's features and word ids.
-fn batch(pairs: &[&CaptionPair], vocab: &Vocabulary) -> Result<(Padded, Vec<Vec<usize>>)> {
+/// A batch's features (on `device`) and word ids.
+fn batch(pairs: &[&CaptionPair], vocab: &Vocabulary, device: &Device) -> Result<(Padded, Vec<Vec<usize>>)> {
     let xs: Vec<Tensor> = pairs
         .iter()
         .map(|p| {
             let (t, c) = p.features.dim();
-            Tensor::from_vec(p.features.iter().copied().collect(), (t, c), &Device::Cpu)
+            Tensor::from_vec(p.features.iter().copied().collect(), (t, c), device)
         })
         .collect::<candle_core::Result<_>>()?;
     Ok((Padded::new(&xs)?, pairs.iter().map(|p| vocab.encode(&p.sentence)).collect()))
 }
 
 /// The loss over `pairs` (every word of them), in batches.
-pub fn validation_loss(model: &Ets, pairs: &[CaptionPair], batch_size: usize) -> Result<f64> {
+pub fn validation_loss(
+    model: &Ets,
+    pairs: &[CaptionPair],
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
     let (mut sum, mut words) = (0f64, 0usize);
     let refs: Vec<&CaptionPair> = pairs.iter().collect();
     for chunk in refs.chunks(batch_size.max(1)) {
-        let (x, sentences) = batch(chunk, &model.vocab)?;
+        let (x, sentences) = batch(chunk, &model.vocab, device)?;
         let n: usize = sentences.iter().map(|s| s.len() + 1).sum();
         sum += model.loss(&x, &sentences)?.to_scalar::<f32>()? as f64 * n as f64;
         words += n;
@@ -194,7 +202,12 @@ pub fn validation_loss(model: &Ets, pairs: &[CaptionPair], batch_size: usize) ->
 }
 
 pub fn train_ets(run: EtsRun) -> Result<EtsSummary> {
+    super::on_path(run.portable_ops, || train_ets_on(run))
+}
+
+fn train_ets_on(run: EtsRun) -> Result<EtsSummary> {
     let cfg = &run.config;
+    let device = &run.device;
     cfg.validate()?;
     if run.train.is_empty() {
         bail!("no training sentences");
@@ -207,7 +220,7 @@ pub fn train_ets(run: EtsRun) -> Result<EtsSummary> {
     }
     let model_cfg = ets_config(&cfg.ets, &vocab)?;
     let varmap = VarMap::new();
-    let model = Ets::new(model_cfg.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    let model = Ets::new(model_cfg.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     init_ets(&varmap, cfg.seed)?;
     let adam =
         AdamWConfig { lr: cfg.lr_at(1), weight_decay: cfg.l2_weight_decay, l2: true, ..Default::default() };
@@ -218,7 +231,7 @@ pub fn train_ets(run: EtsRun) -> Result<EtsSummary> {
     let mut state = TrainState::default();
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
     if resume {
-        let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
+        let ckpt = load_checkpoint(&ckpt_path, device).context("--resume")?;
         let (saved, saved_vocab) =
             ets_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != cfg.ets || saved_vocab != vocab {
@@ -246,7 +259,7 @@ pub fn train_ets(run: EtsRun) -> Result<EtsSummary> {
             let lr = cfg.lr_at(state.global_step + 1);
             optim.set_lr(lr);
             let pairs: Vec<&CaptionPair> = idx.iter().map(|&i| &run.train[i]).collect();
-            let (x, sentences) = batch(&pairs, &vocab)?;
+            let (x, sentences) = batch(&pairs, &vocab, device)?;
             let loss = model.loss(&x, &sentences)?;
             let loss_v = loss.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {
@@ -277,7 +290,7 @@ pub fn train_ets(run: EtsRun) -> Result<EtsSummary> {
         state.iteration = 0;
         let validate = (epoch + 1) % cfg.val_every == 0 || epoch + 1 == cfg.epochs;
         if let (Some(val), true) = (&run.val, validate) {
-            let v = validation_loss(&model, val, cfg.batch_size)?;
+            let v = validation_loss(&model, val, cfg.batch_size, device)?;
             line["val_loss"] = v.into();
             summary.last_val_loss = Some(v);
             // Lower is better: the state keeps the best as its negative.

@@ -226,6 +226,9 @@ pub struct LocalizerRun {
     /// Stop after this many epochs of this invocation.
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// Where the model trains, and whether the CPU takes candle's own ops only (`TrainRun`'s).
+    pub device: Device,
+    pub portable_ops: bool,
 }
 
 /// What `vtrain` prints when a localizer's training ends. The validation figure is the
@@ -241,10 +244,10 @@ pub struct LocalizerSummary {
     pub metric: &'static str,
 }
 
-/// Features of `samples` as one batch [B, C, T].
-fn batch_input(samples: &[&LocalizerSample], spec: &BmnSpec) -> Result<Tensor> {
+/// Features of `samples` as one batch [B, C, T] on `device`.
+fn batch_input(samples: &[&LocalizerSample], spec: &BmnSpec, device: &Device) -> Result<Tensor> {
     let data: Vec<f32> = samples.iter().flat_map(|s| s.features.iter().copied()).collect();
-    Ok(Tensor::from_vec(data, (samples.len(), spec.feat_dim, spec.tscale), &Device::Cpu)?)
+    Ok(Tensor::from_vec(data, (samples.len(), spec.feat_dim, spec.tscale), device)?)
 }
 
 /// Proposals of `model` for each sample, in seconds (as vpropose writes them).
@@ -253,7 +256,7 @@ pub fn propose_samples(model: &Bmn, samples: &[LocalizerSample], top: usize) -> 
     let mut preds = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(8) {
         let refs: Vec<&LocalizerSample> = chunk.iter().collect();
-        let out = model.forward(&batch_input(&refs, spec)?)?;
+        let out = model.forward(&batch_input(&refs, spec, model.device())?)?;
         for (i, s) in chunk.iter().enumerate() {
             let bm: Vec<f32> = out.bm.get(i)?.flatten_all()?.to_vec1()?;
             let start: Vec<f32> = out.start.get(i)?.to_vec1()?;
@@ -317,7 +320,12 @@ fn uniform_maps(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
 }
 
 pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
+    super::on_path(run.portable_ops, || train_bmn(run))
+}
+
+fn train_bmn(run: LocalizerRun) -> Result<LocalizerSummary> {
     let cfg = &run.config;
+    let device = &run.device;
     cfg.validate()?;
     if run.train.is_empty() {
         bail!("no training videos");
@@ -327,11 +335,8 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
     let spec = cfg.bmn.clone();
     let model_cfg = bmn_config(&spec)?;
     let varmap = VarMap::new();
-    let model = Bmn::new(
-        model_cfg.clone(),
-        spec.clone(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )?;
+    let model =
+        Bmn::new(model_cfg.clone(), spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     init_bmn(&varmap, &spec, cfg.seed)?;
     let vars = trainable_vars(&varmap);
     let mut optim = cfg.optimizer.build(vars).context("optimizer")?;
@@ -340,7 +345,7 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
     let mut state = TrainState::default();
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
     if resume {
-        let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
+        let ckpt = load_checkpoint(&ckpt_path, device).context("--resume")?;
         let saved = bmn_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != spec {
             bail!("{}: the checkpoint's BMN sizes differ from the config's", ckpt_path.display());
@@ -371,7 +376,7 @@ pub fn train_localizer(run: LocalizerRun) -> Result<LocalizerSummary> {
             let lr = schedule.lr(epoch, iter, ipe);
             optim.set_lr(lr);
             let batch: Vec<&LocalizerSample> = idx.iter().map(|&i| &run.train[i]).collect();
-            let out = model.forward_differentiable(&batch_input(&batch, &spec)?)?;
+            let out = model.forward_differentiable(&batch_input(&batch, &spec, device)?)?;
             let step_key = (epoch as u64) << 32 | iter as u64;
             let (u_mid, u_low) =
                 uniform_maps(&mut Rng::derive(cfg.seed ^ 0xB3A1, step_key), spec.dscale * spec.tscale);

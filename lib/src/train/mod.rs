@@ -18,6 +18,15 @@ pub mod tall;
 pub mod trainer;
 
 pub use amp::{Amp, LossScaler};
+
+/// Runs `f` with every op on candle's own path when `portable_ops` (`--device cpu-portable`:
+/// the GPU's code on the CPU, see `nn::with_portable_ops`), as it is otherwise.
+pub fn on_path<T>(portable_ops: bool, f: impl FnOnce() -> T) -> T {
+    match portable_ops {
+        true => crate::nn::with_portable_ops(f),
+        false => f(),
+    }
+}
 pub use checkpoint::{
     load_checkpoint, resume_from, save_checkpoint, save_checkpoint_with_peer, Checkpoint, PeerCheckpoint,
     PeerRef, TrainState, TRAIN_KEY,

@@ -202,7 +202,12 @@ pub fn tall_pairs(videos: &[TallVideo], cfg: &TallTrainConfig) -> Vec<TallPair> 
 }
 
 /// A batch's clip features [B, Dv], sentences [B, E] and offsets [B, 2].
-fn batch(videos: &[TallVideo], pairs: &[TallPair], spec: &TallSpec) -> Result<(Tensor, Tensor, Tensor)> {
+fn batch(
+    videos: &[TallVideo],
+    pairs: &[TallPair],
+    spec: &TallSpec,
+    d: &Device,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let (mut x, mut s, mut o) = (Vec::new(), Vec::new(), Vec::new());
     for p in pairs {
         let v = &videos[p.video];
@@ -211,7 +216,6 @@ fn batch(videos: &[TallVideo], pairs: &[TallPair], spec: &TallSpec) -> Result<(T
         o.extend(p.offsets);
     }
     let b = pairs.len();
-    let d = &Device::Cpu;
     Ok((
         Tensor::from_vec(x, (b, spec.visual_feature_dim), d)?,
         Tensor::from_vec(s, (b, spec.sentence_embedding_size), d)?,
@@ -240,9 +244,17 @@ pub struct TallRun {
     pub resume: bool,
     pub stop_after: Option<usize>,
     pub quiet: bool,
+    /// Where the model trains, and whether the CPU takes candle's own ops only (`TrainRun`'s).
+    pub device: Device,
+    pub portable_ops: bool,
 }
 
 pub fn train_tall(run: TallRun) -> Result<LocalizerSummary> {
+    super::on_path(run.portable_ops, || train_tall_on(run))
+}
+
+fn train_tall_on(run: TallRun) -> Result<LocalizerSummary> {
+    let device = &run.device;
     let cfg = &run.config;
     cfg.validate()?;
     let pairs = tall_pairs(&run.train, cfg);
@@ -261,11 +273,8 @@ pub fn train_tall(run: TallRun) -> Result<LocalizerSummary> {
     let spec = cfg.tall.clone();
     let model_cfg = tall_config(&spec)?;
     let varmap = VarMap::new();
-    let model = Tall::new(
-        model_cfg.clone(),
-        spec.clone(),
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )?;
+    let model =
+        Tall::new(model_cfg.clone(), spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     init_tall(&varmap, cfg.seed)?;
     let mut optim = cfg.optimizer.build(trainable_vars(&varmap)).context("optimizer")?;
     let schedule = LrSchedule::constant(cfg.optimizer.lr());
@@ -273,7 +282,7 @@ pub fn train_tall(run: TallRun) -> Result<LocalizerSummary> {
     let mut state = TrainState::default();
     let resume = super::resume_from(&ckpt_path, run.resume, run.quiet);
     if resume {
-        let ckpt = load_checkpoint(&ckpt_path, &Device::Cpu).context("--resume")?;
+        let ckpt = load_checkpoint(&ckpt_path, device).context("--resume")?;
         let saved = tall_spec(&ckpt.config).with_context(|| format!("{}", ckpt_path.display()))?;
         if saved != spec {
             bail!("{}: the checkpoint's TALL settings differ from the config's", ckpt_path.display());
@@ -307,7 +316,7 @@ pub fn train_tall(run: TallRun) -> Result<LocalizerSummary> {
             let lr = schedule.lr(epoch, iter, ipe);
             optim.set_lr(lr);
             let chosen: Vec<TallPair> = idx.iter().map(|&i| pairs[i]).collect();
-            let (x, s, o) = batch(&run.train, &chosen, &spec)?;
+            let (x, s, o) = batch(&run.train, &chosen, &spec, device)?;
             let (loss, align, reg) = tall_loss(&model.forward(&x, &s)?, &o)?;
             let loss_v = loss.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {

@@ -296,7 +296,7 @@ pub fn load_init(
         let in_head = name.strip_prefix(head).is_some_and(|r| r.starts_with('.'));
         match tensors.get(name.as_str()) {
             Some(t) if t.shape() == var.shape() => {
-                var.set(&t.to_dtype(DType::F32)?)?;
+                var.set(&t.to_dtype(DType::F32)?.to_device(var.device())?)?;
                 taken += 1;
             }
             Some(_) | None if in_head => fresh.push(name.clone()),
@@ -355,8 +355,8 @@ impl ValMetrics {
     }
 }
 
-/// Logits of one batch in eval or train mode, its clips moved to `device` (the loader builds
-/// them on the CPU; feature sequences train on the CPU).
+/// Logits of one batch in eval or train mode, its clips or feature sequences moved to `device`
+/// (the loader builds them on the CPU).
 fn forward_batch(
     model: &Model,
     input: &BatchInput,
@@ -366,7 +366,15 @@ fn forward_batch(
 ) -> candle_core::Result<Tensor> {
     match input {
         BatchInput::Clips(x) => model.forward_train(&x.to_device(device)?, train, rng),
-        BatchInput::Sequences(s) => model.forward_seq(s, train, rng),
+        BatchInput::Sequences(s) if device.is_cpu() => model.forward_seq(s, train, rng),
+        BatchInput::Sequences(s) => {
+            let mut moved = Vec::with_capacity(s.len());
+            for p in s {
+                let (x, mask) = (p.x.to_device(device)?, p.mask.to_device(device)?);
+                moved.push(crate::model::Padded { x, mask, lengths: p.lengths.clone() });
+            }
+            model.forward_seq(&moved, train, rng)
+        }
     }
 }
 
@@ -431,10 +439,7 @@ impl Log {
 }
 
 pub fn train(run: TrainRun) -> Result<TrainSummary> {
-    if run.portable_ops {
-        return crate::nn::with_portable_ops(|| train_on(run));
-    }
-    train_on(run)
+    super::on_path(run.portable_ops, || train_on(run))
 }
 
 fn train_on(run: TrainRun) -> Result<TrainSummary> {
@@ -446,9 +451,6 @@ fn train_on(run: TrainRun) -> Result<TrainSummary> {
     std::fs::create_dir_all(&run.out_dir)
         .with_context(|| format!("{}: cannot create", run.out_dir.display()))?;
     let device = run.device.clone();
-    if !device.is_cpu() && cfg.model.sequence.is_some() {
-        bail!("sequence models train on the CPU (--device cpu)");
-    }
     if let (Some(amp), true) = (cfg.amp, device.is_cpu() && !run.portable_ops) {
         bail!(
             "amp={}: mixed precision runs on candle's ops: --device cuda or cpu-portable (the CPU kernels are f32)",
