@@ -6,6 +6,7 @@ pub mod amp;
 pub mod bmn;
 pub mod bsn;
 pub mod checkpoint;
+pub mod config;
 pub mod ctcn;
 pub mod ets;
 pub mod loader;
