@@ -387,7 +387,6 @@ macro_rules! lr_and_vars {
         }
     };
 }
-use lr_and_vars;
 
 mod adamw;
 mod grads;
