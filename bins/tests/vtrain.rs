@@ -319,7 +319,11 @@ fn mixed_precision_trains_on_the_candle_only_path() {
         a.extend(["-o", "epochs=5", "-o", "train_crop=center", "-o", "dropout=0", "-o", "log_every=1"]);
         a.extend(["-o", r#"optimizer={"name":"adamw","lr":0.005,"weight_decay":0.0001}"#]);
         for o in own {
-            a.extend(["-o", o]);
+            // Flags as they are (`--resume`), config keys after -o.
+            match o.starts_with("--") {
+                true => a.push(o),
+                false => a.extend(["-o", o]),
+            }
         }
         let o = run(VTRAIN, &a, p);
         assert!(o.status.success(), "{own:?}: {}", stderr(&o));
@@ -362,6 +366,12 @@ fn mixed_precision_trains_on_the_candle_only_path() {
     let settled = *scales.last().unwrap();
     assert!(settled >= 1.0 && scales.iter().filter(|&&s| s == settled).count() >= 3, "{scales:?}");
     assert!(scales.windows(2).all(|w| w[1] <= w[0]), "no growth within 2000 steps: {scales:?}");
+    // The scale is in the checkpoint: stopped after 2 epochs (at 2^16, one halving still to
+    // come) and resumed, the run ends with the uninterrupted run's weights.
+    let split = ["amp=f16", "loss_scale=4194304"];
+    train("f16_split", &[&split[..], &["--stop-after=2"]].concat());
+    train("f16_split", &[&split[..], &["--resume"]].concat());
+    assert_same_tensors(&p.join("f16_scaled/last.safetensors"), &p.join("f16_split/last.safetensors"));
 
     let o = run(
         VTRAIN,
