@@ -164,8 +164,12 @@ mod tests {
             let want = want.relu().unwrap();
             let got = DepthwiseConv2d::branches_bn_act(&branches, &x, false, true).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let d = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(d < 1e-5, "stride {stride}: {d}");
+            let d = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let top = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            // Folding reorders the sums: float32 rounding relative to the largest output (random
+            // inputs and parameters: outputs up to ~40, errors up to 4.1e-7 of them in 60 runs;
+            // an absolute 1e-5 failed once at 1.1e-5).
+            assert!(d <= 4e-6 * top.max(1.0), "stride {stride}: {d} (largest output {top})");
         }
     }
 }
