@@ -99,32 +99,36 @@ impl CustomOp3 for FusedAttention {
         }
         let mut out = vec![0f32; groups * nq * dv];
         let dst = DisjointMut(out.as_mut_ptr());
-        // The tasks share the threads; each one's products stay on its thread.
+        // The tasks share the threads; each one's products stay on its thread, in the caller's
+        // precision (autocast is per thread).
+        let autocast = super::autocast::dtype();
         par_for(groups * tiles, |task| {
-            serial(|| {
-                let (g, r0) = (task / tiles, task % tiles * rows);
-                let len = rows.min(nq - r0);
-                let qg = &q[(g * nq + r0) * d..][..len * d];
-                let kt = match transposed {
-                    true => MatRef::row_major(&kt_all[g * d * nk..][..d * nk], d, nk),
-                    false => MatRef::row_major(&k[g * nk * d..][..nk * d], nk, d).t(),
-                };
-                let vg = &v[g * nk * dv..][..nk * dv];
-                let mut scores = vec![0f32; len * nk];
-                let a = MatRef::row_major(qg, len, d);
-                sgemm(a, kt, &mut scores, nk, false, Epilogue::default());
-                let mut inv_sums = vec![0f32; len];
-                softmax_rows(&mut scores, nk, scale, &mut inv_sums);
-                // SAFETY: task (g, tile) writes rows r0..r0 + len of group g only: disjoint ranges.
-                let o = unsafe { std::slice::from_raw_parts_mut(dst.at((g * nq + r0) * dv), len * dv) };
-                sgemm(
-                    MatRef::row_major(&scores, len, nk),
-                    MatRef::row_major(vg, nk, dv),
-                    o,
-                    dv,
-                    false,
-                    Epilogue { row_scale: Some(&inv_sums), ..Default::default() },
-                );
+            super::autocast::with_autocast(autocast, || {
+                serial(|| {
+                    let (g, r0) = (task / tiles, task % tiles * rows);
+                    let len = rows.min(nq - r0);
+                    let qg = &q[(g * nq + r0) * d..][..len * d];
+                    let kt = match transposed {
+                        true => MatRef::row_major(&kt_all[g * d * nk..][..d * nk], d, nk),
+                        false => MatRef::row_major(&k[g * nk * d..][..nk * d], nk, d).t(),
+                    };
+                    let vg = &v[g * nk * dv..][..nk * dv];
+                    let mut scores = vec![0f32; len * nk];
+                    let a = MatRef::row_major(qg, len, d);
+                    sgemm(a, kt, &mut scores, nk, false, Epilogue::default());
+                    let mut inv_sums = vec![0f32; len];
+                    softmax_rows(&mut scores, nk, scale, &mut inv_sums);
+                    // SAFETY: task (g, tile) writes rows r0..r0 + len of group g only: disjoint ranges.
+                    let o = unsafe { std::slice::from_raw_parts_mut(dst.at((g * nq + r0) * dv), len * dv) };
+                    sgemm(
+                        MatRef::row_major(&scores, len, nk),
+                        MatRef::row_major(vg, nk, dv),
+                        o,
+                        dv,
+                        false,
+                        Epilogue { row_scale: Some(&inv_sums), ..Default::default() },
+                    );
+                })
             })
         });
         Ok((CpuStorage::F32(out), Shape::from((groups, nq, dv))))

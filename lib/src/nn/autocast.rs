@@ -4,9 +4,11 @@
 //! pooling, activations, losses, classifier heads) stays f32. The casts are candle ops, so the
 //! backward runs each product in `dtype` too and gives the f32 parameters f32 gradients.
 //!
-//! Only the candle-only path (a GPU, or `with_portable_ops`) looks at the setting: vidkit's CPU
-//! kernels are f32. On the CPU the half-precision values are computed on in f32 (see `product`):
-//! the same roundings, not the speed.
+//! The candle-only path (a GPU, or `with_portable_ops`) casts the operands of its products. Of
+//! vidkit's CPU kernels, the GEMM and everything built on it (convolutions, linear layers,
+//! attention) take bf16 (not f16): the packers round A and B to bf16 and the product accumulates
+//! in f32 (`gemm::bf16_products`). On the CPU the half-precision values are computed on in f32:
+//! the same roundings as a matrix unit, not (without one) its speed.
 
 use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;
@@ -26,6 +28,18 @@ pub fn with_autocast<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(AUTOCAST.with(|a| a.replace(dtype)));
     f()
+}
+
+/// The autocast dtype set on this thread (None: f32).
+pub(crate) fn dtype() -> Option<DType> {
+    AUTOCAST.with(|a| a.get())
+}
+
+/// Whether vidkit's CPU products (the blocked GEMM and its fallback) round their operands to
+/// bf16 on this thread: under bf16 autocast. f16 has no matrix unit on these CPUs and stays
+/// with the candle-only path.
+pub(crate) fn bf16_products() -> bool {
+    dtype() == Some(DType::BF16)
 }
 
 /// The product `f` of `operands`: in the autocast dtype with the result cast back when one is

@@ -81,9 +81,14 @@ fn pad_and_phase(x: &[f32], g: &Geometry3d, ow: usize) -> PaddedInput {
 }
 
 /// Whether `conv_direct` is the faster path for `m` output channels over geometry `g` (and the
-/// CPU has AVX-512).
+/// CPU has AVX-512). Not under bf16 autocast: it reads the input unpacked, so only the GEMM
+/// rounds its operands.
 pub(super) fn applies(m: usize, g: &Geometry3d) -> bool {
-    m > 0 && m <= MAX_DIRECT_CHANNELS && g.c <= MAX_DIRECT_INPUTS && super::gemm::has_avx512()
+    m > 0
+        && m <= MAX_DIRECT_CHANNELS
+        && g.c <= MAX_DIRECT_INPUTS
+        && super::gemm::has_avx512()
+        && !super::autocast::bf16_products()
 }
 
 /// `out` [N, M, T', H', W'] = relu?(scale ⊙ conv(x, weight) + bias (+ residual)) for a dense

@@ -5,7 +5,7 @@
 //! unfolded columns (9× the input for 3×3) stayed alive from the forward to the backward.
 
 use super::gemm::{
-    has_avx512, sgemm, sgemm_columns_new, sgemm_conv_new, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
+    blocked_isa, sgemm, sgemm_columns_new, sgemm_conv_new, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
 };
 use super::vol2col::{col2vol, f32_slice, par_planes, vol2col, zeros_par, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -223,7 +223,7 @@ impl CustomOp2 for ConvGemmGradWeight {
                 l2.dims()
             )
         }
-        let gw = if has_avx512() {
+        let gw = if blocked_isa().is_some() {
             grad_weight_implicit(x, grad, cout, &g)?
         } else {
             grad_weight_by_columns(x, grad, cout, &g)?
@@ -244,7 +244,7 @@ fn grad_weight_implicit(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) ->
     Ok(gw)
 }
 
-/// The weight gradient through buffers (CPUs without AVX-512): the columns [C·taps, N·P] (for
+/// The weight gradient through buffers (CPUs without a blocked kernel): the columns [C·taps, N·P] (for
 /// 1×1×1 stride 1, x with images side by side) and grad as [N·P, C_out], one product
 /// grad_wᵀ = cols · gradᵀ with both operands read along rows, then transposed.
 fn grad_weight_by_columns(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
@@ -297,6 +297,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::gemm::with_isa;
     use crate::rng::Rng;
 
     fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
@@ -305,10 +306,12 @@ mod tests {
 
     #[test]
     fn implicit_weight_gradient_equals_the_column_route() {
-        if !has_avx512() {
-            eprintln!("skipped: the implicit weight gradient needs AVX-512");
+        let kernels: Vec<_> = crate::nn::gemm::Isa::paths().into_iter().flatten().collect();
+        if kernels.is_empty() {
+            eprintln!("skipped: the implicit weight gradient needs a blocked kernel (AVX2 or AVX-512)");
             return;
         }
+        eprintln!("kernels: {kernels:?}");
         let mut rng = Rng::new(11);
         // (n, c, cout, input, kernel, stride, pad, dilation): ResNet's 3×3, its strided 3×3 and
         // 1×1 shortcut, the 7×7 stem, 1×1 (whole-plane runs), temporal and dilated 3D kernels,
@@ -331,11 +334,16 @@ mod tests {
             let x = random(n * c * g.in_volume(), &mut rng);
             let grad = random(n * cout * positions(&g).unwrap(), &mut rng);
             let want = grad_weight_by_columns(&x, &grad, cout, &g).unwrap();
-            let got = grad_weight_implicit(&x, &grad, cout, &g).unwrap();
-            assert_eq!(got.len(), want.len());
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(scale > 0.0 && diff <= 1e-5 * scale, "{g:?}: differs by {diff} (max {scale})");
+            for &isa in &kernels {
+                let got = with_isa(Some(isa), || grad_weight_implicit(&x, &grad, cout, &g)).unwrap();
+                assert_eq!(got.len(), want.len());
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    scale > 0.0 && diff <= 1e-5 * scale,
+                    "{isa:?} {g:?}: differs by {diff} (max {scale})"
+                );
+            }
         }
     }
 
@@ -429,7 +437,12 @@ mod timing {
                     None => grad_input_by_columns(&w, &dy, cout, &g).unwrap(),
                 })
             });
-            let gw = time(&|| drop(grad_weight_implicit(&x, &dy, cout, &g).unwrap()));
+            let gw = time(&|| {
+                drop(match blocked_isa() {
+                    Some(_) => grad_weight_implicit(&x, &dy, cout, &g),
+                    None => grad_weight_by_columns(&x, &dy, cout, &g),
+                })
+            });
             eprintln!("{c}->{cout} k{k} {hw}² s{s}: forward {fwd:.0}, grad input {gi:.0}, grad weight {gw:.0} GFLOP/s");
         }
     }

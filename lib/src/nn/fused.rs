@@ -118,7 +118,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         candle_core::bail!("fused conv: a temporal shift needs frames as the batch (T = 1)")
     }
     let shift = match shift {
-        Some(s) if !(direct && super::gemm::has_avx512()) => {
+        Some(s) if !(direct && super::gemm::blocked_isa().is_some()) => {
             let (n, c, _, h, w) = x.dims5()?;
             let xs = x.contiguous()?.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
             return conv_bn_act_3d_shifted(

@@ -84,6 +84,31 @@ macro_rules! dispatch_simd {
 }
 pub(crate) use dispatch_simd;
 
+/// `x` rounded to the nearest bfloat16 (ties to even, as `half::bf16::from_f32`; NaN stays NaN),
+/// kept as f32: the value a bf16 matrix unit multiplies (bf16 × bf16 is exact in f32, so f32
+/// FMAs on rounded operands are its arithmetic up to the order of accumulation).
+#[inline(always)]
+pub(crate) fn bf16_round(x: f32) -> f32 {
+    let b = x.to_bits();
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    let r = if nan { b | 0x0040_0000 } else { b.wrapping_add(0x7fff + ((b >> 16) & 1)) };
+    f32::from_bits(r & 0xffff_0000)
+}
+
+fn bf16_round_slice(x: &mut [f32]) {
+    for v in x {
+        *v = bf16_round(*v);
+    }
+}
+
+dispatch_simd!(bf16_round_simd, bf16_round_slice, (x: &mut [f32]));
+
+/// Every value of `x` rounded to bfloat16 in place (`bf16_round`), in the widest vectors the CPU
+/// has.
+pub(crate) fn bf16_round_in_place(x: &mut [f32]) {
+    bf16_round_simd(x)
+}
+
 /// A pointer that threads may share because each writes a disjoint part of what it points to.
 #[derive(Clone, Copy)]
 pub(super) struct DisjointMut(pub *mut f32);
@@ -174,3 +199,39 @@ pub(super) fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     deinterleave_simd(src, even, odd)
 }
 // Fused multiply-adds in the vector variants; the baseline has no FMA instruction.
+
+#[cfg(test)]
+mod bf16_tests {
+    use super::*;
+
+    /// Rounds as candle's f32 → bf16 cast (the `half` crate's): ties to even, overflow to
+    /// infinity, NaN kept; the in-place pass (vector code) equals the scalar one.
+    #[test]
+    fn bf16_rounding_equals_the_half_crate() {
+        let mut rng = crate::rng::Rng::new(3);
+        let mut xs: Vec<f32> = (0..4099).map(|_| ((rng.uniform() - 0.5) * 1e4) as f32).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1.0 + f32::EPSILON * 64.0,
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            f32::MAX,
+            f32::MIN_POSITIVE / 3.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        let mut vector = xs.clone();
+        bf16_round_in_place(&mut vector);
+        for (&x, &v) in xs.iter().zip(&vector) {
+            let want = half::bf16::from_f32(x).to_f32();
+            let got = bf16_round(x);
+            assert!(
+                want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                "{x:e}: {got:e} vs {want:e}"
+            );
+            assert_eq!(v.to_bits(), got.to_bits(), "{x:e}: vector pass differs");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! Without AVX-512: the `gemm` crate does the product, then the epilogue.
+//! Without a blocked kernel (no AVX2 + FMA, or `VIDKIT_GEMM=portable`): the `gemm` crate does the
+//! product through buffers, then the epilogue.
 
 use super::*;
 
@@ -16,7 +17,7 @@ pub(super) fn scale_rows(a: &MatRef, s: &[f32]) -> Vec<f32> {
     out
 }
 
-/// Without AVX-512: the `gemm` crate (AVX2/FMA where available), then the epilogue.
+/// The `gemm` crate's product (its AVX2/FMA kernels where available), then the epilogue.
 pub(super) fn fallback(a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool, epi: Epilogue) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let scaled: Vec<f32>;

@@ -1,17 +1,20 @@
 //! The blocked product over packed panels and the AVX-512 micro-kernel, with the epilogue
-//! applied while the last K block's tile is in registers.
+//! applied while the last K block's tile is in registers (the AVX2 kernel: `kernel_avx2`).
 
 use super::*;
 
-/// The blocked product for output rows `rows` and columns `cols`.
+/// The blocked product for output rows `rows` and columns `cols`; with `bf16` the packed panels
+/// are rounded to bf16 (a shared A comes rounded), the products accumulated in f32.
 ///
 /// # Safety
-/// AVX-512F must be available; `c` must address the m × n output with leading dimension `ldc`,
+/// The CPU must run `isa`; `c` must address the m × n output with leading dimension `ldc`,
 /// and no other thread may touch the block (rows × cols) at the same time; `shared_a`, when
 /// given, must hold all of A packed as `pack_a_whole` lays it out, for rows starting at 0.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn blocked(
+    isa: Isa,
+    bf16: bool,
     a: MatRef,
     a_cols: Columns,
     b: Rhs,
@@ -45,7 +48,11 @@ pub(super) unsafe fn blocked(
                     let kc = KC.min(k - pc);
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let at = whole_a_at(pc, panel_rows, ic - rows.0, kc);
-                        pack_a(&a, &a_cols, ic, MC.min(rows.1 - ic), pc, kc, epi.row_scale, &mut abuf[at..]);
+                        let dst = &mut abuf[at..at + MC.min(rows.1 - ic).div_ceil(MR) * MR * kc];
+                        pack_a(&a, &a_cols, ic, MC.min(rows.1 - ic), pc, kc, epi.row_scale, dst);
+                        if bf16 {
+                            bf16_round_in_place(dst);
+                        }
                     }
                 }
             }
@@ -56,7 +63,13 @@ pub(super) unsafe fn blocked(
                     let kc = KC.min(k - pc);
                     let (first, last) = (pc == 0, pc + kc == k);
                     let load = accumulate || !first;
-                    pack_b(&b, pc, kc, jc, nc, bbuf);
+                    match isa {
+                        Isa::Avx512 => pack_b(&b, pc, kc, jc, nc, bbuf),
+                        Isa::Avx2 => pack_b_avx2(&b, pc, kc, jc, nc, bbuf),
+                    }
+                    if bf16 {
+                        bf16_round_in_place(&mut bbuf[..nc.div_ceil(NR) * NR * kc]);
+                    }
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let mc = MC.min(rows.1 - ic);
                         let a_block = if let Some(shared) = shared_a {
@@ -66,6 +79,9 @@ pub(super) unsafe fn blocked(
                             abuf.as_ptr().add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
                         } else {
                             pack_a(&a, &a_cols, ic, mc, pc, kc, epi.row_scale, abuf);
+                            if bf16 {
+                                bf16_round_in_place(&mut abuf[..mc.div_ceil(MR) * MR * kc]);
+                            }
                             abuf.as_ptr()
                         };
                         for ir in 0..mc.div_ceil(MR) {
@@ -89,12 +105,26 @@ pub(super) unsafe fn blocked(
                                 let one_item = cols_map.c_stride == cols_map.per
                                     || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
                                 if nr == NR && one_item {
-                                    by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu));
+                                    match isa {
+                                        Isa::Avx512 => {
+                                            by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu))
+                                        }
+                                        Isa::Avx2 => {
+                                            kernel_avx2(mr, kc, ap, bp, cp, ldc, load, bias, res, relu)
+                                        }
+                                    }
                                 } else {
                                     // Edge tile: full tile into scratch, then the valid part, a run
                                     // of columns within one item at a time.
-                                    let null = std::ptr::null();
-                                    kernel::<MR>(kc, ap, bp, tile.as_mut_ptr(), NR, false, null, null, false);
+                                    let (null, t) = (std::ptr::null(), tile.as_mut_ptr());
+                                    match isa {
+                                        Isa::Avx512 => {
+                                            kernel::<MR>(kc, ap, bp, t, NR, false, null, null, false)
+                                        }
+                                        Isa::Avx2 => {
+                                            kernel_avx2(MR, kc, ap, bp, t, NR, false, null, null, false)
+                                        }
+                                    }
                                     let base = (row0 * ldc + cols_map.c_off(col0)) as isize;
                                     let mut j = 0;
                                     while j < nr {
@@ -104,7 +134,15 @@ pub(super) unsafe fn blocked(
                                         let res_at = if res.is_null() { res } else { res.offset(at) };
                                         let part =
                                             TilePart { tile: tile.as_ptr().add(j), rows: mr, cols: run };
-                                        store_tile_part(part, cp.offset(at), ldc, load, bias, res_at, relu);
+                                        let c_at = cp.offset(at);
+                                        match isa {
+                                            Isa::Avx512 => {
+                                                store_tile_part(part, c_at, ldc, load, bias, res_at, relu)
+                                            }
+                                            Isa::Avx2 => store_tile_part_avx2(
+                                                part, c_at, ldc, load, bias, res_at, relu,
+                                            ),
+                                        }
                                         j += run;
                                     }
                                 }
@@ -120,9 +158,9 @@ pub(super) unsafe fn blocked(
 /// Part of a scratch tile (rows of `NR`): its first `rows` rows, `cols` ≤ 16·2 columns from
 /// `tile` on.
 pub(super) struct TilePart {
-    tile: *const f32,
-    rows: usize,
-    cols: usize,
+    pub(super) tile: *const f32,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
 }
 
 /// An edge tile's part into C as the micro-kernel's epilogue would store it: row r =

@@ -5,9 +5,6 @@ use super::*;
 #[test]
 #[ignore]
 fn kernel_peak() {
-    if !has_avx512() {
-        return;
-    }
     let kc = 256;
     let a = vec![0.5f32; MR * kc];
     let b = vec![0.25f32; NR * kc];
@@ -17,27 +14,23 @@ fn kernel_peak() {
         let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
         s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
     };
-    let (t0, c0) = (std::time::Instant::now(), cpu());
-    for _ in 0..reps {
-        // SAFETY: AVX-512 checked; the buffers hold the panels and the tile.
-        unsafe {
-            kernel::<MR>(
-                kc,
-                a.as_ptr(),
-                b.as_ptr(),
-                c.as_mut_ptr(),
-                NR,
-                true,
-                std::ptr::null(),
-                std::ptr::null(),
-                false,
-            )
-        };
+    for isa in Isa::paths().into_iter().flatten() {
+        let (t0, c0) = (std::time::Instant::now(), cpu());
+        let (ap, bp, cp, null) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), std::ptr::null());
+        for _ in 0..reps {
+            // SAFETY: the CPU runs `isa` (`paths`); the buffers hold the panels and the tile.
+            unsafe {
+                match isa {
+                    Isa::Avx512 => kernel::<MR>(kc, ap, bp, cp, NR, true, null, null, false),
+                    Isa::Avx2 => kernel_avx2(MR, kc, ap, bp, cp, NR, true, null, null, false),
+                }
+            };
+        }
+        let flops = 2.0 * (MR * NR * kc * reps) as f64;
+        eprintln!(
+            "{isa:?} kernel: {:.0} GFLOP/s wall, {:.0} per CPU-second",
+            flops / t0.elapsed().as_secs_f64() / 1e9,
+            flops / (cpu() - c0) / 1e9
+        );
     }
-    let flops = 2.0 * (MR * NR * kc * reps) as f64;
-    eprintln!(
-        "kernel: {:.0} GFLOP/s wall, {:.0} per CPU-second",
-        flops / t0.elapsed().as_secs_f64() / 1e9,
-        flops / (cpu() - c0) / 1e9
-    );
 }

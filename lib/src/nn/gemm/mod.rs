@@ -9,7 +9,9 @@
 //! 12×K row panels; the 12×32 micro-kernel keeps its 24 accumulators in registers and takes the
 //! B values two vectors per k step and the A values as broadcasts. Per K block of `KC` the B
 //! panel being worked on stays in L1 while the A panels of an `MC` block stream from L2.
-//! Without AVX-512 the `gemm` crate does the work (the same results to rounding).
+//! On CPUs with AVX2 + FMA but not AVX-512 the same panels and packers feed an AVX2 micro-kernel
+//! (`kernel_avx2`: each 12×32 tile as four 6×16 sub-tiles); without either, the `gemm` crate does
+//! the work through buffers (the same results to rounding). [`Isa`] says which runs.
 //!
 //! The optional epilogue (a per-row bias, then ReLU) is applied while the last K block's tile is
 //! still in registers: it folds inference BatchNorm and the activation into the convolution.
@@ -239,11 +241,12 @@ fn sgemm_conv_out(a: MatRef, x: ConvRhs, out_cols: Columns, c: Out, ldc: usize, 
         return;
     }
     assert!((a.rows - 1) * ldc + out_cols.c_off(n - 1) < c.len, "output buffer too small");
-    if has_avx512() && k > 0 {
+    if let (Some(isa), true) = (blocked_isa(), k > 0) {
         if x.g.stride[2] > 1 {
             let phased = split_w_phases(x.x, &x.g);
             let xp = ConvRhs { x: &phased, ..x };
             return run_blocked(
+                isa,
                 a,
                 Columns::single(k),
                 Rhs::Conv(xp, true),
@@ -255,22 +258,22 @@ fn sgemm_conv_out(a: MatRef, x: ConvRhs, out_cols: Columns, c: Out, ldc: usize, 
                 epi,
             );
         }
-        run_blocked(a, Columns::single(k), Rhs::Conv(x, false), n, out_cols, c.ptr, ldc, false, epi);
+        run_blocked(isa, a, Columns::single(k), Rhs::Conv(x, false), n, out_cols, c.ptr, ldc, false, epi);
     } else {
         let colbuf = super::vol2col::vol2col(x.x, &x.g).expect("geometry checked by the caller");
         let b = MatRef { data: &colbuf, rows: k, cols: n, rs: n, cs: 1 };
-        sgemm_impl(a, b, Columns { b_stride: p, ..out_cols }, c, ldc, false, epi, false);
+        sgemm_impl(a, b, Columns { b_stride: p, ..out_cols }, c, ldc, false, epi, None);
     }
 }
 
 /// C [M, C·taps] = A [M, N·P] · (conv columns of `x`)ᵀ: a convolution's weight gradient, with A
 /// the output gradient (its columns, the output positions, batched per image by `a_cols`) and
-/// the column matrix read from `x` while packing (no vol2col buffer, no transposes). AVX-512
-/// only: callers check `has_avx512`.
+/// the column matrix read from `x` while packing (no vol2col buffer, no transposes). Blocked
+/// kernels only: callers check `blocked_isa`.
 pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32], ldc: usize) {
     let [ot, oh, ow] = x.out;
     let (np, n) = (x.g.n * ot * oh * ow, x.g.c * x.g.taps());
-    assert!(has_avx512(), "the implicit transposed columns need AVX-512");
+    let isa = blocked_isa().expect("the implicit transposed columns need a blocked kernel");
     assert_eq!(a.cols, np, "gradient and input positions differ");
     assert!(x.x.len() >= x.g.n * x.g.c * x.g.in_volume(), "input buffer too small");
     if a.rows == 0 || n == 0 {
@@ -288,6 +291,7 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
         return;
     }
     run_blocked(
+        isa,
         a,
         a_cols,
         Rhs::ConvT(x),
@@ -300,6 +304,78 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
     );
 }
 
+/// The micro-kernel behind the blocked product (packing, implicit im2col, fused epilogue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// 12×32 tiles in 24 zmm accumulators.
+    Avx512,
+    /// The same 12×32 panels as four 6×16 sub-tiles in 12 ymm accumulators.
+    Avx2,
+}
+
+impl Isa {
+    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx2` or `portable`
+    /// picks a narrower one, to compare them on one machine); None: the `gemm` crate's path.
+    pub fn detected() -> Option<Isa> {
+        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let widest = [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported());
+            match std::env::var("VIDKIT_GEMM").as_deref() {
+                Ok("portable") => None,
+                Ok("avx2") if Isa::Avx2.supported() => Some(Isa::Avx2),
+                _ => widest,
+            }
+        })
+    }
+
+    /// Whether this CPU has the instructions.
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Every path this CPU can run, the `gemm` crate's (None) included: what tests go through.
+    pub fn paths() -> Vec<Option<Isa>> {
+        [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.supported()).map(Some).chain([None]).collect()
+    }
+}
+
+thread_local! {
+    /// A path chosen for the products this thread starts ([`with_isa`]).
+    static CHOSEN_ISA: std::cell::Cell<Option<Option<Isa>>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the products it starts on this thread taking `isa`'s path (None: the `gemm`
+/// crate's), for tests that go through every path the machine has.
+///
+/// # Panics
+/// When this CPU lacks `isa`'s instructions.
+pub fn with_isa<T>(isa: Option<Isa>, f: impl FnOnce() -> T) -> T {
+    assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} kernel");
+    let was = CHOSEN_ISA.with(|c| c.replace(Some(isa)));
+    let out = f();
+    CHOSEN_ISA.with(|c| c.set(was));
+    out
+}
+
+/// The blocked product's kernel for a product started now on this thread; None: no blocked path.
+pub fn blocked_isa() -> Option<Isa> {
+    CHOSEN_ISA.with(|c| c.get()).unwrap_or_else(Isa::detected)
+}
+
+/// Whether this CPU has AVX-512 (the direct convolution and the AVX-512 packers use it whatever
+/// kernel the product runs).
 pub(super) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -314,6 +390,7 @@ pub(super) fn has_avx512() -> bool {
 /// Splits the product among the pool's threads and runs the blocked kernel on each part.
 #[allow(clippy::too_many_arguments)]
 fn run_blocked(
+    isa: Isa,
     a: MatRef,
     a_cols: Columns,
     b: Rhs,
@@ -326,18 +403,22 @@ fn run_blocked(
 ) {
     let (m, k) = (a.rows, a.cols);
     let threads = threads_for(m * n * k);
+    // Read on the calling thread: the parts run on the pool's.
+    let bf16 = bf16_products();
     let c_ptr = SendPtr(c);
     let parts = partition(m, n, threads);
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
-        // SAFETY: callers checked AVX-512 and that `c` holds the m × n output.
-        unsafe { blocked(a, a_cols, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None) };
+        // SAFETY: callers checked that the CPU runs `isa` and that `c` holds the m × n output.
+        unsafe {
+            blocked(isa, bf16, a, a_cols, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None)
+        };
     } else {
         // Split by columns, every part would pack all of A (the weights, with BN's scale) for
         // itself: pack it once, the threads sharing the work, and let the parts read that.
         let panel_rows = m.div_ceil(MR) * MR;
         let shared = (parts.iter().all(|p| p.0 == (0, m)) && panel_rows * k <= SHARED_A_MAX)
-            .then(|| pack_a_whole(&a, &a_cols, panel_rows, epi.row_scale, parts.len()));
+            .then(|| pack_a_whole(&a, &a_cols, panel_rows, epi.row_scale, bf16, parts.len()));
         let packed = shared.as_ref().map(|v| SendPtr(v.as_ptr() as *mut f32));
         rayon::scope(|s| {
             for (rows, part) in parts {
@@ -346,7 +427,11 @@ fn run_blocked(
                     let packed = packed.map(|p| p.0 as *const f32);
                     // SAFETY: as above; the parts cover disjoint blocks of C, and `packed` (read
                     // only) lives until the scope ends.
-                    unsafe { blocked(a, a_cols, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed) };
+                    unsafe {
+                        blocked(
+                            isa, bf16, a, a_cols, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed,
+                        )
+                    };
                 });
             }
         });
@@ -364,12 +449,14 @@ fn whole_a_at(pc: usize, panel_rows: usize, i: usize, kc: usize) -> usize {
     pc * panel_rows + i * kc
 }
 
-/// All of A packed whole (`whole_a_at`), the blocks split over `threads`.
+/// All of A packed whole (`whole_a_at`), the blocks split over `threads`; rounded to bf16 when
+/// `bf16`.
 fn pack_a_whole(
     a: &MatRef,
     a_cols: &Columns,
     panel_rows: usize,
     scale: Option<&[f32]>,
+    bf16: bool,
     threads: usize,
 ) -> Vec<f32> {
     let (m, k) = (a.rows, a.cols);
@@ -393,6 +480,9 @@ fn pack_a_whole(
                     // one thread, and `out` outlives the scope.
                     let dst = unsafe { std::slice::from_raw_parts_mut(ptr.0.add(at), n) };
                     pack_a(a, a_cols, ic, rows, pc, kc, scale, dst);
+                    if bf16 {
+                        bf16_round_in_place(dst);
+                    }
                 }
             });
         }
@@ -411,18 +501,18 @@ pub fn sgemm_columns(
     accumulate: bool,
     epi: Epilogue,
 ) {
-    sgemm_impl(a, b, cols, Out::of(c), ldc, accumulate, epi, has_avx512())
+    sgemm_impl(a, b, cols, Out::of(c), ldc, accumulate, epi, blocked_isa())
 }
 
 /// `sgemm_columns` (no accumulation) into a new buffer of `a.rows × b.cols` values laid out by
 /// `cols` and `ldc`, which must cover it: no zeroing pass.
 pub fn sgemm_columns_new(a: MatRef, b: MatRef, cols: Columns, ldc: usize, epi: Epilogue) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
-    new_product(m, n, cols, ldc, |c| sgemm_impl(a, b, cols, c, ldc, false, epi, has_avx512()))
+    new_product(m, n, cols, ldc, |c| sgemm_impl(a, b, cols, c, ldc, false, epi, blocked_isa()))
 }
 
 /// `sgemm_columns_new` with B's rows read through `rows` (a frame shift per row, see
-/// `FrameRows`; B contiguous along its columns). Needs AVX-512 (`has_avx512`).
+/// `FrameRows`; B contiguous along its columns). Needs a blocked kernel (`blocked_isa`).
 pub fn sgemm_columns_shifted_new(
     a: MatRef,
     b: MatRef,
@@ -432,7 +522,7 @@ pub fn sgemm_columns_shifted_new(
     epi: Epilogue,
 ) -> Vec<f32> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(has_avx512(), "the shifted product needs AVX-512");
+    let isa = blocked_isa().expect("the shifted product needs a blocked kernel");
     assert!(b.cs == 1 && b.rows == k && rows.delta.len() == k, "B rows and their shifts differ");
     assert!(
         rows.segments > 0 && n % cols.per == 0 && (n / cols.per) % rows.segments == 0,
@@ -452,7 +542,18 @@ pub fn sgemm_columns_shifted_new(
         assert!(res.len() >= m * n, "residual too small");
     }
     new_product(m, n, cols, ldc, |c| {
-        run_blocked(a, Columns::single(k), Rhs::ShiftedMat(b, cols, rows), n, cols, c.ptr, ldc, false, epi)
+        run_blocked(
+            isa,
+            a,
+            Columns::single(k),
+            Rhs::ShiftedMat(b, cols, rows),
+            n,
+            cols,
+            c.ptr,
+            ldc,
+            false,
+            epi,
+        )
     })
 }
 
@@ -465,7 +566,7 @@ fn sgemm_impl(
     ldc: usize,
     accumulate: bool,
     epi: Epilogue,
-    avx512: bool,
+    isa: Option<Isa>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
@@ -486,9 +587,26 @@ fn sgemm_impl(
     if let Some(res) = epi.residual {
         assert!(res.len() > (m - 1) * ldc + last_col, "residual too small");
     }
-    if avx512 && k > 0 {
-        run_blocked(a, Columns::single(k), Rhs::Mat(b, cols), n, cols, out.ptr, ldc, accumulate, epi);
+    if let (Some(isa), true) = (isa, k > 0) {
+        run_blocked(isa, a, Columns::single(k), Rhs::Mat(b, cols), n, cols, out.ptr, ldc, accumulate, epi);
         return;
+    }
+    if bf16_products() && k > 0 {
+        // The operands rounded as the blocked packers round them: A (after BN's scale) as a
+        // row-major copy, B as a copy of its whole buffer (the view's strides unchanged).
+        let mut ar = match epi.row_scale {
+            Some(s) => scale_rows(&a, s),
+            None => scale_rows(&a, &vec![1.0; m]),
+        };
+        bf16_round_in_place(&mut ar);
+        let mut br = b.data.to_vec();
+        bf16_round_in_place(&mut br);
+        let a = MatRef::row_major(&ar, m, k);
+        let b = MatRef { data: &br, ..b };
+        let epi = Epilogue { row_scale: None, ..epi };
+        return crate::nn::autocast::with_autocast(None, || {
+            sgemm_impl(a, b, cols, out, ldc, accumulate, epi, None)
+        });
     }
     // SAFETY: `out` addresses the caller's buffer (a slice, or a new one `new_product` owns).
     let c = unsafe { out.slice() };
@@ -588,8 +706,13 @@ fn partition(m: usize, n: usize, threads: usize) -> Vec<((usize, usize), (usize,
     }
 }
 
+use crate::nn::autocast::bf16_products;
+use crate::nn::simd::bf16_round_in_place;
+
 mod fallback;
 mod kernel;
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2;
 mod op;
 mod pack;
 
@@ -598,6 +721,8 @@ use fallback::*;
 use kernel::*;
 #[cfg(target_arch = "x86_64")]
 pub(super) use kernel::{by_rows, fma_rows, store_rows};
+#[cfg(target_arch = "x86_64")]
+use kernel_avx2::*;
 pub use op::matmul;
 pub(super) use pack::pack_a;
 use pack::*;

@@ -285,8 +285,8 @@ pub(super) unsafe fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize,
     match b {
         Rhs::Mat(m, cols) => pack_b_mat(m, cols, p0, kc, j0, nc, out),
         Rhs::ShiftedMat(m, cols, rows) => pack_b_shifted(m, cols, rows, p0, kc, j0, nc, out),
-        Rhs::Conv(x, phased) => pack_b_conv(x, *phased, p0, kc, j0, nc, out),
-        Rhs::ConvT(x) => pack_b_conv_t(x, p0, kc, j0, nc, out),
+        Rhs::Conv(x, phased) => pack_b_conv(x, *phased, true, p0, kc, j0, nc, out),
+        Rhs::ConvT(x) => pack_b_conv_t(x, true, p0, kc, j0, nc, out),
     }
 }
 
@@ -319,11 +319,14 @@ pub(super) fn split_w_phases(x: &[f32], g: &crate::nn::vol2col::Geometry3d) -> V
 
 /// `pack_panels` for a convolution's implicit column matrix: a run of output columns along one
 /// output row (same image, t, h) reads, per tap row, a strided run of one input row (contiguous
-/// when `phased`: x laid out by `split_w_phases`).
+/// when `phased`: x laid out by `split_w_phases`). `wide`: with AVX-512's masked moves (callers
+/// pass a constant, true only inside AVX-512 code).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pack_b_conv(
     x: &ConvRhs,
     phased: bool,
+    wide: bool,
     p0: usize,
     kc: usize,
     j0: usize,
@@ -395,10 +398,11 @@ pub(super) fn pack_b_conv(
         let (plane, dt, dh, dw) = rows[kk];
         let (ti, hi) = (t0 + dt, h0 + dh);
         if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
-            // SAFETY: `pack_b` (the only caller) runs with AVX-512; no lane is read.
+            // SAFETY: `wide` only where AVX-512 is available; no lane is read.
             #[cfg(target_arch = "x86_64")]
-            return unsafe { masked_run(d, std::ptr::null(), 0, 0) };
-            #[cfg(not(target_arch = "x86_64"))]
+            if wide {
+                return unsafe { masked_run(d, std::ptr::null(), 0, 0) };
+            }
             return d.fill(0.0);
         }
         let src_row = &x.x[image + plane + (ti as usize * ih + hi as usize) * pitch..][..iw];
@@ -418,7 +422,7 @@ pub(super) fn pack_b_conv(
         let (lo, hi) = (inside(sw - 1 - first), inside(iw as isize - first + sw - 1));
         let hi = hi.max(lo);
         #[cfg(target_arch = "x86_64")]
-        if sw == 1 {
+        if wide && sw == 1 {
             // SAFETY: as above; lanes lo..hi read input columns first + lo .. first + hi, inside
             // the row.
             return unsafe { masked_run(d, src_row.as_ptr().wrapping_offset(first), lo, hi) };
@@ -471,13 +475,22 @@ pub(super) unsafe fn masked_run(d: &mut [f32], src: *const f32, lo: usize, hi: u
 /// pairs) into `NR`-column panels. The positions go in runs along an output row (a whole plane
 /// for 1×1 taps at stride 1 without spatial padding), decoded once per block; each column then
 /// reads, per run, a run of one input row (strided by the w stride) and writes it down its
-/// panel column. At w stride 1 with AVX-512 the runs are transposed 16 × 16 in registers.
+/// panel column. At w stride 1 or 2 with AVX-512 (`wide`, a constant true only inside AVX-512
+/// code) the runs are transposed 16 × 16 in registers.
 #[inline(always)]
-pub(super) fn pack_b_conv_t(x: &ConvRhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
+pub(super) fn pack_b_conv_t(
+    x: &ConvRhs,
+    wide: bool,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    out: &mut [f32],
+) {
     let t = ConvTBlock::new(x, p0, kc);
     #[cfg(target_arch = "x86_64")]
-    if t.sw <= 2 {
-        // SAFETY: `pack_b` (this packer's only caller) runs with AVX-512.
+    if wide && t.sw <= 2 {
+        // SAFETY: `wide` only where AVX-512 is available.
         return unsafe { pack_conv_t_wide(&t, kc, j0, nc, out) };
     }
     pack_conv_t_columns(&t, kc, j0, nc, out)

@@ -21,6 +21,13 @@ fn naive(a: &MatRef, b: &MatRef) -> Vec<f64> {
 /// (transposed) operands, accumulation and the epilogue.
 #[test]
 fn matches_naive_product_on_edge_shapes() {
+    eprintln!("paths: {:?}", Isa::paths());
+    for isa in Isa::paths() {
+        matches_naive_product_on_edge_shapes_with(isa);
+    }
+}
+
+fn matches_naive_product_on_edge_shapes_with(isa: Option<Isa>) {
     let mut rng = Rng::new(7);
     for &(m, k, n) in &[
         (1, 1, 1),
@@ -50,7 +57,7 @@ fn matches_naive_product_on_edge_shapes() {
                 let mut c = init.clone();
                 let epi = Epilogue { row_bias: with_bias.then_some(&bias[..]), relu, ..Default::default() };
                 let epi = Epilogue { row_scale: with_bias.then_some(&scale[..]), ..epi };
-                sgemm(a, b, &mut c, n, accumulate, epi);
+                sgemm_impl(a, b, Columns::single(n), Out::of(&mut c), n, accumulate, epi, isa);
                 for i in 0..m {
                     for j in 0..n {
                         let ab = want[i * n + j] * if with_bias { scale[i] as f64 } else { 1.0 };
@@ -64,7 +71,7 @@ fn matches_naive_product_on_edge_shapes() {
                         let got = c[i * n + j] as f64;
                         assert!(
                             (got - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                            "{m}x{k}x{n} ({i},{j}): {got} vs {v}"
+                            "{isa:?} {m}x{k}x{n} ({i},{j}): {got} vs {v}"
                         );
                     }
                 }
@@ -197,6 +204,12 @@ fn copy_run_copies_every_length_up_to_a_panel_row() {
 /// product per batch item.
 #[test]
 fn batched_columns_equal_per_item_products() {
+    for isa in Isa::paths() {
+        with_isa(isa, batched_columns_equal_per_item_products_on_this_path);
+    }
+}
+
+fn batched_columns_equal_per_item_products_on_this_path() {
     let mut rng = Rng::new(9);
     for &(m, k, per, items) in &[(20, 30, 49, 3), (13, 300, 7, 5), (40, 8, 64, 2), (5, 17, 100, 3)] {
         let ad = random(m * k, &mut rng);
@@ -212,21 +225,20 @@ fn batched_columns_equal_per_item_products() {
         let mut c = vec![0f32; items * m * per];
         sgemm_columns(a, b, cols, &mut c, per, false, epi);
         let mut c_portable = vec![0f32; items * m * per];
-        sgemm_impl(a, b, cols, Out::of(&mut c_portable), per, false, epi, false);
+        sgemm_impl(a, b, cols, Out::of(&mut c_portable), per, false, epi, None);
         for (x, y) in c.iter().zip(&c_portable) {
             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()));
         }
         // Into new, unzeroed buffers: the same values, on both paths.
         assert_eq!(sgemm_columns_new(a, b, cols, per, epi), c);
         let n = items * per;
-        let portable_new =
-            new_product(m, n, cols, per, |o| sgemm_impl(a, b, cols, o, per, false, epi, false));
+        let portable_new = new_product(m, n, cols, per, |o| sgemm_impl(a, b, cols, o, per, false, epi, None));
         assert_eq!(portable_new, c_portable);
         // Accumulating: the previous C added before the epilogue, on both paths.
         let prev = random(items * m * per, &mut rng);
         let (mut acc, mut acc_portable) = (prev.clone(), prev.clone());
         sgemm_columns(a, b, cols, &mut acc, per, true, epi);
-        sgemm_impl(a, b, cols, Out::of(&mut acc_portable), per, true, epi, false);
+        sgemm_impl(a, b, cols, Out::of(&mut acc_portable), per, true, epi, None);
         for (i, (x, y)) in acc.iter().zip(&acc_portable).enumerate() {
             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "accumulated {i}");
         }
@@ -288,4 +300,41 @@ fn matmul_op_matches_candle_with_gradients() {
     let tt = b.as_tensor().t().unwrap().matmul(&a.as_tensor().t().unwrap()).unwrap();
     let d = (t - tt).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(d < 1e-4, "{d}");
+}
+
+/// Under bf16 autocast every path (blocked kernels, the `gemm` crate's) multiplies A (after BN's
+/// row scale) and B rounded to bf16 and accumulates in f32: equal to the exact product of the
+/// rounded operands to f32 accumulation, and measurably off the f32 product.
+#[test]
+fn bf16_autocast_rounds_both_operands_on_every_path() {
+    use crate::nn::simd::bf16_round;
+    let mut rng = Rng::new(5);
+    for isa in Isa::paths() {
+        for &(m, k, n, shared) in &[(13, 300, 70, false), (150, 300, 1100, true), (5, 17, 33, false)] {
+            let (ad, bd) = (random(m * k, &mut rng), random(k * n, &mut rng));
+            let scale = random(m, &mut rng);
+            let bias = random(m, &mut rng);
+            let (a, b) = (MatRef::row_major(&ad, m, k), MatRef::row_major(&bd, k, n));
+            let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), ..Default::default() };
+            let mut c = vec![0f32; m * n];
+            let half = Some(candle_core::DType::BF16);
+            with_isa(isa, || crate::nn::with_autocast(half, || sgemm(a, b, &mut c, n, false, epi)));
+            let (mut off_rounded, mut off_f32) = (0f64, 0f64);
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut exact, mut unrounded) = (bias[i] as f64, bias[i] as f64);
+                    for p in 0..k {
+                        let (av, bv) = (ad[i * k + p] * scale[i], bd[p * n + j]);
+                        exact += bf16_round(av) as f64 * bf16_round(bv) as f64;
+                        unrounded += av as f64 * bv as f64;
+                    }
+                    off_rounded = off_rounded.max((c[i * n + j] as f64 - exact).abs());
+                    off_f32 = off_f32.max((c[i * n + j] as f64 - unrounded).abs());
+                }
+            }
+            // f32 accumulation of k terms of magnitude ≤ 1: a few ulps of √k-sized sums.
+            assert!(off_rounded <= 2e-5, "{isa:?} {m}x{k}x{n} (shared A {shared}): {off_rounded} off");
+            assert!(off_f32 >= 1e-3, "{isa:?} {m}x{k}x{n}: {off_f32} off the f32 product: not rounded?");
+        }
+    }
 }
