@@ -52,6 +52,8 @@ running statistics calibrated on random clips and perturbed). Writes into OUT:
   model.pth    {"state_dict": ..., "meta": {}} as mmaction2 saves checkpoints
   input.npy    float32 [B, T, 3, H, W] (vidkit's layout; the model sees [B, 3, T, H, W])
   logits.npy   float32 [B, classes]
+  logits_bf16.npy  float32, the same under torch.autocast("cpu", bfloat16): the yardstick of
+               vidkit's --precision bf16 (bins/tests/common/precision.rs)
   meta.json
 
 Usage: export_mmaction3d_parity.py --arch ARCH --out DIR [--frames 16]
@@ -512,9 +514,12 @@ def main():
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
     with torch.no_grad():
         logits = model(x.permute(0, 2, 1, 3, 4).contiguous())
+        # PyTorch's bf16 CPU mode on the same weights and input: the yardstick for vidkit's bf16.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16 = model(x.permute(0, 2, 1, 3, 4).contiguous()).float()
     os.makedirs(a.out, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "meta": {}}, os.path.join(a.out, "model.pth"))
-    for name, t in (("input", x), ("logits", logits)):
+    for name, t in (("input", x), ("logits", logits), ("logits_bf16", logits_bf16)):
         np.save(os.path.join(a.out, f"{name}.npy"), t.detach().numpy().astype("<f4"))
     keys = ("arch", "frames", "size", "classes", "seed", "non_local", "nl_mode", "alpha", "fusion_kernel", "gamma_w",
             "depth", "csn_mode", "base_channels")

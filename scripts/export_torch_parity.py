@@ -17,6 +17,8 @@ writes into OUT_DIR:
                             cls_head.fc_cls.*, nested as mmaction2 saves it: {meta, state_dict}
   input.npy    float32 [B, T, 3, H, W], already normalised
   logits.npy   float32 [B, num_classes]
+  logits_bf16.npy  float32, the same under torch.autocast("cpu", bfloat16): the yardstick of
+               vidkit's --precision bf16 (bins/tests/common/precision.rs)
   meta.json    arch, frames, num_classes, size, seed, layout, torch versions
 
 TSN (mmaction2 TSNHead): per-frame backbone, global average pool, average over the T segments,
@@ -186,6 +188,10 @@ def main():
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
     with torch.no_grad():
         logits = model(x)
+        # PyTorch's bf16 CPU mode on the same weights and input: its drift from float32 is the
+        # yardstick for vidkit's --precision bf16 (bins/tests/common: bf16_drift).
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16 = model(x).float()
 
     os.makedirs(a.out, exist_ok=True)
     if a.layout == "plain":
@@ -207,6 +213,7 @@ def main():
         torch.save(ckpt, os.path.join(a.out, "model.pth"))
     np.save(os.path.join(a.out, "input.npy"), x.numpy().astype("<f4"))
     np.save(os.path.join(a.out, "logits.npy"), logits.numpy().astype("<f4"))
+    np.save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16.numpy().astype("<f4"))
     meta = {
         "arch": a.arch,
         "frames": a.frames,

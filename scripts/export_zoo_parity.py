@@ -12,6 +12,8 @@ mode on a fixed random clip and writes into OUT:
   input.npy    float32 [B, T, 3, H, W] (vidkit's layout; the model sees it permuted to
                [B, 3, T, H, W])
   logits.npy   float32 [B, classes]
+  logits_bf16.npy  float32, the same under torch.autocast("cpu", bfloat16): the yardstick of
+               vidkit's --precision bf16 (bins/tests/common/precision.rs)
   meta.json    arch, sizes, seed, versions
 
 With --grad it then runs the model in train mode (BatchNorm on batch statistics, dropout off) on
@@ -145,6 +147,9 @@ def export_model(a):
     x = torch.randn(a.batch, a.frames, 3, h, w, generator=gen)
     with torch.no_grad():
         logits = model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous()))
+        # PyTorch's bf16 CPU mode on the same weights and input: the yardstick for vidkit's bf16.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16 = model(pathways(a.arch, x.permute(0, 2, 1, 3, 4).contiguous())).float()
     os.makedirs(a.out, exist_ok=True)
     ckpt = {"model_state": model.state_dict(), "epoch": 196, "cfg": f"{a.arch} parity fixture"}
     torch.save(ckpt, os.path.join(a.out, "model.pyth"))
@@ -152,6 +157,7 @@ def export_model(a):
         export_train_gradients(a, model, x, logits.shape)
     save(os.path.join(a.out, "input.npy"), x)
     save(os.path.join(a.out, "logits.npy"), logits)
+    save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16)
     import pytorchvideo
 
     meta = {

@@ -65,6 +65,7 @@ fn parity(name: &str, arch: &str, frames: usize, args: &[&str], overrides: &[&st
         e.input_shape, e.forward_s
     );
     assert!(rel <= REL_TOL, "{name}: logits differ from the mmaction2 restatement by {rel:e} of the largest");
+    e.bf16.as_ref().expect("the fixture has PyTorch's bf16 logits").check(&format!("mmaction2 {name}"));
     Some(e.config)
 }
 

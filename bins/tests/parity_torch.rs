@@ -84,6 +84,7 @@ fn check_parity(pth: &Path, arch: &str, frames: usize, expected: &Path, extra: &
          relative {rel:.2e} (limit {REL_TOL:.0e}); vconvert {convert_s:.2} s, forward {forward_s:.2} s"
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e} (max diff {max_diff:e})");
+    e.bf16.as_ref().expect("the fixture has PyTorch's bf16 logits").check(&format!("{arch} ({layout})"));
     rel
 }
 
@@ -147,12 +148,13 @@ fn plain_torchvision_resnet18_imports_as_tsn_and_tsm() {
 
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("m.safetensors");
-    let o = vconvert(&["--arch", "tsm_r18", "-q", "-o", "mean=[1,2,3]", "-o", "labels=[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]", pth.to_str().unwrap(), out.to_str().unwrap()]);
+    let o = vconvert(&["--arch", "tsm_r18", "-q", "-o", "mean=[1,2,3]", "-o", "precision=bf16", "-o", "labels=[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]", pth.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg = vidkit::model::read_config(&out).unwrap();
     assert_eq!(cfg.mean, [1.0, 2.0, 3.0]);
     assert_eq!(cfg.labels.as_ref().map(|l| l.len()), Some(CLASSES));
     assert_eq!(cfg.std, [58.395, 57.12, 57.375], "ImageNet std by default");
+    assert_eq!(cfg.precision().unwrap(), Some(vidkit::precision::Precision::Bf16));
 }
 
 /// Runs vconvert expecting exit code 2 with a one-line error containing each of `want`, and no
@@ -195,6 +197,7 @@ fn mismatches_are_refused_with_one_line() {
         &out,
     );
     refused(&["--arch", "tsn_r18", "-o", "num_classes=5", p, o], &[p, "head.fc"], &out);
+    refused(&["--arch", "tsn_r18", "-o", "precision=f16", p, o], &[p, "f32 or bf16"], &out);
     let o2 = vconvert(&["--arch", "tsn_r7", p, o]);
     assert_eq!(o2.status.code(), Some(2));
 }

@@ -160,6 +160,10 @@ fn parity_variant(arch: &str, frames: usize, variant: &str, script_args: &[&str]
     let arch = format!("{arch}{variant}");
     eprintln!("parity {arch:<14} input {:?}: relative error {rel:.2e} (limit {REL_TOL:.0e}); forward {forward_s:.2} s", x.dims());
     assert!(rel <= REL_TOL, "{arch}: logits differ from pytorchvideo by {rel:e} of the largest");
+    let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    common::precision::bf16_drift(&fx, &got, || loaded.model.forward_t(&x, false).unwrap())
+        .expect("the fixture has PyTorch's bf16 logits")
+        .check(&arch);
 }
 
 /// Every zoo model at its own input (T × crop², batch 1, 400 classes) with the hub head as it is,

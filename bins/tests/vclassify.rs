@@ -284,3 +284,55 @@ fn a_timesformer_classifies_from_its_own_input_spec() {
     assert!(!wrong.status.success() && err.contains("5×5 patches"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// `--precision bf16` moves the logits a little off f32's (the products' operands rounded);
+/// a model file whose config says `precision: bf16` runs so without the flag, and the flag
+/// overrides the config; unknown precisions are refused.
+#[test]
+fn bf16_precision_from_the_flag_or_the_model_config() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    small_model(&p.join("m.safetensors"), 4);
+    let loaded = vidkit::model::load_model(&p.join("m.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let mut cfg = loaded.model.config().clone();
+    cfg.extra.insert("precision".into(), "bf16".into());
+    save_model(&loaded.varmap, &cfg, &p.join("m_bf16.safetensors")).unwrap();
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    let args =
+        ["a.mp4", "--frames", "4", "--clips", "2", "--size", "32", "--crop-size", "32", "-q", "-o", "v.vks"];
+    assert!(run(VSAMPLE, &args, p).status.success());
+    let logits = |extra: &[&str]| -> Vec<f64> {
+        let mut a = vec!["--per-clip", "--avg", "logits", "v.vks"];
+        a.extend_from_slice(extra);
+        let o = run(VCLASSIFY, &a, p);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        lines(&o.stdout)
+            .iter()
+            .flat_map(|l| {
+                l["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let f32 = logits(&["--model", "m.safetensors"]);
+    let bf16 = logits(&["--model", "m.safetensors", "--precision", "bf16"]);
+    let scale = f32.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let drift = f32.iter().zip(&bf16).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("bf16 drift {drift:.2e} of the largest logit ({scale:.3})");
+    assert!(drift > 1e-5 && drift < 5e-2, "bf16 drift {drift:e}");
+    assert_eq!(logits(&["--model", "m_bf16.safetensors"]), bf16, "the config's precision");
+    assert_eq!(logits(&["--model", "m_bf16.safetensors", "--precision", "f32"]), f32, "the flag wins");
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "--precision", "f16", "v.vks"], p);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("f32 or bf16"), "{}", stderr(&o));
+    cfg.extra.insert("precision".into(), "int4".into());
+    save_model(&loaded.varmap, &cfg, &p.join("m_bad.safetensors")).unwrap();
+    let o = run(VCLASSIFY, &["--model", "m_bad.safetensors", "v.vks"], p);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("m_bad.safetensors")
+            && err.contains("f32 or bf16")
+            && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+}

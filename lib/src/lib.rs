@@ -16,6 +16,7 @@ pub mod metric;
 pub mod model;
 pub mod nn;
 pub mod parallel;
+pub mod precision;
 pub mod progress;
 pub mod proposals;
 pub mod rng;

@@ -74,6 +74,11 @@ pub struct Args {
     /// The features modality to read.
     #[arg(long, default_value = "rgb")]
     pub modality: String,
+    /// Arithmetic of the model's products: f32, or bf16 (operands rounded to bfloat16, f32
+    /// accumulation; see vclassify --precision) [default: the model config's `precision`, else
+    /// f32].
+    #[arg(long, value_name = "P")]
+    pub precision: Option<vidkit::precision::Precision>,
     /// Say nothing on stderr but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -96,7 +101,15 @@ pub fn main(args: Args) -> Result<Outcome> {
     if args.merge {
         return merge_shards::merge("vcaption", &args.inputs, args.output.as_deref(), "video", args.quiet);
     }
-    let model = load_captioner(args.model.as_deref().context("--model is required")?)?;
+    let model_path = args.model.as_deref().context("--model is required")?;
+    let model = load_captioner(model_path)?;
+    let config = vidkit::model::read_config(model_path)?;
+    let precision = crate::tools::vclassify::model_precision(args.precision, &config, model_path)?;
+    precision.run(|| caption(args, model))
+}
+
+/// The rest of `main`, in the run's precision.
+fn caption(args: Args, model: Box<dyn Captioner>) -> Result<Outcome> {
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };
     let mut out = Output::open(args.output.as_deref())?;
     let progress = Progress::new(None, "videos", args.quiet);

@@ -5,7 +5,7 @@ use crate::Outcome;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use clap::Parser;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vidkit::data::{Shard, VideoOrdinals};
 use vidkit::featstore::{
     is_feature_file, is_hdf5, read_features, FeatureStore, FeatureStreamReader, VideoFeatures,
@@ -14,7 +14,8 @@ use vidkit::infer::{
     check_record, clip_tensor, record_context, score_batch, score_sequences, Aggregate, VideoAverager,
 };
 use vidkit::io::{open_input, Output};
-use vidkit::model::load_model;
+use vidkit::model::{load_model, Model, ModelConfig};
+use vidkit::precision::Precision;
 use vidkit::progress::Progress;
 use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
 use vidkit::window::{Window, WindowBuilder, WindowSpec};
@@ -98,6 +99,13 @@ pub struct Args {
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Arithmetic of the model's products: f32, or bf16 (convolutions, linear layers and
+    /// attention on operands rounded to bfloat16, accumulated in f32; normalisation, softmax and
+    /// the rest in f32). On the CPU vidkit's f32 kernels compute the rounded values: a bf16
+    /// matrix unit's results, not yet its speed [default: the model config's `precision`, else
+    /// f32].
+    #[arg(long, value_name = "P")]
+    pub precision: Option<Precision>,
     /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
     #[arg(long, value_name = "K/N")]
     pub shard: Option<Shard>,
@@ -144,6 +152,22 @@ pub fn main(args: Args) -> Result<Outcome> {
     let dev = device(&args.device)?;
     let model_path = args.model.as_deref().context("--model is required")?;
     let model = load_model(model_path, &dev)?.for_inference()?;
+    let precision = model_precision(args.precision, model.config(), model_path)?;
+    precision.run(|| classify(args, model, dev))
+}
+
+/// `--precision` when given, else the model config's `precision`, else f32 (shared with vfeat).
+pub fn model_precision(
+    flag: Option<Precision>,
+    config: &ModelConfig,
+    model_path: &Path,
+) -> Result<Precision> {
+    let from_config = config.precision().with_context(|| model_path.display().to_string())?;
+    Ok(Precision::resolve(flag, from_config))
+}
+
+/// Classifies the inputs' records with `model` (the rest of `main`, in the run's precision).
+fn classify(args: Args, model: Model, dev: Device) -> Result<Outcome> {
     let cfg = model.config().clone();
     let aggregate: Aggregate = args.avg.as_deref().unwrap_or(&cfg.aggregate).parse()?;
     let names: Option<Vec<String>> = match &args.labels {

@@ -3,6 +3,7 @@
 
 use crate::Outcome;
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::Parser;
 use half::f16;
 use ndarray::Array2;
@@ -16,7 +17,8 @@ use vidkit::featstore::{
     header_times, merge, StoreOptions, StoreWriter, VideoBuilder, DEFAULT_MODALITY, TIMES,
 };
 use vidkit::io::{open_input, Output};
-use vidkit::model::load_model;
+use vidkit::model::{load_model, Model};
+use vidkit::precision::Precision;
 use vidkit::progress::Progress;
 use vidkit::stream::{Array, Record, RecordHeader, StreamReader, StreamWriter};
 
@@ -102,6 +104,11 @@ pub struct Args {
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Arithmetic of the model's products: f32, or bf16 (operands rounded to bfloat16, f32
+    /// accumulation; see vclassify --precision) [default: the model config's `precision`, else
+    /// f32].
+    #[arg(long, value_name = "P")]
+    pub precision: Option<Precision>,
     /// Resample each video's sequence to N steps, as temporal localizers take it (BMN, BSN:
     /// 100): MMAction2's activitynet_feature_postprocessing.py pool_feature (linear
     /// interpolation, 3 samples per step, mean). Row times become N equal shares of the span.
@@ -222,6 +229,13 @@ pub fn main(args: Args) -> Result<Outcome> {
     let dev = super::vclassify::device(&args.device)?;
     let model_path = args.model.as_deref().context("--model is required")?;
     let model = load_model(model_path, &dev)?.for_inference()?;
+    let precision = super::vclassify::model_precision(args.precision, model.config(), model_path)?;
+    precision.run(|| extract(args, layer, model, dev))
+}
+
+/// Extracts the inputs' features with `model` (the rest of `main`, in the run's precision).
+fn extract(args: Args, layer: Layer, model: Model, dev: Device) -> Result<Outcome> {
+    let model_path = args.model.as_deref().context("--model is required")?;
     let extractor = Extractor::new(&model, layer, args.batch, dev)
         .with_context(|| format!("{}: --layer {layer}", model_path.display()))?;
     let inputs = if args.inputs.is_empty() { vec![PathBuf::from("-")] } else { args.inputs.clone() };

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod precision;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
@@ -448,6 +450,8 @@ pub struct LogitsError {
     pub max_diff: f32,
     pub max_logit: f32,
     pub forward_s: f64,
+    /// The bf16 run beside PyTorch's, when the fixture has its bf16 logits.
+    pub bf16: Option<precision::Bf16Drift>,
 }
 
 impl LogitsError {
@@ -470,7 +474,8 @@ pub fn logits_error(model: &Path, fixture: &Path) -> LogitsError {
     let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let max_logit = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    LogitsError { config: loaded.model.config().clone(), input_shape, max_diff, max_logit, forward_s }
+    let bf16 = precision::bf16_drift(fixture, &got, || loaded.model.forward_t(&x, false).unwrap());
+    LogitsError { config: loaded.model.config().clone(), input_shape, max_diff, max_logit, forward_s, bf16 }
 }
 
 /// `vsynth --segments -o u --classes left,grow` in `dir`: `videos` untrimmed videos of

@@ -329,6 +329,12 @@ impl ModelConfig {
                 bail!("{} labels for {} classes", l.len(), self.num_classes);
             }
         }
+        self.precision()?;
         Ok(())
+    }
+
+    /// The inference precision the config asks for (`precision`: f32 or bf16), if any.
+    pub fn precision(&self) -> Result<Option<crate::precision::Precision>> {
+        crate::precision::Precision::of_config(&self.extra)
     }
 }

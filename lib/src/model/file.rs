@@ -50,7 +50,10 @@ fn config_from_bytes(bytes: &[u8], path: &Path) -> Result<ModelConfig> {
     let json = meta.metadata().as_ref().and_then(|m| m.get(CONFIG_KEY)).with_context(|| {
         format!("{}: no vidkit config in the metadata (import it with vconvert)", path.display())
     })?;
-    serde_json::from_str(json).with_context(|| format!("{}: bad vidkit config", path.display()))
+    let config: ModelConfig =
+        serde_json::from_str(json).with_context(|| format!("{}: bad vidkit config", path.display()))?;
+    config.precision().with_context(|| format!("{}: bad vidkit config", path.display()))?;
+    Ok(config)
 }
 
 /// Loads a model file onto `device`, refusing weights that do not fit the architecture.
