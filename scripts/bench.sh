@@ -82,6 +82,10 @@ python3 "$here/bench_long.py" --bin "$bin" --video "$out/long2h.mp4" --model "$o
 bash "$here/peers.sh" "$peers" models
 "$peers/models/bin/python" "$here/bench_models.py" --zoo --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/zoo.json"
+# bf16 inference (issue 24): --precision bf16 against torch.autocast bf16 + channels_last, TSN/TSM-R50
+# and the zoo at their inputs (models tier).
+"$peers/models/bin/python" "$here/bench_models.py" --bf16 --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/bf16.json"
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.
 bash "$here/peers.sh" "$peers" paddle

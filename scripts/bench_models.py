@@ -16,6 +16,10 @@ and temporal attention at 8 × 224² (ViT-B, 12 heads of 64), and MViT-B's first
 and 32 × 3 (25 089 and 50 177 queries over 393 and 785 pooled keys, one head of 96), where
 vidkit tiles the rows.
 
+--bf16 (run with the zoo peers venv): vidkit's --precision bf16 against PyTorch's fastest CPU
+mode, torch.autocast("cpu", dtype=torch.bfloat16) with channels_last / channels_last_3d, forward
+only, for TSN/TSM-R50 and the zoo (issue 24).
+
 --zoo (run with the zoo peers venv): the 3D CNNs against pytorchvideo's hub models (random
 weights), forward only, batch 1, each at its zoo input (T × crop², as vidkit's config says).
 
@@ -143,6 +147,68 @@ def zoo_rows(a, env):
     return rows
 
 
+def torch_bf16_timer(arch, frames, size):
+    """PyTorch's fastest CPU mode for `arch` (TSN/TSM through our Recognizer wrapper, a zoo model
+    through pytorchvideo's hub): torch.autocast("cpu", dtype=torch.bfloat16) with the weights and
+    the input in channels_last (channels_last_3d for the 3D models); times `reps` forwards."""
+    if arch in ZOO:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from pytorchvideo.models import hub
+
+        net = getattr(hub, arch)(pretrained=False).eval().to(memory_format=torch.channels_last_3d)
+        clip = torch.randn(1, 3, frames, size, size).contiguous(memory_format=torch.channels_last_3d)
+
+        def inputs():
+            if not arch.startswith("slowfast"):
+                return clip
+            slow = torch.index_select(clip, 2, torch.linspace(0, frames - 1, frames // 4).long())
+            return [slow.contiguous(memory_format=torch.channels_last_3d), clip]
+    else:
+        family, depth = arch.split("_r")
+        net = Recognizer(getattr(torchvision.models, f"resnet{depth}")(weights=None), 400, frames, family == "tsm")
+        net = net.eval().to(memory_format=torch.channels_last)
+        x1 = torch.randn(1, frames, 3, size, size)
+
+        def inputs():
+            return x1
+
+    def times(reps):
+        fwd = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            net(inputs())  # warm-up (oneDNN builds its kernels)
+            for _ in range(reps):
+                t = time.perf_counter()
+                net(inputs())
+                fwd.append(time.perf_counter() - t)
+        return statistics.median(fwd)
+
+    return times
+
+
+def bf16_rows(a, env):
+    """--bf16: vidkit's --precision bf16 against torch_bf16_timer, forward only, batch 1, at each
+    model's bench input (TSN/TSM 8 × 224², a zoo model's own T × crop)."""
+    env = dict(env, VK_PRECISION="bf16")
+    rows = []
+    for arch in a.arch or ["tsn_r50", "tsm_r50"] + ZOO:
+        zoo = arch in ZOO
+        first = vidkit_run(a, env, arch, 0 if zoo else 8, 0 if zoo else 224, True)
+        frames, size = first["frames"], first["size"]
+        timer = torch_bf16_timer(arch, frames, size)
+        ours, theirs = alternate(a, lambda: vidkit_run(a, env, arch, frames, size, True)["forward_s"],
+                                 lambda: timer(a.reps))
+        ratio = median_ratio(ours, theirs)
+        rows.append({"arch": arch, "input": f"{frames}x{size}", "vidkit_bf16_forward_s": statistics.median(ours),
+                     "torch_bf16_forward_s": statistics.median(theirs), "forward_ratio": ratio,
+                     "round_ratios": [o / t for o, t in zip(ours, theirs)]})
+        r = rows[-1]
+        print(f"{arch:14} {r['input']:7} {r['vidkit_bf16_forward_s']:11.3f} {r['torch_bf16_forward_s']:10.3f}"
+              f" {ratio:6.2f}  ({' '.join(f'{x:.2f}' for x in r['round_ratios'])})", flush=True)
+    return rows
+
+
 def stnet_rows(a, env):
     """StNet (the 2019 Paddle zoo's, 7 segments of 5 frames at 224², batch 1) against
     scripts/stnet_ref.py's PyTorch restatement of the fluid code (random weights), forward only."""
@@ -225,8 +291,22 @@ def main():
     ap.add_argument("--zoo", action="store_true", help="3D CNNs against pytorchvideo, forward only")
     ap.add_argument("--attention", action="store_true", help="attention alone against torch's SDPA")
     ap.add_argument("--stnet", action="store_true", help="StNet against its PyTorch restatement, forward only")
+    ap.add_argument("--bf16", action="store_true",
+                    help="--precision bf16 against torch.autocast bf16 + channels_last, forward only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.bf16:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        flags = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read())
+        print(f"\nbf16 inference, CPU ({flags or 'no bf16 units'}), {a.threads} threads, batch 1, forward, median of "
+              f"{a.reps} per round; ratio: median of {a.rounds} alternating rounds:")
+        print(f"{'model':14} {'input':7} {'vidkit bf16':>11} {'torch bf16':>10} {'ratio':>6}", flush=True)
+        rows = bf16_rows(a, env)
+        print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "cpu_flags": flags, "rows": rows},
+                      f, indent=1)
+        return
     if a.stnet:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
         print(f"\nStNet, CPU, {a.threads} threads, batch 1, forward, median of {a.reps} per round; ratio: median of "

@@ -14,7 +14,8 @@
 //! FRAMES or SIZE 0: the architecture's own (a zoo model's T and crop). `forward`: no training
 //! step (`train_step_s` is null). `*_cpu_s`: the CPU time of all the process's threads over the
 //! same runs (median), steal time excluded: steadier than wall time on a shared machine, for
-//! comparing builds of our own.
+//! comparing builds of our own. `VK_PRECISION=bf16`: the forward and the training step's products
+//! in bf16 (`--precision bf16`, `-o amp=bf16`).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -70,6 +71,8 @@ fn main() -> anyhow::Result<()> {
     let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(224);
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let forward_only = args.get(4).is_some_and(|s| s == "forward");
+    let precision: vidkit::precision::Precision =
+        std::env::var("VK_PRECISION").map_or(Ok(Default::default()), |p| p.parse())?;
     let mut cfg = ModelConfig::defaults(arch);
     let frames = if frames == 0 { cfg.frames } else { frames };
     let size = if size == 0 { cfg.crop_size as usize } else { size };
@@ -87,19 +90,20 @@ fn main() -> anyhow::Result<()> {
             .build(trainable_vars(&varmap))?;
     // Inference over plain tensors, as torch's no_grad: over variables every op would keep its inputs.
     let inference = vidkit::model::frozen(&varmap, model.config())?;
-    inference.forward_t(&x1, false)?; // warm-up
+    precision.run(|| inference.forward_t(&x1, false))?; // warm-up
     let (mut fwd, mut fwd_cpu) = (Vec::new(), Vec::new());
     let (mut step, mut step_cpu) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         let (t, cpu) = (Instant::now(), process_cpu_s());
-        inference.forward_t(&x1, false)?;
+        precision.run(|| inference.forward_t(&x1, false))?;
         fwd.push(t.elapsed().as_secs_f64());
         fwd_cpu.push(process_cpu_s() - cpu);
         if forward_only {
             continue;
         }
         let (t, cpu) = (Instant::now(), process_cpu_s());
-        let loss = cross_entropy(&model.forward_t(&x2, true)?, Targets::Labels(&labels), 0.0)?;
+        let logits = precision.run(|| model.forward_t(&x2, true))?;
+        let loss = cross_entropy(&logits, Targets::Labels(&labels), 0.0)?;
         opt.step(&loss.backward()?)?;
         step.push(t.elapsed().as_secs_f64());
         step_cpu.push(process_cpu_s() - cpu);
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     let params: usize = trainable_vars(&varmap).iter().map(|(_, v)| v.elem_count()).sum();
     println!(
         "{}",
-        serde_json::json!({"arch": arch, "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)),
+        serde_json::json!({"arch": arch, "precision": precision.to_string(), "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)),
             "forward_cpu_s": median(fwd_cpu), "train_step_cpu_s": (!step_cpu.is_empty()).then(|| median(step_cpu)), "reps": reps})
     );
     Ok(())

@@ -22,6 +22,13 @@ fn tsm_learns_temporal_order_and_tsn_cannot() {
     eprintln!("validation top-1 after the same budget: TSM {a:.3}, TSN {b:.3} (chance 0.25)");
     assert!(a >= 0.9, "TSM reached only {a}");
     assert!(b <= 0.25 + 0.15, "TSN reached {b}: the classes leak through single frames");
+    // The same TSM in bf16 on the CPU kernels (forward and backward products on bf16-rounded
+    // operands, f32 weights and optimiser state) reaches f32's accuracy within 2 points.
+    let bf16_budget: Vec<String> = budget().into_iter().chain(["-o".into(), "amp=bf16".into()]).collect();
+    let tsm_bf16 = vtrain_synth(d.path(), "tsm_r18", "tsm_bf16", &bf16_budget);
+    let c = tsm_bf16["best_val_top1"].as_f64().unwrap();
+    eprintln!("TSM amp=bf16: validation top-1 {c:.3} (f32 {a:.3})");
+    assert!(c >= a - 0.02, "amp=bf16 reached {c}, f32 {a}");
 }
 
 #[test]

@@ -250,9 +250,13 @@ fn init_starts_from_a_model_file_and_refits_its_head() {
 }
 
 /// `--device cpu-portable` trains through candle's own ops, the path a GPU takes (every vidkit
-/// CPU kernel off): its first epoch's loss is the kernels' (same weights, same batches), and it
-/// learns (the loss falls, as on the kernels). `--device cuda` in a build without CUDA fails
-/// with one line. (Localizers, captioners, grounders and sequence models: their own tests.)
+/// CPU kernel off): its first iterations' losses are the kernels' (same weights, same batches),
+/// and it learns (the loss falls, as on the kernels). Only the first two iterations compare
+/// tightly: AdamW's first steps move each weight by ±lr whatever its gradient's size, so weights
+/// whose gradient is rounding noise take the sign of that noise, which differs between the two
+/// paths' summation orders and shows in the loss from the third iteration on (1e-3 by epoch 1
+/// against the AVX2 kernel). `--device cuda` in a build without CUDA fails with one line.
+/// (Localizers, captioners, grounders and sequence models: their own tests.)
 #[test]
 fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
     let d = tempfile::tempdir().unwrap();
@@ -263,23 +267,30 @@ fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
             vec!["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", out, "-q", "-j", "1"];
         a.extend(TINY_2D);
         a.extend(["-o", "epochs=3", "-o", "train_crop=center", "-o", "dropout=0", "--device", device]);
+        a.extend(["-o", "log_every=1"]);
         a.extend(["-o", r#"optimizer={"name":"adamw","lr":0.005,"weight_decay":0.0001}"#]);
         let o = run(VTRAIN, &a, p);
         assert!(o.status.success(), "{device}: {}", stderr(&o));
         let log = std::fs::read_to_string(p.join(out).join("log.jsonl")).unwrap();
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["event"] == "epoch")
-            .map(|v| v["loss"].as_f64().unwrap())
-            .collect::<Vec<f64>>()
+        let events: Vec<serde_json::Value> =
+            log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let losses = |event: &str| -> Vec<f64> {
+            events.iter().filter(|v| v["event"] == event).map(|v| v["loss"].as_f64().unwrap()).collect()
+        };
+        (losses("train"), losses("epoch"))
     };
-    let (kernels, portable) = (train("kernels", "cpu"), train("portable", "cpu-portable"));
-    eprintln!("epoch losses: kernels {kernels:?}, candle-only {portable:?}");
-    assert!(
-        (portable[0] - kernels[0]).abs() <= 1e-4 * kernels[0],
-        "first epoch: {portable:?} vs {kernels:?}"
+    let ((kernels, _), (portable, epochs)) = (train("kernels", "cpu"), train("portable", "cpu-portable"));
+    eprintln!(
+        "iteration losses: kernels {kernels:?}, candle-only {portable:?}; candle-only epochs {epochs:?}"
     );
-    assert!(portable[2] < 0.85 * portable[0], "the candle-only path should learn: {portable:?}");
+    for (i, bound) in [(0, 1e-5), (1, 1e-4)] {
+        assert!(
+            (portable[i] - kernels[i]).abs() <= bound * kernels[i],
+            "iteration {}: {portable:?} vs {kernels:?}",
+            i + 1
+        );
+    }
+    assert!(epochs[2] < 0.85 * epochs[0], "the candle-only path should learn: {epochs:?}");
 
     if !cfg!(feature = "cuda") {
         let o = run(
@@ -295,7 +306,8 @@ fn the_gpu_path_trains_on_the_cpu_as_the_kernels_do() {
 /// `-o amp=bf16|f16` on the candle-only path (the GPU's code): the products run in half
 /// precision, so the first batch's loss is near f32's but not equal to it, and the run learns.
 /// f16 scales its loss: from an initial scale the gradients overflow at, steps are skipped and
-/// the scale halves until they fit, then holds. amp on the CPU kernels is refused in one line.
+/// the scale halves until they fit, then holds. f16 on the CPU kernels is refused in one line
+/// (bf16 trains there: `learning.rs`).
 #[test]
 fn mixed_precision_trains_on_the_candle_only_path() {
     let d = tempfile::tempdir().unwrap();
@@ -375,9 +387,9 @@ fn mixed_precision_trains_on_the_candle_only_path() {
 
     let o = run(
         VTRAIN,
-        &["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", "k", "-o", "amp=bf16"],
+        &["--arch", "tsm_r18", "--train-list", "syn/train.list", "--out", "k", "-o", "amp=f16"],
         p,
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("amp=bf16: mixed precision runs on candle's ops"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("amp=f16 runs on candle's ops"), "{}", stderr(&o));
 }

@@ -175,3 +175,38 @@ fn train_step_errors(arch: &str) -> candle_core::Result<StepErrors> {
         updates: errors(&updates_p, &updates_k).into_iter().fold(0f32, f32::max),
     })
 }
+
+/// Every GEMM path this CPU has (AVX-512, AVX2, the `gemm` crate) gives a TSM's training step the
+/// same gradients: each parameter's within 1e-4 of its largest value (or of a thousandth of the
+/// largest gradient anywhere, for parameters whose gradient is rounding noise).
+#[test]
+fn every_gemm_path_gives_the_same_gradients() {
+    use crate::nn::gemm::{with_isa, Isa};
+    let (model, varmap, x) = model_and_clip("tsm_r18", 5);
+    let r = seeded_normal(&[2, 5], 7);
+    let grads_on = |isa: Option<Isa>| -> Vec<(String, Tensor)> {
+        with_isa(isa, || {
+            let logits = model.forward_t(&x, true).unwrap();
+            let grads = (&logits * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            trainable_vars(&varmap)
+                .into_iter()
+                .map(|(n, v)| (n, grads.get(v.as_tensor()).unwrap().clone()))
+                .collect()
+        })
+    };
+    let want = grads_on(None);
+    let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let global = want.iter().map(|(_, g)| max_abs(g)).fold(0f32, f32::max);
+    for isa in Isa::paths().into_iter().flatten() {
+        let got = grads_on(Some(isa));
+        let mut worst = (0f32, String::new());
+        for ((name, g), (_, w)) in got.iter().zip(&want) {
+            let err = max_abs(&(g - w).unwrap()) / max_abs(w).max(1e-3 * global);
+            if err > worst.0 {
+                worst = (err, name.clone());
+            }
+        }
+        eprintln!("{isa:?}: worst gradient {} off by {:.2e}", worst.1, worst.0);
+        assert!(worst.0 <= 1e-4, "{isa:?}: {} off by {:e}", worst.1, worst.0);
+    }
+}

@@ -42,6 +42,12 @@ pub(crate) fn bf16_products() -> bool {
     dtype() == Some(DType::BF16)
 }
 
+/// Runs `f` with bf16 products on this thread when `bf16`, else f32 ones: a custom op's backward
+/// in the precision its forward ran in (candle calls it outside the forward's autocast scope).
+pub(crate) fn bf16_if<T>(bf16: bool, f: impl FnOnce() -> T) -> T {
+    with_autocast(bf16.then_some(DType::BF16), f)
+}
+
 /// The product `f` of `operands`: in the autocast dtype with the result cast back when one is
 /// set and the operands are f32, as it is otherwise.
 pub(crate) fn product<const N: usize>(

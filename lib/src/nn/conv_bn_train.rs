@@ -49,6 +49,7 @@ pub(super) fn conv_bn_train(
         stats,
         z: Mutex::new(None),
         shifted: Mutex::new(None),
+        bf16: super::autocast::bf16_products(),
     };
     let x = x.contiguous()?;
     match residual {
@@ -88,6 +89,8 @@ struct ConvBnTrain {
     z: Mutex<Option<Tensor>>,
     /// The shifted x the conv read (with `input_shift`), for the weight gradient.
     shifted: Mutex<Option<Tensor>>,
+    /// The forward ran under bf16 autocast: the backward's products do too.
+    bf16: bool,
 }
 
 fn poisoned<T>(_: T) -> candle_core::Error {
@@ -155,6 +158,20 @@ impl CustomOp3 for ConvBnTrain {
     }
 
     fn bwd(
+        &self,
+        x: &Tensor,
+        second: &Tensor,
+        third: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        super::autocast::bf16_if(self.bf16, || self.backward(x, second, third, y, grad))
+    }
+}
+
+impl ConvBnTrain {
+    /// `bwd` in the forward's precision.
+    fn backward(
         &self,
         x: &Tensor,
         second: &Tensor,

@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 pub fn conv_gemm(x: &Tensor, weight: &Tensor, g: Geometry3d) -> Result<Tensor> {
     let cout = weight.dim(0)?;
     let w = weight.contiguous()?.reshape((cout, g.c * g.taps()))?;
-    x.contiguous()?.apply_op2(&w, ConvGemm(g))
+    x.contiguous()?.apply_op2(&w, ConvGemm { g, bf16: super::autocast::bf16_products() })
 }
 
 /// [N, C, T, H, W] of `g`'s input or output volume, or [N, C, H, W] where `rank` is 4 (T = 1).
@@ -30,18 +30,20 @@ pub(super) fn volume_shape(n: usize, c: usize, [t, h, w]: [usize; 3], rank: usiz
     }
 }
 
-/// (x, w [C_out, C·taps]) → y [N, C_out, T', H', W'] (or [N, C_out, H', W'] for a 4D x).
-struct ConvGemm(Geometry3d);
+/// (x, w [C_out, C·taps]) → y [N, C_out, T', H', W'] (or [N, C_out, H', W'] for a 4D x); `bf16`:
+/// the forward ran under bf16 autocast, and so does the backward's products.
+struct ConvGemm {
+    g: Geometry3d,
+    bf16: bool,
+}
 /// (x, grad_y [N, C_out, T', H', W']) → grad_w [C_out, C·taps].
 pub(super) struct ConvGemmGradWeight(pub(super) Geometry3d);
 /// (w, grad_y) → grad_x [N, C, T, H, W] (the rank of grad_y).
 pub(super) struct ConvGemmGradInput(pub(super) Geometry3d);
 
-impl ConvGemm {
-    fn direct(&self) -> bool {
-        let g = &self.0;
-        g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3]
-    }
+/// A 1×1×1 stride-1 convolution without padding: B is the input itself.
+fn is_direct(g: &Geometry3d) -> bool {
+    g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3]
 }
 
 /// y [N, C_out, P] = w [C_out, C·taps] applied to x's columns (sizes checked by the caller).
@@ -50,7 +52,7 @@ pub(super) fn conv_forward(x: &[f32], w: &[f32], cout: usize, g: &Geometry3d) ->
     let (k, p) = (g.c * g.taps(), positions(&g)?);
     let a = MatRef::row_major(w, cout, k);
     let out_cols = Columns { per: p, b_stride: 0, c_stride: cout * p };
-    let y = if ConvGemm(g).direct() {
+    let y = if is_direct(&g) {
         let b = MatRef { data: x, rows: g.c, cols: g.n * p, rs: p, cs: 1 };
         let cols = Columns { b_stride: g.c * p, ..out_cols };
         sgemm_columns_new(a, b, cols, p, Epilogue::default())
@@ -77,7 +79,7 @@ impl CustomOp2 for ConvGemm {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         super::fused::kernel_allowed(self.name())?;
-        let g = self.0;
+        let g = self.g;
         let (x, w) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
         let (cout, k) = l2.shape().dims2()?;
         if k != g.c * g.taps() || x.len() != g.n * g.c * g.in_volume() {
@@ -97,9 +99,11 @@ impl CustomOp2 for ConvGemm {
         let grad = grad.contiguous()?;
         // Only the gradients something upstream needs: the stem's input is the clip itself, and
         // its grad_x (a product and a col2vol over 3 × 224² × frames) would be thrown away.
-        let gx = x.track_op().then(|| w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.0))).transpose()?;
-        let gw = w.track_op().then(|| x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.0))).transpose()?;
-        Ok((gx, gw))
+        super::autocast::bf16_if(self.bf16, || {
+            let gx = x.track_op().then(|| w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.g))).transpose()?;
+            let gw = w.track_op().then(|| x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.g))).transpose()?;
+            Ok((gx, gw))
+        })
     }
 }
 
@@ -131,7 +135,7 @@ impl CustomOp2 for ConvGemmGradInput {
         let a = MatRef::row_major(w, cout, k).t();
         let b = MatRef { data: grad, rows: cout, cols: g.n * p, rs: p, cs: 1 };
         let shape = volume_shape(g.n, g.c, g.input, l2.dims().len())?;
-        if ConvGemm(g).direct() {
+        if is_direct(&g) {
             let cols = Columns { per: p, b_stride: cout * p, c_stride: g.c * p };
             let gx = sgemm_columns_new(a, b, cols, p, Epilogue::default());
             return Ok((CpuStorage::F32(gx), shape));
@@ -250,7 +254,7 @@ fn grad_weight_implicit(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) ->
 fn grad_weight_by_columns(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) -> Result<Vec<f32>> {
     let p = positions(g)?;
     let (k, np) = (g.c * g.taps(), g.n * p);
-    let cols = if ConvGemm(*g).direct() {
+    let cols = if is_direct(g) {
         let mut cols = zeros_par(k * np);
         par_planes(&mut cols, np, |c, row| {
             for n in 0..g.n {

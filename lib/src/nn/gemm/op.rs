@@ -8,10 +8,13 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !crate::nn::fusable(a) || b.dtype() != candle_core::DType::F32 {
         return crate::nn::autocast::matmul(a, b);
     }
-    a.apply_op2(b, MatMul)
+    a.apply_op2(b, MatMul { bf16: crate::nn::autocast::bf16_products() })
 }
 
-struct MatMul;
+/// `bf16`: the forward ran under bf16 autocast, and so does the backward's products.
+struct MatMul {
+    bf16: bool,
+}
 
 /// The 2D view of a CPU tensor's storage.
 fn view<'a>(s: &'a CpuStorage, l: &Layout) -> Result<MatRef<'a>> {
@@ -59,8 +62,10 @@ impl CustomOp2 for MatMul {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // dA = dC·Bᵀ, dB = Aᵀ·dC: transposed views, no copies.
-        let da = matmul(grad, &b.t()?)?;
-        let db = matmul(&a.t()?, grad)?;
-        Ok((Some(da), Some(db)))
+        crate::nn::autocast::bf16_if(self.bf16, || {
+            let da = matmul(grad, &b.t()?)?;
+            let db = matmul(&a.t()?, grad)?;
+            Ok((Some(da), Some(db)))
+        })
     }
 }
