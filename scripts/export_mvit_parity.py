@@ -12,6 +12,7 @@ into OUT_DIR:
   pv/model.pyth   {"model_state": state dict}, as PySlowFast's checkpoint saver writes it
   pv/input.npy    float32 [B, T, 3, S, S] (vidkit's layout; pytorchvideo takes [B, 3, T, S, S])
   pv/logits.npy   float32 [B, classes]
+  pv/logits_bf16.npy  the same under torch.autocast("cpu", bfloat16) (bins/tests/common/precision.rs)
   tv/model.pth    the same weights as torchvision's `MViT` (mvit_v1_b's class, built with the
                   same block settings) holds them: one joint qkv, its own names
   tv/input.npy, tv/logits.npy   torchvision's model on the same input (its pools' LayerNorm eps
@@ -156,6 +157,10 @@ def main():
     logits = run(model, x)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     save(os.path.join(a.out, "pv"), x, logits)
+    # PyTorch's bf16 CPU mode on the same weights and input: the yardstick for vidkit's bf16.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model(torch.from_numpy(x).permute(0, 2, 1, 3, 4).contiguous()).float().numpy()
+    np.save(os.path.join(a.out, "pv", "logits_bf16.npy"), bf16.astype("<f4"))
     torch.save({"model_state": state}, os.path.join(a.out, "pv", "model.pyth"))
     if not a.no_torchvision:
         tv = build_tv(model, a)

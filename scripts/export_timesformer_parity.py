@@ -18,6 +18,7 @@ fixed random input and writes into OUT_DIR:
                   what facebookresearch's do, mmaction/models/common/transformer.py)
   input.npy       float32 [B, T, 3, S, S] (transformers takes this layout too)
   logits.npy      float32 [B, classes]
+  logits_bf16.npy the same under torch.autocast("cpu", bfloat16) (bins/tests/common/precision.rs)
   meta.json       the arguments and the versions
 
 With --resize-frames F --resize-size R, also resized/{input,logits}.npy: the same weights run at
@@ -150,6 +151,9 @@ def main():
     x = rng.standard_normal((a.batch, a.frames, 3, a.size, a.size)).astype("float32")
     with torch.no_grad():
         logits = model(pixel_values=torch.from_numpy(x)).logits.numpy()
+        # PyTorch's bf16 CPU mode on the same weights and input: the yardstick for vidkit's bf16.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16 = model(pixel_values=torch.from_numpy(x)).logits.float().numpy()
 
     os.makedirs(a.out, exist_ok=True)
     model.save_pretrained(os.path.join(a.out, "hf"), safe_serialization=True)
@@ -161,6 +165,7 @@ def main():
     torch.save({"state_dict": mm}, os.path.join(a.out, "mm", "model.pth"))
     np.save(os.path.join(a.out, "input.npy"), x)
     np.save(os.path.join(a.out, "logits.npy"), logits.astype("<f4"))
+    np.save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16.astype("<f4"))
     if a.resize_frames:
         resized(a, config, model, rng)
     meta = dict(vars(a), torch=torch.__version__, transformers=transformers.__version__,

@@ -80,6 +80,10 @@ fn parity(fixture: &std::path::Path, checkpoint: &str, arch: &str, overrides: &[
         e.input_shape, e.max_diff, e.max_logit, e.forward_s
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e}");
+    // PyTorch fixtures carry the reference's bf16 logits (Paddle's do not).
+    if fixture.join("logits_bf16.npy").exists() {
+        e.bf16.as_ref().expect("bf16 logits read").check(&format!("{arch} from {checkpoint}"));
+    }
     rel
 }
 
