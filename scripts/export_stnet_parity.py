@@ -8,6 +8,7 @@ Writes into OUT_DIR:
   input.npy       float32 [B, N*T, 3, H, W]  normalised clips in vidkit's layout (the reference
                   takes them as [B, N, T*3, H, W], the same memory)
   logits.npy      float32 [B, classes]  the fc's output (before the reference's softmax)
+  logits_bf16.npy the same under torch.autocast("cpu", bfloat16) (bins/tests/common/precision.rs)
   input25.npy logits25.npy  the same model on 25-segment clips (the zoo's TEST protocol)
   train_r.npy     float32 [B, classes]  R of the training check: L = sum(logits * R) of input.npy
                   in training mode (batch statistics)
@@ -56,6 +57,11 @@ for suffix, seg_num in [("", a.seg_num), ("25", 25)]:
         logits, _ = model(x.reshape(a.batch, seg_num, a.seglen * 3, a.size, a.size))
     np.save(os.path.join(a.out, f"input{suffix}.npy"), x.numpy().astype(np.float32))
     np.save(os.path.join(a.out, f"logits{suffix}.npy"), logits.numpy().astype(np.float32))
+    if not suffix:
+        # PyTorch's bf16 CPU mode on the same weights and input: the yardstick for vidkit's bf16.
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits_bf16, _ = model(x.reshape(a.batch, seg_num, a.seglen * 3, a.size, a.size))
+        np.save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16.float().numpy().astype(np.float32))
 # Training mode: batch statistics in every batch norm, and the gradients of L = sum(logits * R),
 # in float64 (the reference values) and in float32 (how far torch's own float32 is from them: a
 # deep random ResNet in train mode is ill-conditioned, see parity_zoo.rs).

@@ -42,6 +42,11 @@ fn check(fx: &Path, dir: &Path, frames: usize, suffix: &str) -> f32 {
     let x = Tensor::from_vec(input, shape, &Device::Cpu).unwrap();
     let got: Vec<f32> = model.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let (_, want) = read_npy_f32(&fx.join(format!("logits{suffix}.npy")));
+    if suffix.is_empty() {
+        common::precision::bf16_drift(fx, &got, || model.forward_t(&x, false).unwrap())
+            .expect("the fixture has PyTorch's bf16 logits")
+            .check("stnet_r50");
+    }
     max_rel(&got, &want)
 }
 
