@@ -64,9 +64,9 @@ fn stnet_imports_and_matches_the_paddle_zoo() {
 /// the gradients of sum(logits · r) through the stem, the bottlenecks, both temporal blocks, the
 /// Xception block and the fc, against the restatement's float64 gradients — each within 20× of
 /// torch's own float32 error (+1e-3), the median within 2× (a deep random ResNet in train mode is
-/// ill-conditioned: torch's float32 is itself ~1e-2 off float64 in the backbone). Without
-/// AVX-512 the convolutions take candle's path, which sums in another order: layer4's last
-/// conv came 3.4e-3 off (torch 2.5e-4) on an AMD EPYC, inside 10× on AVX-512 machines.
+/// ill-conditioned: torch's float32 is itself ~1e-2 off float64 in the backbone). With the
+/// `gemm` crate's path (no AVX2 kernel then) layer4's last conv came 3.4e-3 off (torch 2.5e-4)
+/// on an AMD EPYC, inside 10× on AVX-512 machines.
 #[test]
 fn stnet_trains_as_the_paddle_zoo() {
     let Some(fx) = fixture_named("w16s64", &[]) else { return };
