@@ -100,8 +100,10 @@ impl CustomOp2 for ConvGemm {
         // Only the gradients something upstream needs: the stem's input is the clip itself, and
         // its grad_x (a product and a col2vol over 3 × 224² × frames) would be thrown away.
         super::autocast::bf16_if(self.bf16, || {
-            let gx = x.track_op().then(|| w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.g))).transpose()?;
-            let gw = w.track_op().then(|| x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.g))).transpose()?;
+            let gx =
+                x.track_op().then(|| w.apply_op2_no_bwd(&grad, &ConvGemmGradInput(self.g))).transpose()?;
+            let gw =
+                w.track_op().then(|| x.apply_op2_no_bwd(&grad, &ConvGemmGradWeight(self.g))).transpose()?;
             Ok((gx, gw))
         })
     }
