@@ -7,6 +7,7 @@
 use super::gemm::{
     blocked_isa, sgemm, sgemm_columns_new, sgemm_conv_new, sgemm_conv_t, Columns, ConvRhs, Epilogue, MatRef,
 };
+use super::transpose::transpose;
 use super::vol2col::{col2vol, f32_slice, par_planes, vol2col, zeros_par, Geometry3d};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
@@ -276,28 +277,6 @@ fn grad_weight_by_columns(x: &[f32], grad: &[f32], cout: usize, g: &Geometry3d) 
     let mut gw = vec![0f32; cout * k];
     transpose(&gw_t, k, cout, &mut gw);
     Ok(gw)
-}
-
-/// `dst` [cols, rows] = `src` [rows, cols]ᵀ, in 16 × 16 blocks so reads and writes both stay in
-/// cache lines.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const B: usize = 16;
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
-    for r0 in (0..rows).step_by(B) {
-        let r1 = (r0 + B).min(rows);
-        for c0 in (0..cols).step_by(B) {
-            for c in c0..(c0 + B).min(cols) {
-                for r in r0..r1 {
-                    // SAFETY: r < rows and c < cols, both buffers hold rows · cols (asserted);
-                    // unchecked and wrapping so the block loop compiles to plain moves.
-                    unsafe {
-                        *dst.get_unchecked_mut(c.wrapping_mul(rows).wrapping_add(r)) =
-                            *src.get_unchecked(r.wrapping_mul(cols).wrapping_add(c));
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

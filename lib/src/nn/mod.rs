@@ -28,6 +28,7 @@ mod shift;
 pub(crate) mod simd;
 mod token_pool;
 mod transformer;
+mod transpose;
 mod vol2col;
 
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};

@@ -165,6 +165,28 @@ pub(super) fn exp(x: f32) -> f32 {
     er * pow2(a) * pow2(n - a)
 }
 
+/// eˣ for x ≤ 0 (a softmax's shifted scores): the polynomial of [`exp`] in fused multiply-adds,
+/// with n found by the round-to-nearest of adding 1.5·2²³ (+ 127, the exponent bias), whose
+/// mantissa then holds n + 127, so that one shift makes 2ⁿ (n in [-126, 0] stays normal).
+/// For loops compiled with FMA (`dispatch_simd` bodies): elsewhere `mul_add` is a libm call.
+#[inline(always)]
+pub(super) fn exp_nonpositive(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0 + 127.0;
+    // Below -87.34 the result would leave the normal range; above 0 is not asked for. A NaN
+    // stays NaN (`f32::max` would drop it).
+    let x = if x < -87.33654 { -87.33654 } else { x };
+    let t = x.mul_add(std::f32::consts::LOG2_E, MAGIC);
+    let n = t - MAGIC;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
+    let p = 1.987_569_1e-4f32.mul_add(r, 1.398_199_9e-3);
+    let p = p.mul_add(r, 8.333_452e-3);
+    let p = p.mul_add(r, 4.166_579_6e-2);
+    let p = p.mul_add(r, 1.666_666_5e-1);
+    let p = p.mul_add(r, 0.5);
+    let er = (p * r).mul_add(r, r) + 1.0;
+    er * f32::from_bits(t.to_bits() << 23)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -179,6 +201,22 @@ mod tests {
         assert!(worst < 3e-7, "relative error {worst}");
         assert!(super::exp(-200.0) >= 0.0 && super::exp(-200.0) < 1e-37);
         assert!(super::exp(200.0).is_finite());
+    }
+
+    #[test]
+    fn exp_nonpositive_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (ours, libm) = (super::exp_nonpositive(x) as f64, (x as f64).exp());
+            worst = worst.max((ours - libm).abs() / libm);
+            x += 0.00731;
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(super::exp_nonpositive(0.0), 1.0);
+        assert!(super::exp_nonpositive(-200.0) >= 0.0 && super::exp_nonpositive(-200.0) < 1e-37);
+        assert_eq!(super::exp_nonpositive(f32::NEG_INFINITY), super::exp_nonpositive(-200.0));
+        assert!(super::exp_nonpositive(f32::NAN).is_nan());
     }
 }
 

@@ -460,11 +460,13 @@ fn pack_a_whole(
     threads: usize,
 ) -> Vec<f32> {
     let (m, k) = (a.rows, a.cols);
-    let mut out = vec![0f32; panel_rows * k];
+    // Not zeroed: `pack_a` writes every value of its blocks (zeros in partial panels), and the
+    // blocks cover the buffer.
+    let mut out: Vec<f32> = Vec::with_capacity(panel_rows * k);
     let blocks: Vec<(usize, usize)> =
         (0..k).step_by(KC).flat_map(|pc| (0..m).step_by(MC).map(move |ic| (pc, ic))).collect();
     let ptr = SendPtr(out.as_mut_ptr());
-    let len = out.len();
+    let len = panel_rows * k;
     rayon::scope(|s| {
         for t in 0..threads {
             let blocks = &blocks;
@@ -487,6 +489,8 @@ fn pack_a_whole(
             });
         }
     });
+    // SAFETY: the blocks, each packed whole above, cover all panel_rows · k values.
+    unsafe { out.set_len(panel_rows * k) };
     out
 }
 
@@ -715,6 +719,7 @@ mod kernel;
 mod kernel_avx2;
 mod op;
 mod pack;
+mod packed;
 
 use fallback::*;
 #[cfg(target_arch = "x86_64")]
@@ -726,6 +731,7 @@ use kernel_avx2::*;
 pub use op::matmul;
 pub(super) use pack::pack_a;
 use pack::*;
+pub use packed::{sgemm_packed, PackedA};
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod kernel_timing;

@@ -71,6 +71,25 @@ pub(in crate::nn) fn pack_a(
                 kk += run;
                 continue;
             }
+            if a.rs == 1 {
+                // A transposed row-major matrix (attention's values): each column's rows are
+                // contiguous, a copy per column.
+                for (q, d) in run_dst.chunks_exact_mut(MR).enumerate() {
+                    let at = base[0] + start + q * cs;
+                    for ((d, x), s) in d[..rows].iter_mut().zip(&a.data[at..at + rows]).zip(&s) {
+                        *d = x * s;
+                    }
+                }
+                kk += run;
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if cs == 1 && Isa::Avx2.supported() {
+                // SAFETY: AVX2 and FMA checked; each row's run lies inside A (asserted above).
+                unsafe { pack_a_run_avx2(a.data, &base, rows, start, &s, run_dst) };
+                kk += run;
+                continue;
+            }
             pack_a_run(a.data, &base, rows, start, cs, &s, run_dst);
             kk += run;
         }

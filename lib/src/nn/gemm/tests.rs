@@ -136,9 +136,7 @@ fn conv_t_transposing_packer_equals_column_packer() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_run_packers_agree() {
-    if !has_avx512() {
-        return;
-    }
+    let mut ran = vec![];
     let mut rng = Rng::new(3);
     let (ld, start) = (61, 5);
     let a = random(MR * ld, &mut rng);
@@ -146,17 +144,33 @@ fn a_run_packers_agree() {
     let s: [f32; MR] = std::array::from_fn(|r| 0.5 + r as f32 * 0.25);
     for rows in [1, 7, MR] {
         for run in 0..=ld - start {
-            let (mut wide, mut scalar) = (vec![f32::NAN; run * MR], vec![f32::NAN; run * MR]);
+            let mut scalar = vec![f32::NAN; run * MR];
             pack_a_run(&a, &base, rows, start, 1, &s, &mut scalar);
-            // SAFETY: AVX-512 checked.
-            unsafe { pack_a_run_wide(&a, &base, rows, start, &s, &mut wide) };
-            let same = wide
-                .iter()
-                .zip(&scalar)
-                .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
-            assert!(same, "rows {rows}, run {run}");
+            for isa in [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.supported()) {
+                let mut vector = vec![f32::NAN; run * MR];
+                if rows < MR {
+                    // `pack_a` zeroes a partial panel first; the scalar run leaves its rows alone.
+                    vector.fill(0.0);
+                    scalar.iter_mut().filter(|x| x.is_nan()).for_each(|x| *x = 0.0);
+                }
+                // SAFETY: the CPU has the kernel's instructions (`supported`).
+                unsafe {
+                    match isa {
+                        Isa::Avx512 => pack_a_run_wide(&a, &base, rows, start, &s, &mut vector),
+                        Isa::Avx2 => pack_a_run_avx2(&a, &base, rows, start, &s, &mut vector),
+                    }
+                };
+                let same = vector
+                    .iter()
+                    .zip(&scalar)
+                    .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+                assert!(same, "{isa:?}: rows {rows}, run {run}");
+                ran.push(isa);
+            }
         }
     }
+    ran.dedup();
+    println!("vector A packers: {ran:?}");
 }
 
 /// `masked_run` copies exactly lanes lo..hi and zeroes the rest of the run, for every run

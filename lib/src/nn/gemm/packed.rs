@@ -1,0 +1,123 @@
+//! A left operand packed once and multiplied by many right operands: attention's keys and
+//! values, the same for every tile of a group's queries, would otherwise be re-packed (a
+//! transposing gather) for each tile.
+
+use super::*;
+
+/// All of A (rows scaled by a per-row factor, rounded to bf16 under bf16 autocast) in the
+/// blocked kernel's panel layout (`pack_a_whole`), for [`sgemm_packed`].
+pub struct PackedA {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    isa: Isa,
+    bf16: bool,
+}
+
+impl PackedA {
+    /// `a` with row `i` times `row_scale[i]`, packed on this thread for the blocked kernel this
+    /// thread's products take, in its precision; None where there is no blocked kernel.
+    pub fn new(a: MatRef, row_scale: Option<&[f32]>) -> Option<Self> {
+        let isa = blocked_isa()?;
+        a.check();
+        if let Some(s) = row_scale {
+            assert!(s.len() >= a.rows, "per-row vector shorter than the rows");
+        }
+        let bf16 = bf16_products();
+        let panel_rows = a.rows.div_ceil(MR) * MR;
+        let data = pack_a_whole(&a, &Columns::single(a.cols), panel_rows, row_scale, bf16, 1);
+        Some(Self { data, rows: a.rows, cols: a.cols, isa, bf16 })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// C (`a.rows() × b.cols`, leading dimension `ldc`) = A·B then the epilogue (its `row_scale`
+/// is not used: scales are packed in), on the calling thread, B rounded as A was packed.
+pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epilogue) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions differ");
+    b.check();
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= ldc || m == 1, "rows overlap");
+    assert!((m - 1) * ldc + n <= c.len(), "output buffer too small");
+    if let Some(bias) = epi.row_bias {
+        assert!(bias.len() >= m, "per-row vector shorter than the rows");
+    }
+    if let Some(res) = epi.residual {
+        assert!(res.len() >= (m - 1) * ldc + n, "residual too small");
+    }
+    if k == 0 {
+        // Nothing was packed: the product is the epilogue over zeros.
+        let zeros = MatRef::row_major(&[], m, 0);
+        return sgemm(zeros, b, c, ldc, false, Epilogue { row_scale: None, ..epi });
+    }
+    // The view only gives the blocked product A's shape: its values come from `a.data`.
+    let shape = MatRef { data: &[], rows: m, cols: k, rs: k, cs: 1 };
+    let epi = Epilogue { row_scale: None, ..epi };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `PackedA::new` checked that the CPU runs `a.isa`; `c` holds the m × n output
+    // (asserted) and is borrowed mutably for the call; `a.data` holds every row of A packed as
+    // `pack_a_whole` lays it out.
+    unsafe {
+        blocked(
+            a.isa,
+            a.bf16,
+            shape,
+            Columns::single(k),
+            Rhs::Mat(b, Columns::single(n)),
+            Columns::single(n),
+            c.as_mut_ptr(),
+            ldc,
+            (0, m),
+            (0, n),
+            false,
+            epi,
+            Some(a.data.as_ptr()),
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A packed once (scaled rows, more rows than a panel, K past one block) gives what `sgemm`
+    /// gives, on every blocked path the machine has, with and without a bias.
+    #[test]
+    fn a_packed_once_multiplies_like_sgemm() {
+        let mut rng = Rng::new(7);
+        let mut random = |n: usize| (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
+        let (m, k) = (29, 300);
+        let (a, scale, bias) = (random(m * k), random(m), random(m));
+        let mut ran = vec![];
+        for isa in Isa::paths().into_iter().flatten() {
+            with_isa(Some(isa), || {
+                let packed =
+                    PackedA::new(MatRef::row_major(&a, m, k), Some(&scale)).expect("a blocked kernel");
+                for n in [1, 40, 97] {
+                    let b = random(k * n);
+                    let epi =
+                        Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), ..Default::default() };
+                    let mut want = vec![0f32; m * n];
+                    sgemm(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut want, n, false, epi);
+                    let mut got = vec![f32::NAN; m * n];
+                    sgemm_packed(&packed, MatRef::row_major(&b, k, n), &mut got, n, epi);
+                    let worst = want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
+                    assert!(worst < 1e-4, "{isa:?} n = {n}: {worst}");
+                }
+            });
+            ran.push(isa);
+        }
+        println!("blocked paths: {ran:?}");
+    }
+}
