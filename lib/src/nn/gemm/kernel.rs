@@ -110,7 +110,7 @@ pub(super) unsafe fn blocked(
                                             by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu))
                                         }
                                         Isa::Avx2 => {
-                                            kernel_avx2(mr, kc, ap, bp, cp, ldc, load, bias, res, relu)
+                                            kernel_avx2(mr, NR, kc, ap, bp, cp, ldc, load, bias, res, relu)
                                         }
                                     }
                                 } else {
@@ -122,7 +122,7 @@ pub(super) unsafe fn blocked(
                                             kernel::<MR>(kc, ap, bp, t, NR, false, null, null, false)
                                         }
                                         Isa::Avx2 => {
-                                            kernel_avx2(MR, kc, ap, bp, t, NR, false, null, null, false)
+                                            kernel_avx2(MR, nr, kc, ap, bp, t, NR, false, null, null, false)
                                         }
                                     }
                                     let base = (row0 * ldc + cols_map.c_off(col0)) as isize;

@@ -12,7 +12,7 @@ const SUB_ROWS: usize = 6;
 const SUB_COLS: usize = 16;
 
 /// C tile (`rows` ≤ 12 × 32) (+)= A panel · B panel over `kc` steps, then the epilogue, as the
-/// AVX-512 `kernel` computes it.
+/// AVX-512 `kernel` computes it; only the first 16 columns where `cols` ≤ 16.
 ///
 /// # Safety
 /// AVX2 and FMA available; `a` holds `kc·12`, `b` `kc·32` floats; `c` (and `res` when not null)
@@ -21,6 +21,7 @@ const SUB_COLS: usize = 16;
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn kernel_avx2(
     rows: usize,
+    cols: usize,
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -32,7 +33,8 @@ pub(super) unsafe fn kernel_avx2(
     relu: bool,
 ) {
     for r0 in (0..rows.min(MR)).step_by(SUB_ROWS) {
-        for c0 in (0..NR).step_by(SUB_COLS) {
+        // An edge tile's unused right half is not computed (14² positions: 4 of 32 columns).
+        for c0 in (0..cols.min(NR)).step_by(SUB_COLS) {
             let out = SubTile {
                 c: c.add(r0 * ldc + c0),
                 ldc,

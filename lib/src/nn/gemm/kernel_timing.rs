@@ -22,7 +22,7 @@ fn kernel_peak() {
             unsafe {
                 match isa {
                     Isa::Avx512 => kernel::<MR>(kc, ap, bp, cp, NR, true, null, null, false),
-                    Isa::Avx2 => kernel_avx2(MR, kc, ap, bp, cp, NR, true, null, null, false),
+                    Isa::Avx2 => kernel_avx2(MR, NR, kc, ap, bp, cp, NR, true, null, null, false),
                 }
             };
         }

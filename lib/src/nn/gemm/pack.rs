@@ -76,8 +76,20 @@ pub(in crate::nn) fn pack_a(
                 // contiguous, a copy per column.
                 for (q, d) in run_dst.chunks_exact_mut(MR).enumerate() {
                     let at = base[0] + start + q * cs;
-                    for ((d, x), s) in d[..rows].iter_mut().zip(&a.data[at..at + rows]).zip(&s) {
-                        *d = x * s;
+                    let x = &a.data[at..at + rows];
+                    if rows == MR {
+                        // A whole panel column: fixed-size, so it compiles to vector moves.
+                        let (d, x): (&mut [f32; MR], &[f32; MR]) =
+                            (d.try_into().expect("a panel column"), x.try_into().expect("MR rows"));
+                        match scale {
+                            None => *d = *x,
+                            Some(_) => *d = std::array::from_fn(|r| x[r] * s[r]),
+                        }
+                    } else {
+                        // A partial panel: its other rows were zeroed.
+                        for ((d, x), s) in d.iter_mut().zip(x).zip(&s) {
+                            *d = x * s;
+                        }
                     }
                 }
                 kk += run;
