@@ -24,6 +24,7 @@ mod pool;
 mod pool3d;
 mod pooling_attention;
 mod portable;
+pub mod qgemm;
 mod shift;
 pub(crate) mod simd;
 mod token_pool;

@@ -1,0 +1,296 @@
+//! int8 matrix products for quantized inference (issue 24): C = A·B with A the weights in s8
+//! (symmetric, one scale per output row), B the activations in u8 (one scale and zero point per
+//! tensor), products summed exactly in i32, and the epilogue (scales, zero-point correction,
+//! bias, ReLU) in f32.
+//!
+//! Activations take 7 bits (0..=127), as PyTorch's x86 backend observes them with
+//! `reduce_range`: AVX2's `vpmaddubsw` sums two u8 × s8 products into an i16 with saturation,
+//! and 2 · 127 · 127 fits where 2 · 255 · 127 does not. Weights take -127..=127 (symmetric).
+//! Every kernel then computes the same integers, so the paths agree exactly.
+//!
+//! Layout: k runs in groups of 4 (one i32 lane of `vpmaddubsw` + `vpmaddwd`, and of VNNI's
+//! `vpdpbusd`). A is packed once (`QuantizedMatrix`) in panels of `QMR` rows, each group's
+//! `QMR × 4` bytes together (one broadcast per row); B in panels of `QNR` columns, each group's
+//! `QNR × 4` bytes together (two vector loads). The kernel runs the whole K for a tile (i32
+//! accumulators need no K blocking); a block of B panels stays in L2 while A panels stream past.
+
+#[cfg(target_arch = "x86_64")]
+mod kernel_avx2;
+#[cfg(test)]
+mod tests;
+
+use super::gemm::MatRef;
+
+/// Rows of an A panel (one i32 accumulator pair per row in the AVX2 kernel).
+pub const QMR: usize = 4;
+/// Columns of a B panel (two vectors of 8 i32 lanes).
+pub const QNR: usize = 16;
+/// k values per group.
+const KG: usize = 4;
+/// Bytes of packed B one column block holds: the block stays in L2 while A panels pass.
+const B_BLOCK_BYTES: usize = 1 << 18;
+
+/// The largest quantized activation (7 bits).
+pub const ACT_MAX: u8 = 127;
+/// The largest quantized weight magnitude (symmetric s8).
+pub const WEIGHT_MAX: i8 = 127;
+
+/// The int8 kernel this CPU runs: `Some` a vector kernel, `None` the portable one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QIsa {
+    /// `vpmaddubsw` + `vpmaddwd` on 256-bit vectors.
+    Avx2,
+}
+
+impl QIsa {
+    /// The widest int8 kernel this CPU has (`VIDKIT_GEMM=portable` picks none).
+    pub fn detected() -> Option<QIsa> {
+        if std::env::var("VIDKIT_GEMM").as_deref() == Ok("portable") {
+            return None;
+        }
+        QIsa::Avx2.supported().then_some(QIsa::Avx2)
+    }
+
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                QIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+}
+
+/// A weight matrix quantized per row and packed for the int8 kernels.
+#[derive(Clone, Debug)]
+pub struct QuantizedMatrix {
+    /// Panels of `QMR` rows, each k group's `QMR × KG` bytes together; rows and k past the end 0.
+    packed: Vec<i8>,
+    rows: usize,
+    cols: usize,
+    /// Row i's value is `scales[i] · q`.
+    scales: Vec<f32>,
+    /// Σ_k q[i, k]: the zero point's share of each row's sums.
+    row_sums: Vec<i32>,
+}
+
+impl QuantizedMatrix {
+    /// `a` quantized symmetrically per row: scale = max |a_row| / 127 (1 for a zero row),
+    /// q = round(a / scale) in -127..=127.
+    pub fn quantize(a: MatRef) -> Self {
+        let (m, k) = (a.rows, a.cols);
+        let mut q = vec![0i8; m * k];
+        let mut scales = vec![1f32; m];
+        for i in 0..m {
+            let amax = (0..k).map(|p| a.data[i * a.rs + p * a.cs].abs()).fold(0f32, f32::max);
+            if amax > 0.0 && amax.is_finite() {
+                scales[i] = amax / WEIGHT_MAX as f32;
+            }
+            let inv = 1.0 / scales[i];
+            for p in 0..k {
+                let x = (a.data[i * a.rs + p * a.cs] * inv).round_ties_even();
+                q[i * k + p] = x.clamp(-(WEIGHT_MAX as f32), WEIGHT_MAX as f32) as i8;
+            }
+        }
+        Self::from_quantized(&q, m, k, scales)
+    }
+
+    /// Row-major quantized values `q` [rows, cols] with their row scales.
+    pub fn from_quantized(q: &[i8], rows: usize, cols: usize, scales: Vec<f32>) -> Self {
+        assert!(q.len() == rows * cols && scales.len() == rows, "quantized matrix: sizes differ");
+        assert!(q.iter().all(|&v| v >= -WEIGHT_MAX), "quantized weights lie in -127..=127");
+        let groups = cols.div_ceil(KG);
+        let panels = rows.div_ceil(QMR);
+        let mut packed = vec![0i8; panels * groups * QMR * KG];
+        for i in 0..rows {
+            let (panel, r) = (i / QMR, i % QMR);
+            for p in 0..cols {
+                let (g, t) = (p / KG, p % KG);
+                packed[((panel * groups + g) * QMR + r) * KG + t] = q[i * cols + p];
+            }
+        }
+        let row_sums = q.chunks(cols.max(1)).take(rows).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
+        Self { packed, rows, cols, scales, row_sums: if cols == 0 { vec![0; rows] } else { row_sums } }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Quantized value (i, p).
+    pub fn value(&self, i: usize, p: usize) -> i8 {
+        let groups = self.cols.div_ceil(KG);
+        self.packed[(((i / QMR) * groups + p / KG) * QMR + i % QMR) * KG + p % KG]
+    }
+
+    fn panel(&self, panel: usize) -> &[i8] {
+        let len = self.cols.div_ceil(KG) * QMR * KG;
+        &self.packed[panel * len..][..len]
+    }
+}
+
+/// How activations map to u8: q = clamp(round(x / scale) + zero_point, 0, 127).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationQuant {
+    pub scale: f32,
+    pub zero_point: u8,
+}
+
+impl ActivationQuant {
+    /// The affine map whose 0..=127 covers `[min, max]` (widened to hold 0, which stays exact:
+    /// padding and ReLU outputs are zeros).
+    pub fn from_range(min: f32, max: f32) -> Self {
+        let (min, max) = (min.min(0.0), max.max(0.0));
+        if max <= min || !(max - min).is_finite() {
+            return Self { scale: 1.0, zero_point: 0 };
+        }
+        let scale = (max - min) / ACT_MAX as f32;
+        let zero_point = (-min / scale).round().clamp(0.0, ACT_MAX as f32) as u8;
+        Self { scale, zero_point }
+    }
+
+    /// round(x / scale) (ties to even, as PyTorch's `quantize_per_tensor`) + zero point,
+    /// clamped to 0..=127.
+    #[inline]
+    pub fn quantize(&self, x: f32) -> u8 {
+        ((x / self.scale).round_ties_even() + self.zero_point as f32).clamp(0.0, ACT_MAX as f32) as u8
+    }
+
+    #[inline]
+    pub fn dequantize(&self, q: u8) -> f32 {
+        (q as i32 - self.zero_point as i32) as f32 * self.scale
+    }
+
+    /// Every value of `x` quantized.
+    pub fn quantize_slice(&self, x: &[f32]) -> Vec<u8> {
+        x.iter().map(|&v| self.quantize(v)).collect()
+    }
+}
+
+/// What happens to each i32 sum: · a_scale[i] · b_scale after the zero point's share is
+/// removed, `+ bias[i]`, then `max(0, ·)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QEpilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// C (`a.rows() × n` f32, leading dimension `ldc`) = A · dequantized B, then the epilogue:
+/// c[i, j] = a_scale[i] · bq.scale · Σ_p a[i, p] (b[p, j] − zero_point) (+ bias[i], ReLU).
+/// `b` is row-major [a.cols(), n] with values in 0..=127. Runs `isa`'s kernel (`QIsa::detected()`
+/// for this CPU's widest; `None`: the portable one) on the rayon pool's threads.
+///
+/// # Panics
+/// When this CPU lacks the kernel's instructions, or the sizes disagree.
+#[allow(clippy::too_many_arguments)]
+pub fn qgemm(
+    isa: Option<QIsa>,
+    a: &QuantizedMatrix,
+    b: &[u8],
+    n: usize,
+    bq: ActivationQuant,
+    c: &mut [f32],
+    ldc: usize,
+    epi: QEpilogue,
+) {
+    assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} int8 kernel");
+    let (m, k) = (a.rows, a.cols);
+    assert_eq!(b.len(), k * n, "B holds {} values, not {k} × {n}", b.len());
+    assert!(b.iter().all(|&v| v <= ACT_MAX), "activations lie in 0..=127");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= ldc || m == 1, "rows overlap");
+    assert!((m - 1) * ldc + n <= c.len(), "output buffer too small");
+    if let Some(bias) = epi.bias {
+        assert!(bias.len() >= m, "bias shorter than the rows");
+    }
+    let groups = k.div_ceil(KG);
+    // Columns per block: whole panels, the block's packed B near B_BLOCK_BYTES.
+    let block = (B_BLOCK_BYTES / (groups * KG).max(1) / QNR).max(1) * QNR;
+    let blocks = n.div_ceil(block);
+    let c_ptr = super::simd::DisjointMut(c.as_mut_ptr());
+    let c_len = c.len();
+    super::simd::par_for(blocks, |blk| {
+        let (j0, nc) = (blk * block, block.min(n - blk * block));
+        let panels = nc.div_ceil(QNR);
+        let mut bp = vec![0u8; panels * groups * QNR * KG];
+        pack_b(b, n, k, j0, nc, &mut bp);
+        let mut tile = [0i32; QMR * QNR];
+        for ip in 0..m.div_ceil(QMR) {
+            let ap = a.panel(ip);
+            for jp in 0..panels {
+                let bpanel = &bp[jp * groups * QNR * KG..][..groups * QNR * KG];
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups.
+                    Some(QIsa::Avx2) => unsafe { kernel_avx2::kernel(groups, ap, bpanel, &mut tile) },
+                    #[allow(unreachable_patterns)]
+                    _ => kernel_portable(groups, ap, bpanel, &mut tile),
+                }
+                let (i0, jj) = (ip * QMR, j0 + jp * QNR);
+                let (rows, cols) = (QMR.min(m - i0), QNR.min(n - jj));
+                for r in 0..rows {
+                    let i = i0 + r;
+                    let scale = a.scales[i] * bq.scale;
+                    let shift = bq.zero_point as i32 * a.row_sums[i];
+                    let bias = epi.bias.map_or(0.0, |b| b[i]);
+                    let at = i * ldc + jj;
+                    assert!(at + cols <= c_len, "output tile past the buffer");
+                    // SAFETY: block `blk` owns columns j0..j0 + nc of every row: disjoint from
+                    // the other blocks' (and inside `c`, asserted).
+                    let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.at(at), cols) };
+                    for (o, &acc) in out.iter_mut().zip(&tile[r * QNR..][..cols]) {
+                        let v = (acc - shift) as f32 * scale + bias;
+                        *o = if epi.relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Columns `j0..j0 + nc` of row-major B [k, n] into `QNR`-column panels, each k group's
+/// `QNR × KG` bytes together (column-major inside a group); columns and k past the end 0.
+fn pack_b(b: &[u8], n: usize, k: usize, j0: usize, nc: usize, out: &mut [u8]) {
+    let groups = k.div_ceil(KG);
+    for (jp, panel) in out.chunks_exact_mut(groups * QNR * KG).enumerate() {
+        let cols = QNR.min(nc - jp * QNR);
+        let col0 = j0 + jp * QNR;
+        for p in 0..k {
+            let (g, t) = (p / KG, p % KG);
+            let row = &b[p * n + col0..][..cols];
+            let dst = &mut panel[g * QNR * KG..][..QNR * KG];
+            for (j, &v) in row.iter().enumerate() {
+                dst[j * KG + t] = v;
+            }
+        }
+    }
+}
+
+/// The product of one A panel and one B panel over `groups` k groups into `tile` [QMR][QNR], in
+/// plain integer arithmetic: what the vector kernels compute.
+fn kernel_portable(groups: usize, a: &[i8], b: &[u8], tile: &mut [i32; QMR * QNR]) {
+    tile.fill(0);
+    for g in 0..groups {
+        let (ag, bg) = (&a[g * QMR * KG..][..QMR * KG], &b[g * QNR * KG..][..QNR * KG]);
+        for r in 0..QMR {
+            for j in 0..QNR {
+                let s: i32 = (0..KG).map(|t| ag[r * KG + t] as i32 * bg[j * KG + t] as i32).sum();
+                tile[r * QNR + j] += s;
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+use super::*;
+use crate::rng::Rng;
+
+fn random(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect()
+}
+
+fn random_u7(n: usize, rng: &mut Rng) -> Vec<u8> {
+    (0..n).map(|_| (rng.uniform() * 128.0).min(127.0) as u8).collect()
+}
+
+/// Every kernel's f32 output for the same quantized operands.
+fn outputs(
+    a: &QuantizedMatrix,
+    b: &[u8],
+    n: usize,
+    bq: ActivationQuant,
+    epi: QEpilogue,
+) -> Vec<(Option<QIsa>, Vec<f32>)> {
+    let isas = [Some(QIsa::Avx2), None].into_iter().filter(|i| i.is_none_or(|i| i.supported()));
+    isas.map(|isa| {
+        let mut c = vec![f32::NAN; a.rows() * n];
+        qgemm(isa, a, b, n, bq, &mut c, n, epi);
+        (isa, c)
+    })
+    .collect()
+}
+
+/// The product in f64 from the quantized values: what the i32 sums and the f32 epilogue give
+/// up to the epilogue's rounding.
+fn reference(a: &QuantizedMatrix, b: &[u8], n: usize, bq: ActivationQuant, epi: QEpilogue) -> Vec<f64> {
+    let (m, k) = (a.rows(), a.cols());
+    let mut c = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: i64 =
+                (0..k).map(|p| a.value(i, p) as i64 * (b[p * n + j] as i64 - bq.zero_point as i64)).sum();
+            let v = s as f64 * a.scales()[i] as f64 * bq.scale as f64 + epi.bias.map_or(0.0, |b| b[i] as f64);
+            c[i * n + j] = if epi.relu { v.max(0.0) } else { v };
+        }
+    }
+    c
+}
+
+/// Kernels agree bit for bit and match the exact sums, over shapes that leave partial panels,
+/// partial k groups and several column blocks, with a bias and ReLU.
+#[test]
+fn int8_kernels_agree_with_the_exact_sums() {
+    let mut rng = Rng::new(11);
+    let mut ran = vec![];
+    for (m, k, n) in [(1, 1, 1), (5, 7, 17), (13, 64, 40), (8, 4099, 70), (37, 300, 33)] {
+        let a = QuantizedMatrix::quantize(MatRef::row_major(&random(m * k, &mut rng), m, k));
+        let b = random_u7(k * n, &mut rng);
+        let bias = random(m, &mut rng);
+        let bq = ActivationQuant { scale: 0.02, zero_point: 37 };
+        for epi in [QEpilogue::default(), QEpilogue { bias: Some(&bias), relu: true }] {
+            let want = reference(&a, &b, n, bq, epi);
+            let outs = outputs(&a, &b, n, bq, epi);
+            for (isa, got) in &outs {
+                for (w, g) in want.iter().zip(got) {
+                    assert!(
+                        (w - *g as f64).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{isa:?} {m}×{k}×{n}: {w} vs {g}"
+                    );
+                }
+                ran.push(*isa);
+            }
+            assert!(outs.windows(2).all(|p| p[0].1 == p[1].1), "{m}×{k}×{n}: the kernels differ");
+        }
+    }
+    ran.sort_by_key(|i| format!("{i:?}"));
+    ran.dedup();
+    println!("int8 kernels: {ran:?}");
+}
+
+/// The extremes do not saturate: every activation 127 against weights all +127 or all -127, the
+/// pairs `vpmaddubsw` sums at their largest.
+#[test]
+fn the_extremes_do_not_saturate() {
+    let (m, k, n) = (2, 256, 16);
+    let mut q = vec![WEIGHT_MAX; k];
+    q.extend(vec![-WEIGHT_MAX; k]);
+    let a = QuantizedMatrix::from_quantized(&q, m, k, vec![1.0; m]);
+    let b = vec![ACT_MAX; k * n];
+    let bq = ActivationQuant { scale: 1.0, zero_point: 0 };
+    for (isa, c) in outputs(&a, &b, n, bq, QEpilogue::default()) {
+        let want = (k * 127 * 127) as f32;
+        assert!(c[..n].iter().all(|&v| v == want) && c[n..].iter().all(|&v| v == -want), "{isa:?}");
+    }
+}
+
+/// Quantizing both operands costs what their resolution allows: the product of quantized
+/// operands stays within a few quantization steps' worth of the f32 product.
+#[test]
+fn quantized_product_is_close_to_the_f32_product() {
+    let mut rng = Rng::new(5);
+    let (m, k, n) = (16, 256, 48);
+    let (w, x) = (
+        random(m * k, &mut rng),
+        random(k * n, &mut rng).iter().map(|v| v.max(0.0) * 3.0).collect::<Vec<_>>(),
+    );
+    let a = QuantizedMatrix::quantize(MatRef::row_major(&w, m, k));
+    let bq = ActivationQuant::from_range(0.0, 3.0);
+    let b = bq.quantize_slice(&x);
+    let mut c = vec![0f32; m * n];
+    qgemm(QIsa::detected(), &a, &b, n, bq, &mut c, n, QEpilogue::default());
+    let mut worst = 0f32;
+    let mut scale = 0f32;
+    for i in 0..m {
+        for j in 0..n {
+            let exact: f32 = (0..k).map(|p| w[i * k + p] * x[p * n + j]).sum();
+            worst = worst.max((exact - c[i * n + j]).abs());
+            scale = scale.max(exact.abs());
+        }
+    }
+    // Rounding errors of ±half a step on each operand add up like a random walk over k terms.
+    assert!(worst < 0.02 * scale, "worst {worst} against products up to {scale}");
+}
+
+#[test]
+fn activation_ranges_keep_zero_exact() {
+    for (lo, hi) in [(0.0, 6.0), (-1.0, 3.0), (-2.0, -1.0), (0.5, 2.0), (0.0, 0.0)] {
+        let q = ActivationQuant::from_range(lo, hi);
+        assert_eq!(q.dequantize(q.quantize(0.0)), 0.0, "{lo}..{hi}: {q:?}");
+        assert!(q.quantize(hi.max(0.0)) <= ACT_MAX);
+    }
+    let q = ActivationQuant::from_range(0.0, 127.0);
+    assert_eq!((q.quantize(-5.0), q.quantize(1e9), q.quantize(2.5), q.quantize(3.5)), (0, 127, 2, 4));
+}
+
+/// Multiply-add rates of the int8 product against the f32 one on convolution-sized products
+/// (`cargo test -p vidkit --lib int8_rate -- --ignored --nocapture`; a figure, not a check).
+#[test]
+#[ignore]
+fn int8_rate() {
+    use crate::nn::gemm::{sgemm, Epilogue};
+    let mut rng = Rng::new(1);
+    for (m, k, n) in [(256, 576, 3136), (512, 4608, 392), (2048, 512, 392), (64, 576, 3136)] {
+        let (w, x) = (random(m * k, &mut rng), random(k * n, &mut rng));
+        let a = QuantizedMatrix::quantize(MatRef::row_major(&w, m, k));
+        let bq = ActivationQuant::from_range(-1.0, 1.0);
+        let b = bq.quantize_slice(&x);
+        let mut c = vec![0f32; m * n];
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                f();
+            }
+            t.elapsed().as_secs_f64() / 5.0
+        };
+        let int8 = time(&mut || qgemm(QIsa::detected(), &a, &b, n, bq, &mut c, n, QEpilogue::default()));
+        let f32_ = time(&mut || {
+            sgemm(
+                MatRef::row_major(&w, m, k),
+                MatRef::row_major(&x, k, n),
+                &mut c,
+                n,
+                false,
+                Epilogue::default(),
+            )
+        });
+        let gmacs = (m * k * n) as f64 / 1e9;
+        println!(
+            "{m}×{k}×{n}: int8 {:.1} GMAC/s, f32 {:.1} GMAC/s ({:?}, {} threads)",
+            gmacs / int8,
+            gmacs / f32_,
+            QIsa::detected(),
+            rayon::current_num_threads()
+        );
+    }
+}
