@@ -118,7 +118,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         candle_core::bail!("fused conv: a temporal shift needs frames as the batch (T = 1)")
     }
     let shift = match shift {
-        Some(s) if !(direct && super::gemm::blocked_isa().is_some()) => {
+        Some(s) if !(direct && super::gemm::blocked_isa().is_some()) || super::int8::active() => {
             let (n, c, _, h, w) = x.dims5()?;
             let xs = x.contiguous()?.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
             return conv_bn_act_3d_shifted(
@@ -170,6 +170,23 @@ pub(super) fn conv_bn_act_3d_shifted(
         Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
         None => None,
     };
+    if let Some((index, plan)) = super::int8::next_conv(xs)? {
+        let cols = if direct { None } else { Some(super::vol2col::vol2col(xs, &g)?) };
+        let out = super::int8::conv(
+            &plan,
+            index,
+            cols.as_deref().unwrap_or(xs),
+            direct,
+            g.n,
+            p,
+            w,
+            &scale,
+            &bias,
+            res_data,
+            relu,
+        );
+        return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
+    }
     // Few output channels: the direct kernel, without packing the column matrix.
     #[cfg(target_arch = "x86_64")]
     if !direct && super::conv_direct::applies(cout, &g) {

@@ -17,6 +17,7 @@ mod fused;
 mod gated_swish;
 pub mod gemm;
 mod im2col;
+pub mod int8;
 mod lstm;
 mod nonlocal;
 mod plane_mean;

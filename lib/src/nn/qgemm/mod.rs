@@ -180,16 +180,18 @@ impl ActivationQuant {
 }
 
 /// What happens to each i32 sum: · a_scale[i] · b_scale after the zero point's share is
-/// removed, `+ bias[i]`, then `max(0, ·)`.
+/// removed, `+ bias[i]`, `+ residual`, then `max(0, ·)`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QEpilogue<'a> {
     pub bias: Option<&'a [f32]>,
+    /// Added before the ReLU, laid out as C.
+    pub residual: Option<&'a [f32]>,
     pub relu: bool,
 }
 
 /// C (`a.rows() × n` f32, leading dimension `ldc`) = A · dequantized B, then the epilogue:
 /// c[i, j] = a_scale[i] · bq.scale · Σ_p a[i, p] (b[p, j] − zero_point) (+ bias[i], ReLU).
-/// `b` is row-major [a.cols(), n] with values in 0..=127. Runs `isa`'s kernel (`QIsa::detected()`
+/// `b` holds [a.cols(), n] with rows `ldb` apart, values in 0..=127. Runs `isa`'s kernel (`QIsa::detected()`
 /// for this CPU's widest; `None`: the portable one) on the rayon pool's threads.
 ///
 /// # Panics
@@ -199,6 +201,7 @@ pub fn qgemm(
     isa: Option<QIsa>,
     a: &QuantizedMatrix,
     b: &[u8],
+    ldb: usize,
     n: usize,
     bq: ActivationQuant,
     c: &mut [f32],
@@ -207,15 +210,18 @@ pub fn qgemm(
 ) {
     assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} int8 kernel");
     let (m, k) = (a.rows, a.cols);
-    assert_eq!(b.len(), k * n, "B holds {} values, not {k} × {n}", b.len());
-    assert!(b.iter().all(|&v| v <= ACT_MAX), "activations lie in 0..=127");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(n <= ldb || k <= 1, "B's rows overlap");
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "B holds {} values, not {k} × {n}", b.len());
     assert!(n <= ldc || m == 1, "rows overlap");
     assert!((m - 1) * ldc + n <= c.len(), "output buffer too small");
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= m, "bias shorter than the rows");
+    }
+    if let Some(res) = epi.residual {
+        assert!(res.len() >= (m - 1) * ldc + n, "residual too small");
     }
     let groups = k.div_ceil(KG);
     // Columns per block: whole panels, the block's packed B near B_BLOCK_BYTES.
@@ -227,7 +233,7 @@ pub fn qgemm(
         let (j0, nc) = (blk * block, block.min(n - blk * block));
         let panels = nc.div_ceil(QNR);
         let mut bp = vec![0u8; panels * groups * QNR * KG];
-        pack_b(b, n, k, j0, nc, &mut bp);
+        pack_b(b, ldb, k, j0, nc, &mut bp);
         let mut tile = [0i32; QMR * QNR];
         for ip in 0..m.div_ceil(QMR) {
             let ap = a.panel(ip);
@@ -252,8 +258,9 @@ pub fn qgemm(
                     // SAFETY: block `blk` owns columns j0..j0 + nc of every row: disjoint from
                     // the other blocks' (and inside `c`, asserted).
                     let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.at(at), cols) };
-                    for (o, &acc) in out.iter_mut().zip(&tile[r * QNR..][..cols]) {
-                        let v = (acc - shift) as f32 * scale + bias;
+                    let res = epi.residual.map(|res| &res[at..at + cols]);
+                    for (j, (o, &acc)) in out.iter_mut().zip(&tile[r * QNR..][..cols]).enumerate() {
+                        let v = (acc - shift) as f32 * scale + bias + res.map_or(0.0, |res| res[j]);
                         *o = if epi.relu { v.max(0.0) } else { v };
                     }
                 }
@@ -262,19 +269,20 @@ pub fn qgemm(
     });
 }
 
-/// Columns `j0..j0 + nc` of row-major B [k, n] into `QNR`-column panels, each k group's
+/// Columns `j0..j0 + nc` of B [k, ·] (rows `ldb` apart, values checked ≤ 127) into `QNR`-column panels, each k group's
 /// `QNR × KG` bytes together (column-major inside a group); columns and k past the end 0.
-fn pack_b(b: &[u8], n: usize, k: usize, j0: usize, nc: usize, out: &mut [u8]) {
+fn pack_b(b: &[u8], ldb: usize, k: usize, j0: usize, nc: usize, out: &mut [u8]) {
     let groups = k.div_ceil(KG);
     for (jp, panel) in out.chunks_exact_mut(groups * QNR * KG).enumerate() {
         let cols = QNR.min(nc - jp * QNR);
         let col0 = j0 + jp * QNR;
         for p in 0..k {
             let (g, t) = (p / KG, p % KG);
-            let row = &b[p * n + col0..][..cols];
+            let row = &b[p * ldb + col0..][..cols];
             let dst = &mut panel[g * QNR * KG..][..QNR * KG];
             for (j, &v) in row.iter().enumerate() {
-                dst[j * KG + t] = v;
+                // Above 127 `vpmaddubsw` could saturate: clamp (quantizers never write more).
+                dst[j * KG + t] = v.min(ACT_MAX);
             }
         }
     }

@@ -20,7 +20,7 @@ fn outputs(
     let isas = [Some(QIsa::Avx2), None].into_iter().filter(|i| i.is_none_or(|i| i.supported()));
     isas.map(|isa| {
         let mut c = vec![f32::NAN; a.rows() * n];
-        qgemm(isa, a, b, n, bq, &mut c, n, epi);
+        qgemm(isa, a, b, n, n, bq, &mut c, n, epi);
         (isa, c)
     })
     .collect()
@@ -35,7 +35,9 @@ fn reference(a: &QuantizedMatrix, b: &[u8], n: usize, bq: ActivationQuant, epi: 
         for j in 0..n {
             let s: i64 =
                 (0..k).map(|p| a.value(i, p) as i64 * (b[p * n + j] as i64 - bq.zero_point as i64)).sum();
-            let v = s as f64 * a.scales()[i] as f64 * bq.scale as f64 + epi.bias.map_or(0.0, |b| b[i] as f64);
+            let v = s as f64 * a.scales()[i] as f64 * bq.scale as f64
+                + epi.bias.map_or(0.0, |b| b[i] as f64)
+                + epi.residual.map_or(0.0, |r| r[i * n + j] as f64);
             c[i * n + j] = if epi.relu { v.max(0.0) } else { v };
         }
     }
@@ -51,9 +53,11 @@ fn int8_kernels_agree_with_the_exact_sums() {
     for (m, k, n) in [(1, 1, 1), (5, 7, 17), (13, 64, 40), (8, 4099, 70), (37, 300, 33)] {
         let a = QuantizedMatrix::quantize(MatRef::row_major(&random(m * k, &mut rng), m, k));
         let b = random_u7(k * n, &mut rng);
-        let bias = random(m, &mut rng);
+        let (bias, residual) = (random(m, &mut rng), random(m * n, &mut rng));
         let bq = ActivationQuant { scale: 0.02, zero_point: 37 };
-        for epi in [QEpilogue::default(), QEpilogue { bias: Some(&bias), relu: true }] {
+        for epi in
+            [QEpilogue::default(), QEpilogue { bias: Some(&bias), residual: Some(&residual), relu: true }]
+        {
             let want = reference(&a, &b, n, bq, epi);
             let outs = outputs(&a, &b, n, bq, epi);
             for (isa, got) in &outs {
@@ -103,7 +107,7 @@ fn quantized_product_is_close_to_the_f32_product() {
     let bq = ActivationQuant::from_range(0.0, 3.0);
     let b = bq.quantize_slice(&x);
     let mut c = vec![0f32; m * n];
-    qgemm(QIsa::detected(), &a, &b, n, bq, &mut c, n, QEpilogue::default());
+    qgemm(QIsa::detected(), &a, &b, n, n, bq, &mut c, n, QEpilogue::default());
     let mut worst = 0f32;
     let mut scale = 0f32;
     for i in 0..m {
@@ -149,7 +153,7 @@ fn int8_rate() {
             }
             t.elapsed().as_secs_f64() / 5.0
         };
-        let int8 = time(&mut || qgemm(QIsa::detected(), &a, &b, n, bq, &mut c, n, QEpilogue::default()));
+        let int8 = time(&mut || qgemm(QIsa::detected(), &a, &b, n, n, bq, &mut c, n, QEpilogue::default()));
         let f32_ = time(&mut || {
             sgemm(
                 MatRef::row_major(&w, m, k),
