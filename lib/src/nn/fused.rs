@@ -145,6 +145,8 @@ pub(super) fn conv_bn_act_3d_shifted(
     if weight.elem_count() != cout * k || weight.dtype() != DType::F32 {
         candle_core::bail!("fused conv: weight {:?} does not fit {} input channels", weight.dims(), g.c)
     }
+    // int8 knows a convolution by its weight buffer: the model's own, not a contiguous copy.
+    let own_weights = weight.is_contiguous();
     let weight = weight.contiguous()?;
     let (w_storage, w_layout) = weight.storage_and_layout();
     let w = cpu_f32(&w_storage, w_layout)?;
@@ -170,7 +172,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
         None => None,
     };
-    if let Some((index, plan)) = super::int8::next_conv(xs)? {
+    if let Some((index, plan)) = super::int8::next_conv(xs, w, own_weights)? {
         let cols = if direct { None } else { Some(super::vol2col::vol2col(xs, &g)?) };
         let out = super::int8::conv(
             &plan,
@@ -184,7 +186,7 @@ pub(super) fn conv_bn_act_3d_shifted(
             &bias,
             res_data,
             relu,
-        );
+        )?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
     // Few output channels: the direct kernel, without packing the column matrix.

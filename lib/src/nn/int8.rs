@@ -2,8 +2,9 @@
 //! inference convolution goes through `fused::conv_bn_act_3d_shifted`, which asks this module
 //! what to do while a closure runs under [`calibrate`] or [`with_int8`].
 //!
-//! - Calibration records each convolution's input range, the convolutions numbered in the order
-//!   a forward calls them (fixed for a model and input size), over as many forwards as given.
+//! - Calibration records each convolution's input range, over as many forwards as given. A
+//!   convolution is known by its weight buffer (a loaded model's weights stay put) and numbered
+//!   in the order forwards first call them, the same in every process for an architecture.
 //! - An int8 run quantizes each convolution's input with its calibrated range (7-bit u8, as
 //!   `qgemm` wants), its weights with BatchNorm's scale folded in per output channel (symmetric
 //!   s8, done once per plan), multiplies through `qgemm` and adds bias, residual and ReLU in the
@@ -40,9 +41,14 @@ enum Mode {
     Run(Arc<Int8Plan>),
 }
 
+/// A mode and the convolutions met so far: weight buffer address → number.
+struct State {
+    mode: Mode,
+    seen: std::collections::HashMap<usize, usize>,
+}
+
 thread_local! {
-    /// The mode of this thread's forward and the number of convolutions it has called.
-    static MODE: RefCell<Option<(Mode, usize)>> = const { RefCell::new(None) };
+    static MODE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with every convolution's input range recorded into `calibration` (widened).
@@ -57,32 +63,42 @@ pub fn with_int8<T>(plan: &Arc<Int8Plan>, f: impl FnOnce() -> T) -> T {
 
 fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
     /// Restores the previous mode when dropped, also when `f` panics.
-    struct Restore(Option<(Mode, usize)>);
+    struct Restore(Option<State>);
     impl Drop for Restore {
         fn drop(&mut self) {
             MODE.with(|m| *m.borrow_mut() = self.0.take());
         }
     }
-    let _restore = Restore(MODE.with(|m| m.borrow_mut().replace((mode, 0))));
+    let state = State { mode, seen: Default::default() };
+    let _restore = Restore(MODE.with(|m| m.borrow_mut().replace(state)));
     f()
 }
 
 /// Whether the convolutions on this thread run in int8 (then TSM's shift is applied before).
 pub(super) fn active() -> bool {
-    MODE.with(|m| matches!(m.borrow().as_ref(), Some((Mode::Run(_), _))))
+    MODE.with(|m| matches!(m.borrow().as_ref(), Some(State { mode: Mode::Run(_), .. })))
 }
 
-/// What the convolution about to run does: its index in call order, and the plan when it runs
-/// in int8. Records `x`'s range when calibrating.
-pub(super) fn next_conv(x: &[f32]) -> candle_core::Result<Option<(usize, Arc<Int8Plan>)>> {
+/// What the convolution with weights `w` (`own`: its model's own buffer, not a copy) about to
+/// run on `x` does: its number and the plan when it runs in int8. Records `x`'s range when
+/// calibrating.
+pub(super) fn next_conv(
+    x: &[f32],
+    w: &[f32],
+    own: bool,
+) -> candle_core::Result<Option<(usize, Arc<Int8Plan>)>> {
     MODE.with(|m| {
         let mut m = m.borrow_mut();
-        let Some((mode, count)) = m.as_mut() else { return Ok(None) };
-        let index = *count;
-        *count += 1;
+        let Some(State { mode, seen }) = m.as_mut() else { return Ok(None) };
+        if !own {
+            candle_core::bail!("int8: a convolution whose weights are a strided view is not supported yet")
+        }
+        let next = seen.len();
+        let index = *seen.entry(w.as_ptr() as usize).or_insert(next);
         match mode {
             Mode::Calibrate(cal) => {
-                let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let (lo, hi) =
+                    x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                 let mut cal = cal.lock().map_err(|_| candle_core::Error::Msg("calibration poisoned".into()))?;
                 if cal.ranges.len() <= index {
                     cal.ranges.resize(index + 1, (f32::INFINITY, f32::NEG_INFINITY));
@@ -94,7 +110,7 @@ pub(super) fn next_conv(x: &[f32]) -> candle_core::Result<Option<(usize, Arc<Int
             Mode::Run(plan) => {
                 if index >= plan.calibration.ranges.len() {
                     candle_core::bail!(
-                        "int8: convolution {} has no calibrated range (the calibration saw {}): calibrate with this model and input size",
+                        "int8: convolution {} has no calibrated range (the calibration saw {}): calibrate this model",
                         index + 1,
                         plan.calibration.ranges.len()
                     )
@@ -121,7 +137,7 @@ pub(super) fn conv(
     bias: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
-) -> Vec<f32> {
+) -> candle_core::Result<Vec<f32>> {
     let cout = scale.len();
     let k = w.len() / cout.max(1);
     let a = plan.weights[index].get_or_init(|| {
@@ -129,6 +145,14 @@ pub(super) fn conv(
             w.chunks(k.max(1)).zip(scale).flat_map(|(row, s)| row.iter().map(move |v| v * s)).collect();
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(&folded, cout, k)))
     });
+    if (a.rows(), a.cols()) != (cout, k) {
+        candle_core::bail!(
+            "int8: convolution {} is {cout}×{k}, quantized as {}×{}",
+            index + 1,
+            a.rows(),
+            a.cols()
+        )
+    }
     let (lo, hi) = plan.calibration.ranges[index];
     let aq = ActivationQuant::from_range(lo, hi);
     let b = aq.quantize_slice(cols);
@@ -147,7 +171,7 @@ pub(super) fn conv(
         };
         qgemm(isa, a, b_n, ldb, positions, aq, o, positions, epi);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
