@@ -49,6 +49,7 @@ pub mod tools {
     pub mod vcaption;
     pub mod vclassify;
     pub mod vconvert;
+    pub mod vconvert_quantize;
     pub mod veval;
     pub mod veval_captions;
     pub mod veval_grounding;

@@ -9,6 +9,7 @@ use vidkit::model::{build, save_model, ModelConfig};
 
 const VSAMPLE: &str = env!("CARGO_BIN_EXE_vsample");
 const VCLASSIFY: &str = env!("CARGO_BIN_EXE_vclassify");
+const VCONVERT: &str = env!("CARGO_BIN_EXE_vconvert");
 
 /// A small random TSM saved as a model file.
 fn small_model(path: &Path, frames: usize) {
@@ -285,6 +286,18 @@ fn a_timesformer_classifies_from_its_own_input_spec() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
+/// Every clip's logits from `vclassify --per-clip --avg logits STREAM EXTRA...` run in `dir`.
+fn per_clip_logits(dir: &Path, stream: &str, extra: &[&str]) -> Vec<f64> {
+    let mut a = vec!["--per-clip", "--avg", "logits", stream];
+    a.extend_from_slice(extra);
+    let o = run(VCLASSIFY, &a, dir);
+    assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    lines(&o.stdout)
+        .iter()
+        .flat_map(|l| l["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+        .collect()
+}
+
 /// `--precision bf16` moves the logits a little off f32's (the products' operands rounded);
 /// a model file whose config says `precision: bf16` runs so without the flag, and the flag
 /// overrides the config; unknown precisions are refused.
@@ -301,18 +314,7 @@ fn bf16_precision_from_the_flag_or_the_model_config() {
     let args =
         ["a.mp4", "--frames", "4", "--clips", "2", "--size", "32", "--crop-size", "32", "-q", "-o", "v.vks"];
     assert!(run(VSAMPLE, &args, p).status.success());
-    let logits = |extra: &[&str]| -> Vec<f64> {
-        let mut a = vec!["--per-clip", "--avg", "logits", "v.vks"];
-        a.extend_from_slice(extra);
-        let o = run(VCLASSIFY, &a, p);
-        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
-        lines(&o.stdout)
-            .iter()
-            .flat_map(|l| {
-                l["scores"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()
-            })
-            .collect()
-    };
+    let logits = |extra: &[&str]| per_clip_logits(p, "v.vks", extra);
     let f32 = logits(&["--model", "m.safetensors"]);
     let bf16 = logits(&["--model", "m.safetensors", "--precision", "bf16"]);
     let scale = f32.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -323,7 +325,7 @@ fn bf16_precision_from_the_flag_or_the_model_config() {
     assert_eq!(logits(&["--model", "m_bf16.safetensors", "--precision", "f32"]), f32, "the flag wins");
     let o = run(VCLASSIFY, &["--model", "m.safetensors", "--precision", "f16", "v.vks"], p);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("f32 or bf16"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("f32, bf16 or int8"), "{}", stderr(&o));
     cfg.extra.insert("precision".into(), "int4".into());
     save_model(&loaded.varmap, &cfg, &p.join("m_bad.safetensors")).unwrap();
     let o = run(VCLASSIFY, &["--model", "m_bad.safetensors", "v.vks"], p);
@@ -331,8 +333,52 @@ fn bf16_precision_from_the_flag_or_the_model_config() {
     let err = stderr(&o);
     assert!(
         err.contains("m_bad.safetensors")
-            && err.contains("f32 or bf16")
+            && err.contains("f32, bf16 or int8")
             && err.trim_end().lines().count() == 1,
         "{err}"
     );
+}
+
+/// `vconvert --quantize int8` calibrates on one clip stream and reports on another; the written
+/// model classifies in int8 by its config (logits near the f32 ones, not equal), `--precision
+/// f32` still wins, and int8 without a calibration or with stdin as a stream is refused.
+#[test]
+fn int8_from_vconvert_quantize() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    small_model(&p.join("m.safetensors"), 4);
+    testsrc(&p.join("a.mp4"), "64x48", 25, 40, &[]);
+    testsrc(&p.join("b.mp4"), "64x48", 25, 30, &["-vf", "hue=h=90"]);
+    for (video, out) in [("a.mp4", "calib.vks"), ("b.mp4", "val.vks")] {
+        let args =
+            [video, "--frames", "4", "--clips", "3", "--size", "32", "--crop-size", "32", "-q", "-o", out];
+        assert!(run(VSAMPLE, &args, p).status.success());
+    }
+    let args =
+        ["--quantize", "int8", "--calib", "calib.vks", "--val", "val.vks", "m.safetensors", "m8.safetensors"];
+    let o = run(VCONVERT, &args, p);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("calibration: 3 clips: top-1 the same on") && err.contains("validation: 3 clips"),
+        "{err}"
+    );
+    let logits =
+        |model: &str, extra: &[&str]| per_clip_logits(p, "val.vks", &[&["--model", model], extra].concat());
+    let f32 = logits("m.safetensors", &[]);
+    let int8 = logits("m8.safetensors", &[]);
+    let scale = f32.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let drift = f32.iter().zip(&int8).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
+    eprintln!("int8 drift {drift:.2e} of the largest logit ({scale:.3})");
+    assert!(drift > 1e-5 && drift < 0.1, "int8 drift {drift:e}");
+    assert_eq!(logits("m8.safetensors", &["--precision", "f32"]), f32, "the flag wins");
+    let o = run(VCLASSIFY, &["--model", "m.safetensors", "--precision", "int8", "val.vks"], p);
+    let err = stderr(&o);
+    assert!(
+        o.status.code() == Some(2) && err.contains("--quantize int8") && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    let o = run(VCONVERT, &["--quantize", "int8", "--calib", "-", "m.safetensors", "m9.safetensors"], p);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!p.join("m9.safetensors").exists());
 }

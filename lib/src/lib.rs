@@ -19,6 +19,7 @@ pub mod parallel;
 pub mod precision;
 pub mod progress;
 pub mod proposals;
+pub mod quantize;
 pub mod rng;
 pub mod sample;
 pub mod stream;

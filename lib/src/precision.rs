@@ -4,16 +4,23 @@
 //! matrix unit computes them; normalisation, softmax, pooling and activations stay f32
 //! (`nn::autocast`). vidkit's kernels compute the rounded values with their f32 arithmetic: the
 //! matrix units' results (to accumulation order) on every CPU, not yet their speed.
+//!
+//! `int8` runs the dense convolutions in int8 (`nn::int8`) with the activation ranges that
+//! `vconvert --quantize int8 --calib` stored in the config (`int8_calibration`); the rest stays
+//! f32. [`Inference`] carries the precision and, for int8, the plan built from the config.
 
+use crate::nn::int8::{Calibration, Int8Plan};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     #[default]
     F32,
     Bf16,
+    Int8,
 }
 
 impl std::str::FromStr for Precision {
@@ -22,7 +29,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            other => bail!("precision {other:?}: f32 or bf16"),
+            "int8" => Ok(Precision::Int8),
+            other => bail!("precision {other:?}: f32, bf16 or int8"),
         }
     }
 }
@@ -32,6 +40,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         })
     }
 }
@@ -45,7 +54,7 @@ impl Precision {
         match extra.get(Self::CONFIG_KEY) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => s.parse().map(Some),
-            Some(other) => bail!("precision {other}: f32 or bf16"),
+            Some(other) => bail!("precision {other}: f32, bf16 or int8"),
         }
         .context("model config")
     }
@@ -55,17 +64,86 @@ impl Precision {
         flag.or(config).unwrap_or_default()
     }
 
-    /// The autocast dtype (None for f32).
+    /// The autocast dtype (None for f32 and int8, whose other products stay f32).
     pub fn dtype(self) -> Option<DType> {
         match self {
-            Precision::F32 => None,
+            Precision::F32 | Precision::Int8 => None,
             Precision::Bf16 => Some(DType::BF16),
         }
     }
 
     /// Runs `f` (the forwards of one thread) in this precision.
+    ///
+    /// # Panics
+    /// For int8, whose calibration comes from a model: see [`Inference`].
     pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        assert!(self != Precision::Int8, "int8 runs through precision::Inference (the model's calibration)");
         crate::nn::with_autocast(self.dtype(), f)
+    }
+}
+
+/// The config key of the int8 calibration: [[min, max], ...] per convolution.
+pub const INT8_CALIBRATION_KEY: &str = "int8_calibration";
+
+/// The int8 calibration a config holds, if any.
+pub fn int8_calibration(extra: &Map<String, Value>) -> Result<Option<Calibration>> {
+    let Some(v) = extra.get(INT8_CALIBRATION_KEY) else { return Ok(None) };
+    let bad = || anyhow::anyhow!("model config: {INT8_CALIBRATION_KEY} is not a list of [min, max] pairs");
+    let ranges = v
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|pair| match pair.as_array().map(|p| p.iter().map(Value::as_f64).collect::<Vec<_>>()) {
+            Some(p) if p.len() == 2 && p.iter().all(Option::is_some) => {
+                let (lo, hi) = (p[0].unwrap_or(0.0) as f32, p[1].unwrap_or(0.0) as f32);
+                if lo <= hi {
+                    Ok((lo, hi))
+                } else {
+                    Err(bad())
+                }
+            }
+            _ => Err(bad()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Calibration { ranges }))
+}
+
+/// `calibration` into a config's extra keys.
+pub fn store_int8_calibration(extra: &mut Map<String, Value>, calibration: &Calibration) {
+    let pairs = calibration.ranges.iter().map(|&(lo, hi)| Value::from(vec![lo as f64, hi as f64])).collect();
+    extra.insert(INT8_CALIBRATION_KEY.into(), Value::Array(pairs));
+}
+
+/// How a tool runs a model's forwards: the precision, and for int8 the plan (the model's
+/// calibration, its weights quantized on first use and kept for the run).
+#[derive(Clone)]
+pub struct Inference {
+    pub precision: Precision,
+    plan: Option<Arc<Int8Plan>>,
+}
+
+impl Inference {
+    /// `precision` for a model whose config's extra keys are `extra`; int8 needs their
+    /// calibration.
+    pub fn new(precision: Precision, extra: &Map<String, Value>) -> Result<Self> {
+        let plan = match precision {
+            Precision::Int8 => {
+                let cal = int8_calibration(extra)?.context(
+                    "int8 needs the model's calibration: vsample --spec-from M CLIPS | vconvert --quantize int8 --calib - M M_INT8",
+                )?;
+                Some(Int8Plan::new(cal))
+            }
+            _ => None,
+        };
+        Ok(Self { precision, plan })
+    }
+
+    /// Runs `f` (the forwards of one thread) in this precision.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.plan {
+            Some(plan) => crate::nn::int8::with_int8(plan, f),
+            None => self.precision.run(f),
+        }
     }
 }
 
@@ -78,7 +156,7 @@ mod tests {
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
         assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::F32);
         let err = "f16".parse::<Precision>().unwrap_err().to_string();
-        assert!(err.contains("f32 or bf16"), "{err}");
+        assert!(err.contains("f32, bf16 or int8"), "{err}");
         let mut extra = Map::new();
         assert_eq!(Precision::of_config(&extra).unwrap(), None);
         extra.insert("precision".into(), Value::String("bf16".into()));
@@ -87,5 +165,18 @@ mod tests {
         assert_eq!(Precision::resolve(None, Some(Precision::Bf16)), Precision::Bf16);
         extra.insert("precision".into(), Value::from(16));
         assert!(Precision::of_config(&extra).is_err());
+    }
+
+    #[test]
+    fn int8_needs_and_reads_the_calibration() {
+        let mut extra = Map::new();
+        let err = Inference::new(Precision::Int8, &extra).err().unwrap().to_string();
+        assert!(err.contains("--quantize int8"), "{err}");
+        let cal = Calibration { ranges: vec![(-1.5, 2.0), (0.0, 6.0)] };
+        store_int8_calibration(&mut extra, &cal);
+        assert_eq!(int8_calibration(&extra).unwrap(), Some(cal));
+        assert!(Inference::new(Precision::Int8, &extra).is_ok());
+        extra.insert(INT8_CALIBRATION_KEY.into(), serde_json::json!([[2.0, 1.0]]));
+        assert!(int8_calibration(&extra).is_err());
     }
 }

@@ -15,7 +15,7 @@ use vidkit::infer::{
 };
 use vidkit::io::{open_input, Output};
 use vidkit::model::{load_model, Model, ModelConfig};
-use vidkit::precision::Precision;
+use vidkit::precision::{Inference, Precision};
 use vidkit::progress::Progress;
 use vidkit::stream::{write_prediction, Label, Prediction, Record, StreamReader};
 use vidkit::window::{Window, WindowBuilder, WindowSpec};
@@ -102,8 +102,9 @@ pub struct Args {
     /// Arithmetic of the model's products: f32, or bf16 (convolutions, linear layers and
     /// attention on operands rounded to bfloat16, accumulated in f32; normalisation, softmax and
     /// the rest in f32). On the CPU vidkit's f32 kernels compute the rounded values: a bf16
-    /// matrix unit's results, not yet its speed [default: the model config's `precision`, else
-    /// f32].
+    /// matrix unit's results, not yet its speed. Or int8 (the dense convolutions on int8 weights
+    /// and activations, with the calibration `vconvert --quantize int8` stored in the model)
+    /// [default: the model config's `precision`, else f32].
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,
     /// Keep only shard K of N (K = 0..N-1) of the input's videos (see --merge).
@@ -156,14 +157,16 @@ pub fn main(args: Args) -> Result<Outcome> {
     precision.run(|| classify(args, model, dev))
 }
 
-/// `--precision` when given, else the model config's `precision`, else f32 (shared with vfeat).
+/// `--precision` when given, else the model config's `precision`, else f32 (shared with vfeat),
+/// with the model's int8 calibration when that is int8.
 pub fn model_precision(
     flag: Option<Precision>,
     config: &ModelConfig,
     model_path: &Path,
-) -> Result<Precision> {
+) -> Result<Inference> {
     let from_config = config.precision().with_context(|| model_path.display().to_string())?;
-    Ok(Precision::resolve(flag, from_config))
+    let precision = Precision::resolve(flag, from_config);
+    Inference::new(precision, &config.extra).with_context(|| model_path.display().to_string())
 }
 
 /// Classifies the inputs' records with `model` (the rest of `main`, in the run's precision).

@@ -104,9 +104,9 @@ pub struct Args {
     /// cpu, or cuda / cuda:N when built with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Arithmetic of the model's products: f32, or bf16 (operands rounded to bfloat16, f32
-    /// accumulation; see vclassify --precision) [default: the model config's `precision`, else
-    /// f32].
+    /// Arithmetic of the model's products: f32, bf16 (operands rounded to bfloat16, f32
+    /// accumulation) or int8 (the dense convolutions, as `vconvert --quantize int8` calibrated
+    /// the model); see vclassify --precision [default: the model config's `precision`, else f32].
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,
     /// Resample each video's sequence to N steps, as temporal localizers take it (BMN, BSN:
