@@ -15,7 +15,8 @@
 //! step (`train_step_s` is null). `*_cpu_s`: the CPU time of all the process's threads over the
 //! same runs (median), steal time excluded: steadier than wall time on a shared machine, for
 //! comparing builds of our own. `VK_PRECISION=bf16`: the forward and the training step's products
-//! in bf16 (`--precision bf16`, `-o amp=bf16`).
+//! in bf16 (`--precision bf16`, `-o amp=bf16`); `VK_PRECISION=int8`: the forward's convolutions
+//! in int8, calibrated on the input itself (forward only).
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -90,6 +91,13 @@ fn main() -> anyhow::Result<()> {
             .build(trainable_vars(&varmap))?;
     // Inference over plain tensors, as torch's no_grad: over variables every op would keep its inputs.
     let inference = vidkit::model::frozen(&varmap, model.config())?;
+    let mut extra = serde_json::Map::new();
+    if precision == vidkit::precision::Precision::Int8 {
+        anyhow::ensure!(forward_only, "int8 times the forward only: pass `forward`");
+        let cal = vidkit::quantize::calibrate_model(&inference, [Ok(x1.squeeze(0)?)])?;
+        vidkit::precision::store_int8_calibration(&mut extra, &cal);
+    }
+    let precision = vidkit::precision::Inference::new(precision, &extra)?;
     precision.run(|| inference.forward_t(&x1, false))?; // warm-up
     let (mut fwd, mut fwd_cpu) = (Vec::new(), Vec::new());
     let (mut step, mut step_cpu) = (Vec::new(), Vec::new());
@@ -112,7 +120,7 @@ fn main() -> anyhow::Result<()> {
     let params: usize = trainable_vars(&varmap).iter().map(|(_, v)| v.elem_count()).sum();
     println!(
         "{}",
-        serde_json::json!({"arch": arch, "precision": precision.to_string(), "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)),
+        serde_json::json!({"arch": arch, "precision": precision.precision.to_string(), "frames": frames, "size": size, "params": params, "forward_s": median(fwd), "train_step_s": (!step.is_empty()).then(|| median(step)),
             "forward_cpu_s": median(fwd_cpu), "train_step_cpu_s": (!step_cpu.is_empty()).then(|| median(step_cpu)), "reps": reps})
     );
     Ok(())

@@ -173,20 +173,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         None => None,
     };
     if let Some((index, plan)) = super::int8::next_conv(xs, w, own_weights)? {
-        let cols = if direct { None } else { Some(super::vol2col::vol2col(xs, &g)?) };
-        let out = super::int8::conv(
-            &plan,
-            index,
-            cols.as_deref().unwrap_or(xs),
-            direct,
-            g.n,
-            p,
-            w,
-            &scale,
-            &bias,
-            res_data,
-            relu,
-        )?;
+        let out = super::int8::conv(&plan, index, xs, &g, direct, w, &scale, &bias, res_data, relu)?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
     // Few output channels: the direct kernel, without packing the column matrix.

@@ -10,8 +10,9 @@
 //!   s8, done once per plan), multiplies through `qgemm` and adds bias, residual and ReLU in the
 //!   epilogue; the output stays f32 (BN's bias and the residual are added at full precision).
 //!
-//! Not yet: the command-line path (`vconvert --quantize int8 --calib`), percentile or entropy
-//! calibration (min/max only), implicit im2col in u8, requantized u8 outputs between layers.
+//! Not yet: percentile or entropy calibration (min/max only), implicit im2col while packing
+//! (the u8 column matrix is built whole), requantized u8 outputs between layers, VNNI and AMX
+//! kernels.
 
 use super::qgemm::{qgemm, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix};
 use std::cell::RefCell;
@@ -121,23 +122,25 @@ pub(super) fn next_conv(
     })
 }
 
-/// The int8 convolution: `cols` is the column matrix [k, N·P] (columns image-major), or for a
-/// 1×1 stride-1 convolution the input [N, k, P] itself (`direct`); `w` [C_out, k] with BN's
-/// `scale` per row, `bias` and `residual` ([N, C_out, P]) added in f32. Returns [N, C_out, P].
+/// The int8 convolution of `x` [N, C, T, H, W] over geometry `g` (`direct`: 1×1, stride 1, no
+/// padding): x quantized once, its column matrix built in u8 (padding the quantized zero);
+/// `w` [C_out, k] with BN's `scale` per row, `bias` and `residual` ([N, C_out, P]) added in f32.
+/// Returns [N, C_out, P].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv(
     plan: &Int8Plan,
     index: usize,
-    cols: &[f32],
+    x: &[f32],
+    g: &super::vol2col::Geometry3d,
     direct: bool,
-    images: usize,
-    positions: usize,
     w: &[f32],
     scale: &[f32],
     bias: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
 ) -> candle_core::Result<Vec<f32>> {
+    let [ot, oh, ow] = g.out()?;
+    let (images, positions) = (g.n, ot * oh * ow);
     let cout = scale.len();
     let k = w.len() / cout.max(1);
     let a = plan.weights[index].get_or_init(|| {
@@ -155,7 +158,11 @@ pub(super) fn conv(
     }
     let (lo, hi) = plan.calibration.ranges[index];
     let aq = ActivationQuant::from_range(lo, hi);
-    let b = aq.quantize_slice(cols);
+    let xq = aq.quantize_slice(x);
+    let b = match direct {
+        true => xq,
+        false => super::vol2col::vol2col_padded(&xq, g, aq.zero_point)?,
+    };
     let mut out = vec![0f32; images * cout * positions];
     let isa = QIsa::detected();
     for (n, o) in out.chunks_mut(cout * positions).enumerate() {

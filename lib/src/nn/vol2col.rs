@@ -139,38 +139,49 @@ pub(crate) fn zeros_par(n: usize) -> Vec<f32> {
 /// x [N, C, T, H, W] → cols [C·kt·kh·kw, N·To·Ho·Wo]: rows ordered (c, kt, kh, kw) like a PyTorch
 /// weight (so groups are contiguous row blocks), columns (n, ot, oh, ow).
 pub(super) fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
+    vol2col_padded(x, g, 0.0)
+}
+
+/// `vol2col` of any element type, `pad` where the window leaves the input (int8's quantized
+/// zero).
+pub(super) fn vol2col_padded<T: Copy + Send + Sync>(x: &[T], g: &Geometry3d, pad: T) -> Result<Vec<T>> {
     let [ot, oh, ow] = g.out()?;
     let [_, h, w] = g.input;
     let [kt, kh, kw] = g.kernel;
     let p_out = ot * oh * ow;
     let vol = g.in_volume();
     let rows = g.c * g.taps();
-    let mut cols = vec![0f32; rows * g.n * p_out];
+    let mut cols = vec![pad; rows * g.n * p_out];
     // One row of the column matrix per (c, tap) and sample: parallel over those rows.
-    par_planes(&mut cols, p_out, |idx, dst| {
-        let (row, n) = (idx / g.n, idx % g.n);
-        let (c, tap) = (row / g.taps(), row % g.taps());
-        let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-        let _ = kt;
-        let src_vol = &x[(n * g.c + c) * vol..][..vol];
-        let Some((lo, hi)) = valid_cols(ow, dw, g) else { return };
-        for t in 0..ot {
-            let Some(it) = src(t, dt, 0, g) else { continue };
-            for y in 0..oh {
-                let Some(iy) = src(y, dh, 1, g) else { continue };
-                let srow = &src_vol[(it * h + iy) * w..][..w];
-                let drow = &mut dst[(t * oh + y) * ow..][..ow];
-                let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
-                if g.stride[2] == 1 {
-                    drow[lo..=hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo + 1)]);
-                } else {
-                    for (j, o) in (lo..=hi).enumerate() {
-                        drow[o] = srow[ix0 + j * g.stride[2]];
+    par_planes_with(
+        &mut cols,
+        p_out,
+        || (),
+        |_, idx, dst| {
+            let (row, n) = (idx / g.n, idx % g.n);
+            let (c, tap) = (row / g.taps(), row % g.taps());
+            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+            let _ = kt;
+            let src_vol = &x[(n * g.c + c) * vol..][..vol];
+            let Some((lo, hi)) = valid_cols(ow, dw, g) else { return };
+            for t in 0..ot {
+                let Some(it) = src(t, dt, 0, g) else { continue };
+                for y in 0..oh {
+                    let Some(iy) = src(y, dh, 1, g) else { continue };
+                    let srow = &src_vol[(it * h + iy) * w..][..w];
+                    let drow = &mut dst[(t * oh + y) * ow..][..ow];
+                    let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
+                    if g.stride[2] == 1 {
+                        drow[lo..=hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo + 1)]);
+                    } else {
+                        for (j, o) in (lo..=hi).enumerate() {
+                            drow[o] = srow[ix0 + j * g.stride[2]];
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(cols)
 }
 

@@ -161,11 +161,11 @@ impl ActivationQuant {
         Self { scale, zero_point }
     }
 
-    /// round(x / scale) (ties to even, as PyTorch's `quantize_per_tensor`) + zero point,
-    /// clamped to 0..=127.
+    /// round(x · (1 / scale)) (ties to even, as fbgemm's `Quantize`) + zero point, clamped to
+    /// 0..=127.
     #[inline]
     pub fn quantize(&self, x: f32) -> u8 {
-        ((x / self.scale).round_ties_even() + self.zero_point as f32).clamp(0.0, ACT_MAX as f32) as u8
+        quantize_one(x, 1.0 / self.scale, self.zero_point as f32)
     }
 
     #[inline]
@@ -173,11 +173,43 @@ impl ActivationQuant {
         (q as i32 - self.zero_point as i32) as f32 * self.scale
     }
 
-    /// Every value of `x` quantized.
+    /// Every value of `x` quantized, in vectors, on the pool's threads.
     pub fn quantize_slice(&self, x: &[f32]) -> Vec<u8> {
-        x.iter().map(|&v| self.quantize(v)).collect()
+        let mut out = vec![0u8; x.len()];
+        let (inv, zp) = (1.0 / self.scale, self.zero_point as f32);
+        const CHUNK: usize = 1 << 16;
+        let chunks = x.len().div_ceil(CHUNK);
+        let out_ptr = SendU8(out.as_mut_ptr());
+        super::simd::par_for(chunks, |i| {
+            let (lo, hi) = (i * CHUNK, ((i + 1) * CHUNK).min(x.len()));
+            let out_ptr = &out_ptr;
+            // SAFETY: chunk i writes out[lo..hi] only: disjoint from the other chunks'.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(lo), hi - lo) };
+            quantize_run(&x[lo..hi], inv, zp, o);
+        });
+        out
     }
 }
+
+/// A pointer the quantizing tasks share, each writing its own range.
+struct SendU8(*mut u8);
+// SAFETY: the tasks write disjoint ranges (see `quantize_slice`).
+unsafe impl Sync for SendU8 {}
+
+#[inline(always)]
+fn quantize_one(x: f32, inv: f32, zp: f32) -> u8 {
+    ((x * inv).round_ties_even() + zp).clamp(0.0, ACT_MAX as f32) as u8
+}
+
+#[inline(always)]
+fn quantize_run_body(x: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize_one(v, inv, zp);
+    }
+}
+
+// Compiled for AVX2 / AVX-512 so that the rounding is one instruction, not a libm call.
+super::simd::dispatch_simd!(quantize_run, quantize_run_body, (x: &[f32], inv: f32, zp: f32, out: &mut [u8]));
 
 /// What happens to each i32 sum: · a_scale[i] · b_scale after the zero point's share is
 /// removed, `+ bias[i]`, `+ residual`, then `max(0, ·)`.
@@ -276,14 +308,49 @@ fn pack_b(b: &[u8], ldb: usize, k: usize, j0: usize, nc: usize, out: &mut [u8]) 
     for (jp, panel) in out.chunks_exact_mut(groups * QNR * KG).enumerate() {
         let cols = QNR.min(nc - jp * QNR);
         let col0 = j0 + jp * QNR;
-        for p in 0..k {
-            let (g, t) = (p / KG, p % KG);
-            let row = &b[p * ldb + col0..][..cols];
-            let dst = &mut panel[g * QNR * KG..][..QNR * KG];
-            for (j, &v) in row.iter().enumerate() {
-                // Above 127 `vpmaddubsw` could saturate: clamp (quantizers never write more).
-                dst[j * KG + t] = v.min(ACT_MAX);
+        for g in 0..groups {
+            let dst: &mut [u8; QNR * KG] =
+                (&mut panel[g * QNR * KG..][..QNR * KG]).try_into().expect("a group");
+            let rows = KG.min(k - g * KG);
+            #[cfg(target_arch = "x86_64")]
+            if rows == KG && cols == QNR {
+                let src: [&[u8; QNR]; KG] =
+                    std::array::from_fn(|t| b[(g * KG + t) * ldb + col0..][..QNR].try_into().expect("a row"));
+                interleave4(src, dst);
+                continue;
             }
+            for t in 0..rows {
+                let row = &b[(g * KG + t) * ldb + col0..][..cols];
+                for (j, &v) in row.iter().enumerate() {
+                    dst[j * KG + t] = v;
+                }
+            }
+        }
+    }
+    // Above 127 `vpmaddubsw` could saturate: clamp (the quantizers never write more).
+    out.iter_mut().for_each(|v| *v = (*v).min(ACT_MAX));
+}
+
+/// dst[j·4 + t] = src[t][j]: four rows of 16 bytes interleaved byte by byte (SSE2, which every
+/// x86-64 has): pairs of rows, then pairs of pairs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of x86-64; the loads read 16 bytes of each row, the stores write the
+    // 64 bytes of `dst`.
+    unsafe {
+        let r: [__m128i; KG] = std::array::from_fn(|t| _mm_loadu_si128(src[t].as_ptr() as *const __m128i));
+        let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+        let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+        let out = [
+            _mm_unpacklo_epi16(a_lo, b_lo),
+            _mm_unpackhi_epi16(a_lo, b_lo),
+            _mm_unpacklo_epi16(a_hi, b_hi),
+            _mm_unpackhi_epi16(a_hi, b_hi),
+        ];
+        for (i, v) in out.into_iter().enumerate() {
+            _mm_storeu_si128(dst.as_mut_ptr().add(16 * i) as *mut __m128i, v);
         }
     }
 }
