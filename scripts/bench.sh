@@ -86,6 +86,10 @@ bash "$here/peers.sh" "$peers" models
 # and the zoo at their inputs (models tier).
 "$peers/models/bin/python" "$here/bench_models.py" --bf16 --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/bf16.json"
+# int8 inference (issue 24): vidkit's int8 convolutions against PyTorch's FX int8 (x86 backend),
+# TSN-R50 8 × 224², with vidkit's f32 in the same rounds (models tier).
+"$peers/models/bin/python" "$here/bench_models.py" --int8 --vidkit "$examples/bench_models" --threads 2 \
+  --json "$out/int8.json"
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.
 bash "$here/peers.sh" "$peers" paddle

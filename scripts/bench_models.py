@@ -16,6 +16,10 @@ and temporal attention at 8 × 224² (ViT-B, 12 heads of 64), and MViT-B's first
 and 32 × 3 (25 089 and 50 177 queries over 393 and 785 pooled keys, one head of 96), where
 vidkit tiles the rows.
 
+--int8: vidkit's int8 convolutions (calibrated on the input) against PyTorch's int8 (FX post-training
+quantization, x86 backend), TSN-R50 8 × 224², forward only, with vidkit's f32 forward in the same rounds
+(issue 24).
+
 --bf16 (run with the zoo peers venv): vidkit's --precision bf16 against PyTorch's fastest CPU
 mode, torch.autocast("cpu", dtype=torch.bfloat16) with channels_last / channels_last_3d, forward
 only, for TSN/TSM-R50 and the zoo (issue 24).
@@ -209,6 +213,57 @@ def bf16_rows(a, env):
     return rows
 
 
+def torch_int8_timer(frames, size):
+    """TSN-R50's backbone (torchvision's ResNet-50 over the clip's frames as a batch) in PyTorch's
+    int8: FX graph mode post-training quantization with the x86 backend's default qconfig
+    (per-channel symmetric weights, histogram-observed activations), calibrated on the input."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = "x86"
+    x = torch.randn(frames, 3, size, size)
+    net = torchvision.models.resnet50(num_classes=400).eval()
+    prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), example_inputs=(x,))
+    with torch.no_grad():
+        prepared(x)
+    q = convert_fx(prepared)
+
+    def times(reps):
+        fwd = []
+        with torch.no_grad():
+            q(x)
+            for _ in range(reps):
+                t = time.perf_counter()
+                q(x)
+                fwd.append(time.perf_counter() - t)
+        return statistics.median(fwd)
+
+    return times
+
+
+def int8_rows(a, env):
+    """--int8: vidkit's int8 (VK_PRECISION=int8: the convolutions quantized, calibrated on the
+    input) against torch_int8_timer, TSN-R50 at 8 × 224², forward only; and vidkit's own f32
+    forward in the same rounds, so the row also says what int8 buys over f32 here."""
+    rows = []
+    int8_env = dict(env, VK_PRECISION="int8")
+    timer = torch_int8_timer(8, 224)
+    ours, theirs, f32 = [], [], []
+    for _ in range(a.rounds):
+        ours.append(vidkit_run(a, int8_env, "tsn_r50", 8, 224, True)["forward_s"])
+        theirs.append(timer(a.reps))
+        f32.append(vidkit_run(a, env, "tsn_r50", 8, 224, True)["forward_s"])
+    row = {"arch": "tsn_r50", "input": "8x224", "vidkit_int8_forward_s": statistics.median(ours),
+           "torch_int8_forward_s": statistics.median(theirs), "vidkit_f32_forward_s": statistics.median(f32),
+           "forward_ratio": median_ratio(ours, theirs), "int8_over_f32": median_ratio(ours, f32),
+           "round_ratios": [o / t for o, t in zip(ours, theirs)]}
+    print(f"{'tsn_r50':14} {row['input']:7} {row['vidkit_int8_forward_s']:11.3f} {row['torch_int8_forward_s']:10.3f}"
+          f" {row['forward_ratio']:6.2f}  ({' '.join(f'{x:.2f}' for x in row['round_ratios'])});"
+          f" vidkit int8 / f32 {row['int8_over_f32']:.2f}", flush=True)
+    rows.append(row)
+    return rows
+
+
 def stnet_rows(a, env):
     """StNet (the 2019 Paddle zoo's, 7 segments of 5 frames at 224², batch 1) against
     scripts/stnet_ref.py's PyTorch restatement of the fluid code (random weights), forward only."""
@@ -293,8 +348,21 @@ def main():
     ap.add_argument("--stnet", action="store_true", help="StNet against its PyTorch restatement, forward only")
     ap.add_argument("--bf16", action="store_true",
                     help="--precision bf16 against torch.autocast bf16 + channels_last, forward only")
+    ap.add_argument("--int8", action="store_true", help="int8 convolutions against PyTorch's x86 int8, forward only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.int8:
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        flags = " ".join(f for f in ("avx2", "avx512_vnni", "amx_int8") if f in open("/proc/cpuinfo").read())
+        print(f"\nint8 inference, CPU ({flags}), {a.threads} threads, batch 1, forward, median of {a.reps} per round; "
+              f"ratio: median of {a.rounds} alternating rounds:")
+        print(f"{'model':14} {'input':7} {'vidkit int8':>11} {'torch int8':>10} {'ratio':>6}", flush=True)
+        rows = int8_rows(a, env)
+        print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
+        with open(a.json, "w") as f:
+            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "cpu_flags": flags, "rows": rows},
+                      f, indent=1)
+        return
     if a.bf16:
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
         flags = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read())
