@@ -197,7 +197,8 @@ fn mismatches_are_refused_with_one_line() {
         &out,
     );
     refused(&["--arch", "tsn_r18", "-o", "num_classes=5", p, o], &[p, "head.fc"], &out);
-    refused(&["--arch", "tsn_r18", "-o", "precision=f16", p, o], &[p, "f32 or bf16"], &out);
+    refused(&["--arch", "tsn_r18", "-o", "precision=f16", p, o], &[p, "f32, bf16 or int8"], &out);
+    refused(&["--arch", "tsn_r18", "-o", "precision=int8", p, o], &[p, "--quantize int8"], &out);
     let o2 = vconvert(&["--arch", "tsn_r7", p, o]);
     assert_eq!(o2.status.code(), Some(2));
 }

@@ -329,11 +329,16 @@ impl ModelConfig {
                 bail!("{} labels for {} classes", l.len(), self.num_classes);
             }
         }
-        self.precision()?;
+        let int8 = crate::precision::int8_calibration(&self.extra)?;
+        if self.precision()? == Some(crate::precision::Precision::Int8) && int8.is_none() {
+            bail!(
+                "precision int8 needs the model's calibration (int8_calibration): vconvert --quantize int8 --calib CLIPS"
+            );
+        }
         Ok(())
     }
 
-    /// The inference precision the config asks for (`precision`: f32 or bf16), if any.
+    /// The inference precision the config asks for (`precision`: f32, bf16 or int8), if any.
     pub fn precision(&self) -> Result<Option<crate::precision::Precision>> {
         crate::precision::Precision::of_config(&self.extra)
     }
