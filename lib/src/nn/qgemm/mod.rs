@@ -261,13 +261,20 @@ pub fn qgemm(
     let blocks = n.div_ceil(block);
     let c_ptr = super::simd::DisjointMut(c.as_mut_ptr());
     let c_len = c.len();
-    super::simd::par_for(blocks, |blk| {
+    // Few column blocks (a convolution's 7² positions) would leave threads idle: then the row
+    // panels are split too, each part packing its block of B for itself.
+    let row_panels = m.div_ceil(QMR);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels);
+    let per_part = row_panels.div_ceil(row_parts);
+    super::simd::par_for(blocks * row_parts, |task| {
+        let (blk, part) = (task / row_parts, task % row_parts);
         let (j0, nc) = (blk * block, block.min(n - blk * block));
         let panels = nc.div_ceil(QNR);
         let mut bp = vec![0u8; panels * groups * QNR * KG];
         pack_b(b, ldb, k, j0, nc, &mut bp);
         let mut tile = [0i32; QMR * QNR];
-        for ip in 0..m.div_ceil(QMR) {
+        for ip in part * per_part..((part + 1) * per_part).min(row_panels) {
             let ap = a.panel(ip);
             for jp in 0..panels {
                 let bpanel = &bp[jp * groups * QNR * KG..][..groups * QNR * KG];
@@ -287,19 +294,45 @@ pub fn qgemm(
                     let bias = epi.bias.map_or(0.0, |b| b[i]);
                     let at = i * ldc + jj;
                     assert!(at + cols <= c_len, "output tile past the buffer");
-                    // SAFETY: block `blk` owns columns j0..j0 + nc of every row: disjoint from
-                    // the other blocks' (and inside `c`, asserted).
+                    // SAFETY: task (blk, part) owns columns j0..j0 + nc of its part's rows:
+                    // disjoint from the other tasks' (and inside `c`, asserted).
                     let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.at(at), cols) };
                     let res = epi.residual.map(|res| &res[at..at + cols]);
-                    for (j, (o, &acc)) in out.iter_mut().zip(&tile[r * QNR..][..cols]).enumerate() {
-                        let v = (acc - shift) as f32 * scale + bias + res.map_or(0.0, |res| res[j]);
-                        *o = if epi.relu { v.max(0.0) } else { v };
-                    }
+                    finish_row(&tile[r * QNR..][..cols], shift, scale, bias, res, epi.relu, out);
                 }
             }
         }
     });
 }
+
+/// One tile row's outputs: (acc − shift) · scale + bias (+ residual), ReLU.
+#[inline(always)]
+fn finish_row_body(
+    acc: &[i32],
+    shift: i32,
+    scale: f32,
+    bias: f32,
+    res: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    // The branches are the same for the whole row: the compiler hoists them out of the loops.
+    let act = |v: f32| if relu { v.max(0.0) } else { v };
+    match res {
+        Some(res) => {
+            for ((o, &a), &r) in out.iter_mut().zip(acc).zip(res) {
+                *o = act((a - shift) as f32 * scale + bias + r);
+            }
+        }
+        None => {
+            for (o, &a) in out.iter_mut().zip(acc) {
+                *o = act((a - shift) as f32 * scale + bias);
+            }
+        }
+    }
+}
+
+super::simd::dispatch_simd!(finish_row, finish_row_body, (acc: &[i32], shift: i32, scale: f32, bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [f32]));
 
 /// Columns `j0..j0 + nc` of B [k, ·] (rows `ldb` apart, values checked ≤ 127) into `QNR`-column panels, each k group's
 /// `QNR × KG` bytes together (column-major inside a group); columns and k past the end 0.
