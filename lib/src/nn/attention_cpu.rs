@@ -217,13 +217,17 @@ impl FusedAttention {
                 })
             })
             .collect();
+        if packed.iter().any(Option::is_none) {
+            // The pool's threads have no blocked kernel after all.
+            return self.by_rows(q, k, v);
+        }
         let mut out: Vec<f32> = Vec::with_capacity(groups * nq * dv);
         let dst = DisjointMut(out.as_mut_ptr());
         par_for(groups * tiles, |task| {
             super::autocast::with_autocast(autocast, || {
                 let (g, c0) = (task / tiles, task % tiles * cols);
                 let len = cols.min(nq - c0);
-                let (pk, pv) = packed[g].as_ref().expect("packed");
+                let (pk, pv) = packed[g].as_ref().expect("every group packed (checked above)");
                 SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     let need = (d + nk + dv + 2) * len;
