@@ -32,6 +32,7 @@ and the row reports the median of the per-round ratios: on a shared machine whos
 ±30 % over minutes, a ratio of two timings taken seconds apart is what stays comparable.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -102,16 +103,25 @@ def pytorchvideo_timer(arch, frames, size):
         with FlopCounterMode(display=False) as counter:
             net(inputs())
 
+    return forward_timer(lambda: net(inputs()), warm_up=False), counter.get_total_flops() / 1e9
+
+
+def forward_timer(run, warm_up=True, context=torch.no_grad):
+    """times(reps): the median wall time of `run()` over reps calls, inside `context()`, after one
+    untimed call when `warm_up`."""
+
     def times(reps):
-        fwd = []
-        with torch.no_grad():
+        out = []
+        with context():
+            if warm_up:
+                run()
             for _ in range(reps):
                 t = time.perf_counter()
-                net(inputs())
-                fwd.append(time.perf_counter() - t)
-        return statistics.median(fwd)
+                run()
+                out.append(time.perf_counter() - t)
+        return statistics.median(out)
 
-    return times, counter.get_total_flops() / 1e9
+    return times
 
 
 def vidkit_run(a, env, arch, frames, size, forward_only):
@@ -178,17 +188,14 @@ def torch_bf16_timer(arch, frames, size):
         def inputs():
             return x1
 
-    def times(reps):
-        fwd = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            net(inputs())  # warm-up (oneDNN builds its kernels)
-            for _ in range(reps):
-                t = time.perf_counter()
-                net(inputs())
-                fwd.append(time.perf_counter() - t)
-        return statistics.median(fwd)
+    # The warm-up call lets oneDNN build its kernels.
+    def bf16_no_grad():
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
+        return stack
 
-    return times
+    return forward_timer(lambda: net(inputs()), context=bf16_no_grad)
 
 
 def bf16_rows(a, env):
@@ -228,17 +235,7 @@ def torch_int8_timer(frames, size):
         prepared(x)
     q = convert_fx(prepared)
 
-    def times(reps):
-        fwd = []
-        with torch.no_grad():
-            q(x)
-            for _ in range(reps):
-                t = time.perf_counter()
-                q(x)
-                fwd.append(time.perf_counter() - t)
-        return statistics.median(fwd)
-
-    return times
+    return forward_timer(lambda: q(x))
 
 
 def int8_rows(a, env):
@@ -272,15 +269,7 @@ def stnet_rows(a, env):
     net = stnet_ref.StNet(50, 7, 5, 400).eval()
     clip = torch.randn(1, 7, 15, 224, 224)
 
-    def times(reps):
-        fwd = []
-        with torch.no_grad():
-            net(clip)
-            for _ in range(reps):
-                t = time.perf_counter()
-                net(clip)
-                fwd.append(time.perf_counter() - t)
-        return statistics.median(fwd)
+    times = forward_timer(lambda: net(clip))
 
     ours, theirs = alternate(a, lambda: vidkit_run(a, env, "stnet_r50", 35, 224, True)["forward_s"],
                              lambda: times(a.reps))
@@ -304,17 +293,7 @@ ATTENTION = [
 def sdpa_timer(g, h, nq, nk, d):
     q, k, v = torch.randn(g, h, nq, d), torch.randn(g, h, nk, d), torch.randn(g, h, nk, d)
 
-    def times(reps):
-        out = []
-        with torch.no_grad():
-            torch.nn.functional.scaled_dot_product_attention(q, k, v)  # warm-up
-            for _ in range(reps):
-                t = time.perf_counter()
-                torch.nn.functional.scaled_dot_product_attention(q, k, v)
-                out.append(time.perf_counter() - t)
-        return statistics.median(out)
-
-    return times
+    return forward_timer(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
 def attention_rows(a, env):
