@@ -3,6 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # One profile only (dev with optimised dependencies, see Cargo.toml) so candle builds once.
 CARGO_FLAGS ?=
+# A build from a clean checkout gains nothing from incremental state, which took 1.5 GB of disk
+# there; `make CARGO_INCREMENTAL=1 ...` keeps it for repeated local runs.
+CARGO_INCREMENTAL ?= 0
+export CARGO_INCREMENTAL
 PYTHON ?= python3
 PEERS := target/peers
 BIN := $(or $(CARGO_TARGET_DIR),target)/debug
