@@ -10,11 +10,15 @@
 //!   s8, done once per plan), multiplies through `qgemm` and adds bias, residual and ReLU in the
 //!   epilogue; the output stays f32 (BN's bias and the residual are added at full precision).
 //!
-//! Not yet: percentile or entropy calibration (min/max only), implicit im2col while packing
-//! (the u8 column matrix is built whole), requantized u8 outputs between layers, VNNI and AMX
-//! kernels.
+//! Each image's columns are packed for the kernel straight from its quantized volume, a group
+//! of 4 column-matrix rows at a time (the matrix is never built whole).
+//!
+//! Not yet: percentile or entropy calibration (min/max only), requantized u8 outputs between
+//! layers, VNNI and AMX kernels.
 
-use super::qgemm::{qgemm, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix};
+use super::qgemm::{
+    pack_b_matrix, pack_b_rows, qgemm_packed, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix,
+};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -159,26 +163,42 @@ pub(super) fn conv(
     let (lo, hi) = plan.calibration.ranges[index];
     let aq = ActivationQuant::from_range(lo, hi);
     let xq = aq.quantize_slice(x);
-    let b = match direct {
-        true => xq,
-        false => super::vol2col::vol2col_padded(&xq, g, aq.zero_point)?,
-    };
-    let mut out = vec![0f32; images * cout * positions];
-    let isa = QIsa::detected();
-    for (n, o) in out.chunks_mut(cout * positions).enumerate() {
-        // Image n's columns: its own [k, P] block, or columns n·P.. of the shared matrix.
-        let (b_n, ldb) = match direct {
-            true => (&b[n * k * positions..], positions),
-            false => (&b[n * positions..], images * positions),
-        };
-        let epi = QEpilogue {
-            bias: Some(bias),
-            residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
-            relu,
-        };
-        qgemm(isa, a, b_n, ldb, positions, aq, o, positions, epi);
+    let len = images * cout * positions;
+    if len == 0 {
+        return Ok(vec![]);
     }
+    let mut out = Vec::with_capacity(len);
+    let isa = QIsa::detected();
+    let image_len = g.c * g.in_volume();
+    let one = super::vol2col::Geometry3d { n: 1, ..*g };
+    PACKED_B.with(|buf| {
+        let buf = &mut buf.borrow_mut();
+        for (n, o) in out.spare_capacity_mut()[..len].chunks_mut(cout * positions).enumerate() {
+            let x_n = &xq[n * image_len..][..image_len];
+            // Image n's columns, packed for the kernel straight from its volume (1×1 stride-1
+            // convolutions: the volume is the matrix).
+            let b = match direct {
+                true => pack_b_matrix(x_n, positions, k, positions, buf),
+                false => pack_b_rows(k, positions, buf, |row, dst| {
+                    super::vol2col::column_row(x_n, &one, [ot, oh, ow], row, aq.zero_point, dst)
+                }),
+            };
+            let epi = QEpilogue {
+                bias: Some(bias),
+                residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
+                relu,
+            };
+            qgemm_packed(isa, a, b, aq, o, positions, epi);
+        }
+    });
+    // SAFETY: qgemm_packed wrote every value of every image's [C_out, P] block.
+    unsafe { out.set_len(len) };
     Ok(out)
+}
+
+thread_local! {
+    /// The packed columns of the convolution running on this thread, kept between calls.
+    static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

@@ -146,10 +146,7 @@ pub(super) fn vol2col(x: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
 /// zero).
 pub(super) fn vol2col_padded<T: Copy + Send + Sync>(x: &[T], g: &Geometry3d, pad: T) -> Result<Vec<T>> {
     let [ot, oh, ow] = g.out()?;
-    let [_, h, w] = g.input;
-    let [kt, kh, kw] = g.kernel;
     let p_out = ot * oh * ow;
-    let vol = g.in_volume();
     let rows = g.c * g.taps();
     let mut cols = vec![pad; rows * g.n * p_out];
     // One row of the column matrix per (c, tap) and sample: parallel over those rows.
@@ -159,30 +156,55 @@ pub(super) fn vol2col_padded<T: Copy + Send + Sync>(x: &[T], g: &Geometry3d, pad
         || (),
         |_, idx, dst| {
             let (row, n) = (idx / g.n, idx % g.n);
-            let (c, tap) = (row / g.taps(), row % g.taps());
-            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-            let _ = kt;
-            let src_vol = &x[(n * g.c + c) * vol..][..vol];
-            let Some((lo, hi)) = valid_cols(ow, dw, g) else { return };
-            for t in 0..ot {
-                let Some(it) = src(t, dt, 0, g) else { continue };
-                for y in 0..oh {
-                    let Some(iy) = src(y, dh, 1, g) else { continue };
-                    let srow = &src_vol[(it * h + iy) * w..][..w];
-                    let drow = &mut dst[(t * oh + y) * ow..][..ow];
-                    let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
-                    if g.stride[2] == 1 {
-                        drow[lo..=hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo + 1)]);
-                    } else {
-                        for (j, o) in (lo..=hi).enumerate() {
-                            drow[o] = srow[ix0 + j * g.stride[2]];
-                        }
-                    }
-                }
-            }
+            column_row(&x[n * g.c * g.in_volume()..][..g.c * g.in_volume()], g, [ot, oh, ow], row, pad, dst);
         },
     );
     Ok(cols)
+}
+
+/// Row `row` ((c, tap), as `vol2col`'s rows) of one sample's column matrix: `dst` [To·Ho·Wo]
+/// from that sample's `x` [C, T, H, W], `pad` where the window leaves the input. `out` is
+/// `g.out()`.
+#[inline]
+pub(super) fn column_row<T: Copy>(
+    x: &[T],
+    g: &Geometry3d,
+    [ot, oh, ow]: [usize; 3],
+    row: usize,
+    pad: T,
+    dst: &mut [T],
+) {
+    let [_, h, w] = g.input;
+    let [_, kh, kw] = g.kernel;
+    let vol = g.in_volume();
+    let (c, tap) = (row / g.taps(), row % g.taps());
+    let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+    let src_vol = &x[c * vol..][..vol];
+    let Some((lo, hi)) = valid_cols(ow, dw, g) else {
+        dst[..ot * oh * ow].fill(pad);
+        return;
+    };
+    for t in 0..ot {
+        let it = src(t, dt, 0, g);
+        for y in 0..oh {
+            let drow = &mut dst[(t * oh + y) * ow..][..ow];
+            let Some((it, iy)) = it.zip(src(y, dh, 1, g)) else {
+                drow.fill(pad);
+                continue;
+            };
+            let srow = &src_vol[(it * h + iy) * w..][..w];
+            let ix0 = lo * g.stride[2] + dw * g.dilation[2] - g.pad[2];
+            drow[..lo].fill(pad);
+            drow[hi + 1..].fill(pad);
+            if g.stride[2] == 1 {
+                drow[lo..=hi].copy_from_slice(&srow[ix0..ix0 + (hi - lo + 1)]);
+            } else {
+                for (j, o) in (lo..=hi).enumerate() {
+                    drow[o] = srow[ix0 + j * g.stride[2]];
+                }
+            }
+        }
+    }
 }
 
 /// The adjoint of `vol2col`: sums every column entry back onto the voxel it came from.

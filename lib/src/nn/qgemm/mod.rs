@@ -202,14 +202,22 @@ fn quantize_one(x: f32, inv: f32, zp: f32) -> u8 {
 }
 
 #[inline(always)]
-fn quantize_run_body(x: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
+pub(super) fn quantize_run_body(x: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = quantize_one(v, inv, zp);
     }
 }
 
-// Compiled for AVX2 / AVX-512 so that the rounding is one instruction, not a libm call.
-super::simd::dispatch_simd!(quantize_run, quantize_run_body, (x: &[f32], inv: f32, zp: f32, out: &mut [u8]));
+/// `quantize_run_body` in AVX2 vectors where the CPU has them (32 values a step: round, clamp,
+/// convert, then two saturating packs; the same values).
+fn quantize_run(x: &[f32], inv: f32, zp: f32, out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { kernel_avx2::quantize(x, inv, zp, out) };
+    }
+    quantize_run_body(x, inv, zp, out)
+}
 
 /// What happens to each i32 sum: · a_scale[i] · b_scale after the zero point's share is
 /// removed, `+ bias[i]`, `+ residual`, then `max(0, ·)`.
@@ -219,6 +227,109 @@ pub struct QEpilogue<'a> {
     /// Added before the ReLU, laid out as C.
     pub residual: Option<&'a [f32]>,
     pub relu: bool,
+}
+
+/// B packed for the kernels: panels of `QNR` columns over all k, each k group's `QNR × KG` bytes
+/// together (column-major inside a group); columns and k past the end hold 0.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    data: &'a [u8],
+    k: usize,
+    n: usize,
+}
+
+impl<'a> PackedB<'a> {
+    fn groups(&self) -> usize {
+        self.k.div_ceil(KG)
+    }
+
+    fn panel(&self, jp: usize) -> &'a [u8] {
+        let len = self.groups() * QNR * KG;
+        &self.data[jp * len..][..len]
+    }
+}
+
+/// Packs B [k, n] given by its rows: `row(p, dst)` writes row p's n values (0..=127; more is
+/// clamped) into `dst`. In parallel over k groups, each filling its 4 rows into a scratch
+/// buffer and interleaving them into every panel; `out` is reused (grown, never zeroed).
+pub fn pack_b_rows<'a>(
+    k: usize,
+    n: usize,
+    out: &'a mut Vec<u8>,
+    row: impl Fn(usize, &mut [u8]) + Sync,
+) -> PackedB<'a> {
+    pack_b_groups(k, n, out, |g, pack| {
+        PACK_ROWS.with(|rows| {
+            let rows = &mut rows.borrow_mut();
+            rows.resize(KG * n, 0);
+            for (t, r) in rows.chunks_exact_mut(n.max(1)).enumerate().take(KG.min(k - g * KG)) {
+                row(g * KG + t, r);
+            }
+            pack(std::array::from_fn(|t| &rows[(t * n).min(rows.len())..][..n]));
+        })
+    })
+}
+
+thread_local! {
+    /// A k group's rows before `pack_b_rows` interleaves them, kept between calls.
+    static PACK_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `pack_b_rows` of a matrix B [k, n] whose rows lie `ldb` apart in `b`, read in place.
+pub fn pack_b_matrix<'a>(b: &[u8], ldb: usize, k: usize, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
+    assert!(n <= ldb || k <= 1, "B's rows overlap");
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "B holds {} values, not {k} × {n}", b.len());
+    pack_b_groups(k, n, out, |g, pack| {
+        pack(std::array::from_fn(|t| match g * KG + t < k {
+            true => &b[(g * KG + t) * ldb..][..n],
+            false => &[][..],
+        }))
+    })
+}
+
+/// The packing both entries share: `group(g, pack)` hands `pack` group g's 4 rows (n values
+/// each; rows past k are ignored), which are interleaved into every panel, in parallel over
+/// groups.
+fn pack_b_groups<'a>(
+    k: usize,
+    n: usize,
+    out: &'a mut Vec<u8>,
+    group: impl Fn(usize, &mut dyn FnMut([&[u8]; KG])) + Sync,
+) -> PackedB<'a> {
+    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
+    let len = panels * groups * QNR * KG;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    let dst = SendU8(out.as_mut_ptr());
+    super::simd::par_for(groups, |g| {
+        let dst = &dst;
+        let live = KG.min(k - g * KG);
+        group(g, &mut |rows| {
+            const ZERO: [u8; QNR] = [0; QNR];
+            for jp in 0..panels {
+                let j0 = jp * QNR;
+                // The last panel's columns past n: copies padded with zeros.
+                let mut tail = [[0u8; QNR]; KG];
+                let full = j0 + QNR <= n;
+                if !full {
+                    for t in 0..live {
+                        tail[t][..n - j0].copy_from_slice(&rows[t][j0..n]);
+                    }
+                }
+                let src: [&[u8; QNR]; KG] = std::array::from_fn(|t| match (t < live, full) {
+                    (false, _) => &ZERO,
+                    (true, true) => rows[t][j0..j0 + QNR].try_into().expect("a row"),
+                    (true, false) => &tail[t],
+                });
+                // SAFETY: group g of panel jp: 64 bytes that no other group's task writes,
+                // inside `out` (len bytes).
+                let d = unsafe { &mut *(dst.0.add((jp * groups + g) * QNR * KG) as *mut [u8; QNR * KG]) };
+                interleave4(src, d);
+            }
+        })
+    });
+    PackedB { data: &out[..len], k, n }
 }
 
 /// C (`a.rows() × n` f32, leading dimension `ldc`) = A · dequantized B, then the epilogue:
@@ -240,13 +351,33 @@ pub fn qgemm(
     ldc: usize,
     epi: QEpilogue,
 ) {
+    if a.rows == 0 || n == 0 {
+        return;
+    }
+    let mut buf = Vec::new();
+    let packed = pack_b_matrix(b, ldb, a.cols, n, &mut buf);
+    // SAFETY: f32 and MaybeUninit<f32> share their layout; only f32 values are written.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    qgemm_packed(isa, a, packed, bq, c, ldc, epi);
+}
+
+/// `qgemm` of a B packed beforehand (`pack_b_rows`, `pack_b_matrix`), into a C that need not
+/// be initialised: every c[i·ldc + j], i < a.rows(), j < n, is written.
+pub fn qgemm_packed(
+    isa: Option<QIsa>,
+    a: &QuantizedMatrix,
+    b: PackedB,
+    bq: ActivationQuant,
+    c: &mut [std::mem::MaybeUninit<f32>],
+    ldc: usize,
+    epi: QEpilogue,
+) {
     assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} int8 kernel");
-    let (m, k) = (a.rows, a.cols);
+    let (m, k, n) = (a.rows, a.cols, b.n);
+    assert_eq!(b.k, k, "B has {} rows, A {k} columns", b.k);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(n <= ldb || k <= 1, "B's rows overlap");
-    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "B holds {} values, not {k} × {n}", b.len());
     assert!(n <= ldc || m == 1, "rows overlap");
     assert!((m - 1) * ldc + n <= c.len(), "output buffer too small");
     if let Some(bias) = epi.bias {
@@ -256,112 +387,97 @@ pub fn qgemm(
         assert!(res.len() >= (m - 1) * ldc + n, "residual too small");
     }
     let groups = k.div_ceil(KG);
-    // Columns per block: whole panels, the block's packed B near B_BLOCK_BYTES.
-    let block = (B_BLOCK_BYTES / (groups * KG).max(1) / QNR).max(1) * QNR;
-    let blocks = n.div_ceil(block);
-    let c_ptr = super::simd::DisjointMut(c.as_mut_ptr());
-    let c_len = c.len();
+    let panels = n.div_ceil(QNR);
+    // Column blocks of whole panels near B_BLOCK_BYTES: a block stays in L2 while A panels pass.
+    let per_block = (B_BLOCK_BYTES / (groups * QNR * KG).max(1)).max(1);
+    let blocks = panels.div_ceil(per_block);
     // Few column blocks (a convolution's 7² positions) would leave threads idle: then the row
-    // panels are split too, each part packing its block of B for itself.
+    // panels are split too.
     let row_panels = m.div_ceil(QMR);
     let threads = candle_core::utils::get_num_threads().max(1);
     let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels);
     let per_part = row_panels.div_ceil(row_parts);
+    let c_ptr = super::simd::DisjointMut(c.as_mut_ptr() as *mut f32);
     super::simd::par_for(blocks * row_parts, |task| {
         let (blk, part) = (task / row_parts, task % row_parts);
-        let (j0, nc) = (blk * block, block.min(n - blk * block));
-        let panels = nc.div_ceil(QNR);
-        let mut bp = vec![0u8; panels * groups * QNR * KG];
-        pack_b(b, ldb, k, j0, nc, &mut bp);
-        let mut tile = [0i32; QMR * QNR];
         for ip in part * per_part..((part + 1) * per_part).min(row_panels) {
             let ap = a.panel(ip);
-            for jp in 0..panels {
-                let bpanel = &bp[jp * groups * QNR * KG..][..groups * QNR * KG];
+            let i0 = ip * QMR;
+            let rows = QMR.min(m - i0);
+            let mut out = TileOut {
+                c: std::ptr::null_mut(),
+                res: std::ptr::null(),
+                ldc,
+                rows,
+                cols: 0,
+                shift: std::array::from_fn(|r| {
+                    if r < rows {
+                        bq.zero_point as i32 * a.row_sums[i0 + r]
+                    } else {
+                        0
+                    }
+                }),
+                scale: std::array::from_fn(|r| if r < rows { a.scales[i0 + r] * bq.scale } else { 0.0 }),
+                bias: std::array::from_fn(|r| match epi.bias {
+                    Some(b) if r < rows => b[i0 + r],
+                    _ => 0.0,
+                }),
+                relu: epi.relu,
+            };
+            for jp in blk * per_block..((blk + 1) * per_block).min(panels) {
+                let jj = jp * QNR;
+                out.cols = QNR.min(n - jj);
+                // Task (blk, part) owns rows i0.. of its part and columns of its block: disjoint
+                // from the other tasks' tiles, inside `c` (asserted above).
+                out.c = c_ptr.at(i0 * ldc + jj);
+                out.res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups.
-                    Some(QIsa::Avx2) => unsafe { kernel_avx2::kernel(groups, ap, bpanel, &mut tile) },
+                    // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups; the
+                    // tile's rows and columns lie inside `c` and the residual.
+                    Some(QIsa::Avx2) => unsafe { kernel_avx2::kernel(groups, ap, b.panel(jp), &out) },
                     #[allow(unreachable_patterns)]
-                    _ => kernel_portable(groups, ap, bpanel, &mut tile),
-                }
-                let (i0, jj) = (ip * QMR, j0 + jp * QNR);
-                let (rows, cols) = (QMR.min(m - i0), QNR.min(n - jj));
-                for r in 0..rows {
-                    let i = i0 + r;
-                    let scale = a.scales[i] * bq.scale;
-                    let shift = bq.zero_point as i32 * a.row_sums[i];
-                    let bias = epi.bias.map_or(0.0, |b| b[i]);
-                    let at = i * ldc + jj;
-                    assert!(at + cols <= c_len, "output tile past the buffer");
-                    // SAFETY: task (blk, part) owns columns j0..j0 + nc of its part's rows:
-                    // disjoint from the other tasks' (and inside `c`, asserted).
-                    let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.at(at), cols) };
-                    let res = epi.residual.map(|res| &res[at..at + cols]);
-                    finish_row(&tile[r * QNR..][..cols], shift, scale, bias, res, epi.relu, out);
+                    _ => {
+                        let mut tile = [0i32; QMR * QNR];
+                        kernel_portable(groups, ap, b.panel(jp), &mut tile);
+                        // SAFETY: as above.
+                        unsafe { finish_tile(&tile, &out) };
+                    }
                 }
             }
         }
     });
 }
 
-/// One tile row's outputs: (acc − shift) · scale + bias (+ residual), ReLU.
-#[inline(always)]
-fn finish_row_body(
-    acc: &[i32],
-    shift: i32,
-    scale: f32,
-    bias: f32,
-    res: Option<&[f32]>,
-    relu: bool,
-    out: &mut [f32],
-) {
-    // The branches are the same for the whole row: the compiler hoists them out of the loops.
-    let act = |v: f32| if relu { v.max(0.0) } else { v };
-    match res {
-        Some(res) => {
-            for ((o, &a), &r) in out.iter_mut().zip(acc).zip(res) {
-                *o = act((a - shift) as f32 * scale + bias + r);
-            }
-        }
-        None => {
-            for (o, &a) in out.iter_mut().zip(acc) {
-                *o = act((a - shift) as f32 * scale + bias);
-            }
-        }
-    }
+/// Where a tile's sums go: `c` and `res` point at its first element (rows `ldc` apart; `res`
+/// null without a residual), and what each row's epilogue uses.
+pub(super) struct TileOut {
+    pub c: *mut f32,
+    pub res: *const f32,
+    pub ldc: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub shift: [i32; QMR],
+    pub scale: [f32; QMR],
+    pub bias: [f32; QMR],
+    pub relu: bool,
 }
 
-super::simd::dispatch_simd!(finish_row, finish_row_body, (acc: &[i32], shift: i32, scale: f32, bias: f32, res: Option<&[f32]>, relu: bool, out: &mut [f32]));
-
-/// Columns `j0..j0 + nc` of B [k, ·] (rows `ldb` apart, values checked ≤ 127) into `QNR`-column panels, each k group's
-/// `QNR × KG` bytes together (column-major inside a group); columns and k past the end 0.
-fn pack_b(b: &[u8], ldb: usize, k: usize, j0: usize, nc: usize, out: &mut [u8]) {
-    let groups = k.div_ceil(KG);
-    for (jp, panel) in out.chunks_exact_mut(groups * QNR * KG).enumerate() {
-        let cols = QNR.min(nc - jp * QNR);
-        let col0 = j0 + jp * QNR;
-        for g in 0..groups {
-            let dst: &mut [u8; QNR * KG] =
-                (&mut panel[g * QNR * KG..][..QNR * KG]).try_into().expect("a group");
-            let rows = KG.min(k - g * KG);
-            #[cfg(target_arch = "x86_64")]
-            if rows == KG && cols == QNR {
-                let src: [&[u8; QNR]; KG] =
-                    std::array::from_fn(|t| b[(g * KG + t) * ldb + col0..][..QNR].try_into().expect("a row"));
-                interleave4(src, dst);
-                continue;
+/// A tile's outputs: (acc − shift) · scale + bias (+ residual), ReLU, in this order (the vector
+/// kernels' epilogues round the same way).
+///
+/// # Safety
+/// `out`'s rows × cols lie inside the output and residual buffers.
+pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
+    for r in 0..out.rows {
+        for j in 0..out.cols {
+            let mut v = (tile[r * QNR + j].wrapping_sub(out.shift[r])) as f32 * out.scale[r] + out.bias[r];
+            if !out.res.is_null() {
+                v += *out.res.add(r * out.ldc + j);
             }
-            for t in 0..rows {
-                let row = &b[(g * KG + t) * ldb + col0..][..cols];
-                for (j, &v) in row.iter().enumerate() {
-                    dst[j * KG + t] = v;
-                }
-            }
+            *out.c.add(r * out.ldc + j) = if out.relu { v.max(0.0) } else { v };
         }
     }
-    // Above 127 `vpmaddubsw` could saturate: clamp (the quantizers never write more).
-    out.iter_mut().for_each(|v| *v = (*v).min(ACT_MAX));
 }
 
 /// dst[j·4 + t] = src[t][j]: four rows of 16 bytes interleaved byte by byte (SSE2, which every
@@ -373,7 +489,10 @@ fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
     // SAFETY: SSE2 is part of x86-64; the loads read 16 bytes of each row, the stores write the
     // 64 bytes of `dst`.
     unsafe {
-        let r: [__m128i; KG] = std::array::from_fn(|t| _mm_loadu_si128(src[t].as_ptr() as *const __m128i));
+        // Above 127 `vpmaddubsw` could saturate: clamp (the quantizers never write more).
+        let max = _mm_set1_epi8(ACT_MAX as i8);
+        let r: [__m128i; KG] =
+            std::array::from_fn(|t| _mm_min_epu8(_mm_loadu_si128(src[t].as_ptr() as *const __m128i), max));
         let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
         let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
         let out = [
@@ -384,6 +503,16 @@ fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
         ];
         for (i, v) in out.into_iter().enumerate() {
             _mm_storeu_si128(dst.as_mut_ptr().add(16 * i) as *mut __m128i, v);
+        }
+    }
+}
+
+/// `interleave4` without SSE2.
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+    for j in 0..QNR {
+        for t in 0..KG {
+            dst[j * KG + t] = src[t][j].min(ACT_MAX);
         }
     }
 }

@@ -174,3 +174,21 @@ fn int8_rate() {
         );
     }
 }
+
+/// The vector quantizer writes what the scalar one does: ties to even, clamps at both ends, NaN
+/// to 0, over lengths that leave a scalar tail.
+#[test]
+fn vector_quantizer_matches_the_scalar_one() {
+    let mut rng = Rng::new(3);
+    let q = ActivationQuant { scale: 0.5, zero_point: 20 };
+    // Ties (k + 0.5 steps), the ends and non-finite values first, where the vectors run.
+    let mut x =
+        vec![0.25, 0.75, -0.25, 1.25, 53.25, -10.25, 1e9, -1e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    x.extend((0..1000).map(|_| (rng.uniform() as f32 * 2.0 - 1.0) * 80.0));
+    for len in [0, 7, 32, 33, 1011] {
+        let got = q.quantize_slice(&x[..len]);
+        let want: Vec<u8> = x[..len].iter().map(|&v| q.quantize(v)).collect();
+        assert_eq!(got, want, "{len} values");
+    }
+    assert_eq!(q.quantize_slice(&[0.25, 0.75, f32::NAN]), [20, 22, 0]);
+}
