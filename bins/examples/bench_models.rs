@@ -94,7 +94,11 @@ fn main() -> anyhow::Result<()> {
     let mut extra = serde_json::Map::new();
     if precision == vidkit::precision::Precision::Int8 {
         anyhow::ensure!(forward_only, "int8 times the forward only: pass `forward`");
-        let cal = vidkit::quantize::calibrate_model(&inference, [Ok(x1.squeeze(0)?)])?;
+        let cal = vidkit::quantize::calibrate_model(
+            &inference,
+            [Ok(x1.squeeze(0)?)],
+            vidkit::quantize::RangeMethod::Histogram,
+        )?;
         vidkit::precision::store_int8_calibration(&mut extra, &cal);
     }
     let precision = vidkit::precision::Inference::new(precision, &extra)?;

@@ -211,3 +211,43 @@ fn list_archs_names_every_registered_architecture() {
     let registered = vidkit::model::arch_names();
     assert_eq!(listed, registered.map(|s| s.to_string()).collect::<Vec<_>>());
 }
+
+/// int8 calibration's `histogram` method against PyTorch's `HistogramObserver` (the x86
+/// backend's activation observer) on the same batches (`scripts/observer_ref.py`: normal,
+/// long-tailed ReLU, uniform with outliers, growing and shrinking batch ranges, Laplace): the
+/// same running min/max and a range within one histogram bin of PyTorch's.
+#[test]
+fn histogram_calibration_matches_torch_histogram_observer() {
+    use vidkit::nn::observer::{RangeMethod, RangeObserver};
+    let root = workspace_root();
+    let script = root.join("scripts/observer_ref.py");
+    let keys = [script.clone(), root.join("scripts/peers-models-nodeps.txt")];
+    let Some(dir) = cached_fixture("observer_parity", &keys, "cases", models_peers_python, &script, &[])
+    else {
+        return;
+    };
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let cases = expected.as_object().unwrap();
+    assert!(cases.len() >= 5, "{} cases", cases.len());
+    for (name, want) in cases {
+        let mut obs = RangeObserver::new(RangeMethod::Histogram);
+        let mut minmax = RangeObserver::new(RangeMethod::MinMax);
+        for i in 0..want["batches"].as_u64().unwrap() {
+            let (_, x) = common::read_npy_f32(&dir.join(format!("{name}_{i}.npy")));
+            obs.observe(&x);
+            minmax.observe(&x);
+        }
+        let pair = |v: &serde_json::Value| (v[0].as_f64().unwrap() as f32, v[1].as_f64().unwrap() as f32);
+        let (want_lo, want_hi) = pair(&want["range"]);
+        let (min, max) = pair(&want["min_max"]);
+        assert_eq!(minmax.range().unwrap(), (min, max), "{name}: running min/max");
+        let (lo, hi) = obs.range().unwrap();
+        let bin = (max - min) / 2048.0;
+        println!("{name}: torch {want_lo}..{want_hi}, vidkit {lo}..{hi} (bin {bin})");
+        assert!(
+            (lo - want_lo).abs() <= bin && (hi - want_hi).abs() <= bin,
+            "{name}: torch {want_lo}..{want_hi}, vidkit {lo}..{hi} (bin {bin})"
+        );
+    }
+}

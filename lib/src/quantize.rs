@@ -1,21 +1,24 @@
 //! Post-training int8 quantization of a model (`vconvert --quantize int8 --calib CLIPS`): the
-//! activation range of every dense convolution over calibration clips (min/max), stored in the
-//! model's config, and the accuracy it costs: top-1 agreement of the int8 and f32 forwards and
-//! the largest change of any class probability, over the calibration clips and held-apart ones.
+//! activation range of every dense convolution over calibration clips (min/max, histogram or
+//! percentiles: `nn::observer`), stored in the model's config, and the accuracy it costs: top-1
+//! agreement of the int8 and f32 forwards and the largest change of any class probability, over
+//! the calibration clips and held-apart ones.
 
 use crate::infer::{score_batch, Aggregate};
 use crate::model::Model;
-use crate::nn::int8::{calibrate, with_int8, Calibration, Int8Plan};
+use crate::nn::int8::{calibrate, with_int8, Calibration, Calibrator, Int8Plan};
+pub use crate::nn::observer::RangeMethod;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use std::sync::{Arc, Mutex};
 
-/// The input ranges of `model`'s convolutions over `clips` ([T, 3, H, W] each).
+/// The input ranges of `model`'s convolutions over `clips` ([T, 3, H, W] each), by `method`.
 pub fn calibrate_model(
     model: &Model,
     clips: impl IntoIterator<Item = Result<Tensor>>,
+    method: RangeMethod,
 ) -> Result<Calibration> {
-    let cal = Arc::new(Mutex::new(Calibration::default()));
+    let cal = Arc::new(Mutex::new(Calibrator::new(method)));
     let mut seen = 0usize;
     for clip in clips {
         let clip = clip?;
@@ -25,7 +28,7 @@ pub fn calibrate_model(
     if seen == 0 {
         bail!("no calibration clips");
     }
-    let cal = cal.lock().map_err(|_| anyhow::anyhow!("calibration poisoned"))?.clone();
+    let cal = cal.lock().map_err(|_| anyhow::anyhow!("calibration poisoned"))?.finish();
     if cal.ranges.is_empty() {
         bail!("{}: no convolution runs through the int8 path (nothing to quantize)", model.config().arch);
     }

@@ -283,15 +283,22 @@ pub struct Args {
 
     /// Post-training quantization of a vidkit model file (IN) instead of an import: int8 runs
     /// the dense convolutions on int8 weights (symmetric, per output channel, BatchNorm folded)
-    /// and 7-bit activations whose ranges (min/max) come from --calib; OUT is IN with the ranges
-    /// and `precision: int8` in its config. Reports top-1 agreement with f32 and the largest
-    /// probability change over --calib and --val.
+    /// and 7-bit activations whose ranges come from --calib (by --calibration); OUT is IN with
+    /// the ranges and `precision: int8` in its config. Reports top-1 agreement with f32 and the
+    /// largest probability change over --calib and --val.
     #[arg(long, value_name = "KIND", value_parser = ["int8"], requires = "calib",
           conflicts_with_all = ["arch", "lists", "list_archs", "pem", "vocab"])]
     pub quantize: Option<String>,
-    /// With --quantize: clip streams (vsample --spec-from IN ...; `-` reads stdin) to calibrate on.
+    /// With --quantize: clip stream files (vsample --spec-from IN ...; read twice, so not
+    /// stdin) to calibrate on.
     #[arg(long, value_name = "CLIPS", requires = "quantize")]
     pub calib: Vec<PathBuf>,
+    /// With --quantize: how each convolution's input range is chosen from what --calib shows:
+    /// histogram (PyTorch's HistogramObserver, its x86 default: the range whose 8-bit
+    /// quantization has the least L2 error), minmax (everything seen), or percentile:P (the
+    /// (100-P)th to Pth percentile, e.g. percentile:99.99).
+    #[arg(long, value_name = "METHOD", default_value = "histogram", requires = "quantize")]
+    pub calibration: vidkit::quantize::RangeMethod,
     /// With --quantize: held-apart clip streams the accuracy cost is also measured on.
     #[arg(long, value_name = "CLIPS", requires = "quantize")]
     pub val: Vec<PathBuf>,
@@ -303,7 +310,14 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<Outcome> {
     if let (Some(_), Some(input), Some(output)) = (&args.quantize, &args.input, &args.output) {
-        return super::vconvert_quantize::quantize_int8(input, output, &args.calib, &args.val, args.quiet);
+        return super::vconvert_quantize::quantize_int8(
+            input,
+            output,
+            &args.calib,
+            &args.val,
+            args.calibration,
+            args.quiet,
+        );
     }
     if let (Some("youtube8m"), Some(data), Some(out)) = (args.lists.as_deref(), &args.data, &args.out) {
         let nextvlad_eigen_scale =

@@ -10,7 +10,7 @@ use vidkit::io::open_input;
 use vidkit::model::{load_model, save_model, ModelConfig};
 use vidkit::nn::int8::Int8Plan;
 use vidkit::precision::{store_int8_calibration, Precision};
-use vidkit::quantize::{agreement, calibrate_model};
+use vidkit::quantize::{agreement, calibrate_model, RangeMethod};
 use vidkit::stream::StreamReader;
 
 pub fn quantize_int8(
@@ -18,6 +18,7 @@ pub fn quantize_int8(
     output: &Path,
     calib: &[PathBuf],
     val: &[PathBuf],
+    method: RangeMethod,
     quiet: bool,
 ) -> Result<Outcome> {
     let dev = Device::Cpu;
@@ -31,7 +32,7 @@ pub fn quantize_int8(
             cfg.arch
         );
     }
-    let cal = calibrate_model(&model, clips(calib, &cfg, &dev)?)
+    let cal = calibrate_model(&model, clips(calib, &cfg, &dev)?, method)
         .with_context(|| format!("{}: calibrating", input.display()))?;
     let plan = Int8Plan::new(cal.clone());
     let on_calib = agreement(&model, &plan, clips(calib, &cfg, &dev)?)?;
@@ -41,7 +42,11 @@ pub fn quantize_int8(
     out_cfg.extra.insert(Precision::CONFIG_KEY.into(), Precision::Int8.to_string().into());
     save_model(&loaded.varmap, &out_cfg, output)?;
     if !quiet {
-        eprintln!("vconvert: {}: int8, {} convolutions calibrated", output.display(), cal.ranges.len());
+        eprintln!(
+            "vconvert: {}: int8, {} convolutions calibrated ({method})",
+            output.display(),
+            cal.ranges.len()
+        );
         eprintln!("vconvert: calibration: {on_calib}");
         if let Some(v) = on_val {
             eprintln!("vconvert: validation: {v}");

@@ -2,7 +2,8 @@
 //! inference convolution goes through `fused::conv_bn_act_3d_shifted`, which asks this module
 //! what to do while a closure runs under [`calibrate`] or [`with_int8`].
 //!
-//! - Calibration records each convolution's input range, over as many forwards as given. A
+//! - Calibration observes each convolution's input over as many forwards as given (min/max, a
+//!   histogram searched for the least L2 error as PyTorch's, or percentiles: `observer.rs`). A
 //!   convolution is known by its weight buffer (a loaded model's weights stay put) and numbered
 //!   in the order forwards first call them, the same in every process for an architecture.
 //! - An int8 run quantizes each convolution's input with its calibrated range (7-bit u8, as
@@ -13,19 +14,37 @@
 //! Each image's columns are packed for the kernel straight from its quantized volume, a group
 //! of 4 column-matrix rows at a time (the matrix is never built whole).
 //!
-//! Not yet: percentile or entropy calibration (min/max only), requantized u8 outputs between
-//! layers, VNNI and AMX kernels.
+//! Not yet: requantized u8 outputs between layers, VNNI and AMX kernels.
 
+use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{
     pack_b_matrix, pack_b_rows, qgemm_packed, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix,
 };
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Input ranges of a model's convolutions in call order, (min, max) over the calibration runs.
+/// Input ranges of a model's convolutions in call order, as the calibration method chose them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calibration {
     pub ranges: Vec<(f32, f32)>,
+}
+
+/// What calibration records: one observer per convolution, in call order.
+#[derive(Clone, Debug)]
+pub struct Calibrator {
+    method: RangeMethod,
+    observers: Vec<RangeObserver>,
+}
+
+impl Calibrator {
+    pub fn new(method: RangeMethod) -> Self {
+        Self { method, observers: vec![] }
+    }
+
+    /// The ranges the observers give (a convolution that saw no finite value: 0..0).
+    pub fn finish(&self) -> Calibration {
+        Calibration { ranges: self.observers.iter().map(|o| o.range().unwrap_or((0.0, 0.0))).collect() }
+    }
 }
 
 /// What an int8 run uses: the calibration and each convolution's quantized weights, made on first use.
@@ -42,7 +61,7 @@ impl Int8Plan {
 }
 
 enum Mode {
-    Calibrate(Arc<Mutex<Calibration>>),
+    Calibrate(Arc<Mutex<Calibrator>>),
     Run(Arc<Int8Plan>),
 }
 
@@ -56,9 +75,9 @@ thread_local! {
     static MODE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with every convolution's input range recorded into `calibration` (widened).
-pub fn calibrate<T>(calibration: &Arc<Mutex<Calibration>>, f: impl FnOnce() -> T) -> T {
-    with_mode(Mode::Calibrate(calibration.clone()), f)
+/// Runs `f` with every convolution's input observed by `calibrator`.
+pub fn calibrate<T>(calibrator: &Arc<Mutex<Calibrator>>, f: impl FnOnce() -> T) -> T {
+    with_mode(Mode::Calibrate(calibrator.clone()), f)
 }
 
 /// Runs `f` with the convolutions in int8 as `plan` says.
@@ -102,14 +121,12 @@ pub(super) fn next_conv(
         let index = *seen.entry(w.as_ptr() as usize).or_insert(next);
         match mode {
             Mode::Calibrate(cal) => {
-                let (lo, hi) =
-                    x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
                 let mut cal = cal.lock().map_err(|_| candle_core::Error::Msg("calibration poisoned".into()))?;
-                if cal.ranges.len() <= index {
-                    cal.ranges.resize(index + 1, (f32::INFINITY, f32::NEG_INFINITY));
+                let method = cal.method;
+                if cal.observers.len() <= index {
+                    cal.observers.resize(index + 1, RangeObserver::new(method));
                 }
-                let r = &mut cal.ranges[index];
-                *r = (r.0.min(lo), r.1.max(hi));
+                cal.observers[index].observe(x);
                 Ok(None)
             }
             Mode::Run(plan) => {
@@ -232,9 +249,9 @@ mod tests {
             crate::nn::randomise_params(&vm);
             let res = Tensor::randn(0f32, 1., (2, 24, 1, 12, 12), &dev).unwrap();
             let f32_out = crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, Some(&res), true).unwrap();
-            let cal = Arc::new(Mutex::new(Calibration::default()));
+            let cal = Arc::new(Mutex::new(Calibrator::new(RangeMethod::MinMax)));
             calibrate(&cal, || crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, Some(&res), true).unwrap());
-            let plan = Int8Plan::new(cal.lock().unwrap().clone());
+            let plan = Int8Plan::new(cal.lock().unwrap().finish());
             let q = with_int8(&plan, || {
                 crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, Some(&res), true).unwrap()
             });
@@ -269,11 +286,11 @@ mod tests {
                 let v: Vec<f32> = (0..4 * 3 * 64 * 64).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect();
                 Tensor::from_vec(v, (1, 4, 3, 64, 64), &dev).unwrap()
             };
-            let cal = Arc::new(Mutex::new(Calibration::default()));
+            let cal = Arc::new(Mutex::new(Calibrator::new(RangeMethod::Histogram)));
             for seed in 0..4 {
                 calibrate(&cal, || model.forward_t(&clip(seed), false).unwrap());
             }
-            let calibration = cal.lock().unwrap().clone();
+            let calibration = cal.lock().unwrap().finish();
             assert!(calibration.ranges.len() > 10, "{arch}: {} convolutions", calibration.ranges.len());
             let plan = Int8Plan::new(calibration);
             let (mut err, mut norm) = (0f64, 0f64);

@@ -20,6 +20,7 @@ mod im2col;
 pub mod int8;
 mod lstm;
 mod nonlocal;
+pub mod observer;
 mod plane_mean;
 mod pool;
 mod pool3d;
