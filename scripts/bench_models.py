@@ -220,16 +220,29 @@ def bf16_rows(a, env):
     return rows
 
 
-def torch_int8_timer(frames, size):
-    """TSN-R50's backbone (torchvision's ResNet-50 over the clip's frames as a batch) in PyTorch's
-    int8: FX graph mode post-training quantization with the x86 backend's default qconfig
-    (per-channel symmetric weights, histogram-observed activations), calibrated on the input."""
+INT8 = ["tsn_r50", "slow_r50", "x3d_s"]
+
+
+def torch_int8_timer(arch, frames, size):
+    """`arch` in PyTorch's int8: FX graph mode post-training quantization with the x86 backend's
+    default qconfig (per-channel symmetric weights, histogram-observed activations), calibrated
+    on the input. TSN-R50: torchvision's ResNet-50 over the clip's frames as a batch; a zoo model:
+    pytorchvideo's hub model."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
-    x = torch.randn(frames, 3, size, size)
-    net = torchvision.models.resnet50(num_classes=400).eval()
+    if arch in ZOO:
+        from pytorchvideo.models import hub
+
+        net = getattr(hub, arch)(pretrained=False).eval()
+        x = torch.randn(1, 3, frames, size, size)
+    else:
+        net = torchvision.models.resnet50(num_classes=400).eval()
+        x = torch.randn(frames, 3, size, size)
     prepared = prepare_fx(net, get_default_qconfig_mapping("x86"), example_inputs=(x,))
     with torch.no_grad():
         prepared(x)
@@ -240,24 +253,28 @@ def torch_int8_timer(frames, size):
 
 def int8_rows(a, env):
     """--int8: vidkit's int8 (VK_PRECISION=int8: the convolutions quantized, calibrated on the
-    input) against torch_int8_timer, TSN-R50 at 8 × 224², forward only; and vidkit's own f32
-    forward in the same rounds, so the row also says what int8 buys over f32 here."""
+    input) against torch_int8_timer, forward only, for TSN-R50 at 8 × 224² and two 3D models at
+    their zoo inputs; and vidkit's own f32 forward in the same rounds, so each row also says what
+    int8 buys over f32 here."""
     rows = []
     int8_env = dict(env, VK_PRECISION="int8")
-    timer = torch_int8_timer(8, 224)
-    ours, theirs, f32 = [], [], []
-    for _ in range(a.rounds):
-        ours.append(vidkit_run(a, int8_env, "tsn_r50", 8, 224, True)["forward_s"])
-        theirs.append(timer(a.reps))
-        f32.append(vidkit_run(a, env, "tsn_r50", 8, 224, True)["forward_s"])
-    row = {"arch": "tsn_r50", "input": "8x224", "vidkit_int8_forward_s": statistics.median(ours),
-           "torch_int8_forward_s": statistics.median(theirs), "vidkit_f32_forward_s": statistics.median(f32),
-           "forward_ratio": median_ratio(ours, theirs), "int8_over_f32": median_ratio(ours, f32),
-           "round_ratios": [o / t for o, t in zip(ours, theirs)]}
-    print(f"{'tsn_r50':14} {row['input']:7} {row['vidkit_int8_forward_s']:11.3f} {row['torch_int8_forward_s']:10.3f}"
-          f" {row['forward_ratio']:6.2f}  ({' '.join(f'{x:.2f}' for x in row['round_ratios'])});"
-          f" vidkit int8 / f32 {row['int8_over_f32']:.2f}", flush=True)
-    rows.append(row)
+    for arch in a.arch or INT8:
+        first = vidkit_run(a, env, arch, 0, 0, True) if arch in ZOO else {"frames": 8, "size": 224}
+        frames, size = first["frames"], first["size"]
+        timer = torch_int8_timer(arch, frames, size)
+        ours, theirs, f32 = [], [], []
+        for _ in range(a.rounds):
+            ours.append(vidkit_run(a, int8_env, arch, frames, size, True)["forward_s"])
+            theirs.append(timer(a.reps))
+            f32.append(vidkit_run(a, env, arch, frames, size, True)["forward_s"])
+        row = {"arch": arch, "input": f"{frames}x{size}", "vidkit_int8_forward_s": statistics.median(ours),
+               "torch_int8_forward_s": statistics.median(theirs), "vidkit_f32_forward_s": statistics.median(f32),
+               "forward_ratio": median_ratio(ours, theirs), "int8_over_f32": median_ratio(ours, f32),
+               "round_ratios": [o / t for o, t in zip(ours, theirs)]}
+        print(f"{arch:14} {row['input']:7} {row['vidkit_int8_forward_s']:11.3f} {row['torch_int8_forward_s']:10.3f}"
+              f" {row['forward_ratio']:6.2f}  ({' '.join(f'{x:.2f}' for x in row['round_ratios'])});"
+              f" vidkit int8 / f32 {row['int8_over_f32']:.2f}", flush=True)
+        rows.append(row)
     return rows
 
 
