@@ -14,7 +14,7 @@
 //! Each image's columns are packed for the kernel straight from its quantized volume, a group
 //! of 4 column-matrix rows at a time (the matrix is never built whole).
 //!
-//! Not yet: requantized u8 outputs between layers, VNNI and AMX kernels.
+//! Not yet: requantized u8 outputs between layers, an AMX kernel.
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{

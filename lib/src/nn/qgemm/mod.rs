@@ -8,6 +8,9 @@
 //! and 2 · 127 · 127 fits where 2 · 255 · 127 does not. Weights take -127..=127 (symmetric).
 //! Every kernel then computes the same integers, so the paths agree exactly.
 //!
+//! Kernels: AVX-512 VNNI (`vpdpbusd`), AVX2 (`vpmaddubsw` + `vpmaddwd`) and a portable one,
+//! picked at run time; all sum the same integers and finish them with the same f32 operations.
+//!
 //! Layout: k runs in groups of 4 (one i32 lane of `vpmaddubsw` + `vpmaddwd`, and of VNNI's
 //! `vpdpbusd`). A is packed once (`QuantizedMatrix`) in panels of `QMR` rows, each group's
 //! `QMR × 4` bytes together (one broadcast per row); B in panels of `QNR` columns, each group's
@@ -16,6 +19,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernel_vnni;
 #[cfg(test)]
 mod tests;
 
@@ -40,15 +45,19 @@ pub const WEIGHT_MAX: i8 = 127;
 pub enum QIsa {
     /// `vpmaddubsw` + `vpmaddwd` on 256-bit vectors.
     Avx2,
+    /// `vpdpbusd` on 512-bit vectors (AVX-512 VNNI).
+    Avx512Vnni,
 }
 
 impl QIsa {
-    /// The widest int8 kernel this CPU has (`VIDKIT_GEMM=portable` picks none).
+    /// The widest int8 kernel this CPU has (`VIDKIT_GEMM=portable` picks none, `avx2` the AVX2
+    /// one, to compare them on one machine).
     pub fn detected() -> Option<QIsa> {
-        if std::env::var("VIDKIT_GEMM").as_deref() == Ok("portable") {
-            return None;
+        match std::env::var("VIDKIT_GEMM").as_deref() {
+            Ok("portable") => None,
+            Ok("avx2") => QIsa::Avx2.supported().then_some(QIsa::Avx2),
+            _ => [QIsa::Avx512Vnni, QIsa::Avx2].into_iter().find(|i| i.supported()),
         }
-        QIsa::Avx2.supported().then_some(QIsa::Avx2)
     }
 
     pub fn supported(self) -> bool {
@@ -56,6 +65,10 @@ impl QIsa {
         {
             match self {
                 QIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+                QIsa::Avx512Vnni => {
+                    std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512vnni")
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -436,6 +449,9 @@ pub fn qgemm_packed(
                     // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups; the
                     // tile's rows and columns lie inside `c` and the residual.
                     Some(QIsa::Avx2) => unsafe { kernel_avx2::kernel(groups, ap, b.panel(jp), &out) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU runs AVX-512 VNNI (asserted); as above.
+                    Some(QIsa::Avx512Vnni) => unsafe { kernel_vnni::kernel(groups, ap, b.panel(jp), &out) },
                     #[allow(unreachable_patterns)]
                     _ => {
                         let mut tile = [0i32; QMR * QNR];

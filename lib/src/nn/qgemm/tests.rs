@@ -17,7 +17,9 @@ fn outputs(
     bq: ActivationQuant,
     epi: QEpilogue,
 ) -> Vec<(Option<QIsa>, Vec<f32>)> {
-    let isas = [Some(QIsa::Avx2), None].into_iter().filter(|i| i.is_none_or(|i| i.supported()));
+    let isas = [Some(QIsa::Avx512Vnni), Some(QIsa::Avx2), None]
+        .into_iter()
+        .filter(|i| i.is_none_or(|i| i.supported()));
     isas.map(|isa| {
         let mut c = vec![f32::NAN; a.rows() * n];
         qgemm(isa, a, b, n, n, bq, &mut c, n, epi);
