@@ -129,7 +129,7 @@ impl Inference {
         let plan = match precision {
             Precision::Int8 => {
                 let cal = int8_calibration(extra)?.context(
-                    "int8 needs the model's calibration: vsample --spec-from M CLIPS | vconvert --quantize int8 --calib - M M_INT8",
+                    "int8 needs the model's calibration: vsample --spec-from M --list L > calib.clips && vconvert --quantize int8 --calib calib.clips M M_INT8",
                 )?;
                 Some(Int8Plan::new(cal))
             }
