@@ -124,9 +124,9 @@ impl DisjointMut {
     }
 }
 
-/// Calls `f(i)` for i in 0..count, split into contiguous ranges over candle's thread count.
+/// Calls `f(i)` for i in 0..count, split into contiguous ranges over the rayon pool's threads.
 pub(super) fn par_for(count: usize, f: impl Fn(usize) + Sync) {
-    let threads = candle_core::utils::get_num_threads().clamp(1, count.max(1));
+    let threads = rayon::current_num_threads().clamp(1, count.max(1));
     if threads == 1 {
         return (0..count).for_each(f);
     }

@@ -62,8 +62,8 @@ pub(crate) fn valid_cols(ow: usize, kw: usize, g: &Geometry3d) -> Option<(usize,
     Some((lo, hi))
 }
 
-/// Calls `f(plane, out_plane)` for every `plane_len`-sized chunk of `out`, spread over candle's
-/// thread count (the GEMM's), so the direct kernels use the same cores as the matmuls.
+/// Calls `f(plane, out_plane)` for every `plane_len`-sized chunk of `out`, spread over the rayon
+/// pool's threads (the GEMM's), so the direct kernels use the same cores as the matmuls.
 pub(crate) fn par_planes<F>(out: &mut [f32], plane_len: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
@@ -72,7 +72,9 @@ where
 }
 
 /// Runs `f(state, plane_index, plane)` over every `plane_len` chunk of `out`, in parallel over
-/// candle's thread count, with one `init()` state (scratch buffers) per thread.
+/// the rayon pool's threads, with one `init()` state (scratch buffers) per thread. (The pool's
+/// size, not candle's `get_num_threads`, which reads /proc/cpuinfo on every call where
+/// RAYON_NUM_THREADS is unset: 2 % of an int8 ResNet's forward.)
 pub(crate) fn par_planes_with<T, S, I, F>(out: &mut [T], plane_len: usize, init: I, f: F)
 where
     T: Send,
@@ -80,7 +82,7 @@ where
     F: Fn(&mut S, usize, &mut [T]) + Sync,
 {
     let planes = if plane_len == 0 { 0 } else { out.len() / plane_len };
-    let threads = candle_core::utils::get_num_threads().clamp(1, planes.max(1));
+    let threads = rayon::current_num_threads().clamp(1, planes.max(1));
     let per = planes.div_ceil(threads).max(1);
     let run = |first: usize, chunk: &mut [T]| {
         let mut state = init();
@@ -120,7 +122,7 @@ where
 /// `vec![0f32; n]`, the zeroing (and the page faults of a fresh allocation) split over the
 /// threads for large `n`: done on one thread it was a tenth of a 2D ResNet's serial time.
 pub(crate) fn zeros_par(n: usize) -> Vec<f32> {
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     if n < 1 << 18 || threads < 2 {
         return vec![0f32; n];
     }

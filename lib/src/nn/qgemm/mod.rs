@@ -407,7 +407,7 @@ pub fn qgemm_packed(
     // Few column blocks (a convolution's 7² positions) would leave threads idle: then the row
     // panels are split too.
     let row_panels = m.div_ceil(QMR);
-    let threads = candle_core::utils::get_num_threads().max(1);
+    let threads = rayon::current_num_threads().max(1);
     let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels);
     let per_part = row_panels.div_ceil(row_parts);
     let c_ptr = super::simd::DisjointMut(c.as_mut_ptr() as *mut f32);
