@@ -381,4 +381,37 @@ fn int8_from_vconvert_quantize() {
     let o = run(VCONVERT, &["--quantize", "int8", "--calib", "-", "m.safetensors", "m9.safetensors"], p);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!p.join("m9.safetensors").exists());
+    // The calibration methods: each names itself in the summary and writes ranges of its own
+    // (min/max covers at least what the histogram search keeps); a bad one is refused.
+    let ranges = |method: &str, out: &str| {
+        let args =
+            ["--quantize", "int8", "--calib", "calib.vks", "--calibration", method, "m.safetensors", out];
+        let o = run(VCONVERT, &args, p);
+        assert!(o.status.success() && stderr(&o).contains(&format!("({method})")), "{}", stderr(&o));
+        let cfg = vidkit::model::read_config(&p.join(out)).unwrap();
+        vidkit::precision::int8_calibration(&cfg.extra).unwrap().unwrap().ranges
+    };
+    let (minmax, percentile) =
+        (ranges("minmax", "mm.safetensors"), ranges("percentile:99", "pc.safetensors"));
+    let histogram = ranges("histogram", "h.safetensors");
+    assert!(minmax.len() == histogram.len() && minmax != percentile, "{minmax:?} {percentile:?}");
+    for ((lo, hi), (hlo, hhi)) in minmax.iter().zip(&histogram) {
+        assert!(lo <= hlo && hi >= hhi, "min/max {lo}..{hi} inside the histogram's {hlo}..{hhi}");
+    }
+    let o = run(
+        VCONVERT,
+        &[
+            "--quantize",
+            "int8",
+            "--calib",
+            "calib.vks",
+            "--calibration",
+            "kl",
+            "m.safetensors",
+            "k.safetensors",
+        ],
+        p,
+    );
+    assert!(o.status.code() == Some(2) && stderr(&o).contains("not a calibration method"), "{}", stderr(&o));
+    assert!(!p.join("k.safetensors").exists());
 }
