@@ -5,7 +5,7 @@
 //! (`nn::autocast`). vidkit's kernels compute the rounded values with their f32 arithmetic: the
 //! matrix units' results (to accumulation order) on every CPU, not yet their speed.
 //!
-//! `int8` runs the dense convolutions in int8 (`nn::int8`) with the activation ranges that
+//! `int8` runs the dense convolutions and Linear layers in int8 (`nn::int8`) with the activation ranges that
 //! `vconvert --quantize int8 --calib` stored in the config (`int8_calibration`); the rest stays
 //! f32. [`Inference`] carries the precision and, for int8, the plan built from the config.
 

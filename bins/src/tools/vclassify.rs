@@ -102,7 +102,7 @@ pub struct Args {
     /// Arithmetic of the model's products: f32, or bf16 (convolutions, linear layers and
     /// attention on operands rounded to bfloat16, accumulated in f32; normalisation, softmax and
     /// the rest in f32). On the CPU vidkit's f32 kernels compute the rounded values: a bf16
-    /// matrix unit's results, not yet its speed. Or int8 (the dense convolutions on int8 weights
+    /// matrix unit's results, not yet its speed. Or int8 (dense convolutions and Linear layers on int8 weights
     /// and activations, with the calibration `vconvert --quantize int8` stored in the model)
     /// [default: the model config's `precision`, else f32].
     #[arg(long, value_name = "P")]

@@ -282,7 +282,8 @@ pub struct Args {
     pub nextvlad_eigenvals: Option<PathBuf>,
 
     /// Post-training quantization of a vidkit model file (IN) instead of an import: int8 runs
-    /// the dense convolutions on int8 weights (symmetric, per output channel, BatchNorm folded)
+    /// the dense convolutions and Linear layers on int8 weights (symmetric, per output channel,
+    /// BatchNorm folded)
     /// and 7-bit activations whose ranges come from --calib (by --calibration); OUT is IN with
     /// the ranges and `precision: int8` in its config. Reports top-1 agreement with f32 and the
     /// largest probability change over --calib and --val.

@@ -105,7 +105,7 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Arithmetic of the model's products: f32, bf16 (operands rounded to bfloat16, f32
-    /// accumulation) or int8 (the dense convolutions, as `vconvert --quantize int8` calibrated
+    /// accumulation) or int8 (dense convolutions and Linear layers, as `vconvert --quantize int8` calibrated
     /// the model); see vclassify --precision [default: the model config's `precision`, else f32].
     #[arg(long, value_name = "P")]
     pub precision: Option<Precision>,

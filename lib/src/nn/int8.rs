@@ -1,6 +1,7 @@
-//! Post-training int8 quantization of the dense convolutions (issue 24, first step): every
-//! inference convolution goes through `fused::conv_bn_act_3d_shifted`, which asks this module
-//! what to do while a closure runs under [`calibrate`] or [`with_int8`].
+//! Post-training int8 quantization of the dense convolutions and Linear layers (issue 24): every
+//! inference convolution goes through `fused::conv_bn_act_3d_shifted` and every transformer
+//! Linear layer through `transformer::linear`, which ask this module what to do while a closure
+//! runs under [`calibrate`] or [`with_int8`] (both numbered together, in call order).
 //!
 //! - Calibration observes each convolution's input over as many forwards as given (min/max, a
 //!   histogram searched for the least L2 error as PyTorch's, or percentiles: `observer.rs`). A
@@ -18,7 +19,8 @@
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{
-    pack_b_matrix, pack_b_rows, qgemm_packed, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix,
+    pack_b_matrix, pack_b_rows, pack_b_transposed, qgemm_packed, ActivationQuant, QEpilogue, QIsa,
+    QuantizedMatrix,
 };
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -96,6 +98,11 @@ fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
     let state = State { mode, seen: Default::default() };
     let _restore = Restore(MODE.with(|m| m.borrow_mut().replace(state)));
     f()
+}
+
+/// Whether calibration or an int8 run is under way on this thread.
+pub(super) fn engaged() -> bool {
+    MODE.with(|m| m.borrow().is_some())
 }
 
 /// Whether the convolutions on this thread run in int8 (then TSM's shift is applied before).
@@ -213,6 +220,46 @@ pub(super) fn conv(
     Ok(out)
 }
 
+/// The int8 Linear layer on `x` [rows, k] with weights `w` [out, k] (quantized once per plan,
+/// symmetric per output feature) and `bias`: x quantized per tensor, C [out, rows] = W·xᵀ with
+/// the bias in the epilogue, returned transposed: [rows, out].
+pub(super) fn linear(
+    plan: &Int8Plan,
+    index: usize,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> candle_core::Result<Vec<f32>> {
+    let k = x.len() / rows.max(1);
+    let out_features = w.len() / k.max(1);
+    let a = plan.weights[index].get_or_init(|| {
+        Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(w, out_features, k)))
+    });
+    if (a.rows(), a.cols()) != (out_features, k) {
+        candle_core::bail!(
+            "int8: layer {} is {out_features}×{k}, quantized as {}×{}",
+            index + 1,
+            a.rows(),
+            a.cols()
+        )
+    }
+    let (lo, hi) = plan.calibration.ranges[index];
+    let aq = ActivationQuant::from_range(lo, hi);
+    let xq = aq.quantize_slice(x);
+    let mut c = vec![0f32; out_features * rows];
+    PACKED_B.with(|buf| {
+        let buf = &mut buf.borrow_mut();
+        let b = pack_b_transposed(&xq, k, rows, buf);
+        // SAFETY: f32 and MaybeUninit<f32> share their layout; only f32 values are written.
+        let c = unsafe { &mut *(c.as_mut_slice() as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+        qgemm_packed(QIsa::detected(), a, b, aq, c, rows, QEpilogue { bias, residual: None, relu: false });
+    });
+    let mut y = vec![0f32; rows * out_features];
+    super::transpose::transpose(&c, out_features, rows, &mut y);
+    Ok(y)
+}
+
 thread_local! {
     /// The packed columns of the convolution running on this thread, kept between calls.
     static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -266,20 +313,29 @@ mod tests {
     }
 
     /// Whole models in int8 (TSM-R50: the shifted 1×1 path and residual epilogues; X3D-XS: 3D
-    /// convolutions beside f32 depthwise ones), calibrated on 4 random clips, run on 4 others:
-    /// logits within 10 % of the f32 ones (relative L2) and one conv counted per call.
+    /// convolutions beside f32 depthwise ones; a small TimeSformer: the patch embedding and
+    /// every Linear layer), calibrated on 4 random clips, run on 4 others: logits within 10 % of
+    /// the f32 ones (relative L2) and one layer counted per call.
     #[test]
     fn int8_models_follow_the_f32_ones() {
-        use crate::model::{build, frozen, init_weights, ModelConfig};
+        use crate::model::{build, frozen, ModelConfig};
         let dev = Device::Cpu;
-        for arch in ["tsm_r50", "x3d_xs"] {
+        // TimeSformer (small): its Linear layers (qkv, projections, MLPs) run in int8 too.
+        let small_vit: Vec<String> =
+            ["embed_dim=48", "num_heads=2", "depth=3", "patch_size=16", "crop_size=64"]
+                .map(String::from)
+                .to_vec();
+        for arch in ["tsm_r50", "x3d_xs", "timesformer_vit_b"] {
             let mut cfg = ModelConfig::defaults(arch);
+            if arch.starts_with("timesformer") {
+                cfg.apply_overrides(&small_vit).unwrap();
+            }
             cfg.frames = 4;
             cfg.num_classes = 10;
             let vm = candle_nn::VarMap::new();
             let model =
                 build(&cfg, candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev)).unwrap();
-            init_weights(&vm, 1).unwrap();
+            crate::model::init_weights_for(&vm, arch, 1).unwrap();
             let model = frozen(&vm, model.config()).unwrap();
             let clip = |seed: u64| {
                 let mut rng = crate::rng::Rng::new(seed);
@@ -303,7 +359,7 @@ mod tests {
                 norm += f.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
             }
             let rel = (err / norm).sqrt();
-            println!("{arch}: int8 logits' relative L2 error {rel:.4} ({} convolutions)", plan.weights.len());
+            println!("{arch}: int8 logits' relative L2 error {rel:.4} ({} layers)", plan.weights.len());
             assert!(rel < 0.1, "{arch}: relative error {rel}");
         }
     }

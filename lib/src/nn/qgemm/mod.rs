@@ -300,6 +300,35 @@ pub fn pack_b_matrix<'a>(b: &[u8], ldb: usize, k: usize, n: usize, out: &'a mut 
     })
 }
 
+/// B packed from its transpose `bt` [n, k] (row-major; B = btᵀ), as a Linear layer's input
+/// rows are: a panel's group is 16 runs of 4 bytes, one from each of its rows. Values above 127
+/// are clamped; in parallel over panels.
+pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
+    assert!(bt.len() >= k * n, "Bᵀ holds {} values, not {n} × {k}", bt.len());
+    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
+    let len = panels * groups * QNR * KG;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    let dst = SendU8(out.as_mut_ptr());
+    super::simd::par_for(panels, |jp| {
+        let dst = &dst;
+        // SAFETY: panel jp's bytes, which no other task writes, inside `out` (len bytes).
+        let panel =
+            unsafe { std::slice::from_raw_parts_mut(dst.0.add(jp * groups * QNR * KG), groups * QNR * KG) };
+        for (g, d) in panel.chunks_exact_mut(QNR * KG).enumerate() {
+            for (jj, run) in d.chunks_exact_mut(KG).enumerate() {
+                let j = jp * QNR + jj;
+                for (t, v) in run.iter_mut().enumerate() {
+                    let p = g * KG + t;
+                    *v = if j < n && p < k { bt[j * k + p].min(ACT_MAX) } else { 0 };
+                }
+            }
+        }
+    });
+    PackedB { data: &out[..len], k, n }
+}
+
 /// The packing both entries share: `group(g, pack)` hands `pack` group g's 4 rows (n values
 /// each; rows past k are ignored), which are interleaved into every panel, in parallel over
 /// groups.

@@ -194,3 +194,20 @@ fn vector_quantizer_matches_the_scalar_one() {
     }
     assert_eq!(q.quantize_slice(&[0.25, 0.75, f32::NAN]), [20, 22, 0]);
 }
+
+/// Packing B from its transpose (a Linear layer's input rows) gives the panels that packing B
+/// does, over shapes with partial panels and k groups.
+#[test]
+fn packing_from_the_transpose_equals_packing_the_matrix() {
+    let mut rng = Rng::new(8);
+    for (k, n) in [(1, 1), (7, 17), (64, 40), (130, 33)] {
+        let b = random_u7(k * n, &mut rng);
+        let bt: Vec<u8> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let (mut x, mut y) = (vec![], vec![]);
+        let (from_matrix, from_transpose) = (
+            pack_b_matrix(&b, n, k, n, &mut x).data.to_vec(),
+            pack_b_transposed(&bt, k, n, &mut y).data.to_vec(),
+        );
+        assert_eq!(from_matrix, from_transpose, "{k}×{n}");
+    }
+}
