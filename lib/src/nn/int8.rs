@@ -176,17 +176,7 @@ pub(super) fn conv(
             w.chunks(k.max(1)).zip(scale).flat_map(|(row, s)| row.iter().map(move |v| v * s)).collect();
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(&folded, cout, k)))
     });
-    if (a.rows(), a.cols()) != (cout, k) {
-        candle_core::bail!(
-            "int8: convolution {} is {cout}×{k}, quantized as {}×{}",
-            index + 1,
-            a.rows(),
-            a.cols()
-        )
-    }
-    let (lo, hi) = plan.calibration.ranges[index];
-    let aq = ActivationQuant::from_range(lo, hi);
-    let xq = aq.quantize_slice(x);
+    let (aq, xq) = quantized_input(plan, index, a, (cout, k), x)?;
     let len = images * cout * positions;
     if len == 0 {
         return Ok(vec![]);
@@ -236,17 +226,7 @@ pub(super) fn linear(
     let a = plan.weights[index].get_or_init(|| {
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(w, out_features, k)))
     });
-    if (a.rows(), a.cols()) != (out_features, k) {
-        candle_core::bail!(
-            "int8: layer {} is {out_features}×{k}, quantized as {}×{}",
-            index + 1,
-            a.rows(),
-            a.cols()
-        )
-    }
-    let (lo, hi) = plan.calibration.ranges[index];
-    let aq = ActivationQuant::from_range(lo, hi);
-    let xq = aq.quantize_slice(x);
+    let (aq, xq) = quantized_input(plan, index, a, (out_features, k), x)?;
     let mut c = vec![0f32; out_features * rows];
     PACKED_B.with(|buf| {
         let buf = &mut buf.borrow_mut();
@@ -258,6 +238,23 @@ pub(super) fn linear(
     let mut y = vec![0f32; rows * out_features];
     super::transpose::transpose(&c, out_features, rows, &mut y);
     Ok(y)
+}
+
+/// Layer `index`'s input `x` quantized with its calibrated range, once its quantized weights
+/// `a` are checked to be `shape` (rows × k).
+fn quantized_input(
+    plan: &Int8Plan,
+    index: usize,
+    a: &QuantizedMatrix,
+    (rows, k): (usize, usize),
+    x: &[f32],
+) -> candle_core::Result<(ActivationQuant, Vec<u8>)> {
+    if (a.rows(), a.cols()) != (rows, k) {
+        candle_core::bail!("int8: layer {} is {rows}×{k}, quantized as {}×{}", index + 1, a.rows(), a.cols())
+    }
+    let (lo, hi) = plan.calibration.ranges[index];
+    let aq = ActivationQuant::from_range(lo, hi);
+    Ok((aq, aq.quantize_slice(x)))
 }
 
 thread_local! {
