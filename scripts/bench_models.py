@@ -220,14 +220,14 @@ def bf16_rows(a, env):
     return rows
 
 
-INT8 = ["tsn_r50", "slow_r50", "x3d_s"]
+INT8 = ["tsn_r50", "slow_r50", "x3d_s", "mvit_base_16x4"]
 
 
 def torch_int8_timer(arch, frames, size):
     """`arch` in PyTorch's int8: FX graph mode post-training quantization with the x86 backend's
     default qconfig (per-channel symmetric weights, histogram-observed activations), calibrated
     on the input. TSN-R50: torchvision's ResNet-50 over the clip's frames as a batch; a zoo model:
-    pytorchvideo's hub model."""
+    pytorchvideo's hub model; MViT: its Linear layers dynamically quantized."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -235,6 +235,16 @@ def torch_int8_timer(arch, frames, size):
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = "x86"
+    if arch.startswith("mvit"):
+        # A transformer: PyTorch's int8 path for it is dynamic quantization of the Linear
+        # layers (int8 weights, activations quantized per call); FX static quantization does
+        # not trace it.
+        from pytorchvideo.models import hub
+
+        net = torch.ao.quantization.quantize_dynamic(
+            getattr(hub, arch)(pretrained=False).eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        x = torch.randn(1, 3, frames, size, size)
+        return forward_timer(lambda: net(x))
     if arch in ZOO:
         from pytorchvideo.models import hub
 

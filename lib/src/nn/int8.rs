@@ -310,8 +310,8 @@ mod tests {
     }
 
     /// Whole models in int8 (TSM-R50: the shifted 1×1 path and residual epilogues; X3D-XS: 3D
-    /// convolutions beside f32 depthwise ones; a small TimeSformer: the patch embedding and
-    /// every Linear layer), calibrated on 4 random clips, run on 4 others: logits within 10 % of
+    /// convolutions beside f32 depthwise ones; a small TimeSformer and MViT: the patch embedding
+    /// and every Linear layer), calibrated on 4 random clips, run on 4 others: logits within 10 % of
     /// the f32 ones (relative L2) and one layer counted per call.
     #[test]
     fn int8_models_follow_the_f32_ones() {
@@ -322,10 +322,18 @@ mod tests {
             ["embed_dim=48", "num_heads=2", "depth=3", "patch_size=16", "crop_size=64"]
                 .map(String::from)
                 .to_vec();
-        for arch in ["tsm_r50", "x3d_xs", "timesformer_vit_b"] {
+        // MViT (narrow): pooled attention, whose q, k and v projections run apart under int8.
+        let small_mvit: Vec<String> =
+            ["embed_dim=16", "num_heads=1", "depth=3", "stage_starts=[1]", "crop_size=64"]
+                .map(String::from)
+                .to_vec();
+        for arch in ["tsm_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
             let mut cfg = ModelConfig::defaults(arch);
             if arch.starts_with("timesformer") {
                 cfg.apply_overrides(&small_vit).unwrap();
+            }
+            if arch.starts_with("mvit") {
+                cfg.apply_overrides(&small_mvit).unwrap();
             }
             cfg.frames = 4;
             cfg.num_classes = 10;

@@ -168,8 +168,15 @@ impl MultiscaleAttention {
                 let parts: Option<Vec<&Tensor>> = [&self.q, &self.k, &self.v].iter().map(|l| f(l)).collect();
                 parts.map(|p| Tensor::cat(&p, 0)).transpose()
             };
-            let weight = cat(|l| Some(l.weight()))?.expect("weights");
-            let qkv = linear(x, &Linear::new(weight, cat(|l| l.bias())?))?;
+            // Under int8 the three layers run apart: int8 knows a layer by its weight buffer, and a
+            // concatenation made per call has none that lasts.
+            let qkv = match super::int8::engaged() {
+                true => Tensor::cat(&[linear(x, &self.q)?, linear(x, &self.k)?, linear(x, &self.v)?], 2)?,
+                false => {
+                    let weight = cat(|l| Some(l.weight()))?.expect("weights");
+                    linear(x, &Linear::new(weight, cat(|l| l.bias())?))?
+                }
+            };
             let one = |i: usize, pool: &Option<AttentionPool>| -> Result<(Tensor, Thw)> {
                 let part = qkv.narrow(2, i * c, c)?.contiguous()?;
                 match pool {
