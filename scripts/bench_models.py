@@ -357,25 +357,14 @@ def main():
     ap.add_argument("--int8", action="store_true", help="int8 convolutions against PyTorch's x86 int8, forward only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    if a.int8:
+    if a.int8 or a.bf16:
+        kind, units = ("int8", ("avx2", "avx512_vnni", "amx_int8")) if a.int8 else ("bf16", ("avx512_bf16", "amx_bf16"))
         env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        flags = " ".join(f for f in ("avx2", "avx512_vnni", "amx_int8") if f in open("/proc/cpuinfo").read())
-        print(f"\nint8 inference, CPU ({flags}), {a.threads} threads, batch 1, forward, median of {a.reps} per round; "
-              f"ratio: median of {a.rounds} alternating rounds:")
-        print(f"{'model':14} {'input':7} {'vidkit int8':>11} {'torch int8':>10} {'ratio':>6}", flush=True)
-        rows = int8_rows(a, env)
-        print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
-        with open(a.json, "w") as f:
-            json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "cpu_flags": flags, "rows": rows},
-                      f, indent=1)
-        return
-    if a.bf16:
-        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        flags = " ".join(f for f in ("avx512_bf16", "amx_bf16") if f in open("/proc/cpuinfo").read())
-        print(f"\nbf16 inference, CPU ({flags or 'no bf16 units'}), {a.threads} threads, batch 1, forward, median of "
-              f"{a.reps} per round; ratio: median of {a.rounds} alternating rounds:")
-        print(f"{'model':14} {'input':7} {'vidkit bf16':>11} {'torch bf16':>10} {'ratio':>6}", flush=True)
-        rows = bf16_rows(a, env)
+        flags = " ".join(f for f in units if f in open("/proc/cpuinfo").read())
+        print(f"\n{kind} inference, CPU ({flags or f'no {kind} units'}), {a.threads} threads, batch 1, forward, median "
+              f"of {a.reps} per round; ratio: median of {a.rounds} alternating rounds:")
+        print(f"{'model':14} {'input':7} {'vidkit ' + kind:>11} {'torch ' + kind:>10} {'ratio':>6}", flush=True)
+        rows = int8_rows(a, env) if a.int8 else bf16_rows(a, env)
         print(f"load average: {os.getloadavg()[0]:.2f} (1-min)")
         with open(a.json, "w") as f:
             json.dump({"threads": a.threads, "reps": a.reps, "rounds": a.rounds, "cpu_flags": flags, "rows": rows},

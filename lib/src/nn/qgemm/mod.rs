@@ -53,11 +53,13 @@ impl QIsa {
     /// The widest int8 kernel this CPU has (`VIDKIT_GEMM=portable` picks none, `avx2` the AVX2
     /// one, to compare them on one machine).
     pub fn detected() -> Option<QIsa> {
-        match std::env::var("VIDKIT_GEMM").as_deref() {
+        // Asked once per layer call: looked up once per process, as `gemm::Isa::detected`.
+        static DETECTED: std::sync::OnceLock<Option<QIsa>> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| match std::env::var("VIDKIT_GEMM").as_deref() {
             Ok("portable") => None,
             Ok("avx2") => QIsa::Avx2.supported().then_some(QIsa::Avx2),
             _ => [QIsa::Avx512Vnni, QIsa::Avx2].into_iter().find(|i| i.supported()),
-        }
+        })
     }
 
     pub fn supported(self) -> bool {
@@ -305,11 +307,7 @@ pub fn pack_b_matrix<'a>(b: &[u8], ldb: usize, k: usize, n: usize, out: &'a mut 
 /// are clamped; in parallel over panels.
 pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
     assert!(bt.len() >= k * n, "Bᵀ holds {} values, not {n} × {k}", bt.len());
-    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
-    let len = panels * groups * QNR * KG;
-    if out.len() < len {
-        out.resize(len, 0);
-    }
+    let (groups, panels, len) = grow_for(k, n, out);
     let dst = SendU8(out.as_mut_ptr());
     super::simd::par_for(panels, |jp| {
         let dst = &dst;
@@ -329,6 +327,17 @@ pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>
     PackedB { data: &out[..len], k, n }
 }
 
+/// B [k, n]'s k groups, column panels and packed length, with `out` grown to hold it (never
+/// zeroed: the packers write every byte).
+fn grow_for(k: usize, n: usize, out: &mut Vec<u8>) -> (usize, usize, usize) {
+    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
+    let len = panels * groups * QNR * KG;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    (groups, panels, len)
+}
+
 /// The packing both entries share: `group(g, pack)` hands `pack` group g's 4 rows (n values
 /// each; rows past k are ignored), which are interleaved into every panel, in parallel over
 /// groups.
@@ -338,11 +347,7 @@ fn pack_b_groups<'a>(
     out: &'a mut Vec<u8>,
     group: impl Fn(usize, &mut dyn FnMut([&[u8]; KG])) + Sync,
 ) -> PackedB<'a> {
-    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
-    let len = panels * groups * QNR * KG;
-    if out.len() < len {
-        out.resize(len, 0);
-    }
+    let (groups, panels, len) = grow_for(k, n, out);
     let dst = SendU8(out.as_mut_ptr());
     super::simd::par_for(groups, |g| {
         let dst = &dst;
