@@ -185,16 +185,22 @@ pub(super) fn conv(
     let isa = QIsa::detected();
     let image_len = g.c * g.in_volume();
     let one = super::vol2col::Geometry3d { n: 1, ..*g };
-    PACKED_B.with(|buf| {
-        let buf = &mut buf.borrow_mut();
-        for (n, o) in out.spare_capacity_mut()[..len].chunks_mut(cout * positions).enumerate() {
+    // Image n's [C_out, P] block.
+    let image = |n: usize, o: &mut [std::mem::MaybeUninit<f32>]| {
+        PACKED_B.with(|buf| {
+            let buf = &mut buf.borrow_mut();
             let x_n = &xq[n * image_len..][..image_len];
             // Image n's columns, packed for the kernel straight from its volume (1×1 stride-1
-            // convolutions: the volume is the matrix).
+            // convolutions: the volume is the matrix), padded first with the quantized zero.
             let b = match direct {
                 true => pack_b_matrix(x_n, positions, k, positions, buf),
-                false => pack_b_rows(k, positions, buf, |row, dst| {
-                    super::vol2col::column_row(x_n, &one, [ot, oh, ow], row, aq.zero_point, dst)
+                false => PADDED.with(|padded| {
+                    let padded = &mut padded.borrow_mut();
+                    super::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
+                    let padded = &**padded;
+                    pack_b_rows(k, positions, buf, |row, dst| {
+                        super::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, dst)
+                    })
                 }),
             };
             let epi = QEpilogue {
@@ -203,8 +209,24 @@ pub(super) fn conv(
                 relu,
             };
             qgemm_packed(isa, a, b, aq, o, positions, epi);
-        }
-    });
+        })
+    };
+    let blocks = out.spare_capacity_mut()[..len].chunks_mut(cout * positions);
+    let threads = super::simd::pool_threads();
+    // Whole images per thread only where they share out evenly enough.
+    if threads > 1 && images >= threads && (images % threads == 0 || images >= 4 * threads) {
+        // A batch of images (TSN's and TSM's frames): one image per task, each packed and
+        // multiplied on its own thread, rather than every image split over the threads (a fork
+        // and join per image and step, and each core's columns read by the other).
+        use rayon::prelude::*;
+        blocks
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(n, o)| super::simd::sequential(|| image(n, o)));
+    } else {
+        blocks.enumerate().for_each(|(n, o)| image(n, o));
+    }
     // SAFETY: qgemm_packed wrote every value of every image's [C_out, P] block.
     unsafe { out.set_len(len) };
     Ok(out)
@@ -260,6 +282,8 @@ fn quantized_input(
 thread_local! {
     /// The packed columns of the convolution running on this thread, kept between calls.
     static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Its input image padded with the quantized zero (`vol2col::pad_volume`).
+    static PADDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

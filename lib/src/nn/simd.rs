@@ -124,9 +124,37 @@ impl DisjointMut {
     }
 }
 
+thread_local! {
+    /// Set while this thread runs work that is already one of several parallel tasks.
+    static SEQUENTIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with `par_for` (and what sizes its work by `pool_threads`) on this thread alone:
+/// for a task that is already one of several running in parallel (one image of a batch), where
+/// splitting it again would only add fork and join.
+pub(super) fn sequential<R>(f: impl FnOnce() -> R) -> R {
+    // Restores the flag on the way out, a panic included.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SEQUENTIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SEQUENTIAL.with(|s| s.replace(true)));
+    f()
+}
+
+/// The threads `par_for` spreads work over here: the rayon pool's, or 1 inside `sequential`.
+pub(super) fn pool_threads() -> usize {
+    match SEQUENTIAL.with(|s| s.get()) {
+        true => 1,
+        false => rayon::current_num_threads().max(1),
+    }
+}
+
 /// Calls `f(i)` for i in 0..count, split into contiguous ranges over the rayon pool's threads.
 pub(super) fn par_for(count: usize, f: impl Fn(usize) + Sync) {
-    let threads = rayon::current_num_threads().clamp(1, count.max(1));
+    let threads = pool_threads().clamp(1, count.max(1));
     if threads == 1 {
         return (0..count).for_each(f);
     }

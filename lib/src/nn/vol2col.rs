@@ -209,6 +209,94 @@ pub(super) fn column_row<T: Copy>(
     }
 }
 
+/// Extra bytes after a padded volume (`pad_volume`): a run copy reads in 32-byte steps.
+const RUN_STEP: usize = 32;
+
+/// One sample's `x` [C, T, H, W] into `out` [C, T + 2·pad_t, H + 2·pad_h, W + 2·pad_w] with
+/// `pad` around it, then `RUN_STEP` bytes more: every window of the geometry lies inside, so
+/// `padded_column_row` reads it with no bounds tests per output row.
+pub(super) fn pad_volume(x: &[u8], g: &Geometry3d, pad: u8, out: &mut Vec<u8>) {
+    let [t, h, w] = g.input;
+    let [tp, hp, wp] = padded_extent(g);
+    out.clear();
+    out.resize(g.c * tp * hp * wp + RUN_STEP, pad);
+    for (c, src) in x.chunks_exact(t * h * w).take(g.c).enumerate() {
+        for (i, src_row) in src.chunks_exact(w).enumerate() {
+            let (it, iy) = (i / h + g.pad[0], i % h + g.pad[1]);
+            out[((c * tp + it) * hp + iy) * wp + g.pad[2]..][..w].copy_from_slice(src_row);
+        }
+    }
+}
+
+fn padded_extent(g: &Geometry3d) -> [usize; 3] {
+    std::array::from_fn(|a| g.input[a] + 2 * g.pad[a])
+}
+
+/// `column_row` of a u8 volume padded by `pad_volume` (`xp`): each output row is one run of the
+/// padded volume, copied in 32-byte steps at stride 1 (so up to 31 bytes past the row's end in
+/// `dst` are overwritten: `dst` holds them).
+pub(super) fn padded_column_row(
+    xp: &[u8],
+    g: &Geometry3d,
+    [ot, oh, ow]: [usize; 3],
+    row: usize,
+    dst: &mut [u8],
+) {
+    let [_, hp, wp] = padded_extent(g);
+    let [_, kh, kw] = g.kernel;
+    let (c, tap) = (row / g.taps(), row % g.taps());
+    let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+    let plane = hp * wp;
+    let base = c * padded_extent(g)[0] * plane + dw * g.dilation[2];
+    for t in 0..ot {
+        let it = t * g.stride[0] + dt * g.dilation[0];
+        for y in 0..oh {
+            let iy = y * g.stride[1] + dh * g.dilation[1];
+            let src = &xp[base + it * plane + iy * wp..];
+            let d = &mut dst[(t * oh + y) * ow..];
+            if g.stride[2] == 1 {
+                // Fixed-size steps: vector moves, no call per row.
+                for s in (0..ow).step_by(RUN_STEP) {
+                    let step: &[u8; RUN_STEP] = src[s..s + RUN_STEP].try_into().expect("32 bytes");
+                    d[s..s + RUN_STEP].copy_from_slice(step);
+                }
+            } else if g.stride[2] == 2 {
+                even_bytes(src, d, ow);
+            } else {
+                for (o, v) in d[..ow].iter_mut().zip(src.iter().step_by(g.stride[2])) {
+                    *o = *v;
+                }
+            }
+        }
+    }
+}
+
+/// dst[i] = src[2i] for i < n, 16 at a time (so up to 15 bytes past n in `dst` are
+/// overwritten, and up to 31 past `src[2(n − 1)]` read): the bytes of each 16-bit pair's low
+/// half, packed (SSE2, part of x86-64).
+#[cfg(target_arch = "x86_64")]
+fn even_bytes(src: &[u8], dst: &mut [u8], n: usize) {
+    use std::arch::x86_64::*;
+    for s in (0..n).step_by(16) {
+        let pairs: &[u8; 32] = src[2 * s..2 * s + 32].try_into().expect("32 bytes");
+        let out: &mut [u8; 16] = (&mut dst[s..s + 16]).try_into().expect("16 bytes");
+        // SAFETY: SSE2 is part of x86-64; the loads read `pairs`, the store writes `out`.
+        unsafe {
+            let low = _mm_set1_epi16(0xff);
+            let lo = _mm_and_si128(_mm_loadu_si128(pairs.as_ptr() as *const __m128i), low);
+            let hi = _mm_and_si128(_mm_loadu_si128(pairs.as_ptr().add(16) as *const __m128i), low);
+            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, _mm_packus_epi16(lo, hi));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn even_bytes(src: &[u8], dst: &mut [u8], n: usize) {
+    for (o, v) in dst[..n].iter_mut().zip(src.iter().step_by(2)) {
+        *o = *v;
+    }
+}
+
 /// The adjoint of `vol2col`: sums every column entry back onto the voxel it came from.
 pub(super) fn col2vol(cols: &[f32], g: &Geometry3d) -> Result<Vec<f32>> {
     let out = g.out()?;
@@ -308,4 +396,39 @@ pub fn unfold3d(x: &Tensor, g: Geometry3d) -> Result<Tensor> {
     let (n, c, t, h, w) = x.dims5()?;
     let g = Geometry3d { n, c, input: [t, h, w], ..g };
     x.to_dtype(candle_core::DType::F32)?.contiguous()?.apply_op1(Vol2col(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows built from the padded volume equal `column_row`'s, over strides (1, 2 and 3),
+    /// dilations and paddings on every axis, and rows wider and narrower than a copy step.
+    #[test]
+    fn padded_rows_equal_the_bounds_tested_ones() {
+        let geometries = [
+            ([2, 9, 9], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1]),
+            ([3, 7, 40], [3, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 1]),
+            ([1, 11, 13], [1, 7, 7], [1, 2, 2], [0, 3, 3], [1, 1, 1]),
+            ([4, 8, 70], [3, 3, 3], [2, 1, 1], [1, 2, 2], [1, 2, 2]),
+            ([1, 5, 5], [1, 3, 3], [1, 1, 1], [0, 0, 0], [1, 1, 1]),
+            ([1, 6, 80], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1]),
+            ([2, 6, 45], [1, 1, 5], [1, 1, 3], [0, 0, 2], [1, 1, 1]),
+        ];
+        for (input, kernel, stride, pad, dilation) in geometries {
+            let g = Geometry3d { n: 1, c: 2, input, kernel, stride, pad, dilation };
+            let x: Vec<u8> = (0..g.c * g.in_volume()).map(|i| (i * 37 % 127) as u8).collect();
+            let out = g.out().unwrap();
+            let p = out.iter().product::<usize>();
+            let mut padded = Vec::new();
+            pad_volume(&x, &g, 99, &mut padded);
+            for row in 0..g.c * g.taps() {
+                let mut want = vec![0u8; p];
+                column_row(&x, &g, out, row, 99, &mut want);
+                let mut got = vec![0u8; p + 64];
+                padded_column_row(&padded, &g, out, row, &mut got);
+                assert_eq!(got[..p], want[..], "{g:?} row {row}");
+            }
+        }
+    }
 }

@@ -258,15 +258,23 @@ impl<'a> PackedB<'a> {
         self.k.div_ceil(KG)
     }
 
+    /// Bytes of one panel.
+    fn panel_len(&self) -> usize {
+        self.groups() * QNR * KG
+    }
+
     fn panel(&self, jp: usize) -> &'a [u8] {
-        let len = self.groups() * QNR * KG;
-        &self.data[jp * len..][..len]
+        &self.data[jp * self.panel_len()..][..self.panel_len()]
     }
 }
 
+/// Bytes past a row that `pack_b_rows`' row writer may scribble on.
+pub const ROW_SLACK: usize = 64;
+
 /// Packs B [k, n] given by its rows: `row(p, dst)` writes row p's n values (0..=127; more is
-/// clamped) into `dst`. In parallel over k groups, each filling its 4 rows into a scratch
-/// buffer and interleaving them into every panel; `out` is reused (grown, never zeroed).
+/// clamped) into `dst[..n]`, and may overwrite up to `ROW_SLACK` bytes after them. In parallel
+/// over k groups, each filling its 4 rows, in order, into a scratch buffer and interleaving
+/// them into every panel; `out` is reused (grown, never zeroed).
 pub fn pack_b_rows<'a>(
     k: usize,
     n: usize,
@@ -276,9 +284,10 @@ pub fn pack_b_rows<'a>(
     pack_b_groups(k, n, out, |g, pack| {
         PACK_ROWS.with(|rows| {
             let rows = &mut rows.borrow_mut();
-            rows.resize(KG * n, 0);
-            for (t, r) in rows.chunks_exact_mut(n.max(1)).enumerate().take(KG.min(k - g * KG)) {
-                row(g * KG + t, r);
+            rows.resize(KG * n + ROW_SLACK, 0);
+            // Row t's slack is row t + 1's start, written after it.
+            for t in 0..KG.min(k - g * KG) {
+                row(g * KG + t, &mut rows[t * n..][..n + ROW_SLACK]);
             }
             pack(std::array::from_fn(|t| &rows[(t * n).min(rows.len())..][..n]));
         })
@@ -435,63 +444,86 @@ pub fn qgemm_packed(
     }
     let groups = k.div_ceil(KG);
     let panels = n.div_ceil(QNR);
-    // Column blocks of whole panels near B_BLOCK_BYTES: a block stays in L2 while A panels pass.
-    let per_block = (B_BLOCK_BYTES / (groups * QNR * KG).max(1)).max(1);
+    // The kernel's tile in panels: the VNNI kernel covers several A and B panels per call.
+    let (mp, np) = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Some(QIsa::Avx512Vnni) => (kernel_vnni::VNNI_MP, kernel_vnni::VNNI_NP),
+        _ => (1, 1),
+    };
+    // Column blocks of whole tiles near B_BLOCK_BYTES: a block stays in L2 while A panels pass.
+    let per_block = (B_BLOCK_BYTES / (groups * QNR * KG * np).max(1)).max(1) * np;
     let blocks = panels.div_ceil(per_block);
     // Few column blocks (a convolution's 7² positions) would leave threads idle: then the row
-    // panels are split too.
+    // panels are split too, in whole tiles.
     let row_panels = m.div_ceil(QMR);
-    let threads = rayon::current_num_threads().max(1);
-    let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels);
-    let per_part = row_panels.div_ceil(row_parts);
+    let threads = super::simd::pool_threads();
+    let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels.div_ceil(mp));
+    let per_part = row_panels.div_ceil(mp).div_ceil(row_parts) * mp;
     let c_ptr = super::simd::DisjointMut(c.as_mut_ptr() as *mut f32);
+    // Row panel ip's epilogue constants (rows 0 past the last panel).
+    let tile_out = |ip: usize| {
+        let i0 = ip * QMR;
+        let rows = QMR.min(m.saturating_sub(i0));
+        TileOut {
+            c: std::ptr::null_mut(),
+            res: std::ptr::null(),
+            ldc,
+            rows,
+            cols: 0,
+            shift: std::array::from_fn(
+                |r| if r < rows { bq.zero_point as i32 * a.row_sums[i0 + r] } else { 0 },
+            ),
+            scale: std::array::from_fn(|r| if r < rows { a.scales[i0 + r] * bq.scale } else { 0.0 }),
+            bias: std::array::from_fn(|r| match epi.bias {
+                Some(b) if r < rows => b[i0 + r],
+                _ => 0.0,
+            }),
+            relu: epi.relu,
+        }
+    };
     super::simd::par_for(blocks * row_parts, |task| {
         let (blk, part) = (task / row_parts, task % row_parts);
-        for ip in part * per_part..((part + 1) * per_part).min(row_panels) {
-            let ap = a.panel(ip);
-            let i0 = ip * QMR;
-            let rows = QMR.min(m - i0);
-            let mut out = TileOut {
-                c: std::ptr::null_mut(),
-                res: std::ptr::null(),
-                ldc,
-                rows,
-                cols: 0,
-                shift: std::array::from_fn(|r| {
-                    if r < rows {
-                        bq.zero_point as i32 * a.row_sums[i0 + r]
-                    } else {
-                        0
-                    }
-                }),
-                scale: std::array::from_fn(|r| if r < rows { a.scales[i0 + r] * bq.scale } else { 0.0 }),
-                bias: std::array::from_fn(|r| match epi.bias {
-                    Some(b) if r < rows => b[i0 + r],
-                    _ => 0.0,
-                }),
-                relu: epi.relu,
-            };
-            for jp in blk * per_block..((blk + 1) * per_block).min(panels) {
+        let (block_end, part_end) =
+            (((blk + 1) * per_block).min(panels), ((part + 1) * per_part).min(row_panels));
+        for ip in (part * per_part..part_end).step_by(mp) {
+            let mut outs: Vec<TileOut> = (ip..ip + mp).map(|p| tile_out(p.min(row_panels))).collect();
+            for jp in (blk * per_block..block_end).step_by(np) {
                 let jj = jp * QNR;
-                out.cols = QNR.min(n - jj);
-                // Task (blk, part) owns rows i0.. of its part and columns of its block: disjoint
-                // from the other tasks' tiles, inside `c` (asserted above).
-                out.c = c_ptr.at(i0 * ldc + jj);
-                out.res = epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
+                for (p, out) in outs.iter_mut().enumerate() {
+                    let i0 = (ip + p) * QMR;
+                    out.cols = (np * QNR).min(n - jj);
+                    // Task (blk, part) owns the rows of its part and the columns of its block:
+                    // disjoint from the other tasks' tiles, inside `c` (asserted above).
+                    out.c = c_ptr.at(i0 * ldc + jj);
+                    out.res =
+                        epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
+                }
                 match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups; the
                     // tile's rows and columns lie inside `c` and the residual.
-                    Some(QIsa::Avx2) => unsafe { kernel_avx2::kernel(groups, ap, b.panel(jp), &out) },
+                    Some(QIsa::Avx2) => unsafe {
+                        kernel_avx2::kernel(groups, a.panel(ip), b.panel(jp), &outs[0])
+                    },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU runs AVX-512 VNNI (asserted); as above.
-                    Some(QIsa::Avx512Vnni) => unsafe { kernel_vnni::kernel(groups, ap, b.panel(jp), &out) },
+                    Some(QIsa::Avx512Vnni) => {
+                        // An absent A panel (rows 0) reads the last one again.
+                        let ap = std::array::from_fn(|p| a.panel((ip + p).min(row_panels - 1)).as_ptr());
+                        let live = np.min(block_end - jp);
+                        let outs: &[TileOut; kernel_vnni::VNNI_MP] =
+                            outs[..].try_into().expect("VNNI_MP tiles");
+                        // SAFETY: the CPU runs AVX-512 VNNI (asserted); panels jp..jp + live lie
+                        // inside B, `panel_len()` bytes apart; as above.
+                        unsafe {
+                            kernel_vnni::kernel(groups, ap, b.panel(jp).as_ptr(), b.panel_len(), live, outs)
+                        }
+                    }
                     #[allow(unreachable_patterns)]
                     _ => {
                         let mut tile = [0i32; QMR * QNR];
-                        kernel_portable(groups, ap, b.panel(jp), &mut tile);
+                        kernel_portable(groups, a.panel(ip), b.panel(jp), &mut tile);
                         // SAFETY: as above.
-                        unsafe { finish_tile(&tile, &out) };
+                        unsafe { finish_tile(&tile, &outs[0]) };
                     }
                 }
             }
