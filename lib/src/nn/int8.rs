@@ -207,6 +207,7 @@ pub(super) fn conv(
                 bias: Some(bias),
                 residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
                 relu,
+                transposed: false,
             };
             qgemm_packed(isa, a, b, aq, o, positions, epi);
         })
@@ -234,7 +235,7 @@ pub(super) fn conv(
 
 /// The int8 Linear layer on `x` [rows, k] with weights `w` [out, k] (quantized once per plan,
 /// symmetric per output feature) and `bias`: x quantized per tensor, C [out, rows] = W·xᵀ with
-/// the bias in the epilogue, returned transposed: [rows, out].
+/// the bias in the epilogue, written transposed: [rows, out].
 pub(super) fn linear(
     plan: &Int8Plan,
     index: usize,
@@ -249,16 +250,24 @@ pub(super) fn linear(
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(w, out_features, k)))
     });
     let (aq, xq) = quantized_input(plan, index, a, (out_features, k), x)?;
-    let mut c = vec![0f32; out_features * rows];
+    let mut y = Vec::with_capacity(rows * out_features);
     PACKED_B.with(|buf| {
         let buf = &mut buf.borrow_mut();
         let b = pack_b_transposed(&xq, k, rows, buf);
-        // SAFETY: f32 and MaybeUninit<f32> share their layout; only f32 values are written.
-        let c = unsafe { &mut *(c.as_mut_slice() as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-        qgemm_packed(QIsa::detected(), a, b, aq, c, rows, QEpilogue { bias, residual: None, relu: false });
+        // C [out, rows] written transposed: y [rows, out].
+        let epi = QEpilogue { bias, residual: None, relu: false, transposed: true };
+        qgemm_packed(
+            QIsa::detected(),
+            a,
+            b,
+            aq,
+            &mut y.spare_capacity_mut()[..rows * out_features],
+            out_features,
+            epi,
+        );
     });
-    let mut y = vec![0f32; rows * out_features];
-    super::transpose::transpose(&c, out_features, rows, &mut y);
+    // SAFETY: qgemm_packed wrote all rows × out values.
+    unsafe { y.set_len(rows * out_features) };
     Ok(y)
 }
 

@@ -51,6 +51,58 @@ unsafe fn tile<const NP: usize>(
     b_stride: usize,
     outs: &[TileOut; VNNI_MP],
 ) {
+    let acc = products::<NP>(groups, a, b, b_stride);
+    let mask_of = |cols: usize| -> __mmask16 {
+        if cols >= QNR {
+            !0
+        } else {
+            (1 << cols) - 1
+        }
+    };
+    if outs[0].cs != 1 {
+        for j in 0..NP {
+            let cols = outs[0].cols.saturating_sub(j * QNR).min(QNR);
+            if cols == 0 {
+                break;
+            }
+            let v = std::array::from_fn(|i| {
+                let (p, r) = (i / QMR, i % QMR);
+                finish(&outs[p], r, j, acc[p][r][j], mask_of(cols))
+            });
+            store_transposed(outs, j, cols, &v);
+        }
+        return;
+    }
+    for (p, out) in outs.iter().enumerate() {
+        for r in 0..out.rows {
+            for j in 0..NP {
+                let cols = out.cols.saturating_sub(j * QNR).min(QNR);
+                if cols == 0 {
+                    break;
+                }
+                let mask = mask_of(cols);
+                // SAFETY: the masked columns of row r lie inside the output.
+                _mm512_mask_storeu_ps(
+                    out.c.add(r * out.ldc + j * QNR),
+                    mask,
+                    finish(out, r, j, acc[p][r][j], mask),
+                );
+            }
+        }
+    }
+}
+
+/// The tile's i32 sums: accumulator [p][r][j] holds row r of A panel p times B panel j. Not
+/// inlined: the epilogue indexes the accumulators, which would make them live in memory
+/// through this loop too.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn products<const NP: usize>(
+    groups: usize,
+    a: [*const i8; VNNI_MP],
+    b: *const u8,
+    b_stride: usize,
+) -> [[[__m512i; NP]; QMR]; VNNI_MP] {
     let mut acc = [[[_mm512_setzero_si512(); NP]; QMR]; VNNI_MP];
     for g in 0..groups {
         // SAFETY: group g of every panel lies inside it (the caller's bounds).
@@ -66,31 +118,76 @@ unsafe fn tile<const NP: usize>(
             }
         }
     }
-    let zero = _mm512_setzero_ps();
-    // By reference: moving the accumulator arrays out would copy them through memory.
-    for (out, acc) in outs.iter().zip(&acc) {
-        for (r, sums) in acc.iter().enumerate().take(out.rows) {
-            let (shift, scale, bias) =
-                (_mm512_set1_epi32(out.shift[r]), _mm512_set1_ps(out.scale[r]), _mm512_set1_ps(out.bias[r]));
-            for (j, &sums) in sums.iter().enumerate() {
-                let cols = out.cols.saturating_sub(j * QNR).min(QNR);
-                if cols == 0 {
-                    break;
-                }
-                let mask: __mmask16 = if cols == QNR { !0 } else { (1 << cols) - 1 };
-                let at = r * out.ldc + j * QNR;
-                let mut v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, shift));
-                v = _mm512_add_ps(_mm512_mul_ps(v, scale), bias);
-                if !out.res.is_null() {
-                    // SAFETY: the masked columns of row r lie inside the residual.
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.res.add(at)));
-                }
-                if out.relu {
-                    v = _mm512_max_ps(v, zero);
-                }
-                // SAFETY: and inside the output.
-                _mm512_mask_storeu_ps(out.c.add(at), mask, v);
+    acc
+}
+
+/// Row r of B panel j of `out`'s tile from its `sums`: (sums − shift) · scale + bias
+/// (+ residual), ReLU, with the masked-off columns' residual not read. A function with `tile`'s
+/// features, so that it is inlined there (a closure is not).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn finish(out: &TileOut, r: usize, j: usize, sums: __m512i, mask: __mmask16) -> __m512 {
+    let mut v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_set1_epi32(out.shift[r])));
+    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(out.scale[r])), _mm512_set1_ps(out.bias[r]));
+    if !out.res.is_null() {
+        // SAFETY: the masked columns of row r lie inside the residual (no residual when
+        // transposed).
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.res.add(r * out.ldc + j * QNR)));
+    }
+    if out.relu {
+        v = _mm512_max_ps(v, _mm512_setzero_ps());
+    }
+    v
+}
+
+/// Stores B panel j of a tile whose C is transposed (columns `cs` apart, rows 1 apart): its
+/// values `v` (8 rows × 16 columns, `cols` of them live) turned into 16 runs of 8 in registers
+/// (unpacks and shuffles within 128-bit lanes, then one 16-byte store per lane and half), or
+/// one value at a time at the tile's edges.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn store_transposed(outs: &[TileOut; VNNI_MP], j: usize, cols: usize, v: &[__m512; 8]) {
+    const { assert!(VNNI_MP * QMR == 8, "the transpose is 8 rows wide") };
+    let cs = outs[0].cs;
+    // Column t of this panel starts at c + (j·16 + t)·cs; row i (p·4 + r) is 1 apart.
+    let base = outs[0].c.add(j * QNR * cs);
+    if !(outs.iter().all(|o| o.rows == QMR) && cols == QNR) {
+        for (i, v) in v.iter().enumerate().filter(|(i, _)| i % QMR < outs[i / QMR].rows) {
+            let mut row = [0f32; QNR];
+            _mm512_storeu_ps(row.as_mut_ptr(), *v);
+            for (t, x) in row.iter().enumerate().take(cols) {
+                // SAFETY: row i, column t of the tile lies inside the output.
+                *base.add(t * cs + i) = *x;
             }
         }
+        return;
     }
+    // Within each 128-bit lane L: t[2k], t[2k+1] interleave rows 2k and 2k + 1; u[q] then
+    // holds rows 0..4 of column 4L + q, u[4 + q] rows 4..8.
+    let t: [__m512; 8] = std::array::from_fn(|i| match i % 2 {
+        0 => _mm512_unpacklo_ps(v[i], v[i + 1]),
+        _ => _mm512_unpackhi_ps(v[i - 1], v[i]),
+    });
+    let u: [__m512; 8] = std::array::from_fn(|i| {
+        let (h, q) = (i / 4, i % 4);
+        let (a, b) = (t[4 * h + q / 2], t[4 * h + 2 + q / 2]);
+        match q % 2 {
+            0 => _mm512_shuffle_ps::<0x44>(a, b),
+            _ => _mm512_shuffle_ps::<0xEE>(a, b),
+        }
+    });
+    macro_rules! lane {
+        ($l:literal) => {
+            for q in 0..4 {
+                let at = base.add((4 * $l + q) * cs);
+                // SAFETY: the 8 rows of column 4L + q lie inside the output.
+                _mm_storeu_ps(at, _mm512_extractf32x4_ps::<$l>(u[q]));
+                _mm_storeu_ps(at.add(4), _mm512_extractf32x4_ps::<$l>(u[4 + q]));
+            }
+        };
+    }
+    lane!(0);
+    lane!(1);
+    lane!(2);
+    lane!(3);
 }

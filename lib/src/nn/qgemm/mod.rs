@@ -242,6 +242,9 @@ pub struct QEpilogue<'a> {
     /// Added before the ReLU, laid out as C.
     pub residual: Option<&'a [f32]>,
     pub relu: bool,
+    /// C is written transposed: c[i, j] at `j · ldc + i` (a Linear layer's [rows, out] from
+    /// its product [out, rows]); no residual then.
+    pub transposed: bool,
 }
 
 /// B packed for the kernels: panels of `QNR` columns over all k, each k group's `QNR × KG` bytes
@@ -418,7 +421,8 @@ pub fn qgemm(
 }
 
 /// `qgemm` of a B packed beforehand (`pack_b_rows`, `pack_b_matrix`), into a C that need not
-/// be initialised: every c[i·ldc + j], i < a.rows(), j < n, is written.
+/// be initialised: every c[i·ldc + j], i < a.rows(), j < n, is written (c[j·ldc + i] with
+/// `epi.transposed`).
 pub fn qgemm_packed(
     isa: Option<QIsa>,
     a: &QuantizedMatrix,
@@ -434,8 +438,13 @@ pub fn qgemm_packed(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(n <= ldc || m == 1, "rows overlap");
-    assert!((m - 1) * ldc + n <= c.len(), "output buffer too small");
+    // Element (i, j) of C at i·rs + j·cs.
+    let (rs, cs) = if epi.transposed { (1, ldc) } else { (ldc, 1) };
+    let (outer, inner) = if epi.transposed { (n, m) } else { (m, n) };
+    assert!(inner <= ldc || outer == 1, "rows overlap");
+    assert!((outer - 1) * ldc + inner <= c.len(), "output buffer too small");
+    assert!(!(epi.transposed && epi.residual.is_some()), "a transposed product takes no residual");
+    assert!(cs <= i32::MAX as usize / QNR, "columns too far apart");
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= m, "bias shorter than the rows");
     }
@@ -467,7 +476,8 @@ pub fn qgemm_packed(
         TileOut {
             c: std::ptr::null_mut(),
             res: std::ptr::null(),
-            ldc,
+            ldc: rs,
+            cs,
             rows,
             cols: 0,
             shift: std::array::from_fn(
@@ -494,7 +504,7 @@ pub fn qgemm_packed(
                     out.cols = (np * QNR).min(n - jj);
                     // Task (blk, part) owns the rows of its part and the columns of its block:
                     // disjoint from the other tasks' tiles, inside `c` (asserted above).
-                    out.c = c_ptr.at(i0 * ldc + jj);
+                    out.c = c_ptr.at(i0 * rs + jj * cs);
                     out.res =
                         epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
                 }
@@ -531,12 +541,14 @@ pub fn qgemm_packed(
     });
 }
 
-/// Where a tile's sums go: `c` and `res` point at its first element (rows `ldc` apart; `res`
+/// Where a tile's sums go: `c` and `res` point at its first element (rows `ldc` apart, columns
+/// `cs`: 1 but in a transposed product, which has no residual; `res`
 /// null without a residual), and what each row's epilogue uses.
 pub(super) struct TileOut {
     pub c: *mut f32,
     pub res: *const f32,
     pub ldc: usize,
+    pub cs: usize,
     pub rows: usize,
     pub cols: usize,
     pub shift: [i32; QMR],
@@ -557,7 +569,7 @@ pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
             if !out.res.is_null() {
                 v += *out.res.add(r * out.ldc + j);
             }
-            *out.c.add(r * out.ldc + j) = if out.relu { v.max(0.0) } else { v };
+            *out.c.add(r * out.ldc + j * out.cs) = if out.relu { v.max(0.0) } else { v };
         }
     }
 }

@@ -57,9 +57,11 @@ fn int8_kernels_agree_with_the_exact_sums() {
         let b = random_u7(k * n, &mut rng);
         let (bias, residual) = (random(m, &mut rng), random(m * n, &mut rng));
         let bq = ActivationQuant { scale: 0.02, zero_point: 37 };
-        for epi in
-            [QEpilogue::default(), QEpilogue { bias: Some(&bias), residual: Some(&residual), relu: true }]
-        {
+        for epi in [
+            QEpilogue::default(),
+            QEpilogue { bias: Some(&bias), residual: Some(&residual), relu: true, transposed: false },
+            QEpilogue { bias: Some(&bias), residual: None, relu: true, transposed: false },
+        ] {
             let want = reference(&a, &b, n, bq, epi);
             let outs = outputs(&a, &b, n, bq, epi);
             for (isa, got) in &outs {
@@ -72,6 +74,23 @@ fn int8_kernels_agree_with_the_exact_sums() {
                 ran.push(*isa);
             }
             assert!(outs.windows(2).all(|p| p[0].1 == p[1].1), "{m}×{k}×{n}: the kernels differ");
+            if epi.residual.is_some() {
+                continue;
+            }
+            // Written transposed (a Linear layer's output): the same values, C's rows as columns.
+            for (isa, want) in &outs {
+                let mut ct = vec![f32::NAN; m * n];
+                qgemm(*isa, &a, &b, n, n, bq, &mut ct, m, QEpilogue { transposed: true, ..epi });
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(
+                            ct[j * m + i],
+                            want[i * n + j],
+                            "{isa:?} {m}×{k}×{n} transposed ({i}, {j})"
+                        );
+                    }
+                }
+            }
         }
     }
     ran.sort_by_key(|i| format!("{i:?}"));
