@@ -90,6 +90,17 @@ bash "$here/peers.sh" "$peers" models
 # TSN-R50 8 × 224², with vidkit's f32 in the same rounds (models tier).
 "$peers/models/bin/python" "$here/bench_models.py" --int8 --vidkit "$examples/bench_models" --threads 2 \
   --json "$out/int8.json"
+# The int8 product alone on ResNet-50's largest layers against the rate of its dot-product
+# instruction measured on the same threads (issue 24: the kernel's share of the unit's peak).
+RAYON_NUM_THREADS=2 "$examples/bench_models" int8_rate 15 > "$out/int8_rate.json"
+python3 - "$out/int8_rate.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nint8 product alone ({rows[0]['kernel']}, 2 threads), against its instruction's rate here:")
+for r in rows:
+    share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f}" if r["of_peak"] is not None else "no peak (portable)"
+    print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r['tops']:.2f} TOPS  {share} GMAC/s")
+PY
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.
 bash "$here/peers.sh" "$peers" paddle

@@ -7,6 +7,12 @@
 //!
 //!   cargo run --example bench_models -- attention GROUPS HEADS NQ NK D REPS
 //!
+//!   cargo run --example bench_models -- int8_rate REPS
+//!
+//! The third form times the int8 product alone on the largest convolution layers of ResNet-50
+//! (one frame, and Slow-R50's 8 frames at once), B packed beforehand, against the rate of the
+//! kernel's dot-product instruction on all threads (`qgemm::peak_gmacs`): one JSON line per layer.
+//!
 //! The second form times `nn::attend` alone (inference: softmax(q kᵀ / √d) v over q
 //! [GROUPS, HEADS, NQ, D] and k, v [GROUPS, HEADS, NK, D]) for scripts/bench_models.py
 //! `--attention`, beside torch's `scaled_dot_product_attention`.
@@ -61,11 +67,69 @@ fn attention(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `int8_rate REPS`: each layer's median GMAC/s and its share of the instruction's rate.
+fn int8_rate(args: &[String]) -> anyhow::Result<()> {
+    use vidkit::nn::gemm::MatRef;
+    use vidkit::nn::qgemm::{self, ActivationQuant, QEpilogue, QIsa, QuantizedMatrix};
+    let reps: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let isa = QIsa::detected();
+    let peak = qgemm::peak_gmacs(isa, 0.5);
+    // (layer, C_out, k = C_in · taps, positions).
+    let layers = [
+        ("res2 3x3, 1 frame 56x56", 64, 576, 3136),
+        ("res3 3x3, 1 frame 28x28", 128, 1152, 784),
+        ("res4 3x3, 1 frame 14x14", 256, 2304, 196),
+        ("res5 3x3, 1 frame 7x7", 512, 4608, 49),
+        ("res4 1x1 expand, 1 frame", 1024, 256, 196),
+        ("res2 3x3, 8 frames (Slow-R50)", 64, 576, 25088),
+        ("res5 1x1 expand, 8 frames (Slow-R50)", 2048, 512, 392),
+    ];
+    let mut state = 1u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    for (layer, m, k, n) in layers {
+        let w: Vec<f32> = (0..m * k).map(|_| next() - 0.5).collect();
+        let a = QuantizedMatrix::quantize(MatRef::row_major(&w, m, k));
+        let b: Vec<u8> = (0..k * n).map(|_| (next() * 127.0) as u8).collect();
+        let mut buf = Vec::new();
+        let packed = qgemm::pack_b_matrix(&b, n, k, n, &mut buf);
+        let mut c = vec![std::mem::MaybeUninit::<f32>::uninit(); m * n];
+        let bq = ActivationQuant { scale: 0.01, zero_point: 0 };
+        let mut run = || {
+            let t = Instant::now();
+            qgemm::qgemm_packed(
+                isa,
+                &a,
+                packed,
+                bq,
+                &mut c,
+                n,
+                QEpilogue { relu: true, ..Default::default() },
+            );
+            t.elapsed().as_secs_f64()
+        };
+        run(); // warm-up
+        let s = median((0..reps).map(|_| run()).collect());
+        let gmacs = (m * k * n) as f64 / s / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"layer": layer, "m": m, "k": k, "n": n, "kernel": isa.map_or("portable".to_string(), |i| format!("{i:?}")), "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+                "gmacs": gmacs, "tops": 2.0 * gmacs / 1e3, "peak_gmacs": peak, "of_peak": peak.map(|p| gmacs / p)})
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     vidkit::nn::retain_freed_buffers();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "attention") {
         return attention(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "int8_rate") {
+        return int8_rate(&args[1..]);
     }
     let arch = args.first().map(String::as_str).unwrap_or("tsm_r50");
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);

@@ -169,6 +169,16 @@ pub(super) fn par_for(count: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
+/// `par_for` with the calls handed out one at a time as threads free up (rayon's work
+/// stealing), for tasks of unequal cost or counts that do not share out evenly.
+pub(super) fn par_for_stealing(count: usize, f: impl Fn(usize) + Sync + Send) {
+    if pool_threads() == 1 || count <= 1 {
+        return (0..count).for_each(f);
+    }
+    use rayon::prelude::*;
+    (0..count).into_par_iter().with_max_len(1).for_each(f);
+}
+
 /// eˣ to within ~2 ulp (Cephes' expf: x = n·ln 2 + r, a degree-7 polynomial for eʳ, 2ⁿ through
 /// the exponent bits), branch-free so that loops over it vectorise, where libm's expf is a call
 /// per element. Inputs are clamped to the finite range.

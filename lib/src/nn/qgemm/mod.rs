@@ -21,10 +21,12 @@
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kernel_vnni;
+mod peak;
 #[cfg(test)]
 mod tests;
 
 use super::gemm::MatRef;
+pub use peak::peak_gmacs;
 
 /// Rows of an A panel (one i32 accumulator pair per row in the AVX2 kernel).
 pub const QMR: usize = 4;
@@ -462,11 +464,16 @@ pub fn qgemm_packed(
     // Column blocks of whole tiles near B_BLOCK_BYTES: a block stays in L2 while A panels pass.
     let per_block = (B_BLOCK_BYTES / (groups * QNR * KG * np).max(1)).max(1) * np;
     let blocks = panels.div_ceil(per_block);
-    // Few column blocks (a convolution's 7² positions) would leave threads idle: then the row
-    // panels are split too, in whole tiles.
-    let row_panels = m.div_ceil(QMR);
+    // Tasks are (column block, row part) pairs, handed out as threads free up: at least 4 per
+    // thread, so that the last ones leave little idle (5 column blocks split 3 and 2 over 2
+    // threads ran the 28² layer at a third of the kernel's rate), the row panels split in whole
+    // tiles where there are few column blocks (a convolution's 7² positions).
     let threads = super::simd::pool_threads();
-    let row_parts = (2 * threads).div_ceil(blocks).clamp(1, row_panels.div_ceil(mp));
+    let row_panels = m.div_ceil(QMR);
+    let row_parts = match threads {
+        1 => 1,
+        _ => (4 * threads).div_ceil(blocks).clamp(1, row_panels.div_ceil(mp)),
+    };
     let per_part = row_panels.div_ceil(mp).div_ceil(row_parts) * mp;
     let c_ptr = super::simd::DisjointMut(c.as_mut_ptr() as *mut f32);
     // Row panel ip's epilogue constants (rows 0 past the last panel).
@@ -491,7 +498,7 @@ pub fn qgemm_packed(
             relu: epi.relu,
         }
     };
-    super::simd::par_for(blocks * row_parts, |task| {
+    super::simd::par_for_stealing(blocks * row_parts, |task| {
         let (blk, part) = (task / row_parts, task % row_parts);
         let (block_end, part_end) =
             (((blk + 1) * per_block).min(panels), ((part + 1) * per_part).min(row_panels));

@@ -230,3 +230,14 @@ fn packing_from_the_transpose_equals_packing_the_matrix() {
         assert_eq!(from_matrix, from_transpose, "{k}×{n}");
     }
 }
+
+/// The instruction-rate ceiling is a rate for every kernel this CPU runs, and none for the
+/// portable one.
+#[test]
+fn peak_rate_is_measured_for_the_vector_kernels() {
+    assert_eq!(peak_gmacs(None, 0.01), None);
+    for isa in [QIsa::Avx2, QIsa::Avx512Vnni].into_iter().filter(|i| i.supported()) {
+        let rate = peak_gmacs(Some(isa), 0.02).expect("a rate");
+        assert!(rate.is_finite() && rate > 1.0, "{isa:?}: {rate} GMAC/s");
+    }
+}
