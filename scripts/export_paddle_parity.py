@@ -16,6 +16,10 @@ writes into OUT_DIR:
   model.pdparams  paddle.save(model.state_dict()) with Paddle's default pickle protocol (4)
   input.npy       float32 [B, T, 3, H, W], already normalised
   logits.npy      float32 [B, num_classes]  (Recognizer2D.test_step: no softmax)
+  logits_bf16.npy the same with every convolution's and Linear layer's input and weight rounded
+                  to bfloat16 (ties to even), products summed in float32: what
+                  torch.autocast("cpu", dtype=torch.bfloat16) computes, the reference drift for
+                  vidkit's --precision bf16 (Paddle's own CPU bf16 AMP needs AVX512-BF16)
   meta.json       the arguments, Paddle's and numpy's versions, max |logit|
 
 --what formats: .pdparams files written by paddle.save for the reader's tests, each a dict whose
@@ -101,6 +105,45 @@ def build_recognizer(arch, frames, classes, seed, temporal_attention=False):
     return build_model(AttrDict(framework="Recognizer2D", backbone=backbone, head=head))
 
 
+def bf16_round(a):
+    """float32 values rounded to the nearest bfloat16 (ties to even; NaN stays NaN), as float32."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    r = np.where(nan, u | 0x00400000, u + np.uint32(0x7FFF) + ((u >> 16) & 1)) & np.uint32(0xFFFF0000)
+    return r.astype(np.uint32).view(np.float32).reshape(np.shape(a))
+
+
+def bf16_emulated(roots, run):
+    """run() with every Conv and Linear layer under `roots` rounding its weight and input to
+    bf16, and Tensor.matmul (attention's products) its operands: torch.autocast's bf16 operands
+    with float32 sums. Also used by export_pptimesformer_parity.py."""
+    kinds = (paddle.nn.Conv1D, paddle.nn.Conv2D, paddle.nn.Conv3D, paddle.nn.Linear)
+    layers = [l for root in roots for l in [root] + root.sublayers() if isinstance(l, kinds)]
+    saved = [l.weight.numpy().copy() for l in layers]
+
+    def rounded(t):
+        return paddle.to_tensor(bf16_round(t.numpy()))
+
+    def round_inputs(layer, inputs):
+        return tuple(rounded(t) for t in inputs)
+
+    matmul = paddle.Tensor.matmul
+    hooks = []
+    try:
+        for l in layers:
+            l.weight.set_value(bf16_round(l.weight.numpy()))
+            hooks.append(l.register_forward_pre_hook(round_inputs))
+        paddle.Tensor.matmul = lambda a, b, *args, **kw: matmul(rounded(a), rounded(b), *args, **kw)
+        with paddle.no_grad():
+            return run()
+    finally:
+        paddle.Tensor.matmul = matmul
+        for h in hooks:
+            h.remove()
+        for l, w in zip(layers, saved):
+            l.weight.set_value(w)
+
+
 def export_model(a):
     h, w = (int(v) for v in a.size.split("x"))
     model = build_recognizer(a.arch, a.frames, a.classes, a.seed, a.temporal_attention)
@@ -112,11 +155,13 @@ def export_model(a):
     x = rng.standard_normal((a.batch, a.frames, 3, h, w)).astype("float32")
     with paddle.no_grad():
         logits = model.test_step([paddle.to_tensor(x.copy())]).numpy()
+    logits_bf16 = bf16_emulated([model], lambda: model.test_step([paddle.to_tensor(x.copy())]).numpy())
 
     os.makedirs(a.out, exist_ok=True)
     paddle.save(model.state_dict(), os.path.join(a.out, "model.pdparams"))
     np.save(os.path.join(a.out, "input.npy"), x.astype("<f4"))
     np.save(os.path.join(a.out, "logits.npy"), logits.astype("<f4"))
+    np.save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16.astype("<f4"))
     versions = {"paddle": paddle.__version__, "numpy": np.__version__}
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(dict(vars(a), **versions, max_abs_logit=float(np.abs(logits).max())), f)

@@ -14,6 +14,8 @@ eval mode on a fixed random input and writes into OUT_DIR:
                   PaddleVideo's recognizer state dict (paddle.save; Linear weights [in, out])
   input.npy       float32 [B, T, 3, S, S] (vidkit's layout; Paddle gets [B, 3, T, S, S])
   logits.npy      float32 [B, classes] (RecognizerTransformer: head(backbone(x)), one view)
+  logits_bf16.npy the same with the products' operands rounded to bf16 (bf16_emulated of
+                  export_paddle_parity.py): the reference drift for --precision bf16
   meta.json       the arguments and Paddle's version
 
 Usage: export_pptimesformer_parity.py --out DIR [--depth 2] [--frames 4] [--size 64]
@@ -28,6 +30,7 @@ import numpy as np
 
 warnings.filterwarnings("ignore")
 import paddle  # noqa: E402
+from export_paddle_parity import bf16_emulated  # noqa: E402 (this folder, run as a script)
 
 
 def main():
@@ -71,14 +74,18 @@ def main():
     head.eval()
 
     x = rng.standard_normal((a.batch, a.frames, 3, a.size, a.size)).astype("float32")
-    with paddle.no_grad():
-        feats = backbone(paddle.to_tensor(x.transpose(0, 2, 1, 3, 4).copy()))
-        logits = head(feats).numpy()
+    def forward():
+        with paddle.no_grad():
+            return head(backbone(paddle.to_tensor(x.transpose(0, 2, 1, 3, 4).copy()))).numpy()
+
+    logits = forward()
+    logits_bf16 = bf16_emulated([backbone, head], forward)
 
     os.makedirs(a.out, exist_ok=True)
     paddle.save(state, os.path.join(a.out, "model.pdparams"))
     np.save(os.path.join(a.out, "input.npy"), x)
     np.save(os.path.join(a.out, "logits.npy"), logits.astype("<f4"))
+    np.save(os.path.join(a.out, "logits_bf16.npy"), logits_bf16.astype("<f4"))
     meta = dict(vars(a), paddle=paddle.__version__, max_logit=float(np.abs(logits).max()))
     with open(os.path.join(a.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)

@@ -80,6 +80,9 @@ fn parity(arch: &str, extra: &[&str]) {
          {rel:.2e} (limit {REL_TOL:.0e}); forward {forward_s:.2} s"
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e} (max diff {max_diff:e})");
+    // --precision bf16 against the same network with its products' operands rounded to bf16 in
+    // Paddle (the export script's logits_bf16.npy): common::precision's bound.
+    e.bf16.expect("the fixture has the bf16 reference logits").check(&format!("{arch} {extra:?}"));
 }
 
 #[test]

@@ -27,11 +27,15 @@ const REL_TOL: f32 = 1e-4;
 fn paddle_fixture(name: &str, args: &[&str]) -> Option<PathBuf> {
     let root = workspace_root();
     let script = root.join("scripts/export_pptimesformer_parity.py");
-    let keys: Vec<PathBuf> =
-        ["export_pptimesformer_parity.py", "peers-paddle.txt", "peers-paddle-nodeps.txt"]
-            .iter()
-            .map(|f| root.join("scripts").join(f))
-            .collect();
+    let keys: Vec<PathBuf> = [
+        "export_pptimesformer_parity.py",
+        "export_paddle_parity.py",
+        "peers-paddle.txt",
+        "peers-paddle-nodeps.txt",
+    ]
+    .iter()
+    .map(|f| root.join("scripts").join(f))
+    .collect();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     cached_fixture("parity_transformer_paddle", &keys, name, paddle_peers_python, &script, &args)
 }
@@ -80,7 +84,7 @@ fn parity(fixture: &std::path::Path, checkpoint: &str, arch: &str, overrides: &[
         e.input_shape, e.max_diff, e.max_logit, e.forward_s
     );
     assert!(rel <= REL_TOL, "{arch}: relative error {rel:.3e} > {REL_TOL:e}");
-    // PyTorch fixtures carry the reference's bf16 logits (Paddle's do not).
+    // Fixtures with the reference's bf16 logits (not the resized-reference ones): the drift bound.
     if fixture.join("logits_bf16.npy").exists() {
         e.bf16.as_ref().expect("bf16 logits read").check(&format!("{arch} from {checkpoint}"));
     }
@@ -94,6 +98,8 @@ fn pptimesformer_matches_paddlevideo() {
     else {
         return;
     };
+    // Its export rounds the products' operands to bf16 in Paddle too: the bf16 check runs.
+    assert!(fx.join("logits_bf16.npy").exists(), "the PP-TimeSformer fixture has bf16 logits");
     parity(&fx, "model.pdparams", "pptimesformer_vit_b", &[], 4);
 }
 

@@ -5,6 +5,10 @@
 //! differences over that of the logits) by no more than three times PyTorch's drift from its f32
 //! logits on the same weights and input.
 //!
+//! Paddle fixtures (export_paddle_parity.py's `bf16_emulated`) give the same reference from
+//! Paddle: each convolution's, Linear layer's and matmul's operands rounded to bf16, sums in f32
+//! (Paddle's own CPU bf16 mode needs AVX512-BF16).
+//!
 //! Why that bound: bf16 keeps 8 bits of mantissa, so each rounded operand is off by up to 2^-9
 //! relative, and how that sums through a random network's depth is what the reference's own
 //! drift measures. vidkit rounds the same operands (every convolution's and linear layer's input
@@ -77,8 +81,8 @@ impl Bf16Drift {
     /// Prints the figures and asserts the bound (see the module's comment).
     pub fn check(&self, what: &str) {
         eprintln!(
-            "bf16 {what}: drift from f32 {:.2e} (PyTorch's {:.2e}, limit {:.2e}); top-1 kept on {}/{} rows \
-             ({} of {} rows clear of PyTorch's drift)",
+            "bf16 {what}: drift from f32 {:.2e} (the reference's {:.2e}, limit {:.2e}); top-1 kept on {}/{} rows \
+             ({} of {} rows clear of the reference's drift)",
             self.ours,
             self.torch,
             3.0 * self.torch,
@@ -89,13 +93,13 @@ impl Bf16Drift {
         );
         assert!(
             self.ours >= 0.2 * self.torch,
-            "{what}: bf16 drift {:.3e} is a fraction of PyTorch's {:.3e}: were the products rounded?",
+            "{what}: bf16 drift {:.3e} is a fraction of the reference's {:.3e}: were the products rounded?",
             self.ours,
             self.torch
         );
         assert!(
             self.ours <= 3.0 * self.torch,
-            "{what}: bf16 drift {:.3e} > three times PyTorch's {:.3e}",
+            "{what}: bf16 drift {:.3e} > three times the reference's {:.3e}",
             self.ours,
             self.torch
         );
