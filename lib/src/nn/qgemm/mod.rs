@@ -34,6 +34,8 @@ pub const QMR: usize = 4;
 pub const QNR: usize = 16;
 /// k values per group.
 const KG: usize = 4;
+/// The most A panels a kernel call covers (the VNNI kernel's `VNNI_MP`).
+const MAX_MP: usize = 2;
 /// Bytes of packed B one column block holds: the block stays in L2 while A panels pass.
 const B_BLOCK_BYTES: usize = 1 << 18;
 
@@ -503,12 +505,20 @@ pub fn qgemm_packed(
         let (block_end, part_end) =
             (((blk + 1) * per_block).min(panels), ((part + 1) * per_part).min(row_panels));
         for ip in (part * per_part..part_end).step_by(mp) {
-            let mut outs: Vec<TileOut> = (ip..ip + mp).map(|p| tile_out(p.min(row_panels))).collect();
-            for jp in (blk * per_block..block_end).step_by(np) {
+            // The A panels' epilogues (the second one unused by the one-panel kernels).
+            let mut outs: [TileOut; MAX_MP] = std::array::from_fn(|p| tile_out((ip + p).min(row_panels)));
+            // The block's panels in tiles of at most np, as even as they come (4 panels: 2 + 2,
+            // not 3 + 1, whose one-panel tile is too few sums to cover the kernel's latency).
+            let (first, len) = (blk * per_block, block_end - blk * per_block);
+            let tiles = len.div_ceil(np);
+            for t in 0..tiles {
+                // Tile t: panels jp..jp + live.
+                let jp = first + t * len / tiles;
+                let live = first + (t + 1) * len / tiles - jp;
                 let jj = jp * QNR;
                 for (p, out) in outs.iter_mut().enumerate() {
                     let i0 = (ip + p) * QMR;
-                    out.cols = (np * QNR).min(n - jj);
+                    out.cols = (live * QNR).min(n - jj);
                     // Task (blk, part) owns the rows of its part and the columns of its block:
                     // disjoint from the other tasks' tiles, inside `c` (asserted above).
                     out.c = c_ptr.at(i0 * rs + jj * cs);
@@ -526,13 +536,11 @@ pub fn qgemm_packed(
                     Some(QIsa::Avx512Vnni) => {
                         // An absent A panel (rows 0) reads the last one again.
                         let ap = std::array::from_fn(|p| a.panel((ip + p).min(row_panels - 1)).as_ptr());
-                        let live = np.min(block_end - jp);
-                        let outs: &[TileOut; kernel_vnni::VNNI_MP] =
-                            outs[..].try_into().expect("VNNI_MP tiles");
+                        const { assert!(kernel_vnni::VNNI_MP == MAX_MP) };
                         // SAFETY: the CPU runs AVX-512 VNNI (asserted); panels jp..jp + live lie
                         // inside B, `panel_len()` bytes apart; as above.
                         unsafe {
-                            kernel_vnni::kernel(groups, ap, b.panel(jp).as_ptr(), b.panel_len(), live, outs)
+                            kernel_vnni::kernel(groups, ap, b.panel(jp).as_ptr(), b.panel_len(), live, &outs)
                         }
                     }
                     #[allow(unreachable_patterns)]
