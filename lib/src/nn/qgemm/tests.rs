@@ -48,14 +48,21 @@ fn reference(a: &QuantizedMatrix, b: &[u8], n: usize, bq: ActivationQuant, epi: 
 
 /// Kernels agree bit for bit and match the exact sums, over shapes that leave partial panels,
 /// partial k groups, several column blocks and blocks that split into uneven tiles (4 panels:
-/// 2 + 2; 13: 2 + 3 + 2 + 3 + 3), with a bias and ReLU.
+/// 2 + 2; 13: 2 + 3 + 2 + 3 + 3) and a wide B (38 panels), with a bias and ReLU.
 #[test]
 fn int8_kernels_agree_with_the_exact_sums() {
     let mut rng = Rng::new(11);
     let mut ran = vec![];
-    for (m, k, n) in
-        [(1, 1, 1), (5, 7, 17), (13, 64, 40), (8, 4099, 70), (37, 300, 33), (9, 20, 64), (16, 40, 200)]
-    {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (5, 7, 17),
+        (13, 64, 40),
+        (8, 4099, 70),
+        (37, 300, 33),
+        (9, 20, 64),
+        (16, 40, 200),
+        (6, 300, 600),
+    ] {
         let a = QuantizedMatrix::quantize(MatRef::row_major(&random(m * k, &mut rng), m, k));
         let b = random_u7(k * n, &mut rng);
         let (bias, residual) = (random(m, &mut rng), random(m * n, &mut rng));
