@@ -33,13 +33,25 @@ fn tsm_learns_temporal_order_and_tsn_cannot() {
 }
 
 /// The trained TSM quantized to int8 (`vconvert --quantize int8`, calibrated on every 12th training
-/// clip, 38) predicts the same class as in f32 on ≥ 99 % of the validation clips (152).
+/// clip, 38) predicts the same class as in f32 on ≥ 99 % of a fresh vsynth set of 600 clips (its
+/// own seed, held apart from training and calibration). The training split's 152 validation
+/// clips were too few: one flip is 0.66 %, and a model trained on another CPU (another f32 path)
+/// had two clips whose f32 top-1 led by under 0.01 in probability, flipped by quantizing any one
+/// of several layers alone (150 of 152 there; 599 of 600 on the fresh set).
 fn int8_keeps_the_trained_tsm_predictions(dir: &std::path::Path) {
     let train = std::fs::read_to_string(dir.join("syn/train.list")).unwrap();
     let calib: String = train.lines().step_by(12).map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join("calib.list"), calib).unwrap();
-    for (list, out) in [("calib.list", "calib.vks"), ("syn/val.list", "val.vks")] {
-        let args = ["--spec-from", "tsm/best.safetensors", "--list", list, "--root", "syn", "-q", "-o", out];
+    let args = ["--out", "held", "--classes", "left,right,up,down", "--per-class", "150", "--size", "32x32"];
+    let o = run(env!("CARGO_BIN_EXE_vsynth"), &[&args[..], &["--seed", "7", "-q"]].concat(), dir);
+    assert!(o.status.success(), "vsynth: {}", stderr(&o));
+    let held: String = ["train.list", "val.list"]
+        .iter()
+        .map(|l| std::fs::read_to_string(dir.join("held").join(l)).unwrap())
+        .collect();
+    std::fs::write(dir.join("held.list"), held).unwrap();
+    for (list, root, out) in [("calib.list", "syn", "calib.vks"), ("held.list", "held", "val.vks")] {
+        let args = ["--spec-from", "tsm/best.safetensors", "--list", list, "--root", root, "-q", "-o", out];
         let o = run(env!("CARGO_BIN_EXE_vsample"), &args, dir);
         assert!(o.status.success(), "vsample {list}: {}", stderr(&o));
     }
@@ -63,7 +75,7 @@ fn int8_keeps_the_trained_tsm_predictions(dir: &std::path::Path) {
     let at = |w: &str| words.iter().position(|x| *x == w).expect(w);
     let (clips, same): (f64, f64) =
         (words[at("validation:") + 1].parse().unwrap(), words[at("on") + 1].parse().unwrap());
-    assert!(clips >= 100.0 && same / clips >= 0.99, "int8 kept {same} of {clips} top-1 predictions");
+    assert!(clips >= 600.0 && same / clips >= 0.99, "int8 kept {same} of {clips} top-1 predictions");
 }
 
 #[test]
