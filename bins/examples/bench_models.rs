@@ -84,11 +84,8 @@ fn int8_rate(args: &[String]) -> anyhow::Result<()> {
         ("res2 3x3, 8 frames (Slow-R50)", 64, 576, 25088),
         ("res5 1x1 expand, 8 frames (Slow-R50)", 2048, 512, 392),
     ];
-    let mut state = 1u64;
-    let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = vidkit::rng::Rng::new(1);
+    let mut next = || rng.uniform() as f32;
     for (layer, m, k, n) in layers {
         let w: Vec<f32> = (0..m * k).map(|_| next() - 0.5).collect();
         let a = QuantizedMatrix::quantize(MatRef::row_major(&w, m, k));

@@ -212,7 +212,7 @@ pub(super) fn conv(
             qgemm_packed(isa, a, b, aq, o, positions, epi);
         })
     };
-    let blocks = out.spare_capacity_mut()[..len].chunks_mut(cout * positions);
+    let blocks = &mut out.spare_capacity_mut()[..len];
     let threads = super::simd::pool_threads();
     // Whole images per thread only where they share out evenly enough.
     if threads > 1 && images >= threads && (images % threads == 0 || images >= 4 * threads) {
@@ -220,13 +220,10 @@ pub(super) fn conv(
         // multiplied on its own thread, rather than every image split over the threads (a fork
         // and join per image and step, and each core's columns read by the other).
         use rayon::prelude::*;
-        blocks
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(n, o)| super::simd::sequential(|| image(n, o)));
+        let per_image = blocks.par_chunks_mut(cout * positions).enumerate();
+        per_image.for_each(|(n, o)| super::simd::sequential(|| image(n, o)));
     } else {
-        blocks.enumerate().for_each(|(n, o)| image(n, o));
+        blocks.chunks_mut(cout * positions).enumerate().for_each(|(n, o)| image(n, o));
     }
     // SAFETY: qgemm_packed wrote every value of every image's [C_out, P] block.
     unsafe { out.set_len(len) };

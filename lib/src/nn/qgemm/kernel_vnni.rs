@@ -65,10 +65,13 @@ unsafe fn tile<const NP: usize>(
             if cols == 0 {
                 break;
             }
-            let v = std::array::from_fn(|i| {
+            // A loop, not a closure: a closure does not get `tile`'s features, so `finish` would
+            // be called rather than inlined.
+            let mut v = [_mm512_setzero_ps(); VNNI_MP * QMR];
+            for (i, v) in v.iter_mut().enumerate() {
                 let (p, r) = (i / QMR, i % QMR);
-                finish(&outs[p], r, j, acc[p][r][j], mask_of(cols))
-            });
+                *v = finish(&outs[p], r, j, acc[p][r][j], mask_of(cols));
+            }
             store_transposed(outs, j, cols, &v);
         }
         return;
