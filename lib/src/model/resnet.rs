@@ -3,6 +3,7 @@
 //! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
+use crate::nn::int8::feeds_next_conv;
 use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -90,13 +91,14 @@ impl Block {
             None => x.clone(),
         };
         let last = self.convs.len() - 1;
+        // Only the next conv reads each inner conv's output (handed over in u8 under int8).
         for (i, cb) in self.convs[..last].iter().enumerate() {
-            y = match self.shift {
+            y = feeds_next_conv(|| match self.shift {
                 Some(s) if shift_in_conv && i == 0 => {
-                    conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &y, train, s.segments, s.shift_div)?
+                    conv2d_bn_relu_shifted(&cb.conv, &cb.bn, &y, train, s.segments, s.shift_div)
                 }
-                _ => cb.forward_act(&y, train, None, true)?,
-            };
+                _ => cb.forward_act(&y, train, None, true),
+            })?;
         }
         // The last conv adds the shortcut and applies the block's ReLU in one pass.
         self.convs[last].forward_act(&y, train, Some(&identity), true)

@@ -44,6 +44,7 @@
 //!   `non_local_cfg`, not from the backbone's `norm_cfg`.
 
 use super::ModelConfig;
+use crate::nn::int8::feeds_next_conv;
 use crate::nn::{
     add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, depthwise_bn_act_3d, fusable, max_pool3d,
     BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
@@ -360,11 +361,13 @@ impl Bottleneck3d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = self.a.forward_act(x, train, None, true)?;
+        // Only the next conv reads each inner conv's output (handed over in u8 under int8; the
+        // shortcut's conv, run between b and c, reads x).
+        let mut y = feeds_next_conv(|| self.a.forward_act(x, train, None, true))?;
         if let Some(t) = &self.b_t {
-            y = t.forward_act(&y, train, None, true)?;
+            y = feeds_next_conv(|| t.forward_act(&y, train, None, true))?;
         }
-        let y = self.b.forward_act(&y, train, None, true)?;
+        let y = feeds_next_conv(|| self.b.forward_act(&y, train, None, true))?;
         let shortcut = match &self.branch1 {
             Some(b) => b.forward_act(x, train, None, false)?,
             None => x.clone(),

@@ -51,7 +51,8 @@ pub(super) fn kernel_allowed(op: &str) -> Result<()> {
 
 /// Whether the fused path (vidkit's CPU kernels) applies: f32 on the CPU.
 pub fn fusable(x: &Tensor) -> bool {
-    x.dtype() == DType::F32 && !portable(x)
+    // u8: an int8 convolution's output for the next (`int8::feeds_next_conv`).
+    (x.dtype() == DType::F32 || x.dtype() == DType::U8 && super::int8::active()) && !portable(x)
 }
 
 /// BN's per-channel scale `γ/√(σ²+ε)` (the GEMM applies it to the weight rows as it packs them)
@@ -79,6 +80,16 @@ fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a
     kernel_allowed("fused conv")?;
     let Storage::Cpu(cpu) = storage else { candle_core::bail!("fused conv: expected a CPU tensor") };
     let data = cpu.as_slice::<f32>()?;
+    let Some((lo, hi)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused conv: not contiguous")
+    };
+    Ok(&data[lo..hi])
+}
+
+/// The u8 data of a contiguous CPU tensor's storage.
+fn cpu_u8<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [u8]> {
+    let Storage::Cpu(cpu) = storage else { candle_core::bail!("fused conv: expected a CPU tensor") };
+    let data = cpu.as_slice::<u8>()?;
     let Some((lo, hi)) = layout.contiguous_offsets() else {
         candle_core::bail!("fused conv: not contiguous")
     };
@@ -156,7 +167,10 @@ pub(super) fn conv_bn_act_3d_shifted(
     let (c_stride, ldc) = (cout * p, p);
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
-    let xs = cpu_f32(&x_storage, x_layout)?;
+    let input = match x.dtype() {
+        DType::U8 => super::int8::ConvIn::U8(cpu_u8(&x_storage, x_layout)?),
+        _ => super::int8::ConvIn::F32(cpu_f32(&x_storage, x_layout)?),
+    };
     let residual = residual.map(|r| r.contiguous()).transpose()?;
     if let Some(r) = &residual {
         if r.dims() != [g.n, cout, ot, oh, ow] {
@@ -172,10 +186,12 @@ pub(super) fn conv_bn_act_3d_shifted(
         Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
         None => None,
     };
-    if let Some((index, plan)) = super::int8::next_conv(xs, w, own_weights)? {
-        let out = super::int8::conv(&plan, index, xs, &g, direct, w, &scale, &bias, res_data, relu)?;
-        return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
+    if let Some(int8) = super::int8::next_conv(input, w, own_weights)? {
+        return super::int8::conv(&int8, input, &g, direct, w, &scale, &bias, res_data, relu, x.device());
     }
+    let super::int8::ConvIn::F32(xs) = input else {
+        candle_core::bail!("fused conv: a u8 input outside int8")
+    };
     // Few output channels: the direct kernel, without packing the column matrix.
     #[cfg(target_arch = "x86_64")]
     if !direct && super::conv_direct::applies(cout, &g) {

@@ -10,19 +10,24 @@
 //! - An int8 run quantizes each convolution's input with its calibrated range (7-bit u8, as
 //!   `qgemm` wants), its weights with BatchNorm's scale folded in per output channel (symmetric
 //!   s8, done once per plan), multiplies through `qgemm` and adds bias, residual and ReLU in the
-//!   epilogue; the output stays f32 (BN's bias and the residual are added at full precision).
+//!   epilogue; the output stays f32 (BN's bias and the residual are added at full precision),
+//!   but where a model says only the next convolution reads it (`feeds_next_conv`): then it is
+//!   requantized in the epilogue and handed over in u8.
 //!
 //! Each image's columns are packed for the kernel straight from its quantized volume, a group
 //! of 4 column-matrix rows at a time (the matrix is never built whole).
 //!
-//! Not yet: requantized u8 outputs between layers, an AMX kernel.
+//! Not yet: u8 block outputs (the residual stays f32), an AMX kernel.
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{
-    pack_b_matrix, pack_b_rows, pack_b_transposed, qgemm_packed, ActivationQuant, QEpilogue, QIsa,
-    QuantizedMatrix,
+    pack_b_matrix, pack_b_rows, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant,
+    QEpilogue, QIsa, QOutput, QuantizedMatrix,
 };
+use super::simd::DisjointMut;
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Input ranges of a model's convolutions in call order, as the calibration method chose them.
@@ -49,16 +54,34 @@ impl Calibrator {
     }
 }
 
-/// What an int8 run uses: the calibration and each convolution's quantized weights, made on first use.
+/// What an int8 run uses: the calibration, each convolution's quantized weights, made on first
+/// use, and which convolution reads each one's output, learned on the first forward.
 pub struct Int8Plan {
     calibration: Calibration,
     weights: Vec<OnceLock<Arc<QuantizedMatrix>>>,
+    /// The convolution that first reads convolution i's output, learned on the first forward:
+    /// then i requantizes that output in its epilogue with the reader's range, as u8 alone where
+    /// it is the only reader ([`feeds_next_conv`]), beside the f32 output elsewhere (a block's
+    /// output, which the next block's first convolutions read and its residual adds).
+    consumers: Vec<OnceLock<usize>>,
 }
 
 impl Int8Plan {
     pub fn new(calibration: Calibration) -> Arc<Self> {
         let weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
-        Arc::new(Self { calibration, weights })
+        let consumers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
+        Arc::new(Self { calibration, weights, consumers })
+    }
+
+    /// How many convolutions hand their output to the next in u8 (learned so far).
+    pub fn chained(&self) -> usize {
+        self.consumers.iter().filter(|c| c.get().is_some()).count()
+    }
+
+    /// How convolution j's input is quantized.
+    fn input_quant(&self, j: usize) -> ActivationQuant {
+        let (lo, hi) = self.calibration.ranges[j];
+        ActivationQuant::from_range(lo, hi)
     }
 }
 
@@ -71,6 +94,75 @@ enum Mode {
 struct State {
     mode: Mode,
     seen: std::collections::HashMap<usize, usize>,
+    /// Set by `feeds_next_conv` for the first convolution run inside it.
+    feeds_next: bool,
+    /// Recent convolutions' outputs, for the convolutions that read them.
+    handoffs: Vec<Handoff>,
+    /// Layers run so far.
+    calls: usize,
+}
+
+/// A convolution's output kept for its readers: the tensor (held, so that its address stays its
+/// own), its data's address and length, its writer, what it carries, and the layer call it came
+/// from.
+struct Handoff {
+    _held: candle_core::Tensor,
+    addr: usize,
+    len: usize,
+    producer: usize,
+    kind: Handed,
+    call: usize,
+}
+
+enum Handed {
+    /// f32 whose reader is not known yet (the first forward learns it).
+    Learn,
+    /// The u8 tensor itself, made for its one reader.
+    U8,
+    /// f32, with the same values in u8 quantized with this map for the readers that use it.
+    Shadow(Arc<Vec<u8>>, ActivationQuant),
+}
+
+/// Layer calls a handoff waits for its readers: a 3D bottleneck's shortcut convolution reads the
+/// block's input 4 calls after the block's first convolution (a, b_t, b, then the shortcut).
+/// Past that it is dropped; a convolution whose output no convolution read (a depthwise one,
+/// which stays f32, or a pooling did) stays f32.
+const HANDOFF_CALLS: usize = 4;
+
+/// A convolution's input: f32, or u8 written by the convolution before it (already quantized
+/// with this one's range).
+#[derive(Clone, Copy)]
+pub(super) enum ConvIn<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+impl ConvIn<'_> {
+    fn addr_len(&self) -> (usize, usize) {
+        match self {
+            ConvIn::F32(x) => (x.as_ptr() as usize, x.len()),
+            ConvIn::U8(x) => (x.as_ptr() as usize, x.len()),
+        }
+    }
+}
+
+/// What an int8 layer runs with: its number, the plan, its input in u8 when its writer made it
+/// so, and what its output is.
+pub(super) struct Int8Layer {
+    pub index: usize,
+    pub plan: Arc<Int8Plan>,
+    shadow: Option<Arc<Vec<u8>>>,
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Output {
+    /// f32, watched for its reader (a convolution's first forward).
+    Learn,
+    /// u8 alone, quantized with the given convolution's range.
+    U8For(usize),
+    /// f32 and a u8 copy quantized with the given convolution's range.
+    F32AndU8For(usize),
 }
 
 thread_local! {
@@ -95,7 +187,7 @@ fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
             MODE.with(|m| *m.borrow_mut() = self.0.take());
         }
     }
-    let state = State { mode, seen: Default::default() };
+    let state = State { mode, seen: Default::default(), feeds_next: false, handoffs: vec![], calls: 0 };
     let _restore = Restore(MODE.with(|m| m.borrow_mut().replace(state)));
     f()
 }
@@ -110,55 +202,131 @@ pub(super) fn active() -> bool {
     MODE.with(|m| matches!(m.borrow().as_ref(), Some(State { mode: Mode::Run(_), .. })))
 }
 
-/// What the convolution with weights `w` (`own`: its model's own buffer, not a copy) about to
-/// run on `x` does: its number and the plan when it runs in int8. Records `x`'s range when
-/// calibrating.
-pub(super) fn next_conv(
-    x: &[f32],
-    w: &[f32],
-    own: bool,
-) -> candle_core::Result<Option<(usize, Arc<Int8Plan>)>> {
+/// Runs `f`, whose first convolution's output only the next convolution reads (a bottleneck's
+/// inner convolutions: nothing else, no residual, no other branch). In an int8 run that output
+/// is then handed over in u8, requantized in the first one's epilogue with the second one's
+/// calibrated range: the same bytes the second would quantize from f32, without the f32 pass.
+/// The pair is learned on the first forward (the first convolution's f32 output is watched for
+/// the convolution that reads it); elsewhere `f` runs as it is.
+pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
+    let set = |on: bool| {
+        MODE.with(|m| {
+            if let Some(State { mode: Mode::Run(_), feeds_next, .. }) = m.borrow_mut().as_mut() {
+                *feeds_next = on;
+            }
+        })
+    };
+    set(true);
+    let out = f();
+    set(false);
+    out
+}
+
+/// What the layer with weights `w` (`own`: its model's own buffer, not a copy) about to run on
+/// `x` does: its number and the plan when it runs in int8. Records `x`'s range when
+/// calibrating; a u8 `x` must be the output its writer made for this layer.
+pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<Option<Int8Layer>> {
     MODE.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(State { mode, seen }) = m.as_mut() else { return Ok(None) };
+        let Some(State { mode, seen, feeds_next, handoffs, calls }) = m.as_mut() else { return Ok(None) };
         if !own {
             candle_core::bail!("int8: a convolution whose weights are a strided view is not supported yet")
         }
         let next = seen.len();
         let index = *seen.entry(w.as_ptr() as usize).or_insert(next);
-        match mode {
+        let plan = match mode {
             Mode::Calibrate(cal) => {
+                let ConvIn::F32(x) = x else { candle_core::bail!("int8: calibration met a u8 input") };
                 let mut cal = cal.lock().map_err(|_| candle_core::Error::Msg("calibration poisoned".into()))?;
                 let method = cal.method;
                 if cal.observers.len() <= index {
                     cal.observers.resize(index + 1, RangeObserver::new(method));
                 }
                 cal.observers[index].observe(x);
-                Ok(None)
+                return Ok(None);
             }
-            Mode::Run(plan) => {
-                if index >= plan.calibration.ranges.len() {
-                    candle_core::bail!(
-                        "int8: convolution {} has no calibrated range (the calibration saw {}): calibrate this model",
-                        index + 1,
-                        plan.calibration.ranges.len()
-                    )
+            Mode::Run(plan) => plan,
+        };
+        let layers = plan.calibration.ranges.len();
+        if index >= layers {
+            candle_core::bail!(
+                "int8: convolution {} has no calibrated range (the calibration saw {layers}): calibrate this model",
+                index + 1
+            )
+        }
+        // The input: another convolution's output handed over?
+        *calls += 1;
+        handoffs.retain(|h| *calls - h.call <= HANDOFF_CALLS);
+        let (addr, len) = x.addr_len();
+        let handoff = handoffs.iter().position(|h| (h.addr, h.len) == (addr, len));
+        let mut shadow = None;
+        match (handoff.map(|i| (i, &handoffs[i])), x) {
+            (Some((i, h)), ConvIn::U8(_))
+                if matches!(h.kind, Handed::U8) && plan.consumers[h.producer].get() == Some(&index) =>
+            {
+                handoffs.remove(i);
+            }
+            (Some((_, h)), ConvIn::F32(_)) => match &h.kind {
+                // The first forward: learned (the first reader is the same in every forward).
+                Handed::Learn => {
+                    let _ = plan.consumers[h.producer].set(index);
                 }
-                Ok(Some((index, plan.clone())))
-            }
+                // Another reader with the same range (a block's first convolution and its
+                // shortcut's read the same input, so calibrate the same) uses the copy.
+                Handed::Shadow(q, aq) if *aq == plan.input_quant(index) => shadow = Some(q.clone()),
+                _ => {}
+            },
+            (h, ConvIn::U8(_)) => candle_core::bail!(
+                "int8: convolution {} read a u8 input that {} made for another",
+                index + 1,
+                h.map_or("no convolution".to_string(), |(_, h)| format!("convolution {}", h.producer + 1))
+            ),
+            _ => {}
+        }
+        let output = match (std::mem::take(feeds_next), plan.consumers[index].get()) {
+            (true, Some(&j)) if j < layers => Output::U8For(j),
+            (false, Some(&j)) if j < layers => Output::F32AndU8For(j),
+            _ => Output::Learn,
+        };
+        Ok(Some(Int8Layer { index, plan: plan.clone(), shadow, output }))
+    })
+}
+
+/// Keeps `out`, layer `layer`'s output (and `shadow`, its u8 copy), for its readers.
+fn hand_off(layer: &Int8Layer, out: &candle_core::Tensor, shadow: Option<Vec<u8>>) {
+    let kind = match (layer.output, shadow) {
+        (Output::Learn, _) => Handed::Learn,
+        (Output::U8For(_), _) => Handed::U8,
+        (Output::F32AndU8For(j), Some(q)) => Handed::Shadow(Arc::new(q), layer.plan.input_quant(j)),
+        (Output::F32AndU8For(_), None) => return,
+    };
+    let (storage, layout) = out.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) else {
+        return;
+    };
+    let addr = match cpu {
+        candle_core::CpuStorage::U8(v) => v[lo..].as_ptr() as usize,
+        candle_core::CpuStorage::F32(v) => v[lo..].as_ptr() as usize,
+        _ => return,
+    };
+    let _held = out.clone();
+    MODE.with(|m| {
+        if let Some(state) = m.borrow_mut().as_mut() {
+            let call = state.calls;
+            state.handoffs.push(Handoff { _held, addr, len: hi - lo, producer: layer.index, kind, call });
         }
     })
 }
 
 /// The int8 convolution of `x` [N, C, T, H, W] over geometry `g` (`direct`: 1×1, stride 1, no
-/// padding): x quantized once, its column matrix built in u8 (padding the quantized zero);
-/// `w` [C_out, k] with BN's `scale` per row, `bias` and `residual` ([N, C_out, P]) added in f32.
-/// Returns [N, C_out, P].
+/// padding): x quantized once (or handed over in u8), its column matrix built in u8 (padding
+/// the quantized zero); `w` [C_out, k] with BN's `scale` per row, `bias` and `residual`
+/// ([N, C_out, P]) added in f32. Returns [N, C_out, T', H', W'] on `device`: f32, or u8 for the
+/// convolution that reads it (see [`feeds_next_conv`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv(
-    plan: &Int8Plan,
-    index: usize,
-    x: &[f32],
+    layer: &Int8Layer,
+    x: ConvIn,
     g: &super::vol2col::Geometry3d,
     direct: bool,
     w: &[f32],
@@ -166,27 +334,37 @@ pub(super) fn conv(
     bias: &[f32],
     residual: Option<&[f32]>,
     relu: bool,
-) -> candle_core::Result<Vec<f32>> {
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let (plan, index) = (&*layer.plan, layer.index);
     let [ot, oh, ow] = g.out()?;
     let (images, positions) = (g.n, ot * oh * ow);
     let cout = scale.len();
+    let shape = (images, cout, ot, oh, ow);
     let k = w.len() / cout.max(1);
     let a = plan.weights[index].get_or_init(|| {
         let folded: Vec<f32> =
             w.chunks(k.max(1)).zip(scale).flat_map(|(row, s)| row.iter().map(move |v| v * s)).collect();
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(&folded, cout, k)))
     });
+    // The writer's u8 copy of an f32 input, quantized with this layer's range.
+    let x = match &layer.shadow {
+        Some(q) => ConvIn::U8(q),
+        None => x,
+    };
     let (aq, xq) = quantized_input(plan, index, a, (cout, k), x)?;
-    let len = images * cout * positions;
-    if len == 0 {
-        return Ok(vec![]);
-    }
-    let mut out = Vec::with_capacity(len);
     let isa = QIsa::detected();
     let image_len = g.c * g.in_volume();
+    if xq.len() != images * image_len {
+        candle_core::bail!(
+            "int8: convolution {} got {} inputs for {images} images of {image_len}",
+            index + 1,
+            xq.len()
+        )
+    }
     let one = super::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block.
-    let image = |n: usize, o: &mut [std::mem::MaybeUninit<f32>]| {
+    let image = |n: usize, o: QOutput| {
         PACKED_B.with(|buf| {
             let buf = &mut buf.borrow_mut();
             let x_n = &xq[n * image_len..][..image_len];
@@ -209,25 +387,70 @@ pub(super) fn conv(
                 relu,
                 transposed: false,
             };
-            qgemm_packed(isa, a, b, aq, o, positions, epi);
+            qgemm_packed_into(isa, a, b, aq, o, positions, epi);
         })
     };
-    let blocks = &mut out.spare_capacity_mut()[..len];
+    let block = cout * positions;
+    let len = images * block;
+    let (out, shadow) = match layer.output {
+        Output::U8For(j) => {
+            let q = plan.input_quant(j);
+            let mut out = Vec::<u8>::with_capacity(len);
+            let p = DisjointMut(out.as_mut_ptr());
+            // SAFETY: image n writes block n of `out`'s capacity, which no other image does.
+            per_image(images, |n| image(n, QOutput::U8(unsafe { uninit_block(p, n, block) }, q)));
+            // SAFETY: every block was written whole.
+            unsafe { out.set_len(len) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, None)
+        }
+        Output::Learn => {
+            let mut out = Vec::<f32>::with_capacity(len);
+            let p = DisjointMut(out.as_mut_ptr());
+            // SAFETY: as above.
+            per_image(images, |n| image(n, QOutput::F32(unsafe { uninit_block(p, n, block) })));
+            // SAFETY: as above.
+            unsafe { out.set_len(len) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, None)
+        }
+        Output::F32AndU8For(j) => {
+            let q = plan.input_quant(j);
+            let (mut out, mut copy) = (Vec::<f32>::with_capacity(len), Vec::<u8>::with_capacity(len));
+            let (p, pq) = (DisjointMut(out.as_mut_ptr()), DisjointMut(copy.as_mut_ptr()));
+            per_image(images, |n| {
+                // SAFETY: as above, for both outputs.
+                let (o, oq) = unsafe { (uninit_block(p, n, block), uninit_block(pq, n, block)) };
+                image(n, QOutput::Both(o, oq, q))
+            });
+            // SAFETY: as above.
+            unsafe { (out.set_len(len), copy.set_len(len)) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, Some(copy))
+        }
+    };
+    hand_off(layer, &out, shadow);
+    Ok(out)
+}
+
+/// Block n (`block` values) of the buffer at `p`.
+///
+/// # Safety
+/// The buffer holds block n; no one else uses it while the slice lives.
+unsafe fn uninit_block<'a, T>(p: DisjointMut<T>, n: usize, block: usize) -> &'a mut [MaybeUninit<T>] {
+    std::slice::from_raw_parts_mut(p.at(n * block) as *mut MaybeUninit<T>, block)
+}
+
+/// `image(n)` for every image n: one image per task on the pool's threads where they share out
+/// evenly enough, in turn otherwise (each then split over the threads by the product).
+fn per_image(images: usize, image: impl Fn(usize) + Sync) {
     let threads = super::simd::pool_threads();
-    // Whole images per thread only where they share out evenly enough.
     if threads > 1 && images >= threads && (images % threads == 0 || images >= 4 * threads) {
         // A batch of images (TSN's and TSM's frames): one image per task, each packed and
         // multiplied on its own thread, rather than every image split over the threads (a fork
         // and join per image and step, and each core's columns read by the other).
         use rayon::prelude::*;
-        let per_image = blocks.par_chunks_mut(cout * positions).enumerate();
-        per_image.for_each(|(n, o)| super::simd::sequential(|| image(n, o)));
+        (0..images).into_par_iter().for_each(|n| super::simd::sequential(|| image(n)));
     } else {
-        blocks.chunks_mut(cout * positions).enumerate().for_each(|(n, o)| image(n, o));
+        (0..images).for_each(image);
     }
-    // SAFETY: qgemm_packed wrote every value of every image's [C_out, P] block.
-    unsafe { out.set_len(len) };
-    Ok(out)
 }
 
 /// The int8 Linear layer on `x` [rows, k] with weights `w` [out, k] (quantized once per plan,
@@ -246,7 +469,7 @@ pub(super) fn linear(
     let a = plan.weights[index].get_or_init(|| {
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(w, out_features, k)))
     });
-    let (aq, xq) = quantized_input(plan, index, a, (out_features, k), x)?;
+    let (aq, xq) = quantized_input(plan, index, a, (out_features, k), ConvIn::F32(x))?;
     let mut y = Vec::with_capacity(rows * out_features);
     PACKED_B.with(|buf| {
         let buf = &mut buf.borrow_mut();
@@ -268,21 +491,24 @@ pub(super) fn linear(
     Ok(y)
 }
 
-/// Layer `index`'s input `x` quantized with its calibrated range, once its quantized weights
-/// `a` are checked to be `shape` (rows × k).
-fn quantized_input(
+/// Layer `index`'s input `x` quantized with its calibrated range (a u8 `x` already is), once
+/// its quantized weights `a` are checked to be `shape` (rows × k).
+fn quantized_input<'x>(
     plan: &Int8Plan,
     index: usize,
     a: &QuantizedMatrix,
     (rows, k): (usize, usize),
-    x: &[f32],
-) -> candle_core::Result<(ActivationQuant, Vec<u8>)> {
+    x: ConvIn<'x>,
+) -> candle_core::Result<(ActivationQuant, Cow<'x, [u8]>)> {
     if (a.rows(), a.cols()) != (rows, k) {
         candle_core::bail!("int8: layer {} is {rows}×{k}, quantized as {}×{}", index + 1, a.rows(), a.cols())
     }
     let (lo, hi) = plan.calibration.ranges[index];
     let aq = ActivationQuant::from_range(lo, hi);
-    Ok((aq, aq.quantize_slice(x)))
+    Ok(match x {
+        ConvIn::F32(x) => (aq, Cow::Owned(aq.quantize_slice(x))),
+        ConvIn::U8(x) => (aq, Cow::Borrowed(x)),
+    })
 }
 
 thread_local! {
@@ -339,7 +565,8 @@ mod tests {
         }
     }
 
-    /// Whole models in int8 (TSM-R50: the shifted 1×1 path and residual epilogues; X3D-XS: 3D
+    /// Whole models in int8 (TSM-R50: the shifted 1×1 path and residual epilogues, and with
+    /// Slow-R50 the u8 handover inside bottlenecks; X3D-XS: 3D
     /// convolutions beside f32 depthwise ones; a small TimeSformer and MViT: the patch embedding
     /// and every Linear layer), calibrated on 4 random clips, run on 4 others: logits within 10 % of
     /// the f32 ones (relative L2) and one layer counted per call.
@@ -357,7 +584,7 @@ mod tests {
             ["embed_dim=16", "num_heads=1", "depth=3", "stage_starts=[1]", "crop_size=64"]
                 .map(String::from)
                 .to_vec();
-        for arch in ["tsm_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
+        for arch in ["tsm_r50", "slow_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
             let mut cfg = ModelConfig::defaults(arch);
             if arch.starts_with("timesformer") {
                 cfg.apply_overrides(&small_vit).unwrap();
@@ -384,18 +611,39 @@ mod tests {
             let calibration = cal.lock().unwrap().finish();
             assert!(calibration.ranges.len() > 10, "{arch}: {} convolutions", calibration.ranges.len());
             let plan = Int8Plan::new(calibration);
+            // The first forward learns which convolutions hand over in u8; the later ones do,
+            // and give the same bits (the requantized bytes are the ones quantizing f32 gives).
+            let logits = |x: &Tensor| with_int8(&plan, || model.forward_t(x, false).unwrap());
+            let first = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (mut err, mut norm) = (0f64, 0f64);
             for seed in 10..14 {
                 let x = clip(seed);
                 let f = model.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let q = with_int8(&plan, || model.forward_t(&x, false).unwrap());
-                let q = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let q = logits(&x).flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 err += f.iter().zip(&q).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
                 norm += f.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
             }
             let rel = (err / norm).sqrt();
-            println!("{arch}: int8 logits' relative L2 error {rel:.4} ({} layers)", plan.weights.len());
+            let chained = plan.chained();
+            println!(
+                "{arch}: int8 logits' relative L2 error {rel:.4} ({} layers, {chained} handing over u8)",
+                plan.weights.len()
+            );
             assert!(rel < 0.1, "{arch}: relative error {rel}");
+            let again = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(first, again, "{arch}: the chained forward differs from the first");
+            // A ResNet-50's 16 bottlenecks hand over u8 from their two inner convolutions (32),
+            // and a block's output in a u8 copy beside the f32 one to the next block's first
+            // convolution: in Slow-R50 all 15, in TSM-R50 only the 3 whose shortcut convolution
+            // reads it (the first one reads a shifted copy). X3D's blocks do too (their inner
+            // convolutions feed depthwise ones, which stay f32); the transformers' Linear
+            // layers never do.
+            match arch {
+                "tsm_r50" => assert_eq!(chained, 32 + 3, "{arch}"),
+                "slow_r50" => assert_eq!(chained, 32 + 15, "{arch}"),
+                "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
+                _ => assert_eq!(chained, 0, "{arch}"),
+            }
         }
     }
 }

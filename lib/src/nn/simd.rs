@@ -110,16 +110,22 @@ pub(crate) fn bf16_round_in_place(x: &mut [f32]) {
 }
 
 /// A pointer that threads may share because each writes a disjoint part of what it points to.
-#[derive(Clone, Copy)]
-pub(super) struct DisjointMut(pub *mut f32);
+pub(super) struct DisjointMut<T = f32>(pub *mut T);
 // SAFETY: users write disjoint index sets from each thread (documented at each use).
-unsafe impl Send for DisjointMut {}
-unsafe impl Sync for DisjointMut {}
+unsafe impl<T> Send for DisjointMut<T> {}
+unsafe impl<T> Sync for DisjointMut<T> {}
 
-impl DisjointMut {
+impl<T> Clone for DisjointMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for DisjointMut<T> {}
+
+impl<T> DisjointMut<T> {
     /// The pointer `i` elements in (a method, so closures capture the whole Sync wrapper).
     #[inline(always)]
-    pub(super) fn at(self, i: usize) -> *mut f32 {
+    pub(super) fn at(self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }

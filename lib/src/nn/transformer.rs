@@ -77,9 +77,10 @@ fn linear_int8(x: &Tensor, layer: &Linear, rows: usize) -> Result<Option<Vec<f32
     let candle_core::Storage::Cpu(xc) = &*x_storage else { return Ok(None) };
     let Some((xlo, xhi)) = x_layout.contiguous_offsets() else { return Ok(None) };
     let x_data = &xc.as_slice::<f32>()?[xlo..xhi];
-    let Some((index, plan)) = super::int8::next_conv(x_data, w_data, own)? else { return Ok(None) };
+    let input = super::int8::ConvIn::F32(x_data);
+    let Some(int8) = super::int8::next_conv(input, w_data, own)? else { return Ok(None) };
     let bias = layer.bias().map(slice).transpose()?;
-    super::int8::linear(&plan, index, x_data, rows, w_data, bias.as_deref()).map(Some)
+    super::int8::linear(&int8.plan, int8.index, x_data, rows, w_data, bias.as_deref()).map(Some)
 }
 
 /// Softmax over the last axis; differentiable when `train`.

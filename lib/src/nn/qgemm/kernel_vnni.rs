@@ -84,12 +84,15 @@ unsafe fn tile<const NP: usize>(
                     break;
                 }
                 let mask = mask_of(cols);
-                // SAFETY: the masked columns of row r lie inside the output.
-                _mm512_mask_storeu_ps(
-                    out.c.add(r * out.ldc + j * QNR),
-                    mask,
-                    finish(out, r, j, acc[p][r][j], mask),
-                );
+                let v = finish(out, r, j, acc[p][r][j], mask);
+                // SAFETY: the masked columns of row r lie inside the outputs.
+                if !out.c.is_null() {
+                    _mm512_mask_storeu_ps(out.c.add(r * out.ldc + j * QNR), mask, v);
+                }
+                if !out.cq.is_null() {
+                    let q = requantize(out, v);
+                    _mm512_mask_cvtepi32_storeu_epi8(out.cq.add(r * out.ldc + j * QNR) as *mut i8, mask, q);
+                }
             }
         }
     }
@@ -141,6 +144,17 @@ unsafe fn finish(out: &TileOut, r: usize, j: usize, sums: __m512i, mask: __mmask
         v = _mm512_max_ps(v, _mm512_setzero_ps());
     }
     v
+}
+
+/// `v` requantized for a u8 output as `quantize_one`: round(v · q_inv) (ties to even) + q_zp,
+/// clamped to 0..=127 (max first: a NaN gives 0), as i32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn requantize(out: &TileOut, v: __m512) -> __m512i {
+    let v = _mm512_mul_ps(v, _mm512_set1_ps(out.q_inv));
+    let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+    let v = _mm512_add_ps(v, _mm512_set1_ps(out.q_zp));
+    _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(127.0)))
 }
 
 /// Stores B panel j of a tile whose C is transposed (columns `cs` apart, rows 1 apart): its

@@ -436,6 +436,39 @@ pub fn qgemm_packed(
     ldc: usize,
     epi: QEpilogue,
 ) {
+    qgemm_packed_into(isa, a, b, bq, QOutput::F32(c), ldc, epi)
+}
+
+/// Where a product's C goes: f32 values, or u8 ones requantized in the epilogue for the next
+/// layer (`ActivationQuant::quantize` of the f32 value, so the same bytes as quantizing an f32
+/// C afterwards).
+pub enum QOutput<'a> {
+    F32(&'a mut [std::mem::MaybeUninit<f32>]),
+    U8(&'a mut [std::mem::MaybeUninit<u8>], ActivationQuant),
+    /// Both, laid out alike.
+    Both(&'a mut [std::mem::MaybeUninit<f32>], &'a mut [std::mem::MaybeUninit<u8>], ActivationQuant),
+}
+
+impl QOutput<'_> {
+    fn len(&self) -> usize {
+        match self {
+            QOutput::F32(c) => c.len(),
+            QOutput::U8(c, _) => c.len(),
+            QOutput::Both(c, cq, _) => c.len().min(cq.len()),
+        }
+    }
+}
+
+/// `qgemm_packed` into either kind of output (u8 not transposed).
+pub fn qgemm_packed_into(
+    isa: Option<QIsa>,
+    a: &QuantizedMatrix,
+    b: PackedB,
+    bq: ActivationQuant,
+    mut c: QOutput,
+    ldc: usize,
+    epi: QEpilogue,
+) {
     assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} int8 kernel");
     let (m, k, n) = (a.rows, a.cols, b.n);
     assert_eq!(b.k, k, "B has {} rows, A {k} columns", b.k);
@@ -448,6 +481,7 @@ pub fn qgemm_packed(
     assert!(inner <= ldc || outer == 1, "rows overlap");
     assert!((outer - 1) * ldc + inner <= c.len(), "output buffer too small");
     assert!(!(epi.transposed && epi.residual.is_some()), "a transposed product takes no residual");
+    assert!(!(epi.transposed && !matches!(c, QOutput::F32(..))), "a transposed product is f32");
     assert!(cs <= i32::MAX as usize / QNR, "columns too far apart");
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= m, "bias shorter than the rows");
@@ -477,13 +511,23 @@ pub fn qgemm_packed(
         _ => (4 * threads).div_ceil(blocks).clamp(1, row_panels.div_ceil(mp)),
     };
     let per_part = row_panels.div_ceil(mp).div_ceil(row_parts) * mp;
-    let c_ptr = super::simd::DisjointMut(c.as_mut_ptr() as *mut f32);
+    // The outputs written; a pointer not written stays null.
+    let requant = |q: &ActivationQuant| (1.0 / q.scale, q.zero_point as f32);
+    let (c_ptr, cq_ptr, (q_inv, q_zp)) = match &mut c {
+        QOutput::F32(c) => (c.as_mut_ptr() as *mut f32, std::ptr::null_mut(), (1.0, 0.0)),
+        QOutput::U8(c, q) => (std::ptr::null_mut(), c.as_mut_ptr() as *mut u8, requant(q)),
+        QOutput::Both(c, cq, q) => (c.as_mut_ptr() as *mut f32, cq.as_mut_ptr() as *mut u8, requant(q)),
+    };
+    let (c_ptr, cq_ptr) = (super::simd::DisjointMut(c_ptr), super::simd::DisjointMut(cq_ptr));
     // Row panel ip's epilogue constants (rows 0 past the last panel).
     let tile_out = |ip: usize| {
         let i0 = ip * QMR;
         let rows = QMR.min(m.saturating_sub(i0));
         TileOut {
             c: std::ptr::null_mut(),
+            cq: std::ptr::null_mut(),
+            q_inv,
+            q_zp,
             res: std::ptr::null(),
             ldc: rs,
             cs,
@@ -521,7 +565,13 @@ pub fn qgemm_packed(
                     out.cols = (live * QNR).min(n - jj);
                     // Task (blk, part) owns the rows of its part and the columns of its block:
                     // disjoint from the other tasks' tiles, inside `c` (asserted above).
-                    out.c = c_ptr.at(i0 * rs + jj * cs);
+                    // (An output not written stays null.)
+                    if !c_ptr.0.is_null() {
+                        out.c = c_ptr.at(i0 * rs + jj * cs);
+                    }
+                    if !cq_ptr.0.is_null() {
+                        out.cq = cq_ptr.at(i0 * rs + jj * cs);
+                    }
                     out.res =
                         epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
                 }
@@ -556,11 +606,15 @@ pub fn qgemm_packed(
     });
 }
 
-/// Where a tile's sums go: `c` and `res` point at its first element (rows `ldc` apart, columns
-/// `cs`: 1 but in a transposed product, which has no residual; `res`
-/// null without a residual), and what each row's epilogue uses.
+/// Where a tile's sums go: `c` (f32) and `cq` (u8, requantized: ·`q_inv`, rounded, +`q_zp`,
+/// clamped to 0..=127), either null when not written, and `res` point at its first element (rows `ldc` apart,
+/// columns `cs`: 1 but in a transposed product, which has no residual; `res` null without a
+/// residual), and what each row's epilogue uses.
 pub(super) struct TileOut {
     pub c: *mut f32,
+    pub cq: *mut u8,
+    pub q_inv: f32,
+    pub q_zp: f32,
     pub res: *const f32,
     pub ldc: usize,
     pub cs: usize,
@@ -584,7 +638,13 @@ pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
             if !out.res.is_null() {
                 v += *out.res.add(r * out.ldc + j);
             }
-            *out.c.add(r * out.ldc + j * out.cs) = if out.relu { v.max(0.0) } else { v };
+            let v = if out.relu { v.max(0.0) } else { v };
+            if !out.c.is_null() {
+                *out.c.add(r * out.ldc + j * out.cs) = v;
+            }
+            if !out.cq.is_null() {
+                *out.cq.add(r * out.ldc + j * out.cs) = quantize_one(v, out.q_inv, out.q_zp);
+            }
         }
     }
 }

@@ -48,7 +48,8 @@ fn reference(a: &QuantizedMatrix, b: &[u8], n: usize, bq: ActivationQuant, epi: 
 
 /// Kernels agree bit for bit and match the exact sums, over shapes that leave partial panels,
 /// partial k groups, several column blocks and blocks that split into uneven tiles (4 panels:
-/// 2 + 2; 13: 2 + 3 + 2 + 3 + 3) and a wide B (38 panels), with a bias and ReLU.
+/// 2 + 2; 13: 2 + 3 + 2 + 3 + 3) and a wide B (38 panels), with a bias and ReLU; written as
+/// f32, transposed, or requantized to u8.
 #[test]
 fn int8_kernels_agree_with_the_exact_sums() {
     let mut rng = Rng::new(11);
@@ -84,6 +85,29 @@ fn int8_kernels_agree_with_the_exact_sums() {
                 ran.push(*isa);
             }
             assert!(outs.windows(2).all(|p| p[0].1 == p[1].1), "{m}×{k}×{n}: the kernels differ");
+            // Requantized to u8 for the next layer: the bytes that quantizing the f32 C gives
+            // (this range clamps some values at both ends).
+            let oq = ActivationQuant { scale: 0.03, zero_point: 40 };
+            for (isa, want) in &outs {
+                use std::mem::MaybeUninit;
+                for both in [false, true] {
+                    let mut cq = vec![MaybeUninit::new(0xAAu8); m * n];
+                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                    let mut buf = vec![];
+                    let packed = pack_b_matrix(&b, n, k, n, &mut buf);
+                    let out = match both {
+                        false => QOutput::U8(&mut cq, oq),
+                        true => QOutput::Both(&mut c, &mut cq, oq),
+                    };
+                    qgemm_packed_into(*isa, &a, packed, bq, out, n, epi);
+                    for (i, (q, w)) in cq.iter().zip(want).enumerate() {
+                        // SAFETY: every value was initialised above.
+                        let (q, f) = unsafe { (q.assume_init(), c[i].assume_init()) };
+                        assert_eq!(q, oq.quantize(*w), "{isa:?} {m}×{k}×{n} requantized, element {i}");
+                        assert!(!both || f == *w, "{isa:?} {m}×{k}×{n} f32 beside u8, element {i}");
+                    }
+                }
+            }
             if epi.residual.is_some() {
                 continue;
             }
