@@ -1,5 +1,5 @@
 //! ReLU, and a residual sum followed by ReLU, as single ops with a one-pass parallel backward on
-//! the CPU. candle's ReLU differentiates as a comparison on one thread, a dtype conversion and a
+//! the CPU; the exact (erf) GELU in vectors, where candle calls libm's `erff` per element. candle's ReLU differentiates as a comparison on one thread, a dtype conversion and a
 //! product; the sum before it is one more graph node whose gradient candle accumulates. At
 //! exactly 0 the gradient is 0, as torch's (candle's own ReLU passes it there).
 
@@ -45,6 +45,51 @@ fn candle_leaky(x: &Tensor, slope: f32) -> Result<Tensor> {
     } else {
         candle_nn::ops::leaky_relu(x, slope as f64)
     }
+}
+
+/// x · Φ(x) = x/2 · (1 + erf(x/√2)), torch's and Paddle's `nn.GELU()` (not the tanh form),
+/// with erf from [`erf`]; differentiable.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !super::fusable(x) {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+/// erf(x) to within 4e-7 absolute: x · P(x²) / Q(x²) with P of degree 6 and Q of degree 5 (our
+/// least-squares fit of erf(x)/x on [0, 3.92]; past 3.92 erf rounds to ±1 in f32), plain
+/// multiply-adds and a division, no branch, so that loops over it vectorise.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: [f32; 7] = [
+        1.128_379_2,
+        0.184_570_33,
+        0.053_944_47,
+        0.003_786_328_2,
+        0.000_366_443_33,
+        4.344_605_3e-6,
+        -1.136_795_5e-8,
+    ];
+    const Q: [f32; 6] = [1.0, 0.496_904_65, 0.113_441_37, 0.015_289_626, 0.001_277_035_2, 5.990_163_5e-5];
+    // clamp keeps a NaN.
+    let x = x.clamp(-3.92, 3.92);
+    let t = x * x;
+    let p = P.iter().rev().fold(0.0, |acc, c| acc * t + c);
+    let q = Q.iter().rev().fold(0.0, |acc, c| acc * t + c);
+    (x * p / q).clamp(-1.0, 1.0)
+}
+
+/// GELU's value, in torch's order of operations (`x * 0.5 * (1 + erf(x * M_SQRT1_2))`).
+#[inline(always)]
+fn gelu_one(x: f32) -> f32 {
+    x * 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's derivative: Φ(x) + x · φ(x).
+#[inline(always)]
+fn gelu_slope(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)) + x * INV_SQRT_2PI * super::simd::exp(-0.5 * x * x)
 }
 
 const CHUNK: usize = 1 << 15;
@@ -114,6 +159,44 @@ pub(super) fn relu_mask(grad: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// input was.
 fn masked_leaky(grad: &Tensor, y: &Tensor, slope: f32) -> Result<Tensor> {
     grad.contiguous()?.apply_op2_no_bwd(y, &Mask { slope })
+}
+
+struct Gelu;
+/// (grad, x) → grad · GELU'(x).
+struct GeluGrad;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "vidkit-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
+        let x = f32_slice(s, l)?;
+        Ok((CpuStorage::F32(zip_map(x, x, |x, _| gelu_one(x))), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(x, &GeluGrad)?))
+    }
+}
+
+impl CustomOp2 for GeluGrad {
+    fn name(&self) -> &'static str {
+        "vidkit-gelu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
+        let out = zip_map(f32_slice(s1, l1)?, f32_slice(s2, l2)?, |g, x| g * gelu_slope(x));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
 }
 
 struct Relu {
@@ -217,6 +300,34 @@ mod tests {
             assert_eq!(y, [0.0, 0.0, 4.0, 0.0], "portable {portable}");
             assert_eq!(g, [0.0, 0.0, 2.0, 0.0], "portable {portable}");
         }
+    }
+
+    /// The vector GELU against candle's (libm's `erff` per element): values and gradients within
+    /// a few f32 ulp over the range where erf is not yet ±1 and past it, NaN kept.
+    #[test]
+    fn gelu_follows_candles_exact_one() {
+        let dev = Device::Cpu;
+        let values: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).chain([-30.0, 30.0, 1e-6]).collect();
+        let x = Var::from_tensor(&Tensor::new(values.as_slice(), &dev).unwrap()).unwrap();
+        let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+            let y = f(x.as_tensor());
+            let g = (&y * &y).unwrap().sum_all().unwrap().backward().unwrap();
+            (y.to_vec1::<f32>().unwrap(), g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap())
+        };
+        let (y, g) = run(&|t| gelu_erf(t).unwrap());
+        let (want_y, want_g) = run(&|t| t.gelu_erf().unwrap());
+        for (i, &v) in values.iter().enumerate() {
+            let tol = 1e-6 * v.abs().max(1.0);
+            assert!((y[i] - want_y[i]).abs() <= tol, "gelu({v}) = {} not {}", y[i], want_y[i]);
+            assert!(
+                (g[i] - want_g[i]).abs() <= 2.0 * tol * want_y[i].abs().max(1.0),
+                "gelu'({v}): {} not {}",
+                g[i],
+                want_g[i]
+            );
+        }
+        let nan = gelu_erf(&Tensor::new(&[f32::NAN], &dev).unwrap()).unwrap().to_vec1::<f32>().unwrap();
+        assert!(nan[0].is_nan());
     }
 
     #[test]

@@ -64,13 +64,15 @@ pub struct Int8Plan {
     /// it is the only reader ([`feeds_next_conv`]), beside the f32 output elsewhere (a block's
     /// output, which the next block's first convolutions read and its residual adds).
     consumers: Vec<OnceLock<usize>>,
+    /// Stacked weights of Linear layers run as one (`linears`), by the first one's number.
+    stacked: Mutex<std::collections::HashMap<usize, Arc<QuantizedMatrix>>>,
 }
 
 impl Int8Plan {
     pub fn new(calibration: Calibration) -> Arc<Self> {
         let weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let consumers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
-        Arc::new(Self { calibration, weights, consumers })
+        Arc::new(Self { calibration, weights, consumers, stacked: Default::default() })
     }
 
     /// How many convolutions hand their output to the next in u8 (learned so far).
@@ -469,6 +471,57 @@ pub(super) fn linear(
     let a = plan.weights[index].get_or_init(|| {
         Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(w, out_features, k)))
     });
+    linear_product(plan, index, a, x, rows, bias)
+}
+
+/// Linear layers `layers` (numbers and plan from `next_conv`) that read one input `x`
+/// [rows, k] (attention's q, k and v), with weights `weights` ([out_i, k] each) and `biases`:
+/// [rows, Σ out_i], their outputs side by side. They observed the same input, so calibrated one
+/// range: x is quantized and packed once, and one product runs over their stacked weights
+/// (quantized per row, so the same values as each layer's own). None when the ranges differ.
+pub(super) fn linears(
+    layers: &[Int8Layer],
+    x: &[f32],
+    rows: usize,
+    weights: &[&[f32]],
+    biases: &[Option<Vec<f32>>],
+) -> candle_core::Result<Option<Vec<f32>>> {
+    let Some(first) = layers.first() else { return Ok(Some(vec![])) };
+    let (plan, index) = (&*first.plan, first.index);
+    let range = plan.calibration.ranges[index];
+    if layers.iter().any(|l| plan.calibration.ranges[l.index] != range) {
+        return Ok(None);
+    }
+    let k = x.len() / rows.max(1);
+    let total: usize = weights.iter().map(|w| w.len() / k.max(1)).sum();
+    let a = {
+        let mut stacked =
+            plan.stacked.lock().map_err(|_| candle_core::Error::Msg("int8 plan poisoned".into()))?;
+        stacked
+            .entry(index)
+            .or_insert_with(|| {
+                let w: Vec<f32> = weights.concat();
+                Arc::new(QuantizedMatrix::quantize(super::gemm::MatRef::row_major(&w, total, k)))
+            })
+            .clone()
+    };
+    let bias: Option<Vec<f32>> = biases.iter().any(Option::is_some).then(|| {
+        let zeros = |w: &&[f32]| vec![0.0; w.len() / k.max(1)];
+        biases.iter().zip(weights).flat_map(|(b, w)| b.clone().unwrap_or_else(|| zeros(w))).collect()
+    });
+    linear_product(plan, index, &a, x, rows, bias.as_deref()).map(Some)
+}
+
+/// x [rows, k] quantized with layer `index`'s range, times `a`ᵀ (+ bias): [rows, a.rows()].
+fn linear_product(
+    plan: &Int8Plan,
+    index: usize,
+    a: &QuantizedMatrix,
+    x: &[f32],
+    rows: usize,
+    bias: Option<&[f32]>,
+) -> candle_core::Result<Vec<f32>> {
+    let (out_features, k) = (a.rows(), x.len() / rows.max(1));
     let (aq, xq) = quantized_input(plan, index, a, (out_features, k), ConvIn::F32(x))?;
     let mut y = Vec::with_capacity(rows * out_features);
     PACKED_B.with(|buf| {
@@ -563,6 +616,36 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("no calibrated range"), "{err}");
         }
+    }
+
+    /// Linear layers that read one input run as one int8 product over their stacked weights: the
+    /// same values as each layer's own product.
+    #[test]
+    fn linears_side_by_side_equal_each_alone() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev);
+        let layers: Vec<candle_nn::Linear> = [("q", 16), ("k", 16), ("v", 8)]
+            .iter()
+            .map(|(n, o)| candle_nn::linear(24, *o, vb.pp(n)).unwrap())
+            .collect();
+        crate::nn::randomise_params(&vm);
+        let layers: Vec<&candle_nn::Linear> = layers.iter().collect();
+        let x = Tensor::randn(0f32, 1., (2, 7, 24), &dev).unwrap();
+        let alone = || {
+            let parts: Vec<Tensor> = layers.iter().map(|l| crate::nn::linear(&x, l).unwrap()).collect();
+            Tensor::cat(&parts, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        let cal = Arc::new(Mutex::new(Calibrator::new(RangeMethod::MinMax)));
+        calibrate(&cal, alone);
+        let plan = Int8Plan::new(cal.lock().unwrap().finish());
+        let side_by_side = with_int8(&plan, || {
+            let y = crate::nn::transformer::linears_side_by_side(&x, &layers).unwrap();
+            assert_eq!(y.dims(), [2, 7, 40]);
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        });
+        assert_eq!(plan.stacked.lock().unwrap().len(), 1, "one stacked product");
+        assert_eq!(side_by_side, with_int8(&plan, alone));
     }
 
     /// Whole models in int8 (TSM-R50: the shifted 1×1 path and residual epilogues, and with

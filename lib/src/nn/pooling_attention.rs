@@ -168,10 +168,10 @@ impl MultiscaleAttention {
                 let parts: Option<Vec<&Tensor>> = [&self.q, &self.k, &self.v].iter().map(|l| f(l)).collect();
                 parts.map(|p| Tensor::cat(&p, 0)).transpose()
             };
-            // Under int8 the three layers run apart: int8 knows a layer by its weight buffer, and a
-            // concatenation made per call has none that lasts.
+            // Under int8 the three layers stay apart: int8 knows a layer by its weight buffer, and a
+            // concatenation made per call has none that lasts (in a run they share one product).
             let qkv = match super::int8::engaged() {
-                true => Tensor::cat(&[linear(x, &self.q)?, linear(x, &self.k)?, linear(x, &self.v)?], 2)?,
+                true => super::transformer::linears_side_by_side(x, &[&self.q, &self.k, &self.v])?,
                 false => {
                     let weight = cat(|l| Some(l.weight()))?.expect("weights");
                     linear(x, &Linear::new(weight, cat(|l| l.bias())?))?

@@ -61,6 +61,52 @@ pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
     y.reshape(out)
 }
 
+/// Linear layers that read one input (attention's q, k and v): [..., Σ out], their outputs side
+/// by side. In an int8 run x is quantized and packed once and one product covers them all
+/// (`int8::linears`); elsewhere each layer runs in turn.
+pub fn linears_side_by_side(x: &Tensor, layers: &[&Linear]) -> Result<Tensor> {
+    if super::int8::active() && super::fusable(x) {
+        let dims = x.dims().to_vec();
+        let rows = dims[..dims.len() - 1].iter().product::<usize>();
+        if let Some(y) = linears_int8(x, layers, rows)? {
+            let mut out = dims;
+            *out.last_mut().expect("rank ≥ 1") = y.len() / rows.max(1);
+            return Tensor::from_vec(y, out, x.device());
+        }
+    }
+    let parts = layers.iter().map(|l| linear(x, l)).collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, D::Minus1)
+}
+
+/// `linears_side_by_side` in an int8 run: None where a layer is not a plain CPU buffer or the
+/// layers' ranges differ (then each runs alone).
+fn linears_int8(x: &Tensor, layers: &[&Linear], rows: usize) -> Result<Option<Vec<f32>>> {
+    let x = x.contiguous()?;
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(xc) = &*x_storage else { return Ok(None) };
+    let Some((xlo, xhi)) = x_layout.contiguous_offsets() else { return Ok(None) };
+    let x_data = &xc.as_slice::<f32>()?[xlo..xhi];
+    let guards: Vec<_> =
+        layers.iter().map(|l| (l.weight().is_contiguous(), l.weight().storage_and_layout())).collect();
+    let mut weights = Vec::with_capacity(layers.len());
+    let mut int8 = Vec::with_capacity(layers.len());
+    for (own, (storage, layout)) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else { return Ok(None) };
+        let Some((lo, hi)) = layout.contiguous_offsets() else { return Ok(None) };
+        let w = &cpu.as_slice::<f32>()?[lo..hi];
+        let Some(layer) = super::int8::next_conv(super::int8::ConvIn::F32(x_data), w, *own)? else {
+            return Ok(None);
+        };
+        weights.push(w);
+        int8.push(layer);
+    }
+    let biases = layers
+        .iter()
+        .map(|l| l.bias().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    super::int8::linears(&int8, x_data, rows, &weights, &biases)
+}
+
 /// Under int8 calibration: records `x`'s range and returns None (the f32 product runs). In an
 /// int8 run: the product through `int8::linear`. A layer is known by its weight buffer, as a
 /// convolution is.
@@ -143,9 +189,9 @@ impl MultiHeadAttention {
     }
 }
 
-/// exact GELU (erf), torch's and Paddle's `nn.GELU()` default.
+/// exact GELU (erf), torch's and Paddle's `nn.GELU()` default, in vectors on the CPU.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    x.gelu_erf()
+    super::activation::gelu_erf(x)
 }
 
 /// fc1 → GELU → fc2.

@@ -330,13 +330,22 @@ pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>
         // SAFETY: panel jp's bytes, which no other task writes, inside `out` (len bytes).
         let panel =
             unsafe { std::slice::from_raw_parts_mut(dst.0.add(jp * groups * QNR * KG), groups * QNR * KG) };
-        for (g, d) in panel.chunks_exact_mut(QNR * KG).enumerate() {
-            for (jj, run) in d.chunks_exact_mut(KG).enumerate() {
-                let j = jp * QNR + jj;
-                for (t, v) in run.iter_mut().enumerate() {
-                    let p = g * KG + t;
-                    *v = if j < n && p < k { bt[j * k + p].min(ACT_MAX) } else { 0 };
+        // Column jj's run of group g: row j's bytes 4g..4g + 4, read and written as one u32.
+        let (whole, tail) = (k / KG, k % KG);
+        for jj in 0..QNR {
+            let j = jp * QNR + jj;
+            let row = if j < n { &bt[j * k..][..k] } else { &[][..] };
+            for g in 0..groups {
+                let mut run = [0u8; KG];
+                if g < whole && j < n {
+                    run.copy_from_slice(&row[g * KG..][..KG]);
+                } else if j < n {
+                    run[..tail].copy_from_slice(&row[g * KG..][..tail]);
                 }
+                if u32::from_ne_bytes(run) & 0x8080_8080 != 0 {
+                    run = run.map(|v| v.min(ACT_MAX));
+                }
+                panel[(g * QNR + jj) * KG..][..KG].copy_from_slice(&run);
             }
         }
     });
