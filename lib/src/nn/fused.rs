@@ -128,8 +128,10 @@ pub(super) fn conv_bn_act_3d_shifted(
     if shift.is_some() && g.input[0] != 1 {
         candle_core::bail!("fused conv: a temporal shift needs frames as the batch (T = 1)")
     }
-    let shift = match shift {
-        Some(s) if !(direct && super::gemm::blocked_isa().is_some()) || super::int8::active() => {
+    // An int8 run shifts its quantized input (`int8::conv`).
+    let int8_shift = shift.filter(|_| super::int8::active());
+    let shift = match shift.filter(|_| int8_shift.is_none()) {
+        Some(s) if !(direct && super::gemm::blocked_isa().is_some()) => {
             let (n, c, _, h, w) = x.dims5()?;
             let xs = x.contiguous()?.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
             return conv_bn_act_3d_shifted(
@@ -187,7 +189,11 @@ pub(super) fn conv_bn_act_3d_shifted(
         None => None,
     };
     if let Some(int8) = super::int8::next_conv(input, w, own_weights)? {
-        return super::int8::conv(&int8, input, &g, direct, w, &scale, &bias, res_data, relu, x.device());
+        let (epi, device) = ((&scale[..], &bias[..], res_data, relu), x.device());
+        return super::int8::conv(&int8, input, int8_shift, &g, direct, w, epi, device);
+    }
+    if int8_shift.is_some() {
+        candle_core::bail!("fused conv: a shift left for an int8 run outside one")
     }
     let super::int8::ConvIn::F32(xs) = input else {
         candle_core::bail!("fused conv: a u8 input outside int8")

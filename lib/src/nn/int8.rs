@@ -10,14 +10,17 @@
 //! - An int8 run quantizes each convolution's input with its calibrated range (7-bit u8, as
 //!   `qgemm` wants), its weights with BatchNorm's scale folded in per output channel (symmetric
 //!   s8, done once per plan), multiplies through `qgemm` and adds bias, residual and ReLU in the
-//!   epilogue; the output stays f32 (BN's bias and the residual are added at full precision),
-//!   but where a model says only the next convolution reads it (`feeds_next_conv`): then it is
-//!   requantized in the epilogue and handed over in u8.
+//!   epilogue (BN's bias and the residual are added at full precision).
+//! - Outputs travel in u8 where they can: once the first forward has shown which convolution
+//!   reads a convolution's output first, the epilogue also requantizes it with that reader's
+//!   range, and the reader (and any other with the same range) takes those bytes instead of
+//!   quantizing; where a model says that reader is the only one (`feeds_next_conv`) the f32
+//!   output is not written at all. The bytes are those quantizing the f32 output gives.
 //!
 //! Each image's columns are packed for the kernel straight from its quantized volume, a group
 //! of 4 column-matrix rows at a time (the matrix is never built whole).
 //!
-//! Not yet: u8 block outputs (the residual stays f32), an AMX kernel.
+//! Not yet: an AMX kernel; residuals added in u8 (they stay f32).
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{
@@ -321,21 +324,20 @@ fn hand_off(layer: &Int8Layer, out: &candle_core::Tensor, shadow: Option<Vec<u8>
 }
 
 /// The int8 convolution of `x` [N, C, T, H, W] over geometry `g` (`direct`: 1×1, stride 1, no
-/// padding): x quantized once (or handed over in u8), its column matrix built in u8 (padding
-/// the quantized zero); `w` [C_out, k] with BN's `scale` per row, `bias` and `residual`
-/// ([N, C_out, P]) added in f32. Returns [N, C_out, T', H', W'] on `device`: f32, or u8 for the
+/// padding): x quantized once (or handed over in u8), then temporally shifted by `shift` (TSM:
+/// frames as N, T = 1), its column matrix built in u8 (padding the quantized zero); `w`
+/// [C_out, k] with the epilogue's BN `scale` per row, `bias` and `residual` ([N, C_out, P])
+/// added in f32, then ReLU. Returns [N, C_out, T', H', W'] on `device`: f32, or u8 for the
 /// convolution that reads it (see [`feeds_next_conv`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv(
     layer: &Int8Layer,
     x: ConvIn,
+    shift: Option<&super::shift::FrameShift>,
     g: &super::vol2col::Geometry3d,
     direct: bool,
     w: &[f32],
-    scale: &[f32],
-    bias: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    (scale, bias, residual, relu): (&[f32], &[f32], Option<&[f32]>, bool),
     device: &candle_core::Device,
 ) -> candle_core::Result<candle_core::Tensor> {
     let (plan, index) = (&*layer.plan, layer.index);
@@ -355,8 +357,14 @@ pub(super) fn conv(
         None => x,
     };
     let (aq, xq) = quantized_input(plan, index, a, (cout, k), x)?;
-    let isa = QIsa::detected();
     let image_len = g.c * g.in_volume();
+    let xq = match shift {
+        // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
+        // shifted input.
+        Some(s) => Cow::Owned(s.apply_with(&xq, g.n, g.c, g.in_volume(), aq.zero_point)?),
+        None => xq,
+    };
+    let isa = QIsa::detected();
     if xq.len() != images * image_len {
         candle_core::bail!(
             "int8: convolution {} got {} inputs for {images} images of {image_len}",
@@ -618,6 +626,38 @@ mod tests {
         }
     }
 
+    /// TSM's shifted convolution shifts its quantized input (the zero point shifted in): the
+    /// same bytes, so the same outputs, as quantizing the f32 input shifted first.
+    #[test]
+    fn shifting_the_quantized_input_equals_quantizing_the_shifted_one() {
+        let dev = Device::Cpu;
+        let vm = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev);
+        let conv = crate::nn::conv2d(16, 8, 1, 1, 0, vb.pp("conv")).unwrap();
+        let bn = crate::nn::batch_norm2d(8, vb.pp("bn")).unwrap();
+        crate::nn::randomise_params(&vm);
+        // 2 clips of 4 frames; values of both signs, so the zero point is inside the range.
+        let x = Tensor::randn(0f32, 1., (8, 16, 5, 5), &dev).unwrap();
+        let shifted = || crate::nn::conv2d_bn_relu_shifted(&conv, &bn, &x, false, 4, 4).unwrap();
+        let shift_first = || {
+            let xs = crate::nn::temporal_shift(&x, 4, 4).unwrap();
+            crate::nn::conv2d_bn_act(&conv, &bn, &xs, false, None, true).unwrap()
+        };
+        let cal = Arc::new(Mutex::new(Calibrator::new(RangeMethod::MinMax)));
+        calibrate(&cal, shift_first);
+        let plan = Int8Plan::new(cal.lock().unwrap().finish());
+        assert!(
+            ActivationQuant::from_range(plan.calibration.ranges[0].0, plan.calibration.ranges[0].1)
+                .zero_point
+                > 0
+        );
+        let [a, b] = [with_int8(&plan, shifted), with_int8(&plan, shift_first)]
+            .map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(a, b);
+        let f32_out = shift_first().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_ne!(a, f32_out, "the int8 run ran in f32");
+    }
+
     /// Linear layers that read one input run as one int8 product over their stacked weights: the
     /// same values as each layer's own product.
     #[test]
@@ -717,13 +757,11 @@ mod tests {
             assert_eq!(first, again, "{arch}: the chained forward differs from the first");
             // A ResNet-50's 16 bottlenecks hand over u8 from their two inner convolutions (32),
             // and a block's output in a u8 copy beside the f32 one to the next block's first
-            // convolution: in Slow-R50 all 15, in TSM-R50 only the 3 whose shortcut convolution
-            // reads it (the first one reads a shifted copy). X3D's blocks do too (their inner
+            // convolution (TSM's shifts it in u8). X3D's blocks do too (their inner
             // convolutions feed depthwise ones, which stay f32); the transformers' Linear
             // layers never do.
             match arch {
-                "tsm_r50" => assert_eq!(chained, 32 + 3, "{arch}"),
-                "slow_r50" => assert_eq!(chained, 32 + 15, "{arch}"),
+                "tsm_r50" | "slow_r50" => assert_eq!(chained, 32 + 15, "{arch}"),
                 "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
                 _ => assert_eq!(chained, 0, "{arch}"),
             }

@@ -107,6 +107,20 @@ impl FrameShift {
     /// The shifted copy of `x`, contiguous [frames, c, plane] f32 (frames a multiple of the
     /// segments); errors when it is not, or when the bands do not tile the c channels.
     pub(super) fn apply(&self, x: &[f32], frames: usize, c: usize, plane: usize) -> Result<Vec<f32>> {
+        self.apply_with(x, frames, c, plane, 0.0)
+    }
+
+    /// `apply` of any values, `zero` filling the frames shifted in from outside the clip (an
+    /// int8 input's zero point: then the shifted copy of the quantized input is the quantized
+    /// shifted input, byte for byte).
+    pub(super) fn apply_with<T: Copy + Send + Sync>(
+        &self,
+        x: &[T],
+        frames: usize,
+        c: usize,
+        plane: usize,
+        zero: T,
+    ) -> Result<Vec<T>> {
         let frame = c * plane;
         if self.segments <= 1 || frames % self.segments != 0 || x.len() != frames * frame {
             candle_core::bail!(
@@ -129,7 +143,7 @@ impl FrameShift {
         if frame == 0 {
             return Ok(Vec::new());
         }
-        let copy_frame = |_: &mut (), f: usize, dst: &mut [MaybeUninit<f32>]| {
+        let copy_frame = |_: &mut (), f: usize, dst: &mut [MaybeUninit<T>]| {
             let t = f % self.segments;
             for &(start, len, from) in &self.bands {
                 let src_frame = match from {
@@ -145,7 +159,7 @@ impl FrameShift {
                         }
                     }
                     // Frames shifted in from outside the clip are zeros.
-                    None => dst[range].fill(MaybeUninit::new(0.0)),
+                    None => dst[range].fill(MaybeUninit::new(zero)),
                 }
             }
         };

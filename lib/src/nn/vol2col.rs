@@ -106,10 +106,11 @@ where
 ///
 /// # Safety
 /// `f` must write every element of every plane it is given.
-pub(crate) unsafe fn par_planes_uninit<S, I, F>(len: usize, plane_len: usize, init: I, f: F) -> Vec<f32>
+pub(crate) unsafe fn par_planes_uninit<T, S, I, F>(len: usize, plane_len: usize, init: I, f: F) -> Vec<T>
 where
+    T: Send,
     I: Fn() -> S + Sync,
-    F: Fn(&mut S, usize, &mut [std::mem::MaybeUninit<f32>]) + Sync,
+    F: Fn(&mut S, usize, &mut [std::mem::MaybeUninit<T>]) + Sync,
 {
     assert!(plane_len > 0 && len % plane_len == 0, "planes of {plane_len} do not tile {len}");
     let mut v = Vec::with_capacity(len);
