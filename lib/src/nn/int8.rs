@@ -24,8 +24,8 @@
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{
-    pack_b_matrix, pack_b_rows, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant,
-    QEpilogue, QIsa, QOutput, QuantizedMatrix,
+    pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, QEpilogue, QIsa,
+    QOutput, QuantizedMatrix, WrittenRows,
 };
 use super::simd::DisjointMut;
 use std::borrow::Cow;
@@ -373,31 +373,33 @@ pub(super) fn conv(
         )
     }
     let one = super::vol2col::Geometry3d { n: 1, ..*g };
-    // Image n's [C_out, P] block.
+    // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
+    // volume (1×1 stride-1 convolutions: the volume is the matrix) or from the volume padded
+    // once with the quantized zero. (Packing a column block at a time inside the product's
+    // tasks was tried: no faster, the blocks' short row runs costing what the cache saved.)
     let image = |n: usize, o: QOutput| {
+        let x_n = &xq[n * image_len..][..image_len];
+        let epi = QEpilogue {
+            bias: Some(bias),
+            residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
+            relu,
+            transposed: false,
+        };
         PACKED_B.with(|buf| {
             let buf = &mut buf.borrow_mut();
-            let x_n = &xq[n * image_len..][..image_len];
-            // Image n's columns, packed for the kernel straight from its volume (1×1 stride-1
-            // convolutions: the volume is the matrix), padded first with the quantized zero.
             let b = match direct {
-                true => pack_b_matrix(x_n, positions, k, positions, buf),
+                true => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
                 false => PADDED.with(|padded| {
                     let padded = &mut padded.borrow_mut();
                     super::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
                     let padded = &**padded;
-                    pack_b_rows(k, positions, buf, |row, dst| {
-                        super::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, dst)
-                    })
+                    let row = |row, cols, dst: &mut [u8]| {
+                        super::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, cols, dst)
+                    };
+                    pack_b(&WrittenRows { k, row }, positions, buf)
                 }),
             };
-            let epi = QEpilogue {
-                bias: Some(bias),
-                residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
-                relu,
-                transposed: false,
-            };
-            qgemm_packed_into(isa, a, b, aq, o, positions, epi);
+            qgemm_packed_into(isa, a, b, aq, o, positions, epi)
         })
     };
     let block = cout * positions;

@@ -1,0 +1,228 @@
+//! Packing B (the activations) for the int8 kernels: panels of `QNR` columns, each k group's
+//! `QNR × KG` bytes together, from rows, from a row-major matrix or from its transpose.
+
+use super::{SendU8, ACT_MAX, KG, QNR};
+use std::ops::Range;
+
+/// B packed for the kernels: panels of `QNR` columns over all k, each k group's `QNR × KG` bytes
+/// together (column-major inside a group); columns and k past the end hold 0.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) k: usize,
+    pub(super) n: usize,
+}
+
+impl<'a> PackedB<'a> {
+    fn groups(&self) -> usize {
+        self.k.div_ceil(KG)
+    }
+
+    /// Bytes of one panel.
+    pub(super) fn panel_len(&self) -> usize {
+        self.groups() * QNR * KG
+    }
+
+    pub(super) fn panel(&self, jp: usize) -> &'a [u8] {
+        &self.data[jp * self.panel_len()..][..self.panel_len()]
+    }
+}
+
+/// Bytes past a row that a `WrittenRows` writer may scribble on.
+pub const ROW_SLACK: usize = 64;
+
+/// B [k, n] as the packers read it: by k groups of 4 rows, over a range of columns.
+pub trait BSource: Sync {
+    /// B's rows.
+    fn k(&self) -> usize;
+    /// Hands `pack` group g's 4 rows over columns `cols` (`cols.len()` values each, 0..=127; more
+    /// is clamped; rows past k are ignored).
+    fn group(&self, g: usize, cols: Range<usize>, pack: &mut dyn FnMut([&[u8]; KG]));
+}
+
+/// B [k, n] whose rows lie `ldb` apart in `b`, read in place.
+pub struct MatrixRows<'a> {
+    pub b: &'a [u8],
+    pub ldb: usize,
+    pub k: usize,
+}
+
+impl BSource for MatrixRows<'_> {
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn group(&self, g: usize, cols: Range<usize>, pack: &mut dyn FnMut([&[u8]; KG])) {
+        assert!(cols.end <= self.ldb || self.k <= 1, "B's rows overlap");
+        pack(std::array::from_fn(|t| match g * KG + t < self.k {
+            true => &self.b[(g * KG + t) * self.ldb..][cols.clone()],
+            false => &[][..],
+        }))
+    }
+}
+
+/// B [k, n] given by its rows: `row(p, cols, dst)` writes row p's values over `cols` into
+/// `dst[..cols.len()]`, and may overwrite up to `ROW_SLACK` bytes after them (a group's 4
+/// rows are written, in order, into a scratch buffer kept per thread).
+pub struct WrittenRows<F> {
+    pub k: usize,
+    pub row: F,
+}
+
+impl<F: Fn(usize, Range<usize>, &mut [u8]) + Sync> BSource for WrittenRows<F> {
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn group(&self, g: usize, cols: Range<usize>, pack: &mut dyn FnMut([&[u8]; KG])) {
+        let n = cols.len();
+        PACK_ROWS.with(|rows| {
+            let rows = &mut rows.borrow_mut();
+            if rows.len() < KG * n + ROW_SLACK {
+                rows.resize(KG * n + ROW_SLACK, 0);
+            }
+            // Row t's slack is row t + 1's start, written after it.
+            for t in 0..KG.min(self.k - g * KG) {
+                (self.row)(g * KG + t, cols.clone(), &mut rows[t * n..][..n + ROW_SLACK]);
+            }
+            pack(std::array::from_fn(|t| &rows[t * n..][..n]));
+        })
+    }
+}
+
+thread_local! {
+    /// A k group's rows before `WrittenRows` hands them over, kept between calls.
+    static PACK_ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `pack_b` of a matrix B [k, n] whose rows lie `ldb` apart in `b`, read in place.
+pub fn pack_b_matrix<'a>(b: &[u8], ldb: usize, k: usize, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
+    assert!(n <= ldb || k <= 1, "B's rows overlap");
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "B holds {} values, not {k} × {n}", b.len());
+    pack_b(&MatrixRows { b, ldb, k }, n, out)
+}
+
+/// B packed from its transpose `bt` [n, k] (row-major; B = btᵀ), as a Linear layer's input
+/// rows are: a panel's group is 16 runs of 4 bytes, one from each of its rows. Values above 127
+/// are clamped; in parallel over panels.
+pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
+    assert!(bt.len() >= k * n, "Bᵀ holds {} values, not {n} × {k}", bt.len());
+    let (groups, panels, len) = grow_for(k, n, out);
+    let dst = SendU8(out.as_mut_ptr());
+    crate::nn::simd::par_for(panels, |jp| {
+        let dst = &dst;
+        // SAFETY: panel jp's bytes, which no other task writes, inside `out` (len bytes).
+        let panel =
+            unsafe { std::slice::from_raw_parts_mut(dst.0.add(jp * groups * QNR * KG), groups * QNR * KG) };
+        // Column jj's run of group g: row j's bytes 4g..4g + 4, read and written as one u32.
+        let (whole, tail) = (k / KG, k % KG);
+        for jj in 0..QNR {
+            let j = jp * QNR + jj;
+            let row = if j < n { &bt[j * k..][..k] } else { &[][..] };
+            for g in 0..groups {
+                let mut run = [0u8; KG];
+                if g < whole && j < n {
+                    run.copy_from_slice(&row[g * KG..][..KG]);
+                } else if j < n {
+                    run[..tail].copy_from_slice(&row[g * KG..][..tail]);
+                }
+                if u32::from_ne_bytes(run) & 0x8080_8080 != 0 {
+                    run = run.map(|v| v.min(ACT_MAX));
+                }
+                panel[(g * QNR + jj) * KG..][..KG].copy_from_slice(&run);
+            }
+        }
+    });
+    PackedB { data: &out[..len], k, n }
+}
+
+/// B [k, n]'s k groups, column panels and packed length, with `out` grown to hold it (never
+/// zeroed: the packers write every byte).
+fn grow_for(k: usize, n: usize, out: &mut Vec<u8>) -> (usize, usize, usize) {
+    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
+    let len = panels * groups * QNR * KG;
+    if out.len() < len {
+        out.resize(len, 0);
+    }
+    (groups, panels, len)
+}
+
+/// B [k, n] (`source`) packed whole, in parallel over k groups; `out` is reused.
+pub fn pack_b<'a>(source: &dyn BSource, n: usize, out: &'a mut Vec<u8>) -> PackedB<'a> {
+    let k = source.k();
+    let (groups, _, len) = grow_for(k, n, out);
+    let dst = SendU8(out.as_mut_ptr());
+    crate::nn::simd::par_for(groups, |g| {
+        let dst = &dst;
+        // SAFETY: group g's 64 bytes of every panel, which no other group's task writes, inside
+        // `out` (len bytes).
+        source.group(g, 0..n, &mut |rows| unsafe { interleave_group(rows, k, g, n, dst.0) })
+    });
+    PackedB { data: &out[..len], k, n }
+}
+
+/// Interleaves group g's rows (`n` columns each; rows past k, and columns past n in the last
+/// panel, as zeros) into group g of every panel of the packed B at `dst`.
+///
+/// # Safety
+/// `dst` holds the packed B of k × n (`grow_for`); nothing else writes group g meanwhile.
+unsafe fn interleave_group(rows: [&[u8]; KG], k: usize, g: usize, n: usize, dst: *mut u8) {
+    const ZERO: [u8; QNR] = [0; QNR];
+    let (groups, panels) = (k.div_ceil(KG), n.div_ceil(QNR));
+    let live = KG.min(k - g * KG);
+    for jp in 0..panels {
+        let j0 = jp * QNR;
+        // The last panel's columns past n: copies padded with zeros.
+        let mut tail = [[0u8; QNR]; KG];
+        let full = j0 + QNR <= n;
+        if !full {
+            for t in 0..live {
+                tail[t][..n - j0].copy_from_slice(&rows[t][j0..n]);
+            }
+        }
+        let src: [&[u8; QNR]; KG] = std::array::from_fn(|t| match (t < live, full) {
+            (false, _) => &ZERO,
+            (true, true) => rows[t][j0..j0 + QNR].try_into().expect("a row"),
+            (true, false) => &tail[t],
+        });
+        let d = &mut *(dst.add((jp * groups + g) * QNR * KG) as *mut [u8; QNR * KG]);
+        interleave4(src, d);
+    }
+}
+
+/// dst[j·4 + t] = src[t][j]: four rows of 16 bytes interleaved byte by byte (SSE2, which every
+/// x86-64 has): pairs of rows, then pairs of pairs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+    use std::arch::x86_64::*;
+    // SAFETY: SSE2 is part of x86-64; the loads read 16 bytes of each row, the stores write the
+    // 64 bytes of `dst`.
+    unsafe {
+        // Above 127 `vpmaddubsw` could saturate: clamp (the quantizers never write more).
+        let max = _mm_set1_epi8(ACT_MAX as i8);
+        let r: [__m128i; KG] =
+            std::array::from_fn(|t| _mm_min_epu8(_mm_loadu_si128(src[t].as_ptr() as *const __m128i), max));
+        let (a_lo, a_hi) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[0], r[1]));
+        let (b_lo, b_hi) = (_mm_unpacklo_epi8(r[2], r[3]), _mm_unpackhi_epi8(r[2], r[3]));
+        let out = [
+            _mm_unpacklo_epi16(a_lo, b_lo),
+            _mm_unpackhi_epi16(a_lo, b_lo),
+            _mm_unpacklo_epi16(a_hi, b_hi),
+            _mm_unpackhi_epi16(a_hi, b_hi),
+        ];
+        for (i, v) in out.into_iter().enumerate() {
+            _mm_storeu_si128(dst.as_mut_ptr().add(16 * i) as *mut __m128i, v);
+        }
+    }
+}
+
+/// `interleave4` without SSE2.
+#[cfg(not(target_arch = "x86_64"))]
+fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+    for j in 0..QNR {
+        for t in 0..KG {
+            dst[j * KG + t] = src[t][j].min(ACT_MAX);
+        }
+    }
+}
