@@ -1,0 +1,271 @@
+//! The int8 layers themselves: a convolution over its quantized (or handed-over) input, Linear
+//! layers alone or side by side, each product through `qgemm` with its epilogue.
+
+use super::{hand_off, ConvIn, Int8Layer, Int8Plan, Output};
+use crate::nn::qgemm::{
+    pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, QEpilogue, QIsa,
+    QOutput, QuantizedMatrix, WrittenRows,
+};
+use crate::nn::simd::DisjointMut;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
+/// The int8 convolution of `x` [N, C, T, H, W] over geometry `g` (`direct`: 1×1, stride 1, no
+/// padding): x quantized once (or handed over in u8), then temporally shifted by `shift` (TSM:
+/// frames as N, T = 1), its column matrix built in u8 (padding the quantized zero); `w`
+/// [C_out, k] with the epilogue's BN `scale` per row, `bias` and `residual` ([N, C_out, P])
+/// added in f32, then ReLU. Returns [N, C_out, T', H', W'] on `device`: f32, or u8 for the
+/// convolution that reads it (see [`feeds_next_conv`]).
+#[allow(clippy::too_many_arguments)]
+pub(in crate::nn) fn conv(
+    layer: &Int8Layer,
+    x: ConvIn,
+    shift: Option<&crate::nn::shift::FrameShift>,
+    g: &crate::nn::vol2col::Geometry3d,
+    direct: bool,
+    w: &[f32],
+    (scale, bias, residual, relu): (&[f32], &[f32], Option<&[f32]>, bool),
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let (plan, index) = (&*layer.plan, layer.index);
+    let [ot, oh, ow] = g.out()?;
+    let (images, positions) = (g.n, ot * oh * ow);
+    let cout = scale.len();
+    let shape = (images, cout, ot, oh, ow);
+    let k = w.len() / cout.max(1);
+    let a = plan.weights[index].get_or_init(|| {
+        let folded: Vec<f32> =
+            w.chunks(k.max(1)).zip(scale).flat_map(|(row, s)| row.iter().map(move |v| v * s)).collect();
+        Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(&folded, cout, k)))
+    });
+    // The writer's u8 copy of an f32 input, quantized with this layer's range.
+    let x = match &layer.shadow {
+        Some(q) => ConvIn::U8(q),
+        None => x,
+    };
+    let (aq, xq) = quantized_input(plan, index, a, (cout, k), x)?;
+    let image_len = g.c * g.in_volume();
+    let xq = match shift {
+        // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
+        // shifted input.
+        Some(s) => Cow::Owned(s.apply_with(&xq, g.n, g.c, g.in_volume(), aq.zero_point)?),
+        None => xq,
+    };
+    let isa = QIsa::detected();
+    if xq.len() != images * image_len {
+        candle_core::bail!(
+            "int8: convolution {} got {} inputs for {images} images of {image_len}",
+            index + 1,
+            xq.len()
+        )
+    }
+    let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
+    // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
+    // volume (1×1 stride-1 convolutions: the volume is the matrix) or from the volume padded
+    // once with the quantized zero. (Packing a column block at a time inside the product's
+    // tasks was tried: no faster, the blocks' short row runs costing what the cache saved.)
+    let image = |n: usize, o: QOutput| {
+        let x_n = &xq[n * image_len..][..image_len];
+        let epi = QEpilogue {
+            bias: Some(bias),
+            residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
+            relu,
+            transposed: false,
+        };
+        PACKED_B.with(|buf| {
+            let buf = &mut buf.borrow_mut();
+            let b = match direct {
+                true => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
+                false => PADDED.with(|padded| {
+                    let padded = &mut padded.borrow_mut();
+                    crate::nn::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
+                    let padded = &**padded;
+                    let row = |row, cols, dst: &mut [u8]| {
+                        crate::nn::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, cols, dst)
+                    };
+                    pack_b(&WrittenRows { k, row }, positions, buf)
+                }),
+            };
+            qgemm_packed_into(isa, a, b, aq, o, positions, epi)
+        })
+    };
+    let block = cout * positions;
+    let len = images * block;
+    let (out, shadow) = match layer.output {
+        Output::U8For(j) => {
+            let q = plan.input_quant(j);
+            let mut out = Vec::<u8>::with_capacity(len);
+            let p = DisjointMut(out.as_mut_ptr());
+            // SAFETY: image n writes block n of `out`'s capacity, which no other image does.
+            per_image(images, |n| image(n, QOutput::U8(unsafe { uninit_block(p, n, block) }, q)));
+            // SAFETY: every block was written whole.
+            unsafe { out.set_len(len) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, None)
+        }
+        Output::Learn => {
+            let mut out = Vec::<f32>::with_capacity(len);
+            let p = DisjointMut(out.as_mut_ptr());
+            // SAFETY: as above.
+            per_image(images, |n| image(n, QOutput::F32(unsafe { uninit_block(p, n, block) })));
+            // SAFETY: as above.
+            unsafe { out.set_len(len) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, None)
+        }
+        Output::F32AndU8For(j) => {
+            let q = plan.input_quant(j);
+            let (mut out, mut copy) = (Vec::<f32>::with_capacity(len), Vec::<u8>::with_capacity(len));
+            let (p, pq) = (DisjointMut(out.as_mut_ptr()), DisjointMut(copy.as_mut_ptr()));
+            per_image(images, |n| {
+                // SAFETY: as above, for both outputs.
+                let (o, oq) = unsafe { (uninit_block(p, n, block), uninit_block(pq, n, block)) };
+                image(n, QOutput::Both(o, oq, q))
+            });
+            // SAFETY: as above.
+            unsafe { (out.set_len(len), copy.set_len(len)) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, Some(copy))
+        }
+    };
+    hand_off(layer, &out, shadow);
+    Ok(out)
+}
+
+/// Block n (`block` values) of the buffer at `p`.
+///
+/// # Safety
+/// The buffer holds block n; no one else uses it while the slice lives.
+unsafe fn uninit_block<'a, T>(p: DisjointMut<T>, n: usize, block: usize) -> &'a mut [MaybeUninit<T>] {
+    std::slice::from_raw_parts_mut(p.at(n * block) as *mut MaybeUninit<T>, block)
+}
+
+/// `image(n)` for every image n: one image per task on the pool's threads where they share out
+/// evenly enough, in turn otherwise (each then split over the threads by the product).
+fn per_image(images: usize, image: impl Fn(usize) + Sync) {
+    let threads = crate::nn::simd::pool_threads();
+    if threads > 1 && images >= threads && (images % threads == 0 || images >= 4 * threads) {
+        // A batch of images (TSN's and TSM's frames): one image per task, each packed and
+        // multiplied on its own thread, rather than every image split over the threads (a fork
+        // and join per image and step, and each core's columns read by the other).
+        use rayon::prelude::*;
+        (0..images).into_par_iter().for_each(|n| crate::nn::simd::sequential(|| image(n)));
+    } else {
+        (0..images).for_each(image);
+    }
+}
+
+/// The int8 Linear layer on `x` [rows, k] with weights `w` [out, k] (quantized once per plan,
+/// symmetric per output feature) and `bias`: x quantized per tensor, C [out, rows] = W·xᵀ with
+/// the bias in the epilogue, written transposed: [rows, out].
+pub(in crate::nn) fn linear(
+    plan: &Int8Plan,
+    index: usize,
+    x: &[f32],
+    rows: usize,
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> candle_core::Result<Vec<f32>> {
+    let k = x.len() / rows.max(1);
+    let out_features = w.len() / k.max(1);
+    let a = plan.weights[index].get_or_init(|| {
+        Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(w, out_features, k)))
+    });
+    linear_product(plan, index, a, x, rows, bias)
+}
+
+/// Linear layers `layers` (numbers and plan from `next_conv`) that read one input `x`
+/// [rows, k] (attention's q, k and v), with weights `weights` ([out_i, k] each) and `biases`:
+/// [rows, Σ out_i], their outputs side by side. They observed the same input, so calibrated one
+/// range: x is quantized and packed once, and one product runs over their stacked weights
+/// (quantized per row, so the same values as each layer's own). None when the ranges differ.
+pub(in crate::nn) fn linears(
+    layers: &[Int8Layer],
+    x: &[f32],
+    rows: usize,
+    weights: &[&[f32]],
+    biases: &[Option<Vec<f32>>],
+) -> candle_core::Result<Option<Vec<f32>>> {
+    let Some(first) = layers.first() else { return Ok(Some(vec![])) };
+    let (plan, index) = (&*first.plan, first.index);
+    let range = plan.calibration.ranges[index];
+    if layers.iter().any(|l| plan.calibration.ranges[l.index] != range) {
+        return Ok(None);
+    }
+    let k = x.len() / rows.max(1);
+    let total: usize = weights.iter().map(|w| w.len() / k.max(1)).sum();
+    let a = {
+        let mut stacked =
+            plan.stacked.lock().map_err(|_| candle_core::Error::Msg("int8 plan poisoned".into()))?;
+        stacked
+            .entry(index)
+            .or_insert_with(|| {
+                let w: Vec<f32> = weights.concat();
+                Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(&w, total, k)))
+            })
+            .clone()
+    };
+    let bias: Option<Vec<f32>> = biases.iter().any(Option::is_some).then(|| {
+        let zeros = |w: &&[f32]| vec![0.0; w.len() / k.max(1)];
+        biases.iter().zip(weights).flat_map(|(b, w)| b.clone().unwrap_or_else(|| zeros(w))).collect()
+    });
+    linear_product(plan, index, &a, x, rows, bias.as_deref()).map(Some)
+}
+
+/// x [rows, k] quantized with layer `index`'s range, times `a`ᵀ (+ bias): [rows, a.rows()].
+fn linear_product(
+    plan: &Int8Plan,
+    index: usize,
+    a: &QuantizedMatrix,
+    x: &[f32],
+    rows: usize,
+    bias: Option<&[f32]>,
+) -> candle_core::Result<Vec<f32>> {
+    let (out_features, k) = (a.rows(), x.len() / rows.max(1));
+    let (aq, xq) = quantized_input(plan, index, a, (out_features, k), ConvIn::F32(x))?;
+    let mut y = Vec::with_capacity(rows * out_features);
+    PACKED_B.with(|buf| {
+        let buf = &mut buf.borrow_mut();
+        let b = pack_b_transposed(&xq, k, rows, buf);
+        // C [out, rows] written transposed: y [rows, out].
+        let epi = QEpilogue { bias, residual: None, relu: false, transposed: true };
+        qgemm_packed(
+            QIsa::detected(),
+            a,
+            b,
+            aq,
+            &mut y.spare_capacity_mut()[..rows * out_features],
+            out_features,
+            epi,
+        );
+    });
+    // SAFETY: qgemm_packed wrote all rows × out values.
+    unsafe { y.set_len(rows * out_features) };
+    Ok(y)
+}
+
+/// Layer `index`'s input `x` quantized with its calibrated range (a u8 `x` already is), once
+/// its quantized weights `a` are checked to be `shape` (rows × k).
+fn quantized_input<'x>(
+    plan: &Int8Plan,
+    index: usize,
+    a: &QuantizedMatrix,
+    (rows, k): (usize, usize),
+    x: ConvIn<'x>,
+) -> candle_core::Result<(ActivationQuant, Cow<'x, [u8]>)> {
+    if (a.rows(), a.cols()) != (rows, k) {
+        candle_core::bail!("int8: layer {} is {rows}×{k}, quantized as {}×{}", index + 1, a.rows(), a.cols())
+    }
+    let (lo, hi) = plan.calibration.ranges[index];
+    let aq = ActivationQuant::from_range(lo, hi);
+    Ok(match x {
+        ConvIn::F32(x) => (aq, Cow::Owned(aq.quantize_slice(x))),
+        ConvIn::U8(x) => (aq, Cow::Borrowed(x)),
+    })
+}
+
+thread_local! {
+    /// The packed columns of the convolution running on this thread, kept between calls.
+    static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Its input image padded with the quantized zero (`vol2col::pad_volume`).
+    static PADDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
