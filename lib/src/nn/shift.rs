@@ -91,6 +91,15 @@ impl FrameShift {
         (self.segments, d)
     }
 
+    /// The same shift over channels taken `size` at a time (an int8 input in channel groups of
+    /// 4: each group one channel of `size` times the plane), where every band is whole groups.
+    pub(super) fn grouped(&self, size: usize) -> Option<Self> {
+        self.bands.iter().all(|&(s, l, _)| s % size == 0 && l % size == 0).then(|| FrameShift {
+            segments: self.segments,
+            bands: self.bands.iter().map(|&(s, l, f)| (s / size, l / size, f)).collect(),
+        })
+    }
+
     /// The adjoint: each band moves back the way it came.
     pub(super) fn reversed(&self) -> Self {
         let back = |from| match from {

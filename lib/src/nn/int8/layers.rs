@@ -3,8 +3,8 @@
 
 use super::{hand_off, ConvIn, Int8Layer, Int8Plan, Output};
 use crate::nn::qgemm::{
-    pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, QEpilogue, QIsa,
-    QOutput, QuantizedMatrix, WrittenRows,
+    pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, PackedB,
+    QEpilogue, QIsa, QOutput, QuantizedMatrix, WrittenRows, KG,
 };
 use crate::nn::simd::DisjointMut;
 use std::borrow::Cow;
@@ -45,15 +45,8 @@ pub(in crate::nn) fn conv(
         Some(q) => ConvIn::U8(q),
         None => x,
     };
-    let (aq, xq) = quantized_input(plan, index, a, (cout, k), x)?;
+    let (aq, xq, grouped) = quantized_input(plan, index, a, (cout, k), x)?;
     let image_len = g.c * g.in_volume();
-    let xq = match shift {
-        // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
-        // shifted input.
-        Some(s) => Cow::Owned(s.apply_with(&xq, g.n, g.c, g.in_volume(), aq.zero_point)?),
-        None => xq,
-    };
-    let isa = QIsa::detected();
     if xq.len() != images * image_len {
         candle_core::bail!(
             "int8: convolution {} got {} inputs for {images} images of {image_len}",
@@ -61,11 +54,37 @@ pub(in crate::nn) fn conv(
             xq.len()
         )
     }
+    if grouped && !g.c.is_multiple_of(KG) {
+        candle_core::bail!("int8: convolution {} got {} channels in groups of {KG}", index + 1, g.c)
+    }
+    // A grouped input whose shift moves part of a group is read as channel planes.
+    let grouped_shift = shift.map(|s| s.grouped(KG));
+    let (xq, grouped) = match grouped && grouped_shift.as_ref().is_some_and(Option::is_none) {
+        true => (Cow::Owned(super::columns::ungroup(&xq, images * g.c, g.in_volume())), false),
+        false => (xq, grouped),
+    };
+    let xq = match (shift, grouped_shift.flatten()) {
+        // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
+        // shifted input.
+        (Some(s), _) if !grouped => Cow::Owned(s.apply_with(&xq, g.n, g.c, g.in_volume(), aq.zero_point)?),
+        (Some(_), Some(s)) => {
+            Cow::Owned(s.apply_with(&xq, g.n, g.c / KG, g.in_volume() * KG, aq.zero_point)?)
+        }
+        _ => xq,
+    };
+    // A grouped input's packed columns run k as (c/4, tap, c%4): the weights' columns follow.
+    let a = match grouped && !direct {
+        true => plan.grouped_weights[index].get_or_init(|| Arc::new(a.grouped_taps(g.c, g.taps()))),
+        false => a,
+    };
+    let isa = QIsa::detected();
     let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
-    // volume (1×1 stride-1 convolutions: the volume is the matrix) or from the volume padded
-    // once with the quantized zero. (Packing a column block at a time inside the product's
-    // tasks was tried: no faster, the blocks' short row runs costing what the cache saved.)
+    // volume: a grouped 1×1 stride-1 input is read in place, another grouped one packed with
+    // u32 copies from it padded; channel planes (an input quantized here) are the matrix of a
+    // 1×1 stride-1 convolution, or padded once with the quantized zero and built a column row
+    // at a time. (Packing a column block at a time inside the product's tasks was tried: no
+    // faster, the blocks' short row runs costing what the cache saved.)
     let image = |n: usize, o: QOutput| {
         let x_n = &xq[n * image_len..][..image_len];
         let epi = QEpilogue {
@@ -76,9 +95,15 @@ pub(in crate::nn) fn conv(
         };
         PACKED_B.with(|buf| {
             let buf = &mut buf.borrow_mut();
-            let b = match direct {
-                true => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
-                false => PADDED.with(|padded| {
+            let b = match (grouped, direct) {
+                (true, true) => PackedB::grouped_in_place(x_n, k, positions, buf),
+                (true, false) => PADDED_GROUPED.with(|padded| {
+                    let padded = &mut padded.borrow_mut();
+                    super::columns::pad_grouped(x_n, &one, aq.zero_point, padded);
+                    super::columns::pack_grouped_columns(padded, &one, [ot, oh, ow], buf)
+                }),
+                (false, true) => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
+                (false, false) => PADDED.with(|padded| {
                     let padded = &mut padded.borrow_mut();
                     crate::nn::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
                     let padded = &**padded;
@@ -91,9 +116,14 @@ pub(in crate::nn) fn conv(
             qgemm_packed_into(isa, a, b, aq, o, positions, epi)
         })
     };
+    // u8 goes out in channel groups of 4: whole groups only.
+    let output = match layer.output {
+        Output::U8For(_) | Output::F32AndU8For(_) if !cout.is_multiple_of(KG) => Output::Learn,
+        o => o,
+    };
     let block = cout * positions;
     let len = images * block;
-    let (out, shadow) = match layer.output {
+    let (out, shadow) = match output {
         Output::U8For(j) => {
             let q = plan.input_quant(j);
             let mut out = Vec::<u8>::with_capacity(len);
@@ -127,7 +157,7 @@ pub(in crate::nn) fn conv(
             (candle_core::Tensor::from_vec(out, shape, device)?, Some(copy))
         }
     };
-    hand_off(layer, &out, shadow);
+    hand_off(layer, output, &out, shadow);
     Ok(out)
 }
 
@@ -221,7 +251,7 @@ fn linear_product(
     bias: Option<&[f32]>,
 ) -> candle_core::Result<Vec<f32>> {
     let (out_features, k) = (a.rows(), x.len() / rows.max(1));
-    let (aq, xq) = quantized_input(plan, index, a, (out_features, k), ConvIn::F32(x))?;
+    let (aq, xq, _) = quantized_input(plan, index, a, (out_features, k), ConvIn::F32(x))?;
     let mut y = Vec::with_capacity(rows * out_features);
     PACKED_B.with(|buf| {
         let buf = &mut buf.borrow_mut();
@@ -244,22 +274,23 @@ fn linear_product(
 }
 
 /// Layer `index`'s input `x` quantized with its calibrated range (a u8 `x` already is), once
-/// its quantized weights `a` are checked to be `shape` (rows × k).
+/// its quantized weights `a` are checked to be `shape` (rows × k), and whether it is in channel
+/// groups (a u8 `x`) or channel planes (quantized here).
 fn quantized_input<'x>(
     plan: &Int8Plan,
     index: usize,
     a: &QuantizedMatrix,
     (rows, k): (usize, usize),
     x: ConvIn<'x>,
-) -> candle_core::Result<(ActivationQuant, Cow<'x, [u8]>)> {
+) -> candle_core::Result<(ActivationQuant, Cow<'x, [u8]>, bool)> {
     if (a.rows(), a.cols()) != (rows, k) {
         candle_core::bail!("int8: layer {} is {rows}×{k}, quantized as {}×{}", index + 1, a.rows(), a.cols())
     }
     let (lo, hi) = plan.calibration.ranges[index];
     let aq = ActivationQuant::from_range(lo, hi);
     Ok(match x {
-        ConvIn::F32(x) => (aq, Cow::Owned(aq.quantize_slice(x))),
-        ConvIn::U8(x) => (aq, Cow::Borrowed(x)),
+        ConvIn::F32(x) => (aq, Cow::Owned(aq.quantize_slice(x)), false),
+        ConvIn::U8(x) => (aq, Cow::Borrowed(x), true),
     })
 }
 
@@ -268,4 +299,6 @@ thread_local! {
     static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Its input image padded with the quantized zero (`vol2col::pad_volume`).
     static PADDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Or, in channel groups, padded so (`columns::pad_grouped`).
+    static PADDED_GROUPED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }

@@ -17,11 +17,15 @@
 //!   quantizing; where a model says that reader is the only one (`feeds_next_conv`) the f32
 //!   output is not written at all. The bytes are those quantizing the f32 output gives.
 //!
-//! Each image's columns are packed for the kernel straight from its quantized volume, a group
-//! of 4 column-matrix rows at a time (the matrix is never built whole).
+//! u8 travels in channel groups of 4 ([N, C/4, T, H, W, 4]: one k group of the next product per
+//! position), so a 1×1 stride-1 convolution reads its input in place as the kernel's B and any
+//! other packs its columns with u32 copies from it (`columns.rs`); an input quantized here (f32
+//! from elsewhere) is in channel planes, its columns packed a group of 4 column-matrix rows at a
+//! time (the matrix is never built whole).
 //!
 //! Not yet: an AMX kernel; residuals added in u8 (they stay f32).
 
+mod columns;
 mod layers;
 
 use super::observer::{RangeMethod, RangeObserver};
@@ -59,6 +63,9 @@ impl Calibrator {
 pub struct Int8Plan {
     calibration: Calibration,
     weights: Vec<OnceLock<Arc<QuantizedMatrix>>>,
+    /// The same weights, columns in the order of a channel-grouped input's packed columns
+    /// (`QuantizedMatrix::grouped_taps`), made when such an input first comes.
+    grouped_weights: Vec<OnceLock<Arc<QuantizedMatrix>>>,
     /// The convolution that first reads convolution i's output, learned on the first forward:
     /// then i requantizes that output in its epilogue with the reader's range, as u8 alone where
     /// it is the only reader ([`feeds_next_conv`]), beside the f32 output elsewhere (a block's
@@ -71,8 +78,9 @@ pub struct Int8Plan {
 impl Int8Plan {
     pub fn new(calibration: Calibration) -> Arc<Self> {
         let weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
+        let grouped_weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let consumers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
-        Arc::new(Self { calibration, weights, consumers, stacked: Default::default() })
+        Arc::new(Self { calibration, weights, grouped_weights, consumers, stacked: Default::default() })
     }
 
     /// How many convolutions hand their output to the next in u8 (learned so far).
@@ -132,7 +140,8 @@ enum Handed {
 const HANDOFF_CALLS: usize = 4;
 
 /// A convolution's input: f32, or u8 written by the convolution before it (already quantized
-/// with this one's range).
+/// with this one's range), in channel groups of 4 ([N, C/4, T, H, W, 4]: `qgemm::QOutput`'s
+/// layout, which the next product reads in place or packs with u32 copies).
 #[derive(Clone, Copy)]
 pub(super) enum ConvIn<'a> {
     F32(&'a [f32]),
@@ -294,9 +303,10 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
     })
 }
 
-/// Keeps `out`, layer `layer`'s output (and `shadow`, its u8 copy), for its readers.
-fn hand_off(layer: &Int8Layer, out: &candle_core::Tensor, shadow: Option<Vec<u8>>) {
-    let kind = match (layer.output, shadow) {
+/// Keeps `out`, layer `layer`'s output as `output` says (and `shadow`, its u8 copy), for its
+/// readers.
+fn hand_off(layer: &Int8Layer, output: Output, out: &candle_core::Tensor, shadow: Option<Vec<u8>>) {
+    let kind = match (output, shadow) {
         (Output::Learn, _) => Handed::Learn,
         (Output::U8For(_), _) => Handed::U8,
         (Output::F32AndU8For(j), Some(q)) => Handed::Shadow(Arc::new(q), layer.plan.input_quant(j)),
@@ -364,6 +374,48 @@ mod tests {
             let err = with_int8(&empty, || crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, None, true))
                 .unwrap_err();
             assert!(err.to_string().contains("no calibrated range"), "{err}");
+        }
+    }
+
+    /// A convolution reading its input in channel groups of 4 (as the convolution before hands
+    /// it over) writes what it writes from the f32 input quantized here, bit for bit: 1×1 read
+    /// in place (a partial last panel), 3×3 padded, stride 2, a 3×1×1 window, and TSM shifts
+    /// whose bands are whole groups (shifted grouped) and are not (read as channel planes).
+    #[test]
+    fn grouped_inputs_give_what_channel_planes_give() {
+        let dev = Device::Cpu;
+        let mut rng = crate::rng::Rng::new(3);
+        for (c, input, kernel, stride, pad, shift_div) in [
+            (8, [1, 5, 7], [1, 1, 1], [1, 1, 1], [0, 0, 0], None),
+            (8, [1, 6, 6], [1, 3, 3], [1, 1, 1], [0, 1, 1], None),
+            (8, [1, 9, 9], [1, 3, 3], [1, 2, 2], [0, 1, 1], None),
+            (8, [1, 9, 9], [1, 1, 1], [1, 2, 2], [0, 0, 0], None),
+            (8, [3, 5, 5], [3, 1, 1], [1, 1, 1], [1, 0, 0], None),
+            (32, [1, 4, 4], [1, 1, 1], [1, 1, 1], [0, 0, 0], Some(8)),
+            (16, [1, 4, 4], [1, 1, 1], [1, 1, 1], [0, 0, 0], Some(8)),
+        ] {
+            let g = Geometry3d { n: 4, c, input, kernel, stride, pad, dilation: [1; 3] };
+            let direct = kernel == [1; 3] && stride == [1; 3] && pad == [0; 3];
+            let (vol, cout) = (g.in_volume(), 12);
+            let x: Vec<f32> = (0..4 * c * vol).map(|_| rng.uniform() as f32 * 4.0 - 1.0).collect();
+            let w: Vec<f32> = (0..cout * c * g.taps()).map(|_| rng.uniform() as f32 - 0.5).collect();
+            let (scale, bias) = (vec![0.5f32; cout], vec![0.1f32; cout]);
+            let plan = Int8Plan::new(Calibration { ranges: vec![(-1.0, 3.0)] });
+            let xq = plan.input_quant(0).quantize_slice(&x);
+            let mut grouped = vec![0u8; xq.len()];
+            for ch in 0..4 * c {
+                for p in 0..vol {
+                    grouped[((ch / 4) * vol + p) * 4 + ch % 4] = xq[ch * vol + p];
+                }
+            }
+            let shift = shift_div.map(|d| crate::nn::shift::FrameShift::mmaction(c, 4, d));
+            let run = |x: ConvIn| {
+                let layer = Int8Layer { index: 0, plan: plan.clone(), shadow: None, output: Output::Learn };
+                let epi = (&scale[..], &bias[..], None, true);
+                let y = conv(&layer, x, shift.as_ref(), &g, direct, &w, epi, &dev).unwrap();
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            assert_eq!(run(ConvIn::F32(&x)), run(ConvIn::U8(&grouped)), "{g:?} shift {shift_div:?}");
         }
     }
 

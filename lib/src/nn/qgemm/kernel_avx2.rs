@@ -6,22 +6,26 @@
 use super::{finish_tile, TileOut, KG, QMR, QNR};
 use std::arch::x86_64::*;
 
-/// The panels' product over `groups` k groups (as `kernel_portable`), finished into `out` (as
-/// `finish_tile`: the same operations in the same order, so the same bits).
+/// The panels' product over `groups` k groups (B's `g_stride` bytes apart; as
+/// `kernel_portable`), finished into `out` (as `finish_tile`: the same operations in the same
+/// order, so the same bits).
 ///
 /// # Safety
 /// AVX2 available; `out`'s rows × cols lie inside the output and residual buffers.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], out: &TileOut) {
-    assert!(a.len() >= groups * QMR * KG && b.len() >= groups * QNR * KG, "int8 panels too short");
+pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, out: &TileOut) {
+    assert!(
+        a.len() >= groups * QMR * KG && (groups == 0 || b.len() >= (groups - 1) * g_stride + QNR * KG),
+        "int8 panels too short"
+    );
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; QMR];
     let (ap, bp) = (a.as_ptr(), b.as_ptr());
     for g in 0..groups {
         // SAFETY: group g's QNR × KG bytes of B and QMR × KG of A lie inside the panels
         // (asserted above).
-        let b0 = _mm256_loadu_si256(bp.add(g * QNR * KG) as *const __m256i);
-        let b1 = _mm256_loadu_si256(bp.add(g * QNR * KG + 32) as *const __m256i);
+        let b0 = _mm256_loadu_si256(bp.add(g * g_stride) as *const __m256i);
+        let b1 = _mm256_loadu_si256(bp.add(g * g_stride + 32) as *const __m256i);
         for (r, acc) in acc.iter_mut().enumerate() {
             let w = (ap.add((g * QMR + r) * KG) as *const i32).read_unaligned();
             let av = _mm256_set1_epi32(w);

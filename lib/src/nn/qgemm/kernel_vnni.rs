@@ -19,12 +19,12 @@ pub(super) const VNNI_MP: usize = 2;
 pub(super) const VNNI_NP: usize = 3;
 
 /// The product of A panels `a[p]` (each `groups` k groups) and the `np` B panels that start at
-/// `b`, `b_stride` bytes apart, finished into `outs[p]` (its `cols` count from the first B
+/// `b`, `b_stride` bytes apart (their k groups `g_stride` apart), finished into `outs[p]` (its `cols` count from the first B
 /// panel; `rows` 0 for an absent A panel, whose pointer may repeat another's).
 ///
 /// # Safety
 /// AVX-512F/BW and VNNI available; each `a[p]` holds `groups · QMR · KG` bytes, each B panel
-/// `groups · QNR · KG`; `1 ≤ np ≤ VNNI_NP`; each out's rows × cols lie inside the output and
+/// `groups` groups of `QNR · KG`; `1 ≤ np ≤ VNNI_NP`; each out's rows × cols lie inside the output and
 /// residual buffers, with cols ≤ np · QNR.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn kernel(
@@ -32,13 +32,14 @@ pub(super) unsafe fn kernel(
     a: [*const i8; VNNI_MP],
     b: *const u8,
     b_stride: usize,
+    g_stride: usize,
     np: usize,
     outs: &[TileOut; VNNI_MP],
 ) {
     match np {
-        1 => tile::<1>(groups, a, b, b_stride, outs),
-        2 => tile::<2>(groups, a, b, b_stride, outs),
-        _ => tile::<VNNI_NP>(groups, a, b, b_stride, outs),
+        1 => tile::<1>(groups, a, b, [b_stride, g_stride], outs),
+        2 => tile::<2>(groups, a, b, [b_stride, g_stride], outs),
+        _ => tile::<VNNI_NP>(groups, a, b, [b_stride, g_stride], outs),
     }
 }
 
@@ -48,10 +49,10 @@ unsafe fn tile<const NP: usize>(
     groups: usize,
     a: [*const i8; VNNI_MP],
     b: *const u8,
-    b_stride: usize,
+    strides: [usize; 2],
     outs: &[TileOut; VNNI_MP],
 ) {
-    let acc = products::<NP>(groups, a, b, b_stride);
+    let acc = products::<NP>(groups, a, b, strides);
     let mask_of = |cols: usize| -> __mmask16 {
         if cols >= QNR {
             !0
@@ -77,13 +78,18 @@ unsafe fn tile<const NP: usize>(
         return;
     }
     for (p, out) in outs.iter().enumerate() {
-        for r in 0..out.rows {
-            for j in 0..NP {
-                let cols = out.cols.saturating_sub(j * QNR).min(QNR);
-                if cols == 0 {
-                    break;
-                }
-                let mask = mask_of(cols);
+        if out.rows == 0 {
+            continue;
+        }
+        for j in 0..NP {
+            let cols = out.cols.saturating_sub(j * QNR).min(QNR);
+            if cols == 0 {
+                break;
+            }
+            let mask = mask_of(cols);
+            // The u8 rows interleaved: column t's 4 bytes are lane t's (row r in byte r).
+            let mut grouped = _mm512_setzero_si512();
+            for r in 0..out.rows {
                 let v = finish(out, r, j, acc[p][r][j], mask);
                 // SAFETY: the masked columns of row r lie inside the outputs.
                 if !out.c.is_null() {
@@ -91,8 +97,12 @@ unsafe fn tile<const NP: usize>(
                 }
                 if !out.cq.is_null() {
                     let q = requantize(out, v);
-                    _mm512_mask_cvtepi32_storeu_epi8(out.cq.add(r * out.ldc + j * QNR) as *mut i8, mask, q);
+                    grouped = _mm512_or_si512(grouped, _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * r as i32)));
                 }
+            }
+            if !out.cq.is_null() {
+                // SAFETY: the masked columns' 4 bytes each lie inside the u8 output.
+                _mm512_mask_storeu_epi32(out.cq.add(j * QNR * KG) as *mut i32, mask, grouped);
             }
         }
     }
@@ -107,13 +117,13 @@ unsafe fn products<const NP: usize>(
     groups: usize,
     a: [*const i8; VNNI_MP],
     b: *const u8,
-    b_stride: usize,
+    [b_stride, g_stride]: [usize; 2],
 ) -> [[[__m512i; NP]; QMR]; VNNI_MP] {
     let mut acc = [[[_mm512_setzero_si512(); NP]; QMR]; VNNI_MP];
     for g in 0..groups {
         // SAFETY: group g of every panel lies inside it (the caller's bounds).
         let bv: [__m512i; NP] =
-            std::array::from_fn(|j| _mm512_loadu_si512(b.add(j * b_stride + g * QNR * KG) as *const _));
+            std::array::from_fn(|j| _mm512_loadu_si512(b.add(j * b_stride + g * g_stride) as *const _));
         for (ap, acc) in a.iter().zip(acc.iter_mut()) {
             for (r, acc) in acc.iter_mut().enumerate() {
                 let w = _mm512_set1_epi32((ap.add((g * QMR + r) * KG) as *const i32).read_unaligned());

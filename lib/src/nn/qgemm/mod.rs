@@ -39,8 +39,8 @@ pub use product::{qgemm, qgemm_packed, qgemm_packed_into, QEpilogue, QOutput};
 pub const QMR: usize = 4;
 /// Columns of a B panel (two vectors of 8 i32 lanes).
 pub const QNR: usize = 16;
-/// k values per group.
-const KG: usize = 4;
+/// k values per group (and rows per group of a u8 output).
+pub const KG: usize = 4;
 /// The most A panels a kernel call covers (the VNNI kernel's `VNNI_MP`).
 const MAX_MP: usize = 2;
 /// Bytes of packed B one column block holds: the block stays in L2 while A panels pass.
@@ -159,6 +159,28 @@ impl QuantizedMatrix {
     pub fn value(&self, i: usize, p: usize) -> i8 {
         let groups = self.cols.div_ceil(KG);
         self.packed[(((i / QMR) * groups + p / KG) * QMR + i % QMR) * KG + p % KG]
+    }
+
+    /// The same values with columns (c, tap) — `channels` × `taps`, c major — reordered as
+    /// (c / 4, tap, c % 4), the channels padded to a multiple of 4 with zero columns: the k order
+    /// of columns packed from a channel-grouped input (`int8::columns`).
+    pub fn grouped_taps(&self, channels: usize, taps: usize) -> QuantizedMatrix {
+        assert_eq!(
+            channels * taps,
+            self.cols,
+            "{channels} channels × {taps} taps are not {} columns",
+            self.cols
+        );
+        let k = channels.div_ceil(KG) * KG * taps;
+        let mut q = vec![0i8; self.rows * k];
+        for i in 0..self.rows {
+            for c in 0..channels {
+                for tap in 0..taps {
+                    q[i * k + ((c / KG) * taps + tap) * KG + c % KG] = self.value(i, c * taps + tap);
+                }
+            }
+        }
+        Self::from_quantized(&q, self.rows, k, self.scales.clone())
     }
 
     fn panel(&self, panel: usize) -> &[i8] {

@@ -4,27 +4,82 @@
 use super::{SendU8, ACT_MAX, KG, QNR};
 use std::ops::Range;
 
-/// B packed for the kernels: panels of `QNR` columns over all k, each k group's `QNR × KG` bytes
-/// together (column-major inside a group); columns and k past the end hold 0.
+/// B as the kernels read it: panels of `QNR` columns, each k group's `QNR × KG` bytes together
+/// (column-major inside a group); columns and k past the end hold 0. Packed (`pack_b`), a
+/// panel's groups follow each other; read in place from activations in channel groups
+/// (`grouped_in_place`), panel j of group g lies at `g · group_stride + j · 64`.
 #[derive(Clone, Copy, Debug)]
 pub struct PackedB<'a> {
     pub(super) data: &'a [u8],
     pub(super) k: usize,
     pub(super) n: usize,
+    /// Bytes from one panel to the next, and from a panel's k group to its next.
+    panel_stride: usize,
+    group_stride: usize,
+    /// In place: the last panel, partial, packed apart (reading it in place would run past the
+    /// data).
+    tail: Option<&'a [u8]>,
 }
 
 impl<'a> PackedB<'a> {
-    fn groups(&self) -> usize {
+    /// Packed panels `data` of B [k, n] (whole panels one after another).
+    pub(crate) fn from_panels(data: &'a [u8], k: usize, n: usize) -> Self {
+        let groups = k.div_ceil(KG);
+        assert!(data.len() >= n.div_ceil(QNR) * groups * QNR * KG, "packed B too short");
+        Self { data, k, n, panel_stride: groups * QNR * KG, group_stride: QNR * KG, tail: None }
+    }
+
+    /// B [k, n] read in place from `x`: u8 values in groups of 4 rows, [k/4][n][4] (row p,
+    /// column j at `((p / 4) · n + j) · 4 + p % 4`: a channel-grouped activation, whose group g
+    /// of 16 columns is one 64-byte run), the last panel, when partial, copied into `tail`.
+    pub fn grouped_in_place(x: &'a [u8], k: usize, n: usize, tail: &'a mut Vec<u8>) -> Self {
+        let groups = k.div_ceil(KG);
+        assert!(x.len() >= groups * n * KG, "grouped B holds {} bytes, not {groups} groups of {n}", x.len());
+        let full = n / QNR;
+        let tail = (!n.is_multiple_of(QNR)).then(|| {
+            tail.clear();
+            tail.resize(groups * QNR * KG, 0);
+            let live = (n - full * QNR) * KG;
+            for g in 0..groups {
+                let src = &x[(g * n + full * QNR) * KG..][..live];
+                tail[g * QNR * KG..][..live].copy_from_slice(src);
+            }
+            &tail[..]
+        });
+        Self { data: x, k, n, panel_stride: QNR * KG, group_stride: n * KG, tail }
+    }
+
+    /// Value (p, j) as the kernels read it.
+    pub fn value(&self, p: usize, j: usize) -> u8 {
+        let (panel, _, g_stride, _) = self.panel(j / QNR);
+        panel[(p / KG) * g_stride + (j % QNR) * KG + p % KG]
+    }
+
+    pub(super) fn groups(&self) -> usize {
         self.k.div_ceil(KG)
     }
 
-    /// Bytes of one panel.
-    pub(super) fn panel_len(&self) -> usize {
-        self.groups() * QNR * KG
-    }
-
-    pub(super) fn panel(&self, jp: usize) -> &'a [u8] {
-        &self.data[jp * self.panel_len()..][..self.panel_len()]
+    /// Panel jp's first byte, the bytes from it to the next panel (for the panels after it in
+    /// the same storage) and between its k groups, and how many panels from jp on share that
+    /// storage.
+    pub(super) fn panel(&self, jp: usize) -> (&'a [u8], usize, usize, usize) {
+        let panels = self.n.div_ceil(QNR);
+        let span = (self.groups() - 1) * self.group_stride + QNR * KG;
+        match self.tail {
+            Some(t) if jp + 1 == panels => (t, QNR * KG * self.groups(), QNR * KG, 1),
+            Some(_) => (
+                &self.data[jp * self.panel_stride..][..span],
+                self.panel_stride,
+                self.group_stride,
+                panels - 1 - jp,
+            ),
+            None => (
+                &self.data[jp * self.panel_stride..][..span],
+                self.panel_stride,
+                self.group_stride,
+                panels - jp,
+            ),
+        }
     }
 }
 
@@ -133,7 +188,7 @@ pub fn pack_b_transposed<'a>(bt: &[u8], k: usize, n: usize, out: &'a mut Vec<u8>
             }
         }
     });
-    PackedB { data: &out[..len], k, n }
+    PackedB::from_panels(&out[..len], k, n)
 }
 
 /// B [k, n]'s k groups, column panels and packed length, with `out` grown to hold it (never
@@ -158,7 +213,7 @@ pub fn pack_b<'a>(source: &dyn BSource, n: usize, out: &'a mut Vec<u8>) -> Packe
         // `out` (len bytes).
         source.group(g, 0..n, &mut |rows| unsafe { interleave_group(rows, k, g, n, dst.0) })
     });
-    PackedB { data: &out[..len], k, n }
+    PackedB::from_panels(&out[..len], k, n)
 }
 
 /// Interleaves group g's rows (`n` columns each; rows past k, and columns past n in the last

@@ -66,20 +66,22 @@ pub fn qgemm_packed(
 
 /// Where a product's C goes: f32 values, or u8 ones requantized in the epilogue for the next
 /// layer (`ActivationQuant::quantize` of the f32 value, so the same bytes as quantizing an f32
-/// C afterwards).
+/// C afterwards), or both. The u8 values lie in groups of 4 rows, the layout the next product
+/// reads in place (`PackedB::grouped_in_place`): c[i, j] at `((i / 4) · ldc + j) · 4 + i % 4`,
+/// the rows past the last in its group written 0.
 pub enum QOutput<'a> {
     F32(&'a mut [std::mem::MaybeUninit<f32>]),
     U8(&'a mut [std::mem::MaybeUninit<u8>], ActivationQuant),
-    /// Both, laid out alike.
     Both(&'a mut [std::mem::MaybeUninit<f32>], &'a mut [std::mem::MaybeUninit<u8>], ActivationQuant),
 }
 
 impl QOutput<'_> {
-    fn len(&self) -> usize {
+    /// The f32 and u8 outputs' lengths (usize::MAX where not written).
+    fn lens(&self) -> (usize, usize) {
         match self {
-            QOutput::F32(c) => c.len(),
-            QOutput::U8(c, _) => c.len(),
-            QOutput::Both(c, cq, _) => c.len().min(cq.len()),
+            QOutput::F32(c) => (c.len(), usize::MAX),
+            QOutput::U8(cq, _) => (usize::MAX, cq.len()),
+            QOutput::Both(c, cq, _) => (c.len(), cq.len()),
         }
     }
 }
@@ -104,7 +106,9 @@ pub fn qgemm_packed_into(
     let (rs, cs) = if epi.transposed { (1, ldc) } else { (ldc, 1) };
     let (outer, inner) = if epi.transposed { (n, m) } else { (m, n) };
     assert!(inner <= ldc || outer == 1, "rows overlap");
-    assert!((outer - 1) * ldc + inner <= c.len(), "output buffer too small");
+    let (c_len, cq_len) = c.lens();
+    assert!((outer - 1) * ldc + inner <= c_len, "output buffer too small");
+    assert!((m.div_ceil(QMR) - 1) * ldc * QMR + n * QMR <= cq_len, "u8 output buffer too small");
     assert!(!(epi.transposed && epi.residual.is_some()), "a transposed product takes no residual");
     assert!(!(epi.transposed && !matches!(c, QOutput::F32(..))), "a transposed product is f32");
     assert!(cs <= i32::MAX as usize / QNR, "columns too far apart");
@@ -169,9 +173,8 @@ pub fn qgemm_packed_into(
             relu: epi.relu,
         }
     };
-    // Row panels `rows` (whole tiles) times B panels `cols` of C, whose panel `b_first` is
-    // panel 0 of `b`.
-    let run = |b: PackedB, b_first: usize, cols: std::ops::Range<usize>, rows: std::ops::Range<usize>| {
+    // Row panels `rows` (whole tiles) times B panels `cols` of C.
+    let run = |cols: std::ops::Range<usize>, rows: std::ops::Range<usize>| {
         for ip in rows.step_by(mp) {
             // The A panels' epilogues (the second one unused by the one-panel kernels).
             let mut outs: [TileOut; MAX_MP] = std::array::from_fn(|p| tile_out((ip + p).min(row_panels)));
@@ -180,51 +183,57 @@ pub fn qgemm_packed_into(
             let (first, len) = (cols.start, cols.len());
             let tiles = len.div_ceil(np);
             for t in 0..tiles {
-                // Tile t: panels jp..jp + live (of C; jp - b_first of b).
-                let jp = first + t * len / tiles;
-                let live = first + (t + 1) * len / tiles - jp;
-                let bp = jp - b_first;
-                let jj = jp * QNR;
-                for (p, out) in outs.iter_mut().enumerate() {
-                    let i0 = (ip + p) * QMR;
-                    out.cols = (live * QNR).min(n - jj);
-                    // Task (blk, part) owns the rows of its part and the columns of its block:
-                    // disjoint from the other tasks' tiles, inside `c` (asserted above).
-                    // (An output not written stays null.)
-                    if !c_ptr.0.is_null() {
-                        out.c = c_ptr.at(i0 * rs + jj * cs);
+                // Tile t: panels jp..jp + live, split where B's storage changes (an in-place B's
+                // last panel, packed apart).
+                let (mut jp, end) = (first + t * len / tiles, first + (t + 1) * len / tiles);
+                while jp < end {
+                    let (bp, b_stride, g_stride, shared) = b.panel(jp);
+                    let live = (end - jp).min(shared);
+                    let jj = jp * QNR;
+                    for (p, out) in outs.iter_mut().enumerate() {
+                        let i0 = (ip + p) * QMR;
+                        out.cols = (live * QNR).min(n - jj);
+                        // Task (blk, part) owns the rows of its part and the columns of its
+                        // block: disjoint from the other tasks' tiles, inside `c` (asserted
+                        // above). (An output not written stays null.)
+                        if !c_ptr.0.is_null() {
+                            out.c = c_ptr.at(i0 * rs + jj * cs);
+                        }
+                        if !cq_ptr.0.is_null() {
+                            // u8 in groups of 4 rows: panel ip + p is group ip + p.
+                            out.cq = cq_ptr.at(((ip + p) * ldc + jj) * QMR);
+                        }
+                        out.res =
+                            epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
                     }
-                    if !cq_ptr.0.is_null() {
-                        out.cq = cq_ptr.at(i0 * rs + jj * cs);
-                    }
-                    out.res =
-                        epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
-                }
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups` groups; the
-                    // tile's rows and columns lie inside `c` and the residual.
-                    Some(QIsa::Avx2) => unsafe {
-                        kernel_avx2::kernel(groups, a.panel(ip), b.panel(bp), &outs[0])
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    Some(QIsa::Avx512Vnni) => {
-                        // An absent A panel (rows 0) reads the last one again.
-                        let ap = std::array::from_fn(|p| a.panel((ip + p).min(row_panels - 1)).as_ptr());
-                        const { assert!(kernel_vnni::VNNI_MP == MAX_MP) };
-                        // SAFETY: the CPU runs AVX-512 VNNI (asserted); panels jp..jp + live lie
-                        // inside B, `panel_len()` bytes apart; as above.
-                        unsafe {
-                            kernel_vnni::kernel(groups, ap, b.panel(bp).as_ptr(), b.panel_len(), live, &outs)
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups`
+                        // groups; the tile's rows and columns lie inside `c` and the residual.
+                        Some(QIsa::Avx2) => unsafe {
+                            kernel_avx2::kernel(groups, a.panel(ip), bp, g_stride, &outs[0])
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        Some(QIsa::Avx512Vnni) => {
+                            // An absent A panel (rows 0) reads the last one again.
+                            let ap = std::array::from_fn(|p| a.panel((ip + p).min(row_panels - 1)).as_ptr());
+                            const { assert!(kernel_vnni::VNNI_MP == MAX_MP) };
+                            // SAFETY: the CPU runs AVX-512 VNNI (asserted); panels jp..jp +
+                            // live share bp's storage, `b_stride` bytes apart, their groups
+                            // `g_stride`; as above.
+                            unsafe {
+                                kernel_vnni::kernel(groups, ap, bp.as_ptr(), b_stride, g_stride, live, &outs)
+                            }
+                        }
+                        #[allow(unreachable_patterns)]
+                        _ => {
+                            let mut tile = [0i32; QMR * QNR];
+                            kernel_portable(groups, a.panel(ip), bp, g_stride, &mut tile);
+                            // SAFETY: as above.
+                            unsafe { finish_tile(&tile, &outs[0]) };
                         }
                     }
-                    #[allow(unreachable_patterns)]
-                    _ => {
-                        let mut tile = [0i32; QMR * QNR];
-                        kernel_portable(groups, a.panel(ip), b.panel(bp), &mut tile);
-                        // SAFETY: as above.
-                        unsafe { finish_tile(&tile, &outs[0]) };
-                    }
+                    jp += live;
                 }
             }
         }
@@ -233,14 +242,15 @@ pub fn qgemm_packed_into(
     crate::nn::simd::par_for_stealing(blocks * row_parts, |task| {
         let (blk, part) = (task / row_parts, task % row_parts);
         let part_end = ((part + 1) * per_part).min(row_panels);
-        run(b, 0, block(blk), part * per_part..part_end)
+        run(block(blk), part * per_part..part_end)
     })
 }
 
 /// Where a tile's sums go: `c` (f32) and `cq` (u8, requantized: ·`q_inv`, rounded, +`q_zp`,
-/// clamped to 0..=127), either null when not written, and `res` point at its first element (rows `ldc` apart,
-/// columns `cs`: 1 but in a transposed product, which has no residual; `res` null without a
-/// residual), and what each row's epilogue uses.
+/// clamped to 0..=127; its 4 rows interleaved, column j's at `cq + 4j`), either null when not
+/// written, and `res` point at its first element (rows `ldc` apart, columns `cs`: 1 but in a
+/// transposed product, which has no residual; `res` null without a residual), and what each
+/// row's epilogue uses.
 pub(super) struct TileOut {
     pub c: *mut f32,
     pub cq: *mut u8,
@@ -274,18 +284,25 @@ pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
                 *out.c.add(r * out.ldc + j * out.cs) = v;
             }
             if !out.cq.is_null() {
-                *out.cq.add(r * out.ldc + j * out.cs) = quantize_one(v, out.q_inv, out.q_zp);
+                *out.cq.add(j * QMR + r) = quantize_one(v, out.q_inv, out.q_zp);
+            }
+        }
+    }
+    if !out.cq.is_null() && out.rows > 0 {
+        for j in 0..out.cols {
+            for r in out.rows..QMR {
+                *out.cq.add(j * QMR + r) = 0;
             }
         }
     }
 }
 
-/// The product of one A panel and one B panel over `groups` k groups into `tile` [QMR][QNR], in
-/// plain integer arithmetic: what the vector kernels compute.
-fn kernel_portable(groups: usize, a: &[i8], b: &[u8], tile: &mut [i32; QMR * QNR]) {
+/// The product of one A panel and one B panel over `groups` k groups (`g_stride` bytes apart in
+/// `b`) into `tile` [QMR][QNR], in plain integer arithmetic: what the vector kernels compute.
+fn kernel_portable(groups: usize, a: &[i8], b: &[u8], g_stride: usize, tile: &mut [i32; QMR * QNR]) {
     tile.fill(0);
     for g in 0..groups {
-        let (ag, bg) = (&a[g * QMR * KG..][..QMR * KG], &b[g * QNR * KG..][..QNR * KG]);
+        let (ag, bg) = (&a[g * QMR * KG..][..QMR * KG], &b[g * g_stride..][..QNR * KG]);
         for r in 0..QMR {
             for j in 0..QNR {
                 let s: i32 = (0..KG).map(|t| ag[r * KG + t] as i32 * bg[j * KG + t] as i32).sum();

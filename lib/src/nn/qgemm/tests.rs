@@ -85,13 +85,15 @@ fn int8_kernels_agree_with_the_exact_sums() {
                 ran.push(*isa);
             }
             assert!(outs.windows(2).all(|p| p[0].1 == p[1].1), "{m}×{k}×{n}: the kernels differ");
-            // Requantized to u8 for the next layer: the bytes that quantizing the f32 C gives
-            // (this range clamps some values at both ends).
+            // Requantized to u8 for the next layer, in groups of 4 rows: the bytes that
+            // quantizing the f32 C gives (this range clamps some values at both ends), the rows
+            // past m in the last group 0.
             let oq = ActivationQuant { scale: 0.03, zero_point: 40 };
+            let grouped_len = m.div_ceil(4) * 4 * n;
             for (isa, want) in &outs {
                 use std::mem::MaybeUninit;
                 for both in [false, true] {
-                    let mut cq = vec![MaybeUninit::new(0xAAu8); m * n];
+                    let mut cq = vec![MaybeUninit::new(0xAAu8); grouped_len];
                     let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
                     let mut buf = vec![];
                     let packed = pack_b_matrix(&b, n, k, n, &mut buf);
@@ -100,13 +102,38 @@ fn int8_kernels_agree_with_the_exact_sums() {
                         true => QOutput::Both(&mut c, &mut cq, oq),
                     };
                     qgemm_packed_into(*isa, &a, packed, bq, out, n, epi);
-                    for (i, (q, w)) in cq.iter().zip(want).enumerate() {
-                        // SAFETY: every value was initialised above.
-                        let (q, f) = unsafe { (q.assume_init(), c[i].assume_init()) };
-                        assert_eq!(q, oq.quantize(*w), "{isa:?} {m}×{k}×{n} requantized, element {i}");
-                        assert!(!both || f == *w, "{isa:?} {m}×{k}×{n} f32 beside u8, element {i}");
+                    for i in 0..m.div_ceil(4) * 4 {
+                        for j in 0..n {
+                            // SAFETY: every value was initialised above.
+                            let q = unsafe { cq[((i / 4) * n + j) * 4 + i % 4].assume_init() };
+                            let w = if i < m { oq.quantize(want[i * n + j]) } else { 0 };
+                            assert_eq!(q, w, "{isa:?} {m}×{k}×{n} requantized, element ({i}, {j})");
+                            // SAFETY: as above.
+                            let f = (i < m).then(|| unsafe { c[i * n + j].assume_init() });
+                            assert!(
+                                !both || f.is_none_or(|f| f == want[i * n + j]),
+                                "{isa:?} {m}×{k}×{n} f32 beside u8"
+                            );
+                        }
                     }
                 }
+            }
+            // B read in place from its rows in groups of 4 (a grouped u8 activation; the last
+            // partial panel packed apart): the same values.
+            let mut grouped = vec![0u8; k.div_ceil(4) * 4 * n];
+            for p in 0..k {
+                for j in 0..n {
+                    grouped[((p / 4) * n + j) * 4 + p % 4] = b[p * n + j];
+                }
+            }
+            for (isa, want) in &outs {
+                let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+                let mut tail = vec![];
+                let in_place = PackedB::grouped_in_place(&grouped, k, n, &mut tail);
+                qgemm_packed(*isa, &a, in_place, bq, &mut c, n, epi);
+                // SAFETY: qgemm_packed wrote every value.
+                let got: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+                assert_eq!(&got, want, "{isa:?} {m}×{k}×{n}: B in place");
             }
             if epi.residual.is_some() {
                 continue;

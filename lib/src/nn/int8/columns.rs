@@ -1,0 +1,241 @@
+//! A convolution's column panels for the int8 kernels, packed straight from its input in channel
+//! groups of 4 ([C/4, T, H, W, 4] u8, as a convolution's epilogue writes it for the next one):
+//! k group (c/4, tap) of output column j is the 4 bytes at one input position, so a panel is
+//! u32 copies from the (padded) volume, with no column matrix and no interleaving pass. The
+//! weights' columns then run in that order (`QuantizedMatrix::grouped_taps`).
+
+use crate::nn::qgemm::{PackedB, KG, QNR};
+use crate::nn::simd::DisjointMut;
+use crate::nn::vol2col::Geometry3d;
+
+/// One image's grouped input `x` ([C/4, T, H, W] of u32) into `out` [C/4, T + 2·pad_t,
+/// H + 2·pad_h, W + 2·pad_w] with the quantized zero `zero` in all 4 bytes of the border, so
+/// that every window of the geometry lies inside.
+pub(super) fn pad_grouped(x: &[u8], g: &Geometry3d, zero: u8, out: &mut Vec<u32>) {
+    let [t, h, w] = g.input;
+    let [tp, hp, wp] = padded_extent(g);
+    let groups = g.c.div_ceil(KG);
+    out.clear();
+    out.resize(groups * tp * hp * wp, u32::from_ne_bytes([zero; KG]));
+    for (i, src_row) in x.chunks_exact(w * KG).take(groups * t * h).enumerate() {
+        let (c, it, iy) = (i / (t * h), (i / h) % t + g.pad[0], i % h + g.pad[1]);
+        let dst = &mut out[((c * tp + it) * hp + iy) * wp + g.pad[2]..][..w];
+        for (d, s) in dst.iter_mut().zip(src_row.chunks_exact(KG)) {
+            *d = u32::from_ne_bytes(s.try_into().expect("4 bytes"));
+        }
+    }
+}
+
+fn padded_extent(g: &Geometry3d) -> [usize; 3] {
+    std::array::from_fn(|a| g.input[a] + 2 * g.pad[a])
+}
+
+/// The column panels of one image from its padded grouped input `xp` (`pad_grouped`), output
+/// extent `[ot, oh, ow]`, into `out` (reused): B [C/4 · taps · 4, positions] with k group
+/// `c/4 · taps + tap`. Panels in parallel, each written whole in turn.
+pub(super) fn pack_grouped_columns<'a>(
+    xp: &[u32],
+    g: &Geometry3d,
+    [ot, oh, ow]: [usize; 3],
+    out: &'a mut Vec<u8>,
+) -> PackedB<'a> {
+    let (channel_groups, taps) = (g.c.div_ceil(KG), g.taps());
+    let (groups, n) = (channel_groups * taps, ot * oh * ow);
+    let panels = n.div_ceil(QNR);
+    let panel_len = groups * QNR * KG;
+    if out.len() < panels * panel_len {
+        out.resize(panels * panel_len, 0);
+    }
+    let [tp, hp, wp] = padded_extent(g);
+    let volume = tp * hp * wp;
+    assert!(xp.len() >= channel_groups * volume, "padded grouped input too short");
+    let [_, kh, kw] = g.kernel;
+    // Where each tap's window starts, from the window's corner.
+    let tap_offsets: Vec<usize> = (0..taps)
+        .map(|tap| {
+            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+            (dt * g.dilation[0] * hp + dh * g.dilation[1]) * wp + dw * g.dilation[2]
+        })
+        .collect();
+    let dst = DisjointMut(out.as_mut_ptr());
+    const PANELS_PER_TASK: usize = 4;
+    crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
+        for jp in task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels) {
+            // The window corners of the panel's columns (past n: column 0's, never stored).
+            let mut corner = [0usize; QNR];
+            let j0 = jp * QNR;
+            let (mut x, mut y, mut t) = (j0 % ow, (j0 / ow) % oh, j0 / (ow * oh));
+            for (jj, c) in corner.iter_mut().enumerate() {
+                if j0 + jj >= n {
+                    break;
+                }
+                *c = (t * g.stride[0] * hp + y * g.stride[1]) * wp + x * g.stride[2];
+                x += 1;
+                if x == ow {
+                    (x, y) = (0, y + 1);
+                    if y == oh {
+                        (y, t) = (0, t + 1);
+                    }
+                }
+            }
+            // SAFETY: panel jp's bytes, which no other task writes, inside `out`.
+            let panel = unsafe { std::slice::from_raw_parts_mut(dst.at(jp * panel_len), panel_len) };
+            // Runs of columns whose corners are consecutive (stride 1 within an output row, or
+            // rows that abut): each one masked load per k group. The corners rise by at least 1
+            // a column, so a run is where they rise by exactly 1.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let live = QNR.min(n - j0);
+                let mut runs = [Run { lane: 0, len: 0, corner: 0 }; MAX_RUNS];
+                let mut count = 0;
+                for jj in 0..live {
+                    if jj > 0 && corner[jj] == corner[jj - 1] + 1 {
+                        runs[count - 1].len += 1;
+                    } else if count < MAX_RUNS {
+                        runs[count] = Run { lane: jj, len: 1, corner: corner[jj] };
+                        count += 1;
+                    } else {
+                        count = MAX_RUNS + 1;
+                        break;
+                    }
+                }
+                if count <= MAX_RUNS {
+                    // SAFETY: the CPU has AVX-512F; the runs' values lie inside the padded
+                    // volume (every window does), the panel holds `groups` groups.
+                    unsafe { copy_runs(panel, xp, volume, channel_groups, &tap_offsets, &runs[..count]) };
+                    continue;
+                }
+            }
+            for (cg, src) in xp.chunks_exact(volume).take(channel_groups).enumerate() {
+                for (tap, &offset) in tap_offsets.iter().enumerate() {
+                    let d: &mut [u8; QNR * KG] =
+                        (&mut panel[(cg * taps + tap) * QNR * KG..][..QNR * KG]).try_into().expect("a group");
+                    let src = &src[offset..];
+                    for (jj, &c) in corner.iter().enumerate() {
+                        d[jj * KG..][..KG].copy_from_slice(&src[c].to_ne_bytes());
+                    }
+                }
+            }
+        }
+    });
+    PackedB::from_panels(&out[..panels * panel_len], groups * KG, n)
+}
+
+/// Runs of a panel copied with masked loads; past that, value by value.
+const MAX_RUNS: usize = 4;
+
+/// Lanes `lane..lane + len` of a panel's group, from the window corner `corner` on.
+#[derive(Clone, Copy)]
+struct Run {
+    lane: usize,
+    len: usize,
+    corner: usize,
+}
+
+/// One panel's groups (channel group major, then tap) from the padded grouped volume `xp`: per
+/// group, each run one masked load at its window position, one 64-byte store (lanes past the
+/// runs 0).
+///
+/// # Safety
+/// AVX-512F available; each run's `len` values from `corner + tap offset` lie inside each channel
+/// group's `volume`; `panel` holds `channel_groups · taps` groups of 64 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_runs(
+    panel: &mut [u8],
+    xp: &[u32],
+    volume: usize,
+    channel_groups: usize,
+    tap_offsets: &[usize],
+    runs: &[Run],
+) {
+    use std::arch::x86_64::*;
+    let taps = tap_offsets.len();
+    assert!(panel.len() >= channel_groups * taps * QNR * KG && xp.len() >= channel_groups * volume);
+    let masks: [__mmask16; MAX_RUNS] =
+        std::array::from_fn(|r| runs.get(r).map_or(0, |r| (((1u32 << r.len) - 1) << r.lane) as __mmask16));
+    for cg in 0..channel_groups {
+        let src = xp.as_ptr().add(cg * volume);
+        for (tap, &offset) in tap_offsets.iter().enumerate() {
+            let base = src.add(offset);
+            let mut v = _mm512_setzero_si512();
+            for (r, &mask) in runs.iter().zip(&masks) {
+                // Lane l reads base + corner + (l − lane): only the run's lanes are read.
+                let at = base.wrapping_add(r.corner).wrapping_sub(r.lane);
+                v = _mm512_mask_loadu_epi32(v, mask, at as *const i32);
+            }
+            _mm512_storeu_si512(panel.as_mut_ptr().add((cg * taps + tap) * QNR * KG) as *mut _, v);
+        }
+    }
+}
+
+/// Bytes in channel groups of 4 ([C/4, P, 4]) back to channel planes ([C, P]), for a layer
+/// that reads them so (`c` a multiple of 4).
+pub(super) fn ungroup(x: &[u8], c: usize, positions: usize) -> Vec<u8> {
+    let mut out = vec![0u8; c * positions];
+    for (cg, src) in x.chunks_exact(positions * KG).take(c / KG).enumerate() {
+        for (j, v) in src.chunks_exact(KG).enumerate() {
+            for (t, &b) in v.iter().enumerate() {
+                out[(cg * KG + t) * positions + j] = b;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::qgemm::{pack_b, WrittenRows};
+
+    /// The panels packed from the grouped input hold what the column matrix of the plain input
+    /// holds, k reordered as (c/4, tap, c%4), over strides, padding, dilation and a 3D window.
+    #[test]
+    fn grouped_columns_are_the_column_matrix_reordered() {
+        let mut rng = crate::rng::Rng::new(5);
+        for (c, input, kernel, stride, pad, dilation) in [
+            (8, [1, 9, 11], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1]),
+            (4, [1, 7, 7], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1]),
+            (8, [3, 6, 5], [3, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 1]),
+            (12, [2, 10, 9], [1, 3, 3], [1, 1, 1], [0, 2, 2], [1, 2, 2]),
+            (4, [1, 8, 8], [1, 1, 1], [1, 2, 2], [0, 0, 0], [1, 1, 1]),
+        ] {
+            let g = Geometry3d { n: 1, c, input, kernel, stride, pad, dilation };
+            let [ot, oh, ow] = g.out().unwrap();
+            let (vol, n, taps) = (g.in_volume(), ot * oh * ow, g.taps());
+            let plain: Vec<u8> = (0..c * vol).map(|_| (rng.uniform() * 128.0).min(127.0) as u8).collect();
+            let zero = 9u8;
+            let mut grouped = vec![0u8; c * vol];
+            for ch in 0..c {
+                for p in 0..vol {
+                    grouped[((ch / 4) * vol + p) * 4 + ch % 4] = plain[ch * vol + p];
+                }
+            }
+            assert_eq!(ungroup(&grouped, c, vol), plain);
+            // The column matrix from the plain input (vol2col's rows), then packed.
+            let mut padded = vec![];
+            crate::nn::vol2col::pad_volume(&plain, &g, zero, &mut padded);
+            let row = |r, cols, dst: &mut [u8]| {
+                crate::nn::vol2col::padded_column_row(&padded, &g, [ot, oh, ow], r, cols, dst)
+            };
+            let mut want_buf = vec![];
+            let want = pack_b(&WrittenRows { k: c * taps, row }, n, &mut want_buf);
+            let mut xp = vec![];
+            pad_grouped(&grouped, &g, zero, &mut xp);
+            let mut got_buf = vec![];
+            let got = pack_grouped_columns(&xp, &g, [ot, oh, ow], &mut got_buf);
+            for ch in 0..c {
+                for tap in 0..taps {
+                    let (k_plain, k_grouped) = (ch * taps + tap, ((ch / 4) * taps + tap) * 4 + ch % 4);
+                    for j in 0..n {
+                        assert_eq!(
+                            got.value(k_grouped, j),
+                            want.value(k_plain, j),
+                            "{g:?}: channel {ch}, tap {tap}, column {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
