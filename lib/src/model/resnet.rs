@@ -3,7 +3,7 @@
 //! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
-use crate::nn::int8::feeds_next_conv;
+use crate::nn::int8::{feeds_next_conv, read_by_convs};
 use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -79,7 +79,9 @@ impl Block {
         Ok((Self { convs, downsample, shift }, cout))
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// The block's output; `to_next_block`: only the next block reads it (its convolutions
+    /// and its residual: handed over in u8 alone under int8).
+    fn forward_t(&self, x: &Tensor, train: bool, to_next_block: bool) -> Result<Tensor> {
         // On the CPU the first conv reads its input shifted (no shifted copy as a node of its own).
         let shift_in_conv = fusable(x);
         let mut y = match self.shift {
@@ -101,7 +103,11 @@ impl Block {
             })?;
         }
         // The last conv adds the shortcut and applies the block's ReLU in one pass.
-        self.convs[last].forward_act(&y, train, Some(&identity), true)
+        let out = || self.convs[last].forward_act(&y, train, Some(&identity), true);
+        match to_next_block {
+            true => read_by_convs(out),
+            false => out(),
+        }
     }
 }
 
@@ -171,8 +177,9 @@ impl ResNet {
     /// Stage `s` (0-based: `layer{s + 1}`) alone.
     pub fn stage_t(&self, s: usize, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut y = x.clone();
-        for block in &self.stages[s] {
-            y = block.forward_t(&y, train)?;
+        let blocks = &self.stages[s];
+        for (i, block) in blocks.iter().enumerate() {
+            y = block.forward_t(&y, train, i + 1 < blocks.len())?;
         }
         Ok(y)
     }
@@ -185,12 +192,15 @@ impl ResNet {
 
     /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).
     pub fn forward_stages_t(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
-        let mut y = self.stem.forward_act(x, train, None, true)?;
+        // Only the first block's convolutions read the stem, through its pool (u8 alone under
+        // int8, pooled as bytes).
+        let mut y = read_by_convs(|| self.stem.forward_act(x, train, None, true))?;
         y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
-        for stage in &self.stages[..stages.min(self.stages.len())] {
-            for block in stage {
-                y = block.forward_t(&y, train)?;
-            }
+                                      // Every block's output but the last one's goes to the next block alone.
+        let blocks = self.stages[..stages.min(self.stages.len())].iter().flatten();
+        let count = blocks.clone().count();
+        for (i, block) in blocks.enumerate() {
+            y = block.forward_t(&y, train, i + 1 < count)?;
         }
         Ok(y)
     }

@@ -44,7 +44,7 @@
 //!   `non_local_cfg`, not from the backbone's `norm_cfg`.
 
 use super::ModelConfig;
-use crate::nn::int8::feeds_next_conv;
+use crate::nn::int8::{feeds_next_conv, read_by_convs};
 use crate::nn::{
     add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, depthwise_bn_act_3d, fusable, max_pool3d,
     BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
@@ -361,6 +361,12 @@ impl Bottleneck3d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_to_t(x, train, false)
+    }
+
+    /// `forward_t`; `to_next_block`: only the next block reads the output (its convolutions and
+    /// its residual: handed over in u8 alone under int8), unless a non-local block follows.
+    pub fn forward_to_t(&self, x: &Tensor, train: bool, to_next_block: bool) -> Result<Tensor> {
         // Only the next conv reads each inner conv's output (handed over in u8 under int8; the
         // shortcut's conv, run between b and c, reads x).
         let mut y = feeds_next_conv(|| self.a.forward_act(x, train, None, true))?;
@@ -372,7 +378,11 @@ impl Bottleneck3d {
             Some(b) => b.forward_act(x, train, None, false)?,
             None => x.clone(),
         };
-        let y = self.c.forward_act(&y, train, Some(&shortcut), true)?;
+        let out = || self.c.forward_act(&y, train, Some(&shortcut), true);
+        let y = match to_next_block && self.non_local.is_none() {
+            true => read_by_convs(out)?,
+            false => out()?,
+        };
         match &self.non_local {
             Some(nl) => nl.forward_t(&y, train),
             None => Ok(y),
@@ -498,13 +508,16 @@ impl ResNet3d {
     /// Pooled clip features [B, 1, C] of clips [B, T, 3, H, W].
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
-        let mut y = self.stem.forward_act(&x, train, None, true)?;
+        // Only the first block's convolutions read the stem (through its pool): u8 alone under
+        // int8, pooled as bytes.
+        let mut y = read_by_convs(|| self.stem.forward_act(&x, train, None, true))?;
         if self.stem_pool {
             y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }
         for (s, stage) in self.stages.iter().enumerate() {
-            for block in stage {
-                y = block.forward_t(&y, train)?;
+            // Within a stage each block's output goes to the next block alone.
+            for (i, block) in stage.iter().enumerate() {
+                y = block.forward_to_t(&y, train, i + 1 < stage.len())?;
             }
             if s == 0 && self.stage1_pool {
                 y = max_pool3d(&y, [2, 1, 1], [2, 1, 1], [0, 0, 0])?;

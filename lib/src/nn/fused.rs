@@ -183,15 +183,22 @@ pub(super) fn conv_bn_act_3d_shifted(
             )
         }
     }
-    let res_guard = residual.as_ref().map(|r| r.storage_and_layout());
-    let res_data = match &res_guard {
-        Some((storage, layout)) => Some(cpu_f32(storage, layout)?),
+    let res_guard = residual.as_ref().map(|r| (r.dtype(), r.storage_and_layout()));
+    // u8: a block's input handed over in u8 alone (`int8::read_by_convs`).
+    let res_in = match &res_guard {
+        Some((DType::U8, (storage, layout))) => Some(super::int8::ConvIn::U8(cpu_u8(storage, layout)?)),
+        Some((_, (storage, layout))) => Some(super::int8::ConvIn::F32(cpu_f32(storage, layout)?)),
         None => None,
     };
     if let Some(int8) = super::int8::next_conv(input, w, own_weights)? {
-        let (epi, device) = ((&scale[..], &bias[..], res_data, relu), x.device());
+        let (epi, device) = ((&scale[..], &bias[..], res_in, relu), x.device());
         return super::int8::conv(&int8, input, int8_shift, &g, direct, w, epi, device);
     }
+    let res_data = match res_in {
+        Some(super::int8::ConvIn::F32(r)) => Some(r),
+        Some(super::int8::ConvIn::U8(_)) => candle_core::bail!("fused conv: a u8 residual outside int8"),
+        None => None,
+    };
     if int8_shift.is_some() {
         candle_core::bail!("fused conv: a shift left for an int8 run outside one")
     }

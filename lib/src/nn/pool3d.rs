@@ -431,8 +431,16 @@ fn pool_candle(x: &Tensor, kind: Kind, axes: &[Axis; 3]) -> Result<Tensor> {
 }
 
 /// torch `max_pool3d(x, kernel, stride, padding)` on [N, C, T, H, W] (floor mode, dilation 1).
+/// Under int8, u8 from a convolution is pooled as bytes (`int8::max_pool`).
 pub fn max_pool3d(x: &Tensor, kernel: [usize; 3], stride: [usize; 3], padding: [usize; 3]) -> Result<Tensor> {
-    pool(x, Kind::Max, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))
+    if x.dtype() == candle_core::DType::U8 {
+        return super::int8::max_pool(x, kernel, stride, padding);
+    }
+    let out = pool(x, Kind::Max, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))?;
+    if super::int8::active() {
+        super::int8::pooled(x, &out);
+    }
+    Ok(out)
 }
 
 /// torch `avg_pool3d(x, kernel, stride, padding, count_include_pad=...)` (floor mode).

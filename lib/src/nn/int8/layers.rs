@@ -4,7 +4,7 @@
 use super::{hand_off, ConvIn, Int8Layer, Int8Plan, Output};
 use crate::nn::qgemm::{
     pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, PackedB,
-    QEpilogue, QIsa, QOutput, QuantizedMatrix, WrittenRows, KG,
+    QEpilogue, QIsa, QOutput, QResidual, QuantizedMatrix, WrittenRows, KG,
 };
 use crate::nn::simd::DisjointMut;
 use std::borrow::Cow;
@@ -26,7 +26,7 @@ pub(in crate::nn) fn conv(
     g: &crate::nn::vol2col::Geometry3d,
     direct: bool,
     w: &[f32],
-    (scale, bias, residual, relu): (&[f32], &[f32], Option<&[f32]>, bool),
+    (scale, bias, residual, relu): (&[f32], &[f32], Option<ConvIn>, bool),
     device: &candle_core::Device,
 ) -> candle_core::Result<candle_core::Tensor> {
     let (plan, index) = (&*layer.plan, layer.index);
@@ -46,6 +46,14 @@ pub(in crate::nn) fn conv(
         None => x,
     };
     let (aq, xq, grouped) = quantized_input(plan, index, a, (cout, k), x)?;
+    // Bytes quantized with another map: each of the 128 values mapped to this layer's.
+    let xq = match layer.remap {
+        Some(from) => {
+            let map: [u8; 256] = std::array::from_fn(|q| aq.quantize(from.dequantize(q as u8)));
+            Cow::Owned(xq.iter().map(|&q| map[q as usize]).collect())
+        }
+        None => xq,
+    };
     let image_len = g.c * g.in_volume();
     if xq.len() != images * image_len {
         candle_core::bail!(
@@ -77,6 +85,20 @@ pub(in crate::nn) fn conv(
         true => plan.grouped_weights[index].get_or_init(|| Arc::new(a.grouped_taps(g.c, g.taps()))),
         false => a,
     };
+    // A u8 residual: a block's input handed over for adding, dequantized with its map.
+    let residual_q = match residual {
+        Some(ConvIn::U8(r)) => super::residual_quant(r)?,
+        _ => ActivationQuant { scale: 0.0, zero_point: 0 },
+    };
+    if let Some(r) = residual {
+        let len = r.addr_len().1;
+        if len != images * cout * positions {
+            candle_core::bail!(
+                "int8: convolution {} got a residual of {len} for {images} × {cout} × {positions}",
+                index + 1
+            )
+        }
+    }
     let isa = QIsa::detected();
     let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
@@ -89,7 +111,10 @@ pub(in crate::nn) fn conv(
         let x_n = &xq[n * image_len..][..image_len];
         let epi = QEpilogue {
             bias: Some(bias),
-            residual: residual.map(|r| &r[n * cout * positions..][..cout * positions]),
+            residual: residual.map(|r| match r {
+                ConvIn::F32(r) => QResidual::F32(&r[n * cout * positions..][..cout * positions]),
+                ConvIn::U8(r) => QResidual::U8(&r[n * cout * positions..][..cout * positions], residual_q),
+            }),
             relu,
             transposed: false,
         };
@@ -118,13 +143,15 @@ pub(in crate::nn) fn conv(
     };
     // u8 goes out in channel groups of 4: whole groups only.
     let output = match layer.output {
-        Output::U8For(_) | Output::F32AndU8For(_) if !cout.is_multiple_of(KG) => Output::Learn,
+        Output::U8For(_) | Output::U8Shared(_) | Output::F32AndU8For(_) if !cout.is_multiple_of(KG) => {
+            Output::Learn
+        }
         o => o,
     };
     let block = cout * positions;
     let len = images * block;
     let (out, shadow) = match output {
-        Output::U8For(j) => {
+        Output::U8For(j) | Output::U8Shared(j) => {
             let q = plan.input_quant(j);
             let mut out = Vec::<u8>::with_capacity(len);
             let p = DisjointMut(out.as_mut_ptr());

@@ -16,6 +16,11 @@
 //!   range, and the reader (and any other with the same range) takes those bytes instead of
 //!   quantizing; where a model says that reader is the only one (`feeds_next_conv`) the f32
 //!   output is not written at all. The bytes are those quantizing the f32 output gives.
+//! - A residual block's output that only the next block reads (`read_by_convs`: its first
+//!   convolutions and its residual) goes in u8 alone too, and the next block's last convolution
+//!   adds it dequantized, as PyTorch's quantized ResNets add theirs: the one place the int8
+//!   path rounds beyond quantizing each convolution's input (the logits move by ~1 % relative
+//!   L2 against f32 residuals in the model test).
 //!
 //! u8 travels in channel groups of 4 ([N, C/4, T, H, W, 4]: one k group of the next product per
 //! position), so a 1×1 stride-1 convolution reads its input in place as the kernel's B and any
@@ -23,10 +28,11 @@
 //! from elsewhere) is in channel planes, its columns packed a group of 4 column-matrix rows at a
 //! time (the matrix is never built whole).
 //!
-//! Not yet: an AMX kernel; residuals added in u8 (they stay f32).
+//! Not yet: an AMX kernel.
 
 mod columns;
 mod layers;
+mod pool;
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{ActivationQuant, QuantizedMatrix};
@@ -106,6 +112,8 @@ struct State {
     seen: std::collections::HashMap<usize, usize>,
     /// Set by `feeds_next_conv` for the first convolution run inside it.
     feeds_next: bool,
+    /// Set by `read_by_convs` for the first convolution run inside it.
+    to_convs: bool,
     /// Recent convolutions' outputs, for the convolutions that read them.
     handoffs: Vec<Handoff>,
     /// Layers run so far.
@@ -127,8 +135,9 @@ struct Handoff {
 enum Handed {
     /// f32 whose reader is not known yet (the first forward learns it).
     Learn,
-    /// The u8 tensor itself, made for its one reader.
-    U8,
+    /// The u8 tensor itself, quantized with this map: made for its one reader (`shared`
+    /// false), or for any convolution with that range and residuals (`read_by_convs`).
+    U8 { quant: ActivationQuant, shared: bool },
     /// f32, with the same values in u8 quantized with this map for the readers that use it.
     Shadow(Arc<Vec<u8>>, ActivationQuant),
 }
@@ -163,6 +172,8 @@ pub(super) struct Int8Layer {
     pub index: usize,
     pub plan: Arc<Int8Plan>,
     shadow: Option<Arc<Vec<u8>>>,
+    /// The map a u8 input was quantized with, when it is not this layer's.
+    remap: Option<ActivationQuant>,
     output: Output,
 }
 
@@ -172,6 +183,8 @@ enum Output {
     Learn,
     /// u8 alone, quantized with the given convolution's range.
     U8For(usize),
+    /// u8 alone, quantized so, for every convolution with that range and as residuals.
+    U8Shared(usize),
     /// f32 and a u8 copy quantized with the given convolution's range.
     F32AndU8For(usize),
 }
@@ -198,7 +211,14 @@ fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
             MODE.with(|m| *m.borrow_mut() = self.0.take());
         }
     }
-    let state = State { mode, seen: Default::default(), feeds_next: false, handoffs: vec![], calls: 0 };
+    let state = State {
+        mode,
+        seen: Default::default(),
+        feeds_next: false,
+        to_convs: false,
+        handoffs: vec![],
+        calls: 0,
+    };
     let _restore = Restore(MODE.with(|m| m.borrow_mut().replace(state)));
     f()
 }
@@ -220,10 +240,25 @@ pub(super) fn active() -> bool {
 /// The pair is learned on the first forward (the first convolution's f32 output is watched for
 /// the convolution that reads it); elsewhere `f` runs as it is.
 pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
+    with_run_flag(|s| &mut s.feeds_next, f)
+}
+
+/// Runs `f`, whose first convolution's output only convolutions read, as their input or as the
+/// residual they add (a residual block's output that the next block reads: its first
+/// convolutions and its shortcut). In an int8 run that output is then handed over in u8 alone,
+/// quantized with its first reader's range; readers with that range take the bytes, and a
+/// residual is added from them dequantized (as PyTorch's quantized ResNets add theirs), so the
+/// f32 output is never written. Elsewhere `f` runs as it is.
+pub fn read_by_convs<T>(f: impl FnOnce() -> T) -> T {
+    with_run_flag(|s| &mut s.to_convs, f)
+}
+
+/// Runs `f` with the int8 run's `flag` set (the first convolution inside takes it).
+fn with_run_flag<T>(flag: fn(&mut State) -> &mut bool, f: impl FnOnce() -> T) -> T {
     let set = |on: bool| {
         MODE.with(|m| {
-            if let Some(State { mode: Mode::Run(_), feeds_next, .. }) = m.borrow_mut().as_mut() {
-                *feeds_next = on;
+            if let Some(state @ State { mode: Mode::Run(_), .. }) = m.borrow_mut().as_mut() {
+                *flag(state) = on;
             }
         })
     };
@@ -233,13 +268,80 @@ pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The map that quantized `r`, a u8 output handed over for convolutions to read and add
+/// (`read_by_convs`); an error for any other u8 residual.
+pub(super) fn residual_quant(r: &[u8]) -> candle_core::Result<ActivationQuant> {
+    MODE.with(|m| {
+        let m = m.borrow();
+        let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
+        match handoffs.iter().find(|h| (h.addr, h.len) == (r.as_ptr() as usize, r.len())) {
+            Some(Handoff { kind: Handed::U8 { quant, shared: true }, .. }) => Ok(*quant),
+            _ => candle_core::bail!("int8: a u8 residual that no convolution handed over for adding"),
+        }
+    })
+}
+
+/// torch's max pool of `x`, a u8 output handed over for convolutions (`read_by_convs`: a
+/// ResNet stem's) in channel groups of 4: pooled as bytes, and handed over the same way to the
+/// convolutions that read the pool.
+pub(in crate::nn) fn max_pool(
+    x: &candle_core::Tensor,
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+) -> candle_core::Result<candle_core::Tensor> {
+    let (n, c, t, h, w) = x.dims5()?;
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let (candle_core::Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("int8 max pool: not a contiguous CPU tensor")
+    };
+    let bytes = &cpu.as_slice::<u8>()?[lo..hi];
+    let (quant, producer) = MODE.with(|m| {
+        let m = m.borrow();
+        let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
+        match handoffs.iter().find(|h| (h.addr, h.len) == (bytes.as_ptr() as usize, bytes.len())) {
+            Some(Handoff { kind: Handed::U8 { quant, shared: true }, producer, .. }) => {
+                Ok((*quant, *producer))
+            }
+            _ => candle_core::bail!("int8 max pool: a u8 input that no convolution handed over for pooling"),
+        }
+    })?;
+    if !c.is_multiple_of(super::qgemm::KG) {
+        candle_core::bail!("int8 max pool: {c} channels in groups of {}", super::qgemm::KG)
+    }
+    let (pooled, [ot, oh, ow]) =
+        pool::max_pool_grouped(bytes, n * c / super::qgemm::KG, [t, h, w], kernel, stride, padding)?;
+    let out = candle_core::Tensor::from_vec(pooled, (n, c, ot, oh, ow), x.device())?;
+    register(&out, producer, Handed::U8 { quant, shared: true });
+    Ok(out)
+}
+
+/// After a max pool of `x` into `out` in an int8 run: a convolution's f32 output still learning
+/// its reader passes that on, so that the convolution reading the pool is learned as the
+/// reader, and the convolution then hands over u8 to the pool (`max_pool`).
+pub(in crate::nn) fn pooled(x: &candle_core::Tensor, out: &candle_core::Tensor) {
+    let Some((addr, len)) = data_of(x) else { return };
+    let producer = MODE.with(|m| {
+        let m = m.borrow();
+        let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
+        handoffs
+            .iter()
+            .find(|h| (h.addr, h.len) == (addr, len) && matches!(h.kind, Handed::Learn))
+            .map(|h| h.producer)
+    });
+    if let Some(producer) = producer {
+        register(out, producer, Handed::Learn);
+    }
+}
+
 /// What the layer with weights `w` (`own`: its model's own buffer, not a copy) about to run on
 /// `x` does: its number and the plan when it runs in int8. Records `x`'s range when
 /// calibrating; a u8 `x` must be the output its writer made for this layer.
 pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<Option<Int8Layer>> {
     MODE.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(State { mode, seen, feeds_next, handoffs, calls }) = m.as_mut() else { return Ok(None) };
+        let Some(State { mode, seen, feeds_next, to_convs, handoffs, calls }) = m.as_mut() else { return Ok(None) };
         if !own {
             candle_core::bail!("int8: a convolution whose weights are a strided view is not supported yet")
         }
@@ -270,12 +372,20 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
         handoffs.retain(|h| *calls - h.call <= HANDOFF_CALLS);
         let (addr, len) = x.addr_len();
         let handoff = handoffs.iter().position(|h| (h.addr, h.len) == (addr, len));
-        let mut shadow = None;
+        let (mut shadow, mut remap) = (None, None);
         match (handoff.map(|i| (i, &handoffs[i])), x) {
             (Some((i, h)), ConvIn::U8(_))
-                if matches!(h.kind, Handed::U8) && plan.consumers[h.producer].get() == Some(&index) =>
+                if matches!(h.kind, Handed::U8 { shared: false, .. })
+                    && plan.consumers[h.producer].get() == Some(&index) =>
             {
                 handoffs.remove(i);
+            }
+            // Shared: kept for the other readers and the residual; a reader whose range differs
+            // (TSM's shifted convolution calibrated on the shifted input) maps the bytes to it.
+            (Some((_, h)), ConvIn::U8(_)) if matches!(h.kind, Handed::U8 { shared: true, .. }) => {
+                if let Handed::U8 { quant, .. } = h.kind {
+                    remap = (quant != plan.input_quant(index)).then_some(quant);
+                }
             }
             (Some((_, h)), ConvIn::F32(_)) => match &h.kind {
                 // The first forward: learned (the first reader is the same in every forward).
@@ -294,12 +404,13 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
             ),
             _ => {}
         }
-        let output = match (std::mem::take(feeds_next), plan.consumers[index].get()) {
-            (true, Some(&j)) if j < layers => Output::U8For(j),
-            (false, Some(&j)) if j < layers => Output::F32AndU8For(j),
+        let output = match (std::mem::take(feeds_next), std::mem::take(to_convs), plan.consumers[index].get()) {
+            (true, _, Some(&j)) if j < layers => Output::U8For(j),
+            (false, true, Some(&j)) if j < layers => Output::U8Shared(j),
+            (false, false, Some(&j)) if j < layers => Output::F32AndU8For(j),
             _ => Output::Learn,
         };
-        Ok(Some(Int8Layer { index, plan: plan.clone(), shadow, output }))
+        Ok(Some(Int8Layer { index, plan: plan.clone(), shadow, remap, output }))
     })
 }
 
@@ -308,24 +419,36 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
 fn hand_off(layer: &Int8Layer, output: Output, out: &candle_core::Tensor, shadow: Option<Vec<u8>>) {
     let kind = match (output, shadow) {
         (Output::Learn, _) => Handed::Learn,
-        (Output::U8For(_), _) => Handed::U8,
+        (Output::U8For(j), _) => Handed::U8 { quant: layer.plan.input_quant(j), shared: false },
+        (Output::U8Shared(j), _) => Handed::U8 { quant: layer.plan.input_quant(j), shared: true },
         (Output::F32AndU8For(j), Some(q)) => Handed::Shadow(Arc::new(q), layer.plan.input_quant(j)),
         (Output::F32AndU8For(_), None) => return,
     };
-    let (storage, layout) = out.storage_and_layout();
+    register(out, layer.index, kind);
+}
+
+/// Where `t`'s data lie (a contiguous f32 or u8 CPU tensor): address and length.
+fn data_of(t: &candle_core::Tensor) -> Option<(usize, usize)> {
+    let (storage, layout) = t.storage_and_layout();
     let (candle_core::Storage::Cpu(cpu), Some((lo, hi))) = (&*storage, layout.contiguous_offsets()) else {
-        return;
+        return None;
     };
     let addr = match cpu {
         candle_core::CpuStorage::U8(v) => v[lo..].as_ptr() as usize,
         candle_core::CpuStorage::F32(v) => v[lo..].as_ptr() as usize,
-        _ => return,
+        _ => return None,
     };
+    Some((addr, hi - lo))
+}
+
+/// Keeps `out` (written by convolution `producer`, carrying `kind`) for its readers.
+fn register(out: &candle_core::Tensor, producer: usize, kind: Handed) {
+    let Some((addr, len)) = data_of(out) else { return };
     let _held = out.clone();
     MODE.with(|m| {
         if let Some(state) = m.borrow_mut().as_mut() {
             let call = state.calls;
-            state.handoffs.push(Handoff { _held, addr, len: hi - lo, producer: layer.index, kind, call });
+            state.handoffs.push(Handoff { _held, addr, len, producer, kind, call });
         }
     })
 }
@@ -410,12 +533,40 @@ mod tests {
             }
             let shift = shift_div.map(|d| crate::nn::shift::FrameShift::mmaction(c, 4, d));
             let run = |x: ConvIn| {
-                let layer = Int8Layer { index: 0, plan: plan.clone(), shadow: None, output: Output::Learn };
+                let layer = Int8Layer {
+                    index: 0,
+                    plan: plan.clone(),
+                    shadow: None,
+                    remap: None,
+                    output: Output::Learn,
+                };
                 let epi = (&scale[..], &bias[..], None, true);
                 let y = conv(&layer, x, shift.as_ref(), &g, direct, &w, epi, &dev).unwrap();
                 y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             };
             assert_eq!(run(ConvIn::F32(&x)), run(ConvIn::U8(&grouped)), "{g:?} shift {shift_div:?}");
+            // Bytes quantized with another map (a shared block output read by a convolution
+            // calibrated apart): what the f32 values they stand for give.
+            let other = ActivationQuant { scale: 0.05, zero_point: 30 };
+            let bytes: Vec<u8> =
+                grouped.iter().map(|&q| other.quantize(plan.input_quant(0).dequantize(q))).collect();
+            let standing: Vec<f32> = xq
+                .iter()
+                .map(|&q| other.dequantize(other.quantize(plan.input_quant(0).dequantize(q))))
+                .collect();
+            let remapped = {
+                let layer = Int8Layer {
+                    index: 0,
+                    plan: plan.clone(),
+                    shadow: None,
+                    remap: Some(other),
+                    output: Output::Learn,
+                };
+                let epi = (&scale[..], &bias[..], None, true);
+                let y = conv(&layer, ConvIn::U8(&bytes), shift.as_ref(), &g, direct, &w, epi, &dev).unwrap();
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            };
+            assert_eq!(run(ConvIn::F32(&standing)), remapped, "{g:?} shift {shift_div:?}: remapped");
         }
     }
 
@@ -500,7 +651,7 @@ mod tests {
             ["embed_dim=16", "num_heads=1", "depth=3", "stage_starts=[1]", "crop_size=64"]
                 .map(String::from)
                 .to_vec();
-        for arch in ["tsm_r50", "slow_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
+        for arch in ["tsm_r50", "tsm_r18", "slow_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
             let mut cfg = ModelConfig::defaults(arch);
             if arch.starts_with("timesformer") {
                 cfg.apply_overrides(&small_vit).unwrap();
@@ -547,14 +698,33 @@ mod tests {
             );
             assert!(rel < 0.1, "{arch}: relative error {rel}");
             let again = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            assert_eq!(first, again, "{arch}: the chained forward differs from the first");
+            let third = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(again, third, "{arch}: two chained forwards differ");
+            // The ResNets' blocks hand their outputs over in u8 alone and add them as the next
+            // block's residual dequantized: close to the first forward's f32 residuals, not
+            // equal. Elsewhere the u8 handed over is what quantizing f32 gives: the same bits.
+            let change = first.iter().zip(&again).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt()
+                / first.iter().map(|a| a.powi(2)).sum::<f32>().sqrt();
+            println!("{arch}: the chained forward moved the logits by {change:.4} (relative L2)");
+            match arch {
+                "tsm_r50" | "tsm_r18" | "slow_r50" => {
+                    assert!(change > 0.0 && change < 0.05, "{arch}: {change}")
+                }
+                _ => assert_eq!(first, again, "{arch}: the chained forward differs from the first"),
+            }
             // A ResNet-50's 16 bottlenecks hand over u8 from their two inner convolutions (32),
-            // and a block's output in a u8 copy beside the f32 one to the next block's first
-            // convolution (TSM's shifts it in u8). X3D's blocks do too (their inner
+            // and a block's output to the next block's first convolution (15: in u8 alone
+            // within a stage, a u8 copy beside the f32 one at a stage's end; TSM shifts it in
+            // u8), and the stem to the first block through its max pool (1, pooled as bytes).
+            // X3D's blocks do too (their inner
             // convolutions feed depthwise ones, which stay f32); the transformers' Linear
             // layers never do.
             match arch {
-                "tsm_r50" | "slow_r50" => assert_eq!(chained, 32 + 15, "{arch}"),
+                "tsm_r50" | "slow_r50" => assert_eq!(chained, 32 + 15 + 1, "{arch}"),
+                // 8 basic blocks: one inner convolution each. Their shifted first convolutions
+                // calibrate on the shifted input (a 3×3 one shifts a copy), so they map the
+                // bytes of the block before to their own range.
+                "tsm_r18" => assert_eq!(chained, 8 + 7 + 1, "{arch}"),
                 "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
                 _ => assert_eq!(chained, 0, "{arch}"),
             }

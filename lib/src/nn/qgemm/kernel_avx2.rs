@@ -35,7 +35,7 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
             acc[1] = _mm256_add_epi32(acc[1], p1);
         }
     }
-    if out.cols < QNR || out.cs != 1 || !out.cq.is_null() {
+    if out.cols < QNR || out.cs != 1 || !out.cq.is_null() || !out.res_q.is_null() {
         let mut tile = [0i32; QMR * QNR];
         for (r, [lo, hi]) in acc.into_iter().enumerate() {
             _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR) as *mut __m256i, lo);

@@ -71,7 +71,7 @@ unsafe fn tile<const NP: usize>(
             let mut v = [_mm512_setzero_ps(); VNNI_MP * QMR];
             for (i, v) in v.iter_mut().enumerate() {
                 let (p, r) = (i / QMR, i % QMR);
-                *v = finish(&outs[p], r, j, acc[p][r][j], mask_of(cols));
+                *v = finish(&outs[p], r, j, acc[p][r][j], _mm512_setzero_si512(), mask_of(cols));
             }
             store_transposed(outs, j, cols, &v);
         }
@@ -87,10 +87,16 @@ unsafe fn tile<const NP: usize>(
                 break;
             }
             let mask = mask_of(cols);
-            // The u8 rows interleaved: column t's 4 bytes are lane t's (row r in byte r).
+            // The u8 rows interleaved: column t's 4 bytes are lane t's (row r in byte r); a u8
+            // residual's too.
             let mut grouped = _mm512_setzero_si512();
+            let res_q = match out.res_q.is_null() {
+                true => _mm512_setzero_si512(),
+                // SAFETY: the masked columns' 4 bytes each lie inside the residual.
+                false => _mm512_maskz_loadu_epi32(mask, out.res_q.add(j * QNR * KG) as *const i32),
+            };
             for r in 0..out.rows {
-                let v = finish(out, r, j, acc[p][r][j], mask);
+                let v = finish(out, r, j, acc[p][r][j], res_q, mask);
                 // SAFETY: the masked columns of row r lie inside the outputs.
                 if !out.c.is_null() {
                     _mm512_mask_storeu_ps(out.c.add(r * out.ldc + j * QNR), mask, v);
@@ -138,17 +144,33 @@ unsafe fn products<const NP: usize>(
 }
 
 /// Row r of B panel j of `out`'s tile from its `sums`: (sums − shift) · scale + bias
-/// (+ residual), ReLU, with the masked-off columns' residual not read. A function with `tile`'s
-/// features, so that it is inlined there (a closure is not).
+/// (+ residual: f32, or row r's bytes of the grouped u8 `res_q` dequantized), ReLU, with the
+/// masked-off columns' residual not read. A function with `tile`'s features, so that it is
+/// inlined there (a closure is not).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn finish(out: &TileOut, r: usize, j: usize, sums: __m512i, mask: __mmask16) -> __m512 {
+unsafe fn finish(
+    out: &TileOut,
+    r: usize,
+    j: usize,
+    sums: __m512i,
+    res_q: __m512i,
+    mask: __mmask16,
+) -> __m512 {
     let mut v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_set1_epi32(out.shift[r])));
     v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(out.scale[r])), _mm512_set1_ps(out.bias[r]));
     if !out.res.is_null() {
         // SAFETY: the masked columns of row r lie inside the residual (no residual when
         // transposed).
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.res.add(r * out.ldc + j * QNR)));
+    }
+    if !out.res_q.is_null() {
+        let q = _mm512_and_si512(
+            _mm512_srlv_epi32(res_q, _mm512_set1_epi32(8 * r as i32)),
+            _mm512_set1_epi32(0xff),
+        );
+        let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(out.res_zp)));
+        v = _mm512_add_ps(v, _mm512_mul_ps(d, _mm512_set1_ps(out.res_scale)));
     }
     if out.relu {
         v = _mm512_max_ps(v, _mm512_setzero_ps());

@@ -33,7 +33,7 @@ pub use pack::{
 };
 pub use peak::peak_gmacs;
 use product::{finish_tile, TileOut};
-pub use product::{qgemm, qgemm_packed, qgemm_packed_into, QEpilogue, QOutput};
+pub use product::{qgemm, qgemm_packed, qgemm_packed_into, QEpilogue, QOutput, QResidual};
 
 /// Rows of an A panel (one i32 accumulator pair per row in the AVX2 kernel).
 pub const QMR: usize = 4;

@@ -12,12 +12,21 @@ use super::{quantize_one, ActivationQuant, QIsa, QuantizedMatrix, B_BLOCK_BYTES,
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QEpilogue<'a> {
     pub bias: Option<&'a [f32]>,
-    /// Added before the ReLU, laid out as C.
-    pub residual: Option<&'a [f32]>,
+    /// Added before the ReLU.
+    pub residual: Option<QResidual<'a>>,
     pub relu: bool,
     /// C is written transposed: c[i, j] at `j · ldc + i` (a Linear layer's [rows, out] from
     /// its product [out, rows]); no residual then.
     pub transposed: bool,
+}
+
+/// A residual added before the ReLU: f32 laid out as C, or u8 laid out as a u8 C (groups of 4
+/// rows, `QOutput`) and dequantized with its map, `(q − zero_point) · scale` (a block's input
+/// handed over in u8 alone, as PyTorch's quantized ResNets add theirs).
+#[derive(Clone, Copy, Debug)]
+pub enum QResidual<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8], ActivationQuant),
 }
 
 /// C (`a.rows() × n` f32, leading dimension `ldc`) = A · dequantized B, then the epilogue:
@@ -115,9 +124,17 @@ pub fn qgemm_packed_into(
     if let Some(bias) = epi.bias {
         assert!(bias.len() >= m, "bias shorter than the rows");
     }
-    if let Some(res) = epi.residual {
-        assert!(res.len() >= (m - 1) * ldc + n, "residual too small");
+    match epi.residual {
+        Some(QResidual::F32(res)) => assert!(res.len() >= (m - 1) * ldc + n, "residual too small"),
+        Some(QResidual::U8(res, _)) => {
+            assert!((m.div_ceil(QMR) - 1) * ldc * QMR + n * QMR <= res.len(), "u8 residual too small")
+        }
+        None => {}
     }
+    let (res_scale, res_zp) = match epi.residual {
+        Some(QResidual::U8(_, q)) => (q.scale, q.zero_point as i32),
+        _ => (0.0, 0),
+    };
     let groups = k.div_ceil(KG);
     let panels = n.div_ceil(QNR);
     // The kernel's tile in panels: the VNNI kernel covers several A and B panels per call.
@@ -158,6 +175,9 @@ pub fn qgemm_packed_into(
             q_inv,
             q_zp,
             res: std::ptr::null(),
+            res_q: std::ptr::null(),
+            res_scale,
+            res_zp,
             ldc: rs,
             cs,
             rows,
@@ -203,8 +223,14 @@ pub fn qgemm_packed_into(
                             // u8 in groups of 4 rows: panel ip + p is group ip + p.
                             out.cq = cq_ptr.at(((ip + p) * ldc + jj) * QMR);
                         }
-                        out.res =
-                            epi.residual.map_or(std::ptr::null(), |r| r.as_ptr().wrapping_add(i0 * ldc + jj));
+                        match epi.residual {
+                            Some(QResidual::F32(r)) => out.res = r.as_ptr().wrapping_add(i0 * ldc + jj),
+                            // In groups of 4 rows, as the u8 output.
+                            Some(QResidual::U8(r, _)) => {
+                                out.res_q = r.as_ptr().wrapping_add(((ip + p) * ldc + jj) * QMR)
+                            }
+                            None => {}
+                        }
                     }
                     match isa {
                         #[cfg(target_arch = "x86_64")]
@@ -249,14 +275,18 @@ pub fn qgemm_packed_into(
 /// Where a tile's sums go: `c` (f32) and `cq` (u8, requantized: ·`q_inv`, rounded, +`q_zp`,
 /// clamped to 0..=127; its 4 rows interleaved, column j's at `cq + 4j`), either null when not
 /// written, and `res` point at its first element (rows `ldc` apart, columns `cs`: 1 but in a
-/// transposed product, which has no residual; `res` null without a residual), and what each
-/// row's epilogue uses.
+/// transposed product, which has no residual; `res` null without a residual; `res_q` a u8
+/// residual laid out as `cq`, dequantized with `res_scale` and `res_zp`), and what each row's
+/// epilogue uses.
 pub(super) struct TileOut {
     pub c: *mut f32,
     pub cq: *mut u8,
     pub q_inv: f32,
     pub q_zp: f32,
     pub res: *const f32,
+    pub res_q: *const u8,
+    pub res_scale: f32,
+    pub res_zp: i32,
     pub ldc: usize,
     pub cs: usize,
     pub rows: usize,
@@ -278,6 +308,9 @@ pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
             let mut v = (tile[r * QNR + j].wrapping_sub(out.shift[r])) as f32 * out.scale[r] + out.bias[r];
             if !out.res.is_null() {
                 v += *out.res.add(r * out.ldc + j);
+            }
+            if !out.res_q.is_null() {
+                v += (*out.res_q.add(j * QMR + r) as i32 - out.res_zp) as f32 * out.res_scale;
             }
             let v = if out.relu { v.max(0.0) } else { v };
             if !out.c.is_null() {

@@ -39,7 +39,11 @@ fn reference(a: &QuantizedMatrix, b: &[u8], n: usize, bq: ActivationQuant, epi: 
                 (0..k).map(|p| a.value(i, p) as i64 * (b[p * n + j] as i64 - bq.zero_point as i64)).sum();
             let v = s as f64 * a.scales()[i] as f64 * bq.scale as f64
                 + epi.bias.map_or(0.0, |b| b[i] as f64)
-                + epi.residual.map_or(0.0, |r| r[i * n + j] as f64);
+                + match epi.residual {
+                    Some(QResidual::F32(r)) => r[i * n + j] as f64,
+                    Some(QResidual::U8(r, q)) => q.dequantize(r[((i / 4) * n + j) * 4 + i % 4]) as f64,
+                    None => 0.0,
+                };
             c[i * n + j] = if epi.relu { v.max(0.0) } else { v };
         }
     }
@@ -67,10 +71,24 @@ fn int8_kernels_agree_with_the_exact_sums() {
         let a = QuantizedMatrix::quantize(MatRef::row_major(&random(m * k, &mut rng), m, k));
         let b = random_u7(k * n, &mut rng);
         let (bias, residual) = (random(m, &mut rng), random(m * n, &mut rng));
+        // A u8 residual in groups of 4 rows (a block's input handed over in u8).
+        let residual_q = random_u7(m.div_ceil(4) * 4 * n, &mut rng);
+        let rq = ActivationQuant { scale: 0.05, zero_point: 20 };
         let bq = ActivationQuant { scale: 0.02, zero_point: 37 };
         for epi in [
             QEpilogue::default(),
-            QEpilogue { bias: Some(&bias), residual: Some(&residual), relu: true, transposed: false },
+            QEpilogue {
+                bias: Some(&bias),
+                residual: Some(QResidual::F32(&residual)),
+                relu: true,
+                transposed: false,
+            },
+            QEpilogue {
+                bias: Some(&bias),
+                residual: Some(QResidual::U8(&residual_q, rq)),
+                relu: true,
+                transposed: false,
+            },
             QEpilogue { bias: Some(&bias), residual: None, relu: true, transposed: false },
         ] {
             let want = reference(&a, &b, n, bq, epi);
