@@ -45,7 +45,7 @@ pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (rows, k) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
     if super::int8::engaged() && super::fusable(x) {
-        if let Some(y) = linear_int8(x, layer, rows)? {
+        if let Some(y) = linears_int8(x, &[layer], rows)? {
             let mut out = dims;
             *out.last_mut().expect("rank ≥ 1") = layer.weight().dim(0)?;
             return Tensor::from_vec(y, out, x.device());
@@ -78,8 +78,11 @@ pub fn linears_side_by_side(x: &Tensor, layers: &[&Linear]) -> Result<Tensor> {
     Tensor::cat(&parts, D::Minus1)
 }
 
-/// `linears_side_by_side` in an int8 run: None where a layer is not a plain CPU buffer or the
-/// layers' ranges differ (then each runs alone).
+/// Linear layers on one input under int8 (`linears_side_by_side`, or `linear` of one layer):
+/// calibrating, records `x`'s range and returns None (the f32 product runs); in an int8 run the
+/// product through `int8::linears`, None where a layer is not a plain CPU buffer or the layers'
+/// ranges differ (then each runs alone). A layer is known by its weight buffer, as a
+/// convolution is.
 fn linears_int8(x: &Tensor, layers: &[&Linear], rows: usize) -> Result<Option<Vec<f32>>> {
     let x = x.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
@@ -105,28 +108,6 @@ fn linears_int8(x: &Tensor, layers: &[&Linear], rows: usize) -> Result<Option<Ve
         .map(|l| l.bias().map(|b| b.flatten_all()?.to_vec1::<f32>()).transpose())
         .collect::<Result<Vec<_>>>()?;
     super::int8::linears(&int8, x_data, rows, &weights, &biases)
-}
-
-/// Under int8 calibration: records `x`'s range and returns None (the f32 product runs). In an
-/// int8 run: the product through `int8::linear`. A layer is known by its weight buffer, as a
-/// convolution is.
-fn linear_int8(x: &Tensor, layer: &Linear, rows: usize) -> Result<Option<Vec<f32>>> {
-    let slice = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1::<f32>() };
-    let w = layer.weight();
-    let own = w.is_contiguous();
-    let (w_storage, w_layout) = w.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*w_storage else { return Ok(None) };
-    let Some((lo, hi)) = w_layout.contiguous_offsets() else { return Ok(None) };
-    let w_data = &cpu.as_slice::<f32>()?[lo..hi];
-    let x = x.contiguous()?;
-    let (x_storage, x_layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(xc) = &*x_storage else { return Ok(None) };
-    let Some((xlo, xhi)) = x_layout.contiguous_offsets() else { return Ok(None) };
-    let x_data = &xc.as_slice::<f32>()?[xlo..xhi];
-    let input = super::int8::ConvIn::F32(x_data);
-    let Some(int8) = super::int8::next_conv(input, w_data, own)? else { return Ok(None) };
-    let bias = layer.bias().map(slice).transpose()?;
-    super::int8::linear(&int8.plan, int8.index, x_data, rows, w_data, bias.as_deref()).map(Some)
 }
 
 /// Softmax over the last axis; differentiable when `train`.

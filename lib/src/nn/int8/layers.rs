@@ -211,30 +211,13 @@ fn per_image(images: usize, image: impl Fn(usize) + Sync) {
     }
 }
 
-/// The int8 Linear layer on `x` [rows, k] with weights `w` [out, k] (quantized once per plan,
-/// symmetric per output feature) and `bias`: x quantized per tensor, C [out, rows] = W·xᵀ with
-/// the bias in the epilogue, written transposed: [rows, out].
-pub(in crate::nn) fn linear(
-    plan: &Int8Plan,
-    index: usize,
-    x: &[f32],
-    rows: usize,
-    w: &[f32],
-    bias: Option<&[f32]>,
-) -> candle_core::Result<Vec<f32>> {
-    let k = x.len() / rows.max(1);
-    let out_features = w.len() / k.max(1);
-    let a = plan.weights[index].get_or_init(|| {
-        Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(w, out_features, k)))
-    });
-    linear_product(plan, index, a, x, rows, bias)
-}
-
 /// Linear layers `layers` (numbers and plan from `next_conv`) that read one input `x`
-/// [rows, k] (attention's q, k and v), with weights `weights` ([out_i, k] each) and `biases`:
-/// [rows, Σ out_i], their outputs side by side. They observed the same input, so calibrated one
-/// range: x is quantized and packed once, and one product runs over their stacked weights
-/// (quantized per row, so the same values as each layer's own). None when the ranges differ.
+/// [rows, k] (one layer, or attention's q, k and v), with weights `weights` ([out_i, k] each,
+/// quantized once per plan, symmetric per output feature) and `biases`: [rows, Σ out_i], their
+/// outputs side by side. They observed the same input, so calibrated one range: x is quantized
+/// per tensor and packed once, and one product runs over their stacked weights (quantized per
+/// row, so the same values as each layer's own), the biases in the epilogue, written transposed.
+/// None when the ranges differ.
 pub(in crate::nn) fn linears(
     layers: &[Int8Layer],
     x: &[f32],
@@ -250,16 +233,14 @@ pub(in crate::nn) fn linears(
     }
     let k = x.len() / rows.max(1);
     let total: usize = weights.iter().map(|w| w.len() / k.max(1)).sum();
-    let a = {
+    let quantize =
+        |w: &[f32], rows| Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(w, rows, k)));
+    let a = if let [w] = weights {
+        plan.weights[index].get_or_init(|| quantize(w, total)).clone()
+    } else {
         let mut stacked =
             plan.stacked.lock().map_err(|_| candle_core::Error::Msg("int8 plan poisoned".into()))?;
-        stacked
-            .entry(index)
-            .or_insert_with(|| {
-                let w: Vec<f32> = weights.concat();
-                Arc::new(QuantizedMatrix::quantize(crate::nn::gemm::MatRef::row_major(&w, total, k)))
-            })
-            .clone()
+        stacked.entry(index).or_insert_with(|| quantize(&weights.concat(), total)).clone()
     };
     let bias: Option<Vec<f32>> = biases.iter().any(Option::is_some).then(|| {
         let zeros = |w: &&[f32]| vec![0.0; w.len() / k.max(1)];

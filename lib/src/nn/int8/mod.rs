@@ -36,7 +36,7 @@ mod pool;
 
 use super::observer::{RangeMethod, RangeObserver};
 use super::qgemm::{ActivationQuant, QuantizedMatrix};
-pub(in crate::nn) use layers::{conv, linear, linears};
+pub(in crate::nn) use layers::{conv, linears};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
