@@ -15,15 +15,24 @@ pub(super) fn pad_grouped(x: &[u8], g: &Geometry3d, zero: u8, out: &mut Vec<u32>
     let [t, h, w] = g.input;
     let [tp, hp, wp] = padded_extent(g);
     let groups = g.c.div_ceil(KG);
+    let volume = tp * hp * wp;
     out.clear();
-    out.resize(groups * tp * hp * wp, u32::from_ne_bytes([zero; KG]));
-    for (i, src_row) in x.chunks_exact(w * KG).take(groups * t * h).enumerate() {
-        let (c, it, iy) = (i / (t * h), (i / h) % t + g.pad[0], i % h + g.pad[1]);
-        let dst = &mut out[((c * tp + it) * hp + iy) * wp + g.pad[2]..][..w];
-        for (d, s) in dst.iter_mut().zip(src_row.chunks_exact(KG)) {
-            *d = u32::from_ne_bytes(s.try_into().expect("4 bytes"));
+    out.resize(groups * volume, u32::from_ne_bytes([zero; KG]));
+    assert!(x.len() >= groups * t * h * w * KG, "grouped input too short");
+    let dst = DisjointMut(out.as_mut_ptr());
+    // Channel groups in parallel (one clip's convolution runs alone on the pool).
+    crate::nn::simd::par_for(groups, |c| {
+        // SAFETY: group c's padded volume, which no other task writes, inside `out`.
+        let plane = unsafe { std::slice::from_raw_parts_mut(dst.at(c * volume), volume) };
+        let src = &x[c * t * h * w * KG..][..t * h * w * KG];
+        for (i, src_row) in src.chunks_exact(w * KG).enumerate() {
+            let (it, iy) = (i / h + g.pad[0], i % h + g.pad[1]);
+            let d = &mut plane[(it * hp + iy) * wp + g.pad[2]..][..w];
+            for (d, s) in d.iter_mut().zip(src_row.chunks_exact(KG)) {
+                *d = u32::from_ne_bytes(s.try_into().expect("4 bytes"));
+            }
         }
-    }
+    });
 }
 
 fn padded_extent(g: &Geometry3d) -> [usize; 3] {
