@@ -13,11 +13,12 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// The int8 convolution of `x` [N, C, T, H, W] over geometry `g` (`direct`: 1×1, stride 1, no
-/// padding): x quantized once (or handed over in u8), then temporally shifted by `shift` (TSM:
-/// frames as N, T = 1), its column matrix built in u8 (padding the quantized zero); `w`
-/// [C_out, k] with the epilogue's BN `scale` per row, `bias` and `residual` ([N, C_out, P])
-/// added in f32, then ReLU. Returns [N, C_out, T', H', W'] on `device`: f32, or u8 for the
-/// convolution that reads it (see [`feeds_next_conv`]).
+/// padding): x quantized once in channel planes, or handed over in u8 in channel groups of 4,
+/// then temporally shifted by `shift` (TSM: frames as N, T = 1), its columns packed in u8
+/// (padding the quantized zero); `w` [C_out, k] with the epilogue's BN `scale` per row, `bias`
+/// and `residual` ([N, C_out, P]: f32, or u8 handed over, dequantized) added in f32, then ReLU.
+/// Returns [N, C_out, T', H', W'] on `device`: f32, or u8 in channel groups for the
+/// convolutions that read it (see [`feeds_next_conv`], [`read_by_convs`]).
 #[allow(clippy::too_many_arguments)]
 pub(in crate::nn) fn conv(
     layer: &Int8Layer,
