@@ -514,10 +514,14 @@ impl ResNet3d {
         if self.stem_pool {
             y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }
+        // Each block's output but the last one's goes to the next block alone (through the
+        // stage-1 pool, which pools bytes under int8 too).
+        let blocks = self.stages.iter().map(Vec::len).sum::<usize>();
+        let mut done = 0;
         for (s, stage) in self.stages.iter().enumerate() {
-            // Within a stage each block's output goes to the next block alone.
-            for (i, block) in stage.iter().enumerate() {
-                y = block.forward_to_t(&y, train, i + 1 < stage.len())?;
+            for block in stage {
+                done += 1;
+                y = block.forward_to_t(&y, train, done < blocks)?;
             }
             if s == 0 && self.stage1_pool {
                 y = max_pool3d(&y, [2, 1, 1], [2, 1, 1], [0, 0, 0])?;

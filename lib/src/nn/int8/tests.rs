@@ -183,7 +183,16 @@ fn int8_models_follow_the_f32_ones() {
         ["embed_dim=16", "num_heads=1", "depth=3", "stage_starts=[1]", "crop_size=64"]
             .map(String::from)
             .to_vec();
-    for arch in ["tsm_r50", "tsm_r18", "slow_r50", "x3d_xs", "timesformer_vit_b", "mvit_base_16x4"] {
+    for arch in [
+        "tsm_r50",
+        "tsm_r18",
+        "slow_r50",
+        "c2d_r50",
+        "r2plus1d_r50",
+        "x3d_xs",
+        "timesformer_vit_b",
+        "mvit_base_16x4",
+    ] {
         let mut cfg = ModelConfig::defaults(arch);
         if arch.starts_with("timesformer") {
             cfg.apply_overrides(&small_vit).unwrap();
@@ -239,20 +248,21 @@ fn int8_models_follow_the_f32_ones() {
             / first.iter().map(|a| a.powi(2)).sum::<f32>().sqrt();
         println!("{arch}: the chained forward moved the logits by {change:.4} (relative L2)");
         match arch {
-            "tsm_r50" | "tsm_r18" | "slow_r50" => {
+            "tsm_r50" | "tsm_r18" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => {
                 assert!(change > 0.0 && change < 0.05, "{arch}: {change}")
             }
             _ => assert_eq!(first, again, "{arch}: the chained forward differs from the first"),
         }
         // A ResNet-50's 16 bottlenecks hand over u8 from their two inner convolutions (32),
-        // and a block's output to the next block's first convolution (15: in u8 alone
-        // within a stage, a u8 copy beside the f32 one at a stage's end; TSM shifts it in
-        // u8), and the stem to the first block through its max pool (1, pooled as bytes).
-        // X3D's blocks do too (their inner
-        // convolutions feed depthwise ones, which stay f32); the transformers' Linear
-        // layers never do.
+        // and a block's output to the next block's first convolutions (15, in u8 alone; TSM
+        // shifts it in u8; C2D's stage-1 pool pools the bytes), and the stem to the first
+        // block through its max pool (1, pooled as bytes). X3D's blocks do too (their inner
+        // convolutions feed depthwise ones, which stay f32); the transformers' Linear layers
+        // never do.
         match arch {
-            "tsm_r50" | "slow_r50" => assert_eq!(chained, 32 + 15 + 1, "{arch}"),
+            "tsm_r50" | "slow_r50" | "c2d_r50" => assert_eq!(chained, 32 + 15 + 1, "{arch}"),
+            // R(2+1)D's conv_b is two convolutions (spatial, then temporal): three inner ones.
+            "r2plus1d_r50" => assert_eq!(chained, 48 + 15 + 1, "{arch}"),
             // 8 basic blocks: one inner convolution each. Their shifted first convolutions
             // calibrate on the shifted input (a 3×3 one shifts a copy), so they map the
             // bytes of the block before to their own range.
