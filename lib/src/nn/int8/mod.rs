@@ -271,13 +271,26 @@ fn with_run_flag<T>(flag: fn(&mut State) -> &mut bool, f: impl FnOnce() -> T) ->
 /// The map that quantized `r`, a u8 output handed over for convolutions to read and add
 /// (`read_by_convs`); an error for any other u8 residual.
 pub(super) fn residual_quant(r: &[u8]) -> candle_core::Result<ActivationQuant> {
+    match shared_u8((r.as_ptr() as usize, r.len())) {
+        Some((quant, _)) => Ok(quant),
+        None => candle_core::bail!("int8: a u8 residual that no convolution handed over for adding"),
+    }
+}
+
+/// What the handoff of the data at `at` (address, length) says, as `pick` reads it.
+fn find_handoff<T>(at: (usize, usize), pick: impl Fn(&Handoff) -> Option<T>) -> Option<T> {
     MODE.with(|m| {
         let m = m.borrow();
         let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
-        match handoffs.iter().find(|h| (h.addr, h.len) == (r.as_ptr() as usize, r.len())) {
-            Some(Handoff { kind: Handed::U8 { quant, shared: true }, .. }) => Ok(*quant),
-            _ => candle_core::bail!("int8: a u8 residual that no convolution handed over for adding"),
-        }
+        handoffs.iter().filter(|h| (h.addr, h.len) == at).find_map(pick)
+    })
+}
+
+/// The map and writer of the u8 data at `at`, handed over for convolutions (`read_by_convs`).
+fn shared_u8(at: (usize, usize)) -> Option<(ActivationQuant, usize)> {
+    find_handoff(at, |h| match h.kind {
+        Handed::U8 { quant, shared: true } => Some((quant, h.producer)),
+        _ => None,
     })
 }
 
@@ -297,16 +310,9 @@ pub(in crate::nn) fn max_pool(
         candle_core::bail!("int8 max pool: not a contiguous CPU tensor")
     };
     let bytes = &cpu.as_slice::<u8>()?[lo..hi];
-    let (quant, producer) = MODE.with(|m| {
-        let m = m.borrow();
-        let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
-        match handoffs.iter().find(|h| (h.addr, h.len) == (bytes.as_ptr() as usize, bytes.len())) {
-            Some(Handoff { kind: Handed::U8 { quant, shared: true }, producer, .. }) => {
-                Ok((*quant, *producer))
-            }
-            _ => candle_core::bail!("int8 max pool: a u8 input that no convolution handed over for pooling"),
-        }
-    })?;
+    let Some((quant, producer)) = shared_u8((bytes.as_ptr() as usize, bytes.len())) else {
+        candle_core::bail!("int8 max pool: a u8 input that no convolution handed over for pooling")
+    };
     if !c.is_multiple_of(super::qgemm::KG) {
         candle_core::bail!("int8 max pool: {c} channels in groups of {}", super::qgemm::KG)
     }
@@ -321,16 +327,8 @@ pub(in crate::nn) fn max_pool(
 /// its reader passes that on, so that the convolution reading the pool is learned as the
 /// reader, and the convolution then hands over u8 to the pool (`max_pool`).
 pub(in crate::nn) fn pooled(x: &candle_core::Tensor, out: &candle_core::Tensor) {
-    let Some((addr, len)) = data_of(x) else { return };
-    let producer = MODE.with(|m| {
-        let m = m.borrow();
-        let handoffs = m.as_ref().map(|s| &s.handoffs[..]).unwrap_or_default();
-        handoffs
-            .iter()
-            .find(|h| (h.addr, h.len) == (addr, len) && matches!(h.kind, Handed::Learn))
-            .map(|h| h.producer)
-    });
-    if let Some(producer) = producer {
+    let Some(at) = data_of(x) else { return };
+    if let Some(producer) = find_handoff(at, |h| matches!(h.kind, Handed::Learn).then_some(h.producer)) {
         register(out, producer, Handed::Learn);
     }
 }
