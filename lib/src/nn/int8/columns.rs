@@ -4,7 +4,9 @@
 //! u32 copies from the (padded) volume, with no column matrix and no interleaving pass. The
 //! weights' columns then run in that order (`QuantizedMatrix::grouped_taps`).
 
-use crate::nn::qgemm::{PackedB, KG, QNR};
+#[cfg(test)]
+use crate::nn::qgemm::PackedB;
+use crate::nn::qgemm::{KG, QNR};
 use crate::nn::simd::DisjointMut;
 use crate::nn::vol2col::Geometry3d;
 
@@ -39,37 +41,48 @@ fn padded_extent(g: &Geometry3d) -> [usize; 3] {
     std::array::from_fn(|a| g.input[a] + 2 * g.pad[a])
 }
 
-/// The column panels of one image from its padded grouped input `xp` (`pad_grouped`), output
-/// extent `[ot, oh, ow]`, into `out` (reused): B [C/4 · taps · 4, positions] with k group
-/// `c/4 · taps + tap`. Panels in parallel, each written whole in turn.
-pub(super) fn pack_grouped_columns<'a>(
-    xp: &[u32],
-    g: &Geometry3d,
-    [ot, oh, ow]: [usize; 3],
-    out: &'a mut Vec<u8>,
-) -> PackedB<'a> {
-    let (channel_groups, taps) = (g.c.div_ceil(KG), g.taps());
-    let (groups, n) = (channel_groups * taps, ot * oh * ow);
-    let panels = n.div_ceil(QNR);
-    let panel_len = groups * QNR * KG;
-    if out.len() < panels * panel_len {
-        out.resize(panels * panel_len, 0);
+/// The column panels of one image from its padded grouped input (`pad_grouped`): B
+/// [C/4 · taps · 4, positions] with k group `c/4 · taps + tap`, packed a range of panels at a
+/// time (`PackedB::on_demand`).
+pub(super) struct GroupedColumns<'a> {
+    xp: &'a [u32],
+    g: &'a Geometry3d,
+    out: [usize; 3],
+    /// Where each tap's window starts, from the window's corner.
+    tap_offsets: Vec<usize>,
+}
+
+impl<'a> GroupedColumns<'a> {
+    /// The columns of output extent `out` from `xp`, padded for geometry `g`.
+    pub(super) fn new(xp: &'a [u32], g: &'a Geometry3d, out: [usize; 3]) -> Self {
+        let [tp, hp, wp] = padded_extent(g);
+        assert!(xp.len() >= g.c.div_ceil(KG) * tp * hp * wp, "padded grouped input too short");
+        let [_, kh, kw] = g.kernel;
+        let tap_offsets = (0..g.taps())
+            .map(|tap| {
+                let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+                (dt * g.dilation[0] * hp + dh * g.dilation[1]) * wp + dw * g.dilation[2]
+            })
+            .collect();
+        Self { xp, g, out, tap_offsets }
     }
-    let [tp, hp, wp] = padded_extent(g);
-    let volume = tp * hp * wp;
-    assert!(xp.len() >= channel_groups * volume, "padded grouped input too short");
-    let [_, kh, kw] = g.kernel;
-    // Where each tap's window starts, from the window's corner.
-    let tap_offsets: Vec<usize> = (0..taps)
-        .map(|tap| {
-            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
-            (dt * g.dilation[0] * hp + dh * g.dilation[1]) * wp + dw * g.dilation[2]
-        })
-        .collect();
-    let dst = DisjointMut(out.as_mut_ptr());
-    const PANELS_PER_TASK: usize = 4;
-    crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
-        for jp in task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels) {
+
+    /// B's rows and columns.
+    pub(super) fn k_n(&self) -> (usize, usize) {
+        let [ot, oh, ow] = self.out;
+        (self.g.c.div_ceil(KG) * self.g.taps() * KG, ot * oh * ow)
+    }
+
+    /// Panels `panels` into `out`, one after another.
+    pub(super) fn pack(&self, panels: std::ops::Range<usize>, out: &mut [u8]) {
+        let (g, xp) = (self.g, self.xp);
+        let (channel_groups, taps) = (g.c.div_ceil(KG), g.taps());
+        let n = self.k_n().1;
+        let panel_len = channel_groups * taps * QNR * KG;
+        let [_, oh, ow] = self.out;
+        let [tp, hp, wp] = padded_extent(g);
+        let volume = tp * hp * wp;
+        for (jp, panel) in panels.zip(out.chunks_exact_mut(panel_len)) {
             // The window corners of the panel's columns (past n: column 0's, never stored).
             let mut corner = [0usize; QNR];
             let j0 = jp * QNR;
@@ -87,8 +100,6 @@ pub(super) fn pack_grouped_columns<'a>(
                     }
                 }
             }
-            // SAFETY: panel jp's bytes, which no other task writes, inside `out`.
-            let panel = unsafe { std::slice::from_raw_parts_mut(dst.at(jp * panel_len), panel_len) };
             // Runs of columns whose corners are consecutive (stride 1 within an output row, or
             // rows that abut): each one masked load per k group. The corners rise by at least 1
             // a column, so a run is where they rise by exactly 1.
@@ -111,12 +122,14 @@ pub(super) fn pack_grouped_columns<'a>(
                 if count <= MAX_RUNS {
                     // SAFETY: the CPU has AVX-512F; the runs' values lie inside the padded
                     // volume (every window does), the panel holds `groups` groups.
-                    unsafe { copy_runs(panel, xp, volume, channel_groups, &tap_offsets, &runs[..count]) };
+                    unsafe {
+                        copy_runs(panel, xp, volume, channel_groups, &self.tap_offsets, &runs[..count])
+                    };
                     continue;
                 }
             }
             for (cg, src) in xp.chunks_exact(volume).take(channel_groups).enumerate() {
-                for (tap, &offset) in tap_offsets.iter().enumerate() {
+                for (tap, &offset) in self.tap_offsets.iter().enumerate() {
                     let d: &mut [u8; QNR * KG] =
                         (&mut panel[(cg * taps + tap) * QNR * KG..][..QNR * KG]).try_into().expect("a group");
                     let src = &src[offset..];
@@ -126,8 +139,34 @@ pub(super) fn pack_grouped_columns<'a>(
                 }
             }
         }
+    }
+}
+
+/// `GroupedColumns` packed whole into `out` (reused), panels in parallel.
+#[cfg(test)]
+pub(super) fn pack_grouped_columns<'a>(
+    xp: &[u32],
+    g: &Geometry3d,
+    out_extent: [usize; 3],
+    out: &'a mut Vec<u8>,
+) -> PackedB<'a> {
+    let columns = GroupedColumns::new(xp, g, out_extent);
+    let (k, n) = columns.k_n();
+    let panels = n.div_ceil(QNR);
+    let panel_len = k / KG * QNR * KG;
+    if out.len() < panels * panel_len {
+        out.resize(panels * panel_len, 0);
+    }
+    let dst = DisjointMut(out.as_mut_ptr());
+    const PANELS_PER_TASK: usize = 4;
+    crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
+        let jp = task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels);
+        // SAFETY: panels jp, which no other task writes, inside `out`.
+        let panels =
+            unsafe { std::slice::from_raw_parts_mut(dst.at(jp.start * panel_len), jp.len() * panel_len) };
+        columns.pack(jp, panels)
     });
-    PackedB::from_panels(&out[..panels * panel_len], groups * KG, n)
+    PackedB::from_panels(&out[..panels * panel_len], k, n)
 }
 
 /// Runs of a panel copied with masked loads; past that, value by value.

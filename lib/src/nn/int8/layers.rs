@@ -103,11 +103,13 @@ pub(in crate::nn) fn conv(
     let isa = QIsa::detected();
     let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
-    // volume: a grouped 1×1 stride-1 input is read in place, another grouped one packed with
-    // u32 copies from it padded; channel planes (an input quantized here) are the matrix of a
-    // 1×1 stride-1 convolution, or padded once with the quantized zero and built a column row
-    // at a time. (Packing a column block at a time inside the product's tasks was tried: no
-    // faster, the blocks' short row runs costing what the cache saved.)
+    // volume: a grouped 1×1 stride-1 input is read in place; another grouped one is padded, then
+    // packed with u32 copies a column block at a time by the product's tasks, each block
+    // multiplied while it is in L2 (packed whole, 14 MB for Slow-R50's res2, the columns went
+    // out to memory and back: the 3D ResNets ran 13–16 % slower); channel planes (an input
+    // quantized here) are the matrix of a 1×1 stride-1 convolution, or padded once with the
+    // quantized zero and built a column row at a time. (Packing these a block at a time was
+    // tried: no faster, the blocks' short row runs costing what the cache saved.)
     let image = |n: usize, o: QOutput| {
         let x_n = &xq[n * image_len..][..image_len];
         let epi = QEpilogue {
@@ -120,26 +122,32 @@ pub(in crate::nn) fn conv(
             transposed: false,
         };
         PACKED_B.with(|buf| {
-            let buf = &mut buf.borrow_mut();
-            let b = match (grouped, direct) {
-                (true, true) => PackedB::grouped_in_place(x_n, k, positions, buf),
-                (true, false) => PADDED_GROUPED.with(|padded| {
-                    let padded = &mut padded.borrow_mut();
-                    super::columns::pad_grouped(x_n, &one, aq.zero_point, padded);
-                    super::columns::pack_grouped_columns(padded, &one, [ot, oh, ow], buf)
-                }),
-                (false, true) => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
-                (false, false) => PADDED.with(|padded| {
-                    let padded = &mut padded.borrow_mut();
-                    crate::nn::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
-                    let padded = &**padded;
-                    let row = |row, cols, dst: &mut [u8]| {
-                        crate::nn::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, cols, dst)
-                    };
-                    pack_b(&WrittenRows { k, row }, positions, buf)
-                }),
-            };
-            qgemm_packed_into(isa, a, b, aq, o, positions, epi)
+            PADDED_GROUPED.with(|padded| {
+                let (buf, padded) = (&mut buf.borrow_mut(), &mut padded.borrow_mut());
+                let (columns, packer);
+                let b = match (grouped, direct) {
+                    (true, true) => PackedB::grouped_in_place(x_n, k, positions, buf),
+                    // Packed a tile at a time by the product's tasks.
+                    (true, false) => {
+                        super::columns::pad_grouped(x_n, &one, aq.zero_point, padded);
+                        columns = super::columns::GroupedColumns::new(padded, &one, [ot, oh, ow]);
+                        packer = |panels, out: &mut [u8]| columns.pack(panels, out);
+                        let (k, n) = columns.k_n();
+                        PackedB::on_demand(k, n, &packer)
+                    }
+                    (false, true) => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
+                    (false, false) => PADDED.with(|padded| {
+                        let padded = &mut padded.borrow_mut();
+                        crate::nn::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
+                        let padded = &**padded;
+                        let row = |row, cols, dst: &mut [u8]| {
+                            crate::nn::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, cols, dst)
+                        };
+                        pack_b(&WrittenRows { k, row }, positions, buf)
+                    }),
+                };
+                qgemm_packed_into(isa, a, b, aq, o, positions, epi)
+            })
         })
     };
     // u8 goes out in channel groups of 4: whole groups only.

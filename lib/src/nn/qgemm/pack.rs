@@ -8,7 +8,7 @@ use std::ops::Range;
 /// (column-major inside a group); columns and k past the end hold 0. Packed (`pack_b`), a
 /// panel's groups follow each other; read in place from activations in channel groups
 /// (`grouped_in_place`), panel j of group g lies at `g · group_stride + j · 64`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct PackedB<'a> {
     pub(super) data: &'a [u8],
     pub(super) k: usize,
@@ -19,14 +19,44 @@ pub struct PackedB<'a> {
     /// In place: the last panel, partial, packed apart (reading it in place would run past the
     /// data).
     tail: Option<&'a [u8]>,
+    /// Packed as the product reaches them: `data` is empty.
+    packer: Option<PanelPacker<'a>>,
 }
+
+/// Packs B's panels `panels` into `out`, whole panels one after another (`groups · QNR · KG`
+/// bytes each), every byte written; called from the product's threads.
+pub type PanelPacker<'a> = &'a (dyn Fn(Range<usize>, &mut [u8]) + Sync);
 
 impl<'a> PackedB<'a> {
     /// Packed panels `data` of B [k, n] (whole panels one after another).
     pub(crate) fn from_panels(data: &'a [u8], k: usize, n: usize) -> Self {
         let groups = k.div_ceil(KG);
         assert!(data.len() >= n.div_ceil(QNR) * groups * QNR * KG, "packed B too short");
-        Self { data, k, n, panel_stride: groups * QNR * KG, group_stride: QNR * KG, tail: None }
+        Self { data, k, n, panel_stride: groups * QNR * KG, group_stride: QNR * KG, tail: None, packer: None }
+    }
+
+    /// B [k, n] whose panels `packer` writes when the product reaches them: each tile of panels
+    /// packed into a buffer of the thread that runs it and multiplied by every A panel while it
+    /// is in L1 (a convolution's column panels, which packed whole went out to memory and came
+    /// back), or packed whole first where several threads share a tile.
+    pub fn on_demand(k: usize, n: usize, packer: PanelPacker<'a>) -> Self {
+        let groups = k.div_ceil(KG);
+        let panel_stride = groups * QNR * KG;
+        Self { data: &[], k, n, panel_stride, group_stride: QNR * KG, tail: None, packer: Some(packer) }
+    }
+
+    pub(super) fn packer(&self) -> Option<PanelPacker<'a>> {
+        self.packer
+    }
+
+    /// Panels from `jp` on that lie in one storage (the kernels read them `panel_stride` apart).
+    pub(super) fn shared(&self, jp: usize) -> usize {
+        let panels = self.n.div_ceil(QNR);
+        match self.tail {
+            Some(_) if jp + 1 == panels => 1,
+            Some(_) => panels - 1 - jp,
+            None => panels - jp,
+        }
     }
 
     /// B [k, n] read in place from `x`: u8 values in groups of 4 rows, [k/4][n][4] (row p,
@@ -46,12 +76,17 @@ impl<'a> PackedB<'a> {
             }
             &tail[..]
         });
-        Self { data: x, k, n, panel_stride: QNR * KG, group_stride: n * KG, tail }
+        Self { data: x, k, n, panel_stride: QNR * KG, group_stride: n * KG, tail, packer: None }
     }
 
     /// Value (p, j) as the kernels read it.
     pub fn value(&self, p: usize, j: usize) -> u8 {
-        let (panel, _, g_stride, _) = self.panel(j / QNR);
+        if let Some(pack) = self.packer {
+            let mut panel = vec![0u8; self.panel_stride];
+            pack(j / QNR..j / QNR + 1, &mut panel);
+            return panel[(p / KG) * self.group_stride + (j % QNR) * KG + p % KG];
+        }
+        let (panel, _, g_stride) = self.panel(j / QNR);
         panel[(p / KG) * g_stride + (j % QNR) * KG + p % KG]
     }
 
@@ -60,25 +95,14 @@ impl<'a> PackedB<'a> {
     }
 
     /// Panel jp's first byte, the bytes from it to the next panel (for the panels after it in
-    /// the same storage) and between its k groups, and how many panels from jp on share that
-    /// storage.
-    pub(super) fn panel(&self, jp: usize) -> (&'a [u8], usize, usize, usize) {
+    /// the same storage, `shared`) and between its k groups.
+    pub(super) fn panel(&self, jp: usize) -> (&'a [u8], usize, usize) {
+        assert!(self.packer.is_none(), "panels packed on demand have no storage");
         let panels = self.n.div_ceil(QNR);
         let span = (self.groups() - 1) * self.group_stride + QNR * KG;
         match self.tail {
-            Some(t) if jp + 1 == panels => (t, QNR * KG * self.groups(), QNR * KG, 1),
-            Some(_) => (
-                &self.data[jp * self.panel_stride..][..span],
-                self.panel_stride,
-                self.group_stride,
-                panels - 1 - jp,
-            ),
-            None => (
-                &self.data[jp * self.panel_stride..][..span],
-                self.panel_stride,
-                self.group_stride,
-                panels - jp,
-            ),
+            Some(t) if jp + 1 == panels => (t, QNR * KG * self.groups(), QNR * KG),
+            _ => (&self.data[jp * self.panel_stride..][..span], self.panel_stride, self.group_stride),
         }
     }
 }

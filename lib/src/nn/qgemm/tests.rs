@@ -153,6 +153,26 @@ fn int8_kernels_agree_with_the_exact_sums() {
                 let got: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
                 assert_eq!(&got, want, "{isa:?} {m}×{k}×{n}: B in place");
             }
+            // Panels packed on demand, by each task (one thread) or whole first (tasks sharing
+            // column blocks): the same values.
+            let mut whole = vec![];
+            let panels = pack_b_matrix(&b, n, k, n, &mut whole).data;
+            let panel_len = k.div_ceil(KG) * QNR * KG;
+            let packer = |range: std::ops::Range<usize>, out: &mut [u8]| {
+                out.copy_from_slice(&panels[range.start * panel_len..range.end * panel_len])
+            };
+            for ((isa, want), one_thread) in outs.iter().flat_map(|o| [(o, true), (o, false)]) {
+                let mut c = vec![std::mem::MaybeUninit::new(f32::NAN); m * n];
+                let mut product =
+                    || qgemm_packed(*isa, &a, PackedB::on_demand(k, n, &packer), bq, &mut c, n, epi);
+                match one_thread {
+                    true => crate::nn::simd::sequential(product),
+                    false => product(),
+                }
+                // SAFETY: qgemm_packed wrote every value.
+                let got: Vec<f32> = c.iter().map(|v| unsafe { v.assume_init() }).collect();
+                assert_eq!(&got, want, "{isa:?} {m}×{k}×{n}: B packed on demand (one thread: {one_thread})");
+            }
             if epi.residual.is_some() {
                 continue;
             }
