@@ -37,6 +37,43 @@ pub(super) fn pad_grouped(x: &[u8], g: &Geometry3d, zero: u8, out: &mut Vec<u32>
     });
 }
 
+/// Channel planes `x` ([images][c][positions] u8) in channel groups of 4 ([images][c/4]
+/// [positions][4]), the channels past c to a whole group filled with `fill`: an input quantized
+/// here laid out as a handed-over one. In parallel over runs of positions.
+pub(super) fn group_channels(x: &[u8], images: usize, c: usize, positions: usize, fill: u8) -> Vec<u8> {
+    assert!(x.len() >= images * c * positions, "channel planes too short");
+    let groups = c.div_ceil(KG);
+    let mut out = vec![0u8; images * groups * positions * KG];
+    let filler = vec![fill; positions];
+    const RUN: usize = 1 << 12;
+    let runs = positions.div_ceil(RUN);
+    let dst = DisjointMut(out.as_mut_ptr());
+    crate::nn::simd::par_for(images * groups * runs, |task| {
+        let (plane, run) = (task / runs, task % runs);
+        let (n, cg) = (plane / groups, plane % groups);
+        let span = run * RUN..((run + 1) * RUN).min(positions);
+        let src: [&[u8]; KG] = std::array::from_fn(|t| match cg * KG + t < c {
+            true => &x[(n * c + cg * KG + t) * positions..][span.clone()],
+            false => &filler[span.clone()],
+        });
+        // SAFETY: group `plane`'s positions `span`, which no other task writes, inside `out`.
+        let d = unsafe {
+            std::slice::from_raw_parts_mut(dst.at((plane * positions + span.start) * KG), span.len() * KG)
+        };
+        let whole = span.len() / QNR * QNR;
+        for (j, d) in d[..whole * KG].chunks_exact_mut(QNR * KG).enumerate() {
+            let rows = src.map(|r| <&[u8; QNR]>::try_from(&r[j * QNR..][..QNR]).expect("16 bytes"));
+            crate::nn::qgemm::interleave4(rows, d.try_into().expect("64 bytes"));
+        }
+        for j in whole..span.len() {
+            for t in 0..KG {
+                d[j * KG + t] = src[t][j];
+            }
+        }
+    });
+    out
+}
+
 fn padded_extent(g: &Geometry3d) -> [usize; 3] {
     std::array::from_fn(|a| g.input[a] + 2 * g.pad[a])
 }
@@ -119,14 +156,19 @@ impl<'a> GroupedColumns<'a> {
                         break;
                     }
                 }
+                // SAFETY (both): the CPU has AVX-512F; the columns' values lie inside the padded
+                // volume (every window does), the panel holds `groups` groups.
                 if count <= MAX_RUNS {
-                    // SAFETY: the CPU has AVX-512F; the runs' values lie inside the padded
-                    // volume (every window does), the panel holds `groups` groups.
                     unsafe {
                         copy_runs(panel, xp, volume, channel_groups, &self.tap_offsets, &runs[..count])
                     };
-                    continue;
+                } else {
+                    // Strided windows (a stem's, a downsampling convolution's): gathered.
+                    unsafe {
+                        gather_columns(panel, xp, volume, channel_groups, &self.tap_offsets, &corner, live)
+                    };
                 }
+                continue;
             }
             for (cg, src) in xp.chunks_exact(volume).take(channel_groups).enumerate() {
                 for (tap, &offset) in self.tap_offsets.iter().enumerate() {
@@ -217,6 +259,43 @@ unsafe fn copy_runs(
     }
 }
 
+/// One panel's groups (channel group major, then tap) from the padded grouped volume `xp`: per
+/// group, one gather of the `live` columns' values at their window corners `corner` (+ the
+/// tap's offset), the lanes past them 0.
+///
+/// # Safety
+/// AVX-512F available; `corner[..live]` + every tap offset lie inside each channel group's
+/// `volume`, below 2³¹; `panel` holds `channel_groups · taps` groups of 64 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_columns(
+    panel: &mut [u8],
+    xp: &[u32],
+    volume: usize,
+    channel_groups: usize,
+    tap_offsets: &[usize],
+    corner: &[usize; QNR],
+    live: usize,
+) {
+    use std::arch::x86_64::*;
+    let taps = tap_offsets.len();
+    assert!(panel.len() >= channel_groups * taps * QNR * KG && xp.len() >= channel_groups * volume);
+    let index = _mm512_loadu_si512(corner.map(|c| c as i32).as_ptr() as *const _);
+    let mask = ((1u32 << live) - 1) as __mmask16;
+    for cg in 0..channel_groups {
+        let src = xp.as_ptr().add(cg * volume);
+        for (tap, &offset) in tap_offsets.iter().enumerate() {
+            let v = _mm512_mask_i32gather_epi32::<4>(
+                _mm512_setzero_si512(),
+                mask,
+                index,
+                src.add(offset) as *const i32,
+            );
+            _mm512_storeu_si512(panel.as_mut_ptr().add((cg * taps + tap) * QNR * KG) as *mut _, v);
+        }
+    }
+}
+
 /// Bytes in channel groups of 4 ([C/4, P, 4]) back to channel planes ([C, P]), for a layer
 /// that reads them so (`c` a multiple of 4).
 pub(super) fn ungroup(x: &[u8], c: usize, positions: usize) -> Vec<u8> {
@@ -234,10 +313,10 @@ pub(super) fn ungroup(x: &[u8], c: usize, positions: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::qgemm::{pack_b, WrittenRows};
 
     /// The panels packed from the grouped input hold what the column matrix of the plain input
-    /// holds, k reordered as (c/4, tap, c%4), over strides, padding, dilation and a 3D window.
+    /// holds, k reordered as (c/4, tap, c%4), over strides (masked-load runs and gathers),
+    /// padding, dilation, a 3D window and 3 channels padded to a group (a stem's).
     #[test]
     fn grouped_columns_are_the_column_matrix_reordered() {
         let mut rng = crate::rng::Rng::new(5);
@@ -247,38 +326,43 @@ mod tests {
             (8, [3, 6, 5], [3, 1, 1], [1, 1, 1], [1, 0, 0], [1, 1, 1]),
             (12, [2, 10, 9], [1, 3, 3], [1, 1, 1], [0, 2, 2], [1, 2, 2]),
             (4, [1, 8, 8], [1, 1, 1], [1, 2, 2], [0, 0, 0], [1, 1, 1]),
+            (3, [3, 12, 13], [3, 7, 7], [1, 2, 2], [1, 3, 3], [1, 1, 1]),
         ] {
             let g = Geometry3d { n: 1, c, input, kernel, stride, pad, dilation };
             let [ot, oh, ow] = g.out().unwrap();
             let (vol, n, taps) = (g.in_volume(), ot * oh * ow, g.taps());
             let plain: Vec<u8> = (0..c * vol).map(|_| (rng.uniform() * 128.0).min(127.0) as u8).collect();
             let zero = 9u8;
-            let mut grouped = vec![0u8; c * vol];
-            for ch in 0..c {
+            let grouped = group_channels(&plain, 1, c, vol, zero);
+            for ch in 0..c.div_ceil(4) * 4 {
                 for p in 0..vol {
-                    grouped[((ch / 4) * vol + p) * 4 + ch % 4] = plain[ch * vol + p];
+                    let want = if ch < c { plain[ch * vol + p] } else { zero };
+                    assert_eq!(
+                        grouped[((ch / 4) * vol + p) * 4 + ch % 4],
+                        want,
+                        "channel {ch}, position {p}"
+                    );
                 }
             }
-            assert_eq!(ungroup(&grouped, c, vol), plain);
-            // The column matrix from the plain input (vol2col's rows), then packed.
-            let mut padded = vec![];
-            crate::nn::vol2col::pad_volume(&plain, &g, zero, &mut padded);
-            let row = |r, cols, dst: &mut [u8]| {
-                crate::nn::vol2col::padded_column_row(&padded, &g, [ot, oh, ow], r, cols, dst)
-            };
+            if c % 4 == 0 {
+                assert_eq!(ungroup(&grouped, c, vol), plain);
+            }
+            // The column matrix from the plain input, then packed.
+            let matrix = crate::nn::vol2col::vol2col_padded(&plain, &g, zero).unwrap();
             let mut want_buf = vec![];
-            let want = pack_b(&WrittenRows { k: c * taps, row }, n, &mut want_buf);
+            let want = crate::nn::qgemm::pack_b_matrix(&matrix, n, c * taps, n, &mut want_buf);
             let mut xp = vec![];
             pad_grouped(&grouped, &g, zero, &mut xp);
             let mut got_buf = vec![];
             let got = pack_grouped_columns(&xp, &g, [ot, oh, ow], &mut got_buf);
-            for ch in 0..c {
+            for ch in 0..c.div_ceil(4) * 4 {
                 for tap in 0..taps {
                     let (k_plain, k_grouped) = (ch * taps + tap, ((ch / 4) * taps + tap) * 4 + ch % 4);
                     for j in 0..n {
+                        let want = if ch < c { want.value(k_plain, j) } else { zero };
                         assert_eq!(
                             got.value(k_grouped, j),
-                            want.value(k_plain, j),
+                            want,
                             "{g:?}: channel {ch}, tap {tap}, column {j}"
                         );
                     }

@@ -4,7 +4,7 @@
 use super::{hand_off, ConvIn, Int8Layer, Int8Plan, Output};
 use crate::nn::qgemm::{
     pack_b, pack_b_transposed, qgemm_packed, qgemm_packed_into, ActivationQuant, MatrixRows, PackedB,
-    QEpilogue, QIsa, QOutput, QResidual, QuantizedMatrix, WrittenRows, KG,
+    QEpilogue, QIsa, QOutput, QResidual, QuantizedMatrix, KG,
 };
 use crate::nn::simd::DisjointMut;
 use std::borrow::Cow;
@@ -81,6 +81,21 @@ pub(in crate::nn) fn conv(
         }
         _ => xq,
     };
+    // Channel planes whose columns need packing (a stem; a layer after a non-convolution) go in
+    // channel groups, the channels padded to a whole group with the zero point (their weights
+    // are 0), so that their panels are packed a block at a time with u32 copies as a handed-over
+    // input's are. (Built a column row at a time, I3D-R50's 5×7×7 stem's 74 MB of columns were
+    // 17 % of its forward.)
+    let (xq, grouped) = match !grouped && !direct {
+        true => {
+            (Cow::Owned(super::columns::group_channels(&xq, images, g.c, g.in_volume(), aq.zero_point)), true)
+        }
+        false => (xq, grouped),
+    };
+    let image_len = match grouped {
+        true => g.c.div_ceil(KG) * KG * g.in_volume(),
+        false => image_len,
+    };
     // A grouped input's packed columns run k as (c/4, tap, c%4): the weights' columns follow.
     let a = match grouped && !direct {
         true => plan.grouped_weights[index].get_or_init(|| Arc::new(a.grouped_taps(g.c, g.taps()))),
@@ -104,12 +119,10 @@ pub(in crate::nn) fn conv(
     let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
     // volume: a grouped 1×1 stride-1 input is read in place; another grouped one is padded, then
-    // packed with u32 copies a column block at a time by the product's tasks, each block
-    // multiplied while it is in L2 (packed whole, 14 MB for Slow-R50's res2, the columns went
-    // out to memory and back: the 3D ResNets ran 13–16 % slower); channel planes (an input
-    // quantized here) are the matrix of a 1×1 stride-1 convolution, or padded once with the
-    // quantized zero and built a column row at a time. (Packing these a block at a time was
-    // tried: no faster, the blocks' short row runs costing what the cache saved.)
+    // packed with u32 copies (or gathers, for strided windows) a column block at a time by the
+    // product's tasks, each block multiplied while it is in L2 (packed whole, 14 MB for
+    // Slow-R50's res2, the columns went out to memory and back: the 3D ResNets ran 13–16 %
+    // slower); channel planes (an input quantized here, 1×1 stride 1) are the B matrix itself.
     let image = |n: usize, o: QOutput| {
         let x_n = &xq[n * image_len..][..image_len];
         let epi = QEpilogue {
@@ -135,16 +148,9 @@ pub(in crate::nn) fn conv(
                         let (k, n) = columns.k_n();
                         PackedB::on_demand(k, n, &packer)
                     }
-                    (false, true) => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
-                    (false, false) => PADDED.with(|padded| {
-                        let padded = &mut padded.borrow_mut();
-                        crate::nn::vol2col::pad_volume(x_n, &one, aq.zero_point, padded);
-                        let padded = &**padded;
-                        let row = |row, cols, dst: &mut [u8]| {
-                            crate::nn::vol2col::padded_column_row(padded, &one, [ot, oh, ow], row, cols, dst)
-                        };
-                        pack_b(&WrittenRows { k, row }, positions, buf)
-                    }),
+                    // Channel planes: a 1×1 stride-1 convolution's matrix (the others were
+                    // grouped above).
+                    (false, _) => pack_b(&MatrixRows { b: x_n, ldb: positions, k }, positions, buf),
                 };
                 qgemm_packed_into(isa, a, b, aq, o, positions, epi)
             })
@@ -314,8 +320,6 @@ fn quantized_input<'x>(
 thread_local! {
     /// The packed columns of the convolution running on this thread, kept between calls.
     static PACKED_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// Its input image padded with the quantized zero (`vol2col::pad_volume`).
-    static PADDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// Or, in channel groups, padded so (`columns::pad_grouped`).
     static PADDED_GROUPED: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }

@@ -28,6 +28,7 @@ mod product;
 mod tests;
 
 use super::gemm::MatRef;
+pub(crate) use pack::interleave4;
 pub use pack::{
     pack_b, pack_b_matrix, pack_b_transposed, BSource, MatrixRows, PackedB, WrittenRows, ROW_SLACK,
 };

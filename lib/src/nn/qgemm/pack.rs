@@ -273,7 +273,7 @@ unsafe fn interleave_group(rows: [&[u8]; KG], k: usize, g: usize, n: usize, dst:
 /// x86-64 has): pairs of rows, then pairs of pairs.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+pub(crate) fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of x86-64; the loads read 16 bytes of each row, the stores write the
     // 64 bytes of `dst`.
@@ -298,7 +298,7 @@ fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
 
 /// `interleave4` without SSE2.
 #[cfg(not(target_arch = "x86_64"))]
-fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
+pub(crate) fn interleave4(src: [&[u8; QNR]; KG], dst: &mut [u8; QNR * KG]) {
     for j in 0..QNR {
         for t in 0..KG {
             dst[j * KG + t] = src[t][j].min(ACT_MAX);

@@ -268,19 +268,20 @@ pub fn qgemm_packed_into(
             }
         }
     };
-    // The column block's panels in tiles of at most np, as even as they come (4 panels: 2 + 2,
-    // not 3 + 1, whose one-panel tile is too few sums to cover the kernel's latency), each
-    // split where B's storage changes (an in-place B's last panel, packed apart): f(jp, live).
+    // The column block's panels in tiles of at most np, first split where B's storage changes
+    // (an in-place B's last panel, packed apart), then as even as they come (4 panels: 2 + 2,
+    // not 3 + 1, whose one-panel tile is too few sums to cover the kernel's latency; 12 in
+    // place and a tail: 3 + 3 + 3 + 3 + 1, not 2 + 3 + 2 + 3 + 2 + 1): f(jp, live).
     let tiles_of = |cols: std::ops::Range<usize>, f: &mut dyn FnMut(usize, usize)| {
-        let (first, len) = (cols.start, cols.len());
-        let tiles = len.div_ceil(np);
-        for t in 0..tiles {
-            let (mut jp, end) = (first + t * len / tiles, first + (t + 1) * len / tiles);
-            while jp < end {
-                let live = (end - jp).min(b.shared(jp));
-                f(jp, live);
-                jp += live;
+        let mut first = cols.start;
+        while first < cols.end {
+            let len = b.shared(first).min(cols.end - first);
+            let tiles = len.div_ceil(np);
+            for t in 0..tiles {
+                let jp = first + t * len / tiles;
+                f(jp, first + (t + 1) * len / tiles - jp);
             }
+            first += len;
         }
     };
     // Row panels `rows` (whole tiles) times B panels `cols` of C, an A tile at a time over the
