@@ -3,7 +3,7 @@
 //! `vpmaddubsw` multiplies bytes and adds pairs into i16 (no saturation: activations are 7-bit),
 //! `vpmaddwd` by ones adds those pairs into i32. The epilogue runs on the accumulators.
 
-use super::{finish_tile, TileOut, KG, QMR, QNR};
+use super::{finish_tile_body, TileOut, KG, QMR, QNR};
 use std::arch::x86_64::*;
 
 /// The panels' product over `groups` k groups (B's `g_stride` bytes apart; as
@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 ///
 /// # Safety
 /// AVX2 available; `out`'s rows × cols lie inside the output and residual buffers.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, out: &TileOut) {
     assert!(
         a.len() >= groups * QMR * KG && (groups == 0 || b.len() >= (groups - 1) * g_stride + QNR * KG),
@@ -42,7 +42,7 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
             _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR + 8) as *mut __m256i, hi);
         }
         // SAFETY: the caller's bounds.
-        return finish_tile(&tile, out);
+        return finish_tile_fma(&tile, out);
     }
     let zero = _mm256_setzero_ps();
     for (r, halves) in acc.into_iter().enumerate().take(out.rows) {
@@ -50,8 +50,7 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
             (_mm256_set1_epi32(out.shift[r]), _mm256_set1_ps(out.scale[r]), _mm256_set1_ps(out.bias[r]));
         for (h, sums) in halves.into_iter().enumerate() {
             let at = r * out.ldc + h * 8;
-            let mut v = _mm256_cvtepi32_ps(_mm256_sub_epi32(sums, shift));
-            v = _mm256_add_ps(_mm256_mul_ps(v, scale), bias);
+            let mut v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(sums, shift)), scale, bias);
             if !out.res.is_null() {
                 // SAFETY: the tile's 16 columns of row r lie inside the residual.
                 v = _mm256_add_ps(v, _mm256_loadu_ps(out.res.add(at)));
@@ -63,6 +62,16 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
             _mm256_storeu_ps(out.c.add(at), v);
         }
     }
+}
+
+/// `finish_tile` with its multiply-adds in FMA instructions (the portable build calls libm's
+/// `fmaf`, which rounds the same).
+///
+/// # Safety
+/// AVX2 and FMA available; as `finish_tile`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_tile_fma(tile: &[i32; QMR * QNR], out: &TileOut) {
+    finish_tile_body(tile, out)
 }
 
 /// `quantize_run_body`: out[i] = clamp(round_ties_even(x[i] · inv) + zp, 0, 127), 32 at a time

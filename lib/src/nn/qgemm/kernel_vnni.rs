@@ -71,7 +71,8 @@ unsafe fn tile<const NP: usize>(
             let mut v = [_mm512_setzero_ps(); VNNI_MP * QMR];
             for (i, v) in v.iter_mut().enumerate() {
                 let (p, r) = (i / QMR, i % QMR);
-                *v = finish(&outs[p], r, j, acc[p][r][j], _mm512_setzero_si512(), mask_of(cols));
+                let out = &outs[p];
+                *v = finish(out, r, j, acc[p][r][j], _mm512_setzero_si512(), mask_of(cols), out.relu);
             }
             store_transposed(outs, j, cols, &v);
         }
@@ -81,6 +82,8 @@ unsafe fn tile<const NP: usize>(
         if out.rows == 0 {
             continue;
         }
+        // u8 alone with the zero point 0: requantizing clamps below at 0 as the ReLU would.
+        let relu = out.relu && !(out.c.is_null() && out.q_zp == 0.0);
         for j in 0..NP {
             let cols = out.cols.saturating_sub(j * QNR).min(QNR);
             if cols == 0 {
@@ -96,7 +99,7 @@ unsafe fn tile<const NP: usize>(
                 false => _mm512_maskz_loadu_epi32(mask, out.res_q.add(j * QNR * KG) as *const i32),
             };
             for r in 0..out.rows {
-                let v = finish(out, r, j, acc[p][r][j], res_q, mask);
+                let v = finish(out, r, j, acc[p][r][j], res_q, mask, relu);
                 // SAFETY: the masked columns of row r lie inside the outputs.
                 if !out.c.is_null() {
                     _mm512_mask_storeu_ps(out.c.add(r * out.ldc + j * QNR), mask, v);
@@ -143,10 +146,11 @@ unsafe fn products<const NP: usize>(
     acc
 }
 
-/// Row r of B panel j of `out`'s tile from its `sums`: (sums − shift) · scale + bias
-/// (+ residual: f32, or row r's bytes of the grouped u8 `res_q` dequantized), ReLU, with the
-/// masked-off columns' residual not read. A function with `tile`'s features, so that it is
-/// inlined there (a closure is not).
+/// Row r of B panel j of `out`'s tile from its `sums`: (sums − shift) · scale + bias in one
+/// fused multiply-add (+ residual: f32, or row r's bytes of the grouped u8 `res_q`, their zero
+/// point taken off, times its scale in another), ReLU where `relu`, with the masked-off
+/// columns' residual not read. A function with `tile`'s features, so that it is inlined there
+/// (a closure is not).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn finish(
@@ -156,23 +160,24 @@ unsafe fn finish(
     sums: __m512i,
     res_q: __m512i,
     mask: __mmask16,
+    relu: bool,
 ) -> __m512 {
-    let mut v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_set1_epi32(out.shift[r])));
-    v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(out.scale[r])), _mm512_set1_ps(out.bias[r]));
+    let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_set1_epi32(out.shift[r])));
+    let mut v = _mm512_fmadd_ps(v, _mm512_set1_ps(out.scale[r]), _mm512_set1_ps(out.bias[r]));
     if !out.res.is_null() {
         // SAFETY: the masked columns of row r lie inside the residual (no residual when
         // transposed).
         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.res.add(r * out.ldc + j * QNR)));
     }
     if !out.res_q.is_null() {
-        let q = _mm512_and_si512(
-            _mm512_srlv_epi32(res_q, _mm512_set1_epi32(8 * r as i32)),
-            _mm512_set1_epi32(0xff),
-        );
+        // Byte r of each lane, alone: one shuffle within the 128-bit lanes (lane dword i's
+        // bytes 4i.. in the lane).
+        let pick: [i32; QNR] = std::array::from_fn(|l| (0x8080_8000u32 | (4 * (l % 4) + r) as u32) as i32);
+        let q = _mm512_shuffle_epi8(res_q, _mm512_loadu_si512(pick.as_ptr() as *const _));
         let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(out.res_zp)));
-        v = _mm512_add_ps(v, _mm512_mul_ps(d, _mm512_set1_ps(out.res_scale)));
+        v = _mm512_fmadd_ps(d, _mm512_set1_ps(out.res_scale), v);
     }
-    if out.relu {
+    if relu {
         v = _mm512_max_ps(v, _mm512_setzero_ps());
     }
     v

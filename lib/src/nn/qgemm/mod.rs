@@ -33,7 +33,7 @@ pub use pack::{
     pack_b, pack_b_matrix, pack_b_transposed, BSource, MatrixRows, PackedB, WrittenRows, ROW_SLACK,
 };
 pub use peak::peak_gmacs;
-use product::{finish_tile, TileOut};
+use product::{finish_tile_body, TileOut};
 pub use product::{qgemm, qgemm_packed, qgemm_packed_into, QEpilogue, QOutput, QResidual};
 
 /// Rows of an A panel (one i32 accumulator pair per row in the AVX2 kernel).
@@ -78,7 +78,9 @@ impl QIsa {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
-                QIsa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+                QIsa::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+                }
                 QIsa::Avx512Vnni => {
                     std::arch::is_x86_feature_detected!("avx512f")
                         && std::arch::is_x86_feature_detected!("avx512vnni")

@@ -352,20 +352,31 @@ pub(super) struct TileOut {
     pub relu: bool,
 }
 
-/// A tile's outputs: (acc − shift) · scale + bias (+ residual), ReLU, in this order (the vector
-/// kernels' epilogues round the same way).
+/// A tile's outputs: (acc − shift) · scale + bias (one fused multiply-add; + an f32 residual,
+/// or a u8 one's (q − zero point) · scale in another), ReLU, in this order (the vector kernels'
+/// epilogues round the same way).
 ///
 /// # Safety
 /// `out`'s rows × cols lie inside the output and residual buffers.
 pub(super) unsafe fn finish_tile(tile: &[i32; QMR * QNR], out: &TileOut) {
+    finish_tile_body(tile, out)
+}
+
+/// `finish_tile`'s body, inlined into callers compiled with FMA.
+///
+/// # Safety
+/// As `finish_tile`.
+#[inline(always)]
+pub(super) unsafe fn finish_tile_body(tile: &[i32; QMR * QNR], out: &TileOut) {
     for r in 0..out.rows {
         for j in 0..out.cols {
-            let mut v = (tile[r * QNR + j].wrapping_sub(out.shift[r])) as f32 * out.scale[r] + out.bias[r];
+            let mut v =
+                ((tile[r * QNR + j].wrapping_sub(out.shift[r])) as f32).mul_add(out.scale[r], out.bias[r]);
             if !out.res.is_null() {
                 v += *out.res.add(r * out.ldc + j);
             }
             if !out.res_q.is_null() {
-                v += (*out.res_q.add(j * QMR + r) as i32 - out.res_zp) as f32 * out.res_scale;
+                v = ((*out.res_q.add(j * QMR + r) as i32 - out.res_zp) as f32).mul_add(out.res_scale, v);
             }
             let v = if out.relu { v.max(0.0) } else { v };
             if !out.c.is_null() {
