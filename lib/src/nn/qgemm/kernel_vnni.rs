@@ -53,13 +53,6 @@ unsafe fn tile<const NP: usize>(
     outs: &[TileOut; VNNI_MP],
 ) {
     let acc = products::<NP>(groups, a, b, strides);
-    let mask_of = |cols: usize| -> __mmask16 {
-        if cols >= QNR {
-            !0
-        } else {
-            (1 << cols) - 1
-        }
-    };
     if outs[0].cs != 1 {
         for j in 0..NP {
             let cols = outs[0].cols.saturating_sub(j * QNR).min(QNR);
@@ -71,8 +64,7 @@ unsafe fn tile<const NP: usize>(
             let mut v = [_mm512_setzero_ps(); VNNI_MP * QMR];
             for (i, v) in v.iter_mut().enumerate() {
                 let (p, r) = (i / QMR, i % QMR);
-                let out = &outs[p];
-                *v = finish(out, r, j, acc[p][r][j], _mm512_setzero_si512(), mask_of(cols), out.relu);
+                *v = finish(&outs[p], r, acc[p][r][j]);
             }
             store_transposed(outs, j, cols, &v);
         }
@@ -82,38 +74,115 @@ unsafe fn tile<const NP: usize>(
         if out.rows == 0 {
             continue;
         }
-        // u8 alone with the zero point 0: requantizing clamps below at 0 as the ReLU would.
-        let relu = out.relu && !(out.c.is_null() && out.q_zp == 0.0);
-        for j in 0..NP {
-            let cols = out.cols.saturating_sub(j * QNR).min(QNR);
-            if cols == 0 {
+        // One epilogue per kind of output and residual, so that no test is left in its loops.
+        match (!out.c.is_null(), !out.cq.is_null(), !out.res.is_null(), !out.res_q.is_null()) {
+            (true, false, false, false) => finish_panels::<NP, true, false, false, false>(out, &acc[p]),
+            (true, false, true, false) => finish_panels::<NP, true, false, true, false>(out, &acc[p]),
+            (true, false, false, true) => finish_panels::<NP, true, false, false, true>(out, &acc[p]),
+            (false, true, false, false) => finish_panels::<NP, false, true, false, false>(out, &acc[p]),
+            (false, true, true, false) => finish_panels::<NP, false, true, true, false>(out, &acc[p]),
+            (false, true, false, true) => finish_panels::<NP, false, true, false, true>(out, &acc[p]),
+            (true, true, false, false) => finish_panels::<NP, true, true, false, false>(out, &acc[p]),
+            (true, true, true, false) => finish_panels::<NP, true, true, true, false>(out, &acc[p]),
+            (true, true, false, true) => finish_panels::<NP, true, true, false, true>(out, &acc[p]),
+            _ => finish_panels::<NP, false, false, false, false>(out, &acc[p]),
+        }
+    }
+}
+
+/// The epilogue of one A panel's rows over the tile's `NP` B panels (`acc[r][j]`), for an f32
+/// output (`F32`), a u8 one (`U8`, its 4 rows interleaved: column t's 4 bytes are lane t's, row r
+/// in byte r), an f32 residual (`RES`) or a u8 one (`RESQ`, laid out as the u8 output). The
+/// fields are read once into locals: a store through an output pointer could alias `out` for
+/// all the compiler knows, which reloaded them after every store.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn finish_panels<
+    const NP: usize,
+    const F32: bool,
+    const U8: bool,
+    const RES: bool,
+    const RESQ: bool,
+>(
+    out: &TileOut,
+    acc: &[[__m512i; NP]; QMR],
+) {
+    let (c, cq, res, res_q, ldc, rows) = (out.c, out.cq, out.res, out.res_q, out.ldc, out.rows.min(QMR));
+    // u8 alone with the zero point 0: requantizing clamps below at 0 as the ReLU would.
+    let relu = out.relu && !(!F32 && out.q_zp == 0.0);
+    let shift: [__m512i; QMR] = std::array::from_fn(|r| _mm512_set1_epi32(out.shift[r]));
+    let scale: [__m512; QMR] = std::array::from_fn(|r| _mm512_set1_ps(out.scale[r]));
+    let bias: [__m512; QMR] = std::array::from_fn(|r| _mm512_set1_ps(out.bias[r]));
+    let (q_inv, q_zp) = (_mm512_set1_ps(out.q_inv), _mm512_set1_ps(out.q_zp));
+    let (res_scale, res_zp) = (_mm512_set1_ps(out.res_scale), _mm512_set1_epi32(out.res_zp));
+    let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(127.0));
+    for j in 0..NP {
+        let cols = out.cols.saturating_sub(j * QNR).min(QNR);
+        if cols == 0 {
+            break;
+        }
+        let mask = mask_of(cols);
+        let mut grouped = _mm512_setzero_si512();
+        // SAFETY: the masked columns' 4 bytes each lie inside the u8 residual.
+        let res_q = match RESQ {
+            true => _mm512_maskz_loadu_epi32(mask, res_q.add(j * QNR * KG) as *const i32),
+            false => _mm512_setzero_si512(),
+        };
+        for r in 0..QMR {
+            if r == rows {
                 break;
             }
-            let mask = mask_of(cols);
-            // The u8 rows interleaved: column t's 4 bytes are lane t's (row r in byte r); a u8
-            // residual's too.
-            let mut grouped = _mm512_setzero_si512();
-            let res_q = match out.res_q.is_null() {
-                true => _mm512_setzero_si512(),
-                // SAFETY: the masked columns' 4 bytes each lie inside the residual.
-                false => _mm512_maskz_loadu_epi32(mask, out.res_q.add(j * QNR * KG) as *const i32),
-            };
-            for r in 0..out.rows {
-                let v = finish(out, r, j, acc[p][r][j], res_q, mask, relu);
-                // SAFETY: the masked columns of row r lie inside the outputs.
-                if !out.c.is_null() {
-                    _mm512_mask_storeu_ps(out.c.add(r * out.ldc + j * QNR), mask, v);
-                }
-                if !out.cq.is_null() {
-                    let q = requantize(out, v);
-                    grouped = _mm512_or_si512(grouped, _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * r as i32)));
-                }
+            // (sums − shift) · scale + bias in one fused multiply-add.
+            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][j], shift[r]));
+            let mut v = _mm512_fmadd_ps(v, scale[r], bias[r]);
+            if RES {
+                // SAFETY: the masked columns of row r lie inside the residual.
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res.add(r * ldc + j * QNR)));
             }
-            if !out.cq.is_null() {
-                // SAFETY: the masked columns' 4 bytes each lie inside the u8 output.
-                _mm512_mask_storeu_epi32(out.cq.add(j * QNR * KG) as *mut i32, mask, grouped);
+            if RESQ {
+                // Byte r of each lane, alone: one shuffle within the 128-bit lanes (dword i's
+                // bytes are 4i.. in its lane); its zero point off, times its scale, added.
+                let pick: [i32; QNR] =
+                    std::array::from_fn(|l| (0x8080_8000u32 | (4 * (l % 4) + r) as u32) as i32);
+                let q = _mm512_shuffle_epi8(res_q, _mm512_loadu_si512(pick.as_ptr() as *const _));
+                v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, res_zp)), res_scale, v);
+            }
+            if relu {
+                v = _mm512_max_ps(v, zero);
+            }
+            if F32 {
+                // SAFETY: the masked columns of row r lie inside the output.
+                _mm512_mask_storeu_ps(c.add(r * ldc + j * QNR), mask, v);
+            }
+            if U8 {
+                // `quantize_one`: round(v · q_inv) (ties to even) + q_zp, clamped to 0..=127
+                // (max first: a NaN gives 0).
+                let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(v, q_inv),
+                );
+                let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, q_zp), zero), top));
+                let q = match r {
+                    0 => q,
+                    1 => _mm512_slli_epi32::<8>(q),
+                    2 => _mm512_slli_epi32::<16>(q),
+                    _ => _mm512_slli_epi32::<24>(q),
+                };
+                grouped = _mm512_or_si512(grouped, q);
             }
         }
+        if U8 {
+            // SAFETY: the masked columns' 4 bytes each lie inside the u8 output.
+            _mm512_mask_storeu_epi32(cq.add(j * QNR * KG) as *mut i32, mask, grouped);
+        }
+    }
+}
+
+/// The lanes of a panel's first `cols` columns.
+fn mask_of(cols: usize) -> __mmask16 {
+    if cols >= QNR {
+        !0
+    } else {
+        (1 << cols) - 1
     }
 }
 
@@ -146,52 +215,18 @@ unsafe fn products<const NP: usize>(
     acc
 }
 
-/// Row r of B panel j of `out`'s tile from its `sums`: (sums − shift) · scale + bias in one
-/// fused multiply-add (+ residual: f32, or row r's bytes of the grouped u8 `res_q`, their zero
-/// point taken off, times its scale in another), ReLU where `relu`, with the masked-off
-/// columns' residual not read. A function with `tile`'s features, so that it is inlined there
-/// (a closure is not).
+/// Row r of `out`'s tile from its `sums` for a transposed C (no residual): (sums − shift) ·
+/// scale + bias in one fused multiply-add, ReLU. A function with `tile`'s features, so that it
+/// is inlined there (a closure is not).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn finish(
-    out: &TileOut,
-    r: usize,
-    j: usize,
-    sums: __m512i,
-    res_q: __m512i,
-    mask: __mmask16,
-    relu: bool,
-) -> __m512 {
+unsafe fn finish(out: &TileOut, r: usize, sums: __m512i) -> __m512 {
     let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums, _mm512_set1_epi32(out.shift[r])));
-    let mut v = _mm512_fmadd_ps(v, _mm512_set1_ps(out.scale[r]), _mm512_set1_ps(out.bias[r]));
-    if !out.res.is_null() {
-        // SAFETY: the masked columns of row r lie inside the residual (no residual when
-        // transposed).
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, out.res.add(r * out.ldc + j * QNR)));
+    let v = _mm512_fmadd_ps(v, _mm512_set1_ps(out.scale[r]), _mm512_set1_ps(out.bias[r]));
+    match out.relu {
+        true => _mm512_max_ps(v, _mm512_setzero_ps()),
+        false => v,
     }
-    if !out.res_q.is_null() {
-        // Byte r of each lane, alone: one shuffle within the 128-bit lanes (lane dword i's
-        // bytes 4i.. in the lane).
-        let pick: [i32; QNR] = std::array::from_fn(|l| (0x8080_8000u32 | (4 * (l % 4) + r) as u32) as i32);
-        let q = _mm512_shuffle_epi8(res_q, _mm512_loadu_si512(pick.as_ptr() as *const _));
-        let d = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(out.res_zp)));
-        v = _mm512_fmadd_ps(d, _mm512_set1_ps(out.res_scale), v);
-    }
-    if relu {
-        v = _mm512_max_ps(v, _mm512_setzero_ps());
-    }
-    v
-}
-
-/// `v` requantized for a u8 output as `quantize_one`: round(v · q_inv) (ties to even) + q_zp,
-/// clamped to 0..=127 (max first: a NaN gives 0), as i32 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn requantize(out: &TileOut, v: __m512) -> __m512i {
-    let v = _mm512_mul_ps(v, _mm512_set1_ps(out.q_inv));
-    let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-    let v = _mm512_add_ps(v, _mm512_set1_ps(out.q_zp));
-    _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(127.0)))
 }
 
 /// Stores B panel j of a tile whose C is transposed (columns `cs` apart, rows 1 apart): its
