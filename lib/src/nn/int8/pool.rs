@@ -57,16 +57,75 @@ pub(super) fn max_pool_grouped(
                     row.iter_mut().zip(r).for_each(|(m, &v)| *m = (*m).max(v));
                 }
             }
-            for (ox, d) in dst_row.chunks_exact_mut(KG).enumerate() {
+            // Along the row: the outputs whose windows lie inside it 16 at a time in vectors
+            // (a stem pool's 3-wide, stride-2 windows were a scalar loop's 5 % of C2D-R50's
+            // forward), the others one at a time.
+            let inside =
+                |ox: usize| ox * stride[2] >= padding[2] && ox * stride[2] + kernel[2] <= w + padding[2];
+            let mut ox = 0;
+            while ox < ow {
+                #[cfg(target_arch = "x86_64")]
+                if ox + 16 <= ow
+                    && inside(ox)
+                    && inside(ox + 15)
+                    && stride[2] <= 2
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                {
+                    // SAFETY: AVX-512BW available; the 16 windows lie inside the row, and so do
+                    // their strided loads (checked in the call).
+                    unsafe {
+                        max_along_row(
+                            &row,
+                            &mut dst_row[ox * KG..][..16 * KG],
+                            ox * stride[2] - padding[2],
+                            kernel[2],
+                            stride[2],
+                        )
+                    };
+                    ox += 16;
+                    continue;
+                }
                 let mut m = 0u32;
                 for ix in window(2, ox) {
                     m = max_bytes(m, u32::from_ne_bytes(row[ix * KG..][..KG].try_into().expect("4 bytes")));
                 }
-                d.copy_from_slice(&m.to_ne_bytes());
+                dst_row[ox * KG..][..KG].copy_from_slice(&m.to_ne_bytes());
+                ox += 1;
             }
         }
     });
     Ok((out, out_extent))
+}
+
+/// 16 outputs along a row of 4-byte positions: output l is the bytewise max of positions
+/// `start + l · stride + d`, d < `kernel` (stride 1 or 2).
+///
+/// # Safety
+/// AVX-512BW available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn max_along_row(row: &[u8], dst: &mut [u8], start: usize, kernel: usize, stride: usize) {
+    use std::arch::x86_64::*;
+    assert!(dst.len() >= 16 * KG && (start + 15 * stride + kernel) * KG <= row.len() && stride <= 2);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let positions = row.len() / KG;
+    let mut m = _mm512_setzero_si512();
+    for d in 0..kernel {
+        let at = row.as_ptr().add((start + d) * KG) as *const i32;
+        let v = match stride {
+            1 => _mm512_loadu_si512(at as *const _),
+            _ => {
+                // Positions at, at + 2, …: the even lanes of 32 from `at` (the second load
+                // masked to what lies inside the row).
+                let rest = positions - (start + d) - 16;
+                let mask = if rest >= 16 { !0 } else { ((1u32 << rest) - 1) as __mmask16 };
+                let hi = _mm512_maskz_loadu_epi32(mask, at.add(16));
+                _mm512_permutex2var_epi32(_mm512_loadu_si512(at as *const _), even, hi)
+            }
+        };
+        m = _mm512_max_epu8(m, v);
+    }
+    _mm512_storeu_si512(dst.as_mut_ptr() as *mut _, m);
 }
 
 /// The bytewise max of two words of 7-bit bytes: a byte of `a | 0x80` minus the same byte of b
@@ -95,7 +154,7 @@ mod tests {
     }
 
     /// The grouped pool equals the f32 max pool of the values, quantized (a ResNet stem's 3×3,
-    /// stride 2, padding 1; a temporal stride; odd sizes).
+    /// stride 2, padding 1; a temporal stride; odd sizes; rows pooled in vectors).
     #[test]
     fn pooling_the_bytes_is_quantizing_the_pooled_values() {
         let dev = candle_core::Device::Cpu;
@@ -105,6 +164,10 @@ mod tests {
             (8, [1, 9, 11], [1, 3, 3], [1, 2, 2], [0, 1, 1]),
             (4, [4, 7, 6], [1, 3, 3], [2, 2, 2], [0, 1, 1]),
             (4, [3, 5, 5], [3, 2, 2], [1, 1, 1], [1, 0, 0]),
+            // Rows long enough for 16 outputs at a time: a stem's pool, a temporal one.
+            (4, [2, 5, 71], [1, 3, 3], [1, 2, 2], [0, 1, 1]),
+            (8, [4, 3, 40], [2, 1, 1], [2, 1, 1], [0, 0, 0]),
+            (4, [1, 4, 50], [1, 3, 3], [1, 1, 1], [0, 1, 1]),
         ] {
             let n = 2;
             let vol: usize = input.iter().product();
