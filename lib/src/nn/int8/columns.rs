@@ -137,16 +137,17 @@ impl<'a> GroupedColumns<'a> {
                     }
                 }
             }
-            // Runs of columns whose corners are consecutive (stride 1 within an output row, or
-            // rows that abut): each one masked load per k group. The corners rise by at least 1
-            // a column, so a run is where they rise by exactly 1.
+            // Runs of columns whose corners rise by the stride (within an output row, or rows
+            // that abut): each one masked load per k group, or two and a permutation at stride 2.
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
                 let live = QNR.min(n - j0);
+                // Runs whose corners rise by the stride (1 or 2; past that, gathered).
+                let step = g.stride[2].clamp(1, 3);
                 let mut runs = [Run { lane: 0, len: 0, corner: 0 }; MAX_RUNS];
                 let mut count = 0;
                 for jj in 0..live {
-                    if jj > 0 && corner[jj] == corner[jj - 1] + 1 {
+                    if jj > 0 && corner[jj] == corner[jj - 1] + step {
                         runs[count - 1].len += 1;
                     } else if count < MAX_RUNS {
                         runs[count] = Run { lane: jj, len: 1, corner: corner[jj] };
@@ -158,9 +159,9 @@ impl<'a> GroupedColumns<'a> {
                 }
                 // SAFETY (both): the CPU has AVX-512F; the columns' values lie inside the padded
                 // volume (every window does), the panel holds `groups` groups.
-                if count <= MAX_RUNS {
+                if count <= MAX_RUNS && step <= 2 {
                     unsafe {
-                        copy_runs(panel, xp, volume, channel_groups, &self.tap_offsets, &runs[..count])
+                        copy_runs(panel, xp, volume, channel_groups, &self.tap_offsets, &runs[..count], step)
                     };
                 } else {
                     // Strided windows (a stem's, a downsampling convolution's): gathered.
@@ -223,12 +224,12 @@ struct Run {
 }
 
 /// One panel's groups (channel group major, then tap) from the padded grouped volume `xp`: per
-/// group, each run one masked load at its window position, one 64-byte store (lanes past the
-/// runs 0).
+/// group, each run (its values `step` apart, 1 or 2) one masked load at its window position, or
+/// two and a permutation of their even lanes, one 64-byte store (lanes past the runs 0).
 ///
 /// # Safety
-/// AVX-512F available; each run's `len` values from `corner + tap offset` lie inside each channel
-/// group's `volume`; `panel` holds `channel_groups · taps` groups of 64 bytes.
+/// AVX-512F available; each run's values from `corner + tap offset`, `step` apart, lie inside
+/// each channel group's `volume`; `panel` holds `channel_groups · taps` groups of 64 bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn copy_runs(
@@ -238,21 +239,40 @@ unsafe fn copy_runs(
     channel_groups: usize,
     tap_offsets: &[usize],
     runs: &[Run],
+    step: usize,
 ) {
     use std::arch::x86_64::*;
     let taps = tap_offsets.len();
-    assert!(panel.len() >= channel_groups * taps * QNR * KG && xp.len() >= channel_groups * volume);
+    assert!(
+        panel.len() >= channel_groups * taps * QNR * KG && xp.len() >= channel_groups * volume && step <= 2
+    );
     let masks: [__mmask16; MAX_RUNS] =
         std::array::from_fn(|r| runs.get(r).map_or(0, |r| (((1u32 << r.len) - 1) << r.lane) as __mmask16));
+    // Step 2: run r spans 2·len − 1 values from its corner, loaded as 16 and the rest; lane l
+    // takes value 2·(l − lane) of those 32.
+    let spans: [(__mmask16, __mmask16, __m512i); MAX_RUNS] = std::array::from_fn(|r| {
+        let Some(r) = runs.get(r) else { return (0, 0, _mm512_setzero_si512()) };
+        let span = 2 * r.len - 1;
+        let lanes = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+        let index: [i32; QNR] = std::array::from_fn(|l| 2 * l.saturating_sub(r.lane) as i32);
+        (lanes(span), lanes(span.saturating_sub(16)), _mm512_loadu_si512(index.as_ptr() as *const _))
+    });
     for cg in 0..channel_groups {
         let src = xp.as_ptr().add(cg * volume);
         for (tap, &offset) in tap_offsets.iter().enumerate() {
             let base = src.add(offset);
             let mut v = _mm512_setzero_si512();
-            for (r, &mask) in runs.iter().zip(&masks) {
-                // Lane l reads base + corner + (l − lane): only the run's lanes are read.
-                let at = base.wrapping_add(r.corner).wrapping_sub(r.lane);
-                v = _mm512_mask_loadu_epi32(v, mask, at as *const i32);
+            for ((r, &mask), &(lo_mask, hi_mask, index)) in runs.iter().zip(&masks).zip(&spans) {
+                if step == 1 {
+                    // Lane l reads base + corner + (l − lane): only the run's lanes are read.
+                    let at = base.wrapping_add(r.corner).wrapping_sub(r.lane);
+                    v = _mm512_mask_loadu_epi32(v, mask, at as *const i32);
+                } else {
+                    let at = base.add(r.corner) as *const i32;
+                    let lo = _mm512_maskz_loadu_epi32(lo_mask, at);
+                    let hi = _mm512_maskz_loadu_epi32(hi_mask, at.wrapping_add(16));
+                    v = _mm512_mask_mov_epi32(v, mask, _mm512_permutex2var_epi32(lo, index, hi));
+                }
             }
             _mm512_storeu_si512(panel.as_mut_ptr().add((cg * taps + tap) * QNR * KG) as *mut _, v);
         }
@@ -315,7 +335,7 @@ mod tests {
     use super::*;
 
     /// The panels packed from the grouped input hold what the column matrix of the plain input
-    /// holds, k reordered as (c/4, tap, c%4), over strides (masked-load runs and gathers),
+    /// holds, k reordered as (c/4, tap, c%4), over strides (runs at stride 1 and 2, gathers),
     /// padding, dilation, a 3D window and 3 channels padded to a group (a stem's).
     #[test]
     fn grouped_columns_are_the_column_matrix_reordered() {
@@ -327,6 +347,9 @@ mod tests {
             (12, [2, 10, 9], [1, 3, 3], [1, 1, 1], [0, 2, 2], [1, 2, 2]),
             (4, [1, 8, 8], [1, 1, 1], [1, 2, 2], [0, 0, 0], [1, 1, 1]),
             (3, [3, 12, 13], [3, 7, 7], [1, 2, 2], [1, 3, 3], [1, 1, 1]),
+            // More than 4 runs a panel, and stride 3: gathered.
+            (4, [2, 6, 6], [1, 1, 1], [1, 2, 2], [0, 0, 0], [1, 1, 1]),
+            (4, [1, 10, 10], [1, 3, 3], [1, 3, 3], [0, 1, 1], [1, 1, 1]),
         ] {
             let g = Geometry3d { n: 1, c, input, kernel, stride, pad, dilation };
             let [ot, oh, ow] = g.out().unwrap();
