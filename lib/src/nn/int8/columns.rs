@@ -10,27 +10,39 @@ use crate::nn::qgemm::{KG, QNR};
 use crate::nn::simd::DisjointMut;
 use crate::nn::vol2col::Geometry3d;
 
-/// One image's grouped input `x` ([C/4, T, H, W] of u32) into `out` [C/4, T + 2·pad_t,
-/// H + 2·pad_h, W + 2·pad_w] with the quantized zero `zero` in all 4 bytes of the border, so
-/// that every window of the geometry lies inside.
+/// One image's grouped input `x` ([C/4, T, H, W] of u32) into the start of `out` [C/4,
+/// T + 2·pad_t, H + 2·pad_h, W + 2·pad_w] with the quantized zero `zero` in all 4 bytes of the
+/// border, so that every window of the geometry lies inside (`out` may stay longer).
 pub(super) fn pad_grouped(x: &[u8], g: &Geometry3d, zero: u8, out: &mut Vec<u32>) {
     let [t, h, w] = g.input;
     let [tp, hp, wp] = padded_extent(g);
     let groups = g.c.div_ceil(KG);
     let volume = tp * hp * wp;
-    out.clear();
-    out.resize(groups * volume, u32::from_ne_bytes([zero; KG]));
+    let fill = u32::from_ne_bytes([zero; KG]);
+    // Every value is written below (a border once, the inside once): the old contents (and
+    // length: longer is fine, every reader takes its groups' volumes) are kept only to skip a
+    // fill of the whole volume, which wrote it twice.
+    if out.len() < groups * volume {
+        out.resize(groups * volume, fill);
+    }
     assert!(x.len() >= groups * t * h * w * KG, "grouped input too short");
     let dst = DisjointMut(out.as_mut_ptr());
+    let [pt, py, px] = g.pad;
     // Channel groups in parallel (one clip's convolution runs alone on the pool).
     crate::nn::simd::par_for(groups, |c| {
         // SAFETY: group c's padded volume, which no other task writes, inside `out`.
         let plane = unsafe { std::slice::from_raw_parts_mut(dst.at(c * volume), volume) };
         let src = &x[c * t * h * w * KG..][..t * h * w * KG];
-        for (i, src_row) in src.chunks_exact(w * KG).enumerate() {
-            let (it, iy) = (i / h + g.pad[0], i % h + g.pad[1]);
-            let d = &mut plane[(it * hp + iy) * wp + g.pad[2]..][..w];
-            for (d, s) in d.iter_mut().zip(src_row.chunks_exact(KG)) {
+        for (r, row) in plane.chunks_exact_mut(wp).enumerate() {
+            let (it, iy) = (r / hp, r % hp);
+            if !(pt..pt + t).contains(&it) || !(py..py + h).contains(&iy) {
+                row.fill(fill);
+                continue;
+            }
+            row[..px].fill(fill);
+            row[px + w..].fill(fill);
+            let src_row = &src[((it - pt) * h + iy - py) * w * KG..][..w * KG];
+            for (d, s) in row[px..px + w].iter_mut().zip(src_row.chunks_exact(KG)) {
                 *d = u32::from_ne_bytes(s.try_into().expect("4 bytes"));
             }
         }
@@ -340,6 +352,9 @@ mod tests {
     #[test]
     fn grouped_columns_are_the_column_matrix_reordered() {
         let mut rng = crate::rng::Rng::new(5);
+        // One padded buffer for every case, left over from the last (and garbage at first): every
+        // value is written again.
+        let mut xp = vec![0xDEAD_BEEFu32; 1 << 12];
         for (c, input, kernel, stride, pad, dilation) in [
             (8, [1, 9, 11], [1, 3, 3], [1, 1, 1], [0, 1, 1], [1, 1, 1]),
             (4, [1, 7, 7], [1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1]),
@@ -374,7 +389,6 @@ mod tests {
             let matrix = crate::nn::vol2col::vol2col_padded(&plain, &g, zero).unwrap();
             let mut want_buf = vec![];
             let want = crate::nn::qgemm::pack_b_matrix(&matrix, n, c * taps, n, &mut want_buf);
-            let mut xp = vec![];
             pad_grouped(&grouped, &g, zero, &mut xp);
             let mut got_buf = vec![];
             let got = pack_grouped_columns(&xp, &g, [ot, oh, ow], &mut got_buf);
