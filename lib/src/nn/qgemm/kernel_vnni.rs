@@ -109,7 +109,7 @@ unsafe fn finish_panels<
 ) {
     let (c, cq, res, res_q, ldc, rows) = (out.c, out.cq, out.res, out.res_q, out.ldc, out.rows.min(QMR));
     // u8 alone with the zero point 0: requantizing clamps below at 0 as the ReLU would.
-    let relu = out.relu && !(!F32 && out.q_zp == 0.0);
+    let relu = out.relu && (F32 || out.q_zp != 0.0);
     let shift: [__m512i; QMR] = std::array::from_fn(|r| _mm512_set1_epi32(out.shift[r]));
     let scale: [__m512; QMR] = std::array::from_fn(|r| _mm512_set1_ps(out.scale[r]));
     let bias: [__m512; QMR] = std::array::from_fn(|r| _mm512_set1_ps(out.bias[r]));
