@@ -207,21 +207,8 @@ pub(super) fn pack_grouped_columns<'a>(
 ) -> PackedB<'a> {
     let columns = GroupedColumns::new(xp, g, out_extent);
     let (k, n) = columns.k_n();
-    let panels = n.div_ceil(QNR);
-    let panel_len = k / KG * QNR * KG;
-    if out.len() < panels * panel_len {
-        out.resize(panels * panel_len, 0);
-    }
-    let dst = DisjointMut(out.as_mut_ptr());
-    const PANELS_PER_TASK: usize = 4;
-    crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
-        let jp = task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels);
-        // SAFETY: panels jp, which no other task writes, inside `out`.
-        let panels =
-            unsafe { std::slice::from_raw_parts_mut(dst.at(jp.start * panel_len), jp.len() * panel_len) };
-        columns.pack(jp, panels)
-    });
-    PackedB::from_panels(&out[..panels * panel_len], k, n)
+    let packer = |panels, out: &mut [u8]| columns.pack(panels, out);
+    crate::nn::qgemm::pack_panels_whole(k, n, &packer, out)
 }
 
 /// Runs of a panel copied with masked loads; past that, value by value.

@@ -30,7 +30,8 @@ mod tests;
 use super::gemm::MatRef;
 pub(crate) use pack::interleave4;
 pub use pack::{
-    pack_b, pack_b_matrix, pack_b_transposed, BSource, MatrixRows, PackedB, WrittenRows, ROW_SLACK,
+    pack_b, pack_b_matrix, pack_b_transposed, pack_panels_whole, BSource, MatrixRows, PackedB, WrittenRows,
+    ROW_SLACK,
 };
 pub use peak::peak_gmacs;
 use product::{finish_tile_body, TileOut};

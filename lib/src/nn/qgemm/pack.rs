@@ -107,6 +107,24 @@ impl<'a> PackedB<'a> {
     }
 }
 
+/// B [k, n] whose panels `pack` writes (`PackedB::on_demand`), packed whole into `out` (reused),
+/// panels in parallel.
+pub fn pack_panels_whole<'o>(k: usize, n: usize, pack: PanelPacker, out: &'o mut Vec<u8>) -> PackedB<'o> {
+    let (groups, panels, len) = grow_for(k, n, out);
+    let panel_len = groups * QNR * KG;
+    let dst = SendU8(out.as_mut_ptr());
+    const PANELS_PER_TASK: usize = 4;
+    crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
+        let dst = &dst;
+        let jp = task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels);
+        // SAFETY: panels jp, which no other task writes, inside `out` (len bytes).
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(dst.0.add(jp.start * panel_len), jp.len() * panel_len) };
+        pack(jp, out)
+    });
+    PackedB::from_panels(&out[..len], k, n)
+}
+
 /// Bytes past a row that a `WrittenRows` writer may scribble on.
 pub const ROW_SLACK: usize = 64;
 

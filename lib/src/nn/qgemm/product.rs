@@ -2,7 +2,7 @@
 //! on the pool's threads, and the epilogue (scales, zero point, bias, residual, ReLU, and a
 //! requantized u8 output) that every kernel applies the same way.
 
-use super::pack::{pack_b_matrix, PackedB};
+use super::pack::{pack_b_matrix, pack_panels_whole, PackedB};
 #[cfg(target_arch = "x86_64")]
 use super::{kernel_avx2, kernel_vnni};
 use super::{quantize_one, ActivationQuant, QIsa, QuantizedMatrix, B_BLOCK_BYTES, KG, MAX_MP, QMR, QNR};
@@ -162,20 +162,7 @@ pub fn qgemm_packed_into(
     let panel_len = groups * QNR * KG;
     let mut whole = Vec::new();
     let (b, packer) = match b.packer() {
-        Some(pack) if row_parts > 1 => {
-            whole.resize(panels * panel_len, 0u8);
-            let dst = crate::nn::simd::DisjointMut(whole.as_mut_ptr());
-            const PANELS_PER_TASK: usize = 4;
-            crate::nn::simd::par_for(panels.div_ceil(PANELS_PER_TASK), |task| {
-                let jp = task * PANELS_PER_TASK..((task + 1) * PANELS_PER_TASK).min(panels);
-                // SAFETY: panels jp, which no other task writes, inside `whole`.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at(jp.start * panel_len), jp.len() * panel_len)
-                };
-                pack(jp, out)
-            });
-            (PackedB::from_panels(&whole, k, n), None)
-        }
+        Some(pack) if row_parts > 1 => (pack_panels_whole(k, n, pack, &mut whole), None),
         p => (b, p),
     };
     // The outputs written; a pointer not written stays null.
