@@ -84,6 +84,9 @@ impl Precision {
 
 /// The config key of the int8 calibration: [[min, max], ...] per convolution.
 pub const INT8_CALIBRATION_KEY: &str = "int8_calibration";
+/// The config key of the ranges of the residuals the convolutions add: [min, max] or null per
+/// convolution.
+pub const INT8_RESIDUAL_CALIBRATION_KEY: &str = "int8_residual_calibration";
 
 /// The int8 calibration a config holds, if any.
 pub fn int8_calibration(extra: &Map<String, Value>) -> Result<Option<Calibration>> {
@@ -93,25 +96,49 @@ pub fn int8_calibration(extra: &Map<String, Value>) -> Result<Option<Calibration
         .as_array()
         .ok_or_else(bad)?
         .iter()
-        .map(|pair| match pair.as_array().map(|p| p.iter().map(Value::as_f64).collect::<Vec<_>>()) {
-            Some(p) if p.len() == 2 && p.iter().all(Option::is_some) => {
-                let (lo, hi) = (p[0].unwrap_or(0.0) as f32, p[1].unwrap_or(0.0) as f32);
-                if lo <= hi {
-                    Ok((lo, hi))
-                } else {
-                    Err(bad())
-                }
-            }
-            _ => Err(bad()),
-        })
+        .map(|p| range_of(p).ok_or_else(bad))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Calibration { ranges }))
+    // Residual ranges (a calibration made before them has none: its shortcuts stay f32).
+    let residual_ranges = match extra.get(INT8_RESIDUAL_CALIBRATION_KEY) {
+        None => vec![],
+        Some(v) => {
+            let bad = || {
+                anyhow::anyhow!("model config: {INT8_RESIDUAL_CALIBRATION_KEY} is not a list of [min, max] pairs or nulls")
+            };
+            v.as_array()
+                .ok_or_else(bad)?
+                .iter()
+                .map(|r| match r {
+                    Value::Null => Ok(None),
+                    r => range_of(r).map(Some).ok_or_else(bad),
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    Ok(Some(Calibration { ranges, residual_ranges }))
+}
+
+/// A [min, max] pair with min ≤ max.
+fn range_of(pair: &Value) -> Option<(f32, f32)> {
+    match pair.as_array()?.as_slice() {
+        [lo, hi] => {
+            let (lo, hi) = (lo.as_f64()? as f32, hi.as_f64()? as f32);
+            (lo <= hi).then_some((lo, hi))
+        }
+        _ => None,
+    }
 }
 
 /// `calibration` into a config's extra keys.
 pub fn store_int8_calibration(extra: &mut Map<String, Value>, calibration: &Calibration) {
     let pairs = calibration.ranges.iter().map(|&(lo, hi)| Value::from(vec![lo as f64, hi as f64])).collect();
     extra.insert(INT8_CALIBRATION_KEY.into(), Value::Array(pairs));
+    let residuals = calibration
+        .residual_ranges
+        .iter()
+        .map(|r| r.map_or(Value::Null, |(lo, hi)| Value::from(vec![lo as f64, hi as f64])))
+        .collect();
+    extra.insert(INT8_RESIDUAL_CALIBRATION_KEY.into(), Value::Array(residuals));
 }
 
 /// How a tool runs a model's forwards: the precision, and for int8 the plan (the model's
@@ -172,10 +199,20 @@ mod tests {
         let mut extra = Map::new();
         let err = Inference::new(Precision::Int8, &extra).err().unwrap().to_string();
         assert!(err.contains("--quantize int8"), "{err}");
-        let cal = Calibration { ranges: vec![(-1.5, 2.0), (0.0, 6.0)] };
+        let cal = Calibration {
+            ranges: vec![(-1.5, 2.0), (0.0, 6.0)],
+            residual_ranges: vec![None, Some((-3.0, 4.0))],
+        };
         store_int8_calibration(&mut extra, &cal);
-        assert_eq!(int8_calibration(&extra).unwrap(), Some(cal));
+        assert_eq!(int8_calibration(&extra).unwrap(), Some(cal.clone()));
         assert!(Inference::new(Precision::Int8, &extra).is_ok());
+        // A calibration stored before residual ranges: the convolutions' alone.
+        extra.remove(INT8_RESIDUAL_CALIBRATION_KEY);
+        let old = Calibration { residual_ranges: vec![], ..cal };
+        assert_eq!(int8_calibration(&extra).unwrap(), Some(old));
+        extra.insert(INT8_RESIDUAL_CALIBRATION_KEY.into(), serde_json::json!([null, [2.0]]));
+        assert!(int8_calibration(&extra).is_err());
+        extra.remove(INT8_RESIDUAL_CALIBRATION_KEY);
         extra.insert(INT8_CALIBRATION_KEY.into(), serde_json::json!([[2.0, 1.0]]));
         assert!(int8_calibration(&extra).is_err());
     }

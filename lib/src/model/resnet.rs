@@ -3,7 +3,7 @@
 //! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
-use crate::nn::int8::{feeds_next_conv, read_by_convs};
+use crate::nn::int8::{feeds_next_conv, read_by_convs, residual_only};
 use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -89,7 +89,8 @@ impl Block {
             _ => x.clone(),
         };
         let identity = match &self.downsample {
-            Some(d) => d.forward_act(x, train, None, false)?,
+            // Only the last conv reads the shortcut's output, as its residual.
+            Some(d) => residual_only(|| d.forward_act(x, train, None, false))?,
             None => x.clone(),
         };
         let last = self.convs.len() - 1;

@@ -44,7 +44,7 @@
 //!   `non_local_cfg`, not from the backbone's `norm_cfg`.
 
 use super::ModelConfig;
-use crate::nn::int8::{feeds_next_conv, read_by_convs};
+use crate::nn::int8::{feeds_next_conv, read_by_convs, residual_only};
 use crate::nn::{
     add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, depthwise_bn_act_3d, fusable, max_pool3d,
     BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
@@ -375,7 +375,8 @@ impl Bottleneck3d {
         }
         let y = feeds_next_conv(|| self.b.forward_act(&y, train, None, true))?;
         let shortcut = match &self.branch1 {
-            Some(b) => b.forward_act(x, train, None, false)?,
+            // Only c reads the shortcut's output, as its residual.
+            Some(b) => residual_only(|| b.forward_act(x, train, None, false))?,
             None => x.clone(),
         };
         let out = || self.c.forward_act(&y, train, Some(&shortcut), true);

@@ -190,7 +190,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         Some((_, (storage, layout))) => Some(super::int8::ConvIn::F32(cpu_f32(storage, layout)?)),
         None => None,
     };
-    if let Some(int8) = super::int8::next_conv(input, w, own_weights)? {
+    if let Some(int8) = super::int8::next_conv(input, res_in, w, own_weights)? {
         let (epi, device) = ((&scale[..], &bias[..], res_in, relu), x.device());
         return super::int8::conv(&int8, input, int8_shift, &g, direct, w, epi, device);
     }

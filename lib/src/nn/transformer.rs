@@ -97,7 +97,7 @@ fn linears_int8(x: &Tensor, layers: &[&Linear], rows: usize) -> Result<Option<Ve
         let candle_core::Storage::Cpu(cpu) = &**storage else { return Ok(None) };
         let Some((lo, hi)) = layout.contiguous_offsets() else { return Ok(None) };
         let w = &cpu.as_slice::<f32>()?[lo..hi];
-        let Some(layer) = super::int8::next_conv(super::int8::ConvIn::F32(x_data), w, *own)? else {
+        let Some(layer) = super::int8::next_conv(super::int8::ConvIn::F32(x_data), None, w, *own)? else {
             return Ok(None);
         };
         weights.push(w);

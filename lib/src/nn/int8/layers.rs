@@ -158,16 +158,17 @@ pub(in crate::nn) fn conv(
     };
     // u8 goes out in channel groups of 4: whole groups only.
     let output = match layer.output {
-        Output::U8For(_) | Output::U8Shared(_) | Output::F32AndU8For(_) if !cout.is_multiple_of(KG) => {
+        Output::U8For(_) | Output::U8Shared(_) | Output::F32AndU8For(_) | Output::U8ForResidual(_)
+            if !cout.is_multiple_of(KG) =>
+        {
             Output::Learn
         }
         o => o,
     };
     let block = cout * positions;
     let len = images * block;
-    let (out, shadow) = match output {
-        Output::U8For(j) | Output::U8Shared(j) => {
-            let q = plan.input_quant(j);
+    let (out, shadow) = match (output, plan.output_quant(output)) {
+        (Output::U8For(_) | Output::U8Shared(_) | Output::U8ForResidual(_), Some(q)) => {
             let mut out = Vec::<u8>::with_capacity(len);
             let p = DisjointMut(out.as_mut_ptr());
             // SAFETY: image n writes block n of `out`'s capacity, which no other image does.
@@ -176,17 +177,7 @@ pub(in crate::nn) fn conv(
             unsafe { out.set_len(len) };
             (candle_core::Tensor::from_vec(out, shape, device)?, None)
         }
-        Output::Learn => {
-            let mut out = Vec::<f32>::with_capacity(len);
-            let p = DisjointMut(out.as_mut_ptr());
-            // SAFETY: as above.
-            per_image(images, |n| image(n, QOutput::F32(unsafe { uninit_block(p, n, block) })));
-            // SAFETY: as above.
-            unsafe { out.set_len(len) };
-            (candle_core::Tensor::from_vec(out, shape, device)?, None)
-        }
-        Output::F32AndU8For(j) => {
-            let q = plan.input_quant(j);
+        (Output::F32AndU8For(_), Some(q)) => {
             let (mut out, mut copy) = (Vec::<f32>::with_capacity(len), Vec::<u8>::with_capacity(len));
             let (p, pq) = (DisjointMut(out.as_mut_ptr()), DisjointMut(copy.as_mut_ptr()));
             per_image(images, |n| {
@@ -197,6 +188,15 @@ pub(in crate::nn) fn conv(
             // SAFETY: as above.
             unsafe { (out.set_len(len), copy.set_len(len)) };
             (candle_core::Tensor::from_vec(out, shape, device)?, Some(copy))
+        }
+        _ => {
+            let mut out = Vec::<f32>::with_capacity(len);
+            let p = DisjointMut(out.as_mut_ptr());
+            // SAFETY: as above.
+            per_image(images, |n| image(n, QOutput::F32(unsafe { uninit_block(p, n, block) })));
+            // SAFETY: as above.
+            unsafe { out.set_len(len) };
+            (candle_core::Tensor::from_vec(out, shape, device)?, None)
         }
     };
     hand_off(layer, output, &out, shadow);

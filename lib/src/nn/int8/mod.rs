@@ -19,8 +19,13 @@
 //! - A residual block's output that only the next block reads (`read_by_convs`: its first
 //!   convolutions and its residual) goes in u8 alone too, and the next block's last convolution
 //!   adds it dequantized, as PyTorch's quantized ResNets add theirs: the one place the int8
-//!   path rounds beyond quantizing each convolution's input (the logits move by ~1 % relative
+//!   path rounds beyond quantizing each convolution's input (the logits move by 1–3 % relative
 //!   L2 against f32 residuals in the model test).
+//! - A shortcut convolution's output, which only the block's last convolution adds
+//!   (`residual_only`), goes in u8 alone too, quantized with the range calibration observed for
+//!   that residual (PyTorch's quantized ResNets quantize theirs before `add_relu`): f32, 4 bytes
+//!   written and read back per value, was 1.2–2.5× PyTorch's time for those convolutions. A
+//!   calibration stored before residual ranges keeps f32 shortcuts.
 //!
 //! u8 travels in channel groups of 4 ([N, C/4, T, H, W, 4]: one k group of the next product per
 //! position), so a 1×1 stride-1 convolution reads its input in place as the kernel's B and any
@@ -40,27 +45,36 @@ pub(in crate::nn) use layers::{conv, linears};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Input ranges of a model's convolutions in call order, as the calibration method chose them.
+/// Input ranges of a model's convolutions in call order, as the calibration method chose them,
+/// and the ranges of the residuals they add (None: no residual; empty in a calibration made
+/// before residuals were observed, whose shortcuts then stay f32).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Calibration {
     pub ranges: Vec<(f32, f32)>,
+    pub residual_ranges: Vec<Option<(f32, f32)>>,
 }
 
-/// What calibration records: one observer per convolution, in call order.
+/// What calibration records: one observer per convolution's input and one per residual it
+/// adds, in call order.
 #[derive(Clone, Debug)]
 pub struct Calibrator {
     method: RangeMethod,
     observers: Vec<RangeObserver>,
+    residual_observers: Vec<Option<RangeObserver>>,
 }
 
 impl Calibrator {
     pub fn new(method: RangeMethod) -> Self {
-        Self { method, observers: vec![] }
+        Self { method, observers: vec![], residual_observers: vec![] }
     }
 
     /// The ranges the observers give (a convolution that saw no finite value: 0..0).
     pub fn finish(&self) -> Calibration {
-        Calibration { ranges: self.observers.iter().map(|o| o.range().unwrap_or((0.0, 0.0))).collect() }
+        let range = |o: &RangeObserver| o.range().unwrap_or((0.0, 0.0));
+        let mut residual_ranges: Vec<_> =
+            self.residual_observers.iter().map(|o| o.as_ref().map(range)).collect();
+        residual_ranges.resize(self.observers.len(), None);
+        Calibration { ranges: self.observers.iter().map(range).collect(), residual_ranges }
     }
 }
 
@@ -77,6 +91,10 @@ pub struct Int8Plan {
     /// it is the only reader ([`feeds_next_conv`]), beside the f32 output elsewhere (a block's
     /// output, which the next block's first convolutions read and its residual adds).
     consumers: Vec<OnceLock<usize>>,
+    /// The convolution that adds convolution i's output as its residual, learned on the first
+    /// forward: then i, a shortcut's convolution ([`residual_only`]), requantizes its output
+    /// with that residual's calibrated range and hands over u8 alone.
+    residual_readers: Vec<OnceLock<usize>>,
     /// Stacked weights of Linear layers run as one (`linears`), by the first one's number.
     stacked: Mutex<std::collections::HashMap<usize, Arc<QuantizedMatrix>>>,
 }
@@ -86,7 +104,15 @@ impl Int8Plan {
         let weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let grouped_weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let consumers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
-        Arc::new(Self { calibration, weights, grouped_weights, consumers, stacked: Default::default() })
+        let residual_readers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
+        Arc::new(Self {
+            calibration,
+            weights,
+            grouped_weights,
+            consumers,
+            residual_readers,
+            stacked: Default::default(),
+        })
     }
 
     /// How many convolutions hand their output to the next in u8 (learned so far).
@@ -94,10 +120,32 @@ impl Int8Plan {
         self.consumers.iter().filter(|c| c.get().is_some()).count()
     }
 
+    /// How many shortcut convolutions hand their output to the convolution adding it in u8
+    /// (learned so far, with a calibrated range).
+    pub fn residuals_in_u8(&self) -> usize {
+        let calibrated = |j: &usize| self.residual_quant(*j).is_some();
+        self.residual_readers.iter().filter(|r| r.get().is_some_and(calibrated)).count()
+    }
+
     /// How convolution j's input is quantized.
     fn input_quant(&self, j: usize) -> ActivationQuant {
         let (lo, hi) = self.calibration.ranges[j];
         ActivationQuant::from_range(lo, hi)
+    }
+
+    /// How the residual convolution j adds is quantized, where the calibration observed it.
+    fn residual_quant(&self, j: usize) -> Option<ActivationQuant> {
+        let (lo, hi) = (*self.calibration.residual_ranges.get(j)?)?;
+        Some(ActivationQuant::from_range(lo, hi))
+    }
+
+    /// The map a u8 `output` is quantized with (None: f32 alone).
+    fn output_quant(&self, output: Output) -> Option<ActivationQuant> {
+        match output {
+            Output::Learn | Output::LearnResidual => None,
+            Output::U8For(j) | Output::U8Shared(j) | Output::F32AndU8For(j) => Some(self.input_quant(j)),
+            Output::U8ForResidual(j) => self.residual_quant(j),
+        }
     }
 }
 
@@ -114,6 +162,8 @@ struct State {
     feeds_next: bool,
     /// Set by `read_by_convs` for the first convolution run inside it.
     to_convs: bool,
+    /// Set by `residual_only` for the first convolution run inside it.
+    to_residual: bool,
     /// Recent convolutions' outputs, for the convolutions that read them.
     handoffs: Vec<Handoff>,
     /// Layers run so far.
@@ -135,6 +185,9 @@ struct Handoff {
 enum Handed {
     /// f32 whose reader is not known yet (the first forward learns it).
     Learn,
+    /// A shortcut convolution's f32 output whose adder is not known yet (the first forward
+    /// learns it).
+    LearnResidual,
     /// The u8 tensor itself, quantized with this map: made for its one reader (`shared`
     /// false), or for any convolution with that range and residuals (`read_by_convs`).
     U8 { quant: ActivationQuant, shared: bool },
@@ -181,12 +234,16 @@ pub(super) struct Int8Layer {
 enum Output {
     /// f32, watched for its reader (a convolution's first forward).
     Learn,
+    /// f32, watched for the convolution adding it (a shortcut convolution's first forward).
+    LearnResidual,
     /// u8 alone, quantized with the given convolution's range.
     U8For(usize),
     /// u8 alone, quantized so, for every convolution with that range and as residuals.
     U8Shared(usize),
     /// f32 and a u8 copy quantized with the given convolution's range.
     F32AndU8For(usize),
+    /// u8 alone, quantized with the range of the residual the given convolution adds.
+    U8ForResidual(usize),
 }
 
 thread_local! {
@@ -216,6 +273,7 @@ fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
         seen: Default::default(),
         feeds_next: false,
         to_convs: false,
+        to_residual: false,
         handoffs: vec![],
         calls: 0,
     };
@@ -251,6 +309,15 @@ pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
 /// f32 output is never written. Elsewhere `f` runs as it is.
 pub fn read_by_convs<T>(f: impl FnOnce() -> T) -> T {
     with_run_flag(|s| &mut s.to_convs, f)
+}
+
+/// Runs `f`, whose first convolution's output only a later convolution reads, as the residual
+/// it adds (a residual block's shortcut convolution). In an int8 run that output is then handed
+/// over in u8 alone, quantized with the range calibration observed for that residual (as
+/// PyTorch's quantized ResNets hand theirs to `add_relu`), so the f32 output is never written
+/// nor read back; f32 where the calibration has no such range. Elsewhere `f` runs as it is.
+pub fn residual_only<T>(f: impl FnOnce() -> T) -> T {
+    with_run_flag(|s| &mut s.to_residual, f)
 }
 
 /// Runs `f` with the int8 run's `flag` set (the first convolution inside takes it).
@@ -334,12 +401,20 @@ pub(in crate::nn) fn pooled(x: &candle_core::Tensor, out: &candle_core::Tensor) 
 }
 
 /// What the layer with weights `w` (`own`: its model's own buffer, not a copy) about to run on
-/// `x` does: its number and the plan when it runs in int8. Records `x`'s range when
-/// calibrating; a u8 `x` must be the output its writer made for this layer.
-pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<Option<Int8Layer>> {
+/// `x` (adding `residual`) does: its number and the plan when it runs in int8. Records the
+/// ranges of `x` and of an f32 residual when calibrating; a u8 `x` must be the output its
+/// writer made for this layer.
+pub(super) fn next_conv(
+    x: ConvIn,
+    residual: Option<ConvIn>,
+    w: &[f32],
+    own: bool,
+) -> candle_core::Result<Option<Int8Layer>> {
     MODE.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(State { mode, seen, feeds_next, to_convs, handoffs, calls }) = m.as_mut() else { return Ok(None) };
+        let Some(State { mode, seen, feeds_next, to_convs, to_residual, handoffs, calls }) = m.as_mut() else {
+            return Ok(None);
+        };
         if !own {
             candle_core::bail!("int8: a convolution whose weights are a strided view is not supported yet")
         }
@@ -354,6 +429,12 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
                     cal.observers.resize(index + 1, RangeObserver::new(method));
                 }
                 cal.observers[index].observe(x);
+                if let Some(ConvIn::F32(r)) = residual {
+                    if cal.residual_observers.len() <= index {
+                        cal.residual_observers.resize(index + 1, None);
+                    }
+                    cal.residual_observers[index].get_or_insert_with(|| RangeObserver::new(method)).observe(r);
+                }
                 return Ok(None);
             }
             Mode::Run(plan) => plan,
@@ -402,11 +483,26 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
             ),
             _ => {}
         }
+        // The residual: a shortcut convolution's f32 output on the first forward (learned: it
+        // then hands over u8 for adding).
+        if let Some(at) = residual.map(|r| r.addr_len()) {
+            let learning =
+                handoffs.iter().find(|h| (h.addr, h.len) == at && matches!(h.kind, Handed::LearnResidual));
+            if let Some(h) = learning {
+                let _ = plan.residual_readers[h.producer].set(index);
+            }
+        }
+        let to_residual = std::mem::take(to_residual);
         let output = match (std::mem::take(feeds_next), std::mem::take(to_convs), plan.consumers[index].get()) {
             (true, _, Some(&j)) if j < layers => Output::U8For(j),
             (false, true, Some(&j)) if j < layers => Output::U8Shared(j),
             (false, false, Some(&j)) if j < layers => Output::F32AndU8For(j),
-            _ => Output::Learn,
+            _ if !to_residual => Output::Learn,
+            _ => match plan.residual_readers[index].get() {
+                Some(&j) if plan.residual_quant(j).is_some() => Output::U8ForResidual(j),
+                Some(_) => Output::Learn,
+                None => Output::LearnResidual,
+            },
         };
         Ok(Some(Int8Layer { index, plan: plan.clone(), shadow, remap, output }))
     })
@@ -415,12 +511,15 @@ pub(super) fn next_conv(x: ConvIn, w: &[f32], own: bool) -> candle_core::Result<
 /// Keeps `out`, layer `layer`'s output as `output` says (and `shadow`, its u8 copy), for its
 /// readers.
 fn hand_off(layer: &Int8Layer, output: Output, out: &candle_core::Tensor, shadow: Option<Vec<u8>>) {
-    let kind = match (output, shadow) {
-        (Output::Learn, _) => Handed::Learn,
-        (Output::U8For(j), _) => Handed::U8 { quant: layer.plan.input_quant(j), shared: false },
-        (Output::U8Shared(j), _) => Handed::U8 { quant: layer.plan.input_quant(j), shared: true },
-        (Output::F32AndU8For(j), Some(q)) => Handed::Shadow(Arc::new(q), layer.plan.input_quant(j)),
-        (Output::F32AndU8For(_), None) => return,
+    let kind = match (output, shadow, layer.plan.output_quant(output)) {
+        (Output::U8For(_), _, Some(quant)) => Handed::U8 { quant, shared: false },
+        (Output::U8Shared(_) | Output::U8ForResidual(_), _, Some(quant)) => {
+            Handed::U8 { quant, shared: true }
+        }
+        (Output::F32AndU8For(_), Some(q), Some(quant)) => Handed::Shadow(Arc::new(q), quant),
+        (Output::F32AndU8For(_), None, _) => return,
+        (Output::LearnResidual, ..) => Handed::LearnResidual,
+        _ => Handed::Learn,
     };
     register(out, layer.index, kind);
 }

@@ -64,7 +64,7 @@ fn grouped_inputs_give_what_channel_planes_give() {
         let x: Vec<f32> = (0..4 * c * vol).map(|_| rng.uniform() as f32 * 4.0 - 1.0).collect();
         let w: Vec<f32> = (0..cout * c * g.taps()).map(|_| rng.uniform() as f32 - 0.5).collect();
         let (scale, bias) = (vec![0.5f32; cout], vec![0.1f32; cout]);
-        let plan = Int8Plan::new(Calibration { ranges: vec![(-1.0, 3.0)] });
+        let plan = Int8Plan::new(Calibration { ranges: vec![(-1.0, 3.0)], residual_ranges: vec![] });
         let xq = plan.input_quant(0).quantize_slice(&x);
         let mut grouped = vec![0u8; xq.len()];
         for ch in 0..4 * c {
@@ -232,17 +232,17 @@ fn int8_models_follow_the_f32_ones() {
             norm += f.iter().map(|a| (*a as f64).powi(2)).sum::<f64>();
         }
         let rel = (err / norm).sqrt();
-        let chained = plan.chained();
+        let (chained, residuals) = (plan.chained(), plan.residuals_in_u8());
         println!(
-            "{arch}: int8 logits' relative L2 error {rel:.4} ({} layers, {chained} handing over u8)",
+            "{arch}: int8 logits' relative L2 error {rel:.4} ({} layers, {chained} handing over u8, {residuals} shortcuts)",
             plan.weights.len()
         );
         assert!(rel < 0.1, "{arch}: relative error {rel}");
         let again = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let third = logits(&clip(10)).flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(again, third, "{arch}: two chained forwards differ");
-        // The ResNets' blocks hand their outputs over in u8 alone and add them as the next
-        // block's residual dequantized: close to the first forward's f32 residuals, not
+        // The ResNets' blocks and shortcut convolutions hand their outputs over in u8 alone,
+        // added as residuals dequantized: close to the first forward's f32 residuals, not
         // equal. Elsewhere the u8 handed over is what quantizing f32 gives: the same bits.
         let change = first.iter().zip(&again).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt()
             / first.iter().map(|a| a.powi(2)).sum::<f32>().sqrt();
@@ -269,6 +269,13 @@ fn int8_models_follow_the_f32_ones() {
             "tsm_r18" => assert_eq!(chained, 8 + 7 + 1, "{arch}"),
             "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
             _ => assert_eq!(chained, 0, "{arch}"),
+        }
+        // Each stage's shortcut convolution (ResNet-18's first stage has none) hands its output
+        // over in u8 alone, quantized with the calibrated range of the residual it becomes.
+        match arch {
+            "tsm_r50" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => assert_eq!(residuals, 4, "{arch}"),
+            "tsm_r18" => assert_eq!(residuals, 3, "{arch}"),
+            _ => {}
         }
     }
 }
