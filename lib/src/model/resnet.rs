@@ -3,7 +3,7 @@
 //! bottleneck (torchvision's "v1.5"), and an optional temporal shift in each residual branch
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
-use crate::nn::int8::{feeds_next_conv, read_by_convs, residual_only};
+use crate::nn::int8::{feeds_next_conv, frames_as_time, read_by_convs, residual_only};
 use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -193,6 +193,16 @@ impl ResNet {
 
     /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).
     pub fn forward_stages_t(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
+        // Under int8 the frames run as time, one product per convolution over all of them (the
+        // u8 between convolutions frames inside; not where TSM shifts frames between them).
+        match self.stages.iter().flatten().all(|b| b.shift.is_none()) {
+            true => frames_as_time(|| self.forward_stages_in_turn(x, stages, train)),
+            false => self.forward_stages_in_turn(x, stages, train),
+        }
+    }
+
+    /// `forward_stages_t`.
+    fn forward_stages_in_turn(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
         // Only the first block's convolutions read the stem, through its pool (u8 alone under
         // int8, pooled as bytes).
         let mut y = read_by_convs(|| self.stem.forward_act(x, train, None, true))?;

@@ -50,9 +50,17 @@ pub(super) fn pad_grouped(x: &[u8], g: &Geometry3d, zero: u8, out: &mut Vec<u32>
 }
 
 /// Channel planes `x` ([images][c][positions] u8) in channel groups of 4 ([images][c/4]
-/// [positions][4]), the channels past c to a whole group filled with `fill`: an input quantized
-/// here laid out as a handed-over one. In parallel over runs of positions.
-pub(super) fn group_channels(x: &[u8], images: usize, c: usize, positions: usize, fill: u8) -> Vec<u8> {
+/// [positions][4], or with `frames_inside` [c/4][images][positions][4]: frames as time,
+/// `int8::frames_as_time`), the channels past c to a whole group filled with `fill`: an input
+/// quantized here laid out as a handed-over one. In parallel over runs of positions.
+pub(super) fn group_channels(
+    x: &[u8],
+    images: usize,
+    c: usize,
+    positions: usize,
+    fill: u8,
+    frames_inside: bool,
+) -> Vec<u8> {
     assert!(x.len() >= images * c * positions, "channel planes too short");
     let groups = c.div_ceil(KG);
     let mut out = vec![0u8; images * groups * positions * KG];
@@ -68,9 +76,13 @@ pub(super) fn group_channels(x: &[u8], images: usize, c: usize, positions: usize
             true => &x[(n * c + cg * KG + t) * positions..][span.clone()],
             false => &filler[span.clone()],
         });
+        let to = match frames_inside {
+            true => cg * images + n,
+            false => plane,
+        };
         // SAFETY: group `plane`'s positions `span`, which no other task writes, inside `out`.
         let d = unsafe {
-            std::slice::from_raw_parts_mut(dst.at((plane * positions + span.start) * KG), span.len() * KG)
+            std::slice::from_raw_parts_mut(dst.at((to * positions + span.start) * KG), span.len() * KG)
         };
         let whole = span.len() / QNR * QNR;
         for (j, d) in d[..whole * KG].chunks_exact_mut(QNR * KG).enumerate() {
@@ -358,7 +370,7 @@ mod tests {
             let (vol, n, taps) = (g.in_volume(), ot * oh * ow, g.taps());
             let plain: Vec<u8> = (0..c * vol).map(|_| (rng.uniform() * 128.0).min(127.0) as u8).collect();
             let zero = 9u8;
-            let grouped = group_channels(&plain, 1, c, vol, zero);
+            let grouped = group_channels(&plain, 1, c, vol, zero, false);
             for ch in 0..c.div_ceil(4) * 4 {
                 for p in 0..vol {
                     let want = if ch < c { plain[ch * vol + p] } else { zero };

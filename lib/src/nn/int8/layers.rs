@@ -31,10 +31,33 @@ pub(in crate::nn) fn conv(
     device: &candle_core::Device,
 ) -> candle_core::Result<candle_core::Tensor> {
     let (plan, index) = (&*layer.plan, layer.index);
+    let cout = scale.len();
+    let [ot, oh, ow] = g.out()?;
+    let shape = (g.n, cout, ot, oh, ow);
+    // Frames as time (`frames_as_time`): the 2D convolution over N frames as the 3D one over
+    // [1, C, N, H, W], its bytes frames inside channel groups.
+    let frames = g.n;
+    let fold = layer.fold_frames && frames > 1;
+    if fold && (shift.is_some() || g.input[0] != 1 || g.kernel[0] != 1 || g.pad[0] != 0) {
+        candle_core::bail!(
+            "int8: convolution {} takes its frames as time but is not a 2D one over frames",
+            index + 1
+        )
+    }
+    let folded;
+    let g = match fold {
+        true => {
+            let [_, h, w] = g.input;
+            let (stride, dilation) = ([1, g.stride[1], g.stride[2]], [1, g.dilation[1], g.dilation[2]]);
+            folded = crate::nn::vol2col::Geometry3d { n: 1, input: [frames, h, w], stride, dilation, ..*g };
+            &folded
+        }
+        false => g,
+    };
+    // A folded 1×1 convolution whose channels are no whole groups packs its columns.
+    let direct = direct && (!fold || g.c.is_multiple_of(KG));
     let [ot, oh, ow] = g.out()?;
     let (images, positions) = (g.n, ot * oh * ow);
-    let cout = scale.len();
-    let shape = (images, cout, ot, oh, ow);
     let k = w.len() / cout.max(1);
     let a = plan.weights[index].get_or_init(|| {
         let folded: Vec<f32> =
@@ -86,11 +109,21 @@ pub(in crate::nn) fn conv(
     // are 0), so that their panels are packed a block at a time with u32 copies as a handed-over
     // input's are. (Built a column row at a time, I3D-R50's 5×7×7 stem's 74 MB of columns were
     // 17 % of its forward.)
-    let (xq, grouped) = match !grouped && !direct {
-        true => {
-            (Cow::Owned(super::columns::group_channels(&xq, images, g.c, g.in_volume(), aq.zero_point)), true)
+    let (xq, grouped) = match (grouped, direct, fold) {
+        (false, false, false) => {
+            let grouped =
+                super::columns::group_channels(&xq, images, g.c, g.in_volume(), aq.zero_point, false);
+            (Cow::Owned(grouped), true)
         }
-        false => (xq, grouped),
+        // Folded: every input quantized here, its frames' planes grouped frames inside.
+        (false, _, true) => {
+            let per_frame = g.in_volume() / frames;
+            (
+                Cow::Owned(super::columns::group_channels(&xq, frames, g.c, per_frame, aq.zero_point, true)),
+                true,
+            )
+        }
+        _ => (xq, grouped),
     };
     let image_len = match grouped {
         true => g.c.div_ceil(KG) * KG * g.in_volume(),
@@ -115,6 +148,15 @@ pub(in crate::nn) fn conv(
             )
         }
     }
+    // Folded, an f32 residual ([N, C_out, P]) laid out as the output, frames inside.
+    let residual_frames_inside;
+    let residual = match residual {
+        Some(ConvIn::F32(r)) if fold => {
+            residual_frames_inside = swap_outer(r, frames, cout, positions / frames);
+            Some(ConvIn::F32(&residual_frames_inside[..]))
+        }
+        r => r,
+    };
     let isa = QIsa::detected();
     let one = crate::nn::vol2col::Geometry3d { n: 1, ..*g };
     // Image n's [C_out, P] block; its columns packed for the kernel straight from the quantized
@@ -167,6 +209,11 @@ pub(in crate::nn) fn conv(
     };
     let block = cout * positions;
     let len = images * block;
+    // Folded, f32 goes out as [N, C_out, P] (u8 stays frames inside, for the convolutions).
+    let frames_outside = |out: Vec<f32>| match fold {
+        true => swap_outer(&out, cout, frames, positions / frames),
+        false => out,
+    };
     let (out, shadow) = match (output, plan.output_quant(output)) {
         (Output::U8For(_) | Output::U8Shared(_) | Output::U8ForResidual(_), Some(q)) => {
             let mut out = Vec::<u8>::with_capacity(len);
@@ -187,6 +234,7 @@ pub(in crate::nn) fn conv(
             });
             // SAFETY: as above.
             unsafe { (out.set_len(len), copy.set_len(len)) };
+            let out = frames_outside(out);
             (candle_core::Tensor::from_vec(out, shape, device)?, Some(copy))
         }
         _ => {
@@ -196,11 +244,23 @@ pub(in crate::nn) fn conv(
             per_image(images, |n| image(n, QOutput::F32(unsafe { uninit_block(p, n, block) })));
             // SAFETY: as above.
             unsafe { out.set_len(len) };
-            (candle_core::Tensor::from_vec(out, shape, device)?, None)
+            (candle_core::Tensor::from_vec(frames_outside(out), shape, device)?, None)
         }
     };
     hand_off(layer, output, &out, shadow);
     Ok(out)
+}
+
+/// `x` [a, b, p] as [b, a, p].
+fn swap_outer<T: Copy + Send + Sync>(x: &[T], a: usize, b: usize, p: usize) -> Vec<T> {
+    assert_eq!(x.len(), a * b * p, "swap_outer: {} values for {a} × {b} × {p}", x.len());
+    let mut out = Vec::with_capacity(x.len());
+    for j in 0..b {
+        for i in 0..a {
+            out.extend_from_slice(&x[(i * b + j) * p..][..p]);
+        }
+    }
+    out
 }
 
 /// Block n (`block` values) of the buffer at `p`.

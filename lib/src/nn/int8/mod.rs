@@ -26,6 +26,9 @@
 //!   that residual (PyTorch's quantized ResNets quantize theirs before `add_relu`): f32, 4 bytes
 //!   written and read back per value, was 1.2–2.5× PyTorch's time for those convolutions. A
 //!   calibration stored before residual ranges keeps f32 shortcuts.
+//! - A 2D model's convolutions over frames run with the frames as time where the model says so
+//!   (`frames_as_time`: a 2D ResNet without shifts): one product over all frames' positions,
+//!   u8 frames inside channel groups.
 //!
 //! u8 travels in channel groups of 4 ([N, C/4, T, H, W, 4]: one k group of the next product per
 //! position), so a 1×1 stride-1 convolution reads its input in place as the kernel's B and any
@@ -95,6 +98,9 @@ pub struct Int8Plan {
     /// forward: then i, a shortcut's convolution ([`residual_only`]), requantizes its output
     /// with that residual's calibrated range and hands over u8 alone.
     residual_readers: Vec<OnceLock<usize>>,
+    /// Whether convolution i runs with its frames as time ([`frames_as_time`]), learned on its
+    /// first call: u8 goes from one convolution to another only where both lay it out so.
+    frames_folded: Vec<OnceLock<bool>>,
     /// Stacked weights of Linear layers run as one (`linears`), by the first one's number.
     stacked: Mutex<std::collections::HashMap<usize, Arc<QuantizedMatrix>>>,
 }
@@ -105,12 +111,14 @@ impl Int8Plan {
         let grouped_weights = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let consumers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         let residual_readers = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
+        let frames_folded = calibration.ranges.iter().map(|_| OnceLock::new()).collect();
         Arc::new(Self {
             calibration,
             weights,
             grouped_weights,
             consumers,
             residual_readers,
+            frames_folded,
             stacked: Default::default(),
         })
     }
@@ -118,6 +126,11 @@ impl Int8Plan {
     /// How many convolutions hand their output to the next in u8 (learned so far).
     pub fn chained(&self) -> usize {
         self.consumers.iter().filter(|c| c.get().is_some()).count()
+    }
+
+    /// How many convolutions ran with their frames as time ([`frames_as_time`]).
+    pub fn frames_folded(&self) -> usize {
+        self.frames_folded.iter().filter(|f| f.get() == Some(&true)).count()
     }
 
     /// How many shortcut convolutions hand their output to the convolution adding it in u8
@@ -164,6 +177,8 @@ struct State {
     to_convs: bool,
     /// Set by `residual_only` for the first convolution run inside it.
     to_residual: bool,
+    /// Set by `frames_as_time` for every convolution run inside it.
+    fold_frames: bool,
     /// Recent convolutions' outputs, for the convolutions that read them.
     handoffs: Vec<Handoff>,
     /// Layers run so far.
@@ -224,6 +239,9 @@ impl ConvIn<'_> {
 pub(super) struct Int8Layer {
     pub index: usize,
     pub plan: Arc<Int8Plan>,
+    /// A 2D convolution over frames run as a 3D one with the frames as time, its u8 frames
+    /// inside channel groups ([`frames_as_time`]).
+    fold_frames: bool,
     shadow: Option<Arc<Vec<u8>>>,
     /// The map a u8 input was quantized with, when it is not this layer's.
     remap: Option<ActivationQuant>,
@@ -274,6 +292,7 @@ fn with_mode<T>(mode: Mode, f: impl FnOnce() -> T) -> T {
         feeds_next: false,
         to_convs: false,
         to_residual: false,
+        fold_frames: false,
         handoffs: vec![],
         calls: 0,
     };
@@ -318,6 +337,26 @@ pub fn read_by_convs<T>(f: impl FnOnce() -> T) -> T {
 /// nor read back; f32 where the calibration has no such range. Elsewhere `f` runs as it is.
 pub fn residual_only<T>(f: impl FnOnce() -> T) -> T {
     with_run_flag(|s| &mut s.to_residual, f)
+}
+
+/// Runs `f`, a 2D model's convolutions over N frames ([N, C, 1, H, W]), each of whose u8 outputs
+/// only convolutions inside `f` (or its int8 max pool) read. In an int8 run each convolution
+/// then runs as the 3D one over [1, C, N, H, W] (a kernel of one frame): one product over the
+/// N·P positions of all frames, as a Slow-R50's, rather than one per frame (a ResNet-50's 7²
+/// frames are 4 panels for 49 columns, and each streamed the 2.4 MB of 3×3 weights again).
+/// The u8 it hands over lies frames inside channel groups ([C/4, N, H, W, 4]); f32 inputs are
+/// laid out so first and f32 outputs laid back as [N, C, H, W]. Elsewhere `f` runs as it is.
+pub fn frames_as_time<T>(f: impl FnOnce() -> T) -> T {
+    let set = |on: bool| {
+        MODE.with(|m| match m.borrow_mut().as_mut() {
+            Some(state @ State { mode: Mode::Run(_), .. }) => std::mem::replace(&mut state.fold_frames, on),
+            _ => false,
+        })
+    };
+    let before = set(true);
+    let out = f();
+    set(before);
+    out
 }
 
 /// Runs `f` with the int8 run's `flag` set (the first convolution inside takes it).
@@ -412,7 +451,8 @@ pub(super) fn next_conv(
 ) -> candle_core::Result<Option<Int8Layer>> {
     MODE.with(|m| {
         let mut m = m.borrow_mut();
-        let Some(State { mode, seen, feeds_next, to_convs, to_residual, handoffs, calls }) = m.as_mut() else {
+        let Some(State { mode, seen, feeds_next, to_convs, to_residual, fold_frames, handoffs, calls }) = m.as_mut()
+        else {
             return Ok(None);
         };
         if !own {
@@ -493,18 +533,21 @@ pub(super) fn next_conv(
             }
         }
         let to_residual = std::mem::take(to_residual);
+        let fold = *plan.frames_folded[index].get_or_init(|| *fold_frames);
+        // u8 only for a reader that lays it out as this one does.
+        let same_layout = |j: usize| j < layers && plan.frames_folded[j].get() == Some(&fold);
         let output = match (std::mem::take(feeds_next), std::mem::take(to_convs), plan.consumers[index].get()) {
-            (true, _, Some(&j)) if j < layers => Output::U8For(j),
-            (false, true, Some(&j)) if j < layers => Output::U8Shared(j),
-            (false, false, Some(&j)) if j < layers => Output::F32AndU8For(j),
+            (true, _, Some(&j)) if same_layout(j) => Output::U8For(j),
+            (false, true, Some(&j)) if same_layout(j) => Output::U8Shared(j),
+            (false, false, Some(&j)) if same_layout(j) => Output::F32AndU8For(j),
             _ if !to_residual => Output::Learn,
             _ => match plan.residual_readers[index].get() {
-                Some(&j) if plan.residual_quant(j).is_some() => Output::U8ForResidual(j),
+                Some(&j) if same_layout(j) && plan.residual_quant(j).is_some() => Output::U8ForResidual(j),
                 Some(_) => Output::Learn,
                 None => Output::LearnResidual,
             },
         };
-        Ok(Some(Int8Layer { index, plan: plan.clone(), shadow, remap, output }))
+        Ok(Some(Int8Layer { index, plan: plan.clone(), fold_frames: fold, shadow, remap, output }))
     })
 }
 

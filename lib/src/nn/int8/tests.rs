@@ -41,6 +41,59 @@ fn int8_convolutions_follow_the_f32_ones() {
     }
 }
 
+/// A 2D convolution over frames run with its frames as time (one product over all of them,
+/// bytes frames inside channel groups) writes what it writes a frame at a time, bit for bit:
+/// f32 inputs quantized here (3 channels, a stem's; 8), 1×1 (whole groups: read in place; 6
+/// channels: packed), 3×3 padded, stride 2, an f32 residual.
+#[test]
+fn frames_as_time_give_what_frames_one_by_one_give() {
+    let dev = Device::Cpu;
+    let mut rng = crate::rng::Rng::new(7);
+    for (c, size, kernel, stride, pad, with_residual) in [
+        (3, 11, 7, 2, 3, false),
+        (8, 6, 1, 1, 0, true),
+        (6, 6, 1, 1, 0, false),
+        (8, 9, 3, 1, 1, true),
+        (8, 9, 3, 2, 1, false),
+        (8, 9, 1, 2, 0, false),
+    ] {
+        let frames = 3;
+        let g = Geometry3d {
+            n: frames,
+            c,
+            input: [1, size, size],
+            kernel: [1, kernel, kernel],
+            stride: [1, stride, stride],
+            pad: [0, pad, pad],
+            dilation: [1; 3],
+        };
+        let direct = kernel == 1 && stride == 1;
+        let [_, oh, ow] = g.out().unwrap();
+        let cout = 12;
+        let x: Vec<f32> = (0..frames * c * size * size).map(|_| rng.uniform() as f32 * 4.0 - 1.0).collect();
+        let w: Vec<f32> = (0..cout * c * kernel * kernel).map(|_| rng.uniform() as f32 - 0.5).collect();
+        let r: Vec<f32> = (0..frames * cout * oh * ow).map(|_| rng.uniform() as f32 - 0.5).collect();
+        let (scale, bias) = (vec![0.5f32; cout], vec![0.1f32; cout]);
+        let plan = Int8Plan::new(Calibration { ranges: vec![(-1.0, 3.0)], residual_ranges: vec![] });
+        let run = |fold_frames: bool| {
+            let layer = Int8Layer {
+                index: 0,
+                plan: plan.clone(),
+                fold_frames,
+                shadow: None,
+                remap: None,
+                output: Output::Learn,
+            };
+            let residual = with_residual.then_some(ConvIn::F32(&r));
+            let epi = (&scale[..], &bias[..], residual, true);
+            let y = conv(&layer, ConvIn::F32(&x), None, &g, direct, &w, epi, &dev).unwrap();
+            assert_eq!(y.dims(), [frames, cout, 1, oh, ow]);
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(run(true), run(false), "{c} channels, {kernel}×{kernel} stride {stride}");
+    }
+}
+
 /// A convolution reading its input in channel groups of 4 (as the convolution before hands
 /// it over) writes what it writes from the f32 input quantized here, bit for bit: 1×1 read
 /// in place (a partial last panel), 3×3 padded, stride 2, a 3×1×1 window, and TSM shifts
@@ -74,8 +127,14 @@ fn grouped_inputs_give_what_channel_planes_give() {
         }
         let shift = shift_div.map(|d| crate::nn::shift::FrameShift::mmaction(c, 4, d));
         let run = |x: ConvIn| {
-            let layer =
-                Int8Layer { index: 0, plan: plan.clone(), shadow: None, remap: None, output: Output::Learn };
+            let layer = Int8Layer {
+                index: 0,
+                plan: plan.clone(),
+                fold_frames: false,
+                shadow: None,
+                remap: None,
+                output: Output::Learn,
+            };
             let epi = (&scale[..], &bias[..], None, true);
             let y = conv(&layer, x, shift.as_ref(), &g, direct, &w, epi, &dev).unwrap();
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -92,6 +151,7 @@ fn grouped_inputs_give_what_channel_planes_give() {
             let layer = Int8Layer {
                 index: 0,
                 plan: plan.clone(),
+                fold_frames: false,
                 shadow: None,
                 remap: Some(other),
                 output: Output::Learn,
@@ -184,6 +244,7 @@ fn int8_models_follow_the_f32_ones() {
             .map(String::from)
             .to_vec();
     for arch in [
+        "tsn_r50",
         "tsm_r50",
         "tsm_r18",
         "slow_r50",
@@ -248,7 +309,7 @@ fn int8_models_follow_the_f32_ones() {
             / first.iter().map(|a| a.powi(2)).sum::<f32>().sqrt();
         println!("{arch}: the chained forward moved the logits by {change:.4} (relative L2)");
         match arch {
-            "tsm_r50" | "tsm_r18" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => {
+            "tsn_r50" | "tsm_r50" | "tsm_r18" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => {
                 assert!(change > 0.0 && change < 0.05, "{arch}: {change}")
             }
             _ => assert_eq!(first, again, "{arch}: the chained forward differs from the first"),
@@ -260,7 +321,7 @@ fn int8_models_follow_the_f32_ones() {
         // convolutions feed depthwise ones, which stay f32); the transformers' Linear layers
         // never do.
         match arch {
-            "tsm_r50" | "slow_r50" | "c2d_r50" => assert_eq!(chained, 32 + 15 + 1, "{arch}"),
+            "tsn_r50" | "tsm_r50" | "slow_r50" | "c2d_r50" => assert_eq!(chained, 32 + 15 + 1, "{arch}"),
             // R(2+1)D's conv_b is two convolutions (spatial, then temporal): three inner ones.
             "r2plus1d_r50" => assert_eq!(chained, 48 + 15 + 1, "{arch}"),
             // 8 basic blocks: one inner convolution each. Their shifted first convolutions
@@ -270,10 +331,18 @@ fn int8_models_follow_the_f32_ones() {
             "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
             _ => assert_eq!(chained, 0, "{arch}"),
         }
+        // A 2D ResNet without shifts runs its frames as time (TSN); with them, a frame at a time.
+        let folded = plan.frames_folded();
+        match arch {
+            "tsn_r50" => assert_eq!(folded, plan.weights.len(), "{arch}"),
+            _ => assert_eq!(folded, 0, "{arch}"),
+        }
         // Each stage's shortcut convolution (ResNet-18's first stage has none) hands its output
         // over in u8 alone, quantized with the calibrated range of the residual it becomes.
         match arch {
-            "tsm_r50" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => assert_eq!(residuals, 4, "{arch}"),
+            "tsn_r50" | "tsm_r50" | "slow_r50" | "c2d_r50" | "r2plus1d_r50" => {
+                assert_eq!(residuals, 4, "{arch}")
+            }
             "tsm_r18" => assert_eq!(residuals, 3, "{arch}"),
             _ => {}
         }
