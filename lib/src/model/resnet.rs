@@ -194,11 +194,8 @@ impl ResNet {
     /// The output of the stem and the first `stages` stages (`layer1` .. `layer{stages}`).
     pub fn forward_stages_t(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
         // Under int8 the frames run as time, one product per convolution over all of them (the
-        // u8 between convolutions frames inside; not where TSM shifts frames between them).
-        match self.stages.iter().flatten().all(|b| b.shift.is_none()) {
-            true => frames_as_time(|| self.forward_stages_in_turn(x, stages, train)),
-            false => self.forward_stages_in_turn(x, stages, train),
-        }
+        // u8 between convolutions frames inside, TSM's shift moving frames inside each group).
+        frames_as_time(|| self.forward_stages_in_turn(x, stages, train))
     }
 
     /// `forward_stages_t`.

@@ -131,24 +131,7 @@ impl FrameShift {
         zero: T,
     ) -> Result<Vec<T>> {
         let frame = c * plane;
-        if self.segments <= 1 || frames % self.segments != 0 || x.len() != frames * frame {
-            candle_core::bail!(
-                "temporal_shift: {} values are not {frames} frames of {c} × {plane} in clips of {}",
-                x.len(),
-                self.segments
-            )
-        }
-        // The bands must tile the channels: every output value is written below.
-        let mut next = 0;
-        for &(start, len, _) in &self.bands {
-            if start != next {
-                candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
-            }
-            next += len;
-        }
-        if next != c {
-            candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
-        }
+        self.check(x.len(), frames, c, plane)?;
         if frame == 0 {
             return Ok(Vec::new());
         }
@@ -174,6 +157,67 @@ impl FrameShift {
         };
         // SAFETY: the bands tile the channels (checked above), so each frame is written whole.
         Ok(unsafe { super::vol2col::par_planes_uninit(x.len(), frame, || (), copy_frame) })
+    }
+}
+
+impl FrameShift {
+    /// An error unless `len` values are `frames` frames (whole clips) of `c` × `plane` and the
+    /// bands tile the c channels (so every output value is written).
+    fn check(&self, len: usize, frames: usize, c: usize, plane: usize) -> Result<()> {
+        if self.segments <= 1 || frames % self.segments != 0 || len != frames * c * plane {
+            candle_core::bail!(
+                "temporal_shift: {len} values are not {frames} frames of {c} × {plane} in clips of {}",
+                self.segments
+            )
+        }
+        let mut next = 0;
+        for &(start, len, _) in &self.bands {
+            if start != next {
+                candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
+            }
+            next += len;
+        }
+        if next != c {
+            candle_core::bail!("temporal_shift: bands {:?} do not tile {c} channels", self.bands)
+        }
+        Ok(())
+    }
+
+    /// `apply_with` of `x` laid out frames inside channels, [c, frames, plane] (an int8 run's
+    /// frames as time, `int8::frames_as_time`), into the same layout; channels in parallel.
+    pub(super) fn apply_frames_inside<T: Copy + Send + Sync>(
+        &self,
+        x: &[T],
+        frames: usize,
+        c: usize,
+        plane: usize,
+        zero: T,
+    ) -> Result<Vec<T>> {
+        use rayon::prelude::*;
+        self.check(x.len(), frames, c, plane)?;
+        let mut out = vec![zero; x.len()];
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let from: Vec<From> =
+            self.bands.iter().flat_map(|&(_, len, f)| std::iter::repeat_n(f, len)).collect();
+        out.par_chunks_mut(frames * plane).zip(x.par_chunks(frames * plane)).zip(&from).for_each(
+            |((dst, src), from)| {
+                for (f, d) in dst.chunks_exact_mut(plane).enumerate() {
+                    let t = f % self.segments;
+                    let src_frame = match from {
+                        From::Same => Some(f),
+                        From::Next => (t + 1 < self.segments).then_some(f + 1),
+                        From::Previous => (t > 0).then(|| f - 1),
+                    };
+                    // Frames shifted in from outside the clip stay zeros.
+                    if let Some(sf) = src_frame {
+                        d.copy_from_slice(&src[sf * plane..][..plane]);
+                    }
+                }
+            },
+        );
+        Ok(out)
     }
 }
 

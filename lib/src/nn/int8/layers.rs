@@ -38,7 +38,7 @@ pub(in crate::nn) fn conv(
     // [1, C, N, H, W], its bytes frames inside channel groups.
     let frames = g.n;
     let fold = layer.fold_frames && frames > 1;
-    if fold && (shift.is_some() || g.input[0] != 1 || g.kernel[0] != 1 || g.pad[0] != 0) {
+    if fold && (g.input[0] != 1 || g.kernel[0] != 1 || g.pad[0] != 0) {
         candle_core::bail!(
             "int8: convolution {} takes its frames as time but is not a 2D one over frames",
             index + 1
@@ -91,14 +91,28 @@ pub(in crate::nn) fn conv(
     }
     // A grouped input whose shift moves part of a group is read as channel planes.
     let grouped_shift = shift.map(|s| s.grouped(KG));
+    // Folded, the frames of one image (frames inside).
+    let per_frame = g.in_volume() / if fold { frames } else { 1 };
     let (xq, grouped) = match grouped && grouped_shift.as_ref().is_some_and(Option::is_none) {
-        true => (Cow::Owned(super::columns::ungroup(&xq, images * g.c, g.in_volume())), false),
+        true => {
+            let planes = super::columns::ungroup(&xq, images * g.c, g.in_volume());
+            // Folded, [C, N, P] laid out as frames [N, C, P], as an input quantized here is.
+            let planes = if fold { swap_outer(&planes, g.c, frames, per_frame) } else { planes };
+            (Cow::Owned(planes), false)
+        }
         false => (xq, grouped),
     };
     let xq = match (shift, grouped_shift.flatten()) {
         // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
         // shifted input.
-        (Some(s), _) if !grouped => Cow::Owned(s.apply_with(&xq, g.n, g.c, g.in_volume(), aq.zero_point)?),
+        (Some(s), _) if !grouped => {
+            let frames = if fold { frames } else { g.n };
+            Cow::Owned(s.apply_with(&xq, frames, g.c, per_frame, aq.zero_point)?)
+        }
+        // Folded: whole groups' frames moved inside each group.
+        (Some(_), Some(s)) if fold => {
+            Cow::Owned(s.apply_frames_inside(&xq, frames, g.c / KG, per_frame * KG, aq.zero_point)?)
+        }
         (Some(_), Some(s)) => {
             Cow::Owned(s.apply_with(&xq, g.n, g.c / KG, g.in_volume() * KG, aq.zero_point)?)
         }
@@ -252,7 +266,7 @@ pub(in crate::nn) fn conv(
 }
 
 /// `x` [a, b, p] as [b, a, p].
-fn swap_outer<T: Copy + Send + Sync>(x: &[T], a: usize, b: usize, p: usize) -> Vec<T> {
+pub(super) fn swap_outer<T: Copy + Send + Sync>(x: &[T], a: usize, b: usize, p: usize) -> Vec<T> {
     assert_eq!(x.len(), a * b * p, "swap_outer: {} values for {a} × {b} × {p}", x.len());
     let mut out = Vec::with_capacity(x.len());
     for j in 0..b {

@@ -27,8 +27,8 @@
 //!   written and read back per value, was 1.2–2.5× PyTorch's time for those convolutions. A
 //!   calibration stored before residual ranges keeps f32 shortcuts.
 //! - A 2D model's convolutions over frames run with the frames as time where the model says so
-//!   (`frames_as_time`: a 2D ResNet without shifts): one product over all frames' positions,
-//!   u8 frames inside channel groups.
+//!   (`frames_as_time`: a 2D ResNet's, TSN's and TSM's): one product over all frames'
+//!   positions, u8 frames inside channel groups (TSM's shift moves frames inside each group).
 //!
 //! u8 travels in channel groups of 4 ([N, C/4, T, H, W, 4]: one k group of the next product per
 //! position), so a 1×1 stride-1 convolution reads its input in place as the kernel's B and any

@@ -43,21 +43,25 @@ fn int8_convolutions_follow_the_f32_ones() {
 
 /// A 2D convolution over frames run with its frames as time (one product over all of them,
 /// bytes frames inside channel groups) writes what it writes a frame at a time, bit for bit:
-/// f32 inputs quantized here (3 channels, a stem's; 8), 1×1 (whole groups: read in place; 6
-/// channels: packed), 3×3 padded, stride 2, an f32 residual.
+/// f32 inputs quantized here (3 channels, a stem's; 8), u8 ones handed over (frames inside
+/// against frame by frame), 1×1 (whole groups: read in place; 6 channels: packed), 3×3 padded,
+/// stride 2, an f32 residual, and TSM's shift (bands of whole groups, moved inside each group;
+/// and not, read as channel planes) over two clips.
 #[test]
 fn frames_as_time_give_what_frames_one_by_one_give() {
     let dev = Device::Cpu;
     let mut rng = crate::rng::Rng::new(7);
-    for (c, size, kernel, stride, pad, with_residual) in [
-        (3, 11, 7, 2, 3, false),
-        (8, 6, 1, 1, 0, true),
-        (6, 6, 1, 1, 0, false),
-        (8, 9, 3, 1, 1, true),
-        (8, 9, 3, 2, 1, false),
-        (8, 9, 1, 2, 0, false),
+    for (c, size, kernel, stride, pad, with_residual, shift_div) in [
+        (3, 11, 7, 2, 3, false, None),
+        (8, 6, 1, 1, 0, true, None),
+        (6, 6, 1, 1, 0, false, None),
+        (8, 9, 3, 1, 1, true, None),
+        (8, 9, 3, 2, 1, false, None),
+        (8, 9, 1, 2, 0, false, None),
+        (32, 5, 1, 1, 0, false, Some(8)),
+        (16, 5, 3, 1, 1, true, Some(8)),
     ] {
-        let frames = 3;
+        let frames = 4;
         let g = Geometry3d {
             n: frames,
             c,
@@ -69,13 +73,14 @@ fn frames_as_time_give_what_frames_one_by_one_give() {
         };
         let direct = kernel == 1 && stride == 1;
         let [_, oh, ow] = g.out().unwrap();
-        let cout = 12;
-        let x: Vec<f32> = (0..frames * c * size * size).map(|_| rng.uniform() as f32 * 4.0 - 1.0).collect();
+        let (cout, plane) = (12, size * size);
+        let x: Vec<f32> = (0..frames * c * plane).map(|_| rng.uniform() as f32 * 4.0 - 1.0).collect();
         let w: Vec<f32> = (0..cout * c * kernel * kernel).map(|_| rng.uniform() as f32 - 0.5).collect();
         let r: Vec<f32> = (0..frames * cout * oh * ow).map(|_| rng.uniform() as f32 - 0.5).collect();
         let (scale, bias) = (vec![0.5f32; cout], vec![0.1f32; cout]);
         let plan = Int8Plan::new(Calibration { ranges: vec![(-1.0, 3.0)], residual_ranges: vec![] });
-        let run = |fold_frames: bool| {
+        let shift = shift_div.map(|d| crate::nn::shift::FrameShift::mmaction(c, 2, d));
+        let run = |fold_frames: bool, x: ConvIn| {
             let layer = Int8Layer {
                 index: 0,
                 plan: plan.clone(),
@@ -86,11 +91,29 @@ fn frames_as_time_give_what_frames_one_by_one_give() {
             };
             let residual = with_residual.then_some(ConvIn::F32(&r));
             let epi = (&scale[..], &bias[..], residual, true);
-            let y = conv(&layer, ConvIn::F32(&x), None, &g, direct, &w, epi, &dev).unwrap();
+            let y = conv(&layer, x, shift.as_ref(), &g, direct, &w, epi, &dev).unwrap();
             assert_eq!(y.dims(), [frames, cout, 1, oh, ow]);
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap()
         };
-        assert_eq!(run(true), run(false), "{c} channels, {kernel}×{kernel} stride {stride}");
+        let case = format!("{c} channels, {kernel}×{kernel} stride {stride}, shift {shift_div:?}");
+        let one_by_one = run(false, ConvIn::F32(&x));
+        assert_eq!(run(true, ConvIn::F32(&x)), one_by_one, "{case}: f32 input");
+        if c % 4 != 0 {
+            continue;
+        }
+        // The bytes a convolution before hands over: frame by frame, or frames inside.
+        let xq = plan.input_quant(0).quantize_slice(&x);
+        let mut grouped = vec![0u8; xq.len()];
+        for f in 0..frames {
+            for ch in 0..c {
+                for p in 0..plane {
+                    grouped[(((f * c / 4) + ch / 4) * plane + p) * 4 + ch % 4] = xq[(f * c + ch) * plane + p];
+                }
+            }
+        }
+        let inside = super::layers::swap_outer(&grouped, frames, c / 4, plane * 4);
+        assert_eq!(run(false, ConvIn::U8(&grouped)), one_by_one, "{case}: u8 input");
+        assert_eq!(run(true, ConvIn::U8(&inside)), one_by_one, "{case}: u8 input frames inside");
     }
 }
 
@@ -331,10 +354,10 @@ fn int8_models_follow_the_f32_ones() {
             "x3d_xs" => assert!(chained > 10, "{arch}: {chained}"),
             _ => assert_eq!(chained, 0, "{arch}"),
         }
-        // A 2D ResNet without shifts runs its frames as time (TSN); with them, a frame at a time.
+        // A 2D ResNet runs its frames as time (TSN; TSM shifting them inside channel groups).
         let folded = plan.frames_folded();
         match arch {
-            "tsn_r50" => assert_eq!(folded, plan.weights.len(), "{arch}"),
+            "tsn_r50" | "tsm_r50" | "tsm_r18" => assert_eq!(folded, plan.weights.len(), "{arch}"),
             _ => assert_eq!(folded, 0, "{arch}"),
         }
         // Each stage's shortcut convolution (ResNet-18's first stage has none) hands its output
