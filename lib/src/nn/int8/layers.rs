@@ -105,10 +105,8 @@ pub(in crate::nn) fn conv(
     let xq = match (shift, grouped_shift.flatten()) {
         // Quantizing maps 0 to the zero point, so the shifted quantized input is the quantized
         // shifted input.
-        (Some(s), _) if !grouped => {
-            let frames = if fold { frames } else { g.n };
-            Cow::Owned(s.apply_with(&xq, frames, g.c, per_frame, aq.zero_point)?)
-        }
+        // (Unfolded, `frames` is g.n and `per_frame` the volume.)
+        (Some(s), _) if !grouped => Cow::Owned(s.apply_with(&xq, frames, g.c, per_frame, aq.zero_point)?),
         // Folded: whole groups' frames moved inside each group.
         (Some(_), Some(s)) if fold => {
             Cow::Owned(s.apply_frames_inside(&xq, frames, g.c / KG, per_frame * KG, aq.zero_point)?)
@@ -130,13 +128,10 @@ pub(in crate::nn) fn conv(
             (Cow::Owned(grouped), true)
         }
         // Folded: every input quantized here, its frames' planes grouped frames inside.
-        (false, _, true) => {
-            let per_frame = g.in_volume() / frames;
-            (
-                Cow::Owned(super::columns::group_channels(&xq, frames, g.c, per_frame, aq.zero_point, true)),
-                true,
-            )
-        }
+        (false, _, true) => (
+            Cow::Owned(super::columns::group_channels(&xq, frames, g.c, per_frame, aq.zero_point, true)),
+            true,
+        ),
         _ => (xq, grouped),
     };
     let image_len = match grouped {
