@@ -64,7 +64,7 @@ pub(super) unsafe fn blocked(
                     let (first, last) = (pc == 0, pc + kc == k);
                     let load = accumulate || !first;
                     match isa {
-                        Isa::Avx512 => pack_b(&b, pc, kc, jc, nc, bbuf),
+                        Isa::Avx512 | Isa::Amx => pack_b(&b, pc, kc, jc, nc, bbuf),
                         Isa::Avx2 => pack_b_avx2(&b, pc, kc, jc, nc, bbuf),
                     }
                     if bf16 {
@@ -106,7 +106,7 @@ pub(super) unsafe fn blocked(
                                     || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
                                 if nr == NR && one_item {
                                     match isa {
-                                        Isa::Avx512 => {
+                                        Isa::Avx512 | Isa::Amx => {
                                             by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu))
                                         }
                                         Isa::Avx2 => {
@@ -118,33 +118,27 @@ pub(super) unsafe fn blocked(
                                     // of columns within one item at a time.
                                     let (null, t) = (std::ptr::null(), tile.as_mut_ptr());
                                     match isa {
-                                        Isa::Avx512 => {
+                                        Isa::Avx512 | Isa::Amx => {
                                             kernel::<MR>(kc, ap, bp, t, NR, false, null, null, false)
                                         }
                                         Isa::Avx2 => {
                                             kernel_avx2(MR, nr, kc, ap, bp, t, NR, false, null, null, false)
                                         }
                                     }
-                                    let base = (row0 * ldc + cols_map.c_off(col0)) as isize;
-                                    let mut j = 0;
-                                    while j < nr {
-                                        let col = col0 + j;
-                                        let run = (nr - j).min(cols_map.per - col % cols_map.per);
-                                        let at = (row0 * ldc + cols_map.c_off(col)) as isize - base;
-                                        let res_at = if res.is_null() { res } else { res.offset(at) };
-                                        let part =
-                                            TilePart { tile: tile.as_ptr().add(j), rows: mr, cols: run };
-                                        let c_at = cp.offset(at);
-                                        match isa {
-                                            Isa::Avx512 => {
-                                                store_tile_part(part, c_at, ldc, load, bias, res_at, relu)
-                                            }
-                                            Isa::Avx2 => store_tile_part_avx2(
-                                                part, c_at, ldc, load, bias, res_at, relu,
-                                            ),
-                                        }
-                                        j += run;
-                                    }
+                                    let part = TilePart { tile: tile.as_ptr(), rows: mr, cols: nr };
+                                    let res = if last { epi.residual } else { None };
+                                    store_block(
+                                        isa,
+                                        part,
+                                        c,
+                                        ldc,
+                                        &cols_map,
+                                        (row0, col0),
+                                        load,
+                                        bias,
+                                        res,
+                                        relu,
+                                    );
                                 }
                             }
                         }
@@ -153,6 +147,43 @@ pub(super) unsafe fn blocked(
             }
         })
     })
+}
+
+/// A scratch tile's part (rows of `NR`) into C at (`at.0`, `at.1`) as the micro-kernel's epilogue
+/// would store it (`store_tile_part`), a run of columns within one batch item at a time; `res`
+/// laid out as C.
+///
+/// # Safety
+/// The CPU runs `isa`; `c` addresses the m × n output with leading dimension `ldc`, and the
+/// part's rows and columns lie inside it (and inside `res`); `bias`, when not null, `rows` floats.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_block(
+    isa: Isa,
+    part: TilePart,
+    c: *mut f32,
+    ldc: usize,
+    cols_map: &Columns,
+    at: (usize, usize),
+    load: bool,
+    bias: *const f32,
+    res: Option<&[f32]>,
+    relu: bool,
+) {
+    let (row0, col0) = at;
+    let mut j = 0;
+    while j < part.cols {
+        let col = col0 + j;
+        let run = (part.cols - j).min(cols_map.per - col % cols_map.per);
+        let off = row0 * ldc + cols_map.c_off(col);
+        let res_at = res.map_or(std::ptr::null(), |r| r.as_ptr().add(off));
+        let run_part = TilePart { tile: part.tile.add(j), rows: part.rows, cols: run };
+        match isa {
+            Isa::Avx512 | Isa::Amx => store_tile_part(run_part, c.add(off), ldc, load, bias, res_at, relu),
+            Isa::Avx2 => store_tile_part_avx2(run_part, c.add(off), ldc, load, bias, res_at, relu),
+        }
+        j += run;
+    }
 }
 
 /// Part of a scratch tile (rows of `NR`): its first `rows` rows, `cols` ≤ 16·2 columns from

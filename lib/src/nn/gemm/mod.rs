@@ -307,6 +307,8 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
 /// The micro-kernel behind the blocked product (packing, implicit im2col, fused epilogue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
+    /// AVX-512's kernel for f32 products, AMX tiles for bf16 ones (`amx`).
+    Amx,
     /// 12×32 tiles in 24 zmm accumulators.
     Avx512,
     /// The same 12×32 panels as four 6×16 sub-tiles in 12 ymm accumulators.
@@ -314,14 +316,16 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx2` or `portable`
-    /// picks a narrower one, to compare them on one machine); None: the `gemm` crate's path.
+    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx512`, `avx2` or
+    /// `portable` picks a narrower one, to compare them on one machine); None: the `gemm` crate's
+    /// path.
     pub fn detected() -> Option<Isa> {
         static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
-            let widest = [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported());
+            let widest = [Isa::Amx, Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported());
             match std::env::var("VIDKIT_GEMM").as_deref() {
                 Ok("portable") => None,
+                Ok("avx512") if Isa::Avx512.supported() => Some(Isa::Avx512),
                 Ok("avx2") if Isa::Avx2.supported() => Some(Isa::Avx2),
                 _ => widest,
             }
@@ -333,6 +337,7 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             match self {
+                Isa::Amx => amx::amx_bf16_available(),
                 Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
                 Isa::Avx2 => {
                     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -347,7 +352,12 @@ impl Isa {
 
     /// Every path this CPU can run, the `gemm` crate's (None) included: what tests go through.
     pub fn paths() -> Vec<Option<Isa>> {
-        [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.supported()).map(Some).chain([None]).collect()
+        [Isa::Amx, Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .filter(|i| i.supported())
+            .map(Some)
+            .chain([None])
+            .collect()
     }
 }
 
@@ -406,7 +416,29 @@ fn run_blocked(
     // Read on the calling thread: the parts run on the pool's.
     let bf16 = bf16_products();
     let c_ptr = SendPtr(c);
-    let parts = partition(m, n, threads);
+    #[cfg(target_arch = "x86_64")]
+    if bf16 && isa == Isa::Amx {
+        // A packed into tiles once, the threads sharing the work, for every part to read.
+        let tiles = amx::ATiles::pack(&a, &a_cols, epi.row_scale, threads);
+        let parts = partition(m, n, threads, amx::BLOCK);
+        let run = |(rows, part): ((usize, usize), (usize, usize))| {
+            // SAFETY: `isa` is Amx only where `amx_bf16_available` (`Isa::supported`); the parts
+            // cover disjoint blocks of the m × n output the callers checked `c` holds, their
+            // rows starting at whole blocks of `tiles`.
+            unsafe { amx::blocked_amx(&tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
+        };
+        if parts.len() == 1 {
+            run(parts[0]);
+        } else {
+            rayon::scope(|s| {
+                for part in parts {
+                    s.spawn(move |_| run(part));
+                }
+            });
+        }
+        return;
+    }
+    let parts = partition(m, n, threads, MR);
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
         // SAFETY: callers checked that the CPU runs `isa` and that `c` holds the m × n output.
@@ -679,9 +711,16 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole Sync wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Splits the output among `threads`: by columns in whole panels when there are enough of them,
-/// else by rows in whole micro-panels.
-fn partition(m: usize, n: usize, threads: usize) -> Vec<((usize, usize), (usize, usize))> {
+/// else by rows in whole micro-panels of `row_unit` rows.
+fn partition(m: usize, n: usize, threads: usize, row_unit: usize) -> Vec<((usize, usize), (usize, usize))> {
     let split = |len: usize, unit: usize| -> Vec<(usize, usize)> {
         let units = len.div_ceil(unit);
         let parts = threads.min(units).max(1);
@@ -695,7 +734,7 @@ fn partition(m: usize, n: usize, threads: usize) -> Vec<((usize, usize), (usize,
     }
     // Every part packs all of the operand it does not split: split columns (each part packs all
     // of A, m × k) when that is the smaller duplicate, rows (each packs all of B, k × n) otherwise.
-    let (col_units, row_units) = (n.div_ceil(NR), m.div_ceil(MR));
+    let (col_units, row_units) = (n.div_ceil(NR), m.div_ceil(row_unit));
     let by_cols = if row_units < 2 * threads {
         true
     } else if col_units < 2 * threads {
@@ -706,13 +745,15 @@ fn partition(m: usize, n: usize, threads: usize) -> Vec<((usize, usize), (usize,
     if by_cols {
         split(n, NR).into_iter().map(|cols| ((0, m), cols)).collect()
     } else {
-        split(m, MR).into_iter().map(|rows| (rows, (0, n))).collect()
+        split(m, row_unit).into_iter().map(|rows| (rows, (0, n))).collect()
     }
 }
 
 use crate::nn::autocast::bf16_products;
 use crate::nn::simd::bf16_round_in_place;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod fallback;
 mod kernel;
 #[cfg(target_arch = "x86_64")]
