@@ -29,17 +29,37 @@ const KCA: usize = 2 * KC;
 /// Columns packed per B block (its 512 kB of bf16 stays in L2).
 const NCA: usize = 512;
 
-/// Whether this CPU has AMX tiles with bf16 products and the OS lets this process use them
-/// (asked once, on first call).
-pub(super) fn amx_bf16_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+/// Whether this CPU has AMX tiles with bf16 products and the OS lets this process use them.
+pub(in crate::nn) fn amx_bf16_available() -> bool {
+    tiles_granted() && cpu_has(22)
+}
+
+/// Whether this CPU has AMX tiles with int8 products and the OS lets this process use them.
+pub(in crate::nn) fn amx_int8_available() -> bool {
+    tiles_granted() && cpu_has(25)
+}
+
+/// CPUID leaf 7's EDX bit `bit` (22 AMX-BF16, 24 AMX-TILE, 25 AMX-INT8).
+fn cpu_has(bit: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << bit) != 0
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bit;
+        false
+    }
+}
+
+/// Whether the CPU has AMX tiles (and AVX-512, which the paths around them use) and the OS
+/// granted this process their state (asked once, on first call).
+fn tiles_granted() -> bool {
+    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GRANTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let leaf = std::arch::x86_64::__cpuid_count(7, 0);
-            let cpu = leaf.edx & (1 << 22) != 0 && leaf.edx & (1 << 24) != 0;
-            cpu && std::arch::is_x86_feature_detected!("avx512f") && request_tile_state()
+            cpu_has(24) && std::arch::is_x86_feature_detected!("avx512f") && request_tile_state()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -365,6 +385,20 @@ impl TileConfig {
     }
 }
 
+/// Runs `f` with this thread's tiles configured (`TileConfig`: all eight 16 rows of 64 bytes,
+/// zeroed), releasing them after.
+///
+/// # Safety
+/// `tiles_granted()` (through `amx_bf16_available` or `amx_int8_available`).
+#[cfg(target_arch = "x86_64")]
+pub(in crate::nn) unsafe fn with_tiles<T>(f: impl FnOnce() -> T) -> T {
+    let config = TileConfig::new();
+    std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+    let out = f();
+    std::arch::asm!("tilerelease", options(nostack, nomem));
+    out
+}
+
 /// The C tiles (tmm0–3: a 32 × 32 f32 block) zeroed, or loaded from `from` (rows `stride`
 /// bytes apart); then += packed A block · packed B panel over `ksteps` steps of 32; then stored
 /// at `to` (rows `to_stride` bytes apart).
@@ -457,9 +491,24 @@ pub(super) unsafe fn blocked_amx(
     epi: Epilogue,
 ) {
     assert!(rows.0.is_multiple_of(BLOCK) && rows.1 <= a.rows, "rows outside packed A");
+    with_tiles(|| blocked_amx_tiled(a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
+}
+
+/// `blocked_amx` with the tiles configured.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked_amx_tiled(
+    a: &ATiles,
+    b: Rhs,
+    cols_map: Columns,
+    c: *mut f32,
+    ldc: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    accumulate: bool,
+    epi: Epilogue,
+) {
     let k = a.cols;
-    let config = TileConfig::new();
-    std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     #[repr(C, align(64))]
     struct Block([f32; BLOCK * BLOCK]);
     let mut block = Block([0.0; BLOCK * BLOCK]);
@@ -530,7 +579,6 @@ pub(super) unsafe fn blocked_amx(
             }
         })
     });
-    std::arch::asm!("tilerelease", options(nostack, nomem));
 }
 
 #[cfg(test)]

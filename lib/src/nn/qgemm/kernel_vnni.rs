@@ -52,7 +52,20 @@ unsafe fn tile<const NP: usize>(
     strides: [usize; 2],
     outs: &[TileOut; VNNI_MP],
 ) {
-    let acc = products::<NP>(groups, a, b, strides);
+    finish_sums::<NP>(products::<NP>(groups, a, b, strides), outs)
+}
+
+/// The epilogue of a tile's sums `acc` ([p][r][j]: row r of A panel p times B panel j) into
+/// `outs[p]`: `kernel`'s, for sums another kernel made (the AMX one's).
+///
+/// # Safety
+/// As `kernel`: AVX-512F/BW and VNNI available; each out's rows × cols lie inside the output and
+/// residual buffers, with cols ≤ NP · QNR.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn finish_sums<const NP: usize>(
+    acc: [[[__m512i; NP]; QMR]; VNNI_MP],
+    outs: &[TileOut; VNNI_MP],
+) {
     if outs[0].cs != 1 {
         for j in 0..NP {
             let cols = outs[0].cols.saturating_sub(j * QNR).min(QNR);

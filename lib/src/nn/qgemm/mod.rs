@@ -18,6 +18,8 @@
 //! accumulators need no K blocking); a block of B panels stays in L2 while A panels stream past.
 
 #[cfg(target_arch = "x86_64")]
+mod kernel_amx;
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kernel_vnni;
@@ -60,18 +62,21 @@ pub enum QIsa {
     Avx2,
     /// `vpdpbusd` on 512-bit vectors (AVX-512 VNNI).
     Avx512Vnni,
+    /// AMX tiles (`tdpbsud`), with the VNNI kernel's epilogue.
+    Amx,
 }
 
 impl QIsa {
     /// The widest int8 kernel this CPU has (`VIDKIT_GEMM=portable` picks none, `avx2` the AVX2
-    /// one, to compare them on one machine).
+    /// one, `avx512` the VNNI one, to compare them on one machine).
     pub fn detected() -> Option<QIsa> {
         // Asked once per layer call: looked up once per process, as `gemm::Isa::detected`.
         static DETECTED: std::sync::OnceLock<Option<QIsa>> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| match std::env::var("VIDKIT_GEMM").as_deref() {
             Ok("portable") => None,
             Ok("avx2") => QIsa::Avx2.supported().then_some(QIsa::Avx2),
-            _ => [QIsa::Avx512Vnni, QIsa::Avx2].into_iter().find(|i| i.supported()),
+            Ok("avx512") => [QIsa::Avx512Vnni, QIsa::Avx2].into_iter().find(|i| i.supported()),
+            _ => [QIsa::Amx, QIsa::Avx512Vnni, QIsa::Avx2].into_iter().find(|i| i.supported()),
         })
     }
 
@@ -86,6 +91,8 @@ impl QIsa {
                     std::arch::is_x86_feature_detected!("avx512f")
                         && std::arch::is_x86_feature_detected!("avx512vnni")
                 }
+                // The epilogue is the VNNI kernel's.
+                QIsa::Amx => QIsa::Avx512Vnni.supported() && super::gemm::amx_int8_available(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -106,6 +113,8 @@ pub struct QuantizedMatrix {
     scales: Vec<f32>,
     /// Σ_k q[i, k]: the zero point's share of each row's sums.
     row_sums: Vec<i32>,
+    /// The values in AMX tiles (`kernel_amx::a_tiles`), made on first use.
+    amx: std::sync::OnceLock<Vec<i8>>,
 }
 
 impl QuantizedMatrix {
@@ -144,7 +153,8 @@ impl QuantizedMatrix {
             }
         }
         let row_sums = q.chunks(cols.max(1)).take(rows).map(|r| r.iter().map(|&v| v as i32).sum()).collect();
-        Self { packed, rows, cols, scales, row_sums: if cols == 0 { vec![0; rows] } else { row_sums } }
+        let row_sums = if cols == 0 { vec![0; rows] } else { row_sums };
+        Self { packed, rows, cols, scales, row_sums, amx: std::sync::OnceLock::new() }
     }
 
     pub fn rows(&self) -> usize {
@@ -185,6 +195,14 @@ impl QuantizedMatrix {
             }
         }
         Self::from_quantized(&q, self.rows, k, self.scales.clone())
+    }
+
+    /// A's 32-row block that holds panel `panel` (a multiple of 8) in AMX tiles.
+    #[cfg(target_arch = "x86_64")]
+    fn amx_block(&self, panel: usize) -> *const i8 {
+        let tiles = self.amx.get_or_init(|| kernel_amx::a_tiles(self));
+        let block_len = self.cols.div_ceil(KG).div_ceil(16) * 2048;
+        tiles[panel / kernel_amx::AMX_MP * block_len..].as_ptr()
     }
 
     fn panel(&self, panel: usize) -> &[i8] {

@@ -33,6 +33,8 @@ fn macs_per_step(isa: QIsa) -> f64 {
     match isa {
         // vpdpbusd: 16 lanes × 4 products.
         QIsa::Avx512Vnni => 64.0,
+        // tdpbsud: 16 × 16 sums of 64 products.
+        QIsa::Amx => 16384.0,
         // vpmaddubsw + vpmaddwd + vpaddd: 8 lanes × 4 products.
         QIsa::Avx2 => 32.0,
     }
@@ -45,6 +47,7 @@ fn run(isa: QIsa, iters: u64) {
         match isa {
             QIsa::Avx512Vnni => vnni(iters),
             QIsa::Avx2 => avx2(iters),
+            QIsa::Amx => crate::nn::gemm::with_tiles(|| amx(iters)),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -66,6 +69,33 @@ unsafe fn vnni(iters: u64) {
         }
     }
     std::hint::black_box(acc);
+}
+
+/// `CHAINS` tile products a step, spread over four accumulator tiles.
+///
+/// # Safety
+/// Tiles configured on this thread.
+#[cfg(target_arch = "x86_64")]
+unsafe fn amx(iters: u64) {
+    std::arch::asm!("tilezero tmm4", "tilezero tmm6", options(nostack, nomem));
+    for _ in 0..iters {
+        std::arch::asm!(
+            "tdpbsud tmm0, tmm4, tmm6",
+            "tdpbsud tmm1, tmm4, tmm6",
+            "tdpbsud tmm2, tmm4, tmm6",
+            "tdpbsud tmm3, tmm4, tmm6",
+            "tdpbsud tmm0, tmm4, tmm6",
+            "tdpbsud tmm1, tmm4, tmm6",
+            "tdpbsud tmm2, tmm4, tmm6",
+            "tdpbsud tmm3, tmm4, tmm6",
+            "tdpbsud tmm0, tmm4, tmm6",
+            "tdpbsud tmm1, tmm4, tmm6",
+            "tdpbsud tmm2, tmm4, tmm6",
+            "tdpbsud tmm3, tmm4, tmm6",
+            options(nostack, nomem),
+        );
+    }
+    const { assert!(CHAINS == 12) };
 }
 
 #[cfg(target_arch = "x86_64")]

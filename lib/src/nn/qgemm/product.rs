@@ -4,7 +4,7 @@
 
 use super::pack::{pack_b_matrix, pack_panels_whole, PackedB};
 #[cfg(target_arch = "x86_64")]
-use super::{kernel_avx2, kernel_vnni};
+use super::{kernel_amx, kernel_avx2, kernel_vnni};
 use super::{quantize_one, ActivationQuant, QIsa, QuantizedMatrix, B_BLOCK_BYTES, KG, MAX_MP, QMR, QNR};
 
 /// What happens to each i32 sum: · a_scale[i] · b_scale after the zero point's share is
@@ -141,6 +141,8 @@ pub fn qgemm_packed_into(
     let (mp, np) = match isa {
         #[cfg(target_arch = "x86_64")]
         Some(QIsa::Avx512Vnni) => (kernel_vnni::VNNI_MP, kernel_vnni::VNNI_NP),
+        #[cfg(target_arch = "x86_64")]
+        Some(QIsa::Amx) => (kernel_amx::AMX_MP, kernel_amx::AMX_NP),
         _ => (1, 1),
     };
     // Column blocks of whole tiles near B_BLOCK_BYTES: a block stays in L2 while A panels pass.
@@ -201,15 +203,8 @@ pub fn qgemm_packed_into(
             relu: epi.relu,
         }
     };
-    // One kernel call: A panels ip.. (their epilogues `outs`) times B panels jp.. (`live`
-    // of them sharing storage `bp`).
-    let call = |outs: &mut [TileOut; MAX_MP],
-                ip: usize,
-                jp: usize,
-                live: usize,
-                bp: &[u8],
-                b_stride: usize,
-                g_stride: usize| {
+    // Points A panels ip..'s epilogues `outs` at their tile of B panels jp.. (`live` of them).
+    let aim = |outs: &mut [TileOut], ip: usize, jp: usize, live: usize| {
         let jj = jp * QNR;
         for (p, out) in outs.iter_mut().enumerate() {
             let i0 = (ip + p) * QMR;
@@ -231,6 +226,17 @@ pub fn qgemm_packed_into(
                 None => {}
             }
         }
+    };
+    // One kernel call: A panels ip.. (their epilogues `outs`) times B panels jp.. (`live`
+    // of them sharing storage `bp`).
+    let call = |outs: &mut [TileOut; MAX_MP],
+                ip: usize,
+                jp: usize,
+                live: usize,
+                bp: &[u8],
+                b_stride: usize,
+                g_stride: usize| {
+        aim(outs, ip, jp, live);
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the CPU runs AVX2 (asserted); the panels hold `groups`
@@ -277,6 +283,30 @@ pub fn qgemm_packed_into(
     // the models.)
     let run = |cols: std::ops::Range<usize>, rows: std::ops::Range<usize>| {
         let over = |packed: Option<&[u8]>| {
+            #[cfg(target_arch = "x86_64")]
+            if isa == Some(QIsa::Amx) {
+                let amx = || {
+                    for ip in rows.clone().step_by(mp) {
+                        let mut outs: [TileOut; kernel_amx::AMX_MP] =
+                            std::array::from_fn(|p| tile_out((ip + p).min(row_panels)));
+                        tiles_of(cols.clone(), &mut |jp, live| {
+                            let (bp, b_stride, g_stride) = match packed {
+                                Some(block) => (&block[(jp - cols.start) * panel_len..], panel_len, QNR * KG),
+                                None => b.panel(jp),
+                            };
+                            aim(&mut outs, ip, jp, live);
+                            let bs = [bp.as_ptr(), bp.as_ptr().wrapping_add(b_stride)];
+                            // SAFETY: `Amx` is detected only with the tile state granted and
+                            // VNNI (`QIsa::supported`), the tiles configured around this loop;
+                            // the panels hold `groups` groups; the tile's rows and columns lie
+                            // inside `c` and the residual (as for the VNNI kernel).
+                            unsafe { kernel_amx::tile(groups, a.amx_block(ip), bs, g_stride, live, &outs) }
+                        });
+                    }
+                };
+                // SAFETY: as above.
+                return unsafe { crate::nn::gemm::with_tiles(amx) };
+            }
             for ip in rows.clone().step_by(mp) {
                 let mut outs: [TileOut; MAX_MP] = std::array::from_fn(|p| tile_out((ip + p).min(row_panels)));
                 tiles_of(cols.clone(), &mut |jp, live| {

@@ -17,7 +17,7 @@ fn outputs(
     bq: ActivationQuant,
     epi: QEpilogue,
 ) -> Vec<(Option<QIsa>, Vec<f32>)> {
-    let isas = [Some(QIsa::Avx512Vnni), Some(QIsa::Avx2), None]
+    let isas = [Some(QIsa::Amx), Some(QIsa::Avx512Vnni), Some(QIsa::Avx2), None]
         .into_iter()
         .filter(|i| i.is_none_or(|i| i.supported()));
     isas.map(|isa| {
@@ -67,6 +67,7 @@ fn int8_kernels_agree_with_the_exact_sums() {
         (9, 20, 64),
         (16, 40, 200),
         (6, 300, 600),
+        (70, 200, 100),
     ] {
         let a = QuantizedMatrix::quantize(MatRef::row_major(&random(m * k, &mut rng), m, k));
         let b = random_u7(k * n, &mut rng);
@@ -336,8 +337,9 @@ fn packing_from_the_transpose_equals_packing_the_matrix() {
 #[test]
 fn peak_rate_is_measured_for_the_vector_kernels() {
     assert_eq!(peak_gmacs(None, 0.01), None);
-    for isa in [QIsa::Avx2, QIsa::Avx512Vnni].into_iter().filter(|i| i.supported()) {
+    for isa in [QIsa::Avx2, QIsa::Avx512Vnni, QIsa::Amx].into_iter().filter(|i| i.supported()) {
         let rate = peak_gmacs(Some(isa), 0.02).expect("a rate");
+        eprintln!("{isa:?}: {rate:.0} GMAC/s");
         assert!(rate.is_finite() && rate > 1.0, "{isa:?}: {rate} GMAC/s");
     }
 }
