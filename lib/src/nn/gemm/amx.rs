@@ -474,9 +474,9 @@ unsafe fn tile_block(
 /// through a scratch block and the epilogue, as do edge blocks at every K block.
 ///
 /// # Safety
-/// `amx_bf16_available()`; `c` addresses the m × n output with leading dimension `ldc`, and no
-/// other thread touches the block (rows × cols) at the same time; `rows.0` is a multiple of
-/// `BLOCK`.
+/// `amx_bf16_available()`, the tiles configured (`with_tiles`); `c` addresses the m × n output
+/// with leading dimension `ldc`, and no other thread touches the block (rows × cols) at the
+/// same time; `rows.0` is a multiple of `BLOCK`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn blocked_amx(
@@ -491,23 +491,6 @@ pub(super) unsafe fn blocked_amx(
     epi: Epilogue,
 ) {
     assert!(rows.0.is_multiple_of(BLOCK) && rows.1 <= a.rows, "rows outside packed A");
-    with_tiles(|| blocked_amx_tiled(a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
-}
-
-/// `blocked_amx` with the tiles configured.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn blocked_amx_tiled(
-    a: &ATiles,
-    b: Rhs,
-    cols_map: Columns,
-    c: *mut f32,
-    ldc: usize,
-    rows: (usize, usize),
-    cols: (usize, usize),
-    accumulate: bool,
-    epi: Epilogue,
-) {
     let k = a.cols;
     #[repr(C, align(64))]
     struct Block([f32; BLOCK * BLOCK]);

@@ -425,7 +425,11 @@ fn run_blocked(
             // SAFETY: `isa` is Amx only where `amx_bf16_available` (`Isa::supported`); the parts
             // cover disjoint blocks of the m × n output the callers checked `c` holds, their
             // rows starting at whole blocks of `tiles`.
-            unsafe { amx::blocked_amx(&tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
+            unsafe {
+                amx::with_tiles(|| {
+                    amx::blocked_amx(&tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi)
+                })
+            }
         };
         if parts.len() == 1 {
             run(parts[0]);
