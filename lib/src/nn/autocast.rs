@@ -7,8 +7,9 @@
 //! The candle-only path (a GPU, or `with_portable_ops`) casts the operands of its products. Of
 //! vidkit's CPU kernels, the GEMM and everything built on it (convolutions, linear layers,
 //! attention) take bf16 (not f16): the packers round A and B to bf16 and the product accumulates
-//! in f32 (`gemm::bf16_products`). On the CPU the half-precision values are computed on in f32:
-//! the same roundings as a matrix unit, not (without one) its speed.
+//! in f32 (`gemm::bf16_products`). Where the CPU has AMX-BF16 the products run on its tiles
+//! (`gemm::Isa::Amx`); elsewhere the rounded values are multiplied in f32: the same roundings as
+//! a matrix unit, not its speed.
 
 use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;

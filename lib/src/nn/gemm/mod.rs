@@ -11,7 +11,9 @@
 //! panel being worked on stays in L1 while the A panels of an `MC` block stream from L2.
 //! On CPUs with AVX2 + FMA but not AVX-512 the same panels and packers feed an AVX2 micro-kernel
 //! (`kernel_avx2`: each 12×32 tile as four 6×16 sub-tiles); without either, the `gemm` crate does
-//! the work through buffers (the same results to rounding). [`Isa`] says which runs.
+//! the work through buffers (the same results to rounding). Under bf16 autocast on CPUs with
+//! AMX-BF16 the products run on its tiles instead (`amx`: the same packers for B, A in tiles).
+//! [`Isa`] says which runs.
 //!
 //! The optional epilogue (a per-row bias, then ReLU) is applied while the last K block's tile is
 //! still in registers: it folds inference BatchNorm and the activation into the convolution.

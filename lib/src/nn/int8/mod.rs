@@ -36,7 +36,8 @@
 //! from elsewhere) is in channel planes, its columns packed a group of 4 column-matrix rows at a
 //! time (the matrix is never built whole).
 //!
-//! Not yet: an AMX kernel.
+//! The products run on AMX tiles where the CPU has AMX-INT8 (`qgemm::QIsa::Amx`), else on
+//! AVX-512 VNNI or AVX2.
 
 mod columns;
 mod layers;
