@@ -101,6 +101,17 @@ for r in rows:
     share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f}" if r["of_peak"] is not None else "no peak (portable)"
     print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r['tops']:.2f} TOPS  {share} GMAC/s")
 PY
+# The bf16 product alone on the same layers, against TDPBF16PS's rate on the same threads where
+# the CPU has AMX (issue 24: achieved TFLOP/s against the tile unit's peak).
+RAYON_NUM_THREADS=2 "$examples/bench_models" bf16_rate 15 > "$out/bf16_rate.json"
+python3 - "$out/bf16_rate.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nbf16 product alone ({rows[0]['kernel']}, 2 threads), against TDPBF16PS's rate here:")
+for r in rows:
+    share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f}" if r["of_peak"] is not None else "no AMX-BF16 here"
+    print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r['tflops']:.2f} TFLOP/s  {share} GMAC/s")
+PY
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.
 bash "$here/peers.sh" "$peers" paddle

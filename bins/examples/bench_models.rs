@@ -9,9 +9,13 @@
 //!
 //!   cargo run --example bench_models -- int8_rate REPS
 //!
+//!   cargo run --example bench_models -- bf16_rate REPS
+//!
 //! The third form times the int8 product alone on the largest convolution layers of ResNet-50
 //! (one frame, and Slow-R50's 8 frames at once), B packed beforehand, against the rate of the
 //! kernel's dot-product instruction on all threads (`qgemm::peak_gmacs`): one JSON line per layer.
+//! The fourth times the bf16 product (f32 operands rounded while packed) on the same layers
+//! against TDPBF16PS's rate where the CPU has AMX (`gemm::bf16_peak_gmacs`).
 //!
 //! The second form times `nn::attend` alone (inference: softmax(q kᵀ / √d) v over q
 //! [GROUPS, HEADS, NQ, D] and k, v [GROUPS, HEADS, NK, D]) for scripts/bench_models.py
@@ -74,19 +78,9 @@ fn int8_rate(args: &[String]) -> anyhow::Result<()> {
     let reps: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let isa = QIsa::detected();
     let peak = qgemm::peak_gmacs(isa, 0.5);
-    // (layer, C_out, k = C_in · taps, positions).
-    let layers = [
-        ("res2 3x3, 1 frame 56x56", 64, 576, 3136),
-        ("res3 3x3, 1 frame 28x28", 128, 1152, 784),
-        ("res4 3x3, 1 frame 14x14", 256, 2304, 196),
-        ("res5 3x3, 1 frame 7x7", 512, 4608, 49),
-        ("res4 1x1 expand, 1 frame", 1024, 256, 196),
-        ("res2 3x3, 8 frames (Slow-R50)", 64, 576, 25088),
-        ("res5 1x1 expand, 8 frames (Slow-R50)", 2048, 512, 392),
-    ];
     let mut rng = vidkit::rng::Rng::new(1);
     let mut next = || rng.uniform() as f32;
-    for (layer, m, k, n) in layers {
+    for (layer, m, k, n) in RATE_LAYERS {
         let w: Vec<f32> = (0..m * k).map(|_| next() - 0.5).collect();
         let a = QuantizedMatrix::quantize(MatRef::row_major(&w, m, k));
         let b: Vec<u8> = (0..k * n).map(|_| (next() * 127.0) as u8).collect();
@@ -119,6 +113,54 @@ fn int8_rate(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `bf16_rate REPS`: the bf16 product (f32 in and out, operands rounded to bf16: what every
+/// convolution runs under `--precision bf16`) on the same layers as `int8_rate`, each layer's
+/// median GMAC/s and its share of TDPBF16PS's rate on the same threads (`gemm::bf16_peak_gmacs`).
+fn bf16_rate(args: &[String]) -> anyhow::Result<()> {
+    use vidkit::nn::gemm::{self, Epilogue, MatRef};
+    let reps: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(5);
+    #[cfg(target_arch = "x86_64")]
+    let peak = gemm::bf16_peak_gmacs(0.5);
+    #[cfg(not(target_arch = "x86_64"))]
+    let peak: Option<f64> = None;
+    let kernel = format!("{:?}", gemm::blocked_isa());
+    let mut rng = vidkit::rng::Rng::new(1);
+    let mut next = || rng.uniform() as f32;
+    for (layer, m, k, n) in RATE_LAYERS {
+        let w: Vec<f32> = (0..m * k).map(|_| next() - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+        let mut c = vec![0f32; m * n];
+        let epi = Epilogue { relu: true, ..Default::default() };
+        let mut run = || {
+            let t = Instant::now();
+            vidkit::nn::with_autocast(Some(DType::BF16), || {
+                gemm::sgemm(MatRef::row_major(&w, m, k), MatRef::row_major(&b, k, n), &mut c, n, false, epi)
+            });
+            t.elapsed().as_secs_f64()
+        };
+        run(); // warm-up
+        let s = median((0..reps).map(|_| run()).collect());
+        let gmacs = (m * k * n) as f64 / s / 1e9;
+        println!(
+            "{}",
+            serde_json::json!({"layer": layer, "m": m, "k": k, "n": n, "kernel": kernel, "threads": std::env::var("RAYON_NUM_THREADS").ok(),
+                "gmacs": gmacs, "tflops": 2.0 * gmacs / 1e3, "peak_gmacs": peak, "of_peak": peak.map(|p| gmacs / p)})
+        );
+    }
+    Ok(())
+}
+
+/// ResNet-50's largest layers as products: (layer, C_out, k = C_in · taps, positions).
+const RATE_LAYERS: [(&str, usize, usize, usize); 7] = [
+    ("res2 3x3, 1 frame 56x56", 64, 576, 3136),
+    ("res3 3x3, 1 frame 28x28", 128, 1152, 784),
+    ("res4 3x3, 1 frame 14x14", 256, 2304, 196),
+    ("res5 3x3, 1 frame 7x7", 512, 4608, 49),
+    ("res4 1x1 expand, 1 frame", 1024, 256, 196),
+    ("res2 3x3, 8 frames (Slow-R50)", 64, 576, 25088),
+    ("res5 1x1 expand, 8 frames (Slow-R50)", 2048, 512, 392),
+];
+
 fn main() -> anyhow::Result<()> {
     vidkit::nn::retain_freed_buffers();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,6 +169,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.first().is_some_and(|a| a == "int8_rate") {
         return int8_rate(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "bf16_rate") {
+        return bf16_rate(&args[1..]);
     }
     let arch = args.first().map(String::as_str).unwrap_or("tsm_r50");
     let frames: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);

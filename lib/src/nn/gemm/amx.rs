@@ -96,6 +96,56 @@ fn request_tile_state() -> bool {
     false
 }
 
+/// Multiply-adds per second (in 10⁹) that TDPBF16PS reaches on every thread of the rayon pool
+/// at once, independent tile sums only, over about `seconds`: the ceiling `make bench` reports
+/// the bf16 product against. None without AMX-BF16.
+pub fn bf16_peak_gmacs(seconds: f64) -> Option<f64> {
+    if !amx_bf16_available() {
+        return None;
+    }
+    // 12 instructions a step, each 16 × 16 sums of 32 products.
+    const MACS_PER_STEP: f64 = 12.0 * 16.0 * 16.0 * 32.0;
+    let run = |iters: u64| {
+        // SAFETY: AMX-BF16 checked above; the tiles are configured around the loop.
+        unsafe {
+            with_tiles(|| {
+                std::arch::asm!("tilezero tmm4", "tilezero tmm6", options(nostack, nomem));
+                for _ in 0..iters {
+                    std::arch::asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm4, tmm6",
+                        "tdpbf16ps tmm3, tmm4, tmm6",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm4, tmm6",
+                        "tdpbf16ps tmm3, tmm4, tmm6",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm4, tmm6",
+                        "tdpbf16ps tmm3, tmm4, tmm6",
+                        options(nostack, nomem),
+                    );
+                }
+            })
+        }
+    };
+    // Calibrate the loop count on one thread, then run it on all of them together.
+    let mut iters = 1u64 << 10;
+    loop {
+        let t = std::time::Instant::now();
+        run(iters);
+        if t.elapsed().as_secs_f64() > seconds / 4.0 {
+            break;
+        }
+        iters *= 2;
+    }
+    let t = std::time::Instant::now();
+    rayon::broadcast(|_| run(iters));
+    let macs = iters as f64 * MACS_PER_STEP * rayon::current_num_threads() as f64;
+    Some(macs / t.elapsed().as_secs_f64() / 1e9)
+}
+
 /// The bits of `x` rounded to bfloat16 (`simd::bf16_round`), as the matrix unit reads them.
 #[inline(always)]
 fn bf16_bits(x: f32) -> u16 {

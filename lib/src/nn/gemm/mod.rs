@@ -761,6 +761,8 @@ use crate::nn::simd::bf16_round_in_place;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
+pub use amx::bf16_peak_gmacs;
+#[cfg(target_arch = "x86_64")]
 pub(in crate::nn) use amx::{amx_int8_available, with_tiles};
 mod fallback;
 mod kernel;
