@@ -93,24 +93,17 @@ bash "$here/peers.sh" "$peers" models
 # The int8 product alone on ResNet-50's largest layers against the rate of its dot-product
 # instruction measured on the same threads (issue 24: the kernel's share of the unit's peak).
 RAYON_NUM_THREADS=2 "$examples/bench_models" int8_rate 15 > "$out/int8_rate.json"
-python3 - "$out/int8_rate.json" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\nint8 product alone ({rows[0]['kernel']}, 2 threads), against its instruction's rate here:")
-for r in rows:
-    share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f}" if r["of_peak"] is not None else "no peak (portable)"
-    print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r['tops']:.2f} TOPS  {share} GMAC/s")
-PY
 # The bf16 product alone on the same layers, against TDPBF16PS's rate on the same threads where
 # the CPU has AMX (issue 24: achieved TFLOP/s against the tile unit's peak).
 RAYON_NUM_THREADS=2 "$examples/bench_models" bf16_rate 15 > "$out/bf16_rate.json"
-python3 - "$out/bf16_rate.json" <<'PY'
+python3 - "$out/int8_rate.json" "$out/bf16_rate.json" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"\nbf16 product alone ({rows[0]['kernel']}, 2 threads), against TDPBF16PS's rate here:")
-for r in rows:
-    share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f}" if r["of_peak"] is not None else "no AMX-BF16 here"
-    print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r['tflops']:.2f} TFLOP/s  {share} GMAC/s")
+for path, what, unit, ops in [(sys.argv[1], "int8", "TOPS", "tops"), (sys.argv[2], "bf16", "TFLOP/s", "tflops")]:
+    rows = [json.loads(l) for l in open(path)]
+    print(f"\n{what} product alone ({rows[0]['kernel']}, 2 threads), against its instruction's rate here:")
+    for r in rows:
+        share = f"{100 * r['of_peak']:.0f}% of {r['peak_gmacs']:.0f} GMAC/s" if r["of_peak"] is not None else "no peak here"
+        print(f"  {r['layer']:38s} {r['m']:5d}x{r['k']:5d}x{r['n']:6d}  {r[ops]:.2f} {unit}  {share}")
 PY
 # PP-TSMv2: vidkit's forward against PaddlePaddle's inference predictor with oneDNN on (paddle
 # tier); prints the ratio vidkit / Paddle.

@@ -123,7 +123,7 @@ fn bf16_rate(args: &[String]) -> anyhow::Result<()> {
     let peak = gemm::bf16_peak_gmacs(0.5);
     #[cfg(not(target_arch = "x86_64"))]
     let peak: Option<f64> = None;
-    let kernel = format!("{:?}", gemm::blocked_isa());
+    let kernel = gemm::blocked_isa().map_or("portable".to_string(), |i| format!("{i:?}"));
     let mut rng = vidkit::rng::Rng::new(1);
     let mut next = || rng.uniform() as f32;
     for (layer, m, k, n) in RATE_LAYERS {
