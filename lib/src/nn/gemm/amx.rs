@@ -419,6 +419,93 @@ unsafe fn pair_b_rows(
     true
 }
 
+/// A convolution's B block (`pack_b_conv`'s runs) rounded and paired straight into tiles as
+/// `pair_b_panels` lays them out, from step `s0` of `ksteps`: each pair of rows goes through a
+/// two-row f32 buffer in L1 instead of f32 panels of the whole block (written to L2, read back).
+pub(super) struct TilePairs<'a> {
+    pub(super) tiles: &'a mut [u16],
+    pub(super) ksteps: usize,
+    pub(super) s0: usize,
+}
+
+impl PanelSink for TilePairs<'_> {
+    #[inline(always)]
+    fn fill<At: Copy>(
+        &mut self,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        run_at: impl Fn(usize, usize) -> (usize, At),
+        copy: impl Fn(usize, At, &mut [f32]),
+    ) {
+        let panels = nc.div_ceil(NR);
+        assert!(self.s0 + kc.div_ceil(KSTEP) <= self.ksteps, "K block past the tiles");
+        assert!(self.tiles.len() >= panels * self.ksteps * 2 * TILE, "tiles too short");
+        let runs = panel_runs(j0, nc, run_at);
+        // Two rows of every panel's columns (columns past `nc` zero, as the f32 panels'), then
+        // their pairs into the tiles.
+        let width = panels * NR;
+        let mut rows = vec![0f32; 2 * width];
+        for k in (0..kc.div_ceil(KSTEP) * KSTEP).step_by(2) {
+            let (even, odd) = rows.split_at_mut(width);
+            for (kk, row) in [(k, even), (k + 1, odd)] {
+                if kk < kc {
+                    for &(col, at, run) in &runs {
+                        copy(kk, at, &mut row[col..col + run]);
+                    }
+                } else {
+                    row.fill(0.0);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AMX paths run only where AVX-512F is (`tiles_granted`); the tiles hold
+            // the block (asserted above).
+            unsafe {
+                pair_rows(&rows, panels, self.tiles, self.ksteps, self.s0 + k / KSTEP, (k % KSTEP) / 2)
+            };
+        }
+    }
+}
+
+/// Rows `rows` (an even and an odd row of `panels · 32` values) as row `r` of step `s` of every
+/// panel's two tiles.
+///
+/// # Safety
+/// AVX-512F available; `tiles` holds `panels · ksteps` steps, `s < ksteps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pair_rows(rows: &[f32], panels: usize, tiles: &mut [u16], ksteps: usize, s: usize, r: usize) {
+    use std::arch::x86_64::*;
+    let width = panels * NR;
+    assert!(rows.len() >= 2 * width && tiles.len() >= panels * ksteps * 2 * TILE && s < ksteps && r < 16);
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    for half in 0..panels * 2 {
+        let even = _mm512_srli_epi32::<16>(round_bits(_mm512_loadu_ps(rows.as_ptr().add(half * 16))));
+        let odd = _mm512_and_si512(round_bits(_mm512_loadu_ps(rows.as_ptr().add(width + half * 16))), high);
+        let tile = tiles.as_mut_ptr().add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
+        _mm512_storeu_si512(tile.add(r * KSTEP) as *mut _, _mm512_or_si512(even, odd));
+    }
+}
+
+/// `pack_b_conv` into tile pairs, in AVX-512 (its masked moves).
+///
+/// # Safety
+/// AVX-512F available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_conv_pairs(
+    x: &ConvRhs,
+    phased: bool,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    pairs: &mut TilePairs,
+) {
+    pack_b_conv(x, phased, true, p0, kc, j0, nc, pairs)
+}
+
 /// The tile configuration: palette 1, tiles 0–7 all 16 rows of 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
@@ -561,6 +648,11 @@ pub(super) unsafe fn blocked_amx(
                         // The f32 packers take K blocks of at most `KC` rows.
                         for piece in (0..kc).step_by(KC) {
                             let kp = KC.min(kc - piece);
+                            if let Rhs::Conv(x, phased) = &b {
+                                let mut pairs = TilePairs { tiles: &mut *bt, ksteps, s0: piece / KSTEP };
+                                pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
+                                continue;
+                            }
                             pack_b(&b, pc + piece, kp, jc, nc, f32s);
                             pair_b_panels(&f32s[..panels * kp * NR], panels, kp, bt, ksteps, piece / KSTEP);
                         }
@@ -649,6 +741,65 @@ mod tests {
                     assert!(pair_b_rows(&rhs, p0, kc, j0, nc, &mut got, ksteps));
                 }
                 assert!(want == got, "{rhs:?} block {p0} {kc} {j0} {nc}");
+            }
+        }
+    }
+
+    /// A convolution's B packed straight into tile pairs equals B packed into f32 panels then
+    /// paired: 3×3 padded, w-strided (phased), 3×1×1 temporal and 3×7×7 stems, K pieces from
+    /// a later step, column blocks that split output rows and images.
+    #[test]
+    fn conv_paired_straight_equals_conv_packed_then_paired() {
+        use crate::nn::vol2col::Geometry3d;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512: conv pairing not checked");
+            return;
+        }
+        let mut rng = Rng::new(13);
+        let geometry = |c, input, kernel, stride, pad| Geometry3d {
+            n: 2,
+            c,
+            input,
+            kernel,
+            stride,
+            pad,
+            dilation: [1, 1, 1],
+        };
+        for g in [
+            geometry(5, [1, 9, 11], [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+            geometry(3, [1, 15, 13], [1, 7, 7], [1, 2, 2], [0, 3, 3]),
+            geometry(6, [4, 5, 7], [3, 1, 1], [1, 1, 1], [1, 0, 0]),
+            geometry(3, [3, 11, 9], [3, 3, 3], [1, 2, 2], [1, 1, 1]),
+        ] {
+            let x: Vec<f32> = (0..g.n * g.c * g.in_volume()).map(|_| rng.uniform() as f32 - 0.5).collect();
+            let out = g.out().unwrap();
+            let phased = g.stride[2] > 1;
+            let xs = if phased { split_w_phases(&x, &g) } else { x.clone() };
+            let rhs = ConvRhs { x: &xs, g, out };
+            let (k, n) = (g.c * g.taps(), g.n * out.iter().product::<usize>());
+            for (p0, kc, j0, nc) in
+                [(0, k, 0, n), (k / 3, k - k / 3, 7, n - 9), (1, k.min(40) - 1, n / 2, 33)]
+            {
+                let ksteps = kc.div_ceil(KSTEP) + 1;
+                let panels = nc.div_ceil(NR);
+                let mut f32s = vec![0f32; panels * kc * NR];
+                let mut want = vec![1u16; panels * ksteps * 2 * TILE];
+                let mut got = want.clone();
+                // SAFETY: AVX-512 checked; the block lies inside B and the buffers fit it.
+                unsafe {
+                    pack_b(&Rhs::Conv(rhs, phased), p0, kc, j0, nc, &mut f32s);
+                    pair_b_panels(&f32s, panels, kc, &mut want, ksteps, 1);
+                    pack_conv_pairs(
+                        &rhs,
+                        phased,
+                        p0,
+                        kc,
+                        j0,
+                        nc,
+                        &mut TilePairs { tiles: &mut got, ksteps, s0: 1 },
+                    );
+                }
+                assert!(want == got, "{g:?}: block {p0} {kc} {j0} {nc}");
             }
         }
     }

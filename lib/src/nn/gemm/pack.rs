@@ -196,26 +196,73 @@ pub(super) fn pack_panels<At: Copy>(
     copy: impl Fn(usize, At, &mut [f32]),
 ) {
     let panels = nc.div_ceil(NR);
-    // (offset of the run in its panel's first row, where its columns are, length)
-    let mut runs = Vec::with_capacity(panels * 2);
     for panel in 0..panels {
-        let c0 = j0 + panel * NR;
-        let cols = NR.min(j0 + nc - c0);
-        if cols < NR {
+        if NR.min(j0 + nc - (j0 + panel * NR)) < NR {
             out[panel * NR * kc..(panel + 1) * NR * kc].fill(0.0);
         }
-        let mut j = 0;
-        while j < cols {
-            let (run, at) = run_at(c0 + j, cols - j);
-            runs.push((panel * NR * kc + j, at, run));
-            j += run;
-        }
     }
+    // (offset of the run in its panel's first row, where its columns are, length)
+    let runs: Vec<(usize, At, usize)> = panel_runs(j0, nc, run_at)
+        .into_iter()
+        .map(|(col, at, run)| ((col / NR) * NR * kc + col % NR, at, run))
+        .collect();
     for kk in 0..kc {
         for &(offset, at, run) in &runs {
             let start = offset + kk * NR;
             copy(kk, at, &mut out[start..start + run]);
         }
+    }
+}
+
+/// The runs of columns `j0..j0+nc` (none crossing a panel): (column counted from `j0`, where its
+/// values are as `run_at` says, length).
+#[inline(always)]
+pub(super) fn panel_runs<At: Copy>(
+    j0: usize,
+    nc: usize,
+    run_at: impl Fn(usize, usize) -> (usize, At),
+) -> Vec<(usize, At, usize)> {
+    let panels = nc.div_ceil(NR);
+    let mut runs = Vec::with_capacity(panels * 2);
+    for panel in 0..panels {
+        let c0 = j0 + panel * NR;
+        let cols = NR.min(j0 + nc - c0);
+        let mut j = 0;
+        while j < cols {
+            let (run, at) = run_at(c0 + j, cols - j);
+            runs.push((panel * NR + j, at, run));
+            j += run;
+        }
+    }
+    runs
+}
+
+/// Where a convolution's packed B goes: `pack_panels`' f32 panels (a `[f32]`), or anything else
+/// that takes its runs row by row (the AMX path's bf16 tile pairs).
+pub(super) trait PanelSink {
+    /// Rows `0..kc` of the block, columns `j0..j0+nc`, their runs found by `run_at` and filled
+    /// by `copy` (as `pack_panels`).
+    fn fill<At: Copy>(
+        &mut self,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        run_at: impl Fn(usize, usize) -> (usize, At),
+        copy: impl Fn(usize, At, &mut [f32]),
+    );
+}
+
+impl PanelSink for [f32] {
+    #[inline(always)]
+    fn fill<At: Copy>(
+        &mut self,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        run_at: impl Fn(usize, usize) -> (usize, At),
+        copy: impl Fn(usize, At, &mut [f32]),
+    ) {
+        pack_panels(kc, j0, nc, self, run_at, copy)
     }
 }
 
@@ -362,7 +409,7 @@ pub(super) fn pack_b_conv(
     kc: usize,
     j0: usize,
     nc: usize,
-    out: &mut [f32],
+    out: &mut (impl PanelSink + ?Sized),
 ) {
     let g = &x.g;
     let [ot, oh, ow] = x.out;
@@ -425,7 +472,7 @@ pub(super) fn pack_b_conv(
         let origin = ((t * g.stride[0]) as isize, (h * g.stride[1]) as isize, w0 as isize * sw);
         (left.min(ow - w0), (n * g.c * vol, origin))
     };
-    pack_panels(kc, j0, nc, out, run_at, |kk, (image, (t0, h0, w0)), d| {
+    out.fill(kc, j0, nc, run_at, |kk, (image, (t0, h0, w0)), d| {
         let (plane, dt, dh, dw) = rows[kk];
         let (ti, hi) = (t0 + dt, h0 + dh);
         if ti < 0 || ti >= it as isize || hi < 0 || hi >= ih as isize {
