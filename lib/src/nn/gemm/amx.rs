@@ -268,6 +268,21 @@ unsafe fn round_bits(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512i
     _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(b, _mm512_set1_epi32(0x0040_0000)))
 }
 
+/// Tile row `row` = 16 columns' (even k, odd k) pairs of bf16: lane j holds `even`'s value j
+/// rounded in its low half and `odd`'s in its high half.
+///
+/// # Safety
+/// AVX-512F available; `row` holds 32 writable values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_pairs(row: *mut u16, even: std::arch::x86_64::__m512, odd: std::arch::x86_64::__m512) {
+    use std::arch::x86_64::*;
+    let low = _mm512_srli_epi32::<16>(round_bits(even));
+    let high = _mm512_and_si512(round_bits(odd), _mm512_set1_epi32(0xffff_0000u32 as i32));
+    _mm512_storeu_si512(row as *mut _, _mm512_or_si512(low, high));
+}
+
 /// # Safety
 /// AVX-512F available; `src` and `dst` of one length.
 #[cfg(target_arch = "x86_64")]
@@ -298,7 +313,6 @@ unsafe fn pair_b_panels(f32s: &[f32], panels: usize, kc: usize, out: &mut [u16],
     use std::arch::x86_64::*;
     assert!(f32s.len() >= panels * kc * NR && out.len() >= panels * ksteps * 2 * TILE);
     assert!(s0 + kc.div_ceil(KSTEP) <= ksteps);
-    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let src = f32s.as_ptr();
     let dst = out.as_mut_ptr();
     for p in 0..panels {
@@ -315,10 +329,7 @@ unsafe fn pair_b_panels(f32s: &[f32], panels: usize, kc: usize, out: &mut [u16],
                             _mm512_setzero_ps()
                         }
                     };
-                    // Lane j: the even k's bf16 in its low half, the odd k's in its high half.
-                    let even = _mm512_srli_epi32::<16>(round_bits(load(k)));
-                    let odd = _mm512_and_si512(round_bits(load(k + 1)), high);
-                    _mm512_storeu_si512(tile.add(r * KSTEP) as *mut _, _mm512_or_si512(even, odd));
+                    store_pairs(tile.add(r * KSTEP), load(k), load(k + 1));
                 }
             }
         }
@@ -369,7 +380,6 @@ unsafe fn pair_b_rows(
             lane += run;
         }
     }
-    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let data = m.data.as_ptr();
     // Row k's 16 values of a half (zeros past the block, in columns past the end, and where a
     // shift reads outside the clip).
@@ -410,9 +420,7 @@ unsafe fn pair_b_rows(
             let k = s * KSTEP + 2 * r;
             for (half, &(from, to)) in halves.iter().enumerate() {
                 let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
-                let even = _mm512_srli_epi32::<16>(round_bits(row_of(k, from, to)));
-                let odd = _mm512_and_si512(round_bits(row_of(k + 1, from, to)), high);
-                _mm512_storeu_si512(tile.add(r * KSTEP) as *mut _, _mm512_or_si512(even, odd));
+                store_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
             }
         }
     }
@@ -478,12 +486,13 @@ unsafe fn pair_rows(rows: &[f32], panels: usize, tiles: &mut [u16], ksteps: usiz
     use std::arch::x86_64::*;
     let width = panels * NR;
     assert!(rows.len() >= 2 * width && tiles.len() >= panels * ksteps * 2 * TILE && s < ksteps && r < 16);
-    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
     for half in 0..panels * 2 {
-        let even = _mm512_srli_epi32::<16>(round_bits(_mm512_loadu_ps(rows.as_ptr().add(half * 16))));
-        let odd = _mm512_and_si512(round_bits(_mm512_loadu_ps(rows.as_ptr().add(width + half * 16))), high);
+        let (even, odd) = (
+            _mm512_loadu_ps(rows.as_ptr().add(half * 16)),
+            _mm512_loadu_ps(rows.as_ptr().add(width + half * 16)),
+        );
         let tile = tiles.as_mut_ptr().add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
-        _mm512_storeu_si512(tile.add(r * KSTEP) as *mut _, _mm512_or_si512(even, odd));
+        store_pairs(tile.add(r * KSTEP), even, odd);
     }
 }
 
