@@ -8,6 +8,9 @@ use super::*;
 /// blocked kernel's panel layout (`pack_a_whole`), for [`sgemm_packed`].
 pub struct PackedA {
     data: Vec<f32>,
+    /// Under bf16 on AMX: A in tiles instead (`data` empty).
+    #[cfg(target_arch = "x86_64")]
+    tiles: Option<super::amx::ATiles>,
     rows: usize,
     cols: usize,
     isa: Isa,
@@ -24,8 +27,16 @@ impl PackedA {
             assert!(s.len() >= a.rows, "per-row vector shorter than the rows");
         }
         let bf16 = bf16_products();
+        #[cfg(target_arch = "x86_64")]
+        if bf16 && isa == Isa::Amx {
+            let tiles = Some(super::amx::ATiles::pack(&a, &Columns::single(a.cols), row_scale, 1));
+            return Some(Self { data: vec![], tiles, rows: a.rows, cols: a.cols, isa, bf16 });
+        }
         let panel_rows = a.rows.div_ceil(MR) * MR;
         let data = pack_a_whole(&a, &Columns::single(a.cols), panel_rows, row_scale, bf16, 1);
+        #[cfg(target_arch = "x86_64")]
+        return Some(Self { data, tiles: None, rows: a.rows, cols: a.cols, isa, bf16 });
+        #[cfg(not(target_arch = "x86_64"))]
         Some(Self { data, rows: a.rows, cols: a.cols, isa, bf16 })
     }
 
@@ -63,6 +74,27 @@ pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epil
     // The view only gives the blocked product A's shape: its values come from `a.data`.
     let shape = MatRef { data: &[], rows: m, cols: k, rs: k, cs: 1 };
     let epi = Epilogue { row_scale: None, ..epi };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(tiles) = &a.tiles {
+        let single = Columns::single(n);
+        // SAFETY: tiles are packed only where `Isa::Amx` runs (AMX-BF16 granted); `c` holds the
+        // m × n output (asserted) and is borrowed mutably for the call; rows start at 0.
+        return unsafe {
+            super::amx::with_tiles(|| {
+                super::amx::blocked_amx(
+                    tiles,
+                    Rhs::Mat(b, single),
+                    single,
+                    c.as_mut_ptr(),
+                    ldc,
+                    (0, m),
+                    (0, n),
+                    false,
+                    epi,
+                )
+            })
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `PackedA::new` checked that the CPU runs `a.isa`; `c` holds the m × n output
     // (asserted) and is borrowed mutably for the call; `a.data` holds every row of A packed as
@@ -115,6 +147,26 @@ mod tests {
                     let worst = want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
                     assert!(worst < 1e-4, "{isa:?} n = {n}: {worst}");
                 }
+            });
+            // Under bf16 (on AMX: A in tiles), what `sgemm` gives under bf16: the same rounded
+            // operands, sums in another order.
+            crate::nn::with_autocast(Some(candle_core::DType::BF16), || {
+                with_isa(Some(isa), || {
+                    let packed =
+                        PackedA::new(MatRef::row_major(&a, m, k), Some(&scale)).expect("a blocked kernel");
+                    for n in [1, 40, 97] {
+                        let b = random(k * n);
+                        let epi =
+                            Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), ..Default::default() };
+                        let mut want = vec![0f32; m * n];
+                        let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                        sgemm(am, bm, &mut want, n, false, epi);
+                        let mut got = vec![f32::NAN; m * n];
+                        sgemm_packed(&packed, bm, &mut got, n, epi);
+                        let worst = want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
+                        assert!(worst < 1e-4, "bf16 {isa:?} n = {n}: {worst}");
+                    }
+                })
             });
             ran.push(isa);
         }
