@@ -5,7 +5,8 @@
 use super::*;
 
 /// All of A (rows scaled by a per-row factor, rounded to bf16 under bf16 autocast) in the
-/// blocked kernel's panel layout (`pack_a_whole`), for [`sgemm_packed`].
+/// blocked kernel's panel layout (`pack_a_whole`), or under bf16 on AMX in tiles
+/// (`amx::ATiles`), for [`sgemm_packed`].
 pub struct PackedA {
     data: Vec<f32>,
     /// Under bf16 on AMX: A in tiles instead (`data` empty).
