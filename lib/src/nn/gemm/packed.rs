@@ -134,41 +134,32 @@ mod tests {
         let (a, scale, bias) = (random(m * k), random(m), random(m));
         let mut ran = vec![];
         for isa in Isa::paths().into_iter().flatten() {
-            with_isa(Some(isa), || {
-                let packed =
-                    PackedA::new(MatRef::row_major(&a, m, k), Some(&scale)).expect("a blocked kernel");
-                for n in [1, 40, 97] {
-                    let b = random(k * n);
-                    let epi =
-                        Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), ..Default::default() };
-                    let mut want = vec![0f32; m * n];
-                    sgemm(MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), &mut want, n, false, epi);
-                    let mut got = vec![f32::NAN; m * n];
-                    sgemm_packed(&packed, MatRef::row_major(&b, k, n), &mut got, n, epi);
-                    let worst = want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
-                    assert!(worst < 1e-4, "{isa:?} n = {n}: {worst}");
-                }
-            });
-            // Under bf16 (on AMX: A in tiles), what `sgemm` gives under bf16: the same rounded
-            // operands, sums in another order.
-            crate::nn::with_autocast(Some(candle_core::DType::BF16), || {
-                with_isa(Some(isa), || {
-                    let packed =
-                        PackedA::new(MatRef::row_major(&a, m, k), Some(&scale)).expect("a blocked kernel");
-                    for n in [1, 40, 97] {
-                        let b = random(k * n);
-                        let epi =
-                            Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), ..Default::default() };
-                        let mut want = vec![0f32; m * n];
-                        let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
-                        sgemm(am, bm, &mut want, n, false, epi);
-                        let mut got = vec![f32::NAN; m * n];
-                        sgemm_packed(&packed, bm, &mut got, n, epi);
-                        let worst = want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
-                        assert!(worst < 1e-4, "bf16 {isa:?} n = {n}: {worst}");
-                    }
-                })
-            });
+            // f32, and bf16 (on AMX: A in tiles), against what `sgemm` gives in the same
+            // precision: the same rounded operands, sums in another order.
+            for half in [None, Some(candle_core::DType::BF16)] {
+                crate::nn::with_autocast(half, || {
+                    with_isa(Some(isa), || {
+                        let packed = PackedA::new(MatRef::row_major(&a, m, k), Some(&scale))
+                            .expect("a blocked kernel");
+                        for n in [1, 40, 97] {
+                            let b = random(k * n);
+                            let epi = Epilogue {
+                                row_scale: Some(&scale),
+                                row_bias: Some(&bias),
+                                ..Default::default()
+                            };
+                            let mut want = vec![0f32; m * n];
+                            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+                            sgemm(am, bm, &mut want, n, false, epi);
+                            let mut got = vec![f32::NAN; m * n];
+                            sgemm_packed(&packed, bm, &mut got, n, epi);
+                            let worst =
+                                want.iter().zip(&got).map(|(w, g)| (w - g).abs()).fold(0f32, f32::max);
+                            assert!(worst < 1e-4, "{half:?} {isa:?} n = {n}: {worst}");
+                        }
+                    })
+                });
+            }
             ran.push(isa);
         }
         println!("blocked paths: {ran:?}");
