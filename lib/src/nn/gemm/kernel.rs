@@ -30,12 +30,13 @@ pub(super) unsafe fn blocked(
     let k = a.cols;
     PACK_B.with_borrow_mut(|pb| {
         PACK_A.with_borrow_mut(|pa| {
-            let bbuf = pb.get(KC * NC);
+            let nc_max = nc();
+            let bbuf = pb.get(KC * nc_max);
             // A packed once for all column blocks when there are several and it is small (the
             // early layers of a ResNet: 25 column blocks, A re-packed for each took ~9 % of the
             // product); else one MC × KC block at a time.
             let panel_rows = (rows.1 - rows.0).div_ceil(MR) * MR;
-            let whole_a = shared_a.is_some() || ((cols.1 - cols.0) > NC && panel_rows * k <= 1 << 20);
+            let whole_a = shared_a.is_some() || ((cols.1 - cols.0) > nc_max && panel_rows * k <= 1 << 20);
             let abuf = pa.get(if shared_a.is_some() {
                 0
             } else if whole_a {
@@ -57,8 +58,8 @@ pub(super) unsafe fn blocked(
                 }
             }
             let mut tile = [0f32; MR * NR];
-            for jc in (cols.0..cols.1).step_by(NC) {
-                let nc = NC.min(cols.1 - jc);
+            for jc in (cols.0..cols.1).step_by(nc_max) {
+                let nc = nc_max.min(cols.1 - jc);
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     let (first, last) = (pc == 0, pc + kc == k);

@@ -7,8 +7,9 @@
 //!
 //! Layout: BLIS-style blocking. B is packed in K×32 column panels (two zmm registers wide), A in
 //! 12×K row panels; the 12×32 micro-kernel keeps its 24 accumulators in registers and takes the
-//! B values two vectors per k step and the A values as broadcasts. Per K block of `KC` the B
-//! panel being worked on stays in L1 while the A panels of an `MC` block stream from L2.
+//! B values two vectors per k step and the A values as broadcasts. Per K block of `KC`, a block
+//! of B's columns (`isa::nc`, sized to stay in L2) is packed once; each A panel stays in L1
+//! while that block's B panels pass it.
 //! On CPUs with AVX2 + FMA but not AVX-512 the same panels and packers feed an AVX2 micro-kernel
 //! (`kernel_avx2`: each 12×32 tile as four 6×16 sub-tiles); without either, the `gemm` crate does
 //! the work through buffers (the same results to rounding). Under bf16 autocast on CPUs with
@@ -146,7 +147,6 @@ pub(super) const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
 const MC: usize = 144;
-const NC: usize = 1024;
 
 /// Below this many multiply-adds one thread does the whole product (thread hand-off costs more).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
@@ -304,99 +304,6 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
         false,
         Epilogue::default(),
     );
-}
-
-/// The micro-kernel behind the blocked product (packing, implicit im2col, fused epilogue).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// AVX-512's kernel for f32 products, AMX tiles for bf16 ones (`amx`).
-    Amx,
-    /// 12×32 tiles in 24 zmm accumulators.
-    Avx512,
-    /// The same 12×32 panels as four 6×16 sub-tiles in 12 ymm accumulators.
-    Avx2,
-}
-
-impl Isa {
-    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx512`, `avx2` or
-    /// `portable` picks a narrower one, to compare them on one machine); None: the `gemm` crate's
-    /// path.
-    pub fn detected() -> Option<Isa> {
-        static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let widest = [Isa::Amx, Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported());
-            match std::env::var("VIDKIT_GEMM").as_deref() {
-                Ok("portable") => None,
-                Ok("avx512") if Isa::Avx512.supported() => Some(Isa::Avx512),
-                Ok("avx2") if Isa::Avx2.supported() => Some(Isa::Avx2),
-                _ => widest,
-            }
-        })
-    }
-
-    /// Whether this CPU has the instructions.
-    pub fn supported(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            match self {
-                Isa::Amx => amx::amx_bf16_available(),
-                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-                Isa::Avx2 => {
-                    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
-    /// Every path this CPU can run, the `gemm` crate's (None) included: what tests go through.
-    pub fn paths() -> Vec<Option<Isa>> {
-        [Isa::Amx, Isa::Avx512, Isa::Avx2]
-            .into_iter()
-            .filter(|i| i.supported())
-            .map(Some)
-            .chain([None])
-            .collect()
-    }
-}
-
-thread_local! {
-    /// A path chosen for the products this thread starts ([`with_isa`]).
-    static CHOSEN_ISA: std::cell::Cell<Option<Option<Isa>>> = const { std::cell::Cell::new(None) };
-}
-
-/// Runs `f` with the products it starts on this thread taking `isa`'s path (None: the `gemm`
-/// crate's), for tests that go through every path the machine has.
-///
-/// # Panics
-/// When this CPU lacks `isa`'s instructions.
-pub fn with_isa<T>(isa: Option<Isa>, f: impl FnOnce() -> T) -> T {
-    assert!(isa.is_none_or(|i| i.supported()), "this CPU cannot run the {isa:?} kernel");
-    let was = CHOSEN_ISA.with(|c| c.replace(Some(isa)));
-    let out = f();
-    CHOSEN_ISA.with(|c| c.set(was));
-    out
-}
-
-/// The blocked product's kernel for a product started now on this thread; None: no blocked path.
-pub fn blocked_isa() -> Option<Isa> {
-    CHOSEN_ISA.with(|c| c.get()).unwrap_or_else(Isa::detected)
-}
-
-/// Whether this CPU has AVX-512 (the direct convolution and the AVX-512 packers use it whatever
-/// kernel the product runs).
-pub(super) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Splits the product among the pool's threads and runs the blocked kernel on each part.
@@ -765,6 +672,7 @@ pub use amx::bf16_peak_gmacs;
 #[cfg(target_arch = "x86_64")]
 pub(in crate::nn) use amx::{amx_int8_available, with_tiles};
 mod fallback;
+mod isa;
 mod kernel;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
@@ -773,6 +681,9 @@ mod pack;
 mod packed;
 
 use fallback::*;
+pub(in crate::nn) use isa::has_avx512;
+use isa::nc;
+pub use isa::{blocked_isa, with_isa, Isa};
 #[cfg(target_arch = "x86_64")]
 use kernel::*;
 #[cfg(target_arch = "x86_64")]
