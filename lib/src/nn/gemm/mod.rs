@@ -678,6 +678,7 @@ mod kernel;
 mod kernel_avx2;
 mod op;
 mod pack;
+mod pack_conv;
 mod packed;
 
 use fallback::*;
@@ -693,6 +694,7 @@ use kernel_avx2::*;
 pub use op::matmul;
 pub(super) use pack::pack_a;
 use pack::*;
+use pack_conv::*;
 pub use packed::{sgemm_packed, PackedA};
 
 #[cfg(all(test, target_arch = "x86_64"))]
