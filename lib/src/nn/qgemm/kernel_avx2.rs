@@ -26,13 +26,8 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
         return;
     }
     if out.cs != 1 {
-        let mut tile = [0i32; QMR * QNR];
-        for (r, [lo, hi]) in acc.into_iter().enumerate() {
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR) as *mut __m256i, lo);
-            _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR + 8) as *mut __m256i, hi);
-        }
         // SAFETY: the caller's bounds.
-        return finish_tile_fma(&tile, out);
+        return finish_scalar(&acc, out);
     }
     // One epilogue per kind of output and residual, so that no test is left in its loops.
     match (!out.c.is_null(), !out.cq.is_null(), !out.res.is_null(), !out.res_q.is_null()) {
@@ -45,14 +40,7 @@ pub(super) unsafe fn kernel(groups: usize, a: &[i8], b: &[u8], g_stride: usize, 
         (true, true, false, false) => finish::<true, true, false, false>(&acc, out),
         (true, true, true, false) => finish::<true, true, true, false>(&acc, out),
         (true, true, false, true) => finish::<true, true, false, true>(&acc, out),
-        _ => {
-            let mut tile = [0i32; QMR * QNR];
-            for (r, [lo, hi]) in acc.into_iter().enumerate() {
-                _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR) as *mut __m256i, lo);
-                _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR + 8) as *mut __m256i, hi);
-            }
-            finish_tile_fma(&tile, out)
-        }
+        _ => finish_scalar(&acc, out),
     }
 }
 
@@ -175,6 +163,21 @@ unsafe fn finish<const F32: bool, const U8: bool, const RES: bool, const RESQ: b
             }
         }
     }
+}
+
+/// The sums stored as a tile and finished value by value (`finish_tile_fma`): for the outputs
+/// `finish` does not cover (a transposed one, both residuals at once).
+///
+/// # Safety
+/// AVX2 and FMA available; as `finish_tile`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_scalar(acc: &[[__m256i; 2]; QMR], out: &TileOut) {
+    let mut tile = [0i32; QMR * QNR];
+    for (r, [lo, hi]) in acc.iter().enumerate() {
+        _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR) as *mut __m256i, *lo);
+        _mm256_storeu_si256(tile.as_mut_ptr().add(r * QNR + 8) as *mut __m256i, *hi);
+    }
+    finish_tile_fma(&tile, out)
 }
 
 /// `finish_tile` with its multiply-adds in FMA instructions (the portable build calls libm's
