@@ -15,7 +15,8 @@
 //! (one frame, and Slow-R50's 8 frames at once), B packed beforehand, against the rate of the
 //! kernel's dot-product instruction on all threads (`qgemm::peak_gmacs`): one JSON line per layer.
 //! The fourth times the bf16 product (f32 operands rounded while packed) on the same layers
-//! against TDPBF16PS's rate where the CPU has AMX (`gemm::bf16_peak_gmacs`).
+//! against the bf16 unit's rate where the CPU has one (`gemm::bf16_peak_gmacs`: TDPBF16PS on
+//! AMX, VDPBF16PS on AVX-512 BF16).
 //!
 //! The second form times `nn::attend` alone (inference: softmax(q kᵀ / √d) v over q
 //! [GROUPS, HEADS, NQ, D] and k, v [GROUPS, HEADS, NK, D]) for scripts/bench_models.py
@@ -115,7 +116,7 @@ fn int8_rate(args: &[String]) -> anyhow::Result<()> {
 
 /// `bf16_rate REPS`: the bf16 product (f32 in and out, operands rounded to bf16: what every
 /// convolution runs under `--precision bf16`) on the same layers as `int8_rate`, each layer's
-/// median GMAC/s and its share of TDPBF16PS's rate on the same threads (`gemm::bf16_peak_gmacs`).
+/// median GMAC/s and its share of the bf16 unit's rate on the same threads (`gemm::bf16_peak_gmacs`).
 fn bf16_rate(args: &[String]) -> anyhow::Result<()> {
     use vidkit::nn::gemm::{self, Epilogue, MatRef};
     let reps: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(5);

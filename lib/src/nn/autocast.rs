@@ -8,8 +8,9 @@
 //! vidkit's CPU kernels, the GEMM and everything built on it (convolutions, linear layers,
 //! attention) take bf16 (not f16): the packers round A and B to bf16 and the product accumulates
 //! in f32 (`gemm::bf16_products`). Where the CPU has AMX-BF16 the products run on its tiles
-//! (`gemm::Isa::Amx`); elsewhere the rounded values are multiplied in f32: the same roundings as
-//! a matrix unit, not its speed.
+//! (`gemm::Isa::Amx`), where it has AVX-512 BF16 on VDPBF16PS (`gemm::Isa::Avx512Bf16`);
+//! elsewhere the rounded values are multiplied in f32: the same roundings as a matrix unit, not
+//! its speed.
 
 use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;

@@ -20,7 +20,10 @@ use super::*;
 #[cfg(target_arch = "x86_64")]
 use pairs::{bf16_run_wide, pack_conv_pairs, pair_b_panels, pair_b_rows, TilePairs};
 
+mod dpbf16;
 mod pairs;
+
+pub(in crate::nn) use dpbf16::dpbf16_available;
 
 /// A C block: two tiles of rows by two of columns.
 pub(super) const BLOCK: usize = 32;
@@ -101,54 +104,50 @@ fn request_tile_state() -> bool {
     false
 }
 
-/// Multiply-adds per second (in 10⁹) that TDPBF16PS reaches on every thread of the rayon pool
-/// at once, independent tile sums only, over about `seconds`: the ceiling `make bench` reports
-/// the bf16 product against. None without AMX-BF16.
+/// Multiply-adds per second (in 10⁹) that the bf16 path's instruction (TDPBF16PS on AMX,
+/// VDPBF16PS on AVX-512 BF16: `Isa::detected`) reaches on every thread of the rayon pool at
+/// once, independent sums only, over about `seconds`: the ceiling `make bench` reports the bf16
+/// product against. None on the other paths (their bf16 is the f32 kernel's).
 pub fn bf16_peak_gmacs(seconds: f64) -> Option<f64> {
-    if !amx_bf16_available() {
-        return None;
-    }
-    // 12 instructions a step, each 16 × 16 sums of 32 products.
-    const MACS_PER_STEP: f64 = 12.0 * 16.0 * 16.0 * 32.0;
-    let run = |iters: u64| {
-        // SAFETY: AMX-BF16 checked above; the tiles are configured around the loop.
-        unsafe {
-            with_tiles(|| {
-                std::arch::asm!("tilezero tmm4", "tilezero tmm6", options(nostack, nomem));
-                for _ in 0..iters {
-                    std::arch::asm!(
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm6",
-                        "tdpbf16ps tmm2, tmm4, tmm6",
-                        "tdpbf16ps tmm3, tmm4, tmm6",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm6",
-                        "tdpbf16ps tmm2, tmm4, tmm6",
-                        "tdpbf16ps tmm3, tmm4, tmm6",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm6",
-                        "tdpbf16ps tmm2, tmm4, tmm6",
-                        "tdpbf16ps tmm3, tmm4, tmm6",
-                        options(nostack, nomem),
-                    );
-                }
-            })
-        }
+    let (macs_per_iter, run): (f64, fn(u64)) = match Isa::detected()? {
+        // 12 instructions a step, each 16 × 16 sums of 32 products.
+        Isa::Amx => (12.0 * 16.0 * 16.0 * 32.0, tiles_peak_loop),
+        // 16 instructions a step, each 16 sums of 2 products.
+        Isa::Avx512Bf16 => (16.0 * 32.0, dpbf16::peak_loop),
+        _ => return None,
     };
-    // Calibrate the loop count on one thread, then run it on all of them together.
-    let mut iters = 1u64 << 10;
-    loop {
-        let t = std::time::Instant::now();
-        run(iters);
-        if t.elapsed().as_secs_f64() > seconds / 4.0 {
-            break;
-        }
-        iters *= 2;
+    Some(crate::nn::qgemm::gmacs_on_every_thread(seconds, macs_per_iter, run))
+}
+
+/// `iters` steps of 12 TDPBF16PS on four independent C tiles (called where `Isa::Amx` runs).
+fn tiles_peak_loop(iters: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: called only where `Isa::detected()` is Amx (AMX-BF16 granted); the tiles are
+    // configured around the loop.
+    unsafe {
+        with_tiles(|| {
+            std::arch::asm!("tilezero tmm4", "tilezero tmm6", options(nostack, nomem));
+            for _ in 0..iters {
+                std::arch::asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm4, tmm6",
+                    "tdpbf16ps tmm3, tmm4, tmm6",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm4, tmm6",
+                    "tdpbf16ps tmm3, tmm4, tmm6",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm4, tmm6",
+                    "tdpbf16ps tmm3, tmm4, tmm6",
+                    options(nostack, nomem),
+                );
+            }
+        })
     }
-    let t = std::time::Instant::now();
-    rayon::broadcast(|_| run(iters));
-    let macs = iters as f64 * MACS_PER_STEP * rayon::current_num_threads() as f64;
-    Some(macs / t.elapsed().as_secs_f64() / 1e9)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = iters;
 }
 
 /// The bits of `x` rounded to bfloat16 (`simd::bf16_round`), as the matrix unit reads them.
@@ -355,18 +354,56 @@ unsafe fn tile_block(
     );
 }
 
-/// The blocked product's bf16 path on AMX tiles for output rows `rows` and columns `cols`
-/// (`blocked`'s contract, A packed in `a`). A 32 × 32 block of C lying whole in one batch item
-/// travels between K blocks in C itself (tile loads and stores); the last K block's tiles go
-/// through a scratch block and the epilogue, as do edge blocks at every K block.
+/// The blocked product's bf16 path on the tile layouts, for output rows `rows` and columns `cols`
+/// (`blocked`'s contract, A packed in `a`), each 32 × 32 block of C multiplied on AMX tiles
+/// (`isa` Amx) or with VDPBF16PS (Avx512Bf16, `dpbf16`). A block lying whole in one batch item
+/// travels between K blocks in C itself (loaded and stored by the block kernel); the last K
+/// block's sums go through a scratch block and the epilogue, as do edge blocks at every K block.
 ///
 /// # Safety
-/// `amx_bf16_available()`, the tiles configured (`with_tiles`); `c` addresses the m × n output
-/// with leading dimension `ldc`, and no other thread touches the block (rows × cols) at the
-/// same time; `rows.0` is a multiple of `BLOCK`.
+/// `isa.supported()` and one of the two; `c` addresses the m × n output with leading dimension
+/// `ldc`, and no other thread touches the block (rows × cols) at the same time; `rows.0` is a
+/// multiple of `BLOCK`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn blocked_amx(
+pub(super) unsafe fn blocked_bf16(
+    isa: Isa,
+    a: &ATiles,
+    b: Rhs,
+    cols_map: Columns,
+    c: *mut f32,
+    ldc: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    accumulate: bool,
+    epi: Epilogue,
+) {
+    match isa {
+        // SAFETY: AMX-BF16 granted (the caller's `isa.supported()`); tiles configured around it.
+        Isa::Amx => {
+            with_tiles(|| blocked_on(isa, tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
+        }
+        Isa::Avx512Bf16 => {
+            blocked_on(isa, dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
+        }
+        _ => unreachable!("no bf16 block kernel on {isa:?}"),
+    }
+}
+
+/// A 32 × 32 block product on the tile layouts (`tile_block`'s contract): k steps, packed A,
+/// paired B, C to load (or zero), C to store.
+type BlockKernel = unsafe fn(usize, *const u16, *const u16, Option<(*const f32, usize)>, (*mut f32, usize));
+
+/// [`blocked_bf16`] with `block_kernel` multiplying each block.
+///
+/// # Safety
+/// `block`'s instructions available (tiles configured for `tile_block`); the rest as for
+/// [`blocked_bf16`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked_on(
+    isa: Isa,
+    block_kernel: BlockKernel,
     a: &ATiles,
     b: Rhs,
     cols_map: Columns,
@@ -424,10 +461,10 @@ pub(super) unsafe fn blocked_amx(
                             let c_in = accumulate || !first;
                             let from = (direct && c_in).then_some((cp as *const f32, ldc * 4));
                             if direct && !last {
-                                tile_block(ksteps, ap, bp, from, (cp, ldc * 4));
+                                block_kernel(ksteps, ap, bp, from, (cp, ldc * 4));
                                 continue;
                             }
-                            tile_block(ksteps, ap, bp, from, scratch);
+                            block_kernel(ksteps, ap, bp, from, scratch);
                             let bias = match (last, epi.row_bias) {
                                 (true, Some(bias)) => bias.as_ptr().add(row0),
                                 _ => std::ptr::null(),
@@ -436,18 +473,7 @@ pub(super) unsafe fn blocked_amx(
                             let part = TilePart { tile: block.0.as_ptr(), rows: mr, cols: nr };
                             let load = c_in && !direct;
                             let relu = last && epi.relu;
-                            store_block(
-                                Isa::Amx,
-                                part,
-                                c,
-                                ldc,
-                                &cols_map,
-                                (row0, col0),
-                                load,
-                                bias,
-                                res,
-                                relu,
-                            );
+                            store_block(isa, part, c, ldc, &cols_map, (row0, col0), load, bias, res, relu);
                         }
                     }
                 }

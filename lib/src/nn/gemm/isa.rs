@@ -10,6 +10,9 @@ use super::{KC, NR};
 pub enum Isa {
     /// AVX-512's kernel for f32 products, AMX tiles for bf16 ones (`amx`).
     Amx,
+    /// AVX-512's kernel for f32 products, VDPBF16PS on the tiles' layouts for bf16 ones
+    /// (`amx::dpbf16`): CPUs with AVX-512 BF16 but no AMX (Cooper Lake, Zen 4).
+    Avx512Bf16,
     /// 12×32 tiles in 24 zmm accumulators.
     Avx512,
     /// The same 12×32 panels as four 6×16 sub-tiles in 12 ymm accumulators.
@@ -17,15 +20,25 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx512`, `avx2` or
-    /// `portable` picks a narrower one, to compare them on one machine); None: the `gemm` crate's
-    /// path.
+    /// Widest first.
+    const ALL: [Isa; 4] = [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2];
+
+    /// Whether bf16 products run on the tiles' layouts (`amx::ATiles`, paired B) rather than the
+    /// f32 kernel's panels rounded.
+    pub(super) fn bf16_pairs(self) -> bool {
+        matches!(self, Isa::Amx | Isa::Avx512Bf16)
+    }
+
+    /// The widest kernel this CPU runs, detected at run time (`VIDKIT_GEMM=avx512bf16`,
+    /// `avx512`, `avx2` or `portable` picks a narrower one, to compare them on one machine);
+    /// None: the `gemm` crate's path.
     pub fn detected() -> Option<Isa> {
         static DETECTED: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
-            let widest = [Isa::Amx, Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.supported());
+            let widest = Isa::ALL.into_iter().find(|i| i.supported());
             match std::env::var("VIDKIT_GEMM").as_deref() {
                 Ok("portable") => None,
+                Ok("avx512bf16") if Isa::Avx512Bf16.supported() => Some(Isa::Avx512Bf16),
                 Ok("avx512") if Isa::Avx512.supported() => Some(Isa::Avx512),
                 Ok("avx2") if Isa::Avx2.supported() => Some(Isa::Avx2),
                 _ => widest,
@@ -39,6 +52,7 @@ impl Isa {
         {
             match self {
                 Isa::Amx => amx::amx_bf16_available(),
+                Isa::Avx512Bf16 => amx::dpbf16_available(),
                 Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
                 Isa::Avx2 => {
                     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -53,12 +67,7 @@ impl Isa {
 
     /// Every path this CPU can run, the `gemm` crate's (None) included: what tests go through.
     pub fn paths() -> Vec<Option<Isa>> {
-        [Isa::Amx, Isa::Avx512, Isa::Avx2]
-            .into_iter()
-            .filter(|i| i.supported())
-            .map(Some)
-            .chain([None])
-            .collect()
+        Isa::ALL.into_iter().filter(|i| i.supported()).map(Some).chain([None]).collect()
     }
 }
 

@@ -65,7 +65,7 @@ pub(super) unsafe fn blocked(
                     let (first, last) = (pc == 0, pc + kc == k);
                     let load = accumulate || !first;
                     match isa {
-                        Isa::Avx512 | Isa::Amx => pack_b(&b, pc, kc, jc, nc, bbuf),
+                        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => pack_b(&b, pc, kc, jc, nc, bbuf),
                         Isa::Avx2 => pack_b_avx2(&b, pc, kc, jc, nc, bbuf),
                     }
                     if bf16 {
@@ -107,7 +107,7 @@ pub(super) unsafe fn blocked(
                                     || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
                                 if nr == NR && one_item {
                                     match isa {
-                                        Isa::Avx512 | Isa::Amx => {
+                                        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                                             by_rows!(mr, kernel(kc, ap, bp, cp, ldc, load, bias, res, relu))
                                         }
                                         Isa::Avx2 => {
@@ -119,7 +119,7 @@ pub(super) unsafe fn blocked(
                                     // of columns within one item at a time.
                                     let (null, t) = (std::ptr::null(), tile.as_mut_ptr());
                                     match isa {
-                                        Isa::Avx512 | Isa::Amx => {
+                                        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                                             kernel::<MR>(kc, ap, bp, t, NR, false, null, null, false)
                                         }
                                         Isa::Avx2 => {
@@ -180,7 +180,9 @@ pub(super) unsafe fn store_block(
         let res_at = res.map_or(std::ptr::null(), |r| r.as_ptr().add(off));
         let run_part = TilePart { tile: part.tile.add(j), rows: part.rows, cols: run };
         match isa {
-            Isa::Avx512 | Isa::Amx => store_tile_part(run_part, c.add(off), ldc, load, bias, res_at, relu),
+            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                store_tile_part(run_part, c.add(off), ldc, load, bias, res_at, relu)
+            }
             Isa::Avx2 => store_tile_part_avx2(run_part, c.add(off), ldc, load, bias, res_at, relu),
         }
         j += run;

@@ -21,7 +21,9 @@ fn kernel_peak() {
             // SAFETY: the CPU runs `isa` (`paths`); the buffers hold the panels and the tile.
             unsafe {
                 match isa {
-                    Isa::Avx512 | Isa::Amx => kernel::<MR>(kc, ap, bp, cp, NR, true, null, null, false),
+                    Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                        kernel::<MR>(kc, ap, bp, cp, NR, true, null, null, false)
+                    }
                     Isa::Avx2 => kernel_avx2(MR, NR, kc, ap, bp, cp, NR, true, null, null, false),
                 }
             };

@@ -13,7 +13,8 @@
 //! On CPUs with AVX2 + FMA but not AVX-512 the same panels and packers feed an AVX2 micro-kernel
 //! (`kernel_avx2`: each 12×32 tile as four 6×16 sub-tiles); without either, the `gemm` crate does
 //! the work through buffers (the same results to rounding). Under bf16 autocast on CPUs with
-//! AMX-BF16 the products run on its tiles instead (`amx`: the same packers for B, A in tiles).
+//! AMX-BF16 the products run on its tiles instead (`amx`: the same packers for B, A in tiles),
+//! on CPUs with AVX-512 BF16 but no AMX on VDPBF16PS with the same layouts (`amx::dpbf16`).
 //! [`Isa`] says which runs.
 //!
 //! The optional epilogue (a per-row bias, then ReLU) is applied while the last K block's tile is
@@ -326,19 +327,15 @@ fn run_blocked(
     let bf16 = bf16_products();
     let c_ptr = SendPtr(c);
     #[cfg(target_arch = "x86_64")]
-    if bf16 && isa == Isa::Amx {
+    if bf16 && isa.bf16_pairs() {
         // A packed into tiles once, the threads sharing the work, for every part to read.
         let tiles = amx::ATiles::pack(&a, &a_cols, epi.row_scale, threads);
         let parts = partition(m, n, threads, amx::BLOCK);
         let run = |(rows, part): ((usize, usize), (usize, usize))| {
-            // SAFETY: `isa` is Amx only where `amx_bf16_available` (`Isa::supported`); the parts
-            // cover disjoint blocks of the m × n output the callers checked `c` holds, their
-            // rows starting at whole blocks of `tiles`.
-            unsafe {
-                amx::with_tiles(|| {
-                    amx::blocked_amx(&tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi)
-                })
-            }
+            // SAFETY: `isa` comes from `Isa::supported` (AMX-BF16 granted or AVX-512 BF16); the
+            // parts cover disjoint blocks of the m × n output the callers checked `c` holds,
+            // their rows starting at whole blocks of `tiles`.
+            unsafe { amx::blocked_bf16(isa, &tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
         };
         if parts.len() == 1 {
             run(parts[0]);

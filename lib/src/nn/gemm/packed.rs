@@ -5,11 +5,11 @@
 use super::*;
 
 /// All of A (rows scaled by a per-row factor, rounded to bf16 under bf16 autocast) in the
-/// blocked kernel's panel layout (`pack_a_whole`), or under bf16 on AMX in tiles
-/// (`amx::ATiles`), for [`sgemm_packed`].
+/// blocked kernel's panel layout (`pack_a_whole`), or under bf16 on AMX or AVX-512 BF16 in
+/// tiles (`amx::ATiles`), for [`sgemm_packed`].
 pub struct PackedA {
     data: Vec<f32>,
-    /// Under bf16 on AMX: A in tiles instead (`data` empty).
+    /// Under bf16 on AMX or AVX-512 BF16: A in tiles instead (`data` empty).
     #[cfg(target_arch = "x86_64")]
     tiles: Option<super::amx::ATiles>,
     rows: usize,
@@ -29,7 +29,7 @@ impl PackedA {
         }
         let bf16 = bf16_products();
         #[cfg(target_arch = "x86_64")]
-        if bf16 && isa == Isa::Amx {
+        if bf16 && isa.bf16_pairs() {
             let tiles = Some(super::amx::ATiles::pack(&a, &Columns::single(a.cols), row_scale, 1));
             return Some(Self { data: vec![], tiles, rows: a.rows, cols: a.cols, isa, bf16 });
         }
@@ -78,22 +78,22 @@ pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epil
     #[cfg(target_arch = "x86_64")]
     if let Some(tiles) = &a.tiles {
         let single = Columns::single(n);
-        // SAFETY: tiles are packed only where `Isa::Amx` runs (AMX-BF16 granted); `c` holds the
-        // m × n output (asserted) and is borrowed mutably for the call; rows start at 0.
+        // SAFETY: tiles are packed only where `a.isa` runs bf16 on them (`Isa::supported`);
+        // `c` holds the m × n output (asserted) and is borrowed mutably for the call; rows
+        // start at 0.
         return unsafe {
-            super::amx::with_tiles(|| {
-                super::amx::blocked_amx(
-                    tiles,
-                    Rhs::Mat(b, single),
-                    single,
-                    c.as_mut_ptr(),
-                    ldc,
-                    (0, m),
-                    (0, n),
-                    false,
-                    epi,
-                )
-            })
+            super::amx::blocked_bf16(
+                a.isa,
+                tiles,
+                Rhs::Mat(b, single),
+                single,
+                c.as_mut_ptr(),
+                ldc,
+                (0, m),
+                (0, n),
+                false,
+                epi,
+            )
         };
     }
     #[cfg(target_arch = "x86_64")]

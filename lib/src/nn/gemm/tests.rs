@@ -156,7 +156,9 @@ fn a_run_packers_agree() {
                 // SAFETY: the CPU has the kernel's instructions (`supported`).
                 unsafe {
                     match isa {
-                        Isa::Avx512 | Isa::Amx => pack_a_run_wide(&a, &base, rows, start, &s, &mut vector),
+                        Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
+                            pack_a_run_wide(&a, &base, rows, start, &s, &mut vector)
+                        }
                         Isa::Avx2 => pack_a_run_avx2(&a, &base, rows, start, &s, &mut vector),
                     }
                 };
@@ -323,7 +325,8 @@ fn matmul_op_matches_candle_with_gradients() {
 fn bf16_autocast_rounds_both_operands_on_every_path() {
     use crate::nn::simd::bf16_round;
     let mut rng = Rng::new(5);
-    // Amx: the bf16 products on AMX tiles, where this machine has them.
+    // Amx and Avx512Bf16: the bf16 products on AMX tiles and on VDPBF16PS, where this machine
+    // has them.
     eprintln!("bf16 paths: {:?}", Isa::paths());
     for isa in Isa::paths() {
         for &(m, k, n, shared) in

@@ -35,6 +35,7 @@ pub use pack::{
     pack_b, pack_b_matrix, pack_b_transposed, pack_panels_whole, BSource, MatrixRows, PackedB, WrittenRows,
     ROW_SLACK,
 };
+pub(in crate::nn) use peak::gmacs_on_every_thread;
 pub use peak::peak_gmacs;
 use product::{finish_tile_body, TileOut};
 pub use product::{qgemm, qgemm_packed, qgemm_packed_into, QEpilogue, QOutput, QResidual};

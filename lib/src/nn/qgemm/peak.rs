@@ -9,21 +9,31 @@ use super::QIsa;
 /// of the rayon pool at once, over about `seconds`. `None`: the portable kernel, no figure.
 pub fn peak_gmacs(isa: Option<QIsa>, seconds: f64) -> Option<f64> {
     let isa = isa.filter(|i| i.supported())?;
-    let threads = rayon::current_num_threads();
-    // Calibrate the loop count on one thread, then run it on all of them together.
-    let mut iters = 1u64 << 16;
+    let macs_per_iter = CHAINS as f64 * macs_per_step(isa);
+    Some(gmacs_on_every_thread(seconds, macs_per_iter, |iters| run(isa, iters)))
+}
+
+/// Multiply-adds per second (in 10⁹) of `run(iters)` (`macs_per_iter` each iteration) on every
+/// thread of the rayon pool at once, its loop count calibrated to about `seconds` / 4 on one
+/// thread first.
+pub(in crate::nn) fn gmacs_on_every_thread(
+    seconds: f64,
+    macs_per_iter: f64,
+    run: impl Fn(u64) + Sync,
+) -> f64 {
+    let mut iters = 1u64 << 10;
     loop {
         let t = std::time::Instant::now();
-        run(isa, iters);
+        run(iters);
         if t.elapsed().as_secs_f64() > seconds / 4.0 {
             break;
         }
         iters *= 2;
     }
     let t = std::time::Instant::now();
-    rayon::broadcast(|_| run(isa, iters));
-    let macs = iters as f64 * CHAINS as f64 * macs_per_step(isa) * threads as f64;
-    Some(macs / t.elapsed().as_secs_f64() / 1e9)
+    rayon::broadcast(|_| run(iters));
+    let macs = iters as f64 * macs_per_iter * rayon::current_num_threads() as f64;
+    macs / t.elapsed().as_secs_f64() / 1e9
 }
 
 /// Independent sums per loop step: more than latency × ports for both instruction sets.
