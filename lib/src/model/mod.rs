@@ -17,6 +17,7 @@ mod import_bmn;
 mod import_bsn;
 mod import_ctcn;
 mod import_ets;
+mod import_mmaction2_3d;
 mod import_mvit;
 mod import_paddle;
 mod import_stnet;
@@ -68,11 +69,11 @@ pub use grounder::{load_grounder, sliding_windows, Candidate, Grounder, Grounder
 pub use import::{
     import_checkpoint, import_torch, read_torch_state_dict, Imported, NamedTensors, STATE_DICT_KEYS,
 };
-pub use import_3d::MMACTION2_3D_ARCHS;
 pub use import_bmn::{import_bmn_mmaction2, import_bmn_pdparams};
 pub use import_bsn::import_bsn_mmaction2;
 pub use import_ctcn::import_ctcn_pdparams;
 pub use import_ets::{import_ets_pdparams, read_ets_vocabulary};
+pub use import_mmaction2_3d::MMACTION2_3D_ARCHS;
 pub use import_paddle::{import_paddle, PADDLE_ARCHS};
 pub use import_stnet::import_stnet_pdparams;
 pub use import_tall::import_tall_pdparams;
