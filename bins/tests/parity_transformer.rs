@@ -282,7 +282,7 @@ fn an_imagenet_vit_initialises_a_timesformer() {
     let (c, depth, grid) = (24usize, 2usize, 3usize);
     let mut t: std::collections::HashMap<String, Tensor> = std::collections::HashMap::new();
     let mut put = |n: &str, shape: &[usize]| {
-        t.insert(n.to_string(), Tensor::randn(0f32, 1., shape, &dev).unwrap());
+        t.insert(n.to_string(), vidkit::rng::randn(0f32, 1., shape, &dev).unwrap());
     };
     put("cls_token", &[1, 1, c]);
     put("pos_embed", &[1, grid * grid + 1, c]);

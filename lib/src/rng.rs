@@ -77,6 +77,52 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         self.uniform() < p
     }
+
+    /// Standard normal (Box–Muller; one value per call keeps the stream simple to reason about).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+thread_local! {
+    /// Tensors drawn so far on this thread by [`randn`] and [`rand`].
+    static TENSOR_DRAWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// `n` values of `draw` from this thread's next seeded generator: the n-th tensor a thread
+/// draws is the same on every run (libtest runs each test on a thread of its own).
+fn thread_draws(n: usize, mut draw: impl FnMut(&mut Rng) -> f32) -> Vec<f32> {
+    let k = TENSOR_DRAWS.with(|c| c.replace(c.get() + 1));
+    let mut rng = Rng::derive(0x7e57, k);
+    (0..n).map(|_| draw(&mut rng)).collect()
+}
+
+/// A tensor of normal draws, as `Tensor::randn`, but seeded (this thread's sequence): candle's
+/// CPU generator cannot be seeded, so a test whose tolerance a rare draw could break would
+/// fail at random; with these it passes or fails the same way every run.
+pub fn randn<S: Into<candle_core::Shape>>(
+    mean: f32,
+    std: f32,
+    shape: S,
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let shape = shape.into();
+    let v = thread_draws(shape.elem_count(), |r| mean + std * r.normal() as f32);
+    candle_core::Tensor::from_vec(v, shape, device)
+}
+
+/// A tensor uniform in [lo, hi), as `Tensor::rand`, seeded as [`randn`].
+pub fn rand<S: Into<candle_core::Shape>>(
+    lo: f32,
+    hi: f32,
+    shape: S,
+    device: &candle_core::Device,
+) -> candle_core::Result<candle_core::Tensor> {
+    let shape = shape.into();
+    let v = thread_draws(shape.elem_count(), |r| r.uniform_range(lo as f64, hi as f64) as f32);
+    candle_core::Tensor::from_vec(v, shape, device)
 }
 
 #[cfg(test)]

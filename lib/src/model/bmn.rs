@@ -519,7 +519,7 @@ mod tests {
         // Biases start at zero for the 2-D/3-D convolutions: give them values so they count.
         for (name, var) in varmap.data().lock().unwrap().iter() {
             if name.ends_with("bias") {
-                var.set(&Tensor::randn(0f32, 0.1, var.dims(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&crate::rng::randn(0f32, 0.1, var.dims(), &Device::Cpu).unwrap()).unwrap();
             }
         }
         // Rebuild so that the inference path's copies see the values just set.
@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn differentiable_forward_equals_inference_and_reaches_every_parameter() {
         let (varmap, model) = small();
-        let x = Tensor::randn(0f32, 1., (2, 8, 12), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 8, 12), &Device::Cpu).unwrap();
         let a = model.forward(&x).unwrap();
         let b = model.forward_differentiable(&x).unwrap();
         for (p, q) in [(&a.bm, &b.bm), (&a.start, &b.start), (&a.end, &b.end)] {

@@ -536,7 +536,7 @@ mod tests {
         )
         .unwrap();
         init_ctcn(&vm, 1).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 32, 3), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1.0, (2, 32, 3), &Device::Cpu).unwrap();
         let o = m.forward_t(&x, true).unwrap();
         let loss =
             (o.loc.sqr().unwrap().sum_all().unwrap() + o.cls.sqr().unwrap().sum_all().unwrap()).unwrap();

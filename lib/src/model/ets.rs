@@ -460,8 +460,8 @@ mod tests {
     fn a_video_scores_the_same_alone_or_padded_in_a_batch() -> Result<()> {
         let (cfg, vm) = tiny();
         let m = Ets::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
-        let a = Tensor::randn(0f32, 1.0, (5, 6), &Device::Cpu)?;
-        let b = Tensor::randn(0f32, 1.0, (3, 6), &Device::Cpu)?;
+        let a = crate::rng::randn(0f32, 1.0, (5, 6), &Device::Cpu)?;
+        let b = crate::rng::randn(0f32, 1.0, (3, 6), &Device::Cpu)?;
         let words = vec![vec![0, 3, 4], vec![0, 5]];
         let both = m.forward_teacher(&Padded::new(&[a.clone(), b.clone()])?, &words)?;
         let alone = m.forward_teacher(&Padded::new(&[b])?, &words[1..])?;
@@ -474,7 +474,7 @@ mod tests {
     fn every_parameter_but_the_cancelling_state_projection_gets_a_gradient() -> Result<()> {
         let (cfg, vm) = tiny();
         let m = Ets::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
-        let x = Padded::new(&[Tensor::randn(0f32, 1.0, (4, 6), &Device::Cpu)?])?;
+        let x = Padded::new(&[crate::rng::randn(0f32, 1.0, (4, 6), &Device::Cpu)?])?;
         let loss = m.loss(&x, &[vec![3, 4, 5]])?;
         let grads = loss.backward()?;
         for (name, var) in vm.data().lock().expect("varmap").iter() {

@@ -195,7 +195,7 @@ mod tests {
         save_model(&varmap, &cfg, &path).unwrap();
         let loaded = load_model(&path, &Device::Cpu).unwrap();
         assert_eq!(loaded.model.config(), &cfg);
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
         let a = model.forward_t(&x, false).unwrap();
         let b = loaded.model.forward_t(&x, false).unwrap();
         let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -225,7 +225,7 @@ mod tests {
             crate::model::init_weights_for(&varmap, arch, 5).unwrap();
             let loaded = LoadedModel { model, varmap };
             let inference = loaded.for_inference().unwrap();
-            let x = Tensor::randn(0f32, 1., (1, frames, 3, 32, 32), &Device::Cpu).unwrap();
+            let x = crate::rng::randn(0f32, 1., (1, frames, 3, 32, 32), &Device::Cpu).unwrap();
             for candle_only in [false, true] {
                 let run = |m: &Model| {
                     if candle_only {

@@ -12,10 +12,10 @@ use candle_nn::VarMap;
 pub(crate) fn assert_gradients(vm: &VarMap, forward: impl Fn(bool) -> Tensor) {
     // Buffers (batch norm's running statistics) are not parameters: no gradient, no noise.
     for (_, var) in vm.data().lock().unwrap().iter().filter(|(n, _)| !crate::nn::is_buffer(n)) {
-        let noise = Tensor::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap();
+        let noise = crate::rng::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap();
         var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
     }
-    let r = Tensor::randn(0f32, 1., forward(false).shape(), &Device::Cpu).unwrap();
+    let r = crate::rng::randn(0f32, 1., forward(false).shape(), &Device::Cpu).unwrap();
     let loss = |train: bool| (forward(train) * &r).unwrap().sum_all().unwrap();
     let g = loss(true).backward().unwrap();
     let mut worst = (0f32, String::new());

@@ -18,10 +18,7 @@ use candle_core::Tensor;
 use candle_nn::VarMap;
 
 pub(crate) fn normal(rng: &mut Rng) -> f64 {
-    // Box–Muller; one value per call keeps the stream simple to reason about.
-    let u1 = rng.uniform().max(f64::MIN_POSITIVE);
-    let u2 = rng.uniform();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    rng.normal()
 }
 
 /// timm's and torch's `trunc_normal_(std=0.02)`: N(0, 0.02²) cut at ±2 (absolute, so far out
@@ -261,7 +258,7 @@ mod tests {
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_weights_for(&varmap, &cfg.arch, 3).unwrap();
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
         let f = model.features_t(&x, false).unwrap();
         let mean_abs = f.abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(mean_abs > 1e-2, "features vanish: mean |f| = {mean_abs}");

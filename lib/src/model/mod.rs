@@ -125,7 +125,7 @@ pub fn build(config: &ModelConfig, vb: VarBuilder) -> Result<Model> {
 #[cfg(test)]
 mod timing {
     use super::*;
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     /// `cargo test -p vidkit --lib timing -- --ignored --nocapture`: where a training step goes
@@ -143,7 +143,7 @@ mod timing {
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         let side = env("VK_SIDE").unwrap_or(64);
-        let x = Tensor::randn(0f32, 1., (batch, cfg.frames, 3, side, side), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (batch, cfg.frames, 3, side, side), &Device::Cpu).unwrap();
         for _ in 0..3 {
             let t = std::time::Instant::now();
             let y = model.forward_t(&x, true).unwrap();
@@ -162,7 +162,7 @@ mod timing {
 #[cfg(test)]
 mod zoo_timing {
     use super::*;
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     #[test]
@@ -174,7 +174,7 @@ mod zoo_timing {
         build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         let model = frozen(&varmap, &cfg).unwrap();
         let s = cfg.crop_size as usize;
-        let x = Tensor::randn(0f32, 1., (1, cfg.frames, 3, s, s), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (1, cfg.frames, 3, s, s), &Device::Cpu).unwrap();
         let mut times: Vec<f64> = (0..3)
             .map(|_| {
                 let t = std::time::Instant::now();
@@ -253,7 +253,7 @@ mod learning_sanity {
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_weights(&varmap, 1).unwrap();
-        let x = Tensor::randn(0f32, 1., (8, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (8, 4, 3, 32, 32), &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
         let sgd = OptimizerConfig::Sgd(SgdConfig { lr: 0.01, momentum: 0.9, ..Default::default() });
         let mut opt = sgd.build(trainable_vars(&varmap)).unwrap();

@@ -528,7 +528,7 @@ mod tests {
     #[test]
     fn a_narrow_mvit_runs_and_trains() {
         let (m, vm) = tiny();
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
         let eval = m.forward_t(&x, false, None).unwrap();
         assert_eq!(eval.dims(), [2, 3]);
         let train = m.forward_t(&x, true, None).unwrap();
@@ -539,7 +539,7 @@ mod tests {
             assert!(g.get(var.as_tensor()).is_some(), "no gradient for {name}");
         }
         crate::model::gradcheck::assert_gradients(&vm, |train| m.forward_t(&x, train, None).unwrap());
-        let wrong = Tensor::randn(0f32, 1., (1, 4, 3, 40, 40), &Device::Cpu).unwrap();
+        let wrong = crate::rng::randn(0f32, 1., (1, 4, 3, 40, 40), &Device::Cpu).unwrap();
         let e = m.forward_t(&wrong, false, None).unwrap_err().to_string();
         assert!(e.contains("crop to 32"), "{e}");
     }

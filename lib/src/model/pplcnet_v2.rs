@@ -287,7 +287,7 @@ mod tests {
     use super::make_divisible;
     use crate::model::{build, init_weights, ModelConfig};
     use crate::rng::Rng;
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
 
     /// A half-width PP-TSMv2 with temporal attention: shapes, and a gradient for every parameter.
@@ -299,7 +299,7 @@ mod tests {
         let varmap = VarMap::new();
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_weights(&varmap, 3).unwrap();
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 48, 40), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 48, 40), &Device::Cpu).unwrap();
         assert_eq!(model.features_t(&x, false).unwrap().dims(), &[2, 4, super::LAST_CHANNELS]);
         let y = model.forward_train(&x, true, Some(&mut Rng::new(1))).unwrap();
         assert_eq!(y.dims(), &[2, 5]);

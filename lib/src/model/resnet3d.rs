@@ -547,7 +547,7 @@ impl ResNet3d {
 #[cfg(test)]
 pub(crate) mod tests {
     use crate::model::{build, ModelConfig};
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
     use std::collections::BTreeMap;
 
@@ -658,7 +658,7 @@ pub(crate) mod tests {
             assert!(nl.contains(&n.to_string()), "{n} missing");
         }
         assert_eq!(nl.iter().filter(|n| n.ends_with("conv_theta.weight")).count(), 5);
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 32, 32), &Device::Cpu).unwrap();
         let y = model.forward_t(&x, true).unwrap();
         assert_eq!(y.dims(), [2, 3]);
         let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();

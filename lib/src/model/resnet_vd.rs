@@ -139,7 +139,7 @@ pub(super) mod tests {
         let model = build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_weights(&varmap, 3).unwrap();
         // 36 px: odd sizes from stage 2 on exercise the ceil-mode pooling of the shortcuts.
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 36, 36), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 36, 36), &Device::Cpu).unwrap();
         assert_eq!(model.features_t(&x, false).unwrap().dims(), &[2, 4, 32 * 8]);
         let y = model.forward_train(&x, true, Some(&mut Rng::new(1))).unwrap();
         assert_eq!(y.dims(), &[2, 5]);

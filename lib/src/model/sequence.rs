@@ -491,8 +491,8 @@ mod tests {
             .iter()
             .map(|&l| {
                 Ok(vec![
-                    Tensor::randn(0f32, 1., (l, 8), &Device::Cpu)?,
-                    Tensor::randn(0f32, 1., (l, 4), &Device::Cpu)?,
+                    crate::rng::randn(0f32, 1., (l, 8), &Device::Cpu)?,
+                    crate::rng::randn(0f32, 1., (l, 4), &Device::Cpu)?,
                 ])
             })
             .collect()
@@ -522,7 +522,7 @@ mod tests {
             let batch = batch_sequences(&videos(&[5, 3, 4, 2])?, 2)?;
             let mut rng = Rng::new(1);
             let y = model.forward_t(&batch, true, Some(&mut rng))?;
-            let grads = (y * Tensor::randn(0f32, 1., (4, 5), &Device::Cpu)?)?.sum_all()?.backward()?;
+            let grads = (y * crate::rng::randn(0f32, 1., (4, 5), &Device::Cpu)?)?.sum_all()?.backward()?;
             for (name, var) in vm.data().lock().expect("varmap").iter() {
                 // A bias added to every step's attention score cancels in the softmax over
                 // time: its true gradient is zero (only rounding noise remains).

@@ -303,8 +303,8 @@ mod tests {
         let spec = small();
         let vm = candle_nn::VarMap::new();
         let m = model(&spec, &vm);
-        let v = Tensor::randn(0f32, 1.0, (3, 12), &Device::Cpu).unwrap();
-        let s = Tensor::randn(0f32, 1.0, (2, 5), &Device::Cpu).unwrap();
+        let v = crate::rng::randn(0f32, 1.0, (3, 12), &Device::Cpu).unwrap();
+        let s = crate::rng::randn(0f32, 1.0, (2, 5), &Device::Cpu).unwrap();
         let got = m.forward(&v, &s).unwrap();
         let (ve, se) = (m.embed_clips(&v).unwrap(), m.embed_sentences(&s).unwrap());
         let vv = ve.unsqueeze(0).unwrap().broadcast_as((2, 3, 6)).unwrap();
@@ -323,9 +323,9 @@ mod tests {
         let spec = small();
         let vm = candle_nn::VarMap::new();
         let m = model(&spec, &vm);
-        let v = Tensor::randn(0f32, 1.0, (4, 12), &Device::Cpu).unwrap();
-        let s = Tensor::randn(0f32, 1.0, (4, 5), &Device::Cpu).unwrap();
-        let off = Tensor::randn(0f32, 10.0, (4, 2), &Device::Cpu).unwrap();
+        let v = crate::rng::randn(0f32, 1.0, (4, 12), &Device::Cpu).unwrap();
+        let s = crate::rng::randn(0f32, 1.0, (4, 5), &Device::Cpu).unwrap();
+        let off = crate::rng::randn(0f32, 10.0, (4, 2), &Device::Cpu).unwrap();
         let out = m.forward(&v, &s).unwrap();
         let (loss, align, reg) = tall_loss(&out, &off).unwrap();
         let o: Vec<Vec<Vec<f32>>> = out.to_vec3().unwrap();

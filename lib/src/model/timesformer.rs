@@ -511,7 +511,7 @@ mod tests {
         // Non-zero embeddings, so that frame order is visible to the divided model.
         for (name, var) in vm.data().lock().unwrap().iter() {
             if name.ends_with("embed") {
-                var.set(&Tensor::randn(0f32, 1., var.shape(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&crate::rng::randn(0f32, 1., var.shape(), &Device::Cpu).unwrap()).unwrap();
             }
         }
         m
@@ -521,7 +521,7 @@ mod tests {
     /// attention) but not the space-only one's, whose frames are a set averaged at the end.
     #[test]
     fn only_the_divided_model_sees_frame_order() {
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
         let reversed = x.index_select(&Tensor::new(&[3u32, 2, 1, 0], &Device::Cpu).unwrap(), 1).unwrap();
         for (attention, order_matters) in [("divided_space_time", true), ("space_only", false)] {
             let m = tiny(attention);
@@ -552,7 +552,7 @@ mod tests {
     #[test]
     fn training_reaches_every_parameter() {
         let (m, vm) = initialised(&["num_classes=3"]);
-        let x = Tensor::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 16, 16), &Device::Cpu).unwrap();
         let y = m.forward_t(&x, true, None).unwrap();
         let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for (name, var) in vm.data().lock().unwrap().iter() {
@@ -570,7 +570,7 @@ mod tests {
     fn memorises_a_fixed_batch() {
         use crate::train::{cross_entropy, trainable_vars, AdamWConfig, OptimizerConfig, Targets};
         let (m, vm) = initialised(&["num_classes=4", "embed_dim=32", "drop_path_rate=0"]);
-        let x = Tensor::randn(0f32, 1., (8, 4, 3, 16, 16), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (8, 4, 3, 16, 16), &Device::Cpu).unwrap();
         let labels = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &Device::Cpu).unwrap();
         let adamw = OptimizerConfig::AdamW(AdamWConfig { lr: 0.001, ..Default::default() });
         let mut opt = adamw.build(trainable_vars(&vm)).unwrap();
@@ -662,7 +662,7 @@ mod gradient_check {
         cfg.apply_overrides(&o).unwrap();
         let vm = VarMap::new();
         let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::rand(0f32, 1., (2, 3, 3, 16, 16), &Device::Cpu).unwrap();
+        let x = crate::rng::rand(0f32, 1., (2, 3, 3, 16, 16), &Device::Cpu).unwrap();
         crate::model::gradcheck::assert_gradients(&vm, |train| m.forward_t(&x, train, None).unwrap());
     }
 }

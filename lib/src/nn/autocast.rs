@@ -97,11 +97,11 @@ mod tests {
     #[test]
     fn products_run_in_half_precision_and_give_f32_gradients() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 8, 9, 10), &dev).unwrap()).unwrap();
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.2, (6, 8, 3, 3), &dev).unwrap()).unwrap();
-        let m = Var::from_tensor(&Tensor::randn(0f32, 0.2, (5, 6), &dev).unwrap()).unwrap();
+        let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 8, 9, 10), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&crate::rng::randn(0f32, 0.2, (6, 8, 3, 3), &dev).unwrap()).unwrap();
+        let m = Var::from_tensor(&crate::rng::randn(0f32, 0.2, (5, 6), &dev).unwrap()).unwrap();
         let conv = Conv2d { weight: w.as_tensor().clone(), kernel: 3, stride: 2, padding: 1 };
-        let r = Tensor::randn(0f32, 1., (2, 5, 5, 5), &dev).unwrap();
+        let r = crate::rng::randn(0f32, 1., (2, 5, 5, 5), &dev).unwrap();
         let run = |dtype: Option<DType>| {
             with_portable_ops(|| {
                 let (y, loss) = with_autocast(dtype, || {
@@ -136,8 +136,8 @@ mod tests {
     #[test]
     fn only_f32_operands_inside_autocast_are_cast() {
         let dev = Device::Cpu;
-        let a = Tensor::randn(0f32, 1., (3, 4), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1., (4, 2), &dev).unwrap();
+        let a = crate::rng::randn(0f32, 1., (3, 4), &dev).unwrap();
+        let b = crate::rng::randn(0f32, 1., (4, 2), &dev).unwrap();
         let exact = a.matmul(&b).unwrap();
         assert_eq!(max_rel(&matmul(&a, &b).unwrap(), &exact), 0.0);
         let a64 = a.to_dtype(DType::F64).unwrap();

@@ -511,7 +511,7 @@ mod tests {
                 let bn = BatchNorm2d::new(shape.1, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
                 crate::nn::randomise_params(&vm);
                 let x = Var::from_tensor(
-                    &(Tensor::randn(0f32, 2., shape, &Device::Cpu).unwrap() + offset).unwrap(),
+                    &(crate::rng::randn(0f32, 2., shape, &Device::Cpu).unwrap() + offset).unwrap(),
                 )
                 .unwrap();
                 (vm, bn, x)
@@ -526,7 +526,7 @@ mod tests {
             let y_a = bn_a.forward_train_ops(x.as_tensor()).unwrap();
             let y_a = if relu { y_a.relu().unwrap() } else { y_a };
             let y_b = bn_b.forward_train_fused(x_b.as_tensor(), relu).unwrap();
-            let r = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            let r = crate::rng::randn(0f32, 1., shape, &dev).unwrap();
             let ga = (&y_a * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (&y_b * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {

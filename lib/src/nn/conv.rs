@@ -133,8 +133,8 @@ mod tests {
         for (k, s, p, h, w) in
             [(3, 1, 1, 9, 7), (3, 2, 1, 9, 8), (7, 2, 3, 15, 12), (1, 1, 0, 5, 5), (1, 2, 0, 7, 6)]
         {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h, w), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 3, k, k), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 3, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&crate::rng::randn(0f32, 1., (4, 3, k, k), &dev).unwrap()).unwrap();
             let conv = Conv2d { weight: wt.as_tensor().clone(), kernel: k, stride: s, padding: p };
             let ours = conv.forward(x.as_tensor()).unwrap();
             let theirs = reference(x.as_tensor(), wt.as_tensor(), s, p);
@@ -145,7 +145,7 @@ mod tests {
             // Gradients against central finite differences of sum(y · r) for a fixed random r
             // (linear in x and w, so the differences are exact up to rounding; candle's own conv
             // backward mis-sizes some strided cases, so it cannot serve as the reference).
-            let r = Tensor::randn(0f32, 1., ours.shape(), &dev).unwrap();
+            let r = crate::rng::randn(0f32, 1., ours.shape(), &dev).unwrap();
             let grads = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&x, &wt] {
                 let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -185,8 +185,8 @@ mod timing {
     #[ignore]
     fn time_conv_pieces() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1., (16, 16, 3, 3), &dev).unwrap();
+        let x = crate::rng::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap();
+        let w = crate::rng::randn(0f32, 1., (16, 16, 3, 3), &dev).unwrap();
         let conv = Conv2d { weight: w.clone(), kernel: 3, stride: 1, padding: 1 };
         for _ in 0..3 {
             let t = std::time::Instant::now();

@@ -64,16 +64,18 @@ mod tests {
     fn gradients_are_the_exact_sums() {
         for (groups, stride, padding) in [(1, 1, 0), (1, 2, 1), (2, 1, 1), (1, 2, 3)] {
             let (b, ci, co, l, k) = (3, 4, 6, 7, 3);
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (b, ci, l), &Device::Cpu).unwrap()).unwrap();
-            let w = Var::from_tensor(&Tensor::randn(0f32, 1., (co, ci / groups, k), &Device::Cpu).unwrap())
-                .unwrap();
+            let x =
+                Var::from_tensor(&crate::rng::randn(0f32, 1., (b, ci, l), &Device::Cpu).unwrap()).unwrap();
+            let w =
+                Var::from_tensor(&crate::rng::randn(0f32, 1., (co, ci / groups, k), &Device::Cpu).unwrap())
+                    .unwrap();
             let y = conv1d_differentiable(x.as_tensor(), w.as_tensor(), padding, stride, groups).unwrap();
             let want = x.as_tensor().conv1d(w.as_tensor(), padding, stride, 1, groups).unwrap();
             assert_eq!(y.dims(), want.dims());
             let diff = (&y - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(diff < 1e-5, "forward {diff}");
             let lo = y.dim(2).unwrap();
-            let r = Tensor::randn(0f32, 1., y.shape(), &Device::Cpu).unwrap();
+            let r = crate::rng::randn(0f32, 1., y.shape(), &Device::Cpu).unwrap();
             let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let (gx, gw) = (
                 g.get(x.as_tensor()).unwrap().to_vec3::<f32>().unwrap(),

@@ -206,9 +206,9 @@ mod tests {
             let label = format!("{cin}→{cout} k{k:?} {cfg:?} in {t}x{h}x{w}");
             let xs = [2, cin, t, h, w];
             let ws = [cout, cin / cfg.groups, k[0], k[1], k[2]];
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., xs.to_vec(), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., ws.to_vec(), &dev).unwrap()).unwrap();
-            let b = Var::from_tensor(&Tensor::randn(0f32, 1., cout, &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., xs.to_vec(), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&crate::rng::randn(0f32, 1., ws.to_vec(), &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&crate::rng::randn(0f32, 1., cout, &dev).unwrap()).unwrap();
             let conv = Conv3d { weight: wt.as_tensor().clone(), bias: Some(b.as_tensor().clone()), cfg };
             let y = conv.forward(x.as_tensor()).unwrap();
             let xv = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -225,7 +225,7 @@ mod tests {
             assert!(diff < 1e-4, "{label}: forward differs by {diff}");
 
             // sum(y · r) is linear in x, w and b: central differences are exact up to rounding.
-            let r = Tensor::randn(0f32, 1., y.shape(), &dev).unwrap();
+            let r = crate::rng::randn(0f32, 1., y.shape(), &dev).unwrap();
             let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             for (vi, v) in [&x, &wt, &b].into_iter().enumerate() {
                 let g = grads.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

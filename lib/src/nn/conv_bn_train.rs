@@ -269,14 +269,14 @@ mod tests {
             for (name, var) in vm_a.data().lock().unwrap().iter() {
                 vm_b.data().lock().unwrap()[name].set(var.as_tensor()).unwrap();
             }
-            let x5 = (Tensor::randn(0f32, 1., (2, c, t, h, w), &dev).unwrap() + 0.3).unwrap();
+            let x5 = (crate::rng::randn(0f32, 1., (2, c, t, h, w), &dev).unwrap() + 0.3).unwrap();
             let x = Var::from_tensor(&if rank == 4 { x5.squeeze(2).unwrap() } else { x5 }).unwrap();
             let x5 = if rank == 4 { x.as_tensor().unsqueeze(2).unwrap() } else { x.as_tensor().clone() };
             let g = conv_a.geometry_of(&x5).unwrap();
             let [ot, oh, ow] = g.out().unwrap();
             let out: Vec<usize> = if rank == 4 { vec![2, cout, oh, ow] } else { vec![2, cout, ot, oh, ow] };
             let residual = with_residual
-                .then(|| Var::from_tensor(&Tensor::randn(0f32, 1., out.clone(), &dev).unwrap()).unwrap());
+                .then(|| Var::from_tensor(&crate::rng::randn(0f32, 1., out.clone(), &dev).unwrap()).unwrap());
             let residual = residual.as_ref().map(Var::as_tensor);
             // The conv weight in the rank of x, as Conv2d keeps it for 4D inputs.
             let weight_of = |conv: &Conv3d| {
@@ -293,7 +293,7 @@ mod tests {
             let y_apart =
                 add_act(bn_b.forward_act_t(&z, true, bn_relu).unwrap(), residual, relu && !bn_relu).unwrap();
             assert_eq!(y_fused.dims(), out.as_slice(), "{label}");
-            let r = Tensor::randn(0f32, 1., out.clone(), &dev).unwrap();
+            let r = crate::rng::randn(0f32, 1., out.clone(), &dev).unwrap();
             let ga = (&y_fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let gb = (&y_apart * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let close = |a: &Tensor, b: &Tensor, what: &str| {

@@ -93,7 +93,7 @@ mod tests {
         let conv = DepthwiseConv2d::new(5, 3, 2, 1, vb.pp("c")).unwrap();
         let bn = BatchNorm2d::new(5, vb.pp("bn")).unwrap();
         crate::nn::randomise_params(&vm);
-        let x = Tensor::randn(0f32, 1., (2, 5, 9, 7), &dev).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 5, 9, 7), &dev).unwrap();
         for relu in [false, true] {
             let want = add_act(bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap(), None, relu).unwrap();
             let got = conv.forward_bn_act(&bn, &x, false, relu).unwrap();
@@ -118,8 +118,8 @@ mod tests {
                 (3, 1, 1, 2, 200),
             ]
         {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, h, w), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 1, k, k), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 4, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&crate::rng::randn(0f32, 1., (4, 1, k, k), &dev).unwrap()).unwrap();
             let conv =
                 DepthwiseConv2d(Conv2d { weight: wt.as_tensor().clone(), kernel: k, stride: s, padding: p });
             let ours = conv.forward(x.as_tensor()).unwrap();
@@ -156,7 +156,7 @@ mod tests {
                 (0..kernels.len()).map(|i| BatchNorm2d::new(6, vb.pp(format!("bn{i}"))).unwrap()).collect();
             crate::nn::randomise_params(&vm);
             let branches: Vec<_> = convs.iter().zip(&bns).collect();
-            let x = Tensor::randn(0f32, 1., (2, 6, 11, 9), &dev).unwrap();
+            let x = crate::rng::randn(0f32, 1., (2, 6, 11, 9), &dev).unwrap();
             let mut want = bns[0].forward_t(&convs[0].forward(&x).unwrap(), false).unwrap();
             for (conv, bn) in &branches[1..] {
                 want = (want + bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap()).unwrap();

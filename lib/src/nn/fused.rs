@@ -337,10 +337,10 @@ mod tests {
                 // 5 × 9 × 11 positions: tiles straddling two images; 4 × 16 × 16: whole tiles; one
                 // image; rows of several tiles with a partial last one.
                 for shape in [(2, 6, 5, 9, 11), (2, 6, 4, 16, 16), (1, 6, 3, 7, 5), (1, 6, 2, 3, 150)] {
-                    let x = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+                    let x = crate::rng::randn(0f32, 1., shape, &dev).unwrap();
                     let y_ref = bn.forward_t(&conv.forward(&x).unwrap(), false).unwrap();
                     let res =
-                        Var::from_tensor(&Tensor::randn(0f32, 1., y_ref.shape(), &dev).unwrap()).unwrap();
+                        Var::from_tensor(&crate::rng::randn(0f32, 1., y_ref.shape(), &dev).unwrap()).unwrap();
                     let g = conv.geometry_of(&x).unwrap();
                     for with_res in [true, false] {
                         let (res, want) = if with_res {

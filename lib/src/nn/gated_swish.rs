@@ -191,8 +191,8 @@ mod tests {
     fn channel_scale_equals_broadcast_mul() {
         let dev = Device::Cpu;
         for dims in [vec![2, 3, 5, 7], vec![3, 4, 2, 3, 3]] {
-            let x = Tensor::randn(0f32, 2., dims.clone(), &dev).unwrap();
-            let s = Tensor::rand(0f32, 1., (dims[0], dims[1]), &dev).unwrap();
+            let x = crate::rng::randn(0f32, 2., dims.clone(), &dev).unwrap();
+            let s = crate::rng::rand(0f32, 1., (dims[0], dims[1]), &dev).unwrap();
             let mut gate_shape = vec![dims[0], dims[1]];
             gate_shape.resize(dims.len(), 1);
             let want = x.broadcast_mul(&s.reshape(gate_shape.clone()).unwrap()).unwrap();
@@ -208,11 +208,11 @@ mod tests {
     #[test]
     fn equals_candle_ops_with_gradients() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 2., (2, 3, 4, 5, 6), &dev).unwrap()).unwrap();
-        let s = Var::from_tensor(&Tensor::rand(0f32, 1., (2, 3, 1, 1, 1), &dev).unwrap()).unwrap();
+        let x = Var::from_tensor(&crate::rng::randn(0f32, 2., (2, 3, 4, 5, 6), &dev).unwrap()).unwrap();
+        let s = Var::from_tensor(&crate::rng::rand(0f32, 1., (2, 3, 1, 1, 1), &dev).unwrap()).unwrap();
         let want = x.as_tensor().broadcast_mul(s.as_tensor()).unwrap().silu().unwrap();
         let got = gated_swish(x.as_tensor(), s.as_tensor(), true).unwrap();
-        let r = Tensor::randn(0f32, 1., want.shape(), &dev).unwrap();
+        let r = crate::rng::randn(0f32, 1., want.shape(), &dev).unwrap();
         let gw = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let gg = (&got * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let diff = |a: &Tensor, b: &Tensor| {

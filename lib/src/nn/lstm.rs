@@ -143,9 +143,9 @@ mod tests {
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
         let lstm = Lstm::new(3, 4, true, vb)?;
         for v in vm.all_vars() {
-            v.set(&Tensor::randn(0f32, 0.5, v.shape(), &dev)?)?;
+            v.set(&crate::rng::randn(0f32, 0.5, v.shape(), &dev)?)?;
         }
-        let full = Tensor::randn(0f32, 1., (1, 5, 3), &dev)?;
+        let full = crate::rng::randn(0f32, 1., (1, 5, 3), &dev)?;
         let short = full.narrow(1, 0, 3)?;
         let padded = Tensor::cat(&[short.clone(), Tensor::full(9f32, (1, 2, 3), &dev)?], 1)?;
         let mask = Tensor::new(&[[1f32, 1., 1., 0., 0.]], &dev)?;

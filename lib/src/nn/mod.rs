@@ -242,7 +242,7 @@ mod graph {
             conv: conv2d(4, 6, 3, 1, 1, vb.pp("c")).unwrap(),
             bn: batch_norm2d(6, vb.pp("b")).unwrap(),
         };
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap()).unwrap();
+        let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 4, 8, 8), &dev).unwrap()).unwrap();
         let activations = |y: &Tensor, x: &Tensor| -> Vec<Vec<usize>> {
             let nodes = y.sorted_nodes();
             nodes
@@ -254,14 +254,14 @@ mod graph {
         let y = cb.forward_act(x.as_tensor(), true, None, true).unwrap();
         assert_eq!(activations(&y, x.as_tensor()), vec![vec![2, 6, 8, 8], vec![2, 4, 8, 8]], "2D");
         // A residual joins the same node: no separate sum before the ReLU.
-        let r = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 6, 8, 8), &dev).unwrap()).unwrap();
+        let r = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 6, 8, 8), &dev).unwrap()).unwrap();
         let y = cb.forward_act(x.as_tensor(), true, Some(r.as_tensor()), true).unwrap();
         let nodes = activations(&y, x.as_tensor());
         assert_eq!(nodes, vec![vec![2, 6, 8, 8], vec![2, 6, 8, 8], vec![2, 4, 8, 8]], "2D + residual");
 
         let cfg = Conv3dConfig { padding: [1; 3], ..Default::default() };
         let conv3 = Conv3d::new(4, 6, [3, 3, 3], cfg, vb.pp("c3")).unwrap();
-        let x3 = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 4, 3, 8, 8), &dev).unwrap()).unwrap();
+        let x3 = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 4, 3, 8, 8), &dev).unwrap()).unwrap();
         let g = conv3.geometry_of(x3.as_tensor()).unwrap();
         let y3 = conv_bn_train_act(x3.as_tensor(), &conv3.weight, g, &cb.bn, None, true).unwrap();
         assert_eq!(activations(&y3, x3.as_tensor()), vec![vec![2, 6, 3, 8, 8], vec![2, 4, 3, 8, 8]], "3D");
@@ -285,9 +285,9 @@ mod graph {
                 bn: batch_norm2d(6, vb.pp(format!("b{kernel}"))).unwrap(),
             };
             crate::model::init_weights(&vm, 3).unwrap();
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1., (2 * segments, 16, 5, 7), &dev).unwrap()).unwrap();
-            let r = Tensor::randn(0f32, 1., (2 * segments, 6, 5, 7), &dev).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2 * segments, 16, 5, 7), &dev).unwrap())
+                .unwrap();
+            let r = crate::rng::randn(0f32, 1., (2 * segments, 6, 5, 7), &dev).unwrap();
             let inside =
                 conv2d_bn_relu_shifted(&cb.conv, &cb.bn, x.as_tensor(), true, segments, shift_div).unwrap();
             let shifted = temporal_shift(x.as_tensor(), segments, shift_div).unwrap();
@@ -328,7 +328,7 @@ mod op_timing {
     #[ignore]
     fn time_op_backwards() {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
+        let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
         let vm = VarMap::new();
         let bn = batch_norm2d(16, VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
         let conv = conv2d(16, 16, 3, 1, 1, VarBuilder::from_varmap(&vm, DType::F32, &dev).pp("c")).unwrap();
@@ -363,26 +363,26 @@ mod op_timing {
 
 #[cfg(test)]
 mod op_timing2 {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{Device, Var};
     #[test]
     #[ignore]
     fn time_conv_backward_parts() {
         let dev = Device::Cpu;
-        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (16, 144), &dev).unwrap()).unwrap();
-        let c = Var::from_tensor(&Tensor::randn(0f32, 1., (144, 16384), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&crate::rng::randn(0f32, 1., (16, 144), &dev).unwrap()).unwrap();
+        let c = Var::from_tensor(&crate::rng::randn(0f32, 1., (144, 16384), &dev).unwrap()).unwrap();
         for _ in 0..2 {
             let t = std::time::Instant::now();
             let y = w.as_tensor().matmul(c.as_tensor()).unwrap();
             let f = t.elapsed();
             y.sum_all().unwrap().backward().unwrap();
             eprintln!("matmul fwd {f:?} total {:?}", t.elapsed());
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (64, 16, 16, 16), &dev).unwrap()).unwrap();
             let t = std::time::Instant::now();
             let u = super::im2col::unfold(x.as_tensor(), 3, 1, 1).unwrap();
             let f = t.elapsed();
             u.sum_all().unwrap().backward().unwrap();
             eprintln!("unfold fwd {f:?} total {:?}", t.elapsed());
-            let y = Tensor::randn(0f32, 1., (16, 64, 256), &dev).unwrap();
+            let y = crate::rng::randn(0f32, 1., (16, 64, 256), &dev).unwrap();
             let t = std::time::Instant::now();
             let _ = y.transpose(0, 1).unwrap().contiguous().unwrap();
             eprintln!("transpose {:?}", t.elapsed());
@@ -395,7 +395,8 @@ mod op_timing2 {
 #[cfg(test)]
 pub(crate) fn randomise_params(vm: &candle_nn::VarMap) {
     for (name, var) in vm.data().lock().expect("var map lock").iter() {
-        let r = Tensor::rand(0.5f32, 1.5, var.as_tensor().shape(), var.as_tensor().device()).expect("rand");
+        let r =
+            crate::rng::rand(0.5f32, 1.5, var.as_tensor().shape(), var.as_tensor().device()).expect("rand");
         let shifted = name.ends_with("mean") || name.ends_with("bias");
         var.set(&if shifted { (r - 1.0).expect("shift") } else { r }).expect("set");
     }

@@ -143,8 +143,8 @@ mod tests {
         }
         // The kernel's gradient (each output's gradient over the pixels its window covers)
         // equals autograd's through candle's ops, cut windows included.
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 7, 6), &Device::Cpu).unwrap()).unwrap();
-        let w = Tensor::randn(0f32, 1., (2, 3, 4, 3), &Device::Cpu).unwrap();
+        let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 3, 7, 6), &Device::Cpu).unwrap()).unwrap();
+        let w = crate::rng::randn(0f32, 1., (2, 3, 4, 3), &Device::Cpu).unwrap();
         let grad = |candle_only: bool| {
             let run = || (avg_pool2d_ceil(x.as_tensor(), 2).unwrap() * &w).unwrap().sum_all().unwrap();
             let loss = if candle_only { crate::nn::with_portable_ops(run) } else { run() };

@@ -496,7 +496,7 @@ mod tests {
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 1, 3, 80]),
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1, 4, 81]),
         ] {
-            let x = Tensor::randn(0f32, 1., input.to_vec(), &Device::Cpu).unwrap();
+            let x = crate::rng::randn(0f32, 1., input.to_vec(), &Device::Cpu).unwrap();
             let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             if input[4] > 9 {
                 xs.iter_mut().for_each(|v| *v = (*v * 2.0).round());
@@ -528,7 +528,7 @@ mod tests {
     fn max_backward_from_the_output_equals_window_scan() {
         for (kernel, stride, pad) in [([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([3, 3, 2], [2, 1, 2], [1, 1, 1])] {
             let input = [1, 2, 5, 7, 9];
-            let x = Tensor::randn(0f32, 2., input.to_vec(), &Device::Cpu).unwrap().round().unwrap();
+            let x = crate::rng::randn(0f32, 2., input.to_vec(), &Device::Cpu).unwrap().round().unwrap();
             let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             (xs[40], xs[41], xs[44]) = (f32::NAN, -0.0, f32::NAN);
             let axes = [0, 1, 2].map(|a| Axis::fixed(input[a + 2], kernel[a], stride[a], pad[a]).unwrap());
@@ -551,7 +551,7 @@ mod tests {
     /// the padding counted, adaptive.
     #[test]
     fn candle_only_pools_equal_the_kernels() {
-        let x = Tensor::randn(0f32, 1., (2, 3, 5, 9, 8), &Device::Cpu).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 3, 5, 9, 8), &Device::Cpu).unwrap();
         let pools: Vec<(&str, PoolFn)> = vec![
             ("max", Box::new(|x| max_pool3d(x, [1, 3, 3], [1, 2, 2], [0, 1, 1]).unwrap())),
             ("max t", Box::new(|x| max_pool3d(x, [3, 2, 2], [2, 1, 2], [1, 1, 0]).unwrap())),
@@ -613,7 +613,7 @@ mod tests {
             let x = Var::from_tensor(&distinct(shape)).unwrap();
             let y = f(x.as_tensor());
             assert_eq!(y.dims(), want_shape.as_slice(), "{label}");
-            let r = Tensor::randn(0f32, 1., y.shape(), &Device::Cpu).unwrap();
+            let r = crate::rng::randn(0f32, 1., y.shape(), &Device::Cpu).unwrap();
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let vals = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -145,9 +145,10 @@ pub(super) mod tests {
         ];
         for (i, &(c, cout, kernel, stride, padding, dilation, groups, [t, h, w])) in cases.iter().enumerate()
         {
-            let x = Tensor::randn(0f32, 1., (2, c, t, h, w), &dev).unwrap();
+            let x = crate::rng::randn(0f32, 1., (2, c, t, h, w), &dev).unwrap();
             let weight =
-                Tensor::randn(0f32, 1., (cout, c / groups, kernel[0], kernel[1], kernel[2]), &dev).unwrap();
+                crate::rng::randn(0f32, 1., (cout, c / groups, kernel[0], kernel[1], kernel[2]), &dev)
+                    .unwrap();
             let cfg = Conv3dConfig { stride, padding, dilation, groups, bias: false };
             let conv = Conv3d { weight, bias: None, cfg };
             let kernels = conv.forward(&x).unwrap();
@@ -168,10 +169,10 @@ pub(super) mod tests {
         for (k, s, p, h, w) in
             [(3, 2, 1, 5, 6), (3, 2, 1, 6, 5), (1, 2, 0, 5, 6), (7, 2, 3, 9, 12), (3, 3, 1, 8, 10)]
         {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, h, w), &dev).unwrap()).unwrap();
-            let weight = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 3, k, k), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&crate::rng::randn(0f32, 1., (2, 3, h, w), &dev).unwrap()).unwrap();
+            let weight = Var::from_tensor(&crate::rng::randn(0f32, 1., (4, 3, k, k), &dev).unwrap()).unwrap();
             let conv = Conv2d { weight: weight.as_tensor().clone(), kernel: k, stride: s, padding: p };
-            let r = Tensor::randn(0f32, 1., conv.forward(x.as_tensor()).unwrap().shape(), &dev).unwrap();
+            let r = crate::rng::randn(0f32, 1., conv.forward(x.as_tensor()).unwrap().shape(), &dev).unwrap();
             let grads = |portable: bool| {
                 let run = || {
                     (conv.forward(x.as_tensor()).unwrap() * &r)

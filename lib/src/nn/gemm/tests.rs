@@ -296,9 +296,9 @@ fn batched_columns_equal_per_item_products_on_this_path() {
 fn matmul_op_matches_candle_with_gradients() {
     use candle_core::{Device, Var};
     let dev = Device::Cpu;
-    let a = Var::from_tensor(&Tensor::randn(0f32, 1., (37, 70), &dev).unwrap()).unwrap();
-    let b = Var::from_tensor(&Tensor::randn(0f32, 1., (70, 45), &dev).unwrap()).unwrap();
-    let r = Tensor::randn(0f32, 1., (37, 45), &dev).unwrap();
+    let a = Var::from_tensor(&crate::rng::randn(0f32, 1., (37, 70), &dev).unwrap()).unwrap();
+    let b = Var::from_tensor(&crate::rng::randn(0f32, 1., (70, 45), &dev).unwrap()).unwrap();
+    let r = crate::rng::randn(0f32, 1., (37, 45), &dev).unwrap();
     let ours = matmul(a.as_tensor(), b.as_tensor()).unwrap();
     let theirs = a.as_tensor().matmul(b.as_tensor()).unwrap();
     let d = (&ours - &theirs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -18,13 +18,13 @@ fn int8_convolutions_follow_the_f32_ones() {
             pad: [0, pad, pad],
             dilation: [1; 3],
         };
-        let x = Tensor::randn(0f32, 1., (2, 16, 1, 12, 12), &dev).unwrap().relu().unwrap();
-        let w = Tensor::randn(0f32, 0.2, (24, 16, 1, kernel, kernel), &dev).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 16, 1, 12, 12), &dev).unwrap().relu().unwrap();
+        let w = crate::rng::randn(0f32, 0.2, (24, 16, 1, kernel, kernel), &dev).unwrap();
         let vm = candle_nn::VarMap::new();
         let bn = BatchNorm2d::new(24, candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &dev))
             .unwrap();
         crate::nn::randomise_params(&vm);
-        let res = Tensor::randn(0f32, 1., (2, 24, 1, 12, 12), &dev).unwrap();
+        let res = crate::rng::randn(0f32, 1., (2, 24, 1, 12, 12), &dev).unwrap();
         let f32_out = crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, Some(&res), true).unwrap();
         let cal = Arc::new(Mutex::new(Calibrator::new(RangeMethod::MinMax)));
         calibrate(&cal, || crate::nn::conv_bn_act_3d(&x, g, &w, None, &bn, Some(&res), true).unwrap());
@@ -198,7 +198,7 @@ fn shifting_the_quantized_input_equals_quantizing_the_shifted_one() {
     let bn = crate::nn::batch_norm2d(8, vb.pp("bn")).unwrap();
     crate::nn::randomise_params(&vm);
     // 2 clips of 4 frames; values of both signs, so the zero point is inside the range.
-    let x = Tensor::randn(0f32, 1., (8, 16, 5, 5), &dev).unwrap();
+    let x = crate::rng::randn(0f32, 1., (8, 16, 5, 5), &dev).unwrap();
     let shifted = || crate::nn::conv2d_bn_relu_shifted(&conv, &bn, &x, false, 4, 4).unwrap();
     let shift_first = || {
         let xs = crate::nn::temporal_shift(&x, 4, 4).unwrap();
@@ -231,7 +231,7 @@ fn linears_side_by_side_equal_each_alone() {
         .collect();
     crate::nn::randomise_params(&vm);
     let layers: Vec<&candle_nn::Linear> = layers.iter().collect();
-    let x = Tensor::randn(0f32, 1., (2, 7, 24), &dev).unwrap();
+    let x = crate::rng::randn(0f32, 1., (2, 7, 24), &dev).unwrap();
     let alone = || {
         let parts: Vec<Tensor> = layers.iter().map(|l| crate::nn::linear(&x, l).unwrap()).collect();
         Tensor::cat(&parts, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
