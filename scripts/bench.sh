@@ -93,12 +93,20 @@ bash "$here/peers.sh" "$peers" models
 # The int8 product alone on ResNet-50's largest layers against the rate of its dot-product
 # instruction measured on the same threads (issue 24: the kernel's share of the unit's peak).
 RAYON_NUM_THREADS=2 "$examples/bench_models" int8_rate 15 > "$out/int8_rate.json"
-# The bf16 product alone on the same layers, against TDPBF16PS's rate on the same threads where
-# the CPU has AMX (issue 24: achieved TFLOP/s against the tile unit's peak).
+# The bf16 product alone on the same layers, against the bf16 unit's rate on the same threads
+# (issue 24: achieved TFLOP/s against the unit's peak): TDPBF16PS where the CPU has AMX,
+# VDPBF16PS where it has AVX-512 BF16 alone. A CPU with both also times the VDPBF16PS path
+# (VIDKIT_GEMM=avx512bf16), the one CPUs without AMX (Zen 4, Cooper Lake) take.
 RAYON_NUM_THREADS=2 "$examples/bench_models" bf16_rate 15 > "$out/bf16_rate.json"
-python3 - "$out/int8_rate.json" "$out/bf16_rate.json" <<'PY'
+rates=("$out/int8_rate.json" "$out/bf16_rate.json")
+if grep -q amx_bf16 /proc/cpuinfo && grep -q avx512_bf16 /proc/cpuinfo; then
+  VIDKIT_GEMM=avx512bf16 RAYON_NUM_THREADS=2 "$examples/bench_models" bf16_rate 15 > "$out/bf16_rate_vdpbf16ps.json"
+  rates+=("$out/bf16_rate_vdpbf16ps.json")
+fi
+python3 - "${rates[@]}" <<'PY'
 import json, sys
-for path, what, unit, ops in [(sys.argv[1], "int8", "TOPS", "tops"), (sys.argv[2], "bf16", "TFLOP/s", "tflops")]:
+kinds = [("int8", "TOPS", "tops")] + [("bf16", "TFLOP/s", "tflops")] * (len(sys.argv) - 2)
+for path, (what, unit, ops) in zip(sys.argv[1:], kinds):
     rows = [json.loads(l) for l in open(path)]
     print(f"\n{what} product alone ({rows[0]['kernel']}, 2 threads), against its instruction's rate here:")
     for r in rows:
