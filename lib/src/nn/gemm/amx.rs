@@ -15,6 +15,9 @@
 //! XFEATURE_XTILEDATA)`): [`amx_bf16_available`] asks once and says no when the kernel refuses
 //! (an old kernel, a VM without the state). No intrinsic for AMX is stable in Rust: the tile
 //! instructions are `asm!`.
+//!
+//! CPUs with AVX-512 BF16 but no AMX multiply the same layouts with VDPBF16PS (`dpbf16`); the
+//! blocked driver here (`blocked_bf16`) runs either block kernel.
 
 use super::*;
 #[cfg(target_arch = "x86_64")]

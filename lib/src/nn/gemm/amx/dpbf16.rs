@@ -3,7 +3,7 @@
 //! (`ATiles`) and paired B (`pairs`) as TDPBF16PS: each instruction multiplies one row's (k even,
 //! k odd) pair, broadcast, by 16 columns' pairs and adds both products to 16 f32 sums, twice
 //! AVX-512 FMA's multiply-adds an instruction. Everything around the block (packing, pairing,
-//! K blocks, epilogue) is the tiles' (`blocked_amx`).
+//! K blocks, epilogue) is the tiles' (`blocked_bf16`).
 //!
 //! The block runs as four groups of 8 rows × 32 columns (16 accumulators, two B vectors and the
 //! broadcast in registers). The loop is written once over [`PairDot`], so a plain-Rust model of
