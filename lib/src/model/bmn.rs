@@ -517,7 +517,7 @@ mod tests {
             Bmn::new(cfg, spec.clone(), VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_bmn(&varmap, &spec, 5).unwrap();
         // Biases start at zero for the 2-D/3-D convolutions: give them values so they count.
-        for (name, var) in varmap.data().lock().unwrap().iter() {
+        for (name, var) in crate::nn::vars_by_name(&varmap) {
             if name.ends_with("bias") {
                 var.set(&crate::rng::randn(0f32, 0.1, var.dims(), &Device::Cpu).unwrap()).unwrap();
             }

@@ -11,7 +11,7 @@ use candle_nn::VarMap;
 /// differences are of the training forward, the function the backward pass differentiates.
 pub(crate) fn assert_gradients(vm: &VarMap, forward: impl Fn(bool) -> Tensor) {
     // Buffers (batch norm's running statistics) are not parameters: no gradient, no noise.
-    for (_, var) in vm.data().lock().unwrap().iter().filter(|(n, _)| !crate::nn::is_buffer(n)) {
+    for (_, var) in crate::nn::vars_by_name(vm).into_iter().filter(|(n, _)| !crate::nn::is_buffer(n)) {
         let noise = crate::rng::randn(0f32, 0.3, var.shape(), &Device::Cpu).unwrap();
         var.set(&(var.as_tensor() + noise).unwrap()).unwrap();
     }

@@ -509,7 +509,7 @@ mod tests {
         let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
         crate::model::init_weights(&vm, 5).unwrap();
         // Non-zero embeddings, so that frame order is visible to the divided model.
-        for (name, var) in vm.data().lock().unwrap().iter() {
+        for (name, var) in crate::nn::vars_by_name(&vm) {
             if name.ends_with("embed") {
                 var.set(&crate::rng::randn(0f32, 1., var.shape(), &Device::Cpu).unwrap()).unwrap();
             }

@@ -142,7 +142,7 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
         let lstm = Lstm::new(3, 4, true, vb)?;
-        for v in vm.all_vars() {
+        for (_, v) in crate::nn::vars_by_name(&vm) {
             v.set(&crate::rng::randn(0f32, 0.5, v.shape(), &dev)?)?;
         }
         let full = crate::rng::randn(0f32, 1., (1, 5, 3), &dev)?;

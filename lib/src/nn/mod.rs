@@ -390,11 +390,21 @@ mod op_timing2 {
     }
 }
 
+/// Test helper: `vm`'s variables in name order, so seeded draws (`rng::randn`) assigned in turn
+/// land on the same variables every run (a `VarMap` iterates in its hash order).
+#[cfg(test)]
+pub(crate) fn vars_by_name(vm: &candle_nn::VarMap) -> Vec<(String, candle_core::Var)> {
+    let mut vars: Vec<_> =
+        vm.data().lock().expect("var map lock").iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
 /// Test helper: every variable of `vm` drawn uniform in [0.5, 1.5), minus 1 for means and biases
 /// (so BatchNorm statistics and affine parameters are non-trivial, variances positive).
 #[cfg(test)]
 pub(crate) fn randomise_params(vm: &candle_nn::VarMap) {
-    for (name, var) in vm.data().lock().expect("var map lock").iter() {
+    for (name, var) in vars_by_name(vm) {
         let r =
             crate::rng::rand(0.5f32, 1.5, var.as_tensor().shape(), var.as_tensor().device()).expect("rand");
         let shifted = name.ends_with("mean") || name.ends_with("bias");
