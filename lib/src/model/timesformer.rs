@@ -662,6 +662,7 @@ mod gradient_check {
         cfg.apply_overrides(&o).unwrap();
         let vm = VarMap::new();
         let m = TimeSformer::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        crate::nn::reseed_params(&vm);
         let x = crate::rng::rand(0f32, 1., (2, 3, 3, 16, 16), &Device::Cpu).unwrap();
         crate::model::gradcheck::assert_gradients(&vm, |train| m.forward_t(&x, train, None).unwrap());
     }

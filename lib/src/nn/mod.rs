@@ -400,6 +400,25 @@ pub(crate) fn vars_by_name(vm: &candle_nn::VarMap) -> Vec<(String, candle_core::
     vars
 }
 
+/// Test helper: each variable of `vm` (in name order) drawn again from the seeded sequence
+/// (`rng::randn`) with its own mean and standard deviation: candle's initialisers draw from its
+/// unseedable generator, so a test on freshly built layers would see new weights every run.
+/// Constant variables (a LayerNorm's ones, zero biases) stay as they are.
+#[cfg(test)]
+pub(crate) fn reseed_params(vm: &candle_nn::VarMap) {
+    for (_, var) in vars_by_name(vm) {
+        let v: Vec<f32> = var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).expect("values");
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        if std > 0.0 {
+            let t = var.as_tensor();
+            var.set(&crate::rng::randn(mean as f32, std as f32, t.shape(), t.device()).expect("draw"))
+                .expect("set");
+        }
+    }
+}
+
 /// Test helper: every variable of `vm` drawn uniform in [0.5, 1.5), minus 1 for means and biases
 /// (so BatchNorm statistics and affine parameters are non-trivial, variances positive).
 #[cfg(test)]

@@ -276,6 +276,7 @@ mod tests {
                 vb.pp(format!("n{stride:?}{kernel:?}")),
             )
             .unwrap();
+            crate::nn::reseed_params(&vm);
             let thw = [3, 5, 7];
             let x = crate::rng::randn(0f32, 1., (2, 3, 1 + 105, 20), &Device::Cpu).unwrap();
             let (fast, g1) = pool.forward_t(&x, thw, false).unwrap();
