@@ -401,21 +401,22 @@ pub(crate) fn vars_by_name(vm: &candle_nn::VarMap) -> Vec<(String, candle_core::
 }
 
 /// Test helper: each variable of `vm` (in name order) drawn again from the seeded sequence
-/// (`rng::randn`) with its own mean and standard deviation: candle's initialisers draw from its
-/// unseedable generator, so a test on freshly built layers would see new weights every run.
-/// Constant variables (a LayerNorm's ones, zero biases) stay as they are.
+/// (`rng::randn`), N(0, 1/fan_in) with fan_in the elements per output row (per element of a
+/// vector): candle's initialisers draw from its unseedable generator, so a test on freshly built
+/// layers would see new weights every run. Constant variables (a LayerNorm's ones, zero biases)
+/// stay as they are.
 #[cfg(test)]
 pub(crate) fn reseed_params(vm: &candle_nn::VarMap) {
     for (_, var) in vars_by_name(vm) {
-        let v: Vec<f32> = var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).expect("values");
-        let n = v.len().max(1) as f64;
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let std = (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-        if std > 0.0 {
-            let t = var.as_tensor();
-            var.set(&crate::rng::randn(mean as f32, std as f32, t.shape(), t.device()).expect("draw"))
-                .expect("set");
+        let t = var.as_tensor();
+        let v: Vec<f32> = t.flatten_all().and_then(|t| t.to_vec1()).expect("values");
+        if v.iter().all(|&x| x == v[0]) {
+            continue;
         }
+        let dims = t.dims();
+        let fan_in = if dims.len() >= 2 { t.elem_count() / dims[0] } else { t.elem_count() };
+        let std = 1.0 / (fan_in.max(1) as f32).sqrt();
+        var.set(&crate::rng::randn(0.0, std, t.shape(), t.device()).expect("draw")).expect("set");
     }
 }
 
