@@ -134,7 +134,7 @@ mod tests {
         let (a, scale, bias) = (random(m * k), random(m), random(m));
         let mut ran = vec![];
         for isa in Isa::paths().into_iter().flatten() {
-            // f32, and bf16 (on AMX: A in tiles), against what `sgemm` gives in the same
+            // f32, and bf16 (on AMX and AVX-512 BF16: A in tiles), against what `sgemm` gives in the same
             // precision: the same rounded operands, sums in another order.
             for half in [None, Some(candle_core::DType::BF16)] {
                 crate::nn::with_autocast(half, || {
