@@ -486,7 +486,7 @@ pub fn init_bmn(varmap: &candle_nn::VarMap, spec: &BmnSpec, seed: u64) -> Result
             }
             (None, "weight") => {
                 let std = (2.0 / dims[1..].iter().product::<usize>() as f64).sqrt();
-                (0..n).map(|_| (super::init::normal(&mut rng) * std) as f32).collect()
+                (0..n).map(|_| (rng.normal() * std) as f32).collect()
             }
             _ => vec![0.0; n],
         };
@@ -571,7 +571,7 @@ mod tests {
     fn candle_only_training_step_equals_the_kernels() {
         let (varmap, model) = small();
         let mut rng = crate::rng::Rng::new(3);
-        let xs: Vec<f32> = (0..2 * 8 * 12).map(|_| crate::model::init::normal(&mut rng) as f32).collect();
+        let xs: Vec<f32> = (0..2 * 8 * 12).map(|_| rng.normal() as f32).collect();
         let x = Tensor::from_vec(xs, (2, 8, 12), &Device::Cpu).unwrap();
         let step = || {
             let b = model.forward_differentiable(&x).unwrap();

@@ -17,15 +17,11 @@ use anyhow::Result;
 use candle_core::Tensor;
 use candle_nn::VarMap;
 
-pub(crate) fn normal(rng: &mut Rng) -> f64 {
-    rng.normal()
-}
-
 /// timm's and torch's `trunc_normal_(std=0.02)`: N(0, 0.02²) cut at ±2 (absolute, so far out
 /// in the tail that the cut hardly matters).
 fn trunc_normal_002(rng: &mut Rng) -> f32 {
     loop {
-        let v = normal(rng);
+        let v = rng.normal();
         if v.abs() <= 2.0 / 0.02 {
             break (v * 0.02) as f32;
         }
@@ -56,15 +52,15 @@ pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
             Some((0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect())
         } else if leaf == "shift_w" || leaf == "shift_b" {
             let std = (1.0 / (dims[0] as f64).sqrt()).sqrt();
-            Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
+            Some((0..n).map(|_| (rng.normal() * std) as f32).collect())
         } else if leaf == "cluster_weights" || leaf == "cluster_weights2" {
             let std = (2.0 / dims[0] as f64).sqrt();
-            Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
+            Some((0..n).map(|_| (rng.normal() * std) as f32).collect())
         } else if dims.len() == 4 || dims.len() == 5 {
             // [out, in / groups, (kt,) kh, kw]; 3D convs as pytorchvideo's `c2_msra_fill`.
             let fan_out = dims[0] * dims[2..].iter().product::<usize>();
             let std = (2.0 / fan_out as f64).sqrt();
-            Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
+            Some((0..n).map(|_| (rng.normal() * std) as f32).collect())
         } else if dims.len() == 2 {
             let bound = 1.0 / (dims[1] as f64).sqrt();
             Some((0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect())
@@ -117,9 +113,9 @@ pub fn init_weights_for(varmap: &VarMap, arch: &str, seed: u64) -> Result<()> {
         } else if dims.len() == 4 {
             // Paddle's conv weight is [out, in / groups, kh, kw]; fan_in = in / groups · kh · kw.
             let std = (2.0 / (dims[1] * dims[2] * dims[3]) as f64).sqrt();
-            Some((0..n).map(|_| (normal(&mut rng) * std) as f32).collect())
+            Some((0..n).map(|_| (rng.normal() * std) as f32).collect())
         } else if dims.len() == 2 && name == "head.fc.weight" && arch == "pptsm_r50vd" {
-            Some((0..n).map(|_| (normal(&mut rng) * 0.01) as f32).collect())
+            Some((0..n).map(|_| (rng.normal() * 0.01) as f32).collect())
         } else if dims.len() == 2 {
             let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
             Some((0..n).map(|_| rng.uniform_range(-bound, bound) as f32).collect())

@@ -37,8 +37,7 @@ fn model_and_clip(arch: &str, seed: u64) -> (Model, VarMap, Tensor) {
 /// A tensor of standard normal values drawn from `seed` (candle's `randn` is unseeded).
 fn seeded_normal(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = crate::rng::Rng::new(seed);
-    let values: Vec<f32> =
-        (0..shape.iter().product()).map(|_| super::init::normal(&mut rng) as f32).collect();
+    let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.normal() as f32).collect();
     Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
 }
 

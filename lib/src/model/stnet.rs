@@ -206,7 +206,7 @@ mod tests {
     fn seeded(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = crate::rng::Rng::new(seed);
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| crate::model::init::normal(&mut rng) as f32).collect();
+        let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
