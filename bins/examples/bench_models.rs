@@ -208,6 +208,9 @@ fn main() -> anyhow::Result<()> {
         )?;
         vidkit::precision::store_int8_calibration(&mut extra, &cal);
     }
+    // The forwards read the weights packed in the warm-up (`Inference::run`) while the train
+    // steps change the variables `inference` shares: the same work, stale values, which a
+    // timing does not look at.
     let precision = vidkit::precision::Inference::new(precision, &extra)?;
     precision.run(|| inference.forward_t(&x1, false))?; // warm-up
     let (mut fwd, mut fwd_cpu) = (Vec::new(), Vec::new());

@@ -9,6 +9,7 @@
 //! `vconvert --quantize int8 --calib` stored in the config (`int8_calibration`); the rest stays
 //! f32. [`Inference`] carries the precision and, for int8, the plan built from the config.
 
+use crate::nn::gemm::{with_weight_cache, WeightCache};
 use crate::nn::int8::{Calibration, Int8Plan};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
@@ -147,6 +148,8 @@ pub fn store_int8_calibration(extra: &mut Map<String, Value>, calibration: &Cali
 pub struct Inference {
     pub precision: Precision,
     plan: Option<Arc<Int8Plan>>,
+    /// The convolutions' weights packed once for the run (`nn::gemm::WeightCache`).
+    weights: Arc<WeightCache>,
 }
 
 impl Inference {
@@ -162,15 +165,17 @@ impl Inference {
             }
             _ => None,
         };
-        Ok(Self { precision, plan })
+        Ok(Self { precision, plan, weights: WeightCache::new() })
     }
 
-    /// Runs `f` (the forwards of one thread) in this precision.
+    /// Runs `f` (the forwards of one thread) in this precision, the weights packed once for
+    /// every forward of this `Inference` and its clones: the model's weights must not change
+    /// while they run (a frozen model).
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        match &self.plan {
+        with_weight_cache(&self.weights, || match &self.plan {
             Some(plan) => crate::nn::int8::with_int8(plan, f),
             None => self.precision.run(f),
-        }
+        })
     }
 }
 
@@ -215,5 +220,38 @@ mod tests {
         extra.remove(INT8_RESIDUAL_CALIBRATION_KEY);
         extra.insert(INT8_CALIBRATION_KEY.into(), serde_json::json!([[2.0, 1.0]]));
         assert!(int8_calibration(&extra).is_err());
+    }
+
+    /// A frozen model's forwards inside `Inference::run` (its convolutions' weights packed
+    /// once, then read from the cache) give bit for bit the forward outside it, in f32 and
+    /// bf16, the first time and again.
+    #[test]
+    fn forwards_with_weights_packed_once_match_plain_ones() {
+        use crate::model::{build, frozen, init_weights, ModelConfig};
+        use candle_core::{Device, Tensor};
+        use candle_nn::{VarBuilder, VarMap};
+        let mut cfg = ModelConfig::defaults("tsm_r18");
+        (cfg.num_classes, cfg.base_width, cfg.frames) = (5, 8, 4);
+        let varmap = VarMap::new();
+        build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        init_weights(&varmap, 3).unwrap();
+        let model = frozen(&varmap, &cfg).unwrap();
+        let x = crate::rng::randn(0f32, 1., (2, 4, 3, 48, 48), &Device::Cpu).unwrap();
+        let values = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for precision in [Precision::F32, Precision::Bf16] {
+            let plain = values(precision.run(|| model.forward_t(&x, false)).unwrap());
+            let inference = Inference::new(precision, &Map::new()).unwrap();
+            for pass in ["first", "second"] {
+                let got = values(inference.run(|| model.forward_t(&x, false)).unwrap());
+                assert!(got == plain, "{precision}, {pass} forward: {got:?} against {plain:?}");
+            }
+            if crate::nn::gemm::blocked_isa().is_some() {
+                assert!(
+                    inference.weights.len() >= 20,
+                    "{precision}: {} weights cached",
+                    inference.weights.len()
+                );
+            }
+        }
     }
 }

@@ -160,6 +160,8 @@ pub(super) fn conv_bn_act_3d_shifted(
     }
     // int8 knows a convolution by its weight buffer: the model's own, not a contiguous copy.
     let own_weights = weight.is_contiguous();
+    // So is the weight cache of an inference run (`gemm::weight_cache`).
+    let weight_id = own_weights.then(|| weight.id());
     let weight = weight.contiguous()?;
     let (w_storage, w_layout) = weight.storage_and_layout();
     let w = cpu_f32(&w_storage, w_layout)?;
@@ -213,19 +215,25 @@ pub(super) fn conv_bn_act_3d_shifted(
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
     let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu };
-    let product = if direct {
-        // 1×1×1, stride 1: each image's [C, P] block is B itself.
-        let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
-        let cols = Columns { per: p, b_stride: g.c * p, c_stride };
-        match &shift {
-            Some((segments, delta)) => {
-                sgemm_columns_shifted_new(a, b, cols, FrameRows { segments: *segments, delta }, ldc, epi)
+    let product = || {
+        if direct {
+            // 1×1×1, stride 1: each image's [C, P] block is B itself.
+            let b = MatRef { data: xs, rows: k, cols: g.n * p, rs: p, cs: 1 };
+            let cols = Columns { per: p, b_stride: g.c * p, c_stride };
+            match &shift {
+                Some((segments, delta)) => {
+                    sgemm_columns_shifted_new(a, b, cols, FrameRows { segments: *segments, delta }, ldc, epi)
+                }
+                None => sgemm_columns_new(a, b, cols, ldc, epi),
             }
-            None => sgemm_columns_new(a, b, cols, ldc, epi),
+        } else {
+            let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
+            sgemm_conv_new(a, conv, Columns { per: p, b_stride: 0, c_stride }, ldc, epi)
         }
-    } else {
-        let conv = ConvRhs { x: xs, g, out: [ot, oh, ow] };
-        sgemm_conv_new(a, conv, Columns { per: p, b_stride: 0, c_stride }, ldc, epi)
+    };
+    let product = match weight_id {
+        Some(id) => super::gemm::as_weight(id, product),
+        None => product(),
     };
     Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device())
 }

@@ -9,7 +9,8 @@ use super::*;
 /// # Safety
 /// The CPU must run `isa`; `c` must address the m × n output with leading dimension `ldc`,
 /// and no other thread may touch the block (rows × cols) at the same time; `shared_a`, when
-/// given, must hold all of A packed as `pack_a_whole` lays it out, for rows starting at 0.
+/// given, must hold all of A packed as `pack_a_whole` lays it out (from row 0), and `rows.0`
+/// then be a multiple of `MR`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn blocked(
@@ -25,7 +26,7 @@ pub(super) unsafe fn blocked(
     cols: (usize, usize),
     accumulate: bool,
     epi: Epilogue,
-    shared_a: Option<*const f32>,
+    shared_a: Option<WholeA>,
 ) {
     let k = a.cols;
     PACK_B.with_borrow_mut(|pb| {
@@ -74,8 +75,8 @@ pub(super) unsafe fn blocked(
                     for ic in (rows.0..rows.1).step_by(MC) {
                         let mc = MC.min(rows.1 - ic);
                         let a_block = if let Some(shared) = shared_a {
-                            // All rows packed (rows.0 is 0 for the column parts that share it).
-                            shared.add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
+                            // All rows packed, from row 0: a part of the rows reads its own.
+                            shared.data.add(whole_a_at(pc, shared.panel_rows, ic, kc))
                         } else if whole_a {
                             abuf.as_ptr().add(whole_a_at(pc, panel_rows, ic - rows.0, kc))
                         } else {

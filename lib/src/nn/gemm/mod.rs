@@ -326,16 +326,25 @@ fn run_blocked(
     // Read on the calling thread: the parts run on the pool's.
     let bf16 = bf16_products();
     let c_ptr = SendPtr(c);
+    // A model's weights packed once for an inference run (`weight_cache`), when they are A.
+    let cached = weight_cache::packed(isa, bf16, &a, &a_cols, epi.row_scale, threads);
     #[cfg(target_arch = "x86_64")]
     if bf16 && isa.bf16_pairs() {
         // A packed into tiles once, the threads sharing the work, for every part to read.
-        let tiles = amx::ATiles::pack(&a, &a_cols, epi.row_scale, threads);
+        let packed_here;
+        let tiles = match cached.as_ref().and_then(|p| p.tiles()) {
+            Some(tiles) => tiles,
+            None => {
+                packed_here = amx::ATiles::pack(&a, &a_cols, epi.row_scale, threads);
+                &packed_here
+            }
+        };
         let parts = partition(m, n, threads, amx::BLOCK);
         let run = |(rows, part): ((usize, usize), (usize, usize))| {
             // SAFETY: `isa` comes from `Isa::supported` (AMX-BF16 granted or AVX-512 BF16); the
             // parts cover disjoint blocks of the m × n output the callers checked `c` holds,
             // their rows starting at whole blocks of `tiles`.
-            unsafe { amx::blocked_bf16(isa, &tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
+            unsafe { amx::blocked_bf16(isa, tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
         };
         if parts.len() == 1 {
             run(parts[0]);
@@ -351,27 +360,47 @@ fn run_blocked(
     let parts = partition(m, n, threads, MR);
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
-        // SAFETY: callers checked that the CPU runs `isa` and that `c` holds the m × n output.
+        // SAFETY: callers checked that the CPU runs `isa` and that `c` holds the m × n output;
+        // a cached A holds all rows packed for `isa` in this precision.
         unsafe {
-            blocked(isa, bf16, a, a_cols, b, cols, c_ptr.0, ldc, (0, m), (0, n), accumulate, epi, None)
+            blocked(
+                isa,
+                bf16,
+                a,
+                a_cols,
+                b,
+                cols,
+                c_ptr.0,
+                ldc,
+                (0, m),
+                (0, n),
+                accumulate,
+                epi,
+                cached.as_ref().map(|p| p.whole()),
+            )
         };
     } else {
         // Split by columns, every part would pack all of A (the weights, with BN's scale) for
         // itself: pack it once, the threads sharing the work, and let the parts read that.
         let panel_rows = m.div_ceil(MR) * MR;
-        let shared = (parts.iter().all(|p| p.0 == (0, m)) && panel_rows * k <= SHARED_A_MAX)
-            .then(|| pack_a_whole(&a, &a_cols, panel_rows, epi.row_scale, bf16, parts.len()));
-        let packed = shared.as_ref().map(|v| SendPtr(v.as_ptr() as *mut f32));
+        let shared =
+            (cached.is_none() && parts.iter().all(|p| p.0 == (0, m)) && panel_rows * k <= SHARED_A_MAX)
+                .then(|| pack_a_whole(&a, &a_cols, panel_rows, epi.row_scale, bf16, parts.len()));
+        let whole = match (&cached, &shared) {
+            (Some(p), _) => Some(p.whole()),
+            (None, Some(v)) => Some(WholeA { data: v.as_ptr(), panel_rows }),
+            (None, None) => None,
+        };
         rayon::scope(|s| {
             for (rows, part) in parts {
                 s.spawn(move |_| {
-                    let (c_ptr, packed) = (c_ptr, packed);
-                    let packed = packed.map(|p| p.0 as *const f32);
-                    // SAFETY: as above; the parts cover disjoint blocks of C, and `packed` (read
-                    // only) lives until the scope ends.
+                    let c_ptr = c_ptr;
+                    // SAFETY: as above; the parts cover disjoint blocks of C, their rows start at
+                    // whole panels (`partition`), and `whole` (read only) lives until the scope
+                    // ends.
                     unsafe {
                         blocked(
-                            isa, bf16, a, a_cols, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, packed,
+                            isa, bf16, a, a_cols, b, cols, c_ptr.0, ldc, rows, part, accumulate, epi, whole,
                         )
                     };
                 });
@@ -383,9 +412,22 @@ fn run_blocked(
 /// The largest A (in packed values) packed once for all column parts: 16 MB.
 const SHARED_A_MAX: usize = 1 << 22;
 
-/// Where a whole packed A (all KC blocks at once) holds row `i` (counted from the part's first
-/// row) of the block starting at column `pc`, `kc` wide: each block's MR-row panels one after
-/// another, the blocks one after another.
+/// All rows of A packed at once (`pack_a_whole`, `panel_rows` rows in panels), which the parts
+/// of a product read instead of packing A themselves.
+#[derive(Clone, Copy)]
+pub(super) struct WholeA {
+    data: *const f32,
+    panel_rows: usize,
+}
+
+// SAFETY: read only, by parts that end before its owner drops it (a scope, or a cached entry
+// the product holds).
+unsafe impl Send for WholeA {}
+unsafe impl Sync for WholeA {}
+
+/// Where a whole packed A (all KC blocks at once) holds row `i` (counted from its first row) of
+/// the block starting at column `pc`, `kc` wide: each block's MR-row panels one after another,
+/// the blocks one after another.
 #[inline]
 fn whole_a_at(pc: usize, panel_rows: usize, i: usize, kc: usize) -> usize {
     pc * panel_rows + i * kc
@@ -677,6 +719,7 @@ mod op;
 mod pack;
 mod pack_conv;
 mod packed;
+mod weight_cache;
 
 use fallback::*;
 pub(in crate::nn) use isa::has_avx512;
@@ -693,6 +736,7 @@ pub(super) use pack::pack_a;
 use pack::*;
 use pack_conv::*;
 pub use packed::{sgemm_packed, PackedA};
+pub use weight_cache::{as_weight, with_weight_cache, WeightCache};
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod kernel_timing;

@@ -27,18 +27,45 @@ impl PackedA {
         if let Some(s) = row_scale {
             assert!(s.len() >= a.rows, "per-row vector shorter than the rows");
         }
-        let bf16 = bf16_products();
+        Some(Self::pack(isa, bf16_products(), a, &Columns::single(a.cols), row_scale, 1))
+    }
+
+    /// `a` (columns laid out by `a_cols`, rows scaled, in bf16 when `bf16`) for `isa`'s blocked
+    /// kernel, the work split over `threads`; the caller checked the view and the scale.
+    pub(super) fn pack(
+        isa: Isa,
+        bf16: bool,
+        a: MatRef,
+        a_cols: &Columns,
+        row_scale: Option<&[f32]>,
+        threads: usize,
+    ) -> Self {
         #[cfg(target_arch = "x86_64")]
         if bf16 && isa.bf16_pairs() {
-            let tiles = Some(super::amx::ATiles::pack(&a, &Columns::single(a.cols), row_scale, 1));
-            return Some(Self { data: vec![], tiles, rows: a.rows, cols: a.cols, isa, bf16 });
+            let tiles = Some(super::amx::ATiles::pack(&a, a_cols, row_scale, threads));
+            return Self { data: vec![], tiles, rows: a.rows, cols: a.cols, isa, bf16 };
         }
-        let panel_rows = a.rows.div_ceil(MR) * MR;
-        let data = pack_a_whole(&a, &Columns::single(a.cols), panel_rows, row_scale, bf16, 1);
+        let data = pack_a_whole(&a, a_cols, a.rows.div_ceil(MR) * MR, row_scale, bf16, threads);
         #[cfg(target_arch = "x86_64")]
-        return Some(Self { data, tiles: None, rows: a.rows, cols: a.cols, isa, bf16 });
+        return Self { data, tiles: None, rows: a.rows, cols: a.cols, isa, bf16 };
         #[cfg(not(target_arch = "x86_64"))]
-        Some(Self { data, rows: a.rows, cols: a.cols, isa, bf16 })
+        Self { data, rows: a.rows, cols: a.cols, isa, bf16 }
+    }
+
+    /// Whether this is A packed for `isa`'s kernel in this precision.
+    pub(super) fn is_for(&self, isa: Isa, bf16: bool) -> bool {
+        (self.isa, self.bf16) == (isa, bf16)
+    }
+
+    /// The panels as the blocked kernel reads a shared A (empty when A is in tiles).
+    pub(super) fn whole(&self) -> WholeA {
+        WholeA { data: self.data.as_ptr(), panel_rows: self.rows.div_ceil(MR) * MR }
+    }
+
+    /// A in tiles, under bf16 on AMX or AVX-512 BF16.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn tiles(&self) -> Option<&super::amx::ATiles> {
+        self.tiles.as_ref()
     }
 
     pub fn rows(&self) -> usize {
@@ -114,7 +141,7 @@ pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epil
             (0, n),
             false,
             epi,
-            Some(a.data.as_ptr()),
+            Some(a.whole()),
         )
     };
 }
