@@ -168,9 +168,9 @@ impl Inference {
         Ok(Self { precision, plan, weights: WeightCache::new() })
     }
 
-    /// Runs `f` (the forwards of one thread) in this precision, the weights packed once for
-    /// every forward of this `Inference` and its clones: the model's weights must not change
-    /// while they run (a frozen model).
+    /// Runs `f` (the forwards of one thread) in this precision, the weights (in bf16 on AMX or
+    /// AVX-512 BF16) packed once for every forward of this `Inference` and its clones: the
+    /// model's weights must not change while they run (a frozen model).
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
         with_weight_cache(&self.weights, || match &self.plan {
             Some(plan) => crate::nn::int8::with_int8(plan, f),
@@ -222,9 +222,9 @@ mod tests {
         assert!(int8_calibration(&extra).is_err());
     }
 
-    /// A frozen model's forwards inside `Inference::run` (its convolutions' weights packed
-    /// once, then read from the cache) give bit for bit the forward outside it, in f32 and
-    /// bf16, the first time and again.
+    /// A frozen model's forwards inside `Inference::run` give bit for bit the forward outside
+    /// it, in f32 and bf16, the first time and again: with the run's cache of weights in tiles
+    /// (bf16 on AMX or AVX-512 BF16) and with a cache of every layout, which runs everywhere.
     #[test]
     fn forwards_with_weights_packed_once_match_plain_ones() {
         use crate::model::{build, frozen, init_weights, ModelConfig};
@@ -240,18 +240,25 @@ mod tests {
         let values = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         for precision in [Precision::F32, Precision::Bf16] {
             let plain = values(precision.run(|| model.forward_t(&x, false)).unwrap());
-            let inference = Inference::new(precision, &Map::new()).unwrap();
-            for pass in ["first", "second"] {
-                let got = values(inference.run(|| model.forward_t(&x, false)).unwrap());
-                assert!(got == plain, "{precision}, {pass} forward: {got:?} against {plain:?}");
+            let tiles = Inference::new(precision, &Map::new()).unwrap();
+            let all = Inference { weights: WeightCache::all_layouts(), ..tiles.clone() };
+            for inference in [&tiles, &all] {
+                for pass in ["first", "second"] {
+                    let got = values(inference.run(|| model.forward_t(&x, false)).unwrap());
+                    assert!(got == plain, "{precision}, {pass} forward: {got:?} against {plain:?}");
+                }
             }
             if crate::nn::gemm::blocked_isa().is_some() {
-                assert!(
-                    inference.weights.len() >= 20,
-                    "{precision}: {} weights cached",
-                    inference.weights.len()
-                );
+                assert!(all.weights.len() >= 20, "{precision}: {} weights cached", all.weights.len());
             }
+            let on_tiles = precision == Precision::Bf16
+                && crate::nn::gemm::blocked_isa().is_some_and(|i| i.bf16_pairs());
+            assert_eq!(
+                tiles.weights.is_empty(),
+                !on_tiles,
+                "{precision}: {} weights in tiles",
+                tiles.weights.len()
+            );
         }
     }
 }

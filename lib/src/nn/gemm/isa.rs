@@ -25,7 +25,7 @@ impl Isa {
 
     /// Whether bf16 products run on the tiles' layouts (`amx::ATiles`, paired B) rather than the
     /// f32 kernel's panels rounded.
-    pub(super) fn bf16_pairs(self) -> bool {
+    pub(crate) fn bf16_pairs(self) -> bool {
         matches!(self, Isa::Amx | Isa::Avx512Bf16)
     }
 

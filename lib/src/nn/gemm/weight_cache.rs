@@ -1,8 +1,13 @@
-//! A model's weights packed once for an inference run, as the issue asks ("weights converted
-//! and packed once at load into the layout the kernel wants"): the convolutions' A operand
-//! (weights times BatchNorm's scale) in the blocked kernel's panels, or under bf16 on AMX and
-//! AVX-512 BF16 in tiles, instead of packed again in every forward. On the Sapphire Rapids of
-//! session 30 packing A into tiles was 4–5 % of a TSN-R50 bf16 forward's samples.
+//! A model's weights packed once for an inference run: the convolutions' A operand (weights
+//! times BatchNorm's scale) converted to bf16 and laid out in tiles for AMX and AVX-512 BF16,
+//! instead of packed again in every forward. On a Sapphire Rapids packing A into tiles was
+//! 4–5 % of a TSN-R50 bf16 forward's samples (session 30's profile), and the tiles take half
+//! the f32 weights' memory.
+//!
+//! The f32 kernels' panels are cached only on request ([`WeightCache::all_layouts`], which the
+//! tests use to run the cache on every machine): they cost a second f32 copy of the weights
+//! (TSN-R50 forward: peak RSS 217 → 294 MB) for no gain the noise let us see (packing A is
+//! ~1.3 % of an AVX2 f32 forward's samples; 11 alternating rounds within ±10 % of each other).
 //!
 //! A weight is known by its tensor's id (`as_weight`): candle never reuses an id, and an
 //! inference tool's model is a frozen copy whose plain tensors no optimiser changes, so an
@@ -21,11 +26,19 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct WeightCache {
     entries: Mutex<HashMap<TensorId, Arc<Entry>>>,
+    /// Whether the f32 kernels' panels are cached too, not only tiles.
+    panels: bool,
 }
 
 impl WeightCache {
+    /// A cache of the weights in tiles (bf16 on AMX or AVX-512 BF16).
     pub fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// A cache of every layout, the f32 kernels' panels too.
+    pub fn all_layouts() -> Arc<Self> {
+        Arc::new(Self { panels: true, ..Default::default() })
     }
 
     /// How many weights are packed.
@@ -96,6 +109,9 @@ pub(super) fn packed(
 ) -> Option<Arc<impl std::ops::Deref<Target = PackedA>>> {
     let id = WEIGHT.with(|w| w.take())?;
     let cache = ACTIVE.with(|c| c.borrow().clone())?;
+    if !(cache.panels || bf16 && isa.bf16_pairs()) {
+        return None;
+    }
     // A weight is a plain row-major matrix.
     if a.cs != 1 || a.rs != a.cols || a_cols.per < a.cols {
         return None;
@@ -152,7 +168,7 @@ mod tests {
                         candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu)
                             .unwrap()
                             .id();
-                    let cache = WeightCache::new();
+                    let cache = WeightCache::all_layouts();
                     let product = |w: &[f32], scale: &[f32], cached: bool| {
                         let run = || {
                             let epi = Epilogue {
@@ -198,18 +214,19 @@ mod tests {
     }
 
     /// Only a weight's product inside a run takes the cache: a product outside `as_weight` (an
-    /// activation as A) packs its own, and `as_weight` outside a run caches nothing.
+    /// activation as A) packs its own, `as_weight` outside a run caches nothing, and the
+    /// default cache leaves f32 panels alone.
     #[test]
     fn only_weights_inside_a_run_are_cached() {
         let (a, b) = (vec![0.5f32; 24 * 40], vec![0.25f32; 40 * 50]);
         let id =
             candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().id();
-        let cache = WeightCache::new();
         let product = || {
             let (am, bm) = (MatRef::row_major(&a, 24, 40), MatRef::row_major(&b, 40, 50));
             sgemm_columns_new(am, bm, Columns::single(50), 50, Epilogue::default())
         };
         let want = product();
+        let cache = WeightCache::all_layouts();
         assert_eq!(with_weight_cache(&cache, product), want);
         assert!(cache.is_empty(), "an activation's product was cached");
         assert_eq!(as_weight(id, product), want);
@@ -217,6 +234,10 @@ mod tests {
         if blocked_isa().is_some() {
             assert_eq!(with_weight_cache(&cache, || as_weight(id, product)), want);
             assert_eq!(cache.len(), 1);
+            // The default cache holds tiles only: not these f32 panels.
+            let tiles_only = WeightCache::new();
+            assert_eq!(with_weight_cache(&tiles_only, || as_weight(id, product)), want);
+            assert!(tiles_only.is_empty(), "f32 panels cached by default");
         }
     }
 }
