@@ -232,7 +232,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         }
     };
     let product = match weight_id {
-        Some(id) => super::gemm::as_weight(id, product),
+        Some(id) => super::gemm::as_weight(id, w, product),
         None => product(),
     };
     Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device())

@@ -69,8 +69,8 @@ impl std::ops::Deref for Entry {
 thread_local! {
     /// The cache of the inference run on this thread.
     static ACTIVE: RefCell<Option<Arc<WeightCache>>> = const { RefCell::new(None) };
-    /// The weight the product about to run on this thread takes as A.
-    static WEIGHT: Cell<Option<TensorId>> = const { Cell::new(None) };
+    /// The weight the product about to run on this thread takes as A: its id and its buffer.
+    static WEIGHT: Cell<Option<(TensorId, *const f32, usize)>> = const { Cell::new(None) };
 }
 
 /// Restores a thread-local's previous value when dropped, also when `f` panics.
@@ -88,17 +88,18 @@ pub fn with_weight_cache<T>(cache: &Arc<WeightCache>, f: impl FnOnce() -> T) -> 
     f()
 }
 
-/// Runs `f`, a product whose A is the weight tensor `id` (the model's own, contiguous), so that
-/// an active cache packs it once.
-pub fn as_weight<T>(id: TensorId, f: impl FnOnce() -> T) -> T {
-    let before = WEIGHT.with(|w| w.replace(Some(id)));
+/// Runs `f`, a product whose A is `data`, the buffer of the weight tensor `id` (the model's
+/// own, contiguous), so that an active cache packs it once.
+pub fn as_weight<T>(id: TensorId, data: &[f32], f: impl FnOnce() -> T) -> T {
+    let before = WEIGHT.with(|w| w.replace(Some((id, data.as_ptr(), data.len()))));
     let _restore = Restore(move || WEIGHT.with(|w| w.set(before)));
     f()
 }
 
 /// The cached packing of A when this thread runs an inference product on a weight (`as_weight`
-/// inside `with_weight_cache`), packed now on a miss; None otherwise. Takes the weight, so the
-/// run's other products do not see it.
+/// inside `with_weight_cache`), packed now on a miss; None otherwise. Only a product reading the
+/// weight's own buffer takes it (not one that work stealing runs on this thread meanwhile), and
+/// takes it once.
 pub(super) fn packed(
     isa: Isa,
     bf16: bool,
@@ -107,7 +108,11 @@ pub(super) fn packed(
     scale: Option<&[f32]>,
     threads: usize,
 ) -> Option<Arc<impl std::ops::Deref<Target = PackedA>>> {
-    let id = WEIGHT.with(|w| w.take())?;
+    let (id, data, len) = WEIGHT.with(|w| w.get())?;
+    if (a.data.as_ptr(), a.data.len()) != (data, len) {
+        return None;
+    }
+    WEIGHT.with(|w| w.set(None));
     let cache = ACTIVE.with(|c| c.borrow().clone())?;
     if !(cache.panels || bf16 && isa.bf16_pairs()) {
         return None;
@@ -183,7 +188,7 @@ mod tests {
                         };
                         crate::nn::with_autocast(half, || {
                             with_isa(Some(isa), || match cached {
-                                true => with_weight_cache(&cache, || as_weight(id, run)),
+                                true => with_weight_cache(&cache, || as_weight(id, w, run)),
                                 false => run(),
                             })
                         })
@@ -214,8 +219,8 @@ mod tests {
     }
 
     /// Only a weight's product inside a run takes the cache: a product outside `as_weight` (an
-    /// activation as A) packs its own, `as_weight` outside a run caches nothing, and the
-    /// default cache leaves f32 panels alone.
+    /// activation as A) or on another buffer packs its own, `as_weight` outside a run caches
+    /// nothing, and the default cache leaves f32 panels alone.
     #[test]
     fn only_weights_inside_a_run_are_cached() {
         let (a, b) = (vec![0.5f32; 24 * 40], vec![0.25f32; 40 * 50]);
@@ -229,14 +234,18 @@ mod tests {
         let cache = WeightCache::all_layouts();
         assert_eq!(with_weight_cache(&cache, product), want);
         assert!(cache.is_empty(), "an activation's product was cached");
-        assert_eq!(as_weight(id, product), want);
+        assert_eq!(as_weight(id, &a, product), want);
         assert!(cache.is_empty());
+        // A product on another buffer (work stolen by this thread) leaves the weight alone.
+        let other = a.clone();
+        assert_eq!(with_weight_cache(&cache, || as_weight(id, &other, product)), want);
+        assert!(cache.is_empty(), "a product on another buffer took the weight");
         if blocked_isa().is_some() {
-            assert_eq!(with_weight_cache(&cache, || as_weight(id, product)), want);
+            assert_eq!(with_weight_cache(&cache, || as_weight(id, &a, product)), want);
             assert_eq!(cache.len(), 1);
             // The default cache holds tiles only: not these f32 panels.
             let tiles_only = WeightCache::new();
-            assert_eq!(with_weight_cache(&tiles_only, || as_weight(id, product)), want);
+            assert_eq!(with_weight_cache(&tiles_only, || as_weight(id, &a, product)), want);
             assert!(tiles_only.is_empty(), "f32 panels cached by default");
         }
     }
