@@ -52,7 +52,7 @@ impl WeightCache {
 }
 
 /// A packed weight and what it was packed from.
-struct Entry {
+pub(super) struct Entry {
     rows: usize,
     cols: usize,
     scale: Option<Vec<f32>>,
@@ -107,7 +107,7 @@ pub(super) fn packed(
     a_cols: &Columns,
     scale: Option<&[f32]>,
     threads: usize,
-) -> Option<Arc<impl std::ops::Deref<Target = PackedA>>> {
+) -> Option<Arc<Entry>> {
     let (id, data, len) = WEIGHT.with(|w| w.get())?;
     if (a.data.as_ptr(), a.data.len()) != (data, len) {
         return None;
