@@ -231,7 +231,7 @@ mod tests {
         use candle_core::{Device, Tensor};
         use candle_nn::{VarBuilder, VarMap};
         let mut cfg = ModelConfig::defaults("tsm_r18");
-        (cfg.num_classes, cfg.base_width, cfg.frames) = (5, 8, 4);
+        (cfg.num_classes, cfg.base_width, cfg.frames) = (5, 32, 4);
         let varmap = VarMap::new();
         build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         init_weights(&varmap, 3).unwrap();

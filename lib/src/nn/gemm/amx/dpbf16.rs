@@ -272,4 +272,31 @@ mod tests {
             }
         }
     }
+
+    /// The instruction itself gives the modelled sums bit for bit (Intel's pseudocode: the odd
+    /// product added first, each sum rounded to nearest) over 40 k steps of operands without
+    /// denormals: what lets `Modelled` stand for it on CPUs without it. Skipped, saying so, where
+    /// the CPU lacks AVX-512 BF16.
+    #[test]
+    fn the_instruction_rounds_as_modelled() {
+        if !dpbf16_available() {
+            eprintln!("vdpbf16ps against its model: skipped, this CPU lacks AVX-512 BF16");
+            return;
+        }
+        let mut rng = Rng::new(3);
+        let ksteps = 40;
+        let mut operand = || -> Vec<u16> {
+            (0..ksteps * 2 * TILE).map(|_| bf16_bits(rng.uniform() as f32 * 2.0 - 1.0)).collect()
+        };
+        let (a, b) = (operand(), operand());
+        let (mut native, mut modelled) = (vec![0f32; BLOCK * BLOCK], vec![0f32; BLOCK * BLOCK]);
+        // SAFETY: AVX-512 BF16 checked; A and B hold `ksteps` steps of a block, C a 32 × 32 block.
+        unsafe {
+            dot_block(ksteps, a.as_ptr(), b.as_ptr(), None, (native.as_mut_ptr(), BLOCK * 4));
+            block::<Modelled>(ksteps, a.as_ptr(), b.as_ptr(), None, (modelled.as_mut_ptr(), BLOCK * 4));
+        }
+        let differ = native.iter().zip(&modelled).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+        eprintln!("vdpbf16ps against its model: {differ} of {} sums differ", native.len());
+        assert_eq!(differ, 0, "VDPBF16PS on this CPU does not round as Intel's pseudocode says");
+    }
 }
