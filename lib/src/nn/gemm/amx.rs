@@ -467,6 +467,16 @@ unsafe fn blocked_on(
                                 block_kernel(ksteps, ap, bp, from, (cp, ldc * 4));
                                 continue;
                             }
+                            if last {
+                                super::kernel::prefetch_block(
+                                    c,
+                                    ldc,
+                                    &cols_map,
+                                    (row0, col0),
+                                    (mr, nr),
+                                    epi.residual,
+                                );
+                            }
                             block_kernel(ksteps, ap, bp, from, scratch);
                             let bias = match (last, epi.row_bias) {
                                 (true, Some(bias)) => bias.as_ptr().add(row0),

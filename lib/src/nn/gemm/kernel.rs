@@ -104,6 +104,10 @@ pub(super) unsafe fn blocked(
                                     _ => std::ptr::null(),
                                 };
                                 let relu = last && epi.relu;
+                                if load || last {
+                                    let res = if last { epi.residual } else { None };
+                                    prefetch_block(c, ldc, &cols_map, (row0, col0), (mr, nr), res);
+                                }
                                 let one_item = cols_map.c_stride == cols_map.per
                                     || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
                                 if nr == NR && one_item {
@@ -187,6 +191,35 @@ pub(super) unsafe fn store_block(
             Isa::Avx2 => store_tile_part_avx2(run_part, c.add(off), ldc, load, bias, res_at, relu),
         }
         j += run;
+    }
+}
+
+/// Asks for the lines of the C block (and of its residual) that the epilogue will store (and
+/// read), while the block's product runs: their rows lie `ldc` apart, more streams than the
+/// hardware prefetchers follow, and 8 frames' activations miss the caches.
+///
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(super) fn prefetch_block(
+    c: *mut f32,
+    ldc: usize,
+    cols_map: &Columns,
+    (row0, col0): (usize, usize),
+    (mr, nr): (usize, usize),
+    res: Option<&[f32]>,
+) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let (first, last) = (cols_map.c_off(col0), cols_map.c_off(col0 + nr - 1));
+    for r in row0..row0 + mr {
+        for off in [r * ldc + first, r * ldc + last] {
+            // SAFETY: a prefetch reads nothing and faults on no address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(off) as *const i8);
+                if let Some(res) = res {
+                    _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().wrapping_add(off) as *const i8);
+                }
+            }
+        }
     }
 }
 

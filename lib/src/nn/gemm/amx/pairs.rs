@@ -179,6 +179,14 @@ pub(super) unsafe fn pair_b_rows(
         for r in 0..16 {
             let k = s * KSTEP + 2 * r;
             for (half, &(from, to)) in halves.iter().enumerate() {
+                // The half's line two pairs of rows on: each row's run of a block is a few lines
+                // of its own page, too short for the hardware prefetchers to catch up on.
+                if let Some(&(_, _, off, _)) = runs.get(from).filter(|_| from < to) {
+                    for ahead in [k + 4, k + 5].into_iter().filter(|&a| a < kc) {
+                        let at = ((p0 + ahead) * m.rs) as isize + off;
+                        _mm_prefetch::<_MM_HINT_T0>(data.wrapping_offset(at) as *const i8);
+                    }
+                }
                 let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
                 store_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
             }
