@@ -383,9 +383,9 @@ pub(super) unsafe fn blocked_bf16(
 ) {
     match isa {
         // SAFETY: AMX-BF16 granted (the caller's `isa.supported()`); tiles configured around it.
-        Isa::Amx => {
-            with_tiles(|| blocked_on(isa, tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
-        }
+        Isa::Amx => with_tiles(|| {
+            blocked_on(isa, tile_block_rows, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
+        }),
         Isa::Avx512Bf16 => {
             blocked_on(isa, dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
         }
@@ -393,9 +393,27 @@ pub(super) unsafe fn blocked_bf16(
     }
 }
 
-/// A 32 × 32 block product on the tile layouts (`tile_block`'s contract): k steps, packed A,
-/// paired B, C to load (or zero), C to store.
-type BlockKernel = unsafe fn(usize, *const u16, *const u16, Option<(*const f32, usize)>, (*mut f32, usize));
+/// A 32 × 32 block product on the tile layouts (`tile_block`'s contract): the rows wanted (those
+/// past them may be left as they are: the tiles compute all 32, VDPBF16PS only the groups of 8
+/// holding wanted ones), k steps, packed A, paired B, C to load (or zero), C to store.
+type BlockKernel =
+    unsafe fn(usize, usize, *const u16, *const u16, Option<(*const f32, usize)>, (*mut f32, usize));
+
+/// `tile_block` as a [`BlockKernel`]: all 32 rows.
+///
+/// # Safety
+/// As `tile_block`'s.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_block_rows(
+    _rows: usize,
+    ksteps: usize,
+    a: *const u16,
+    b: *const u16,
+    from: Option<(*const f32, usize)>,
+    to: (*mut f32, usize),
+) {
+    tile_block(ksteps, a, b, from, to)
+}
 
 /// [`blocked_bf16`] with `block_kernel` multiplying each block.
 ///
@@ -464,7 +482,7 @@ unsafe fn blocked_on(
                             let c_in = accumulate || !first;
                             let from = (direct && c_in).then_some((cp as *const f32, ldc * 4));
                             if direct && !last {
-                                block_kernel(ksteps, ap, bp, from, (cp, ldc * 4));
+                                block_kernel(BLOCK, ksteps, ap, bp, from, (cp, ldc * 4));
                                 continue;
                             }
                             if last {
@@ -477,7 +495,9 @@ unsafe fn blocked_on(
                                     epi.residual,
                                 );
                             }
-                            block_kernel(ksteps, ap, bp, from, scratch);
+                            // Only the part's rows are stored (SlowFast's fast pathway has 8
+                            // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).
+                            block_kernel(mr, ksteps, ap, bp, from, scratch);
                             let bias = match (last, epi.row_bias) {
                                 (true, Some(bias)) => bias.as_ptr().add(row0),
                                 _ => std::ptr::null(),

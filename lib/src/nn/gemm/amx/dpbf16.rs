@@ -96,22 +96,24 @@ impl PairDot for Modelled {
     }
 }
 
-/// `tile_block`'s contract on VDPBF16PS: the 32 × 32 f32 block zeroed or loaded from `from`
-/// (rows `stride` bytes apart), plus packed A block · paired B panel over `ksteps` steps of 32,
-/// stored at `to`.
+/// `tile_block`'s contract on VDPBF16PS for the groups of 8 rows that hold the first `rows`: the
+/// f32 block zeroed or loaded from `from` (rows `stride` bytes apart), plus packed A block ·
+/// paired B panel over `ksteps` steps of 32, stored at `to`; the other groups are neither
+/// computed nor stored.
 ///
 /// # Safety
 /// AVX-512F and AVX-512 BF16 available; `a`, `b`, `from` and `to` as for `tile_block`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn dot_block(
+    rows: usize,
     ksteps: usize,
     a: *const u16,
     b: *const u16,
     from: Option<(*const f32, usize)>,
     to: (*mut f32, usize),
 ) {
-    block::<Native>(ksteps, a, b, from, to)
+    block::<Native>(rows, ksteps, a, b, from, to)
 }
 
 /// The block on `V`'s sums: each group of rows over all k steps, its accumulators in registers.
@@ -121,6 +123,7 @@ pub(super) unsafe fn dot_block(
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) unsafe fn block<V: PairDot>(
+    rows: usize,
     ksteps: usize,
     a: *const u16,
     b: *const u16,
@@ -131,7 +134,7 @@ pub(super) unsafe fn block<V: PairDot>(
     let at = |c: *const f32, stride: usize, r: usize, h: usize| {
         c.cast::<u8>().add(r * stride).cast::<f32>().add(16 * h)
     };
-    for g in (0..BLOCK).step_by(GROUP) {
+    for g in (0..rows.min(BLOCK)).step_by(GROUP) {
         let mut acc = [[V::zero(); 2]; GROUP];
         if let Some((c, stride)) = from {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -239,19 +242,30 @@ mod tests {
         }
         if super::super::amx_bf16_available() {
             // SAFETY (of the call below): AMX-BF16 granted; the tiles configured around the block.
-            kernels.push(("amx tiles", |n, a, b, f, t| unsafe { with_tiles(|| tile_block(n, a, b, f, t)) }));
+            kernels
+                .push(("amx tiles", |_, n, a, b, f, t| unsafe { with_tiles(|| tile_block(n, a, b, f, t)) }));
         }
         eprintln!("block kernels: {:?}", kernels.iter().map(|k| k.0).collect::<Vec<_>>());
         for (name, kernel) in kernels {
-            for rb in 0..m.div_ceil(BLOCK) {
+            // Each row block whole, and the last one's 13 rows alone (the groups of 8 past them
+            // skipped, except on the tiles, which compute all 32).
+            let wanted = [(0, BLOCK), (1, BLOCK), (1, m - BLOCK)];
+            for (rb, rows) in wanted {
                 for load in [false, true] {
                     let mut c = vec![f32::NAN; BLOCK * BLOCK];
                     let from = load.then_some((c0.as_ptr(), BLOCK * 4));
                     let ap = tiles.data[rb * ksteps * 2 * TILE..].as_ptr();
                     // SAFETY: the kernel's instructions are present (checked above); A's row block,
                     // B's panel and both C blocks hold what the contract asks.
-                    unsafe { kernel(ksteps, ap, paired.as_ptr(), from, (c.as_mut_ptr(), BLOCK * 4)) };
-                    for r in 0..BLOCK {
+                    unsafe { kernel(rows, ksteps, ap, paired.as_ptr(), from, (c.as_mut_ptr(), BLOCK * 4)) };
+                    if name != "amx tiles" {
+                        let skipped = &c[rows.div_ceil(GROUP) * GROUP * BLOCK..];
+                        assert!(
+                            skipped.iter().all(|v| v.is_nan()),
+                            "{name}: rows past {rows}'s groups stored"
+                        );
+                    }
+                    for r in 0..rows {
                         let row = rb * BLOCK + r;
                         for j in 0..BLOCK {
                             let mut want = if load { c0[r * BLOCK + j] as f64 } else { 0.0 };
@@ -292,8 +306,15 @@ mod tests {
         let (mut native, mut modelled) = (vec![0f32; BLOCK * BLOCK], vec![0f32; BLOCK * BLOCK]);
         // SAFETY: AVX-512 BF16 checked; A and B hold `ksteps` steps of a block, C a 32 × 32 block.
         unsafe {
-            dot_block(ksteps, a.as_ptr(), b.as_ptr(), None, (native.as_mut_ptr(), BLOCK * 4));
-            block::<Modelled>(ksteps, a.as_ptr(), b.as_ptr(), None, (modelled.as_mut_ptr(), BLOCK * 4));
+            dot_block(BLOCK, ksteps, a.as_ptr(), b.as_ptr(), None, (native.as_mut_ptr(), BLOCK * 4));
+            block::<Modelled>(
+                BLOCK,
+                ksteps,
+                a.as_ptr(),
+                b.as_ptr(),
+                None,
+                (modelled.as_mut_ptr(), BLOCK * 4),
+            );
         }
         let differ = native.iter().zip(&modelled).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
         eprintln!("vdpbf16ps against its model: {differ} of {} sums differ", native.len());
