@@ -84,6 +84,19 @@ macro_rules! dispatch_simd {
 }
 pub(crate) use dispatch_simd;
 
+/// Asks for the cache line holding `p` ahead of its use (PREFETCHT0); nothing where the target
+/// has no such hint. Safe: a prefetch reads nothing and faults on no address.
+#[inline(always)]
+pub(super) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing and faults on no address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// `x` rounded to the nearest bfloat16 (ties to even, as `half::bf16::from_f32`; NaN stays NaN),
 /// kept as f32: the value a bf16 matrix unit multiplies (bf16 × bf16 is exact in f32, so f32
 /// FMAs on rounded operands are its arithmetic up to the order of accumulation).

@@ -295,9 +295,11 @@ pub(in crate::nn) unsafe fn with_tiles<T>(f: impl FnOnce() -> T) -> T {
 /// # Safety
 /// Tiles configured (`TileConfig`) on this thread; `a` and `b` hold `ksteps · 1024` bf16 each
 /// as `ATiles` and `pair_b_panels` lay them out; `from` (when given) and `to` address 32 rows
-/// of 32 floats at their strides; ksteps ≥ 1.
+/// of 32 floats at their strides; ksteps ≥ 1. All 32 rows, whatever `_rows` (the rows the
+/// caller wants, as [`BlockKernel`] passes them) says.
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile_block(
+    _rows: usize,
     ksteps: usize,
     a: *const u16,
     b: *const u16,
@@ -383,9 +385,9 @@ pub(super) unsafe fn blocked_bf16(
 ) {
     match isa {
         // SAFETY: AMX-BF16 granted (the caller's `isa.supported()`); tiles configured around it.
-        Isa::Amx => with_tiles(|| {
-            blocked_on(isa, tile_block_rows, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
-        }),
+        Isa::Amx => {
+            with_tiles(|| blocked_on(isa, tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
+        }
         Isa::Avx512Bf16 => {
             blocked_on(isa, dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
         }
@@ -398,22 +400,6 @@ pub(super) unsafe fn blocked_bf16(
 /// holding wanted ones), k steps, packed A, paired B, C to load (or zero), C to store.
 type BlockKernel =
     unsafe fn(usize, usize, *const u16, *const u16, Option<(*const f32, usize)>, (*mut f32, usize));
-
-/// `tile_block` as a [`BlockKernel`]: all 32 rows.
-///
-/// # Safety
-/// As `tile_block`'s.
-#[cfg(target_arch = "x86_64")]
-unsafe fn tile_block_rows(
-    _rows: usize,
-    ksteps: usize,
-    a: *const u16,
-    b: *const u16,
-    from: Option<(*const f32, usize)>,
-    to: (*mut f32, usize),
-) {
-    tile_block(ksteps, a, b, from, to)
-}
 
 /// [`blocked_bf16`] with `block_kernel` multiplying each block.
 ///

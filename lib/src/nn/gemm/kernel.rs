@@ -197,8 +197,6 @@ pub(super) unsafe fn store_block(
 /// Asks for the lines of the C block (and of its residual) that the epilogue will store (and
 /// read), while the block's product runs: their rows lie `ldc` apart, more streams than the
 /// hardware prefetchers follow, and 8 frames' activations miss the caches.
-///
-#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(super) fn prefetch_block(
     c: *mut f32,
@@ -208,16 +206,13 @@ pub(super) fn prefetch_block(
     (mr, nr): (usize, usize),
     res: Option<&[f32]>,
 ) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    use crate::nn::simd::prefetch;
     let (first, last) = (cols_map.c_off(col0), cols_map.c_off(col0 + nr - 1));
     for r in row0..row0 + mr {
         for off in [r * ldc + first, r * ldc + last] {
-            // SAFETY: a prefetch reads nothing and faults on no address.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(off) as *const i8);
-                if let Some(res) = res {
-                    _mm_prefetch::<_MM_HINT_T0>(res.as_ptr().wrapping_add(off) as *const i8);
-                }
+            prefetch(c.wrapping_add(off));
+            if let Some(res) = res {
+                prefetch(res.as_ptr().wrapping_add(off));
             }
         }
     }

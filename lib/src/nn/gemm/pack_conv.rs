@@ -123,17 +123,10 @@ pub(super) fn pack_b_conv(
         // the row, the others are padding.
         let first = w0 + dw;
         let run = d.len();
-        #[cfg(target_arch = "x86_64")]
-        {
-            // The same run one channel on, which a later row of the block reads.
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let next = src_row.as_ptr().wrapping_add(vol).wrapping_offset(first);
-            // SAFETY: a prefetch reads nothing and faults on no address.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(run - 1) as *const i8);
-            }
-        }
+        // The same run one channel on, which a later row of the block reads.
+        let next = src_row.as_ptr().wrapping_add(vol).wrapping_offset(first);
+        crate::nn::simd::prefetch(next);
+        crate::nn::simd::prefetch(next.wrapping_add(run - 1));
         if sw == 1 && first >= 0 && first + run as isize <= iw as isize {
             return copy_run(d, &src_row[first as usize..first as usize + run]);
         }

@@ -237,7 +237,6 @@ pub fn qgemm_packed_into(
                 b_stride: usize,
                 g_stride: usize| {
         aim(outs, ip, jp, live);
-        #[cfg(target_arch = "x86_64")]
         for out in &outs[..] {
             prefetch_next_tile(out);
         }
@@ -377,25 +376,20 @@ pub(super) struct TileOut {
 /// `tiles_of` goes) stores and reads in its epilogue, while this tile's sums run: its rows lie
 /// `ldc` apart, more streams than the hardware prefetchers follow, and a tile's sums over a
 /// 1×1 convolution's few k groups take less time than a miss.
-#[cfg(target_arch = "x86_64")]
 #[inline]
 fn prefetch_next_tile(out: &TileOut) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    use crate::nn::simd::prefetch as fetch;
     if out.cs != 1 || out.cols == 0 {
         return;
     }
-    let fetch = |p: *const u8| {
-        // SAFETY: a prefetch reads nothing and faults on no address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
-    };
     let (from, to) = (out.cols, 2 * out.cols - 1);
     for r in 0..out.rows {
         for j in [from, to] {
             if !out.c.is_null() {
-                fetch(out.c.wrapping_add(r * out.ldc + j) as *const u8);
+                fetch(out.c.wrapping_add(r * out.ldc + j));
             }
             if !out.res.is_null() {
-                fetch(out.res.wrapping_add(r * out.ldc + j) as *const u8);
+                fetch(out.res.wrapping_add(r * out.ldc + j));
             }
         }
     }

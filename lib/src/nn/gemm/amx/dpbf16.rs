@@ -242,8 +242,9 @@ mod tests {
         }
         if super::super::amx_bf16_available() {
             // SAFETY (of the call below): AMX-BF16 granted; the tiles configured around the block.
-            kernels
-                .push(("amx tiles", |_, n, a, b, f, t| unsafe { with_tiles(|| tile_block(n, a, b, f, t)) }));
+            kernels.push(("amx tiles", |r, n, a, b, f, t| unsafe {
+                with_tiles(|| tile_block(r, n, a, b, f, t))
+            }));
         }
         eprintln!("block kernels: {:?}", kernels.iter().map(|k| k.0).collect::<Vec<_>>());
         for (name, kernel) in kernels {

@@ -184,7 +184,7 @@ pub(super) unsafe fn pair_b_rows(
                 if let Some(&(_, _, off, _)) = runs.get(from).filter(|_| from < to) {
                     for ahead in [k + 4, k + 5].into_iter().filter(|&a| a < kc) {
                         let at = ((p0 + ahead) * m.rs) as isize + off;
-                        _mm_prefetch::<_MM_HINT_T0>(data.wrapping_offset(at) as *const i8);
+                        crate::nn::simd::prefetch(data.wrapping_offset(at));
                     }
                 }
                 let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
