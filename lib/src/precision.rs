@@ -261,4 +261,52 @@ mod tests {
             );
         }
     }
+
+    /// bf16 activations handed from convolution to convolution (`nn::bf16_act`) give the logits
+    /// of a bf16 forward without them bit for bit (every reader rounds to the bits the producer
+    /// stores), for the 2D ResNets and the 3D ones (CSN's depthwise middle, which keeps f32,
+    /// R(2+1)D's two-step middle, SlowFast's two pathways), on every bf16 path this CPU has;
+    /// handed over at all on the tile paths only.
+    #[test]
+    fn bf16_activations_change_no_logit() {
+        use crate::model::{build, frozen, init_weights, ModelConfig};
+        use crate::nn::gemm::{with_isa, Isa};
+        use candle_core::{Device, Tensor};
+        use candle_nn::{VarBuilder, VarMap};
+        let values = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // (arch, frames, whether its bottlenecks hand over: CSN's middle convolution is
+        // depthwise, which reads and writes f32).
+        for (arch, frames, hands_over) in [
+            ("tsm_r50", 4, true),
+            ("slow_r50", 4, true),
+            ("csn_r101", 4, false),
+            ("r2plus1d_r50", 4, true),
+            ("slowfast_r50", 8, true),
+        ] {
+            let side = 40;
+            let mut cfg = ModelConfig::defaults(arch);
+            (cfg.num_classes, cfg.base_width, cfg.frames) = (5, 32, frames);
+            let varmap = VarMap::new();
+            build(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+            init_weights(&varmap, 5).unwrap();
+            let model = frozen(&varmap, &cfg).unwrap();
+            let x = crate::rng::randn(0f32, 1., (1, frames, 3, side, side), &Device::Cpu).unwrap();
+            for isa in Isa::paths() {
+                let forward =
+                    || with_isa(isa, || Precision::Bf16.run(|| model.forward_t(&x, false)).unwrap());
+                let plain = values(crate::nn::with_f32_activations(forward));
+                let before = crate::nn::bf16_handovers();
+                let handed = values(forward());
+                let count = crate::nn::bf16_handovers() - before;
+                assert!(handed == plain, "{arch} on {isa:?}: {handed:?} against {plain:?}");
+                let on_tiles = isa.is_some_and(|i| i.bf16_pairs());
+                assert_eq!(
+                    count > 0,
+                    on_tiles && hands_over,
+                    "{arch} on {isa:?}: {count} handed over in bf16"
+                );
+                eprintln!("{arch} on {isa:?}: {count} outputs handed over in bf16, logits equal");
+            }
+        }
+    }
 }

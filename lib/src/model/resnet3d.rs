@@ -46,8 +46,8 @@
 use super::ModelConfig;
 use crate::nn::int8::{feeds_next_conv, read_by_convs, residual_only};
 use crate::nn::{
-    add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, depthwise_bn_act_3d, fusable, max_pool3d,
-    BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
+    add_act, batch_norm2d, conv_bn_act_3d, conv_bn_train_act, conv_fusable, depthwise_bn_act_3d, fusable,
+    max_pool3d, BatchNorm2d, Conv3d, Conv3dConfig, NonLocal, NonLocalConfig,
 };
 use crate::rng::Rng;
 use candle_core::{Result, Tensor};
@@ -107,7 +107,7 @@ impl ConvBn3d {
         residual: Option<&Tensor>,
         relu: bool,
     ) -> Result<Tensor> {
-        if !train && fusable(x) && self.conv.cfg.groups == 1 {
+        if !train && conv_fusable(x) && self.conv.cfg.groups == 1 {
             let g = self.conv.geometry_of(x)?;
             return conv_bn_act_3d(
                 x,
@@ -124,7 +124,7 @@ impl ConvBn3d {
             return conv_bn_train_act(x, &self.conv.weight, g, &self.bn, residual, relu);
         }
         let depthwise = self.conv.cfg.groups > 1 && self.conv.weight.dim(1)? == 1;
-        if !train && fusable(x) && depthwise && residual.is_none() && self.conv.bias.is_none() {
+        if !train && conv_fusable(x) && depthwise && residual.is_none() && self.conv.bias.is_none() {
             let g = self.conv.geometry_of(x)?;
             if self.conv.weight.dim(0)? == g.c {
                 return depthwise_bn_act_3d(x, g, &self.conv.weight, &self.bn, relu);
@@ -369,7 +369,12 @@ impl Bottleneck3d {
     pub fn forward_to_t(&self, x: &Tensor, train: bool, to_next_block: bool) -> Result<Tensor> {
         // Only the next conv reads each inner conv's output (handed over in u8 under int8; the
         // shortcut's conv, run between b and c, reads x).
-        let mut y = feeds_next_conv(|| self.a.forward_act(x, train, None, true))?;
+        let a = || feeds_next_conv(|| self.a.forward_act(x, train, None, true));
+        // A depthwise b (CSN) reads its input in f32 as it is: bf16 would round it (`bf16_act`).
+        let mut y = match self.b.conv.cfg.groups {
+            1 => a()?,
+            _ => crate::nn::with_f32_activations(a)?,
+        };
         if let Some(t) = &self.b_t {
             y = feeds_next_conv(|| t.forward_act(&y, train, None, true))?;
         }

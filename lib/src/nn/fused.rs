@@ -7,8 +7,8 @@
 
 use super::depthwise3d::depthwise_forward;
 use super::gemm::{
-    sgemm_columns_new, sgemm_columns_shifted_new, sgemm_conv_new, Columns, ConvRhs, Epilogue, FrameRows,
-    MatRef,
+    conv_on_tiles, sgemm_columns_new, sgemm_columns_shifted_new, sgemm_conv_new, Activations, Columns,
+    ConvRhs, Epilogue, FrameRows, MatRef, Product,
 };
 use super::vol2col::Geometry3d;
 use super::BatchNorm2d;
@@ -55,6 +55,12 @@ pub fn fusable(x: &Tensor) -> bool {
     (x.dtype() == DType::F32 || x.dtype() == DType::U8 && super::int8::active()) && !portable(x)
 }
 
+/// Whether a fused inference convolution takes `x`: [`fusable`], or a convolution's output handed
+/// over in bf16 (`bf16_act`; the convolutions that can be its readers ask this).
+pub fn conv_fusable(x: &Tensor) -> bool {
+    fusable(x) || x.dtype() == DType::BF16 && !portable(x)
+}
+
 /// BN's per-channel scale `γ/√(σ²+ε)` (the GEMM applies it to the weight rows as it packs them)
 /// and bias `β − μ·γ/√(σ²+ε)` (+ the conv's own bias, scaled).
 fn fold(cout: usize, conv_bias: Option<&Tensor>, bn: &BatchNorm2d) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -84,6 +90,17 @@ fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a
         candle_core::bail!("fused conv: not contiguous")
     };
     Ok(&data[lo..hi])
+}
+
+/// The bf16 bits of a contiguous CPU tensor's storage.
+fn cpu_bf16<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [u16]> {
+    kernel_allowed("fused conv")?;
+    let Storage::Cpu(cpu) = storage else { candle_core::bail!("fused conv: expected a CPU tensor") };
+    let data = cpu.as_slice::<half::bf16>()?;
+    let Some((lo, hi)) = layout.contiguous_offsets() else {
+        candle_core::bail!("fused conv: not contiguous")
+    };
+    Ok(super::bf16_act::bits(&data[lo..hi]))
 }
 
 /// The u8 data of a contiguous CPU tensor's storage.
@@ -150,6 +167,9 @@ pub(super) fn conv_bn_act_3d_shifted(
     if shift.as_ref().is_some_and(|(_, d)| d.len() != g.c) {
         candle_core::bail!("fused conv: the shift's bands do not cover {} channels", g.c)
     }
+    // bf16 activations (`bf16_act`): every convolution takes its flag, the tile paths use it.
+    let tiles = super::bf16_act::on_tiles();
+    let bf16_out = super::bf16_act::take_handover() && tiles;
     let [ot, oh, ow] = g.out()?;
     let p = ot * oh * ow;
     let cout = weight.dim(0)?;
@@ -170,11 +190,6 @@ pub(super) fn conv_bn_act_3d_shifted(
     let a = MatRef::row_major(w, cout, k);
     let (c_stride, ldc) = (cout * p, p);
     let x = x.contiguous()?;
-    let (x_storage, x_layout) = x.storage_and_layout();
-    let input = match x.dtype() {
-        DType::U8 => super::int8::ConvIn::U8(cpu_u8(&x_storage, x_layout)?),
-        _ => super::int8::ConvIn::F32(cpu_f32(&x_storage, x_layout)?),
-    };
     let residual = residual.map(|r| r.contiguous()).transpose()?;
     if let Some(r) = &residual {
         if r.dims() != [g.n, cout, ot, oh, ow] {
@@ -185,6 +200,22 @@ pub(super) fn conv_bn_act_3d_shifted(
             )
         }
     }
+    let is_bf16 = |t: &Tensor| t.dtype() == DType::BF16;
+    if tiles && (bf16_out || is_bf16(&x) || residual.as_ref().is_some_and(is_bf16)) {
+        let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), relu, ..Default::default() };
+        let rows = shift.as_ref().map(|(segments, delta)| FrameRows { segments: *segments, delta });
+        let out =
+            conv_on_tiles_bf16(a, &x, g, [ot, oh, ow], rows, epi, residual.as_ref(), bf16_out, weight_id)?;
+        return Ok(out);
+    }
+    // Off the tile paths a bf16 activation is read widened (exact).
+    let (x, residual) =
+        (super::bf16_act::widened(&x)?, residual.map(|r| super::bf16_act::widened(&r)).transpose()?);
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let input = match x.dtype() {
+        DType::U8 => super::int8::ConvIn::U8(cpu_u8(&x_storage, x_layout)?),
+        _ => super::int8::ConvIn::F32(cpu_f32(&x_storage, x_layout)?),
+    };
     let res_guard = residual.as_ref().map(|r| (r.dtype(), r.storage_and_layout()));
     // u8: a block's input handed over in u8 alone (`int8::read_by_convs`).
     let res_in = match &res_guard {
@@ -214,7 +245,13 @@ pub(super) fn conv_bn_act_3d_shifted(
         super::conv_direct::conv_direct(w, &scale, &bias, res_data, relu, xs, &g, &mut out)?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
     }
-    let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), residual: res_data, relu };
+    let epi = Epilogue {
+        row_scale: Some(&scale),
+        row_bias: Some(&bias),
+        residual: res_data,
+        relu,
+        ..Default::default()
+    };
     let product = || {
         if direct {
             // 1×1×1, stride 1: each image's [C, P] block is B itself.
@@ -236,6 +273,49 @@ pub(super) fn conv_bn_act_3d_shifted(
         None => product(),
     };
     Tensor::from_vec(product, (g.n, cout, ot, oh, ow), x.device())
+}
+
+/// The fused convolution on the bf16 tile paths (`gemm::conv_on_tiles`): `x` and the residual
+/// f32 or bf16, the output bf16 where `bf16_out`; A is the weight (with `weight_id`, its cached
+/// packing), the epilogue's residual taken from `residual`.
+#[allow(clippy::too_many_arguments)]
+fn conv_on_tiles_bf16(
+    a: MatRef,
+    x: &Tensor,
+    g: Geometry3d,
+    out: [usize; 3],
+    rows: Option<FrameRows>,
+    epi: Epilogue,
+    residual: Option<&Tensor>,
+    bf16_out: bool,
+    weight_id: Option<candle_core::TensorId>,
+) -> Result<Tensor> {
+    let (x_storage, x_layout) = x.storage_and_layout();
+    let input = match x.dtype() {
+        DType::BF16 => Activations::Bf16(cpu_bf16(&x_storage, x_layout)?),
+        _ => Activations::F32(cpu_f32(&x_storage, x_layout)?),
+    };
+    let res_guard = residual.map(|r| (r.dtype(), r.storage_and_layout()));
+    let epi = match &res_guard {
+        Some((DType::BF16, (storage, layout))) => {
+            Epilogue { residual_bf16: Some(cpu_bf16(storage, layout)?), ..epi }
+        }
+        Some((_, (storage, layout))) => Epilogue { residual: Some(cpu_f32(storage, layout)?), ..epi },
+        None => epi,
+    };
+    let product = || conv_on_tiles(a, input, g, out, rows, epi, bf16_out);
+    let product = match weight_id {
+        Some(id) => super::gemm::as_weight(id, a.data, product),
+        None => product(),
+    };
+    let shape = (g.n, a.rows, out[0], out[1], out[2]);
+    if bf16_out {
+        super::bf16_act::count_handover();
+    }
+    match product {
+        Product::F32(v) => Tensor::from_vec(v, shape, x.device()),
+        Product::Bf16(v) => Tensor::from_vec(v, shape, x.device()),
+    }
 }
 
 /// act(BN(depthwise(x))) for `x` [N, C, T, H, W] and a depthwise geometry (weight [C, 1, kt,
@@ -284,7 +364,8 @@ pub fn depthwise_branches_bn_act_3d(
             bias[c] += shift[c];
         }
     }
-    let x = x.contiguous()?;
+    // A bf16 activation handed over (`bf16_act`) read widened.
+    let x = super::bf16_act::widened(x)?.contiguous()?;
     let (x_storage, x_layout) = x.storage_and_layout();
     let (y, [ot, oh, ow]) =
         depthwise_forward(cpu_f32(&x_storage, x_layout)?, &g, &taps, Some((&bias, relu)))?;

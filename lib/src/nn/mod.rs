@@ -4,6 +4,7 @@ mod activation;
 mod attention_cpu;
 mod autocast;
 mod batchnorm;
+mod bf16_act;
 mod conv;
 mod conv1d;
 mod conv3d;
@@ -37,12 +38,14 @@ mod vol2col;
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use autocast::with_autocast;
 pub use batchnorm::BatchNorm2d;
+pub use bf16_act::{handovers as bf16_handovers, with_f32_activations};
 pub use conv::Conv2d;
 pub use conv1d::conv1d_differentiable;
 pub use conv3d::{Conv3d, Conv3dConfig};
 pub use depthwise::DepthwiseConv2d;
 pub use fused::{
-    conv_bn_act_3d, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable, portable, with_portable_ops,
+    conv_bn_act_3d, conv_fusable, depthwise_bn_act_3d, depthwise_branches_bn_act_3d, fusable, portable,
+    with_portable_ops,
 };
 pub use gated_swish::{channel_scale_inference, gated_swish, swish_inference};
 pub use lstm::Lstm;
@@ -159,7 +162,7 @@ pub fn conv2d_bn_act(
     if train && fusable(x) {
         return conv_bn_train_act(x, &conv.weight, conv.geometry(x)?, bn, residual, relu);
     }
-    if !train && fusable(x) {
+    if !train && conv_fusable(x) {
         let g = conv.geometry(x)?;
         let res = residual.map(|r| r.unsqueeze(2)).transpose()?;
         let y = conv_bn_act_3d(&x.unsqueeze(2)?, g, &conv.weight, None, bn, res.as_ref(), relu)?;

@@ -70,7 +70,7 @@ fn tiles_granted() -> bool {
     *GRANTED.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            cpu_has(24) && std::arch::is_x86_feature_detected!("avx512f") && request_tile_state()
+            cpu_has(24) && super::has_avx512() && request_tile_state()
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -161,6 +161,8 @@ fn bf16_bits(x: f32) -> u16 {
 
 thread_local! {
     static TILE_B: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    /// A bf16 C's partial sums between K blocks (`blocked_on`).
+    static PARTIALS: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// A 64-byte aligned part of `v` of `len` values (grown as needed).
@@ -362,13 +364,15 @@ unsafe fn tile_block(
 /// The blocked product's bf16 path on the tile layouts, for output rows `rows` and columns `cols`
 /// (`blocked`'s contract, A packed in `a`), each 32 × 32 block of C multiplied on AMX tiles
 /// (`isa` Amx) or with VDPBF16PS (Avx512Bf16, `dpbf16`). A block lying whole in one batch item
-/// travels between K blocks in C itself (loaded and stored by the block kernel); the last K
-/// block's sums go through a scratch block and the epilogue, as do edge blocks at every K block.
+/// of an f32 C travels between K blocks in C itself (loaded and stored by the block kernel); a
+/// bf16 C's blocks travel in an f32 buffer of the part's partial sums (rounding between K blocks
+/// would change the sums). The last K block's sums go through a scratch block and the epilogue,
+/// as do an f32 C's edge blocks at every K block.
 ///
 /// # Safety
 /// `isa.supported()` and one of the two; `c` addresses the m × n output with leading dimension
 /// `ldc`, and no other thread touches the block (rows × cols) at the same time; `rows.0` is a
-/// multiple of `BLOCK`.
+/// multiple of `BLOCK`; a bf16 C is not accumulated into.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn blocked_bf16(
@@ -376,7 +380,7 @@ pub(super) unsafe fn blocked_bf16(
     a: &ATiles,
     b: Rhs,
     cols_map: Columns,
-    c: *mut f32,
+    c: CPtr,
     ldc: usize,
     rows: (usize, usize),
     cols: (usize, usize),
@@ -386,11 +390,9 @@ pub(super) unsafe fn blocked_bf16(
     match isa {
         // SAFETY: AMX-BF16 granted (the caller's `isa.supported()`); tiles configured around it.
         Isa::Amx => {
-            with_tiles(|| blocked_on(isa, tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
+            with_tiles(|| blocked_on(tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
         }
-        Isa::Avx512Bf16 => {
-            blocked_on(isa, dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi)
-        }
+        Isa::Avx512Bf16 => blocked_on(dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi),
         _ => unreachable!("no bf16 block kernel on {isa:?}"),
     }
 }
@@ -409,12 +411,11 @@ type BlockKernel =
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn blocked_on(
-    isa: Isa,
     block_kernel: BlockKernel,
     a: &ATiles,
     b: Rhs,
     cols_map: Columns,
-    c: *mut f32,
+    c: CPtr,
     ldc: usize,
     rows: (usize, usize),
     cols: (usize, usize),
@@ -427,76 +428,147 @@ unsafe fn blocked_on(
     struct Block([f32; BLOCK * BLOCK]);
     let mut block = Block([0.0; BLOCK * BLOCK]);
     let scratch = (block.0.as_mut_ptr(), BLOCK * 4);
+    let (c32, c16) = match c {
+        CPtr::F32(c) => (c, std::ptr::null_mut()),
+        CPtr::Bf16(c) => {
+            assert!(!accumulate, "a bf16 C accumulated into");
+            (std::ptr::null_mut(), c)
+        }
+    };
+    let residual = epi.res();
     PACK_B.with_borrow_mut(|pb| {
         TILE_B.with_borrow_mut(|tb| {
-            let f32s = pb.get(KC * NCA);
-            for jc in (cols.0..cols.1).step_by(NCA) {
-                let nc = NCA.min(cols.1 - jc);
-                let panels = nc.div_ceil(NR);
-                for pc in (0..k).step_by(KCA) {
-                    let kc = KCA.min(k - pc);
-                    let ksteps = kc.div_ceil(KSTEP);
-                    let (first, last) = (pc == 0, pc + kc == k);
-                    let bt = aligned(tb, panels * ksteps * 2 * TILE);
-                    if !pair_b_rows(&b, pc, kc, jc, nc, bt, ksteps) {
-                        // The f32 packers take K blocks of at most `KC` rows.
-                        for piece in (0..kc).step_by(KC) {
-                            let kp = KC.min(kc - piece);
-                            if let Rhs::Conv(x, phased) = &b {
+            PARTIALS.with_borrow_mut(|kept| {
+                // A bf16 C's partial sums between K blocks: the part's rows (whole blocks) by a
+                // column block's panels, rows `NCA` apart (every block's first K block writes its
+                // sums before a later one reads them).
+                let partials: &mut [f32] = match c {
+                    CPtr::Bf16(_) if k > KCA => kept.get((rows.1 - rows.0).div_ceil(BLOCK) * BLOCK * NCA),
+                    _ => &mut [],
+                };
+                let f32s = pb.get(KC * NCA);
+                for jc in (cols.0..cols.1).step_by(NCA) {
+                    let nc = NCA.min(cols.1 - jc);
+                    let panels = nc.div_ceil(NR);
+                    for pc in (0..k).step_by(KCA) {
+                        let kc = KCA.min(k - pc);
+                        let ksteps = kc.div_ceil(KSTEP);
+                        let (first, last) = (pc == 0, pc + kc == k);
+                        let bt = aligned(tb, panels * ksteps * 2 * TILE);
+                        if !pair_b_rows(&b, pc, kc, jc, nc, bt, ksteps) {
+                            // The f32 packers take K blocks of at most `KC` rows.
+                            for piece in (0..kc).step_by(KC) {
+                                let kp = KC.min(kc - piece);
                                 let mut pairs = TilePairs { tiles: &mut *bt, ksteps, s0: piece / KSTEP };
-                                pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
-                                continue;
-                            }
-                            pack_b(&b, pc + piece, kp, jc, nc, f32s);
-                            pair_b_panels(&f32s[..panels * kp * NR], panels, kp, bt, ksteps, piece / KSTEP);
-                        }
-                    }
-                    // Along C's rows (the A block in L1, the B panels from L2): the output and
-                    // residual rows are then read and written in streams the prefetchers follow.
-                    for row0 in (rows.0..rows.1).step_by(BLOCK) {
-                        let mr = BLOCK.min(rows.1 - row0);
-                        let ap = a.data.as_ptr().add((row0 / BLOCK * a.ksteps + pc / KSTEP) * 2 * TILE);
-                        for jr in 0..panels {
-                            let nr = NR.min(nc - jr * NR);
-                            let col0 = jc + jr * NR;
-                            let one_item = cols_map.c_stride == cols_map.per
-                                || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
-                            let bp = bt.as_ptr().add(jr * ksteps * 2 * TILE);
-                            let cp = c.add(row0 * ldc + cols_map.c_off(col0));
-                            let direct = mr == BLOCK && nr == NR && one_item;
-                            // Whether C's previous values are in the tiles or still to be added.
-                            let c_in = accumulate || !first;
-                            let from = (direct && c_in).then_some((cp as *const f32, ldc * 4));
-                            if direct && !last {
-                                block_kernel(BLOCK, ksteps, ap, bp, from, (cp, ldc * 4));
-                                continue;
-                            }
-                            if last {
-                                super::kernel::prefetch_block(
-                                    c,
-                                    ldc,
-                                    &cols_map,
-                                    (row0, col0),
-                                    (mr, nr),
-                                    epi.residual,
+                                match &b {
+                                    Rhs::Conv(x, phased) => {
+                                        pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
+                                        continue;
+                                    }
+                                    Rhs::ConvBf16(x, phased) => {
+                                        pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
+                                        continue;
+                                    }
+                                    _ => {}
+                                }
+                                pack_b(&b, pc + piece, kp, jc, nc, f32s);
+                                pair_b_panels(
+                                    &f32s[..panels * kp * NR],
+                                    panels,
+                                    kp,
+                                    bt,
+                                    ksteps,
+                                    piece / KSTEP,
                                 );
                             }
-                            // Only the part's rows are stored (SlowFast's fast pathway has 8
-                            // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).
-                            block_kernel(mr, ksteps, ap, bp, from, scratch);
-                            let bias = match (last, epi.row_bias) {
-                                (true, Some(bias)) => bias.as_ptr().add(row0),
-                                _ => std::ptr::null(),
-                            };
-                            let res = if last { epi.residual } else { None };
-                            let part = TilePart { tile: block.0.as_ptr(), rows: mr, cols: nr };
-                            let load = c_in && !direct;
-                            let relu = last && epi.relu;
-                            store_block(isa, part, c, ldc, &cols_map, (row0, col0), load, bias, res, relu);
+                        }
+                        // Along C's rows (the A block in L1, the B panels from L2): the output and
+                        // residual rows are then read and written in streams the prefetchers follow.
+                        for row0 in (rows.0..rows.1).step_by(BLOCK) {
+                            let mr = BLOCK.min(rows.1 - row0);
+                            let ap = a.data.as_ptr().add((row0 / BLOCK * a.ksteps + pc / KSTEP) * 2 * TILE);
+                            for jr in 0..panels {
+                                let nr = NR.min(nc - jr * NR);
+                                let col0 = jc + jr * NR;
+                                let one_item = cols_map.c_stride == cols_map.per
+                                    || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
+                                let bp = bt.as_ptr().add(jr * ksteps * 2 * TILE);
+                                // Whether C's previous values are in the tiles or still to be added.
+                                let c_in = accumulate || !first;
+                                // A whole block in one item travels between K blocks in the block
+                                // kernel's sums: through C (f32) or the partials (bf16 C). Any other
+                                // block's sums start from zero and its previous sums are added after
+                                // (the same order in both, so a bf16 C is the f32 one rounded).
+                                let direct = mr == BLOCK && nr == NR && one_item;
+                                let (carry, carry_ld) = match c16.is_null() {
+                                    true => (c32.add(row0 * ldc + cols_map.c_off(col0)), ldc * 4),
+                                    false => {
+                                        let at = (row0 - rows.0) * NCA + jr * NR;
+                                        (partials.as_mut_ptr().wrapping_add(at), NCA * 4)
+                                    }
+                                };
+                                let from = (direct && c_in).then_some((carry as *const f32, carry_ld));
+                                if direct && !last {
+                                    block_kernel(mr, ksteps, ap, bp, from, (carry, carry_ld));
+                                    continue;
+                                }
+                                let res = if last { residual } else { None };
+                                if last && c16.is_null() {
+                                    let res32 = match res {
+                                        Some(Res::F32(r)) => Some(r),
+                                        _ => None,
+                                    };
+                                    super::kernel::prefetch_block(
+                                        c32,
+                                        ldc,
+                                        &cols_map,
+                                        (row0, col0),
+                                        (mr, nr),
+                                        res32,
+                                    );
+                                }
+                                // Only the part's rows are stored (SlowFast's fast pathway has 8
+                                // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).
+                                block_kernel(mr, ksteps, ap, bp, from, scratch);
+                                let bias = match (last, epi.row_bias) {
+                                    (true, Some(bias)) => bias.as_ptr().add(row0),
+                                    _ => std::ptr::null(),
+                                };
+                                if !c16.is_null() && !direct && !partials.is_empty() {
+                                    // An edge block of a bf16 C: its previous sums added here (as
+                                    // the f32 epilogue's load does), its sums kept until the last.
+                                    let partial =
+                                        std::slice::from_raw_parts_mut(carry, (BLOCK - 1) * NCA + BLOCK);
+                                    for (r, row) in block.0.chunks_exact_mut(BLOCK).enumerate().take(mr) {
+                                        let kept = &mut partial[r * NCA..r * NCA + BLOCK];
+                                        if c_in {
+                                            row.iter_mut().zip(&*kept).for_each(|(v, p)| *v += p);
+                                        }
+                                        if !last {
+                                            kept.copy_from_slice(row);
+                                        }
+                                    }
+                                    if !last {
+                                        continue;
+                                    }
+                                }
+                                let part = TilePart { tile: block.0.as_ptr(), rows: mr, cols: nr };
+                                let relu = last && epi.relu;
+                                let at = (row0, col0);
+                                match c {
+                                    CPtr::F32(c) => {
+                                        let load = c_in && !direct;
+                                        store_block_act(part, c, ldc, &cols_map, at, load, bias, res, relu)
+                                    }
+                                    CPtr::Bf16(c) => {
+                                        store_block_act(part, c, ldc, &cols_map, at, false, bias, res, relu)
+                                    }
+                                }
+                            }
                         }
                     }
                 }
-            }
+            })
         })
     });
 }

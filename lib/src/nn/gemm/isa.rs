@@ -53,7 +53,7 @@ impl Isa {
             match self {
                 Isa::Amx => amx::amx_bf16_available(),
                 Isa::Avx512Bf16 => amx::dpbf16_available(),
-                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+                Isa::Avx512 => has_avx512(),
                 Isa::Avx2 => {
                     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
                 }
@@ -94,12 +94,15 @@ pub fn blocked_isa() -> Option<Isa> {
     CHOSEN_ISA.with(|c| c.get()).unwrap_or_else(Isa::detected)
 }
 
-/// Whether this CPU has AVX-512 (the direct convolution and the AVX-512 packers use it whatever
-/// kernel the product runs).
+/// Whether this CPU has AVX-512 F, BW and VL (the direct convolution and the AVX-512 packers use
+/// them whatever kernel the product runs; the packers read bf16 activations with BW's 16-bit
+/// moves). Every AVX-512 CPU since Skylake-SP has all three.
 pub(in crate::nn) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

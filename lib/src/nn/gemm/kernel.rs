@@ -176,20 +176,60 @@ pub(super) unsafe fn store_block(
     res: Option<&[f32]>,
     relu: bool,
 ) {
-    let (row0, col0) = at;
+    if isa != Isa::Avx2 {
+        return store_block_act(part, c, ldc, cols_map, at, load, bias, res.map(Res::F32), relu);
+    }
+    for_runs(&part, ldc, cols_map, at, |run_part, off| {
+        let res_at = res.map_or(std::ptr::null(), |r| r.as_ptr().add(off));
+        store_tile_part_avx2(run_part, c.add(off), ldc, load, bias, res_at, relu)
+    });
+}
+
+/// [`store_block`] with AVX-512 into a C of f32 or bf16 (rounded to nearest even), the residual
+/// f32 or bf16.
+///
+/// # Safety
+/// As [`store_block`]'s, with AVX-512 F, BW and VL (`has_avx512`).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_block_act<O: Act>(
+    part: TilePart,
+    c: *mut O,
+    ldc: usize,
+    cols_map: &Columns,
+    at: (usize, usize),
+    load: bool,
+    bias: *const f32,
+    res: Option<Res>,
+    relu: bool,
+) {
+    for_runs(&part, ldc, cols_map, at, |run_part, off| match res {
+        None => store_tile_part::<O, f32>(run_part, c.add(off), ldc, load, bias, std::ptr::null(), relu),
+        Some(Res::F32(r)) => {
+            store_tile_part(run_part, c.add(off), ldc, load, bias, r.as_ptr().add(off), relu)
+        }
+        Some(Res::Bf16(r)) => {
+            store_tile_part(run_part, c.add(off), ldc, load, bias, r.as_ptr().add(off), relu)
+        }
+    });
+}
+
+/// Calls `store` with each run of the part's columns that lies in one batch item, and the run's
+/// offset in C (laid out by `cols_map` and `ldc`, the part at `at`).
+#[inline(always)]
+fn for_runs(
+    part: &TilePart,
+    ldc: usize,
+    cols_map: &Columns,
+    (row0, col0): (usize, usize),
+    mut store: impl FnMut(TilePart, usize),
+) {
     let mut j = 0;
     while j < part.cols {
         let col = col0 + j;
         let run = (part.cols - j).min(cols_map.per - col % cols_map.per);
         let off = row0 * ldc + cols_map.c_off(col);
-        let res_at = res.map_or(std::ptr::null(), |r| r.as_ptr().add(off));
-        let run_part = TilePart { tile: part.tile.add(j), rows: part.rows, cols: run };
-        match isa {
-            Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
-                store_tile_part(run_part, c.add(off), ldc, load, bias, res_at, relu)
-            }
-            Isa::Avx2 => store_tile_part_avx2(run_part, c.add(off), ldc, load, bias, res_at, relu),
-        }
+        store(TilePart { tile: part.tile.wrapping_add(j), rows: part.rows, cols: run }, off);
         j += run;
     }
 }
@@ -228,20 +268,21 @@ pub(super) struct TilePart {
 
 /// An edge tile's part into C as the micro-kernel's epilogue would store it: row r =
 /// (C's previous values when `load`) + tile row, + (`bias[r]` + the residual row) where either
-/// is given, then ReLU when `relu`; masked to `cols` columns.
+/// is given, then ReLU when `relu`; masked to `cols` columns. C and the residual are f32 or
+/// bf16 (`act`: read widened, C written rounded to nearest even).
 ///
 /// # Safety
-/// AVX-512F available; `c` (and `res` when not null) address `rows` rows of `ldc` with `cols`
-/// writable (readable) values each; `bias`, when not null, `rows` floats.
+/// AVX-512 F, BW and VL available; `c` (and `res` when not null) address `rows` rows of `ldc`
+/// with `cols` writable (readable) values each; `bias`, when not null, `rows` floats.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn store_tile_part(
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn store_tile_part<O: Act, R: Act>(
     part: TilePart,
-    c: *mut f32,
+    c: *mut O,
     ldc: usize,
     load: bool,
     bias: *const f32,
-    res: *const f32,
+    res: *const R,
     relu: bool,
 ) {
     use std::arch::x86_64::*;
@@ -253,18 +294,18 @@ pub(super) unsafe fn store_tile_part(
             let at = r * ldc + 16 * half;
             let mut v = _mm512_maskz_loadu_ps(m, part.tile.add(r * NR + 16 * half));
             if load {
-                v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c.add(at)), v);
+                v = _mm512_add_ps(O::mask_load(zero, m, c.add(at)), v);
             }
             if !bias.is_null() || !res.is_null() {
                 let b = if bias.is_null() { zero } else { _mm512_set1_ps(*bias.add(r)) };
                 let extra =
-                    if res.is_null() { b } else { _mm512_add_ps(b, _mm512_maskz_loadu_ps(m, res.add(at))) };
+                    if res.is_null() { b } else { _mm512_add_ps(b, R::mask_load(zero, m, res.add(at))) };
                 v = _mm512_add_ps(v, extra);
             }
             if relu {
                 v = _mm512_max_ps(v, zero);
             }
-            _mm512_mask_storeu_ps(c.add(at), m, v);
+            O::mask_store(c.add(at), m, v);
         }
     }
 }

@@ -158,6 +158,7 @@ pub(super) unsafe fn pack_b_avx2(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: u
         Rhs::ShiftedMat(m, cols, rows) => pack_b_shifted(m, cols, rows, p0, kc, j0, nc, out),
         Rhs::Conv(x, phased) => pack_b_conv(x, *phased, false, p0, kc, j0, nc, out),
         Rhs::ConvT(x) => pack_b_conv_t(x, false, p0, kc, j0, nc, out),
+        Rhs::MatBf16(..) | Rhs::ConvBf16(..) => unreachable!("a bf16 B outside the bf16 tile paths"),
     }
 }
 

@@ -25,17 +25,17 @@ use std::cell::RefCell;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    pub data: &'a [f32],
+pub struct MatRef<'a, E = f32> {
+    pub data: &'a [E],
     pub rows: usize,
     pub cols: usize,
     pub rs: usize,
     pub cs: usize,
 }
 
-impl<'a> MatRef<'a> {
+impl<'a, E> MatRef<'a, E> {
     /// A row-major (contiguous rows) `rows × cols` matrix.
-    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    pub fn row_major(data: &'a [E], rows: usize, cols: usize) -> Self {
         Self { data, rows, cols, rs: cols, cs: 1 }
     }
 
@@ -54,12 +54,14 @@ impl<'a> MatRef<'a> {
 
 /// What happens to each element of the product: `· row_scale[i]` (applied to A's rows while
 /// packing them, so it costs nothing), `+ row_bias[i]`, `+ residual` (laid out as C), then
-/// `max(0, ·)`. With `accumulate` the previous C is added unscaled.
+/// `max(0, ·)`. With `accumulate` the previous C is added unscaled. The residual may be bf16
+/// (`residual_bf16`, bits; the bf16 tile paths only), not both.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     pub row_scale: Option<&'a [f32]>,
     pub row_bias: Option<&'a [f32]>,
     pub residual: Option<&'a [f32]>,
+    pub residual_bf16: Option<&'a [u16]>,
     pub relu: bool,
 }
 
@@ -195,6 +197,11 @@ enum Rhs<'a> {
     /// The transposed column matrix: row (n, t, h, w) and column (c, dt, dh, dw) hold what
     /// `Conv` holds at (column, row), for a weight gradient.
     ConvT(ConvRhs<'a>),
+    /// `Mat` (rows read shifted where given, as `ShiftedMat`) of bf16 bits (`act`): the bf16
+    /// tile paths only.
+    MatBf16(MatRef<'a, u16>, Columns, Option<FrameRows<'a>>),
+    /// `Conv` of a bf16 input: the bf16 tile paths only.
+    ConvBf16(ConvRhs<'a, u16>, bool),
 }
 
 /// B's rows read from neighbouring batch items: row k of item n is row k of item n + `delta[k]`
@@ -211,8 +218,8 @@ pub struct FrameRows<'a> {
 /// (n, t, h, w) hold the input value that tap (dt, dh, dw) of channel c sees at output (t, h, w),
 /// 0 in the padding (rows in PyTorch's weight order, as `vol2col`).
 #[derive(Clone, Copy, Debug)]
-pub struct ConvRhs<'a> {
-    pub x: &'a [f32],
+pub struct ConvRhs<'a, E = f32> {
+    pub x: &'a [E],
     pub g: super::vol2col::Geometry3d,
     /// Output extent (t, h, w).
     pub out: [usize; 3],
@@ -305,6 +312,88 @@ pub(super) fn sgemm_conv_t(a: MatRef, a_cols: Columns, x: ConvRhs, c: &mut [f32]
         false,
         Epilogue::default(),
     );
+}
+
+/// The convolution `A · conv columns of x` with the epilogue on the bf16 tile paths
+/// (`Isa::bf16_pairs` under bf16 products), from an f32 or bf16 input (`act`) into a new
+/// [N, M, T', H', W'] output in f32 or, with `bf16_out`, bf16; a 1×1×1 stride-1 convolution
+/// reads its input as B (rows shifted by `shift` where given), any other packs the implicit
+/// column matrix. The residual (f32 or bf16) is laid out as the output.
+///
+/// # Panics
+/// Off the bf16 tile paths; where the operands do not fit the geometry.
+pub fn conv_on_tiles(
+    a: MatRef,
+    x: Activations,
+    g: super::vol2col::Geometry3d,
+    out: [usize; 3],
+    shift: Option<FrameRows>,
+    epi: Epilogue,
+    bf16_out: bool,
+) -> Product {
+    let isa = blocked_isa().filter(|i| i.bf16_pairs() && bf16_products()).expect("the bf16 tile paths");
+    let p = out.iter().product::<usize>();
+    let (m, k, n) = (a.rows, g.c * g.taps(), g.n * p);
+    assert_eq!(a.cols, k, "weight and input channels differ");
+    let len = match x {
+        Activations::F32(x) => x.len(),
+        Activations::Bf16(x) => x.len(),
+    };
+    assert!(len >= g.n * g.c * g.in_volume(), "input buffer too small");
+    let direct = g.taps() == 1 && g.stride == [1; 3] && g.pad == [0; 3];
+    assert!(shift.is_none() || direct, "a frame shift of a 1×1×1 convolution's rows only");
+    if let Some(r) = &shift {
+        assert!(r.delta.len() == k && r.segments > 0 && g.n % r.segments == 0, "items are not whole clips");
+    }
+    for v in [epi.row_bias, epi.row_scale].into_iter().flatten() {
+        assert!(v.len() >= m, "per-row vector shorter than the rows");
+    }
+    let res_len = epi.residual.map(<[f32]>::len).or(epi.residual_bf16.map(<[u16]>::len));
+    assert!(res_len.is_none_or(|r| r >= m * n), "residual too small");
+    let cols = Columns { per: p.max(1), b_stride: if direct { g.c * p } else { 0 }, c_stride: m * p };
+    let (phased32, phased16);
+    let rhs = match x {
+        Activations::F32(x) if direct => {
+            let b = MatRef { data: x, rows: k, cols: n, rs: p, cs: 1 };
+            match shift {
+                Some(rows) => Rhs::ShiftedMat(b, cols, rows),
+                None => Rhs::Mat(b, cols),
+            }
+        }
+        Activations::Bf16(x) if direct => {
+            Rhs::MatBf16(MatRef { data: x, rows: k, cols: n, rs: p, cs: 1 }, cols, shift)
+        }
+        Activations::F32(x) if g.stride[2] > 1 => {
+            phased32 = split_w_phases(x, &g);
+            Rhs::Conv(ConvRhs { x: &phased32, g, out }, true)
+        }
+        Activations::F32(x) => Rhs::Conv(ConvRhs { x, g, out }, false),
+        Activations::Bf16(x) if g.stride[2] > 1 => {
+            phased16 = split_w_phases(x, &g);
+            Rhs::ConvBf16(ConvRhs { x: &phased16, g, out }, true)
+        }
+        Activations::Bf16(x) => Rhs::ConvBf16(ConvRhs { x, g, out }, false),
+    };
+    let len = m * n;
+    let run = |c: CPtr| {
+        if len > 0 {
+            run_blocked_to(isa, a, Columns::single(k), rhs, n, cols, c, p, false, epi)
+        }
+    };
+    // Not zeroed first: the product writes each of the m × n outputs once ([N, M, P] is covered).
+    if bf16_out {
+        let mut v: Vec<half::bf16> = Vec::with_capacity(len);
+        run(CPtr::Bf16(v.as_mut_ptr().cast()));
+        // SAFETY: the product stored every output (above).
+        unsafe { v.set_len(len) };
+        Product::Bf16(v)
+    } else {
+        let mut v: Vec<f32> = Vec::with_capacity(len);
+        run(CPtr::F32(v.as_mut_ptr()));
+        // SAFETY: as above.
+        unsafe { v.set_len(len) };
+        Product::F32(v)
+    }
 }
 
 /// `sgemm` with batched columns (`cols`): B's `rs`/`cs` apply within a batch item.
@@ -495,6 +584,7 @@ mod amx;
 pub use amx::bf16_peak_gmacs;
 #[cfg(target_arch = "x86_64")]
 pub(in crate::nn) use amx::{amx_int8_available, with_tiles};
+mod act;
 mod fallback;
 mod isa;
 mod kernel;
@@ -507,6 +597,8 @@ mod packed;
 mod split;
 mod weight_cache;
 
+use act::*;
+pub use act::{Activations, Product};
 use fallback::*;
 pub(in crate::nn) use isa::has_avx512;
 use isa::nc;

@@ -9,6 +9,10 @@ pub(super) struct Scratch {
 }
 
 impl Scratch {
+    pub(super) const fn new() -> Self {
+        Self { buf: Vec::new() }
+    }
+
     pub(super) fn get(&mut self, len: usize) -> &mut [f32] {
         if self.buf.len() < len + 16 {
             self.buf = vec![0.0; len + 16];
@@ -355,14 +359,15 @@ pub(super) fn copy_run(dst: &mut [f32], src: &[f32]) {
 }
 
 /// # Safety
-/// AVX-512F must be available (the packers are inlined here to use its moves).
+/// AVX-512 F, BW and VL available (`has_avx512`: the packers are inlined here to use their moves).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn pack_b(b: &Rhs, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
     match b {
         Rhs::Mat(m, cols) => pack_b_mat(m, cols, p0, kc, j0, nc, out),
         Rhs::ShiftedMat(m, cols, rows) => pack_b_shifted(m, cols, rows, p0, kc, j0, nc, out),
         Rhs::Conv(x, phased) => pack_b_conv(x, *phased, true, p0, kc, j0, nc, out),
         Rhs::ConvT(x) => pack_b_conv_t(x, true, p0, kc, j0, nc, out),
+        Rhs::MatBf16(..) | Rhs::ConvBf16(..) => unreachable!("a bf16 B outside the bf16 tile paths"),
     }
 }

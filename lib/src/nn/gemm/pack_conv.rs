@@ -7,26 +7,31 @@ use super::*;
 /// other, phase φ holding columns φ, φ + s, … and zero-filled to ⌈W / s⌉: a tap of a w-strided
 /// convolution then reads a contiguous run of one phase (vector moves instead of a strided
 /// gather, which took most of the packing of strided stems).
-pub(super) fn split_w_phases(x: &[f32], g: &crate::nn::vol2col::Geometry3d) -> Vec<f32> {
+pub(super) fn split_w_phases<E: Act>(x: &[E], g: &crate::nn::vol2col::Geometry3d) -> Vec<E> {
     let (iw, s) = (g.input[2], g.stride[2]);
     let q = iw.div_ceil(s);
     let rows = g.n * g.c * g.input[0] * g.input[1];
-    let mut out = crate::nn::vol2col::zeros_par(rows * s * q);
-    crate::nn::vol2col::par_planes(&mut out, s * q, |row, dst| {
-        let src = &x[row * iw..][..iw];
-        if s == 2 {
-            let (even, odd) = dst.split_at_mut(q);
-            if iw % 2 == 1 {
-                even[iw / 2] = src[iw - 1];
+    let mut out = vec![E::default(); rows * s * q];
+    crate::nn::vol2col::par_planes_with(
+        &mut out,
+        s * q,
+        || (),
+        |_, row, dst| {
+            let src = &x[row * iw..][..iw];
+            if s == 2 {
+                let (even, odd) = dst.split_at_mut(q);
+                if iw % 2 == 1 {
+                    even[iw / 2] = src[iw - 1];
+                }
+                return E::deinterleave(src, even, odd);
             }
-            return crate::nn::simd::deinterleave(src, even, odd);
-        }
-        for (phase, part) in dst.chunks_exact_mut(q).enumerate() {
-            for (d, v) in part.iter_mut().zip(src[phase.min(iw)..].iter().step_by(s)) {
-                *d = *v;
+            for (phase, part) in dst.chunks_exact_mut(q).enumerate() {
+                for (d, v) in part.iter_mut().zip(src[phase.min(iw)..].iter().step_by(s)) {
+                    *d = *v;
+                }
             }
-        }
-    });
+        },
+    );
     out
 }
 
@@ -36,8 +41,8 @@ pub(super) fn split_w_phases(x: &[f32], g: &crate::nn::vol2col::Geometry3d) -> V
 /// pass a constant, true only inside AVX-512 code).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn pack_b_conv(
-    x: &ConvRhs,
+pub(super) fn pack_b_conv<E: Act>(
+    x: &ConvRhs<E>,
     phased: bool,
     wide: bool,
     p0: usize,
@@ -114,7 +119,7 @@ pub(super) fn pack_b_conv(
             // SAFETY: `wide` only where AVX-512 is available; no lane is read.
             #[cfg(target_arch = "x86_64")]
             if wide {
-                return unsafe { masked_run(d, std::ptr::null(), 0, 0) };
+                return unsafe { masked_run::<E>(d, std::ptr::null(), 0, 0) };
             }
             return d.fill(0.0);
         }
@@ -128,7 +133,7 @@ pub(super) fn pack_b_conv(
         crate::nn::simd::prefetch(next);
         crate::nn::simd::prefetch(next.wrapping_add(run - 1));
         if sw == 1 && first >= 0 && first + run as isize <= iw as isize {
-            return copy_run(d, &src_row[first as usize..first as usize + run]);
+            return E::copy_run(d, &src_row[first as usize..first as usize + run]);
         }
         let floor_div = |q: isize| match sw {
             1 => q,
@@ -152,11 +157,11 @@ pub(super) fn pack_b_conv(
             // Wrapping index arithmetic: overflow checks would keep the loop scalar.
             if sw == 2 {
                 for (q, v) in d[lo..hi].iter_mut().enumerate() {
-                    *v = src[q.wrapping_mul(2)];
+                    *v = src[q.wrapping_mul(2)].to_f32();
                 }
             } else {
                 for (q, v) in d[lo..hi].iter_mut().enumerate() {
-                    *v = src[q.wrapping_mul(sw)];
+                    *v = src[q.wrapping_mul(sw)].to_f32();
                 }
             }
         }
@@ -168,12 +173,12 @@ pub(super) fn pack_b_conv(
 /// per-value copy.
 ///
 /// # Safety
-/// AVX-512F available; `src + q` readable for q in `lo..hi` (no other lane is read, so `src`
-/// may point outside its row).
+/// AVX-512 F, BW and VL available; `src + q` readable for q in `lo..hi` (no other lane is read,
+/// so `src` may point outside its row).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[inline]
-pub(super) unsafe fn masked_run(d: &mut [f32], src: *const f32, lo: usize, hi: usize) {
+pub(super) unsafe fn masked_run<E: Act>(d: &mut [f32], src: *const E, lo: usize, hi: usize) {
     use std::arch::x86_64::*;
     assert!(d.len() <= NR && lo <= hi && hi <= d.len(), "a run is at most a panel row");
     let bits = |from: usize, to: usize| (((1u32 << to) - 1) & !((1u32 << from) - 1)) as __mmask16;
@@ -181,7 +186,7 @@ pub(super) unsafe fn masked_run(d: &mut [f32], src: *const f32, lo: usize, hi: u
     while base < d.len() {
         let lanes = (d.len() - base).min(16);
         let at = |q: usize| q.clamp(base, base + 16) - base;
-        let v = _mm512_maskz_loadu_ps(bits(at(lo), at(hi)), src.wrapping_add(base));
+        let v = E::mask_load(_mm512_setzero_ps(), bits(at(lo), at(hi)), src.wrapping_add(base));
         // SAFETY: `lanes` values from `base` lie inside `d`.
         _mm512_mask_storeu_ps(d.as_mut_ptr().add(base), bits(0, lanes), v);
         base += 16;

@@ -114,7 +114,7 @@ pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epil
                 tiles,
                 Rhs::Mat(b, single),
                 single,
-                c.as_mut_ptr(),
+                CPtr::F32(c.as_mut_ptr()),
                 ldc,
                 (0, m),
                 (0, n),

@@ -18,11 +18,29 @@ pub(super) fn run_blocked(
     accumulate: bool,
     epi: Epilogue,
 ) {
+    run_blocked_to(isa, a, a_cols, b, n, cols, CPtr::F32(c), ldc, accumulate, epi)
+}
+
+/// [`run_blocked`] into a C of f32 or bf16 (`act`): bf16 C, bf16 B and bf16 residuals only
+/// on the bf16 tile paths (`Isa::bf16_pairs` under bf16 products).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_blocked_to(
+    isa: Isa,
+    a: MatRef,
+    a_cols: Columns,
+    b: Rhs,
+    n: usize,
+    cols: Columns,
+    c: CPtr,
+    ldc: usize,
+    accumulate: bool,
+    epi: Epilogue,
+) {
     let (m, k) = (a.rows, a.cols);
     let threads = threads_for(m * n * k);
     // Read on the calling thread: the parts run on the pool's.
     let bf16 = bf16_products();
-    let c_ptr = SendPtr(c);
+    let c_any = SendC(c);
     // A model's weights packed once for an inference run (`weight_cache`), when they are A.
     let cached = weight_cache::packed(isa, bf16, &a, &a_cols, epi.row_scale, threads);
     #[cfg(target_arch = "x86_64")]
@@ -41,7 +59,7 @@ pub(super) fn run_blocked(
             // SAFETY: `isa` comes from `Isa::supported` (AMX-BF16 granted or AVX-512 BF16); the
             // parts cover disjoint blocks of the m × n output the callers checked `c` holds,
             // their rows starting at whole blocks of `tiles`.
-            unsafe { amx::blocked_bf16(isa, tiles, b, cols, c_ptr.get(), ldc, rows, part, accumulate, epi) }
+            unsafe { amx::blocked_bf16(isa, tiles, b, cols, c_any.get(), ldc, rows, part, accumulate, epi) }
         };
         if parts.len() == 1 {
             run(parts[0]);
@@ -54,6 +72,12 @@ pub(super) fn run_blocked(
         }
         return;
     }
+    let c_ptr = match c {
+        CPtr::F32(c) if epi.residual_bf16.is_none() && !matches!(b, Rhs::MatBf16(..) | Rhs::ConvBf16(..)) => {
+            SendPtr(c)
+        }
+        _ => panic!("bf16 operands outside the bf16 tile paths"),
+    };
     let parts = partition(m, n, threads, MR);
     #[cfg(target_arch = "x86_64")]
     if parts.len() == 1 {
@@ -175,18 +199,25 @@ pub(super) fn pack_a_whole(
     out
 }
 
+/// A C of either type for the parts' threads.
+#[derive(Clone, Copy)]
+struct SendC(CPtr);
+// SAFETY: each thread writes a disjoint block of the output.
+unsafe impl Send for SendC {}
+unsafe impl Sync for SendC {}
+
+impl SendC {
+    /// The pointer (a method, so closures capture the whole Sync wrapper).
+    fn get(self) -> CPtr {
+        self.0
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(super) struct SendPtr(pub(super) *mut f32);
 // SAFETY: each thread writes a disjoint block of the output.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole Sync wrapper).
-    pub(super) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// Splits the output among `threads`: by columns in whole panels when there are enough of them,
 /// else by rows in whole micro-panels of `row_unit` rows.

@@ -236,8 +236,13 @@ fn batched_columns_equal_per_item_products_on_this_path() {
         let cols = Columns { per, b_stride: per, c_stride: m * per };
         let bias = random(m, &mut rng);
         let res = random(items * m * per, &mut rng);
-        let epi =
-            Epilogue { row_scale: Some(&bias), row_bias: Some(&bias), residual: Some(&res), relu: true };
+        let epi = Epilogue {
+            row_scale: Some(&bias),
+            row_bias: Some(&bias),
+            residual: Some(&res),
+            relu: true,
+            ..Default::default()
+        };
         let mut c = vec![0f32; items * m * per];
         sgemm_columns(a, b, cols, &mut c, per, false, epi);
         let mut c_portable = vec![0f32; items * m * per];
@@ -364,6 +369,70 @@ fn bf16_autocast_rounds_both_operands_on_every_path() {
                 "{isa:?} {m}x{k}x{n} (shared A {shared}): {off_rounded} off (bound {bound})"
             );
             assert!(off_f32 >= 1e-3, "{isa:?} {m}x{k}x{n}: {off_f32} off the f32 product: not rounded?");
+        }
+    }
+}
+
+/// On the bf16 tile paths a convolution reads bf16 input and residuals (`act`) as the f32 ones
+/// holding the same values, and writes bf16 output as the f32 output rounded to nearest even:
+/// bit for bit, for 1×1 (B read in place, rows shifted or not), 3×3 padded past one K block
+/// (partial sums between K blocks), w-strided (phased) and temporal kernels, edge rows.
+#[test]
+fn bf16_activations_read_and_write_as_rounded_f32() {
+    use crate::nn::simd::bf16_round;
+    use crate::nn::vol2col::Geometry3d;
+    let paths: Vec<Isa> = Isa::paths().into_iter().flatten().filter(|i| i.bf16_pairs()).collect();
+    if paths.is_empty() {
+        eprintln!("no bf16 tile path on this CPU: bf16 activations not checked");
+        return;
+    }
+    let mut rng = Rng::new(21);
+    let geometry =
+        |c, input, kernel, stride, pad| Geometry3d { n: 2, c, input, kernel, stride, pad, dilation: [1; 3] };
+    for (g, m, shifted) in [
+        (geometry(24, [1, 9, 7], [1, 1, 1], [1, 1, 1], [0, 0, 0]), 40, false),
+        (geometry(24, [1, 9, 7], [1, 1, 1], [1, 1, 1], [0, 0, 0]), 40, true),
+        (geometry(70, [1, 11, 9], [1, 3, 3], [1, 1, 1], [0, 1, 1]), 33, false),
+        (geometry(20, [3, 13, 11], [1, 3, 3], [1, 2, 2], [0, 1, 1]), 64, false),
+        (geometry(30, [6, 5, 7], [3, 1, 1], [2, 1, 1], [1, 0, 0]), 17, false),
+    ] {
+        let out = g.out().unwrap();
+        let (k, p) = (g.c * g.taps(), out.iter().product::<usize>());
+        let rounded = |v: Vec<f32>| v.into_iter().map(bf16_round).collect::<Vec<f32>>();
+        let bits = |v: &[f32]| v.iter().map(|x| (x.to_bits() >> 16) as u16).collect::<Vec<u16>>();
+        let x = rounded(random(g.n * g.c * g.in_volume(), &mut rng));
+        let w = random(m * k, &mut rng);
+        let (scale, bias) = (random(m, &mut rng), random(m, &mut rng));
+        let res = rounded(random(g.n * m * p, &mut rng));
+        let (x16, res16) = (bits(&x), bits(&res));
+        let delta: Vec<i8> = (0..k).map(|c| (c % 3) as i8 - 1).collect();
+        let shift = shifted.then_some(FrameRows { segments: 2, delta: &delta });
+        let a = MatRef::row_major(&w, m, k);
+        let epi =
+            Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), relu: true, ..Default::default() };
+        let f32s = |p: Product| match p {
+            Product::F32(v) => v,
+            Product::Bf16(_) => panic!("bf16 asked for f32"),
+        };
+        for isa in &paths {
+            crate::nn::with_autocast(Some(candle_core::DType::BF16), || {
+                with_isa(Some(*isa), || {
+                    let run = |x, epi, bf16_out| conv_on_tiles(a, x, g, out, shift, epi, bf16_out);
+                    let epi32 = Epilogue { residual: Some(&res), ..epi };
+                    let want = f32s(run(Activations::F32(&x), epi32, false));
+                    let from16 = f32s(run(Activations::Bf16(&x16), epi32, false));
+                    assert!(from16 == want, "{isa:?} {g:?}: bf16 input read otherwise");
+                    let epi16 = Epilogue { residual_bf16: Some(&res16), ..epi };
+                    let res_from16 = f32s(run(Activations::F32(&x), epi16, false));
+                    assert!(res_from16 == want, "{isa:?} {g:?}: bf16 residual read otherwise");
+                    let Product::Bf16(out16) = run(Activations::Bf16(&x16), epi16, true) else {
+                        panic!("f32 asked for bf16")
+                    };
+                    let want16: Vec<u16> =
+                        want.iter().map(|&v| (bf16_round(v).to_bits() >> 16) as u16).collect();
+                    assert!(super::super::bf16_act::bits(&out16) == want16, "{isa:?} {g:?}: bf16 output");
+                })
+            });
         }
     }
 }

@@ -318,7 +318,8 @@ pub(super) fn active() -> bool {
 /// The pair is learned on the first forward (the first convolution's f32 output is watched for
 /// the convolution that reads it); elsewhere `f` runs as it is.
 pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
-    with_run_flag(|s| &mut s.feeds_next, f)
+    // Under bf16 products on the tile paths the output goes over in bf16 (`bf16_act`).
+    super::bf16_act::handing_over(|| with_run_flag(|s| &mut s.feeds_next, f))
 }
 
 /// Runs `f`, whose first convolution's output only convolutions read, as their input or as the

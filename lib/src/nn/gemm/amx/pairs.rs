@@ -4,23 +4,6 @@
 
 use super::*;
 
-/// `simd::bf16_round` in 16 lanes: ties to even, NaN kept NaN; the rounded bits, the low half
-/// not yet cleared.
-///
-/// # Safety
-/// AVX-512F available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn round_bits(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512i {
-    use std::arch::x86_64::*;
-    let b = _mm512_castps_si512(x);
-    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-    let r = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-    _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(b, _mm512_set1_epi32(0x0040_0000)))
-}
-
 /// Tile row `row` = 16 columns' (even k, odd k) pairs of bf16: lane j holds `even`'s value j
 /// rounded in its low half and `odd`'s in its high half.
 ///
@@ -96,16 +79,16 @@ pub(super) unsafe fn pair_b_panels(
     }
 }
 
-/// For B read straight from its rows (`Rhs::Mat` with contiguous columns, `Rhs::ShiftedMat`):
-/// rows `p0..p0+kc`, columns `j0..j0+nc` rounded and paired into tiles as `pair_b_panels`
-/// lays them out (from step 0 of `ksteps`), without packing f32 panels first (a 1×1
-/// convolution's B is its input). False, with nothing written, for any other B.
+/// For B read straight from its rows (`Rhs::Mat` with contiguous columns, `Rhs::ShiftedMat`,
+/// `Rhs::MatBf16`): rows `p0..p0+kc`, columns `j0..j0+nc` rounded and paired into tiles as
+/// `pair_b_panels` lays them out (from step 0 of `ksteps`), without packing f32 panels first (a
+/// 1×1 convolution's B is its input). False, with nothing written, for any other B.
 ///
 /// # Safety
-/// AVX-512F available; B's view lies inside its buffer for the block (the callers' checks);
-/// `out` holds `⌈nc / 32⌉ · ksteps · 1024` values, `⌈kc / 32⌉ ≤ ksteps`.
+/// AVX-512 F, BW and VL available; B's view lies inside its buffer for the block (the callers'
+/// checks); `out` holds `⌈nc / 32⌉ · ksteps · 1024` values, `⌈kc / 32⌉ ≤ ksteps`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pair_b_rows(
     b: &Rhs,
@@ -116,12 +99,32 @@ pub(super) unsafe fn pair_b_rows(
     out: &mut [u16],
     ksteps: usize,
 ) -> bool {
-    use std::arch::x86_64::*;
-    let (m, cols, shift) = match b {
-        Rhs::Mat(m, cols) if m.cs == 1 => (m, cols, None),
-        Rhs::ShiftedMat(m, cols, rows) => (m, cols, Some(rows)),
+    let block = (p0, kc, j0, nc);
+    match b {
+        Rhs::Mat(m, cols) if m.cs == 1 => pair_rows_of(m, cols, None, block, out, ksteps),
+        Rhs::ShiftedMat(m, cols, rows) => pair_rows_of(m, cols, Some(rows), block, out, ksteps),
+        Rhs::MatBf16(m, cols, rows) if m.cs == 1 => pair_rows_of(m, cols, rows.as_ref(), block, out, ksteps),
         _ => return false,
-    };
+    }
+    true
+}
+
+/// [`pair_b_rows`] of a matrix of `E` (rows read shifted by `shift` where given), for the block
+/// `(p0, kc, j0, nc)`.
+///
+/// # Safety
+/// As [`pair_b_rows`]'s; `m.cs` = 1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pair_rows_of<E: Act>(
+    m: &MatRef<E>,
+    cols: &Columns,
+    shift: Option<&FrameRows>,
+    (p0, kc, j0, nc): (usize, usize, usize, usize),
+    out: &mut [u16],
+    ksteps: usize,
+) {
+    use std::arch::x86_64::*;
     let panels = nc.div_ceil(NR);
     assert!(kc.div_ceil(KSTEP) <= ksteps && out.len() >= panels * ksteps * 2 * TILE);
     // Runs of lanes inside one batch item, per 16-column half: (half, lanes, the run's first
@@ -160,7 +163,7 @@ pub(super) unsafe fn pair_b_rows(
                 at += delta * cols.b_stride as isize;
             }
             // Masked: only the run's lanes are read, all inside B.
-            v = _mm512_mask_loadu_ps(v, lanes, data.wrapping_offset(at));
+            v = E::mask_load(v, lanes, data.wrapping_offset(at));
         }
         v
     };
@@ -192,7 +195,6 @@ pub(super) unsafe fn pair_b_rows(
             }
         }
     }
-    true
 }
 
 /// A convolution's B block (`pack_b_conv`'s runs) rounded and paired straight into tiles as
@@ -264,15 +266,15 @@ unsafe fn pair_rows(rows: &[f32], panels: usize, tiles: &mut [u16], ksteps: usiz
     }
 }
 
-/// `pack_b_conv` into tile pairs, in AVX-512 (its masked moves).
+/// `pack_b_conv` into tile pairs, in AVX-512 (its masked moves), from f32 or bf16 (`act`).
 ///
 /// # Safety
-/// AVX-512F available.
+/// AVX-512 F, BW and VL available.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn pack_conv_pairs(
-    x: &ConvRhs,
+pub(super) unsafe fn pack_conv_pairs<E: Act>(
+    x: &ConvRhs<E>,
     phased: bool,
     p0: usize,
     kc: usize,
@@ -293,7 +295,7 @@ mod tests {
     /// (a clip of 3 frames, rows moving −1, 0, +1), K past a step and the columns past a panel.
     #[test]
     fn b_paired_from_rows_equals_b_packed_then_paired() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        if !has_avx512() {
             eprintln!("no AVX-512: B pairing not checked");
             return;
         }
@@ -328,7 +330,7 @@ mod tests {
     #[test]
     fn conv_paired_straight_equals_conv_packed_then_paired() {
         use crate::nn::vol2col::Geometry3d;
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        if !has_avx512() {
             eprintln!("no AVX-512: conv pairing not checked");
             return;
         }
