@@ -104,9 +104,151 @@ pub(super) unsafe fn pair_b_rows(
         Rhs::Mat(m, cols) if m.cs == 1 => pair_rows_of(m, cols, None, block, out, ksteps),
         Rhs::ShiftedMat(m, cols, rows) => pair_rows_of(m, cols, Some(rows), block, out, ksteps),
         Rhs::MatBf16(m, cols, rows) if m.cs == 1 => pair_rows_of(m, cols, rows.as_ref(), block, out, ksteps),
+        Rhs::Conv(x, false) if keeps_extent(&x.g) => pair_same_conv(x, block, out, ksteps),
+        Rhs::ConvBf16(x, false) if keeps_extent(&x.g) => pair_same_conv(x, block, out, ksteps),
         _ => return false,
     }
     true
+}
+
+/// Whether a convolution keeps its input's extent: stride 1, no dilation, odd kernels padded by
+/// half on each side (a ResNet's 3×3, a 3×1×1 or 3×3×3 with padding 1). Output position q of an
+/// image then reads, at tap (dt, dh, dw), the input position q + a constant per tap when that
+/// lies inside the volume: 16 columns of a row of B are one masked load.
+fn keeps_extent(g: &crate::nn::vol2col::Geometry3d) -> bool {
+    g.stride == [1; 3] && g.dilation == [1; 3] && (0..3).all(|a| g.pad[a] * 2 + 1 == g.kernel[a])
+}
+
+/// [`pair_b_rows`] for a convolution that keeps its input's extent ([`keeps_extent`]): each
+/// half (16 columns) of a row (channel c, tap) is a masked load of the channel's plane at the
+/// columns' positions moved by the tap's offset, the lanes whose window reaches into the
+/// padding (or past the image's volume) masked off: one load per image a half spans, where
+/// the implicit im2col of `pack_conv_pairs` copies a run per output row (14 values at a
+/// ResNet's res4) and pays its bookkeeping per run.
+///
+/// # Safety
+/// As [`pair_b_rows`]'s; `keeps_extent(&x.g)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pair_same_conv<E: Act>(
+    x: &ConvRhs<E>,
+    (p0, kc, j0, nc): (usize, usize, usize, usize),
+    out: &mut [u16],
+    ksteps: usize,
+) {
+    use std::arch::x86_64::*;
+    let g = &x.g;
+    let [kt, kh, kw] = g.kernel;
+    let [it, ih, iw] = g.input;
+    let (taps, vol) = (kt * kh * kw, it * ih * iw);
+    let panels = nc.div_ceil(NR);
+    assert!(kc.div_ceil(KSTEP) <= ksteps && out.len() >= panels * ksteps * 2 * TILE);
+    assert!(x.x.len() >= g.n * g.c * vol && x.out == g.input, "the input does not fit the geometry");
+    // Each tap's offset in a plane, and its (t, h, w) steps.
+    let steps: Vec<[isize; 3]> = (0..taps)
+        .map(|tap| {
+            let (dt, dh, dw) = (tap / (kh * kw), (tap / kw) % kh, tap % kw);
+            [
+                dt as isize - g.pad[0] as isize,
+                dh as isize - g.pad[1] as isize,
+                dw as isize - g.pad[2] as isize,
+            ]
+        })
+        .collect();
+    let offsets: Vec<isize> = steps.iter().map(|[t, h, w]| (t * ih as isize + h) * iw as isize + w).collect();
+    // Runs of lanes inside one image, per half: (half, the run's first column's offset in x less
+    // its first lane), and per tap the lanes whose input lies inside the image.
+    let mut runs: Vec<(usize, isize)> = Vec::with_capacity(panels * 2 + 2);
+    let mut masks: Vec<u16> = Vec::with_capacity((panels * 2 + 2) * taps);
+    for half in 0..panels * 2 {
+        let c0 = j0 + half * 16;
+        let width = 16.min((j0 + nc).saturating_sub(c0));
+        let mut lane = 0;
+        while lane < width {
+            let col = c0 + lane;
+            let (image, q0) = (col / vol, col % vol);
+            let run = (width - lane).min(vol - q0);
+            runs.push((half, (image * g.c * vol + q0) as isize - lane as isize));
+            let at: Vec<[isize; 3]> = (q0..q0 + run)
+                .map(|q| [(q / (ih * iw)) as isize, ((q / iw) % ih) as isize, (q % iw) as isize])
+                .collect();
+            for step in &steps {
+                let mut bits = 0u16;
+                for (l, at) in at.iter().enumerate() {
+                    let inside = (0..3).all(|a| (0..[it, ih, iw][a] as isize).contains(&(at[a] + step[a])));
+                    bits |= u16::from(inside) << (lane + l);
+                }
+                masks.push(bits);
+            }
+            lane += run;
+        }
+    }
+    let data = x.x.as_ptr();
+    // Row k's 16 values of a half, from its runs `from..to` (zeros past the block).
+    let row_of = |k: usize, from: usize, to: usize| {
+        let mut v = _mm512_setzero_ps();
+        if k >= kc {
+            return v;
+        }
+        let (c, tap) = ((p0 + k) / taps, (p0 + k) % taps);
+        let off = (c * vol) as isize + offsets[tap];
+        for r in from..to {
+            // Masked: only lanes whose input lies inside the image are read.
+            v = E::mask_load(v, masks[r * taps + tap], data.wrapping_offset(runs[r].1 + off));
+        }
+        v
+    };
+    let halves = half_ranges(panels, runs.iter().map(|r| r.0));
+    // Entering a channel: each half's line two channels on, which the rows after its taps read
+    // (each half's run is a line or two of a plane of its own).
+    let ahead = |k: usize, from: usize, to: usize| {
+        let c = (p0 + k) / taps;
+        if (k == 0 || (p0 + k) % taps < 2) && c + 2 < g.c && from < to {
+            crate::nn::simd::prefetch(data.wrapping_offset(runs[from].1 + ((c + 2) * vol) as isize));
+        }
+    };
+    pair_rows_with(out, ksteps, &halves, ahead, row_of);
+}
+
+/// Each half's runs as a range of the run list, whose runs go in half order (`half_of_run`).
+fn half_ranges(panels: usize, half_of_run: impl Iterator<Item = usize> + Clone) -> Vec<(usize, usize)> {
+    let mut halves = Vec::with_capacity(panels * 2);
+    let mut from = 0;
+    for half in 0..panels * 2 {
+        let to = from + half_of_run.clone().skip(from).take_while(|&h| h == half).count();
+        halves.push((from, to));
+        from = to;
+    }
+    halves
+}
+
+/// Rows of B into tiles as `pair_b_panels` lays them out (from step 0 of `ksteps`), two rows at
+/// a time across all the halves: `row_of(k, from, to)` gives row k's 16 values of the half whose
+/// runs are `from..to` (`halves`), after `ahead(k, from, to)` asked for lines a later row reads.
+///
+/// # Safety
+/// AVX-512F available; `out` holds `halves.len() / 2 · ksteps · 1024` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn pair_rows_with(
+    out: &mut [u16],
+    ksteps: usize,
+    halves: &[(usize, usize)],
+    ahead: impl Fn(usize, usize, usize),
+    row_of: impl Fn(usize, usize, usize) -> std::arch::x86_64::__m512,
+) {
+    assert!(out.len() >= halves.len() / 2 * ksteps * 2 * TILE, "tiles too short");
+    let dst = out.as_mut_ptr();
+    for s in 0..ksteps {
+        for r in 0..16 {
+            let k = s * KSTEP + 2 * r;
+            for (half, &(from, to)) in halves.iter().enumerate() {
+                ahead(k, from, to);
+                let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
+                store_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
+            }
+        }
+    }
 }
 
 /// [`pair_b_rows`] of a matrix of `E` (rows read shifted by `shift` where given), for the block
@@ -167,34 +309,20 @@ unsafe fn pair_rows_of<E: Act>(
         }
         v
     };
-    // Each half's runs, as a range of `runs`.
-    let mut halves = Vec::with_capacity(panels * 2);
-    let mut from = 0;
-    for half in 0..panels * 2 {
-        let to = from + runs[from..].iter().take_while(|r| r.0 == half).count();
-        halves.push((from, to));
-        from = to;
-    }
-    let dst = out.as_mut_ptr();
+    let halves = half_ranges(panels, runs.iter().map(|r| r.0));
     // Two rows at a time across all the halves: the reads stream along B's rows (down a column
-    // of halves, each row a page or more apart, cost a TLB miss a row).
-    for s in 0..ksteps {
-        for r in 0..16 {
-            let k = s * KSTEP + 2 * r;
-            for (half, &(from, to)) in halves.iter().enumerate() {
-                // The half's line two pairs of rows on: each row's run of a block is a few lines
-                // of its own page, too short for the hardware prefetchers to catch up on.
-                if let Some(&(_, _, off, _)) = runs.get(from).filter(|_| from < to) {
-                    for ahead in [k + 4, k + 5].into_iter().filter(|&a| a < kc) {
-                        let at = ((p0 + ahead) * m.rs) as isize + off;
-                        crate::nn::simd::prefetch(data.wrapping_offset(at));
-                    }
-                }
-                let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
-                store_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
+    // of halves, each row a page or more apart, cost a TLB miss a row). Each half's line two
+    // pairs of rows on is asked for: each row's run of a block is a few lines of its own page,
+    // too short for the hardware prefetchers to catch up on.
+    let ahead = |k: usize, from: usize, to: usize| {
+        if let Some(&(_, _, off, _)) = runs.get(from).filter(|_| from < to) {
+            for ahead in [k + 4, k + 5].into_iter().filter(|&a| a < kc) {
+                let at = ((p0 + ahead) * m.rs) as isize + off;
+                crate::nn::simd::prefetch(data.wrapping_offset(at));
             }
         }
-    }
+    };
+    pair_rows_with(out, ksteps, &halves, ahead, row_of);
 }
 
 /// A convolution's B block (`pack_b_conv`'s runs) rounded and paired straight into tiles as
@@ -379,6 +507,63 @@ mod tests {
                     );
                 }
                 assert!(want == got, "{g:?}: block {p0} {kc} {j0} {nc}");
+            }
+        }
+    }
+
+    /// A convolution that keeps its extent, paired straight from its planes (`pair_same_conv`,
+    /// through `pair_b_rows`), equals its B packed into f32 panels then paired, from f32 and
+    /// from bf16: 3×3, 3×1×1 and 3×3×3 kernels, halves that span two images (7 × 7 planes),
+    /// K blocks from inside a channel, a column block from inside an image.
+    #[test]
+    fn same_extent_conv_paired_from_planes_equals_conv_packed_then_paired() {
+        use crate::nn::vol2col::Geometry3d;
+        if !has_avx512() {
+            eprintln!("no AVX-512: conv pairing not checked");
+            return;
+        }
+        let mut rng = Rng::new(17);
+        let geometry = |c, input, kernel: [usize; 3]| Geometry3d {
+            n: 3,
+            c,
+            input,
+            kernel,
+            stride: [1; 3],
+            pad: kernel.map(|k| k / 2),
+            dilation: [1, 1, 1],
+        };
+        for g in [
+            geometry(5, [1, 9, 11], [1, 3, 3]),
+            geometry(4, [1, 7, 7], [1, 3, 3]),
+            geometry(6, [4, 5, 7], [3, 1, 1]),
+            geometry(3, [3, 5, 6], [3, 3, 3]),
+        ] {
+            let x: Vec<f32> = (0..g.n * g.c * g.in_volume())
+                .map(|_| crate::nn::simd::bf16_round(rng.uniform() as f32 - 0.5))
+                .collect();
+            let x16: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            let out = g.out().unwrap();
+            assert_eq!(out, g.input);
+            let rhs = ConvRhs { x: &x, g, out };
+            let rhs16 = ConvRhs { x: &x16, g, out };
+            let (k, n) = (g.c * g.taps(), g.n * out.iter().product::<usize>());
+            for (p0, kc, j0, nc) in
+                [(0, k, 0, n), (k / 3, k - k / 3, 7, n - 9), (1, k.min(40) - 1, n / 2, 33)]
+            {
+                let ksteps = kc.div_ceil(KSTEP);
+                let panels = nc.div_ceil(NR);
+                let mut f32s = vec![0f32; panels * kc * NR];
+                let mut want = vec![1u16; panels * ksteps * 2 * TILE];
+                let (mut got, mut got16) = (want.clone(), want.clone());
+                // SAFETY: AVX-512 checked; the block lies inside B and the buffers fit it.
+                unsafe {
+                    pack_b(&Rhs::Conv(rhs, false), p0, kc, j0, nc, &mut f32s);
+                    pair_b_panels(&f32s, panels, kc, &mut want, ksteps, 0);
+                    assert!(pair_b_rows(&Rhs::Conv(rhs, false), p0, kc, j0, nc, &mut got, ksteps));
+                    assert!(pair_b_rows(&Rhs::ConvBf16(rhs16, false), p0, kc, j0, nc, &mut got16, ksteps));
+                }
+                assert!(want == got, "{g:?}: block {p0} {kc} {j0} {nc}");
+                assert!(want == got16, "{g:?} from bf16: block {p0} {kc} {j0} {nc}");
             }
         }
     }
