@@ -169,7 +169,9 @@ pub(super) fn conv_bn_act_3d_shifted(
     }
     // bf16 activations (`bf16_act`): every convolution takes its flag, the tile paths use it.
     let tiles = super::bf16_act::on_tiles();
-    let bf16_out = super::bf16_act::take_handover() && tiles;
+    // Few output channels: the direct kernel, without packing the column matrix (f32 in and out).
+    let few_channels = !direct && super::conv_direct::applies(weight.dim(0)?, &g);
+    let bf16_out = super::bf16_act::take_handover() && tiles && !few_channels;
     let [ot, oh, ow] = g.out()?;
     let p = ot * oh * ow;
     let cout = weight.dim(0)?;
@@ -201,7 +203,7 @@ pub(super) fn conv_bn_act_3d_shifted(
         }
     }
     let is_bf16 = |t: &Tensor| t.dtype() == DType::BF16;
-    if tiles && (bf16_out || is_bf16(&x) || residual.as_ref().is_some_and(is_bf16)) {
+    if tiles && !few_channels && (bf16_out || is_bf16(&x) || residual.as_ref().is_some_and(is_bf16)) {
         let epi = Epilogue { row_scale: Some(&scale), row_bias: Some(&bias), relu, ..Default::default() };
         let rows = shift.as_ref().map(|(segments, delta)| FrameRows { segments: *segments, delta });
         let out =
@@ -238,9 +240,8 @@ pub(super) fn conv_bn_act_3d_shifted(
     let super::int8::ConvIn::F32(xs) = input else {
         candle_core::bail!("fused conv: a u8 input outside int8")
     };
-    // Few output channels: the direct kernel, without packing the column matrix.
     #[cfg(target_arch = "x86_64")]
-    if !direct && super::conv_direct::applies(cout, &g) {
+    if few_channels {
         let mut out = super::vol2col::zeros_par(g.n * cout * p);
         super::conv_direct::conv_direct(w, &scale, &bias, res_data, relu, xs, &g, &mut out)?;
         return Tensor::from_vec(out, (g.n, cout, ot, oh, ow), x.device());
