@@ -4,7 +4,9 @@
 //! (TSM, mmaction2 `ResNetTSM` with `shift_place='blockres'`).
 
 use crate::nn::int8::{feeds_next_conv, frames_as_time, read_by_convs, residual_only};
-use crate::nn::{batch_norm2d, conv2d, conv2d_bn_relu_shifted, fusable, max_pool2d, temporal_shift, ConvBn};
+use crate::nn::{
+    batch_norm2d, conv2d, conv2d_bn_relu_shifted, conv_fusable, max_pool2d, temporal_shift, ConvBn,
+};
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -83,7 +85,7 @@ impl Block {
     /// and its residual: handed over in u8 alone under int8).
     fn forward_t(&self, x: &Tensor, train: bool, to_next_block: bool) -> Result<Tensor> {
         // On the CPU the first conv reads its input shifted (no shifted copy as a node of its own).
-        let shift_in_conv = fusable(x);
+        let shift_in_conv = conv_fusable(x);
         let mut y = match self.shift {
             Some(s) if !shift_in_conv => temporal_shift(x, s.segments, s.shift_div)?,
             _ => x.clone(),
@@ -202,7 +204,9 @@ impl ResNet {
     fn forward_stages_in_turn(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
         // Only the first block's convolutions read the stem, through its pool (u8 alone under
         // int8, pooled as bytes).
-        let mut y = read_by_convs(|| self.stem.forward_act(x, train, None, true))?;
+        // The stem's output goes through its pool: f32 under bf16 (`nn::bf16_act`).
+        let stem = || read_by_convs(|| self.stem.forward_act(x, train, None, true));
+        let mut y = crate::nn::with_f32_activations(stem)?;
         y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
                                       // Every block's output but the last one's goes to the next block alone.
         let blocks = self.stages[..stages.min(self.stages.len())].iter().flatten();

@@ -516,7 +516,9 @@ impl ResNet3d {
         let x = to_channels_first(x, self.config.frames)?;
         // Only the first block's convolutions read the stem (through its pool): u8 alone under
         // int8, pooled as bytes.
-        let mut y = read_by_convs(|| self.stem.forward_act(&x, train, None, true))?;
+        // The stem's output goes through its pool: f32 under bf16 (`nn::bf16_act`).
+        let stem = || read_by_convs(|| self.stem.forward_act(&x, train, None, true));
+        let mut y = crate::nn::with_f32_activations(stem)?;
         if self.stem_pool {
             y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }

@@ -1,23 +1,40 @@
 //! bf16 activations between convolutions (issue 24): under bf16 products on the tile paths
-//! (`gemm::Isa::bf16_pairs`: AMX or AVX-512 BF16), a convolution whose output only the next
-//! convolution reads as its input (`int8::feeds_next_conv`: a bottleneck's inner convolutions)
-//! or as its residual (`int8::residual_only`: a shortcut's) writes that output as bf16, rounded
-//! in its epilogue, and the reader packs the bits. Every reader rounds its B (and the epilogue
-//! could round a residual no differently) to bf16 with ties to even, so the rounded output is
-//! the value it would have used: the same logits, bit for bit, with half the bytes written and
-//! read back (the products' packing and epilogues waited on those activations: `gemm::act`).
+//! (`gemm::Isa::bf16_pairs`: AMX or AVX-512 BF16) a convolution whose output only convolutions
+//! read writes that output as bf16, rounded in its epilogue, and the readers pack the bits
+//! (`gemm::act`): half the bytes written and read back, which the products' packing and
+//! epilogues waited on.
 //!
-//! A reader off the tile paths (a depthwise convolution, the candle-only path) widens the
-//! tensor to f32 first, which is exact.
+//! - [`Handovers::Exact`]: outputs only the next convolution reads as its input
+//!   (`int8::feeds_next_conv`: a bottleneck's inner convolutions). Every reader rounds its B to
+//!   bf16 with ties to even, so the rounded output is the value it would have used: the same
+//!   logits, bit for bit.
+//! - [`Handovers::All`] (the default) adds a residual block's output that only the next block
+//!   reads (`int8::read_by_convs`: its convolutions and its residual), as `torch.autocast`
+//!   carries every activation in bf16: the next block then adds its residual from bf16, which
+//!   moves the logits within bf16's rounding (`precision` tests).
+//!
+//! A reader off the tile paths (a depthwise convolution, a pool, the candle-only path) widens
+//! the tensor to f32 first, which is exact.
 
 use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;
 
+/// Which convolution outputs go over in bf16 on the tile paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Handovers {
+    /// None: f32 activations throughout.
+    None,
+    /// Those whose bf16 changes no logit (the next convolution alone reads them).
+    Exact,
+    /// Block outputs too (their residual then added from bf16).
+    All,
+}
+
 thread_local! {
     /// Set for the first convolution run inside [`handing_over`].
     static HANDOVER: Cell<bool> = const { Cell::new(false) };
-    /// Cleared inside [`with_f32_activations`].
-    static ENABLED: Cell<bool> = const { Cell::new(true) };
+    /// Set by [`with_handovers`].
+    static ENABLED: Cell<Handovers> = const { Cell::new(Handovers::All) };
     /// Outputs handed over in bf16 on this thread so far.
     static HANDED: Cell<usize> = const { Cell::new(0) };
 }
@@ -28,26 +45,30 @@ pub fn handovers() -> usize {
 }
 
 /// Runs `f`, whose first convolution's output only convolutions read (the callers in `int8`
-/// say which): bf16 where [`on_tiles`].
-pub(super) fn handing_over<T>(f: impl FnOnce() -> T) -> T {
-    let before = HANDOVER.with(|h| h.replace(ENABLED.with(|e| e.get())));
+/// say which, and of which `kind`): bf16 where [`on_tiles`] and [`with_handovers`] allows it.
+pub(super) fn handing_over<T>(kind: Handovers, f: impl FnOnce() -> T) -> T {
+    let before = HANDOVER.with(|h| h.replace(ENABLED.with(|e| e.get()) >= kind));
     let out = f();
     HANDOVER.with(|h| h.set(before));
     out
 }
 
-/// Runs `f` with every activation in f32 (the handovers off): the path before them, for tests
-/// and comparisons.
-pub fn with_f32_activations<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f` with the outputs up to `which` handed over in bf16 (All outside).
+pub fn with_handovers<T>(which: Handovers, f: impl FnOnce() -> T) -> T {
     /// Restores the setting when dropped, also when `f` panics.
-    struct Restore(bool);
+    struct Restore(Handovers);
     impl Drop for Restore {
         fn drop(&mut self) {
             ENABLED.with(|e| e.set(self.0));
         }
     }
-    let _restore = Restore(ENABLED.with(|e| e.replace(false)));
+    let _restore = Restore(ENABLED.with(|e| e.replace(which)));
     f()
+}
+
+/// Runs `f` with every activation in f32 (`with_handovers(Handovers::None, f)`).
+pub fn with_f32_activations<T>(f: impl FnOnce() -> T) -> T {
+    with_handovers(Handovers::None, f)
 }
 
 /// Whether the convolution now starting hands its output over in bf16 (the first one inside

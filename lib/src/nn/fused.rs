@@ -150,7 +150,9 @@ pub(super) fn conv_bn_act_3d_shifted(
     let shift = match shift.filter(|_| int8_shift.is_none()) {
         Some(s) if !(direct && super::gemm::blocked_isa().is_some()) => {
             let (n, c, _, h, w) = x.dims5()?;
-            let xs = x.contiguous()?.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
+            // A bf16 block output (`bf16_act`) shifted as f32: widening is exact.
+            let x = super::bf16_act::widened(x)?.contiguous()?;
+            let xs = x.reshape((n, c, h, w))?.apply_op1(super::shift::ShiftOp(s.clone()))?;
             return conv_bn_act_3d_shifted(
                 &xs.reshape(x.shape())?,
                 g,

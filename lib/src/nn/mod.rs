@@ -38,7 +38,7 @@ mod vol2col;
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use autocast::with_autocast;
 pub use batchnorm::BatchNorm2d;
-pub use bf16_act::{handovers as bf16_handovers, with_f32_activations};
+pub use bf16_act::{handovers as bf16_handovers, with_f32_activations, with_handovers, Handovers};
 pub use conv::Conv2d;
 pub use conv1d::conv1d_differentiable;
 pub use conv3d::{Conv3d, Conv3dConfig};
@@ -186,7 +186,7 @@ pub fn conv2d_bn_relu_shifted(
     segments: usize,
     shift_div: usize,
 ) -> Result<Tensor> {
-    if !fusable(x) || x.dim(0)? % segments.max(1) != 0 {
+    if !conv_fusable(x) || x.dim(0)? % segments.max(1) != 0 {
         return conv2d_bn_act(conv, bn, &temporal_shift(x, segments, shift_div)?, train, None, true);
     }
     let shift = shift::FrameShift::mmaction(x.dim(1)?, segments, shift_div);

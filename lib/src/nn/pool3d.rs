@@ -436,6 +436,8 @@ pub fn max_pool3d(x: &Tensor, kernel: [usize; 3], stride: [usize; 3], padding: [
     if x.dtype() == candle_core::DType::U8 {
         return super::int8::max_pool(x, kernel, stride, padding);
     }
+    // A block's output handed over in bf16 (`bf16_act`: C2D's and I3D's pool after stage 1).
+    let x = &super::bf16_act::widened(x)?;
     let out = pool(x, Kind::Max, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))?;
     if super::int8::active() {
         super::int8::pooled(x, &out);

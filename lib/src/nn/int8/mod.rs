@@ -319,7 +319,9 @@ pub(super) fn active() -> bool {
 /// the convolution that reads it); elsewhere `f` runs as it is.
 pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
     // Under bf16 products on the tile paths the output goes over in bf16 (`bf16_act`).
-    super::bf16_act::handing_over(|| with_run_flag(|s| &mut s.feeds_next, f))
+    super::bf16_act::handing_over(super::bf16_act::Handovers::Exact, || {
+        with_run_flag(|s| &mut s.feeds_next, f)
+    })
 }
 
 /// Runs `f`, whose first convolution's output only convolutions read, as their input or as the
@@ -329,7 +331,8 @@ pub fn feeds_next_conv<T>(f: impl FnOnce() -> T) -> T {
 /// residual is added from them dequantized (as PyTorch's quantized ResNets add theirs), so the
 /// f32 output is never written. Elsewhere `f` runs as it is.
 pub fn read_by_convs<T>(f: impl FnOnce() -> T) -> T {
-    with_run_flag(|s| &mut s.to_convs, f)
+    // Under bf16 products on the tile paths the output goes over in bf16 (`bf16_act`).
+    super::bf16_act::handing_over(super::bf16_act::Handovers::All, || with_run_flag(|s| &mut s.to_convs, f))
 }
 
 /// Runs `f`, whose first convolution's output only a later convolution reads, as the residual
