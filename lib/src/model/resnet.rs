@@ -202,11 +202,10 @@ impl ResNet {
 
     /// `forward_stages_t`.
     fn forward_stages_in_turn(&self, x: &Tensor, stages: usize, train: bool) -> Result<Tensor> {
-        // Only the first block's convolutions read the stem, through its pool (u8 alone under
-        // int8, pooled as bytes).
-        // The stem's output goes through its pool: f32 under bf16 (`nn::bf16_act`).
-        let stem = || read_by_convs(|| self.stem.forward_act(x, train, None, true));
-        let mut y = crate::nn::with_f32_activations(stem)?;
+        // Only the first block's convolutions read the stem, through its pool: u8 alone under
+        // int8, pooled as bytes; bf16 under bf16, pooled into bf16 (`nn::bf16_act`).
+        let stem = || crate::nn::through_max_pool(|| self.stem.forward_act(x, train, None, true));
+        let mut y = read_by_convs(stem)?;
         y = max_pool2d(&y, 3, 2, 1)?; // torchvision's stem pool
                                       // Every block's output but the last one's goes to the next block alone.
         let blocks = self.stages[..stages.min(self.stages.len())].iter().flatten();

@@ -515,10 +515,13 @@ impl ResNet3d {
     pub fn features_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = to_channels_first(x, self.config.frames)?;
         // Only the first block's convolutions read the stem (through its pool): u8 alone under
-        // int8, pooled as bytes.
-        // The stem's output goes through its pool: f32 under bf16 (`nn::bf16_act`).
-        let stem = || read_by_convs(|| self.stem.forward_act(&x, train, None, true));
-        let mut y = crate::nn::with_f32_activations(stem)?;
+        // int8, pooled as bytes; bf16 under bf16 where a pool takes it, pooled into bf16
+        // (`nn::bf16_act`), f32 where none does.
+        let stem = || self.stem.forward_act(&x, train, None, true);
+        let mut y = match self.stem_pool {
+            true => read_by_convs(|| crate::nn::through_max_pool(stem))?,
+            false => crate::nn::with_f32_activations(|| read_by_convs(stem))?,
+        };
         if self.stem_pool {
             y = max_pool3d(&y, [1, 3, 3], [self.stem_pool_stride_t, 2, 2], [0, 1, 1])?;
         }

@@ -66,6 +66,14 @@ pub fn with_handovers<T>(which: Handovers, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Runs `f`, whose first convolution's output only a max pool reads, whose output in turn only
+/// convolutions read as their input (a ResNet's stem): bf16 at [`Handovers::Exact`], since the
+/// pool's maxima of rounded values are its maxima rounded (`nn::max_pool3d` pools bf16 into
+/// bf16), which the convolutions would round to anyway.
+pub fn through_max_pool<T>(f: impl FnOnce() -> T) -> T {
+    handing_over(Handovers::Exact, f)
+}
+
 /// Runs `f` with every activation in f32 (`with_handovers(Handovers::None, f)`).
 pub fn with_f32_activations<T>(f: impl FnOnce() -> T) -> T {
     with_handovers(Handovers::None, f)

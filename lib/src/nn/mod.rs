@@ -38,7 +38,9 @@ mod vol2col;
 pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use autocast::with_autocast;
 pub use batchnorm::BatchNorm2d;
-pub use bf16_act::{handovers as bf16_handovers, with_f32_activations, with_handovers, Handovers};
+pub use bf16_act::{
+    handovers as bf16_handovers, through_max_pool, with_f32_activations, with_handovers, Handovers,
+};
 pub use conv::Conv2d;
 pub use conv1d::conv1d_differentiable;
 pub use conv3d::{Conv3d, Conv3dConfig};

@@ -15,7 +15,8 @@ fn strided(x: &Tensor, dy: usize, dx: usize, oh: usize, ow: usize, stride: usize
 /// the direct kernel of `max_pool3d` (parallel, no copies, the gradient to each window's first
 /// maximum as torch's); elsewhere the strided views below.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    if super::fusable(x) && padding <= kernel / 2 {
+    // bf16: a stem's output handed over (`bf16_act`), pooled into bf16.
+    if super::fused::conv_fusable(x) && padding <= kernel / 2 {
         let (k, s, p) = ([1, kernel, kernel], [1, stride, stride], [0, padding, padding]);
         return super::max_pool3d(&x.unsqueeze(2)?, k, s, p)?.squeeze(2);
     }

@@ -213,9 +213,14 @@ impl Pool {
 #[inline(always)]
 fn max_values_body(p: &Pool, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>) {
     let [_, _, t, h, w] = p.input;
-    let [at, ah, aw] = &p.axes;
+    let aw = &p.axes[2];
     let ow = aw.len();
     let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
+    // Windows one value wide along w (C2D's and I3D's pool after stage 1, 2 × 1 × 1): the rows
+    // are the input's own.
+    if ow == w && (0..ow).all(|z| aw.lo[z] == z && aw.hi[z] == z + 1) {
+        return max_rows(p, xp, yp);
+    }
     rows.clear();
     rows.resize(t * h * ow, f32::NEG_INFINITY);
     #[cfg(target_arch = "x86_64")]
@@ -231,6 +236,17 @@ fn max_values_body(p: &Pool, xp: &[f32], yp: &mut [f32], rows: &mut Vec<f32>) {
             *d = src[aw.lo[zw]..aw.hi[zw]].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v));
         }
     }
+    max_rows(p, rows, yp)
+}
+
+/// The (t, h) windows of max pooling over `rows` (the w windows' maxima, `Pool::axes[2].len()`
+/// a row): each output row the maximum of whole rows, in vectors.
+#[inline(always)]
+fn max_rows(p: &Pool, rows: &[f32], yp: &mut [f32]) {
+    let [_, _, _, h, _] = p.input;
+    let [at, ah, aw] = &p.axes;
+    let ow = aw.len();
+    let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
     for (out_row, dst) in yp.chunks_exact_mut(ow).enumerate() {
         let (zt, zh) = (out_row / ah.len(), out_row % ah.len());
         dst.fill(f32::NEG_INFINITY);
@@ -248,7 +264,9 @@ simd::dispatch_simd!(max_values_simd, max_values_body, (p: &Pool, xp: &[f32], yp
 
 /// One input row's maxima over w windows 3 wide at stride 2 with padding 1: dst[z] = max of
 /// src[2z − 1], src[2z], src[2z + 1] (those inside), in that order, a NaN winning as in the
-/// scalar fold; 16 outputs a step from two pairs of loads split into their even and odd values.
+/// scalar fold; 16 outputs a step from two pairs of loads split into their even and odd values,
+/// the values outside the row read as −∞ (which no max keeps), so the row's ends and its last
+/// partial step are masked vectors too (a scalar tail was 7 of a ResNet stem's 56 outputs).
 ///
 /// # Safety
 /// AVX-512F available.
@@ -256,35 +274,33 @@ simd::dispatch_simd!(max_values_simd, max_values_body, (p: &Pool, xp: &[f32], yp
 #[target_feature(enable = "avx512f")]
 unsafe fn max3_stride2_row(src: &[f32], dst: &mut [f32]) {
     use std::arch::x86_64::*;
-    let (w, ow) = (src.len(), dst.len());
-    let max = |m: f32, v: f32| if v > m || v.is_nan() { v } else { m };
-    let scalar = |z: usize| {
-        src[(2 * z).saturating_sub(1)..(2 * z + 2).min(w)].iter().fold(f32::NEG_INFINITY, |m, &v| max(m, v))
-    };
+    let (w, ow) = (src.len() as isize, dst.len());
     let vmax = |m: __m512, v: __m512| {
         let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, m) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
         _mm512_mask_blend_ps(take, m, v)
     };
+    // The 16 values from src[at] on, those outside the row −∞.
+    let load = |at: isize| {
+        let (lo, hi) = ((-at).clamp(0, 16), (w - at).clamp(0, 16));
+        let lanes = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+        _mm512_mask_loadu_ps(
+            _mm512_set1_ps(f32::NEG_INFINITY),
+            lanes as __mmask16,
+            src.as_ptr().wrapping_offset(at),
+        )
+    };
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let mut z = 0;
-    if ow > 0 {
-        dst[0] = scalar(0);
-        z = 1;
-    }
-    // Outputs z..z+16 read src[2z − 1 .. 2z + 33).
-    while z + 16 <= ow && 2 * z + 33 <= w {
-        let at = src.as_ptr().add(2 * z - 1);
-        let (lo, hi) = (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)));
-        let (lo2, hi2) = (_mm512_loadu_ps(at.add(2)), _mm512_loadu_ps(at.add(18)));
+    for z in (0..ow).step_by(16) {
+        // Outputs z..z+16 read src[2z − 1 .. 2z + 33).
+        let at = 2 * z as isize - 1;
+        let (lo, hi, lo2, hi2) = (load(at), load(at + 16), load(at + 2), load(at + 18));
         let left = _mm512_permutex2var_ps(lo, even, hi);
         let centre = _mm512_permutex2var_ps(lo, odd, hi);
         let right = _mm512_permutex2var_ps(lo2, even, hi2);
-        _mm512_storeu_ps(dst.as_mut_ptr().add(z), vmax(vmax(left, centre), right));
-        z += 16;
-    }
-    for (z, d) in dst.iter_mut().enumerate().skip(z) {
-        *d = scalar(z);
+        let n = (ow - z).min(16);
+        let lanes = ((1u32 << n) - 1) as __mmask16;
+        _mm512_mask_storeu_ps(dst.as_mut_ptr().add(z), lanes, vmax(vmax(left, centre), right));
     }
 }
 
@@ -399,6 +415,49 @@ fn pool(x: &Tensor, kind: Kind, axes: impl Fn(usize, usize) -> Result<Axis>) -> 
     x.apply_op1(PoolFwd(Pool { kind, input, axes }))
 }
 
+/// Max pooling of bf16 activations into bf16 (`bf16_act`: a stem's output on its way to the first
+/// block's convolutions, C2D's and I3D's pool after stage 1): exact, since a max of bf16 values
+/// is one of them and rounding to bf16 keeps order, so the pool reads and writes half the bytes
+/// of widening it first (the stem's output was 25 MB of f32 for a ResNet's 8 × 224² clip).
+fn max_pool_bf16(x: &Tensor, axes: impl Fn(usize, usize) -> Result<Axis>) -> Result<Tensor> {
+    let (n, c, t, h, w) = x.dims5()?;
+    let input = [n, c, t, h, w];
+    let axes = [axes(0, t)?, axes(1, h)?, axes(2, w)?];
+    x.contiguous()?.apply_op1_no_bwd(&MaxBf16(Pool { kind: Kind::Max, input, axes }))
+}
+
+/// [`max_pool_bf16`]'s kernel: each plane widened into scratch, pooled by `Pool::max_values`,
+/// its maxima narrowed back (their low halves are zero).
+struct MaxBf16(Pool);
+
+impl CustomOp1 for MaxBf16 {
+    fn name(&self) -> &'static str {
+        "vidkit-max-pool3d-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        super::fused::kernel_allowed(self.name())?;
+        let p = &self.0;
+        let x = match (s, l.contiguous_offsets()) {
+            (CpuStorage::BF16(x), Some((a, b))) => super::bf16_act::bits(&x[a..b]),
+            _ => candle_core::bail!("bf16 max pool: contiguous bf16 input expected"),
+        };
+        let (vin, vout) = p.planes();
+        let mut y = vec![half::bf16::ZERO; p.out_shape().iter().product()];
+        let scratch = || (Vec::<f32>::new(), Vec::<f32>::new(), Vec::<f32>::new());
+        par_planes_with(&mut y, vout, scratch, |(xs, ys, rows), idx, yp| {
+            xs.clear();
+            xs.extend(x[idx * vin..][..vin].iter().map(|&b| f32::from_bits(u32::from(b) << 16)));
+            ys.resize(vout, 0.0);
+            p.max_values(xs, ys, rows);
+            for (d, v) in yp.iter_mut().zip(ys.iter()) {
+                *d = half::bf16::from_bits((v.to_bits() >> 16) as u16);
+            }
+        });
+        Ok((CpuStorage::BF16(y), Shape::from(p.out_shape())))
+    }
+}
+
 /// The same pooling from candle's ops, for devices the kernel cannot run on: axis by axis, since
 /// a box window's max (mean) is the max (mean) along each of its axes in turn, and so is its
 /// divisor the product of the axes' divisors. One reduction per output index and axis: slow, but
@@ -436,9 +495,12 @@ pub fn max_pool3d(x: &Tensor, kernel: [usize; 3], stride: [usize; 3], padding: [
     if x.dtype() == candle_core::DType::U8 {
         return super::int8::max_pool(x, kernel, stride, padding);
     }
-    // A block's output handed over in bf16 (`bf16_act`: C2D's and I3D's pool after stage 1).
-    let x = &super::bf16_act::widened(x)?;
-    let out = pool(x, Kind::Max, |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]))?;
+    let axes = |a, len| Axis::fixed(len, kernel[a], stride[a], padding[a]);
+    // A stem's or a block's output handed over in bf16 (`bf16_act`), pooled into bf16.
+    if x.dtype() == candle_core::DType::BF16 && !super::portable(x) {
+        return max_pool_bf16(x, axes);
+    }
+    let out = pool(x, Kind::Max, axes)?;
     if super::int8::active() {
         super::int8::pooled(x, &out);
     }
@@ -476,7 +538,7 @@ pub fn adaptive_avg_pool3d(x: &Tensor, out: [usize; 3]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     /// Values all distinct, so max pooling is differentiable at the test point.
     fn distinct(shape: [usize; 5]) -> Tensor {
@@ -497,6 +559,10 @@ mod tests {
             ([3, 3, 2], [2, 1, 2], [1, 1, 1], [1, 2, 5, 7, 9]),
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 2, 1, 3, 80]),
             ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1, 4, 81]),
+            // A ResNet stem's rows (112 → 56: three steps of 16 and a partial one).
+            ([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 2, 3, 112]),
+            // C2D's pool after stage 1: windows one value wide along w.
+            ([2, 1, 1], [2, 1, 1], [0, 0, 0], [1, 2, 5, 3, 11]),
         ] {
             let x = crate::rng::randn(0f32, 1., input.to_vec(), &Device::Cpu).unwrap();
             let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -520,6 +586,30 @@ mod tests {
                 for (o, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(g == w || (g.is_nan() && w.is_nan()), "{kernel:?} output {o}: {g} vs {w}");
                 }
+            }
+        }
+    }
+
+    /// bf16 in, bf16 out: the f32 pool of the widened input, whose maxima are bf16 values
+    /// already (NaNs and ties included), on a stem's and a stage-1 pool's windows.
+    #[test]
+    fn max_pool_of_bf16_is_the_f32_pool_of_its_values() {
+        let x = crate::rng::randn(0f32, 1., (2, 3, 4, 9, 20), &Device::Cpu).unwrap();
+        let mut xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (xs[7], xs[300], xs[301]) = (f32::NAN, f32::NEG_INFINITY, -0.0);
+        let x = Tensor::from_vec(xs, (2, 3, 4, 9, 20), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+        for (kernel, stride, pad) in [([1, 3, 3], [1, 2, 2], [0, 1, 1]), ([2, 1, 1], [2, 1, 1], [0, 0, 0])] {
+            let got = max_pool3d(&x, kernel, stride, pad).unwrap();
+            assert_eq!(got.dtype(), DType::BF16, "{kernel:?}");
+            let want = max_pool3d(&x.to_dtype(DType::F32).unwrap(), kernel, stride, pad).unwrap();
+            let got = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                    "{kernel:?} output {o}: {g} vs {w}"
+                );
             }
         }
     }
