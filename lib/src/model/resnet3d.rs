@@ -367,6 +367,29 @@ impl Bottleneck3d {
     /// `forward_t`; `to_next_block`: only the next block reads the output (its convolutions and
     /// its residual: handed over in u8 alone under int8), unless a non-local block follows.
     pub fn forward_to_t(&self, x: &Tensor, train: bool, to_next_block: bool) -> Result<Tensor> {
+        let to_next_block = to_next_block && self.non_local.is_none();
+        self.forward_with(x, train, |out| if to_next_block { read_by_convs(out) } else { out() })
+    }
+
+    /// `forward_t` whose output only convolutions read, as their input or their residual
+    /// (SlowFast's, concatenated with a lateral connection first): handed over in bf16 under
+    /// bf16 (`nn::bf16_act`), unless a non-local block follows; f32 under int8.
+    pub fn forward_to_convs_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let to_convs = self.non_local.is_none();
+        self.forward_with(
+            x,
+            train,
+            |out| if to_convs { crate::nn::block_output_to_convs(out) } else { out() },
+        )
+    }
+
+    /// The block, its last convolution (with the residual) run by `last`.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        train: bool,
+        last: impl FnOnce(&dyn Fn() -> Result<Tensor>) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         // Only the next conv reads each inner conv's output (handed over in u8 under int8; the
         // shortcut's conv, run between b and c, reads x).
         let a = || feeds_next_conv(|| self.a.forward_act(x, train, None, true));
@@ -384,11 +407,7 @@ impl Bottleneck3d {
             Some(b) => residual_only(|| b.forward_act(x, train, None, false))?,
             None => x.clone(),
         };
-        let out = || self.c.forward_act(&y, train, Some(&shortcut), true);
-        let y = match to_next_block && self.non_local.is_none() {
-            true => read_by_convs(out)?,
-            false => out()?,
-        };
+        let y = last(&|| self.c.forward_act(&y, train, Some(&shortcut), true))?;
         match &self.non_local {
             Some(nl) => nl.forward_t(&y, train),
             None => Ok(y),

@@ -29,7 +29,7 @@ use super::resnet3d::{
 use super::ModelConfig;
 use crate::nn::max_pool3d;
 use crate::rng::Rng;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use serde::Deserialize;
 
@@ -183,7 +183,16 @@ impl SlowFast {
         let f = if self.fusion_norm {
             self.fusions[i].forward_act(fast, train, None, true)?
         } else {
-            self.fusions[i].conv.forward(fast)?
+            // The plain convolution reads f32 (a bf16 block output widened: exact).
+            self.fusions[i].conv.forward(&fast.to_dtype(DType::F32)?)?
+        };
+        // Both halves in bf16 where either is (`nn::bf16_act`: a block's output or a stem's pool
+        // handed over; a lateral convolution on the direct kernel writes f32): only the next
+        // block's convolutions read the concatenation, which round it to bf16 anyway.
+        let f = match (slow.dtype(), f.dtype()) {
+            (DType::BF16, DType::F32) => f.to_dtype(DType::BF16)?,
+            (DType::F32, DType::BF16) => f.to_dtype(DType::F32)?,
+            _ => f,
         };
         Tensor::cat(&[slow, &f], 1)
     }
@@ -194,19 +203,27 @@ impl SlowFast {
         let idx: Vec<u32> = self.slow_frames.iter().map(|&i| i as u32).collect();
         let idx = Tensor::new(idx.as_slice(), x.device())?;
         let slow = fast.index_select(&idx, 2)?.contiguous()?;
+        // Only convolutions read a stem's pool (the first blocks', the lateral one's), and every
+        // block's output but the last two (the head's pool reads those): bf16 under bf16.
         let stem = |k: usize, x: &Tensor| -> Result<Tensor> {
-            let y = self.stems[k].forward_act(x, train, None, true)?;
+            let y = crate::nn::through_max_pool(|| self.stems[k].forward_act(x, train, None, true))?;
             max_pool3d(&y, [1, 3, 3], [1, 2, 2], [0, 1, 1])
         };
         let mut f = stem(1, &fast)?;
         let mut s = self.fuse(0, &stem(0, &slow)?, &f, train)?;
+        let stages = self.stages.len();
+        let run = |blocks: &[Bottleneck3d], mut y: Tensor, to_head: bool| -> Result<Tensor> {
+            for (j, b) in blocks.iter().enumerate() {
+                y = match to_head && j + 1 == blocks.len() {
+                    true => b.forward_t(&y, train)?,
+                    false => b.forward_to_convs_t(&y, train)?,
+                };
+            }
+            Ok(y)
+        };
         for (i, [slow_blocks, fast_blocks]) in self.stages.iter().enumerate() {
-            for b in slow_blocks {
-                s = b.forward_t(&s, train)?;
-            }
-            for b in fast_blocks {
-                f = b.forward_t(&f, train)?;
-            }
+            s = run(slow_blocks, s, i + 1 == stages)?;
+            f = run(fast_blocks, f, i + 1 == stages)?;
             if i < 3 {
                 s = self.fuse(i + 1, &s, &f, train)?;
             }

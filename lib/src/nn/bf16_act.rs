@@ -74,6 +74,14 @@ pub fn through_max_pool<T>(f: impl FnOnce() -> T) -> T {
     handing_over(Handovers::Exact, f)
 }
 
+/// Runs `f`, a residual block whose output only convolutions read, as their input or as their
+/// residual (SlowFast's blocks, whose outputs at a stage's end are concatenated with a lateral
+/// connection first): bf16 at [`Handovers::All`], as `int8::read_by_convs` hands them over but
+/// under bf16 alone.
+pub fn block_output_to_convs<T>(f: impl FnOnce() -> T) -> T {
+    handing_over(Handovers::All, f)
+}
+
 /// Runs `f` with every activation in f32 (`with_handovers(Handovers::None, f)`).
 pub fn with_f32_activations<T>(f: impl FnOnce() -> T) -> T {
     with_handovers(Handovers::None, f)

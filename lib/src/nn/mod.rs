@@ -39,7 +39,8 @@ pub use activation::{add_leaky_relu, add_relu, leaky_relu, relu};
 pub use autocast::with_autocast;
 pub use batchnorm::BatchNorm2d;
 pub use bf16_act::{
-    handovers as bf16_handovers, through_max_pool, with_f32_activations, with_handovers, Handovers,
+    block_output_to_convs, handovers as bf16_handovers, through_max_pool, with_f32_activations,
+    with_handovers, Handovers,
 };
 pub use conv::Conv2d;
 pub use conv1d::conv1d_differentiable;
