@@ -513,19 +513,24 @@ unsafe fn blocked_on(
                                     continue;
                                 }
                                 let res = if last { residual } else { None };
-                                if last && c16.is_null() {
-                                    let res32 = match res {
-                                        Some(Res::F32(r)) => Some(r),
-                                        _ => None,
-                                    };
-                                    super::kernel::prefetch_block(
-                                        c32,
-                                        ldc,
-                                        &cols_map,
-                                        (row0, col0),
-                                        (mr, nr),
-                                        res32,
-                                    );
+                                if last {
+                                    // C's and the residual's lines, of either type (a block's
+                                    // bf16 output reads its bf16 residual as cold as in f32).
+                                    use super::kernel::prefetch_rows;
+                                    let at = ((row0, col0), (mr, nr));
+                                    match c16.is_null() {
+                                        true => prefetch_rows(c32.cast_const(), ldc, &cols_map, at.0, at.1),
+                                        false => prefetch_rows(c16.cast_const(), ldc, &cols_map, at.0, at.1),
+                                    }
+                                    match res {
+                                        Some(Res::F32(r)) => {
+                                            prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
+                                        }
+                                        Some(Res::Bf16(r)) => {
+                                            prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
+                                        }
+                                        None => {}
+                                    }
                                 }
                                 // Only the part's rows are stored (SlowFast's fast pathway has 8
                                 // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).

@@ -246,14 +246,25 @@ pub(super) fn prefetch_block(
     (mr, nr): (usize, usize),
     res: Option<&[f32]>,
 ) {
-    use crate::nn::simd::prefetch;
+    prefetch_rows(c.cast_const(), ldc, cols_map, (row0, col0), (mr, nr));
+    if let Some(res) = res {
+        prefetch_rows(res.as_ptr(), ldc, cols_map, (row0, col0), (mr, nr));
+    }
+}
+
+/// [`prefetch_block`]'s lines of one matrix of C's shape, of f32 or bf16 (`act`).
+#[inline]
+pub(super) fn prefetch_rows<T>(
+    m: *const T,
+    ldc: usize,
+    cols_map: &Columns,
+    (row0, col0): (usize, usize),
+    (mr, nr): (usize, usize),
+) {
     let (first, last) = (cols_map.c_off(col0), cols_map.c_off(col0 + nr - 1));
     for r in row0..row0 + mr {
         for off in [r * ldc + first, r * ldc + last] {
-            prefetch(c.wrapping_add(off));
-            if let Some(res) = res {
-                prefetch(res.as_ptr().wrapping_add(off));
-            }
+            crate::nn::simd::prefetch(m.wrapping_add(off));
         }
     }
 }
