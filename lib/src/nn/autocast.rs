@@ -21,15 +21,7 @@ thread_local! {
 
 /// Runs `f` with the products on this thread in `dtype` (None: f32, as outside).
 pub fn with_autocast<T>(dtype: Option<DType>, f: impl FnOnce() -> T) -> T {
-    /// Restores the previous setting when dropped, also when `f` panics.
-    struct Restore(Option<DType>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            AUTOCAST.with(|a| a.set(self.0));
-        }
-    }
-    let _restore = Restore(AUTOCAST.with(|a| a.replace(dtype)));
-    f()
+    super::scoped::with_setting(&AUTOCAST, dtype, f)
 }
 
 /// The autocast dtype set on this thread (None: f32).

@@ -47,23 +47,12 @@ pub fn handovers() -> usize {
 /// Runs `f`, whose first convolution's output only convolutions read (the callers in `int8`
 /// say which, and of which `kind`): bf16 where [`on_tiles`] and [`with_handovers`] allows it.
 pub(super) fn handing_over<T>(kind: Handovers, f: impl FnOnce() -> T) -> T {
-    let before = HANDOVER.with(|h| h.replace(ENABLED.with(|e| e.get()) >= kind));
-    let out = f();
-    HANDOVER.with(|h| h.set(before));
-    out
+    super::scoped::with_setting(&HANDOVER, ENABLED.with(|e| e.get()) >= kind, f)
 }
 
 /// Runs `f` with the outputs up to `which` handed over in bf16 (All outside).
 pub fn with_handovers<T>(which: Handovers, f: impl FnOnce() -> T) -> T {
-    /// Restores the setting when dropped, also when `f` panics.
-    struct Restore(Handovers);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ENABLED.with(|e| e.set(self.0));
-        }
-    }
-    let _restore = Restore(ENABLED.with(|e| e.replace(which)));
-    f()
+    super::scoped::with_setting(&ENABLED, which, f)
 }
 
 /// Runs `f`, whose first convolution's output only a max pool reads, whose output in turn only

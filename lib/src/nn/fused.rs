@@ -22,16 +22,7 @@ thread_local! {
 /// built from candle's own ops alone, the one it takes on a GPU, so that path can be tested (and
 /// compared with the kernels) on a machine without one.
 pub fn with_portable_ops<T>(f: impl FnOnce() -> T) -> T {
-    /// Restores the thread's previous setting when dropped, so also when `f` panics (a caller
-    /// that catches the panic keeps its kernels).
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            PORTABLE_ONLY.with(|p| p.set(self.0));
-        }
-    }
-    let _restore = Restore(PORTABLE_ONLY.with(|p| p.replace(true)));
-    f()
+    super::scoped::with_setting(&PORTABLE_ONLY, true, f)
 }
 
 /// Whether `x` must take the candle-only path: it is not on the CPU (candle runs vidkit's custom

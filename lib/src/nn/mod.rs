@@ -28,6 +28,7 @@ mod pool3d;
 mod pooling_attention;
 mod portable;
 pub mod qgemm;
+mod scoped;
 mod shift;
 pub(crate) mod simd;
 mod token_pool;

@@ -152,15 +152,7 @@ thread_local! {
 /// for a task that is already one of several running in parallel (one image of a batch), where
 /// splitting it again would only add fork and join.
 pub(super) fn sequential<R>(f: impl FnOnce() -> R) -> R {
-    // Restores the flag on the way out, a panic included.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SEQUENTIAL.with(|s| s.set(self.0));
-        }
-    }
-    let _restore = Restore(SEQUENTIAL.with(|s| s.replace(true)));
-    f()
+    super::scoped::with_setting(&SEQUENTIAL, true, f)
 }
 
 /// The threads `par_for` spreads work over here: the rayon pool's, or 1 inside `sequential`.
