@@ -12,9 +12,12 @@
 //!   reads (`int8::read_by_convs`: its convolutions and its residual), as `torch.autocast`
 //!   carries every activation in bf16: the next block then adds its residual from bf16, which
 //!   moves the logits within bf16's rounding (`precision` tests).
+//! - At Exact too: a stem whose max pool alone reads it ([`through_max_pool`]; the pool pools
+//!   bf16 into bf16, a max of rounded values being the rounded max). At All: SlowFast's block
+//!   outputs ([`block_output_to_convs`]), bf16 alone.
 //!
-//! A reader off the tile paths (a depthwise convolution, a pool, the candle-only path) widens
-//! the tensor to f32 first, which is exact.
+//! A reader off the tile paths (a depthwise convolution, an average pool, the candle-only path)
+//! widens the tensor to f32 first, which is exact.
 
 use candle_core::{DType, Result, Tensor};
 use std::cell::Cell;
