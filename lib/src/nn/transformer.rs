@@ -51,7 +51,7 @@ pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
             return Tensor::from_vec(y, out, x.device());
         }
     }
-    let y = super::gemm::matmul(&x.reshape((rows, k))?, &layer.weight().t()?)?;
+    let y = times_weight_t(&x.reshape((rows, k))?, layer.weight())?;
     let y = match layer.bias() {
         Some(b) => y.broadcast_add(b)?,
         None => y,
@@ -59,6 +59,20 @@ pub fn linear(x: &Tensor, layer: &Linear) -> Result<Tensor> {
     let mut out = dims;
     *out.last_mut().expect("rank ≥ 1") = y.dim(1)?;
     y.reshape(out)
+}
+
+/// x · Wᵀ, W marked as the model's weight (`gemm::as_weight`): an inference run's bf16 tile
+/// products then pair it once instead of packing its transposed view every time.
+fn times_weight_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let product = || super::gemm::matmul(x, &weight.t()?);
+    if !weight.is_contiguous() || weight.dtype() != candle_core::DType::F32 {
+        return product();
+    }
+    let (storage, layout) = weight.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else { return product() };
+    // The buffer as `matmul` views it (from the tensor's offset on).
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+    super::gemm::as_weight(weight.id(), data, product)
 }
 
 /// Linear layers that read one input (attention's q, k and v): [..., Σ out], their outputs side

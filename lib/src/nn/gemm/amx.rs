@@ -24,7 +24,10 @@ use super::*;
 use pairs::{bf16_run_wide, pack_conv_pairs, pair_b_panels, pair_b_rows, TilePairs};
 
 mod dpbf16;
+mod paired_b;
 mod pairs;
+
+pub(super) use paired_b::PairedB;
 
 pub(in crate::nn) use dpbf16::dpbf16_available;
 
@@ -367,7 +370,8 @@ unsafe fn tile_block(
 /// of an f32 C travels between K blocks in C itself (loaded and stored by the block kernel); a
 /// bf16 C's blocks travel in an f32 buffer of the part's partial sums (rounding between K blocks
 /// would change the sums). The last K block's sums go through a scratch block and the epilogue,
-/// as do an f32 C's edge blocks at every K block.
+/// as do an f32 C's edge blocks at every K block. B is paired per block, or read from `paired`
+/// (a weight's, paired once: `PairedB`), which must then be B's.
 ///
 /// # Safety
 /// `isa.supported()` and one of the two; `c` addresses the m × n output with leading dimension
@@ -379,6 +383,7 @@ pub(super) unsafe fn blocked_bf16(
     isa: Isa,
     a: &ATiles,
     b: Rhs,
+    paired: Option<&PairedB>,
     cols_map: Columns,
     c: CPtr,
     ldc: usize,
@@ -390,9 +395,11 @@ pub(super) unsafe fn blocked_bf16(
     match isa {
         // SAFETY: AMX-BF16 granted (the caller's `isa.supported()`); tiles configured around it.
         Isa::Amx => {
-            with_tiles(|| blocked_on(tile_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi))
+            with_tiles(|| blocked_on(tile_block, a, b, paired, cols_map, c, ldc, rows, cols, accumulate, epi))
         }
-        Isa::Avx512Bf16 => blocked_on(dpbf16::dot_block, a, b, cols_map, c, ldc, rows, cols, accumulate, epi),
+        Isa::Avx512Bf16 => {
+            blocked_on(dpbf16::dot_block, a, b, paired, cols_map, c, ldc, rows, cols, accumulate, epi)
+        }
         _ => unreachable!("no bf16 block kernel on {isa:?}"),
     }
 }
@@ -414,6 +421,7 @@ unsafe fn blocked_on(
     block_kernel: BlockKernel,
     a: &ATiles,
     b: Rhs,
+    paired: Option<&PairedB>,
     cols_map: Columns,
     c: CPtr,
     ldc: usize,
@@ -436,145 +444,160 @@ unsafe fn blocked_on(
         }
     };
     let residual = epi.res();
-    PACK_B.with_borrow_mut(|pb| {
-        TILE_B.with_borrow_mut(|tb| {
-            PARTIALS.with_borrow_mut(|kept| {
-                // A bf16 C's partial sums between K blocks: the part's rows (whole blocks) by a
-                // column block's panels, rows `NCA` apart (every block's first K block writes its
-                // sums before a later one reads them).
-                let partials: &mut [f32] = match c {
-                    CPtr::Bf16(_) if k > KCA => kept.get((rows.1 - rows.0).div_ceil(BLOCK) * BLOCK * NCA),
-                    _ => &mut [],
-                };
-                let f32s = pb.get(KC * NCA);
-                for jc in (cols.0..cols.1).step_by(NCA) {
-                    let nc = NCA.min(cols.1 - jc);
-                    let panels = nc.div_ceil(NR);
-                    for pc in (0..k).step_by(KCA) {
-                        let kc = KCA.min(k - pc);
-                        let ksteps = kc.div_ceil(KSTEP);
-                        let (first, last) = (pc == 0, pc + kc == k);
-                        let bt = aligned(tb, panels * ksteps * 2 * TILE);
-                        if !pair_b_rows(&b, pc, kc, jc, nc, bt, ksteps) {
-                            // The f32 packers take K blocks of at most `KC` rows.
-                            for piece in (0..kc).step_by(KC) {
-                                let kp = KC.min(kc - piece);
-                                let mut pairs = TilePairs { tiles: &mut *bt, ksteps, s0: piece / KSTEP };
-                                match &b {
-                                    Rhs::Conv(x, phased) => {
-                                        pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
-                                        continue;
-                                    }
-                                    Rhs::ConvBf16(x, phased) => {
-                                        pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs);
-                                        continue;
-                                    }
-                                    _ => {}
-                                }
-                                pack_b(&b, pc + piece, kp, jc, nc, f32s);
-                                pair_b_panels(
-                                    &f32s[..panels * kp * NR],
-                                    panels,
-                                    kp,
-                                    bt,
-                                    ksteps,
-                                    piece / KSTEP,
-                                );
-                            }
+    TILE_B.with_borrow_mut(|tb| {
+        PARTIALS.with_borrow_mut(|kept| {
+            // A bf16 C's partial sums between K blocks: the part's rows (whole blocks) by a
+            // column block's panels, rows `NCA` apart (every block's first K block writes its
+            // sums before a later one reads them).
+            let partials: &mut [f32] = match c {
+                CPtr::Bf16(_) if k > KCA => kept.get((rows.1 - rows.0).div_ceil(BLOCK) * BLOCK * NCA),
+                _ => &mut [],
+            };
+            for jc in (cols.0..cols.1).step_by(NCA) {
+                let nc = NCA.min(cols.1 - jc);
+                let panels = nc.div_ceil(NR);
+                for pc in (0..k).step_by(KCA) {
+                    let kc = KCA.min(k - pc);
+                    let ksteps = kc.div_ceil(KSTEP);
+                    let (first, last) = (pc == 0, pc + kc == k);
+                    // B's panels for this block: paired now, or a weight's paired once.
+                    let (bt, panel_len) = match paired {
+                        Some(p) => (p.block(jc, pc), p.panel_len()),
+                        None => {
+                            let bt = aligned(tb, panels * ksteps * 2 * TILE);
+                            pair_b_block(&b, (pc, kc), (jc, nc), bt, ksteps);
+                            (bt.as_ptr(), ksteps * 2 * TILE)
                         }
-                        // Along C's rows (the A block in L1, the B panels from L2): the output and
-                        // residual rows are then read and written in streams the prefetchers follow.
-                        for row0 in (rows.0..rows.1).step_by(BLOCK) {
-                            let mr = BLOCK.min(rows.1 - row0);
-                            let ap = a.data.as_ptr().add((row0 / BLOCK * a.ksteps + pc / KSTEP) * 2 * TILE);
-                            for jr in 0..panels {
-                                let nr = NR.min(nc - jr * NR);
-                                let col0 = jc + jr * NR;
-                                let one_item = cols_map.c_stride == cols_map.per
-                                    || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
-                                let bp = bt.as_ptr().add(jr * ksteps * 2 * TILE);
-                                // Whether C's previous values are in the tiles or still to be added.
-                                let c_in = accumulate || !first;
-                                // A whole block in one item travels between K blocks in the block
-                                // kernel's sums: through C (f32) or the partials (bf16 C). Any other
-                                // block's sums start from zero and its previous sums are added after
-                                // (the same order in both, so a bf16 C is the f32 one rounded).
-                                let direct = mr == BLOCK && nr == NR && one_item;
-                                let (carry, carry_ld) = match c16.is_null() {
-                                    true => (c32.add(row0 * ldc + cols_map.c_off(col0)), ldc * 4),
-                                    false => {
-                                        let at = (row0 - rows.0) * NCA + jr * NR;
-                                        (partials.as_mut_ptr().wrapping_add(at), NCA * 4)
-                                    }
-                                };
-                                let from = (direct && c_in).then_some((carry as *const f32, carry_ld));
-                                if direct && !last {
-                                    block_kernel(mr, ksteps, ap, bp, from, (carry, carry_ld));
-                                    continue;
+                    };
+                    // Along C's rows (the A block in L1, the B panels from L2): the output and
+                    // residual rows are then read and written in streams the prefetchers follow.
+                    for row0 in (rows.0..rows.1).step_by(BLOCK) {
+                        let mr = BLOCK.min(rows.1 - row0);
+                        let ap = a.data.as_ptr().add((row0 / BLOCK * a.ksteps + pc / KSTEP) * 2 * TILE);
+                        for jr in 0..panels {
+                            let nr = NR.min(nc - jr * NR);
+                            let col0 = jc + jr * NR;
+                            let one_item = cols_map.c_stride == cols_map.per
+                                || col0 / cols_map.per == (col0 + nr - 1) / cols_map.per;
+                            let bp = bt.add(jr * panel_len);
+                            // Whether C's previous values are in the tiles or still to be added.
+                            let c_in = accumulate || !first;
+                            // A whole block in one item travels between K blocks in the block
+                            // kernel's sums: through C (f32) or the partials (bf16 C). Any other
+                            // block's sums start from zero and its previous sums are added after
+                            // (the same order in both, so a bf16 C is the f32 one rounded).
+                            let direct = mr == BLOCK && nr == NR && one_item;
+                            let (carry, carry_ld) = match c16.is_null() {
+                                true => (c32.add(row0 * ldc + cols_map.c_off(col0)), ldc * 4),
+                                false => {
+                                    let at = (row0 - rows.0) * NCA + jr * NR;
+                                    (partials.as_mut_ptr().wrapping_add(at), NCA * 4)
                                 }
-                                let res = if last { residual } else { None };
-                                if last {
-                                    // C's and the residual's lines, of either type (a block's
-                                    // bf16 output reads its bf16 residual as cold as in f32).
-                                    use super::kernel::prefetch_rows;
-                                    let at = ((row0, col0), (mr, nr));
-                                    match c16.is_null() {
-                                        true => prefetch_rows(c32.cast_const(), ldc, &cols_map, at.0, at.1),
-                                        false => prefetch_rows(c16.cast_const(), ldc, &cols_map, at.0, at.1),
-                                    }
-                                    match res {
-                                        Some(Res::F32(r)) => {
-                                            prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
-                                        }
-                                        Some(Res::Bf16(r)) => {
-                                            prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
-                                        }
-                                        None => {}
-                                    }
+                            };
+                            let from = (direct && c_in).then_some((carry as *const f32, carry_ld));
+                            if direct && !last {
+                                block_kernel(mr, ksteps, ap, bp, from, (carry, carry_ld));
+                                continue;
+                            }
+                            let res = if last { residual } else { None };
+                            if last {
+                                // C's and the residual's lines, of either type (a block's
+                                // bf16 output reads its bf16 residual as cold as in f32).
+                                use super::kernel::prefetch_rows;
+                                let at = ((row0, col0), (mr, nr));
+                                match c16.is_null() {
+                                    true => prefetch_rows(c32.cast_const(), ldc, &cols_map, at.0, at.1),
+                                    false => prefetch_rows(c16.cast_const(), ldc, &cols_map, at.0, at.1),
                                 }
-                                // Only the part's rows are stored (SlowFast's fast pathway has 8
-                                // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).
-                                block_kernel(mr, ksteps, ap, bp, from, scratch);
-                                let bias = match (last, epi.row_bias) {
-                                    (true, Some(bias)) => bias.as_ptr().add(row0),
-                                    _ => std::ptr::null(),
-                                };
-                                if !c16.is_null() && !direct && !partials.is_empty() {
-                                    // An edge block of a bf16 C: its previous sums added here (as
-                                    // the f32 epilogue's load does), its sums kept until the last.
-                                    let partial =
-                                        std::slice::from_raw_parts_mut(carry, (BLOCK - 1) * NCA + BLOCK);
-                                    for (r, row) in block.0.chunks_exact_mut(BLOCK).enumerate().take(mr) {
-                                        let kept = &mut partial[r * NCA..r * NCA + BLOCK];
-                                        if c_in {
-                                            row.iter_mut().zip(&*kept).for_each(|(v, p)| *v += p);
-                                        }
-                                        if !last {
-                                            kept.copy_from_slice(row);
-                                        }
+                                match res {
+                                    Some(Res::F32(r)) => {
+                                        prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
+                                    }
+                                    Some(Res::Bf16(r)) => {
+                                        prefetch_rows(r.as_ptr(), ldc, &cols_map, at.0, at.1)
+                                    }
+                                    None => {}
+                                }
+                            }
+                            // Only the part's rows are stored (SlowFast's fast pathway has 8
+                            // and 16 channels: VDPBF16PS then skips 3 or 2 of the 4 groups).
+                            block_kernel(mr, ksteps, ap, bp, from, scratch);
+                            let bias = match (last, epi.row_bias) {
+                                (true, Some(bias)) => bias.as_ptr().add(row0),
+                                _ => std::ptr::null(),
+                            };
+                            if !c16.is_null() && !direct && !partials.is_empty() {
+                                // An edge block of a bf16 C: its previous sums added here (as
+                                // the f32 epilogue's load does), its sums kept until the last.
+                                let partial =
+                                    std::slice::from_raw_parts_mut(carry, (BLOCK - 1) * NCA + BLOCK);
+                                for (r, row) in block.0.chunks_exact_mut(BLOCK).enumerate().take(mr) {
+                                    let kept = &mut partial[r * NCA..r * NCA + BLOCK];
+                                    if c_in {
+                                        row.iter_mut().zip(&*kept).for_each(|(v, p)| *v += p);
                                     }
                                     if !last {
-                                        continue;
+                                        kept.copy_from_slice(row);
                                     }
                                 }
-                                let part = TilePart { tile: block.0.as_ptr(), rows: mr, cols: nr };
-                                let relu = last && epi.relu;
-                                let at = (row0, col0);
-                                match c {
-                                    CPtr::F32(c) => {
-                                        let load = c_in && !direct;
-                                        store_block_act(part, c, ldc, &cols_map, at, load, bias, res, relu)
-                                    }
-                                    CPtr::Bf16(c) => {
-                                        store_block_act(part, c, ldc, &cols_map, at, false, bias, res, relu)
-                                    }
+                                if !last {
+                                    continue;
+                                }
+                            }
+                            let part = TilePart { tile: block.0.as_ptr(), rows: mr, cols: nr };
+                            let relu = last && epi.relu;
+                            let at = (row0, col0);
+                            match c {
+                                CPtr::F32(c) => {
+                                    let load = c_in && !direct;
+                                    store_block_act(part, c, ldc, &cols_map, at, load, bias, res, relu)
+                                }
+                                CPtr::Bf16(c) => {
+                                    store_block_act(part, c, ldc, &cols_map, at, false, bias, res, relu)
                                 }
                             }
                         }
                     }
                 }
-            })
+            }
         })
+    });
+}
+
+/// B's rows `pc..pc+kc`, columns `jc..jc+nc` rounded and paired into `bt` (`ksteps` steps a
+/// panel, `pair_b_panels`' layout): straight from B's rows where `pair_b_rows` can, from the
+/// convolution's implicit im2col, or through the f32 packers' panels.
+///
+/// # Safety
+/// AVX-512 F, BW and VL available; B's view lies inside its buffer for the block; `bt` holds
+/// `⌈nc / 32⌉ · ksteps · 1024` values, `⌈kc / 32⌉ ≤ ksteps`, `nc ≤ NCA`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn pair_b_block(
+    b: &Rhs,
+    (pc, kc): (usize, usize),
+    (jc, nc): (usize, usize),
+    bt: &mut [u16],
+    ksteps: usize,
+) {
+    if pair_b_rows(b, pc, kc, jc, nc, bt, ksteps) {
+        return;
+    }
+    let panels = nc.div_ceil(NR);
+    PACK_B.with_borrow_mut(|pb| {
+        let f32s = pb.get(KC * NCA);
+        // The f32 packers take K blocks of at most `KC` rows.
+        for piece in (0..kc).step_by(KC) {
+            let kp = KC.min(kc - piece);
+            let mut pairs = TilePairs { tiles: &mut *bt, ksteps, s0: piece / KSTEP };
+            match b {
+                Rhs::Conv(x, phased) => pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs),
+                Rhs::ConvBf16(x, phased) => pack_conv_pairs(x, *phased, pc + piece, kp, jc, nc, &mut pairs),
+                _ => {
+                    pack_b(b, pc + piece, kp, jc, nc, f32s);
+                    pair_b_panels(&f32s[..panels * kp * NR], panels, kp, bt, ksteps, piece / KSTEP);
+                }
+            }
+        }
     });
 }
 

@@ -113,6 +113,7 @@ pub fn sgemm_packed(a: &PackedA, b: MatRef, c: &mut [f32], ldc: usize, epi: Epil
                 a.isa,
                 tiles,
                 Rhs::Mat(b, single),
+                None,
                 single,
                 CPtr::F32(c.as_mut_ptr()),
                 ldc,

@@ -54,12 +54,17 @@ pub(super) fn run_blocked_to(
                 &packed_here
             }
         };
+        // A weight taken as B (a Linear layer's Wᵀ), paired once for the run.
+        let paired = weight_cache::paired_b(&b, k, n, threads);
+        let paired = paired.as_deref();
         let parts = partition(m, n, threads, amx::BLOCK);
         let run = |(rows, part): ((usize, usize), (usize, usize))| {
             // SAFETY: `isa` comes from `Isa::supported` (AMX-BF16 granted or AVX-512 BF16); the
             // parts cover disjoint blocks of the m × n output the callers checked `c` holds,
             // their rows starting at whole blocks of `tiles`.
-            unsafe { amx::blocked_bf16(isa, tiles, b, cols, c_any.get(), ldc, rows, part, accumulate, epi) }
+            unsafe {
+                amx::blocked_bf16(isa, tiles, b, paired, cols, c_any.get(), ldc, rows, part, accumulate, epi)
+            }
         };
         if parts.len() == 1 {
             run(parts[0]);

@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct WeightCache {
     entries: Mutex<HashMap<TensorId, Arc<Entry>>>,
+    /// Weights taken as B (a Linear layer's Wᵀ), paired for the bf16 tile paths.
+    #[cfg(target_arch = "x86_64")]
+    paired: Mutex<HashMap<TensorId, Arc<super::amx::PairedB>>>,
     /// Whether the f32 kernels' panels are cached too, not only tiles.
     panels: bool,
 }
@@ -43,7 +46,11 @@ impl WeightCache {
 
     /// How many weights are packed.
     pub fn len(&self) -> usize {
-        self.entries.lock().map_or(0, |e| e.len())
+        #[cfg(target_arch = "x86_64")]
+        let paired = self.paired.lock().map_or(0, |e| e.len());
+        #[cfg(not(target_arch = "x86_64"))]
+        let paired = 0;
+        self.entries.lock().map_or(0, |e| e.len()) + paired
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,6 +146,35 @@ pub(super) fn packed(
     Some(entry)
 }
 
+/// The weight's B paired once (`amx::PairedB`), when this thread runs a bf16 tile product (the
+/// caller's `bf16 && isa.bf16_pairs()`) whose B is the weight marked by `as_weight` (its
+/// buffer, any view: a Linear layer's Wᵀ is a transposed one) inside `with_weight_cache`,
+/// paired now on a miss; None otherwise. Like [`packed`], takes the mark once.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn paired_b(
+    b: &super::Rhs,
+    k: usize,
+    n: usize,
+    threads: usize,
+) -> Option<Arc<super::amx::PairedB>> {
+    let (id, data, len) = WEIGHT.with(|w| w.get())?;
+    // One matrix (a single batch item), viewed on the weight's own buffer.
+    let super::Rhs::Mat(m, cols) = b else { return None };
+    if (m.data.as_ptr(), m.data.len()) != (data, len) || (m.rows, m.cols) != (k, n) || cols.per < n {
+        return None;
+    }
+    WEIGHT.with(|w| w.set(None));
+    let cache = ACTIVE.with(|c| c.borrow().clone())?;
+    if let Some(e) = cache.paired.lock().ok()?.get(&id).filter(|e| e.fits(m)) {
+        return Some(e.clone());
+    }
+    // SAFETY: the caller runs the bf16 tile paths (AVX-512 F, BW and VL with them) and checked
+    // B's view against its buffer.
+    let entry = Arc::new(unsafe { super::amx::PairedB::pair(b, k, n, threads) });
+    cache.paired.lock().ok()?.insert(id, entry.clone());
+    Some(entry)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::*;
@@ -216,6 +252,61 @@ mod tests {
             ran.push(isa);
         }
         println!("weight cache paths: {ran:?}");
+    }
+
+    /// A weight taken as B (x · Wᵀ, a Linear layer's product: B a transposed view of the
+    /// weight's buffer) is paired once and multiplies bit for bit as B paired per product does,
+    /// on every bf16 tile path the machine has: K and the columns past one block and not whole
+    /// steps or panels, the product split by columns (few rows) and by rows (many). The second
+    /// run reads the pairs (the buffer changed under the same id gives the first result); the
+    /// same buffer seen untransposed is paired anew.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_weight_taken_as_b_is_paired_once() {
+        let mut rng = Rng::new(12);
+        let mut random = |n: usize| (0..n).map(|_| rng.uniform() as f32 * 2.0 - 1.0).collect::<Vec<f32>>();
+        let (k, n) = (600, 600);
+        let mut w = random(n * k);
+        let id =
+            candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().id();
+        let mut ran = vec![];
+        for isa in Isa::paths().into_iter().flatten().filter(|i| i.bf16_pairs()) {
+            for m in [40, 700] {
+                let x = random(m * k);
+                let cache = WeightCache::new();
+                let product = |w: &[f32], transposed: bool, cached: bool| {
+                    let run = || {
+                        let (rs, cs) = if transposed { (1, k) } else { (n, 1) };
+                        let b = MatRef { data: w, rows: k, cols: n, rs, cs };
+                        let a = MatRef::row_major(&x, m, k);
+                        sgemm_columns_new(a, b, Columns::single(n), n, Epilogue::default())
+                    };
+                    crate::nn::with_autocast(Some(candle_core::DType::BF16), || {
+                        with_isa(Some(isa), || match cached {
+                            true => with_weight_cache(&cache, || as_weight(id, w, run)),
+                            false => run(),
+                        })
+                    })
+                };
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                let what = format!("{isa:?}, {m} rows");
+                let cached = bits(product(&w, true, true));
+                assert!(
+                    bits(product(&w, true, false)) == cached,
+                    "{what}: the paired weight's product differs"
+                );
+                assert_eq!(cache.len(), 1, "{what}");
+                let first = w.clone();
+                w.iter_mut().for_each(|v| *v = -*v);
+                assert!(bits(product(&w, true, true)) == cached, "{what}: the weight was paired again");
+                // The buffer untransposed: paired anew, from the buffer as it is now.
+                let want = bits(product(&w, false, false));
+                assert!(bits(product(&w, false, true)) == want, "{what}: another view kept the old pairs");
+                assert_ne!(w, first);
+            }
+            ran.push(isa);
+        }
+        println!("paired weight paths: {ran:?}");
     }
 
     /// Only a weight's product inside a run takes the cache: a product outside `as_weight` (an
