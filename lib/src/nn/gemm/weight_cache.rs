@@ -80,7 +80,8 @@ thread_local! {
     static WEIGHT: Cell<Option<(TensorId, *const f32, usize)>> = const { Cell::new(None) };
 }
 
-/// Restores a thread-local's previous value when dropped, also when `f` panics.
+/// Restores the active cache when dropped, also when the run panics (`with_weight_cache`; a
+/// `Cell` setting goes through `scoped::with_setting`).
 struct Restore<F: FnMut()>(F);
 impl<F: FnMut()> Drop for Restore<F> {
     fn drop(&mut self) {
@@ -98,9 +99,7 @@ pub fn with_weight_cache<T>(cache: &Arc<WeightCache>, f: impl FnOnce() -> T) -> 
 /// Runs `f`, a product whose A is `data`, the buffer of the weight tensor `id` (the model's
 /// own, contiguous), so that an active cache packs it once.
 pub fn as_weight<T>(id: TensorId, data: &[f32], f: impl FnOnce() -> T) -> T {
-    let before = WEIGHT.with(|w| w.replace(Some((id, data.as_ptr(), data.len()))));
-    let _restore = Restore(move || WEIGHT.with(|w| w.set(before)));
-    f()
+    crate::nn::scoped::with_setting(&WEIGHT, Some((id, data.as_ptr(), data.len())), f)
 }
 
 /// The cached packing of A when this thread runs an inference product on a weight (`as_weight`
