@@ -25,6 +25,18 @@ pub(in crate::nn) trait Act: Copy + Default + Send + Sync + std::fmt::Debug + 's
     #[cfg(target_arch = "x86_64")]
     unsafe fn mask_load(v: std::arch::x86_64::__m512, m: u16, p: *const Self) -> std::arch::x86_64::__m512;
 
+    /// `v` (16 bf16) with lanes `m` read from `p` rounded to bf16 (`round_bits`; bf16 read as
+    /// it is), the others kept: a row of B as the pairs take it, without widening bf16.
+    ///
+    /// # Safety
+    /// As [`Act::mask_load`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn mask_load_bits(
+        v: std::arch::x86_64::__m256i,
+        m: u16,
+        p: *const Self,
+    ) -> std::arch::x86_64::__m256i;
+
     /// Lanes `m` of `v` written at `p` (bf16: rounded to nearest even).
     ///
     /// # Safety
@@ -52,6 +64,18 @@ impl Act for f32 {
     #[inline(always)]
     unsafe fn mask_load(v: std::arch::x86_64::__m512, m: u16, p: *const f32) -> std::arch::x86_64::__m512 {
         std::arch::x86_64::_mm512_mask_loadu_ps(v, m, p)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn mask_load_bits(
+        v: std::arch::x86_64::__m256i,
+        m: u16,
+        p: *const f32,
+    ) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let x = _mm512_maskz_loadu_ps(m, p);
+        _mm256_mask_mov_epi16(v, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(round_bits(x))))
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -87,6 +111,16 @@ impl Act for u16 {
         use std::arch::x86_64::*;
         let bits = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p as *const i16));
         _mm512_mask_mov_ps(v, m, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(bits)))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn mask_load_bits(
+        v: std::arch::x86_64::__m256i,
+        m: u16,
+        p: *const u16,
+    ) -> std::arch::x86_64::__m256i {
+        std::arch::x86_64::_mm256_mask_loadu_epi16(v, m, p as *const i16)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -184,30 +184,57 @@ unsafe fn pair_same_conv<E: Act>(
         }
     }
     let data = x.x.as_ptr();
-    // Row k's 16 values of a half, from its runs `from..to` (zeros past the block).
-    let row_of = |k: usize, from: usize, to: usize| {
-        let mut v = _mm512_setzero_ps();
-        if k >= kc {
-            return v;
-        }
-        let (c, tap) = ((p0 + k) / taps, (p0 + k) % taps);
-        let off = (c * vol) as isize + offsets[tap];
-        for r in from..to {
-            // Masked: only lanes whose input lies inside the image are read.
-            v = E::mask_load(v, masks[r * taps + tap], data.wrapping_offset(runs[r].1 + off));
-        }
-        v
-    };
     let halves = half_ranges(panels, runs.iter().map(|r| r.0));
-    // Entering a channel: each half's line two channels on, which the rows after its taps read
-    // (each half's run is a line or two of a plane of its own).
-    let ahead = |k: usize, from: usize, to: usize| {
-        let c = (p0 + k) / taps;
-        if (k == 0 || (p0 + k) % taps < 2) && c + 2 < g.c && from < to {
-            crate::nn::simd::prefetch(data.wrapping_offset(runs[from].1 + ((c + 2) * vol) as isize));
-        }
+    // Row k's offset in x and its tap, worked out once a row (not once a half); None past the block.
+    let row_at = |k: usize| {
+        (k < kc).then(|| {
+            let (c, tap) = ((p0 + k) / taps, (p0 + k) % taps);
+            ((c * vol) as isize + offsets[tap], tap)
+        })
     };
-    pair_rows_with(out, ksteps, &halves, ahead, row_of);
+    let dst = out.as_mut_ptr();
+    let interleave = _mm512_set_epi16(
+        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34,
+        2, 33, 1, 32, 0,
+    );
+    for s in 0..ksteps {
+        for r in 0..16 {
+            let k = s * KSTEP + 2 * r;
+            let (even, odd) = (row_at(k), row_at(k + 1));
+            // Entering a channel: each half's line two channels on, which the rows after its
+            // taps read (each half's run is a line or two of a plane of its own).
+            let c = (p0 + k) / taps;
+            let ahead = ((k == 0 || (p0 + k) % taps < 2) && c + 2 < g.c).then_some(((c + 2) * vol) as isize);
+            for (half, &(from, to)) in halves.iter().enumerate() {
+                if let Some(next) = ahead.filter(|_| from < to) {
+                    crate::nn::simd::prefetch(data.wrapping_offset(runs[from].1 + next));
+                }
+                // The half's 16 values of a row, as bf16: masked, only lanes whose input lies
+                // inside the image are read.
+                let load = |row: Option<(isize, usize)>| {
+                    let mut v = _mm256_setzero_si256();
+                    if let Some((off, tap)) = row {
+                        for r in from..to {
+                            v = E::mask_load_bits(
+                                v,
+                                masks[r * taps + tap],
+                                data.wrapping_offset(runs[r].1 + off),
+                            );
+                        }
+                    }
+                    v
+                };
+                let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
+                // Lane 2j: the even row's value j, lane 2j + 1 the odd row's.
+                let pairs = _mm512_permutex2var_epi16(
+                    _mm512_castsi256_si512(load(even)),
+                    interleave,
+                    _mm512_castsi256_si512(load(odd)),
+                );
+                _mm512_storeu_si512(tile.add(r * KSTEP).cast(), pairs);
+            }
+        }
+    }
 }
 
 /// Each half's runs as a range of the run list, whose runs go in half order (`half_of_run`).
@@ -513,8 +540,9 @@ mod tests {
 
     /// A convolution that keeps its extent, paired straight from its planes (`pair_same_conv`,
     /// through `pair_b_rows`), equals its B packed into f32 panels then paired, from f32 and
-    /// from bf16: 3×3, 3×1×1 and 3×3×3 kernels, halves that span two images (7 × 7 planes),
-    /// K blocks from inside a channel, a column block from inside an image.
+    /// from bf16 (f32 values rounded by the pairing, bf16 read as they are): 3×3, 3×1×1 and
+    /// 3×3×3 kernels, halves that span two images (7 × 7 planes), K blocks from inside a
+    /// channel, a column block from inside an image.
     #[test]
     fn same_extent_conv_paired_from_planes_equals_conv_packed_then_paired() {
         use crate::nn::vol2col::Geometry3d;
@@ -538,10 +566,10 @@ mod tests {
             geometry(6, [4, 5, 7], [3, 1, 1]),
             geometry(3, [3, 5, 6], [3, 3, 3]),
         ] {
-            let x: Vec<f32> = (0..g.n * g.c * g.in_volume())
-                .map(|_| crate::nn::simd::bf16_round(rng.uniform() as f32 - 0.5))
-                .collect();
-            let x16: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            // f32 values not yet rounded (the pairs round them), and the same rounded as bf16.
+            let x: Vec<f32> = (0..g.n * g.c * g.in_volume()).map(|_| rng.uniform() as f32 - 0.5).collect();
+            let x16: Vec<u16> =
+                x.iter().map(|&v| (crate::nn::simd::bf16_round(v).to_bits() >> 16) as u16).collect();
             let out = g.out().unwrap();
             assert_eq!(out, g.input);
             let rhs = ConvRhs { x: &x, g, out };
