@@ -19,6 +19,25 @@ unsafe fn store_pairs(row: *mut u16, even: std::arch::x86_64::__m512, odd: std::
     _mm512_storeu_si512(row as *mut _, _mm512_or_si512(low, high));
 }
 
+/// Tile row `row` = 16 columns' pairs from two rows' bf16 values (`Act::mask_load_bits`): lane
+/// 2j the even row's value j, lane 2j + 1 the odd row's, as [`store_pairs`] lays them.
+///
+/// # Safety
+/// AVX-512 F and BW available; `row` holds 32 writable values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+unsafe fn store_bits_pairs(row: *mut u16, even: std::arch::x86_64::__m256i, odd: std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    let interleave = _mm512_set_epi16(
+        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34,
+        2, 33, 1, 32, 0,
+    );
+    let pairs =
+        _mm512_permutex2var_epi16(_mm512_castsi256_si512(even), interleave, _mm512_castsi256_si512(odd));
+    _mm512_storeu_si512(row.cast(), pairs);
+}
+
 /// # Safety
 /// AVX-512F available; `src` and `dst` of one length.
 #[cfg(target_arch = "x86_64")]
@@ -193,10 +212,6 @@ unsafe fn pair_same_conv<E: Act>(
         })
     };
     let dst = out.as_mut_ptr();
-    let interleave = _mm512_set_epi16(
-        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34,
-        2, 33, 1, 32, 0,
-    );
     for s in 0..ksteps {
         for r in 0..16 {
             let k = s * KSTEP + 2 * r;
@@ -225,13 +240,7 @@ unsafe fn pair_same_conv<E: Act>(
                     v
                 };
                 let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
-                // Lane 2j: the even row's value j, lane 2j + 1 the odd row's.
-                let pairs = _mm512_permutex2var_epi16(
-                    _mm512_castsi256_si512(load(even)),
-                    interleave,
-                    _mm512_castsi256_si512(load(odd)),
-                );
-                _mm512_storeu_si512(tile.add(r * KSTEP).cast(), pairs);
+                store_bits_pairs(tile.add(r * KSTEP), load(even), load(odd));
             }
         }
     }
@@ -250,11 +259,11 @@ fn half_ranges(panels: usize, half_of_run: impl Iterator<Item = usize> + Clone) 
 }
 
 /// Rows of B into tiles as `pair_b_panels` lays them out (from step 0 of `ksteps`), two rows at
-/// a time across all the halves: `row_of(k, from, to)` gives row k's 16 values of the half whose
-/// runs are `from..to` (`halves`), after `ahead(k, from, to)` asked for lines a later row reads.
+/// a time across all the halves: `row_of(k, from, to)` gives row k's 16 values (as bf16) of the
+/// half whose runs are `from..to` (`halves`), after `ahead(k, from, to)` asked for lines a later row reads.
 ///
 /// # Safety
-/// AVX-512F available; `out` holds `halves.len() / 2 · ksteps · 1024` values.
+/// AVX-512 F and BW available; `out` holds `halves.len() / 2 · ksteps · 1024` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn pair_rows_with(
@@ -262,7 +271,7 @@ unsafe fn pair_rows_with(
     ksteps: usize,
     halves: &[(usize, usize)],
     ahead: impl Fn(usize, usize, usize),
-    row_of: impl Fn(usize, usize, usize) -> std::arch::x86_64::__m512,
+    row_of: impl Fn(usize, usize, usize) -> std::arch::x86_64::__m256i,
 ) {
     assert!(out.len() >= halves.len() / 2 * ksteps * 2 * TILE, "tiles too short");
     let dst = out.as_mut_ptr();
@@ -272,7 +281,7 @@ unsafe fn pair_rows_with(
             for (half, &(from, to)) in halves.iter().enumerate() {
                 ahead(k, from, to);
                 let tile = dst.add(((half / 2 * ksteps + s) * 2 + half % 2) * TILE);
-                store_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
+                store_bits_pairs(tile.add(r * KSTEP), row_of(k, from, to), row_of(k + 1, from, to));
             }
         }
     }
@@ -316,7 +325,7 @@ unsafe fn pair_rows_of<E: Act>(
     // Row k's 16 values of a half (zeros past the block, in columns past the end, and where a
     // shift reads outside the clip).
     let row_of = |k: usize, from: usize, to: usize| {
-        let mut v = _mm512_setzero_ps();
+        let mut v = _mm256_setzero_si256();
         if k >= kc {
             return v;
         }
@@ -331,8 +340,8 @@ unsafe fn pair_rows_of<E: Act>(
                 }
                 at += delta * cols.b_stride as isize;
             }
-            // Masked: only the run's lanes are read, all inside B.
-            v = E::mask_load(v, lanes, data.wrapping_offset(at));
+            // Masked: only the run's lanes are read, all inside B; as bf16.
+            v = E::mask_load_bits(v, lanes, data.wrapping_offset(at));
         }
         v
     };
@@ -445,8 +454,8 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// B paired straight from its rows equals B packed into f32 panels then paired, for batched
-    /// columns whose items split halves (7 columns an item, 3 items) and for frame-shifted rows
+    /// B paired straight from its rows (f32, and the same rounded to bf16) equals B packed into
+    /// f32 panels then paired, for batched columns whose items split halves (7 columns an item, 3 items) and for frame-shifted rows
     /// (a clip of 3 frames, rows moving −1, 0, +1), K past a step and the columns past a panel.
     #[test]
     fn b_paired_from_rows_equals_b_packed_then_paired() {
@@ -462,19 +471,30 @@ mod tests {
         let cols = Columns { per, b_stride: k * per, c_stride: 0 };
         let delta: Vec<i8> = (0..k).map(|kk| (kk % 3) as i8 - 1).collect();
         let shifted = FrameRows { segments: 3, delta: &delta };
-        for rhs in [Rhs::Mat(m, cols), Rhs::ShiftedMat(m, cols, shifted)] {
+        // The same values rounded to bf16: paired as they are, they give the f32 values' pairs.
+        let data16: Vec<u16> =
+            data.iter().map(|&v| (crate::nn::simd::bf16_round(v).to_bits() >> 16) as u16).collect();
+        let m16 = MatRef { data: &data16, rows: k, cols: items * per, rs: per, cs: 1 };
+        for (rhs, bf16) in [
+            (Rhs::Mat(m, cols), None),
+            (Rhs::ShiftedMat(m, cols, shifted), Some(Rhs::MatBf16(m16, cols, Some(shifted)))),
+        ] {
+            let bf16 = bf16.unwrap_or(Rhs::MatBf16(m16, cols, None));
             for (p0, kc, j0, nc) in [(0usize, 45usize, 0usize, 21usize), (3, 40, 2, 19), (0, 45, 5, 1)] {
                 let (panels, ksteps) = (nc.div_ceil(NR), kc.div_ceil(KSTEP));
                 let mut f32s = vec![0f32; panels * kc * NR];
                 let (mut want, mut got) =
                     (vec![1u16; panels * ksteps * 2 * TILE], vec![2u16; panels * ksteps * 2 * TILE]);
+                let mut got16 = got.clone();
                 // SAFETY: AVX-512 checked; the block lies inside B and the buffers fit it.
                 unsafe {
                     pack_b(&rhs, p0, kc, j0, nc, &mut f32s);
                     pair_b_panels(&f32s, panels, kc, &mut want, ksteps, 0);
                     assert!(pair_b_rows(&rhs, p0, kc, j0, nc, &mut got, ksteps));
+                    assert!(pair_b_rows(&bf16, p0, kc, j0, nc, &mut got16, ksteps));
                 }
                 assert!(want == got, "{rhs:?} block {p0} {kc} {j0} {nc}");
+                assert!(want == got16, "{rhs:?} from bf16: block {p0} {kc} {j0} {nc}");
             }
         }
     }
